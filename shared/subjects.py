@@ -1,0 +1,54 @@
+"""Every NATS subject, stream and queue-group name is built here and nowhere else."""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "probefleet"
+RESULTS_STREAM = "PROBEFLEET_RESULTS"
+RESULTS_CONSUMER = "controller"
+PINGS_STREAM = "PROBEFLEET_PINGS"
+PINGS_CONSUMER = "controller"
+
+_REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def valid_region(region: str) -> bool:
+    """Regions are subject tokens: lower-case letters, digits and dashes."""
+    return bool(_REGION_RE.match(region))
+
+
+def jobs(region: str) -> str:
+    """Core subject a region's probes take check jobs from."""
+    return f"{PREFIX}.jobs.{region}"
+
+
+def jobs_queue(region: str) -> str:
+    """Queue group: each job runs on exactly one probe of its region."""
+    return f"probes-{region}"
+
+
+def results(region: str) -> str:
+    return f"{PREFIX}.results.{region}"
+
+
+def results_all() -> str:
+    return f"{PREFIX}.results.>"
+
+
+def heartbeat(region: str) -> str:
+    return f"{PREFIX}.probes.heartbeat.{region}"
+
+
+def heartbeat_all() -> str:
+    return f"{PREFIX}.probes.heartbeat.*"
+
+
+def pings() -> str:
+    """JetStream subject for heartbeat-monitor pings received by any controller."""
+    return f"{PREFIX}.pings"
+
+
+def monitor_changes() -> str:
+    """Core subject controllers use to tell each other a monitor changed."""
+    return f"{PREFIX}.monitors.changed"

@@ -1,0 +1,223 @@
+"""Messages that cross NATS between controller and probes, encoded with msgpack.
+
+The job's spec is a tagged union: the tag is the monitor kind, which is also the
+checker's module name and registry key. Every field has a default so old and new
+processes can talk to each other while a fleet is upgraded.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+import msgspec
+
+# ---------------------------------------------------------------- check specs
+
+
+class Assertion(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A JSON-path assertion on an HTTP response body."""
+
+    path: str
+    op: Literal["equals", "not_equals", "lt", "lte", "gt", "gte", "contains", "exists"] = (
+        "equals"
+    )
+    value: str | int | float | bool | None = None
+
+
+class HttpSpec(msgspec.Struct, tag="http", kw_only=True, omit_defaults=True):
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = {}
+    body: str | None = None
+    body_kind: Literal["raw", "json", "form"] = "raw"
+    basic_auth: tuple[str, str] | None = None
+    bearer_token: str | None = None
+    expected_status: list[int | str] = ["2xx", "3xx"]
+    follow_redirects: bool = True
+    max_redirects: int = 10
+    verify_tls: bool = True
+    expected_content: str | None = None
+    excluded_content: str | None = None
+    content_regex: bool = False
+    json_assertions: list[Assertion] = []
+    degraded_ms: float | None = None
+    graphql_query: str | None = None
+    graphql_variables: dict[str, object] | None = None
+
+
+class TcpSpec(msgspec.Struct, tag="tcp", kw_only=True, omit_defaults=True):
+    host: str
+    port: int
+    tls: bool = False
+    verify_tls: bool = True
+    send: str | None = None
+    expect: str | None = None
+    expect_regex: bool = False
+    degraded_ms: float | None = None
+
+
+class UdpSpec(msgspec.Struct, tag="udp", kw_only=True, omit_defaults=True):
+    host: str
+    port: int
+    send: str = ""
+    expect: str | None = None
+    expect_regex: bool = False
+    degraded_ms: float | None = None
+
+
+class IcmpSpec(msgspec.Struct, tag="icmp", kw_only=True, omit_defaults=True):
+    host: str
+    count: int = 3
+    interval: float = 0.2
+    max_packet_loss: float = 0.0
+    degraded_ms: float | None = None
+
+
+class DnsSpec(msgspec.Struct, tag="dns", kw_only=True, omit_defaults=True):
+    name: str
+    record_type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "CAA", "PTR"] = "A"
+    resolver: str | None = None
+    expected_values: list[str] = []
+    match: Literal["any", "all"] = "any"
+    expected_rcode: str = "NOERROR"
+    degraded_ms: float | None = None
+
+
+class TlsSpec(msgspec.Struct, tag="tls", kw_only=True, omit_defaults=True):
+    host: str
+    port: int = 443
+    server_name: str | None = None
+    warn_days: int = 14
+    verify_chain: bool = True
+    verify_hostname: bool = True
+    expected_issuer: str | None = None
+    min_version: str | None = None
+
+
+CheckSpec = HttpSpec | TcpSpec | UdpSpec | IcmpSpec | DnsSpec | TlsSpec
+PROBE_KINDS: tuple[str, ...] = ("http", "tcp", "udp", "icmp", "dns", "tls")
+
+# ---------------------------------------------------------------- jobs and results
+
+
+class CheckJob(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One round of one monitor for one region.
+
+    `due` and `deadline` are Unix seconds. A probe must publish a result before
+    `deadline`; a job received after it is reported as skipped, not run.
+    """
+
+    monitor_id: int
+    due: float
+    deadline: float
+    region: str
+    timeout: float
+    spec: CheckSpec
+    attempt: int = 0
+
+    @property
+    def job_id(self) -> str:
+        return job_id(self.monitor_id, self.due, self.region, self.attempt)
+
+
+def job_id(monitor_id: int, due: float, region: str, attempt: int) -> str:
+    """Stable id of a job; also the JetStream Nats-Msg-Id of its result (dedup)."""
+    return f"{monitor_id}:{round(due * 1000)}:{region}:{attempt}"
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAIL = "fail"
+    SKIPPED = "skipped"
+
+
+class Reason(enum.StrEnum):
+    """The closed set of reasons a check is not plainly ok."""
+
+    TIMEOUT = "timeout"
+    DNS_ERROR = "dns_error"
+    CONNECTION_REFUSED = "connection_refused"
+    CONNECTION_RESET = "connection_reset"
+    NETWORK_UNREACHABLE = "network_unreachable"
+    TLS_ERROR = "tls_error"
+    CERT_EXPIRED = "cert_expired"
+    CERT_EXPIRING = "cert_expiring"
+    CERT_INVALID = "cert_invalid"
+    HOSTNAME_MISMATCH = "hostname_mismatch"
+    ISSUER_MISMATCH = "issuer_mismatch"
+    PROTOCOL_MISMATCH = "protocol_mismatch"
+    STATUS_MISMATCH = "status_mismatch"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    KEYWORD_MISSING = "keyword_missing"
+    KEYWORD_PRESENT = "keyword_present"
+    JSON_MISMATCH = "json_mismatch"
+    GRAPHQL_ERROR = "graphql_error"
+    SLOW_RESPONSE = "slow_response"
+    RESPONSE_MISMATCH = "response_mismatch"
+    NO_RESPONSE = "no_response"
+    PACKET_LOSS = "packet_loss"
+    PERMISSION_DENIED = "permission_denied"
+    RCODE_MISMATCH = "rcode_mismatch"
+    ANSWER_MISMATCH = "answer_mismatch"
+    DEADLINE_PASSED = "deadline_passed"
+    INVALID_TARGET = "invalid_target"
+    PROTOCOL_ERROR = "protocol_error"
+    INTERNAL_ERROR = "internal_error"
+
+
+class CheckResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What a probe reports for one job. Times are Unix seconds, durations ms."""
+
+    monitor_id: int
+    due: float
+    region: str
+    attempt: int = 0
+    probe_id: str
+    status: Status
+    reason: Reason | None = None
+    message: str = ""
+    started_at: float
+    duration_ms: float = 0.0
+    timings: dict[str, float] = {}
+    status_code: int | None = None
+    details: dict[str, object] = {}
+
+    @property
+    def job_id(self) -> str:
+        return job_id(self.monitor_id, self.due, self.region, self.attempt)
+
+
+class ProbeHeartbeat(msgspec.Struct, kw_only=True, omit_defaults=True):
+    probe_id: str
+    region: str
+    version: str
+    concurrency: int
+    in_flight: int
+    started_at: float
+    sent_at: float
+    source_address: str | None = None
+    checks_total: int = 0
+
+
+_encoder = msgspec.msgpack.Encoder()
+_job_decoder = msgspec.msgpack.Decoder(CheckJob)
+_result_decoder = msgspec.msgpack.Decoder(CheckResult)
+_heartbeat_decoder = msgspec.msgpack.Decoder(ProbeHeartbeat)
+
+
+def encode(msg: CheckJob | CheckResult | ProbeHeartbeat) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode_job(data: bytes) -> CheckJob:
+    return _job_decoder.decode(data)
+
+
+def decode_result(data: bytes) -> CheckResult:
+    return _result_decoder.decode(data)
+
+
+def decode_heartbeat(data: bytes) -> ProbeHeartbeat:
+    return _heartbeat_decoder.decode(data)
