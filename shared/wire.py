@@ -37,6 +37,7 @@ class HttpSpec(msgspec.Struct, tag="http", kw_only=True, omit_defaults=True):
     follow_redirects: bool = True
     max_redirects: int = 10
     verify_tls: bool = True
+    ca_pem: str | None = None
     expected_content: str | None = None
     excluded_content: str | None = None
     content_regex: bool = False
@@ -51,6 +52,7 @@ class TcpSpec(msgspec.Struct, tag="tcp", kw_only=True, omit_defaults=True):
     port: int
     tls: bool = False
     verify_tls: bool = True
+    ca_pem: str | None = None
     send: str | None = None
     expect: str | None = None
     expect_regex: bool = False
@@ -93,6 +95,7 @@ class TlsSpec(msgspec.Struct, tag="tls", kw_only=True, omit_defaults=True):
     verify_hostname: bool = True
     expected_issuer: str | None = None
     min_version: str | None = None
+    ca_pem: str | None = None
 
 
 CheckSpec = HttpSpec | TcpSpec | UdpSpec | IcmpSpec | DnsSpec | TlsSpec
