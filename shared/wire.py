@@ -33,7 +33,7 @@ class HttpSpec(msgspec.Struct, tag="http", kw_only=True, omit_defaults=True):
     body_kind: Literal["raw", "json", "form"] = "raw"
     basic_auth: tuple[str, str] | None = None
     bearer_token: str | None = None
-    expected_status: list[int | str] = ["2xx", "3xx"]
+    expected_status: list[int | str] = msgspec.field(default_factory=lambda: ["2xx", "3xx"])
     follow_redirects: bool = True
     max_redirects: int = 10
     verify_tls: bool = True
