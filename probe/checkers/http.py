@@ -1,0 +1,331 @@
+"""HTTP(S) check: one request, then status, content, JSON and GraphQL assertions."""
+
+# The registry's signature takes the job's time budget as `timeout`.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextvars
+import json
+import re
+import ssl
+import time
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import parse_qsl
+
+import aiohttp
+import msgspec
+from multidict import CIMultiDict
+
+from probe import x509
+from probe.checkers import base
+from probe.checkers.base import Outcome
+from shared.wire import Assertion, HttpSpec, Reason
+
+_MAX_BODY = 4 << 20
+_sessions: dict[tuple[int, str | None, bool, str | None], aiohttp.ClientSession] = {}
+# Certificate details by (session, host, port): a reused keep-alive connection
+# has no handshake of its own to read them from.
+_certs: dict[tuple[int, str | None, int | None], dict[str, object]] = {}
+
+
+class _Trace:
+    """Per-request state that aiohttp's tracing hooks cannot see."""
+
+    __slots__ = ("phases", "ssl_object")
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self.ssl_object: ssl.SSLObject | None = None
+
+
+_current: contextvars.ContextVar[_Trace | None] = contextvars.ContextVar("http_trace", default=None)
+
+
+class _TimedTLSContext(ssl.SSLContext):
+    """Marks the start of each TLS handshake, which aiohttp's tracing does not report.
+
+    asyncio and uvloop call wrap_bio once the TCP connection is up, in the context of
+    the task that asked for the connection, so the mark lands in that request.
+    """
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        ssl_object = super().wrap_bio(*args, **kwargs)
+        trace = _current.get()
+        if trace is not None:
+            trace.phases["tls_start"] = time.perf_counter()
+            trace.ssl_object = ssl_object
+        return ssl_object
+
+
+def _ssl_context(verify: bool, ca_pem: str | None) -> ssl.SSLContext:
+    ctx = _TimedTLSContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        ctx.load_default_certs()
+        if ca_pem:
+            ctx.load_verify_locations(cadata=ca_pem)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _mark(name: str) -> Any:
+    async def on_event(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
+        phases = ctx.trace_request_ctx
+        if isinstance(phases, dict):
+            phases.setdefault(name, time.perf_counter())
+
+    return on_event
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_dns_resolvehost_start.append(_mark("dns_start"))
+    trace.on_dns_resolvehost_end.append(_mark("dns_end"))
+    trace.on_connection_create_start.append(_mark("conn_start"))
+    trace.on_connection_create_end.append(_mark("conn_end"))
+    trace.on_request_end.append(_mark("first_byte"))
+    return trace
+
+
+def session_for(
+    source_address: str | None, verify_tls: bool, ca_pem: str | None
+) -> aiohttp.ClientSession:
+    """One keep-alive session per (loop, source address, TLS settings) in this process."""
+    key = (id(asyncio.get_running_loop()), source_address, verify_tls, ca_pem)
+    session = _sessions.get(key)
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(
+            limit=0,
+            local_addr=base.local_addr(source_address),
+            ssl=_ssl_context(verify_tls, ca_pem),
+            ttl_dns_cache=60,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            trace_configs=[_trace_config()],
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+        )
+        _sessions[key] = session
+    return session
+
+
+async def close_sessions() -> None:
+    loop_id = id(asyncio.get_running_loop())
+    for key in [k for k in _sessions if k[0] == loop_id]:
+        await _sessions.pop(key).close()
+    _certs.clear()
+
+
+def _request_kwargs(spec: HttpSpec) -> dict[str, Any]:
+    headers = CIMultiDict(spec.headers)
+    kwargs: dict[str, Any] = {"headers": headers}
+    if spec.graphql_query is not None:
+        payload = {"query": spec.graphql_query, "variables": spec.graphql_variables or {}}
+        kwargs["json"] = payload
+    elif spec.body is not None:
+        if spec.body_kind == "json":
+            headers.setdefault("Content-Type", "application/json")
+            kwargs["data"] = spec.body.encode()
+        elif spec.body_kind == "form":
+            kwargs["data"] = _form(spec.body)
+        else:
+            kwargs["data"] = spec.body.encode()
+    if spec.basic_auth is not None:
+        user, password = spec.basic_auth
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    if spec.bearer_token is not None:
+        headers["Authorization"] = f"Bearer {spec.bearer_token}"
+    # aiohttp counts the response that would be followed next, hence the + 1.
+    kwargs["allow_redirects"] = spec.follow_redirects and spec.max_redirects > 0
+    kwargs["max_redirects"] = spec.max_redirects + 1
+    return kwargs
+
+
+def _form(body: str) -> dict[str, str]:
+    """A form body is a JSON object or an urlencoded string."""
+    if body.lstrip().startswith("{"):
+        return {k: str(v) for k, v in json.loads(body).items()}
+    return dict(parse_qsl(body, keep_blank_values=True))
+
+
+def _timings(phases: dict[str, float], start: float, total_ms: float) -> dict[str, float]:
+    def span(a: str, b: str) -> float | None:
+        if a in phases and b in phases:
+            return round((phases[b] - phases[a]) * 1000, 3)
+        return None
+
+    connect_from = "dns_end" if "dns_end" in phases else "conn_start"
+    connect_to = "tls_start" if "tls_start" in phases else "conn_end"
+    spans = {
+        "dns": span("dns_start", "dns_end"),
+        "connect": span(connect_from, connect_to),
+        "tls": span("tls_start", "conn_end"),
+    }
+    out = {k: v for k, v in spans.items() if v is not None}
+    if "first_byte" in phases:
+        out["first_byte"] = round((phases["first_byte"] - start) * 1000, 3)
+    out["total"] = total_ms
+    return out
+
+
+def status_matches(code: int, expected: list[int | str]) -> bool:
+    for item in expected:
+        text = str(item).lower()
+        if text.endswith("xx") and len(text) == 3 and text[0] == str(code // 100):
+            return True
+        if text.isdigit() and int(text) == code:
+            return True
+    return False
+
+
+def _cert_details(ssl_object: ssl.SSLObject) -> dict[str, object]:
+    der = ssl_object.getpeercert(binary_form=True)
+    try:
+        info = x509.parse(der or b"")
+    except ValueError:
+        return {}
+    return {
+        "cert_not_after": info.not_after.isoformat(),
+        "cert_days_left": round(info.days_left(), 2),
+        "tls_version": ssl_object.version(),
+    }
+
+
+def _remember_cert(
+    session: aiohttp.ClientSession, resp: aiohttp.ClientResponse, trace: _Trace
+) -> dict[str, object]:
+    if resp.url.scheme != "https":
+        return {}
+    key = (id(session), resp.url.host, resp.url.port)
+    if trace.ssl_object is not None:
+        _certs[key] = _cert_details(trace.ssl_object)
+    return _certs.get(key, {})
+
+
+async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -> Outcome:
+    trace = _Trace()
+    token = _current.set(trace)
+    start = time.perf_counter()
+    try:
+        session = session_for(source_address, spec.verify_tls, spec.ca_pem)
+        method = "POST" if spec.graphql_query is not None else spec.method.upper()
+        async with (
+            asyncio.timeout(timeout),
+            session.request(
+                method, spec.url, trace_request_ctx=trace.phases, **_request_kwargs(spec)
+            ) as resp,
+        ):
+            body = await resp.content.read(_MAX_BODY)
+    except Exception as exc:
+        timings = _timings(trace.phases, start, base.elapsed_ms(start))
+        return base.from_exception(exc, timings=timings)
+    finally:
+        _current.reset(token)
+    total_ms = base.elapsed_ms(start)
+    details: dict[str, object] = {"size": len(body), **_remember_cert(session, resp, trace)}
+    if resp.history:
+        details["redirects"] = len(resp.history)
+        details["final_url"] = str(resp.url)
+    fields: dict[str, Any] = {
+        "timings": _timings(trace.phases, start, total_ms),
+        "status_code": resp.status,
+        "details": details,
+    }
+    failure = _assert(spec, resp.status, body)
+    if failure is not None:
+        return base.failed(*failure, **fields)
+    return base.passed(total_ms, spec.degraded_ms, **fields)
+
+
+def _assert(spec: HttpSpec, status: int, body: bytes) -> tuple[Reason, str] | None:
+    if not status_matches(status, spec.expected_status):
+        return Reason.STATUS_MISMATCH, f"status {status}, expected {spec.expected_status}"
+    text = body.decode("utf-8", "replace")
+    if spec.expected_content is not None and not _contains(text, spec.expected_content, spec):
+        return Reason.KEYWORD_MISSING, f"{spec.expected_content!r} not found in the body"
+    if spec.excluded_content is not None and _contains(text, spec.excluded_content, spec):
+        return Reason.KEYWORD_PRESENT, f"{spec.excluded_content!r} found in the body"
+    if spec.graphql_query is not None or spec.json_assertions:
+        return _assert_json(spec, body)
+    return None
+
+
+def _contains(text: str, needle: str, spec: HttpSpec) -> bool:
+    if spec.content_regex:
+        return re.search(needle, text) is not None
+    return needle in text
+
+
+def _assert_json(spec: HttpSpec, body: bytes) -> tuple[Reason, str] | None:
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return Reason.JSON_MISMATCH, "the body is not JSON"
+    if spec.graphql_query is not None and isinstance(doc, dict) and doc.get("errors"):
+        first = doc["errors"][0]
+        text = first.get("message", first) if isinstance(first, dict) else first
+        return Reason.GRAPHQL_ERROR, f"GraphQL errors: {text}"[:300]
+    for assertion in spec.json_assertions:
+        problem = evaluate(assertion, doc)
+        if problem is not None:
+            return Reason.JSON_MISMATCH, problem
+    return None
+
+
+_MISSING = object()
+_PATH_TOKEN = re.compile(r"[^.\[\]]+|\[(\d+)\]")
+
+
+def resolve(doc: object, path: str) -> object:
+    """Value at a dotted path such as `$.data.items[0].name`, or a sentinel when absent."""
+    value = doc
+    for match in _PATH_TOKEN.finditer(path.removeprefix("$").lstrip(".")):
+        index, key = match.group(1), match.group(0)
+        if index is not None and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        elif index is None and isinstance(value, dict) and key in value:
+            value = value[key]
+        else:
+            return _MISSING
+    return value
+
+
+def evaluate(assertion: Assertion, doc: object) -> str | None:
+    """None when the assertion holds, else a short explanation."""
+    actual = resolve(doc, assertion.path)
+    if actual is _MISSING:
+        return f"{assertion.path} not found"
+    expected = assertion.value
+    if _holds(assertion.op, actual, expected):
+        return None
+    return f"{assertion.path} = {actual!r}, expected {assertion.op} {expected!r}"
+
+
+def _holds(op: str, actual: object, expected: object) -> bool:
+    match op:
+        case "exists":
+            return True
+        case "equals":
+            return actual == expected or str(actual) == str(expected)
+        case "not_equals":
+            return not (actual == expected or str(actual) == str(expected))
+        case "contains":
+            if isinstance(actual, str):
+                return str(expected) in actual
+            if isinstance(actual, list | dict):
+                return any(x == expected or str(x) == str(expected) for x in actual)
+            return False
+        case "lt" | "lte" | "gt" | "gte":
+            try:
+                a, b = float(actual), float(expected)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return False
+            return {"lt": a < b, "lte": a <= b, "gt": a > b, "gte": a >= b}[op]
+    return False

@@ -1,0 +1,81 @@
+"""ICMP echo check: count, interval, loss threshold; min/avg/max round trip and jitter."""
+
+# The registry's signature takes the job's time budget as `timeout`.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import icmplib
+
+from probe.checkers import base
+from probe.checkers.base import Outcome
+from shared.wire import IcmpSpec, Reason
+
+
+def _modes(privileged: bool | None) -> list[bool]:
+    if privileged is not None:
+        return [privileged]
+    # Raw sockets need root or CAP_NET_RAW; unprivileged ones need ping_group_range.
+    return [True, False] if os.geteuid() == 0 else [False, True]
+
+
+async def _ping(
+    spec: IcmpSpec, timeout: float, source: str | None, modes: list[bool]
+) -> icmplib.Host:
+    # A reply may take up to the whole budget minus the time the pings themselves take.
+    per_reply = max(0.05, timeout - spec.interval * max(0, spec.count - 1))
+    kwargs = {"source": source} if source else {}
+    for i, privileged in enumerate(modes):
+        try:
+            return await icmplib.async_ping(
+                spec.host,
+                count=spec.count,
+                interval=spec.interval,
+                timeout=per_reply,
+                privileged=privileged,
+                **kwargs,
+            )
+        except icmplib.SocketPermissionError:
+            if i == len(modes) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def check(
+    spec: IcmpSpec,
+    *,
+    timeout: float,
+    source_address: str | None,
+    privileged: bool | None = None,
+) -> Outcome:
+    """`privileged` forces one socket kind; by default raw first when root."""
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            host = await _ping(spec, timeout, source_address, _modes(privileged))
+    except Exception as exc:
+        return base.from_exception(exc, timings={"total": base.elapsed_ms(start)})
+    timings = {"total": base.elapsed_ms(start)}
+    details: dict[str, object] = {
+        "address": host.address,
+        "sent": host.packets_sent,
+        "received": host.packets_received,
+        "packet_loss": host.packet_loss,
+    }
+    if host.packets_received:
+        timings |= {
+            "rtt_min": host.min_rtt,
+            "rtt_avg": host.avg_rtt,
+            "rtt_max": host.max_rtt,
+            "jitter": host.jitter,
+        }
+    if host.packets_received == 0 or host.packet_loss > spec.max_packet_loss:
+        message = (
+            f"{host.packet_loss:.0%} packet loss ({host.packets_received}/{host.packets_sent})"
+        )
+        return base.failed(Reason.PACKET_LOSS, message, timings=timings, details=details)
+    return base.passed(host.avg_rtt, spec.degraded_ms, timings=timings, details=details)

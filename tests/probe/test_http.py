@@ -1,0 +1,250 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+
+from probe.checkers import http
+from probe.checkers.base import Outcome
+from shared.wire import Assertion, HttpSpec, Reason, Status
+
+from .conftest import ServeTls, leaf
+
+
+async def run(spec: HttpSpec, budget: float = 2.0, source: str | None = None) -> Outcome:
+    return await http.check(spec, timeout=budget, source_address=source)
+
+
+async def test_it_passes_and_reports_timings_and_size(http_target: str) -> None:
+    out = await run(HttpSpec(url=f"{http_target}/"))
+    assert out.status == Status.OK, out
+    assert out.status_code == 200
+    assert out.details["size"] == len("hello world, all systems operational")
+    assert {"connect", "first_byte", "total"} <= out.timings.keys()
+    assert out.timings["first_byte"] <= out.timings["total"]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected", "status"),
+    [
+        ("/status/503", ["2xx"], Status.FAIL),
+        ("/status/503", ["5xx"], Status.OK),
+        ("/status/404", [404, 410], Status.OK),
+        ("/status/204", [200], Status.FAIL),
+    ],
+    ids=["class-miss", "class-hit", "list-hit", "list-miss"],
+)
+async def test_it_matches_expected_status(
+    http_target: str, path: str, expected: list[int | str], status: Status
+) -> None:
+    out = await run(HttpSpec(url=http_target + path, expected_status=expected))
+    assert out.status == status
+    if status == Status.FAIL:
+        assert out.reason == Reason.STATUS_MISMATCH
+
+
+async def test_it_follows_redirects_up_to_the_maximum(http_target: str) -> None:
+    ok = await run(HttpSpec(url=f"{http_target}/redirect/3", max_redirects=3))
+    assert ok.status == Status.OK and ok.details["redirects"] == 3
+    too_many = await run(HttpSpec(url=f"{http_target}/redirect/4", max_redirects=3))
+    assert too_many.reason == Reason.TOO_MANY_REDIRECTS
+    unfollowed = await run(
+        HttpSpec(url=f"{http_target}/redirect/2", follow_redirects=False, expected_status=[302])
+    )
+    assert unfollowed.status == Status.OK and unfollowed.status_code == 302
+
+
+async def test_it_times_out_on_a_slow_response(http_target: str) -> None:
+    out = await run(HttpSpec(url=f"{http_target}/slow?s=2"), budget=0.3)
+    assert out.reason == Reason.TIMEOUT
+    assert 250 < out.timings["total"] < 1500
+
+
+async def test_it_reports_degraded_over_the_threshold(http_target: str) -> None:
+    out = await run(HttpSpec(url=f"{http_target}/slow?s=0.2", degraded_ms=100))
+    assert (out.status, out.reason) == (Status.DEGRADED, Reason.SLOW_RESPONSE)
+    fast = await run(HttpSpec(url=f"{http_target}/", degraded_ms=1000))
+    assert fast.status == Status.OK
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"expected_content": "operational"}, None),
+        ({"expected_content": "maintenance"}, Reason.KEYWORD_MISSING),
+        ({"expected_content": r"all \w+ operational", "content_regex": True}, None),
+        ({"excluded_content": "error"}, None),
+        ({"excluded_content": "hello"}, Reason.KEYWORD_PRESENT),
+        ({"excluded_content": r"sys.ems", "content_regex": True}, Reason.KEYWORD_PRESENT),
+    ],
+    ids=["plain-hit", "plain-miss", "regex-hit", "excluded-absent", "excluded-present", "regex"],
+)
+async def test_it_checks_keywords(
+    http_target: str, fields: dict[str, object], reason: Reason | None
+) -> None:
+    out = await run(HttpSpec(url=f"{http_target}/", **fields))  # type: ignore[arg-type]
+    assert out.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("assertion", "holds"),
+    [
+        (Assertion(path="$.ok", op="equals", value=True), True),
+        (Assertion(path="data.count", op="equals", value=4), False),
+        (Assertion(path="data.count", op="not_equals", value=4), True),
+        (Assertion(path="data.count", op="gt", value=2), True),
+        (Assertion(path="data.count", op="lt", value=2), False),
+        (Assertion(path="data.count", op="gte", value=3), True),
+        (Assertion(path="data.count", op="lte", value=2.5), False),
+        (Assertion(path="data.items[1].name", op="equals", value="b"), True),
+        (Assertion(path="data.items[5].name", op="exists"), False),
+        (Assertion(path="data.items", op="exists"), True),
+        (Assertion(path="data.items[0].name", op="contains", value="a"), True),
+        (Assertion(path="data", op="contains", value="missing"), False),
+    ],
+    ids=lambda v: str(v) if isinstance(v, bool) else f"{v.path}-{v.op}",
+)
+async def test_it_asserts_json_paths(http_target: str, assertion: Assertion, holds: bool) -> None:
+    out = await run(HttpSpec(url=f"{http_target}/json", json_assertions=[assertion]))
+    assert out.reason == (None if holds else Reason.JSON_MISMATCH), out.message
+
+
+async def test_it_fails_json_assertions_on_a_non_json_body(http_target: str) -> None:
+    spec = HttpSpec(url=f"{http_target}/", json_assertions=[Assertion(path="a", op="exists")])
+    assert (await run(spec)).reason == Reason.JSON_MISMATCH
+
+
+async def test_it_fails_graphql_with_errors(http_target: str) -> None:
+    good = HttpSpec(
+        url=f"{http_target}/graphql",
+        graphql_query="query($name: String) { who(name: $name) }",
+        graphql_variables={"name": "ada"},
+        json_assertions=[Assertion(path="data.who", value="ada")],
+    )
+    assert (await run(good)).status == Status.OK
+    bad = HttpSpec(url=f"{http_target}/graphql", graphql_query="{ broken }")
+    out = await run(bad)
+    assert out.reason == Reason.GRAPHQL_ERROR and "field broken" in out.message
+
+
+@pytest.mark.parametrize(
+    ("fields", "seen"),
+    [
+        (
+            {"method": "PUT", "body": '{"a": 1}', "body_kind": "json"},
+            {"method": "PUT", "content_type": "application/json", "body": '{"a": 1}'},
+        ),
+        (
+            {"method": "POST", "body": '{"a": "1", "b": "x y"}', "body_kind": "form"},
+            {"content_type": "application/x-www-form-urlencoded", "body": "a=1&b=x+y"},
+        ),
+        ({"method": "POST", "body": "raw text"}, {"body": "raw text"}),
+        ({"basic_auth": ("ada", "s3cret")}, {"authorization": "Basic YWRhOnMzY3JldA=="}),
+        ({"bearer_token": "tok"}, {"authorization": "Bearer tok"}),
+        (
+            {"headers": {"X-Probe": "yes"}, "method": "delete"},
+            {"x_probe": "yes", "method": "DELETE"},
+        ),
+    ],
+    ids=["json", "form", "raw", "basic", "bearer", "headers"],
+)
+async def test_it_sends_method_headers_body_and_auth(
+    http_target: str, fields: dict[str, object], seen: dict[str, str]
+) -> None:
+    spec = HttpSpec(url=f"{http_target}/echo", expected_content="method", **fields)  # type: ignore[arg-type]
+    out = await run(spec)
+    assert out.status == Status.OK
+    echo = await _echo(spec)
+    assert {k: echo[k] for k in seen} == seen
+
+
+async def _echo(spec: HttpSpec) -> dict[str, object]:
+    session = http.session_for(None, True, None)
+    async with session.request(spec.method, spec.url, **http._request_kwargs(spec)) as resp:
+        return dict(json.loads(await resp.text()))
+
+
+async def test_it_binds_the_source_address(http_target: str) -> None:
+    spec = HttpSpec(url=f"{http_target}/echo", expected_content='"peer": "127.0.0.12"')
+    out = await run(spec, source="127.0.0.12")
+    assert out.status == Status.OK, out.message
+    other = await run(spec, source="127.0.0.11")
+    assert other.reason == Reason.KEYWORD_MISSING
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_it_maps_connection_errors() -> None:
+    refused = await run(HttpSpec(url=f"http://127.0.0.1:{_closed_port()}/"))
+    assert refused.reason == Reason.CONNECTION_REFUSED
+    invalid = await run(HttpSpec(url="not a url"))
+    assert invalid.reason == Reason.INVALID_TARGET
+    # 192.0.2.1 is not on any interface here, so binding to it fails before any packet.
+    unbindable = await run(HttpSpec(url="http://127.0.0.1:1/"), source="192.0.2.1")
+    assert unbindable.reason == Reason.NETWORK_UNREACHABLE
+
+
+async def _serve_raw(reply: bytes) -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+async def test_it_maps_broken_responses() -> None:
+    server, port = await _serve_raw(b"")
+    reset = await run(HttpSpec(url=f"http://127.0.0.1:{port}/"))
+    assert reset.reason == Reason.CONNECTION_RESET, reset.message
+    server.close()
+    server, port = await _serve_raw(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    garbage = await run(HttpSpec(url=f"http://127.0.0.1:{port}/"))
+    assert garbage.reason == Reason.PROTOCOL_ERROR, garbage.message
+    server.close()
+
+
+async def test_it_reports_https_timings_and_certificate_expiry(
+    ca: object, ca_pem: str, serve_tls: ServeTls
+) -> None:
+    port = await serve_tls(leaf(ca, days=30))  # type: ignore[arg-type]
+    out = await run(HttpSpec(url=f"https://127.0.0.1:{port}/", ca_pem=ca_pem))
+    assert out.status == Status.OK, out.message
+    assert {"connect", "tls", "first_byte", "total"} <= out.timings.keys()
+    assert 29 < float(out.details["cert_days_left"]) <= 30  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("days", "host", "reason"),
+    [(-1, "127.0.0.1", Reason.CERT_EXPIRED), (30, "other.test", Reason.HOSTNAME_MISMATCH)],
+    ids=["expired", "wrong-host"],
+)
+async def test_it_fails_bad_certificates_unless_verification_is_off(
+    ca: object, ca_pem: str, serve_tls: ServeTls, days: int, host: str, reason: Reason
+) -> None:
+    port = await serve_tls(leaf(ca, days=days, host=host))  # type: ignore[arg-type]
+    out = await run(HttpSpec(url=f"https://127.0.0.1:{port}/", ca_pem=ca_pem))
+    assert out.reason == reason, out.message
+    unverified = await run(HttpSpec(url=f"https://127.0.0.1:{port}/", verify_tls=False))
+    assert unverified.status == Status.OK
+    assert "cert_days_left" in unverified.details
+
+
+async def test_it_fails_an_untrusted_certificate(ca: object, serve_tls: ServeTls) -> None:
+    port = await serve_tls(leaf(ca))  # type: ignore[arg-type]
+    out = await run(HttpSpec(url=f"https://127.0.0.1:{port}/"))
+    assert out.reason == Reason.CERT_INVALID, out.message
+
+
+async def test_it_fails_tls_to_a_plain_server(http_target: str) -> None:
+    port = http_target.rsplit(":", 1)[1]
+    out = await run(HttpSpec(url=f"https://127.0.0.1:{port}/"))
+    assert out.reason == Reason.TLS_ERROR, out.message
