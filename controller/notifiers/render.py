@@ -69,14 +69,15 @@ class Message(msgspec.Struct, kw_only=True):
 
 
 def duration(seconds: float) -> str:
+    """ "15s", "4m 10s", "2h 0m 5s", "3d 1h 0m 0s": no leading zero units."""
     s = int(seconds)
     days, s = divmod(s, 86400)
     hours, s = divmod(s, 3600)
     minutes, s = divmod(s, 60)
-    parts = [f"{days}d"] if days else []
-    parts += [f"{hours}h"] if hours or days else []
-    parts += [f"{minutes}m", f"{s}s"]
-    return " ".join(parts)
+    units = [(days, "d"), (hours, "h"), (minutes, "m")]
+    while units and units[0][0] == 0:
+        units.pop(0)
+    return " ".join([*(f"{n}{u}" for n, u in units), f"{s}s"])
 
 
 def one_line(text: str) -> str:
