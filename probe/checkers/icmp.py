@@ -24,10 +24,12 @@ def _modes(privileged: bool | None) -> list[bool]:
 
 
 async def _ping(
-    spec: IcmpSpec, timeout: float, source: str | None, modes: list[bool]
+    spec: IcmpSpec, budget: float, source: str | None, modes: list[bool]
 ) -> icmplib.Host:
-    # A reply may take up to the whole budget minus the time the pings themselves take.
-    per_reply = max(0.05, timeout - spec.interval * max(0, spec.count - 1))
+    # icmplib waits for each reply in turn: share 90 % of the budget between them so
+    # that total loss reports packet_loss, not timeout.
+    spare = budget * 0.9 - spec.interval * max(0, spec.count - 1)
+    per_reply = max(0.01, spare / max(1, spec.count))
     kwargs = {"source": source} if source else {}
     for i, privileged in enumerate(modes):
         try:

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+import trustme
+
+from probe.checkers import tls
+from shared.wire import Reason, Status, TlsSpec
+
+from .conftest import ServeTls, leaf
+
+
+async def run(spec: TlsSpec) -> tls.Outcome:
+    return await tls.check(spec, timeout=1.0, source_address=None)
+
+
+@pytest.mark.parametrize(
+    ("days", "host", "fields", "status", "reason"),
+    [
+        (90, "127.0.0.1", {}, Status.OK, None),
+        (5, "127.0.0.1", {}, Status.DEGRADED, Reason.CERT_EXPIRING),
+        (5, "127.0.0.1", {"warn_days": 3}, Status.OK, None),
+        (-2, "127.0.0.1", {}, Status.FAIL, Reason.CERT_EXPIRED),
+        (-2, "127.0.0.1", {"verify_chain": False}, Status.FAIL, Reason.CERT_EXPIRED),
+        (90, "other.test", {}, Status.FAIL, Reason.HOSTNAME_MISMATCH),
+        (90, "other.test", {"verify_hostname": False}, Status.OK, None),
+        (90, "127.0.0.1", {"expected_issuer": "Probefleet Test CA"}, Status.OK, None),
+        (90, "127.0.0.1", {"expected_issuer": "Other CA"}, Status.FAIL, Reason.ISSUER_MISMATCH),
+    ],
+    ids=[
+        "valid", "expiring", "under-threshold", "expired", "expired-unverified",
+        "wrong-host", "wrong-host-unchecked", "issuer", "wrong-issuer",
+    ],
+)  # fmt: skip
+async def test_it_judges_the_certificate(
+    ca: trustme.CA,
+    ca_pem: str,
+    serve_tls: ServeTls,
+    days: int,
+    host: str,
+    fields: dict[str, object],
+    status: Status,
+    reason: Reason | None,
+) -> None:
+    port = await serve_tls(leaf(ca, days=days, host=host))
+    spec = TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem, **fields)  # type: ignore[arg-type]
+    out = await run(spec)
+    assert (out.status, out.reason) == (status, reason), out.message
+    if status != Status.FAIL or not spec.verify_chain or reason == Reason.ISSUER_MISMATCH:
+        assert "Probefleet Test CA" in str(out.details["issuer"])
+
+
+async def test_it_fails_a_self_signed_certificate(serve_tls: ServeTls) -> None:
+    own = trustme.CA(organization_name="Nobody Trusts Me")
+    port = await serve_tls(leaf(own))
+    out = await run(TlsSpec(host="127.0.0.1", port=port))
+    assert out.reason == Reason.CERT_INVALID
+
+
+async def test_it_checks_the_protocol_version(
+    ca: trustme.CA, ca_pem: str, serve_tls: ServeTls
+) -> None:
+    port = await serve_tls(leaf(ca), max_version=ssl.TLSVersion.TLSv1_2)
+    ok = await run(TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem, min_version="TLSv1.2"))
+    assert ok.status == Status.OK and ok.details["tls_version"] == "TLSv1.2"
+    old = await run(TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem, min_version="TLSv1.3"))
+    assert old.reason == Reason.PROTOCOL_MISMATCH
+
+
+async def test_it_fails_a_server_that_does_not_speak_tls() -> None:
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain, "127.0.0.1", 0)
+    out = await run(TlsSpec(host="127.0.0.1", port=int(server.sockets[0].getsockname()[1])))
+    server.close()
+    assert out.reason == Reason.TLS_ERROR, out.message
