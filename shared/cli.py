@@ -14,8 +14,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from controller.cli import controller
     from probe.cli import probe
+
+    from controller.cli import controller
     from shared.devcmd import check_config, dev
 
     main.add_command(controller)
@@ -25,3 +26,6 @@ def _register() -> None:
 
 
 _register()
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
 
 from shared import subjects
 
@@ -12,7 +13,7 @@ from shared import subjects
 DUPLICATE_WINDOW_S = 120.0
 
 
-async def ensure_streams(js: JetStreamContext, *, max_bytes: int = 1 << 30) -> None:
+async def ensure_streams(js: JetStreamContext, *, max_bytes: int = 512 << 20) -> None:
     """Create or update the results and pings streams (work-queue retention)."""
     for name, subject in (
         (subjects.RESULTS_STREAM, subjects.results_all()),
@@ -27,6 +28,8 @@ async def ensure_streams(js: JetStreamContext, *, max_bytes: int = 1 << 30) -> N
             duplicate_window=DUPLICATE_WINDOW_S,
         )
         try:
+            await js.stream_info(name)
+        except NotFoundError:
             await js.add_stream(config)
-        except Exception:
+        else:
             await js.update_stream(config)

@@ -1,0 +1,85 @@
+"""Helpers every resource module uses: the success envelope, JSON bodies, ids, auth."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from controller import keys
+from controller.api.errors import ApiError, not_found
+from controller.storage import api_keys
+
+MAX_BODY = 1 << 20
+_encoder = msgspec.json.Encoder()
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, dt.datetime):
+        return obj.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    data = msgspec.json.encode(body, enc_hook=_default)
+    return web.Response(body=data, status=status, content_type="application/json", headers=headers)
+
+
+def ok(data: Any, *, status: int = 200, meta: dict[str, Any] | None = None) -> web.Response:
+    envelope = {"data": data, "meta": {"timestamp": now_utc(), **(meta or {})}}
+    return json_response(envelope, status)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON, or a 400/413 the client can act on."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY} bytes")
+    raw = await request.read()
+    if not raw.strip():
+        raise ApiError(400, "bad_request", "Request body must be valid JSON",
+                       {"body": "empty body"})  # fmt: skip
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as e:
+        raise ApiError(400, "bad_request", "Request body must be valid JSON",
+                       {"body": str(e)}) from None  # fmt: skip
+
+
+def path_id(request: web.Request, name: str = "id", what: str = "resource") -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise not_found(what)
+    return int(raw)
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+async def require(request: web.Request, scope: str) -> dict[str, Any]:
+    """The calling key if it holds `scope` (or admin); else 401 or 403."""
+    key = bearer(request)
+    if not key:
+        raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer <key>",
+                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    row = await api_keys.authenticate(request.app[keys.POOL], key, now_utc())
+    if row is None:
+        raise ApiError(401, "unauthorized", "invalid, revoked or expired API key",
+                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    scopes = set(row["scopes"])
+    if scope not in scopes and "admin" not in scopes:
+        raise ApiError(403, "forbidden", f"this key lacks the scope {scope!r}",
+                       {"required_scope": scope})  # fmt: skip
+    request[keys.API_KEY] = row
+    return row

@@ -1,0 +1,157 @@
+"""build_app: the controller's aiohttp application and its lifecycles (cleanup_ctx only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import msgspec
+import nats
+from aiohttp import web
+from nats.aio.msg import Msg
+
+from controller import keys, metrics, results
+from controller.api import routes
+from controller.api.errors import error_middleware
+from controller.config import ControllerConfig
+from controller.fleet import Fleet
+from controller.scheduler import Scheduler
+from controller.storage import db
+from controller.storage import probes as probe_store
+from shared import subjects, wire
+from shared.streams import ensure_streams
+
+log = logging.getLogger("probefleet.controller")
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    start = time.perf_counter()
+    response: web.StreamResponse = await handler(request)
+    metrics.HTTP_DURATION.labels(name).observe(time.perf_counter() - start)
+    metrics.HTTP_REQUESTS.labels(request.method, name, str(response.status)).inc()
+    return response
+
+
+def _spawn(app: web.Application, coro: Coroutine[Any, Any, None], name: str) -> None:
+    async def guarded() -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task died task=%s", name)
+
+    app[keys.TASKS].append(asyncio.create_task(guarded(), name=name))
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[keys.CONFIG]
+    await db.migrate(cfg.database_url)
+    app[keys.POOL] = await db.create_pool(cfg.database_url, max_size=cfg.db_pool_max)
+    yield
+    await app[keys.POOL].close()
+
+
+async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[keys.CONFIG]
+
+    async def disconnected() -> None:
+        log.warning("nats disconnected")
+
+    async def reconnected() -> None:
+        log.info("nats reconnected")
+
+    nc = await nats.connect(cfg.nats_url, name=f"controller-{cfg.controller_id}",
+                            max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                            disconnected_cb=disconnected, reconnected_cb=reconnected)  # fmt: skip
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await results.ensure_consumer(js)
+    app[keys.NC] = nc
+    app[keys.JS] = js
+    yield
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), 5)
+
+
+async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Fleet, scheduler, results consumer, round sweeper and partition upkeep."""
+    cfg = app[keys.CONFIG]
+    nc, pool = app[keys.NC], app[keys.POOL]
+    stop = app[keys.STOP] = asyncio.Event()
+    app[keys.TASKS] = []
+    fleet = app[keys.FLEET] = Fleet(interval=cfg.probe_heartbeat_interval,
+                                    missed=cfg.probe_missed_heartbeats)  # fmt: skip
+    decoder = msgspec.msgpack.Decoder(wire.ProbeHeartbeat)
+
+    async def on_heartbeat(msg: Msg) -> None:
+        try:
+            hb = decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            return
+        if fleet.observe(hb):
+            log.info("probe joined probe_id=%s region=%s", hb.probe_id, hb.region)
+
+    async def publish(subject: str, data: bytes) -> None:
+        await nc.publish(subject, data)
+
+    scheduler = app[keys.SCHEDULER] = Scheduler(pool=pool, publish=publish, fleet=fleet,
+                                                round_grace=cfg.round_grace)  # fmt: skip
+
+    async def on_monitor_change(msg: Msg) -> None:
+        with contextlib.suppress(ValueError):
+            await scheduler.refresh(int(msg.data))
+
+    subs = [await nc.subscribe(subjects.heartbeat_all(), cb=on_heartbeat),
+            await nc.subscribe(subjects.monitor_changes(), cb=on_monitor_change)]  # fmt: skip
+    await scheduler.load()
+    _spawn(app, scheduler.run(stop), "scheduler")
+    _spawn(app, results.consume(app[keys.JS], pool, batch=cfg.results_batch, stop=stop), "results")
+    _spawn(app, results.sweep_loop(pool, stop), "sweeper")
+    _spawn(app, _upkeep(app, stop), "upkeep")
+    yield
+    stop.set()
+    for sub in subs:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    tasks = app[keys.TASKS]
+    _, pending = await asyncio.wait(tasks, timeout=5) if tasks else (set(), set())
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
+    """Every few seconds: forget silent probes, save the fleet; hourly: partitions, resync."""
+    pool, fleet, scheduler = app[keys.POOL], app[keys.FLEET], app[keys.SCHEDULER]
+    last_slow = time.monotonic()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), fleet.interval)
+        try:
+            for hb in fleet.prune():
+                log.warning("probe lost probe_id=%s region=%s", hb.probe_id, hb.region)
+            await probe_store.save(pool, fleet.live())
+            if time.monotonic() - last_slow > 300:
+                last_slow = time.monotonic()
+                await db.ensure_partitions(pool, dt.datetime.now(dt.UTC))
+                await scheduler.load()
+        except Exception as e:
+            log.warning("upkeep failed error=%s", e)
+
+
+def build_app(cfg: ControllerConfig) -> web.Application:
+    app = web.Application(middlewares=[metrics_middleware, error_middleware],
+                          client_max_size=2 << 20)  # fmt: skip
+    app[keys.CONFIG] = cfg
+    app.cleanup_ctx.extend([database_ctx, nats_ctx, workers_ctx])
+    app.add_routes(routes())
+    return app

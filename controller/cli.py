@@ -1,0 +1,103 @@
+"""`probefleet controller ...`: serve, migrate, create-key."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from controller import config as config_mod
+from controller.storage import api_keys
+
+CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
+                             path_type=Path), help="TOML or JSON config file.")  # fmt: skip
+
+
+def _load(config_path: Path | None, **overrides: object) -> config_mod.ControllerConfig:
+    try:
+        return config_mod.load(config_path, **overrides)
+    except (config_mod.ConfigError, OSError) as e:
+        raise click.ClickException(f"invalid configuration: {e}") from None
+
+
+@click.group()
+def controller() -> None:
+    """The controller: REST API, scheduler, results, consensus."""
+
+
+@controller.command()
+@CONFIG_OPTION
+@click.option("--database-url", envvar="PROBEFLEET_DATABASE_URL", help="PostgreSQL DSN.")
+@click.option("--nats-url", envvar="PROBEFLEET_NATS_URL", help="NATS URL.")
+@click.option("--host", envvar="PROBEFLEET_HOST", help="Listen address (default 127.0.0.1).")
+@click.option("--port", envvar="PROBEFLEET_PORT", type=int, help="Listen port (default 8080).")
+def serve(config_path: Path | None, database_url: str | None, nats_url: str | None,
+          host: str | None, port: int | None) -> None:  # fmt: skip
+    """Run the controller until SIGTERM or Ctrl-C."""
+    from aiohttp import web
+
+    from controller.app import build_app
+
+    cfg = _load(config_path, database_url=database_url, nats_url=nats_url, host=host, port=port)
+    logging.basicConfig(
+        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    web.run_app(build_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
+                shutdown_timeout=5)  # fmt: skip
+
+
+@controller.command()
+@CONFIG_OPTION
+@click.option("--database-url", envvar="PROBEFLEET_DATABASE_URL", help="PostgreSQL DSN.")
+def migrate(config_path: Path | None, database_url: str | None) -> None:
+    """Apply pending database migrations (safe to run from several hosts at once)."""
+    from controller.storage import db
+
+    cfg = _load(config_path, database_url=database_url)
+    try:
+        applied = asyncio.run(db.migrate(cfg.database_url))
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the database: {e}") from None
+    click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@controller.command("create-key")
+@CONFIG_OPTION
+@click.option("--database-url", envvar="PROBEFLEET_DATABASE_URL", help="PostgreSQL DSN.")
+@click.option("--name", default="admin", show_default=True)
+@click.option("--scope", "scopes", multiple=True, default=["admin"], show_default=True,
+              type=click.Choice(api_keys.SCOPES))  # fmt: skip
+@click.option("--expires-days", type=click.IntRange(1, 3650))
+def create_key(config_path: Path | None, database_url: str | None, name: str,
+               scopes: tuple[str, ...], expires_days: int | None) -> None:  # fmt: skip
+    """Create an API key and print it once (only its hash is stored)."""
+    from controller.storage import db
+
+    cfg = _load(config_path, database_url=database_url)
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_days) if expires_days else None
+
+    async def run() -> str:
+        await db.migrate(cfg.database_url)
+        pool = await db.create_pool(cfg.database_url, max_size=1)
+        try:
+            key, _ = await api_keys.create(pool, name, list(scopes), expires)
+            return key
+        finally:
+            await pool.close()
+
+    try:
+        key = asyncio.run(run())
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the database: {e}") from None
+    click.echo(key)
+    print(f"scopes: {', '.join(scopes)}", file=sys.stderr)

@@ -1,0 +1,113 @@
+"""Controller configuration: defaults beside fields, env overrides, unknown keys rejected."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import msgspec
+
+
+class Region(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    city: str = ""
+    country: str = ""
+    country_code: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+DEFAULT_REGIONS: list[Region] = [
+    Region(id="us-east", city="Ashburn", country="United States", country_code="US",
+           latitude=39.04, longitude=-77.49),
+    Region(id="eu-west", city="Dublin", country="Ireland", country_code="IE",
+           latitude=53.35, longitude=-6.26),
+    Region(id="ap-south", city="Mumbai", country="India", country_code="IN",
+           latitude=19.08, longitude=72.88),
+]  # fmt: skip
+
+
+class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/probefleet"
+    nats_url: str = "nats://127.0.0.1:4222"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    controller_id: str = ""
+    regions: list[Region] = msgspec.field(default_factory=lambda: list(DEFAULT_REGIONS))
+    # A probe is forgotten after this many missed heartbeats.
+    probe_heartbeat_interval: float = 2.0
+    probe_missed_heartbeats: int = 3
+    # Extra time a round waits for results beyond the monitor's timeout.
+    round_grace: float = 2.0
+    results_batch: int = 500
+    db_pool_max: int = 20
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.controller_id:
+            self.controller_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+    def region_ids(self) -> list[str]:
+        return [r.id for r in self.regions]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says where."""
+
+
+def _env(name: str) -> str | None:
+    """PROBEFLEET_<NAME>, or the contents of the file named by PROBEFLEET_<NAME>_FILE."""
+    value = os.environ.get(f"PROBEFLEET_{name}")
+    if value is not None:
+        return value
+    path = os.environ.get(f"PROBEFLEET_{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return None
+
+
+def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
+    """Config from an optional TOML/JSON file, then env vars, then explicit overrides."""
+    data: dict[str, object] = {}
+    if path is not None:
+        raw = path.read_bytes()
+        try:
+            if path.suffix == ".json":
+                data = msgspec.json.decode(raw)
+            else:
+                data = msgspec.toml.decode(raw)
+        except msgspec.DecodeError as e:
+            raise ConfigError(f"{path}: {e}") from e
+    for key, env in (("database_url", "DATABASE_URL"), ("nats_url", "NATS_URL"),
+                     ("host", "HOST"), ("port", "PORT"), ("controller_id", "CONTROLLER_ID"),
+                     ("log_level", "LOG_LEVEL")):  # fmt: skip
+        value = _env(env)
+        if value is not None:
+            data[key] = int(value) if key == "port" else value
+    regions = _env("REGIONS")
+    if regions is not None:
+        data["regions"] = [{"id": r.strip()} for r in regions.split(",") if r.strip()]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = msgspec.convert(data, ControllerConfig)
+    except msgspec.ValidationError as e:
+        raise ConfigError(str(e)) from e
+    from shared.subjects import valid_region
+
+    for r in cfg.regions:
+        if not valid_region(r.id):
+            raise ConfigError(f"region id {r.id!r}: use lower-case letters, digits and dashes")
+    return cfg
+
+
+def redacted_dsn(dsn: str) -> str:
+    """The DSN with any password replaced, for logs and check-config output."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":<redacted>@")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,24 @@
+"""Every aiohttp AppKey of the controller."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from controller.config import ControllerConfig
+from controller.fleet import Fleet
+from controller.scheduler import Scheduler
+
+CONFIG = web.AppKey("config", ControllerConfig)
+POOL = web.AppKey("pool", asyncpg.Pool)
+NC = web.AppKey("nats", NATS)
+JS = web.AppKey("jetstream", JetStreamContext)
+FLEET = web.AppKey("fleet", Fleet)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+STOP = web.AppKey("stop", asyncio.Event)
+TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
+API_KEY = web.RequestKey("api_key", dict)

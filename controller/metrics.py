@@ -1,0 +1,41 @@
+"""Every prometheus_client object of the controller, in one registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+JOBS_PUBLISHED = Counter(
+    "probefleet_jobs_published_total", "Check jobs published to probes.", ["region"],
+    registry=REGISTRY,
+)  # fmt: skip
+SCHEDULE_LAG = Histogram(
+    "probefleet_schedule_lag_seconds", "Delay between a round's due time and its publication.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY,
+)  # fmt: skip
+RESULTS_STORED = Counter(
+    "probefleet_results_stored_total", "Probe results stored.", registry=REGISTRY
+)
+RESULTS_DUPLICATE = Counter(
+    "probefleet_results_duplicate_total", "Redelivered results dropped as duplicates.",
+    registry=REGISTRY,
+)  # fmt: skip
+VERDICTS = Counter(
+    "probefleet_verdicts_total", "Round verdicts by state.", ["state"], registry=REGISTRY
+)
+MONITORS = Gauge(
+    "probefleet_monitors_scheduled", "Monitors in this controller's schedule.", registry=REGISTRY
+)
+PROBES_LIVE = Gauge(
+    "probefleet_probes_live", "Probes seen within their heartbeat window.", ["region"],
+    registry=REGISTRY,
+)  # fmt: skip
+HTTP_REQUESTS = Counter(
+    "probefleet_http_requests_total", "API requests.", ["method", "route", "status"],
+    registry=REGISTRY,
+)  # fmt: skip
+HTTP_DURATION = Histogram(
+    "probefleet_http_request_duration_seconds", "API request latency.", ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY,
+)  # fmt: skip

@@ -1,0 +1,216 @@
+"""Monitor configuration: API input to a validated config and back.
+
+A monitor's public shape is flat: common fields (name, type, timeout, ...) beside the
+fields of its kind's spec (url, method, host, port, ...). The same flat shape is
+accepted on input, so a PATCH is "merge into the current shape, validate again".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta
+
+from controller.api.errors import ValidationFailed, from_msgspec
+from controller.consensus import MODES
+from shared import wire
+
+SPEC_TYPES: dict[str, type[msgspec.Struct]] = {
+    "http": wire.HttpSpec, "tcp": wire.TcpSpec, "udp": wire.UdpSpec,
+    "icmp": wire.IcmpSpec, "dns": wire.DnsSpec, "tls": wire.TlsSpec,
+}  # fmt: skip
+KINDS: tuple[str, ...] = (*SPEC_TYPES, "heartbeat")
+
+# Type names used by the reference services, mapped onto our kinds.
+TYPE_ALIASES = {
+    "website": "http", "https": "http", "api": "http", "graphql": "http", "keyword": "http",
+    "ping": "icmp", "port": "tcp", "ssl": "tls", "ssl_cert": "tls", "cron": "heartbeat",
+}  # fmt: skip
+
+# Field names used by the reference services, mapped onto ours.
+FIELD_ALIASES = {
+    "target": "url", "interval": "check_interval", "interval_seconds": "check_interval",
+    "checkInterval": "check_interval", "regions": "locations", "enabledRegions": "locations",
+    "expectedStatusCode": "expected_status", "httpMethod": "method", "isActive": "is_enabled",
+    "enabled": "is_enabled", "timeout_seconds": "timeout",
+}  # fmt: skip
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+    type: str = "http"
+    timeout: Annotated[float, Meta(gt=0, le=120)] = 10.0
+    check_interval: Annotated[int, Meta(ge=1, le=86400)] = 60
+    locations: list[str] | None = None
+    consensus: str = "majority"
+    quorum: Annotated[int, Meta(ge=1, le=64)] | None = None
+    retry_count: Annotated[int, Meta(ge=0, le=20)] = 0
+    recovery_count: Annotated[int, Meta(ge=1, le=20)] = 1
+    is_enabled: bool = True
+    tags: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
+
+
+COMMON_FIELDS = frozenset(MonitorCommon.__struct_fields__)
+
+
+class MonitorConfig(msgspec.Struct, kw_only=True):
+    """A validated monitor configuration, ready to store."""
+
+    name: str
+    kind: str
+    spec: wire.CheckSpec | None
+    interval_s: int
+    timeout_s: float
+    locations: list[str]
+    consensus: str
+    quorum: int | None
+    retry_count: int
+    recovery_count: int
+    enabled: bool
+    tags: list[str]
+
+
+def normalize(data: dict[str, Any]) -> dict[str, Any]:
+    """Apply field and type aliases; the canonical name wins when both are given."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        canonical = FIELD_ALIASES.get(key, key)
+        if canonical == "is_enabled" and key == "isPaused":
+            value = not value
+        if canonical in out and canonical != key:
+            continue
+        out[canonical] = value
+    if isinstance(out.get("type"), str):
+        t = out["type"].lower()
+        out["type"] = TYPE_ALIASES.get(t, t)
+    return out
+
+
+def _check_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must include a host"
+    return None
+
+
+def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
+    errors: dict[str, object] = {}
+    if isinstance(spec, wire.HttpSpec):
+        if problem := _check_url(spec.url):
+            errors["url"] = problem
+        for i, code in enumerate(spec.expected_status):
+            ok = (isinstance(code, int) and 100 <= code <= 599) or (
+                isinstance(code, str) and len(code) == 3 and code[0] in "12345"
+                and code[1:] == "xx"
+            )  # fmt: skip
+            if not ok:
+                errors[f"expected_status[{i}]"] = (
+                    "must be a status code (100-599) or a class like '2xx'"
+                )
+        if not spec.method.isalpha():
+            errors["method"] = "must be an HTTP method"
+    port = getattr(spec, "port", None)
+    if port is not None and not 1 <= port <= 65535:
+        errors["port"] = "must be between 1 and 65535"
+    host = getattr(spec, "host", None)
+    if host is not None and not host.strip():
+        errors["host"] = "must not be empty"
+    return errors
+
+
+def parse(data: object, regions: list[str]) -> MonitorConfig:
+    """Validate a flat monitor object; raise ValidationFailed with field paths."""
+    if not isinstance(data, dict):
+        raise ValidationFailed({"body": "must be a JSON object"})
+    data = normalize(data)
+    common_part = {k: v for k, v in data.items() if k in COMMON_FIELDS}
+    spec_part = {k: v for k, v in data.items() if k not in COMMON_FIELDS}
+    try:
+        common = msgspec.convert(common_part, MonitorCommon)
+    except msgspec.ValidationError as e:
+        raise from_msgspec(e) from None
+    kind = common.type
+    errors: dict[str, object] = {}
+    if kind not in KINDS:
+        raise ValidationFailed({"type": f"unknown type; use one of {', '.join(KINDS)}"})
+    spec: msgspec.Struct | None = None
+    if kind == "heartbeat":
+        if spec_part:
+            errors.update({k: "unknown field" for k in spec_part})
+    else:
+        spec_type = SPEC_TYPES[kind]
+        unknown = set(spec_part) - set(spec_type.__struct_fields__)
+        errors.update({k: "unknown field" for k in sorted(unknown)})
+        if not errors:
+            try:
+                spec = msgspec.convert(spec_part, spec_type)
+            except msgspec.ValidationError as e:
+                raise from_msgspec(e) from None
+            errors.update(_check_spec(kind, spec))
+    locations = common.locations if common.locations is not None else list(regions)
+    if not locations and kind != "heartbeat":
+        errors["locations"] = "must name at least one region"
+    for i, loc in enumerate(locations):
+        if loc not in regions:
+            errors[f"locations[{i}]"] = f"unknown region {loc!r}; known: {', '.join(regions)}"
+    if len(set(locations)) != len(locations):
+        errors["locations"] = "must not repeat a region"
+    if common.consensus not in MODES:
+        errors["consensus"] = f"must be one of {', '.join(MODES)}"
+    elif common.consensus == "quorum" and common.quorum is None:
+        errors["quorum"] = "required when consensus is 'quorum'"
+    elif common.quorum is not None and common.quorum > len(locations):
+        errors["quorum"] = "must not exceed the number of locations"
+    if errors:
+        raise ValidationFailed(errors)
+    return MonitorConfig(
+        name=common.name, kind=kind, spec=spec,  # type: ignore[arg-type]
+        interval_s=common.check_interval, timeout_s=common.timeout, locations=locations,
+        consensus=common.consensus, quorum=common.quorum, retry_count=common.retry_count,
+        recovery_count=common.recovery_count, enabled=common.is_enabled, tags=common.tags,
+    )  # fmt: skip
+
+
+def config_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The flat, editable shape of a stored monitor (inverse of `parse`)."""
+    out: dict[str, Any] = {
+        "name": row["name"], "type": row["kind"], "timeout": row["timeout_s"],
+        "check_interval": row["interval_s"], "locations": list(row["locations"]),
+        "consensus": row["consensus"], "quorum": row["quorum"],
+        "retry_count": row["retry_count"], "recovery_count": row["recovery_count"],
+        "is_enabled": row["enabled"], "tags": list(row["tags"]),
+    }  # fmt: skip
+    spec = decode_spec(row["kind"], row["spec"])
+    if spec is not None:
+        out.update({f: msgspec.to_builtins(getattr(spec, f)) for f in spec.__struct_fields__})
+    return out
+
+
+def spec_json(spec: msgspec.Struct | None) -> dict[str, Any] | None:
+    """The spec as stored in the monitors.spec column (with its kind tag)."""
+    if spec is None:
+        return None
+    result: dict[str, Any] = msgspec.to_builtins(spec)
+    return result
+
+
+def decode_spec(kind: str, stored: dict[str, Any] | None) -> wire.CheckSpec | None:
+    if kind not in SPEC_TYPES or stored is None:
+        return None
+    data = {k: v for k, v in stored.items() if k != "type"}
+    spec: wire.CheckSpec = msgspec.convert(data, SPEC_TYPES[kind])  # type: ignore[assignment]
+    return spec
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

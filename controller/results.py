@@ -1,0 +1,147 @@
+"""Results consumer: batched, idempotent inserts; rounds close when every expected
+region answered or their deadline passed, and their verdicts are applied.
+
+A batch is stored, its rounds decided and the monitors updated in one transaction;
+the JetStream messages are acknowledged only after it commits, so a controller that
+dies mid-batch loses nothing (the batch is redelivered and the primary key drops the
+duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from controller import consensus, incidents, metrics
+from controller.storage import results as store
+from shared import subjects, wire
+
+log = logging.getLogger("probefleet.results")
+
+
+async def finish_rounds(
+    conn: asyncpg.Connection, closed: list[dict[str, Any]], now: dt.datetime
+) -> int:
+    """Decide closed rounds and apply their verdicts; return how many changed a monitor."""
+    if not closed:
+        return 0
+    keys = [(r["monitor_id"], r["due"], r["attempt"]) for r in closed]
+    by_round: dict[store.Key, list[consensus.RegionResult]] = defaultdict(list)
+    for r in await store.results_for(conn, keys):
+        by_round[(r["monitor_id"], r["due"], r["attempt"])].append(
+            consensus.RegionResult(region=r["region"], status=r["status"], reason=r["reason"],
+                                   message=r["message"], duration_ms=r["duration_ms"])
+        )  # fmt: skip
+    monitors = {
+        m["id"]: dict(m)
+        for m in await conn.fetch(
+            "SELECT id, status, fail_streak, pass_streak, retry_count, recovery_count,"
+            " consensus, quorum FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            list({k[0] for k in keys}),
+        )
+    }
+    verdicts: list[tuple[store.Key, str]] = []
+    changed = 0
+    for rnd in sorted(closed, key=lambda r: r["due"]):
+        key = (rnd["monitor_id"], rnd["due"], rnd["attempt"])
+        monitor = monitors.get(rnd["monitor_id"])
+        if monitor is None:
+            continue
+        rule = consensus.Rule(mode=monitor["consensus"], quorum=monitor["quorum"])
+        verdict = consensus.decide(by_round.get(key, []), list(rnd["regions"]), rule)
+        verdicts.append((key, verdict.state))
+        metrics.VERDICTS.labels(verdict.state).inc()
+        new = await incidents.apply(conn, monitor, rnd["due"], verdict, now)
+        if new is not None:
+            monitor.update(status=new.status, fail_streak=new.fail_streak,
+                           pass_streak=new.pass_streak)  # fmt: skip
+            changed += 1
+    await store.set_verdicts(conn, verdicts)
+    return changed
+
+
+async def ingest(
+    pool: asyncpg.Pool, results: list[wire.CheckResult], now: dt.datetime | None = None
+) -> int:
+    """Store one batch and finish the rounds it completes; return results newly stored."""
+    now = now or dt.datetime.now(dt.UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        stored = await store.insert_results(conn, results)
+        complete = await store.mark_answered(conn, stored)
+        closed = await store.close_rounds(conn, complete)
+        await finish_rounds(conn, closed, now)
+    metrics.RESULTS_STORED.inc(len(stored))
+    metrics.RESULTS_DUPLICATE.inc(len(results) - len(stored))
+    return len(stored)
+
+
+async def sweep(pool: asyncpg.Pool, now: dt.datetime | None = None) -> int:
+    """Close rounds whose deadline passed with the results they have."""
+    now = now or dt.datetime.now(dt.UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        closed = await store.close_expired(conn, now)
+        await finish_rounds(conn, closed, now)
+    return len(closed)
+
+
+async def ensure_consumer(js: JetStreamContext) -> None:
+    config = ConsumerConfig(
+        durable_name=subjects.RESULTS_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_ack_pending=20000,
+        filter_subject=subjects.results_all(),
+    )  # fmt: skip
+    await js.add_consumer(subjects.RESULTS_STREAM, config)
+
+
+async def consume(js: JetStreamContext, pool: asyncpg.Pool, *, batch: int = 500,
+                  stop: asyncio.Event) -> None:  # fmt: skip
+    """Fetch, store, acknowledge; forever until `stop` is set."""
+    psub = await js.pull_subscribe_bind(subjects.RESULTS_CONSUMER, stream=subjects.RESULTS_STREAM)
+    decoder = msgspec.msgpack.Decoder(wire.CheckResult)
+    while not stop.is_set():
+        try:
+            msgs: list[Msg] = await psub.fetch(batch, timeout=1.0)
+        except TimeoutError:
+            continue
+        except Exception as e:  # NATS reconnecting: wait and fetch again
+            log.warning("results fetch failed error=%s", e)
+            await asyncio.sleep(0.5)
+            continue
+        good: list[wire.CheckResult] = []
+        for m in msgs:
+            try:
+                good.append(decoder.decode(m.data))
+            except msgspec.DecodeError:
+                log.warning("undecodable result dropped subject=%s", m.subject)
+                await m.term()
+        try:
+            if good:
+                await ingest(pool, good)
+        except (asyncpg.PostgresError, OSError) as e:
+            log.warning("storing results failed, will be redelivered error=%s", e)
+            await asyncio.sleep(1.0)
+            continue
+        await asyncio.gather(
+            *(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True
+        )
+
+
+async def sweep_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 0.5) -> None:
+    while not stop.is_set():
+        try:
+            await sweep(pool)
+        except (asyncpg.PostgresError, OSError) as e:
+            log.warning("round sweep failed error=%s", e)
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except TimeoutError:
+            pass

@@ -1,0 +1,83 @@
+"""API keys: only a SHA-256 of each key is stored; the full key is shown once.
+
+Keys carry 256 bits of randomness, so a fast hash is enough (no password stretching
+needed); lookups go by the non-secret prefix and compare digests in constant time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import asyncpg
+
+KEY_PREFIX = "pf_"
+SCOPES: tuple[str, ...] = (
+    "monitors:read", "monitors:write", "incidents:read", "incidents:write",
+    "status_pages:read", "status_pages:write", "notifications:read", "notifications:write",
+    "keys:admin", "admin",
+)  # fmt: skip
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """(full key, lookup prefix)."""
+    body = secrets.token_urlsafe(32)
+    key = f"{KEY_PREFIX}{body}"
+    return key, key[:12]
+
+
+async def create(conn: asyncpg.Connection | asyncpg.Pool, name: str, scopes: list[str],
+                 expires_at: dt.datetime | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    key, prefix = new_key()
+    row = await conn.fetchrow(
+        "INSERT INTO api_keys (name, prefix, hash, scopes, expires_at) VALUES ($1,$2,$3,$4,$5)"
+        " RETURNING id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at",
+        name, prefix, digest(key), scopes, expires_at,
+    )  # fmt: skip
+    assert row is not None
+    return key, dict(row)
+
+
+async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str,
+                       now: dt.datetime) -> dict[str, Any] | None:  # fmt: skip
+    """The key's row if it is known, not revoked and not expired."""
+    if not key.startswith(KEY_PREFIX) or len(key) < 20:
+        return None
+    row = await conn.fetchrow(
+        "SELECT id, name, hash, scopes, expires_at, revoked_at, last_used_at FROM api_keys"
+        " WHERE prefix = $1", key[:12],
+    )  # fmt: skip
+    if row is None or not hmac.compare_digest(row["hash"], digest(key)):
+        return None
+    if row["revoked_at"] is not None or (row["expires_at"] and row["expires_at"] <= now):
+        return None
+    if row["last_used_at"] is None or now - row["last_used_at"] > dt.timedelta(minutes=1):
+        await conn.execute("UPDATE api_keys SET last_used_at = $2 WHERE id = $1", row["id"], now)
+    return dict(row)
+
+
+async def list_all(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at"
+        " FROM api_keys WHERE revoked_at IS NULL ORDER BY id"
+    )
+    return [dict(r) for r in rows]
+
+
+async def revoke(conn: asyncpg.Connection | asyncpg.Pool, key_id: int) -> bool:
+    done = await conn.fetchval(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
+        " RETURNING id", key_id,
+    )  # fmt: skip
+    return done is not None
+
+
+async def count(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"))

@@ -1,0 +1,80 @@
+"""Connection pool, migrations and partition upkeep."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from importlib import resources
+
+import asyncpg
+import msgspec
+
+log = logging.getLogger("probefleet.storage")
+
+# Any constant works; it only has to be the same for every controller.
+_MIGRATION_LOCK = 0x70726F62  # "prob"
+PARTITIONED = ("check_results", "rounds")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=lambda v: msgspec.json.encode(v).decode(), decoder=msgspec.json.decode,
+        schema="pg_catalog",
+    )  # fmt: skip
+
+
+async def create_pool(dsn: str, *, max_size: int = 20) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) for every migration, in order."""
+    folder = resources.files("controller.storage") / "migrations"
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(p.name.removesuffix(".sql"), p.read_text()) for p in files]
+
+
+async def migrate(dsn: str) -> list[str]:
+    """Apply pending migrations in one transaction under an advisory lock; return them."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            applied = []
+            for version, sql in migration_files():
+                if version in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                applied.append(version)
+            await ensure_partitions(conn, dt.datetime.now(dt.UTC))
+        for version in applied:
+            log.info("migration applied version=%s", version)
+        return applied
+    finally:
+        await conn.close()
+
+
+async def ensure_partitions(
+    conn: asyncpg.Connection | asyncpg.Pool, now: dt.datetime, *, days_ahead: int = 3
+) -> None:
+    """Daily partitions from yesterday to `days_ahead`, so the default partition stays empty."""
+    start = now.date() - dt.timedelta(days=1)
+    for table in PARTITIONED:
+        for i in range(days_ahead + 2):
+            day = start + dt.timedelta(days=i)
+            name = f"{table}_{day:%Y%m%d}"
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} "
+                f"FOR VALUES FROM ('{day.isoformat()}') TO "
+                f"('{(day + dt.timedelta(days=1)).isoformat()}')"
+            )

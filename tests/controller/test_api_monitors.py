@@ -1,0 +1,137 @@
+"""/api/v1/monitors: the happy paths and every kind of bad request."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tests.controller.conftest import Running
+
+HTTP_MONITOR = {"name": "site", "url": "http://127.0.0.1:9/x", "check_interval": 30,
+                "locations": ["us-east", "eu-west"]}  # fmt: skip
+
+
+async def test_it_creates_reads_lists_and_deletes_a_monitor(api: aiohttp.ClientSession) -> None:
+    r = await api.post("/api/v1/monitors", json=HTTP_MONITOR)
+    assert r.status == 201
+    created = (await r.json())["data"]
+    assert created["name"] == "site" and created["type"] == "http"
+    assert created["locations"] == ["us-east", "eu-west"]
+    assert created["status"] == "pending" and created["expected_status"] == ["2xx", "3xx"]
+    r = await api.get(f"/api/v1/monitors/{created['id']}")
+    assert (await r.json())["data"]["url"] == HTTP_MONITOR["url"]
+    r = await api.get("/api/v1/monitors")
+    assert [m["id"] for m in (await r.json())["data"]] == [created["id"]]
+    r = await api.delete(f"/api/v1/monitors/{created['id']}")
+    assert r.status == 204
+    r = await api.get(f"/api/v1/monitors/{created['id']}")
+    assert r.status == 404
+
+
+async def test_it_patches_and_puts(api: aiohttp.ClientSession) -> None:
+    r = await api.post("/api/v1/monitors", json=HTTP_MONITOR)
+    mid = (await r.json())["data"]["id"]
+    r = await api.patch(f"/api/v1/monitors/{mid}", json={"method": "HEAD", "interval": 5})
+    body = (await r.json())["data"]
+    assert r.status == 200 and body["method"] == "HEAD" and body["check_interval"] == 5
+    assert body["url"] == HTTP_MONITOR["url"]
+    r = await api.put(f"/api/v1/monitors/{mid}", json={"name": "n2", "url": "https://127.0.0.1/"})
+    body = (await r.json())["data"]
+    assert body["name"] == "n2" and body["method"] == "GET" and body["check_interval"] == 60
+    r = await api.patch(f"/api/v1/monitors/{mid}", json={"is_enabled": False})
+    assert (await r.json())["data"]["status"] == "paused"
+
+
+async def test_it_accepts_reference_aliases(api: aiohttp.ClientSession) -> None:
+    r = await api.post("/api/v1/monitors", json={"name": "a", "type": "website",
+                                                 "target": "http://127.0.0.1/", "interval": 15,
+                                                 "regions": ["ap-south"]})  # fmt: skip
+    body = (await r.json())["data"]
+    assert r.status == 201 and body["type"] == "http" and body["check_interval"] == 15
+    assert body["locations"] == ["ap-south"]
+
+
+async def test_it_pages_with_a_cursor(api: aiohttp.ClientSession) -> None:
+    ids = []
+    for i in range(5):
+        r = await api.post("/api/v1/monitors", json={**HTTP_MONITOR, "name": f"m{i}"})
+        ids.append((await r.json())["data"]["id"])
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        body = await (await api.get("/api/v1/monitors", params=params)).json()
+        seen += [m["id"] for m in body["data"]]
+        cursor = body["meta"]["next_cursor"]
+        if not body["meta"]["has_more"]:
+            break
+    assert seen == ids
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": "http://127.0.0.1/"}, "name"),
+        ({"name": "x", "url": "ftp://127.0.0.1/"}, "url"),
+        ({"name": "x", "url": "http://127.0.0.1/", "timeout": "slow"}, "timeout"),
+        ({"name": "x", "url": "http://127.0.0.1/", "check_interval": 0}, "check_interval"),
+        ({"name": "x", "url": "http://127.0.0.1/", "locations": ["mars"]}, "locations[0]"),
+        ({"name": "x", "url": "http://127.0.0.1/", "expected_status": [999]}, "expected_status[0]"),
+        ({"name": "x", "url": "http://127.0.0.1/", "colour": "red"}, "colour"),
+        ({"name": "x", "type": "nope"}, "type"),
+        ({"name": "x", "type": "tcp", "host": "127.0.0.1", "port": 70000}, "port"),
+        ({"name": "x", "url": "http://127.0.0.1/", "consensus": "quorum"}, "quorum"),
+    ],
+    ids=["missing-name", "bad-scheme", "wrong-type", "zero-interval", "unknown-region",
+         "bad-status", "unknown-field", "unknown-type", "bad-port", "quorum-without-n"],
+)  # fmt: skip
+async def test_it_rejects_invalid_monitors_with_field_details(
+    api: aiohttp.ClientSession, body: dict[str, object], field: str
+) -> None:
+    r = await api.post("/api/v1/monitors", json=body)
+    assert r.status == 422
+    err = (await r.json())["error"]
+    assert err["code"] == "validation_error" and field in err["details"], err
+
+
+async def test_it_rejects_invalid_json(api: aiohttp.ClientSession) -> None:
+    for raw in (b"{not json", b"", b"[1,2]"):
+        r = await api.post("/api/v1/monitors", data=raw,
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+        assert r.status in (400, 422)
+        assert "error" in await r.json()
+
+
+async def test_it_answers_unknown_ids_with_404(api: aiohttp.ClientSession) -> None:
+    for path in ("/api/v1/monitors/999999", "/api/v1/monitors/abc"):
+        r = await api.get(path)
+        assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+    r = await api.patch("/api/v1/monitors/424242", json={"name": "x"})
+    assert r.status == 404
+
+
+async def test_it_requires_a_valid_key(controller: Running) -> None:
+    async with aiohttp.ClientSession(base_url=controller.base) as anon:
+        r = await anon.get("/api/v1/monitors")
+        assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
+        r = await anon.get(
+            "/api/v1/monitors", headers={"Authorization": "Bearer pf_wrongwrongwrongwrong"}
+        )
+        assert r.status == 401
+        r = await anon.get("/api/v1/monitors", headers={"X-API-Key": controller.admin_key})
+        assert r.status == 200
+        r = await anon.get("/api/v1/health")
+        assert r.status == 200 and (await r.json())["status"] == "ok"
+        r = await anon.get("/metrics")
+        assert r.status == 200 and "probefleet_results_stored_total" in await r.text()
+
+
+async def test_it_enforces_scopes(controller: Running) -> None:
+    from controller import keys
+    from controller.storage import api_keys
+
+    key, _ = await api_keys.create(controller.app[keys.POOL], "ro", ["monitors:read"])
+    async with aiohttp.ClientSession(base_url=controller.base,
+                                     headers={"Authorization": f"Bearer {key}"}) as ro:  # fmt: skip
+        assert (await ro.get("/api/v1/monitors")).status == 200
+        r = await ro.post("/api/v1/monitors", json=HTTP_MONITOR)
+        assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"
