@@ -85,19 +85,14 @@ class Notification(msgspec.Struct, kw_only=True):
 class NotifierError(Exception):
     """A delivery failed. Transient ones are retried; permanent ones disable the channel."""
 
-    def __init__(
-        self, message: str, permanent: bool = False, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, permanent: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.permanent = permanent
         self.retry_after = retry_after
 
     def __repr__(self) -> str:
-        return (
-            f"NotifierError({self.message!r}, permanent={self.permanent}, "
-            f"retry_after={self.retry_after})"
-        )
+        return f"NotifierError({self.message!r}, permanent={self.permanent}, retry_after={self.retry_after})"
 
 
 # ---------------------------------------------------------------- secrets
@@ -227,9 +222,7 @@ def error_for_exception(service: str, exc: BaseException) -> NotifierError:
         case aiohttp.InvalidURL():
             return NotifierError(f"{service}: invalid URL", permanent=True)
         case aiohttp.ClientConnectorError():
-            return NotifierError(
-                f"{service}: cannot connect to {exc.host}:{exc.port}: {exc.os_error}"
-            )
+            return NotifierError(f"{service}: cannot connect to {exc.host}:{exc.port}: {exc.os_error}")
         case TimeoutError() | asyncio.TimeoutError():
             return NotifierError(f"{service}: timed out")
         case aiohttp.ClientError():
@@ -270,9 +263,7 @@ async def request(
         raise error_for_exception(service, exc) from None
     if not raise_for_status:
         return reply
-    error = error_for_status(
-        service, reply.status, body, retry_after(reply.headers.get("Retry-After"))
-    )
+    error = error_for_status(service, reply.status, body, retry_after(reply.headers.get("Retry-After")))
     if error is not None:
         raise error
     return reply

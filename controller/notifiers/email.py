@@ -37,8 +37,7 @@ class EmailConfig(ChannelConfig, tag="email", tag_field="kind"):
 
 def html_body(msg: Message) -> str:
     rows = "".join(
-        f"<tr><th align='left' style='padding-right:12px'>{html.escape(k)}</th>"
-        f"<td>{html.escape(v)}</td></tr>"
+        f"<tr><th align='left' style='padding-right:12px'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
         for k, v in msg.facts
     )
     color = f"#{msg.color:06x}"

@@ -82,6 +82,4 @@ async def send(session: aiohttp.ClientSession, config: OpsgenieConfig, note: Not
     # Opsgenie answers 202 and processes asynchronously: a close for an alias that
     # was never created is accepted and dropped there, not an error here.
     url, body = request_for(config, note)
-    await post_json(
-        session, "opsgenie", url, body, headers={"Authorization": f"GenieKey {config.api_key}"}
-    )
+    await post_json(session, "opsgenie", url, body, headers={"Authorization": f"GenieKey {config.api_key}"})

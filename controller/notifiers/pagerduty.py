@@ -103,8 +103,7 @@ def payload(config: PagerDutyConfig, note: Notification) -> dict[str, Any]:
         "component": note.monitor.name,
         "group": note.monitor.type or None,
         "class": note.event,
-        "custom_details": dict(msg.facts)
-        | {"event_id": note.event_id, "monitor_id": note.monitor.id},
+        "custom_details": dict(msg.facts) | {"event_id": note.event_id, "monitor_id": note.monitor.id},
     }
     if note.incident is not None and note.incident.started_at is not None:
         doc["payload"]["custom_details"]["incident_started_at"] = iso8601(note.incident.started_at)

@@ -51,9 +51,7 @@ def blocks(msg: Message, event_id: int) -> list[dict[str, Any]]:
         section,
         {
             "type": "context",
-            "elements": [
-                {"type": "mrkdwn", "text": f"probefleet · event {event_id} · {msg.timestamp}"}
-            ],
+            "elements": [{"type": "mrkdwn", "text": f"probefleet · event {event_id} · {msg.timestamp}"}],
         },
     ]
 

@@ -47,15 +47,11 @@ class Receiver:
     def url(self, path: str = "/") -> str:
         return f"{self.base_url}{path}"
 
-    def fail_next(
-        self, status: int, body: str = "", headers: Mapping[str, str] | None = None
-    ) -> None:
+    def fail_next(self, status: int, body: str = "", headers: Mapping[str, str] | None = None) -> None:
         self.forced.append(web.Response(status=status, text=body, headers=headers))
 
     async def handle(self, request: web.Request) -> web.Response:
-        seen = Seen(
-            request.method, request.path, request.query, request.headers, await request.read()
-        )
+        seen = Seen(request.method, request.path, request.query, request.headers, await request.read())
         self.seen.append(seen)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

@@ -68,9 +68,7 @@ async def test_it_posts_an_embed_coloured_by_state(
     assert doc["allowed_mentions"] == {"parse": []}
 
 
-async def test_it_clips_long_fields(
-    start_receiver: StartReceiver, session: aiohttp.ClientSession
-) -> None:
+async def test_it_clips_long_fields(start_receiver: StartReceiver, session: aiohttp.ClientSession) -> None:
     receiver = await start_receiver(discord)
     note = sample(incident=IncidentInfo(id=1, root_cause="boom " * 500))
     await send(session, config(receiver.url(TOKEN_PATH)), note)
