@@ -123,7 +123,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     tasks = app[keys.TASKS]
-    _, pending = await asyncio.wait(tasks, timeout=5) if tasks else (set(), set())
+    _, pending = await asyncio.wait(tasks, timeout=1.5) if tasks else (set(), set())
     for t in pending:
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)

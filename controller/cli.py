@@ -43,9 +43,7 @@ def serve(config_path: Path | None, database_url: str | None, nats_url: str | No
     from controller.app import build_app
 
     cfg = _load(config_path, database_url=database_url, nats_url=nats_url, host=host, port=port)
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         import uvloop
 

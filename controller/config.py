@@ -74,10 +74,7 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
     if path is not None:
         raw = path.read_bytes()
         try:
-            if path.suffix == ".json":
-                data = msgspec.json.decode(raw)
-            else:
-                data = msgspec.toml.decode(raw)
+            data = msgspec.json.decode(raw) if path.suffix == ".json" else msgspec.toml.decode(raw)
         except msgspec.DecodeError as e:
             raise ConfigError(f"{path}: {e}") from e
     for key, env in (("database_url", "DATABASE_URL"), ("nats_url", "NATS_URL"),

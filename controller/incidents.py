@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from controller.consensus import Verdict
+from controller.storage import Tx
 
 
 class MonitorState(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,7 +41,7 @@ def transition(current: MonitorState, verdict: Verdict, *, retry_count: int,
     return MonitorState(status=verdict.state, fail_streak=0, pass_streak=passes)
 
 
-async def apply(conn: asyncpg.Connection, monitor: dict[str, Any], due: dt.datetime,
+async def apply(conn: Tx, monitor: dict[str, Any], due: dt.datetime,
                 verdict: Verdict, now: dt.datetime) -> MonitorState | None:  # fmt: skip
     """Write the verdict's effect on the monitor; None if a later round got there first."""
     current = MonitorState(status=monitor["status"], fail_streak=monitor["fail_streak"],

@@ -14,16 +14,12 @@ SCHEDULE_LAG = Histogram(
     "probefleet_schedule_lag_seconds", "Delay between a round's due time and its publication.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY,
 )  # fmt: skip
-RESULTS_STORED = Counter(
-    "probefleet_results_stored_total", "Probe results stored.", registry=REGISTRY
-)
+RESULTS_STORED = Counter("probefleet_results_stored_total", "Probe results stored.", registry=REGISTRY)
 RESULTS_DUPLICATE = Counter(
     "probefleet_results_duplicate_total", "Redelivered results dropped as duplicates.",
     registry=REGISTRY,
 )  # fmt: skip
-VERDICTS = Counter(
-    "probefleet_verdicts_total", "Round verdicts by state.", ["state"], registry=REGISTRY
-)
+VERDICTS = Counter("probefleet_verdicts_total", "Round verdicts by state.", ["state"], registry=REGISTRY)
 MONITORS = Gauge(
     "probefleet_monitors_scheduled", "Monitors in this controller's schedule.", registry=REGISTRY
 )

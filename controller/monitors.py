@@ -111,9 +111,7 @@ def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
                 and code[1:] == "xx"
             )  # fmt: skip
             if not ok:
-                errors[f"expected_status[{i}]"] = (
-                    "must be a status code (100-599) or a class like '2xx'"
-                )
+                errors[f"expected_status[{i}]"] = "must be a status code (100-599) or a class like '2xx'"
         if not spec.method.isalpha():
             errors["method"] = "must be an HTTP method"
     port = getattr(spec, "port", None)

@@ -10,6 +10,7 @@ duplicates).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections import defaultdict
@@ -22,15 +23,14 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from controller import consensus, incidents, metrics
+from controller.storage import Tx
 from controller.storage import results as store
 from shared import subjects, wire
 
 log = logging.getLogger("probefleet.results")
 
 
-async def finish_rounds(
-    conn: asyncpg.Connection, closed: list[dict[str, Any]], now: dt.datetime
-) -> int:
+async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime) -> int:
     """Decide closed rounds and apply their verdicts; return how many changed a monitor."""
     if not closed:
         return 0
@@ -69,9 +69,7 @@ async def finish_rounds(
     return changed
 
 
-async def ingest(
-    pool: asyncpg.Pool, results: list[wire.CheckResult], now: dt.datetime | None = None
-) -> int:
+async def ingest(pool: asyncpg.Pool, results: list[wire.CheckResult], now: dt.datetime | None = None) -> int:
     """Store one batch and finish the rounds it completes; return results newly stored."""
     now = now or dt.datetime.now(dt.UTC)
     async with pool.acquire() as conn, conn.transaction():
@@ -109,7 +107,7 @@ async def consume(js: JetStreamContext, pool: asyncpg.Pool, *, batch: int = 500,
     decoder = msgspec.msgpack.Decoder(wire.CheckResult)
     while not stop.is_set():
         try:
-            msgs: list[Msg] = await psub.fetch(batch, timeout=1.0)
+            msgs: list[Msg] = await psub.fetch(batch, timeout=0.5)
         except TimeoutError:
             continue
         except Exception as e:  # NATS reconnecting: wait and fetch again
@@ -130,9 +128,7 @@ async def consume(js: JetStreamContext, pool: asyncpg.Pool, *, batch: int = 500,
             log.warning("storing results failed, will be redelivered error=%s", e)
             await asyncio.sleep(1.0)
             continue
-        await asyncio.gather(
-            *(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True
-        )
+        await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
 
 
 async def sweep_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 0.5) -> None:
@@ -141,7 +137,5 @@ async def sweep_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 
             await sweep(pool)
         except (asyncpg.PostgresError, OSError) as e:
             log.warning("round sweep failed error=%s", e)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
-        except TimeoutError:
-            pass

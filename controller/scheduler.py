@@ -157,9 +157,7 @@ class Scheduler:
         await self.open_rounds(due_now, now)
         return len(due_now)
 
-    async def open_rounds(
-        self, due_now: list[tuple[float, Entry]], now: float, attempt: int = 0
-    ) -> None:
+    async def open_rounds(self, due_now: list[tuple[float, Entry]], now: float, attempt: int = 0) -> None:
         rounds = []
         jobs: list[wire.CheckJob] = []
         for due, entry in due_now:

@@ -26,9 +26,7 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     data = msgspec.json.encode(body, enc_hook=_default)
     return web.Response(body=data, status=status, content_type="application/json", headers=headers)
 

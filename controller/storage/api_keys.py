@@ -12,7 +12,7 @@ import hmac
 import secrets
 from typing import Any
 
-import asyncpg
+from controller.storage import DB
 
 KEY_PREFIX = "pf_"
 SCOPES: tuple[str, ...] = (
@@ -33,7 +33,7 @@ def new_key() -> tuple[str, str]:
     return key, key[:12]
 
 
-async def create(conn: asyncpg.Connection | asyncpg.Pool, name: str, scopes: list[str],
+async def create(conn: DB, name: str, scopes: list[str],
                  expires_at: dt.datetime | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
     key, prefix = new_key()
     row = await conn.fetchrow(
@@ -45,7 +45,7 @@ async def create(conn: asyncpg.Connection | asyncpg.Pool, name: str, scopes: lis
     return key, dict(row)
 
 
-async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str,
+async def authenticate(conn: DB, key: str,
                        now: dt.datetime) -> dict[str, Any] | None:  # fmt: skip
     """The key's row if it is known, not revoked and not expired."""
     if not key.startswith(KEY_PREFIX) or len(key) < 20:
@@ -63,7 +63,7 @@ async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str,
     return dict(row)
 
 
-async def list_all(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
+async def list_all(conn: DB) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at"
         " FROM api_keys WHERE revoked_at IS NULL ORDER BY id"
@@ -71,7 +71,7 @@ async def list_all(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, An
     return [dict(r) for r in rows]
 
 
-async def revoke(conn: asyncpg.Connection | asyncpg.Pool, key_id: int) -> bool:
+async def revoke(conn: DB, key_id: int) -> bool:
     done = await conn.fetchval(
         "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
         " RETURNING id", key_id,
@@ -79,5 +79,5 @@ async def revoke(conn: asyncpg.Connection | asyncpg.Pool, key_id: int) -> bool:
     return done is not None
 
 
-async def count(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+async def count(conn: DB) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"))

@@ -9,6 +9,8 @@ from importlib import resources
 import asyncpg
 import msgspec
 
+from controller.storage import DB, Tx
+
 log = logging.getLogger("probefleet.storage")
 
 # Any constant works; it only has to be the same for every controller.
@@ -16,7 +18,7 @@ _MIGRATION_LOCK = 0x70726F62  # "prob"
 PARTITIONED = ("check_results", "rounds")
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Tx) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=lambda v: msgspec.json.encode(v).decode(), decoder=msgspec.json.decode,
         schema="pg_catalog",
@@ -34,7 +36,7 @@ async def create_pool(dsn: str, *, max_size: int = 20) -> asyncpg.Pool:
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every migration, in order."""
     folder = resources.files("controller.storage") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text()) for p in files]
 
 
@@ -64,9 +66,7 @@ async def migrate(dsn: str) -> list[str]:
         await conn.close()
 
 
-async def ensure_partitions(
-    conn: asyncpg.Connection | asyncpg.Pool, now: dt.datetime, *, days_ahead: int = 3
-) -> None:
+async def ensure_partitions(conn: DB, now: dt.datetime, *, days_ahead: int = 3) -> None:
     """Daily partitions from yesterday to `days_ahead`, so the default partition stays empty."""
     start = now.date() - dt.timedelta(days=1)
     for table in PARTITIONED:

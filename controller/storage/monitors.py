@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
 from controller.monitors import MonitorConfig, spec_json
+from controller.storage import DB
 
 Row = dict[str, Any]
 
@@ -18,7 +17,7 @@ COLUMNS = (
 )
 
 
-async def insert(conn: asyncpg.Connection | asyncpg.Pool, cfg: MonitorConfig) -> Row:
+async def insert(conn: DB, cfg: MonitorConfig) -> Row:
     row = await conn.fetchrow(
         f"INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, consensus,"
         f" quorum, retry_count, recovery_count, enabled, tags, status)"
@@ -31,9 +30,7 @@ async def insert(conn: asyncpg.Connection | asyncpg.Pool, cfg: MonitorConfig) ->
     return dict(row)
 
 
-async def update(
-    conn: asyncpg.Connection | asyncpg.Pool, monitor_id: int, cfg: MonitorConfig
-) -> Row | None:
+async def update(conn: DB, monitor_id: int, cfg: MonitorConfig) -> Row | None:
     row = await conn.fetchrow(
         f"UPDATE monitors SET name=$2, kind=$3, spec=$4, interval_s=$5, timeout_s=$6,"
         f" locations=$7, consensus=$8, quorum=$9, retry_count=$10, recovery_count=$11,"
@@ -48,24 +45,22 @@ async def update(
     return dict(row) if row else None
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, monitor_id: int) -> Row | None:
+async def get(conn: DB, monitor_id: int) -> Row | None:
     row = await conn.fetchrow(f"SELECT {COLUMNS} FROM monitors WHERE id=$1", monitor_id)
     return dict(row) if row else None
 
 
-async def get_many(conn: asyncpg.Connection | asyncpg.Pool, ids: list[int]) -> list[Row]:
+async def get_many(conn: DB, ids: list[int]) -> list[Row]:
     rows = await conn.fetch(f"SELECT {COLUMNS} FROM monitors WHERE id = ANY($1)", ids)
     return [dict(r) for r in rows]
 
 
-async def delete(conn: asyncpg.Connection | asyncpg.Pool, monitor_id: int) -> bool:
-    return (
-        await conn.fetchval("DELETE FROM monitors WHERE id=$1 RETURNING id", monitor_id) is not None
-    )
+async def delete(conn: DB, monitor_id: int) -> bool:
+    return await conn.fetchval("DELETE FROM monitors WHERE id=$1 RETURNING id", monitor_id) is not None
 
 
 async def list_page(
-    conn: asyncpg.Connection | asyncpg.Pool, *, after_id: int = 0, limit: int = 50,
+    conn: DB, *, after_id: int = 0, limit: int = 50,
     status: str | None = None, kind: str | None = None,
 ) -> list[Row]:  # fmt: skip
     rows = await conn.fetch(
@@ -77,7 +72,7 @@ async def list_page(
     return [dict(r) for r in rows]
 
 
-async def all_schedulable(conn: asyncpg.Connection | asyncpg.Pool) -> list[Row]:
+async def all_schedulable(conn: DB) -> list[Row]:
     """Every enabled monitor with what the scheduler needs."""
     rows = await conn.fetch(
         "SELECT id, kind, spec, interval_s, timeout_s, locations, updated_at"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncpg
-
+from controller.storage import DB
 from controller.storage.results import ts
 from shared.wire import ProbeHeartbeat
 
 
-async def save(conn: asyncpg.Connection | asyncpg.Pool, live: list[ProbeHeartbeat]) -> None:
+async def save(conn: DB, live: list[ProbeHeartbeat]) -> None:
     if not live:
         return
     await conn.execute(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import asyncpg
 import msgspec
 
+from controller.storage import DB, Tx
 from shared.wire import CheckResult
 
 Key = tuple[int, dt.datetime, int]  # monitor_id, due, attempt
@@ -20,9 +20,7 @@ def ts(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
-async def insert_results(
-    conn: asyncpg.Connection, results: list[CheckResult]
-) -> list[tuple[int, dt.datetime, int, str]]:
+async def insert_results(conn: Tx, results: list[CheckResult]) -> list[tuple[int, dt.datetime, int, str]]:
     """Store results; return the (monitor_id, due, attempt, region) of those newly stored."""
     rows = await conn.fetch(
         "INSERT INTO check_results (monitor_id, due, region, attempt, probe_id, status, reason,"
@@ -44,7 +42,7 @@ async def insert_results(
 
 
 async def insert_rounds(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: DB,
     rounds: list[tuple[int, dt.datetime, int, list[str], dt.datetime]],
 ) -> None:
     """Open rounds: (monitor_id, due, attempt, expected regions, deadline)."""
@@ -60,9 +58,7 @@ async def insert_rounds(
     )  # fmt: skip
 
 
-async def mark_answered(
-    conn: asyncpg.Connection, stored: list[tuple[int, dt.datetime, int, str]]
-) -> list[Key]:
+async def mark_answered(conn: Tx, stored: list[tuple[int, dt.datetime, int, str]]) -> list[Key]:
     """Record which regions answered; return the open rounds every expected region answered."""
     if not stored:
         return []
@@ -80,7 +76,7 @@ async def mark_answered(
     return [(r["monitor_id"], r["due"], r["attempt"]) for r in rows if r["complete"]]
 
 
-async def close_rounds(conn: asyncpg.Connection, keys: list[Key]) -> list[dict[str, Any]]:
+async def close_rounds(conn: Tx, keys: list[Key]) -> list[dict[str, Any]]:
     """Close the given rounds if still open (compare-and-set); return those we closed."""
     if not keys:
         return []
@@ -94,9 +90,7 @@ async def close_rounds(conn: asyncpg.Connection, keys: list[Key]) -> list[dict[s
     return [dict(r) for r in rows]
 
 
-async def close_expired(
-    conn: asyncpg.Connection, now: dt.datetime, limit: int = 5000
-) -> list[dict[str, Any]]:
+async def close_expired(conn: Tx, now: dt.datetime, limit: int = 5000) -> list[dict[str, Any]]:
     """Close rounds whose deadline passed; SKIP LOCKED lets controllers share the sweep."""
     rows = await conn.fetch(
         "WITH due AS (SELECT monitor_id, due, attempt FROM rounds"
@@ -109,7 +103,7 @@ async def close_expired(
     return [dict(r) for r in rows]
 
 
-async def results_for(conn: asyncpg.Connection, keys: list[Key]) -> list[dict[str, Any]]:
+async def results_for(conn: Tx, keys: list[Key]) -> list[dict[str, Any]]:
     if not keys:
         return []
     rows = await conn.fetch(
@@ -122,7 +116,7 @@ async def results_for(conn: asyncpg.Connection, keys: list[Key]) -> list[dict[st
     return [dict(r) for r in rows]
 
 
-async def set_verdicts(conn: asyncpg.Connection, verdicts: list[tuple[Key, str]]) -> None:
+async def set_verdicts(conn: Tx, verdicts: list[tuple[Key, str]]) -> None:
     if not verdicts:
         return
     await conn.execute(
@@ -135,7 +129,7 @@ async def set_verdicts(conn: asyncpg.Connection, verdicts: list[tuple[Key, str]]
 
 
 async def recent(
-    conn: asyncpg.Connection | asyncpg.Pool, monitor_id: int, *, limit: int = 100,
+    conn: DB, monitor_id: int, *, limit: int = 100,
     since: dt.datetime | None = None, until: dt.datetime | None = None,
     region: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
