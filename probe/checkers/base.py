@@ -30,9 +30,7 @@ class Outcome(msgspec.Struct, kw_only=True):
 
 
 class Checker(Protocol):
-    def __call__(
-        self, spec: Any, *, timeout: float, source_address: str | None
-    ) -> Awaitable[Outcome]: ...
+    def __call__(self, spec: Any, *, timeout: float, source_address: str | None) -> Awaitable[Outcome]: ...
 
 
 def failed(reason: Reason, message: str, **fields: Any) -> Outcome:
@@ -43,9 +41,7 @@ def passed(elapsed_ms: float, degraded_ms: float | None, **fields: Any) -> Outco
     """ok, or degraded/slow_response when the check took longer than `degraded_ms`."""
     if degraded_ms is not None and elapsed_ms > degraded_ms:
         message = f"took {elapsed_ms:.0f} ms, over {degraded_ms:.0f} ms"
-        return Outcome(
-            status=Status.DEGRADED, reason=Reason.SLOW_RESPONSE, message=message, **fields
-        )
+        return Outcome(status=Status.DEGRADED, reason=Reason.SLOW_RESPONSE, message=message, **fields)
     return Outcome(status=Status.OK, **fields)
 
 

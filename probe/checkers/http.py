@@ -92,9 +92,7 @@ def _trace_config() -> aiohttp.TraceConfig:
     return trace
 
 
-def session_for(
-    source_address: str | None, verify_tls: bool, ca_pem: str | None
-) -> aiohttp.ClientSession:
+def session_for(source_address: str | None, verify_tls: bool, ca_pem: str | None) -> aiohttp.ClientSession:
     """One keep-alive session per (loop, source address, TLS settings) in this process."""
     key = (id(asyncio.get_running_loop()), source_address, verify_tls, ca_pem)
     session = _sessions.get(key)

@@ -23,9 +23,7 @@ def _modes(privileged: bool | None) -> list[bool]:
     return [True, False] if os.geteuid() == 0 else [False, True]
 
 
-async def _ping(
-    spec: IcmpSpec, budget: float, source: str | None, modes: list[bool]
-) -> icmplib.Host:
+async def _ping(spec: IcmpSpec, budget: float, source: str | None, modes: list[bool]) -> icmplib.Host:
     # icmplib waits for each reply in turn: share 90 % of the budget between them so
     # that total loss reports packet_loss, not timeout.
     spare = budget * 0.9 - spec.interval * max(0, spec.count - 1)
@@ -76,8 +74,6 @@ async def check(
             "jitter": host.jitter,
         }
     if host.packets_received == 0 or host.packet_loss > spec.max_packet_loss:
-        message = (
-            f"{host.packet_loss:.0%} packet loss ({host.packets_received}/{host.packets_sent})"
-        )
+        message = f"{host.packet_loss:.0%} packet loss ({host.packets_received}/{host.packets_sent})"
         return base.failed(Reason.PACKET_LOSS, message, timings=timings, details=details)
     return base.passed(host.avg_rtt, spec.degraded_ms, timings=timings, details=details)

@@ -21,9 +21,7 @@ def matches(data: bytes, expect: str, regex: bool) -> bool:
     return re.search(expect, text) is not None if regex else expect in text
 
 
-async def _read_until(
-    reader: asyncio.StreamReader, data: bytearray, expect: str, regex: bool
-) -> None:
+async def _read_until(reader: asyncio.StreamReader, data: bytearray, expect: str, regex: bool) -> None:
     """Read into `data` until `expect` matches, EOF, or the buffer limit."""
     while len(data) < _MAX_READ and not matches(bytes(data), expect, regex):
         chunk = await reader.read(_MAX_READ - len(data))
@@ -70,9 +68,7 @@ def _total(timings: dict[str, float], start: float) -> dict[str, float]:
     return {**timings, "total": base.elapsed_ms(start)}
 
 
-def _no_match(
-    received: bytearray, spec: TcpSpec, timings: dict[str, float], start: float
-) -> Outcome:
+def _no_match(received: bytearray, spec: TcpSpec, timings: dict[str, float], start: float) -> Outcome:
     if not received:
         return base.failed(Reason.NO_RESPONSE, "no reply", timings=_total(timings, start))
     shown = bytes(received[:100]).decode("utf-8", "replace")

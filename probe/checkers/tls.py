@@ -18,17 +18,13 @@ _VERSIONS = ["SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 
 
 def _context(spec: TlsSpec) -> ssl.SSLContext:
-    ctx = base.tls_context(
-        verify=spec.verify_chain, ca_pem=spec.ca_pem, check_hostname=spec.verify_hostname
-    )
+    ctx = base.tls_context(verify=spec.verify_chain, ca_pem=spec.ca_pem, check_hostname=spec.verify_hostname)
     # Older servers must still be reachable so that the version can be reported.
     ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     return ctx
 
 
-async def _handshake(
-    spec: TlsSpec, timeout: float, source_address: str | None
-) -> tuple[bytes, str | None]:
+async def _handshake(spec: TlsSpec, timeout: float, source_address: str | None) -> tuple[bytes, str | None]:
     async with asyncio.timeout(timeout):
         _, writer = await asyncio.open_connection(
             spec.host,

@@ -1,0 +1,277 @@
+"""The probe agent: takes its region's jobs from NATS, runs checks, publishes results.
+
+The loop bodies are steps tests call directly: `handle_job(job)` turns one job into
+one result, `publish_one(result)` gets one result acknowledged by JetStream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from probe.checkers import CHECKERS, Checker, dns, http
+from probe.checkers.base import Outcome
+from probe.config import ProbeConfig
+from probe.metrics import ProbeMetrics
+from shared import subjects, wire
+from shared.version import VERSION
+from shared.wire import CheckJob, CheckResult, Reason, Status
+
+log = logging.getLogger("probefleet.probe")
+
+_PUBLISH_TIMEOUT = 2.0
+_RETRY_MAX = 2.0
+
+
+class Agent:
+    def __init__(
+        self,
+        config: ProbeConfig,
+        *,
+        checkers: Mapping[str, Checker] = CHECKERS,
+        metrics: ProbeMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.checkers = checkers
+        self.metrics = metrics or ProbeMetrics()
+        self.started_at = time.time()
+        self.checks_total = 0
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self._sub: Subscription | None = None
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._results: asyncio.Queue[CheckResult] = asyncio.Queue(config.publish_buffer)
+        self._background: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.nc = await self._connect()
+        self.js = self.nc.jetstream()
+        self._sub = await self.nc.subscribe(
+            subjects.jobs(self.config.region),
+            queue=subjects.jobs_queue(self.config.region),
+            cb=self._on_message,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
+        self._background = [asyncio.create_task(self._publisher()) for _ in range(self.config.publishers)]
+        self._background.append(asyncio.create_task(self._heartbeats()))
+        log.info("probe started probe_id=%s region=%s", self.config.probe_id, self.config.region)
+
+    async def _connect(self) -> Client:
+        """Connect, retrying until NATS answers; afterwards nats-py reconnects forever."""
+        delay = 0.2
+        while True:
+            try:
+                return await nats.connect(
+                    self.config.nats_url,
+                    name=f"probe {self.config.probe_id}",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    connect_timeout=2,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+            except (OSError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("nats connect failed url=%s error=%s", self.config.nats_url, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats error=%r", exc)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats disconnected")
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats reconnected")
+
+    async def stop(self) -> None:
+        """Stop taking jobs, let in-flight checks finish (bounded), flush results."""
+        self._stopping = True
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.config.drain_timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.drain_timeout):
+                await self._results.join()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.nc is not None:
+            await self.nc.close()
+        await http.close_sessions()
+        await dns.close_resolvers()
+        log.info("probe stopped probe_id=%s", self.config.probe_id)
+
+    # ------------------------------------------------------------ jobs
+
+    async def _on_message(self, msg: Msg) -> None:
+        try:
+            job = wire.decode_job(msg.data)
+        except msgspec.DecodeError as exc:
+            log.warning("undecodable job subject=%s error=%s", msg.subject, exc)
+            return
+        self.submit(job)
+
+    def submit(self, job: CheckJob) -> bool:
+        """Run `job` in the background; False when dropped because too many are pending."""
+        if self._stopping:
+            return False
+        if len(self._tasks) >= self.config.concurrency + self.config.max_pending:
+            self.metrics.dropped.labels("overload").inc()
+            return False
+        task = asyncio.create_task(self._run_and_queue(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _run_and_queue(self, job: CheckJob) -> None:
+        result = await self.handle_job(job)
+        try:
+            self._results.put_nowait(result)
+        except asyncio.QueueFull:
+            self.metrics.dropped.labels("buffer_full").inc()
+
+    async def handle_job(self, job: CheckJob) -> CheckResult:
+        """One job in, one result out, always before the job's deadline."""
+        if time.time() >= job.deadline:
+            return self._skipped(job)
+        async with self._slots:
+            budget = min(job.timeout, job.deadline - time.time() - self.config.deadline_margin)
+            if budget <= 0:
+                return self._skipped(job)
+            return await self._run(job, budget)
+
+    def _skipped(self, job: CheckJob) -> CheckResult:
+        self.metrics.late.inc()
+        return self._result(
+            job,
+            Outcome(status=Status.SKIPPED, reason=Reason.DEADLINE_PASSED, message="deadline passed"),
+            started_at=time.time(),
+            duration_ms=0.0,
+        )
+
+    async def _run(self, job: CheckJob, budget: float) -> CheckResult:
+        kind = type(job.spec).__struct_config__.tag
+        started_at = time.time()
+        start = time.perf_counter()
+        self._in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            outcome = await self._outcome(str(kind), job, budget)
+        finally:
+            self._in_flight -= 1
+            self.metrics.in_flight.dec()
+        elapsed = time.perf_counter() - start
+        self.checks_total += 1
+        self.metrics.checks.labels(kind, outcome.status.value).inc()
+        self.metrics.duration.labels(kind).observe(elapsed)
+        return self._result(job, outcome, started_at=started_at, duration_ms=elapsed * 1000)
+
+    async def _outcome(self, kind: str, job: CheckJob, budget: float) -> Outcome:
+        checker = self.checkers.get(kind)
+        if checker is None:
+            return Outcome(
+                status=Status.FAIL, reason=Reason.INTERNAL_ERROR, message=f"no checker for {kind!r}"
+            )
+        try:
+            # The checker bounds itself; this guard catches one that does not.
+            async with asyncio.timeout(budget + self.config.deadline_margin / 2):
+                return await checker(job.spec, timeout=budget, source_address=self.config.source_address)
+        except TimeoutError:
+            return Outcome(
+                status=Status.FAIL, reason=Reason.TIMEOUT, message=f"no answer within {budget:.2f} s"
+            )
+        except Exception as exc:
+            log.exception("checker crashed kind=%s monitor_id=%s", kind, job.monitor_id)
+            return Outcome(
+                status=Status.FAIL, reason=Reason.INTERNAL_ERROR, message=f"checker error: {exc!r}"[:300]
+            )
+
+    def _result(
+        self, job: CheckJob, outcome: Outcome, *, started_at: float, duration_ms: float
+    ) -> CheckResult:
+        return CheckResult(
+            monitor_id=job.monitor_id,
+            due=job.due,
+            region=job.region,
+            attempt=job.attempt,
+            probe_id=self.config.probe_id,
+            status=outcome.status,
+            reason=outcome.reason,
+            message=outcome.message,
+            started_at=started_at,
+            duration_ms=round(duration_ms, 3),
+            timings=outcome.timings,
+            status_code=outcome.status_code,
+            details=outcome.details,
+        )
+
+    # ------------------------------------------------------------ results
+
+    async def _publisher(self) -> None:
+        while True:
+            result = await self._results.get()
+            try:
+                await self.publish_one(result)
+            finally:
+                self._results.task_done()
+
+    async def publish_one(self, result: CheckResult) -> None:
+        """Publish until JetStream acknowledges; the msg id makes retries harmless."""
+        assert self.js is not None
+        data = wire.encode(result)
+        headers = {"Nats-Msg-Id": result.job_id}
+        delay = 0.1
+        while True:
+            try:
+                await self.js.publish(
+                    subjects.results(result.region), data, timeout=_PUBLISH_TIMEOUT, headers=headers
+                )
+                self.metrics.published.inc()
+                return
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                log.debug("publish failed job_id=%s error=%r", result.job_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+
+    # ------------------------------------------------------------ heartbeats
+
+    def heartbeat(self) -> wire.ProbeHeartbeat:
+        return wire.ProbeHeartbeat(
+            probe_id=self.config.probe_id,
+            region=self.config.region,
+            version=VERSION,
+            concurrency=self.config.concurrency,
+            in_flight=self._in_flight,
+            started_at=self.started_at,
+            sent_at=time.time(),
+            source_address=self.config.source_address,
+            checks_total=self.checks_total,
+        )
+
+    async def _heartbeats(self) -> None:
+        subject = subjects.heartbeat(self.config.region)
+        while True:
+            if self.nc is not None and self.nc.is_connected:
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await self.nc.publish(subject, wire.encode(self.heartbeat()))
+            await asyncio.sleep(self.config.heartbeat_interval)

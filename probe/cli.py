@@ -1,0 +1,233 @@
+"""`probefleet probe run` (the agent) and `probefleet probe check` (one check, locally)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+
+from shared import wire
+
+RECORD_TYPES = ["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "CAA", "PTR"]
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _run(coro: Any) -> Any:
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(coro)
+
+
+@click.group()
+def probe() -> None:
+    """The probe agent and local one-off checks."""
+
+
+@probe.command()
+@click.option("--region", envvar="PROBEFLEET_REGION", required=True, help="Region label.")
+@click.option("--nats-url", envvar="PROBEFLEET_NATS_URL")
+@click.option("--source-address", envvar="PROBEFLEET_SOURCE_ADDRESS",
+              help="Bind outgoing connections to this address.")  # fmt: skip
+@click.option("--concurrency", envvar="PROBEFLEET_CONCURRENCY", type=click.IntRange(min=1))
+@click.option("--probe-id", envvar="PROBEFLEET_PROBE_ID")
+@click.option("--metrics-listen", envvar="PROBEFLEET_PROBE_METRICS_LISTEN",
+              help="host:port for /metrics.")  # fmt: skip
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--log-level", default="INFO", show_default=True)
+def run(config_path: Path | None, log_level: str, **overrides: Any) -> None:
+    """Take this region's jobs from NATS until SIGTERM, then drain and exit 0."""
+    from probe.config import load_probe_config
+
+    try:
+        config = load_probe_config(config_path, **overrides)
+    except ValueError as exc:
+        raise click.UsageError(f"invalid configuration: {exc}") from None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    _run(_serve(config))
+
+
+async def _serve(config: Any) -> None:
+    from probe import metrics
+    from probe.agent import Agent
+
+    agent = Agent(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = None
+    if config.metrics_listen:
+        runner = await metrics.serve(agent.metrics, config.metrics_listen)
+    start = asyncio.create_task(agent.start())
+    await stop.wait()
+    if not start.done():
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await start
+    else:
+        await agent.stop()
+    if runner is not None:
+        await runner.cleanup()
+
+
+def _headers(values: tuple[str, ...]) -> dict[str, str]:
+    headers = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{value!r}: use 'Name: value'", param_hint="--header")
+        headers[name.strip()] = content.strip()
+    return headers
+
+
+def _status(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
+    """The spec as a dict of the options that apply to `kind` (None means unset)."""
+    common = {"degraded_ms": o["degraded_ms"]}
+    ca = {"ca_pem": Path(o["ca_file"]).read_text() if o["ca_file"] else None}
+    match kind:
+        case "http":
+            return common | ca | {
+                "url": o["url"], "method": o["method"], "headers": _headers(o["header"]),
+                "body": o["body"], "body_kind": o["body_kind"],
+                "expected_status": [_status(s) for s in o["expected_status"]] or None,
+                "follow_redirects": o["follow_redirects"], "max_redirects": o["max_redirects"],
+                "verify_tls": not o["insecure"], "expected_content": o["expect"],
+                "excluded_content": o["exclude"], "content_regex": o["regex"],
+                "bearer_token": o["bearer_token"],
+            }  # fmt: skip
+        case "tcp":
+            return common | ca | {
+                "host": o["host"], "port": o["port"], "tls": o["tls"],
+                "verify_tls": not o["insecure"], "send": o["send"], "expect": o["expect"],
+                "expect_regex": o["regex"],
+            }  # fmt: skip
+        case "udp":
+            return common | {"host": o["host"], "port": o["port"], "send": o["send"],
+                             "expect": o["expect"], "expect_regex": o["regex"]}  # fmt: skip
+        case "icmp":
+            return common | {"host": o["host"], "count": o["count"], "interval": o["interval"],
+                             "max_packet_loss": o["max_packet_loss"]}  # fmt: skip
+        case "dns":
+            return common | {
+                "name": o["name"], "record_type": o["record_type"], "resolver": o["resolver"],
+                "expected_values": list(o["expected_value"]) or None, "match": o["match"],
+                "expected_rcode": o["expected_rcode"],
+            }  # fmt: skip
+        case _:
+            return ca | {
+                "host": o["host"], "port": o["port"], "server_name": o["server_name"],
+                "warn_days": o["warn_days"], "verify_chain": not o["insecure"],
+                "expected_issuer": o["expected_issuer"], "min_version": o["min_version"],
+            }  # fmt: skip
+
+
+def build_spec(kind: str, options: dict[str, Any]) -> wire.CheckSpec:
+    """Options to a spec struct; a click.UsageError (exit 2) says what is wrong."""
+    fields = {k: v for k, v in _spec_fields(kind, options).items() if v is not None}
+    spec_type = {t.__struct_config__.tag: t for t in wire.CheckSpec.__args__}[kind]
+    try:
+        return msgspec.convert(fields, spec_type)
+    except msgspec.ValidationError as exc:
+        raise click.UsageError(f"--kind {kind}: {_readable(exc)}") from None
+
+
+def _readable(exc: msgspec.ValidationError) -> str:
+    text = str(exc).replace("Object missing required field", "missing option")
+    return re.sub(r"`\$?\.?(\w+)`", lambda m: "--" + m.group(1).replace("_", "-"), text)
+
+
+@probe.command()
+@click.option("--kind", type=click.Choice(list(wire.PROBE_KINDS)), required=True)
+@click.option("--url", help="http: target URL.")
+@click.option("--method", help="http: request method.")
+@click.option("--header", multiple=True, help="http: 'Name: value' (repeatable).")
+@click.option("--body", help="http: request body.")
+@click.option("--body-kind", type=click.Choice(["raw", "json", "form"]))
+@click.option("--bearer-token", help="http: Authorization bearer token.")
+@click.option("--expected-status", multiple=True, help="http: code or class like 2xx (repeatable).")
+@click.option("--follow-redirects/--no-follow-redirects", default=None)
+@click.option("--max-redirects", type=click.IntRange(min=0))
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA (PEM).")
+@click.option("--expect", help="http: expected body content; tcp/udp: expected reply.")
+@click.option("--exclude", help="http: content that must not appear.")
+@click.option("--regex", is_flag=True, default=None, help="--expect/--exclude are regexes.")
+@click.option("--host", help="tcp, udp, icmp, tls: target host.")
+@click.option("--port", type=click.IntRange(1, 65535))
+@click.option("--tls", is_flag=True, default=None, help="tcp: wrap the connection in TLS.")
+@click.option("--send", help="tcp, udp: payload to send.")
+@click.option("--count", type=click.IntRange(min=1), help="icmp: echo requests.")
+@click.option("--interval", type=click.FloatRange(min=0), help="icmp: seconds between requests.")
+@click.option("--max-packet-loss", type=click.FloatRange(0, 1), help="icmp: tolerated loss 0..1.")
+@click.option("--name", help="dns: name to query.")
+@click.option("--record-type", type=click.Choice(RECORD_TYPES, case_sensitive=False))
+@click.option("--resolver", help="dns: resolver host:port.")
+@click.option("--expected-value", multiple=True, help="dns: expected answer (repeatable).")
+@click.option("--match", type=click.Choice(["any", "all"]))
+@click.option("--expected-rcode", help="dns: NOERROR, NXDOMAIN, SERVFAIL ...")
+@click.option("--server-name", help="tls: SNI name.")
+@click.option("--warn-days", type=int, help="tls: degraded below this many days left.")
+@click.option("--expected-issuer", help="tls: text the issuer must contain.")
+@click.option("--min-version", help="tls: lowest acceptable version, e.g. TLSv1.2.")
+@click.option("--degraded-ms", type=float, help="Degraded when slower than this.")
+@click.option("--timeout", "budget", type=click.FloatRange(min=0.01), default=10.0, show_default=True)
+@click.option("--source-address", help="Bind outgoing connections to this address.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def check(kind: str, budget: float, source_address: str | None, as_json: bool, **options: Any) -> None:
+    """Run one check locally and print the result (exit 1 when it fails)."""
+    if options["record_type"]:
+        options["record_type"] = options["record_type"].upper()
+    spec = build_spec(kind, options)
+    outcome, elapsed_ms = _run(_check_once(kind, spec, budget, source_address))
+    data = {"kind": kind, **msgspec.to_builtins(outcome), "duration_ms": round(elapsed_ms, 3)}
+    if as_json:
+        click.echo(msgspec.json.encode(data).decode())
+    else:
+        _print_human(data)
+    sys.exit(1 if outcome.status == wire.Status.FAIL else 0)
+
+
+async def _check_once(
+    kind: str, spec: wire.CheckSpec, budget: float, source_address: str | None
+) -> tuple[Any, float]:
+    from probe.checkers import CHECKERS, dns, http
+
+    start = time.perf_counter()
+    try:
+        outcome = await CHECKERS[kind](spec, timeout=budget, source_address=source_address)
+    finally:
+        await http.close_sessions()
+        await dns.close_resolvers()
+    return outcome, (time.perf_counter() - start) * 1000
+
+
+def _print_human(data: dict[str, Any]) -> None:
+    head = f"{data['status']:<8} {data['kind']}"
+    if data.get("reason"):
+        head += f"  {data['reason']}"
+    if data.get("status_code") is not None:
+        head += f"  HTTP {data['status_code']}"
+    click.echo(f"{head}  {data['duration_ms']:.1f} ms")
+    if data.get("message"):
+        click.echo(f"  {data['message']}")
+    for name, value in {**data.get("timings", {}), **data.get("details", {})}.items():
+        click.echo(f"  {name:<16} {value}")

@@ -1,0 +1,83 @@
+"""Probe configuration: defaults beside fields, env overrides, unknown keys rejected."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import msgspec
+
+from shared.subjects import valid_region
+
+
+class ProbeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    region: str = ""
+    nats_url: str = "nats://127.0.0.1:4222"
+    source_address: str | None = None
+    concurrency: int = 1000
+    probe_id: str = ""
+    metrics_listen: str | None = None
+    heartbeat_interval: float = 2.0
+    # Jobs waiting for a free slot beyond this many are dropped (and counted).
+    max_pending: int = 10_000
+    # Results kept while NATS is unreachable; older ones are dropped past this.
+    publish_buffer: int = 50_000
+    publishers: int = 16
+    # A check ends this long before its job's deadline so its result still counts.
+    deadline_margin: float = 0.25
+    # On SIGTERM, in-flight checks get this long to finish.
+    drain_timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not self.probe_id:
+            self.probe_id = f"{socket.gethostname()}-{self.region}-{uuid.uuid4().hex[:6]}"
+
+
+_ENV = {
+    "region": "REGION",
+    "nats_url": "NATS_URL",
+    "source_address": "SOURCE_ADDRESS",
+    "concurrency": "CONCURRENCY",
+    "probe_id": "PROBE_ID",
+    "metrics_listen": "PROBE_METRICS_LISTEN",
+}
+
+
+def _env(name: str) -> str | None:
+    """PROBEFLEET_<NAME>, or the contents of the file named by PROBEFLEET_<NAME>_FILE."""
+    value = os.environ.get(f"PROBEFLEET_{name}")
+    if value is not None:
+        return value
+    path = os.environ.get(f"PROBEFLEET_{name}_FILE")
+    return Path(path).read_text().strip() if path else None
+
+
+def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeConfig:
+    """Config from an optional TOML/JSON file, then env vars, then explicit overrides.
+
+    Raises ValueError with a readable message when the result is invalid.
+    """
+    data: dict[str, object] = {}
+    if path is not None:
+        raw = path.read_bytes()
+        decode = msgspec.json.decode if path.suffix == ".json" else msgspec.toml.decode
+        try:
+            data = dict(decode(raw))
+        except msgspec.DecodeError as e:
+            raise ValueError(f"{path}: {e}") from e
+    for key, env in _ENV.items():
+        value = _env(env)
+        if value:
+            data[key] = int(value) if key == "concurrency" else value
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = msgspec.convert(data, ProbeConfig)
+    except msgspec.ValidationError as e:
+        raise ValueError(str(e)) from e
+    if not valid_region(cfg.region):
+        raise ValueError(f"region {cfg.region!r}: use lower-case letters, digits and dashes")
+    if cfg.concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    return cfg
