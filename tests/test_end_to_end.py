@@ -23,8 +23,8 @@ async def target() -> AsyncIterator[RegionalTarget]:
     await t.stop()
 
 
-async def wait_for(pred: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(pred: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await pred():
             return
