@@ -11,6 +11,8 @@ import pytest
 import trustme
 from aiohttp import web
 
+from probe.checkers import dns, http
+
 ServeTls = Callable[..., Awaitable[int]]
 
 
@@ -81,6 +83,13 @@ async def start_app(
     await site.start()
     port = runner.addresses[0][1]
     return runner, port
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _close_shared_clients() -> AsyncIterator[None]:
+    yield
+    await http.close_sessions()
+    await dns.close_resolvers()
 
 
 @pytest.fixture(scope="session")

@@ -81,9 +81,7 @@ async def test_it_reports_degraded_over_the_threshold(http_target: str) -> None:
     ],
     ids=["plain-hit", "plain-miss", "regex-hit", "excluded-absent", "excluded-present", "regex"],
 )
-async def test_it_checks_keywords(
-    http_target: str, fields: dict[str, object], reason: Reason | None
-) -> None:
+async def test_it_checks_keywords(http_target: str, fields: dict[str, object], reason: Reason | None) -> None:
     out = await run(HttpSpec(url=f"{http_target}/", **fields))  # type: ignore[arg-type]
     assert out.reason == reason
 

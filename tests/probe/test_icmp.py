@@ -33,10 +33,13 @@ async def test_it_reports_degraded_over_the_threshold() -> None:
     assert (out.status, out.reason) == (Status.DEGRADED, Reason.SLOW_RESPONSE)
 
 
-async def test_it_names_the_sysctl_when_sockets_are_not_allowed() -> None:
+def _unprivileged_ping_allowed() -> bool:
     low, high = map(int, Path("/proc/sys/net/ipv4/ping_group_range").read_text().split())
-    if low <= os.getegid() <= high:
-        pytest.skip("unprivileged ICMP is allowed on this machine")
+    return low <= os.getegid() <= high
+
+
+@pytest.mark.skipif(_unprivileged_ping_allowed(), reason="unprivileged ICMP is allowed here")
+async def test_it_names_the_sysctl_when_sockets_are_not_allowed() -> None:
     spec = IcmpSpec(host="127.0.0.1", count=1)
     out = await icmp.check(spec, timeout=1.0, source_address=None, privileged=False)
     assert out.reason == Reason.PERMISSION_DENIED

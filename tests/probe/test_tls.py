@@ -59,9 +59,7 @@ async def test_it_fails_a_self_signed_certificate(serve_tls: ServeTls) -> None:
     assert out.reason == Reason.CERT_INVALID
 
 
-async def test_it_checks_the_protocol_version(
-    ca: trustme.CA, ca_pem: str, serve_tls: ServeTls
-) -> None:
+async def test_it_checks_the_protocol_version(ca: trustme.CA, ca_pem: str, serve_tls: ServeTls) -> None:
     port = await serve_tls(leaf(ca), max_version=ssl.TLSVersion.TLSv1_2)
     ok = await run(TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem, min_version="TLSv1.2"))
     assert ok.status == Status.OK and ok.details["tls_version"] == "TLSv1.2"

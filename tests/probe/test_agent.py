@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from probe.agent import Agent
+from probe.checkers import CHECKERS, Checker
+from probe.checkers.base import Outcome
+from probe.config import ProbeConfig
+from probe.metrics import serve
+from shared import subjects, wire
+from shared.devstack import NatsServer
+from shared.streams import ensure_streams
+from shared.wire import CheckJob, CheckResult, HttpSpec, Reason, Status
+
+REGION = "eu-west"
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[tuple[Client, JetStreamContext]]:
+    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    js = nc.jetstream()
+    await ensure_streams(js, max_bytes=64 << 20)
+    yield nc, js
+    await nc.close()
+
+
+def config(nats_url: str, **fields: Any) -> ProbeConfig:
+    defaults: dict[str, Any] = {"heartbeat_interval": 0.1, "drain_timeout": 5.0}
+    return ProbeConfig(region=REGION, nats_url=nats_url, probe_id="p1", **defaults | fields)
+
+
+@pytest.fixture
+async def agent(nats_url: str, js: object) -> AsyncIterator[Agent]:
+    a = Agent(config(nats_url, source_address="127.0.0.12"))
+    await a.start()
+    yield a
+    await a.stop()
+
+
+def job(url: str, monitor_id: int = 1, timeout: float = 2.0, deadline_in: float = 5.0) -> CheckJob:
+    now = time.time()
+    return CheckJob(
+        monitor_id=monitor_id,
+        due=now,
+        deadline=now + deadline_in,
+        region=REGION,
+        timeout=timeout,
+        spec=HttpSpec(url=url),
+    )
+
+
+async def results(js: JetStreamContext, n: int, wait: float = 5.0) -> list[tuple[CheckResult, str]]:
+    """The next n results on the stream, with their Nats-Msg-Id."""
+    sub = await js.pull_subscribe(subjects.results_all(), durable=None)
+    got: list[tuple[CheckResult, str]] = []
+    deadline = time.monotonic() + wait
+    while len(got) < n and time.monotonic() < deadline:
+        try:
+            msgs = await sub.fetch(n - len(got), timeout=0.5)
+        except nats.errors.TimeoutError:
+            continue
+        for msg in msgs:
+            await msg.ack()
+            got.append((wire.decode_result(msg.data), (msg.headers or {}).get("Nats-Msg-Id", "")))
+    # A work-queue stream allows one consumer per subject filter at a time.
+    info = await sub.consumer_info()
+    await sub.unsubscribe()
+    await js.delete_consumer(subjects.RESULTS_STREAM, info.name)
+    return got
+
+
+async def test_it_turns_a_job_into_a_result_on_the_stream(
+    agent: Agent, js: tuple[Client, JetStreamContext], http_target: str
+) -> None:
+    nc, jsc = js
+    sent = job(f"{http_target}/echo", monitor_id=7)
+    await nc.publish(subjects.jobs(REGION), wire.encode(sent))
+    [(result, msg_id)] = await results(jsc, 1)
+    assert (result.monitor_id, result.status, result.probe_id) == (7, Status.OK, "p1")
+    assert msg_id == sent.job_id == result.job_id
+    assert result.started_at < sent.deadline
+
+
+async def test_it_skips_a_job_past_its_deadline(nats_url: str) -> None:
+    a = Agent(config(nats_url))
+    result = await a.handle_job(job("http://127.0.0.1:1/", deadline_in=-1))
+    assert (result.status, result.reason) == (Status.SKIPPED, Reason.DEADLINE_PASSED)
+    assert a.metrics.late._value.get() == 1
+    assert a.checks_total == 0
+
+
+async def test_it_answers_before_the_deadline_even_if_the_target_hangs(
+    nats_url: str, http_target: str
+) -> None:
+    a = Agent(config(nats_url, deadline_margin=0.2))
+    sent = job(f"{http_target}/slow?s=5", timeout=10, deadline_in=0.6)
+    result = await a.handle_job(sent)
+    assert result.reason == Reason.TIMEOUT
+    assert time.time() < sent.deadline
+
+
+def _tracking(delay: float) -> tuple[Checker, dict[str, int]]:
+    seen = {"now": 0, "max": 0}
+
+    async def checker(spec: object, *, timeout: float, source_address: str | None) -> Outcome:  # noqa: ASYNC109
+        seen["now"] += 1
+        seen["max"] = max(seen["max"], seen["now"])
+        await asyncio.sleep(delay)
+        seen["now"] -= 1
+        return Outcome(status=Status.OK)
+
+    return checker, seen
+
+
+async def test_it_holds_the_concurrency_bound_and_drops_overload(nats_url: str) -> None:
+    checker, seen = _tracking(0.05)
+    a = Agent(config(nats_url, concurrency=3, max_pending=5), checkers={"http": checker})
+    accepted = [a.submit(job("http://x/", monitor_id=i)) for i in range(12)]
+    assert accepted.count(True) == 8
+    assert a.metrics.dropped.labels("overload")._value.get() == 4
+    await asyncio.wait(set(a._tasks))
+    assert seen["max"] == 3
+    assert a._results.qsize() == 8
+
+
+async def test_it_reports_a_crashing_checker_as_internal_error(nats_url: str) -> None:
+    async def crash(spec: object, *, timeout: float, source_address: str | None) -> Outcome:  # noqa: ASYNC109
+        raise RuntimeError("bug")
+
+    a = Agent(config(nats_url), checkers={"http": crash})
+    result = await a.handle_job(job("http://x/"))
+    assert (result.status, result.reason) == (Status.FAIL, Reason.INTERNAL_ERROR)
+
+
+async def test_it_sends_heartbeats(agent: Agent, js: tuple[Client, JetStreamContext]) -> None:
+    nc, _ = js
+    sub = await nc.subscribe(subjects.heartbeat(REGION))
+    beat = wire.decode_heartbeat((await sub.next_msg(timeout=2)).data)
+    assert (beat.probe_id, beat.region, beat.source_address) == ("p1", REGION, "127.0.0.12")
+    assert beat.concurrency == agent.config.concurrency
+
+
+async def test_it_serves_metrics(agent: Agent, http_target: str) -> None:
+    await agent.handle_job(job(f"{http_target}/"))
+    runner = await serve(agent.metrics, "127.0.0.1:0")
+    port = runner.addresses[0][1]
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    await runner.cleanup()
+    assert 'probefleet_probe_checks_total{kind="http",status="ok"} 1.0' in text
+    for name in ("check_duration_seconds", "checks_in_flight", "jobs_dropped", "jobs_late"):
+        assert f"probefleet_probe_{name}" in text
+
+
+async def test_it_survives_a_nats_restart(
+    agent: Agent, nats_server: NatsServer, js: tuple[Client, JetStreamContext], http_target: str
+) -> None:
+    nc, jsc = js
+    port = nats_server.port
+    nats_server.stop()
+    # A result produced while NATS is down waits in the buffer.
+    agent.submit(job(f"{http_target}/", monitor_id=1))
+    await asyncio.sleep(0.3)
+    nats_server.start(port=port)
+    for _ in range(100):
+        if agent.nc is not None and agent.nc.is_connected and nc.is_connected:
+            break
+        await asyncio.sleep(0.05)
+    await nc.publish(subjects.jobs(REGION), wire.encode(job(f"{http_target}/", monitor_id=2)))
+    got = await results(jsc, 2, wait=8)
+    assert sorted(r.monitor_id for r, _ in got) == [1, 2]
+    assert await results(jsc, 1, wait=0.5) == []
+    assert agent.checks_total == 2
+
+
+async def test_it_drains_in_flight_checks_on_sigterm(nats_url: str, http_target: str) -> None:
+    nc = await nats.connect(nats_url)
+    jsc = nc.jetstream()
+    await ensure_streams(jsc, max_bytes=64 << 20)
+    beats = await nc.subscribe(subjects.heartbeat(REGION))
+    env = {**os.environ, "PROBEFLEET_NATS_URL": nats_url, "PROBEFLEET_PROBE_ID": "sub"}
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "shared.cli", "probe", "run", "--region", REGION],
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await beats.next_msg(timeout=10)
+        for i in range(3):
+            await nc.publish(subjects.jobs(REGION), wire.encode(job(f"{http_target}/slow?s=0.8", i)))
+        await nc.flush()
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0, err.decode()
+        got = await results(jsc, 3)
+        assert sorted((r.monitor_id, r.status) for r, _ in got) == [(i, Status.OK) for i in range(3)]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await nc.close()
+
+
+def test_it_has_a_checker_for_every_kind() -> None:
+    assert set(CHECKERS) == set(wire.PROBE_KINDS)
