@@ -271,9 +271,13 @@ class PostgresServer:
             **self._run_kwargs(),  # type: ignore[call-overload]
         )  # fmt: skip
         logfile.close()
-        sock = rundir / f".s.PGSQL.{self.port}"
-        _wait_for(lambda: sock.exists() and _tcp_open("127.0.0.1", self.port), 30,
-                  "postgres", self.proc)  # fmt: skip
+        isready = [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+
+        def accepting() -> bool:
+            # The port opens before recovery ends; pg_isready says when logins work.
+            return subprocess.run(isready, stdin=subprocess.DEVNULL, check=False).returncode == 0
+
+        _wait_for(accepting, 30, "postgres", self.proc)
         return self.dsn()
 
     def stop(self) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks; each records its command, the machine and its numbers in bench/RESULTS.md."""
