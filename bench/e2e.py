@@ -138,8 +138,10 @@ def main(counts: tuple[int, ...], interval: int, window: float, no_record: bool)
              "| CPU-s per 1,000 checks (controller + 3 probes) |",
              "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
-        table.append(f"| {r['monitors']:,} | {r['interval']} s | {r['configured']:.1f} | {r['achieved']:.1f} "
-                     f"| {r['jitter_p50_ms']:.1f} ms | {r['jitter_p99_ms']:.1f} ms | {r['cpu_per_1000']:.2f} |")  # fmt: skip
+        table.append(
+            f"| {r['monitors']:,} | {r['interval']} s | {r['configured']:.1f} | {r['achieved']:.1f} "
+            f"| {r['jitter_p50_ms']:.1f} ms | {r['jitter_p99_ms']:.1f} ms | {r['cpu_per_1000']:.2f} |"
+        )
     body = (
         f"Command: `python -m bench.e2e {' '.join(f'--monitors {n}' for n in counts)} --interval {interval}"
         f" --window {window:g}` (`make bench`).\n\n"
