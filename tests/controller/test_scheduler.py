@@ -1,0 +1,120 @@
+"""The scheduler step with a fixed clock: phases spread, rounds open once, changes apply at once."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import asyncpg
+import pytest
+
+from controller.fleet import Fleet
+from controller.scheduler import Scheduler, next_due, phase
+from controller.storage import db
+from shared import wire
+
+T0 = 1_800_000_000.0
+
+
+def row(mid: int, interval: int = 60, **kw: Any) -> dict[str, Any]:
+    return {"id": mid, "kind": "http", "spec": {"type": "http", "url": "http://127.0.0.1/"},
+            "interval_s": interval, "timeout_s": 5.0, "locations": ["us-east", "eu-west"],
+            "enabled": True, **kw}  # fmt: skip
+
+
+@pytest.fixture
+async def pool(database: str) -> Any:
+    await db.migrate(database)
+    p = await db.create_pool(database, max_size=4)
+    await p.execute("INSERT INTO monitors (id, name, kind, spec, interval_s, timeout_s, locations)"
+                    " SELECT g, 'm', 'http', '{}', 60, 5, '{us-east}' FROM generate_series(1, 3000) g")  # fmt: skip
+    yield p
+    await p.close()
+
+
+class Published(list[tuple[str, bytes]]):
+    async def __call__(self, subject: str, data: bytes) -> None:
+        self.append((subject, data))
+
+
+def make(pool: asyncpg.Pool) -> tuple[Scheduler, Published]:
+    published = Published()
+    return Scheduler(pool=pool, publish=published, fleet=Fleet(), started=T0 - 3600), published
+
+
+async def tick_live(
+    sched: Scheduler, now: float, regions: tuple[str, ...] = ("us-east", "eu-west", "ap-south")
+) -> int:
+    """Tick with a heartbeat from one probe in each of `regions` at `now`."""
+    for region in regions:
+        sched.fleet.observe(wire.ProbeHeartbeat(probe_id=f"p-{region}", region=region, version="t",
+                                                concurrency=1, in_flight=0, started_at=T0,
+                                                sent_at=now), now=now)  # fmt: skip
+    return await sched.tick(now)
+
+
+def test_it_spreads_monitors_evenly_over_the_interval() -> None:
+    offsets = [phase(i, 60) for i in range(1, 10_001)]
+    assert all(0 <= o < 60 for o in offsets)
+    per_second = [0] * 60
+    for o in offsets:
+        per_second[int(o)] += 1
+    # 10,000 monitors over 60 s: about 167 a second, never a burst.
+    assert max(per_second) < 1.3 * 10_000 / 60
+    assert statistics.pstdev(per_second) < 0.1 * 10_000 / 60
+
+
+@pytest.mark.parametrize(("after", "want"), [(100.0, 107.0), (107.0, 167.0), (106.999, 107.0)],
+                         ids=["before", "on-the-due-time", "just-before"])  # fmt: skip
+def test_it_computes_the_next_due_time_on_the_grid(after: float, want: float) -> None:
+    assert next_due(after, 60, 47) == want
+
+
+async def test_it_opens_each_round_once_and_publishes_a_job_per_region(pool: asyncpg.Pool) -> None:
+    sched, published = make(pool)
+    fleet_now = T0
+    for mid in (1, 2, 3):
+        sched.upsert(row(mid), now=fleet_now)
+    # Over one interval every monitor fires exactly once, each with two regions.
+    for t in range(0, 61):
+        await tick_live(sched, T0 + t)
+    jobs = [wire.decode_job(d) for _, d in published]
+    assert sorted(j.monitor_id for j in jobs) == [1, 1, 2, 2, 3, 3]
+    assert {s for s, _ in published} == {"probefleet.jobs.us-east", "probefleet.jobs.eu-west"}
+    for j in jobs:
+        assert abs((j.due - phase(j.monitor_id, 60)) % 60) < 1e-6
+        assert j.deadline > j.due + j.timeout
+    rounds = await pool.fetch("SELECT monitor_id, regions FROM rounds ORDER BY monitor_id")
+    assert [(r["monitor_id"], r["regions"]) for r in rounds] == [
+        (m, ["us-east", "eu-west"]) for m in (1, 2, 3)
+    ]
+
+
+async def test_it_applies_changes_and_deletes_at_once(pool: asyncpg.Pool) -> None:
+    sched, published = make(pool)
+    sched.upsert(row(1, interval=10), now=T0)
+    sched.upsert(row(1, interval=10, enabled=False), now=T0)
+    for t in range(0, 21):
+        await tick_live(sched, T0 + t)
+    assert published == []
+    sched.upsert(row(2, interval=10, locations=["ap-south"]), now=T0)
+    sched.remove(2)
+    sched.upsert(row(3, interval=10, locations=["ap-south"]), now=T0)
+    for t in range(0, 21):
+        await tick_live(sched, T0 + t)
+    assert {wire.decode_job(d).monitor_id for _, d in published} == {3}
+
+
+async def test_it_skips_missed_rounds_after_a_stall_instead_of_bursting(pool: asyncpg.Pool) -> None:
+    sched, published = make(pool)
+    sched.upsert(row(1, interval=1), now=T0)
+    await tick_live(sched, T0 + 120)  # two minutes without a tick
+    assert len(published) <= 2  # at most the one round still within an interval, per region
+
+
+async def test_it_leaves_regions_without_live_probes_out(pool: asyncpg.Pool) -> None:
+    sched, published = make(pool)
+    sched.upsert(row(1), now=T0)
+    for t in range(0, 61):
+        await tick_live(sched, T0 + t, ("eu-west",))
+    assert {s for s, _ in published} == {"probefleet.jobs.eu-west"}

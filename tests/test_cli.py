@@ -1,0 +1,132 @@
+"""The `probefleet` command: migrate, create-key, check-config and dev, run for real."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+from click.testing import CliRunner
+
+from shared.cli import main
+from shared.devstack import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_it_migrates_once_and_then_reports_up_to_date(database: str) -> None:
+    runner = CliRunner()
+    first = runner.invoke(main, ["controller", "migrate", "--database-url", database])
+    assert first.exit_code == 0 and "0001_core" in first.output
+    second = runner.invoke(main, ["controller", "migrate", "--database-url", database])
+    assert second.exit_code == 0 and "up to date" in second.output
+
+
+async def test_it_migrates_safely_from_two_hosts_at_once(database: str) -> None:
+    from controller.storage import db
+
+    a, b = await asyncio.gather(db.migrate(database), db.migrate(database))
+    assert sorted(a + b) == sorted(v for v, _ in db.migration_files())
+    conn = await asyncpg.connect(database)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(db.migration_files())
+    finally:
+        await conn.close()
+
+
+def test_it_creates_a_key_that_authenticates(database: str) -> None:
+    result = CliRunner().invoke(main, ["controller", "create-key", "--database-url", database,
+                                       "--name", "ci", "--scope", "monitors:read"])  # fmt: skip
+    assert result.exit_code == 0
+    key = result.stdout.strip().splitlines()[0]
+    assert key.startswith("pf_")
+
+    async def check() -> list[str]:
+        from controller.storage import api_keys
+
+        conn = await asyncpg.connect(database)
+        try:
+            import datetime as dt
+
+            row = await api_keys.authenticate(conn, key, dt.datetime.now(dt.UTC))
+            stored = await conn.fetchval("SELECT hash FROM api_keys")
+            assert key not in stored  # only the digest is kept
+            return list(row["scopes"]) if row else []
+        finally:
+            await conn.close()
+
+    assert asyncio.run(check()) == ["monitors:read"]
+
+
+def test_it_rejects_bad_configuration_readably(tmp_path: Path) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text('port = "eighty"\n')
+    result = CliRunner().invoke(main, ["check-config", "--config", str(bad)])
+    assert result.exit_code != 0
+    assert "invalid configuration" in result.output and "port" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_it_redacts_secrets_in_check_config() -> None:
+    env = {"PROBEFLEET_DATABASE_URL": "postgresql://pf:hunter2@db:5432/pf"}
+    result = CliRunner().invoke(main, ["check-config"], env=env)
+    assert result.exit_code == 0
+    assert "hunter2" not in result.output and "<redacted>" in result.output
+
+
+def test_it_fails_readably_when_the_database_is_unreachable() -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+    result = CliRunner().invoke(main, ["controller", "migrate", "--database-url", url])
+    assert result.exit_code != 0 and "cannot reach the database" in result.output
+
+
+def _get(url: str, key: str | None = None, data: dict[str, object] | None = None) -> dict[str, object]:
+    req = urllib.request.Request(url, data=json.dumps(data).encode() if data else None,
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {key}"} if key else {})})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return dict(json.loads(r.read()))
+
+
+def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PROBEFLEET_DATABASE_URL", None)
+    env.pop("PROBEFLEET_NATS_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "dev", "--data-dir", str(tmp_path / "d"),
+                             "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        key = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not key:
+            line = proc.stdout.readline()
+            assert line, "dev exited early"
+            if "admin API key" in line:
+                key = line.split(": ", 1)[1].split()[0]
+        assert key.startswith("pf_")
+        base = f"http://127.0.0.1:{port}"
+        created = _get(f"{base}/api/v1/monitors", key, {"name": "self", "url": f"{base}/api/v1/health",
+                                                        "check_interval": 1})  # fmt: skip
+        mid = created["data"]["id"]  # type: ignore[index]
+        status = ""
+        while time.monotonic() < deadline and status != "up":
+            time.sleep(0.3)
+            status = _get(f"{base}/api/v1/monitors/{mid}", key)["data"]["status"]  # type: ignore[index]
+        assert status == "up"
+        regions = _get(f"{base}/api/v1/monitors/{mid}/results?limit=50", key)["data"]
+        assert {r["region"] for r in regions} == {"us-east", "eu-west", "ap-south"}  # type: ignore[union-attr]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
+    assert leftovers.strip() == ""
