@@ -227,7 +227,11 @@ def error_for_exception(service: str, exc: BaseException) -> NotifierError:
             return NotifierError(f"{service}: timed out")
         case aiohttp.ClientError():
             return NotifierError(f"{service}: {type(exc).__name__}")
-    return NotifierError(f"{service}: {type(exc).__name__}: {exc}")
+        case ValueError():
+            # Raised while building the request (bad URL or header): the same config
+            # fails the same way every time. str(exc) may quote the URL, so it is left out.
+            return NotifierError(f"{service}: invalid request ({type(exc).__name__})", permanent=True)
+    return NotifierError(f"{service}: {type(exc).__name__}")
 
 
 class Reply(msgspec.Struct):

@@ -56,7 +56,7 @@ def build_message(config: EmailConfig, note: Notification) -> EmailMessage:
     mail["Subject"] = msg.title
     mail["From"] = config.from_
     mail["To"] = ", ".join(config.to)
-    mail["Date"] = formatdate(note.timestamp)
+    mail["Date"] = formatdate(localtime=False)
     mail["Message-ID"] = make_msgid("probefleet")
     mail["X-Probefleet-Event"] = note.event
     mail.set_content(msg.text())

@@ -59,7 +59,6 @@ def payload(note: Notification) -> dict[str, Any]:
     msg = render(note)
     return {
         "type": "message",
-        "summary": msg.title,
         "attachments": [
             {
                 "contentType": CARD_CONTENT_TYPE,

@@ -38,6 +38,8 @@ class WebhookConfig(ChannelConfig, tag="webhook", tag_field="kind"):
         clash = sorted(h for h in self.headers if h.lower() in _RESERVED)
         if clash:
             raise ValueError(f"headers may not set {', '.join(clash)}")
+        if any("\r" in v or "\n" in v for v in self.headers.values()):
+            raise ValueError("header values may not contain line breaks")
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

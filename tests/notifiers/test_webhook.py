@@ -176,3 +176,8 @@ def test_it_never_shows_the_url_secret_or_header_values() -> None:
 def test_it_refuses_headers_it_sets_itself() -> None:
     with pytest.raises(msgspec.ValidationError, match="x-probefleet-signature"):
         config("http://127.0.0.1/", headers={"x-probefleet-signature": "forged"})
+
+
+def test_it_refuses_header_values_with_line_breaks() -> None:
+    with pytest.raises(msgspec.ValidationError, match="line breaks"):
+        config("http://127.0.0.1/", headers={"X-Team": "ops\r\nX-Injected: 1"})
