@@ -15,12 +15,13 @@ import nats
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from controller import keys, metrics, results
+from controller import incidents, keys, metrics, results
 from controller.api import routes
 from controller.api.errors import error_middleware
 from controller.config import ControllerConfig
 from controller.fleet import Fleet
 from controller.scheduler import Scheduler
+from controller.sharding import Membership
 from controller.storage import db
 from controller.storage import probes as probe_store
 from shared import subjects, wire
@@ -103,8 +104,15 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     async def publish(subject: str, data: bytes) -> None:
         await nc.publish(subject, data)
 
+    membership = Membership(pool=pool, controller_id=cfg.controller_id,
+                            lease=cfg.controller_heartbeat_interval * 3)  # fmt: skip
+    await membership.beat()
     scheduler = app[keys.SCHEDULER] = Scheduler(pool=pool, publish=publish, fleet=fleet,
-                                                round_grace=cfg.round_grace)  # fmt: skip
+                                                round_grace=cfg.round_grace,
+                                                owns=membership.owns)  # fmt: skip
+
+    async def on_recheck(rechecks: list[incidents.Recheck]) -> None:
+        await incidents.open_rechecks(scheduler, rechecks)
 
     async def on_monitor_change(msg: Msg) -> None:
         with contextlib.suppress(ValueError):
@@ -114,8 +122,10 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
             await nc.subscribe(subjects.monitor_changes(), cb=on_monitor_change)]  # fmt: skip
     await scheduler.load()
     _spawn(app, scheduler.run(stop), "scheduler")
-    _spawn(app, results.consume(app[keys.JS], pool, batch=cfg.results_batch, stop=stop), "results")
-    _spawn(app, results.sweep_loop(pool, stop), "sweeper")
+    _spawn(app, results.consume(app[keys.JS], pool, batch=cfg.results_batch, stop=stop,
+                                on_recheck=on_recheck), "results")  # fmt: skip
+    _spawn(app, results.sweep_loop(pool, stop, on_recheck=on_recheck), "sweeper")
+    _spawn(app, _membership(membership, scheduler, cfg.controller_heartbeat_interval, stop), "membership")
     _spawn(app, _upkeep(app, stop), "upkeep")
     yield
     stop.set()
@@ -127,6 +137,22 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     for t in pending:
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        await membership.leave()
+
+
+async def _membership(membership: Membership, scheduler: Scheduler, interval: float,
+                      stop: asyncio.Event) -> None:  # fmt: skip
+    """Renew our lease; reload the schedule when controllers join or leave."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        try:
+            if await membership.beat():
+                log.info("controllers changed members=%s", ",".join(membership.members))
+                await scheduler.load()
+        except Exception as e:
+            log.warning("membership heartbeat failed error=%s", e)
 
 
 async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:

@@ -42,6 +42,8 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Extra time a round waits for results beyond the monitor's timeout.
     round_grace: float = 2.0
     results_batch: int = 500
+    # Schedule ownership: lease renewal period; a silent controller's lease lasts 3 periods.
+    controller_heartbeat_interval: float = 2.0
     db_pool_max: int = 20
     log_level: str = "INFO"
 

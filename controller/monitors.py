@@ -53,6 +53,8 @@ class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     recovery_count: Annotated[int, Meta(ge=1, le=20)] = 1
     is_enabled: bool = True
     tags: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
+    parent_id: Annotated[int, Meta(ge=1)] | None = None
+    incident_on_degraded: bool = False
 
 
 COMMON_FIELDS = frozenset(MonitorCommon.__struct_fields__)
@@ -73,6 +75,8 @@ class MonitorConfig(msgspec.Struct, kw_only=True):
     recovery_count: int
     enabled: bool
     tags: list[str]
+    parent_id: int | None = None
+    incident_on_degraded: bool = False
 
 
 def normalize(data: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +177,7 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
         interval_s=common.check_interval, timeout_s=common.timeout, locations=locations,
         consensus=common.consensus, quorum=common.quorum, retry_count=common.retry_count,
         recovery_count=common.recovery_count, enabled=common.is_enabled, tags=common.tags,
+        parent_id=common.parent_id, incident_on_degraded=common.incident_on_degraded,
     )  # fmt: skip
 
 
@@ -184,6 +189,7 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
         "consensus": row["consensus"], "quorum": row["quorum"],
         "retry_count": row["retry_count"], "recovery_count": row["recovery_count"],
         "is_enabled": row["enabled"], "tags": list(row["tags"]),
+        "parent_id": row.get("parent_id"), "incident_on_degraded": row.get("incident_on_degraded", False),
     }  # fmt: skip
     spec = decode_spec(row["kind"], row["spec"])
     if spec is not None:

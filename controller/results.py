@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -29,9 +30,14 @@ from shared import subjects, wire
 
 log = logging.getLogger("probefleet.results")
 
+# Opens confirmation rounds after the batch commits.
+OnRecheck = Callable[[list[incidents.Recheck]], Awaitable[object]]
 
-async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime) -> int:
-    """Decide closed rounds and apply their verdicts; return how many changed a monitor."""
+
+async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime,
+                        rechecks: list[incidents.Recheck] | None = None) -> int:  # fmt: skip
+    """Decide closed rounds and apply their verdicts; return how many changed a monitor.
+    Confirmation rounds to open are appended to `rechecks`."""
     if not closed:
         return 0
     keys = [(r["monitor_id"], r["due"], r["attempt"]) for r in closed]
@@ -45,7 +51,9 @@ async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime
         m["id"]: dict(m)
         for m in await conn.fetch(
             "SELECT id, status, fail_streak, pass_streak, retry_count, recovery_count,"
-            " consensus, quorum FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            " consensus, quorum, name, kind, spec, interval_s, timeout_s, locations, tags,"
+            " parent_id, incident_on_degraded, fail_since, unavailable_regions"
+            " FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             list({k[0] for k in keys}),
         )
     }
@@ -65,29 +73,42 @@ async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime
             monitor.update(status=new.status, fail_streak=new.fail_streak,
                            pass_streak=new.pass_streak)  # fmt: skip
             changed += 1
+            if rechecks is not None and incidents.needs_recheck(
+                verdict, new, rnd["attempt"], retry_count=monitor["retry_count"],
+                recovery_count=monitor["recovery_count"],
+            ):  # fmt: skip
+                rechecks.append(incidents.Recheck(monitor=monitor, attempt=rnd["attempt"] + 1))
     await store.set_verdicts(conn, verdicts)
     return changed
 
 
-async def ingest(pool: asyncpg.Pool, results: list[wire.CheckResult], now: dt.datetime | None = None) -> int:
+async def ingest(pool: asyncpg.Pool, results: list[wire.CheckResult], now: dt.datetime | None = None,
+                 on_recheck: OnRecheck | None = None) -> int:  # fmt: skip
     """Store one batch and finish the rounds it completes; return results newly stored."""
     now = now or dt.datetime.now(dt.UTC)
+    rechecks: list[incidents.Recheck] = []
     async with pool.acquire() as conn, conn.transaction():
         stored = await store.insert_results(conn, results)
         complete = await store.mark_answered(conn, stored)
         closed = await store.close_rounds(conn, complete)
-        await finish_rounds(conn, closed, now)
+        await finish_rounds(conn, closed, now, rechecks)
+    if rechecks and on_recheck is not None:
+        await on_recheck(rechecks)
     metrics.RESULTS_STORED.inc(len(stored))
     metrics.RESULTS_DUPLICATE.inc(len(results) - len(stored))
     return len(stored)
 
 
-async def sweep(pool: asyncpg.Pool, now: dt.datetime | None = None) -> int:
+async def sweep(pool: asyncpg.Pool, now: dt.datetime | None = None,
+                on_recheck: OnRecheck | None = None) -> int:  # fmt: skip
     """Close rounds whose deadline passed with the results they have."""
     now = now or dt.datetime.now(dt.UTC)
+    rechecks: list[incidents.Recheck] = []
     async with pool.acquire() as conn, conn.transaction():
         closed = await store.close_expired(conn, now)
-        await finish_rounds(conn, closed, now)
+        await finish_rounds(conn, closed, now, rechecks)
+    if rechecks and on_recheck is not None:
+        await on_recheck(rechecks)
     return len(closed)
 
 
@@ -101,7 +122,7 @@ async def ensure_consumer(js: JetStreamContext) -> None:
 
 
 async def consume(js: JetStreamContext, pool: asyncpg.Pool, *, batch: int = 500,
-                  stop: asyncio.Event) -> None:  # fmt: skip
+                  stop: asyncio.Event, on_recheck: OnRecheck | None = None) -> None:  # fmt: skip
     """Fetch, store, acknowledge; forever until `stop` is set."""
     psub = await js.pull_subscribe_bind(subjects.RESULTS_CONSUMER, stream=subjects.RESULTS_STREAM)
     decoder = msgspec.msgpack.Decoder(wire.CheckResult)
@@ -123,7 +144,7 @@ async def consume(js: JetStreamContext, pool: asyncpg.Pool, *, batch: int = 500,
                 await m.term()
         try:
             if good:
-                await ingest(pool, good)
+                await ingest(pool, good, on_recheck=on_recheck)
         except (asyncpg.PostgresError, OSError) as e:
             log.warning("storing results failed, will be redelivered error=%s", e)
             await asyncio.sleep(1.0)
@@ -131,10 +152,11 @@ async def consume(js: JetStreamContext, pool: asyncpg.Pool, *, batch: int = 500,
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
 
 
-async def sweep_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 0.5) -> None:
+async def sweep_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 0.5,
+                     on_recheck: OnRecheck | None = None) -> None:  # fmt: skip
     while not stop.is_set():
         try:
-            await sweep(pool)
+            await sweep(pool, on_recheck=on_recheck)
         except (asyncpg.PostgresError, OSError) as e:
             log.warning("round sweep failed error=%s", e)
         with contextlib.suppress(TimeoutError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from controller import keys, monitors
@@ -49,7 +50,10 @@ async def create_monitor(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
     body = await read_json(request)
     cfg = monitors.parse(body, request.app[keys.CONFIG].region_ids())
-    row = await store.insert(request.app[keys.POOL], cfg)
+    try:
+        row = await store.insert(request.app[keys.POOL], cfg)
+    except asyncpg.ForeignKeyViolationError:
+        raise ValidationFailed({"parent_id": "no such monitor"}) from None
     await _changed(request, row, row["id"])
     return ok(public(row), status=201)
 
@@ -107,7 +111,12 @@ async def _update(request: web.Request, *, merge: bool) -> web.Response:
     else:
         fields = {"type": current["kind"], **body}
     cfg = monitors.parse(fields, request.app[keys.CONFIG].region_ids())
-    row = await store.update(pool, monitor_id, cfg)
+    if cfg.parent_id == monitor_id:
+        raise ValidationFailed({"parent_id": "a monitor cannot be its own parent"})
+    try:
+        row = await store.update(pool, monitor_id, cfg)
+    except asyncpg.ForeignKeyViolationError:
+        raise ValidationFailed({"parent_id": "no such monitor"}) from None
     if row is None:
         raise not_found("monitor")
     await _changed(request, row, monitor_id)

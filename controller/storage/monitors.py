@@ -13,18 +13,19 @@ COLUMNS = (
     "id, name, kind, spec, interval_s, timeout_s, locations, consensus, quorum, retry_count,"
     " recovery_count, enabled, tags, extra, created_at, updated_at, status, status_changed_at,"
     " last_round, last_check, last_success, last_failure, response_time_ms, fail_streak,"
-    " pass_streak"
+    " pass_streak, parent_id, incident_on_degraded"
 )
 
 
 async def insert(conn: DB, cfg: MonitorConfig) -> Row:
     row = await conn.fetchrow(
         f"INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, consensus,"
-        f" quorum, retry_count, recovery_count, enabled, tags, status)"
+        f" quorum, retry_count, recovery_count, enabled, tags, status, parent_id, incident_on_degraded)"
         f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
-        f" CASE WHEN $11 THEN 'pending' ELSE 'paused' END) RETURNING {COLUMNS}",
+        f" CASE WHEN $11 THEN 'pending' ELSE 'paused' END, $13, $14) RETURNING {COLUMNS}",
         cfg.name, cfg.kind, spec_json(cfg.spec), cfg.interval_s, cfg.timeout_s, cfg.locations,
         cfg.consensus, cfg.quorum, cfg.retry_count, cfg.recovery_count, cfg.enabled, cfg.tags,
+        cfg.parent_id, cfg.incident_on_degraded,
     )  # fmt: skip
     assert row is not None
     return dict(row)
@@ -34,13 +35,13 @@ async def update(conn: DB, monitor_id: int, cfg: MonitorConfig) -> Row | None:
     row = await conn.fetchrow(
         f"UPDATE monitors SET name=$2, kind=$3, spec=$4, interval_s=$5, timeout_s=$6,"
         f" locations=$7, consensus=$8, quorum=$9, retry_count=$10, recovery_count=$11,"
-        f" enabled=$12, tags=$13, updated_at=now(),"
+        f" enabled=$12, tags=$13, parent_id=$14, incident_on_degraded=$15, updated_at=now(),"
         f" status = CASE WHEN NOT $12 THEN 'paused' WHEN status='paused' THEN 'pending'"
         f"   ELSE status END"
         f" WHERE id=$1 RETURNING {COLUMNS}",
         monitor_id, cfg.name, cfg.kind, spec_json(cfg.spec), cfg.interval_s, cfg.timeout_s,
         cfg.locations, cfg.consensus, cfg.quorum, cfg.retry_count, cfg.recovery_count,
-        cfg.enabled, cfg.tags,
+        cfg.enabled, cfg.tags, cfg.parent_id, cfg.incident_on_degraded,
     )  # fmt: skip
     return dict(row) if row else None
 

@@ -1,0 +1,43 @@
+"""SQL for the events outbox. Rows are written in the transaction of the change they
+record and never modified afterwards, except the downtime-event view's `resolve`
+(which writes a new incident.resolved event rather than touching old rows)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from controller.storage import DB, Tx
+
+COLUMNS = "id, kind, monitor_id, incident_id, occurred_at, payload"
+
+
+async def insert(conn: Tx, kind: str, *, monitor_id: int | None, incident_id: int | None,
+                 occurred_at: dt.datetime, payload: dict[str, Any]) -> int:  # fmt: skip
+    event_id: int = await conn.fetchval(
+        "INSERT INTO events (kind, monitor_id, incident_id, occurred_at, payload)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        kind, monitor_id, incident_id, occurred_at, payload,
+    )  # fmt: skip
+    return event_id
+
+
+async def get(conn: DB, event_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM events WHERE id = $1", event_id)
+    return dict(row) if row else None
+
+
+async def list_page(
+    conn: DB, *, after_id: int = 0, limit: int = 50, monitor_id: int | None = None,
+    incident_id: int | None = None, kinds: list[str] | None = None,
+    since: dt.datetime | None = None, until: dt.datetime | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM events WHERE id > $1"
+        " AND ($2::bigint IS NULL OR monitor_id = $2) AND ($3::bigint IS NULL OR incident_id = $3)"
+        " AND ($4::text[] IS NULL OR kind = ANY($4))"
+        " AND ($5::timestamptz IS NULL OR occurred_at >= $5)"
+        " AND ($6::timestamptz IS NULL OR occurred_at < $6) ORDER BY id LIMIT $7",
+        after_id, monitor_id, incident_id, kinds, since, until, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
