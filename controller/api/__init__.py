@@ -7,7 +7,7 @@ from aiohttp import web
 
 def routes() -> list[web.RouteDef]:
     # Imported here: domain modules import controller.api.errors, which runs this file.
-    from controller.api import health, monitors
+    from controller.api import events, health, incidents, maintenance, monitors, status
 
     return [
         web.get("/api/v1/health", health.health),
@@ -19,4 +19,19 @@ def routes() -> list[web.RouteDef]:
         web.put("/api/v1/monitors/{id}", monitors.put_monitor),
         web.delete("/api/v1/monitors/{id}", monitors.delete_monitor),
         web.get("/api/v1/monitors/{id}/results", monitors.monitor_results),
+        web.get("/api/v1/incidents", incidents.list_incidents),
+        web.post("/api/v1/incidents", incidents.trigger_incident),
+        web.get("/api/v1/incidents/{id}", incidents.get_incident),
+        web.patch("/api/v1/incidents/{id}", incidents.patch_incident),
+        web.get("/api/v1/incidents/{id}/timeline", incidents.incident_timeline),
+        web.get("/api/v1/events", events.list_events),
+        web.get("/api/v1/events/{id}", events.get_event),
+        web.patch("/api/v1/events/{id}", events.patch_event),
+        web.get("/api/v1/status/{monitor_id}", status.monitor_status),
+        web.post("/api/v1/maintenance-windows", maintenance.create_window),
+        web.get("/api/v1/maintenance-windows", maintenance.list_windows),
+        web.get("/api/v1/maintenance-windows/{id}", maintenance.get_window),
+        web.patch("/api/v1/maintenance-windows/{id}", maintenance.patch_window),
+        web.put("/api/v1/maintenance-windows/{id}", maintenance.put_window),
+        web.delete("/api/v1/maintenance-windows/{id}", maintenance.delete_window),
     ]

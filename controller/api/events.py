@@ -1,0 +1,61 @@
+"""/api/v1/events: the events outbox read as downtime events (reference 002), oldest
+first by id with a cursor; PATCH resolves the incident an event belongs to."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from controller import keys
+from controller.api.common import now_utc, ok, path_id, read_json, require
+from controller.api.errors import ApiError, ValidationFailed, not_found
+from controller.api.incidents import change_incident, int_param, parse_time
+from controller.storage import events as store
+from controller.storage import incidents as incident_store
+from controller.storage import monitors as monitor_store
+
+
+async def list_events(request: web.Request) -> web.Response:
+    await require(request, "incidents:read")
+    cursor = request.query.get("cursor", "0")
+    if not cursor.isdigit():
+        raise ValidationFailed({"cursor": "invalid cursor"})
+    limit = int_param(request, "limit", 50, 1, 100) or 50
+    kinds = [k for k in request.query.get("kind", "").split(",") if k] or None
+    rows = await store.list_page(
+        request.app[keys.POOL], after_id=int(cursor), limit=limit + 1, kinds=kinds,
+        monitor_id=int_param(request, "monitor_id", None, 1, 2**62, alias="monitorId"),
+        incident_id=int_param(request, "incident_id", None, 1, 2**62, alias="incidentId"),
+        since=parse_time(request, "from"), until=parse_time(request, "to"),
+    )  # fmt: skip
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ok(rows, meta={"has_more": more, "next_cursor": str(rows[-1]["id"]) if more else None})
+
+
+async def get_event(request: web.Request) -> web.Response:
+    await require(request, "incidents:read")
+    row = await store.get(request.app[keys.POOL], path_id(request, what="event"))
+    if row is None:
+        raise not_found("event")
+    return ok(row)
+
+
+async def patch_event(request: web.Request) -> web.Response:
+    """Resolve the downtime this event belongs to (its incident); events stay immutable."""
+    await require(request, "incidents:write")
+    event_id = path_id(request, what="event")
+    body = await read_json(request) if request.can_read_body else {}
+    if not isinstance(body, dict) or body.get("status", "resolved") != "resolved":
+        raise ValidationFailed({"status": "only 'resolved' is supported"})
+    async with request.app[keys.POOL].acquire() as conn, conn.transaction():
+        event = await store.get(conn, event_id)
+        if event is None:
+            raise not_found("event")
+        if event["incident_id"] is None:
+            raise ApiError(409, "conflict", "this event belongs to no incident")
+        incident = await incident_store.get(conn, event["incident_id"])
+        if incident is None:
+            raise ApiError(409, "conflict", "the event's incident was deleted")
+        monitor = await monitor_store.get(conn, incident["monitor_id"]) if incident["monitor_id"] else None
+        await change_incident(conn, incident, monitor, "resolved", {}, now_utc())
+    return ok({**event, "resolved": True})
