@@ -71,7 +71,9 @@ def public(row: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any
 def _body(raw: object, struct: type[msgspec.Struct]) -> Any:
     if not isinstance(raw, dict):
         raise ValidationFailed({"body": "must be a JSON object"})
-    data = {FIELD_ALIASES.get(k, k): v for k, v in raw.items()}
+    data: dict[str, Any] = {FIELD_ALIASES.get(str(k), str(k)): v for k, v in raw.items()}
+    if unknown := sorted(set(data) - set(struct.__struct_fields__)):
+        raise ValidationFailed({k: "unknown field" for k in unknown})
     try:
         return msgspec.convert(data, struct)
     except msgspec.ValidationError as e:

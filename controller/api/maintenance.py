@@ -56,7 +56,9 @@ def _day(value: int | str) -> int | None:
 def parse(raw: object) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValidationFailed({"body": "must be a JSON object"})
-    data = {ALIASES.get(k, k): v for k, v in raw.items()}
+    data: dict[str, Any] = {ALIASES.get(str(k), str(k)): v for k, v in raw.items()}
+    if unknown := sorted(set(data) - set(WindowBody.__struct_fields__)):
+        raise ValidationFailed({k: "unknown field" for k in unknown})
     try:
         body = msgspec.convert(data, WindowBody)
     except msgspec.ValidationError as e:

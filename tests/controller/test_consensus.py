@@ -34,8 +34,9 @@ DECIDE = [
 
 @pytest.mark.parametrize(("mode", "quorum", "statuses", "state"), [d[1:] for d in DECIDE],
                          ids=[d[0] for d in DECIDE])  # fmt: skip
-def test_it_decides_from_the_regions_that_answered(mode: str, quorum: int | None,
-                                                   statuses: list[str | None], state: str) -> None:  # fmt: skip
+def test_it_decides_from_the_regions_that_answered(
+    mode: str, quorum: int | None, statuses: list[str | None], state: str
+) -> None:
     results = [rr(r, s, "http_status" if s == FAIL else None) for r, s in zip(R3, statuses, strict=True) if s]
     verdict = decide(results, R3, Rule(mode=mode, quorum=quorum))  # type: ignore[arg-type]
     assert verdict.state == state

@@ -61,8 +61,11 @@ class Stack:
         ]
 
     async def rounds(self, mid: int, since: dt.datetime | None = None) -> int:
-        rows = await self.q("SELECT count(*) AS n FROM rounds WHERE monitor_id = $1 AND attempt = 0"
-                            " AND verdict IS NOT NULL AND due >= coalesce($2::timestamptz, '-infinity')", mid, since)  # fmt: skip
+        rows = await self.q(
+            "SELECT count(*) AS n FROM rounds WHERE monitor_id = $1 AND attempt = 0"
+            " AND verdict IS NOT NULL AND due >= coalesce($2::timestamptz, '-infinity')",
+            mid, since,
+        )  # fmt: skip
         return int(rows[0]["n"])
 
 

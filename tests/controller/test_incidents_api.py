@@ -1,0 +1,192 @@
+"""/api/v1/incidents, /events, /status and /maintenance-windows: happy paths and bad requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import aiohttp
+import pytest
+
+from controller import keys
+from controller.storage import results as result_store
+from shared import wire
+from tests.controller.conftest import Running
+
+MONITOR = {"name": "site", "url": "http://127.0.0.1:9/x", "check_interval": 3600}
+
+
+async def _monitor(api: aiohttp.ClientSession, **fields: object) -> int:
+    r = await api.post("/api/v1/monitors", json={**MONITOR, **fields})
+    assert r.status == 201, await r.text()
+    return int((await r.json())["data"]["id"])
+
+
+async def test_it_triggers_acknowledges_and_resolves_an_incident(api: aiohttp.ClientSession) -> None:
+    mid = await _monitor(api)
+    r = await api.post("/api/v1/incidents", json={"monitorId": mid, "title": "DB slow", "severity": "HIGH",
+                                                  "externalTicketId": "JIRA-42"})  # fmt: skip
+    assert r.status == 201, await r.text()
+    inc = (await r.json())["data"]
+    assert inc["status"] == "active" and inc["severity"] == "high" and inc["external_ticket_id"] == "JIRA-42"
+    r = await api.post("/api/v1/incidents", json={"monitor_id": mid, "title": "again"})
+    assert r.status == 409
+    r = await api.patch(f"/api/v1/incidents/{inc['id']}", json={"state": "acknowledged", "assignee": "maya",
+                                                                "notes": "looking"})  # fmt: skip
+    body = (await r.json())["data"]
+    assert body["status"] == "acknowledged" and body["assignee"] == "maya" and body["notes"] == "looking"
+    r = await api.patch(f"/api/v1/incidents/{inc['id']}", json={"status": "resolved"})
+    body = (await r.json())["data"]
+    assert body["status"] == "resolved" and body["is_resolved"] and body["mttr"] is not None
+    r = await api.patch(f"/api/v1/incidents/{inc['id']}", json={"status": "acknowledged"})
+    assert r.status == 409
+    r = await api.get(f"/api/v1/incidents/{inc['id']}/timeline")
+    timeline = (await r.json())["data"]
+    assert [e["kind"] for e in timeline["entries"]] == ["opened", "acknowledged", "resolved"]
+    assert [e["kind"] for e in timeline["events"]] == ["incident.opened", "incident.acknowledged",
+                                                       "incident.resolved"]  # fmt: skip
+    r = await api.get("/api/v1/events", params={"incident_id": str(inc["id"])})
+    events = (await r.json())["data"]
+    assert events[1]["payload"]["assignee"] == "maya"
+    assert events[0]["payload"]["incident"]["title"] == "DB slow"
+
+
+async def test_it_lists_with_filters_pages_and_csv(api: aiohttp.ClientSession) -> None:
+    ids = []
+    for i in range(3):
+        mid = await _monitor(api, name=f"m{i}")
+        r = await api.post("/api/v1/incidents", json={"monitor_id": mid, "severity": "low"})
+        ids.append((await r.json())["data"]["id"])
+    await api.patch(f"/api/v1/incidents/{ids[0]}", json={"status": "resolved"})
+    r = await api.get("/api/v1/incidents", params={"status": "active"})
+    assert sorted(i["id"] for i in (await r.json())["data"]) == sorted(ids[1:])
+    r = await api.get("/api/v1/incidents", params={"status": "resolved"})
+    assert [i["id"] for i in (await r.json())["data"]] == [ids[0]]
+    seen, cursor = [], None
+    while True:
+        body = await (
+            await api.get(
+                "/api/v1/incidents", params={"limit": "2", **({"cursor": cursor} if cursor else {})}
+            )
+        ).json()
+        seen += [i["id"] for i in body["data"]]
+        if not body["meta"]["has_more"]:
+            break
+        cursor = body["meta"]["next_cursor"]
+    assert seen == list(reversed(ids))
+    body = await (await api.get("/api/v1/incidents", params={"limit": "1", "offset": "1"})).json()
+    assert [i["id"] for i in body["data"]] == [ids[1]]
+    r = await api.get("/api/v1/incidents", params={"format": "csv"})
+    assert r.content_type == "text/csv"
+    lines = (await r.text()).strip().splitlines()
+    assert lines[0].startswith("id,monitor_id") and len(lines) == 4
+    future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    body = await (await api.get("/api/v1/incidents", params={"from": future})).json()
+    assert [i["id"] for i in body["data"]] == sorted(ids[1:], reverse=True)  # still open
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("get", "/api/v1/incidents?status=open", None, 422, "status"),
+        ("get", "/api/v1/incidents?limit=0", None, 422, "limit"),
+        ("get", "/api/v1/incidents?from=yesterday", None, 422, "from"),
+        ("get", "/api/v1/incidents?cursor=zz", None, 422, "cursor"),
+        ("post", "/api/v1/incidents", {"severity": "high"}, 422, "title"),
+        ("post", "/api/v1/incidents", {"title": "x", "severity": "apocalyptic"}, 422, "severity"),
+        ("post", "/api/v1/incidents", {"title": "x", "monitor_id": 999}, 422, "monitor_id"),
+        ("post", "/api/v1/incidents", {"title": "x", "colour": "red"}, 422, "colour"),
+        ("patch", "/api/v1/incidents/1", {"status": "closed"}, 422, "status"),
+        ("get", "/api/v1/incidents/999", None, 404, None),
+        ("get", "/api/v1/events/999", None, 404, None),
+        ("get", "/api/v1/status/999", None, 404, None),
+        ("post", "/api/v1/maintenance-windows", {"name": "w"}, 422, "monitor_ids"),
+        ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"], "days": ["mon"],
+                                                 "duration": 3600}, 422, "start_time"),
+        ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"], "days": ["mon"],
+                                                 "start_time": "02:00", "duration": 3600,
+                                                 "time_zone": "Mars/Olympus"}, 422, "time_zone"),
+        ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"], "days": ["funday"],
+                                                 "start_time": "02:00", "duration": 3600}, 422, "days[0]"),
+        ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"],
+                                                 "starts_at": "2025-01-02T00:00:00Z",
+                                                 "ends_at": "2025-01-01T00:00:00Z"}, 422, "ends_at"),
+    ],
+    ids=["bad-status", "bad-limit", "bad-from", "bad-cursor", "no-title", "bad-severity", "no-monitor",
+         "unknown-field", "bad-patch-status", "no-incident", "no-event", "no-status", "window-no-target",
+         "window-no-start", "window-bad-zone", "window-bad-day", "window-backwards"],
+)  # fmt: skip
+async def test_it_rejects_bad_requests(
+    api: aiohttp.ClientSession, method: str, path: str, body: object, status: int, field: str | None
+) -> None:
+    if path.startswith("/api/v1/incidents/1"):
+        r = await api.post("/api/v1/incidents", json={"title": "standalone"})
+        assert (await r.json())["data"]["id"] == 1
+    r = await getattr(api, method)(path, json=body)
+    assert r.status == status
+    error = (await r.json())["error"]
+    if field:
+        assert field in error["details"], error
+
+
+async def test_it_resolves_through_an_event(api: aiohttp.ClientSession) -> None:
+    mid = await _monitor(api)
+    inc = (await (await api.post("/api/v1/incidents", json={"monitor_id": mid})).json())["data"]
+    event = (await (await api.get("/api/v1/events")).json())["data"][-1]
+    assert event["kind"] == "incident.opened" and event["incident_id"] == inc["id"]
+    r = await api.patch(f"/api/v1/events/{event['id']}", json={"status": "resolved"})
+    assert r.status == 200
+    r = await api.get(f"/api/v1/incidents/{inc['id']}")
+    assert (await r.json())["data"]["status"] == "resolved"
+
+
+async def test_it_reports_status_with_percentiles_and_uptime(
+    api: aiohttp.ClientSession, controller: Running
+) -> None:
+    mid = await _monitor(api, locations=["us-east", "eu-west"])
+    pool = controller.app[keys.POOL]
+    now = dt.datetime.now(dt.UTC).timestamp()
+    for i, fail in enumerate([False, False, False, True]):
+        due = now - 600 + i * 60
+        await result_store.insert_rounds(pool, [(mid, result_store.ts(due), 0, ["us-east", "eu-west"],
+                                                 result_store.ts(due + 5))])  # fmt: skip
+        results = [wire.CheckResult(monitor_id=mid, due=due, region=r, probe_id=f"p-{r}", started_at=due,
+                                    status=wire.Status.FAIL if fail else wire.Status.OK,
+                                    duration_ms=float(10 * (i + 1) + j),
+                                    reason=wire.Reason.TIMEOUT if fail else None)
+                   for j, r in enumerate(["us-east", "eu-west"])]  # fmt: skip
+        from controller import results as results_mod
+
+        await results_mod.ingest(pool, results)
+    r = await api.get(f"/api/v1/status/{mid}")
+    body = (await r.json())["data"]
+    assert body["status"] == "down" and body["open_incident_id"] is not None
+    assert {x["region"] for x in body["regions"]} == {"us-east", "eu-west"}
+    assert all(x["status"] == "fail" for x in body["regions"])
+    m = body["metrics"]
+    assert m["uptime_24h"] == 75.0 and m["rounds_24h"] == 4
+    assert m["p50_latency_ms"] == pytest.approx(20.5) and m["p99_latency_ms"] <= 31
+
+
+async def test_it_manages_maintenance_windows(api: aiohttp.ClientSession) -> None:
+    r = await api.post("/api/v1/maintenance-windows", json={
+        "name": "sunday", "tags": ["db"], "days": ["sun", 5], "startTime": "02:00", "duration": 7200,
+        "timezone": "Europe/Paris"})  # fmt: skip
+    assert r.status == 201, await r.text()
+    w = (await r.json())["data"]
+    assert w["recurring"] and w["days"] == ["sat", "sun"] and w["time_zone"] == "Europe/Paris"
+    r = await api.patch(f"/api/v1/maintenance-windows/{w['id']}", json={"duration": 3600})
+    assert (await r.json())["data"]["duration"] == 3600
+    r = await api.get("/api/v1/maintenance-windows")
+    assert [x["id"] for x in (await r.json())["data"]] == [w["id"]]
+    assert (await api.delete(f"/api/v1/maintenance-windows/{w['id']}")).status == 204
+    assert (await api.get(f"/api/v1/maintenance-windows/{w['id']}")).status == 404
+
+
+async def test_it_accepts_a_parent_on_monitors(api: aiohttp.ClientSession) -> None:
+    parent = await _monitor(api, name="router")
+    r = await api.post("/api/v1/monitors", json={**MONITOR, "parent_id": parent})
+    assert (await r.json())["data"]["parent_id"] == parent
+    r = await api.post("/api/v1/monitors", json={**MONITOR, "parent_id": 9999})
+    assert r.status == 422 and "parent_id" in (await r.json())["error"]["details"]
+    r = await api.patch(f"/api/v1/monitors/{parent}", json={"parent_id": parent})
+    assert r.status == 422
