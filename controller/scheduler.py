@@ -170,8 +170,10 @@ class Scheduler:
                                           deadline=due + entry.timeout + self.round_grace / 2,
                                           timeout=entry.timeout, spec=entry.spec,
                                           attempt=attempt))  # fmt: skip
-        await result_store.insert_rounds(self.pool, rounds)
+        ours = await result_store.insert_rounds(self.pool, rounds)
         for job in jobs:
+            if (job.monitor_id, result_store.ts(job.due), job.attempt) not in ours:
+                continue
             await self.publish(subjects.jobs(job.region), wire.encode(job))
             metrics.JOBS_PUBLISHED.labels(job.region).inc()
         for due, _ in due_now:

@@ -44,18 +44,23 @@ async def insert_results(conn: Tx, results: list[CheckResult]) -> list[tuple[int
 async def insert_rounds(
     conn: DB,
     rounds: list[tuple[int, dt.datetime, int, list[str], dt.datetime]],
-) -> None:
-    """Open rounds: (monitor_id, due, attempt, expected regions, deadline)."""
+) -> set[Key]:
+    """Open rounds: (monitor_id, due, attempt, expected regions, deadline).
+
+    Returns the keys of the rounds this call created: a round another
+    controller opened first is not ours to publish.
+    """
     if not rounds:
-        return
-    await conn.execute(
+        return set()
+    rows = await conn.fetch(
         "INSERT INTO rounds (monitor_id, due, attempt, regions, deadline)"
         " SELECT m, d, a, string_to_array(r, ','), dl FROM unnest($1::bigint[],"
         " $2::timestamptz[], $3::smallint[], $4::text[], $5::timestamptz[]) AS t(m, d, a, r, dl)"
-        " ON CONFLICT DO NOTHING",
+        " ON CONFLICT DO NOTHING RETURNING monitor_id, due, attempt",
         [r[0] for r in rounds], [r[1] for r in rounds], [r[2] for r in rounds],
         [",".join(r[3]) for r in rounds], [r[4] for r in rounds],
     )  # fmt: skip
+    return {(r["monitor_id"], r["due"], r["attempt"]) for r in rows}
 
 
 async def mark_answered(conn: Tx, stored: list[tuple[int, dt.datetime, int, str]]) -> list[Key]:

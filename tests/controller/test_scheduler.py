@@ -116,3 +116,14 @@ async def test_it_leaves_regions_without_live_probes_out(pool: asyncpg.Pool) -> 
     for t in range(0, 61):
         await tick_live(sched, T0 + t, ("eu-west",))
     assert {s for s, _ in published} == {"probefleet.jobs.eu-west"}
+
+
+async def test_it_publishes_nothing_for_a_round_another_controller_opened(pool: asyncpg.Pool) -> None:
+    first, published_first = make(pool)
+    second, published_second = make(pool)
+    for s in (first, second):
+        s.upsert(row(1), now=T0)
+    for t in range(0, 61):
+        await tick_live(first, T0 + t)
+        await tick_live(second, T0 + t)
+    assert len(published_first) == 2 and published_second == []
