@@ -45,6 +45,27 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Schedule ownership: lease renewal period; a silent controller's lease lasts 3 periods.
     controller_heartbeat_interval: float = 2.0
     db_pool_max: int = 20
+    # Per API key and per controller: requests per window (a key may set its own limit).
+    rate_limit_requests: int = 600
+    rate_limit_window: float = 60.0
+    # Statistics: rollup step period (s); days kept per level (None keeps forever).
+    rollup_interval: float = 10.0
+    retention_raw_days: float | None = 7
+    retention_minute_days: float | None = 30
+    retention_hour_days: float | None = 365
+    retention_day_days: float | None = None
+    # Status pages: HMAC secret for private-page cookies (random per process when empty: set
+    # it when running several controllers), public base URL for links in subscriber mail.
+    status_page_secret: str = ""
+    public_url: str = ""
+    # SMTP for status-page subscriber mail (confirmation links, incident posts); empty host = off.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "status@localhost"
+    smtp_verify: bool = True
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

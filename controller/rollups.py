@@ -1,0 +1,140 @@
+"""Rollups: raw results and round verdicts -> minute -> hour -> day, incrementally.
+
+Each level has a watermark: everything before it is rolled up. A step recomputes whole
+buckets from the level below and upserts them (replace, not add), so re-running a step
+is harmless; the step runs under a transaction-scoped advisory lock and moves the
+watermark with compare-and-set, so two controllers never do the same work twice.
+
+The minute watermark trails `now` by `lag` and never passes the due time of a round that
+is still open (its results and verdict are still coming), unless that round is older
+than `max_lag` (a stuck round must not stop statistics). Results that arrive after their
+minute was rolled up stay in the raw table but are not in the rollups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
+import asyncpg
+
+from controller.storage import DB, Tx
+from controller.storage import stats as store
+from controller.storage.stats import DAY, HOUR, MINUTE, floor_to
+
+log = logging.getLogger("probefleet.rollups")
+
+LOCK = 0x73746174  # "stat"
+# How much one step may cover at each level, to keep each transaction short.
+MAX_SPAN = {"minute": dt.timedelta(minutes=15), "hour": dt.timedelta(days=2), "day": dt.timedelta(days=60)}
+# Partition span of each rollup level's tables.
+SPAN = {"minute": "day", "hour": "month", "day": "year"}
+
+
+def partition_start(t: dt.datetime, span: str) -> dt.date:
+    d = t.astimezone(dt.UTC).date()
+    match span:
+        case "day":
+            return d
+        case "month":
+            return d.replace(day=1)
+        case _:
+            return d.replace(month=1, day=1)
+
+
+def next_start(d: dt.date, span: str) -> dt.date:
+    match span:
+        case "day":
+            return d + dt.timedelta(days=1)
+        case "month":
+            return (d.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        case _:
+            return d.replace(year=d.year + 1)
+
+
+async def ensure_partitions(conn: DB, level: str, start: dt.datetime, end: dt.datetime) -> None:
+    """Partitions of the level's tables covering [start, end)."""
+    span = SPAN[level]
+    d = partition_start(start, span)
+    while dt.datetime.combine(d, dt.time(), dt.UTC) < end:
+        nxt = next_start(d, span)
+        for parent in (f"stats_{level}", f"verdicts_{level}"):
+            name = f"{parent}_{d:%Y%m%d}"
+            if await conn.fetchval("SELECT to_regclass($1)", name) is None:
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {parent}"
+                    f" FOR VALUES FROM ('{d.isoformat()} 00:00+00') TO ('{nxt.isoformat()} 00:00+00')"
+                )
+        d = nxt
+
+
+async def tick(pool: asyncpg.Pool, now: dt.datetime, *, lag: float = 30.0,
+               max_lag: float = 600.0) -> bool:  # fmt: skip
+    """One rollup step at every level; True when more is waiting (call again at once)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
+            return False
+        marks = await store.watermarks(conn)
+        more = await _minute(conn, now, marks, lag, max_lag)
+        more = await _coarser(conn, "minute", "hour", marks) or more
+        more = await _coarser(conn, "hour", "day", marks) or more
+    return more
+
+
+async def _move(conn: Tx, level: str, old: dt.datetime | None, new: dt.datetime) -> None:
+    if not await store.set_watermark(conn, level, old, new):
+        raise RuntimeError(f"rollup watermark {level} moved under the advisory lock")
+
+
+async def _minute(conn: Tx, now: dt.datetime, marks: dict[str, dt.datetime], lag: float,
+                  max_lag: float) -> bool:  # fmt: skip
+    target = floor_to(now - dt.timedelta(seconds=lag), MINUTE)
+    open_due = await store.oldest_open_round(conn)
+    if open_due is not None:
+        floor = floor_to(now - dt.timedelta(seconds=max_lag), MINUTE)
+        target = min(target, max(floor_to(open_due, MINUTE), floor))
+    old = marks.get("minute")
+    if old is None:
+        oldest = await store.oldest_raw(conn)
+        start = floor_to(min(oldest, target) if oldest else target, MINUTE)
+        for level, step in (("minute", MINUTE), ("hour", HOUR), ("day", DAY)):
+            marks[level] = floor_to(start, step)
+            await _move(conn, level, None, marks[level])
+    start = marks["minute"]
+    end = min(target, start + MAX_SPAN["minute"])
+    if end <= start:
+        return False
+    await ensure_partitions(conn, "minute", start, end)
+    await store.rollup_raw(conn, start, end)
+    await _move(conn, "minute", marks["minute"], end)
+    marks["minute"] = end
+    return end < target
+
+
+async def _coarser(conn: Tx, source: str, dest: str, marks: dict[str, dt.datetime]) -> bool:
+    step = store.LEVELS[dest]
+    target = floor_to(marks[source], step)
+    start = marks[dest]
+    end = min(target, start + MAX_SPAN[dest])
+    if end <= start:
+        return False
+    await ensure_partitions(conn, dest, start, end)
+    await store.rollup_level(conn, source, dest, start, end)
+    await _move(conn, dest, start, end)
+    marks[dest] = end
+    return end < target
+
+
+async def run(pool: asyncpg.Pool, stop: asyncio.Event, *, interval: float = 10.0,
+              lag: float = 30.0, max_lag: float = 600.0) -> None:  # fmt: skip
+    while not stop.is_set():
+        more = False
+        try:
+            more = await tick(pool, dt.datetime.now(dt.UTC), lag=lag, max_lag=max_lag)
+        except (asyncpg.PostgresError, OSError, RuntimeError) as e:
+            log.warning("rollup failed error=%s", e)
+        if not more:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
