@@ -10,15 +10,17 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+import aiohttp
 import msgspec
 import nats
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from controller import incidents, keys, metrics, results
+from controller import heartbeats, incidents, keys, metrics, ratelimit, results, retention, rollups
 from controller.api import routes
 from controller.api.errors import error_middleware
 from controller.config import ControllerConfig
+from controller.dispatcher import Dispatcher
 from controller.fleet import Fleet
 from controller.scheduler import Scheduler
 from controller.sharding import Membership
@@ -83,6 +85,14 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(nc.close(), 5)
 
 
+async def notifications_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The dispatcher and its HTTP session (the session's timeout bounds every delivery)."""
+    timeout = aiohttp.ClientTimeout(total=10, connect=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        app[keys.DISPATCHER] = Dispatcher(pool=app[keys.POOL], session=session)
+        yield
+
+
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     """Fleet, scheduler, results consumer, round sweeper and partition upkeep."""
     cfg = app[keys.CONFIG]
@@ -127,6 +137,9 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     _spawn(app, results.sweep_loop(pool, stop, on_recheck=on_recheck), "sweeper")
     _spawn(app, _membership(membership, scheduler, cfg.controller_heartbeat_interval, stop), "membership")
     _spawn(app, _upkeep(app, stop), "upkeep")
+    _spawn(app, rollups.run(pool, stop, interval=cfg.rollup_interval), "rollups")
+    _spawn(app, retention.run(pool, stop, retention.from_config(cfg)), "retention")
+    _spawn(app, app[keys.DISPATCHER].run(stop), "dispatcher")
     yield
     stop.set()
     for sub in subs:
@@ -175,9 +188,11 @@ async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
 
 
 def build_app(cfg: ControllerConfig) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, error_middleware],
-                          client_max_size=2 << 20)  # fmt: skip
+    app = web.Application(middlewares=[metrics_middleware, ratelimit.ratelimit_middleware,
+                                       error_middleware], client_max_size=2 << 20)  # fmt: skip
     app[keys.CONFIG] = cfg
-    app.cleanup_ctx.extend([database_ctx, nats_ctx, workers_ctx])
+    ratelimit.setup(app)
+    app.cleanup_ctx.extend([database_ctx, nats_ctx, notifications_ctx, workers_ctx,
+                            heartbeats.heartbeats_ctx])
     app.add_routes(routes())
     return app

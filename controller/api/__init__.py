@@ -8,6 +8,7 @@ from aiohttp import web
 def routes() -> list[web.RouteDef]:
     # Imported here: domain modules import controller.api.errors, which runs this file.
     from controller.api import events, health, incidents, maintenance, monitors, status
+    from controller.api import notifications as notify
 
     return [
         web.get("/api/v1/health", health.health),
@@ -34,4 +35,18 @@ def routes() -> list[web.RouteDef]:
         web.patch("/api/v1/maintenance-windows/{id}", maintenance.patch_window),
         web.put("/api/v1/maintenance-windows/{id}", maintenance.put_window),
         web.delete("/api/v1/maintenance-windows/{id}", maintenance.delete_window),
+        web.post("/api/v1/notification-channels", notify.create_channel),
+        web.get("/api/v1/notification-channels", notify.list_channels),
+        web.get("/api/v1/notification-channels/{id}", notify.get_channel),
+        web.patch("/api/v1/notification-channels/{id}", notify.patch_channel),
+        web.put("/api/v1/notification-channels/{id}", notify.put_channel),
+        web.delete("/api/v1/notification-channels/{id}", notify.delete_channel),
+        web.post("/api/v1/notification-channels/{id}/test", notify.test_channel),
+        web.get("/api/v1/notification-channels/{id}/deliveries", notify.channel_deliveries),
+        web.post("/api/v1/notification-rules", notify.create_rule),
+        web.get("/api/v1/notification-rules", notify.list_rules),
+        web.get("/api/v1/notification-rules/{id}", notify.get_rule),
+        web.patch("/api/v1/notification-rules/{id}", notify.patch_rule),
+        web.put("/api/v1/notification-rules/{id}", notify.put_rule),
+        web.delete("/api/v1/notification-rules/{id}", notify.delete_rule),
     ]

@@ -80,6 +80,9 @@ class Notification(msgspec.Struct, kw_only=True):
     check: CheckInfo | None = None
     reminder: bool = False
     escalation_level: int = 0
+    # Unique per delivery (the event id for the first notice of an event); reminders
+    # and escalations of one event get their own, so receivers that dedupe keep them.
+    delivery_key: str | None = None
 
 
 class NotifierError(Exception):

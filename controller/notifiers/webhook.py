@@ -134,7 +134,7 @@ async def send(session: aiohttp.ClientSession, config: WebhookConfig, note: Noti
         **config.headers,
         "Content-Type": "application/json",
         EVENT_HEADER: note.event,
-        DELIVERY_HEADER: str(note.event_id),
+        DELIVERY_HEADER: note.delivery_key or str(note.event_id),
     }
     if config.secret:
         headers[SIGNATURE_HEADER] = sign(config.secret, body, int(time.time()))

@@ -1,0 +1,360 @@
+"""/api/v1/notification-channels and /api/v1/notification-rules.
+
+A channel's config holds secrets (webhook URLs with tokens, passwords, routing keys):
+responses show only `redact()` output. An update may send back the redacted values it
+was shown; they mean "keep the stored secret".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from controller import keys
+from controller.api.common import now_utc, ok, path_id, read_json, require
+from controller.api.errors import ValidationFailed, from_msgspec, not_found
+from controller.dispatcher import NOTIFIABLE, SEVERITIES
+from controller.notifiers import NOTIFIERS, parse_config, redact
+from controller.notifiers.base import secret_fields
+from controller.storage import notifications as store
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Minutes = Annotated[int, Meta(ge=1, le=10080)]
+Id = Annotated[int, Meta(ge=1)]
+
+CHANNEL_ALIASES = {
+    "type": "kind",
+    "enabled": "is_enabled",
+    "isActive": "is_enabled",
+    "is_active": "is_enabled",
+    "settings": "config",
+    "reminder_interval_minutes": "reminder_minutes",
+    "remind_every_minutes": "reminder_minutes",
+}
+RULE_ALIASES = {
+    "channels": "channel_ids",
+    "monitors": "monitor_ids",
+    "severity": "min_severity",
+    "minimum_severity": "min_severity",
+    "enabled": "is_enabled",
+    "isActive": "is_enabled",
+    "escalation_channels": "escalation_channel_ids",
+    "escalate_after": "escalate_after_minutes",
+    "reminder_interval_minutes": "reminder_minutes",
+}
+
+
+class ChannelBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+    kind: str
+    config: dict[str, Any]
+    is_enabled: bool = True
+    reminder_minutes: Minutes | None = None
+
+
+class RuleBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    channel_ids: Annotated[list[Id], Meta(min_length=1, max_length=100)]
+    name: Annotated[str, Meta(max_length=200)] = ""
+    events: list[str] = []
+    monitor_ids: list[Id] = []
+    tags: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
+    min_severity: str | None = None
+    reminder_minutes: Minutes | None = None
+    escalate_after_minutes: Minutes | None = None
+    escalation_channel_ids: Annotated[list[Id], Meta(max_length=100)] = []
+    is_enabled: bool = True
+
+
+def _normalize(raw: object, aliases: dict[str, str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ValidationFailed({"body": "must be a JSON object"})
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        canonical = aliases.get(str(key), str(key))
+        if canonical in out and canonical != key:
+            continue
+        out[canonical] = value
+    return out
+
+
+def _convert(data: dict[str, Any], struct: type[msgspec.Struct]) -> Any:
+    if unknown := sorted(set(data) - set(struct.__struct_fields__)):
+        raise ValidationFailed({k: "unknown field" for k in unknown})
+    try:
+        return msgspec.convert(data, struct)
+    except msgspec.ValidationError as e:
+        raise from_msgspec(e) from None
+
+
+# ------------------------------------------------------------ channels
+
+
+def public_channel(row: dict[str, Any]) -> dict[str, Any]:
+    config = parse_config(row["kind"], row["config"])
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "kind": row["kind"],
+        "type": row["kind"],
+        "config": {k: v for k, v in redact(row["kind"], config).items() if k != "kind"},
+        "is_enabled": row["is_enabled"],
+        "disabled_reason": row["disabled_reason"],
+        "disabled_at": row["disabled_at"],
+        "reminder_minutes": row["reminder_minutes"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def _keep_secrets(kind: str, new: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """Where the client sent back the redacted value it was shown, keep the stored secret."""
+    if stored is None:
+        return new
+    shown = redact(kind, parse_config(kind, stored))
+    out = dict(new)
+    for name in secret_fields(NOTIFIERS[kind].config_type):
+        if name in out and name in stored and out[name] == shown.get(name):
+            out[name] = stored[name]
+    return out
+
+
+def _config_error(e: msgspec.ValidationError) -> ValidationFailed:
+    text = str(e)
+    if text.startswith("Object contains unknown field `") and " - at `$" not in text:
+        return ValidationFailed({f"config.{text.split('`')[1]}": "unknown field"})
+    return from_msgspec(e, prefix="config")
+
+
+def _channel(data: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate a full channel body; the row to store (config with its secrets)."""
+    body: ChannelBody = _convert(data, ChannelBody)
+    if body.kind not in NOTIFIERS:
+        raise ValidationFailed({"kind": f"unknown channel kind; use one of {', '.join(sorted(NOTIFIERS))}"})
+    config = _keep_secrets(body.kind, {k: v for k, v in body.config.items() if k != "kind"}, stored)
+    try:
+        parsed = parse_config(body.kind, {**config, "kind": body.kind})
+    except msgspec.ValidationError as e:
+        raise _config_error(e) from None
+    except ValueError as e:
+        raise ValidationFailed({"config": str(e)}) from None
+    return {
+        "name": body.name,
+        "kind": body.kind,
+        "config": msgspec.to_builtins(parsed),
+        "is_enabled": body.is_enabled,
+        "reminder_minutes": body.reminder_minutes,
+    }
+
+
+async def create_channel(request: web.Request) -> web.Response:
+    await require(request, "notifications:write")
+    row = _channel(_normalize(await read_json(request), CHANNEL_ALIASES), None)
+    created = await store.insert_channel(request.app[keys.POOL], row)
+    return ok(public_channel(created), status=201)
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    await require(request, "notifications:read")
+    rows = await store.list_channels(request.app[keys.POOL], limit=1000)
+    return ok([public_channel(r) for r in rows], meta={"count": len(rows)})
+
+
+async def _stored_channel(request: web.Request) -> dict[str, Any]:
+    row = await store.get_channel(request.app[keys.POOL], path_id(request, what="notification channel"))
+    if row is None:
+        raise not_found("notification channel")
+    return row
+
+
+async def get_channel(request: web.Request) -> web.Response:
+    await require(request, "notifications:read")
+    return ok(public_channel(await _stored_channel(request)))
+
+
+async def _update_channel(request: web.Request, *, merge: bool) -> web.Response:
+    await require(request, "notifications:write")
+    current = await _stored_channel(request)
+    body = _normalize(await read_json(request), CHANNEL_ALIASES)
+    if body.get("kind", current["kind"]) != current["kind"]:
+        raise ValidationFailed({"kind": "cannot change a channel's kind; create a new channel"})
+    if merge:
+        given = body.get("config", {})
+        config = {**current["config"], **given} if isinstance(given, dict) else given
+        fields = {
+            "name": current["name"],
+            "is_enabled": current["is_enabled"],
+            "reminder_minutes": current["reminder_minutes"],
+            **body,
+            "config": config,
+        }
+    else:
+        fields = body
+    row = _channel({**fields, "kind": current["kind"]}, current["config"])
+    updated = await store.update_channel(request.app[keys.POOL], current["id"], row)
+    if updated is None:
+        raise not_found("notification channel")
+    return ok(public_channel(updated))
+
+
+async def patch_channel(request: web.Request) -> web.Response:
+    return await _update_channel(request, merge=True)
+
+
+async def put_channel(request: web.Request) -> web.Response:
+    return await _update_channel(request, merge=False)
+
+
+async def delete_channel(request: web.Request) -> web.Response:
+    await require(request, "notifications:write")
+    if not await store.delete_channel(request.app[keys.POOL], path_id(request, what="notification channel")):
+        raise not_found("notification channel")
+    return web.Response(status=204)
+
+
+async def test_channel(request: web.Request) -> web.Response:
+    """Send a test notification now (even to a disabled channel) and report the outcome."""
+    await require(request, "notifications:write")
+    channel = await _stored_channel(request)
+    outcome = await request.app[keys.DISPATCHER].send_test(channel, now_utc())
+    return ok(outcome)
+
+
+def public_delivery(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: row[k]
+        for k in (
+            "id",
+            "event_id",
+            "channel_id",
+            "kind",
+            "seq",
+            "monitor_id",
+            "incident_id",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "created_at",
+            "updated_at",
+            "delivered_at",
+        )
+    }
+
+
+async def channel_deliveries(request: web.Request) -> web.Response:
+    await require(request, "notifications:read")
+    channel = await _stored_channel(request)
+    limit_raw, cursor = request.query.get("limit", "50"), request.query.get("cursor")
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 100:
+        raise ValidationFailed({"limit": "must be an integer from 1 to 100"})
+    if cursor is not None and not cursor.isdigit():
+        raise ValidationFailed({"cursor": "invalid cursor"})
+    limit = int(limit_raw)
+    rows = await store.list_deliveries(
+        request.app[keys.POOL],
+        channel["id"],
+        limit=limit + 1,
+        before_id=int(cursor) if cursor else None,
+        status=request.query.get("status"),
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    meta = {"has_more": more, "next_cursor": str(rows[-1]["id"]) if more else None}
+    return ok([public_delivery(r) for r in rows], meta=meta)
+
+
+# ------------------------------------------------------------ rules
+
+
+def public_rule(row: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        k: row[k]
+        for k in (
+            "id",
+            "name",
+            "min_severity",
+            "reminder_minutes",
+            "escalate_after_minutes",
+            "is_enabled",
+            "created_at",
+            "updated_at",
+        )
+    }
+    for k in ("events", "monitor_ids", "tags", "channel_ids", "escalation_channel_ids"):
+        out[k] = list(row[k])
+    return out
+
+
+async def _rule(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
+    body: RuleBody = _convert(data, RuleBody)
+    errors: dict[str, object] = {}
+    for i, event in enumerate(body.events):
+        if event not in NOTIFIABLE:
+            errors[f"events[{i}]"] = f"unknown event; use one of {', '.join(sorted(NOTIFIABLE))}"
+    minimum = body.min_severity.lower() if body.min_severity else None
+    if minimum is not None and minimum not in SEVERITIES:
+        errors["min_severity"] = f"must be one of {', '.join(SEVERITIES)}"
+    if body.escalate_after_minutes and not body.escalation_channel_ids:
+        errors["escalation_channel_ids"] = "required when escalate_after_minutes is set"
+    pool = request.app[keys.POOL]
+    for name in ("channel_ids", "escalation_channel_ids"):
+        ids: list[int] = getattr(body, name)
+        for missing in await store.missing_channels(pool, ids):
+            errors[f"{name}[{ids.index(missing)}]"] = "no such notification channel"
+    if errors:
+        raise ValidationFailed(errors)
+    return {**msgspec.structs.asdict(body), "min_severity": minimum}
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    await require(request, "notifications:write")
+    row = await _rule(request, _normalize(await read_json(request), RULE_ALIASES))
+    return ok(public_rule(await store.insert_rule(request.app[keys.POOL], row)), status=201)
+
+
+async def list_rules(request: web.Request) -> web.Response:
+    await require(request, "notifications:read")
+    rows = await store.list_rules(request.app[keys.POOL])
+    return ok([public_rule(r) for r in rows], meta={"count": len(rows)})
+
+
+async def get_rule(request: web.Request) -> web.Response:
+    await require(request, "notifications:read")
+    row = await store.get_rule(request.app[keys.POOL], path_id(request, what="notification rule"))
+    if row is None:
+        raise not_found("notification rule")
+    return ok(public_rule(row))
+
+
+async def _update_rule(request: web.Request, *, merge: bool) -> web.Response:
+    await require(request, "notifications:write")
+    pool = request.app[keys.POOL]
+    current = await store.get_rule(pool, path_id(request, what="notification rule"))
+    if current is None:
+        raise not_found("notification rule")
+    body = _normalize(await read_json(request), RULE_ALIASES)
+    if merge:
+        shown = public_rule(current)
+        body = {**{k: shown[k] for k in RuleBody.__struct_fields__}, **body}
+    updated = await store.update_rule(pool, current["id"], await _rule(request, body))
+    if updated is None:
+        raise not_found("notification rule")
+    return ok(public_rule(updated))
+
+
+async def patch_rule(request: web.Request) -> web.Response:
+    return await _update_rule(request, merge=True)
+
+
+async def put_rule(request: web.Request) -> web.Response:
+    return await _update_rule(request, merge=False)
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    await require(request, "notifications:write")
+    if not await store.delete_rule(request.app[keys.POOL], path_id(request, what="notification rule")):
+        raise not_found("notification rule")
+    return web.Response(status=204)

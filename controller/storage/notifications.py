@@ -1,0 +1,370 @@
+"""SQL for notification channels, rules, deliveries and the dispatcher's watermark.
+
+A delivery is unique on (event_id, channel_id, kind, seq), so inserting it is
+idempotent (ON CONFLICT DO NOTHING) whichever controller fans an event out. Every
+status change after that is compare-and-set on (status, attempts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from controller.storage import DB, Tx
+
+Row = dict[str, Any]
+
+CHANNEL_COLUMNS = (
+    "id, kind, name, config, is_enabled, disabled_reason, disabled_at, reminder_minutes,"
+    " created_at, updated_at"
+)
+RULE_COLUMNS = (
+    "id, name, events, monitor_ids, tags, min_severity, channel_ids, reminder_minutes,"
+    " escalate_after_minutes, escalation_channel_ids, is_enabled, created_at, updated_at"
+)
+DELIVERY_COLUMNS = (
+    "id, event_id, channel_id, kind, seq, monitor_id, incident_id, status, attempts,"
+    " next_attempt_at, locked_until, last_error, reminder_s, created_at, updated_at, delivered_at"
+)
+STATE_EVENTS = ["monitor.down", "monitor.up", "monitor.degraded"]
+
+
+# ------------------------------------------------------------ channels
+
+
+async def insert_channel(conn: DB, c: Row) -> Row:
+    row = await conn.fetchrow(
+        f"INSERT INTO notification_channels (kind, name, config, is_enabled, reminder_minutes)"
+        f" VALUES ($1,$2,$3,$4,$5) RETURNING {CHANNEL_COLUMNS}",
+        c["kind"],
+        c["name"],
+        c["config"],
+        c["is_enabled"],
+        c["reminder_minutes"],
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def update_channel(conn: DB, channel_id: int, c: Row) -> Row | None:
+    """Replace the editable fields; enabling a channel clears why it was disabled."""
+    row = await conn.fetchrow(
+        f"UPDATE notification_channels SET name=$2, config=$3, is_enabled=$4, reminder_minutes=$5,"
+        f" disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END,"
+        f" disabled_at = CASE WHEN $4 THEN NULL ELSE disabled_at END, updated_at=now()"
+        f" WHERE id=$1 RETURNING {CHANNEL_COLUMNS}",
+        channel_id,
+        c["name"],
+        c["config"],
+        c["is_enabled"],
+        c["reminder_minutes"],
+    )
+    return dict(row) if row else None
+
+
+async def get_channel(conn: DB, channel_id: int) -> Row | None:
+    row = await conn.fetchrow(f"SELECT {CHANNEL_COLUMNS} FROM notification_channels WHERE id=$1", channel_id)
+    return dict(row) if row else None
+
+
+async def list_channels(conn: DB, *, after_id: int = 0, limit: int = 100) -> list[Row]:
+    rows = await conn.fetch(
+        f"SELECT {CHANNEL_COLUMNS} FROM notification_channels WHERE id > $1 ORDER BY id LIMIT $2",
+        after_id,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def channels_by_id(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
+    rows = await conn.fetch(
+        f"SELECT {CHANNEL_COLUMNS} FROM notification_channels WHERE id = ANY($1::bigint[])", list(ids)
+    )
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def missing_channels(conn: DB, ids: Sequence[int]) -> list[int]:
+    """The ids among `ids` that name no channel."""
+    found = await conn.fetch("SELECT id FROM notification_channels WHERE id = ANY($1::bigint[])", list(ids))
+    have = {r["id"] for r in found}
+    return [i for i in ids if i not in have]
+
+
+async def delete_channel(conn: DB, channel_id: int) -> bool:
+    deleted = await conn.fetchval("DELETE FROM notification_channels WHERE id=$1 RETURNING id", channel_id)
+    return deleted is not None
+
+
+async def disable_channel(conn: Tx, channel_id: int, reason: str, now: dt.datetime) -> Row | None:
+    """Disable if still enabled (compare-and-set); the channel row or None."""
+    row = await conn.fetchrow(
+        f"UPDATE notification_channels SET is_enabled=false, disabled_reason=$2, disabled_at=$3,"
+        f" updated_at=$3 WHERE id=$1 AND is_enabled RETURNING {CHANNEL_COLUMNS}",
+        channel_id,
+        reason,
+        now,
+    )
+    return dict(row) if row else None
+
+
+# ------------------------------------------------------------ rules
+
+
+async def insert_rule(conn: DB, r: Row) -> Row:
+    row = await conn.fetchrow(
+        f"INSERT INTO notification_rules (name, events, monitor_ids, tags, min_severity, channel_ids,"
+        f" reminder_minutes, escalate_after_minutes, escalation_channel_ids, is_enabled)"
+        f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING {RULE_COLUMNS}",
+        r["name"],
+        r["events"],
+        r["monitor_ids"],
+        r["tags"],
+        r["min_severity"],
+        r["channel_ids"],
+        r["reminder_minutes"],
+        r["escalate_after_minutes"],
+        r["escalation_channel_ids"],
+        r["is_enabled"],
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def update_rule(conn: DB, rule_id: int, r: Row) -> Row | None:
+    row = await conn.fetchrow(
+        f"UPDATE notification_rules SET name=$2, events=$3, monitor_ids=$4, tags=$5, min_severity=$6,"
+        f" channel_ids=$7, reminder_minutes=$8, escalate_after_minutes=$9, escalation_channel_ids=$10,"
+        f" is_enabled=$11, updated_at=now() WHERE id=$1 RETURNING {RULE_COLUMNS}",
+        rule_id,
+        r["name"],
+        r["events"],
+        r["monitor_ids"],
+        r["tags"],
+        r["min_severity"],
+        r["channel_ids"],
+        r["reminder_minutes"],
+        r["escalate_after_minutes"],
+        r["escalation_channel_ids"],
+        r["is_enabled"],
+    )
+    return dict(row) if row else None
+
+
+async def get_rule(conn: DB, rule_id: int) -> Row | None:
+    row = await conn.fetchrow(f"SELECT {RULE_COLUMNS} FROM notification_rules WHERE id=$1", rule_id)
+    return dict(row) if row else None
+
+
+async def list_rules(conn: DB, *, enabled_only: bool = False) -> list[Row]:
+    rows = await conn.fetch(
+        f"SELECT {RULE_COLUMNS} FROM notification_rules WHERE is_enabled OR NOT $1 ORDER BY id", enabled_only
+    )
+    return [dict(r) for r in rows]
+
+
+async def delete_rule(conn: DB, rule_id: int) -> bool:
+    deleted = await conn.fetchval("DELETE FROM notification_rules WHERE id=$1 RETURNING id", rule_id)
+    return deleted is not None
+
+
+# ------------------------------------------------------------ fan-out inputs
+
+
+async def watermark(conn: DB) -> int:
+    value: int = await conn.fetchval("SELECT last_event_id FROM dispatcher_cursor WHERE name='fanout'")
+    return value
+
+
+async def advance_watermark(conn: DB, old: int, new: int) -> bool:
+    """Compare-and-set: False when another controller moved it first."""
+    done = await conn.fetchval(
+        "UPDATE dispatcher_cursor SET last_event_id=$2 WHERE name='fanout' AND last_event_id=$1"
+        " RETURNING last_event_id",
+        old,
+        new,
+    )
+    return done is not None
+
+
+async def events_after(conn: DB, after_id: int, limit: int) -> list[Row]:
+    rows = await conn.fetch(
+        "SELECT id, kind, monitor_id, incident_id, occurred_at, payload FROM events"
+        " WHERE id > $1 ORDER BY id LIMIT $2",
+        after_id,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def monitor_routing(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
+    """Tags and own channel list of each monitor."""
+    rows = await conn.fetch(
+        "SELECT id, tags, notifications FROM monitors WHERE id = ANY($1::bigint[])", list(ids)
+    )
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def state_changes(conn: DB, ids: Sequence[int], since: dt.datetime, until_id: int) -> dict[int, int]:
+    """How many times each monitor changed state since `since`, up to event `until_id`."""
+    rows = await conn.fetch(
+        "SELECT monitor_id, count(*) AS n FROM events WHERE monitor_id = ANY($1::bigint[])"
+        " AND kind = ANY($2::text[]) AND occurred_at >= $3 AND id <= $4 GROUP BY monitor_id",
+        list(ids),
+        STATE_EVENTS,
+        since,
+        until_id,
+    )
+    return {r["monitor_id"]: r["n"] for r in rows}
+
+
+class NewDelivery(NamedTuple):
+    event_id: int | None
+    channel_id: int
+    kind: str
+    seq: int
+    monitor_id: int | None
+    incident_id: int | None
+    status: str
+    next_attempt_at: dt.datetime
+    reminder_s: int | None
+
+
+async def insert_deliveries(conn: DB, items: Sequence[NewDelivery]) -> int:
+    """Insert what is not there yet; the number inserted."""
+    if not items:
+        return 0
+    cols = list(zip(*items, strict=True))
+    rows = await conn.fetch(
+        "INSERT INTO deliveries (event_id, channel_id, kind, seq, monitor_id, incident_id, status,"
+        " next_attempt_at, reminder_s)"
+        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::bigint[],"
+        " $6::bigint[], $7::text[], $8::timestamptz[], $9::int[])"
+        " ON CONFLICT (event_id, channel_id, kind, seq) DO NOTHING RETURNING id",
+        *cols,
+    )
+    return len(rows)
+
+
+async def insert_test_delivery(conn: DB, channel_id: int, now: dt.datetime) -> int:
+    delivery_id: int = await conn.fetchval(
+        "INSERT INTO deliveries (channel_id, kind, status, attempts, next_attempt_at, locked_until)"
+        " VALUES ($1, 'test', 'sending', 1, $2::timestamptz, $2::timestamptz + interval '1 minute') RETURNING id",
+        channel_id,
+        now,
+    )
+    return delivery_id
+
+
+# ------------------------------------------------------------ send step
+
+
+async def claim(conn: DB, now: dt.datetime, lease_s: float, limit: int) -> list[Row]:
+    """Take due deliveries: pending, failed and due, or sending with an expired claim."""
+    rows = await conn.fetch(
+        "UPDATE deliveries SET status='sending', attempts=attempts+1, updated_at=$1,"
+        " locked_until = $1 + make_interval(secs => $2)"
+        " WHERE id IN (SELECT id FROM deliveries WHERE next_attempt_at <= $1"
+        "   AND (status IN ('pending', 'failed') OR (status='sending' AND locked_until < $1))"
+        "   ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {DELIVERY_COLUMNS}",
+        now,
+        lease_s,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def events_by_id(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
+    rows = await conn.fetch(
+        "SELECT id, kind, monitor_id, incident_id, occurred_at, payload FROM events"
+        " WHERE id = ANY($1::bigint[])",
+        list(ids),
+    )
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def incident_status(conn: DB, ids: Sequence[int]) -> dict[int, str]:
+    rows = await conn.fetch("SELECT id, status FROM incidents WHERE id = ANY($1::bigint[])", list(ids))
+    return {r["id"]: r["status"] for r in rows}
+
+
+class Outcome(NamedTuple):
+    id: int
+    attempts: int
+    status: str  # delivered | failed | dead | cancelled
+    error: str | None
+    next_attempt_at: dt.datetime | None
+
+
+async def record(conn: DB, outcomes: Sequence[Outcome], now: dt.datetime) -> list[int]:
+    """Write outcomes of our own claims only (status 'sending' and the same attempt)."""
+    if not outcomes:
+        return []
+    ids, attempts, statuses, errors, nexts = zip(*outcomes, strict=True)
+    rows = await conn.fetch(
+        "UPDATE deliveries d SET status=u.status, last_error=u.error, updated_at=$6, locked_until=NULL,"
+        " next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),"
+        " delivered_at = CASE WHEN u.status='delivered' THEN $6 ELSE d.delivered_at END"
+        " FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::timestamptz[])"
+        "   AS u(id, attempts, status, error, next_at)"
+        " WHERE d.id=u.id AND d.attempts=u.attempts AND d.status='sending' RETURNING d.id",
+        list(ids),
+        list(attempts),
+        list(statuses),
+        list(errors),
+        list(nexts),
+        now,
+    )
+    return [r["id"] for r in rows]
+
+
+async def list_deliveries(
+    conn: DB, channel_id: int, *, limit: int = 50, before_id: int | None = None, status: str | None = None
+) -> list[Row]:
+    rows = await conn.fetch(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE channel_id=$1"
+        " AND ($2::bigint IS NULL OR id < $2) AND ($3::text IS NULL OR status=$3)"
+        " ORDER BY id DESC LIMIT $4",
+        channel_id,
+        before_id,
+        status,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+# ------------------------------------------------------------ flap suppression
+
+
+async def release_suppressed(conn: DB, now: dt.datetime, window: dt.timedelta) -> int:
+    """For monitors with no state change in `window`: the newest suppressed delivery per
+    (monitor, channel) becomes pending, the older ones 'collapsed'. The update re-checks
+    status='suppressed' (compare-and-set), so two controllers release each row once."""
+    rows = await conn.fetch(
+        "WITH settled AS (SELECT DISTINCT d.monitor_id FROM deliveries d WHERE d.status='suppressed'"
+        "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.monitor_id=d.monitor_id"
+        "     AND e.kind = ANY($3::text[]) AND e.occurred_at > $1::timestamptz - $2::interval)),"
+        " ranked AS (SELECT d.id, row_number() OVER (PARTITION BY d.monitor_id, d.channel_id"
+        "   ORDER BY d.event_id DESC) AS rn FROM deliveries d JOIN settled s USING (monitor_id)"
+        "   WHERE d.status='suppressed')"
+        " UPDATE deliveries d SET status = CASE WHEN r.rn=1 THEN 'pending' ELSE 'collapsed' END,"
+        " next_attempt_at=$1, updated_at=$1 FROM ranked r WHERE d.id=r.id AND d.status='suppressed'"
+        " RETURNING d.id",
+        now,
+        window,
+        STATE_EVENTS,
+    )
+    return len(rows)
+
+
+async def alert_settings(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
+    """Per-monitor alert settings (table from 0003_api.sql; empty when it is absent)."""
+    if not ids or not await conn.fetchval("SELECT to_regclass('monitor_alert_settings') IS NOT NULL"):
+        return {}
+    rows = await conn.fetch(
+        "SELECT monitor_id, email_enabled, email_recipients, alert_on_recovery, alert_threshold"
+        " FROM monitor_alert_settings WHERE monitor_id = ANY($1::bigint[])",
+        list(ids),
+    )
+    return {r["monitor_id"]: dict(r) for r in rows}

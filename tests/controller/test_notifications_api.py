@@ -1,0 +1,177 @@
+"""/api/v1/notification-channels and /notification-rules: CRUD, redaction, test sends, errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from controller import keys
+from controller.notifiers.webhook import SIGNATURE_HEADER, verify_signature
+from controller.storage import api_keys
+from tests.controller.conftest import Running
+
+TOKEN = "T0A1B2C3D/B0X9Y8Z7W/s3cr3tSlackToken"
+SECRET = "whsec-very-secret-value"
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[str, list[web.Request], list[bytes]]]:
+    """A webhook receiver on loopback: /ok answers 200, /gone answers 410."""
+    seen: list[web.Request] = []
+    bodies: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request)
+        bodies.append(await request.read())
+        return web.Response(status=410 if request.path == "/gone" else 200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen, bodies
+    await runner.cleanup()
+
+
+async def _create(api: aiohttp.ClientSession, **body: object) -> dict[str, object]:
+    r = await api.post("/api/v1/notification-channels", json=body)
+    assert r.status == 201, await r.text()
+    data: dict[str, object] = (await r.json())["data"]
+    return data
+
+
+async def test_it_never_returns_secrets_and_keeps_them_on_update(
+    api: aiohttp.ClientSession, controller: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"https://hooks.slack.com/services/{TOKEN}"
+    ch = await _create(api, name="ops", type="slack", config={"url": url})
+    assert ch["kind"] == "slack" and ch["is_enabled"] is True
+    for path in ("/api/v1/notification-channels", f"/api/v1/notification-channels/{ch['id']}"):
+        text = await (await api.get(path)).text()
+        assert "s3cr3tSlackToken" not in text and "hooks.slack.com" in text
+    shown = (await (await api.get(f"/api/v1/notification-channels/{ch['id']}")).json())["data"]
+    # PUT back exactly what was shown, with a new name: the secret URL stays the stored one.
+    r = await api.put(f"/api/v1/notification-channels/{ch['id']}",
+                      json={"name": "ops2", "config": shown["config"]})  # fmt: skip
+    assert r.status == 200, await r.text()
+    assert "s3cr3tSlackToken" not in await r.text() and (await r.json())["data"]["name"] == "ops2"
+    pool = controller.app[keys.POOL]
+    stored = await pool.fetchval("SELECT config FROM notification_channels WHERE id=$1", ch["id"])
+    assert stored["url"] == url
+    assert "s3cr3tSlackToken" not in caplog.text
+
+
+async def test_it_sends_a_signed_test_and_lists_the_delivery(
+    api: aiohttp.ClientSession, receiver: tuple[str, list[web.Request], list[bytes]]
+) -> None:
+    base, seen, bodies = receiver
+    ch = await _create(api, name="hook", kind="webhook",
+                       config={"url": f"{base}/ok", "secret": SECRET, "headers": {"X-Token": "hdr-secret"}})  # fmt: skip
+    assert SECRET not in str(ch) and "hdr-secret" not in str(ch)
+    r = await api.post(f"/api/v1/notification-channels/{ch['id']}/test")
+    assert r.status == 200, await r.text()
+    out = (await r.json())["data"]
+    assert out["delivered"] is True and out["status"] == "delivered"
+    assert len(seen) == 1 and seen[0].headers["X-Probefleet-Event"] == "test"
+    assert verify_signature(SECRET, seen[0].headers[SIGNATURE_HEADER], bodies[0])
+    assert not verify_signature("wrong", seen[0].headers[SIGNATURE_HEADER], bodies[0])
+    r = await api.get(f"/api/v1/notification-channels/{ch['id']}/deliveries")
+    rows = (await r.json())["data"]
+    assert [(d["kind"], d["status"], d["attempts"]) for d in rows] == [("test", "delivered", 1)]
+
+
+async def test_it_reports_a_failed_test_without_disabling(
+    api: aiohttp.ClientSession, receiver: tuple[str, list[web.Request], list[bytes]]
+) -> None:
+    base, _, _ = receiver
+    ch = await _create(api, name="gone", kind="webhook", config={"url": f"{base}/gone"})
+    out = (await (await api.post(f"/api/v1/notification-channels/{ch['id']}/test")).json())["data"]
+    assert out["delivered"] is False and out["permanent"] is True and "410" in out["error"]
+    again = (await (await api.get(f"/api/v1/notification-channels/{ch['id']}")).json())["data"]
+    assert again["is_enabled"] is True
+
+
+async def test_it_patches_disables_and_deletes_channels(api: aiohttp.ClientSession) -> None:
+    ch = await _create(api, name="n", kind="ntfy", config={"topic": "alerts"}, reminder_minutes=30)
+    r = await api.patch(f"/api/v1/notification-channels/{ch['id']}",
+                        json={"enabled": False, "config": {"token": "tk_secret"}})  # fmt: skip
+    body = (await r.json())["data"]
+    assert r.status == 200 and body["is_enabled"] is False and body["config"]["topic"] == "alerts"
+    assert body["config"]["token"] == "<redacted>" and body["reminder_minutes"] == 30
+    assert (await api.delete(f"/api/v1/notification-channels/{ch['id']}")).status == 204
+    assert (await api.get(f"/api/v1/notification-channels/{ch['id']}")).status == 404
+
+
+async def test_it_manages_rules(api: aiohttp.ClientSession) -> None:
+    a = await _create(api, name="a", kind="ntfy", config={"topic": "a"})
+    b = await _create(api, name="b", kind="ntfy", config={"topic": "b"})
+    r = await api.post("/api/v1/notification-rules", json={
+        "name": "prod", "events": ["incident.opened", "incident.resolved"], "tags": ["prod"],
+        "severity": "HIGH", "channels": [a["id"]], "reminder_minutes": 15,
+        "escalate_after_minutes": 10, "escalation_channel_ids": [b["id"]]})  # fmt: skip
+    assert r.status == 201, await r.text()
+    rule = (await r.json())["data"]
+    assert rule["min_severity"] == "high" and rule["channel_ids"] == [a["id"]]
+    r = await api.patch(f"/api/v1/notification-rules/{rule['id']}", json={"min_severity": None})
+    assert (await r.json())["data"]["min_severity"] is None
+    assert (await r.json())["data"]["escalation_channel_ids"] == [b["id"]]
+    listed = (await (await api.get("/api/v1/notification-rules")).json())["data"]
+    assert [x["id"] for x in listed] == [rule["id"]]
+    assert (await api.delete(f"/api/v1/notification-rules/{rule['id']}")).status == 204
+    assert (await api.get(f"/api/v1/notification-rules/{rule['id']}")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/notification-channels", {"name": "x", "kind": "carrier-pigeon", "config": {}}, "kind"),
+        ("/api/v1/notification-channels", {"name": "x", "kind": "webhook", "config": {"url": "ftp://x"}},
+         "config.url"),
+        ("/api/v1/notification-channels", {"name": "x", "kind": "webhook", "config": {}}, "config.url"),
+        ("/api/v1/notification-channels", {"name": "x", "kind": "email",
+                                           "config": {"host": "h", "from": "a@b", "to": ["nope"]}},
+         "config.to[0]"),
+        ("/api/v1/notification-channels", {"name": "x", "kind": "slack", "config": {"url": "https://h/x",
+                                                                                     "colour": 1}},
+         "config.colour"),
+        ("/api/v1/notification-channels", {"kind": "slack", "config": {"url": "https://h/x"}}, "name"),
+        ("/api/v1/notification-channels", {"name": "x", "kind": "slack", "config": {"url": "https://h/x"},
+                                           "bogus": 1}, "bogus"),
+        ("/api/v1/notification-rules", {"channel_ids": [999]}, "channel_ids[0]"),
+        ("/api/v1/notification-rules", {"channel_ids": []}, "channel_ids"),
+        ("/api/v1/notification-rules", {"channel_ids": [1], "events": ["monitor.exploded"]}, "events[0]"),
+        ("/api/v1/notification-rules", {"channel_ids": [1], "min_severity": "apocalyptic"}, "min_severity"),
+        ("/api/v1/notification-rules", {"channel_ids": [1], "escalate_after_minutes": 5},
+         "escalation_channel_ids"),
+    ],
+    ids=["unknown-kind", "bad-url", "missing-url", "bad-address", "unknown-config-field", "no-name",
+         "unknown-field", "no-channel", "empty-channels", "bad-event", "bad-severity", "escalation-no-target"],
+)  # fmt: skip
+async def test_it_rejects_bad_bodies_with_field_paths(
+    api: aiohttp.ClientSession, path: str, body: dict[str, object], field: str
+) -> None:
+    await _create(api, name="c1", kind="ntfy", config={"topic": "t"})
+    r = await api.post(path, json=body)
+    assert r.status == 422, await r.text()
+    assert field in (await r.json())["error"]["details"], await r.text()
+
+
+async def test_it_requires_notification_scopes(controller: Running) -> None:
+    pool = controller.app[keys.POOL]
+    reader, _ = await api_keys.create(pool, "reader", ["notifications:read"])
+    other, _ = await api_keys.create(pool, "other", ["monitors:read"])
+    async with aiohttp.ClientSession(base_url=controller.base) as s:
+        auth = {"Authorization": f"Bearer {reader}"}
+        assert (await s.get("/api/v1/notification-channels", headers=auth)).status == 200
+        r = await s.post("/api/v1/notification-channels", headers=auth,
+                         json={"name": "x", "kind": "ntfy", "config": {"topic": "t"}})  # fmt: skip
+        assert r.status == 403
+        r = await s.get("/api/v1/notification-rules", headers={"Authorization": f"Bearer {other}"})
+        assert r.status == 403
+        assert (await s.get("/api/v1/notification-rules")).status == 401
