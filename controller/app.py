@@ -16,7 +16,7 @@ import nats
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from controller import heartbeats, incidents, keys, metrics, ratelimit, results, retention, rollups
+from controller import incidents, keys, metrics, results
 from controller.api import routes
 from controller.api.errors import error_middleware
 from controller.config import ControllerConfig
@@ -137,8 +137,6 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     _spawn(app, results.sweep_loop(pool, stop, on_recheck=on_recheck), "sweeper")
     _spawn(app, _membership(membership, scheduler, cfg.controller_heartbeat_interval, stop), "membership")
     _spawn(app, _upkeep(app, stop), "upkeep")
-    _spawn(app, rollups.run(pool, stop, interval=cfg.rollup_interval), "rollups")
-    _spawn(app, retention.run(pool, stop, retention.from_config(cfg)), "retention")
     _spawn(app, app[keys.DISPATCHER].run(stop), "dispatcher")
     yield
     stop.set()
@@ -188,11 +186,9 @@ async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
 
 
 def build_app(cfg: ControllerConfig) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, ratelimit.ratelimit_middleware,
-                                       error_middleware], client_max_size=2 << 20)  # fmt: skip
+    app = web.Application(middlewares=[metrics_middleware, error_middleware],
+                          client_max_size=2 << 20)  # fmt: skip
     app[keys.CONFIG] = cfg
-    ratelimit.setup(app)
-    app.cleanup_ctx.extend([database_ctx, nats_ctx, notifications_ctx, workers_ctx,
-                            heartbeats.heartbeats_ctx])
+    app.cleanup_ctx.extend([database_ctx, nats_ctx, notifications_ctx, workers_ctx])
     app.add_routes(routes())
     return app
