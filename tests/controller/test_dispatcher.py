@@ -1,0 +1,345 @@
+"""The dispatcher's steps against real PostgreSQL and real local receivers, with a fixed clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from controller import incidents
+from controller.dispatcher import Dispatcher, Settings, backoff
+from controller.notifiers.webhook import SIGNATURE_HEADER, verify_signature
+from controller.storage import db
+from controller.storage import incidents as incident_store
+from controller.storage import notifications as store
+
+T0 = dt.datetime(2030, 1, 15, 10, 0, tzinfo=dt.UTC)
+SECRET = "whsec-dispatcher-test"
+
+
+@dataclass
+class Hook:
+    """A webhook receiver on 127.0.0.1 that answers `status` (a list is consumed in order)."""
+
+    statuses: list[int] = field(default_factory=list)
+    got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+    port: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.got.append((dict(request.headers), await request.read()))
+        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
+
+    async def start(self, port: int = 0) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.port = self.runner.addresses[0][1]
+        return self.url
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(b) for _, b in self.got]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    await db.migrate(database)
+    p = await db.create_pool(database, max_size=5)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+        yield s
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Hook]:
+    h = Hook()
+    await h.start()
+    yield h
+    await h.stop()
+
+
+def dispatcher(pool: asyncpg.Pool, session: aiohttp.ClientSession, **settings: Any) -> Dispatcher:
+    return Dispatcher(pool=pool, session=session, settings=Settings(**settings), rng=lambda: 1.0)
+
+
+async def channel(pool: asyncpg.Pool, url: str, name: str = "hook", **extra: Any) -> int:
+    row = await store.insert_channel(pool, {"kind": "webhook", "name": name, "is_enabled": True,
+                                            "config": {"kind": "webhook", "url": url, "secret": SECRET},
+                                            "reminder_minutes": extra.get("reminder_minutes")})  # fmt: skip
+    return int(row["id"])
+
+
+async def rule(pool: asyncpg.Pool, channel_ids: list[int], **fields: Any) -> int:
+    row = await store.insert_rule(pool, {"name": "r", "events": [], "monitor_ids": [], "tags": [],
+                                         "min_severity": None, "channel_ids": channel_ids,
+                                         "reminder_minutes": None, "escalate_after_minutes": None,
+                                         "escalation_channel_ids": [], "is_enabled": True, **fields})  # fmt: skip
+    return int(row["id"])
+
+
+async def monitor(pool: asyncpg.Pool, name: str = "shop", tags: list[str] | None = None,
+                  notifications: list[int] | None = None) -> dict[str, Any]:  # fmt: skip
+    row = await pool.fetchrow(
+        "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, tags, notifications)"
+        " VALUES ($1, 'http', $2, 60, 5, $3, $4, $5) RETURNING *",
+        name, {"url": "https://shop.example/health"}, ["us-east", "eu-west"], tags or [], notifications or [],
+    )  # fmt: skip
+    assert row is not None
+    return dict(row)
+
+
+async def open_incident(pool: asyncpg.Pool, m: dict[str, Any], at: dt.datetime = T0,
+                        severity: str = "high") -> tuple[int, int]:  # fmt: skip
+    """Open an incident and write monitor.down + incident.opened as the incidents engine does."""
+    async with pool.acquire() as conn, conn.transaction():
+        iid = await incident_store.open_incident(conn, monitor_id=m["id"], title=f"{m['name']} is down",
+                                                 severity=severity, started_at=at, root_cause="timeout",
+                                                 affected_regions=["us-east"], checks_failed=2,
+                                                 checks_total=2)  # fmt: skip
+        assert iid is not None
+        inc = await incident_store.get(conn, iid)
+        await incidents.emit(conn, "monitor.down", at, monitor=m, status="down", previous="up")
+        eid = await incidents.emit(conn, "incident.opened", at, monitor=m, status="down", incident=inc)
+    return iid, eid
+
+
+async def resolve(pool: asyncpg.Pool, m: dict[str, Any], iid: int, at: dt.datetime) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        inc = await incident_store.resolve(conn, iid, at)
+        await incidents.emit(conn, "monitor.up", at, monitor=m, status="up", previous="down")
+        return await incidents.emit(conn, "incident.resolved", at, monitor=m, incident=inc)
+
+
+async def statuses(pool: asyncpg.Pool) -> list[tuple[str, str, int]]:
+    rows = await pool.fetch("SELECT kind, status, attempts FROM deliveries ORDER BY id")
+    return [(r["kind"], r["status"], r["attempts"]) for r in rows]
+
+
+async def test_it_delivers_one_signed_webhook_per_incident_whoever_runs_the_steps(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    cid = await channel(pool, hook.url)
+    await rule(pool, [cid])
+    m = await monitor(pool)
+    iid, eid = await open_incident(pool, m)
+    a, b = dispatcher(pool, session), dispatcher(pool, session)
+    assert await a.fan_out(T0) == 1
+    assert await b.fan_out(T0) == 0  # same events, same unique keys: nothing new
+    await store.advance_watermark(pool, await store.watermark(pool), 0)  # replay from the start
+    assert await b.fan_out(T0) == 0
+    assert await a.process_batch(T0) == 1
+    assert await b.process_batch(T0) == 0
+    assert len(hook.got) == 1
+    headers, body = hook.got[0]
+    assert headers["X-Probefleet-Event"] == "incident.opened" and headers["X-Probefleet-Delivery"] == str(eid)
+    assert verify_signature(SECRET, headers[SIGNATURE_HEADER], body)
+    doc = hook.bodies()[0]
+    assert doc["incident"]["id"] == iid and doc["monitor"]["name"] == "shop"
+    assert doc["monitor"]["target"] == "https://shop.example/health" and doc["incident"]["severity"] == "high"
+    assert await statuses(pool) == [("event", "delivered", 1)]
+
+
+async def test_it_retries_until_the_receiver_is_back_and_delivers_once(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = Hook(port=port)
+    cid = await channel(pool, down.url)
+    await rule(pool, [cid])
+    await open_incident(pool, await monitor(pool))
+    d = dispatcher(pool, session, retry_base_s=10)
+    await d.fan_out(T0)
+    assert await d.process_batch(T0) == 1  # connection refused
+    row = await pool.fetchrow("SELECT status, last_error, next_attempt_at FROM deliveries")
+    assert row["status"] == "failed" and "cannot connect" in row["last_error"]
+    assert row["next_attempt_at"] == T0 + dt.timedelta(seconds=10)  # rng 1.0: the full step
+    assert await d.process_batch(T0 + dt.timedelta(seconds=5)) == 0  # not due yet
+    up = Hook(statuses=[503])
+    await up.start(port)
+    try:
+        assert await d.process_batch(T0 + dt.timedelta(seconds=11)) == 1  # 503: transient
+        assert await d.process_batch(T0 + dt.timedelta(seconds=60)) == 1
+        assert await d.process_batch(T0 + dt.timedelta(seconds=999)) == 0
+        assert len(up.got) == 2 and up.got[0][0]["X-Probefleet-Delivery"] == up.got[1][0]["X-Probefleet-Delivery"]
+        assert await statuses(pool) == [("event", "delivered", 3)]
+    finally:
+        await up.stop()
+
+
+async def test_it_disables_the_channel_on_a_permanent_error_and_writes_an_event(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    hook.statuses = [410]
+    cid = await channel(pool, hook.url)
+    await rule(pool, [cid])
+    m = await monitor(pool)
+    iid, _ = await open_incident(pool, m)
+    d = dispatcher(pool, session)
+    await d.fan_out(T0)
+    await d.process_batch(T0)
+    ch = await store.get_channel(pool, cid)
+    assert ch is not None and not ch["is_enabled"] and "410" in ch["disabled_reason"]
+    event = await pool.fetchrow("SELECT kind, payload FROM events WHERE kind='channel.disabled'")
+    assert event["payload"]["channel"]["id"] == cid and "410" in event["payload"]["reason"]
+    assert await statuses(pool) == [("event", "dead", 1)]
+    # Later events create no delivery for the disabled channel.
+    await resolve(pool, m, iid, T0 + dt.timedelta(minutes=1))
+    assert await d.fan_out(T0 + dt.timedelta(minutes=1)) == 0
+    assert SECRET not in caplog.text and "/hook" not in caplog.text
+
+
+async def test_it_gives_up_after_max_attempts(pool: asyncpg.Pool, session: aiohttp.ClientSession,
+                                              hook: Hook) -> None:  # fmt: skip
+    hook.statuses = [500, 500, 500]
+    await rule(pool, [await channel(pool, hook.url)])
+    await open_incident(pool, await monitor(pool))
+    d = dispatcher(pool, session, max_attempts=2, retry_base_s=1)
+    await d.fan_out(T0)
+    await d.process_batch(T0)
+    await d.process_batch(T0 + dt.timedelta(seconds=5))
+    row = await pool.fetchrow("SELECT status, attempts, last_error FROM deliveries")
+    assert (row["status"], row["attempts"]) == ("dead", 2) and "gave up" in row["last_error"]
+
+
+async def test_an_expired_claim_is_taken_over_and_the_stale_sender_cannot_overwrite(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    await rule(pool, [await channel(pool, hook.url)])
+    await open_incident(pool, await monitor(pool))
+    d = dispatcher(pool, session, lease_s=30)
+    await d.fan_out(T0)
+    crashed = await store.claim(pool, T0, 30, 10)  # a sender that dies before sending
+    assert len(crashed) == 1
+    assert await d.process_batch(T0 + dt.timedelta(seconds=10)) == 0  # claim still held
+    assert await d.process_batch(T0 + dt.timedelta(seconds=31)) == 1
+    late = store.Outcome(crashed[0]["id"], crashed[0]["attempts"], "failed", "late", None)
+    assert await store.record(pool, [late], T0 + dt.timedelta(seconds=40)) == []
+    assert len(hook.got) == 1 and await statuses(pool) == [("event", "delivered", 2)]
+
+
+async def test_rules_filter_by_event_tag_and_severity_and_monitors_add_their_channels(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    prod, crit, own, other = [await channel(pool, hook.url, n) for n in ("prod", "crit", "own", "other")]
+    await rule(pool, [prod], tags=["prod"])
+    await rule(pool, [crit], min_severity="critical")
+    await rule(pool, [other], monitor_ids=[999_999])
+    m = await monitor(pool, tags=["prod"], notifications=[own])
+    await pool.execute("INSERT INTO monitor_alert_settings (monitor_id, alert_on_recovery) VALUES ($1, false)",
+                       m["id"])  # fmt: skip
+    iid, _ = await open_incident(pool, m, severity="high")
+    await resolve(pool, m, iid, T0 + dt.timedelta(minutes=2))
+    d = dispatcher(pool, session)
+    await d.fan_out(T0 + dt.timedelta(minutes=2))
+    rows = await pool.fetch("SELECT d.channel_id, e.kind FROM deliveries d JOIN events e ON e.id=d.event_id")
+    # monitor.down is not in the default set; the resolution is muted by alert_on_recovery.
+    assert sorted((r["channel_id"], r["kind"]) for r in rows) == [(prod, "incident.opened"),
+                                                                   (own, "incident.opened")]  # fmt: skip
+
+
+async def test_it_reminds_while_the_incident_is_unacknowledged(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    await rule(pool, [await channel(pool, hook.url)], reminder_minutes=10)
+    iid, eid = await open_incident(pool, await monitor(pool))
+    d = dispatcher(pool, session)
+    await d.fan_out(T0)
+    await d.process_batch(T0)
+    assert await d.process_batch(T0 + dt.timedelta(minutes=9)) == 0
+    assert await d.process_batch(T0 + dt.timedelta(minutes=10, seconds=1)) == 1
+    assert await d.process_batch(T0 + dt.timedelta(minutes=20, seconds=1)) == 1
+    docs = hook.bodies()
+    assert [x["reminder"] for x in docs] == [False, True, True]
+    keys_seen = [h["X-Probefleet-Delivery"] for h, _ in hook.got]
+    assert keys_seen == [str(eid), f"{eid}-reminder-1", f"{eid}-reminder-2"]
+    async with pool.acquire() as conn:
+        await incident_store.acknowledge(conn, iid, T0 + dt.timedelta(minutes=25), "maya", None)
+    assert await d.process_batch(T0 + dt.timedelta(minutes=30, seconds=1)) == 1
+    assert len(hook.got) == 3
+    assert (await statuses(pool))[-1] == ("reminder", "cancelled", 1)
+
+
+async def test_it_escalates_an_unacknowledged_incident_only(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    first, boss = await channel(pool, hook.url, "first"), await channel(pool, hook.url, "boss")
+    await rule(pool, [first], escalate_after_minutes=5, escalation_channel_ids=[boss])
+    m1, m2 = await monitor(pool, "a"), await monitor(pool, "b")
+    await open_incident(pool, m1)
+    acked, _ = await open_incident(pool, m2)
+    d = dispatcher(pool, session)
+    await d.fan_out(T0)
+    assert await d.process_batch(T0) == 2
+    async with pool.acquire() as conn:
+        await incident_store.acknowledge(conn, acked, T0 + dt.timedelta(minutes=1), None, None)
+    assert await d.process_batch(T0 + dt.timedelta(minutes=5, seconds=1)) == 2
+    escalated = [x for x in hook.bodies() if x["escalation_level"] == 1]
+    assert [x["monitor"]["name"] for x in escalated] == ["a"]
+    rows = await pool.fetch("SELECT channel_id, status FROM deliveries WHERE kind='escalation' ORDER BY id")
+    assert [(r["channel_id"], r["status"]) for r in rows] == [(boss, "delivered"), (boss, "cancelled")]
+
+
+async def test_a_flapping_monitor_is_collapsed_into_one_notice_once_stable(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    await rule(pool, [await channel(pool, hook.url)], events=["monitor.down", "monitor.up"])
+    m = await monitor(pool)
+    d = dispatcher(pool, session, flap_changes=3, flap_window_s=300)
+    for i in range(6):
+        kind, status = ("monitor.down", "down") if i % 2 == 0 else ("monitor.up", "up")
+        async with pool.acquire() as conn:
+            await incidents.emit(conn, kind, T0 + dt.timedelta(seconds=10 * i), monitor=m, status=status)
+    await d.fan_out(T0 + dt.timedelta(seconds=60))
+    assert await d.process_batch(T0 + dt.timedelta(seconds=60)) == 0
+    assert await store.release_suppressed(pool, T0 + dt.timedelta(seconds=120), dt.timedelta(seconds=300)) == 0
+    assert await store.release_suppressed(pool, T0 + dt.timedelta(seconds=400), dt.timedelta(seconds=300)) == 6
+    assert await d.process_batch(T0 + dt.timedelta(seconds=400)) == 1
+    assert [x["event"] for x in hook.bodies()] == ["monitor.up"]
+    assert sorted(s for _, s, _ in await statuses(pool)) == ["collapsed"] * 5 + ["delivered"]
+
+
+def test_the_watermark_waits_for_a_gap_then_skips_it() -> None:
+    d = Dispatcher(pool=None, session=None, settings=Settings(gap_wait_s=10))  # type: ignore[arg-type]
+    assert d._safe_watermark(0, [1, 2, 3], T0) == 3
+    assert d._safe_watermark(3, [4, 6, 7], T0) == 4
+    assert d._safe_watermark(4, [6, 7], T0 + dt.timedelta(seconds=5)) == 4
+    assert d._safe_watermark(4, [5, 6, 7], T0 + dt.timedelta(seconds=6)) == 7
+    assert d._safe_watermark(7, [9], T0 + dt.timedelta(seconds=20)) == 7
+    assert d._safe_watermark(7, [9], T0 + dt.timedelta(seconds=31)) == 9
+
+
+@pytest.mark.parametrize(("attempts", "retry_after", "rng", "expected"),
+                         [(1, None, 0.0, 2.5), (1, None, 1.0, 5.0), (3, None, 1.0, 20.0), (30, None, 1.0, 3600.0),
+                          (1, 120.0, 0.0, 120.0)],
+                         ids=["first-min", "first-max", "third", "capped", "retry-after"])  # fmt: skip
+def test_backoff_is_exponential_with_jitter_and_honours_retry_after(
+    attempts: int, retry_after: float | None, rng: float, expected: float
+) -> None:
+    assert backoff(attempts, Settings(), retry_after, lambda: rng) == expected
