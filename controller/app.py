@@ -16,7 +16,7 @@ import nats
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from controller import incidents, keys, metrics, results
+from controller import incidents, keys, metrics, results, retention, rollups
 from controller.api import routes
 from controller.api.errors import error_middleware
 from controller.config import ControllerConfig
@@ -137,6 +137,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     _spawn(app, results.sweep_loop(pool, stop, on_recheck=on_recheck), "sweeper")
     _spawn(app, _membership(membership, scheduler, cfg.controller_heartbeat_interval, stop), "membership")
     _spawn(app, _upkeep(app, stop), "upkeep")
+    _spawn(app, rollups.run(pool, stop, interval=cfg.rollup_interval), "rollups")
+    _spawn(app, retention.run(pool, stop, retention.from_config(cfg)), "retention")
     _spawn(app, app[keys.DISPATCHER].run(stop), "dispatcher")
     yield
     stop.set()

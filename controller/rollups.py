@@ -83,6 +83,17 @@ async def tick(pool: asyncpg.Pool, now: dt.datetime, *, lag: float = 30.0,
     return more
 
 
+async def rewind(pool: asyncpg.Pool, since: dt.datetime) -> None:
+    """Move every watermark back to `since` (after a backfill of older raw data): the
+    buckets from there are recomputed by the next steps, and reads use raw rows meanwhile."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK)
+        for level, upto in (await store.watermarks(conn)).items():
+            back = floor_to(since, store.LEVELS[level])
+            if back < upto:
+                await _move(conn, level, upto, back)
+
+
 async def _move(conn: Tx, level: str, old: dt.datetime | None, new: dt.datetime) -> None:
     if not await store.set_watermark(conn, level, old, new):
         raise RuntimeError(f"rollup watermark {level} moved under the advisory lock")

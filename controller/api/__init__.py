@@ -9,6 +9,7 @@ def routes() -> list[web.RouteDef]:
     # Imported here: domain modules import controller.api.errors, which runs this file.
     from controller.api import events, health, incidents, maintenance, monitors, status
     from controller.api import notifications as notify
+    from controller.api import stats
 
     return [
         web.get("/api/v1/health", health.health),
@@ -20,6 +21,9 @@ def routes() -> list[web.RouteDef]:
         web.put("/api/v1/monitors/{id}", monitors.put_monitor),
         web.delete("/api/v1/monitors/{id}", monitors.delete_monitor),
         web.get("/api/v1/monitors/{id}/results", monitors.monitor_results),
+        web.get("/api/v1/monitors/{id}/stats", stats.monitor_stats),
+        web.get("/api/v1/analytics/{monitor_id}", stats.monitor_analytics),
+        web.get("/api/v1/reports/sla", stats.sla_report),
         web.get("/api/v1/incidents", incidents.list_incidents),
         web.post("/api/v1/incidents", incidents.trigger_incident),
         web.get("/api/v1/incidents/{id}", incidents.get_incident),

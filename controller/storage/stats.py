@@ -432,24 +432,25 @@ UPTIME_WINDOWS = {"uptime_24h": DAY, "uptime_7d": 7 * DAY, "uptime_30d": 30 * DA
 
 
 async def uptimes(pool: DB, monitor_ids: list[int], now: dt.datetime | None = None,
+                  windows: dict[str, dt.timedelta] = UPTIME_WINDOWS,
                   ) -> dict[int, dict[str, float | None]]:  # fmt: skip
     """{id: {uptime_24h, uptime_7d, uptime_30d}} for a page of monitors, in a few queries:
     the 30 d window's pieces are read once and each row counted into every window it is in."""
     now = now or dt.datetime.now(dt.UTC)
-    out: dict[int, dict[str, Verdicts]] = {m: {k: Verdicts() for k in UPTIME_WINDOWS} for m in monitor_ids}
+    out: dict[int, dict[str, Verdicts]] = {m: {k: Verdicts() for k in windows} for m in monitor_ids}
     if not monitor_ids:
         return {}
     marks = await watermarks(pool)
     # Split at each window's start so every piece lies wholly inside or outside each window.
-    starts = sorted(now - w for w in UPTIME_WINDOWS.values())
+    starts = sorted({now - w for w in windows.values()})
     bounds = [*starts, now]
     for a, b in itertools.pairwise(bounds):
         rows = await verdict_rows(pool, monitor_ids, pieces(a, b, marks))
         for r in rows:
-            for name, w in UPTIME_WINDOWS.items():
+            for name, w in windows.items():
                 if a >= now - w:
                     out[r["monitor_id"]][name].add(r)
-    return {m: {k: v.uptime for k, v in windows.items()} for m, windows in out.items()}
+    return {m: {k: v.uptime for k, v in ws.items()} for m, ws in out.items()}
 
 
 async def incidents_in(conn: DB, monitor_ids: list[int], start: dt.datetime,
