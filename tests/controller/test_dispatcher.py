@@ -87,39 +87,74 @@ def dispatcher(pool: asyncpg.Pool, session: aiohttp.ClientSession, **settings: A
 
 
 async def channel(pool: asyncpg.Pool, url: str, name: str = "hook", **extra: Any) -> int:
-    row = await store.insert_channel(pool, {"kind": "webhook", "name": name, "is_enabled": True,
-                                            "config": {"kind": "webhook", "url": url, "secret": SECRET},
-                                            "reminder_minutes": extra.get("reminder_minutes")})  # fmt: skip
+    row = await store.insert_channel(
+        pool,
+        {
+            "kind": "webhook",
+            "name": name,
+            "is_enabled": True,
+            "config": {"kind": "webhook", "url": url, "secret": SECRET},
+            "reminder_minutes": extra.get("reminder_minutes"),
+        },
+    )
     return int(row["id"])
 
 
 async def rule(pool: asyncpg.Pool, channel_ids: list[int], **fields: Any) -> int:
-    row = await store.insert_rule(pool, {"name": "r", "events": [], "monitor_ids": [], "tags": [],
-                                         "min_severity": None, "channel_ids": channel_ids,
-                                         "reminder_minutes": None, "escalate_after_minutes": None,
-                                         "escalation_channel_ids": [], "is_enabled": True, **fields})  # fmt: skip
+    row = await store.insert_rule(
+        pool,
+        {
+            "name": "r",
+            "events": [],
+            "monitor_ids": [],
+            "tags": [],
+            "min_severity": None,
+            "channel_ids": channel_ids,
+            "reminder_minutes": None,
+            "escalate_after_minutes": None,
+            "escalation_channel_ids": [],
+            "is_enabled": True,
+            **fields,
+        },
+    )
     return int(row["id"])
 
 
-async def monitor(pool: asyncpg.Pool, name: str = "shop", tags: list[str] | None = None,
-                  notifications: list[int] | None = None) -> dict[str, Any]:  # fmt: skip
+async def monitor(
+    pool: asyncpg.Pool,
+    name: str = "shop",
+    tags: list[str] | None = None,
+    notifications: list[int] | None = None,
+) -> dict[str, Any]:
     row = await pool.fetchrow(
         "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, tags, notifications)"
         " VALUES ($1, 'http', $2, 60, 5, $3, $4, $5) RETURNING *",
-        name, {"url": "https://shop.example/health"}, ["us-east", "eu-west"], tags or [], notifications or [],
-    )  # fmt: skip
+        name,
+        {"url": "https://shop.example/health"},
+        ["us-east", "eu-west"],
+        tags or [],
+        notifications or [],
+    )
     assert row is not None
     return dict(row)
 
 
-async def open_incident(pool: asyncpg.Pool, m: dict[str, Any], at: dt.datetime = T0,
-                        severity: str = "high") -> tuple[int, int]:  # fmt: skip
+async def open_incident(
+    pool: asyncpg.Pool, m: dict[str, Any], at: dt.datetime = T0, severity: str = "high"
+) -> tuple[int, int]:
     """Open an incident and write monitor.down + incident.opened as the incidents engine does."""
     async with pool.acquire() as conn, conn.transaction():
-        iid = await incident_store.open_incident(conn, monitor_id=m["id"], title=f"{m['name']} is down",
-                                                 severity=severity, started_at=at, root_cause="timeout",
-                                                 affected_regions=["us-east"], checks_failed=2,
-                                                 checks_total=2)  # fmt: skip
+        iid = await incident_store.open_incident(
+            conn,
+            monitor_id=m["id"],
+            title=f"{m['name']} is down",
+            severity=severity,
+            started_at=at,
+            root_cause="timeout",
+            affected_regions=["us-east"],
+            checks_failed=2,
+            checks_total=2,
+        )
         assert iid is not None
         inc = await incident_store.get(conn, iid)
         await incidents.emit(conn, "monitor.down", at, monitor=m, status="down", previous="up")
@@ -186,7 +221,10 @@ async def test_it_retries_until_the_receiver_is_back_and_delivers_once(
         assert await d.process_batch(T0 + dt.timedelta(seconds=11)) == 1  # 503: transient
         assert await d.process_batch(T0 + dt.timedelta(seconds=60)) == 1
         assert await d.process_batch(T0 + dt.timedelta(seconds=999)) == 0
-        assert len(up.got) == 2 and up.got[0][0]["X-Probefleet-Delivery"] == up.got[1][0]["X-Probefleet-Delivery"]
+        assert (
+            len(up.got) == 2
+            and up.got[0][0]["X-Probefleet-Delivery"] == up.got[1][0]["X-Probefleet-Delivery"]
+        )
         assert await statuses(pool) == [("event", "delivered", 3)]
     finally:
         await up.stop()
@@ -215,8 +253,9 @@ async def test_it_disables_the_channel_on_a_permanent_error_and_writes_an_event(
     assert SECRET not in caplog.text and "/hook" not in caplog.text
 
 
-async def test_it_gives_up_after_max_attempts(pool: asyncpg.Pool, session: aiohttp.ClientSession,
-                                              hook: Hook) -> None:  # fmt: skip
+async def test_it_gives_up_after_max_attempts(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
     hook.statuses = [500, 500, 500]
     await rule(pool, [await channel(pool, hook.url)])
     await open_incident(pool, await monitor(pool))
@@ -252,16 +291,19 @@ async def test_rules_filter_by_event_tag_and_severity_and_monitors_add_their_cha
     await rule(pool, [crit], min_severity="critical")
     await rule(pool, [other], monitor_ids=[999_999])
     m = await monitor(pool, tags=["prod"], notifications=[own])
-    await pool.execute("INSERT INTO monitor_alert_settings (monitor_id, alert_on_recovery) VALUES ($1, false)",
-                       m["id"])  # fmt: skip
+    await pool.execute(
+        "INSERT INTO monitor_alert_settings (monitor_id, alert_on_recovery) VALUES ($1, false)", m["id"]
+    )
     iid, _ = await open_incident(pool, m, severity="high")
     await resolve(pool, m, iid, T0 + dt.timedelta(minutes=2))
     d = dispatcher(pool, session)
     await d.fan_out(T0 + dt.timedelta(minutes=2))
     rows = await pool.fetch("SELECT d.channel_id, e.kind FROM deliveries d JOIN events e ON e.id=d.event_id")
     # monitor.down is not in the default set; the resolution is muted by alert_on_recovery.
-    assert sorted((r["channel_id"], r["kind"]) for r in rows) == [(prod, "incident.opened"),
-                                                                   (own, "incident.opened")]  # fmt: skip
+    assert sorted((r["channel_id"], r["kind"]) for r in rows) == [
+        (prod, "incident.opened"),
+        (own, "incident.opened"),
+    ]
 
 
 async def test_it_reminds_while_the_incident_is_unacknowledged(
@@ -318,8 +360,12 @@ async def test_a_flapping_monitor_is_collapsed_into_one_notice_once_stable(
             await incidents.emit(conn, kind, T0 + dt.timedelta(seconds=10 * i), monitor=m, status=status)
     await d.fan_out(T0 + dt.timedelta(seconds=60))
     assert await d.process_batch(T0 + dt.timedelta(seconds=60)) == 0
-    assert await store.release_suppressed(pool, T0 + dt.timedelta(seconds=120), dt.timedelta(seconds=300)) == 0
-    assert await store.release_suppressed(pool, T0 + dt.timedelta(seconds=400), dt.timedelta(seconds=300)) == 6
+    assert (
+        await store.release_suppressed(pool, T0 + dt.timedelta(seconds=120), dt.timedelta(seconds=300)) == 0
+    )
+    assert (
+        await store.release_suppressed(pool, T0 + dt.timedelta(seconds=400), dt.timedelta(seconds=300)) == 6
+    )
     assert await d.process_batch(T0 + dt.timedelta(seconds=400)) == 1
     assert [x["event"] for x in hook.bodies()] == ["monitor.up"]
     assert sorted(s for _, s, _ in await statuses(pool)) == ["collapsed"] * 5 + ["delivered"]
@@ -335,10 +381,17 @@ def test_the_watermark_waits_for_a_gap_then_skips_it() -> None:
     assert d._safe_watermark(7, [9], T0 + dt.timedelta(seconds=31)) == 9
 
 
-@pytest.mark.parametrize(("attempts", "retry_after", "rng", "expected"),
-                         [(1, None, 0.0, 2.5), (1, None, 1.0, 5.0), (3, None, 1.0, 20.0), (30, None, 1.0, 3600.0),
-                          (1, 120.0, 0.0, 120.0)],
-                         ids=["first-min", "first-max", "third", "capped", "retry-after"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("attempts", "retry_after", "rng", "expected"),
+    [
+        (1, None, 0.0, 2.5),
+        (1, None, 1.0, 5.0),
+        (3, None, 1.0, 20.0),
+        (30, None, 1.0, 3600.0),
+        (1, 120.0, 0.0, 120.0),
+    ],
+    ids=["first-min", "first-max", "third", "capped", "retry-after"],
+)
 def test_backoff_is_exponential_with_jitter_and_honours_retry_after(
     attempts: int, retry_after: float | None, rng: float, expected: float
 ) -> None:

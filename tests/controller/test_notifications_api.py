@@ -57,8 +57,9 @@ async def test_it_never_returns_secrets_and_keeps_them_on_update(
         assert "s3cr3tSlackToken" not in text and "hooks.slack.com" in text
     shown = (await (await api.get(f"/api/v1/notification-channels/{ch['id']}")).json())["data"]
     # PUT back exactly what was shown, with a new name: the secret URL stays the stored one.
-    r = await api.put(f"/api/v1/notification-channels/{ch['id']}",
-                      json={"name": "ops2", "config": shown["config"]})  # fmt: skip
+    r = await api.put(
+        f"/api/v1/notification-channels/{ch['id']}", json={"name": "ops2", "config": shown["config"]}
+    )
     assert r.status == 200, await r.text()
     assert "s3cr3tSlackToken" not in await r.text() and (await r.json())["data"]["name"] == "ops2"
     pool = controller.app[keys.POOL]
@@ -71,8 +72,12 @@ async def test_it_sends_a_signed_test_and_lists_the_delivery(
     api: aiohttp.ClientSession, receiver: tuple[str, list[web.Request], list[bytes]]
 ) -> None:
     base, seen, bodies = receiver
-    ch = await _create(api, name="hook", kind="webhook",
-                       config={"url": f"{base}/ok", "secret": SECRET, "headers": {"X-Token": "hdr-secret"}})  # fmt: skip
+    ch = await _create(
+        api,
+        name="hook",
+        kind="webhook",
+        config={"url": f"{base}/ok", "secret": SECRET, "headers": {"X-Token": "hdr-secret"}},
+    )
     assert SECRET not in str(ch) and "hdr-secret" not in str(ch)
     r = await api.post(f"/api/v1/notification-channels/{ch['id']}/test")
     assert r.status == 200, await r.text()
@@ -99,8 +104,9 @@ async def test_it_reports_a_failed_test_without_disabling(
 
 async def test_it_patches_disables_and_deletes_channels(api: aiohttp.ClientSession) -> None:
     ch = await _create(api, name="n", kind="ntfy", config={"topic": "alerts"}, reminder_minutes=30)
-    r = await api.patch(f"/api/v1/notification-channels/{ch['id']}",
-                        json={"enabled": False, "config": {"token": "tk_secret"}})  # fmt: skip
+    r = await api.patch(
+        f"/api/v1/notification-channels/{ch['id']}", json={"enabled": False, "config": {"token": "tk_secret"}}
+    )
     body = (await r.json())["data"]
     assert r.status == 200 and body["is_enabled"] is False and body["config"]["topic"] == "alerts"
     assert body["config"]["token"] == "<redacted>" and body["reminder_minutes"] == 30
@@ -111,10 +117,19 @@ async def test_it_patches_disables_and_deletes_channels(api: aiohttp.ClientSessi
 async def test_it_manages_rules(api: aiohttp.ClientSession) -> None:
     a = await _create(api, name="a", kind="ntfy", config={"topic": "a"})
     b = await _create(api, name="b", kind="ntfy", config={"topic": "b"})
-    r = await api.post("/api/v1/notification-rules", json={
-        "name": "prod", "events": ["incident.opened", "incident.resolved"], "tags": ["prod"],
-        "severity": "HIGH", "channels": [a["id"]], "reminder_minutes": 15,
-        "escalate_after_minutes": 10, "escalation_channel_ids": [b["id"]]})  # fmt: skip
+    r = await api.post(
+        "/api/v1/notification-rules",
+        json={
+            "name": "prod",
+            "events": ["incident.opened", "incident.resolved"],
+            "tags": ["prod"],
+            "severity": "HIGH",
+            "channels": [a["id"]],
+            "reminder_minutes": 15,
+            "escalate_after_minutes": 10,
+            "escalation_channel_ids": [b["id"]],
+        },
+    )
     assert r.status == 201, await r.text()
     rule = (await r.json())["data"]
     assert rule["min_severity"] == "high" and rule["channel_ids"] == [a["id"]]
@@ -131,28 +146,53 @@ async def test_it_manages_rules(api: aiohttp.ClientSession) -> None:
     ("path", "body", "field"),
     [
         ("/api/v1/notification-channels", {"name": "x", "kind": "carrier-pigeon", "config": {}}, "kind"),
-        ("/api/v1/notification-channels", {"name": "x", "kind": "webhook", "config": {"url": "ftp://x"}},
-         "config.url"),
+        (
+            "/api/v1/notification-channels",
+            {"name": "x", "kind": "webhook", "config": {"url": "ftp://x"}},
+            "config.url",
+        ),
         ("/api/v1/notification-channels", {"name": "x", "kind": "webhook", "config": {}}, "config.url"),
-        ("/api/v1/notification-channels", {"name": "x", "kind": "email",
-                                           "config": {"host": "h", "from": "a@b", "to": ["nope"]}},
-         "config.to[0]"),
-        ("/api/v1/notification-channels", {"name": "x", "kind": "slack", "config": {"url": "https://h/x",
-                                                                                     "colour": 1}},
-         "config.colour"),
+        (
+            "/api/v1/notification-channels",
+            {"name": "x", "kind": "email", "config": {"host": "h", "from": "a@b", "to": ["nope"]}},
+            "config.to[0]",
+        ),
+        (
+            "/api/v1/notification-channels",
+            {"name": "x", "kind": "slack", "config": {"url": "https://h/x", "colour": 1}},
+            "config.colour",
+        ),
         ("/api/v1/notification-channels", {"kind": "slack", "config": {"url": "https://h/x"}}, "name"),
-        ("/api/v1/notification-channels", {"name": "x", "kind": "slack", "config": {"url": "https://h/x"},
-                                           "bogus": 1}, "bogus"),
+        (
+            "/api/v1/notification-channels",
+            {"name": "x", "kind": "slack", "config": {"url": "https://h/x"}, "bogus": 1},
+            "bogus",
+        ),
         ("/api/v1/notification-rules", {"channel_ids": [999]}, "channel_ids[0]"),
         ("/api/v1/notification-rules", {"channel_ids": []}, "channel_ids"),
         ("/api/v1/notification-rules", {"channel_ids": [1], "events": ["monitor.exploded"]}, "events[0]"),
         ("/api/v1/notification-rules", {"channel_ids": [1], "min_severity": "apocalyptic"}, "min_severity"),
-        ("/api/v1/notification-rules", {"channel_ids": [1], "escalate_after_minutes": 5},
-         "escalation_channel_ids"),
+        (
+            "/api/v1/notification-rules",
+            {"channel_ids": [1], "escalate_after_minutes": 5},
+            "escalation_channel_ids",
+        ),
     ],
-    ids=["unknown-kind", "bad-url", "missing-url", "bad-address", "unknown-config-field", "no-name",
-         "unknown-field", "no-channel", "empty-channels", "bad-event", "bad-severity", "escalation-no-target"],
-)  # fmt: skip
+    ids=[
+        "unknown-kind",
+        "bad-url",
+        "missing-url",
+        "bad-address",
+        "unknown-config-field",
+        "no-name",
+        "unknown-field",
+        "no-channel",
+        "empty-channels",
+        "bad-event",
+        "bad-severity",
+        "escalation-no-target",
+    ],
+)
 async def test_it_rejects_bad_bodies_with_field_paths(
     api: aiohttp.ClientSession, path: str, body: dict[str, object], field: str
 ) -> None:
@@ -169,8 +209,11 @@ async def test_it_requires_notification_scopes(controller: Running) -> None:
     async with aiohttp.ClientSession(base_url=controller.base) as s:
         auth = {"Authorization": f"Bearer {reader}"}
         assert (await s.get("/api/v1/notification-channels", headers=auth)).status == 200
-        r = await s.post("/api/v1/notification-channels", headers=auth,
-                         json={"name": "x", "kind": "ntfy", "config": {"topic": "t"}})  # fmt: skip
+        r = await s.post(
+            "/api/v1/notification-channels",
+            headers=auth,
+            json={"name": "x", "kind": "ntfy", "config": {"topic": "t"}},
+        )
         assert r.status == 403
         r = await s.get("/api/v1/notification-rules", headers={"Authorization": f"Bearer {other}"})
         assert r.status == 403

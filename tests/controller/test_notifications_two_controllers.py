@@ -1,0 +1,91 @@
+"""End to end: real probes, a target that goes down, two controllers on one PostgreSQL and
+NATS; every channel receives each incident notice exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import aiohttp
+from aiohttp import web
+
+from controller.notifiers.webhook import SIGNATURE_HEADER, verify_signature
+from tests.controller.conftest import start_controller
+from tests.controller.test_two_controllers import wait_for
+from tests.fleet import RegionalTarget, start_probes, stop_probes
+
+SECRET = "whsec-two-controllers"
+
+
+async def test_two_controllers_deliver_each_incident_notice_once_per_channel(
+    database: str, nats_url: str
+) -> None:
+    got: Counter[tuple[str, str]] = Counter()
+    bad_signatures: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not verify_signature(SECRET, request.headers.get(SIGNATURE_HEADER, ""), body):
+            bad_signatures.append(request.path)
+        got[(request.path, json.loads(body)["event"])] += 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/{name}", handle)
+    receiver = web.AppRunner(app, access_log=None)
+    await receiver.setup()
+    await web.TCPSite(receiver, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{receiver.addresses[0][1]}"
+    target = RegionalTarget()
+    await target.start()
+    a = await start_controller(database, nats_url, controller_heartbeat_interval=0.3)
+    b = await start_controller(database, nats_url, controller_heartbeat_interval=0.3)
+    probes = await start_probes(nats_url)
+    try:
+        async with aiohttp.ClientSession(
+            base_url=a.base, headers={"Authorization": f"Bearer {a.admin_key}"}
+        ) as api:
+            ids = []
+            for name in ("ops", "oncall"):
+                r = await api.post(
+                    "/api/v1/notification-channels",
+                    json={
+                        "name": name,
+                        "kind": "webhook",
+                        "config": {"url": f"{base}/{name}", "secret": SECRET},
+                    },
+                )
+                assert r.status == 201, await r.text()
+                ids.append((await r.json())["data"]["id"])
+            r = await api.post("/api/v1/notification-rules", json={"channel_ids": ids})
+            assert r.status == 201, await r.text()
+            r = await api.post(
+                "/api/v1/monitors",
+                json={"name": "shop", "url": target.url, "check_interval": 1, "timeout": 1},
+            )
+            assert r.status == 201, await r.text()
+            await wait_for(lambda: target.hits != {}, within=15)
+            target.fail_all()
+            await wait_for(
+                lambda: all(got[(f"/{n}", "incident.opened")] for n in ("ops", "oncall")), within=20
+            )
+            target.recover()
+            await wait_for(
+                lambda: all(got[(f"/{n}", "incident.resolved")] for n in ("ops", "oncall")), within=20
+            )
+            # Both dispatchers poll every 0.5 s: give a duplicate the time to show up.
+            await asyncio.sleep(1.5)
+            for name in ("ops", "oncall"):
+                assert got[(f"/{name}", "incident.opened")] == 1
+                assert got[(f"/{name}", "incident.resolved")] == 1
+            assert bad_signatures == []
+            r = await api.get(f"/api/v1/notification-channels/{ids[0]}/deliveries")
+            rows = (await r.json())["data"]
+            assert sorted(d["status"] for d in rows) == ["delivered", "delivered"]
+    finally:
+        await stop_probes(probes)
+        await a.stop()
+        await b.stop()
+        await target.stop()
+        await receiver.cleanup()
