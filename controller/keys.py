@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from controller.config import ControllerConfig
 from controller.dispatcher import Dispatcher
 from controller.fleet import Fleet
+from controller.heartbeats import PingWriter
 from controller.scheduler import Scheduler
 
 CONFIG = web.AppKey("config", ControllerConfig)
@@ -23,4 +24,5 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 STOP = web.AppKey("stop", asyncio.Event)
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+PINGS = web.AppKey("pings", PingWriter)
 API_KEY = web.RequestKey("api_key", dict)

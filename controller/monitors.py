@@ -144,8 +144,12 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
         raise ValidationFailed({"type": f"unknown type; use one of {', '.join(KINDS)}"})
     spec: msgspec.Struct | None = None
     if kind == "heartbeat":
-        if spec_part:
-            errors.update({k: "unknown field" for k in spec_part})
+        # Imported here: controller.heartbeats imports incidents, which imports this module.
+        from controller import heartbeats
+
+        fallback = common.check_interval if "check_interval" in common_part else None
+        spec, problems = heartbeats.parse_spec(spec_part, fallback_interval=fallback)
+        errors.update(problems)
     else:
         spec_type = SPEC_TYPES[kind]
         unknown = set(spec_part) - set(spec_type.__struct_fields__)
@@ -156,7 +160,8 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
             except msgspec.ValidationError as e:
                 raise from_msgspec(e) from None
             errors.update(_check_spec(kind, spec))
-    locations = common.locations if common.locations is not None else list(regions)
+    default_locations = [] if kind == "heartbeat" else list(regions)
+    locations = common.locations if common.locations is not None else default_locations
     if not locations and kind != "heartbeat":
         errors["locations"] = "must name at least one region"
     for i, loc in enumerate(locations):
@@ -191,7 +196,11 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
         "is_enabled": row["enabled"], "tags": list(row["tags"]),
         "parent_id": row.get("parent_id"), "incident_on_degraded": row.get("incident_on_degraded", False),
     }  # fmt: skip
-    spec = decode_spec(row["kind"], row["spec"])
+    spec: msgspec.Struct | None = decode_spec(row["kind"], row["spec"])
+    if row["kind"] == "heartbeat":
+        from controller import heartbeats
+
+        spec = heartbeats.decode_spec(row["spec"])
     if spec is not None:
         out.update({f: msgspec.to_builtins(getattr(spec, f)) for f in spec.__struct_fields__})
     return out

@@ -8,6 +8,7 @@ from aiohttp import web
 def routes() -> list[web.RouteDef]:
     # Imported here: domain modules import controller.api.errors, which runs this file.
     from controller.api import events, health, incidents, maintenance, monitors, status
+    from controller.api import heartbeats as hb
     from controller.api import notifications as notify
     from controller.api import stats
 
@@ -53,4 +54,17 @@ def routes() -> list[web.RouteDef]:
         web.patch("/api/v1/notification-rules/{id}", notify.patch_rule),
         web.put("/api/v1/notification-rules/{id}", notify.put_rule),
         web.delete("/api/v1/notification-rules/{id}", notify.delete_rule),
+        web.post("/api/v1/heartbeats", hb.create_heartbeat),
+        web.get("/api/v1/heartbeats", hb.list_heartbeats),
+        web.get("/api/v1/heartbeats/{id}", hb.get_heartbeat),
+        web.patch("/api/v1/heartbeats/{id}", hb.patch_heartbeat),
+        web.delete("/api/v1/heartbeats/{id}", hb.delete_heartbeat),
+        web.post("/api/v1/heartbeats/{id}/token", hb.rotate_token),
+        web.get("/api/v1/heartbeats/{id}/ping", hb.ping_heartbeat),
+        web.get("/api/v1/heartbeats/{id}/pings", hb.list_pings),
+        web.post("/api/v1/monitors/{id}/heartbeat", hb.ping_heartbeat),
+        web.get("/api/v1/heartbeat/{token}", hb.ping_token),
+        web.post("/api/v1/heartbeat/{token}", hb.ping_token),
+        web.get("/api/v1/heartbeat/{token}/{signal}", hb.ping_token),
+        web.post("/api/v1/heartbeat/{token}/{signal}", hb.ping_token),
     ]

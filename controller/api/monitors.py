@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from controller import keys, monitors
+from controller.api import heartbeats as heartbeats_api
 from controller.api.common import ok, path_id, read_json, require
 from controller.api.errors import ValidationFailed, not_found
 from controller.storage import monitors as store
@@ -55,7 +56,10 @@ async def create_monitor(request: web.Request) -> web.Response:
     except asyncpg.ForeignKeyViolationError:
         raise ValidationFailed({"parent_id": "no such monitor"}) from None
     await _changed(request, row, row["id"])
-    return ok(public(row), status=201)
+    data = public(row)
+    if row["kind"] == "heartbeat":
+        data.update(await heartbeats_api.token_fields(request, row))
+    return ok(data, status=201)
 
 
 async def get_monitor(request: web.Request) -> web.Response:

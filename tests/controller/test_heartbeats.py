@@ -1,0 +1,243 @@
+"""Heartbeat deadlines: the pure schedule logic, then record() and tick() with a fixed
+clock against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from controller import heartbeats as hb
+from controller import monitors
+from controller.api.heartbeats import attach
+from controller.storage import db
+from controller.storage import heartbeats as store
+from controller.storage import monitors as monitor_store
+
+UTC = dt.UTC
+T0 = dt.datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+NY = ZoneInfo("America/New_York")
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def spec(**kw: object) -> hb.HeartbeatSpec:
+    parsed, problems = hb.parse_spec(kw)
+    assert parsed is not None, problems
+    return parsed
+
+
+def state(s: hb.HeartbeatSpec, **kw: object) -> hb.State:
+    return hb.State(spec=s, status=str(kw.pop("status", "up")), anchor=T0, **kw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ pure
+
+
+@pytest.mark.parametrize(
+    ("expr", "tz", "after", "expected"),
+    [
+        # 02:30 does not exist on 2024-03-10 in New York: it runs at 03:30 EDT (07:30 UTC)
+        ("30 2 * * *", "America/New_York", utc(2024, 3, 9, 7, 30), utc(2024, 3, 10, 7, 30)),
+        ("30 2 * * *", "America/New_York", utc(2024, 3, 10, 7, 30), utc(2024, 3, 11, 6, 30)),
+        # 01:30 happens twice on 2024-11-03: counted once, at its first (EDT) occurrence
+        ("30 1 * * *", "America/New_York", utc(2024, 11, 2, 5, 30), utc(2024, 11, 3, 5, 30)),
+        ("30 1 * * *", "America/New_York", utc(2024, 11, 3, 5, 30), utc(2024, 11, 4, 6, 30)),
+        # wall-clock daily 09:00 keeps its local time across the change: 23 h then 24 h
+        ("0 9 * * *", "Europe/Berlin", utc(2024, 3, 30, 8, 0), utc(2024, 3, 31, 7, 0)),
+        ("0 9 * * *", "Europe/Berlin", utc(2024, 3, 31, 7, 0), utc(2024, 4, 1, 7, 0)),
+        # every 30 minutes: in the repeated hour (01:10 EST) the next due time is 02:00 EST,
+        # a longer wait rather than a false alarm for a daily job pinging late
+        ("*/30 * * * *", "America/New_York", utc(2024, 11, 3, 6, 10), utc(2024, 11, 3, 7, 0)),
+        ("*/30 * * * *", "America/New_York", utc(2024, 11, 3, 5, 10), utc(2024, 11, 3, 5, 30)),
+        ("0 0 1 1 *", "UTC", utc(2024, 6, 1), utc(2025, 1, 1)),
+    ],
+    ids=["gap-day", "after-gap", "fold-day", "after-fold", "berlin-spring", "berlin-next",
+         "fold-every-30", "before-fold", "yearly"],
+)  # fmt: skip
+def test_it_finds_the_next_cron_time_across_dst(expr: str, tz: str, after: dt.datetime,
+                                                expected: dt.datetime) -> None:  # fmt: skip
+    assert hb.next_cron(expr, ZoneInfo(tz), after) == expected
+
+
+def test_it_reports_a_missed_cron_run_after_the_dst_gap_with_its_grace() -> None:
+    s = spec(cron="30 2 * * *", tz="America/New_York", grace_period=600)
+    st = hb.State(spec=s, status="up", anchor=utc(2024, 3, 1), last_success=utc(2024, 3, 9, 7, 31))
+    d = hb.deadline(st)
+    assert d is not None and d.at == utc(2024, 3, 10, 7, 40) and d.reason == "heartbeat_missed"
+    assert hb.evaluate(st, utc(2024, 3, 10, 7, 39, 59)) is None
+    verdict = hb.evaluate(st, utc(2024, 3, 10, 7, 40))
+    assert verdict is not None and verdict.state == "down" and verdict.reason == "heartbeat_missed"
+
+
+def test_it_is_late_only_after_period_plus_grace() -> None:
+    st = state(spec(run_interval=60, grace_period=30), last_success=T0)
+    assert hb.evaluate(st, T0 + dt.timedelta(seconds=89)) is None
+    assert hb.evaluate(st, T0 + dt.timedelta(seconds=90)) is not None
+
+
+def test_it_counts_the_first_deadline_from_creation() -> None:
+    st = state(spec(run_interval=60, grace_period=0), status="pending")
+    assert hb.evaluate(st, T0 + dt.timedelta(seconds=59)) is None
+    assert hb.evaluate(st, T0 + dt.timedelta(seconds=60)) is not None
+
+
+def test_a_start_without_finish_is_down_after_the_grace() -> None:
+    st = state(spec(run_interval=3600, grace_period=60), last_success=T0)
+    hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=10), kind="start", rid="r1"))
+    d = hb.deadline(st)
+    assert d is not None and d.reason == "run_timeout" and d.at == T0 + dt.timedelta(seconds=70)
+    verdict = hb.evaluate(st, T0 + dt.timedelta(seconds=70))
+    assert verdict is not None and verdict.reason == "run_timeout"
+
+
+def test_a_finish_pairs_with_its_start_by_run_id() -> None:
+    st = state(spec(run_interval=3600, grace_period=600))
+    hb.signal(st, hb.Ping(monitor_id=1, at=T0, kind="start", rid="a"))
+    hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=5), kind="start", rid="b"))
+    verdict, duration = hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=42),
+                                              kind="success", rid="a"))  # fmt: skip
+    assert verdict is not None and verdict.state == "up" and duration == 42.0
+    assert list(st.runs) == ["b"]
+    _, duration = hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=50), kind="success"))
+    assert duration is None  # no start without a run id to pair with
+
+
+def test_fail_is_down_at_once_and_log_changes_nothing() -> None:
+    st = state(spec(run_interval=60))
+    verdict, _ = hb.signal(st, hb.Ping(monitor_id=1, at=T0, kind="fail", body="disk full"))
+    assert verdict is not None and verdict.state == "down" and verdict.message == "disk full"
+    assert hb.signal(st, hb.Ping(monitor_id=1, at=T0, kind="log", body="x")) == (None, None)
+
+
+def test_nothing_is_late_while_paused_or_already_down() -> None:
+    far = T0 + dt.timedelta(days=10)
+    assert hb.evaluate(state(spec(run_interval=60), status="paused"), far) is None
+    assert hb.evaluate(state(spec(run_interval=60), enabled=False), far) is None
+    assert hb.evaluate(state(spec(run_interval=60), status="down"), far) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({}, "run_interval"), ({"run_interval": 60, "cron": "* * * * *"}, "run_interval"),
+     ({"cron": "61 * * * *"}, "cron"), ({"cron": "* * * * * *"}, "cron"),
+     ({"cron": "0 0 31 2 *"}, "cron"), ({"run_interval": 60, "tz": "Mars/Olympus"}, "tz"),
+     ({"run_interval": 0}, "run_interval"), ({"run_interval": 60, "colour": 1}, "colour")],
+    ids=["neither", "both", "bad-cron", "six-fields", "never", "bad-tz", "zero", "unknown"],
+)  # fmt: skip
+def test_it_rejects_bad_schedules(fields: dict[str, object], field: str) -> None:
+    parsed, problems = hb.parse_spec(fields)
+    assert parsed is None and field in problems
+
+
+# ------------------------------------------------------------ record and tick on PostgreSQL
+
+
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    await db.migrate(database)
+    p = await db.create_pool(database, max_size=4)
+    yield p
+    await p.close()
+
+
+async def make(pool: asyncpg.Pool, **fields: object) -> int:
+    cfg = monitors.parse({"name": "job", "type": "heartbeat", **fields}, ["us-east"])
+    row = await monitor_store.insert(pool, cfg)
+    await pool.execute("UPDATE monitors SET created_at = $2 WHERE id = $1", row["id"], T0)
+    row["created_at"] = T0
+    await attach(pool, row)
+    return int(row["id"])
+
+
+async def status(pool: asyncpg.Pool, mid: int) -> str:
+    return str(await pool.fetchval("SELECT status FROM monitors WHERE id = $1", mid))
+
+
+async def kinds(pool: asyncpg.Pool, mid: int) -> list[str]:
+    return [r["kind"] for r in await pool.fetch("SELECT kind FROM events WHERE monitor_id = $1 ORDER BY id", mid)]
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+async def test_a_missed_deadline_goes_down_once_and_the_next_success_brings_it_up(pool: asyncpg.Pool) -> None:
+    mid = await make(pool, run_interval=60, grace_period=30)
+    assert await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(1), kind="success")]) == [True]
+    assert await status(pool, mid) == "up"
+    assert await hb.tick(pool, at(90)) == 0  # deadline 1 + 60 + 30 = 91
+    assert await hb.tick(pool, at(91)) == 1
+    assert await status(pool, mid) == "down"
+    assert await hb.tick(pool, at(500)) == 0  # no second alert
+    assert await kinds(pool, mid) == ["monitor.down", "incident.opened", "heartbeat.missed"]
+    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(600), kind="success")])
+    assert await status(pool, mid) == "up"
+    assert (await kinds(pool, mid))[-2:] == ["incident.resolved", "monitor.up"]
+    row = await store.get(pool, mid)
+    assert row is not None and row["deadline"] == at(690)
+
+
+async def test_a_late_ping_before_the_tick_keeps_it_up(pool: asyncpg.Pool) -> None:
+    mid = await make(pool, run_interval=60, grace_period=30)
+    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(1), kind="success")])
+    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(85), kind="success")])  # late but in grace
+    assert await hb.tick(pool, at(100)) == 0
+    assert await status(pool, mid) == "up"
+
+
+async def test_every_signal_is_stored_and_applied(pool: asyncpg.Pool) -> None:
+    mid = await make(pool, run_interval=3600, grace_period=60)
+    pings = [hb.Ping(monitor_id=mid, at=at(0), kind="start", rid="r1"),
+             hb.Ping(monitor_id=mid, at=at(2), kind="log", body="halfway"),
+             hb.Ping(monitor_id=mid, at=at(5), kind="success", rid="r1"),
+             hb.Ping(monitor_id=mid, at=at(6), kind="fail", exit_code=3),
+             hb.Ping(monitor_id=mid, at=at(7), kind="success", exit_code=0)]  # fmt: skip
+    assert await hb.record(pool, pings) == [True] * 5
+    history = await store.pings(pool, mid, before_id=None, limit=10)
+    assert [(p["kind"], p["exit_code"]) for p in reversed(history)] == [
+        ("start", None), ("log", None), ("success", None), ("fail", 3), ("success", 0)]  # fmt: skip
+    assert history[-3]["duration_ms"] == 5000.0
+    assert await status(pool, mid) == "up"
+    assert await kinds(pool, mid) == ["monitor.down", "incident.opened", "incident.resolved", "monitor.up"]
+
+
+async def test_a_start_without_finish_goes_down_by_tick(pool: asyncpg.Pool) -> None:
+    mid = await make(pool, run_interval=3600, grace_period=60)
+    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(0), kind="success"),
+                           hb.Ping(monitor_id=mid, at=at(100), kind="start")])  # fmt: skip
+    assert await hb.tick(pool, at(159)) == 0
+    assert await hb.tick(pool, at(160)) == 1
+    event = await pool.fetchrow("SELECT payload FROM events WHERE kind = 'heartbeat.missed'")
+    assert event is not None and event["payload"]["reason"] == "run_timeout"
+
+
+async def test_a_paused_heartbeat_is_never_late_and_unknown_ones_are_not_stored(pool: asyncpg.Pool) -> None:
+    mid = await make(pool, run_interval=60, grace_period=0, is_enabled=False)
+    assert await hb.tick(pool, at(10_000)) == 0
+    assert await status(pool, mid) == "paused"
+    assert await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(1), kind="fail"),
+                                  hb.Ping(monitor_id=mid + 1000, at=at(1), kind="success")]) == [True, False]
+    assert await status(pool, mid) == "paused"
+
+
+async def test_a_maintenance_window_writes_no_down_event(pool: asyncpg.Pool) -> None:
+    mid = await make(pool, run_interval=60, grace_period=0)
+    await pool.execute("INSERT INTO maintenance_windows (name, monitor_ids, starts_at, ends_at)"
+                       " VALUES ('m', $1, $2, $3)", [mid], at(0), at(1000))  # fmt: skip
+    assert await hb.tick(pool, at(61)) == 1
+    assert await status(pool, mid) == "down"
+    assert await kinds(pool, mid) == []
+
+
+async def test_the_deadline_query_can_use_the_index(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("SET enable_seqscan = off")
+        plan = await conn.fetch("EXPLAIN SELECT monitor_id FROM heartbeats WHERE deadline <= now()"
+                                " ORDER BY deadline LIMIT 5")  # fmt: skip
+    assert "heartbeats_deadline" in "\n".join(r[0] for r in plan)
