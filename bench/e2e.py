@@ -51,7 +51,7 @@ async def _seed(dsn: str, n: int, interval: int, url: str) -> None:
     await db.migrate(dsn)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("TRUNCATE monitors, rounds, check_results")
+        await conn.execute("TRUNCATE monitors, rounds, check_results CASCADE")
         spec = '{"type": "http", "url": "%s"}' % url  # noqa: UP031 - SQL literal built once
         await conn.execute(
             "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"

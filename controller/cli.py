@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from controller import config as config_mod
-from controller.storage import api_keys
+from controller.scopes import SCOPES
 
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
                              path_type=Path), help="TOML or JSON config file.")  # fmt: skip
@@ -74,12 +74,12 @@ def migrate(config_path: Path | None, database_url: str | None) -> None:
 @click.option("--database-url", envvar="PROBEFLEET_DATABASE_URL", help="PostgreSQL DSN.")
 @click.option("--name", default="admin", show_default=True)
 @click.option("--scope", "scopes", multiple=True, default=["admin"], show_default=True,
-              type=click.Choice(api_keys.SCOPES))  # fmt: skip
+              type=click.Choice(SCOPES))  # fmt: skip
 @click.option("--expires-days", type=click.IntRange(1, 3650))
 def create_key(config_path: Path | None, database_url: str | None, name: str,
                scopes: tuple[str, ...], expires_days: int | None) -> None:  # fmt: skip
     """Create an API key and print it once (only its hash is stored)."""
-    from controller.storage import db
+    from controller.storage import api_keys, db
 
     cfg = _load(config_path, database_url=database_url)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_days) if expires_days else None

