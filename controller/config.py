@@ -83,7 +83,7 @@ class ConfigError(ValueError):
 def _env(name: str) -> str | None:
     """PROBEFLEET_<NAME>, or the contents of the file named by PROBEFLEET_<NAME>_FILE."""
     value = os.environ.get(f"PROBEFLEET_{name}")
-    if value is not None:
+    if value:  # an empty variable counts as unset
         return value
     path = os.environ.get(f"PROBEFLEET_{name}_FILE")
     if path:
@@ -105,13 +105,17 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
                      ("log_level", "LOG_LEVEL")):  # fmt: skip
         value = _env(env)
         if value is not None:
-            data[key] = int(value) if key == "port" else value
+            data[key] = value
     regions = _env("REGIONS")
     if regions is not None:
-        data["regions"] = [{"id": r.strip()} for r in regions.split(",") if r.strip()]
+        # Known region ids keep their city, country and coordinates.
+        known = {r.id: msgspec.to_builtins(r) for r in DEFAULT_REGIONS}
+        ids = [r.strip() for r in regions.split(",") if r.strip()]
+        data["regions"] = [known.get(r, {"id": r}) for r in ids]
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        cfg = msgspec.convert(data, ControllerConfig)
+        # strict=False: values from the environment are strings ("8080" for a port).
+        cfg = msgspec.convert(data, ControllerConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(str(e)) from e
     from shared.subjects import valid_region

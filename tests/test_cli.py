@@ -130,3 +130,25 @@ def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     assert code == 0
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
     assert leftovers.strip() == ""
+
+
+def test_it_reads_settings_from_the_environment_and_files(tmp_path: Path) -> None:
+    from controller.config import load
+
+    secret = tmp_path / "db"
+    secret.write_text("postgresql://pf:s3cret@db/pf\n")
+    env = {"PROBEFLEET_PORT": "9090", "PROBEFLEET_HOST": "", "PROBEFLEET_DATABASE_URL_FILE": str(secret),
+           "PROBEFLEET_REGIONS": "eu-west, moon-1"}  # fmt: skip
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        cfg = load()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert cfg.port == 9090 and cfg.host == "127.0.0.1"
+    assert cfg.database_url == "postgresql://pf:s3cret@db/pf"
+    assert [(r.id, r.city) for r in cfg.regions] == [("eu-west", "Dublin"), ("moon-1", "")]
