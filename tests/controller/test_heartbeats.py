@@ -160,7 +160,9 @@ async def status(pool: asyncpg.Pool, mid: int) -> str:
 
 
 async def kinds(pool: asyncpg.Pool, mid: int) -> list[str]:
-    return [r["kind"] for r in await pool.fetch("SELECT kind FROM events WHERE monitor_id = $1 ORDER BY id", mid)]
+    return [
+        r["kind"] for r in await pool.fetch("SELECT kind FROM events WHERE monitor_id = $1 ORDER BY id", mid)
+    ]
 
 
 def at(seconds: float) -> dt.datetime:
@@ -221,8 +223,13 @@ async def test_a_paused_heartbeat_is_never_late_and_unknown_ones_are_not_stored(
     mid = await make(pool, run_interval=60, grace_period=0, is_enabled=False)
     assert await hb.tick(pool, at(10_000)) == 0
     assert await status(pool, mid) == "paused"
-    assert await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(1), kind="fail"),
-                                  hb.Ping(monitor_id=mid + 1000, at=at(1), kind="success")]) == [True, False]
+    assert await hb.record(
+        pool,
+        [
+            hb.Ping(monitor_id=mid, at=at(1), kind="fail"),
+            hb.Ping(monitor_id=mid + 1000, at=at(1), kind="success"),
+        ],
+    ) == [True, False]
     assert await status(pool, mid) == "paused"
 
 
