@@ -16,7 +16,7 @@ import nats
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from controller import heartbeats, incidents, keys, metrics, results, retention, rollups
+from controller import heartbeats, incidents, keys, metrics, ratelimit, results, retention, rollups
 from controller.api import routes
 from controller.api.errors import error_middleware
 from controller.config import ControllerConfig
@@ -188,9 +188,10 @@ async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
 
 
 def build_app(cfg: ControllerConfig) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, error_middleware],
-                          client_max_size=2 << 20)  # fmt: skip
+    app = web.Application(middlewares=[metrics_middleware, ratelimit.ratelimit_middleware,
+                                       error_middleware], client_max_size=2 << 20)  # fmt: skip
     app[keys.CONFIG] = cfg
+    ratelimit.setup(app)
     app.cleanup_ctx.extend([database_ctx, nats_ctx, notifications_ctx, workers_ctx,
                             heartbeats.heartbeats_ctx])
     app.add_routes(routes())

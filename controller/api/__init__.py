@@ -7,21 +7,49 @@ from aiohttp import web
 
 def routes() -> list[web.RouteDef]:
     # Imported here: domain modules import controller.api.errors, which runs this file.
-    from controller.api import events, health, incidents, maintenance, monitors, status
+    from controller import openapi
+    from controller.api import (
+        events,
+        health,
+        incidents,
+        keys_api,
+        maintenance,
+        monitors,
+        regions,
+        stats,
+        status,
+    )
     from controller.api import heartbeats as hb
     from controller.api import notifications as notify
-    from controller.api import stats
 
     return [
         web.get("/api/v1/health", health.health),
         web.get("/metrics", health.prometheus),
+        web.get("/api/v1/health/details", health.health_details),
+        web.get("/api/v1/openapi.json", openapi.openapi_json),
+        web.get("/api/docs", openapi.api_docs),
+        web.get("/api/v1/worker-regions", regions.list_regions),
+        web.post("/api/v1/api-keys", keys_api.create_key),
+        web.get("/api/v1/api-keys", keys_api.list_keys),
+        web.delete("/api/v1/api-keys/{id}", keys_api.revoke_key),
         web.post("/api/v1/monitors", monitors.create_monitor),
+        web.post("/api/v1/monitors/bulk", monitors.bulk_action),
+        web.put("/api/v1/monitors/bulk", monitors.bulk_update),
         web.get("/api/v1/monitors", monitors.list_monitors),
         web.get("/api/v1/monitors/{id}", monitors.get_monitor),
         web.patch("/api/v1/monitors/{id}", monitors.patch_monitor),
         web.put("/api/v1/monitors/{id}", monitors.put_monitor),
         web.delete("/api/v1/monitors/{id}", monitors.delete_monitor),
         web.get("/api/v1/monitors/{id}/results", monitors.monitor_results),
+        web.get("/api/v1/monitors/{id}/logs", monitors.monitor_logs),
+        web.get("/api/v1/monitors/{id}/history", monitors.monitor_history),
+        web.put("/api/v1/monitors/{id}/config", monitors.put_config),
+        web.post("/api/v1/monitors/{id}/pause", monitors.pause_monitor),
+        web.post("/api/v1/monitors/{id}/resume", monitors.resume_monitor),
+        web.post("/api/v1/monitors/{id}/check", monitors.check_monitor),
+        web.post("/api/v1/monitors/{id}/test", monitors.check_monitor),
+        web.get("/api/v1/monitors/{id}/alerts", monitors.get_alerts),
+        web.put("/api/v1/monitors/{id}/alerts", monitors.put_alerts),
         web.get("/api/v1/monitors/{id}/stats", stats.monitor_stats),
         web.get("/api/v1/analytics/{monitor_id}", stats.monitor_analytics),
         web.get("/api/v1/reports/sla", stats.sla_report),

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from controller import keys
+from controller import keys, ratelimit
 from controller.api.errors import ApiError, not_found
 from controller.storage import api_keys
 
@@ -75,6 +75,7 @@ async def require(request: web.Request, scope: str) -> dict[str, Any]:
     if row is None:
         raise ApiError(401, "unauthorized", "invalid, revoked or expired API key",
                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    ratelimit.check(request, row)
     scopes = set(row["scopes"])
     if scope not in scopes and "admin" not in scopes:
         raise ApiError(403, "forbidden", f"this key lacks the scope {scope!r}",

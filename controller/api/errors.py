@@ -46,10 +46,12 @@ def from_msgspec(err: msgspec.ValidationError, prefix: str = "") -> ValidationFa
     if " - at `$" in text:
         text, _, path = text.rpartition(" - at `$")
         path = path.rstrip("`").lstrip(".")
-    if text.startswith("Object missing required field `"):
-        missing = text.split("`")[1]
-        path = f"{path}.{missing}" if path else missing
-        text = "required field"
+    for start, message in (("Object missing required field `", "required field"),
+                           ("Object contains unknown field `", "unknown field")):  # fmt: skip
+        if text.startswith(start):
+            name = text.split("`")[1]
+            path = f"{path}.{name}" if path else name
+            text = message
     field = ".".join(p for p in (prefix, path) if p) or "body"
     return ValidationFailed({field: text})
 

@@ -1,12 +1,17 @@
-"""/api/v1/health (anonymous) and /metrics (Prometheus text format)."""
+"""/api/v1/health (anonymous), /api/v1/health/details (admin) and /metrics (Prometheus text)."""
 
 from __future__ import annotations
 
+import time
+
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller import keys, metrics
-from controller.api.common import json_response, now_utc
+from controller.api.common import json_response, now_utc, ok, require
+from controller.api.regions import worker_regions
+from shared.version import VERSION
 
 
 async def health(request: web.Request) -> web.Response:
@@ -25,3 +30,34 @@ async def prometheus(request: web.Request) -> web.Response:
     request.app[keys.FLEET].update_metrics(request.app[keys.CONFIG].region_ids())
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def health_details(request: web.Request) -> web.Response:
+    """Admin view: database, NATS, scheduler, probes per region, version, server time."""
+    await require(request, "admin")
+    app = request.app
+    started = time.perf_counter()
+    db: dict[str, object] = {"status": "ok"}
+    try:
+        await app[keys.POOL].fetchval("SELECT 1")
+        db["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    except Exception as e:
+        db = {"status": "error", "error": type(e).__name__}
+    pool = app[keys.POOL]
+    db.update(pool_size=pool.get_size(), pool_idle=pool.get_idle_size())
+    nc = app[keys.NC]
+    scheduler = app[keys.SCHEDULER]
+    regions = msgspec.to_builtins(worker_regions(app))
+    ok_all = db["status"] == "ok" and nc.is_connected
+    return ok({
+        "status": "ok" if ok_all else "degraded",
+        "version": VERSION,
+        "server_time": now_utc(),
+        "controller_id": app[keys.CONFIG].controller_id,
+        "database": db,
+        "nats": {"status": "ok" if nc.is_connected else "disconnected",
+                 "server": nc.connected_url.netloc if nc.connected_url else None},
+        "scheduler": {"monitors_scheduled": len(scheduler.entries)},
+        "regions": [{"id": r["id"], "is_active": r["is_active"], "probe_count": r["probe_count"]}
+                    for r in regions],
+    })  # fmt: skip

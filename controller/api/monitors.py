@@ -1,38 +1,64 @@
-"""/api/v1/monitors: create, read, list, update and delete monitors."""
+"""/api/v1/monitors: CRUD, config, pause/resume, run now, bulk, lists, logs, history, alerts."""
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import datetime as dt
+import math
+from typing import Annotated, Any, Literal
 
 import asyncpg
+import msgspec
 from aiohttp import web
+from msgspec import Meta
 
-from controller import keys, monitors
+from controller import consensus, incidents, keys, monitors, ondemand
 from controller.api import heartbeats as heartbeats_api
-from controller.api.common import ok, path_id, read_json, require
-from controller.api.errors import ValidationFailed, not_found
+from controller.api.common import json_response, now_utc, ok, path_id, read_json, require
+from controller.api.errors import ApiError, ValidationFailed, from_msgspec, not_found
 from controller.storage import monitors as store
 from controller.storage import results as result_store
+from controller.storage import stats
 from shared import subjects
 
 MAX_PAGE = 100
+MAX_BULK = 1000
+# Status names of the reference services, mapped onto ours.
+STATUS_ALIASES = {"online": "up", "offline": "down", "warning": "degraded", "active": "up",
+                  "inactive": "paused", "failing": "down"}  # fmt: skip
+STATUSES = ("up", "down", "degraded", "unknown", "pending", "paused")
 
 
-def public(row: dict[str, Any]) -> dict[str, Any]:
+def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -> dict[str, Any]:
     """A monitor as the API shows it: id, the flat config, then its state."""
+    uptime = uptime or {}
     return {
         "id": row["id"],
         **monitors.config_fields(row),
         "status": row["status"],
         "is_ok": row["status"] in ("up", "degraded"),
+        "uptime_24h": uptime.get("uptime_24h"),
+        "uptime_7d": uptime.get("uptime_7d"),
+        "uptime_30d": uptime.get("uptime_30d"),
         "response_time": row["response_time_ms"],
         "last_check": row["last_check"],
         "last_success": row["last_success"],
         "last_failure": row["last_failure"],
         "status_changed_at": row["status_changed_at"],
+        "paused_reason": row.get("paused_reason"),
+        "paused_at": row.get("paused_at"),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+async def _public_many(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ups = await stats.uptimes(request.app[keys.POOL], [r["id"] for r in rows])
+    return [public(r, ups.get(r["id"])) for r in rows]
+
+
+async def _one(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
+    return (await _public_many(request, [row]))[0]
 
 
 async def _changed(request: web.Request, row: dict[str, Any] | None, monitor_id: int) -> None:
@@ -45,6 +71,17 @@ async def _changed(request: web.Request, row: dict[str, Any] | None, monitor_id:
     nc = request.app[keys.NC]
     if nc.is_connected:
         await nc.publish(subjects.monitor_changes(), str(monitor_id).encode())
+
+
+async def _current(request: web.Request) -> tuple[int, dict[str, Any]]:
+    monitor_id = path_id(request, what="monitor")
+    row = await store.get(request.app[keys.POOL], monitor_id)
+    if row is None:
+        raise not_found("monitor")
+    return monitor_id, row
+
+
+# ---- create, read, update, delete ------------------------------------------------------
 
 
 async def create_monitor(request: web.Request) -> web.Response:
@@ -64,67 +101,38 @@ async def create_monitor(request: web.Request) -> web.Response:
 
 async def get_monitor(request: web.Request) -> web.Response:
     await require(request, "monitors:read")
-    row = await store.get(request.app[keys.POOL], path_id(request, what="monitor"))
-    if row is None:
-        raise not_found("monitor")
-    return ok(public(row))
+    _, row = await _current(request)
+    return ok(await _one(request, row))
 
 
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ValidationFailed({name: f"must be an integer from {lo} to {hi}"})
-    return int(raw)
-
-
-async def list_monitors(request: web.Request) -> web.Response:
-    await require(request, "monitors:read")
-    limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
-    cursor = request.query.get("cursor", "0")
-    if not cursor.isdigit():
-        raise ValidationFailed({"cursor": "invalid cursor"})
-    kind = request.query.get("type")
-    if kind is not None:
-        kind = monitors.TYPE_ALIASES.get(kind, kind)
-    rows = await store.list_page(request.app[keys.POOL], after_id=int(cursor), limit=limit + 1,
-                                 status=request.query.get("status"), kind=kind)  # fmt: skip
-    more = len(rows) > limit
-    rows = rows[:limit]
-    meta = {"has_more": more, "next_cursor": str(rows[-1]["id"]) if more else None}
-    return ok([public(r) for r in rows], meta=meta)
+def merged_config(current: dict[str, Any], body: object, *, merge: bool, regions: list[str]
+                  ) -> monitors.MonitorConfig:  # fmt: skip
+    """The config after applying `body` to `current` (PATCH merges, PUT replaces)."""
+    if not isinstance(body, dict):
+        raise ValidationFailed({"body": "must be a JSON object"})
+    body = monitors.normalize(body)
+    if "type" in body and body["type"] != current["kind"]:
+        raise ValidationFailed({"type": "cannot change a monitor's type; create a new monitor"})
+    fields = {**monitors.config_fields(current), **body} if merge else {"type": current["kind"], **body}
+    cfg = monitors.parse(fields, regions)
+    if cfg.parent_id == current["id"]:
+        raise ValidationFailed({"parent_id": "a monitor cannot be its own parent"})
+    return cfg
 
 
 async def _update(request: web.Request, *, merge: bool) -> web.Response:
     await require(request, "monitors:write")
-    monitor_id = path_id(request, what="monitor")
-    pool = request.app[keys.POOL]
+    monitor_id, current = await _current(request)
     body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
-    current = await store.get(pool, monitor_id)
-    if current is None:
-        raise not_found("monitor")
-    fields = monitors.config_fields(current)
-    body = monitors.normalize(body)
-    if "type" in body and body["type"] != current["kind"]:
-        raise ValidationFailed({"type": "cannot change a monitor's type; create a new monitor"})
-    if merge:
-        fields.update(body)
-    else:
-        fields = {"type": current["kind"], **body}
-    cfg = monitors.parse(fields, request.app[keys.CONFIG].region_ids())
-    if cfg.parent_id == monitor_id:
-        raise ValidationFailed({"parent_id": "a monitor cannot be its own parent"})
+    cfg = merged_config(current, body, merge=merge, regions=request.app[keys.CONFIG].region_ids())
     try:
-        row = await store.update(pool, monitor_id, cfg)
+        row = await store.update(request.app[keys.POOL], monitor_id, cfg)
     except asyncpg.ForeignKeyViolationError:
         raise ValidationFailed({"parent_id": "no such monitor"}) from None
     if row is None:
         raise not_found("monitor")
     await _changed(request, row, monitor_id)
-    return ok(public(row))
+    return ok(await _one(request, row))
 
 
 async def patch_monitor(request: web.Request) -> web.Response:
@@ -133,6 +141,12 @@ async def patch_monitor(request: web.Request) -> web.Response:
 
 async def put_monitor(request: web.Request) -> web.Response:
     return await _update(request, merge=False)
+
+
+async def put_config(request: web.Request) -> web.Response:
+    """PUT /monitors/{id}/config (reference 004): change some settings, keep the rest and
+    the schedule (the monitor keeps its phase; no round is lost)."""
+    return await _update(request, merge=True)
 
 
 async def delete_monitor(request: web.Request) -> web.Response:
@@ -144,14 +158,409 @@ async def delete_monitor(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def monitor_results(request: web.Request) -> web.Response:
-    """Raw per-region results, newest first (the monitor's check log)."""
+# ---- pause and resume ------------------------------------------------------------------
+
+
+class PauseRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: Annotated[str, Meta(max_length=500)] | None = None
+
+
+async def _optional_body(request: web.Request, struct: type[PauseRequest]) -> PauseRequest:
+    if not (await request.read()).strip():
+        return struct()
+    try:
+        return msgspec.convert(await read_json(request), struct)
+    except msgspec.ValidationError as e:
+        raise from_msgspec(e) from None
+
+
+async def pause_or_resume(conn: Any, row: dict[str, Any], paused: bool, reason: str | None,
+                          now: dt.datetime) -> dict[str, Any]:  # fmt: skip
+    """Pause or resume one monitor and write its event in the same transaction; a monitor
+    already in that state is returned unchanged (idempotent)."""
+    changed = await store.set_paused(conn, row["id"], paused, reason)
+    if changed is None:
+        return row
+    previous = changed.pop("previous_status")
+    await incidents.emit(conn, "monitor.paused" if paused else "monitor.resumed", now,
+                         monitor=changed, status=changed["status"], previous=previous,
+                         extra={"reason": reason} if reason else None)  # fmt: skip
+    return changed
+
+
+async def _set_paused(request: web.Request, paused: bool) -> web.Response:
+    await require(request, "monitors:write")
+    monitor_id, current = await _current(request)
+    body = await _optional_body(request, PauseRequest)
+    async with request.app[keys.POOL].acquire() as conn, conn.transaction():
+        row = await pause_or_resume(conn, current, paused, body.reason, now_utc())
+    await _changed(request, row, monitor_id)
+    return ok(await _one(request, row))
+
+
+async def pause_monitor(request: web.Request) -> web.Response:
+    return await _set_paused(request, True)
+
+
+async def resume_monitor(request: web.Request) -> web.Response:
+    return await _set_paused(request, False)
+
+
+# ---- run now ---------------------------------------------------------------------------
+
+
+async def check_monitor(request: web.Request) -> web.Response:
+    """POST /monitors/{id}/check and /test: run now in every selected region; the
+    per-region results (real probe results) come back in the response."""
+    await require(request, "monitors:write")
+    monitor_id, row = await _current(request)
+    spec = monitors.decode_spec(row["kind"], row["spec"])
+    if spec is None:
+        raise ApiError(409, "conflict", "a heartbeat monitor is checked by its pings, not by probes")
+    cfg = request.app[keys.CONFIG]
+    rule = consensus.Rule(mode=row["consensus"], quorum=row["quorum"])
+    result = await ondemand.run(request.app[keys.NC], request.app[keys.FLEET], monitor_id=monitor_id,
+                                spec=spec, check_timeout=float(row["timeout_s"]),
+                                locations=list(row["locations"]), rule=rule,
+                                grace=cfg.round_grace)  # fmt: skip
+    return ok({"monitor_id": monitor_id, **result})
+
+
+# ---- lists -----------------------------------------------------------------------------
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise ValidationFailed({name: f"must be an integer from {lo} to {hi}"})
+    return int(raw)
+
+
+def parse_time(raw: str, name: str, *, end: bool = False) -> dt.datetime:
+    """ISO 8601 with a zone (naive means UTC) or a date; an end date covers its whole day."""
+    try:
+        if len(raw) == 10:
+            day = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time(), dt.UTC)
+            return day + dt.timedelta(days=1) if end else day
+        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise ValidationFailed({name: "must be an ISO 8601 date or time"}) from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _bool_param(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise ValidationFailed({name: "must be true or false"})
+
+
+def _filters(request: web.Request) -> store.Filters:
+    q = request.query
+    f = store.Filters()
+    if status := q.get("status"):
+        wanted = [STATUS_ALIASES.get(s.strip().lower(), s.strip().lower()) for s in status.split(",")]
+        bad = [s for s in wanted if s not in STATUSES]
+        if bad:
+            raise ValidationFailed({"status": f"unknown status {bad[0]!r}; use one of "
+                                    f"{', '.join(STATUSES)} or online/offline/warning"})  # fmt: skip
+        f.statuses = wanted
+    if kind := q.get("type"):
+        kind = kind.lower()
+        f.kind = monitors.TYPE_ALIASES.get(kind, kind)
+        if f.kind not in monitors.KINDS:
+            raise ValidationFailed({"type": f"unknown type; use one of {', '.join(monitors.KINDS)}"})
+    f.search = q.get("search") or q.get("q") or None
+    if tag := q.get("tag") or q.get("tags"):
+        f.tags = [t.strip() for t in tag.split(",") if t.strip()]
+    f.project = q.get("project") or None
+    if created := q.get("created_after"):
+        f.created_after = parse_time(created, "created_after")
+    enabled = _bool_param(request, "is_enabled")
+    paused = _bool_param(request, "is_paused")
+    f.enabled = enabled if enabled is not None else (None if paused is None else not paused)
+    return f
+
+
+def _sort(request: web.Request) -> tuple[str, bool]:
+    raw = request.query.get("sort") or "id:asc"
+    field, _, direction = raw.partition(":")
+    if raw.startswith("-"):
+        field, direction = raw[1:], "desc"
+    direction = direction.lower() or "asc"
+    if field not in store.SORTS or direction not in ("asc", "desc"):
+        raise ValidationFailed({"sort": f"use field:asc|desc with field one of {', '.join(store.SORTS)}"})
+    return field, direction == "desc"
+
+
+def encode_cursor(sort: str, desc: bool, row: dict[str, Any]) -> str:
+    value = row[store.SORTS[sort]]
+    if isinstance(value, dt.datetime):
+        value = value.isoformat()
+    raw = msgspec.json.encode([sort, desc, value, row["id"]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, int]:
+    bad = ValidationFailed({"cursor": "invalid cursor; pass meta.next_cursor unchanged"})
+    if cursor.isdigit():  # the plain last id of earlier versions
+        if sort != "id" or len(cursor) > 18:
+            raise bad
+        return int(cursor), int(cursor)
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        s, d, value, last_id = msgspec.json.decode(raw)
+    except (ValueError, TypeError, msgspec.DecodeError):
+        raise bad from None
+    if s != sort or d != desc or not isinstance(last_id, int):
+        raise ValidationFailed({"cursor": "cursor was made for another sort; start again without it"})
+    column = store.SORTS[sort]
+    try:
+        if column in ("created_at", "updated_at"):
+            value = dt.datetime.fromisoformat(value)
+        elif column in ("id", "interval_s"):
+            value = int(value)
+        elif not isinstance(value, str):
+            raise bad
+    except (ValueError, TypeError):
+        raise bad from None
+    return value, last_id
+
+
+async def list_monitors(request: web.Request) -> web.Response:
+    """Two page styles: `page` (with totals, reference 001) or `cursor` (keyset on the
+    sort key and id, so pages stay stable while monitors are added or removed)."""
     await require(request, "monitors:read")
     pool = request.app[keys.POOL]
-    monitor_id = path_id(request, what="monitor")
-    if await store.get(pool, monitor_id) is None:
-        raise not_found("monitor")
+    limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
+    if "per_page" in request.query:
+        limit = _int_param(request, "per_page", 50, 1, MAX_PAGE)
+    f = _filters(request)
+    sort, desc = _sort(request)
+    if "page" in request.query:
+        page = _int_param(request, "page", 1, 1, 10_000_000)
+        rows = await store.list_filtered(pool, f, sort=sort, desc=desc, offset=(page - 1) * limit,
+                                         limit=limit)  # fmt: skip
+        total = await store.count_filtered(pool, f)
+        pages = math.ceil(total / limit)
+        pagination = {"page": page, "limit": limit, "total": total, "pages": pages,
+                      "has_next": page < pages, "has_previous": page > 1}  # fmt: skip
+        body = {"data": await _public_many(request, rows), "pagination": pagination,
+                "meta": {"timestamp": now_utc(), "count": len(rows), "total": total}}  # fmt: skip
+        return json_response(body)
+    cursor = request.query.get("cursor")
+    after = decode_cursor(cursor, sort, desc) if cursor and cursor != "0" else None
+    rows = await store.list_filtered(pool, f, sort=sort, desc=desc, after=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor(sort, desc, rows[-1]) if more else None
+    meta = {"count": len(rows), "has_more": more, "next_cursor": nxt, "hasMore": more, "nextCursor": nxt}
+    return ok(await _public_many(request, rows), meta=meta)
+
+
+# ---- bulk ------------------------------------------------------------------------------
+
+
+class BulkAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /monitors/bulk. `updates` (alias `settings`) is required for update."""
+
+    action: Literal["pause", "resume", "delete", "update"]
+    monitor_ids: Annotated[list[Annotated[int, Meta(ge=1)]], Meta(min_length=1, max_length=MAX_BULK)]
+    reason: Annotated[str, Meta(max_length=500)] | None = None
+    updates: dict[str, Any] | None = None
+
+
+class BulkUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """PUT /monitors/bulk (reference 000)."""
+
+    monitor_ids: Annotated[list[Annotated[int, Meta(ge=1)]], Meta(min_length=1, max_length=MAX_BULK)]
+    updates: dict[str, Any]
+
+
+BULK_ALIASES = {"ids": "monitor_ids", "monitorIds": "monitor_ids", "monitors": "monitor_ids",
+                "settings": "updates", "data": "updates"}  # fmt: skip
+
+
+def _bulk_body(body: object, struct: type[Any]) -> Any:
+    if not isinstance(body, dict):
+        raise ValidationFailed({"body": "must be a JSON object"})
+    try:
+        return msgspec.convert({BULK_ALIASES.get(k, k): v for k, v in body.items()}, struct)
+    except msgspec.ValidationError as e:
+        raise from_msgspec(e) from None
+
+
+async def _bulk(request: web.Request, action: str, ids: list[int], reason: str | None,
+                updates: dict[str, Any] | None) -> web.Response:  # fmt: skip
+    """All or nothing: every id is checked inside one transaction; any error rolls back."""
+    ids = list(dict.fromkeys(ids))
+    regions = request.app[keys.CONFIG].region_ids()
+    now = now_utc()
+    changed: list[dict[str, Any]] = []
+    async with request.app[keys.POOL].acquire() as conn, conn.transaction():
+        rows = await store.get_many_for_update(conn, ids)
+        errors: dict[str, object] = {f"monitor_ids[{i}]": "no such monitor"
+                                     for i, mid in enumerate(ids) if mid not in rows}  # fmt: skip
+        configs: dict[int, monitors.MonitorConfig] = {}
+        if action == "update":
+            for i, mid in enumerate(ids):
+                if mid not in rows:
+                    continue
+                try:
+                    configs[mid] = merged_config(rows[mid], updates, merge=True, regions=regions)
+                except ValidationFailed as e:
+                    errors[f"monitor_ids[{i}]"] = {"monitor_id": mid, **e.details}
+        if errors:
+            raise ValidationFailed(errors, "bulk action rejected; nothing was changed")
+        if action == "delete":
+            await store.delete_many(conn, ids)
+        for mid in ids:
+            if action in ("pause", "resume"):
+                changed.append(await pause_or_resume(conn, rows[mid], action == "pause", reason, now))
+            elif action == "update":
+                try:
+                    row = await store.update(conn, mid, configs[mid])
+                except asyncpg.ForeignKeyViolationError:
+                    raise ValidationFailed({"updates.parent_id": "no such monitor"}) from None
+                assert row is not None
+                changed.append(row)
+    for mid in ids:
+        row = next((r for r in changed if r["id"] == mid), None)
+        await _changed(request, row, mid)
+    data = {"action": action, "monitor_ids": ids, "count": len(ids),
+            "monitors": await _public_many(request, changed) if changed else []}  # fmt: skip
+    return ok(data)
+
+
+async def bulk_action(request: web.Request) -> web.Response:
+    await require(request, "monitors:write")
+    req: BulkAction = _bulk_body(await read_json(request), BulkAction)
+    if req.action == "update" and not req.updates:
+        raise ValidationFailed({"updates": "required for the update action"})
+    return await _bulk(request, req.action, req.monitor_ids, req.reason, req.updates)
+
+
+async def bulk_update(request: web.Request) -> web.Response:
+    await require(request, "monitors:write")
+    req: BulkUpdate = _bulk_body(await read_json(request), BulkUpdate)
+    return await _bulk(request, "update", req.monitor_ids, None, req.updates)
+
+
+# ---- logs and history ------------------------------------------------------------------
+
+
+def _span(request: web.Request) -> tuple[dt.datetime | None, dt.datetime | None]:
+    q = request.query
+    start = q.get("start_date") or q.get("from") or q.get("since") or q.get("start")
+    end = q.get("end_date") or q.get("to") or q.get("until") or q.get("end")
+    since = parse_time(start, "start_date") if start else None
+    until = parse_time(end, "end_date", end=True) if end else None
+    if since and until and since >= until:
+        raise ValidationFailed({"end_date": "must be after start_date"})
+    return since, until
+
+
+def _region(request: web.Request) -> str | None:
+    region = request.query.get("region") or request.query.get("location") or None
+    if region is not None and region not in request.app[keys.CONFIG].region_ids():
+        raise ValidationFailed({"region": "unknown region"})
+    return region
+
+
+def log_entry(r: dict[str, Any]) -> dict[str, Any]:
+    return {"checked_at": r.get("started_at") or r["due"], "due": r["due"], "region": r["region"],
+            "attempt": r["attempt"], "on_demand": r["attempt"] == ondemand.ON_DEMAND_ATTEMPT,
+            "probe_id": r.get("probe_id"), "status": r["status"],
+            "is_ok": r["status"] in ("ok", "degraded"), "reason": r["reason"],
+            "error": r["message"] or None, "response_time": r["duration_ms"],
+            "status_code": r["status_code"], "timings": r.get("timings")}  # fmt: skip
+
+
+async def monitor_logs(request: web.Request) -> web.Response:
+    """Raw per-region check results, newest first (the monitor's check log)."""
+    await require(request, "monitors:read")
+    monitor_id, _ = await _current(request)
+    since, until = _span(request)
     limit = _int_param(request, "limit", 100, 1, 1000)
-    rows = await result_store.recent(pool, monitor_id, limit=limit,
-                                     region=request.query.get("region"))  # fmt: skip
-    return ok(rows)
+    rows = await result_store.recent(request.app[keys.POOL], monitor_id, limit=limit, since=since,
+                                     until=until, region=_region(request))  # fmt: skip
+    return ok([log_entry(r) for r in rows], meta={"count": len(rows)})
+
+
+async def monitor_results(request: web.Request) -> web.Response:
+    """GET /monitors/{id}/results: the same log as /logs."""
+    return await monitor_logs(request)
+
+
+async def monitor_history(request: web.Request) -> web.Response:
+    """Rounds newest first, each with its verdict and the result of every region."""
+    await require(request, "monitors:read")
+    pool = request.app[keys.POOL]
+    monitor_id, _ = await _current(request)
+    since, until = _span(request)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    region = _region(request)
+    rounds = await store.rounds_between(pool, monitor_id, since=since, until=until, limit=limit)
+    by_round: dict[tuple[dt.datetime, int], list[dict[str, Any]]] = {}
+    for r in await store.results_of_rounds(pool, monitor_id, rounds):
+        if region is None or r["region"] == region:
+            by_round.setdefault((r["due"], r["attempt"]), []).append(log_entry(r))
+    data = [{"due": r["due"], "attempt": r["attempt"], "status": r["verdict"] or "open",
+             "is_ok": r["verdict"] in ("up", "degraded") if r["verdict"] else None,
+             "regions": list(r["regions"]), "answered": list(r["answered"]),
+             "closed_at": r["closed_at"],
+             "results": sorted(by_round.get((r["due"], r["attempt"]), []), key=lambda x: x["region"])}
+            for r in rounds]  # fmt: skip
+    return ok(data, meta={"count": len(data)})
+
+
+# ---- alert settings --------------------------------------------------------------------
+
+
+class AlertSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Per-monitor alert settings (reference 001), read by the notifications dispatcher."""
+
+    email_enabled: bool = False
+    email_recipients: Annotated[list[Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]],
+                                Meta(max_length=50)] = []  # fmt: skip
+    slack_enabled: bool = False
+    alert_on_recovery: bool = True
+    alert_threshold: Annotated[int, Meta(ge=1, le=100)] = 1
+
+
+ALERT_ALIASES = {"emailEnabled": "email_enabled", "emailRecipients": "email_recipients",
+                 "slackEnabled": "slack_enabled", "alertOnRecovery": "alert_on_recovery",
+                 "alertThreshold": "alert_threshold", "recipients": "email_recipients"}  # fmt: skip
+
+
+async def get_alerts(request: web.Request) -> web.Response:
+    await require(request, "monitors:read")
+    monitor_id, _ = await _current(request)
+    settings = await store.alert_settings(request.app[keys.POOL], monitor_id)
+    return ok({"monitor_id": monitor_id, **settings})
+
+
+async def put_alerts(request: web.Request) -> web.Response:
+    await require(request, "monitors:write")
+    monitor_id, _ = await _current(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed({"body": "must be a JSON object"})
+    try:
+        req = msgspec.convert({ALERT_ALIASES.get(k, k): v for k, v in body.items()}, AlertSettings)
+    except msgspec.ValidationError as e:
+        raise from_msgspec(e) from None
+    if req.email_enabled and not req.email_recipients:
+        raise ValidationFailed({"email_recipients": "required when email_enabled is true"})
+    try:
+        settings = await store.put_alert_settings(request.app[keys.POOL], monitor_id,
+                                                  msgspec.to_builtins(req))  # fmt: skip
+    except asyncpg.ForeignKeyViolationError:
+        raise not_found("monitor") from None
+    return ok({"monitor_id": monitor_id, **settings})

@@ -33,13 +33,14 @@ def new_key() -> tuple[str, str]:
     return key, key[:12]
 
 
-async def create(conn: DB, name: str, scopes: list[str],
-                 expires_at: dt.datetime | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+async def create(conn: DB, name: str, scopes: list[str], expires_at: dt.datetime | None = None,
+                 rate_limit: int | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
     key, prefix = new_key()
     row = await conn.fetchrow(
-        "INSERT INTO api_keys (name, prefix, hash, scopes, expires_at) VALUES ($1,$2,$3,$4,$5)"
-        " RETURNING id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at",
-        name, prefix, digest(key), scopes, expires_at,
+        "INSERT INTO api_keys (name, prefix, hash, scopes, expires_at, rate_limit)"
+        " VALUES ($1,$2,$3,$4,$5,$6) RETURNING id, name, prefix, scopes, created_at, last_used_at,"
+        " expires_at, revoked_at, rate_limit",
+        name, prefix, digest(key), scopes, expires_at, rate_limit,
     )  # fmt: skip
     assert row is not None
     return key, dict(row)
@@ -51,7 +52,8 @@ async def authenticate(conn: DB, key: str,
     if not key.startswith(KEY_PREFIX) or len(key) < 20:
         return None
     row = await conn.fetchrow(
-        "SELECT id, name, hash, scopes, expires_at, revoked_at, last_used_at FROM api_keys"
+        "SELECT id, name, hash, scopes, expires_at, revoked_at, last_used_at, rate_limit"
+        " FROM api_keys"
         " WHERE prefix = $1", key[:12],
     )  # fmt: skip
     if row is None or not hmac.compare_digest(row["hash"], digest(key)):
@@ -65,8 +67,8 @@ async def authenticate(conn: DB, key: str,
 
 async def list_all(conn: DB) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        "SELECT id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at"
-        " FROM api_keys WHERE revoked_at IS NULL ORDER BY id"
+        "SELECT id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at,"
+        " rate_limit FROM api_keys WHERE revoked_at IS NULL ORDER BY id"
     )
     return [dict(r) for r in rows]
 
