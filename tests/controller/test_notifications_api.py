@@ -218,3 +218,19 @@ async def test_it_requires_notification_scopes(controller: Running) -> None:
         r = await s.get("/api/v1/notification-rules", headers={"Authorization": f"Bearer {other}"})
         assert r.status == 403
         assert (await s.get("/api/v1/notification-rules")).status == 401
+
+
+async def test_a_monitor_carries_its_notification_channels(api: aiohttp.ClientSession) -> None:
+    ch = await _create(api, name="own", kind="ntfy", config={"topic": "t"})
+    r = await api.post(
+        "/api/v1/monitors", json={"name": "m", "url": "http://127.0.0.1:9/", "notifications": [ch["id"]]}
+    )
+    assert r.status == 201, await r.text()
+    mon = (await r.json())["data"]
+    assert mon["notifications"] == [ch["id"]]
+    r = await api.patch(f"/api/v1/monitors/{mon['id']}", json={"notifications": []})
+    assert (await r.json())["data"]["notifications"] == []
+    r = await api.post(
+        "/api/v1/monitors", json={"name": "m", "url": "http://127.0.0.1:9/", "notifications": [0]}
+    )
+    assert r.status == 422 and "notifications[0]" in (await r.json())["error"]["details"]
