@@ -28,6 +28,7 @@ KINDS: tuple[str, ...] = (*SPEC_TYPES, "heartbeat")
 TYPE_ALIASES = {
     "website": "http", "https": "http", "api": "http", "graphql": "http", "keyword": "http",
     "ping": "icmp", "port": "tcp", "ssl": "tls", "ssl_cert": "tls", "cron": "heartbeat",
+    "push": "heartbeat", "tcp_port": "tcp", "udp_port": "udp", "certificate": "tls",
 }  # fmt: skip
 
 # Field names used by the reference services, mapped onto ours.
@@ -35,7 +36,13 @@ FIELD_ALIASES = {
     "target": "url", "interval": "check_interval", "interval_seconds": "check_interval",
     "checkInterval": "check_interval", "regions": "locations", "enabledRegions": "locations",
     "expectedStatusCode": "expected_status", "httpMethod": "method", "isActive": "is_enabled",
-    "enabled": "is_enabled", "timeout_seconds": "timeout",
+    "enabled": "is_enabled", "timeout_seconds": "timeout", "isPaused": "is_enabled",
+    "is_active": "is_enabled", "active": "is_enabled", "expectedStatus": "expected_status",
+    "expected_status_code": "expected_status", "expected_status_codes": "expected_status",
+    "http_method": "method", "timeoutSeconds": "timeout", "intervalSeconds": "check_interval",
+    "frequency": "check_interval", "monitor_type": "type", "monitorType": "type", "kind": "type",
+    "hostname": "host", "parentId": "parent_id", "retryCount": "retry_count",
+    "recoveryCount": "recovery_count",
 }  # fmt: skip
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -57,6 +64,9 @@ class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     incident_on_degraded: bool = False
     # Channel ids to notify (reference 000); unknown ids are ignored by the dispatcher.
     notifications: list[Annotated[int, Meta(ge=1)]] = []
+    # Channel ids to notify (reference 000); unknown ids are ignored by the dispatcher.
+    notifications: list[Annotated[int, Meta(ge=1)]] = []
+    project: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
 
 
 COMMON_FIELDS = frozenset(MonitorCommon.__struct_fields__)
@@ -80,6 +90,8 @@ class MonitorConfig(msgspec.Struct, kw_only=True):
     parent_id: int | None = None
     incident_on_degraded: bool = False
     notifications: list[int] = []
+    notifications: list[int] = []
+    project: str | None = None
 
 
 def normalize(data: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +99,7 @@ def normalize(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         canonical = FIELD_ALIASES.get(key, key)
-        if canonical == "is_enabled" and key == "isPaused":
+        if canonical == "is_enabled" and key == "isPaused" and isinstance(value, bool):
             value = not value
         if canonical in out and canonical != key:
             continue
@@ -95,6 +107,9 @@ def normalize(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("type"), str):
         t = out["type"].lower()
         out["type"] = TYPE_ALIASES.get(t, t)
+    # Reference 004 sends one expected status as a bare number.
+    if isinstance(out.get("expected_status"), int | str):
+        out["expected_status"] = [out["expected_status"]]
     return out
 
 
@@ -187,6 +202,8 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
         recovery_count=common.recovery_count, enabled=common.is_enabled, tags=common.tags,
         parent_id=common.parent_id, incident_on_degraded=common.incident_on_degraded,
         notifications=common.notifications,
+        notifications=common.notifications,
+        project=common.project,
     )  # fmt: skip
 
 
@@ -200,6 +217,8 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
         "is_enabled": row["enabled"], "tags": list(row["tags"]),
         "parent_id": row.get("parent_id"), "incident_on_degraded": row.get("incident_on_degraded", False),
         "notifications": list(row.get("notifications") or []),
+        "notifications": list(row.get("notifications") or []),
+        "project": row.get("project"),
     }  # fmt: skip
     spec: msgspec.Struct | None = decode_spec(row["kind"], row["spec"])
     if row["kind"] == "heartbeat":

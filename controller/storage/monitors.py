@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from controller.monitors import MonitorConfig, spec_json
-from controller.storage import DB
+from controller.storage import DB, Tx
 
 Row = dict[str, Any]
 
@@ -13,7 +15,7 @@ COLUMNS = (
     "id, name, kind, spec, interval_s, timeout_s, locations, consensus, quorum, retry_count,"
     " recovery_count, enabled, tags, extra, created_at, updated_at, status, status_changed_at,"
     " last_round, last_check, last_success, last_failure, response_time_ms, fail_streak,"
-    " pass_streak, parent_id, incident_on_degraded, notifications"
+    " pass_streak, parent_id, incident_on_degraded, project, paused_reason, paused_at, notifications"
 )
 
 
@@ -21,12 +23,13 @@ async def insert(conn: DB, cfg: MonitorConfig) -> Row:
     row = await conn.fetchrow(
         f"INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, consensus,"
         f" quorum, retry_count, recovery_count, enabled, tags, status, parent_id, incident_on_degraded,"
-        f" notifications)"
+        f" project, paused_at, notifications)"
         f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
-        f" CASE WHEN $11 THEN 'pending' ELSE 'paused' END, $13, $14, $15) RETURNING {COLUMNS}",
+        f" CASE WHEN $11 THEN 'pending' ELSE 'paused' END, $13, $14, $15,"
+        f" CASE WHEN $11 THEN NULL ELSE now() END, $16) RETURNING {COLUMNS}",
         cfg.name, cfg.kind, spec_json(cfg.spec), cfg.interval_s, cfg.timeout_s, cfg.locations,
         cfg.consensus, cfg.quorum, cfg.retry_count, cfg.recovery_count, cfg.enabled, cfg.tags,
-        cfg.parent_id, cfg.incident_on_degraded, cfg.notifications,
+        cfg.parent_id, cfg.incident_on_degraded, cfg.project, cfg.notifications,
     )  # fmt: skip
     assert row is not None
     return dict(row)
@@ -36,14 +39,16 @@ async def update(conn: DB, monitor_id: int, cfg: MonitorConfig) -> Row | None:
     row = await conn.fetchrow(
         f"UPDATE monitors SET name=$2, kind=$3, spec=$4, interval_s=$5, timeout_s=$6,"
         f" locations=$7, consensus=$8, quorum=$9, retry_count=$10, recovery_count=$11,"
-        f" enabled=$12, tags=$13, parent_id=$14, incident_on_degraded=$15, notifications=$16,"
+        f" enabled=$12, tags=$13, parent_id=$14, incident_on_degraded=$15, project=$16, notifications=$17,"
         f" updated_at=now(),"
         f" status = CASE WHEN NOT $12 THEN 'paused' WHEN status='paused' THEN 'pending'"
-        f"   ELSE status END"
+        f"   ELSE status END,"
+        f" paused_at = CASE WHEN $12 THEN NULL ELSE coalesce(paused_at, now()) END,"
+        f" paused_reason = CASE WHEN $12 THEN NULL ELSE paused_reason END"
         f" WHERE id=$1 RETURNING {COLUMNS}",
         monitor_id, cfg.name, cfg.kind, spec_json(cfg.spec), cfg.interval_s, cfg.timeout_s,
         cfg.locations, cfg.consensus, cfg.quorum, cfg.retry_count, cfg.recovery_count,
-        cfg.enabled, cfg.tags, cfg.parent_id, cfg.incident_on_degraded, cfg.notifications,
+        cfg.enabled, cfg.tags, cfg.parent_id, cfg.incident_on_degraded, cfg.project, cfg.notifications,
     )  # fmt: skip
     return dict(row) if row else None
 
@@ -82,3 +87,165 @@ async def all_schedulable(conn: DB) -> list[Row]:
         " FROM monitors WHERE enabled AND kind <> 'heartbeat'"
     )
     return [dict(r) for r in rows]
+
+
+# ---- lists: filters, sort keys, keyset and offset pages --------------------------------
+
+# Sortable fields: API name -> (column, how a cursor stores its value).
+SORTS: dict[str, str] = {"id": "id", "name": "name", "created_at": "created_at",
+                         "updated_at": "updated_at", "status": "status", "type": "kind",
+                         "check_interval": "interval_s"}  # fmt: skip
+
+
+@dataclass
+class Filters:
+    statuses: list[str] | None = None
+    kind: str | None = None
+    search: str | None = None
+    tags: list[str] | None = None
+    project: str | None = None
+    created_after: dt.datetime | None = None
+    enabled: bool | None = None
+
+
+def _where(f: Filters, args: list[Any]) -> str:
+    def p(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    clauses = ["true"]
+    if f.statuses:
+        clauses.append(f"status = ANY({p(f.statuses)}::text[])")
+    if f.kind:
+        clauses.append(f"kind = {p(f.kind)}")
+    if f.search:
+        like = "%" + f.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        x = p(like)
+        clauses.append(f"(name ILIKE {x} OR spec->>'url' ILIKE {x} OR spec->>'host' ILIKE {x})")
+    if f.tags:
+        clauses.append(f"tags @> {p(f.tags)}::text[]")
+    if f.project:
+        clauses.append(f"project = {p(f.project)}")
+    if f.created_after:
+        clauses.append(f"created_at > {p(f.created_after)}")
+    if f.enabled is not None:
+        clauses.append(f"enabled = {p(f.enabled)}")
+    return " AND ".join(clauses)
+
+
+async def list_filtered(
+    conn: DB, f: Filters, *, sort: str = "id", desc: bool = False, after: tuple[Any, int] | None = None,
+    offset: int = 0, limit: int = 50,
+) -> list[Row]:  # fmt: skip
+    """A page ordered by (sort column, id); `after` is the last (value, id) seen (keyset)."""
+    col = SORTS[sort]
+    args: list[Any] = []
+    where = _where(f, args)
+    op, direction = ("<", "DESC") if desc else (">", "ASC")
+    if after is not None:
+        args += [after[0], after[1]]
+        where += f" AND ({col}, id) {op} (${len(args) - 1}, ${len(args)})"
+    args += [limit, offset]
+    order = f"id {direction}" if col == "id" else f"{col} {direction}, id {direction}"
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM monitors WHERE {where} ORDER BY {order}"
+        f" LIMIT ${len(args) - 1} OFFSET ${len(args)}", *args,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def count_filtered(conn: DB, f: Filters) -> int:
+    args: list[Any] = []
+    where = _where(f, args)
+    return int(await conn.fetchval(f"SELECT count(*) FROM monitors WHERE {where}", *args))
+
+
+# ---- pause and resume ------------------------------------------------------------------
+
+
+async def set_paused(conn: Tx, monitor_id: int, paused: bool, reason: str | None) -> Row | None:
+    """Pause or resume (compare-and-set on `enabled`); the row with `previous_status`, or
+    None when the monitor is missing or already in that state."""
+    cols = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
+    row = await conn.fetchrow(
+        f"WITH old AS (SELECT id, status FROM monitors WHERE id = $1 FOR UPDATE)"
+        f" UPDATE monitors m SET enabled = NOT $2, updated_at = now(),"
+        f" status = CASE WHEN $2 THEN 'paused' ELSE 'pending' END,"
+        f" paused_reason = CASE WHEN $2 THEN $3 ELSE NULL END,"
+        f" paused_at = CASE WHEN $2 THEN now() ELSE NULL END"
+        # pausing needs an enabled monitor, resuming a disabled one
+        f" FROM old WHERE m.id = old.id AND m.enabled = $2"
+        f" RETURNING {cols}, old.status AS previous_status",
+        monitor_id, paused, reason,
+    )  # fmt: skip
+    return dict(row) if row else None
+
+
+async def delete_many(conn: Tx, ids: list[int]) -> list[int]:
+    rows = await conn.fetch("DELETE FROM monitors WHERE id = ANY($1) RETURNING id", ids)
+    return [r["id"] for r in rows]
+
+
+async def get_many_for_update(conn: Tx, ids: list[int]) -> dict[int, Row]:
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids
+    )
+    return {r["id"]: dict(r) for r in rows}
+
+
+# ---- history: rounds with their per-region results -------------------------------------
+
+
+async def rounds_between(
+    conn: DB, monitor_id: int, *, since: dt.datetime | None, until: dt.datetime | None, limit: int,
+) -> list[Row]:  # fmt: skip
+    rows = await conn.fetch(
+        "SELECT due, attempt, regions, answered, deadline, closed_at, verdict FROM rounds"
+        " WHERE monitor_id = $1 AND ($2::timestamptz IS NULL OR due >= $2)"
+        " AND ($3::timestamptz IS NULL OR due < $3) ORDER BY due DESC, attempt DESC LIMIT $4",
+        monitor_id, since, until, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def results_of_rounds(conn: DB, monitor_id: int, rounds: list[Row]) -> list[Row]:
+    if not rounds:
+        return []
+    rows = await conn.fetch(
+        "SELECT c.due, c.attempt, c.region, c.probe_id, c.status, c.reason, c.message,"
+        " c.duration_ms, c.status_code FROM check_results c"
+        " JOIN unnest($2::timestamptz[], $3::smallint[]) AS k(d, a) ON c.due = k.d AND c.attempt = k.a"
+        " WHERE c.monitor_id = $1 AND c.due >= $4 AND c.due <= $5",
+        monitor_id, [r["due"] for r in rounds], [r["attempt"] for r in rounds],
+        min(r["due"] for r in rounds), max(r["due"] for r in rounds),
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+# ---- alert settings (read by the notifications dispatcher) -----------------------------
+
+ALERT_FIELDS = ("email_enabled", "email_recipients", "slack_enabled", "alert_on_recovery",
+                "alert_threshold")  # fmt: skip
+ALERT_DEFAULTS: Row = {"email_enabled": False, "email_recipients": [], "slack_enabled": False,
+                       "alert_on_recovery": True, "alert_threshold": 1}  # fmt: skip
+
+
+async def alert_settings(conn: DB, monitor_id: int) -> Row:
+    row = await conn.fetchrow(
+        f"SELECT {', '.join(ALERT_FIELDS)}, updated_at FROM monitor_alert_settings WHERE monitor_id = $1",
+        monitor_id,
+    )  # fmt: skip
+    return dict(row) if row else {**ALERT_DEFAULTS, "updated_at": None}
+
+
+async def put_alert_settings(conn: DB, monitor_id: int, s: Row) -> Row:
+    row = await conn.fetchrow(
+        f"INSERT INTO monitor_alert_settings (monitor_id, {', '.join(ALERT_FIELDS)})"
+        f" VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (monitor_id) DO UPDATE SET"
+        f" email_enabled = $2, email_recipients = $3, slack_enabled = $4, alert_on_recovery = $5,"
+        f" alert_threshold = $6, updated_at = now()"
+        f" RETURNING {', '.join(ALERT_FIELDS)}, updated_at",
+        monitor_id, *(s[f] for f in ALERT_FIELDS),
+    )  # fmt: skip
+    assert row is not None
+    return dict(row)
