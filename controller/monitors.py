@@ -64,8 +64,6 @@ class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     incident_on_degraded: bool = False
     # Channel ids to notify (reference 000); unknown ids are ignored by the dispatcher.
     notifications: list[Annotated[int, Meta(ge=1)]] = []
-    # Channel ids to notify (reference 000); unknown ids are ignored by the dispatcher.
-    notifications: list[Annotated[int, Meta(ge=1)]] = []
     project: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
 
 
@@ -89,7 +87,6 @@ class MonitorConfig(msgspec.Struct, kw_only=True):
     tags: list[str]
     parent_id: int | None = None
     incident_on_degraded: bool = False
-    notifications: list[int] = []
     notifications: list[int] = []
     project: str | None = None
 
@@ -202,7 +199,6 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
         recovery_count=common.recovery_count, enabled=common.is_enabled, tags=common.tags,
         parent_id=common.parent_id, incident_on_degraded=common.incident_on_degraded,
         notifications=common.notifications,
-        notifications=common.notifications,
         project=common.project,
     )  # fmt: skip
 
@@ -216,7 +212,6 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
         "retry_count": row["retry_count"], "recovery_count": row["recovery_count"],
         "is_enabled": row["enabled"], "tags": list(row["tags"]),
         "parent_id": row.get("parent_id"), "incident_on_degraded": row.get("incident_on_degraded", False),
-        "notifications": list(row.get("notifications") or []),
         "notifications": list(row.get("notifications") or []),
         "project": row.get("project"),
     }  # fmt: skip
