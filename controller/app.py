@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -17,11 +18,13 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from controller import heartbeats, incidents, keys, metrics, ratelimit, results, retention, rollups
+from controller import status_pages as status_pages_mod
 from controller.api import routes
 from controller.api.errors import error_middleware
 from controller.config import ControllerConfig
 from controller.dispatcher import Dispatcher
 from controller.fleet import Fleet
+from controller.realtime import Hub
 from controller.scheduler import Scheduler
 from controller.sharding import Membership
 from controller.storage import db
@@ -187,12 +190,37 @@ async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
             log.warning("upkeep failed error=%s", e)
 
 
+async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The events hub (WebSocket and SSE push) and the status-page subscriber sender."""
+    cfg = app[keys.CONFIG]
+    hub = app[keys.HUB] = Hub(app[keys.POOL])
+    await hub.start()
+    secret = cfg.status_page_secret or secrets.token_hex(32)
+    app[keys.STATUS_PAGES] = status_pages_mod.PageCache(secret=secret)
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        send = status_pages_mod.make_sender(cfg, session)
+        tasks = [asyncio.create_task(hub.run(stop), name="realtime"),
+                 asyncio.create_task(status_pages_mod.run_subscribers(app[keys.POOL], send, stop),
+                                     name="status-subscribers")]  # fmt: skip
+        yield
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _close_realtime(app: web.Application) -> None:
+    """Long-lived WebSocket/SSE handlers end here, before the server waits for handlers."""
+    if keys.HUB in app:
+        app[keys.HUB].close_all()
+
+
 def build_app(cfg: ControllerConfig) -> web.Application:
     app = web.Application(middlewares=[metrics_middleware, ratelimit.ratelimit_middleware,
                                        error_middleware], client_max_size=2 << 20)  # fmt: skip
     app[keys.CONFIG] = cfg
     ratelimit.setup(app)
     app.cleanup_ctx.extend([database_ctx, nats_ctx, notifications_ctx, workers_ctx,
-                            heartbeats.heartbeats_ctx])
+                            heartbeats.heartbeats_ctx, realtime_ctx])
+    app.on_shutdown.append(_close_realtime)
     app.add_routes(routes())
     return app

@@ -13,7 +13,9 @@ from controller.config import ControllerConfig
 from controller.dispatcher import Dispatcher
 from controller.fleet import Fleet
 from controller.heartbeats import PingWriter
+from controller.realtime import Hub
 from controller.scheduler import Scheduler
+from controller.status_pages import PageCache
 
 CONFIG = web.AppKey("config", ControllerConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -25,4 +27,6 @@ STOP = web.AppKey("stop", asyncio.Event)
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 PINGS = web.AppKey("pings", PingWriter)
+HUB = web.AppKey("realtime_hub", Hub)
+STATUS_PAGES = web.AppKey("status_pages", PageCache)
 API_KEY = web.RequestKey("api_key", dict)

@@ -39,3 +39,17 @@ NOTIFICATIONS = Counter(
     "probefleet_notifications_total", "Notification attempts by channel kind and outcome.",
     ["kind", "outcome"], registry=REGISTRY,
 )  # fmt: skip
+REALTIME_CLIENTS = Gauge(
+    "probefleet_realtime_clients", "Connected WebSocket and SSE clients.", ["kind"], registry=REGISTRY
+)
+REALTIME_EVENTS = Counter(
+    "probefleet_realtime_events_total", "Outbox events read by the real-time hub.", registry=REGISTRY
+)
+REALTIME_DROPPED = Counter(
+    "probefleet_realtime_dropped_clients_total", "Clients disconnected because their queue filled.",
+    ["kind"], registry=REGISTRY,
+)  # fmt: skip
+STATUS_NOTICES = Counter(
+    "probefleet_status_page_notices_total", "Status-page subscriber messages by outcome.", ["outcome"],
+    registry=REGISTRY,
+)  # fmt: skip

@@ -1,0 +1,42 @@
+// Live updates for a probefleet status page: the page is complete without this file;
+// here Server-Sent Events patch component states and the overall banner in place.
+(function () {
+  "use strict";
+  var LABELS = { operational: "Operational", degraded: "Degraded performance", outage: "Outage",
+    maintenance: "Under maintenance", unknown: "No data" };
+  var OVERALL = { operational: "All systems operational", degraded: "Degraded performance",
+    partial_outage: "Partial outage", major_outage: "Major outage",
+    maintenance: "Under maintenance", unknown: "Status unknown" };
+
+  function overall() {
+    var states = Array.prototype.map.call(document.querySelectorAll(".component"),
+      function (el) { return el.getAttribute("data-state"); });
+    var down = states.filter(function (s) { return s === "outage"; }).length;
+    if (!states.length) return "operational";
+    if (down && down === states.length) return "major_outage";
+    if (down) return "partial_outage";
+    if (states.indexOf("degraded") >= 0) return "degraded";
+    if (states.indexOf("maintenance") >= 0) return "maintenance";
+    if (states.every(function (s) { return s === "unknown"; })) return "unknown";
+    return "operational";
+  }
+
+  function apply(update) {
+    var el = document.getElementById("c-" + update.component);
+    if (!el || !LABELS[update.state]) return;
+    el.setAttribute("data-state", update.state);
+    el.querySelector(".state").textContent = LABELS[update.state];
+    var banner = document.getElementById("overall");
+    var state = overall();
+    banner.setAttribute("data-state", state);
+    banner.textContent = OVERALL[state];
+  }
+
+  var url = document.body.getAttribute("data-events");
+  if (!url || !window.EventSource) return;
+  var last = document.body.getAttribute("data-last-event");
+  var source = new EventSource(url + (last ? "?last_event_id=" + encodeURIComponent(last) : ""));
+  source.addEventListener("component", function (e) {
+    try { apply(JSON.parse(e.data)); } catch (err) { /* a malformed frame changes nothing */ }
+  });
+})();

@@ -1,0 +1,333 @@
+"""SQL for status pages, their components, posts, subscribers and subscriber notices."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any
+
+from controller.storage import DB, Tx
+
+Row = dict[str, Any]
+PAGE_COLUMNS = (
+    "id, name, slug, custom_domain, description, is_public, password_hash, incident_status,"
+    " incident_message, incident_updated_at, created_at, updated_at"
+)
+_SETTABLE = ("name", "slug", "custom_domain", "description", "is_public", "password_hash")
+
+
+async def missing_monitors(conn: DB, ids: list[int]) -> set[int]:
+    found = await conn.fetch("SELECT id FROM monitors WHERE id = ANY($1)", ids)
+    return set(ids) - {r["id"] for r in found}
+
+
+async def insert_page(conn: Tx, fields: dict[str, Any]) -> int:
+    cols = [c for c in _SETTABLE if c in fields]
+    marks = ", ".join(f"${i + 1}" for i in range(len(cols)))
+    page_id: int = await conn.fetchval(
+        f"INSERT INTO status_pages ({', '.join(cols)}) VALUES ({marks}) RETURNING id",
+        *[fields[c] for c in cols],
+    )  # fmt: skip
+    return page_id
+
+
+async def update_page(conn: Tx, page_id: int, fields: dict[str, Any]) -> bool:
+    cols = [c for c in _SETTABLE if c in fields]
+    sets = "".join(f", {c} = ${i + 2}" for i, c in enumerate(cols))
+    done = await conn.fetchval(
+        f"UPDATE status_pages SET updated_at = now(){sets} WHERE id = $1 RETURNING id",
+        page_id, *[fields[c] for c in cols],
+    )  # fmt: skip
+    return done is not None
+
+
+async def set_incident(conn: Tx, page_id: int, status: str, message: str) -> None:
+    await conn.execute(
+        "UPDATE status_pages SET incident_status = $2, incident_message = $3,"
+        " incident_updated_at = now(), updated_at = now() WHERE id = $1",
+        page_id, status, message,
+    )  # fmt: skip
+
+
+async def set_components(conn: Tx, page_id: int, sections: list[dict[str, Any]]) -> None:
+    """Replace the page's components, keeping the public id of each monitor already shown."""
+    rows = [(page_id, c["monitor_id"], s["name"], si, ci, c["display_name"])
+            for si, s in enumerate(sections) for ci, c in enumerate(s["monitors"])]  # fmt: skip
+    await conn.execute(
+        "DELETE FROM status_page_components WHERE page_id = $1 AND NOT monitor_id = ANY($2)",
+        page_id, [r[1] for r in rows],
+    )  # fmt: skip
+    await conn.executemany(
+        "INSERT INTO status_page_components (page_id, monitor_id, section, section_pos, position,"
+        " display_name) SELECT $1, $2, $3, $4, $5, coalesce($6, m.name) FROM monitors m WHERE m.id = $2"
+        " ON CONFLICT (page_id, monitor_id) DO UPDATE SET section = EXCLUDED.section,"
+        " section_pos = EXCLUDED.section_pos, position = EXCLUDED.position,"
+        " display_name = EXCLUDED.display_name",
+        rows,
+    )  # fmt: skip
+
+
+async def get_page(conn: DB, page_id: int) -> Row | None:
+    row = await conn.fetchrow(f"SELECT {PAGE_COLUMNS} FROM status_pages WHERE id = $1", page_id)
+    return dict(row) if row else None
+
+
+async def find_page(conn: DB, *, slug: str | None = None, domain: str | None = None) -> Row | None:
+    row = await conn.fetchrow(
+        f"SELECT {PAGE_COLUMNS} FROM status_pages WHERE slug = $1 OR custom_domain = $2 LIMIT 1",
+        slug, domain,
+    )  # fmt: skip
+    return dict(row) if row else None
+
+
+async def list_pages(conn: DB, *, after_id: int, limit: int) -> list[Row]:
+    rows = await conn.fetch(
+        f"SELECT {PAGE_COLUMNS} FROM status_pages WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit
+    )
+    return [dict(r) for r in rows]
+
+
+async def delete_page(conn: DB, page_id: int) -> bool:
+    return await conn.fetchval("DELETE FROM status_pages WHERE id = $1 RETURNING id", page_id) is not None
+
+
+async def components(conn: DB, page_ids: list[int]) -> list[Row]:
+    """Components of the pages in display order, with their monitor's current state."""
+    rows = await conn.fetch(
+        "SELECT c.id, c.page_id, c.monitor_id, c.section, c.display_name, m.status,"
+        " m.status_changed_at FROM status_page_components c JOIN monitors m ON m.id = c.monitor_id"
+        " WHERE c.page_id = ANY($1) ORDER BY c.page_id, c.section_pos, c.position",
+        page_ids,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def day_counts(
+    conn: DB, monitor_ids: list[int], since: dt.datetime
+) -> dict[int, dict[dt.date, tuple[int, int, int]]]:
+    """(up, degraded, down) scheduled rounds per monitor per UTC day, in one query.
+
+    Unknown verdicts (no region answered) are the fleet's problem and count for nothing;
+    re-check attempts are left out so an outage is not counted twice.
+    """
+    rows = await conn.fetch(
+        "SELECT monitor_id, (due AT TIME ZONE 'UTC')::date AS day,"
+        " count(*) FILTER (WHERE verdict = 'up') AS up,"
+        " count(*) FILTER (WHERE verdict = 'degraded') AS degraded,"
+        " count(*) FILTER (WHERE verdict = 'down') AS down"
+        " FROM rounds WHERE monitor_id = ANY($1) AND due >= $2 AND attempt = 0"
+        " AND verdict IN ('up', 'degraded', 'down') GROUP BY 1, 2",
+        monitor_ids, since,
+    )  # fmt: skip
+    out: dict[int, dict[dt.date, tuple[int, int, int]]] = {}
+    for r in rows:
+        out.setdefault(r["monitor_id"], {})[r["day"]] = (r["up"], r["degraded"], r["down"])
+    return out
+
+
+async def _has_table(conn: DB, name: str) -> bool:
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
+
+
+async def in_maintenance(conn: DB, monitor_ids: list[int], now: dt.datetime) -> set[int]:
+    if not await _has_table(conn, "maintenance_periods"):
+        return set()
+    rows = await conn.fetch(
+        "SELECT DISTINCT monitor_id FROM maintenance_periods WHERE monitor_id = ANY($1)"
+        " AND starts_at <= $2 AND ends_at > $2",
+        monitor_ids, now,
+    )  # fmt: skip
+    return {r["monitor_id"] for r in rows}
+
+
+async def scheduled_maintenance(conn: DB, monitor_ids: list[int], now: dt.datetime) -> list[Row]:
+    """One-off windows that touch the page's monitors and have not ended."""
+    if not await _has_table(conn, "maintenance_windows"):
+        return []
+    rows = await conn.fetch(
+        "SELECT w.name, w.starts_at, w.ends_at, array_agg(m.id) AS monitor_ids"
+        " FROM maintenance_windows w JOIN monitors m ON m.id = ANY($1)"
+        " AND (m.id = ANY(w.monitor_ids) OR m.tags && w.tags)"
+        " WHERE w.enabled AND w.starts_at IS NOT NULL AND w.ends_at > $2"
+        " GROUP BY w.id ORDER BY w.starts_at LIMIT 20",
+        monitor_ids, now,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+# --- posts -------------------------------------------------------------------------------
+
+
+async def insert_post(conn: Tx, page_id: int, title: str, status: str, message: str) -> int:
+    post_id: int = await conn.fetchval(
+        "INSERT INTO status_page_posts (page_id, title, status, resolved_at)"
+        " VALUES ($1, $2, $3, CASE WHEN $3 = 'resolved' THEN now() END) RETURNING id",
+        page_id, title, status,
+    )  # fmt: skip
+    await conn.execute(
+        "INSERT INTO status_page_post_updates (post_id, status, message) VALUES ($1, $2, $3)",
+        post_id, status, message,
+    )  # fmt: skip
+    return post_id
+
+
+async def add_update(conn: Tx, post_id: int, status: str, message: str) -> bool:
+    done = await conn.fetchval(
+        "UPDATE status_page_posts SET status = $2, updated_at = now(),"
+        " resolved_at = CASE WHEN $2 = 'resolved' THEN coalesce(resolved_at, now()) END"
+        " WHERE id = $1 RETURNING id",
+        post_id, status,
+    )  # fmt: skip
+    if done is None:
+        return False
+    await conn.execute(
+        "INSERT INTO status_page_post_updates (post_id, status, message) VALUES ($1, $2, $3)",
+        post_id, status, message,
+    )  # fmt: skip
+    return True
+
+
+async def open_post(conn: DB, page_id: int) -> int | None:
+    post_id: int | None = await conn.fetchval(
+        "SELECT id FROM status_page_posts WHERE page_id = $1 AND status <> 'resolved'"
+        " ORDER BY created_at DESC, id DESC LIMIT 1",
+        page_id,
+    )  # fmt: skip
+    return post_id
+
+
+async def posts(conn: DB, page_id: int, *, post_id: int | None = None, since: dt.datetime | None = None,
+                limit: int = 50) -> list[Row]:  # fmt: skip
+    """Posts newest first, each with its updates newest first; open posts whatever their age."""
+    rows = await conn.fetch(
+        "SELECT p.id, p.page_id, p.title, p.status, p.created_at, p.updated_at, p.resolved_at,"
+        " coalesce((SELECT json_agg(json_build_object('id', u.id, 'status', u.status,"
+        "  'message', u.message, 'created_at', u.created_at) ORDER BY u.id DESC)"
+        "  FROM status_page_post_updates u WHERE u.post_id = p.id), '[]')::jsonb AS updates"
+        " FROM status_page_posts p WHERE p.page_id = $1 AND ($2::bigint IS NULL OR p.id = $2)"
+        " AND ($3::timestamptz IS NULL OR p.status <> 'resolved' OR p.updated_at >= $3)"
+        " ORDER BY p.created_at DESC, p.id DESC LIMIT $4",
+        page_id, post_id, since, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def post_page(conn: DB, post_id: int) -> int | None:
+    page_id: int | None = await conn.fetchval("SELECT page_id FROM status_page_posts WHERE id = $1", post_id)
+    return page_id
+
+
+# --- subscribers and notices -------------------------------------------------------------
+
+
+async def add_subscriber(conn: Tx, page_id: int, kind: str, address: str, confirmed: bool) -> Row:
+    """The subscriber row; subscribing twice returns the existing row (and its token)."""
+    row = await conn.fetchrow(
+        "INSERT INTO status_page_subscribers (page_id, kind, address, token, confirmed_at)"
+        " VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)"
+        " ON CONFLICT (page_id, kind, address) DO UPDATE SET kind = EXCLUDED.kind"
+        " RETURNING id, page_id, kind, address, token, confirmed_at, created_at",
+        page_id, kind, address, secrets.token_urlsafe(32), confirmed,
+    )  # fmt: skip
+    assert row is not None
+    return dict(row)
+
+
+async def confirm_subscriber(conn: DB, token: str) -> Row | None:
+    row = await conn.fetchrow(
+        "UPDATE status_page_subscribers SET confirmed_at = coalesce(confirmed_at, now())"
+        " WHERE token = $1 RETURNING id, page_id, kind, address",
+        token,
+    )  # fmt: skip
+    return dict(row) if row else None
+
+
+async def remove_subscriber(conn: DB, *, token: str | None = None, page_id: int | None = None,
+                            subscriber_id: int | None = None) -> bool:  # fmt: skip
+    done = await conn.fetchval(
+        "DELETE FROM status_page_subscribers WHERE (token = $1) OR (page_id = $2 AND id = $3) RETURNING id",
+        token, page_id, subscriber_id,
+    )  # fmt: skip
+    return done is not None
+
+
+async def subscribers(conn: DB, page_id: int) -> list[Row]:
+    rows = await conn.fetch(
+        "SELECT id, kind, address, confirmed_at, created_at FROM status_page_subscribers"
+        " WHERE page_id = $1 ORDER BY id",
+        page_id,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def enqueue(conn: DB, subscriber_ids: list[int], kind: str, payload: dict[str, Any]) -> None:
+    await conn.executemany(
+        "INSERT INTO status_page_notices (subscriber_id, kind, payload) VALUES ($1, $2, $3)",
+        [(sid, kind, payload) for sid in subscriber_ids],
+    )  # fmt: skip
+
+
+async def enqueue_for_page(conn: Tx, page_id: int, kind: str, payload: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO status_page_notices (subscriber_id, kind, payload) SELECT id, $2, $3"
+        " FROM status_page_subscribers WHERE page_id = $1 AND confirmed_at IS NOT NULL",
+        page_id, kind, payload,
+    )  # fmt: skip
+
+
+async def advance_events(conn: Tx, limit: int = 200) -> list[Row]:
+    """Monitor state events past the shared cursor, with every confirmed subscriber of a page
+    showing that monitor; moves the cursor. Call in a transaction: the row lock on the
+    cursor makes a second controller wait, then see the moved cursor."""
+    last = await conn.fetchval(
+        "SELECT last_event_id FROM status_page_cursor WHERE name = 'subscribers' FOR UPDATE"
+    )
+    events = await conn.fetch(
+        "SELECT id, kind, monitor_id, occurred_at, payload FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+        last, limit,
+    )  # fmt: skip
+    if not events:
+        return []
+    await conn.execute(
+        "UPDATE status_page_cursor SET last_event_id = $1 WHERE name = 'subscribers'", events[-1]["id"]
+    )
+    wanted = [e for e in events if e["kind"] in ("monitor.down", "monitor.up", "monitor.degraded")]
+    if not wanted:
+        return []
+    rows = await conn.fetch(
+        "SELECT e.id AS event_id, e.kind, e.occurred_at, s.id AS subscriber_id, p.name AS page_name,"
+        " p.slug, c.display_name FROM unnest($1::bigint[], $2::bigint[]) AS e0(id, monitor_id)"
+        " JOIN events e ON e.id = e0.id"
+        " JOIN status_page_components c ON c.monitor_id = e0.monitor_id"
+        " JOIN status_pages p ON p.id = c.page_id"
+        " JOIN status_page_subscribers s ON s.page_id = p.id AND s.confirmed_at IS NOT NULL"
+        " ORDER BY e.id, s.id",
+        [e["id"] for e in wanted], [e["monitor_id"] for e in wanted],
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def claim_notice(conn: DB, now: dt.datetime, lease: dt.timedelta) -> Row | None:
+    """Compare-and-set one due notice to `sending` (or take back an expired claim)."""
+    row = await conn.fetchrow(
+        "UPDATE status_page_notices n SET state = 'sending', attempts = attempts + 1,"
+        " claimed_until = $2 FROM status_page_subscribers s, status_pages p"
+        " WHERE n.id = (SELECT id FROM status_page_notices WHERE next_at <= $1"
+        "  AND (state = 'pending' OR (state = 'sending' AND claimed_until < $1))"
+        "  ORDER BY next_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        " AND s.id = n.subscriber_id AND p.id = s.page_id"
+        " RETURNING n.id, n.kind, n.payload, n.attempts, s.kind AS channel, s.address, s.token, s.page_id,"
+        " p.name AS page_name, p.slug",
+        now, now + lease,
+    )  # fmt: skip
+    return dict(row) if row else None
+
+
+async def finish_notice(conn: DB, notice_id: int, *, error: str | None, retry_at: dt.datetime | None) -> None:
+    state = "sent" if error is None else "pending" if retry_at is not None else "failed"
+    await conn.execute(
+        "UPDATE status_page_notices SET state = $2, last_error = $3, next_at = coalesce($4, next_at),"
+        " claimed_until = NULL, sent_at = CASE WHEN $2 = 'sent' THEN now() END"
+        " WHERE id = $1 AND state = 'sending'",
+        notice_id, state, error, retry_at,
+    )  # fmt: skip
