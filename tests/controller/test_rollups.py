@@ -222,3 +222,15 @@ async def test_it_lets_one_controller_roll_up_at_a_time(pool: asyncpg.Pool) -> N
     raw = await pool.fetchval("SELECT count(*) FROM check_results WHERE status <> 'skipped'")
     assert await pool.fetchval("SELECT sum(checks) FROM stats_minute") == raw
     assert await pool.fetchval("SELECT sum(checks) FROM stats_day") == raw
+
+
+async def test_it_recomputes_after_a_backfill_and_rewind(pool: asyncpg.Pool) -> None:
+    await seed(pool, monitors=[1])
+    await roll_all(pool, NOW + dt.timedelta(days=2))
+    await seed(pool, monitors=[2])  # older than every watermark: invisible to rollups
+    assert await pool.fetchval("SELECT count(*) FROM stats_minute WHERE monitor_id = 2") == 0
+    await rollups.rewind(pool, START)
+    await roll_all(pool, NOW + dt.timedelta(days=2))
+    raw = await pool.fetchval("SELECT count(*) FROM check_results WHERE status <> 'skipped'")
+    for level in ("minute", "hour", "day"):
+        assert await pool.fetchval(f"SELECT sum(checks) FROM stats_{level}") == raw
