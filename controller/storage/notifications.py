@@ -249,7 +249,8 @@ async def insert_deliveries(conn: DB, items: Sequence[NewDelivery]) -> int:
 async def insert_test_delivery(conn: DB, channel_id: int, now: dt.datetime) -> int:
     delivery_id: int = await conn.fetchval(
         "INSERT INTO deliveries (channel_id, kind, status, attempts, next_attempt_at, locked_until)"
-        " VALUES ($1, 'test', 'sending', 1, $2::timestamptz, $2::timestamptz + interval '1 minute') RETURNING id",
+        " VALUES ($1, 'test', 'sending', 1, $2::timestamptz, $2::timestamptz + interval '1 minute')"
+        " RETURNING id",
         channel_id,
         now,
     )
