@@ -267,28 +267,33 @@ async def record(pool: asyncpg.Pool, pings: list[Ping]) -> list[bool]:
             await _flush_quick(conn, rows, quick)
             await _apply(conn, row, verdict, ping.at)
             state.status = row["status"]
-        await _flush_quick(conn, rows, quick)
-        await store.insert_pings(conn, stored)
         last = {p.monitor_id: p for p, _ in stored}
-        await store.save_states(conn, [(mid, states[mid], last[mid], deadline(states[mid]))
-                                       for mid in last])  # fmt: skip
+        await store.finish_batch(conn, stored,
+                                 [(mid, states[mid], last[mid], deadline(states[mid])) for mid in last],
+                                 _touches(rows, quick))  # fmt: skip
     return [p.monitor_id in rows for p in pings]
 
 
-async def _flush_quick(
-    conn: Tx, rows: dict[int, dict[str, Any]], quick: dict[int, list[dt.datetime]]
-) -> None:
-    """Successes of monitors that are up change no state: one UPDATE for all of them."""
-    if not quick:
-        return
+Touch = tuple[int, dt.datetime, dt.datetime, int]
+
+
+def _touches(rows: dict[int, dict[str, Any]], quick: dict[int, list[dt.datetime]]) -> list[Touch]:
+    """(monitor id, last success, due, count) for successes that leave an up monitor up."""
     updates = []
     for mid, times in quick.items():
         row = rows[mid]
         due = _after(row.get("last_round"), max(times))
         row["last_round"] = due
         updates.append((mid, max(times), due, len(times)))
-    await store.touch_monitors(conn, updates)
     quick.clear()
+    return updates
+
+
+async def _flush_quick(conn: Tx, rows: dict[int, dict[str, Any]], quick: dict[int, list[dt.datetime]],
+                       ) -> None:  # fmt: skip
+    """Before a state change: write the successes seen so far, in one UPDATE."""
+    if quick:
+        await store.touch_monitors(conn, _touches(rows, quick))
 
 
 async def tick(pool: asyncpg.Pool, now: dt.datetime, limit: int = 500) -> int:
@@ -336,26 +341,37 @@ async def refresh(pool: asyncpg.Pool, monitor_id: int) -> None:
 
 class PingWriter:
     """Group commit: pings arriving together share one transaction; each caller waits
-    for the commit that made its ping durable. One batch at a time keeps the signals of
-    one heartbeat in arrival order; under load the next batch fills while one commits."""
+    for the commit that made its ping durable.
 
-    def __init__(self, pool: asyncpg.Pool, *, window: float = 0.002, max_batch: int = 2000) -> None:
+    Pings are spread over `lanes` by monitor id. A lane writes one batch at a time, so
+    the signals of one heartbeat are applied in arrival order, while the lanes commit
+    side by side (PostgreSQL groups their WAL flushes too); under load a lane's next
+    batch fills while its current one commits."""
+
+    def __init__(self, pool: asyncpg.Pool, *, lanes: int = 1, window: float = 0.001,
+                 max_batch: int = 2000) -> None:  # fmt: skip
         self.pool = pool
         self.window = window
         self.max_batch = max_batch
-        self._buf: list[tuple[Ping, asyncio.Future[bool]]] = []
-        self._wake = asyncio.Event()
+        self.closed = False
+        self._bufs: list[list[tuple[Ping, asyncio.Future[bool]]]] = [[] for _ in range(lanes)]
+        self._wakes = [asyncio.Event() for _ in range(lanes)]
 
     async def submit(self, ping: Ping) -> bool:
         """True once stored; False if the heartbeat no longer exists."""
+        if self.closed:
+            raise RuntimeError("ping writer stopped")
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._buf.append((ping, fut))
-        self._wake.set()
+        lane = ping.monitor_id % len(self._bufs)
+        self._bufs[lane].append((ping, fut))
+        self._wakes[lane].set()
         return await fut
 
-    async def flush_once(self) -> int:
-        """Write what is buffered (up to max_batch); return how many pings it took."""
-        batch, self._buf = self._buf[: self.max_batch], self._buf[self.max_batch :]
+    async def flush_once(self, lane: int = 0) -> int:
+        """Write what one lane buffered (up to max_batch); return how many pings it took."""
+        buf = self._bufs[lane]
+        batch = buf[: self.max_batch]
+        del buf[: self.max_batch]
         if not batch:
             return 0
         try:
@@ -372,21 +388,26 @@ class PingWriter:
         return len(batch)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set and the buffer is empty."""
+        """Until `stop` is set and every lane is empty."""
+        await asyncio.gather(*(self._lane(i, stop) for i in range(len(self._bufs))))
+        self.closed = True
+
+    async def _lane(self, lane: int, stop: asyncio.Event) -> None:
+        buf, wake = self._bufs[lane], self._wakes[lane]
         while True:
-            if not self._buf:
+            if not buf:
                 if stop.is_set():
                     return
-                self._wake.clear()
-                waiter = asyncio.ensure_future(self._wake.wait())
+                wake.clear()
+                waiter = asyncio.ensure_future(wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 stopper.cancel()
                 continue
-            if len(self._buf) < self.max_batch:
+            if len(buf) < self.max_batch:
                 await asyncio.sleep(self.window)
-            await self.flush_once()
+            await self.flush_once(lane)
 
 
 async def deadline_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 1.0) -> None:

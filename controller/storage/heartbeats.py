@@ -117,6 +117,41 @@ async def touch_monitors(conn: Tx, updates: list[tuple[int, dt.datetime, dt.date
     )  # fmt: skip
 
 
+async def finish_batch(conn: Tx, stored: list[tuple[Ping, float | None]],
+                       states: list[tuple[int, State, Ping, Deadline | None]],
+                       touches: list[tuple[int, dt.datetime, dt.datetime, int]]) -> None:  # fmt: skip
+    """insert_pings + save_states + touch_monitors in one statement: one round trip."""
+    cols: list[list[Any]] = [[] for _ in range(10)]
+    for p, duration in stored:
+        values = (p.monitor_id, p.at, p.kind, p.exit_code, p.rid,
+                  duration * 1000 if duration is not None else None, p.source, p.user_agent,
+                  p.method, p.body)  # fmt: skip
+        for col, v in zip(cols, values, strict=True):
+            col.append(v)
+    await conn.execute(
+        "WITH pings AS (INSERT INTO heartbeat_pings (monitor_id, at, kind, exit_code, rid, duration_ms,"
+        " source, user_agent, method, body) SELECT * FROM unnest($1::bigint[], $2::timestamptz[],"
+        " $3::text[], $4::integer[], $5::text[], $6::float8[], $7::text[], $8::text[], $9::text[],"
+        " $10::text[])),"
+        " states AS (UPDATE heartbeats h SET runs = u.runs, last_ping_at = u.at, last_ping_kind = u.kind,"
+        " deadline = u.deadline, deadline_reason = u.reason"
+        " FROM unnest($11::bigint[], $12::jsonb[], $13::timestamptz[], $14::text[], $15::timestamptz[],"
+        " $16::text[]) AS u(id, runs, at, kind, deadline, reason) WHERE h.monitor_id = u.id)"
+        " UPDATE monitors m SET last_check = t.at, last_success = t.at, last_round = t.due,"
+        " pass_streak = m.pass_streak + t.n"
+        " FROM unnest($17::bigint[], $18::timestamptz[], $19::timestamptz[], $20::integer[])"
+        " AS t(id, at, due, n) WHERE m.id = t.id",
+        *cols,
+        [mid for mid, _, _, _ in states],
+        [{k: _iso(v) for k, v in s.runs.items()} for _, s, _, _ in states],
+        [p.at for _, _, p, _ in states], [p.kind for _, _, p, _ in states],
+        [d.at if d else None for _, _, _, d in states],
+        [d.reason if d else None for _, _, _, d in states],
+        [u[0] for u in touches], [u[1] for u in touches], [u[2] for u in touches],
+        [u[3] for u in touches],
+    )  # fmt: skip
+
+
 async def set_deadline(conn: Tx, monitor_id: int, deadline: Deadline | None) -> None:
     await conn.execute(
         "UPDATE heartbeats SET deadline = $2, deadline_reason = $3 WHERE monitor_id = $1",
