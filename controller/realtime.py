@@ -73,6 +73,8 @@ class Client:
     size: int = 256
     queue: asyncio.Queue[Event | None] = field(init=False)
     replayed: set[int] = field(default_factory=set)
+    # Resumed clients said they hold everything up to here.
+    floor: int = 0
     dropped: bool = False
 
     def __post_init__(self) -> None:
@@ -101,7 +103,7 @@ class Client:
             if ev is None:
                 self.queue.put_nowait(None)
                 return None
-            if ev.id not in self.replayed:
+            if ev.id > self.floor and ev.id not in self.replayed:
                 return ev
 
 
@@ -134,6 +136,7 @@ class Hub:
         """Events after `after_id` the client wants; call after attach()."""
         rows = await self.pool.fetch(f"{SELECT} WHERE id > $1 ORDER BY id LIMIT $2", after_id, REPLAY_LIMIT)
         events = [e for e in map(to_event, rows) if client.wants(e)]
+        client.floor = after_id
         client.replayed.update(e.id for e in events)
         return events
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from email import message_from_bytes, policy
 from collections.abc import AsyncIterator
+from email import message_from_bytes, policy
 from typing import Any
 
 import aiohttp
@@ -41,20 +41,27 @@ async def _set_status(app: web.Application, monitor_id: int, status: str) -> Non
         row = await conn.fetchrow(
             "UPDATE monitors SET status = $2, status_changed_at = now() WHERE id = $1"
             " RETURNING id, name, kind, spec, locations, status",
-            monitor_id, status,
-        )  # fmt: skip
+            monitor_id,
+            status,
+        )
         await emit(conn, f"monitor.{status}", dt.datetime.now(dt.UTC), monitor=dict(row), previous="up")
 
 
 async def test_it_creates_reads_lists_updates_and_deletes_a_page(api: aiohttp.ClientSession) -> None:
     a, b = await _monitor(api, "api"), await _monitor(api, "web")
-    page = await _page(api, name="Acme", slug="acme", password="correct horse",
-                       sections=[{"name": "Core", "monitors": [{"monitor_id": a, "display_name": "API"}, b]}])  # fmt: skip
+    page = await _page(
+        api,
+        name="Acme",
+        slug="acme",
+        password="correct horse",
+        sections=[{"name": "Core", "monitors": [{"monitor_id": a, "display_name": "API"}, b]}],
+    )
     assert page["slug"] == "acme" and page["has_password"] is True and page["url"] == "/status/acme"
     assert "password" not in page and "password_hash" not in page
     assert [(m["monitor_id"], m["display_name"]) for m in page["sections"][0]["monitors"]] == [
-        (a, "API"), (b, "web"),
-    ]  # fmt: skip
+        (a, "API"),
+        (b, "web"),
+    ]
     r = await api.get(f"/api/v1/status-pages/{page['id']}")
     assert (await r.json())["data"]["name"] == "Acme"
     r = await api.get("/api/v1/status-pages")
@@ -65,12 +72,24 @@ async def test_it_creates_reads_lists_updates_and_deletes_a_page(api: aiohttp.Cl
     body = (await r.json())["data"]
     assert r.status == 200 and body["is_public"] is False and body["custom_domain"] == "status.acme.test"
     assert body["sections"][0]["monitors"][0]["display_name"] == "API"
-    r = await api.put(f"/api/v1/status-pages/{page['id']}", json={"name": "Acme 2", "slug": "acme2",
-                                                                  "monitors": [{"id": b, "section": "Web"}]})  # fmt: skip
+    r = await api.put(
+        f"/api/v1/status-pages/{page['id']}",
+        json={"name": "Acme 2", "slug": "acme2", "monitors": [{"id": b, "section": "Web"}]},
+    )
     body = (await r.json())["data"]
     assert body["slug"] == "acme2" and body["is_public"] is True and body["custom_domain"] is None
-    assert body["sections"] == [{"name": "Web", "monitors": [
-        {"monitor_id": b, "display_name": "web", "component_id": body["sections"][0]["monitors"][0]["component_id"]}]}]  # fmt: skip
+    assert body["sections"] == [
+        {
+            "name": "Web",
+            "monitors": [
+                {
+                    "monitor_id": b,
+                    "display_name": "web",
+                    "component_id": body["sections"][0]["monitors"][0]["component_id"],
+                }
+            ],
+        }
+    ]
     assert body["has_password"] is True, "PUT keeps a password it was not given"
     r = await api.delete(f"/api/v1/status-pages/{page['id']}")
     assert r.status == 204
@@ -89,17 +108,36 @@ async def test_it_creates_reads_lists_updates_and_deletes_a_page(api: aiohttp.Cl
         ({"name": "x", "slug": "x", "password": "short"}, "password"),
         ({"name": "x", "slug": "x", "custom_domain": "not a host"}, "custom_domain"),
         ({"name": "x", "slug": "x", "is_public": "yes"}, "is_public"),
-        ({"name": "x", "slug": "x", "sections": [{"name": "A", "monitors": [999999]}]},
-         "sections[0].monitors[0].monitor_id"),
-        ({"name": "x", "slug": "x", "sections": [{"monitors": [{"monitor_id": "1"}]}]},
-         "sections[0].monitors[0].monitor_id"),
-        ({"name": "x", "slug": "x", "incident_status": "panicking", "incident_message": "m"}, "incident_status"),
+        (
+            {"name": "x", "slug": "x", "sections": [{"name": "A", "monitors": [999999]}]},
+            "sections[0].monitors[0].monitor_id",
+        ),
+        (
+            {"name": "x", "slug": "x", "sections": [{"monitors": [{"monitor_id": "1"}]}]},
+            "sections[0].monitors[0].monitor_id",
+        ),
+        (
+            {"name": "x", "slug": "x", "incident_status": "panicking", "incident_message": "m"},
+            "incident_status",
+        ),
     ],
-    ids=["no-name", "slug-case", "slug-dash", "slug-reserved", "unknown", "password", "domain", "is-public",
-         "no-monitor", "monitor-id-type", "incident-status"],
-)  # fmt: skip
-async def test_it_rejects_bad_pages_with_field_details(api: aiohttp.ClientSession, body: dict[str, Any],
-                                                      field: str) -> None:  # fmt: skip
+    ids=[
+        "no-name",
+        "slug-case",
+        "slug-dash",
+        "slug-reserved",
+        "unknown",
+        "password",
+        "domain",
+        "is-public",
+        "no-monitor",
+        "monitor-id-type",
+        "incident-status",
+    ],
+)
+async def test_it_rejects_bad_pages_with_field_details(
+    api: aiohttp.ClientSession, body: dict[str, Any], field: str
+) -> None:
     r = await api.post("/api/v1/status-pages", json=body)
     assert r.status == 422, await r.text()
     assert field in (await r.json())["error"]["details"]
@@ -123,21 +161,29 @@ async def test_it_needs_a_key_with_the_status_pages_scope(controller: Running) -
 
 async def test_it_posts_incidents_and_updates(api: aiohttp.ClientSession) -> None:
     page = await _page(api, name="A", slug="posts")
-    r = await api.put(f"/api/v1/status-pages/{page['id']}", json={
-        "incident_status": "investigating", "incident_message": "Slow responses"})  # fmt: skip
+    r = await api.put(
+        f"/api/v1/status-pages/{page['id']}",
+        json={"incident_status": "investigating", "incident_message": "Slow responses"},
+    )
     body = (await r.json())["data"]
     assert r.status == 200 and body["incident_status"] == "investigating" and body["name"] == "A"
-    r = await api.put(f"/api/v1/status-pages/{page['id']}", json={
-        "incident_status": "identified", "incident_message": "A bad deploy"})  # fmt: skip
+    r = await api.put(
+        f"/api/v1/status-pages/{page['id']}",
+        json={"incident_status": "identified", "incident_message": "A bad deploy"},
+    )
     posts = (await (await api.get(f"/api/v1/status-pages/{page['id']}/posts")).json())["data"]
     assert len(posts) == 1 and posts[0]["status"] == "identified"
     assert [u["message"] for u in posts[0]["updates"]] == ["A bad deploy", "Slow responses"]
-    r = await api.post(f"/api/v1/status-pages/{page['id']}/posts",
-                       json={"title": "DB failover", "status": "monitoring", "message": "Switched"})  # fmt: skip
+    r = await api.post(
+        f"/api/v1/status-pages/{page['id']}/posts",
+        json={"title": "DB failover", "status": "monitoring", "message": "Switched"},
+    )
     post = (await r.json())["data"]
     assert r.status == 201 and post["status"] == "monitoring"
-    r = await api.post(f"/api/v1/status-pages/{page['id']}/posts/{post['id']}/updates",
-                       json={"status": "resolved", "message": "All good"})  # fmt: skip
+    r = await api.post(
+        f"/api/v1/status-pages/{page['id']}/posts/{post['id']}/updates",
+        json={"status": "resolved", "message": "All good"},
+    )
     post = (await r.json())["data"]
     assert post["status"] == "resolved" and post["resolved_at"] is not None and len(post["updates"]) == 2
     r = await api.post(f"/api/v1/status-pages/{page['id']}/posts", json={"title": "x", "status": "meh"})
@@ -150,32 +196,55 @@ async def test_public_json_shows_only_what_the_page_exposes(
     controller: Running, api: aiohttp.ClientSession
 ) -> None:
     shown, hidden = await _monitor(api, "shown-internal-name"), await _monitor(api, "hidden")
-    page = await _page(api, name="Public", slug="pub", description="Our services",
-                       sections=[{"name": "Edge", "monitors": [{"monitor_id": shown, "display_name": "Website"}]}])  # fmt: skip
+    page = await _page(
+        api,
+        name="Public",
+        slug="pub",
+        description="Our services",
+        sections=[{"name": "Edge", "monitors": [{"monitor_id": shown, "display_name": "Website"}]}],
+    )
     today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     pool = controller.app[keys.POOL]
     await pool.executemany(
-        "INSERT INTO rounds (monitor_id, due, regions, deadline, closed_at, verdict) VALUES ($1, $2, '{us-east}', $2, $2, $3)",
-        [(shown, today - dt.timedelta(days=2) + dt.timedelta(minutes=i), "up" if i else "down") for i in range(4)]
+        "INSERT INTO rounds (monitor_id, due, regions, deadline, closed_at, verdict)"
+        " VALUES ($1, $2, '{us-east}', $2, $2, $3)",
+        [
+            (shown, today - dt.timedelta(days=2) + dt.timedelta(minutes=i), "up" if i else "down")
+            for i in range(4)
+        ]
         + [(shown, today + dt.timedelta(minutes=1), "up")],
-    )  # fmt: skip
+    )
     await _set_status(controller.app, shown, "up")
-    await api.put(f"/api/v1/status-pages/{page['id']}", json={"incident_status": "monitoring",
-                                                              "incident_message": "Watching"})  # fmt: skip
+    await api.put(
+        f"/api/v1/status-pages/{page['id']}",
+        json={"incident_status": "monitoring", "incident_message": "Watching"},
+    )
     async with aiohttp.ClientSession(base_url=controller.base) as anon:
         r = await anon.get("/api/v1/status-pages/pub/public")
         raw = await r.text()
         data = (await r.json())["data"]
     assert r.status == 200
-    assert set(data) == {"name", "slug", "description", "status", "incident", "sections", "posts",
-                         "maintenance", "updated_at"}  # fmt: skip
+    assert set(data) == {
+        "name",
+        "slug",
+        "description",
+        "status",
+        "incident",
+        "sections",
+        "posts",
+        "maintenance",
+        "updated_at",
+    }
     assert data["status"] == "operational" and data["incident"]["status"] == "monitoring"
     (section,) = data["sections"]
     (comp,) = section["components"]
     assert section["name"] == "Edge" and comp["name"] == "Website" and comp["status"] == "operational"
     assert set(comp) == {"id", "name", "status", "uptime_90d", "days"}
-    assert len(comp["days"]) == 90 and comp["days"][-1] == {"date": today.date().isoformat(), "uptime": 100.0,
-                                                             "state": "operational"}  # fmt: skip
+    assert len(comp["days"]) == 90 and comp["days"][-1] == {
+        "date": today.date().isoformat(),
+        "uptime": 100.0,
+        "state": "operational",
+    }
     assert comp["days"][-3]["uptime"] == 75.0 and comp["days"][-3]["state"] == "outage"
     assert comp["uptime_90d"] == 80.0
     assert data["posts"][0]["updates"][0]["message"] == "Watching"
@@ -185,19 +254,29 @@ async def test_public_json_shows_only_what_the_page_exposes(
     del hidden
 
 
-async def test_a_private_page_reveals_nothing_without_its_password(controller: Running,
-                                                                   api: aiohttp.ClientSession) -> None:  # fmt: skip
+async def test_a_private_page_reveals_nothing_without_its_password(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
     mid = await _monitor(api, "private-thing")
-    await _page(api, name="Secret Corp", slug="secret", is_public=False, password="open sesame",
-                monitors=[{"monitor_id": mid, "display_name": "Vault"}])  # fmt: skip
+    await _page(
+        api,
+        name="Secret Corp",
+        slug="secret",
+        is_public=False,
+        password="open sesame",
+        monitors=[{"monitor_id": mid, "display_name": "Vault"}],
+    )
     # unsafe=True: keep cookies set by an IP-address host (127.0.0.1).
     async with aiohttp.ClientSession(
         base_url=controller.base, cookie_jar=aiohttp.CookieJar(unsafe=True)
     ) as anon:
         for path in ("/api/v1/status-pages/{}/public", "/status/{}/badge.svg", "/status/{}/events"):
             private, missing = await anon.get(path.format("secret")), await anon.get(path.format("nosuch"))
-            assert (private.status, await private.read()) == (missing.status, await missing.read()) == (
-                404, b'{"error":{"code":"not_found","message":"status page not found","details":{}}}')  # fmt: skip
+            assert (
+                (private.status, await private.read())
+                == (missing.status, await missing.read())
+                == (404, b'{"error":{"code":"not_found","message":"status page not found","details":{}}}')
+            )
         private, missing = await anon.get("/status/secret"), await anon.get("/status/nosuch")
         private_html, missing_html = await private.text(), await missing.text()
         assert private.status == missing.status == 401
@@ -256,7 +335,7 @@ async def smtp() -> AsyncIterator[list[Any]]:
     got: list[Any] = []
 
     class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             got.append(envelope)
             return "250 OK"
 
@@ -284,11 +363,18 @@ async def test_subscribers_confirm_by_email_and_hear_of_posts_and_state_changes(
     await site.start()
     hook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     port = smtp.pop(0)
-    running = await start_controller(database, nats_url, smtp_host="127.0.0.1", smtp_port=port,
-                                     smtp_security="none", public_url="http://status.test")  # fmt: skip
+    running = await start_controller(
+        database,
+        nats_url,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_security="none",
+        public_url="http://status.test",
+    )
     try:
-        async with aiohttp.ClientSession(base_url=running.base,
-                                         headers={"Authorization": f"Bearer {running.admin_key}"}) as api:  # fmt: skip
+        async with aiohttp.ClientSession(
+            base_url=running.base, headers={"Authorization": f"Bearer {running.admin_key}"}
+        ) as api:
             mid = await _monitor(api, "svc")
             page = await _page(
                 api, name="Subs", slug="subs", monitors=[{"monitor_id": mid, "display_name": "Shop"}]
@@ -300,18 +386,20 @@ async def test_subscribers_confirm_by_email_and_hear_of_posts_and_state_changes(
             r = await api.post("/api/v1/status-pages/subs/subscribe", json={"email": "nope"})
             assert r.status == 422 and "email" in (await r.json())["error"]["details"]
             async with asyncio.timeout(10):
-                while not smtp:
+                while not smtp:  # noqa: ASYNC110 (aiosmtpd fills a list)
                     await asyncio.sleep(0.05)
             text = _mail(smtp[0])["body"]
             link = re.search(r"http://status\.test(/status/subs/confirm\?token=\S+)", text)
             assert link and smtp[0].rcpt_tos == ["ann@example.test"]
             r = await api.get(link.group(1))
             assert r.status == 200 and "Subscribed" in await r.text()
-            await api.post(f"/api/v1/status-pages/{page['id']}/posts",
-                           json={"title": "Outage", "message": "Shop is down", "status": "investigating"})  # fmt: skip
+            await api.post(
+                f"/api/v1/status-pages/{page['id']}/posts",
+                json={"title": "Outage", "message": "Shop is down", "status": "investigating"},
+            )
             await _set_status(running.app, mid, "down")
             async with asyncio.timeout(15):
-                while len(smtp) < 3 or len(hooks) < 2:
+                while len(smtp) < 3 or len(hooks) < 2:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             subjects = sorted(_mail(e)["subject"] for e in smtp[1:])
             assert subjects == ["[Subs] Outage: investigating", "[Subs] Shop: outage"]

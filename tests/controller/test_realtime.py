@@ -1,0 +1,140 @@
+"""WebSocket push at /api/v1/ws and the hub behind it, with real aiohttp clients."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from controller import keys, metrics
+from controller.realtime import Client, Hub
+from controller.storage import api_keys
+from controller.storage import events as event_store
+from tests.controller.conftest import Running
+
+BOUND = 5.0  # generous bound for "arrives": a failure, never a speed measure
+
+
+async def _event(running: Running, kind: str, monitor_id: int | None = None, size: int = 0) -> int:
+    async with running.app[keys.POOL].acquire() as conn:
+        return await event_store.insert(conn, kind, monitor_id=monitor_id, incident_id=None,
+                                        occurred_at=dt.datetime.now(dt.UTC),
+                                        payload={"monitor": {"id": monitor_id, "status": kind[8:]},
+                                                 "pad": "x" * size})  # fmt: skip
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, type_: str = "event") -> dict[str, Any]:
+    async with asyncio.timeout(BOUND):
+        while True:
+            msg = await ws.receive_json()
+            if msg["type"] == type_:
+                return dict(msg)
+
+
+async def test_it_pushes_an_outbox_event_to_a_subscriber(controller: Running) -> None:
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{controller.base}/api/v1/ws") as ws:
+        await ws.send_json(
+            {"auth": controller.admin_key, "subscribe": ["monitor.status", "incident.updates"]}
+        )
+        assert (await _next(ws, "welcome"))["topics"]
+        ack = await _next(ws, "subscribed")
+        assert ack["topics"] == ["incident.updates", "monitor.status"]
+        event_id = await _event(controller, "monitor.down", 7)
+        got = await _next(ws)
+        assert got["id"] == event_id and got["kind"] == "monitor.down" and got["topic"] == "monitor.status"
+        assert got["monitor_id"] == 7 and got["payload"]["monitor"]["status"] == "down"
+        await ws.send_json({"type": "ping"})
+        assert await _next(ws, "pong") == {"type": "pong"}
+
+
+async def test_it_filters_by_topic_and_monitor(controller: Running) -> None:
+    url = f"{controller.base}/api/v1/ws?api_key={controller.admin_key}"
+    async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
+        await ws.send_json({"subscribe": ["monitor.status"], "monitor_ids": [2]})
+        await _next(ws, "subscribed")
+        await _event(controller, "monitor.down", 1)
+        await _event(controller, "incident.opened", 2)
+        wanted = await _event(controller, "monitor.up", 2)
+        assert (await _next(ws))["id"] == wanted
+
+
+async def test_it_resumes_from_the_last_event_id(controller: Running) -> None:
+    first = await _event(controller, "monitor.down", 3)
+    missed = [await _event(controller, "monitor.up", 3), await _event(controller, "monitor.down", 3)]
+    headers = {"Authorization": f"Bearer {controller.admin_key}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as s,
+        s.ws_connect(f"{controller.base}/api/v1/ws") as ws,
+    ):
+        await ws.send_json({"subscribe": "monitor.status", "last_event_id": first})
+        ack = await _next(ws, "subscribed")
+        assert ack["replayed"] == 2
+        assert [(await _next(ws))["id"] for _ in missed] == missed
+        live = await _event(controller, "monitor.up", 3)
+        assert (await _next(ws))["id"] == live
+
+
+async def test_it_refuses_bad_keys_and_missing_scopes(controller: Running) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{controller.base}/api/v1/ws") as ws:
+            await ws.send_json({"auth": "pf_not_a_real_key_at_all"})
+            assert (await _next(ws, "error"))["code"] == "unauthorized"
+            msg = await ws.receive()
+            assert msg.type == WSMsgType.CLOSE and msg.data == 4401
+        key, _ = await api_keys.create(controller.app[keys.POOL], "mon", ["monitors:read"])
+        async with s.ws_connect(f"{controller.base}/api/v1/ws?api_key={key}") as ws:
+            await ws.send_json({"subscribe": ["incident.updates"]})
+            assert (await _next(ws, "error"))["code"] == "forbidden"
+            await ws.send_json({"subscribe": ["nonsense"]})
+            assert (await _next(ws, "error"))["code"] == "validation_error"
+            await ws.send_str("{not json")
+            assert (await _next(ws, "error"))["code"] == "bad_request"
+            await ws.send_json({"subscribe": ["monitor.status"]})
+            await _next(ws, "subscribed")
+
+
+async def test_a_slow_client_is_dropped_and_others_keep_receiving(controller: Running) -> None:
+    hub = controller.app[keys.HUB]
+    hub.queue_size = 4
+    dropped = metrics.REALTIME_DROPPED.labels("ws")._value.get()
+    url = f"{controller.base}/api/v1/ws?api_key={controller.admin_key}"
+    async with aiohttp.ClientSession() as s, s.ws_connect(url) as slow, s.ws_connect(url) as fast:
+        for ws in (slow, fast):
+            await ws.send_json({"subscribe": ["*"]})
+            await _next(ws, "subscribed")
+        # The slow client never reads: the socket buffers fill, then its queue, then it is cut off.
+        async with asyncio.timeout(30):
+            while metrics.REALTIME_DROPPED.labels("ws")._value.get() == dropped:
+                await _event(controller, "monitor.down", 9, size=200_000)
+                await fast.receive_json()
+        assert len(hub.clients) == 1
+        last = await _event(controller, "monitor.up", 9)
+        async with asyncio.timeout(BOUND):
+            while (await fast.receive_json())["id"] != last:
+                pass
+
+
+async def test_the_hub_waits_for_late_commits_into_id_holes(controller: Running) -> None:
+    """A transaction that took a smaller id but committed later is still delivered."""
+    pool = controller.app[keys.POOL]
+    hub = Hub(pool)
+    await hub.start()
+    client = Client(kind="test", topics=frozenset({"*"}))
+    hub.attach(client)
+    try:
+        async with pool.acquire() as slow_conn:
+            tx = slow_conn.transaction()
+            await tx.start()
+            early = await event_store.insert(slow_conn, "monitor.down", monitor_id=1, incident_id=None,
+                                             occurred_at=dt.datetime.now(dt.UTC), payload={})  # fmt: skip
+            late = await _event(controller, "monitor.up", 1)
+            await hub.poll_once(now=0.0)
+            await tx.commit()
+        await hub.poll_once(now=1.0)
+        got = [client.queue.get_nowait(), client.queue.get_nowait()]
+        assert [e.id for e in got if e] == [late, early]
+    finally:
+        hub.detach(client)
