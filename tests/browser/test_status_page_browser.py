@@ -1,0 +1,187 @@
+"""A real headless Chromium (Debian's chromium + chromium-driver, over plain WebDriver HTTP)
+loads a status page, reads its components and uptime bars, and sees a monitor's state
+change arrive through Server-Sent Events without a reload."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from controller import keys
+from tests.controller.conftest import start_controller
+from tests.controller.test_status_pages import _monitor, _page, _set_status
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=412,1400",
+]
+
+
+def _ensure_chromium() -> tuple[str, str]:
+    """Paths of chromium and chromedriver, installing the Debian packages when missing."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if not shutil.which("apt-get"):
+            pytest.skip("chromium/chromium-driver missing and apt-get is not available to install them")
+        try:
+            subprocess.run(
+                "apt-get update && apt-get install -y chromium chromium-driver",
+                shell=True,
+                check=True,
+                capture_output=True,
+                timeout=900,
+            )
+        except (subprocess.SubprocessError, OSError) as e:
+            pytest.skip(f"could not install chromium with apt-get: {e}")
+    return str(shutil.which("chromium")), str(shutil.which("chromedriver"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WebDriver:
+    """The few W3C WebDriver commands this test needs."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, session_id: str) -> None:
+        self.http, self.base, self.sid = http, base, session_id
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"{self.base}/session/{self.sid}{path}"
+        async with self.http.request(method, url, json=body) as r:
+            data = await r.json()
+            assert r.status == 200, data
+            return data["value"]
+
+    async def js(self, script: str, *args: Any) -> Any:
+        return await self.call("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[WebDriver]:
+    chromium, chromedriver = _ensure_chromium()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [chromedriver, f"--port={port}", "--allowed-ips=127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    profile = tempfile.mkdtemp(dir=tmp_path)
+    caps = {
+        "capabilities": {
+            "alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {"binary": chromium, "args": [*FLAGS, f"--user-data-dir={profile}"]},
+            }
+        }
+    }
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        async with http.get(f"{base}/status") as r:
+                            if (await r.json())["value"]["ready"]:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+            async with http.post(f"{base}/session", json=caps) as r:
+                created = await r.json()
+                assert r.status == 200, created
+            driver = WebDriver(http, base, created["value"]["sessionId"])
+            try:
+                yield driver
+            finally:
+                await http.delete(f"{base}/session/{driver.sid}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_the_page_renders_and_updates_live_in_chromium(
+    database: str, nats_url: str, browser: WebDriver
+) -> None:
+    running = await start_controller(database, nats_url)
+    try:
+        headers = {"Authorization": f"Bearer {running.admin_key}"}
+        async with aiohttp.ClientSession(base_url=running.base, headers=headers) as api:
+            ids = [await _monitor(api, f"m{i}") for i in range(3)]
+            for mid in ids:
+                await _set_status(running.app, mid, "up")
+            page = await _page(
+                api,
+                name="Browser Co",
+                slug="browser",
+                sections=[
+                    {
+                        "name": "Core",
+                        "monitors": [
+                            {"monitor_id": ids[0], "display_name": "API"},
+                            {"monitor_id": ids[1], "display_name": "Website"},
+                        ],
+                    },
+                    {"name": "Extras", "monitors": [{"monitor_id": ids[2], "display_name": "Docs"}]},
+                ],
+            )
+        target = page["sections"][0]["monitors"][1]["component_id"]
+        now = dt.datetime.now(dt.UTC)
+        await running.app[keys.POOL].executemany(
+            "INSERT INTO rounds (monitor_id, due, regions, deadline, closed_at, verdict)"
+            " VALUES ($1, $2, '{us-east}', $2, $2, $3)",
+            [(ids[0], now - dt.timedelta(days=d), "down" if d == 3 else "up") for d in range(10)],
+        )
+        await browser.call("POST", "/url", {"url": f"{running.base}/status/browser"})
+        names = await browser.js(
+            "return Array.from(document.querySelectorAll('.component .name')).map(e => e.textContent)"
+        )
+        assert names == ["API", "Website", "Docs"]
+        assert await browser.js("return document.querySelectorAll('.component .bars i').length") == 3 * 90
+        first = await browser.js(
+            "return Array.from(document.querySelectorAll('.bars')[0].children).map(e => e.className)"
+        )
+        assert first[-10:] == ["bo"] * 6 + ["bx"] + ["bo"] * 3 and first[0] == "bn"
+        assert (
+            await browser.js("return document.getElementById('overall').textContent")
+            == "All systems operational"
+        )
+        # Marks this document: a reload would lose it.
+        await browser.js("window.__noReload = 42")
+        await asyncio.sleep(0.5)  # let EventSource connect before the change
+        await _set_status(running.app, ids[1], "down")
+        state = None
+        async with asyncio.timeout(10):
+            while state != "outage":
+                state = await browser.js(f"return document.getElementById('c-{target}').dataset.state")
+                await asyncio.sleep(0.1)
+        assert await browser.js("return window.__noReload") == 42
+        assert await browser.js("return document.getElementById('overall').dataset.state") == "partial_outage"
+        assert (
+            await browser.js(f"return document.querySelector('#c-{target} .state').textContent") == "Outage"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        png = base64.b64decode(await browser.call("GET", "/screenshot"))
+        (ARTIFACTS / "status_page.png").write_bytes(png)
+        assert png.startswith(b"\x89PNG")
+    finally:
+        await running.stop()
