@@ -72,7 +72,7 @@ def summarize(due: float, locations: list[str], asked: list[str], got: dict[str,
                                       message=r.message, duration_ms=r.duration_ms)
                for r in got.values()]  # fmt: skip
     verdict = consensus.decide(results, asked, rule)
-    per_region = []
+    per_region: list[dict[str, Any]] = []
     for region in locations:
         r = got.get(region)
         if r is None:

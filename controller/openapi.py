@@ -172,8 +172,26 @@ TYPES: list[Any] = [
 ]  # fmt: skip
 
 
+def _describable(t: Any) -> Any:
+    """`t`, or a same-named copy with `object` values read as Any (msgspec cannot describe
+    `object`, which the wire structs use for free-form JSON such as graphql_variables)."""
+    fields = msgspec.structs.fields(t)
+    if not any("object" in repr(f.type) for f in fields):
+        return t
+    cfg = t.__struct_config__
+    return msgspec.defstruct(
+        t.__name__,
+        [(f.name, Any if "object" in repr(f.type) else f.type,
+          f.default if f.default is not msgspec.NODEFAULT else
+          msgspec.field(default_factory=f.default_factory) if f.default_factory is not msgspec.NODEFAULT
+          else msgspec.NODEFAULT) for f in fields],
+        kw_only=True, tag=cfg.tag, tag_field=cfg.tag_field, module=t.__module__,
+    )  # fmt: skip
+
+
 def components() -> dict[str, Schema]:
-    _, comps = msgspec.json.schema_components(TYPES, ref_template=REF)
+    types = [_describable(t) for t in TYPES]
+    _, comps = msgspec.json.schema_components(types, ref_template=REF)
     comps["MonitorInput"] = monitor_input(comps)
     return dict(sorted(comps.items()))
 
@@ -374,6 +392,8 @@ text-align:left;vertical-align:top}nav a{margin-right:.8rem}"""
 
 
 def _type(schema: Schema) -> str:
+    if not isinstance(schema, dict):
+        return "any"
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
         return f'<a href="#schema-{name}">{name}</a>'
