@@ -332,23 +332,39 @@ def uptime_of(days: DayCounts) -> float | None:
 class PageCache:
     """Per-controller state of the public pages: the cookie secret and short-lived caches.
 
-    Rendered pages live for `ttl` seconds (live changes reach browsers through SSE anyway);
-    uptime bars, which change once a day at most, for `bars_ttl`.
+    Rendered pages live for `ttl` seconds (live changes reach browsers through SSE anyway),
+    uptime bars, which change once a day at most, for `bars_ttl`. An expired entry is still
+    served while one task rebuilds it, so a burst of visitors never waits on the database
+    together (and never rebuilds the same page many times at once).
     """
 
     secret: str
     ttl: float = 1.0
     bars_ttl: float = 60.0
     entries: dict[tuple[str, int], tuple[float, Any]] = field(default_factory=dict)
+    building: dict[tuple[str, int], asyncio.Task[Any]] = field(default_factory=dict)
 
-    def get(self, kind: str, page_id: int, now: float) -> Any:
-        hit = self.entries.get((kind, page_id))
-        return hit[1] if hit is not None and hit[0] > now else None
+    async def fetch(self, kind: str, page_id: int, ttl: float, build: Callable[[], Awaitable[Any]]) -> Any:
+        key, now = (kind, page_id), time.monotonic()
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        task = self.building.get(key)
+        if task is None:
+            task = self.building[key] = asyncio.create_task(self._build(key, ttl, build))
+        if hit is not None:
+            return hit[1]
+        return await asyncio.shield(task)
 
-    def put(self, kind: str, page_id: int, value: Any, now: float, ttl: float) -> None:
-        if len(self.entries) > 10_000:
-            self.entries.clear()
-        self.entries[(kind, page_id)] = (now + ttl, value)
+    async def _build(self, key: tuple[str, int], ttl: float, build: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            value = await build()
+            if len(self.entries) > 10_000:
+                self.entries.clear()
+            self.entries[key] = (time.monotonic() + ttl, value)
+            return value
+        finally:
+            self.building.pop(key, None)
 
     def forget(self, page_id: int) -> None:
         for key in [k for k in self.entries if k[1] == page_id]:

@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import gzip
 import html
-import time
 from importlib import resources
 from typing import Any
 
@@ -249,13 +248,12 @@ async def delete_subscriber(request: web.Request) -> web.Response:
 
 
 async def _bars(app: web.Application, page_id: int, monitor_ids: list[int], now: dt.datetime) -> Any:
-    cache, t = app[keys.STATUS_PAGES], time.monotonic()
-    hit = cache.get("bars", page_id, t)
-    if hit is None:
+    async def build() -> Any:
         since = dt.datetime.combine(now.date() - dt.timedelta(days=sp.BAR_DAYS - 1), dt.time(), dt.UTC)
-        hit = await store.day_counts(app[keys.POOL], monitor_ids, since)
-        cache.put("bars", page_id, hit, t, cache.bars_ttl)
-    return hit
+        return await store.day_counts(app[keys.POOL], monitor_ids, since)
+
+    cache = app[keys.STATUS_PAGES]
+    return await cache.fetch("bars", page_id, cache.bars_ttl, build)
 
 
 async def public_model(app: web.Application, page: dict[str, Any]) -> dict[str, Any]:
@@ -293,11 +291,8 @@ async def public_model(app: web.Application, page: dict[str, Any]) -> dict[str, 
 
 
 async def _cached_model(app: web.Application, page: dict[str, Any]) -> dict[str, Any]:
-    cache, t = app[keys.STATUS_PAGES], time.monotonic()
-    model = cache.get("model", page["id"], t)
-    if model is None:
-        model = await public_model(app, page)
-        cache.put("model", page["id"], model, t, cache.ttl)
+    cache = app[keys.STATUS_PAGES]
+    model: dict[str, Any] = await cache.fetch("model", page["id"], cache.ttl, lambda: public_model(app, page))
     return model
 
 
@@ -322,7 +317,23 @@ async def public_json(request: web.Request) -> web.Response:
     page = await visible_page(request, request.match_info["slug"])
     if page is None:
         raise _not_found()
-    return ok(await _cached_model(request.app, page))
+    cache = request.app[keys.STATUS_PAGES]
+
+    async def build() -> tuple[bytes, bytes]:
+        raw = ok(await _cached_model(request.app, page)).body
+        assert isinstance(raw, bytes)
+        return raw, gzip.compress(raw, 5)
+
+    return _bytes(request, await cache.fetch("json", page["id"], cache.ttl, build), "application/json")
+
+
+def _bytes(request: web.Request, body: tuple[bytes, bytes], content_type: str) -> web.Response:
+    """The plain or the gzip body, by Accept-Encoding."""
+    headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body[1], content_type=content_type, charset="utf-8", headers=headers)
+    return web.Response(body=body[0], content_type=content_type, charset="utf-8", headers=headers)
 
 
 # --- the HTML page ----------------------------------------------------------------------
@@ -339,22 +350,18 @@ def _locked(request: web.Request, wrong: bool = False) -> web.Response:
 
 async def _render(request: web.Request, page: dict[str, Any], notice: str = "") -> web.Response:
     """The page's HTML, from a one-second cache of its bytes (and their gzip)."""
-    app, t = request.app, time.monotonic()
+    app = request.app
     cache = app[keys.STATUS_PAGES]
-    body = None if notice else cache.get("html", page["id"], t)
-    if body is None:
+
+    async def build() -> tuple[bytes, bytes]:
         model = await _cached_model(app, page)
         text = status_html.render_page(model, slug=page["slug"], last_event_id=app[keys.HUB].last_id,
                                        notice=notice)  # fmt: skip
         raw = text.encode()
-        body = (raw, gzip.compress(raw, 5))
-        if not notice:
-            cache.put("html", page["id"], body, t, cache.ttl)
-    headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body[1], content_type="text/html", charset="utf-8", headers=headers)
-    return web.Response(body=body[0], content_type="text/html", charset="utf-8", headers=headers)
+        return raw, gzip.compress(raw, 5)
+
+    body = await build() if notice else await cache.fetch("html", page["id"], cache.ttl, build)
+    return _bytes(request, body, "text/html")
 
 
 async def status_page_html(request: web.Request) -> web.Response:
