@@ -142,6 +142,9 @@ def check_config(role: str, config_path: Path | None) -> None:
         data = msgspec.to_builtins(cfg)
         data["database_url"] = redacted_dsn(cfg.database_url)
         data["nats_url"] = redacted_dsn(cfg.nats_url)
+        for secret in ("status_page_secret", "smtp_password"):
+            if data.get(secret):
+                data[secret] = "<redacted>"
     else:
         from probe.config import load_probe_config
 
