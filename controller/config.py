@@ -102,7 +102,10 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
             raise ConfigError(f"{path}: {e}") from e
     for key, env in (("database_url", "DATABASE_URL"), ("nats_url", "NATS_URL"),
                      ("host", "HOST"), ("port", "PORT"), ("controller_id", "CONTROLLER_ID"),
-                     ("log_level", "LOG_LEVEL")):  # fmt: skip
+                     ("log_level", "LOG_LEVEL"), ("status_page_secret", "STATUS_PAGE_SECRET"),
+                     ("public_url", "PUBLIC_URL"), ("smtp_host", "SMTP_HOST"), ("smtp_port", "SMTP_PORT"),
+                     ("smtp_username", "SMTP_USERNAME"), ("smtp_password", "SMTP_PASSWORD"),
+                     ("smtp_from", "SMTP_FROM")):  # fmt: skip
         value = _env(env)
         if value is not None:
             data[key] = value
