@@ -98,7 +98,7 @@ async def test_it_refuses_bad_keys_and_missing_scopes(controller: Running) -> No
 
 async def test_a_slow_client_is_dropped_and_others_keep_receiving(controller: Running) -> None:
     hub = controller.app[keys.HUB]
-    hub.queue_size = 4
+    hub.queue_size = 16
     dropped = metrics.REALTIME_DROPPED.labels("ws")._value.get()
     url = f"{controller.base}/api/v1/ws?api_key={controller.admin_key}"
     async with aiohttp.ClientSession() as s, s.ws_connect(url) as slow, s.ws_connect(url) as fast:
@@ -108,8 +108,10 @@ async def test_a_slow_client_is_dropped_and_others_keep_receiving(controller: Ru
         # The slow client never reads: the socket buffers fill, then its queue, then it is cut off.
         async with asyncio.timeout(30):
             while metrics.REALTIME_DROPPED.labels("ws")._value.get() == dropped:
-                await _event(controller, "monitor.down", 9, size=200_000)
-                await fast.receive_json()
+                for _ in range(10):
+                    await _event(controller, "monitor.down", 9, size=250_000)
+                for _ in range(10):
+                    await fast.receive_json()
         assert len(hub.clients) == 1
         last = await _event(controller, "monitor.up", 9)
         async with asyncio.timeout(BOUND):
