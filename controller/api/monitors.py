@@ -53,7 +53,9 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
 
 
 async def _public_many(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    ups = await stats.uptimes(request.app[keys.POOL], [r["id"] for r in rows])
+    # One connection for the several queries: a pool round trip per query costs a reset each.
+    async with request.app[keys.POOL].acquire() as conn:
+        ups = await stats.uptimes(conn, [r["id"] for r in rows])
     return [public(r, ups.get(r["id"])) for r in rows]
 
 
