@@ -12,14 +12,22 @@ import hmac
 import secrets
 from typing import Any
 
+from controller.scopes import SCOPES
 from controller.storage import DB
 
+__all__ = [
+    "KEY_PREFIX",
+    "SCOPES",
+    "authenticate",
+    "count",
+    "create",
+    "digest",
+    "list_all",
+    "new_key",
+    "revoke",
+]
+
 KEY_PREFIX = "pf_"
-SCOPES: tuple[str, ...] = (
-    "monitors:read", "monitors:write", "incidents:read", "incidents:write",
-    "status_pages:read", "status_pages:write", "notifications:read", "notifications:write",
-    "keys:admin", "admin",
-)  # fmt: skip
 
 
 def digest(key: str) -> str:
