@@ -159,9 +159,11 @@ async def run(root: Path, cycles: int, n_outage: int, n_blip: int) -> dict[str, 
             blipped = list(blip_ids)
             false = await pool.fetchval("SELECT count(*) FROM incidents WHERE monitor_id = ANY($1)", blipped)
             blip_rechecks = await pool.fetchval(
-                "SELECT count(*) FROM rounds WHERE monitor_id = ANY($1) AND attempt > 0", blipped)
+                "SELECT count(*) FROM rounds WHERE monitor_id = ANY($1) AND attempt > 0", blipped
+            )
             dups = await pool.fetchval(
-                "SELECT count(*) - count(DISTINCT (monitor_id, started_at)) FROM incidents")
+                "SELECT count(*) - count(DISTINCT (monitor_id, started_at)) FROM incidents"
+            )
     finally:
         for agent in agents:
             await agent.stop()

@@ -219,8 +219,9 @@ def build_app(cfg: ControllerConfig) -> web.Application:
                                        error_middleware], client_max_size=2 << 20)  # fmt: skip
     app[keys.CONFIG] = cfg
     ratelimit.setup(app)
-    app.cleanup_ctx.extend([database_ctx, nats_ctx, notifications_ctx, workers_ctx,
-                            heartbeats.heartbeats_ctx, realtime_ctx])
+    app.cleanup_ctx.extend(
+        [database_ctx, nats_ctx, notifications_ctx, workers_ctx, heartbeats.heartbeats_ctx, realtime_ctx]
+    )
     app.on_shutdown.append(_close_realtime)
     app.add_routes(routes())
     return app

@@ -14,9 +14,8 @@ def main() -> None:
 
 
 def _register() -> None:
-    from probe.cli import probe
-
     from controller.cli import controller
+    from probe.cli import probe
     from shared.devcmd import check_config, dev
 
     main.add_command(controller)

@@ -94,9 +94,7 @@ def dev(data_dir: Path, port: int) -> None:
         _wait_http(f"{base}/api/v1/health", controller)
         click.echo(f"\nprobefleet is up in {time.monotonic() - started:.1f}s: {base}")
         click.echo(f"  NATS {stack.nats.url}   PostgreSQL {dsn}")
-        click.echo(
-            f"  admin API key{' (new)' if new else ''}: {key}  (kept in {data_dir}/admin.key)"
-        )
+        click.echo(f"  admin API key{' (new)' if new else ''}: {key}  (kept in {data_dir}/admin.key)")
         click.echo("\nTry:\n"
                    f"  curl -s -X POST {base}/api/v1/monitors -H 'Authorization: Bearer {key}' \\\n"
                    "    -H 'Content-Type: application/json' \\\n"
@@ -125,9 +123,7 @@ def dev(data_dir: Path, port: int) -> None:
 @click.command("check-config")
 @click.option("--role", type=click.Choice(["controller", "probe"]), default="controller",
               show_default=True)  # fmt: skip
-@click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def check_config(role: str, config_path: Path | None) -> None:
     """Validate configuration (file plus PROBEFLEET_* variables) and print it, secrets redacted."""
     import msgspec

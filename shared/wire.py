@@ -19,9 +19,7 @@ class Assertion(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A JSON-path assertion on an HTTP response body."""
 
     path: str
-    op: Literal["equals", "not_equals", "lt", "lte", "gt", "gte", "contains", "exists"] = (
-        "equals"
-    )
+    op: Literal["equals", "not_equals", "lt", "lte", "gt", "gte", "contains", "exists"] = "equals"
     value: str | int | float | bool | None = None
 
 

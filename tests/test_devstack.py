@@ -16,9 +16,7 @@ import nats
 from shared.devstack import NatsServer, PostgresServer
 
 
-async def test_it_serves_sql_and_jetstream(
-    postgres: PostgresServer, nats_server: NatsServer
-) -> None:
+async def test_it_serves_sql_and_jetstream(postgres: PostgresServer, nats_server: NatsServer) -> None:
     conn = await asyncpg.connect(postgres.dsn())
     try:
         assert await conn.fetchval("SELECT 40 + 2") == 42

@@ -187,9 +187,7 @@ async def delete_many(conn: Tx, ids: list[int]) -> list[int]:
 
 
 async def get_many_for_update(conn: Tx, ids: list[int]) -> dict[int, Row]:
-    rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids
-    )
+    rows = await conn.fetch(f"SELECT {COLUMNS} FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
     return {r["id"]: dict(r) for r in rows}
 
 

@@ -113,9 +113,7 @@ async def test_it_requires_a_valid_key(controller: Running) -> None:
     async with aiohttp.ClientSession(base_url=controller.base) as anon:
         r = await anon.get("/api/v1/monitors")
         assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
-        r = await anon.get(
-            "/api/v1/monitors", headers={"Authorization": "Bearer pf_wrongwrongwrongwrong"}
-        )
+        r = await anon.get("/api/v1/monitors", headers={"Authorization": "Bearer pf_wrongwrongwrongwrong"})
         assert r.status == 401
         r = await anon.get("/api/v1/monitors", headers={"X-API-Key": controller.admin_key})
         assert r.status == 200
