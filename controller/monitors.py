@@ -45,6 +45,13 @@ FIELD_ALIASES = {
     "recoveryCount": "recovery_count",
 }  # fmt: skip
 
+# Spec fields whose wire name collides with a common field get another API name:
+# a DNS query's `name` would clash with the monitor's name, ICMP's `interval` with
+# the check interval alias.
+SPEC_API_NAMES: dict[str, dict[str, str]] = {"dns": {"name": "domain"}, "icmp": {"interval": "ping_interval"}}
+# Where a non-HTTP kind receives `url` (or its alias `target`), it means this field.
+TARGET_FIELD = {"tcp": "host", "udp": "host", "icmp": "host", "tls": "host", "dns": "domain"}
+
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
@@ -104,10 +111,25 @@ def normalize(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("type"), str):
         t = out["type"].lower()
         out["type"] = TYPE_ALIASES.get(t, t)
+    # Reference 003's PORT monitors carry the protocol beside the type.
+    if out.get("type") == "tcp" and str(out.get("protocol", "")).lower() == "udp":
+        out["type"] = "udp"
+    if out.get("type") in ("tcp", "udp"):
+        out.pop("protocol", None)
+    kind = out.get("type")
+    if isinstance(kind, str) and kind in TARGET_FIELD and "url" in out:
+        out.setdefault(TARGET_FIELD[kind], _host_of(out.pop("url")))
     # Reference 004 sends one expected status as a bare number.
     if isinstance(out.get("expected_status"), int | str):
         out["expected_status"] = [out["expected_status"]]
     return out
+
+
+def _host_of(target: object) -> object:
+    """'tcp://db:5432' or 'https://example.com/' -> the host; anything else unchanged."""
+    if isinstance(target, str) and "://" in target:
+        return urlsplit(target).hostname or target
+    return target
 
 
 def _check_url(url: str) -> str | None:
@@ -167,14 +189,19 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
         errors.update(problems)
     else:
         spec_type = SPEC_TYPES[kind]
+        renames = SPEC_API_NAMES.get(kind, {})
+        api_to_wire = {api: wire_name for wire_name, api in renames.items()}
+        spec_part = {api_to_wire.get(k, k): v for k, v in spec_part.items() if k not in renames}
         unknown = set(spec_part) - set(spec_type.__struct_fields__)
         errors.update({k: "unknown field" for k in sorted(unknown)})
         if not errors:
             try:
                 spec = msgspec.convert(spec_part, spec_type)
             except msgspec.ValidationError as e:
-                raise from_msgspec(e) from None
-            errors.update(_check_spec(kind, spec))
+                err = from_msgspec(e)
+                err.details = {renames.get(k, k): v for k, v in err.details.items()}
+                raise err from None
+            errors.update({renames.get(k, k): v for k, v in _check_spec(kind, spec).items()})
     default_locations = [] if kind == "heartbeat" else list(regions)
     locations = common.locations if common.locations is not None else default_locations
     if not locations and kind != "heartbeat":
@@ -221,7 +248,8 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
 
         spec = heartbeats.decode_spec(row["spec"])
     if spec is not None:
-        out.update({f: msgspec.to_builtins(getattr(spec, f)) for f in spec.__struct_fields__})
+        renames = SPEC_API_NAMES.get(row["kind"], {})
+        out.update({renames.get(f, f): msgspec.to_builtins(getattr(spec, f)) for f in spec.__struct_fields__})
     return out
 
 

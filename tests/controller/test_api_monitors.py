@@ -133,3 +133,35 @@ async def test_it_enforces_scopes(controller: Running) -> None:
         assert (await ro.get("/api/v1/monitors")).status == 200
         r = await ro.post("/api/v1/monitors", json=HTTP_MONITOR)
         assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    ("body", "want"),
+    [
+        ({"type": "dns", "domain": "example.test", "record_type": "MX"}, {"domain": "example.test"}),
+        (
+            {"type": "ping", "target": "127.0.0.1", "ping_interval": 0.5, "count": 2},
+            {"type": "icmp", "host": "127.0.0.1", "ping_interval": 0.5},
+        ),
+        (
+            {"type": "port", "target": "tcp://127.0.0.1:5432", "port": 5432},
+            {"type": "tcp", "host": "127.0.0.1"},
+        ),
+        ({"type": "port", "protocol": "udp", "host": "127.0.0.1", "port": 53}, {"type": "udp", "port": 53}),
+        (
+            {"type": "ssl_cert", "url": "https://127.0.0.1/"},
+            {"type": "tls", "host": "127.0.0.1", "port": 443},
+        ),
+    ],
+    ids=["dns-domain", "ping-target", "port-tcp", "port-udp", "ssl-url"],
+)
+async def test_it_creates_every_probe_kind_with_reference_names(
+    api: aiohttp.ClientSession, body: dict[str, object], want: dict[str, object]
+) -> None:
+    r = await api.post("/api/v1/monitors", json={"name": "k", **body})
+    created = await r.json()
+    assert r.status == 201, created
+    data = created["data"]
+    assert data["name"] == "k"
+    for key, value in want.items():
+        assert data[key] == value, (key, data)
