@@ -75,7 +75,19 @@ async def _measure(dsn: str, start: float, end: float) -> tuple[int, list[float]
         await conn.close()
 
 
-def run_one(n: int, interval: int, window: float, workdir: Path) -> dict[str, float]:
+def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """Sample a process with py-spy (if installed) into collapsed stacks."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        print("py-spy not installed in this environment; --profile ignored", file=sys.stderr)
+        return None
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                             "--format", "raw", "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def run_one(n: int, interval: int, window: float, workdir: Path,
+            profile: Path | None = None) -> dict[str, float]:  # fmt: skip
     stack = devstack.EmbeddedStack(workdir / f"stack-{n}")
     stack.start()
     procs: list[subprocess.Popen[bytes]] = []
@@ -98,9 +110,17 @@ def run_one(n: int, interval: int, window: float, workdir: Path) -> dict[str, fl
         ours = [controller, *probes]
         cpu0 = [cpu_seconds(p.pid) for p in ours]
         t0 = time.time()
+        spies = []
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            for name, proc in (("controller", controller), ("probe", probes[0])):
+                spies.append(_profile(proc.pid, window, profile / f"{name}-{n}.txt"))
         time.sleep(window)
         t1 = time.time()
         cpu1 = [cpu_seconds(p.pid) for p in ours]
+        for spy in spies:
+            if spy is not None:
+                spy.wait(30)
         time.sleep(8)  # let the window's last results land
         checks, lags = asyncio.run(_measure(dsn, t0, t1))
         configured = n * len(REGIONS) / interval
@@ -128,11 +148,15 @@ def run_one(n: int, interval: int, window: float, workdir: Path) -> dict[str, fl
 @click.option("--interval", type=int, default=60, show_default=True)
 @click.option("--window", type=float, default=60.0, show_default=True, help="Measured seconds.")
 @click.option("--no-record", is_flag=True, help="Print only; leave bench/RESULTS.md alone.")
-def main(counts: tuple[int, ...], interval: int, window: float, no_record: bool) -> None:
+@click.option("--profile", type=click.Path(file_okay=False, path_type=Path),
+              help="Sample the controller and one probe with py-spy into this folder.")  # fmt: skip
+def main(
+    counts: tuple[int, ...], interval: int, window: float, no_record: bool, profile: Path | None
+) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="pf-bench-") as tmp:
         for n in counts:
-            r = run_one(n, interval, window, Path(tmp))
+            r = run_one(n, interval, window, Path(tmp), profile)
             click.echo(r)
             rows.append(r)
     table = ["| monitors | interval | configured checks/s | achieved checks/s | jitter p50 | jitter p99 "

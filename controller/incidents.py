@@ -139,8 +139,12 @@ async def emit(conn: Tx, kind: str, now: dt.datetime, *, monitor: dict[str, Any]
 
 
 async def apply(conn: Tx, monitor: dict[str, Any], due: dt.datetime, verdict: Verdict,
-                now: dt.datetime) -> MonitorState | None:  # fmt: skip
-    """Write the verdict's effect on the monitor; None if a later round got there first."""
+                now: dt.datetime,
+                windows: list[maintenance.Window] | None = None) -> MonitorState | None:  # fmt: skip
+    """Write the verdict's effect on the monitor; None if a later round got there first.
+
+    `windows`: every enabled maintenance window, when the caller read them once for a
+    whole batch; otherwise this monitor's are read here."""
     current = MonitorState(status=monitor["status"], fail_streak=monitor["fail_streak"],
                            pass_streak=monitor["pass_streak"])  # fmt: skip
     if current.status == "paused":
@@ -175,9 +179,10 @@ async def apply(conn: Tx, monitor: dict[str, Any], due: dt.datetime, verdict: Ve
     await _regions_changed(conn, monitor, list(monitor.get("unavailable_regions") or []),
                            unavailable, now)  # fmt: skip
     monitor.update(fail_since=fail_since, unavailable_regions=unavailable)
-    windows = [maintenance.from_row(w) for w in
-               await store.windows_for(conn, monitor["id"], list(monitor.get("tags") or []))]  # fmt: skip
-    occurrences = maintenance.active(windows, now)
+    tags = list(monitor.get("tags") or [])
+    if windows is None:
+        windows = [maintenance.from_row(w) for w in await store.windows_for(conn, monitor["id"], tags)]
+    occurrences = maintenance.active(windows, now, monitor["id"], tags)
     for occ in occurrences:
         await store.record_period(conn, monitor["id"], occ.window_id, occ.starts_at, occ.ends_at)
     open_incident = None

@@ -23,8 +23,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from controller import consensus, incidents, metrics
+from controller import consensus, incidents, maintenance, metrics
 from controller.storage import Tx
+from controller.storage import incidents as incident_store
 from controller.storage import results as store
 from shared import subjects, wire
 
@@ -57,6 +58,7 @@ async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime
             list({k[0] for k in keys}),
         )
     }
+    windows = [maintenance.from_row(w) for w in await incident_store.enabled_windows(conn)]
     verdicts: list[tuple[store.Key, str]] = []
     changed = 0
     for rnd in sorted(closed, key=lambda r: r["due"]):
@@ -68,7 +70,7 @@ async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime
         verdict = consensus.decide(by_round.get(key, []), list(rnd["regions"]), rule)
         verdicts.append((key, verdict.state))
         metrics.VERDICTS.labels(verdict.state).inc()
-        new = await incidents.apply(conn, monitor, rnd["due"], verdict, now)
+        new = await incidents.apply(conn, monitor, rnd["due"], verdict, now, windows)
         if new is not None:
             monitor.update(status=new.status, fail_streak=new.fail_streak,
                            pass_streak=new.pass_streak)  # fmt: skip

@@ -62,6 +62,7 @@ class Scheduler:
     publish: Publish
     fleet: Fleet
     round_grace: float = 2.0
+    min_tick: float = 0.02
     owns: Callable[[int], bool] = lambda _id: True
     entries: dict[int, Entry] = field(default_factory=dict)
     heap: list[tuple[float, int, int]] = field(default_factory=list)
@@ -187,7 +188,8 @@ class Scheduler:
             except (asyncpg.PostgresError, OSError) as e:
                 log.warning("scheduler tick failed error=%s", e)
             wake = self.next_wakeup()
-            delay = 1.0 if wake is None else min(1.0, max(0.0, wake - time.time()))
+            # At least `min_tick` between ticks: rounds due within it share one INSERT.
+            delay = 1.0 if wake is None else min(1.0, max(self.min_tick, wake - time.time()))
             if delay > 0:
                 waiter = asyncio.ensure_future(self._wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
