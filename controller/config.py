@@ -54,6 +54,8 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     retention_minute_days: float | None = 30
     retention_hour_days: float | None = 365
     retention_day_days: float | None = None
+    # Heartbeat ping history: days kept (bounded DELETE batches every 10 minutes).
+    heartbeat_ping_retention_days: float = 30
     # Status pages: HMAC secret for private-page cookies (random per process when empty: set
     # it when running several controllers), public base URL for links in subscriber mail.
     status_page_secret: str = ""

@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,12 +33,13 @@ from croniter import croniter
 from croniter.croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError
 from msgspec import Meta
 
-from controller import incidents, maintenance
+from controller import incidents, maintenance, metrics
 from controller.api.errors import from_msgspec
 from controller.consensus import Verdict
 from controller.storage import Tx
 from controller.storage import heartbeats as store
 from controller.storage import incidents as incident_store
+from controller.storage import monitors as monitor_store
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -45,9 +47,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("probefleet.heartbeats")
 
 KINDS = ("success", "start", "fail", "log")
+# Signals that resume a paused heartbeat, as Healthchecks does: the job is back, so is its
+# monitoring. A start or a log leaves it paused (they say nothing about the outcome).
+RESUMING = frozenset({"success", "fail"})
 MAX_OPEN_RUNS = 20
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _CRON_SEARCH = 2000  # cron candidates tried before giving up (DST gaps, Feb 30th)
+RETENTION = dt.timedelta(days=30)  # default of ControllerConfig.heartbeat_ping_retention_days
+PRUNE_EVERY_S = 600
 
 
 class HeartbeatSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):
@@ -93,6 +100,24 @@ def parse_spec(
     if spec.cron is not None and (problem := cron_problem(spec.cron)):
         errors["cron"] = problem
     return (None, errors) if errors else (spec, {})
+
+
+def merge_fields(current: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """A heartbeat's flat fields after a PATCH `body` (aliases applied): sending `cron`
+    clears `run_interval` and back, and for an interval schedule `check_interval` alone is
+    the new `run_interval` (one value, shown under both names)."""
+    body = {SPEC_ALIASES.get(k, k): v for k, v in body.items()}
+    if ("check_interval" in body and "run_interval" not in body and "cron" not in body
+            and current.get("run_interval") is not None):  # fmt: skip
+        body["run_interval"] = body["check_interval"]
+    # The shown check_interval mirrors run_interval, which may exceed check_interval's own
+    # maximum (a weekly job): only a check_interval the client sent is validated.
+    fields = {**{k: v for k, v in current.items() if k != "check_interval"}, **body}
+    if "cron" in body and "run_interval" not in body:
+        fields["run_interval"] = None
+    elif "run_interval" in body and "cron" not in body:
+        fields["cron"] = None
+    return fields
 
 
 def decode_spec(stored: dict[str, Any] | None) -> HeartbeatSpec | None:
@@ -257,6 +282,8 @@ async def record(pool: asyncpg.Pool, pings: list[Ping]) -> list[bool]:
             if row is None:
                 continue
             state = states[ping.monitor_id]
+            if row["status"] == "paused" and ping.kind in RESUMING:
+                await _resume(conn, row, state, ping)
             verdict, duration = signal(state, ping)
             stored.append((ping, duration))
             if verdict is None or not state.enabled or row["status"] == "paused":
@@ -271,7 +298,23 @@ async def record(pool: asyncpg.Pool, pings: list[Ping]) -> list[bool]:
         await store.finish_batch(conn, stored,
                                  [(mid, states[mid], last[mid], deadline(states[mid])) for mid in last],
                                  _touches(rows, quick))  # fmt: skip
+    for kind, n in Counter(p.kind for p, _ in stored).items():
+        metrics.HEARTBEAT_PINGS.labels(kind).inc(n)
     return [p.monitor_id in rows for p in pings]
+
+
+async def _resume(conn: Tx, row: dict[str, Any], state: State, ping: Ping) -> None:
+    """A paused heartbeat pinged with an outcome: resume it (monitor.resumed, reason
+    "ping"); its schedule restarts at the ping, which is then applied as usual."""
+    changed = await monitor_store.set_paused(conn, row["id"], False, None)
+    if changed is None:
+        return
+    previous = changed.pop("previous_status")
+    await incidents.emit(conn, "monitor.resumed", ping.at, monitor=changed, status=changed["status"],
+                         previous=previous, extra={"reason": "ping"})  # fmt: skip
+    row.update(status=changed["status"], enabled=True)
+    state.status, state.enabled, state.anchor = changed["status"], True, ping.at
+    await store.set_anchor(conn, row["id"], ping.at)
 
 
 Touch = tuple[int, dt.datetime, dt.datetime, int]
@@ -374,8 +417,11 @@ class PingWriter:
         del buf[: self.max_batch]
         if not batch:
             return 0
+        metrics.HEARTBEAT_BATCH_SIZE.observe(len(batch))
+        started = time.perf_counter()
         try:
             results = await record(self.pool, [p for p, _ in batch])
+            metrics.HEARTBEAT_WRITE_SECONDS.observe(time.perf_counter() - started)
         except Exception as e:  # the caller answers 503 and the client retries
             log.warning("storing pings failed count=%d error=%s", len(batch), e)
             for _, fut in batch:
@@ -410,21 +456,26 @@ class PingWriter:
             await self.flush_once(lane)
 
 
-async def deadline_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 1.0) -> None:
+async def prune(pool: asyncpg.Pool, now: dt.datetime, retention: dt.timedelta) -> int:
+    """Retention step: delete pings older than `retention`, in bounded batches."""
+    n = await store.prune(pool, now - retention)
+    metrics.HEARTBEATS_PRUNED.inc(n)
+    return n
+
+
+async def deadline_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 1.0,
+                        retention: dt.timedelta = RETENTION) -> None:  # fmt: skip
     last_prune = time.monotonic()
     while not stop.is_set():
         try:
             await tick(pool, dt.datetime.now(dt.UTC))
-            if time.monotonic() - last_prune > 600:
+            if time.monotonic() - last_prune > PRUNE_EVERY_S:
                 last_prune = time.monotonic()
-                await store.prune(pool, dt.datetime.now(dt.UTC) - RETENTION)
+                await prune(pool, dt.datetime.now(dt.UTC), retention)
         except (asyncpg.PostgresError, OSError) as e:
             log.warning("heartbeat deadline check failed error=%s", e)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
-
-
-RETENTION = dt.timedelta(days=30)
 
 
 async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -435,6 +486,7 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
     from shared import subjects
 
     pool, nc = app[keys.POOL], app[keys.NC]
+    retention = dt.timedelta(days=app[keys.CONFIG].heartbeat_ping_retention_days)
     writer = app[keys.PINGS] = PingWriter(pool)
     stop = asyncio.Event()
 
@@ -444,7 +496,8 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
 
     sub = await nc.subscribe(subjects.monitor_changes(), cb=on_change)
     tasks = [asyncio.create_task(writer.run(stop), name="ping-writer"),
-             asyncio.create_task(deadline_loop(pool, stop), name="heartbeat-deadlines")]  # fmt: skip
+             asyncio.create_task(deadline_loop(pool, stop, retention=retention),
+                                 name="heartbeat-deadlines")]  # fmt: skip
     yield
     stop.set()
     with contextlib.suppress(Exception):

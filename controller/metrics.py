@@ -53,3 +53,27 @@ STATUS_NOTICES = Counter(
     "probefleet_status_page_notices_total", "Status-page subscriber messages by outcome.", ["outcome"],
     registry=REGISTRY,
 )  # fmt: skip
+HEARTBEAT_PINGS = Counter(
+    "probefleet_heartbeat_pings_total", "Heartbeat pings stored, by signal kind.", ["kind"],
+    registry=REGISTRY,
+)  # fmt: skip
+HEARTBEAT_PINGS_REJECTED = Counter(
+    "probefleet_heartbeat_pings_rejected_total",
+    "Heartbeat pings refused: unknown_token, too_large, bad_signal, bad_rid, unavailable.",
+    ["reason"], registry=REGISTRY,
+)  # fmt: skip
+HEARTBEAT_BATCH_SIZE = Histogram(
+    "probefleet_heartbeat_ping_batch_size", "Pings per group-commit batch.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY,
+)  # fmt: skip
+HEARTBEAT_WRITE_SECONDS = Histogram(
+    "probefleet_heartbeat_ping_write_seconds", "Time to store one batch of pings (one transaction).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY,
+)  # fmt: skip
+HEARTBEATS_PRUNED = Counter(
+    "probefleet_heartbeat_pings_pruned_total", "Pings deleted by retention.", registry=REGISTRY
+)
+DISPATCHER_WAKEUPS = Counter(
+    "probefleet_dispatcher_wakeups_total", "Dispatcher steps started by an events NOTIFY.",
+    registry=REGISTRY,
+)  # fmt: skip

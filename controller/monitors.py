@@ -219,9 +219,12 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
         errors["quorum"] = "must not exceed the number of locations"
     if errors:
         raise ValidationFailed(errors)
+    interval_s = common.check_interval
+    if kind == "heartbeat" and getattr(spec, "run_interval", None):
+        interval_s = spec.run_interval  # type: ignore[union-attr]  # one value, two names
     return MonitorConfig(
         name=common.name, kind=kind, spec=spec,  # type: ignore[arg-type]
-        interval_s=common.check_interval, timeout_s=common.timeout, locations=locations,
+        interval_s=interval_s, timeout_s=common.timeout, locations=locations,
         consensus=common.consensus, quorum=common.quorum, retry_count=common.retry_count,
         recovery_count=common.recovery_count, enabled=common.is_enabled, tags=common.tags,
         parent_id=common.parent_id, incident_on_degraded=common.incident_on_degraded,
@@ -250,6 +253,8 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
     if spec is not None:
         renames = SPEC_API_NAMES.get(row["kind"], {})
         out.update({renames.get(f, f): msgspec.to_builtins(getattr(spec, f)) for f in spec.__struct_fields__})
+    if row["kind"] == "heartbeat" and out.get("run_interval"):
+        out["check_interval"] = out["run_interval"]
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from controller import heartbeats, keys, monitors
+from controller import heartbeats, keys, metrics, monitors
 from controller.api.common import now_utc, ok, path_id, read_json, require
 from controller.api.errors import ApiError, ValidationFailed, not_found
 from controller.storage import heartbeats as store
@@ -131,11 +131,7 @@ async def patch_heartbeat(request: web.Request) -> web.Response:
     body = monitors.normalize(_body_dict(await read_json(request)))
     if "type" in body and body["type"] != "heartbeat":
         raise ValidationFailed({"type": "cannot change a monitor's type; create a new monitor"})
-    fields = {**monitors.config_fields(current), **body}
-    if "cron" in body and "run_interval" not in body:
-        fields["run_interval"] = None
-    elif "run_interval" in body and "cron" not in body:
-        fields["cron"] = None
+    fields = heartbeats.merge_fields(monitors.config_fields(current), body)
     cfg = monitors.parse(fields, request.app[keys.CONFIG].region_ids())
     pool = request.app[keys.POOL]
     try:
@@ -213,6 +209,7 @@ def parse_signal(tail: str | None) -> tuple[str, int | None]:
     if tail.isdigit() and len(tail) <= 3 and int(tail) <= 255:
         code = int(tail)
         return ("success" if code == 0 else "fail"), code
+    metrics.HEARTBEAT_PINGS_REJECTED.labels("bad_signal").inc()
     raise ApiError(400, "bad_request", "signal must be start, fail, log or an exit code 0-255",
                    {"signal": "malformed exit code or unknown signal"})  # fmt: skip
 
@@ -222,6 +219,7 @@ def parse_rid(request: web.Request) -> str | None:
     if rid is None:
         return None
     if not heartbeats.RUN_ID_RE.match(rid):
+        metrics.HEARTBEAT_PINGS_REJECTED.labels("bad_rid").inc()
         raise ApiError(400, "bad_request", "malformed run id",
                        {"rid": "use 1-64 letters, digits, '.', '_', ':' or '-' (a UUID fits)"})  # fmt: skip
     return rid
@@ -230,6 +228,7 @@ def parse_rid(request: web.Request) -> str | None:
 async def read_body(request: web.Request) -> str:
     """The body as text (at most MAX_PING_BODY bytes, else 413), excerpted for storage."""
     if request.content_length is not None and request.content_length > MAX_PING_BODY:
+        metrics.HEARTBEAT_PINGS_REJECTED.labels("too_large").inc()
         raise ApiError(413, "payload_too_large", f"body larger than {MAX_PING_BODY} bytes")
     if not request.body_exists:
         return ""
@@ -238,6 +237,7 @@ async def read_body(request: web.Request) -> str:
     async for chunk in request.content.iter_any():
         size += len(chunk)
         if size > MAX_PING_BODY:
+            metrics.HEARTBEAT_PINGS_REJECTED.labels("too_large").inc()
             raise ApiError(413, "payload_too_large", f"body larger than {MAX_PING_BODY} bytes")
         chunks.append(chunk)
     return b"".join(chunks).decode("utf-8", "replace")[:EXCERPT_CHARS]
@@ -245,6 +245,7 @@ async def read_body(request: web.Request) -> str:
 
 async def _monitor_for(request: web.Request, token: str) -> int:
     if not TOKEN_RE.match(token):
+        metrics.HEARTBEAT_PINGS_REJECTED.labels("unknown_token").inc()
         raise not_found("heartbeat")
     key = digest(token)
     now = time.monotonic()
@@ -253,6 +254,7 @@ async def _monitor_for(request: web.Request, token: str) -> int:
         return hit[0]
     monitor_id = await store.by_token(request.app[keys.POOL], key)
     if monitor_id is None:
+        metrics.HEARTBEAT_PINGS_REJECTED.labels("unknown_token").inc()
         raise not_found("heartbeat")
     if len(_tokens) > 100_000:
         _tokens.clear()
@@ -270,9 +272,11 @@ async def _ping(request: web.Request, monitor_id: int, kind: str, exit_code: int
     try:
         stored = await request.app[keys.PINGS].submit(ping)
     except Exception:
+        metrics.HEARTBEAT_PINGS_REJECTED.labels("unavailable").inc()
         raise ApiError(503, "unavailable", "could not store the ping; retry",
                        headers={"Retry-After": "1"}) from None  # fmt: skip
     if not stored:
+        metrics.HEARTBEAT_PINGS_REJECTED.labels("unknown_token").inc()
         raise not_found("heartbeat")
     return ok({"success": True, "kind": kind, "exit_code": exit_code, "rid": rid})
 

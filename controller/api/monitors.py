@@ -12,13 +12,13 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from controller import consensus, incidents, keys, monitors, ondemand
+from controller import consensus, heartbeats, incidents, keys, monitors, ondemand
 from controller.api import heartbeats as heartbeats_api
 from controller.api.common import json_response, now_utc, ok, path_id, read_json, require
 from controller.api.errors import ApiError, ValidationFailed, from_msgspec, not_found
 from controller.storage import monitors as store
 from controller.storage import results as result_store
-from controller.storage import stats
+from controller.storage import uptime_cache
 from shared import subjects
 
 MAX_PAGE = 100
@@ -30,8 +30,9 @@ STATUSES = ("up", "down", "degraded", "unknown", "pending", "paused")
 
 
 def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -> dict[str, Any]:
-    """A monitor as the API shows it: id, the flat config, then its state."""
-    uptime = uptime or {}
+    """A monitor as the API shows it: id, the flat config, then its state. Uptimes come
+    from `uptime` or else from the row's cached counts (storage/uptime_cache.py)."""
+    uptime = uptime if uptime is not None else uptime_cache.fields(row)
     return {
         "id": row["id"],
         **monitors.config_fields(row),
@@ -53,10 +54,9 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
 
 
 async def _public_many(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # One connection for the several queries: a pool round trip per query costs a reset each.
-    async with request.app[keys.POOL].acquire() as conn:
-        ups = await stats.uptimes(conn, [r["id"] for r in rows])
-    return [public(r, ups.get(r["id"])) for r in rows]
+    """Rows returned by a write, which lack the cached uptimes: one query for them."""
+    ups = await uptime_cache.read(request.app[keys.POOL], [r["id"] for r in rows])
+    return [public(r, ups.get(r["id"], {})) for r in rows]
 
 
 async def _one(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
@@ -75,9 +75,9 @@ async def _changed(request: web.Request, row: dict[str, Any] | None, monitor_id:
         await nc.publish(subjects.monitor_changes(), str(monitor_id).encode())
 
 
-async def _current(request: web.Request) -> tuple[int, dict[str, Any]]:
+async def _current(request: web.Request, *, with_uptimes: bool = False) -> tuple[int, dict[str, Any]]:
     monitor_id = path_id(request, what="monitor")
-    row = await store.get(request.app[keys.POOL], monitor_id)
+    row = await store.get(request.app[keys.POOL], monitor_id, with_uptimes=with_uptimes)
     if row is None:
         raise not_found("monitor")
     return monitor_id, row
@@ -103,8 +103,8 @@ async def create_monitor(request: web.Request) -> web.Response:
 
 async def get_monitor(request: web.Request) -> web.Response:
     await require(request, "monitors:read")
-    _, row = await _current(request)
-    return ok(await _one(request, row))
+    _, row = await _current(request, with_uptimes=True)
+    return ok(public(row))
 
 
 def merged_config(current: dict[str, Any], body: object, *, merge: bool, regions: list[str]
@@ -116,6 +116,8 @@ def merged_config(current: dict[str, Any], body: object, *, merge: bool, regions
     if "type" in body and body["type"] != current["kind"]:
         raise ValidationFailed({"type": "cannot change a monitor's type; create a new monitor"})
     fields = {**monitors.config_fields(current), **body} if merge else {"type": current["kind"], **body}
+    if merge and current["kind"] == "heartbeat":
+        fields = heartbeats.merge_fields(monitors.config_fields(current), body)
     cfg = monitors.parse(fields, regions)
     if cfg.parent_id == current["id"]:
         raise ValidationFailed({"parent_id": "a monitor cannot be its own parent"})
@@ -353,7 +355,7 @@ async def list_monitors(request: web.Request) -> web.Response:
         pages = math.ceil(total / limit)
         pagination = {"page": page, "limit": limit, "total": total, "pages": pages,
                       "has_next": page < pages, "has_previous": page > 1}  # fmt: skip
-        body = {"data": await _public_many(request, rows), "pagination": pagination,
+        body = {"data": [public(r) for r in rows], "pagination": pagination,
                 "meta": {"timestamp": now_utc(), "count": len(rows), "total": total}}  # fmt: skip
         return json_response(body)
     cursor = request.query.get("cursor")
@@ -363,7 +365,7 @@ async def list_monitors(request: web.Request) -> web.Response:
     rows = rows[:limit]
     nxt = encode_cursor(sort, desc, rows[-1]) if more else None
     meta = {"count": len(rows), "has_more": more, "next_cursor": nxt, "hasMore": more, "nextCursor": nxt}
-    return ok(await _public_many(request, rows), meta=meta)
+    return ok([public(r) for r in rows], meta=meta)
 
 
 # ---- bulk ------------------------------------------------------------------------------

@@ -201,3 +201,32 @@ async def test_a_controller_restart_while_pings_arrive_loses_none(database: str,
             await conn.close()
     assert set(acked) <= stored  # every acknowledged ping is stored
     assert len(acked) >= 400 and failed > 0  # and the client did hit the restart
+
+
+async def test_check_interval_and_run_interval_are_one_value(api: aiohttp.ClientSession) -> None:
+    r = await api.post("/api/v1/monitors", json={"name": "hb", "type": "heartbeat", "run_interval": 300})
+    body = (await r.json())["data"]
+    assert body["check_interval"] == 300 and body["run_interval"] == 300
+    r = await api.patch(f"/api/v1/monitors/{body['id']}", json={"check_interval": 600})
+    body = (await r.json())["data"]
+    assert r.status == 200 and body["check_interval"] == 600 and body["run_interval"] == 600
+    weekly = 7 * 86400  # above check_interval's own maximum: still editable afterwards
+    r = await api.patch(f"/api/v1/heartbeats/{body['id']}", json={"run_interval": weekly})
+    assert r.status == 200
+    r = await api.patch(f"/api/v1/monitors/{body['id']}", json={"name": "weekly"})
+    body = (await r.json())["data"]
+    assert r.status == 200, body
+    assert body["check_interval"] == weekly and body["run_interval"] == weekly and body["name"] == "weekly"
+
+
+async def test_a_ping_resumes_a_paused_heartbeat(api: aiohttp.ClientSession) -> None:
+    hb = await create(api)
+    r = await api.post(f"/api/v1/monitors/{hb['id']}/pause", json={"reason": "migrating"})
+    assert (await r.json())["data"]["status"] == "paused"
+    async with aiohttp.ClientSession(base_url=str(api._base_url)) as anon:
+        assert (await anon.get(f"/api/v1/heartbeat/{hb['token']}/log")).status == 200
+        shown = (await (await api.get(f"/api/v1/heartbeats/{hb['id']}")).json())["data"]
+        assert shown["status"] == "paused" and not shown["is_enabled"]
+        assert (await anon.get(f"/api/v1/heartbeat/{hb['token']}")).status == 200
+    shown = (await (await api.get(f"/api/v1/monitors/{hb['id']}")).json())["data"]
+    assert shown["status"] == "up" and shown["is_enabled"] and shown["paused_reason"] is None

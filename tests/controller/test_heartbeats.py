@@ -3,6 +3,7 @@ clock against a real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from zoneinfo import ZoneInfo
@@ -11,7 +12,7 @@ import asyncpg
 import pytest
 
 from controller import heartbeats as hb
-from controller import monitors
+from controller import metrics, monitors
 from controller.api.heartbeats import attach
 from controller.storage import db
 from controller.storage import heartbeats as store
@@ -226,11 +227,13 @@ async def test_a_paused_heartbeat_is_never_late_and_unknown_ones_are_not_stored(
     assert await hb.record(
         pool,
         [
-            hb.Ping(monitor_id=mid, at=at(1), kind="fail"),
+            hb.Ping(monitor_id=mid, at=at(1), kind="start"),
+            hb.Ping(monitor_id=mid, at=at(2), kind="log"),
             hb.Ping(monitor_id=mid + 1000, at=at(1), kind="success"),
         ],
-    ) == [True, False]
-    assert await status(pool, mid) == "paused"
+    ) == [True, True, False]
+    assert await status(pool, mid) == "paused"  # a start or a log does not resume it
+    assert await store.count_pings(pool, mid) == 2
 
 
 async def test_a_maintenance_window_writes_no_down_event(pool: asyncpg.Pool) -> None:
@@ -248,3 +251,72 @@ async def test_the_deadline_query_can_use_the_index(pool: asyncpg.Pool) -> None:
         plan = await conn.fetch("EXPLAIN SELECT monitor_id FROM heartbeats WHERE deadline <= now()"
                                 " ORDER BY deadline LIMIT 5")  # fmt: skip
     assert "heartbeats_deadline" in "\n".join(r[0] for r in plan)
+
+
+async def test_a_success_or_fail_ping_resumes_a_paused_heartbeat(pool: asyncpg.Pool) -> None:
+    ok_id = await make(pool, run_interval=60, grace_period=30, is_enabled=False)
+    fail_id = await make(pool, run_interval=60, grace_period=30, is_enabled=False)
+    pings = [hb.Ping(monitor_id=ok_id, at=at(100), kind="success"),
+             hb.Ping(monitor_id=fail_id, at=at(100), kind="fail", body="disk full")]  # fmt: skip
+    await hb.record(pool, pings)
+    assert await status(pool, ok_id) == "up" and await status(pool, fail_id) == "down"
+    assert await pool.fetchval("SELECT bool_and(enabled) FROM monitors") is True
+    assert await kinds(pool, ok_id) == ["monitor.resumed"]
+    assert await kinds(pool, fail_id) == ["monitor.resumed", "monitor.down", "incident.opened"]
+    event = await pool.fetchrow(
+        "SELECT payload FROM events WHERE kind = 'monitor.resumed' AND monitor_id = $1", ok_id
+    )
+    assert event["payload"]["reason"] == "ping" and event["payload"]["previous_status"] == "paused"
+    row = await store.get(pool, ok_id)
+    assert row is not None and row["anchor_at"] == at(100) and row["deadline"] == at(190)
+    assert await hb.tick(pool, at(189)) == 0
+    assert await hb.tick(pool, at(190)) == 1
+
+
+async def test_two_controllers_ticking_together_transition_each_heartbeat_once(database: str) -> None:
+    """Two deadline checkers (two pools, as two controllers) race over the same due
+    heartbeats, in small batches so their transactions interleave."""
+    await db.migrate(database)
+    a, b = await db.create_pool(database, max_size=3), await db.create_pool(database, max_size=3)
+    try:
+        ids = [await make(a, run_interval=60, grace_period=0) for _ in range(40)]
+        for round_no in range(2):
+            base = round_no * 1000
+            await hb.record(a, [hb.Ping(monitor_id=m, at=at(base + 1), kind="success") for m in ids])
+            downs = await asyncio.gather(*(hb.tick(p, at(base + 61), limit=3) for p in (a, b, a, b)))
+            assert sum(downs) == len(ids)
+        rows = await a.fetch("SELECT monitor_id, kind, count(*) AS n FROM events GROUP BY 1, 2")
+        counts = {(r["monitor_id"], r["kind"]): r["n"] for r in rows}
+        for m in ids:
+            for kind in ("monitor.down", "incident.opened", "heartbeat.missed", "incident.resolved"):
+                assert counts.get((m, kind)) == (2 if kind != "incident.resolved" else 1), (m, kind)
+        per_monitor = await a.fetch("SELECT monitor_id, count(*) AS n FROM incidents GROUP BY 1")
+        assert {r["n"] for r in per_monitor} == {2} and len(per_monitor) == len(ids)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_prune_keeps_the_configured_retention(pool: asyncpg.Pool) -> None:
+    mid = await make(pool, run_interval=60)
+    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(0), kind="log"),
+                           hb.Ping(monitor_id=mid, at=at(86400 * 10), kind="log")])  # fmt: skip
+    assert await hb.prune(pool, at(86400 * 12), dt.timedelta(days=5)) == 1
+    assert await store.count_pings(pool, mid) == 1
+
+
+async def test_pings_are_counted_by_kind_with_batch_sizes(pool: asyncpg.Pool) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    mid = await make(pool, run_interval=60)
+    before = (sample("probefleet_heartbeat_pings_total", kind="log"),
+              sample("probefleet_heartbeat_ping_batch_size_count"))  # fmt: skip
+    writer = hb.PingWriter(pool)
+    futures = [asyncio.ensure_future(writer.submit(hb.Ping(monitor_id=mid, at=at(i), kind="log")))
+               for i in range(3)]  # fmt: skip
+    await asyncio.sleep(0)
+    assert await writer.flush_once() == 3
+    assert all(await asyncio.gather(*futures))
+    assert sample("probefleet_heartbeat_pings_total", kind="log") == before[0] + 3
+    assert sample("probefleet_heartbeat_ping_batch_size_count") == before[1] + 1
