@@ -13,6 +13,7 @@ import sys
 
 BENCHES = {
     "e2e": "bench.e2e",
+    "ingest": "bench.ingest",
     "probe": "bench.probe_throughput",
     "detection": "bench.detection_latency",
     "api": "bench.api_latency",
