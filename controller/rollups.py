@@ -17,16 +17,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
+import time
 
 import asyncpg
 
-from controller.storage import DB, Tx
+from controller.storage import DB, Tx, uptime_cache
 from controller.storage import stats as store
 from controller.storage.stats import DAY, HOUR, MINUTE, floor_to
 
 log = logging.getLogger("probefleet.rollups")
 
 LOCK = 0x73746174  # "stat"
+UPTIME_LOCK = 0x75707469  # "upti"
 # How much one step may cover at each level, to keep each transaction short.
 MAX_SPAN = {"minute": dt.timedelta(minutes=15), "hour": dt.timedelta(days=2), "day": dt.timedelta(days=60)}
 # Partition span of each rollup level's tables.
@@ -138,12 +141,37 @@ async def _coarser(conn: Tx, source: str, dest: str, marks: dict[str, dt.datetim
     return end < target
 
 
+async def refresh_uptimes(pool: asyncpg.Pool, now: dt.datetime, *, min_age: float = 50.0,
+                          max_age: float = 600.0, batch: int = 500) -> int:  # fmt: skip
+    """Refresh the cached uptimes (storage/uptime_cache.py) of every monitor with a new
+    round since its last refresh at least `min_age` s ago, or refreshed more than
+    `max_age` s ago (its windows slid); one statement per `batch` monitors. One controller
+    at a time (session advisory lock, released at the end). Returns how many."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", UPTIME_LOCK):
+            return 0
+        try:
+            ids = await uptime_cache.due(conn, now, min_age=dt.timedelta(seconds=min_age),
+                                         max_age=dt.timedelta(seconds=max_age))  # fmt: skip
+            marks = await store.watermarks(conn)
+            for i in range(0, len(ids), batch):
+                await uptime_cache.refresh(conn, ids[i : i + batch], now, marks)
+            await uptime_cache.forget_orphans(conn)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", UPTIME_LOCK)
+    return len(ids)
+
+
 async def run(pool: asyncpg.Pool, stop: asyncio.Event, *, interval: float = 10.0,
-              lag: float = 30.0, max_lag: float = 600.0) -> None:  # fmt: skip
+              lag: float = 30.0, max_lag: float = 600.0, uptime_every: float = 60.0) -> None:  # fmt: skip
+    last_uptimes = -math.inf
     while not stop.is_set():
         more = False
         try:
             more = await tick(pool, dt.datetime.now(dt.UTC), lag=lag, max_lag=max_lag)
+            if time.monotonic() - last_uptimes >= uptime_every:
+                last_uptimes = time.monotonic()
+                await refresh_uptimes(pool, dt.datetime.now(dt.UTC), min_age=uptime_every * 5 / 6)
         except (asyncpg.PostgresError, OSError, RuntimeError) as e:
             log.warning("rollup failed error=%s", e)
         if not more:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.monitors import MonitorConfig, spec_json
-from controller.storage import DB, Tx
+from controller.storage import DB, Tx, uptime_cache
 
 Row = dict[str, Any]
 
@@ -53,8 +53,13 @@ async def update(conn: DB, monitor_id: int, cfg: MonitorConfig) -> Row | None:
     return dict(row) if row else None
 
 
-async def get(conn: DB, monitor_id: int) -> Row | None:
-    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM monitors WHERE id=$1", monitor_id)
+# The API's read: the row with its cached uptime counts (storage/uptime_cache.py).
+WITH_UPTIMES = f"SELECT {COLUMNS}, {uptime_cache.COLUMNS} FROM monitors {uptime_cache.JOIN}"
+
+
+async def get(conn: DB, monitor_id: int, *, with_uptimes: bool = False) -> Row | None:
+    select = WITH_UPTIMES if with_uptimes else f"SELECT {COLUMNS} FROM monitors"
+    row = await conn.fetchrow(f"{select} WHERE id=$1", monitor_id)
     return dict(row) if row else None
 
 
@@ -137,7 +142,8 @@ async def list_filtered(
     conn: DB, f: Filters, *, sort: str = "id", desc: bool = False, after: tuple[Any, int] | None = None,
     offset: int = 0, limit: int = 50,
 ) -> list[Row]:  # fmt: skip
-    """A page ordered by (sort column, id); `after` is the last (value, id) seen (keyset)."""
+    """A page ordered by (sort column, id), with cached uptimes; `after` is the last
+    (value, id) seen (keyset)."""
     col = SORTS[sort]
     args: list[Any] = []
     where = _where(f, args)
@@ -148,7 +154,7 @@ async def list_filtered(
     args += [limit, offset]
     order = f"id {direction}" if col == "id" else f"{col} {direction}, id {direction}"
     rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM monitors WHERE {where} ORDER BY {order}"
+        f"{WITH_UPTIMES} WHERE {where} ORDER BY {order}"
         f" LIMIT ${len(args) - 1} OFFSET ${len(args)}", *args,
     )  # fmt: skip
     return [dict(r) for r in rows]

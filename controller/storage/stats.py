@@ -273,8 +273,12 @@ class Verdicts:
     def uptime(self) -> float | None:
         """Percent of answered rounds that were up or degraded; unknown rounds (no region
         answered: a fleet problem) and excluded rounds do not count."""
-        counted = self.up + self.degraded + self.down
-        return round(100.0 * (self.up + self.degraded) / counted, 4) if counted else None
+        return uptime_pct(self.up + self.degraded, self.up + self.degraded + self.down)
+
+
+def uptime_pct(good: int, counted: int) -> float | None:
+    """Percent `good` of `counted` rounds, 4 decimals; None without counted rounds."""
+    return round(100.0 * good / counted, 4) if counted else None
 
 
 def _r(v: float | None) -> float | None:
@@ -297,19 +301,36 @@ _RAW_STATS = (
     " FROM g GROUP BY 1, 2"
 )
 
-_RAW_VERDICTS = (
-    "WITH ex AS MATERIALIZED (SELECT monitor_id, starts_at, ends_at FROM stats_excluded_periods"
-    "   WHERE monitor_id = ANY($1) AND starts_at < $3 AND ends_at > $2),"
-    " r AS (SELECT r.monitor_id, r.verdict, EXISTS (SELECT 1 FROM ex WHERE ex.monitor_id = r.monitor_id"
-    "   AND r.due >= ex.starts_at AND r.due < ex.ends_at) AS x FROM rounds r"
-    "   WHERE r.monitor_id = ANY($1) AND r.due >= $2 AND r.due < $3 AND r.attempt = 0"
-    "   AND r.verdict IS NOT NULL)"
-    " SELECT monitor_id, count(*) FILTER (WHERE NOT x AND verdict = 'up')::int AS up,"
-    " count(*) FILTER (WHERE NOT x AND verdict = 'degraded')::int AS degraded,"
-    " count(*) FILTER (WHERE NOT x AND verdict = 'down')::int AS down,"
-    " count(*) FILTER (WHERE NOT x AND verdict NOT IN ('up', 'degraded', 'down'))::int AS unknown,"
-    " count(*) FILTER (WHERE x)::int AS excluded FROM r GROUP BY 1"
-)
+
+def raw_verdicts_sql(ids: str, a: str, b: str) -> str:
+    """Verdict counts per monitor of `ids` over [a, b) from raw rounds (SQL placeholders)."""
+    return (
+        "WITH ex AS MATERIALIZED (SELECT monitor_id, starts_at, ends_at FROM stats_excluded_periods"
+        f"   WHERE monitor_id = ANY({ids}) AND starts_at < {b} AND ends_at > {a}),"
+        " r AS (SELECT r.monitor_id, r.verdict, EXISTS (SELECT 1 FROM ex WHERE ex.monitor_id = r.monitor_id"
+        "   AND r.due >= ex.starts_at AND r.due < ex.ends_at) AS x FROM rounds r"
+        f"   WHERE r.monitor_id = ANY({ids}) AND r.due >= {a} AND r.due < {b} AND r.attempt = 0"
+        "   AND r.verdict IS NOT NULL)"
+        " SELECT monitor_id, count(*) FILTER (WHERE NOT x AND verdict = 'up')::int AS up,"
+        " count(*) FILTER (WHERE NOT x AND verdict = 'degraded')::int AS degraded,"
+        " count(*) FILTER (WHERE NOT x AND verdict = 'down')::int AS down,"
+        " count(*) FILTER (WHERE NOT x AND verdict NOT IN ('up', 'degraded', 'down'))::int AS unknown,"
+        " count(*) FILTER (WHERE x)::int AS excluded FROM r GROUP BY 1"
+    )
+
+
+def level_verdicts_sql(level: str, ids: str, a: str, b: str) -> str:
+    """The same counts from a rollup level's buckets in [a, b)."""
+    return (
+        f"SELECT monitor_id, sum(up)::int AS up, sum(degraded)::int AS degraded,"
+        f" sum(down)::int AS down, sum(unknown)::int AS unknown, sum(excluded)::int AS excluded"
+        f" FROM verdicts_{level} WHERE monitor_id = ANY({ids}) AND bucket >= {a} AND bucket < {b}"
+        f" GROUP BY 1"
+    )
+
+
+def verdicts_sql(level: str, ids: str, a: str, b: str) -> str:
+    return raw_verdicts_sql(ids, a, b) if level == "raw" else level_verdicts_sql(level, ids, a, b)
 
 
 async def check_rows(conn: DB, monitor_ids: list[int], parts: list[Piece]) -> list[asyncpg.Record]:
@@ -331,16 +352,7 @@ async def check_rows(conn: DB, monitor_ids: list[int], parts: list[Piece]) -> li
 async def verdict_rows(conn: DB, monitor_ids: list[int], parts: list[Piece]) -> list[asyncpg.Record]:
     out: list[asyncpg.Record] = []
     for level, a, b in parts:
-        if level == "raw":
-            out += await conn.fetch(_RAW_VERDICTS, monitor_ids, a, b)
-        else:
-            out += await conn.fetch(
-                f"SELECT monitor_id, sum(up)::int AS up, sum(degraded)::int AS degraded,"
-                f" sum(down)::int AS down, sum(unknown)::int AS unknown, sum(excluded)::int AS excluded"
-                f" FROM verdicts_{level} WHERE monitor_id = ANY($1) AND bucket >= $2 AND bucket < $3"
-                f" GROUP BY 1",
-                monitor_ids, a, b,
-            )  # fmt: skip
+        out += await conn.fetch(verdicts_sql(level, "$1", "$2", "$3"), monitor_ids, a, b)
     return out
 
 
@@ -431,25 +443,34 @@ async def series(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime
 UPTIME_WINDOWS = {"uptime_24h": DAY, "uptime_7d": 7 * DAY, "uptime_30d": 30 * DAY}
 
 
+def uptime_pieces(now: dt.datetime, marks: dict[str, dt.datetime],
+                  windows: dict[str, dt.timedelta] = UPTIME_WINDOWS,
+                  ) -> list[tuple[list[str], Piece]]:  # fmt: skip
+    """The pieces covering the longest window, each with the windows it lies in: split at
+    each window's start so every piece lies wholly inside or outside each window."""
+    starts = sorted({now - w for w in windows.values()})
+    out: list[tuple[list[str], Piece]] = []
+    for a, b in itertools.pairwise([*starts, now]):
+        inside = [name for name, w in windows.items() if a >= now - w]
+        out += [(inside, p) for p in pieces(a, b, marks)]
+    return out
+
+
 async def uptimes(pool: DB, monitor_ids: list[int], now: dt.datetime | None = None,
                   windows: dict[str, dt.timedelta] = UPTIME_WINDOWS,
                   ) -> dict[int, dict[str, float | None]]:  # fmt: skip
     """{id: {uptime_24h, uptime_7d, uptime_30d}} for a page of monitors, in a few queries:
-    the 30 d window's pieces are read once and each row counted into every window it is in."""
+    the 30 d window's pieces are read once and each row counted into every window it is in.
+    The monitors API reads the same numbers precomputed (storage/uptime_cache.py)."""
     now = now or dt.datetime.now(dt.UTC)
     out: dict[int, dict[str, Verdicts]] = {m: {k: Verdicts() for k in windows} for m in monitor_ids}
     if not monitor_ids:
         return {}
     marks = await watermarks(pool)
-    # Split at each window's start so every piece lies wholly inside or outside each window.
-    starts = sorted({now - w for w in windows.values()})
-    bounds = [*starts, now]
-    for a, b in itertools.pairwise(bounds):
-        rows = await verdict_rows(pool, monitor_ids, pieces(a, b, marks))
-        for r in rows:
-            for name, w in windows.items():
-                if a >= now - w:
-                    out[r["monitor_id"]][name].add(r)
+    for inside, piece in uptime_pieces(now, marks, windows):
+        for r in await verdict_rows(pool, monitor_ids, [piece]):
+            for name in inside:
+                out[r["monitor_id"]][name].add(r)
     return {m: {k: v.uptime for k, v in ws.items()} for m, ws in out.items()}
 
 
