@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -193,12 +192,12 @@ async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """The events hub (WebSocket and SSE push) and the status-page subscriber sender."""
     cfg = app[keys.CONFIG]
-    hub = app[keys.HUB] = Hub(app[keys.POOL])
+    hub = app[keys.HUB] = Hub(app[keys.POOL], feeds=[status_pages_mod.PostFeed()])
     await hub.start()
-    secret = cfg.status_page_secret or secrets.token_hex(32)
+    secret = await status_pages_mod.cookie_secret(app[keys.POOL], cfg.status_page_secret)
     app[keys.STATUS_PAGES] = status_pages_mod.PageCache(secret=secret)
     stop = asyncio.Event()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with status_pages_mod.webhook_session(cfg) as session:
         send = status_pages_mod.make_sender(cfg, session)
         tasks = [asyncio.create_task(hub.run(stop), name="realtime"),
                  asyncio.create_task(status_pages_mod.run_subscribers(app[keys.POOL], send, stop),

@@ -56,10 +56,12 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     retention_day_days: float | None = None
     # Heartbeat ping history: days kept (bounded DELETE batches every 10 minutes).
     heartbeat_ping_retention_days: float = 30
-    # Status pages: HMAC secret for private-page cookies (random per process when empty: set
-    # it when running several controllers), public base URL for links in subscriber mail.
+    # Status pages: HMAC secret for private-page cookies (when empty, a random one stored once
+    # in the database and shared by every controller), public base URL for links in mail.
     status_page_secret: str = ""
     public_url: str = ""
+    # Let anonymous webhook subscribers name private/loopback/link-local addresses (tests, labs).
+    subscriber_webhooks_allow_private: bool = False
     # SMTP for status-page subscriber mail (confirmation links, incident posts); empty host = off.
     smtp_host: str = ""
     smtp_port: int = 587

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -50,6 +50,9 @@ class Event:
     row: dict[str, Any]
     # Encoded once, sent to every WebSocket client as is.
     text: str
+    # Set on status-page events from a Feed (not the outbox): only that page's SSE clients
+    # get them, and `id` is 0 (they have no place in the outbox's id order).
+    page_id: int | None = None
 
 
 def to_event(row: Any) -> Event:
@@ -76,11 +79,15 @@ class Client:
     # Resumed clients said they hold everything up to here.
     floor: int = 0
     dropped: bool = False
+    # An SSE client of one status page also gets that page's feed events.
+    page_id: int | None = None
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.size + 1)
 
     def wants(self, ev: Event) -> bool:
+        if ev.page_id is not None:
+            return ev.page_id == self.page_id
         if "*" not in self.topics and ev.topic not in self.topics:
             return False
         return self.monitor_ids is None or ev.monitor_id in self.monitor_ids
@@ -103,16 +110,26 @@ class Client:
             if ev is None:
                 self.queue.put_nowait(None)
                 return None
-            if ev.id > self.floor and ev.id not in self.replayed:
+            if ev.page_id is not None or (ev.id > self.floor and ev.id not in self.replayed):
                 return ev
 
 
 SELECT = "SELECT id, kind, monitor_id, incident_id, occurred_at, payload FROM events"
 
 
+class Feed(Protocol):
+    """A source of events besides the outbox (status-page posts), polled with it."""
+
+    async def start(self, pool: DB) -> None: ...
+
+    async def poll(self, pool: DB, now: float) -> list[Event]: ...
+
+
 class Hub:
-    def __init__(self, pool: DB, *, interval: float = 0.25, batch: int = 1000, queue_size: int = 256) -> None:
+    def __init__(self, pool: DB, *, interval: float = 0.25, batch: int = 1000, queue_size: int = 256,
+                 feeds: list[Feed] | None = None) -> None:  # fmt: skip
         self.pool = pool
+        self.feeds = feeds or []
         self.queue_size = queue_size
         self.interval = interval
         self.batch = batch
@@ -122,6 +139,8 @@ class Hub:
 
     async def start(self) -> None:
         self.last_id = await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM events")
+        for feed in self.feeds:
+            await feed.start(self.pool)
 
     def attach(self, client: Client) -> None:
         self.clients.add(client)
@@ -156,6 +175,8 @@ class Hub:
                     self.gaps[missing] = now + GAP_WAIT
                 self.last_id = row["id"]
         self.publish([to_event(r) for r in rows])
+        for feed in self.feeds:
+            self.publish(await feed.poll(self.pool, now))
         return len(rows)
 
     def publish(self, events: list[Event]) -> None:

@@ -1,5 +1,5 @@
 """Server-rendered HTML of a public status page: complete without JavaScript; status.js only
-patches component states as Server-Sent Events arrive."""
+patches component states, posts and the banner as Server-Sent Events arrive."""
 
 from __future__ import annotations
 
@@ -46,21 +46,34 @@ def _component(c: dict[str, Any]) -> str:
     )
 
 
+def post(p: dict[str, Any]) -> str:
+    """One incident post with its updates (newest first)."""
+    updates = "".join(
+        f"<li><b>{escape(u['status'].title())}</b> · <time>{escape(str(u['created_at'])[:16])}</time>"
+        f"<p>{escape(u['message'])}</p></li>"
+        for u in p["updates"]
+    )
+    return (
+        f'<article class="post" id="p-{int(p["id"])}" data-status="{escape(p["status"])}">'
+        f"<h3>{escape(p['title'])} <small>{escape(p['status'])}</small></h3>"
+        f'<ul class="updates">{updates}</ul></article>'
+    )
+
+
 def _posts(posts: list[dict[str, Any]]) -> str:
     if not posts:
         return '<p class="muted">No incidents reported recently.</p>'
-    items = []
-    for p in posts:
-        updates = "".join(
-            f"<li><b>{escape(u['status'].title())}</b> · <time>{escape(str(u['created_at'])[:16])}</time>"
-            f"<p>{escape(u['message'])}</p></li>"
-            for u in p["updates"]
-        )
-        items.append(
-            f'<article class="post" data-status="{escape(p["status"])}"><h3>{escape(p["title"])}'
-            f' <small>{escape(p["status"])}</small></h3><ul class="updates">{updates}</ul></article>'
-        )
-    return "".join(items)
+    return "".join(post(p) for p in posts)
+
+
+def banner(incident: dict[str, Any] | None) -> str:
+    """The page-level incident banner; empty once resolved."""
+    if not incident or incident["status"] == "resolved":
+        return ""
+    return (
+        f'<section id="banner" class="banner" data-status="{escape(incident["status"])}">'
+        f"<b>{escape(incident['status'].title())}</b><p>{escape(incident['message'])}</p></section>"
+    )
 
 
 def _maintenance(windows: list[dict[str, Any]]) -> str:
@@ -76,13 +89,6 @@ def _maintenance(windows: list[dict[str, Any]]) -> str:
 
 def render_page(model: dict[str, Any], *, slug: str, last_event_id: int, notice: str = "") -> str:
     overall = model["status"]
-    incident = model.get("incident")
-    banner = ""
-    if incident and incident["status"] != "resolved":
-        banner = (
-            f'<section class="banner" data-status="{escape(incident["status"])}">'
-            f"<b>{escape(incident['status'].title())}</b><p>{escape(incident['message'])}</p></section>"
-        )
     sections = "".join(
         (f"<h2>{escape(s['name'])}</h2>" if s["name"] else "")
         + f'<ul class="components">{"".join(_component(c) for c in s["components"])}</ul>'
@@ -97,10 +103,10 @@ def render_page(model: dict[str, Any], *, slug: str, last_event_id: int, notice:
         + (f"<p>{escape(model['description'])}</p>" if model["description"] else "")
         + "</header><main>"
         + f'<section id="overall" class="overall" data-state="{overall}">{OVERALL_LABELS[overall]}</section>'
-        + banner
+        + banner(model.get("incident"))
         + _maintenance(model["maintenance"])
         + f'<section class="groups">{sections}</section>'
-        + f'<section class="posts"><h2>Incidents</h2>{_posts(model["posts"])}</section>'
+        + f'<section id="posts" class="posts"><h2>Incidents</h2>{_posts(model["posts"])}</section>'
         + note
         + f'<form class="subscribe" method="post" action="/status/{slug}/subscribe">'
         + '<label for="email">Get updates by email</label><div class="row">'

@@ -11,7 +11,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import re
 import secrets
 import time
@@ -23,11 +25,13 @@ from typing import Any, cast
 
 import aiohttp
 import aiosmtplib
+import msgspec
 
-from controller import metrics
+from controller import destinations, maintenance, metrics, status_html
 from controller.api.errors import ValidationFailed
 from controller.config import ControllerConfig
 from controller.notifiers import email
+from controller.realtime import GAP_WAIT, Event
 from controller.storage import status_pages as store
 
 log = logging.getLogger("probefleet.status_pages")
@@ -329,6 +333,43 @@ def uptime_of(days: DayCounts) -> float | None:
 
 
 @dataclass
+class AddressLimiter:
+    """Token buckets per source address: `burst` requests, refilled one per `every` seconds."""
+
+    burst: int = 10
+    every: float = 60.0
+    max_keys: int = 100_000
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, key: str, now: float | None = None) -> int:
+        """Spend one token: 0 when allowed, else the seconds until one request is."""
+        now = time.monotonic() if now is None else now
+        tokens, at = self.buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) / self.every)
+        if tokens < 1.0:
+            self.buckets[key] = (tokens, now)
+            return max(1, math.ceil((1.0 - tokens) * self.every))
+        if key not in self.buckets and len(self.buckets) >= self.max_keys:
+            full = [k for k, (t, a) in self.buckets.items() if t + (now - a) / self.every >= self.burst]
+            for k in full or list(self.buckets):
+                del self.buckets[k]
+        self.buckets[key] = (tokens - 1.0, now)
+        return 0
+
+
+def source_key(remote: str | None) -> str:
+    """The rate-limit key of a client address: the address, or its /64 for IPv6 (one host
+    usually holds a whole /64)."""
+    try:
+        ip = ipaddress.ip_address((remote or "").split("%", 1)[0])
+    except ValueError:
+        return remote or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+
+
+@dataclass
 class PageCache:
     """Per-controller state of the public pages: the cookie secret and short-lived caches.
 
@@ -341,6 +382,8 @@ class PageCache:
     secret: str
     ttl: float = 1.0
     bars_ttl: float = 60.0
+    # Anonymous subscribe requests per source address.
+    subscribe_limiter: AddressLimiter = field(default_factory=AddressLimiter)
     entries: dict[tuple[str, int], tuple[float, Any]] = field(default_factory=dict)
     building: dict[tuple[str, int], asyncio.Task[Any]] = field(default_factory=dict)
 
@@ -375,6 +418,9 @@ class PageCache:
 
 NOTICE_LEASE = dt.timedelta(seconds=60)
 MAX_ATTEMPTS = 5
+# A visitor may ask for the confirmation mail again after this long, not sooner, so a
+# subscribe form submitted in a loop cannot flood somebody's inbox.
+RESEND_AFTER = dt.timedelta(minutes=10)
 
 
 async def fan_out_once(pool: Any) -> int:
@@ -433,16 +479,28 @@ async def deliver_one(pool: Any, now: dt.datetime, send: Any) -> bool:
 Sender = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+def webhook_session(cfg: ControllerConfig) -> aiohttp.ClientSession:
+    """The session make_sender needs: it connects only to public addresses unless
+    cfg.subscriber_webhooks_allow_private."""
+    return destinations.session(allow_private=cfg.subscriber_webhooks_allow_private)
+
+
 def make_sender(cfg: ControllerConfig, session: aiohttp.ClientSession) -> Sender:
-    """send(notice): a JSON POST for webhook subscribers, a mail through cfg.smtp_* for email."""
+    """send(notice): a JSON POST for webhook subscribers, a mail through cfg.smtp_* for email.
+
+    `session` comes from webhook_session(cfg): its resolver refuses names with a non-public
+    address; IP-literal hosts are checked here. Redirects are not followed (a redirect could
+    point anywhere)."""
     base = cfg.public_url or f"http://{cfg.host}:{cfg.port}"
 
     async def send(notice: dict[str, Any]) -> None:
         subject, text = notice_text(notice, base)
         if notice["channel"] == "webhook":
+            if not cfg.subscriber_webhooks_allow_private:
+                destinations.check_literal(notice["address"])
             body = {"type": f"status_page.{notice['kind']}", "page": {"name": notice["page_name"],
                     "slug": notice["slug"]}, "subject": subject, "data": notice["payload"]}  # fmt: skip
-            async with session.post(notice["address"], json=body) as r:
+            async with session.post(notice["address"], json=body, allow_redirects=False) as r:
                 if r.status >= 300:
                     raise RuntimeError(f"webhook answered {r.status}")
             return
@@ -484,3 +542,119 @@ async def run_subscribers(pool: Any, send: Callable[[dict[str, Any]], Awaitable[
         if not busy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+
+
+# --- shared cookie secret ---------------------------------------------------------------
+
+SECRET_NAME = "status_page_cookie"
+
+
+async def cookie_secret(pool: Any, configured: str) -> str:
+    """`status_page_secret` when set; else one random secret stored once in the database and
+    read by every controller, so a cookie signed by one is good on all of them."""
+    if configured:
+        return configured
+    return await store.shared_secret(pool, SECRET_NAME, secrets.token_hex(32))
+
+
+# --- scheduled maintenance --------------------------------------------------------------
+
+MAINTENANCE_DAYS = 7
+
+
+def upcoming(
+    window: maintenance.Window, now: dt.datetime, horizon: dt.timedelta = dt.timedelta(days=MAINTENANCE_DAYS)
+) -> list[maintenance.Occurrence]:
+    """Occurrences of `window` that have not ended and start before now + horizon, clipped to
+    the window's own starts_at/ends_at (as maintenance.occurrence applies them)."""
+    end = now + horizon
+    if not window.enabled:
+        return []
+    if not window.recurring:
+        if window.starts_at and window.ends_at and window.ends_at > now and window.starts_at < end:
+            return [maintenance.Occurrence(window_id=window.id, starts_at=window.starts_at,
+                                           ends_at=window.ends_at)]  # fmt: skip
+        return []
+    assert window.start_time is not None and window.duration_s is not None
+    tz = maintenance.zone(window.time_zone) or dt.UTC
+    length = dt.timedelta(seconds=window.duration_s)
+    day, last = now.astimezone(tz).date() - dt.timedelta(days=length.days + 1), end.astimezone(tz).date()
+    out = []
+    while day <= last:
+        if day.weekday() in window.days:
+            start = dt.datetime.combine(day, window.start_time, tzinfo=tz).astimezone(dt.UTC)
+            stop = min(start + length, window.ends_at or start + length)
+            start = max(start, window.starts_at or start)
+            if start < stop and stop > now and start < end:
+                out.append(maintenance.Occurrence(window_id=window.id, starts_at=start, ends_at=stop))
+        day += dt.timedelta(days=1)
+    return out
+
+
+def scheduled(rows: list[dict[str, Any]], now: dt.datetime, limit: int = 20) -> list[dict[str, Any]]:
+    """The next occurrences of every window (rows from store.maintenance_windows), soonest first."""
+    found = [
+        {"name": row["name"], "starts_at": occ.starts_at, "ends_at": occ.ends_at, "monitor_ids": row["shown"]}
+        for row in rows
+        for occ in upcoming(maintenance.from_row(row), now)
+    ]
+    return sorted(found, key=lambda w: (w["starts_at"], w["name"]))[:limit]
+
+
+# --- live incident posts ----------------------------------------------------------------
+
+
+def post_out(p: dict[str, Any]) -> dict[str, Any]:
+    return {"id": p["id"], "title": p["title"], "status": p["status"], "created_at": p["created_at"],
+            "updated_at": p["updated_at"], "resolved_at": p["resolved_at"],
+            "updates": [{"id": u["id"], "status": u["status"], "message": u["message"],
+                         "created_at": u["created_at"]} for u in p["updates"]]}  # fmt: skip
+
+
+def page_incident(page: dict[str, Any]) -> dict[str, Any] | None:
+    """The page-level incident banner of the public model."""
+    if page["incident_status"] is None:
+        return None
+    updated = page["incident_updated_at"]
+    return {"status": page["incident_status"], "message": page["incident_message"],
+            "updated_at": updated.isoformat().replace("+00:00", "Z") if updated else None}  # fmt: skip
+
+
+def post_event(page: dict[str, Any], post: dict[str, Any]) -> Event:
+    """A post (all its updates) and the page's banner as server-rendered HTML: status.js swaps
+    them in, so the browser needs no second renderer and nothing unescaped reaches it."""
+    body = {"post": post["id"], "status": post["status"], "html": status_html.post(post_out(post)),
+            "banner": status_html.banner(page_incident(page))}  # fmt: skip
+    return Event(id=0, kind="status_page.post", topic="status_page", monitor_id=None, incident_id=None,
+                 row=body, text=msgspec.json.encode(body).decode(), page_id=page["id"])  # fmt: skip
+
+
+@dataclass
+class PostFeed:
+    """Tails incident post updates for the hub: one indexed query per hub poll whatever the
+    number of visitors; each new update sends its whole post to the page's SSE clients.
+    Holes in the id sequence are re-read for GAP_WAIT seconds, as the hub does for events."""
+
+    last_id: int = 0
+    gaps: dict[int, float] = field(default_factory=dict)
+
+    async def start(self, pool: Any) -> None:
+        self.last_id = await store.last_post_update(pool)
+
+    async def poll(self, pool: Any, now: float) -> list[Event]:
+        self.gaps = {i: t for i, t in self.gaps.items() if t > now}
+        rows = await store.post_updates_after(pool, self.last_id, list(self.gaps))
+        for row in rows:
+            if row["id"] in self.gaps:
+                del self.gaps[row["id"]]
+            elif row["id"] > self.last_id:
+                for missing in range(self.last_id + 1, min(row["id"], self.last_id + 100)):
+                    self.gaps[missing] = now + GAP_WAIT
+                self.last_id = row["id"]
+        events = []
+        for page_id, post_id in sorted({(r["page_id"], r["post_id"]) for r in rows}):
+            page = await store.get_page(pool, page_id)
+            found = await store.posts(pool, page_id, post_id=post_id) if page else []
+            if page and found:
+                events.append(post_event(page, found[0]))
+        return events

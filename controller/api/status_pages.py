@@ -19,7 +19,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from controller import keys, status_html
+from controller import destinations, keys, status_html
 from controller import status_pages as sp
 from controller.api.common import bearer, now_utc, ok, path_id, read_json, require
 from controller.api.errors import ApiError, ValidationFailed, not_found
@@ -179,11 +179,7 @@ async def delete_status_page(request: web.Request) -> web.Response:
 # --- posts ------------------------------------------------------------------------------
 
 
-def post_out(p: dict[str, Any]) -> dict[str, Any]:
-    return {"id": p["id"], "title": p["title"], "status": p["status"], "created_at": p["created_at"],
-            "updated_at": p["updated_at"], "resolved_at": p["resolved_at"],
-            "updates": [{"id": u["id"], "status": u["status"], "message": u["message"],
-                         "created_at": u["created_at"]} for u in p["updates"]]}  # fmt: skip
+post_out = sp.post_out
 
 
 async def list_posts(request: web.Request) -> web.Response:
@@ -250,7 +246,8 @@ async def delete_subscriber(request: web.Request) -> web.Response:
 async def _bars(app: web.Application, page_id: int, monitor_ids: list[int], now: dt.datetime) -> Any:
     async def build() -> Any:
         since = dt.datetime.combine(now.date() - dt.timedelta(days=sp.BAR_DAYS - 1), dt.time(), dt.UTC)
-        return await store.day_counts(app[keys.POOL], monitor_ids, since)
+        until = since + dt.timedelta(days=sp.BAR_DAYS)
+        return await store.day_counts(app[keys.POOL], monitor_ids, since, until)
 
     cache = app[keys.STATUS_PAGES]
     return await cache.fetch("bars", page_id, cache.bars_ttl, build)
@@ -273,14 +270,10 @@ async def public_model(app: web.Application, page: dict[str, Any]) -> dict[str, 
         })  # fmt: skip
     states = [c["status"] for s in sections.values() for c in s]
     posts = await store.posts(pool, page["id"], since=now - dt.timedelta(days=POST_DAYS), limit=20)
-    windows = await store.scheduled_maintenance(pool, mids, now) if mids else []
-    incident = None
-    if page["incident_status"] is not None:
-        incident = {"status": page["incident_status"], "message": page["incident_message"],
-                    "updated_at": iso(page["incident_updated_at"])}  # fmt: skip
+    windows = sp.scheduled(await store.maintenance_windows(pool, mids, now), now) if mids else []
     return {
         "name": page["name"], "slug": page["slug"], "description": page["description"],
-        "status": sp.overall_state(states), "incident": incident,
+        "status": sp.overall_state(states), "incident": sp.page_incident(page),
         "sections": [{"name": k, "components": v} for k, v in sections.items()],
         "posts": [{**post_out(p), "id": p["id"]} for p in posts],
         "maintenance": [{"name": w["name"], "starts_at": iso(w["starts_at"]), "ends_at": iso(w["ends_at"]),
@@ -418,7 +411,10 @@ async def asset(request: web.Request) -> web.Response:
 
 
 def _sse(ev: Event, components: dict[int, list[int]]) -> bytes:
-    """Only the component ids and their public state: never the event's monitor payload."""
+    """Only the component ids and their public state: never the event's monitor payload.
+    Post frames carry no `id:`, so the browser's Last-Event-ID stays an outbox id."""
+    if ev.page_id is not None:
+        return f"event: post\ndata: {ev.text}\n\n".encode()
     status = (ev.row["payload"].get("monitor") or {}).get("status") or ev.kind.removeprefix("monitor.")
     state = sp.component_state(status, False)
     frames = [
@@ -439,7 +435,7 @@ async def page_events(request: web.Request) -> web.StreamResponse:
         by_monitor.setdefault(c["monitor_id"], []).append(c["id"])
     hub = request.app[keys.HUB]
     client = Client(kind="sse", topics=frozenset({"monitor.status"}), monitor_ids=frozenset(by_monitor),
-                    size=64)  # fmt: skip
+                    size=64, page_id=page["id"])  # fmt: skip
     resume = request.headers.get("Last-Event-ID") or request.query.get("last_event_id", "")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})  # fmt: skip
@@ -544,12 +540,32 @@ def _subscription(body: Any) -> tuple[str, str]:
     return "webhook", url
 
 
+async def _destination(request: web.Request, url: str) -> None:
+    """422 for a webhook URL whose host is (or resolves to) a non-public address."""
+    allow = request.app[keys.CONFIG].subscriber_webhooks_allow_private
+    try:
+        await destinations.check(url, allow_private=allow)
+    except destinations.DestinationError as e:
+        raise ValidationFailed({"webhook_url": str(e)}) from None
+
+
+def _throttle(request: web.Request) -> int:
+    """Spend one anonymous subscribe request of the caller's address: 0, or seconds to wait."""
+    return request.app[keys.STATUS_PAGES].subscribe_limiter.take(sp.source_key(request.remote))
+
+
+def _too_many(retry: int) -> ApiError:
+    return ApiError(429, "rate_limited", f"too many subscribe requests; retry after {retry} s",
+                    {"retry_after": retry}, headers={"Retry-After": str(retry)})  # fmt: skip
+
+
 async def _subscribe(request: web.Request, page: dict[str, Any], kind: str, address: str) -> dict[str, Any]:
-    """Email subscribers get a confirmation link first; webhooks are live at once."""
+    """Email subscribers get a confirmation link first (at most one queued, and none again
+    within RESEND_AFTER); webhooks are live at once."""
     async with request.app[keys.POOL].acquire() as conn, conn.transaction():
         sub = await store.add_subscriber(conn, page["id"], kind, address, confirmed=kind == "webhook")
         if sub["confirmed_at"] is None:
-            await store.enqueue(conn, [sub["id"]], "confirm", {})
+            await store.enqueue_confirmation(conn, sub["id"], sp.RESEND_AFTER)
     return {"kind": kind, "confirmed": sub["confirmed_at"] is not None}
 
 
@@ -557,7 +573,12 @@ async def subscribe_json(request: web.Request) -> web.Response:
     page = await visible_page(request, request.match_info["slug"])
     if page is None:
         raise _not_found()
+    retry = _throttle(request)
+    if retry:
+        raise _too_many(retry)
     kind, address = _subscription(await read_json(request))
+    if kind == "webhook":
+        await _destination(request, address)
     return ok(await _subscribe(request, page, kind, address), status=202)
 
 
@@ -565,6 +586,10 @@ async def subscribe_form(request: web.Request) -> web.Response:
     page = await visible_page(request, request.match_info["slug"])
     if page is None:
         return _locked(request)
+    retry = _throttle(request)
+    if retry:
+        return _html(status_html.render_message("Too many requests", f"Please try again in {retry} seconds."),
+                     429, {"Retry-After": str(retry)})  # fmt: skip
     form = await request.post()
     try:
         kind, address = _subscription({"email": form.get("email")})

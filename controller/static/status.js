@@ -1,5 +1,6 @@
 // Live updates for a probefleet status page: the page is complete without this file;
-// here Server-Sent Events patch component states and the overall banner in place.
+// here Server-Sent Events patch component states, the overall state, incident posts and
+// the incident banner in place. Post and banner HTML comes rendered (and escaped) by the server.
 (function () {
   "use strict";
   var LABELS = { operational: "Operational", degraded: "Degraded performance", outage: "Outage",
@@ -32,11 +33,39 @@
     banner.textContent = OVERALL[state];
   }
 
+  function element(html) {
+    var box = document.createElement("div");
+    box.innerHTML = html;
+    return box.firstElementChild;
+  }
+
+  function applyPost(update) {
+    var post = element(update.html);
+    var old = document.getElementById("p-" + update.post);
+    var list = document.getElementById("posts");
+    if (post && old) {
+      old.parentNode.replaceChild(post, old);
+    } else if (post && list) {
+      var empty = list.querySelector(".muted");
+      if (empty) empty.parentNode.removeChild(empty);
+      var first = list.querySelector(".post");
+      if (first) list.insertBefore(post, first); else list.appendChild(post);
+    }
+    var banner = document.getElementById("banner");
+    var fresh = update.banner ? element(update.banner) : null;
+    if (banner && fresh) banner.parentNode.replaceChild(fresh, banner);
+    else if (banner) banner.parentNode.removeChild(banner);
+    else if (fresh) document.getElementById("overall").insertAdjacentElement("afterend", fresh);
+  }
+
   var url = document.body.getAttribute("data-events");
   if (!url || !window.EventSource) return;
   var last = document.body.getAttribute("data-last-event");
   var source = new EventSource(url + (last ? "?last_event_id=" + encodeURIComponent(last) : ""));
   source.addEventListener("component", function (e) {
     try { apply(JSON.parse(e.data)); } catch (err) { /* a malformed frame changes nothing */ }
+  });
+  source.addEventListener("post", function (e) {
+    try { applyPost(JSON.parse(e.data)); } catch (err) { /* a malformed frame changes nothing */ }
   });
 })();

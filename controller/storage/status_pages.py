@@ -6,7 +6,7 @@ import datetime as dt
 import secrets
 from typing import Any
 
-from controller.storage import DB, Tx
+from controller.storage import DB, Tx, stats
 
 Row = dict[str, Any]
 PAGE_COLUMNS = (
@@ -102,27 +102,45 @@ async def components(conn: DB, page_ids: list[int]) -> list[Row]:
     return [dict(r) for r in rows]
 
 
-async def day_counts(
-    conn: DB, monitor_ids: list[int], since: dt.datetime
-) -> dict[int, dict[dt.date, tuple[int, int, int]]]:
-    """(up, degraded, down) scheduled rounds per monitor per UTC day, in one query.
+_RAW_DAYS = (
+    "WITH ex AS MATERIALIZED (SELECT monitor_id, starts_at, ends_at FROM stats_excluded_periods"
+    "   WHERE monitor_id = ANY($1) AND starts_at < $3 AND ends_at > $2)"
+    " SELECT r.monitor_id, (r.due AT TIME ZONE 'UTC')::date AS day,"
+    " count(*) FILTER (WHERE r.verdict = 'up')::int AS up,"
+    " count(*) FILTER (WHERE r.verdict = 'degraded')::int AS degraded,"
+    " count(*) FILTER (WHERE r.verdict = 'down')::int AS down"
+    " FROM rounds r WHERE r.monitor_id = ANY($1) AND r.due >= $2 AND r.due < $3 AND r.attempt = 0"
+    " AND r.verdict IN ('up', 'degraded', 'down') AND NOT EXISTS (SELECT 1 FROM ex"
+    "   WHERE ex.monitor_id = r.monitor_id AND r.due >= ex.starts_at AND r.due < ex.ends_at)"
+    " GROUP BY 1, 2"
+)
 
-    Unknown verdicts (no region answered) are the fleet's problem and count for nothing;
-    re-check attempts are left out so an outage is not counted twice.
+
+async def day_counts(
+    conn: DB, monitor_ids: list[int], since: dt.datetime, until: dt.datetime
+) -> dict[int, dict[dt.date, tuple[int, int, int]]]:
+    """(up, degraded, down) scheduled rounds per monitor per UTC day of [since, until).
+
+    Read like the stats engine reads uptime: verdict rollups (day, hour, minute) below their
+    watermarks, raw rounds above; rounds in maintenance or paused spans are left out, unknown
+    verdicts (no region answered: the fleet's problem) and re-check attempts count for nothing.
     """
-    rows = await conn.fetch(
-        "SELECT monitor_id, (due AT TIME ZONE 'UTC')::date AS day,"
-        " count(*) FILTER (WHERE verdict = 'up') AS up,"
-        " count(*) FILTER (WHERE verdict = 'degraded') AS degraded,"
-        " count(*) FILTER (WHERE verdict = 'down') AS down"
-        " FROM rounds WHERE monitor_id = ANY($1) AND due >= $2 AND attempt = 0"
-        " AND verdict IN ('up', 'degraded', 'down') GROUP BY 1, 2",
-        monitor_ids, since,
-    )  # fmt: skip
     out: dict[int, dict[dt.date, tuple[int, int, int]]] = {}
-    for r in rows:
-        out.setdefault(r["monitor_id"], {})[r["day"]] = (r["up"], r["degraded"], r["down"])
-    return out
+    for level, a, b in stats.pieces(since, until, await stats.watermarks(conn)):
+        if level == "raw":
+            rows = await conn.fetch(_RAW_DAYS, monitor_ids, a, b)
+        else:
+            rows = await conn.fetch(
+                f"SELECT monitor_id, (bucket AT TIME ZONE 'UTC')::date AS day, sum(up)::int AS up,"
+                f" sum(degraded)::int AS degraded, sum(down)::int AS down FROM verdicts_{level}"
+                f" WHERE monitor_id = ANY($1) AND bucket >= $2 AND bucket < $3 GROUP BY 1, 2",
+                monitor_ids, a, b,
+            )  # fmt: skip
+        for r in rows:
+            days = out.setdefault(r["monitor_id"], {})
+            up, degraded, down = days.get(r["day"], (0, 0, 0))
+            days[r["day"]] = (up + r["up"], degraded + r["degraded"], down + r["down"])
+    return {m: {d: c for d, c in days.items() if any(c)} for m, days in out.items()}
 
 
 async def _has_table(conn: DB, name: str) -> bool:
@@ -140,16 +158,18 @@ async def in_maintenance(conn: DB, monitor_ids: list[int], now: dt.datetime) -> 
     return {r["monitor_id"] for r in rows}
 
 
-async def scheduled_maintenance(conn: DB, monitor_ids: list[int], now: dt.datetime) -> list[Row]:
-    """One-off windows that touch the page's monitors and have not ended."""
+async def maintenance_windows(conn: DB, monitor_ids: list[int], now: dt.datetime) -> list[Row]:
+    """Enabled windows (recurring, or one-off and not ended) touching the page's monitors;
+    `shown` lists which of those monitors each covers."""
     if not await _has_table(conn, "maintenance_windows"):
         return []
     rows = await conn.fetch(
-        "SELECT w.name, w.starts_at, w.ends_at, array_agg(m.id) AS monitor_ids"
+        "SELECT w.id, w.name, w.monitor_ids, w.tags, w.starts_at, w.ends_at, w.days, w.start_time,"
+        " w.duration_s, w.time_zone, w.enabled, array_agg(m.id) AS shown"
         " FROM maintenance_windows w JOIN monitors m ON m.id = ANY($1)"
         " AND (m.id = ANY(w.monitor_ids) OR m.tags && w.tags)"
-        " WHERE w.enabled AND w.starts_at IS NOT NULL AND w.ends_at > $2"
-        " GROUP BY w.id ORDER BY w.starts_at LIMIT 20",
+        " WHERE w.enabled AND (cardinality(w.days) > 0 OR w.ends_at > $2)"
+        " GROUP BY w.id ORDER BY w.id LIMIT 200",
         monitor_ids, now,
     )  # fmt: skip
     return [dict(r) for r in rows]
@@ -231,6 +251,20 @@ async def add_subscriber(conn: Tx, page_id: int, kind: str, address: str, confir
     )  # fmt: skip
     assert row is not None
     return dict(row)
+
+
+async def enqueue_confirmation(conn: Tx, subscriber_id: int, resend_after: dt.timedelta) -> bool:
+    """One confirmation mail, unless one is still queued or one was queued within
+    `resend_after`. Call after add_subscriber in the same transaction: its row lock makes
+    concurrent requests for the same address take turns."""
+    done = await conn.fetchval(
+        "INSERT INTO status_page_notices (subscriber_id, kind, payload) SELECT $1, 'confirm', '{}'::jsonb"
+        " WHERE NOT EXISTS (SELECT 1 FROM status_page_notices WHERE subscriber_id = $1"
+        "  AND kind = 'confirm' AND (state IN ('pending', 'sending') OR created_at > now() - $2::interval))"
+        " RETURNING id",
+        subscriber_id, resend_after,
+    )  # fmt: skip
+    return done is not None
 
 
 async def confirm_subscriber(conn: DB, token: str) -> Row | None:
@@ -331,3 +365,30 @@ async def finish_notice(conn: DB, notice_id: int, *, error: str | None, retry_at
         " WHERE id = $1 AND state = 'sending'",
         notice_id, state, error, retry_at,
     )  # fmt: skip
+
+
+# --- live post updates and shared secrets --------------------------------------------------
+
+
+async def last_post_update(conn: DB) -> int:
+    last: int = await conn.fetchval("SELECT coalesce(max(id), 0) FROM status_page_post_updates")
+    return last
+
+
+async def post_updates_after(conn: DB, after_id: int, holes: list[int], limit: int = 200) -> list[Row]:
+    rows = await conn.fetch(
+        "SELECT u.id, u.post_id, p.page_id FROM status_page_post_updates u"
+        " JOIN status_page_posts p ON p.id = u.post_id"
+        " WHERE u.id > $1 OR u.id = ANY($2::bigint[]) ORDER BY u.id LIMIT $3",
+        after_id, holes, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def shared_secret(conn: DB, name: str, candidate: str) -> str:
+    """The secret stored under `name`; the first controller to ask stores its candidate."""
+    await conn.execute(
+        "INSERT INTO shared_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING", name, candidate
+    )
+    value: str = await conn.fetchval("SELECT value FROM shared_secrets WHERE name = $1", name)
+    return value

@@ -20,7 +20,7 @@ import pytest
 
 from controller import keys
 from tests.controller.conftest import start_controller
-from tests.controller.test_status_pages import _monitor, _page, _set_status
+from tests.controller.test_status_pages import _monitor, _page, _set_status, backfill_rollups
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 FLAGS = [
@@ -151,6 +151,7 @@ async def test_the_page_renders_and_updates_live_in_chromium(
             " VALUES ($1, $2, '{us-east}', $2, $2, $3)",
             [(ids[0], now - dt.timedelta(days=d), "down" if d == 3 else "up") for d in range(10)],
         )
+        await backfill_rollups(running.app[keys.POOL], now - dt.timedelta(days=11))
         await browser.call("POST", "/url", {"url": f"{running.base}/status/browser"})
         names = await browser.js(
             "return Array.from(document.querySelectorAll('.component .name')).map(e => e.textContent)"
