@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 
 from controller import heartbeats, incidents, keys, metrics, ratelimit, results, retention, rollups
 from controller import status_pages as status_pages_mod
-from controller.api import routes
+from controller.api import auth, routes
 from controller.api.errors import error_middleware
 from controller.config import ControllerConfig
 from controller.dispatcher import Dispatcher
@@ -218,9 +218,11 @@ def build_app(cfg: ControllerConfig) -> web.Application:
                                        error_middleware], client_max_size=2 << 20)  # fmt: skip
     app[keys.CONFIG] = cfg
     ratelimit.setup(app)
+    auth.setup(app)
     app.cleanup_ctx.extend(
-        [database_ctx, nats_ctx, notifications_ctx, workers_ctx, heartbeats.heartbeats_ctx, realtime_ctx]
-    )
+        [database_ctx, nats_ctx, auth.keycache_ctx, notifications_ctx, workers_ctx,
+         heartbeats.heartbeats_ctx, realtime_ctx]
+    )  # fmt: skip
     app.on_shutdown.append(_close_realtime)
     app.add_routes(routes())
     return app

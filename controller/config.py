@@ -48,6 +48,9 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Per API key and per controller: requests per window (a key may set its own limit).
     rate_limit_requests: int = 600
     rate_limit_window: float = 60.0
+    # Seconds a controller keeps an API key row in memory (0: read the database every
+    # request); a revoke reaches every controller at once over NATS regardless.
+    api_key_cache_seconds: float = 5.0
     # Statistics: rollup step period (s); days kept per level (None keeps forever).
     rollup_interval: float = 10.0
     retention_raw_days: float | None = 7

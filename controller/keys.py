@@ -13,6 +13,7 @@ from controller.config import ControllerConfig
 from controller.dispatcher import Dispatcher
 from controller.fleet import Fleet
 from controller.heartbeats import PingWriter
+from controller.keycache import KeyCache
 from controller.realtime import Hub
 from controller.scheduler import Scheduler
 from controller.status_pages import PageCache
@@ -29,4 +30,5 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 PINGS = web.AppKey("pings", PingWriter)
 HUB = web.AppKey("realtime_hub", Hub)
 STATUS_PAGES = web.AppKey("status_pages", PageCache)
+KEYCACHE = web.AppKey("api_key_cache", KeyCache)
 API_KEY = web.RequestKey("api_key", dict)

@@ -52,3 +52,9 @@ def pings() -> str:
 def monitor_changes() -> str:
     """Core subject controllers use to tell each other a monitor changed."""
     return f"{PREFIX}.monitors.changed"
+
+
+def api_key_revoked() -> str:
+    """Core subject: a key was revoked (payload: its prefix); every controller drops it
+    from its key cache and answers the reply subject."""
+    return f"{PREFIX}.api_keys.revoked"

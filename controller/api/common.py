@@ -9,8 +9,8 @@ import msgspec
 from aiohttp import web
 
 from controller import keys, ratelimit
+from controller.api import auth
 from controller.api.errors import ApiError, not_found
-from controller.storage import api_keys
 
 MAX_BODY = 1 << 20
 _encoder = msgspec.json.Encoder()
@@ -71,7 +71,7 @@ async def require(request: web.Request, scope: str) -> dict[str, Any]:
     if not key:
         raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-    row = await api_keys.authenticate(request.app[keys.POOL], key, now_utc())
+    row = await auth.authenticate(request.app, key, now_utc())
     if row is None:
         raise ApiError(401, "unauthorized", "invalid, revoked or expired API key",
                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip

@@ -10,6 +10,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from controller import keys
+from controller.api import auth
 from controller.api.common import now_utc, ok, path_id, read_json, require
 from controller.api.errors import ValidationFailed, from_msgspec, not_found
 from controller.storage import api_keys as store
@@ -94,6 +95,8 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def revoke_key(request: web.Request) -> web.Response:
     await require(request, "keys:admin")
-    if not await store.revoke(request.app[keys.POOL], path_id(request, what="API key")):
+    prefix = await store.revoke(request.app[keys.POOL], path_id(request, what="API key"))
+    if prefix is None:
         raise not_found("API key")
+    await auth.announce_revoked(request.app, prefix)
     return web.Response(status=204)

@@ -22,12 +22,16 @@ __all__ = [
     "count",
     "create",
     "digest",
+    "expired",
     "list_all",
     "new_key",
     "revoke",
+    "touch",
 ]
 
 KEY_PREFIX = "pf_"
+# last_used_at is written at most this often per key (and per controller with a key cache).
+USE_RESOLUTION = dt.timedelta(minutes=1)
 
 
 def digest(key: str) -> str:
@@ -66,11 +70,23 @@ async def authenticate(conn: DB, key: str,
     )  # fmt: skip
     if row is None or not hmac.compare_digest(row["hash"], digest(key)):
         return None
-    if row["revoked_at"] is not None or (row["expires_at"] and row["expires_at"] <= now):
+    out = dict(row)
+    if out["revoked_at"] is not None or expired(out, now):
         return None
-    if row["last_used_at"] is None or now - row["last_used_at"] > dt.timedelta(minutes=1):
+    await touch(conn, out, now)
+    return out
+
+
+def expired(row: dict[str, Any], now: dt.datetime) -> bool:
+    return row["expires_at"] is not None and row["expires_at"] <= now
+
+
+async def touch(conn: DB, row: dict[str, Any], now: dt.datetime) -> None:
+    """Record a use of the key (in the database and in `row`) unless one was recorded
+    less than USE_RESOLUTION ago."""
+    if row["last_used_at"] is None or now - row["last_used_at"] > USE_RESOLUTION:
+        row["last_used_at"] = now
         await conn.execute("UPDATE api_keys SET last_used_at = $2 WHERE id = $1", row["id"], now)
-    return dict(row)
 
 
 async def list_all(conn: DB) -> list[dict[str, Any]]:
@@ -81,12 +97,13 @@ async def list_all(conn: DB) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def revoke(conn: DB, key_id: int) -> bool:
-    done = await conn.fetchval(
+async def revoke(conn: DB, key_id: int) -> str | None:
+    """The revoked key's prefix; None when there is no such unrevoked key."""
+    prefix: str | None = await conn.fetchval(
         "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
-        " RETURNING id", key_id,
+        " RETURNING prefix", key_id,
     )  # fmt: skip
-    return done is not None
+    return prefix
 
 
 async def count(conn: DB) -> int:
