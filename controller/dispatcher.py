@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_args
 
 import aiohttp
+import asyncpg
 import msgspec
 
 from controller import metrics
@@ -33,9 +34,12 @@ from controller.notifiers.base import CheckInfo, Event, IncidentInfo, MonitorInf
 from controller.storage import DB
 from controller.storage import events as event_store
 from controller.storage import notifications as store
-from controller.storage.notifications import NewDelivery, Outcome
+from controller.storage.notifications import GATED_EVENTS, NewDelivery, Outcome
 
 log = logging.getLogger("probefleet.dispatcher")
+
+# NOTIFYed by a statement trigger on events (migration 0010), at the commit of the change.
+EVENTS_CHANNEL = "probefleet_events"
 
 NOTIFIABLE: frozenset[str] = frozenset(get_args(Event)) - {"test"}
 # What a rule with no `events`, and a monitor's own `notifications` list, send: one
@@ -92,14 +96,23 @@ def severity_of(event: dict[str, Any]) -> str | None:
     return EVENT_SEVERITY.get(event["kind"])
 
 
-def rule_matches(rule: dict[str, Any], event: dict[str, Any], tags: Iterable[str]) -> bool:
+def rule_matches(
+    rule: dict[str, Any], event: dict[str, Any], tags: Iterable[str], policy_id: int | None = None
+) -> bool:
+    """Whether `rule` routes `event`. A monitor whose escalation_policy names the rule
+    passes its monitor and tag filters; a policy rule (is_policy) routes only such
+    monitors and the ones its own filters name."""
     events = set(rule["events"]) or DEFAULT_EVENTS
     if event["kind"] not in events:
         return False
-    if rule["monitor_ids"] or rule["tags"]:
+    if policy_id is not None and rule["id"] == policy_id:
+        pass
+    elif rule["monitor_ids"] or rule["tags"]:
         in_ids = event["monitor_id"] in rule["monitor_ids"]
         if not in_ids and not set(rule["tags"]) & set(tags):
             return False
+    elif rule.get("is_policy"):
+        return False
     minimum, sev = rule["min_severity"], severity_of(event)
     if minimum and sev is not None and event["kind"] not in RECOVERY_EVENTS:
         return SEVERITIES.index(sev) >= SEVERITIES.index(minimum)
@@ -114,9 +127,9 @@ def routes_for(
 ) -> dict[int, Route]:
     """Enabled channel id -> Route for one event (pure)."""
     out: dict[int, Route] = {}
-    tags = list(monitor["tags"]) if monitor else []
+    tags, policy = _routing(monitor)
     for rule in rules:
-        if rule_matches(rule, event, tags):
+        if rule_matches(rule, event, tags, policy):
             for cid in rule["channel_ids"]:
                 out.setdefault(cid, Route()).merge(_minutes(rule["reminder_minutes"]))
     if monitor and event["kind"] in DEFAULT_EVENTS:
@@ -131,6 +144,26 @@ def routes_for(
     return out
 
 
+def _routing(monitor: dict[str, Any] | None) -> tuple[list[str], int | None]:
+    if monitor is None:
+        return [], None
+    return list(monitor["tags"]), monitor.get("escalation_policy_id")
+
+
+def held_back(event: dict[str, Any], monitor: dict[str, Any] | None, threshold: int) -> bool:
+    """Whether the event's notices wait for the monitor's alert_threshold: a monitor.down
+    or a down incident.opened of a monitor that has not yet failed `threshold`
+    consecutive rounds (fail_streak)."""
+    if threshold <= 1 or event["kind"] not in GATED_EVENTS:
+        return False
+    shown = (event["payload"].get("monitor") or {}).get("status")
+    if event["kind"] == "incident.opened" and shown != "down":
+        return False
+    if monitor is None:
+        return False
+    return not (monitor["status"] == "down" and monitor["fail_streak"] >= threshold)
+
+
 def escalations_for(
     event: dict[str, Any],
     rules: list[dict[str, Any]],
@@ -140,11 +173,11 @@ def escalations_for(
     """Escalation channel id -> (delay in seconds, reminder period) for an incident.opened event."""
     if event["kind"] != "incident.opened" or event["incident_id"] is None:
         return {}
-    tags = list(monitor["tags"]) if monitor else []
+    tags, policy = _routing(monitor)
     out: dict[int, tuple[int, int | None]] = {}
     for rule in rules:
         after = rule["escalate_after_minutes"]
-        if not after or not rule_matches(rule, event, tags):
+        if not after or not rule_matches(rule, event, tags, policy):
             continue
         for cid in rule["escalation_channel_ids"]:
             if cid in channels and channels[cid]["is_enabled"]:
@@ -241,6 +274,7 @@ class Dispatcher:
     settings: Settings = field(default_factory=Settings)
     rng: Callable[[], float] = random.random
     _gap: tuple[int, dt.datetime] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ---------------------------------------------------------------- fan-out
 
@@ -262,15 +296,39 @@ class Dispatcher:
         settings = await store.alert_settings(self.pool, list(monitor_ids))
         quiet_recovery = {m for m, a in settings.items() if not a["alert_on_recovery"]}
         rows: list[NewDelivery] = []
+        held: dict[int, bool] = {}  # monitor -> whether its latest outage in this batch is held
         for event in events:
-            if event["monitor_id"] in quiet_recovery and event["kind"] in RECOVERY_EVENTS:
+            mid = event["monitor_id"]
+            if mid in quiet_recovery and event["kind"] in RECOVERY_EVENTS:
                 continue
-            rows += self._deliveries(event, rules, monitors.get(event["monitor_id"]), channels, flapping)
+            recovery = mid in settings and event["kind"] in RECOVERY_EVENTS
+            if recovery and await self._unalerted(mid, event["id"], held, now):
+                rows = [r for r in rows if not (r.monitor_id == mid and r.status == "held")]
+                continue
+            monitor = monitors.get(mid)
+            threshold = settings[mid]["alert_threshold"] if mid in settings else 1
+            gate = held_back(event, monitor, threshold)
+            if event["kind"] in GATED_EVENTS and mid in settings:
+                held[mid] = gate
+            rows += self._deliveries(event, rules, monitor, channels, flapping, gate)
         created = await store.insert_deliveries(self.pool, rows)
         safe = self._safe_watermark(last, [e["id"] for e in events], now)
         if safe > last and await store.advance_watermark(self.pool, last, safe):
             log.debug("fan-out watermark=%s deliveries=%s", safe, created)
         return created
+
+    async def _unalerted(
+        self, monitor_id: int, event_id: int, held: dict[int, bool], now: dt.datetime
+    ) -> bool:
+        """For a recovery event: was the outage it ends held back by alert_threshold? Then
+        its held notices are cancelled and the recovery is not sent either."""
+        if monitor_id in held:  # the outage was fanned out in this batch (monitor.up, then incident.resolved)
+            unalerted = held[monitor_id]
+        else:
+            unalerted = await store.outage_unalerted(self.pool, monitor_id, event_id)
+        if unalerted:
+            await store.cancel_held(self.pool, monitor_id, event_id, now)
+        return unalerted
 
     def _deliveries(
         self,
@@ -279,10 +337,11 @@ class Dispatcher:
         monitor: dict[str, Any] | None,
         channels: dict[int, dict[str, Any]],
         flapping: set[int],
+        held: bool = False,
     ) -> list[NewDelivery]:
         if event["kind"] not in NOTIFIABLE:
             return []
-        status = "suppressed" if event["monitor_id"] in flapping else "pending"
+        status = "suppressed" if event["monitor_id"] in flapping else ("held" if held else "pending")
         at: dt.datetime = event["occurred_at"]
         mid, iid, eid = event["monitor_id"], event["incident_id"], event["id"]
         out = [
@@ -291,7 +350,11 @@ class Dispatcher:
         ]
         for cid, (delay, reminder_s) in escalations_for(event, rules, monitor, channels).items():
             due = at + dt.timedelta(seconds=delay)
-            out.append(NewDelivery(eid, cid, "escalation", 1, mid, iid, "pending", due, reminder_s))
+            out.append(
+                NewDelivery(
+                    eid, cid, "escalation", 1, mid, iid, "held" if held else "pending", due, reminder_s
+                )
+            )
         return out
 
     def _safe_watermark(self, last: int, ids: list[int], now: dt.datetime) -> int:
@@ -497,16 +560,62 @@ class Dispatcher:
         """Fan out one batch, release settled flaps, send one batch: the loop body."""
         created = await self.fan_out(now)
         await store.release_suppressed(self.pool, now, dt.timedelta(seconds=self.settings.flap_window_s))
+        await store.release_held(self.pool, now)
         sent = await self.process_batch(now)
         return created + sent
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            busy = 0
-            try:
-                busy = await self.step(dt.datetime.now(dt.UTC))
-            except Exception as e:
-                log.warning("dispatcher step failed error=%s", type(e).__name__ + ": " + str(e)[:200])
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.poll_s)
+        """Step until `stop`; when a step finds nothing, sleep until an events NOTIFY or
+        `poll_s` (the fallback for a lost LISTEN connection, retries and reminders)."""
+        listener = await self._listen()
+        try:
+            while not stop.is_set():
+                if listener is not None and listener.is_closed():  # the database restarted
+                    await self._unlisten(listener)
+                    listener = await self._listen()
+                self._wake.clear()  # events committed during the step wake the next sleep
+                busy = 0
+                try:
+                    busy = await self.step(dt.datetime.now(dt.UTC))
+                except Exception as e:
+                    log.warning("dispatcher step failed error=%s", type(e).__name__ + ": " + str(e)[:200])
+                if not busy:
+                    await self._sleep(stop)
+        finally:
+            await self._unlisten(listener)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        done, pending = await asyncio.wait(
+            waits, timeout=self.settings.poll_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        for w in pending:
+            w.cancel()
+        if waits[1] in done and not stop.is_set():
+            metrics.DISPATCHER_WAKEUPS.inc()
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> Any:
+        """A pool connection LISTENing on EVENTS_CHANNEL; None (poll only) when that fails."""
+        if not isinstance(self.pool, asyncpg.Pool):
+            return None
+        conn = None
+        try:
+            conn = await self.pool.acquire()
+            await conn.add_listener(EVENTS_CHANNEL, self._notified)
+            return conn
+        except (asyncpg.PostgresError, OSError) as e:
+            log.warning("dispatcher cannot LISTEN, polling only error=%s", e)
+            if conn is not None:
+                await self.pool.release(conn)
+            return None
+
+    async def _unlisten(self, conn: Any) -> None:
+        if conn is None or not isinstance(self.pool, asyncpg.Pool):
+            return
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(EVENTS_CHANNEL, self._notified)
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)

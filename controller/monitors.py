@@ -42,7 +42,8 @@ FIELD_ALIASES = {
     "http_method": "method", "timeoutSeconds": "timeout", "intervalSeconds": "check_interval",
     "frequency": "check_interval", "monitor_type": "type", "monitorType": "type", "kind": "type",
     "hostname": "host", "parentId": "parent_id", "retryCount": "retry_count",
-    "recoveryCount": "recovery_count",
+    "recoveryCount": "recovery_count", "escalationPolicy": "escalation_policy",
+    "escalation_policy_id": "escalation_policy",
 }  # fmt: skip
 
 # Spec fields whose wire name collides with a common field get another API name:
@@ -53,6 +54,7 @@ SPEC_API_NAMES: dict[str, dict[str, str]] = {"dns": {"name": "domain"}, "icmp": 
 TARGET_FIELD = {"tcp": "host", "udp": "host", "icmp": "host", "tls": "host", "dns": "domain"}
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
+PolicyRef = Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -69,8 +71,11 @@ class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tags: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
     parent_id: Annotated[int, Meta(ge=1)] | None = None
     incident_on_degraded: bool = False
-    # Channel ids to notify (reference 000); unknown ids are ignored by the dispatcher.
+    # Channel ids to notify (reference 000); the API answers 422 for ids of no channel.
     notifications: list[Annotated[int, Meta(ge=1)]] = []
+    # A notification rule (reference 004 "escalation_policy"), by id or name; the API
+    # resolves a name to the rule's id before storing.
+    escalation_policy: PolicyRef | None = None
     project: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
 
 
@@ -96,6 +101,7 @@ class MonitorConfig(msgspec.Struct, kw_only=True):
     incident_on_degraded: bool = False
     notifications: list[int] = []
     project: str | None = None
+    escalation_policy: int | str | None = None
 
 
 def normalize(data: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +235,7 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
         recovery_count=common.recovery_count, enabled=common.is_enabled, tags=common.tags,
         parent_id=common.parent_id, incident_on_degraded=common.incident_on_degraded,
         notifications=common.notifications,
-        project=common.project,
+        project=common.project, escalation_policy=common.escalation_policy,
     )  # fmt: skip
 
 
@@ -243,7 +249,7 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
         "is_enabled": row["enabled"], "tags": list(row["tags"]),
         "parent_id": row.get("parent_id"), "incident_on_degraded": row.get("incident_on_degraded", False),
         "notifications": list(row.get("notifications") or []),
-        "project": row.get("project"),
+        "project": row.get("project"), "escalation_policy": row.get("escalation_policy_id"),
     }  # fmt: skip
     spec: msgspec.Struct | None = decode_spec(row["kind"], row["spec"])
     if row["kind"] == "heartbeat":

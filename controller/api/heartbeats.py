@@ -20,6 +20,7 @@ from aiohttp import web
 from controller import heartbeats, keys, metrics, monitors
 from controller.api.common import now_utc, ok, path_id, read_json, require
 from controller.api.errors import ApiError, ValidationFailed, not_found
+from controller.api.notifications import resolve_references
 from controller.storage import heartbeats as store
 from controller.storage import monitors as monitor_store
 from shared import subjects
@@ -91,6 +92,7 @@ async def create_heartbeat(request: web.Request) -> web.Response:
         raise ValidationFailed({"type": "must be heartbeat (or cron); use /api/v1/monitors for others"})
     cfg = monitors.parse({**body, "type": "heartbeat"}, request.app[keys.CONFIG].region_ids())
     pool = request.app[keys.POOL]
+    cfg = await resolve_references(pool, cfg)
     try:
         async with pool.acquire() as conn, conn.transaction():
             row = await monitor_store.insert(conn, cfg)
@@ -134,6 +136,7 @@ async def patch_heartbeat(request: web.Request) -> web.Response:
     fields = heartbeats.merge_fields(monitors.config_fields(current), body)
     cfg = monitors.parse(fields, request.app[keys.CONFIG].region_ids())
     pool = request.app[keys.POOL]
+    cfg = await resolve_references(pool, cfg)
     try:
         updated = await monitor_store.update(pool, current["id"], cfg)
     except asyncpg.ForeignKeyViolationError:

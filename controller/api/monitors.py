@@ -16,6 +16,7 @@ from controller import consensus, heartbeats, incidents, keys, monitors, ondeman
 from controller.api import heartbeats as heartbeats_api
 from controller.api.common import json_response, now_utc, ok, path_id, read_json, require
 from controller.api.errors import ApiError, ValidationFailed, from_msgspec, not_found
+from controller.api.notifications import resolve_references
 from controller.storage import monitors as store
 from controller.storage import results as result_store
 from controller.storage import uptime_cache
@@ -90,6 +91,7 @@ async def create_monitor(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
     body = await read_json(request)
     cfg = monitors.parse(body, request.app[keys.CONFIG].region_ids())
+    cfg = await resolve_references(request.app[keys.POOL], cfg)
     try:
         row = await store.insert(request.app[keys.POOL], cfg)
     except asyncpg.ForeignKeyViolationError:
@@ -129,6 +131,7 @@ async def _update(request: web.Request, *, merge: bool) -> web.Response:
     monitor_id, current = await _current(request)
     body = await read_json(request)
     cfg = merged_config(current, body, merge=merge, regions=request.app[keys.CONFIG].region_ids())
+    cfg = await resolve_references(request.app[keys.POOL], cfg)
     try:
         row = await store.update(request.app[keys.POOL], monitor_id, cfg)
     except asyncpg.ForeignKeyViolationError:
@@ -417,7 +420,8 @@ async def _bulk(request: web.Request, action: str, ids: list[int], reason: str |
                 if mid not in rows:
                     continue
                 try:
-                    configs[mid] = merged_config(rows[mid], updates, merge=True, regions=regions)
+                    cfg = merged_config(rows[mid], updates, merge=True, regions=regions)
+                    configs[mid] = await resolve_references(conn, cfg)
                 except ValidationFailed as e:
                     errors[f"monitor_ids[{i}]"] = {"monitor_id": mid, **e.details}
         if errors:

@@ -17,6 +17,7 @@ from controller import keys
 from controller.api.common import now_utc, ok, path_id, read_json, require
 from controller.api.errors import ValidationFailed, from_msgspec, not_found
 from controller.dispatcher import NOTIFIABLE, SEVERITIES
+from controller.monitors import MonitorConfig
 from controller.notifiers import NOTIFIERS, parse_config, redact
 from controller.notifiers.base import secret_fields
 from controller.storage import notifications as store
@@ -44,6 +45,8 @@ RULE_ALIASES = {
     "escalation_channels": "escalation_channel_ids",
     "escalate_after": "escalate_after_minutes",
     "reminder_interval_minutes": "reminder_minutes",
+    "policy": "is_policy",
+    "isPolicy": "is_policy",
 }
 
 
@@ -66,6 +69,8 @@ class RuleBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     escalate_after_minutes: Minutes | None = None
     escalation_channel_ids: Annotated[list[Id], Meta(max_length=100)] = []
     is_enabled: bool = True
+    # An escalation policy: routes only monitors whose escalation_policy names it.
+    is_policy: bool = False
 
 
 def _normalize(raw: object, aliases: dict[str, str]) -> dict[str, Any]:
@@ -266,6 +271,34 @@ async def channel_deliveries(request: web.Request) -> web.Response:
     return ok([public_delivery(r) for r in rows], meta=meta)
 
 
+# ------------------------------------------------------------ a monitor's references
+
+
+async def resolve_references(conn: Any, cfg: MonitorConfig, prefix: str = "") -> MonitorConfig:
+    """A monitor's `notifications` must name existing channels and its
+    `escalation_policy` one rule (by id or name): 422 with the field path otherwise. The
+    config with the policy as a rule id, ready to store."""
+    errors: dict[str, object] = {}
+    for missing in await store.missing_channels(conn, cfg.notifications):
+        errors[f"{prefix}notifications[{cfg.notifications.index(missing)}]"] = "no such notification channel"
+    policy = cfg.escalation_policy
+    if policy is not None:
+        ids = await store.rules_named(conn, policy)
+        if len(ids) == 1:
+            policy = ids[0]
+        else:
+            what = "id" if isinstance(policy, int) else "name"
+            problem = (
+                "no notification rule with this " + what
+                if not ids
+                else "several rules have this name; use the id"
+            )
+            errors[f"{prefix}escalation_policy"] = problem
+    if errors:
+        raise ValidationFailed(errors)
+    return msgspec.structs.replace(cfg, escalation_policy=policy)
+
+
 # ------------------------------------------------------------ rules
 
 
@@ -279,6 +312,7 @@ def public_rule(row: dict[str, Any]) -> dict[str, Any]:
             "reminder_minutes",
             "escalate_after_minutes",
             "is_enabled",
+            "is_policy",
             "created_at",
             "updated_at",
         )

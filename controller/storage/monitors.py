@@ -15,7 +15,8 @@ COLUMNS = (
     "id, name, kind, spec, interval_s, timeout_s, locations, consensus, quorum, retry_count,"
     " recovery_count, enabled, tags, extra, created_at, updated_at, status, status_changed_at,"
     " last_round, last_check, last_success, last_failure, response_time_ms, fail_streak,"
-    " pass_streak, parent_id, incident_on_degraded, project, paused_reason, paused_at, notifications"
+    " pass_streak, parent_id, incident_on_degraded, project, paused_reason, paused_at, notifications,"
+    " escalation_policy_id"
 )
 
 
@@ -23,13 +24,13 @@ async def insert(conn: DB, cfg: MonitorConfig) -> Row:
     row = await conn.fetchrow(
         f"INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, consensus,"
         f" quorum, retry_count, recovery_count, enabled, tags, status, parent_id, incident_on_degraded,"
-        f" project, paused_at, notifications)"
+        f" project, paused_at, notifications, escalation_policy_id)"
         f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
         f" CASE WHEN $11 THEN 'pending' ELSE 'paused' END, $13, $14, $15,"
-        f" CASE WHEN $11 THEN NULL ELSE now() END, $16) RETURNING {COLUMNS}",
+        f" CASE WHEN $11 THEN NULL ELSE now() END, $16, $17) RETURNING {COLUMNS}",
         cfg.name, cfg.kind, spec_json(cfg.spec), cfg.interval_s, cfg.timeout_s, cfg.locations,
         cfg.consensus, cfg.quorum, cfg.retry_count, cfg.recovery_count, cfg.enabled, cfg.tags,
-        cfg.parent_id, cfg.incident_on_degraded, cfg.project, cfg.notifications,
+        cfg.parent_id, cfg.incident_on_degraded, cfg.project, cfg.notifications, _policy(cfg),
     )  # fmt: skip
     assert row is not None
     return dict(row)
@@ -40,7 +41,7 @@ async def update(conn: DB, monitor_id: int, cfg: MonitorConfig) -> Row | None:
         f"UPDATE monitors SET name=$2, kind=$3, spec=$4, interval_s=$5, timeout_s=$6,"
         f" locations=$7, consensus=$8, quorum=$9, retry_count=$10, recovery_count=$11,"
         f" enabled=$12, tags=$13, parent_id=$14, incident_on_degraded=$15, project=$16, notifications=$17,"
-        f" updated_at=now(),"
+        f" escalation_policy_id=$18, updated_at=now(),"
         f" status = CASE WHEN NOT $12 THEN 'paused' WHEN status='paused' THEN 'pending'"
         f"   ELSE status END,"
         f" paused_at = CASE WHEN $12 THEN NULL ELSE coalesce(paused_at, now()) END,"
@@ -49,8 +50,15 @@ async def update(conn: DB, monitor_id: int, cfg: MonitorConfig) -> Row | None:
         monitor_id, cfg.name, cfg.kind, spec_json(cfg.spec), cfg.interval_s, cfg.timeout_s,
         cfg.locations, cfg.consensus, cfg.quorum, cfg.retry_count, cfg.recovery_count,
         cfg.enabled, cfg.tags, cfg.parent_id, cfg.incident_on_degraded, cfg.project, cfg.notifications,
+        _policy(cfg),
     )  # fmt: skip
     return dict(row) if row else None
+
+
+def _policy(cfg: MonitorConfig) -> int | None:
+    """The escalation policy's rule id (the API resolves names first; see
+    controller.api.notifications.resolve_references)."""
+    return cfg.escalation_policy if isinstance(cfg.escalation_policy, int) else None
 
 
 # The API's read: the row with its cached uptime counts (storage/uptime_cache.py).

@@ -21,13 +21,16 @@ CHANNEL_COLUMNS = (
 )
 RULE_COLUMNS = (
     "id, name, events, monitor_ids, tags, min_severity, channel_ids, reminder_minutes,"
-    " escalate_after_minutes, escalation_channel_ids, is_enabled, created_at, updated_at"
+    " escalate_after_minutes, escalation_channel_ids, is_enabled, is_policy, created_at, updated_at"
 )
 DELIVERY_COLUMNS = (
     "id, event_id, channel_id, kind, seq, monitor_id, incident_id, status, attempts,"
     " next_attempt_at, locked_until, last_error, reminder_s, created_at, updated_at, delivered_at"
 )
 STATE_EVENTS = ["monitor.down", "monitor.up", "monitor.degraded"]
+# Events held back until the monitor reaches its alert_threshold.
+GATED_EVENTS = ["monitor.down", "incident.opened"]
+BELOW_THRESHOLD = "recovered before alert_threshold"
 
 
 # ------------------------------------------------------------ channels
@@ -92,7 +95,14 @@ async def missing_channels(conn: DB, ids: Sequence[int]) -> list[int]:
 
 
 async def delete_channel(conn: DB, channel_id: int) -> bool:
-    deleted = await conn.fetchval("DELETE FROM notification_channels WHERE id=$1 RETURNING id", channel_id)
+    """Delete, and drop the id from monitors' own channel lists (which must name channels)."""
+    deleted = await conn.fetchval(
+        "WITH d AS (DELETE FROM notification_channels WHERE id=$1 RETURNING id),"
+        " m AS (UPDATE monitors SET notifications = array_remove(notifications, $1)"
+        "   WHERE $1 = ANY(notifications) AND EXISTS (SELECT 1 FROM d))"
+        " SELECT id FROM d",
+        channel_id,
+    )
     return deleted is not None
 
 
@@ -114,8 +124,8 @@ async def disable_channel(conn: Tx, channel_id: int, reason: str, now: dt.dateti
 async def insert_rule(conn: DB, r: Row) -> Row:
     row = await conn.fetchrow(
         f"INSERT INTO notification_rules (name, events, monitor_ids, tags, min_severity, channel_ids,"
-        f" reminder_minutes, escalate_after_minutes, escalation_channel_ids, is_enabled)"
-        f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING {RULE_COLUMNS}",
+        f" reminder_minutes, escalate_after_minutes, escalation_channel_ids, is_enabled, is_policy)"
+        f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING {RULE_COLUMNS}",
         r["name"],
         r["events"],
         r["monitor_ids"],
@@ -126,6 +136,7 @@ async def insert_rule(conn: DB, r: Row) -> Row:
         r["escalate_after_minutes"],
         r["escalation_channel_ids"],
         r["is_enabled"],
+        r.get("is_policy", False),
     )
     assert row is not None
     return dict(row)
@@ -135,7 +146,7 @@ async def update_rule(conn: DB, rule_id: int, r: Row) -> Row | None:
     row = await conn.fetchrow(
         f"UPDATE notification_rules SET name=$2, events=$3, monitor_ids=$4, tags=$5, min_severity=$6,"
         f" channel_ids=$7, reminder_minutes=$8, escalate_after_minutes=$9, escalation_channel_ids=$10,"
-        f" is_enabled=$11, updated_at=now() WHERE id=$1 RETURNING {RULE_COLUMNS}",
+        f" is_enabled=$11, is_policy=$12, updated_at=now() WHERE id=$1 RETURNING {RULE_COLUMNS}",
         rule_id,
         r["name"],
         r["events"],
@@ -147,6 +158,7 @@ async def update_rule(conn: DB, rule_id: int, r: Row) -> Row | None:
         r["escalate_after_minutes"],
         r["escalation_channel_ids"],
         r["is_enabled"],
+        r.get("is_policy", False),
     )
     return dict(row) if row else None
 
@@ -161,6 +173,15 @@ async def list_rules(conn: DB, *, enabled_only: bool = False) -> list[Row]:
         f"SELECT {RULE_COLUMNS} FROM notification_rules WHERE is_enabled OR NOT $1 ORDER BY id", enabled_only
     )
     return [dict(r) for r in rows]
+
+
+async def rules_named(conn: DB, ref: int | str) -> list[int]:
+    """Ids of the rules an escalation_policy reference names: by id (int) or by name."""
+    if isinstance(ref, int):
+        rows = await conn.fetch("SELECT id FROM notification_rules WHERE id=$1", ref)
+    else:
+        rows = await conn.fetch("SELECT id FROM notification_rules WHERE name=$1 ORDER BY id", ref)
+    return [r["id"] for r in rows]
 
 
 async def delete_rule(conn: DB, rule_id: int) -> bool:
@@ -198,9 +219,11 @@ async def events_after(conn: DB, after_id: int, limit: int) -> list[Row]:
 
 
 async def monitor_routing(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
-    """Tags and own channel list of each monitor."""
+    """Tags, own channel list, escalation policy and failure streak of each monitor."""
     rows = await conn.fetch(
-        "SELECT id, tags, notifications FROM monitors WHERE id = ANY($1::bigint[])", list(ids)
+        "SELECT id, tags, notifications, escalation_policy_id, status, fail_streak FROM monitors"
+        " WHERE id = ANY($1::bigint[])",
+        list(ids),
     )
     return {r["id"]: dict(r) for r in rows}
 
@@ -369,3 +392,54 @@ async def alert_settings(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
         list(ids),
     )
     return {r["monitor_id"]: dict(r) for r in rows}
+
+
+# ------------------------------------------------------------ alert threshold
+
+
+async def release_held(conn: DB, now: dt.datetime) -> int:
+    """Held deliveries of monitors that are down with fail_streak >= alert_threshold become
+    pending (escalations keep their later due time); held deliveries of monitors that are
+    no longer down are cancelled. Both re-check status='held' (compare-and-set)."""
+    released = await conn.fetch(
+        "UPDATE deliveries d SET status='pending', next_attempt_at=GREATEST(d.next_attempt_at, $1),"
+        " updated_at=$1 FROM monitors m JOIN monitor_alert_settings a ON a.monitor_id = m.id"
+        " WHERE d.status='held' AND m.id = d.monitor_id AND m.status = 'down'"
+        " AND m.fail_streak >= a.alert_threshold RETURNING d.id",
+        now,
+    )
+    cancelled = await conn.fetch(
+        "UPDATE deliveries d SET status='cancelled', last_error=$2, updated_at=$1"
+        " WHERE d.status='held' AND NOT EXISTS (SELECT 1 FROM monitors m"
+        "   WHERE m.id = d.monitor_id AND m.status = 'down') RETURNING d.id",
+        now,
+        BELOW_THRESHOLD,
+    )
+    return len(released) + len(cancelled)
+
+
+async def outage_unalerted(conn: DB, monitor_id: int, before_event_id: int) -> bool:
+    """Whether the monitor's last outage before this event was held back by its
+    alert_threshold (held, or cancelled below it): its recovery is not news to anyone."""
+    value = await conn.fetchval(
+        "SELECT d.status = 'held' OR d.last_error = $3 FROM deliveries d JOIN events e ON e.id = d.event_id"
+        " WHERE d.monitor_id = $1 AND d.kind = 'event' AND d.event_id < $2 AND e.kind = ANY($4::text[])"
+        " ORDER BY d.event_id DESC LIMIT 1",
+        monitor_id,
+        before_event_id,
+        BELOW_THRESHOLD,
+        GATED_EVENTS,
+    )
+    return bool(value)
+
+
+async def cancel_held(conn: DB, monitor_id: int, before_event_id: int, now: dt.datetime) -> int:
+    rows = await conn.fetch(
+        "UPDATE deliveries SET status='cancelled', last_error=$4, updated_at=$3"
+        " WHERE monitor_id=$1 AND status='held' AND event_id < $2 RETURNING id",
+        monitor_id,
+        before_event_id,
+        now,
+        BELOW_THRESHOLD,
+    )
+    return len(rows)
