@@ -26,6 +26,10 @@ class DestinationError(ValueError):
     """The URL may not be used as a destination; the message says why."""
 
 
+class RefusedError(OSError):
+    """Raised by PublicOnlyResolver; aiohttp wraps it in ClientConnectorError."""
+
+
 def forbidden(address: str) -> bool:
     """True unless `address` is a globally routable unicast address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -96,7 +100,7 @@ class PublicOnlyResolver(ThreadedResolver):
     ) -> list[ResolveResult]:
         results = await super().resolve(host, port, family)
         if any(forbidden(r["host"]) for r in results):
-            raise OSError(f"destination refused: {host} {REFUSED}")
+            raise RefusedError(f"destination refused: host {host} {REFUSED}")
         return results
 
 

@@ -500,9 +500,14 @@ def make_sender(cfg: ControllerConfig, session: aiohttp.ClientSession) -> Sender
                 destinations.check_literal(notice["address"])
             body = {"type": f"status_page.{notice['kind']}", "page": {"name": notice["page_name"],
                     "slug": notice["slug"]}, "subject": subject, "data": notice["payload"]}  # fmt: skip
-            async with session.post(notice["address"], json=body, allow_redirects=False) as r:
-                if r.status >= 300:
-                    raise RuntimeError(f"webhook answered {r.status}")
+            try:
+                async with session.post(notice["address"], json=body, allow_redirects=False) as r:
+                    if r.status >= 300:
+                        raise RuntimeError(f"webhook answered {r.status}")
+            except aiohttp.ClientConnectorError as e:
+                if isinstance(e.os_error, destinations.RefusedError):
+                    raise destinations.DestinationError(str(e.os_error)) from None
+                raise
             return
         if not cfg.smtp_host:
             raise RuntimeError("smtp_host is not configured")

@@ -1,6 +1,6 @@
 """A real headless Chromium (Debian's chromium + chromium-driver, over plain WebDriver HTTP)
 loads a status page, reads its components and uptime bars, and sees a monitor's state
-change arrive through Server-Sent Events without a reload."""
+change and a new incident post arrive through Server-Sent Events without a reload."""
 
 from __future__ import annotations
 
@@ -180,6 +180,23 @@ async def test_the_page_renders_and_updates_live_in_chromium(
         assert (
             await browser.js(f"return document.querySelector('#c-{target} .state').textContent") == "Outage"
         )
+        # An incident post appears without reload too, in place of "No incidents reported".
+        async with aiohttp.ClientSession(base_url=running.base, headers=headers) as api:
+            r = await api.post(
+                f"/api/v1/status-pages/{page['id']}/posts",
+                json={"title": "Website down", "status": "investigating", "message": "Looking into it"},
+            )
+            post_id = (await r.json())["data"]["id"]
+        title = None
+        async with asyncio.timeout(10):
+            while not title:
+                title = await browser.js(
+                    f"var p = document.getElementById('p-{post_id}'); return p && p.textContent"
+                )
+                await asyncio.sleep(0.1)
+        assert "Website down" in title and "Looking into it" in title
+        assert await browser.js("return document.querySelectorAll('#posts .muted').length") == 0
+        assert await browser.js("return window.__noReload") == 42
         ARTIFACTS.mkdir(exist_ok=True)
         png = base64.b64decode(await browser.call("GET", "/screenshot"))
         (ARTIFACTS / "status_page.png").write_bytes(png)
