@@ -7,6 +7,7 @@ accepted on input, so a PATCH is "merge into the current shape, validate again".
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -257,11 +258,29 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
 
         spec = heartbeats.decode_spec(row["spec"])
     if spec is not None:
-        renames = SPEC_API_NAMES.get(row["kind"], {})
-        out.update({renames.get(f, f): msgspec.to_builtins(getattr(spec, f)) for f in spec.__struct_fields__})
+        # One to_builtins for the whole spec (it leaves defaults out) instead of one per
+        # field: this runs for every monitor of every list page.
+        built = msgspec.to_builtins(spec)
+        out.update({name: built[f] if f in built else (d.copy() if mutable else d)
+                    for name, f, d, mutable in _spec_layout(type(spec), row["kind"])})  # fmt: skip
     if row["kind"] == "heartbeat" and out.get("run_interval"):
         out["check_interval"] = out["run_interval"]
     return out
+
+
+@functools.cache
+def _spec_layout(cls: type[msgspec.Struct], kind: str) -> tuple[tuple[str, str, Any, bool], ...]:
+    """(API name, field, default in builtins form, is the default mutable) of a spec type,
+    in field order; a required field's default is None (to_builtins always has it)."""
+    renames = SPEC_API_NAMES.get(kind, {})
+    out = []
+    for f in msgspec.structs.fields(cls):
+        default = f.default if f.default is not msgspec.NODEFAULT else None
+        if f.default_factory is not msgspec.NODEFAULT:
+            default = f.default_factory()
+        d = msgspec.to_builtins(default)
+        out.append((renames.get(f.name, f.name), f.name, d, isinstance(d, list | dict)))
+    return tuple(out)
 
 
 def spec_json(spec: msgspec.Struct | None) -> dict[str, Any] | None:

@@ -19,18 +19,20 @@ from controller.storage import DB, Tx, stats
 
 WINDOWS = ("24h", "7d", "30d")
 COUNTS = [f"{kind}_{w}" for w in WINDOWS for kind in ("good", "counted")]
+_UPTIMES = tuple(f"uptime_{w}" for w in WINDOWS)
 # For a SELECT that joins `monitor_uptimes u` (LEFT JOIN: a monitor never computed reads null).
 COLUMNS = ", ".join(f"u.{c}" for c in COUNTS)
 JOIN = "LEFT JOIN monitor_uptimes u ON u.monitor_id = monitors.id"
 
 
+_FIELDS = tuple((f"uptime_{w}", f"good_{w}", f"counted_{w}") for w in WINDOWS)
+
+
 def fields(row: dict[str, Any]) -> dict[str, float | None]:
     """{uptime_24h, uptime_7d, uptime_30d} from a row holding the cached counts (or not)."""
-    out: dict[str, float | None] = {}
-    for w in WINDOWS:
-        good, counted = row.get(f"good_{w}"), row.get(f"counted_{w}")
-        out[f"uptime_{w}"] = None if good is None or counted is None else stats.uptime_pct(good, counted)
-    return out
+    if row.get("good_24h") is None:  # never computed: the LEFT JOIN gave nulls
+        return dict.fromkeys(_UPTIMES)
+    return {name: stats.uptime_pct(row[good], row[counted]) for name, good, counted in _FIELDS}
 
 
 async def read(conn: DB, monitor_ids: list[int]) -> dict[int, dict[str, float | None]]:
