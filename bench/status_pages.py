@@ -24,11 +24,11 @@ import click
 from aiohttp import web
 
 from bench.common import percentile, record
-from controller import keys
+from controller import keys, rollups
 from controller.app import build_app
 from controller.config import ControllerConfig, Region
 from controller.incidents import emit
-from controller.storage import api_keys
+from controller.storage import api_keys, stats
 from shared.devstack import create_database, embedded_stack
 
 ROUND_INTERVAL = dt.timedelta(minutes=5)
@@ -57,6 +57,23 @@ def wrk(url: str, *, seconds: int, connections: int, gzip: bool) -> dict[str, fl
     return {"rps": rps, "p99_ms": float(p99.group(1)) * scale}
 
 
+async def roll_up(pool: Any, since: dt.datetime) -> None:
+    """Rounds seeded below the rollup watermarks into the rollups, as the rollup steps would
+    have put them had they arrived on time (the bars read whole days from verdicts_day)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", rollups.LOCK)
+        marks = await stats.watermarks(conn)
+        for level, source in (("minute", None), ("hour", "minute"), ("day", "hour")):
+            start = stats.floor_to(since, stats.LEVELS[level])
+            if level not in marks or start >= marks[level]:
+                continue
+            await rollups.ensure_partitions(conn, level, start, marks[level])
+            if source is None:
+                await stats.rollup_raw(conn, start, marks[level])
+            else:
+                await stats.rollup_level(conn, source, level, start, marks[level])
+
+
 async def seed(app: web.Application, components: int) -> None:
     """Monitors, 90 days of 5-minute rounds (COPY), and a page showing them all."""
     pool = app[keys.POOL]
@@ -76,6 +93,7 @@ async def seed(app: web.Application, components: int) -> None:
     async with pool.acquire() as conn:
         await conn.copy_records_to_table("rounds", records=rows, columns=ROUND_COLUMNS)
         await conn.execute("ANALYZE rounds")
+    await roll_up(pool, now - dt.timedelta(days=91))
     sections = [{"name": f"Group {g}", "monitors": [{"monitor_id": m, "display_name": f"Service {m}"}
                                                      for m in ids[g * 10:(g + 1) * 10]]}
                 for g in range((components + 9) // 10)]  # fmt: skip
@@ -193,7 +211,9 @@ from wrk in another process (2 threads, 64 connections, {r["seconds"]} s per run
 | {html["rps"]:,.0f} | {html["p99_ms"]:.1f} ms |
 | `GET /api/v1/status-pages/bench/public` (JSON) | {js["rps"]:,.0f} | {js["p99_ms"]:.1f} ms |
 
-First (uncached) render including the 90-day bars query: {r["cold_ms"]:.0f} ms. The page model
+First (uncached) render including the 90-day bars query: {r["cold_ms"]:.0f} ms (bars read from the verdict
+rollups: whole days from `verdicts_day`, the rounds were rolled up after seeding; it was 314 ms
+when they were counted from the raw rounds). The page model
 is cached for 1 s and the bars for 60 s per controller, so the steady state is one model
 build per second whatever the request rate.
 
