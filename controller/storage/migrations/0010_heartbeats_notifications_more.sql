@@ -26,3 +26,9 @@ END $$;
 DROP TRIGGER IF EXISTS events_notify ON events;
 CREATE TRIGGER events_notify AFTER INSERT ON events
     FOR EACH STATEMENT EXECUTE FUNCTION probefleet_events_notify();
+
+-- A monitor's notifications must name channels now (the API answers 422 otherwise, and
+-- deleting a channel removes its id): drop ids of channels deleted before this rule.
+UPDATE monitors m SET notifications = ARRAY(
+    SELECT c FROM unnest(m.notifications) AS c WHERE EXISTS (SELECT 1 FROM notification_channels n WHERE n.id = c))
+WHERE m.notifications <> '{}';
