@@ -2,11 +2,14 @@
 filtered list of 100, at a fixed request rate from a second process (open loop: requests
 are sent on schedule whether or not earlier ones have answered).
 
-    .venv/bin/python -m bench.api_latency [--rates 100,150,500] [--seconds 15] [--monitors 100000]
+    .venv/bin/python -m bench.api_latency [--rates 100,250,500] [--seconds 15] [--monitors 100000]
+        [--controllers 1,2]
 
-The controller runs in this process on the embedded PostgreSQL and NATS; the load comes
-from `python -m bench.api_latency --load ...` in a child process. Results go to
-bench/RESULTS.md under "API latency (issue 5)".
+The first controller runs in this process on the embedded PostgreSQL and NATS, a second
+one (with --controllers 2) in a child process (`--serve`) on the same database and NATS;
+the load comes from `python -m bench.api_latency --load ...` in another child process,
+spread round-robin over the controllers. Results go to bench/RESULTS.md under
+"API latency (issue 5)".
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,20 +31,35 @@ import aiohttp
 from bench.common import cpu_seconds, percentile, record
 
 LIST_PATH = "/api/v1/monitors?type=http&tag=shop&status=pending&limit=100"
+COLUMNS = ("controllers", "offered req/s", "achieved req/s", "errors", "controllers CPU", "PostgreSQL CPU",
+           "load generator CPU", "request", "p50 ms", "p95 ms", "p99 ms", "max ms")  # fmt: skip
+HEADER = "| " + " | ".join(COLUMNS) + " |"
 
 
-async def load(base: str, key: str, rate: float, seconds: float, max_id: int) -> dict[str, list[float]]:
-    """Open-loop load: half single gets, half filtered lists; latencies in ms per kind."""
+def _cpu_self() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+async def load(
+    bases: list[str], key: str, rate: float, seconds: float, max_id: int
+) -> dict[str, list[float]]:
+    """Open-loop load: half single gets, half filtered lists, round-robin over the
+    controllers; latencies in ms per kind."""
     out: dict[str, list[float]] = {"get": [], "list": [], "errors": []}
     rnd = random.Random(1)
     conn = aiohttp.TCPConnector(limit=256)
     headers = {"Authorization": f"Bearer {key}"}
-    async with aiohttp.ClientSession(base_url=base, headers=headers, connector=conn) as s:
+    sent = 0
+    async with aiohttp.ClientSession(headers=headers, connector=conn) as s:
 
         async def one(kind: str, path: str) -> None:
+            nonlocal sent
+            base = bases[sent % len(bases)]
+            sent += 1
             t = time.perf_counter()
             try:
-                async with s.get(path) as r:
+                async with s.get(base + path) as r:
                     await r.read()
                     ok = r.status == 200
             except aiohttp.ClientError:
@@ -50,6 +69,7 @@ async def load(base: str, key: str, rate: float, seconds: float, max_id: int) ->
         for _ in range(50):  # warm up connections and caches
             await one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")
         out["get"].clear()
+        cpu0 = _cpu_self()
         start = time.perf_counter()
         tasks = []
         n = int(rate * seconds)
@@ -63,6 +83,7 @@ async def load(base: str, key: str, rate: float, seconds: float, max_id: int) ->
                 tasks.append(asyncio.create_task(one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")))
         await asyncio.gather(*tasks)
         out["elapsed"] = [time.perf_counter() - start]
+        out["cpu"] = [_cpu_self() - cpu0]
     return out
 
 
@@ -87,17 +108,72 @@ async def seed(dsn: str, count: int) -> None:
         await conn.close()
 
 
-def _rows(rate: float, res: dict[str, list[float]], cpu: float) -> list[str]:
+async def seed_uptimes(dsn: str) -> None:
+    """A cached uptime row for every monitor, as the rollup loop keeps them, so reads
+    join real rows (the percentages are computed per response)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO monitor_uptimes SELECT id, 1430 - id % 7, 1440, 10000 - id % 11, 10080,"
+            " 43000 - id % 13, 43200, now(), last_round FROM monitors"
+        )
+        await conn.execute("ANALYZE monitor_uptimes")
+    finally:
+        await conn.close()
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (PostgreSQL's backends)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+        todo += children.get(p, [])
+    return total
+
+
+def _rows(rate: float, n: int, res: dict[str, list[float]], cpu: dict[str, float]) -> list[str]:
     elapsed = res["elapsed"][0]
     sent = len(res["get"]) + len(res["list"]) + len(res["errors"])
+    pct = {k: f"{v / elapsed * 100:.0f} %" for k, v in {**cpu, "load": res["cpu"][0]}.items()}
     out = []
     for kind, label in (("get", "GET /monitors/{id}"), ("list", "filtered list of 100")):
         v = res[kind]
-        cpu_pct = cpu / elapsed * 100
-        out.append(f"| {rate:.0f} | {sent / elapsed:.0f} | {len(res['errors'])} | {cpu_pct:.0f} % |"
+        out.append(f"| {n} | {rate:.0f} | {sent / elapsed:.0f} | {len(res['errors'])} |"
+                   f" {pct['controllers']} | {pct['postgres']} | {pct['load']} |"
                    f" {label} | {percentile(v, 0.5):.1f} | {percentile(v, 0.95):.1f} |"
                    f" {percentile(v, 0.99):.1f} | {max(v):.1f} |")  # fmt: skip
     return out
+
+
+async def serve(dsn: str, nats_url: str) -> None:
+    """A controller in this process until stdin closes; prints its base URL."""
+    from aiohttp import web
+
+    from controller.app import build_app
+    from controller.config import ControllerConfig
+
+    runner = web.AppRunner(build_app(ControllerConfig(database_url=dsn, nats_url=nats_url, port=0)),
+                           handle_signals=False, access_log=None)  # fmt: skip
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await runner.cleanup()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -109,12 +185,14 @@ async def main(args: argparse.Namespace) -> None:
     from controller.storage import api_keys, db
     from shared.devstack import create_database, embedded_stack
 
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="pf-bench-api-") as tmp, embedded_stack(Path(tmp)) as stack:
         dsn = stack.postgres.dsn("bench")
         await create_database(stack.postgres.dsn(), "bench")
         await db.migrate(dsn)
         t = time.perf_counter()
         await seed(dsn, args.monitors)
+        await seed_uptimes(dsn)
         seeded = time.perf_counter() - t
         cfg = ControllerConfig(database_url=dsn, nats_url=stack.nats.url, port=0)
         app = build_app(cfg)
@@ -122,29 +200,53 @@ async def main(args: argparse.Namespace) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        bases = [f"http://127.0.0.1:{runner.addresses[0][1]}"]
         key, _ = await api_keys.create(app[keys.POOL], "bench", ["monitors:read"], rate_limit=10_000_000)
+        pg_pid = stack.postgres.proc.pid if stack.postgres.proc else 0
         rows = []
-        for rate in args.rates:
-            cpu0 = cpu_seconds(os.getpid())
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.api_latency", "--load", base, "--key", key,
-                "--rates", str(rate), "--seconds", str(args.seconds), "--monitors", str(args.monitors),
-                stdout=subprocess.PIPE,
-            )  # fmt: skip
-            out, _ = await proc.communicate()
-            res = json.loads(out)
-            cpu = cpu_seconds(os.getpid()) - cpu0
-            rows += _rows(rate, res, cpu)
+        for n in args.controllers:
+            extra = []
+            for _ in range(n - 1):
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "bench.api_latency", "--serve", dsn, "--nats", stack.nats.url,
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                )  # fmt: skip
+                assert proc.stdout is not None
+                bases.append((await proc.stdout.readline()).decode().strip())
+                extra.append(proc)
+            for rate in args.rates:
+                pids = [os.getpid(), *(p.pid for p in extra)]
+                c0, p0 = sum(cpu_seconds(p) for p in pids), tree_cpu(pg_pid)
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "bench.api_latency", "--load", ",".join(bases), "--key", key,
+                    "--rates", str(rate), "--seconds", str(args.seconds), "--monitors", str(args.monitors),
+                    stdout=subprocess.PIPE,
+                )  # fmt: skip
+                out, _ = await proc.communicate()
+                res = json.loads(out)
+                cpu = {
+                    "controllers": sum(cpu_seconds(p) for p in pids) - c0,
+                    "postgres": tree_cpu(pg_pid) - p0,
+                }
+                rows += _rows(rate, n, res, cpu)
+            for proc in extra:
+                assert proc.stdin is not None
+                proc.stdin.close()
+                await proc.wait()
+            bases = bases[:1]
         await runner.cleanup()
     body = f"""
-{args.monitors:,} monitors stored (seeded with one INSERT ... SELECT generate_series in {seeded:.1f} s).
-Load from a second process, open loop for {args.seconds:.0f} s per offered rate: half
-`GET /api/v1/monitors/{{id}}` (random id), half `GET {LIST_PATH}` (a filtered list of 100).
-One controller process; embedded PostgreSQL 16 and NATS on the same 2 cores (fsync off).
+{args.monitors:,} monitors stored (seeded with one INSERT ... SELECT generate_series in {seeded:.1f} s,
+with a cached uptime row each, as the rollup loop keeps them).
+Load from a separate process, open loop for {args.seconds:.0f} s per offered rate: half
+`GET /api/v1/monitors/{{id}}` (random id), half `GET {LIST_PATH}` (a filtered list of 100,
+cursor style), round-robin over the controller processes (one API key, cached by each
+controller). Controllers, the load generator, embedded PostgreSQL 16 (fsync off) and NATS
+share the same 2 cores. CPU columns are percent of one core over the run. Load average
+before the run: {load0:.2f}.
 
-| offered req/s | achieved req/s | errors | controller CPU | request | p50 ms | p95 ms | p99 ms | max ms |
-|---|---|---|---|---|---|---|---|---|
+{HEADER}
+{"|---" * len(COLUMNS)}|
 {chr(10).join(rows)}
 
 Goal: p99 under 20 ms at 500 requests/s. Run: `.venv/bin/python -m bench.api_latency`.
@@ -156,15 +258,20 @@ Goal: p99 under 20 ms at 500 requests/s. Run: `.venv/bin/python -m bench.api_lat
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",")], default=[100.0, 150.0, 500.0])
+    p.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",")], default=[100.0, 250.0, 500.0])
+    p.add_argument("--controllers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2])
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--monitors", type=int, default=100_000)
     p.add_argument("--load")
+    p.add_argument("--serve")
+    p.add_argument("--nats")
     p.add_argument("--key")
     p.add_argument("--no-record", action="store_true")
     a = p.parse_args()
     if a.load:
-        result = asyncio.run(load(a.load, a.key, a.rates[0], a.seconds, a.monitors))
+        result = asyncio.run(load(a.load.split(","), a.key, a.rates[0], a.seconds, a.monitors))
         print(json.dumps(result))
+    elif a.serve:
+        asyncio.run(serve(a.serve, a.nats))
     else:
         asyncio.run(main(a))

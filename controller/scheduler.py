@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import hashlib
 import heapq
 import logging
@@ -113,6 +114,11 @@ class Scheduler:
                     old.locations = list(row["locations"])
         for gone in set(self.entries) - seen:
             self.remove(gone)
+        # The schedule (one entry per monitor, 100,000s of objects) lives until the next
+        # load: keep it out of the cyclic collector, whose full passes over it paused the
+        # event loop for up to 300 ms (bench/api_latency.py). Replaced entries are freed by
+        # reference counting; only cyclic garbage alive at this instant is kept.
+        gc.freeze()
 
     async def refresh(self, monitor_id: int) -> None:
         """Re-read one monitor after another controller told us it changed."""
