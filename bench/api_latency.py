@@ -55,7 +55,8 @@ async def load(
 
         async def one(kind: str, path: str) -> None:
             nonlocal sent
-            base = bases[sent % len(bases)]
+            # Both kinds alternate, so pairs go round-robin: each controller gets half of each.
+            base = bases[(sent // 2) % len(bases)]
             sent += 1
             t = time.perf_counter()
             try:
@@ -214,6 +215,10 @@ async def main(args: argparse.Namespace) -> None:
                 assert proc.stdout is not None
                 bases.append((await proc.stdout.readline()).decode().strip())
                 extra.append(proc)
+            if extra:
+                # A controller joining makes the others reload their schedule (ownership
+                # moves): let that settle, it is not what this measures.
+                await asyncio.sleep(3 * cfg.controller_heartbeat_interval + 2)
             for rate in args.rates:
                 pids = [os.getpid(), *(p.pid for p in extra)]
                 c0, p0 = sum(cpu_seconds(p) for p in pids), tree_cpu(pg_pid)
