@@ -283,6 +283,60 @@ def _spec_layout(cls: type[msgspec.Struct], kind: str) -> tuple[tuple[str, str, 
     return tuple(out)
 
 
+REDACTED = "<redacted>"
+# Header names whose values are credentials (compared lower-case).
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
+                            "x-auth-token", "x-access-token", "private-token"})  # fmt: skip
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", f":{REDACTED}@", 1)
+
+
+def redact(fields: dict[str, Any]) -> dict[str, Any]:
+    """The config as the API shows it: credentials replaced by "<redacted>".
+
+    Probes need the secrets, so they are stored; API responses never carry them."""
+    out = dict(fields)
+    if out.get("bearer_token"):
+        out["bearer_token"] = REDACTED
+    if out.get("basic_auth"):
+        out["basic_auth"] = [out["basic_auth"][0], REDACTED]
+    if isinstance(out.get("headers"), dict):
+        out["headers"] = {
+            k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in out["headers"].items()
+        }
+    if isinstance(out.get("url"), str):
+        out["url"] = _redact_url(out["url"])
+    return out
+
+
+def restore_secrets(body: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """Where a client sends back a "<redacted>" value it was shown, keep the stored secret."""
+    out = dict(body)
+    if out.get("bearer_token") == REDACTED:
+        out["bearer_token"] = current.get("bearer_token")
+    auth = out.get("basic_auth")
+    if (
+        isinstance(auth, list | tuple)
+        and len(auth) == 2
+        and auth[1] == REDACTED
+        and current.get("basic_auth")
+    ):
+        out["basic_auth"] = [auth[0], current["basic_auth"][1]]
+    if isinstance(out.get("headers"), dict):
+        stored = current.get("headers") or {}
+        out["headers"] = {k: stored.get(k, v) if v == REDACTED else v for k, v in out["headers"].items()}
+    if isinstance(out.get("url"), str) and f":{REDACTED}@" in out["url"] and current.get("url"):
+        password = urlsplit(current["url"]).password
+        if password is not None:
+            out["url"] = out["url"].replace(f":{REDACTED}@", f":{password}@", 1)
+    return out
+
+
 def spec_json(spec: msgspec.Struct | None) -> dict[str, Any] | None:
     """The spec as stored in the monitors.spec column (with its kind tag)."""
     if spec is None:

@@ -36,7 +36,7 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
     uptime = uptime if uptime is not None else uptime_cache.fields(row)
     return {
         "id": row["id"],
-        **monitors.config_fields(row),
+        **monitors.redact(monitors.config_fields(row)),
         "status": row["status"],
         "is_ok": row["status"] in ("up", "degraded"),
         "uptime_24h": uptime.get("uptime_24h"),
@@ -114,7 +114,7 @@ def merged_config(current: dict[str, Any], body: object, *, merge: bool, regions
     """The config after applying `body` to `current` (PATCH merges, PUT replaces)."""
     if not isinstance(body, dict):
         raise ValidationFailed({"body": "must be a JSON object"})
-    body = monitors.normalize(body)
+    body = monitors.restore_secrets(monitors.normalize(body), monitors.config_fields(current))
     if "type" in body and body["type"] != current["kind"]:
         raise ValidationFailed({"type": "cannot change a monitor's type; create a new monitor"})
     fields = {**monitors.config_fields(current), **body} if merge else {"type": current["kind"], **body}

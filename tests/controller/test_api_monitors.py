@@ -165,3 +165,41 @@ async def test_it_creates_every_probe_kind_with_reference_names(
     assert data["name"] == "k"
     for key, value in want.items():
         assert data[key] == value, (key, data)
+
+
+async def test_it_never_returns_credentials_and_keeps_them_on_update(api: aiohttp.ClientSession) -> None:
+    secret_body = {
+        "name": "private",
+        "url": "https://ops:hunter2@127.0.0.1/health",
+        "bearer_token": "tok-s3cret",
+        "basic_auth": ["ops", "pa55word"],
+        "headers": {"Authorization": "Bearer abc-s3cret", "X-Trace": "visible"},
+    }
+    r = await api.post("/api/v1/monitors", json=secret_body)
+    assert r.status == 201
+    text = await r.text()
+    for secret in ("hunter2", "tok-s3cret", "pa55word", "abc-s3cret"):
+        assert secret not in text
+    shown = (await r.json())["data"]
+    assert shown["headers"]["X-Trace"] == "visible" and shown["basic_auth"][0] == "ops"
+    # A client that PUTs back what it was shown keeps the stored secrets.
+    editable = {k: shown[k] for k in ("name", "url", "bearer_token", "basic_auth", "headers")}
+    r = await api.put(f"/api/v1/monitors/{shown['id']}", json={**editable, "name": "renamed"})
+    assert r.status == 200
+    for secret in ("hunter2", "tok-s3cret", "pa55word", "abc-s3cret"):
+        assert secret not in await r.text()
+    listing = await (await api.get("/api/v1/monitors")).text()
+    assert "hunter2" not in listing and "tok-s3cret" not in listing
+
+
+async def test_it_stores_the_secrets_the_probes_need(controller: Running, api: aiohttp.ClientSession) -> None:
+    from controller import keys
+
+    r = await api.post(
+        "/api/v1/monitors", json={"name": "p", "url": "http://127.0.0.1/", "bearer_token": "t0k"}
+    )
+    mid = (await r.json())["data"]["id"]
+    r = await api.patch(f"/api/v1/monitors/{mid}", json={"bearer_token": "<redacted>", "method": "HEAD"})
+    assert r.status == 200
+    spec = await controller.app[keys.POOL].fetchval("SELECT spec FROM monitors WHERE id = $1", mid)
+    assert spec["bearer_token"] == "t0k" and spec["method"] == "HEAD"
