@@ -23,7 +23,7 @@ import msgspec
 
 from controller import maintenance
 from controller.consensus import Verdict
-from controller.monitors import decode_spec
+from controller.monitors import decode_spec, redact_url
 from controller.scheduler import Entry, Scheduler
 from controller.storage import Tx
 from controller.storage import events as event_store
@@ -84,7 +84,7 @@ def needs_recheck(verdict: Verdict, new: MonitorState, attempt: int, *, retry_co
 def target_of(kind: str, spec: dict[str, Any] | None) -> str:
     spec = spec or {}
     if "url" in spec:
-        return str(spec["url"])
+        return redact_url(str(spec["url"]))
     host = str(spec.get("host", ""))
     return f"{host}:{spec['port']}" if spec.get("port") else host
 

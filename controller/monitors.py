@@ -289,7 +289,7 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x
                             "x-auth-token", "x-access-token", "private-token"})  # fmt: skip
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -310,7 +310,7 @@ def redact(fields: dict[str, Any]) -> dict[str, Any]:
             k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in out["headers"].items()
         }
     if isinstance(out.get("url"), str):
-        out["url"] = _redact_url(out["url"])
+        out["url"] = redact_url(out["url"])
     return out
 
 
