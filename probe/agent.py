@@ -24,6 +24,7 @@ from probe.checkers.base import Outcome
 from probe.config import ProbeConfig
 from probe.metrics import ProbeMetrics
 from shared import subjects, wire
+from shared.redact import redact_url
 from shared.version import VERSION
 from shared.wire import CheckJob, CheckResult, Reason, Status
 
@@ -88,7 +89,7 @@ class Agent:
                     reconnected_cb=self._on_reconnected,
                 )
             except (OSError, nats.errors.Error, TimeoutError) as exc:
-                log.warning("nats connect failed url=%s error=%s", self.config.nats_url, exc)
+                log.warning("nats connect failed url=%s error=%s", redact_url(self.config.nats_url), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
