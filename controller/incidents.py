@@ -196,6 +196,43 @@ async def apply(conn: Tx, monitor: dict[str, Any], due: dt.datetime, verdict: Ve
     return new
 
 
+def is_quiet(monitor: dict[str, Any], verdict: Verdict, new: MonitorState,
+             windows: list[maintenance.Window], now: dt.datetime) -> bool:  # fmt: skip
+    """A round whose only effect is fresh timestamps and streaks: the status stays, the
+    verdict passes, the same regions answer and no maintenance window is open. Nearly
+    every round is one; `apply_quiet` writes a batch of them in one statement."""
+    if monitor["status"] in ("paused", "down") or new.status != monitor["status"]:
+        return False
+    if verdict.state not in ("up", "degraded"):
+        return False
+    voted = set(verdict.failing) | set(verdict.passing)
+    unavailable = [r for r in monitor.get("locations") or [] if r not in voted]
+    if unavailable != list(monitor.get("unavailable_regions") or []):
+        return False
+    return not maintenance.active(windows, now, monitor["id"], list(monitor.get("tags") or []))
+
+
+async def apply_quiet(conn: Tx, quiet: list[tuple[dict[str, Any], dt.datetime, Verdict, MonitorState]],
+                      now: dt.datetime) -> set[int]:  # fmt: skip
+    """The UPDATE `apply` would run for each quiet round, as one statement with the same
+    compare-and-set; return the ids written (a later round applied first is skipped)."""
+    if not quiet:
+        return set()
+    rows = await conn.fetch(
+        "UPDATE monitors SET status = v.status, fail_streak = v.fs, pass_streak = v.ps,"
+        " last_round = v.due, last_check = $7, last_success = $7,"
+        " response_time_ms = COALESCE(v.rt, monitors.response_time_ms), fail_since = NULL"
+        " FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[], $5::int[],"
+        " $6::float8[]) AS v(id, due, status, fs, ps, rt)"
+        " WHERE monitors.id = v.id AND monitors.status <> 'paused'"
+        " AND (monitors.last_round IS NULL OR monitors.last_round < v.due) RETURNING monitors.id",
+        [m["id"] for m, *_ in quiet], [d for _, d, *_ in quiet], [n.status for *_, n in quiet],
+        [n.fail_streak for *_, n in quiet], [n.pass_streak for *_, n in quiet],
+        [v.response_time_ms for _, _, v, _ in quiet], now,
+    )  # fmt: skip
+    return {r["id"] for r in rows}
+
+
 async def _regions_changed(conn: Tx, monitor: dict[str, Any], before: list[str], after: list[str],
                            now: dt.datetime) -> None:  # fmt: skip
     """region.unavailable / region.available once per change, not per round."""

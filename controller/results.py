@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,7 +60,10 @@ async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime
     }
     windows = [maintenance.from_row(w) for w in await incident_store.enabled_windows(conn)]
     verdicts: list[tuple[store.Key, str]] = []
-    changed = 0
+    applied: list[tuple[dict[str, Any], int, incidents.MonitorState, consensus.Verdict]] = []
+    quiet: list[tuple[dict[str, Any], dt.datetime, consensus.Verdict, incidents.MonitorState]] = []
+    quiet_attempts: dict[int, int] = {}
+    once = {mid for mid, n in Counter(r["monitor_id"] for r in closed).items() if n == 1}
     for rnd in sorted(closed, key=lambda r: r["due"]):
         key = (rnd["monitor_id"], rnd["due"], rnd["attempt"])
         monitor = monitors.get(rnd["monitor_id"])
@@ -70,16 +73,29 @@ async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime
         verdict = consensus.decide(by_round.get(key, []), list(rnd["regions"]), rule)
         verdicts.append((key, verdict.state))
         metrics.VERDICTS.labels(verdict.state).inc()
+        current = incidents.MonitorState(status=monitor["status"], fail_streak=monitor["fail_streak"],
+                                         pass_streak=monitor["pass_streak"])  # fmt: skip
+        planned = incidents.transition(current, verdict, retry_count=monitor["retry_count"],
+                                       recovery_count=monitor["recovery_count"])  # fmt: skip
+        if monitor["id"] in once and incidents.is_quiet(monitor, verdict, planned, windows, now):
+            quiet.append((monitor, rnd["due"], verdict, planned))
+            quiet_attempts[monitor["id"]] = rnd["attempt"]
+            continue
         new = await incidents.apply(conn, monitor, rnd["due"], verdict, now, windows)
         if new is not None:
-            monitor.update(status=new.status, fail_streak=new.fail_streak,
-                           pass_streak=new.pass_streak)  # fmt: skip
-            changed += 1
-            if rechecks is not None and incidents.needs_recheck(
-                verdict, new, rnd["attempt"], retry_count=monitor["retry_count"],
-                recovery_count=monitor["recovery_count"],
-            ):  # fmt: skip
-                rechecks.append(incidents.Recheck(monitor=monitor, attempt=rnd["attempt"] + 1))
+            # Later rounds of the same monitor in this batch start from this state.
+            monitor.update(status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak)
+            applied.append((monitor, rnd["attempt"], new, verdict))
+    written = await incidents.apply_quiet(conn, quiet, now)
+    applied += [(m, quiet_attempts[m["id"]], n, v) for m, _, v, n in quiet if m["id"] in written]
+    for monitor, attempt, new, verdict in applied:
+        monitor.update(status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak)
+        if rechecks is not None and incidents.needs_recheck(
+            verdict, new, attempt, retry_count=monitor["retry_count"],
+            recovery_count=monitor["recovery_count"],
+        ):  # fmt: skip
+            rechecks.append(incidents.Recheck(monitor=monitor, attempt=attempt + 1))
+    changed = len(applied)
     await store.set_verdicts(conn, verdicts)
     return changed
 

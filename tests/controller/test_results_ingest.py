@@ -1,0 +1,93 @@
+"""results.ingest on real PostgreSQL: quiet rounds are written in bulk with the same
+compare-and-set as `incidents.apply`, and state changes still go through `apply`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from controller import results
+from controller.storage import db
+from controller.storage import results as store
+from shared import wire
+
+REGIONS = ["us-east", "eu-west", "ap-south"]
+
+
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    await db.migrate(database)
+    p = await db.create_pool(database, max_size=2)
+    yield p
+    await p.close()
+
+
+async def monitor(pool: asyncpg.Pool, status: str = "up") -> int:
+    mid: int = await pool.fetchval(
+        "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, status)"
+        " VALUES ('m', 'http', '{\"type\": \"http\", \"url\": \"http://127.0.0.1/\"}', 60, 5, $1, $2)"
+        " RETURNING id",
+        REGIONS, status,
+    )  # fmt: skip
+    return mid
+
+
+async def round_results(pool: asyncpg.Pool, mid: int, due: float, ms: tuple[float, ...],
+                        status: wire.Status = wire.Status.OK) -> list[wire.CheckResult]:  # fmt: skip
+    await store.insert_rounds(pool, [(mid, store.ts(due), 0, REGIONS, store.ts(due + 3600))])
+    return [
+        wire.CheckResult(monitor_id=mid, due=due, region=r, probe_id=f"p-{r}", status=status,
+                         started_at=due, duration_ms=d,
+                         reason=None if status == wire.Status.OK else wire.Reason.TIMEOUT)
+        for r, d in zip(REGIONS, ms, strict=True)
+    ]  # fmt: skip
+
+
+async def state(pool: asyncpg.Pool, mid: int) -> dict[str, Any]:
+    row = await pool.fetchrow(
+        "SELECT status, pass_streak, fail_streak, last_round, response_time_ms, last_success"
+        " FROM monitors WHERE id = $1", mid,
+    )  # fmt: skip
+    assert row is not None
+    return dict(row)
+
+
+async def test_a_passing_round_refreshes_the_monitor_and_writes_no_event(pool: asyncpg.Pool) -> None:
+    mid = await monitor(pool)
+    due = time.time() - 10
+    assert await results.ingest(pool, await round_results(pool, mid, due, (10, 30, 20))) == 3
+    s = await state(pool, mid)
+    assert s["status"] == "up" and s["pass_streak"] == 1 and s["response_time_ms"] == 20
+    assert s["last_round"] == store.ts(due) and s["last_success"] is not None
+    assert await pool.fetchval("SELECT count(*) FROM events") == 0
+    assert await pool.fetchval("SELECT verdict FROM rounds WHERE monitor_id = $1", mid) == "up"
+
+
+async def test_an_older_round_never_overwrites_a_newer_one(pool: asyncpg.Pool) -> None:
+    mid = await monitor(pool)
+    t = time.time() - 100
+    await results.ingest(pool, await round_results(pool, mid, t + 60, (5, 5, 5)))
+    await results.ingest(pool, await round_results(pool, mid, t, (50, 50, 50)))
+    s = await state(pool, mid)
+    assert s["last_round"] == store.ts(t + 60) and s["response_time_ms"] == 5 and s["pass_streak"] == 1
+
+
+async def test_two_rounds_of_one_monitor_in_a_batch_apply_in_order(pool: asyncpg.Pool) -> None:
+    mid = await monitor(pool)
+    t = time.time() - 100
+    batch = await round_results(pool, mid, t, (5, 5, 5)) + await round_results(pool, mid, t + 60, (7, 7, 7))
+    await results.ingest(pool, batch)
+    s = await state(pool, mid)
+    assert s["pass_streak"] == 2 and s["last_round"] == store.ts(t + 60) and s["response_time_ms"] == 7
+
+
+async def test_a_failing_round_still_goes_through_the_incident_engine(pool: asyncpg.Pool) -> None:
+    mid = await monitor(pool)
+    await results.ingest(pool, await round_results(pool, mid, time.time() - 10, (1, 1, 1), wire.Status.FAIL))
+    assert (await state(pool, mid))["status"] == "down"
+    kinds = {r["kind"] for r in await pool.fetch("SELECT kind FROM events WHERE monitor_id = $1", mid)}
+    assert {"monitor.down", "incident.opened"} <= kinds
