@@ -85,10 +85,6 @@ async def insert_pings(conn: Tx, stored: list[tuple[Ping, float | None]]) -> Non
     )  # fmt: skip
 
 
-def _iso(t: dt.datetime) -> str:
-    return t.isoformat()
-
-
 async def save_states(conn: Tx, states: list[tuple[int, State, Ping, Deadline | None]]) -> None:
     if not states:
         return
@@ -98,7 +94,7 @@ async def save_states(conn: Tx, states: list[tuple[int, State, Ping, Deadline | 
         " FROM unnest($1::bigint[], $2::jsonb[], $3::timestamptz[], $4::text[], $5::timestamptz[],"
         " $6::text[]) AS u(id, runs, at, kind, deadline, reason) WHERE h.monitor_id = u.id",
         [mid for mid, _, _, _ in states],
-        [{k: _iso(v) for k, v in s.runs.items()} for _, s, _, _ in states],
+        [s.runs for _, s, _, _ in states],  # the jsonb codec (msgspec) encodes datetimes
         [p.at for _, _, p, _ in states], [p.kind for _, _, p, _ in states],
         [d.at if d else None for _, _, _, d in states],
         [d.reason if d else None for _, _, _, d in states],
@@ -143,7 +139,7 @@ async def finish_batch(conn: Tx, stored: list[tuple[Ping, float | None]],
         " AS t(id, at, due, n) WHERE m.id = t.id",
         *cols,
         [mid for mid, _, _, _ in states],
-        [{k: _iso(v) for k, v in s.runs.items()} for _, s, _, _ in states],
+        [s.runs for _, s, _, _ in states],  # the jsonb codec (msgspec) encodes datetimes
         [p.at for _, _, p, _ in states], [p.kind for _, _, p, _ in states],
         [d.at if d else None for _, _, _, d in states],
         [d.reason if d else None for _, _, _, d in states],
