@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -11,6 +12,7 @@ from aiohttp import web
 log = logging.getLogger("probefleet.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 class ApiError(Exception):
@@ -54,6 +56,16 @@ def from_msgspec(err: msgspec.ValidationError, prefix: str = "") -> ValidationFa
             text = message
     field = ".".join(p for p in (prefix, path) if p) or "body"
     return ValidationFailed({field: text})
+
+
+def convert(data: dict[str, Any], struct: type[S]) -> S:
+    """`data` as `struct`: unknown fields and wrong values are a 422 naming each field."""
+    if unknown := sorted(set(data) - set(struct.__struct_fields__)):
+        raise ValidationFailed({k: "unknown field" for k in unknown})
+    try:
+        return msgspec.convert(data, struct)
+    except msgspec.ValidationError as e:
+        raise from_msgspec(e) from None
 
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -14,7 +14,7 @@ from msgspec import Meta
 
 from controller import incidents, keys
 from controller.api.common import now_utc, ok, path_id, read_json, require
-from controller.api.errors import ApiError, ValidationFailed, from_msgspec, not_found
+from controller.api.errors import ApiError, ValidationFailed, convert, not_found
 from controller.storage import Tx
 from controller.storage import events as event_store
 from controller.storage import incidents as store
@@ -71,13 +71,7 @@ def public(row: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any
 def _body(raw: object, struct: type[msgspec.Struct]) -> Any:
     if not isinstance(raw, dict):
         raise ValidationFailed({"body": "must be a JSON object"})
-    data: dict[str, Any] = {FIELD_ALIASES.get(str(k), str(k)): v for k, v in raw.items()}
-    if unknown := sorted(set(data) - set(struct.__struct_fields__)):
-        raise ValidationFailed({k: "unknown field" for k in unknown})
-    try:
-        return msgspec.convert(data, struct)
-    except msgspec.ValidationError as e:
-        raise from_msgspec(e) from None
+    return convert({FIELD_ALIASES.get(str(k), str(k)): v for k, v in raw.items()}, struct)
 
 
 def severity(value: str, field: str = "severity") -> str:

@@ -15,7 +15,7 @@ from msgspec import Meta
 
 from controller import keys
 from controller.api.common import now_utc, ok, path_id, read_json, require
-from controller.api.errors import ValidationFailed, from_msgspec, not_found
+from controller.api.errors import ValidationFailed, convert, from_msgspec, not_found
 from controller.dispatcher import NOTIFIABLE, SEVERITIES
 from controller.monitors import MonitorConfig
 from controller.notifiers import NOTIFIERS, parse_config, redact
@@ -85,15 +85,6 @@ def _normalize(raw: object, aliases: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _convert(data: dict[str, Any], struct: type[msgspec.Struct]) -> Any:
-    if unknown := sorted(set(data) - set(struct.__struct_fields__)):
-        raise ValidationFailed({k: "unknown field" for k in unknown})
-    try:
-        return msgspec.convert(data, struct)
-    except msgspec.ValidationError as e:
-        raise from_msgspec(e) from None
-
-
 # ------------------------------------------------------------ channels
 
 
@@ -135,7 +126,7 @@ def _config_error(e: msgspec.ValidationError) -> ValidationFailed:
 
 def _channel(data: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
     """Validate a full channel body; the row to store (config with its secrets)."""
-    body: ChannelBody = _convert(data, ChannelBody)
+    body: ChannelBody = convert(data, ChannelBody)
     if body.kind not in NOTIFIERS:
         raise ValidationFailed({"kind": f"unknown channel kind; use one of {', '.join(sorted(NOTIFIERS))}"})
     config = _keep_secrets(body.kind, {k: v for k, v in body.config.items() if k != "kind"}, stored)
@@ -323,7 +314,7 @@ def public_rule(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _rule(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
-    body: RuleBody = _convert(data, RuleBody)
+    body: RuleBody = convert(data, RuleBody)
     errors: dict[str, object] = {}
     for i, event in enumerate(body.events):
         if event not in NOTIFIABLE:
