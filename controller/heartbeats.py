@@ -56,6 +56,9 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _CRON_SEARCH = 2000  # cron candidates tried before giving up (DST gaps, Feb 30th)
 RETENTION = dt.timedelta(days=30)  # default of ControllerConfig.heartbeat_ping_retention_days
 PRUNE_EVERY_S = 600
+# Two lanes: one batch's round trips and commit overlap the other's Python work (bench:
+# about 5,800 pings/s against about 4,500 with one lane; four were no faster than two).
+PING_LANES = 2
 
 
 class HeartbeatSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):
@@ -249,7 +252,7 @@ def signal(state: State, ping: Ping) -> tuple[Verdict | None, float | None]:
 
 
 def state_of(row: dict[str, Any]) -> State:
-    runs = {k: dt.datetime.fromisoformat(v) for k, v in (row["runs"] or {}).items()}
+    runs = msgspec.convert(row["runs"] or {}, dict[str, dt.datetime])
     spec = decode_spec(row["spec"])
     assert spec is not None
     return State(spec=spec, status=row["status"], anchor=row["anchor_at"], enabled=row["enabled"],
@@ -462,6 +465,7 @@ class PingWriter:
 
     async def _lane(self, lane: int, stop: asyncio.Event) -> None:
         buf, wake = self._bufs[lane], self._wakes[lane]
+        idle = True
         while True:
             if not buf:
                 if stop.is_set():
@@ -472,9 +476,13 @@ class PingWriter:
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 stopper.cancel()
+                idle = True
                 continue
-            if len(buf) < self.max_batch:
+            # After idling, wait a window for company; after a batch, what arrived while it
+            # committed goes at once (waiting more would only add latency under load).
+            if idle and len(buf) < self.max_batch:
                 await asyncio.sleep(self.window)
+            idle = False
             if self._conns[lane] is None:
                 with contextlib.suppress(Exception):  # else flush_once fails the batch: 503
                     self._conns[lane] = await self.pool.acquire()
@@ -512,7 +520,7 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
 
     pool, nc = app[keys.POOL], app[keys.NC]
     retention = dt.timedelta(days=app[keys.CONFIG].heartbeat_ping_retention_days)
-    writer = app[keys.PINGS] = PingWriter(pool)
+    writer = app[keys.PINGS] = PingWriter(pool, lanes=PING_LANES)
     stop = asyncio.Event()
 
     async def on_change(msg: Any) -> None:

@@ -320,3 +320,18 @@ async def test_pings_are_counted_by_kind_with_batch_sizes(pool: asyncpg.Pool) ->
     assert all(await asyncio.gather(*futures))
     assert sample("probefleet_heartbeat_pings_total", kind="log") == before[0] + 3
     assert sample("probefleet_heartbeat_ping_batch_size_count") == before[1] + 1
+
+
+async def test_the_writer_keeps_one_connection_per_lane_and_gives_them_back(pool: asyncpg.Pool) -> None:
+    a, b = await make(pool, run_interval=60), await make(pool, run_interval=60)
+    writer, stop = hb.PingWriter(pool, lanes=2), asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    pings = [hb.Ping(monitor_id=m, at=at(i), kind="log", body=str(i)) for i in range(10) for m in (a, b)]
+    assert await asyncio.gather(*(writer.submit(p) for p in pings)) == [True] * 20
+    assert pool.get_size() - pool.get_idle_size() == len({a % 2, b % 2})
+    stop.set()
+    await task
+    assert pool.get_idle_size() == pool.get_size()
+    for m in (a, b):  # each heartbeat's pings stored in arrival order
+        rows = await store.pings(pool, m, before_id=None, limit=100)
+        assert [r["body"] for r in reversed(rows)] == [str(i) for i in range(10)]
