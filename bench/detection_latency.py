@@ -108,7 +108,7 @@ async def blips(target: Target, paths: list[str], stop: asyncio.Event, counter: 
 
 
 async def run(root: Path, cycles: int, n_outage: int, n_blip: int) -> dict[str, Any]:
-    stack = EmbeddedStack(root)
+    stack = EmbeddedStack(root, ephemeral=True)
     stack.start()
     target = Target()
     tapp = web.Application()

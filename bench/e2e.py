@@ -88,7 +88,7 @@ def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | N
 
 def run_one(n: int, interval: int, window: float, workdir: Path,
             profile: Path | None = None) -> dict[str, float]:  # fmt: skip
-    stack = devstack.EmbeddedStack(workdir / f"stack-{n}")
+    stack = devstack.EmbeddedStack(workdir / f"stack-{n}", ephemeral=True)
     stack.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:

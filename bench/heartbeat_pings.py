@@ -131,7 +131,7 @@ def parse_wrk(out: str) -> dict[str, float]:
 
 def run(seconds: int, connections: int, heartbeats: int, workdir: Path) -> dict[str, float]:
     wrk = ensure_wrk()
-    pg = devstack.PostgresServer(workdir / "pg")
+    pg = devstack.PostgresServer(workdir / "pg", ephemeral=True)
     nats = devstack.NatsServer(workdir / "nats")
     nats.start()
     pg.start(fsync=True)

@@ -69,7 +69,7 @@ async def run(dsn: str, monitors: int, rounds: int, batch: int) -> dict[str, flo
 @click.option("--no-record", is_flag=True)
 def main(monitors: int, rounds: int, batch: int, no_record: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="pf-ingest-") as tmp:
-        pg = devstack.PostgresServer(Path(tmp) / "pg")
+        pg = devstack.PostgresServer(Path(tmp) / "pg", ephemeral=True)
         pg.start()
         try:
             asyncio.run(devstack.create_database(pg.dsn(), "bench", drop=True))

@@ -84,7 +84,7 @@ async def _incident(pool: Any, m: dict[str, Any], now: dt.datetime) -> int:
 
 
 async def run(root: Path, deliveries: int, samples: int, rate: float) -> dict[str, Any]:
-    pg = PostgresServer(root / "pg")
+    pg = PostgresServer(root / "pg", ephemeral=True)
     pg.start()
     log_file = root / "received.log"
     log_file.touch()

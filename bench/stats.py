@@ -70,7 +70,7 @@ async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
 
 async def run(monitors: int, hours: int, samples: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-stats-") as tmp:
-        pg = PostgresServer(Path(tmp) / "pg")
+        pg = PostgresServer(Path(tmp) / "pg", ephemeral=True)
         pg.start()
         try:
             await create_database(pg.dsn(), "bench")

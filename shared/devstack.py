@@ -218,10 +218,14 @@ def reachable_dir(path: Path) -> Path:
 
 @dataclass
 class PostgresServer:
+    """`ephemeral`: remove the data (and any stand-in folder under /var/tmp) on stop, for
+    tests and benchmarks; a folder of `make dev` keeps its data between runs."""
+
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     user: str = "postgres"
+    ephemeral: bool = False
     _owner: tuple[int, int] | None = field(default=None, repr=False)
 
     def dsn(self, database: str = "postgres") -> str:
@@ -284,6 +288,11 @@ class PostgresServer:
         if self.proc is not None:
             _stop(self.proc, signal.SIGINT, timeout=30)
             self.proc = None
+        if self.ephemeral:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            stand_in = self.data_dir.parent
+            if stand_in.parent == Path("/var/tmp") and stand_in.name.startswith("probefleet-"):
+                shutil.rmtree(stand_in, ignore_errors=True)
 
 
 async def create_database(admin_dsn: str, name: str, *, drop: bool = False) -> None:
@@ -306,12 +315,13 @@ class EmbeddedStack:
     """NATS and PostgreSQL under one data directory, started and stopped together."""
 
     root: Path
+    ephemeral: bool = False
     nats: NatsServer = field(init=False)
     postgres: PostgresServer = field(init=False)
 
     def __post_init__(self) -> None:
         self.nats = NatsServer(self.root / "nats")
-        self.postgres = PostgresServer(self.root / "postgres")
+        self.postgres = PostgresServer(self.root / "postgres", ephemeral=self.ephemeral)
 
     def start(self) -> None:
         try:
@@ -327,8 +337,8 @@ class EmbeddedStack:
 
 
 @contextlib.contextmanager
-def embedded_stack(root: Path) -> Iterator[EmbeddedStack]:
-    stack = EmbeddedStack(root)
+def embedded_stack(root: Path, *, ephemeral: bool = True) -> Iterator[EmbeddedStack]:
+    stack = EmbeddedStack(root, ephemeral=ephemeral)
     stack.start()
     try:
         yield stack

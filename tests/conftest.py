@@ -20,7 +20,7 @@ _db_counter = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("pg"))
+    server = PostgresServer(tmp_path_factory.mktemp("pg"), ephemeral=True)
     server.start()
     yield server
     server.stop()

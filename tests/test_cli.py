@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import asyncpg
 from click.testing import CliRunner
 
 from shared.cli import main
-from shared.devstack import free_port
+from shared.devstack import free_port, reachable_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,6 +131,8 @@ def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     assert code == 0
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
     assert leftovers.strip() == ""
+    # dev keeps its data between runs; this test's copy goes.
+    shutil.rmtree(reachable_dir(tmp_path / "d" / "postgres").parent, ignore_errors=True)
 
 
 def test_it_reads_settings_from_the_environment_and_files(tmp_path: Path) -> None:

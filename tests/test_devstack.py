@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import nats
 
-from shared.devstack import NatsServer, PostgresServer
+from shared.devstack import NatsServer, PostgresServer, reachable_dir
 
 
 async def test_it_serves_sql_and_jetstream(postgres: PostgresServer, nats_server: NatsServer) -> None:
@@ -47,7 +48,7 @@ def test_it_leaves_no_server_when_the_parent_is_killed(tmp_path: Path) -> None:
         import sys, time
         from pathlib import Path
         from shared.devstack import EmbeddedStack
-        s = EmbeddedStack(Path({str(tmp_path)!r}))
+        s = EmbeddedStack(Path({str(tmp_path)!r}), ephemeral=True)
         s.start()
         print(s.nats.proc.pid, s.postgres.proc.pid, flush=True)
         time.sleep(60)
@@ -65,3 +66,14 @@ def test_it_leaves_no_server_when_the_parent_is_killed(tmp_path: Path) -> None:
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids)
+    # Killed parents cannot clean up: remove the data a stand-in folder may hold.
+    shutil.rmtree(reachable_dir(tmp_path / "postgres").parent, ignore_errors=True)
+
+
+def test_ephemeral_postgres_leaves_no_data_behind(tmp_path: Path) -> None:
+    server = PostgresServer(tmp_path / "pg", ephemeral=True)
+    server.start()
+    where = server.data_dir
+    assert (where / "pgdata" / "PG_VERSION").exists()
+    server.stop()
+    assert not where.exists()
