@@ -66,41 +66,6 @@ async def lock_due(conn: Tx, now: dt.datetime, limit: int) -> list[Row]:
     return [dict(r) for r in rows]
 
 
-async def insert_pings(conn: Tx, stored: list[tuple[Ping, float | None]]) -> None:
-    if not stored:
-        return
-    cols: list[list[Any]] = [[] for _ in range(10)]
-    for p, duration in stored:
-        values = (p.monitor_id, p.at, p.kind, p.exit_code, p.rid,
-                  duration * 1000 if duration is not None else None, p.source, p.user_agent,
-                  p.method, p.body)  # fmt: skip
-        for col, v in zip(cols, values, strict=True):
-            col.append(v)
-    await conn.execute(
-        "INSERT INTO heartbeat_pings (monitor_id, at, kind, exit_code, rid, duration_ms, source,"
-        " user_agent, method, body) SELECT * FROM unnest($1::bigint[], $2::timestamptz[],"
-        " $3::text[], $4::integer[], $5::text[], $6::float8[], $7::text[], $8::text[], $9::text[],"
-        " $10::text[])",
-        *cols,
-    )  # fmt: skip
-
-
-async def save_states(conn: Tx, states: list[tuple[int, State, Ping, Deadline | None]]) -> None:
-    if not states:
-        return
-    await conn.execute(
-        "UPDATE heartbeats h SET runs = u.runs, last_ping_at = u.at, last_ping_kind = u.kind,"
-        " deadline = u.deadline, deadline_reason = u.reason"
-        " FROM unnest($1::bigint[], $2::jsonb[], $3::timestamptz[], $4::text[], $5::timestamptz[],"
-        " $6::text[]) AS u(id, runs, at, kind, deadline, reason) WHERE h.monitor_id = u.id",
-        [mid for mid, _, _, _ in states],
-        [s.runs for _, s, _, _ in states],  # the jsonb codec (msgspec) encodes datetimes
-        [p.at for _, _, p, _ in states], [p.kind for _, _, p, _ in states],
-        [d.at if d else None for _, _, _, d in states],
-        [d.reason if d else None for _, _, _, d in states],
-    )  # fmt: skip
-
-
 async def touch_monitors(conn: Tx, updates: list[tuple[int, dt.datetime, dt.datetime, int]]) -> None:
     """(monitor id, last success, due, count): successes that leave an up monitor up."""
     await conn.execute(
@@ -116,7 +81,8 @@ async def touch_monitors(conn: Tx, updates: list[tuple[int, dt.datetime, dt.date
 async def finish_batch(conn: Tx, stored: list[tuple[Ping, float | None]],
                        states: list[tuple[int, State, Ping, Deadline | None]],
                        touches: list[tuple[int, dt.datetime, dt.datetime, int]]) -> None:  # fmt: skip
-    """insert_pings + save_states + touch_monitors in one statement: one round trip."""
+    """Store the pings, save each heartbeat's state and touch up monitors in one statement:
+    one round trip."""
     cols: list[list[Any]] = [[] for _ in range(10)]
     for p, duration in stored:
         values = (p.monitor_id, p.at, p.kind, p.exit_code, p.rid,
