@@ -252,20 +252,25 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
         "notifications": list(row.get("notifications") or []),
         "project": row.get("project"), "escalation_policy": row.get("escalation_policy_id"),
     }  # fmt: skip
-    spec: msgspec.Struct | None = decode_spec(row["kind"], row["spec"])
-    if row["kind"] == "heartbeat":
-        from controller import heartbeats
-
-        spec = heartbeats.decode_spec(row["spec"])
-    if spec is not None:
-        # One to_builtins for the whole spec (it leaves defaults out) instead of one per
-        # field: this runs for every monitor of every list page.
-        built = msgspec.to_builtins(spec)
-        out.update({name: built[f] if f in built else (d.copy() if mutable else d)
-                    for name, f, d, mutable in _spec_layout(type(spec), row["kind"])})  # fmt: skip
+    # The stored spec is the to_builtins form of a validated spec (spec_json), defaults
+    # left out: read its fields straight from it, no convert/to_builtins round trip (this
+    # runs for every monitor of every list page).
+    stored = row["spec"]
+    cls = _spec_type(row["kind"])
+    if cls is not None and stored is not None:
+        for name, key, d, mutable in _spec_layout(cls, row["kind"]):
+            out[name] = stored[key] if key in stored else (d.copy() if mutable else d)
     if row["kind"] == "heartbeat" and out.get("run_interval"):
         out["check_interval"] = out["run_interval"]
     return out
+
+
+def _spec_type(kind: str) -> type[msgspec.Struct] | None:
+    if kind == "heartbeat":
+        from controller import heartbeats
+
+        return heartbeats.HeartbeatSpec
+    return SPEC_TYPES.get(kind)
 
 
 @functools.cache
@@ -279,7 +284,7 @@ def _spec_layout(cls: type[msgspec.Struct], kind: str) -> tuple[tuple[str, str, 
         if f.default_factory is not msgspec.NODEFAULT:
             default = f.default_factory()
         d = msgspec.to_builtins(default)
-        out.append((renames.get(f.name, f.name), f.name, d, isinstance(d, list | dict)))
+        out.append((renames.get(f.name, f.name), f.encode_name, d, isinstance(d, list | dict)))
     return tuple(out)
 
 
@@ -296,11 +301,11 @@ def redact_url(url: str) -> str:
     return url.replace(f":{parts.password}@", f":{REDACTED}@", 1)
 
 
-def redact(fields: dict[str, Any]) -> dict[str, Any]:
-    """The config as the API shows it: credentials replaced by "<redacted>".
+def redact(out: dict[str, Any]) -> dict[str, Any]:
+    """The config as the API shows it: credentials replaced by "<redacted>", in place
+    (pass a copy to keep the original; config_fields() returns a fresh dict).
 
     Probes need the secrets, so they are stored; API responses never carry them."""
-    out = dict(fields)
     if out.get("bearer_token"):
         out["bearer_token"] = REDACTED
     if out.get("basic_auth"):

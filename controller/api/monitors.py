@@ -33,25 +33,25 @@ STATUSES = ("up", "down", "degraded", "unknown", "pending", "paused")
 def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -> dict[str, Any]:
     """A monitor as the API shows it: id, the flat config, then its state. Uptimes come
     from `uptime` or else from the row's cached counts (storage/uptime_cache.py)."""
-    uptime = uptime if uptime is not None else uptime_cache.fields(row)
-    return {
-        "id": row["id"],
-        **monitors.redact(monitors.config_fields(row)),
-        "status": row["status"],
-        "is_ok": row["status"] in ("up", "degraded"),
-        "uptime_24h": uptime.get("uptime_24h"),
-        "uptime_7d": uptime.get("uptime_7d"),
-        "uptime_30d": uptime.get("uptime_30d"),
-        "response_time": row["response_time_ms"],
-        "last_check": row["last_check"],
-        "last_success": row["last_success"],
-        "last_failure": row["last_failure"],
-        "status_changed_at": row["status_changed_at"],
-        "paused_reason": row.get("paused_reason"),
-        "paused_at": row.get("paused_at"),
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
+    out: dict[str, Any] = {"id": row["id"]}
+    out.update(monitors.redact(monitors.config_fields(row)))
+    status = row["status"]
+    out["status"] = status
+    out["is_ok"] = status == "up" or status == "degraded"
+    ups = uptime if uptime is not None else uptime_cache.fields(row)
+    out["uptime_24h"] = ups.get("uptime_24h")
+    out["uptime_7d"] = ups.get("uptime_7d")
+    out["uptime_30d"] = ups.get("uptime_30d")
+    out["response_time"] = row["response_time_ms"]
+    out["last_check"] = row["last_check"]
+    out["last_success"] = row["last_success"]
+    out["last_failure"] = row["last_failure"]
+    out["status_changed_at"] = row["status_changed_at"]
+    out["paused_reason"] = row.get("paused_reason")
+    out["paused_at"] = row.get("paused_at")
+    out["created_at"] = row["created_at"]
+    out["updated_at"] = row["updated_at"]
+    return out
 
 
 async def _public_many(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
