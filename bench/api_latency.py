@@ -88,6 +88,34 @@ async def load(
     return out
 
 
+# One request at a time, for the cost of each request style alone (no queueing).
+SEQUENTIAL = (
+    ("GET /monitors/{id}", "/api/v1/monitors/{id}"),
+    ("filtered list of 100, cursor style", LIST_PATH),
+    ("filtered list of 100, page style (with total count)", LIST_PATH + "&page=3"),
+    ("unfiltered list of 100, page style, page 3", "/api/v1/monitors?limit=100&page=3"),
+    ("unfiltered list of 100, page style, page 500 (offset 49,900)", "/api/v1/monitors?limit=100&page=500"),
+    ("search list (`search=1234`, 20 matches)", "/api/v1/monitors?search=1234&limit=100"),
+)
+
+
+async def sequential(base: str, key: str, count: int, max_id: int) -> dict[str, list[float]]:
+    """Latencies in ms of `count` requests of each SEQUENTIAL style, one at a time."""
+    out: dict[str, list[float]] = {}
+    rnd = random.Random(2)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s:
+        for label, path in SEQUENTIAL:
+            times = out[label] = []
+            for i in range(count + 10):
+                t = time.perf_counter()
+                async with s.get(base + path.replace("{id}", str(rnd.randint(1, max_id)))) as r:
+                    await r.read()
+                    assert r.status == 200, (path, r.status)
+                if i >= 10:  # the first ones warm up
+                    times.append((time.perf_counter() - t) * 1000)
+    return out
+
+
 async def seed(dsn: str, count: int) -> None:
     import asyncpg
 
@@ -204,6 +232,14 @@ async def main(args: argparse.Namespace) -> None:
         bases = [f"http://127.0.0.1:{runner.addresses[0][1]}"]
         key, _ = await api_keys.create(app[keys.POOL], "bench", ["monitors:read"], rate_limit=10_000_000)
         pg_pid = stack.postgres.proc.pid if stack.postgres.proc else 0
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.api_latency", "--sequential", bases[0], "--key", key,
+            "--monitors", str(args.monitors), stdout=subprocess.PIPE,
+        )  # fmt: skip
+        seq = json.loads((await proc.communicate())[0])
+        seq_rows = [
+            f"| {label} | {percentile(v, 0.5):.1f} | {percentile(v, 0.99):.1f} |" for label, v in seq.items()
+        ]
         rows = []
         for n in args.controllers:
             extra = []
@@ -255,6 +291,13 @@ before the run: {load0:.2f}.
 {chr(10).join(rows)}
 
 Goal: p99 under 20 ms at 500 requests/s. Run: `.venv/bin/python -m bench.api_latency`.
+
+Each request style alone (one controller, 200 requests one at a time from the load
+process, after the same seeding; page style adds a `count(*)` with the filters):
+
+| request | p50 ms | p99 ms |
+|---|---|---|
+{chr(10).join(seq_rows)}
 """
     print(body)
     if not args.no_record:
@@ -269,6 +312,7 @@ if __name__ == "__main__":
     p.add_argument("--monitors", type=int, default=100_000)
     p.add_argument("--load")
     p.add_argument("--serve")
+    p.add_argument("--sequential")
     p.add_argument("--nats")
     p.add_argument("--key")
     p.add_argument("--no-record", action="store_true")
@@ -276,6 +320,8 @@ if __name__ == "__main__":
     if a.load:
         result = asyncio.run(load(a.load.split(","), a.key, a.rates[0], a.seconds, a.monitors))
         print(json.dumps(result))
+    elif a.sequential:
+        print(json.dumps(asyncio.run(sequential(a.sequential, a.key, 200, a.monitors))))
     elif a.serve:
         asyncio.run(serve(a.serve, a.nats))
     else:
