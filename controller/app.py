@@ -16,7 +16,17 @@ import nats
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from controller import heartbeats, incidents, keys, metrics, ratelimit, results, retention, rollups
+from controller import (
+    destinations,
+    heartbeats,
+    incidents,
+    keys,
+    metrics,
+    ratelimit,
+    results,
+    retention,
+    rollups,
+)
 from controller import status_pages as status_pages_mod
 from controller.api import auth, routes
 from controller.api.errors import error_middleware
@@ -88,9 +98,11 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def notifications_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The dispatcher and its HTTP session (the session's timeout bounds every delivery)."""
+    """The dispatcher and its HTTP session (the session's timeout bounds every delivery; it
+    connects only to public addresses unless notification_channels_allow_private)."""
     timeout = aiohttp.ClientTimeout(total=10, connect=5)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    allow = app[keys.CONFIG].notification_channels_allow_private
+    async with destinations.session(allow_private=allow, timeout=timeout) as session:
         app[keys.DISPATCHER] = Dispatcher(pool=app[keys.POOL], session=session)
         yield
 

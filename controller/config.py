@@ -65,6 +65,10 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     public_url: str = ""
     # Let anonymous webhook subscribers name private/loopback/link-local addresses (tests, labs).
     subscriber_webhooks_allow_private: bool = False
+    # Let notification channels (webhook, Slack, ntfy, ... URLs) name private/loopback/link-local
+    # addresses: receivers on an internal network, tests. Apart from the subscriber setting
+    # because channels are set by API-key holders, subscribers by anonymous visitors.
+    notification_channels_allow_private: bool = False
     # SMTP for status-page subscriber mail (confirmation links, incident posts); empty host = off.
     smtp_host: str = ""
     smtp_port: int = 587

@@ -1,10 +1,11 @@
-"""Outbound HTTP destinations that anonymous visitors choose (status-page webhook
-subscribers): refuse any that resolve to a non-public address, so nobody can make the
-controller send requests into its own network (SSRF).
+"""Outbound HTTP destinations that users choose (status-page webhook subscribers,
+notification channel URLs): refuse any that resolve to a non-public address, so nobody
+can make the controller send requests into its own network (SSRF).
 
 The check runs when the URL is given (a clear 422) and again for every request: the
 session's resolver checks the addresses it returns and the connector connects only to
 those, so a DNS answer that changes between the two checks (rebinding) gains nothing.
+An IP-literal host never reaches a resolver; the session checks it as the request starts.
 """
 
 from __future__ import annotations
@@ -104,7 +105,22 @@ class PublicOnlyResolver(ThreadedResolver):
         return results
 
 
-def session(*, allow_private: bool, timeout: float = 10.0) -> aiohttp.ClientSession:
-    """A session whose connections go only to public addresses (unless `allow_private`)."""
-    connector = aiohttp.TCPConnector(resolver=None if allow_private else PublicOnlyResolver())
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
+async def _refuse_literal(
+    _session: aiohttp.ClientSession, _ctx: object, params: aiohttp.TraceRequestStartParams
+) -> None:
+    check_literal(str(params.url))
+
+
+def session(*, allow_private: bool, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
+    """A session whose connections go only to public addresses (unless `allow_private`).
+
+    A name with a non-public address fails with ClientConnectorError whose os_error is a
+    RefusedError; an IP-literal host raises DestinationError from the request. Literals are
+    checked in the request's URL only, so callers must not follow redirects."""
+    timeout = timeout or aiohttp.ClientTimeout(total=10)
+    if allow_private:
+        return aiohttp.ClientSession(timeout=timeout)
+    literals = aiohttp.TraceConfig()
+    literals.on_request_start.append(_refuse_literal)
+    connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver())
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=[literals])

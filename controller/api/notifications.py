@@ -13,13 +13,13 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from controller import keys
+from controller import destinations, keys
 from controller.api.common import now_utc, ok, path_id, read_json, require
 from controller.api.errors import ValidationFailed, convert, from_msgspec, not_found
 from controller.dispatcher import NOTIFIABLE, SEVERITIES
 from controller.monitors import MonitorConfig
-from controller.notifiers import NOTIFIERS, parse_config, redact
-from controller.notifiers.base import secret_fields
+from controller.notifiers import NOTIFIERS, ChannelConfig, parse_config, redact
+from controller.notifiers.base import secret_fields, urls
 from controller.storage import notifications as store
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -124,7 +124,23 @@ def _config_error(e: msgspec.ValidationError) -> ValidationFailed:
     return from_msgspec(e, prefix="config")
 
 
-def _channel(data: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+async def _check_destinations(request: web.Request, config: ChannelConfig) -> None:
+    """422 on config.<field> for a URL whose host is, or resolves to, a non-public address
+    (the dispatcher's session refuses them again at every delivery)."""
+    allow = request.app[keys.CONFIG].notification_channels_allow_private
+    errors: dict[str, object] = {}
+    for name, url in urls(config).items():
+        try:
+            await destinations.check(url, allow_private=allow)
+        except destinations.DestinationError as e:
+            errors[f"config.{name}"] = str(e)
+    if errors:
+        raise ValidationFailed(errors)
+
+
+async def _channel(
+    request: web.Request, data: dict[str, Any], stored: dict[str, Any] | None
+) -> dict[str, Any]:
     """Validate a full channel body; the row to store (config with its secrets)."""
     body: ChannelBody = convert(data, ChannelBody)
     if body.kind not in NOTIFIERS:
@@ -136,6 +152,7 @@ def _channel(data: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, A
         raise _config_error(e) from None
     except ValueError as e:
         raise ValidationFailed({"config": str(e)}) from None
+    await _check_destinations(request, parsed)
     return {
         "name": body.name,
         "kind": body.kind,
@@ -147,7 +164,7 @@ def _channel(data: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, A
 
 async def create_channel(request: web.Request) -> web.Response:
     await require(request, "notifications:write")
-    row = _channel(_normalize(await read_json(request), CHANNEL_ALIASES), None)
+    row = await _channel(request, _normalize(await read_json(request), CHANNEL_ALIASES), None)
     created = await store.insert_channel(request.app[keys.POOL], row)
     return ok(public_channel(created), status=201)
 
@@ -188,7 +205,7 @@ async def _update_channel(request: web.Request, *, merge: bool) -> web.Response:
         }
     else:
         fields = body
-    row = _channel({**fields, "kind": current["kind"]}, current["config"])
+    row = await _channel(request, {**fields, "kind": current["kind"]}, current["config"])
     updated = await store.update_channel(request.app[keys.POOL], current["id"], row)
     if updated is None:
         raise not_found("notification channel")

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
+from controller import destinations
 from shared.version import VERSION
 
 Event = Literal[
@@ -102,12 +103,10 @@ class NotifierError(Exception):
 
 Mask = Literal["full", "url", "values"]
 
-HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=2048)]
+URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
+HttpUrl = Annotated[str, msgspec.Meta(pattern=URL_PATTERN, max_length=2048)]
 SecretStr = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, extra={"secret": "full"})]
-SecretUrl = Annotated[
-    str,
-    msgspec.Meta(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=2048, extra={"secret": "url"}),
-]
+SecretUrl = Annotated[str, msgspec.Meta(pattern=URL_PATTERN, max_length=2048, extra={"secret": "url"})]
 SecretHeaders = Annotated[dict[str, str], msgspec.Meta(extra={"secret": "values"})]
 
 
@@ -152,6 +151,25 @@ def secret_fields(cls: type[ChannelConfig]) -> dict[str, Mask]:
         for name, tp in hints.items()
         if name in names and (mask := _mask_of(tp)) is not None
     }
+
+
+def _is_url(tp: Any) -> bool:
+    if typing.get_origin(tp) is Annotated:
+        return any(isinstance(m, msgspec.Meta) and m.pattern == URL_PATTERN for m in tp.__metadata__)
+    return any(_is_url(arg) for arg in typing.get_args(tp))
+
+
+@functools.cache
+def url_fields(cls: type[ChannelConfig]) -> tuple[str, ...]:
+    """Names of the fields typed HttpUrl or SecretUrl: where the notifier sends requests."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return tuple(f.encode_name for f in msgspec.structs.fields(cls) if _is_url(hints[f.name]))
+
+
+def urls(config: ChannelConfig) -> dict[str, str]:
+    """Field name -> URL for every destination of the config (secrets included)."""
+    data = msgspec.to_builtins(config)
+    return {name: data[name] for name in url_fields(type(config)) if isinstance(data.get(name), str)}
 
 
 def mask_url(url: str) -> str:
@@ -224,6 +242,11 @@ def error_for_exception(service: str, exc: BaseException) -> NotifierError:
     match exc:
         case aiohttp.InvalidURL():
             return NotifierError(f"{service}: invalid URL", permanent=True)
+        # The address is refused (controller.destinations): it is a setting, not an outage.
+        case destinations.DestinationError():
+            return NotifierError(f"{service}: destination refused: {exc}", permanent=True)
+        case aiohttp.ClientConnectorError() if isinstance(exc.os_error, destinations.RefusedError):
+            return NotifierError(f"{service}: {exc.os_error}", permanent=True)
         case aiohttp.ClientConnectorError():
             return NotifierError(f"{service}: cannot connect to {exc.host}:{exc.port}: {exc.os_error}")
         case TimeoutError() | asyncio.TimeoutError():

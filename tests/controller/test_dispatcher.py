@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from controller import incidents
+from controller import destinations, incidents
 from controller.dispatcher import Dispatcher, Settings, backoff
 from controller.notifiers.webhook import SIGNATURE_HEADER, verify_signature
 from controller.storage import db
@@ -251,6 +251,42 @@ async def test_it_disables_the_channel_on_a_permanent_error_and_writes_an_event(
     await resolve(pool, m, iid, T0 + dt.timedelta(minutes=1))
     assert await d.fan_out(T0 + dt.timedelta(minutes=1)) == 0
     assert SECRET not in caplog.text and "/hook" not in caplog.text
+
+
+async def test_it_refuses_non_public_destinations_unless_they_are_allowed(
+    pool: asyncpg.Pool, hook: Hook
+) -> None:
+    """Channels stored with a private address (before the API checked it, or their name
+    resolves elsewhere since): the controller's session refuses them, a permanent error."""
+    urls = [
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        f"http://localhost:{hook.port}/hook",
+    ]
+    refused = [await channel(pool, url, name=f"c{i}") for i, url in enumerate(urls)]
+    await rule(pool, refused)
+    await open_incident(pool, await monitor(pool))
+    async with destinations.session(allow_private=False) as strict:
+        d = dispatcher(pool, strict)
+        await d.fan_out(T0)
+        assert await d.process_batch(T0) == 3
+    rows = await pool.fetch("SELECT status, last_error FROM deliveries ORDER BY channel_id")
+    assert [r["status"] for r in rows] == ["dead"] * 3
+    assert all(
+        "destination refused" in r["last_error"] and "private, loopback" in r["last_error"] for r in rows
+    )
+    for cid in refused:
+        ch = await store.get_channel(pool, cid)
+        assert ch is not None and not ch["is_enabled"] and "destination refused" in ch["disabled_reason"]
+    assert hook.got == []
+    lab = await channel(pool, f"http://localhost:{hook.port}/hook", name="lab")
+    await rule(pool, [lab])
+    await open_incident(pool, await monitor(pool, name="lab"))
+    async with destinations.session(allow_private=True) as allowed:
+        d = dispatcher(pool, allowed)
+        await d.fan_out(T0)
+        assert await d.process_batch(T0) == 1
+    assert [b["monitor"]["name"] for b in hook.bodies()] == ["lab"]
 
 
 async def test_it_gives_up_after_max_attempts(

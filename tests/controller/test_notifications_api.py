@@ -12,7 +12,8 @@ from aiohttp import web
 from controller import keys
 from controller.notifiers.webhook import SIGNATURE_HEADER, verify_signature
 from controller.storage import api_keys
-from tests.controller.conftest import Running
+from controller.storage import notifications as store
+from tests.controller.conftest import Running, start_controller
 
 TOKEN = "T0A1B2C3D/B0X9Y8Z7W/s3cr3tSlackToken"
 SECRET = "whsec-very-secret-value"
@@ -100,6 +101,73 @@ async def test_it_reports_a_failed_test_without_disabling(
     assert out["delivered"] is False and out["permanent"] is True and "410" in out["error"]
     again = (await (await api.get(f"/api/v1/notification-channels/{ch['id']}")).json())["data"]
     assert again["is_enabled"] is True
+
+
+async def test_it_refuses_channel_urls_to_non_public_addresses(
+    database: str, nats_url: str, receiver: tuple[str, list[web.Request], list[bytes]]
+) -> None:
+    """Private destinations not allowed (the default): 422 naming the field on create and
+    update; a channel stored before (or whose name resolves elsewhere since) is refused at
+    send time. Nothing is sent anywhere: literals are refused as such, `localhost` resolves
+    from /etc/hosts."""
+    base, seen, _ = receiver
+    port = base.rsplit(":", 1)[1]
+    strict = await start_controller(database, nats_url, notification_channels_allow_private=False)
+    headers = {"Authorization": f"Bearer {strict.admin_key}"}
+    try:
+        async with aiohttp.ClientSession(base_url=strict.base, headers=headers) as api:
+            refused = [
+                ("webhook", {"url": "http://10.0.0.1/hook"}, "config.url"),
+                ("slack", {"url": "http://169.254.169.254/latest/meta-data/"}, "config.url"),
+                ("discord", {"url": f"http://localhost:{port}/ok"}, "config.url"),
+                ("ntfy", {"topic": "t", "server_url": "http://[::1]:9"}, "config.server_url"),
+                (
+                    "telegram",
+                    {"bot_token": "1:x", "chat_id": 1, "api_url": "http://127.0.0.1:9"},
+                    "config.api_url",
+                ),
+            ]
+            for kind, config, field in refused:
+                r = await api.post(
+                    "/api/v1/notification-channels", json={"name": kind, "kind": kind, "config": config}
+                )
+                body = await r.json()
+                assert r.status == 422, body
+                assert "private, loopback, link-local" in body["error"]["details"][field], body
+            assert (await (await api.get("/api/v1/notification-channels")).json())["data"] == []
+            # A public literal passes without a lookup; moving it to a private address does not.
+            ch = await _create(api, name="pub", kind="webhook", config={"url": "http://93.184.216.34/hook"})
+            r = await api.patch(
+                f"/api/v1/notification-channels/{ch['id']}", json={"config": {"url": "http://10.0.0.1/hook"}}
+            )
+            assert r.status == 422 and "config.url" in (await r.json())["error"]["details"]
+            pool = strict.app[keys.POOL]
+            stored = await pool.fetchval("SELECT config FROM notification_channels WHERE id=$1", ch["id"])
+            assert stored["url"] == "http://93.184.216.34/hook"
+            for url in (f"http://localhost:{port}/ok", f"http://127.0.0.1:{port}/ok"):
+                row = await store.insert_channel(
+                    pool,
+                    {"kind": "webhook", "name": "old", "is_enabled": True, "reminder_minutes": None,
+                     "config": {"kind": "webhook", "url": url}},
+                )  # fmt: skip
+                r = await api.post(f"/api/v1/notification-channels/{row['id']}/test")
+                out = (await r.json())["data"]
+                assert out["delivered"] is False and out["permanent"] is True, out
+                assert "destination refused" in out["error"] and "private, loopback" in out["error"], out
+    finally:
+        await strict.stop()
+    assert seen == []
+
+
+async def test_it_delivers_to_a_loopback_name_when_private_destinations_are_allowed(
+    api: aiohttp.ClientSession, receiver: tuple[str, list[web.Request], list[bytes]]
+) -> None:
+    base, seen, _ = receiver
+    url = base.replace("127.0.0.1", "localhost") + "/ok"
+    ch = await _create(api, name="lab", kind="webhook", config={"url": url})
+    out = (await (await api.post(f"/api/v1/notification-channels/{ch['id']}/test")).json())["data"]
+    assert out["delivered"] is True, out
+    assert [r.path for r in seen] == ["/ok"]
 
 
 async def test_it_patches_disables_and_deletes_channels(api: aiohttp.ClientSession) -> None:
