@@ -57,7 +57,7 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     retention_minute_days: float | None = 30
     retention_hour_days: float | None = 365
     retention_day_days: float | None = None
-    # Heartbeat ping history: days kept (bounded DELETE batches every 10 minutes).
+    # Heartbeat ping history: days kept; retention drops whole daily partitions (hourly).
     heartbeat_ping_retention_days: float = 30
     # Status pages: HMAC secret for private-page cookies (when empty, a random one stored once
     # in the database and shared by every controller), public base URL for links in mail.

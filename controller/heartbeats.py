@@ -54,8 +54,6 @@ RESUMING = frozenset({"success", "fail"})
 MAX_OPEN_RUNS = 20
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _CRON_SEARCH = 2000  # cron candidates tried before giving up (DST gaps, Feb 30th)
-RETENTION = dt.timedelta(days=30)  # default of ControllerConfig.heartbeat_ping_retention_days
-PRUNE_EVERY_S = 600
 # Two lanes: one batch's round trips and commit overlap the other's Python work (bench:
 # about 5,800 pings/s against about 4,500 with one lane; four were no faster than two).
 PING_LANES = 2
@@ -489,22 +487,11 @@ class PingWriter:
             await self.flush_once(lane)
 
 
-async def prune(pool: asyncpg.Pool, now: dt.datetime, retention: dt.timedelta) -> int:
-    """Retention step: delete pings older than `retention`, in bounded batches."""
-    n = await store.prune(pool, now - retention)
-    metrics.HEARTBEATS_PRUNED.inc(n)
-    return n
-
-
-async def deadline_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 1.0,
-                        retention: dt.timedelta = RETENTION) -> None:  # fmt: skip
-    last_prune = time.monotonic()
+async def deadline_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 1.0) -> None:
+    """Old pings leave with their partitions (controller/retention.py), not here."""
     while not stop.is_set():
         try:
             await tick(pool, dt.datetime.now(dt.UTC))
-            if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                last_prune = time.monotonic()
-                await prune(pool, dt.datetime.now(dt.UTC), retention)
         except (asyncpg.PostgresError, OSError) as e:
             log.warning("heartbeat deadline check failed error=%s", e)
         with contextlib.suppress(TimeoutError):
@@ -519,7 +506,6 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
     from shared import subjects
 
     pool, nc = app[keys.POOL], app[keys.NC]
-    retention = dt.timedelta(days=app[keys.CONFIG].heartbeat_ping_retention_days)
     writer = app[keys.PINGS] = PingWriter(pool, lanes=PING_LANES)
     stop = asyncio.Event()
 
@@ -529,7 +515,7 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
 
     sub = await nc.subscribe(subjects.monitor_changes(), cb=on_change)
     tasks = [asyncio.create_task(writer.run(stop), name="ping-writer"),
-             asyncio.create_task(deadline_loop(pool, stop, retention=retention),
+             asyncio.create_task(deadline_loop(pool, stop),
                                  name="heartbeat-deadlines")]  # fmt: skip
     yield
     stop.set()

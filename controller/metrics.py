@@ -70,9 +70,11 @@ HEARTBEAT_WRITE_SECONDS = Histogram(
     "probefleet_heartbeat_ping_write_seconds", "Time to store one batch of pings (one transaction).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY,
 )  # fmt: skip
-HEARTBEATS_PRUNED = Counter(
-    "probefleet_heartbeat_pings_pruned_total", "Pings deleted by retention.", registry=REGISTRY
-)
+PARTITIONS_DROPPED = Counter(
+    "probefleet_retention_partitions_dropped_total",
+    "Partitions dropped by retention, by parent table (heartbeat_pings: a day of pings).",
+    ["table"], registry=REGISTRY,
+)  # fmt: skip
 DISPATCHER_WAKEUPS = Counter(
     "probefleet_dispatcher_wakeups_total", "Dispatcher steps started by an events NOTIFY.",
     registry=REGISTRY,

@@ -1,8 +1,10 @@
-"""Retention: old raw results, rounds and rollups leave by dropping whole partitions.
+"""Retention: old raw results, rounds, rollups and heartbeat pings leave by dropping whole
+partitions.
 
 A partition is dropped when its whole range is older than its level's retention and the
 level above has already rolled it up (its range ends at or before that level's
-watermark), so dropping never loses data that is not yet summarised.
+watermark), so dropping never loses data that is not yet summarised. Heartbeat pings are
+not rolled up: only their retention counts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import asyncpg
 import msgspec
 
+from controller import metrics
 from controller.config import ControllerConfig
 from controller.rollups import SPAN, next_start
 from controller.storage import stats as store
@@ -30,11 +33,13 @@ class Retention(msgspec.Struct, frozen=True, kw_only=True):
     minute: float | None = 30
     hour: float | None = 365
     day: float | None = None
+    pings: float | None = 30
 
 
 def from_config(cfg: ControllerConfig) -> Retention:
     return Retention(raw=cfg.retention_raw_days, minute=cfg.retention_minute_days,
-                     hour=cfg.retention_hour_days, day=cfg.retention_day_days)  # fmt: skip
+                     hour=cfg.retention_hour_days, day=cfg.retention_day_days,
+                     pings=cfg.heartbeat_ping_retention_days)  # fmt: skip
 
 
 # parent table -> (retention level, partition span, watermark that must have passed it)
@@ -43,6 +48,7 @@ TABLES: dict[str, tuple[str, str, str | None]] = {
     "rounds": ("raw", "day", "minute"),
     **{f"{kind}_{level}": (level, SPAN[level], {"minute": "hour", "hour": "day"}.get(level))
        for level in ("minute", "hour", "day") for kind in ("stats", "verdicts")},
+    "heartbeat_pings": ("pings", "day", None),
 }  # fmt: skip
 
 
@@ -79,6 +85,7 @@ async def tick(pool: asyncpg.Pool, now: dt.datetime, keep: Retention) -> list[st
         for name in expired(parent, await store.partitions(pool, parent), now, keep, marks):
             if await _drop(pool, name):
                 dropped.append(name)
+                metrics.PARTITIONS_DROPPED.labels(parent).inc()
                 log.info("partition dropped table=%s", name)
     return dropped
 

@@ -8,6 +8,7 @@ the response that creates or rotates it and nowhere else.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import secrets
@@ -174,15 +175,31 @@ async def list_pings(request: web.Request) -> web.Response:
     await require(request, "monitors:read")
     row = await _get(request)
     limit = _int_query(request, "limit", 100, 1, MAX_PAGE)
-    before = request.query.get("cursor")
-    if before is not None and not before.isdigit():
-        raise ValidationFailed({"cursor": "invalid cursor"})
-    rows = await store.pings(request.app[keys.POOL], row["id"], limit=limit + 1,
-                             before_id=int(before) if before else None)  # fmt: skip
+    before = ping_cursor(request.query.get("cursor"))
+    rows = await store.pings(request.app[keys.POOL], row["id"], before=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    meta = {"has_more": more, "next_cursor": str(rows[-1]["id"]) if more else None}
+    meta = {"has_more": more, "next_cursor": make_ping_cursor(rows[-1]) if more else None}
     return ok(rows, meta=meta)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_US = dt.timedelta(microseconds=1)
+
+
+def make_ping_cursor(row: dict[str, Any]) -> str:
+    """`<at in whole µs since the epoch>_<id>`: the history's sort key, so the next page
+    starts in the partition of `at` (and the same form as the incidents cursor)."""
+    return f"{(row['at'] - _EPOCH) // _US}_{row['id']}"
+
+
+def ping_cursor(raw: str | None) -> tuple[dt.datetime, int] | None:
+    if raw is None:
+        return None
+    us, sep, ident = raw.partition("_")
+    if not (sep and us.isdigit() and ident.isdigit() and len(us) <= 17 and len(ident) <= 18):
+        raise ValidationFailed({"cursor": "invalid cursor; pass meta.next_cursor unchanged"})
+    return _EPOCH + int(us) * _US, int(ident)
 
 
 async def _announce(request: web.Request, monitor_id: int) -> None:

@@ -15,7 +15,7 @@ log = logging.getLogger("probefleet.storage")
 
 # Any constant works; it only has to be the same for every controller.
 _MIGRATION_LOCK = 0x70726F62  # "prob"
-PARTITIONED = ("check_results", "rounds")
+PARTITIONED = ("check_results", "rounds", "heartbeat_pings")
 
 
 async def _init_connection(conn: Tx) -> None:
@@ -40,8 +40,11 @@ def migration_files() -> list[tuple[str, str]]:
     return [(p.name.removesuffix(".sql"), p.read_text()) for p in files]
 
 
-async def migrate(dsn: str) -> list[str]:
-    """Apply pending migrations in one transaction under an advisory lock; return them."""
+async def migrate(dsn: str, *, upto: str | None = None) -> list[str]:
+    """Apply pending migrations in one transaction under an advisory lock; return them.
+
+    `upto` (a migration number such as "0010") stops after that one and leaves partitions alone:
+    for tests of a migration against data written under the schema before it."""
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
@@ -53,12 +56,13 @@ async def migrate(dsn: str) -> list[str]:
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             applied = []
             for version, sql in migration_files():
-                if version in done:
+                if version in done or (upto is not None and version.partition("_")[0] > upto):
                     continue
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
                 applied.append(version)
-            await ensure_partitions(conn, dt.datetime.now(dt.UTC))
+            if upto is None:
+                await ensure_partitions(conn, dt.datetime.now(dt.UTC))
         for version in applied:
             log.info("migration applied version=%s", version)
         return applied
@@ -66,10 +70,12 @@ async def migrate(dsn: str) -> list[str]:
         await conn.close()
 
 
-async def ensure_partitions(conn: DB, now: dt.datetime, *, days_ahead: int = 3) -> None:
-    """Daily partitions from yesterday to `days_ahead`, so the default partition stays empty."""
+async def ensure_partitions(conn: DB, now: dt.datetime, *, days_ahead: int = 3,
+                            tables: tuple[str, ...] = PARTITIONED) -> None:  # fmt: skip
+    """Daily partitions from yesterday to `days_ahead`, so the default partition stays empty
+    (heartbeat_pings has none: a ping needs its day's partition)."""
     start = now.date() - dt.timedelta(days=1)
-    for table in PARTITIONED:
+    for table in tables:
         for i in range(days_ahead + 2):
             day = start + dt.timedelta(days=i)
             name = f"{table}_{day:%Y%m%d}"

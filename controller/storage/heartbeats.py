@@ -1,5 +1,8 @@
 """SQL for heartbeats (token, deadline state) and their ping history.
 
+heartbeat_pings is partitioned by day on `at` (migration 0011); retention drops whole
+partitions (controller/retention.py), so nothing here deletes pings.
+
 Every state change locks the heartbeat and its monitor row (`lock`, `lock_due`) first, in
 monitor id order, so pings and the deadline checker of any number of controllers apply
 to one heartbeat one after the other.
@@ -143,31 +146,25 @@ async def list_page(conn: DB, *, after_id: int, limit: int) -> list[Row]:
     return [dict(r) for r in rows]
 
 
-async def pings(conn: DB, monitor_id: int, *, before_id: int | None, limit: int) -> list[Row]:
-    rows = await conn.fetch(
-        "SELECT id, at, kind, exit_code, rid, duration_ms, source, user_agent, method, body"
-        " FROM heartbeat_pings WHERE monitor_id = $1 AND ($2::bigint IS NULL OR id < $2)"
-        " ORDER BY id DESC LIMIT $3",
-        monitor_id, before_id, limit,
-    )  # fmt: skip
+async def pings(conn: DB, monitor_id: int, *, before: tuple[dt.datetime, int] | None,
+                limit: int) -> list[Row]:  # fmt: skip
+    """A heartbeat's pings newest first, after the (at, id) cursor `before` when given.
+    `at <= $2` beside the row comparison lets PostgreSQL skip newer partitions."""
+    cols = "id, at, kind, exit_code, rid, duration_ms, source, user_agent, method, body"
+    if before is None:
+        rows = await conn.fetch(
+            f"SELECT {cols} FROM heartbeat_pings WHERE monitor_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+            monitor_id, limit,
+        )  # fmt: skip
+    else:
+        rows = await conn.fetch(
+            f"SELECT {cols} FROM heartbeat_pings WHERE monitor_id = $1 AND at <= $2"
+            " AND (at, id) < ($2, $3) ORDER BY at DESC, id DESC LIMIT $4",
+            monitor_id, before[0], before[1], limit,
+        )  # fmt: skip
     return [dict(r) for r in rows]
 
 
 async def count_pings(conn: DB, monitor_id: int) -> int:
     n: int = await conn.fetchval("SELECT count(*) FROM heartbeat_pings WHERE monitor_id = $1", monitor_id)
     return n
-
-
-async def prune(conn: DB, before: dt.datetime, batch: int = 10000) -> int:
-    """Delete pings older than `before`, a bounded batch at a time."""
-    total = 0
-    while True:
-        done = await conn.execute(
-            "DELETE FROM heartbeat_pings WHERE id IN (SELECT id FROM heartbeat_pings WHERE at < $1"
-            " LIMIT $2)",
-            before, batch,
-        )  # fmt: skip
-        n = int(done.split()[-1])
-        total += n
-        if n < batch:
-            return total

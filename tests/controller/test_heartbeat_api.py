@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from typing import Any
 
 import aiohttp
 import asyncpg
 
+from controller.api.heartbeats import make_ping_cursor, ping_cursor
 from tests.controller.conftest import Running, start_controller
 
 JOB = {"name": "nightly backup", "run_interval": 86400, "grace_period": 3600}
@@ -136,6 +138,37 @@ async def test_bad_input(api: aiohttp.ClientSession, controller: Running) -> Non
     assert r.status == 422 and "tz" in (await r.json())["error"]["details"]
     r = await api.post("/api/v1/heartbeats", json={"name": "x", "run_interval": 60, "url": "http://a/"})
     assert r.status == 422 and (await r.json())["error"]["details"] == {"url": "unknown field"}
+
+
+async def test_the_ping_history_pages_with_its_cursor(
+    api: aiohttp.ClientSession, controller: Running
+) -> None:
+    hb = await create(api)
+    pings = f"/api/v1/heartbeats/{hb['id']}/pings"
+    async with aiohttp.ClientSession(base_url=controller.base) as anon:
+        for i in range(5):
+            r = await anon.post(f"/api/v1/heartbeat/{hb['token']}/log", data=str(i).encode())
+            assert r.status == 200
+    bodies: list[str] = []
+    cursor = None
+    for _ in range(5):
+        r = await api.get(pings, params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        body = await r.json()
+        assert r.status == 200, body
+        bodies += [p["body"] for p in body["data"]]
+        cursor = body["meta"]["next_cursor"]
+        assert body["meta"]["has_more"] is (cursor is not None)
+        if cursor is None:
+            break
+    assert bodies == ["4", "3", "2", "1", "0"]
+    for bad in ("12", "abc", "1_x", "_1", "1" * 18 + "_1"):  # "12": a plain id, the format before 0011
+        r = await api.get(pings, params={"cursor": bad})
+        assert r.status == 422 and "cursor" in (await r.json())["error"]["details"], bad
+
+
+def test_a_ping_cursor_keeps_the_exact_microsecond() -> None:
+    at = dt.datetime(2024, 6, 1, 12, 0, 0, 123_457, tzinfo=dt.UTC)
+    assert ping_cursor(make_ping_cursor({"at": at, "id": 42})) == (at, 42)
 
 
 async def test_it_rotates_the_token(api: aiohttp.ClientSession, controller: Running) -> None:

@@ -143,8 +143,14 @@ def test_it_rejects_bad_schedules(fields: dict[str, object], field: str) -> None
 async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
     await db.migrate(database)
     p = await db.create_pool(database, max_size=4)
+    await ping_days(p)
     yield p
     await p.close()
+
+
+async def ping_days(pool: asyncpg.Pool) -> None:
+    """heartbeat_pings has no default partition: the days these tests ping on."""
+    await db.ensure_partitions(pool, T0, days_ahead=11, tables=("heartbeat_pings",))
 
 
 async def make(pool: asyncpg.Pool, **fields: object) -> int:
@@ -202,7 +208,7 @@ async def test_every_signal_is_stored_and_applied(pool: asyncpg.Pool) -> None:
              hb.Ping(monitor_id=mid, at=at(6), kind="fail", exit_code=3),
              hb.Ping(monitor_id=mid, at=at(7), kind="success", exit_code=0)]  # fmt: skip
     assert await hb.record(pool, pings) == [True] * 5
-    history = await store.pings(pool, mid, before_id=None, limit=10)
+    history = await store.pings(pool, mid, before=None, limit=10)
     assert [(p["kind"], p["exit_code"]) for p in reversed(history)] == [
         ("start", None), ("log", None), ("success", None), ("fail", 3), ("success", 0)]  # fmt: skip
     assert history[-3]["duration_ms"] == 5000.0
@@ -278,6 +284,7 @@ async def test_two_controllers_ticking_together_transition_each_heartbeat_once(d
     heartbeats, in small batches so their transactions interleave."""
     await db.migrate(database)
     a, b = await db.create_pool(database, max_size=3), await db.create_pool(database, max_size=3)
+    await ping_days(a)
     try:
         ids = [await make(a, run_interval=60, grace_period=0) for _ in range(40)]
         for round_no in range(2):
@@ -295,14 +302,6 @@ async def test_two_controllers_ticking_together_transition_each_heartbeat_once(d
     finally:
         await a.close()
         await b.close()
-
-
-async def test_prune_keeps_the_configured_retention(pool: asyncpg.Pool) -> None:
-    mid = await make(pool, run_interval=60)
-    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(0), kind="log"),
-                           hb.Ping(monitor_id=mid, at=at(86400 * 10), kind="log")])  # fmt: skip
-    assert await hb.prune(pool, at(86400 * 12), dt.timedelta(days=5)) == 1
-    assert await store.count_pings(pool, mid) == 1
 
 
 async def test_pings_are_counted_by_kind_with_batch_sizes(pool: asyncpg.Pool) -> None:
@@ -332,6 +331,77 @@ async def test_the_writer_keeps_one_connection_per_lane_and_gives_them_back(pool
     stop.set()
     await task
     assert pool.get_idle_size() == pool.get_size()
-    for m in (a, b):  # each heartbeat's pings stored in arrival order
-        rows = await store.pings(pool, m, before_id=None, limit=100)
-        assert [r["body"] for r in reversed(rows)] == [str(i) for i in range(10)]
+    for m in (a, b):  # each heartbeat's pings stored in arrival order (ids follow inserts)
+        rows = await store.pings(pool, m, before=None, limit=100)
+        assert [r["body"] for r in sorted(rows, key=lambda r: r["id"])] == [str(i) for i in range(10)]
+
+
+# ------------------------------------------------------------ partitioned ping history
+
+
+async def test_the_history_pages_newest_first_across_day_partitions(pool: asyncpg.Pool) -> None:
+    mid = await make(pool, run_interval=60)
+    times = [at(0), at(86400 + 5), at(2 * 86400), at(2 * 86400), at(3 * 86400 + 7)]
+    order = [4, 0, 1, 2, 3]  # the newest stored first: ids do not follow time
+    assert await hb.record(pool, [hb.Ping(monitor_id=mid, at=times[i], kind="log", body=str(i))
+                                  for i in order]) == [True] * 5  # fmt: skip
+    where = await pool.fetch("SELECT tableoid::regclass::text AS part FROM heartbeat_pings")
+    assert {r["part"] for r in where} == {"heartbeat_pings_20240601", "heartbeat_pings_20240602",
+                                          "heartbeat_pings_20240603", "heartbeat_pings_20240604"}  # fmt: skip
+    seen: list[dict[str, object]] = []
+    before: tuple[dt.datetime, int] | None = None
+    while True:
+        page = await store.pings(pool, mid, before=before, limit=2)
+        seen += page
+        if len(page) < 2:
+            break
+        before = (page[-1]["at"], page[-1]["id"])
+    # newest first; the two pings of one instant (split by a page end) by id, the later first
+    assert [r["body"] for r in seen] == ["4", "3", "2", "1", "0"]
+
+
+KIND_OF_PINGS = "SELECT relkind::text FROM pg_class WHERE relname = 'heartbeat_pings'"
+
+
+async def test_the_partitioning_migration_keeps_every_ping(database: str) -> None:
+    await db.migrate(database, upto="0010")
+    conn = await asyncpg.connect(database)
+    try:
+        assert await conn.fetchval(KIND_OF_PINGS) == "r"
+        add = ("INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
+               " VALUES ('job', 'heartbeat', '{}', 60, 10, '{}') RETURNING id")  # fmt: skip
+        mid, other = await conn.fetchval(add), await conn.fetchval(add)
+        # a day's last and the next day's first microsecond, a gap of weeks, and today
+        times = [T0, utc(2024, 6, 2, 23, 59, 59, 999_999), utc(2024, 6, 3), T0 + dt.timedelta(days=40),
+                 dt.datetime.now(UTC)]  # fmt: skip
+        for i, t in enumerate(times):
+            await conn.execute(
+                "INSERT INTO heartbeat_pings (monitor_id, at, kind, exit_code, rid, duration_ms, source,"
+                " user_agent, method, body)"
+                " VALUES ($1, $2, $3, $4, $5, $6, '10.0.0.1', 'cron/1', 'POST', $7)",
+                mid if i % 2 == 0 else other, t, ("start", "success", "fail", "log", "success")[i],
+                i or None, f"run-{i}", i * 1.5, f"body {i}",
+            )  # fmt: skip
+        old = [dict(r) for r in await conn.fetch("SELECT * FROM heartbeat_pings ORDER BY id")]
+    finally:
+        await conn.close()
+
+    assert "0011_heartbeat_pings_partitioned" in await db.migrate(database)
+
+    conn = await asyncpg.connect(database)
+    try:
+        assert await conn.fetchval(KIND_OF_PINGS) == "p"
+        assert await conn.fetchval("SELECT to_regclass('heartbeat_pings_unpartitioned')") is None
+        rows = await conn.fetch("SELECT tableoid::regclass::text AS part, * FROM heartbeat_pings"
+                                " ORDER BY id")  # fmt: skip
+        assert [{k: v for k, v in r.items() if k != "part"} for r in rows] == old
+        assert [r["part"] for r in rows] == [f"heartbeat_pings_{t:%Y%m%d}" for t in times]
+        # the sequence went along: a new ping (today's partition, made by migrate) gets a new id
+        new_id = await conn.fetchval("INSERT INTO heartbeat_pings (monitor_id, at, kind)"
+                                     " VALUES ($1, now(), 'log') RETURNING id", mid)  # fmt: skip
+        assert new_id > old[-1]["id"]
+        # and so did the foreign key: deleting a monitor deletes its pings
+        await conn.execute("DELETE FROM monitors WHERE id = $1", other)
+        assert {r["monitor_id"] for r in await conn.fetch("SELECT monitor_id FROM heartbeat_pings")} == {mid}
+    finally:
+        await conn.close()

@@ -1,5 +1,5 @@
 """Retention drops exactly the partitions past each level's retention that the level
-above has already rolled up, and nothing else."""
+above has already rolled up, heartbeat ping days past theirs, and nothing else."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ async def test_it_drops_exactly_the_expired_partitions(pool: asyncpg.Pool) -> No
     expected = (
         # Includes the partitions migrate() made around the real date, years earlier.
         [n for t in ("check_results", "rounds") for n in before[t] if "_2" in n and n[-8:] <= "20310307"]
+        + [n for n in before["heartbeat_pings"] if n[-8:] <= "20310212"]
         + [n for t in ("stats_minute", "verdicts_minute")
            for n in days(t, dt.date(2031, 2, 1), dt.date(2031, 2, 12))]
         + [f"{t}_{y}{m:02d}01" for t in ("stats_hour", "verdicts_hour")
@@ -81,6 +82,25 @@ async def test_it_keeps_what_is_not_rolled_up_yet(pool: asyncpg.Pool) -> None:
     )
     assert "stats_minute_20310302" in dropped and "stats_minute_20310303" not in dropped
     assert "stats_hour_20310301" not in dropped
+
+
+async def test_it_drops_expired_ping_days_and_keeps_newer_pings(pool: asyncpg.Pool) -> None:
+    mid = await pool.fetchval("INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
+                              " VALUES ('job', 'heartbeat', '{}', 60, 10, '{}') RETURNING id")  # fmt: skip
+    # Ten days kept: the cutoff is 2031-03-05 12:00, so the day of 03-04 goes as a whole and
+    # the day of 03-05 stays whole, its morning ping included.
+    pings = {"gone": utc(2031, 3, 4, 23, 59), "edge": utc(2031, 3, 5, 1), "new": utc(2031, 3, 14, 9)}
+    for body, t in pings.items():
+        await pool.execute("INSERT INTO heartbeat_pings (monitor_id, at, kind, body)"
+                           " VALUES ($1, $2, 'log', $3)", mid, t, body)  # fmt: skip
+    before = await store.partitions(pool, "heartbeat_pings")
+    assert await retention.tick(pool, NOW, Retention(pings=None)) == []  # kept forever
+    dropped = await retention.tick(pool, NOW, Retention(pings=10))
+    # no watermarks yet: results and rollups wait, pings do not depend on them
+    assert sorted(dropped) == [n for n in before if n[-8:] <= "20310304"]
+    assert "heartbeat_pings_20310304" in dropped and "heartbeat_pings_20310305" not in dropped
+    rows = await pool.fetch("SELECT body FROM heartbeat_pings ORDER BY at")
+    assert [r["body"] for r in rows] == ["edge", "new"]
 
 
 def test_it_keeps_a_level_forever_when_told() -> None:
