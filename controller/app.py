@@ -204,7 +204,7 @@ async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """The events hub (WebSocket and SSE push) and the status-page subscriber sender."""
     cfg = app[keys.CONFIG]
-    hub = app[keys.HUB] = Hub(app[keys.POOL], feeds=[status_pages_mod.PostFeed()])
+    hub = app[keys.HUB] = Hub(app[keys.POOL])
     await hub.start()
     secret = await status_pages_mod.cookie_secret(app[keys.POOL], cfg.status_page_secret)
     app[keys.STATUS_PAGES] = status_pages_mod.PageCache(secret=secret)

@@ -5,6 +5,10 @@ A client that cannot keep up is disconnected (counted in metrics) rather than bu
 without bound, so a slow reader never holds memory or the reader loop. Clients resume by
 event id: they attach first, then replay from the table, so nothing falls between the
 replay and the live stream.
+
+Status-page post events (`status_page.post.*`) are outbox events like the others: they go
+to WebSocket clients of the `status_page.posts` topic and to the SSE clients of their page
+(`Client.page_id`), which render only what the public page shows.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -24,7 +28,7 @@ from controller.storage import DB
 
 log = logging.getLogger("probefleet.realtime")
 
-TOPICS = ("monitor.status", "incident.updates", "system")
+TOPICS = ("monitor.status", "incident.updates", "system", "status_page.posts")
 REPLAY_LIMIT = 1000
 # A transaction that took its id earlier may commit after a later one: wait this long
 # for a hole in the id sequence to fill before giving up on it.
@@ -37,6 +41,8 @@ def topic_of(kind: str) -> str:
         return "incident.updates"
     if kind.startswith("monitor."):
         return "monitor.status"
+    if kind.startswith("status_page."):
+        return "status_page.posts"
     return "system"
 
 
@@ -50,9 +56,10 @@ class Event:
     row: dict[str, Any]
     # Encoded once, sent to every WebSocket client as is.
     text: str
-    # Set on status-page events from a Feed (not the outbox): only that page's SSE clients
-    # get them, and `id` is 0 (they have no place in the outbox's id order).
+    # The status page of a status_page.* event (payload.status_page.id).
     page_id: int | None = None
+    # Other renderings (a status page's SSE frame), made once for every client it goes to.
+    rendered: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 def to_event(row: Any) -> Event:
@@ -61,9 +68,10 @@ def to_event(row: Any) -> Event:
             "monitor_id": row["monitor_id"], "incident_id": row["incident_id"],
             "occurred_at": row["occurred_at"].isoformat().replace("+00:00", "Z"),
             "payload": row["payload"]}  # fmt: skip
+    page = row["payload"].get("status_page") if kind.startswith("status_page.") else None
     return Event(id=row["id"], kind=kind, topic=body["topic"], monitor_id=row["monitor_id"],
-                 incident_id=row["incident_id"], row=dict(row),
-                 text=_encoder.encode(body).decode())  # fmt: skip
+                 incident_id=row["incident_id"], row=dict(row), text=_encoder.encode(body).decode(),
+                 page_id=page.get("id") if isinstance(page, dict) else None)  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -79,18 +87,19 @@ class Client:
     # Resumed clients said they hold everything up to here.
     floor: int = 0
     dropped: bool = False
-    # An SSE client of one status page also gets that page's feed events.
+    # An SSE client of one status page: that page's status_page.* events, no other page's.
     page_id: int | None = None
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.size + 1)
 
     def wants(self, ev: Event) -> bool:
-        if ev.page_id is not None:
+        if ev.page_id is not None and self.page_id is not None:
             return ev.page_id == self.page_id
         if "*" not in self.topics and ev.topic not in self.topics:
             return False
-        return self.monitor_ids is None or ev.monitor_id in self.monitor_ids
+        # Page events concern no monitor: a monitor filter does not hide them.
+        return self.monitor_ids is None or ev.page_id is not None or ev.monitor_id in self.monitor_ids
 
     def offer(self, ev: Event) -> bool:
         if self.queue.qsize() >= self.size:
@@ -110,26 +119,16 @@ class Client:
             if ev is None:
                 self.queue.put_nowait(None)
                 return None
-            if ev.page_id is not None or (ev.id > self.floor and ev.id not in self.replayed):
+            if ev.id > self.floor and ev.id not in self.replayed:
                 return ev
 
 
 SELECT = "SELECT id, kind, monitor_id, incident_id, occurred_at, payload FROM events"
 
 
-class Feed(Protocol):
-    """A source of events besides the outbox (status-page posts), polled with it."""
-
-    async def start(self, pool: DB) -> None: ...
-
-    async def poll(self, pool: DB, now: float) -> list[Event]: ...
-
-
 class Hub:
-    def __init__(self, pool: DB, *, interval: float = 0.25, batch: int = 1000, queue_size: int = 256,
-                 feeds: list[Feed] | None = None) -> None:  # fmt: skip
+    def __init__(self, pool: DB, *, interval: float = 0.25, batch: int = 1000, queue_size: int = 256) -> None:
         self.pool = pool
-        self.feeds = feeds or []
         self.queue_size = queue_size
         self.interval = interval
         self.batch = batch
@@ -139,8 +138,6 @@ class Hub:
 
     async def start(self) -> None:
         self.last_id = await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM events")
-        for feed in self.feeds:
-            await feed.start(self.pool)
 
     def attach(self, client: Client) -> None:
         self.clients.add(client)
@@ -175,8 +172,6 @@ class Hub:
                     self.gaps[missing] = now + GAP_WAIT
                 self.last_id = row["id"]
         self.publish([to_event(r) for r in rows])
-        for feed in self.feeds:
-            self.publish(await feed.poll(self.pool, now))
         return len(rows)
 
     def publish(self, events: list[Event]) -> None:

@@ -25,13 +25,12 @@ from typing import Any, cast
 
 import aiohttp
 import aiosmtplib
-import msgspec
 
-from controller import destinations, maintenance, metrics, status_html
+from controller import destinations, maintenance, metrics
 from controller.api.errors import ValidationFailed
 from controller.config import ControllerConfig
 from controller.notifiers import email
-from controller.realtime import GAP_WAIT, Event
+from controller.storage import events as event_store
 from controller.storage import status_pages as store
 
 log = logging.getLogger("probefleet.status_pages")
@@ -625,41 +624,21 @@ def page_incident(page: dict[str, Any]) -> dict[str, Any] | None:
             "updated_at": updated.isoformat().replace("+00:00", "Z") if updated else None}  # fmt: skip
 
 
-def post_event(page: dict[str, Any], post: dict[str, Any]) -> Event:
-    """A post (all its updates) and the page's banner as server-rendered HTML: status.js swaps
-    them in, so the browser needs no second renderer and nothing unescaped reaches it."""
-    body = {"post": post["id"], "status": post["status"], "html": status_html.post(post_out(post)),
-            "banner": status_html.banner(page_incident(page))}  # fmt: skip
-    return Event(id=0, kind="status_page.post", topic="status_page", monitor_id=None, incident_id=None,
-                 row=body, text=msgspec.json.encode(body).decode(), page_id=page["id"])  # fmt: skip
+def post_payload(page: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
+    """The outbox payload of a post event: the page, the whole post (its newest update
+    first) and the page's banner. `post` and `banner` are exactly what the public page
+    shows; `status_page` is for API clients only, never sent to visitors."""
+    return {"status_page": {"id": page["id"], "name": page["name"], "slug": page["slug"]},
+            "post": post_out(post), "banner": page_incident(page)}  # fmt: skip
 
 
-@dataclass
-class PostFeed:
-    """Tails incident post updates for the hub: one indexed query per hub poll whatever the
-    number of visitors; each new update sends its whole post to the page's SSE clients.
-    Holes in the id sequence are re-read for GAP_WAIT seconds, as the hub does for events."""
-
-    last_id: int = 0
-    gaps: dict[int, float] = field(default_factory=dict)
-
-    async def start(self, pool: Any) -> None:
-        self.last_id = await store.last_post_update(pool)
-
-    async def poll(self, pool: Any, now: float) -> list[Event]:
-        self.gaps = {i: t for i, t in self.gaps.items() if t > now}
-        rows = await store.post_updates_after(pool, self.last_id, list(self.gaps))
-        for row in rows:
-            if row["id"] in self.gaps:
-                del self.gaps[row["id"]]
-            elif row["id"] > self.last_id:
-                for missing in range(self.last_id + 1, min(row["id"], self.last_id + 100)):
-                    self.gaps[missing] = now + GAP_WAIT
-                self.last_id = row["id"]
-        events = []
-        for page_id, post_id in sorted({(r["page_id"], r["post_id"]) for r in rows}):
-            page = await store.get_page(pool, page_id)
-            found = await store.posts(pool, page_id, post_id=post_id) if page else []
-            if page and found:
-                events.append(post_event(page, found[0]))
-        return events
+async def emit_post(conn: Any, page_id: int, post_id: int, *, created: bool) -> None:
+    """Write `status_page.post.created` (or `.updated`: a new update) into the events outbox;
+    call in the transaction that wrote the post."""
+    kind = "status_page.post.created" if created else "status_page.post.updated"
+    page = await store.get_page(conn, page_id)
+    found = await store.posts(conn, page_id, post_id=post_id)
+    assert page is not None and found, "call after writing the post, in the same transaction"
+    post = found[0]
+    await event_store.insert(conn, kind, monitor_id=None, incident_id=None, occurred_at=post["updated_at"],
+                             payload=post_payload(page, post))  # fmt: skip

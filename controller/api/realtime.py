@@ -3,7 +3,8 @@
 Protocol (JSON text frames):
   client -> {"auth": "<api key>"}                       unless sent as header or ?api_key=
   client -> {"subscribe": ["monitor.status", "incident.updates"],
-             "monitor_ids": [1, 2], "last_event_id": 41}  monitor_ids/last_event_id optional
+             "monitor_ids": [1, 2], "last_event_id": 41}  monitor_ids/last_event_id optional;
+             "*" subscribes to every topic the key's scopes allow
   client -> {"type": "ping"}                             server -> {"type": "pong"}
   server -> {"type": "subscribed", "topics", "monitor_ids", "last_event_id"}
   server -> {"type": "event", "id", "kind", "topic", "monitor_id", "incident_id",
@@ -30,7 +31,11 @@ from controller.storage import api_keys
 AUTH_TIMEOUT = 10.0
 # The scope each topic needs (admin holds them all).
 TOPIC_SCOPES = {"monitor.status": "monitors:read", "incident.updates": "incidents:read",
-                "system": "monitors:read"}  # fmt: skip
+                "system": "monitors:read", "status_page.posts": "status_pages:read"}  # fmt: skip
+
+
+def _allowed(topic: str, scopes: set[str]) -> bool:
+    return "admin" in scopes or TOPIC_SCOPES[topic] in scopes
 
 
 class ProtocolError(Exception):
@@ -65,9 +70,11 @@ def _client(body: dict[str, Any], scopes: set[str], size: int) -> tuple[Client, 
         topics = [topics]
     if not isinstance(topics, list) or not topics or any(t not in (*TOPICS, "*") for t in topics):
         raise ProtocolError("validation_error", f"subscribe: a list of {', '.join(TOPICS)} or *")
-    wanted = set(TOPICS) if "*" in topics else set(topics)
-    for topic in wanted:
-        if "admin" not in scopes and TOPIC_SCOPES[topic] not in scopes:
+    wanted = {t for t in TOPICS if _allowed(t, scopes)} if "*" in topics else set(topics)
+    if not wanted:
+        raise ProtocolError("forbidden", "this key may read no topic")
+    for topic in sorted(wanted):
+        if not _allowed(topic, scopes):
             raise ProtocolError("forbidden", f"{topic} needs the scope {TOPIC_SCOPES[topic]}")
     try:
         ids = parse_ids(body.get("monitor_ids", body.get("monitors")))

@@ -84,8 +84,10 @@ async def _incident(conn: Any, page_id: int, status: str, message: str) -> None:
     if post_id is None:
         title = message if len(message) <= 80 else message[:77] + "..."
         post_id = await store.insert_post(conn, page_id, title, status, message)
+        await sp.emit_post(conn, page_id, post_id, created=True)
     else:
         await store.add_update(conn, post_id, status, message)
+        await sp.emit_post(conn, page_id, post_id, created=False)
     await store.enqueue_for_page(conn, page_id, "post", {"post_id": post_id, "status": status,
                                                          "message": message})  # fmt: skip
 
@@ -198,6 +200,7 @@ async def create_post(request: web.Request) -> web.Response:
         if await store.get_page(conn, page_id) is None:
             raise _not_found()
         post_id = await store.insert_post(conn, page_id, body["title"], body["status"], body["message"])
+        await sp.emit_post(conn, page_id, post_id, created=True)
         await store.enqueue_for_page(conn, page_id, "post", {"post_id": post_id, **body})
         post = (await store.posts(conn, page_id, post_id=post_id))[0]
     request.app[keys.STATUS_PAGES].forget(page_id)
@@ -213,6 +216,7 @@ async def add_post_update(request: web.Request) -> web.Response:
         if page_id is None or ("id" in request.match_info and str(page_id) != request.match_info["id"]):
             raise not_found("post")
         await store.add_update(conn, post_id, body["status"], body["message"])
+        await sp.emit_post(conn, page_id, post_id, created=False)
         await store.enqueue_for_page(conn, page_id, "post", {"post_id": post_id, **body})
         post = (await store.posts(conn, page_id, post_id=post_id))[0]
     request.app[keys.STATUS_PAGES].forget(page_id)
@@ -283,10 +287,17 @@ async def public_model(app: web.Application, page: dict[str, Any]) -> dict[str, 
     }  # fmt: skip
 
 
-async def _cached_model(app: web.Application, page: dict[str, Any]) -> dict[str, Any]:
+async def _cached_model(app: web.Application, page: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The public model and the hub's last event id read before building it: a browser that
+    resumes its event stream from that id misses no change the model does not show."""
     cache = app[keys.STATUS_PAGES]
-    model: dict[str, Any] = await cache.fetch("model", page["id"], cache.ttl, lambda: public_model(app, page))
-    return model
+
+    async def build() -> tuple[int, dict[str, Any]]:
+        last: int = app[keys.HUB].last_id
+        return last, await public_model(app, page)
+
+    got: tuple[int, dict[str, Any]] = await cache.fetch("model", page["id"], cache.ttl, build)
+    return got
 
 
 def _allowed(request: web.Request, page: dict[str, Any]) -> bool:
@@ -313,7 +324,7 @@ async def public_json(request: web.Request) -> web.Response:
     cache = request.app[keys.STATUS_PAGES]
 
     async def build() -> tuple[bytes, bytes]:
-        raw = ok(await _cached_model(request.app, page)).body
+        raw = ok((await _cached_model(request.app, page))[1]).body
         assert isinstance(raw, bytes)
         return raw, gzip.compress(raw, 5)
 
@@ -347,8 +358,8 @@ async def _render(request: web.Request, page: dict[str, Any], notice: str = "") 
     cache = app[keys.STATUS_PAGES]
 
     async def build() -> tuple[bytes, bytes]:
-        model = await _cached_model(app, page)
-        text = status_html.render_page(model, slug=page["slug"], last_event_id=app[keys.HUB].last_id,
+        last, model = await _cached_model(app, page)
+        text = status_html.render_page(model, slug=page["slug"], last_event_id=last,
                                        notice=notice)  # fmt: skip
         raw = text.encode()
         return raw, gzip.compress(raw, 5)
@@ -410,11 +421,26 @@ async def asset(request: web.Request) -> web.Response:
 # --- Server-Sent Events -----------------------------------------------------------------
 
 
+def _post_frame(ev: Event) -> bytes:
+    """The post and the banner as the public page renders them (server-side, escaped), so
+    the browser needs no second renderer; nothing else of the event's payload. Rendered
+    once per event however many visitors watch the page."""
+    frame = ev.rendered.get("sse")
+    if frame is None:
+        payload = ev.row["payload"]
+        post = payload["post"]
+        body = {"post": post["id"], "status": post["status"], "html": status_html.post(post),
+                "banner": status_html.banner(payload.get("banner"))}  # fmt: skip
+        data = msgspec.json.encode(body).decode()
+        frame = ev.rendered["sse"] = f"id: {ev.id}\nevent: post\ndata: {data}\n\n".encode()
+    return frame
+
+
 def _sse(ev: Event, components: dict[int, list[int]]) -> bytes:
-    """Only the component ids and their public state: never the event's monitor payload.
-    Post frames carry no `id:`, so the browser's Last-Event-ID stays an outbox id."""
+    """Only what the public page shows: component ids with their public state (never the
+    event's monitor payload), and posts. Every frame's `id:` is its outbox event id."""
     if ev.page_id is not None:
-        return f"event: post\ndata: {ev.text}\n\n".encode()
+        return _post_frame(ev) if ev.kind.startswith("status_page.post.") else b""
     status = (ev.row["payload"].get("monitor") or {}).get("status") or ev.kind.removeprefix("monitor.")
     state = sp.component_state(status, False)
     frames = [
@@ -444,8 +470,11 @@ async def page_events(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b"retry: 2000\n\n")
         if resume.isdigit() and len(resume) <= 18:
+            # The page lists posts of the last POST_DAYS only: an older one is not replayed.
+            shown_since = now_utc() - dt.timedelta(days=POST_DAYS)
             for ev in await hub.replay(client, int(resume)):
-                await response.write(_sse(ev, by_monitor))
+                if ev.page_id is None or ev.row["occurred_at"] >= shown_since:
+                    await response.write(_sse(ev, by_monitor))
         while True:
             try:
                 live = await client.next(SSE_KEEPALIVE)
@@ -480,7 +509,7 @@ async def page_badge(request: web.Request) -> web.Response:
     page = await visible_page(request, request.match_info["slug"])
     if page is None:
         raise _not_found()
-    model = await _cached_model(request.app, page)
+    _, model = await _cached_model(request.app, page)
     wanted = request.query.get("component")
     if wanted is None:
         state = model["status"]

@@ -30,14 +30,16 @@ async def get(conn: DB, event_id: int) -> dict[str, Any] | None:
 async def list_page(
     conn: DB, *, after_id: int = 0, limit: int = 50, monitor_id: int | None = None,
     incident_id: int | None = None, kinds: list[str] | None = None,
-    since: dt.datetime | None = None, until: dt.datetime | None = None,
+    since: dt.datetime | None = None, until: dt.datetime | None = None, hide: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
+    """Events after `after_id` by id; `hide` leaves out kinds starting with it."""
     rows = await conn.fetch(
         f"SELECT {COLUMNS} FROM events WHERE id > $1"
         " AND ($2::bigint IS NULL OR monitor_id = $2) AND ($3::bigint IS NULL OR incident_id = $3)"
         " AND ($4::text[] IS NULL OR kind = ANY($4))"
         " AND ($5::timestamptz IS NULL OR occurred_at >= $5)"
-        " AND ($6::timestamptz IS NULL OR occurred_at < $6) ORDER BY id LIMIT $7",
-        after_id, monitor_id, incident_id, kinds, since, until, limit,
+        " AND ($6::timestamptz IS NULL OR occurred_at < $6)"
+        " AND ($8::text IS NULL OR NOT starts_with(kind, $8)) ORDER BY id LIMIT $7",
+        after_id, monitor_id, incident_id, kinds, since, until, limit, hide,
     )  # fmt: skip
     return [dict(r) for r in rows]

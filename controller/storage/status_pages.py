@@ -367,22 +367,7 @@ async def finish_notice(conn: DB, notice_id: int, *, error: str | None, retry_at
     )  # fmt: skip
 
 
-# --- live post updates and shared secrets --------------------------------------------------
-
-
-async def last_post_update(conn: DB) -> int:
-    last: int = await conn.fetchval("SELECT coalesce(max(id), 0) FROM status_page_post_updates")
-    return last
-
-
-async def post_updates_after(conn: DB, after_id: int, holes: list[int], limit: int = 200) -> list[Row]:
-    rows = await conn.fetch(
-        "SELECT u.id, u.post_id, p.page_id FROM status_page_post_updates u"
-        " JOIN status_page_posts p ON p.id = u.post_id"
-        " WHERE u.id > $1 OR u.id = ANY($2::bigint[]) ORDER BY u.id LIMIT $3",
-        after_id, holes, limit,
-    )  # fmt: skip
-    return [dict(r) for r in rows]
+# --- shared secrets ---------------------------------------------------------------------
 
 
 async def shared_secret(conn: DB, name: str, candidate: str) -> str:

@@ -140,3 +140,98 @@ async def test_the_hub_waits_for_late_commits_into_id_holes(controller: Running)
         assert [e.id for e in got if e] == [late, early]
     finally:
         hub.detach(client)
+
+
+# --- status-page posts ------------------------------------------------------------------
+
+
+async def _post(api: aiohttp.ClientSession, path: str, body: dict[str, Any], method: str = "POST") -> Any:
+    r = await api.request(method, path, json=body)
+    assert r.status in (200, 201), await r.text()
+    return (await r.json())["data"]
+
+
+async def test_status_page_posts_reach_websocket_subscribers(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    page = await _post(api, "/api/v1/status-pages", {"name": "Acme", "slug": "acme-ws", "is_public": False,
+                                                     "password": "correct horse"})  # fmt: skip
+    url = f"{controller.base}/api/v1/ws?api_key={controller.admin_key}"
+    async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
+        # A monitor filter narrows monitor events, never status-page events.
+        await ws.send_json({"subscribe": ["status_page.posts"], "monitor_ids": [1]})
+        assert (await _next(ws, "subscribed"))["topics"] == ["status_page.posts"]
+        await _event(controller, "monitor.down", 1)  # another topic
+        body = {"title": "Checkout errors", "status": "investigating", "message": "Looking"}
+        post = await _post(api, f"/api/v1/status-pages/{page['id']}/posts", body)
+        got = await _next(ws)
+        assert got["kind"] == "status_page.post.created" and got["topic"] == "status_page.posts"
+        assert got["monitor_id"] is None and got["incident_id"] is None
+        payload = got["payload"]
+        assert payload["status_page"] == {"id": page["id"], "name": "Acme", "slug": "acme-ws"}
+        assert payload["post"]["id"] == post["id"] and payload["post"]["title"] == "Checkout errors"
+        assert [u["message"] for u in payload["post"]["updates"]] == ["Looking"]
+        assert payload["banner"] is None
+        await _post(api, f"/api/v1/status-page-posts/{post['id']}/updates",
+                    {"status": "identified", "message": "Bad deploy"})  # fmt: skip
+        got = await _next(ws)
+        assert got["kind"] == "status_page.post.updated" and got["payload"]["post"]["status"] == "identified"
+        assert [u["message"] for u in got["payload"]["post"]["updates"]] == ["Bad deploy", "Looking"]
+        # The page-level incident of reference 000 updates the open post and sets the banner.
+        body = {"incident_status": "monitoring", "incident_message": "Fix rolled out"}
+        await _post(api, f"/api/v1/status-pages/{page['id']}", body, "PUT")
+        got = await _next(ws)
+        assert got["kind"] == "status_page.post.updated" and got["payload"]["post"]["id"] == post["id"]
+        assert got["payload"]["banner"]["status"] == "monitoring"
+        assert got["payload"]["banner"]["message"] == "Fix rolled out"
+
+
+async def test_status_page_posts_are_replayed_on_resume(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    page = await _post(api, "/api/v1/status-pages", {"name": "Resume", "slug": "resume-ws"})
+    before = await _event(controller, "monitor.down", 4)
+    post = await _post(api, f"/api/v1/status-pages/{page['id']}/posts", {"title": "T", "message": "first"})
+    update = {"status": "resolved", "message": "ok"}
+    await _post(api, f"/api/v1/status-page-posts/{post['id']}/updates", update)
+    url = f"{controller.base}/api/v1/ws?api_key={controller.admin_key}"
+    async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
+        await ws.send_json({"subscribe": ["status_page.posts"], "last_event_id": before})
+        assert (await _next(ws, "subscribed"))["replayed"] == 2
+        missed = [await _next(ws), await _next(ws)]
+        assert [e["kind"] for e in missed] == ["status_page.post.created", "status_page.post.updated"]
+        assert missed[0]["id"] < missed[1]["id"] and missed[1]["payload"]["post"]["status"] == "resolved"
+        live = await _post(api, f"/api/v1/status-pages/{page['id']}/posts", {"title": "Live", "message": "m"})
+        got = await _next(ws)
+        assert got["kind"] == "status_page.post.created" and got["payload"]["post"]["id"] == live["id"]
+
+
+async def test_status_page_posts_need_the_status_pages_read_scope(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    pool = controller.app[keys.POOL]
+    monitors_only, _ = await api_keys.create(pool, "mon", ["monitors:read", "incidents:read"])
+    pages, _ = await api_keys.create(pool, "pages", ["status_pages:read"])
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{controller.base}/api/v1/ws?api_key={monitors_only}") as ws:
+            await ws.send_json({"subscribe": ["status_page.posts"]})
+            assert (await _next(ws, "error"))["code"] == "forbidden"
+            # "*" is every topic the key may read.
+            await ws.send_json({"subscribe": "*"})
+            ack = await _next(ws, "subscribed")
+            assert ack["topics"] == ["incident.updates", "monitor.status", "system"]
+        async with s.ws_connect(f"{controller.base}/api/v1/ws?api_key={pages}") as ws:
+            await ws.send_json({"subscribe": ["*"]})
+            assert (await _next(ws, "subscribed"))["topics"] == ["status_page.posts"]
+    # The events API does not show them to that key either (they may be of private pages).
+    body = {"name": "Hidden", "slug": "hidden-ws", "is_public": False}
+    page = await _post(api, "/api/v1/status-pages", body)
+    post = await _post(api, f"/api/v1/status-pages/{page['id']}/posts", {"title": "T", "message": "m"})
+    event_id = await pool.fetchval("SELECT max(id) FROM events WHERE kind = 'status_page.post.created'")
+    headers = {"Authorization": f"Bearer {monitors_only}"}
+    async with aiohttp.ClientSession(base_url=controller.base, headers=headers) as other:
+        r = await other.get("/api/v1/events", params={"cursor": str(event_id - 1)})
+        assert r.status == 200 and (await r.json())["data"] == []
+        assert (await other.get(f"/api/v1/events/{event_id}")).status == 404
+    r = await api.get(f"/api/v1/events/{event_id}")
+    assert r.status == 200 and (await r.json())["data"]["payload"]["post"]["id"] == post["id"]

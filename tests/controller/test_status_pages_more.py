@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
@@ -25,7 +25,7 @@ from controller.storage import incidents as incident_store
 from controller.storage import stats
 from controller.storage import status_pages as store
 from tests.controller.conftest import Running, start_controller
-from tests.controller.test_status_pages import _monitor, _page, backfill_rollups
+from tests.controller.test_status_pages import SECRET_URL, _monitor, _page, _set_status, backfill_rollups
 
 BOUND = 10.0  # generous bound for "arrives": a failure, never a speed measure
 
@@ -194,25 +194,33 @@ async def test_an_address_gets_one_confirmation_until_the_resend_delay(
 # --- live posts over SSE ----------------------------------------------------------------
 
 
-async def _frames(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    event, data = "message", []
+class Frame(NamedTuple):
+    event: str
+    id: str | None
+    data: dict[str, Any]
+
+
+async def _frames(response: aiohttp.ClientResponse) -> AsyncIterator[Frame]:
+    event, frame_id, data = "message", None, []
     async for raw in response.content:
         line = raw.decode().rstrip("\n")
         if not line:
             if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
+                yield Frame(event, frame_id, json.loads("\n".join(data)))
+            event, frame_id, data = "message", None, []
         elif line.startswith("event: "):
             event = line[7:]
+        elif line.startswith("id: "):
+            frame_id = line[4:]
         elif line.startswith("data: "):
             data.append(line[6:])
 
 
-async def _next_post(frames: AsyncIterator[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+async def _next_post(frames: AsyncIterator[Frame]) -> Frame:
     async with asyncio.timeout(BOUND):
-        async for event, data in frames:
-            if event == "post":
-                return data
+        async for frame in frames:
+            if frame.event == "post":
+                return frame
     raise AssertionError("stream ended")
 
 
@@ -232,7 +240,7 @@ async def test_new_posts_and_updates_arrive_over_sse(controller: Running, api: a
             json={"title": "Checkout <errors>", "status": "investigating", "message": "Looking"},
         )
         post = (await r.json())["data"]
-        got = await _next_post(frames)
+        got = (await _next_post(frames)).data
         assert got["post"] == post["id"] and got["status"] == "investigating"
         assert "Checkout &lt;errors&gt;" in got["html"] and f'id="p-{post["id"]}"' in got["html"]
         assert got["banner"] == ""
@@ -240,16 +248,52 @@ async def test_new_posts_and_updates_arrive_over_sse(controller: Running, api: a
             f"/api/v1/status-pages/{page['id']}/posts/{post['id']}/updates",
             json={"status": "identified", "message": "Bad deploy"},
         )
-        got = await _next_post(frames)
+        got = (await _next_post(frames)).data
         assert got["post"] == post["id"] and got["status"] == "identified"
         assert got["html"].index("Bad deploy") < got["html"].index("Looking")
         await api.put(
             f"/api/v1/status-pages/{page['id']}",
             json={"incident_status": "monitoring", "incident_message": "Fix rolled out"},
         )
-        got = await _next_post(frames)
+        got = (await _next_post(frames)).data
         assert got["post"] == post["id"] and 'data-status="monitoring"' in got["banner"]
         assert "Fix rolled out" in got["banner"]
+
+
+async def test_a_reconnecting_visitor_gets_the_posts_it_missed(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    """Post frames carry their outbox id, so Last-Event-ID resumes them like state changes;
+    a frame holds the post and banner as the page shows them and nothing of the page's config."""
+    mid = await _monitor(api, "Private monitor name")
+    core = {"name": "Core", "monitors": [{"monitor_id": mid, "display_name": "API"}]}
+    page = await _page(api, name="Resume", slug="resume-sse", sections=[core])
+    async with aiohttp.ClientSession(base_url=controller.base) as anon:
+        async with anon.get("/status/resume-sse/events") as stream:
+            frames = _frames(stream)
+            body = {"title": "T", "message": "one"}
+            r = await api.post(f"/api/v1/status-pages/{page['id']}/posts", json=body)
+            post = (await r.json())["data"]
+            seen = await _next_post(frames)
+            assert seen.id is not None and seen.id.isdigit()
+        # While the visitor is away: an update, another page's post, a state change.
+        await api.post(f"/api/v1/status-page-posts/{post['id']}/updates",
+                       json={"status": "resolved", "message": "Fixed"})  # fmt: skip
+        other = await _page(api, name="Other", slug="other-sse")
+        await api.post(f"/api/v1/status-pages/{other['id']}/posts", json={"title": "No", "message": "x"})
+        await _set_status(controller.app, mid, "down")
+        async with anon.get("/status/resume-sse/events", headers={"Last-Event-ID": seen.id}) as stream:
+            frames = _frames(stream)
+            missed = [await anext(frames), await anext(frames)]
+    assert [f.event for f in missed] == ["post", "component"]
+    assert missed[0].data["post"] == post["id"] and missed[0].data["status"] == "resolved"
+    assert int(seen.id) < int(missed[0].id or 0) < int(missed[1].id or 0)
+    assert set(missed[0].data) == {"post", "status", "html", "banner"}
+    assert missed[1].data == {"component": page["sections"][0]["monitors"][0]["component_id"],
+                              "state": "outage"}  # fmt: skip
+    text = json.dumps([f.data for f in missed])
+    for secret in ("Private monitor name", "resume-sse", SECRET_URL):
+        assert secret not in text
 
 
 # --- recurring maintenance --------------------------------------------------------------
