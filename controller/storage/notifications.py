@@ -27,6 +27,8 @@ DELIVERY_COLUMNS = (
     "id, event_id, channel_id, kind, seq, monitor_id, incident_id, status, attempts,"
     " next_attempt_at, locked_until, last_error, reminder_s, created_at, updated_at, delivered_at"
 )
+# What the dispatcher reads of an event (dispatcher.notification), after the watermark or by id.
+EVENT_COLUMNS = "id, kind, monitor_id, incident_id, occurred_at, payload"
 STATE_EVENTS = ["monitor.down", "monitor.up", "monitor.degraded"]
 # Events held back until the monitor reaches its alert_threshold.
 GATED_EVENTS = ["monitor.down", "incident.opened"]
@@ -121,11 +123,9 @@ async def disable_channel(conn: Tx, channel_id: int, reason: str, now: dt.dateti
 # ------------------------------------------------------------ rules
 
 
-async def insert_rule(conn: DB, r: Row) -> Row:
-    row = await conn.fetchrow(
-        f"INSERT INTO notification_rules (name, events, monitor_ids, tags, min_severity, channel_ids,"
-        f" reminder_minutes, escalate_after_minutes, escalation_channel_ids, is_enabled, is_policy)"
-        f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING {RULE_COLUMNS}",
+def _rule_values(r: Row) -> list[Any]:
+    """A rule's editable columns in the order insert_rule and update_rule name them."""
+    return [
         r["name"],
         r["events"],
         r["monitor_ids"],
@@ -137,6 +137,15 @@ async def insert_rule(conn: DB, r: Row) -> Row:
         r["escalation_channel_ids"],
         r["is_enabled"],
         r.get("is_policy", False),
+    ]
+
+
+async def insert_rule(conn: DB, r: Row) -> Row:
+    row = await conn.fetchrow(
+        f"INSERT INTO notification_rules (name, events, monitor_ids, tags, min_severity, channel_ids,"
+        f" reminder_minutes, escalate_after_minutes, escalation_channel_ids, is_enabled, is_policy)"
+        f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING {RULE_COLUMNS}",
+        *_rule_values(r),
     )
     assert row is not None
     return dict(row)
@@ -148,17 +157,7 @@ async def update_rule(conn: DB, rule_id: int, r: Row) -> Row | None:
         f" channel_ids=$7, reminder_minutes=$8, escalate_after_minutes=$9, escalation_channel_ids=$10,"
         f" is_enabled=$11, is_policy=$12, updated_at=now() WHERE id=$1 RETURNING {RULE_COLUMNS}",
         rule_id,
-        r["name"],
-        r["events"],
-        r["monitor_ids"],
-        r["tags"],
-        r["min_severity"],
-        r["channel_ids"],
-        r["reminder_minutes"],
-        r["escalate_after_minutes"],
-        r["escalation_channel_ids"],
-        r["is_enabled"],
-        r.get("is_policy", False),
+        *_rule_values(r),
     )
     return dict(row) if row else None
 
@@ -210,8 +209,7 @@ async def advance_watermark(conn: DB, old: int, new: int) -> bool:
 
 async def events_after(conn: DB, after_id: int, limit: int) -> list[Row]:
     rows = await conn.fetch(
-        "SELECT id, kind, monitor_id, incident_id, occurred_at, payload FROM events"
-        " WHERE id > $1 ORDER BY id LIMIT $2",
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2",
         after_id,
         limit,
     )
@@ -301,8 +299,7 @@ async def claim(conn: DB, now: dt.datetime, lease_s: float, limit: int) -> list[
 
 async def events_by_id(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
     rows = await conn.fetch(
-        "SELECT id, kind, monitor_id, incident_id, occurred_at, payload FROM events"
-        " WHERE id = ANY($1::bigint[])",
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1::bigint[])",
         list(ids),
     )
     return {r["id"]: dict(r) for r in rows}
