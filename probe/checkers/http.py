@@ -1,4 +1,13 @@
-"""HTTP(S) check: one request, then status, content, JSON and GraphQL assertions."""
+"""HTTP(S) check: one request (and its redirects), then status, content, JSON and GraphQL
+assertions.
+
+Timings describe the whole redirect chain: dns, connect and tls are summed over every
+request of the chain, as blackbox_exporter sums each round trip's phases into
+probe_http_duration_seconds
+(https://github.com/prometheus/blackbox_exporter/blob/master/prober/http.go); first_byte
+and total run from the start of the check to the final response, and redirect is the part
+before the final request.
+"""
 
 # The registry's signature takes the job's time budget as `timeout`.
 # ruff: noqa: ASYNC109
@@ -33,12 +42,13 @@ _certs: dict[tuple[int, str | None, int | None], dict[str, object]] = {}
 
 
 class _Trace:
-    """Per-request state that aiohttp's tracing hooks cannot see."""
+    """One check's timestamps, one dict per request of the redirect chain, and the TLS
+    object of the current request's handshake (None when it reused a connection)."""
 
-    __slots__ = ("phases", "ssl_object")
+    __slots__ = ("hops", "ssl_object")
 
     def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
+        self.hops: list[dict[str, float]] = [{}]
         self.ssl_object: ssl.SSLObject | None = None
 
 
@@ -56,7 +66,7 @@ class _TimedTLSContext(ssl.SSLContext):
         ssl_object = super().wrap_bio(*args, **kwargs)
         trace = _current.get()
         if trace is not None:
-            trace.phases["tls_start"] = time.perf_counter()
+            trace.hops[-1]["tls_start"] = time.perf_counter()
             trace.ssl_object = ssl_object
         return ssl_object
 
@@ -75,11 +85,20 @@ def _ssl_context(verify: bool, ca_pem: str | None) -> ssl.SSLContext:
 
 def _mark(name: str) -> Any:
     async def on_event(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-        phases = ctx.trace_request_ctx
-        if isinstance(phases, dict):
-            phases.setdefault(name, time.perf_counter())
+        trace = ctx.trace_request_ctx
+        if isinstance(trace, _Trace):
+            trace.hops[-1].setdefault(name, time.perf_counter())
 
     return on_event
+
+
+async def _on_redirect(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
+    """A redirect's headers arrived: its request ends here, the next one starts."""
+    trace = ctx.trace_request_ctx
+    if isinstance(trace, _Trace):
+        trace.hops[-1].setdefault("first_byte", time.perf_counter())
+        trace.hops.append({})
+        trace.ssl_object = None
 
 
 def _trace_config() -> aiohttp.TraceConfig:
@@ -88,6 +107,8 @@ def _trace_config() -> aiohttp.TraceConfig:
     trace.on_dns_resolvehost_end.append(_mark("dns_end"))
     trace.on_connection_create_start.append(_mark("conn_start"))
     trace.on_connection_create_end.append(_mark("conn_end"))
+    trace.on_request_redirect.append(_on_redirect)
+    # Sent once, for the final response (aiohttp sends a redirect event for the others).
     trace.on_request_end.append(_mark("first_byte"))
     return trace
 
@@ -153,22 +174,23 @@ def _form(body: str) -> dict[str, str]:
     return dict(parse_qsl(body, keep_blank_values=True))
 
 
-def _timings(phases: dict[str, float], start: float, total_ms: float) -> dict[str, float]:
-    def span(a: str, b: str) -> float | None:
-        if a in phases and b in phases:
-            return round((phases[b] - phases[a]) * 1000, 3)
-        return None
-
-    connect_from = "dns_end" if "dns_end" in phases else "conn_start"
-    connect_to = "tls_start" if "tls_start" in phases else "conn_end"
-    spans = {
-        "dns": span("dns_start", "dns_end"),
-        "connect": span(connect_from, connect_to),
-        "tls": span("tls_start", "conn_end"),
-    }
-    out = {k: v for k, v in spans.items() if v is not None}
-    if "first_byte" in phases:
-        out["first_byte"] = round((phases["first_byte"] - start) * 1000, 3)
+def _timings(hops: list[dict[str, float]], start: float, total_ms: float) -> dict[str, float]:
+    """dns, connect and tls summed over the requests that did them (a reused keep-alive
+    connection adds nothing); first_byte of the final response and redirect (up to the
+    last redirect's headers) from `start`."""
+    sums: dict[str, float] = {}
+    for phases in hops:
+        connect_from = "dns_end" if "dns_end" in phases else "conn_start"
+        connect_to = "tls_start" if "tls_start" in phases else "conn_end"
+        for name, a, b in (("dns", "dns_start", "dns_end"), ("connect", connect_from, connect_to),
+                           ("tls", "tls_start", "conn_end")):  # fmt: skip
+            if a in phases and b in phases:
+                sums[name] = sums.get(name, 0.0) + phases[b] - phases[a]
+    out = {k: round(v * 1000, 3) for k, v in sums.items()}
+    if "first_byte" in hops[-1]:
+        out["first_byte"] = round((hops[-1]["first_byte"] - start) * 1000, 3)
+    if len(hops) > 1:
+        out["redirect"] = round((hops[-2]["first_byte"] - start) * 1000, 3)
     out["total"] = total_ms
     return out
 
@@ -216,13 +238,11 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
         method = "POST" if spec.graphql_query is not None else spec.method.upper()
         async with (
             asyncio.timeout(timeout),
-            session.request(
-                method, spec.url, trace_request_ctx=trace.phases, **_request_kwargs(spec)
-            ) as resp,
+            session.request(method, spec.url, trace_request_ctx=trace, **_request_kwargs(spec)) as resp,
         ):
             body = await resp.content.read(_MAX_BODY)
     except Exception as exc:
-        timings = _timings(trace.phases, start, base.elapsed_ms(start))
+        timings = _timings(trace.hops, start, base.elapsed_ms(start))
         return base.from_exception(exc, timings=timings)
     finally:
         _current.reset(token)
@@ -232,7 +252,7 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
         details["redirects"] = len(resp.history)
         details["final_url"] = str(resp.url)
     fields: dict[str, Any] = {
-        "timings": _timings(trace.phases, start, total_ms),
+        "timings": _timings(trace.hops, start, total_ms),
         "status_code": resp.status,
         "details": details,
     }

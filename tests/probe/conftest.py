@@ -31,6 +31,12 @@ async def _redirect(request: web.Request) -> web.Response:
     raise web.HTTPFound(f"/redirect/{n - 1}")
 
 
+async def _hop(request: web.Request) -> web.Response:
+    """Waits `s` seconds, then redirects to `to`: one slow link of a redirect chain."""
+    await asyncio.sleep(float(request.query.get("s", "0")))
+    raise web.HTTPFound(request.query["to"])
+
+
 async def _slow(request: web.Request) -> web.Response:
     await asyncio.sleep(float(request.query.get("s", "1")))
     return web.Response(text="slow")
@@ -67,6 +73,7 @@ def target_app() -> web.Application:
     app.router.add_get("/", _index)
     app.router.add_get("/status/{code}", _status)
     app.router.add_get("/redirect/{n}", _redirect)
+    app.router.add_get("/hop", _hop)
     app.router.add_get("/slow", _slow)
     app.router.add_get("/json", _json)
     app.router.add_post("/graphql", _graphql)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from urllib.parse import urlencode
 
 import pytest
 
@@ -10,7 +11,7 @@ from probe.checkers import http
 from probe.checkers.base import Outcome
 from shared.wire import Assertion, HttpSpec, Reason, Status
 
-from .conftest import ServeTls, leaf
+from .conftest import ServeTls, leaf, start_app, target_app
 
 
 async def run(spec: HttpSpec, budget: float = 2.0, source: str | None = None) -> Outcome:
@@ -54,6 +55,40 @@ async def test_it_follows_redirects_up_to_the_maximum(http_target: str) -> None:
         HttpSpec(url=f"{http_target}/redirect/2", follow_redirects=False, expected_status=[302])
     )
     assert unfollowed.status == Status.OK and unfollowed.status_code == 302
+
+
+async def test_redirect_timings_cover_the_whole_chain(ca: object, ca_pem: str, serve_tls: ServeTls) -> None:
+    """http (waits 0.2 s, redirects) -> https on another port (waits 0.3 s, answers): each
+    phase counts once per request and never overlaps the waits the servers introduced."""
+    first_wait, final_wait = 0.2, 0.3
+    final = f"https://127.0.0.1:{await serve_tls(leaf(ca))}/slow?s={final_wait}"  # type: ignore[arg-type]
+    runner, port = await start_app(target_app())
+    try:
+        url = f"http://127.0.0.1:{port}/hop?{urlencode({'s': first_wait, 'to': final})}"
+        out = await run(HttpSpec(url=url, ca_pem=ca_pem))
+    finally:
+        await runner.cleanup()
+    assert out.status == Status.OK, out.message
+    assert out.details["redirects"] == 1 and out.details["final_url"] == final
+    assert out.details["tls_version"]  # the certificate of the final, https request
+    t = out.timings
+    assert {"connect", "tls", "redirect", "first_byte", "total"} <= t.keys()
+    assert t["total"] >= t["first_byte"] >= t["redirect"] + final_wait * 1000
+    assert t["redirect"] >= first_wait * 1000
+    # Two connections and one handshake, none overlapping the waits for the responses.
+    phases = [t[k] for k in ("dns", "connect", "tls") if k in t]
+    assert min(phases) >= 0 and sum(phases) + (first_wait + final_wait) * 1000 <= t["first_byte"]
+
+
+def test_redirect_timings_sum_each_phase_over_the_requests() -> None:
+    hops = [
+        {"dns_start": 10.0, "dns_end": 10.002, "conn_start": 10.002, "conn_end": 10.005, "first_byte": 10.2},
+        {"conn_start": 10.201, "tls_start": 10.204, "conn_end": 10.21, "first_byte": 10.3},  # TLS
+        {"first_byte": 11.0},  # a reused connection: no phases of its own
+    ]
+    assert http._timings(hops, 10.0, 1100.0) == pytest.approx(
+        {"dns": 2.0, "connect": 6.0, "tls": 6.0, "redirect": 300.0, "first_byte": 1000.0, "total": 1100.0}
+    )
 
 
 async def test_it_times_out_on_a_slow_response(http_target: str) -> None:
