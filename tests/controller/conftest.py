@@ -32,8 +32,8 @@ async def start_controller(database: str, nats_url: str, **overrides: object) ->
     # Test receivers listen on 127.0.0.1: notification channels may name loopback unless a
     # test says otherwise.
     overrides = {"notification_channels_allow_private": True, **overrides}
+    overrides.setdefault("regions", [Region(id=r) for r in REGIONS])
     cfg = ControllerConfig(database_url=database, nats_url=nats_url,
-                           regions=[Region(id=r) for r in REGIONS],
                            probe_heartbeat_interval=0.5, round_grace=1.0,
                            **overrides)  # type: ignore[arg-type]  # fmt: skip
     app = build_app(cfg)
