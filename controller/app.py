@@ -131,6 +131,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     membership = Membership(pool=pool, controller_id=cfg.controller_id,
                             lease=cfg.controller_heartbeat_interval * 3)  # fmt: skip
     await membership.beat()
+    app[ratelimit.LIMITER].controllers = lambda: len(membership.members)
     scheduler = app[keys.SCHEDULER] = Scheduler(pool=pool, publish=publish, fleet=fleet,
                                                 round_grace=cfg.round_grace,
                                                 owns=membership.owns)  # fmt: skip

@@ -1,14 +1,27 @@
-"""Per-key request limits: one token bucket per API key, in this controller's memory.
+"""Per-key request limits that hold across controllers, with no database or NATS round
+trip per request.
 
-The limit is per controller: behind a load balancer with N controllers a key can make
-up to N times its limit. That is the accepted trade-off for not touching PostgreSQL or
-NATS on every request; docs/api.md says so.
+Each controller keeps one token bucket per API key in memory, holding the key's whole
+budget (`limit` tokens, refilled at limit/window per second), and a request it serves
+costs N tokens, N being the number of live controllers (their leases, see
+controller/sharding.py; `RateLimiter.controllers`). Behind a balancer that spreads
+requests evenly (round-robin per request) every controller sees 1/N of a key's requests,
+so the key gets its configured limit in total, not N times it. When one client sticks
+to one controller (a kept-alive connection through a per-connection balancer) it gets
+limit/N: stricter, never looser. A key whose limit is below N pays at most its limit per
+request, so it still gets one request per window on each controller.
+
+Every authenticated request spends a token whatever its answer, a 403 for a missing
+scope included: the limit bounds how fast a key can make the controllers work, and a
+client looping on a 403 must be slowed down like any other. A request without a valid
+key (401) has no bucket to spend from.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -42,20 +55,29 @@ class Decision:
 STATE = web.RequestKey("ratelimit", Decision)
 
 
+def _alone() -> int:
+    return 1
+
+
 @dataclass
 class RateLimiter:
-    """`limit` requests per `window` seconds per key, refilled continuously."""
+    """`limit` requests per `window` seconds per key across all controllers, refilled
+    continuously; `controllers()` is how many live controllers share the traffic."""
 
     limit: int = 600
     window: float = 60.0
     max_keys: int = 100_000
+    controllers: Callable[[], int] = _alone
     buckets: dict[int, Bucket] = field(default_factory=dict)
 
     def take(self, key_id: int, now: float | None = None, limit: int | None = None) -> Decision:
-        """Spend one token of `key_id`'s bucket if it has one."""
+        """Spend this controller's share of one request from `key_id`'s bucket if it has it.
+
+        `remaining` counts requests the key can still make across the controllers."""
         now = time.time() if now is None else now
         cap = limit or self.limit
         rate = cap / self.window
+        cost = float(min(max(self.controllers(), 1), cap))
         bucket = self.buckets.get(key_id)
         if bucket is None:
             if len(self.buckets) >= self.max_keys:
@@ -63,12 +85,12 @@ class RateLimiter:
             bucket = self.buckets[key_id] = Bucket(tokens=float(cap), updated=now)
         bucket.tokens = min(float(cap), bucket.tokens + (now - bucket.updated) * rate)
         bucket.updated = now
-        allowed = bucket.tokens >= 1.0
+        allowed = bucket.tokens >= cost
         if allowed:
-            bucket.tokens -= 1.0
+            bucket.tokens -= cost
         reset = math.ceil(now + (cap - bucket.tokens) / rate)
-        retry = 0 if allowed else max(1, math.ceil((1.0 - bucket.tokens) / rate))
-        return Decision(allowed=allowed, limit=cap, remaining=int(bucket.tokens), reset=reset,
+        retry = 0 if allowed else max(1, math.ceil((cost - bucket.tokens) / rate))
+        return Decision(allowed=allowed, limit=cap, remaining=int(bucket.tokens // cost * cost), reset=reset,
                         retry_after=retry)  # fmt: skip
 
     def _forget_full(self, now: float) -> None:
@@ -88,11 +110,14 @@ def setup(app: web.Application) -> None:
 
 
 def check(request: web.Request, key: dict[str, object]) -> None:
-    """Spend one request of `key`'s budget; 429 with Retry-After when it is empty."""
-    limit = key.get("rate_limit")
-    decision = request.app[LIMITER].take(int(key["id"]),  # type: ignore[call-overload]
-                                         limit=int(limit) if isinstance(limit, int) else None)  # fmt: skip
-    request[STATE] = decision
+    """Spend one request of `key`'s budget (once per request); 429 with Retry-After when it
+    is empty."""
+    decision = request.get(STATE)
+    if decision is None:
+        limit = key.get("rate_limit")
+        own = int(limit) if isinstance(limit, int) else None
+        decision = request.app[LIMITER].take(int(key["id"]), limit=own)  # type: ignore[call-overload]
+        request[STATE] = decision
     if not decision.allowed:
         raise ApiError(429, "rate_limited",
                        f"rate limit of {decision.limit} requests exceeded; retry after"
