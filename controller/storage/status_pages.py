@@ -222,7 +222,10 @@ async def posts(conn: DB, page_id: int, *, post_id: int | None = None, since: dt
     rows = await conn.fetch(
         "SELECT p.id, p.page_id, p.title, p.status, p.created_at, p.updated_at, p.resolved_at,"
         " coalesce((SELECT json_agg(json_build_object('id', u.id, 'status', u.status,"
-        "  'message', u.message, 'created_at', u.created_at) ORDER BY u.id DESC)"
+        # RFC 3339 in UTC like every other time the API shows (not the session's zone)
+        "  'message', u.message, 'created_at',"
+        "  to_char(u.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
+        "  ORDER BY u.id DESC)"
         "  FROM status_page_post_updates u WHERE u.post_id = p.id), '[]')::jsonb AS updates"
         " FROM status_page_posts p WHERE p.page_id = $1 AND ($2::bigint IS NULL OR p.id = $2)"
         " AND ($3::timestamptz IS NULL OR p.status <> 'resolved' OR p.updated_at >= $3)"
