@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from controller import monitors
+from controller import api, monitors
 from controller.api import keys_api, regions
 from controller.api import monitors as monitors_api
 from shared.version import VERSION
@@ -360,7 +360,8 @@ def document(app: web.Application) -> Schema:
     for route in app.router.routes():
         method, info = route.method.lower(), route.resource.get_info() if route.resource else {}
         path = info.get("formatter") or info.get("path")
-        if method == "head" or not path or path in SKIP or (method, path) in described:
+        skip = path in SKIP or path in api.alias_paths() or (method, path) in described
+        if method == "head" or not path or skip:
             continue
         paths.setdefault(path, {})[method] = _generic(method, path, route.handler)
     return {

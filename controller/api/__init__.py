@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
+
+CANONICAL = "/api/v1/"
+# Reference 000 serves its API under /api/, reference 004 under /v1/: the same routes answer
+# there too, generated from the list below (not in the OpenAPI document; docs/api.md).
+ALIAS_PREFIXES = ("/api/", "/v1/")
 
 
 def routes() -> list[web.RouteDef]:
+    canonical = _routes()
+    return canonical + aliases(canonical)
+
+
+def aliases(defs: list[web.RouteDef]) -> list[web.RouteDef]:
+    """Each /api/v1/ route again under every alias prefix."""
+    return [web.RouteDef(d.method, prefix + d.path.removeprefix(CANONICAL), d.handler, d.kwargs)
+            for prefix in ALIAS_PREFIXES for d in defs if d.path.startswith(CANONICAL)]  # fmt: skip
+
+
+@functools.cache
+def alias_paths() -> frozenset[str]:
+    return frozenset(d.path for d in aliases(_routes()))
+
+
+def _routes() -> list[web.RouteDef]:
     # Imported here: domain modules import controller.api.errors, which runs this file.
     from controller import openapi
     from controller.api import (
