@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 import msgspec
+from click.core import ParameterSource
 
 from shared import wire
 
@@ -99,41 +100,59 @@ def _status(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+# The options each kind takes, besides --kind, --timeout, --source-address and --json.
+# build_spec hands _spec_fields only these, and `check` refuses any other option given.
+KIND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "http": ("url", "method", "header", "body", "body_kind", "bearer_token", "expected_status",
+             "follow_redirects", "max_redirects", "insecure", "ca_file", "expect", "exclude",
+             "regex", "degraded_ms"),
+    "tcp": ("host", "port", "tls", "insecure", "ca_file", "send", "expect", "regex", "degraded_ms"),
+    "udp": ("host", "port", "send", "expect", "regex", "degraded_ms"),
+    "icmp": ("host", "count", "interval", "max_packet_loss", "degraded_ms"),
+    "dns": ("name", "record_type", "resolver", "expected_value", "match", "expected_rcode",
+            "degraded_ms"),
+    "tls": ("host", "port", "server_name", "warn_days", "insecure", "ca_file", "expected_issuer",
+            "min_version"),
+}  # fmt: skip
+
+
+def _ca(o: dict[str, Any]) -> dict[str, Any]:
+    return {"ca_pem": Path(o["ca_file"]).read_text() if o["ca_file"] else None}
+
+
 def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
-    """The spec as a dict of the options that apply to `kind` (None means unset)."""
-    common = {"degraded_ms": o["degraded_ms"]}
-    ca = {"ca_pem": Path(o["ca_file"]).read_text() if o["ca_file"] else None}
+    """The spec as a dict of the options of `kind` (None means unset)."""
     match kind:
         case "http":
-            return common | ca | {
+            return _ca(o) | {
                 "url": o["url"], "method": o["method"], "headers": _headers(o["header"]),
                 "body": o["body"], "body_kind": o["body_kind"],
                 "expected_status": [_status(s) for s in o["expected_status"]] or None,
                 "follow_redirects": o["follow_redirects"], "max_redirects": o["max_redirects"],
                 "verify_tls": not o["insecure"], "expected_content": o["expect"],
                 "excluded_content": o["exclude"], "content_regex": o["regex"],
-                "bearer_token": o["bearer_token"],
+                "bearer_token": o["bearer_token"], "degraded_ms": o["degraded_ms"],
             }  # fmt: skip
         case "tcp":
-            return common | ca | {
+            return _ca(o) | {
                 "host": o["host"], "port": o["port"], "tls": o["tls"],
                 "verify_tls": not o["insecure"], "send": o["send"], "expect": o["expect"],
-                "expect_regex": o["regex"],
+                "expect_regex": o["regex"], "degraded_ms": o["degraded_ms"],
             }  # fmt: skip
         case "udp":
-            return common | {"host": o["host"], "port": o["port"], "send": o["send"],
-                             "expect": o["expect"], "expect_regex": o["regex"]}  # fmt: skip
+            return {"host": o["host"], "port": o["port"], "send": o["send"], "expect": o["expect"],
+                    "expect_regex": o["regex"], "degraded_ms": o["degraded_ms"]}  # fmt: skip
         case "icmp":
-            return common | {"host": o["host"], "count": o["count"], "interval": o["interval"],
-                             "max_packet_loss": o["max_packet_loss"]}  # fmt: skip
+            return {"host": o["host"], "count": o["count"], "interval": o["interval"],
+                    "max_packet_loss": o["max_packet_loss"], "degraded_ms": o["degraded_ms"]}  # fmt: skip
         case "dns":
-            return common | {
+            return {
                 "name": o["name"], "record_type": o["record_type"], "resolver": o["resolver"],
                 "expected_values": list(o["expected_value"]) or None, "match": o["match"],
-                "expected_rcode": o["expected_rcode"],
+                "expected_rcode": o["expected_rcode"], "degraded_ms": o["degraded_ms"],
             }  # fmt: skip
         case _:
-            return ca | {
+            return _ca(o) | {
                 "host": o["host"], "port": o["port"], "server_name": o["server_name"],
                 "warn_days": o["warn_days"], "verify_chain": not o["insecure"],
                 "expected_issuer": o["expected_issuer"], "min_version": o["min_version"],
@@ -142,12 +161,30 @@ def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
 
 def build_spec(kind: str, options: dict[str, Any]) -> wire.CheckSpec:
     """Options to a spec struct; a click.UsageError (exit 2) says what is wrong."""
-    fields = {k: v for k, v in _spec_fields(kind, options).items() if v is not None}
+    mine = {name: options[name] for name in KIND_OPTIONS[kind]}
+    fields = {k: v for k, v in _spec_fields(kind, mine).items() if v is not None}
     spec_type = {t.__struct_config__.tag: t for t in wire.CheckSpec.__args__}[kind]
     try:
         return msgspec.convert(fields, spec_type)
     except msgspec.ValidationError as exc:
         raise click.UsageError(f"--kind {kind}: {_readable(exc)}") from None
+
+
+def refuse_foreign_options(ctx: click.Context, kind: str, options: dict[str, Any]) -> None:
+    """Exit 2 naming every option given on the command line that `kind` does not take:
+    ignoring one would run a different check than the one asked for."""
+    params = {p.name: p for p in ctx.command.params}
+    foreign = [name for name in options if name not in KIND_OPTIONS[kind]
+               and ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]  # fmt: skip
+    if not foreign:
+        return
+    lines = []
+    for name in foreign:
+        param = params[name]
+        flag = "/".join([*param.opts, *param.secondary_opts])
+        kinds = ", ".join(k for k, names in KIND_OPTIONS.items() if name in names)
+        lines.append(f"{flag} does not apply to --kind {kind} (only to {kinds})")
+    raise click.UsageError("; ".join(lines), ctx=ctx)
 
 
 def _readable(exc: msgspec.ValidationError) -> str:
@@ -192,8 +229,12 @@ def _readable(exc: msgspec.ValidationError) -> str:
 @click.option("--timeout", "budget", type=click.FloatRange(min=0.01), default=10.0, show_default=True)
 @click.option("--source-address", help="Bind outgoing connections to this address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def check(kind: str, budget: float, source_address: str | None, as_json: bool, **options: Any) -> None:
-    """Run one check locally and print the result (exit 1 when it fails)."""
+@click.pass_context
+def check(ctx: click.Context, kind: str, budget: float, source_address: str | None, as_json: bool,
+          **options: Any) -> None:  # fmt: skip
+    """Run one check locally and print the result (exit 1 when it fails, 2 for options that
+    are wrong or do not apply to the kind)."""
+    refuse_foreign_options(ctx, kind, options)
     if options["record_type"]:
         options["record_type"] = options["record_type"].upper()
     spec = build_spec(kind, options)

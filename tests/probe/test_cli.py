@@ -5,11 +5,13 @@ import json
 import os
 import shutil
 import sys
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from probe.cli import probe
+from probe.cli import KIND_OPTIONS, _spec_fields, probe
+from shared.wire import PROBE_KINDS
 
 CLI = [sys.executable, "-m", "shared.cli", "probe"]
 
@@ -54,6 +56,50 @@ def test_it_rejects_bad_arguments_with_exit_2(args: list[str], message: str) -> 
     result = CliRunner().invoke(probe, ["check", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "messages"),
+    [
+        (["--kind", "tcp", "--host", "127.0.0.1", "--port", "1", "--method", "POST"],
+         ["--method does not apply to --kind tcp (only to http)"]),
+        (["--kind", "udp", "--host", "h", "--port", "1", "--insecure", "--header", "A: b"],
+         ["--insecure does not apply to --kind udp (only to http, tcp, tls)",
+          "--header does not apply to --kind udp (only to http)"]),
+        (["--kind", "tls", "--host", "h", "--degraded-ms", "5"],
+         ["--degraded-ms does not apply to --kind tls (only to http, tcp, udp, icmp, dns)"]),
+        (["--kind", "icmp", "--host", "h", "--no-follow-redirects"],
+         ["--follow-redirects/--no-follow-redirects does not apply to --kind icmp (only to http)"]),
+        (["--kind", "http", "--url", "http://127.0.0.1:1/", "--max-redirects", "10", "--count", "3"],
+         ["--count does not apply to --kind http (only to icmp)"]),
+    ],
+    ids=["method-tcp", "two-for-udp", "degraded-tls", "no-follow-icmp", "count-http"],
+)  # fmt: skip
+def test_it_refuses_options_the_kind_does_not_take(args: list[str], messages: list[str]) -> None:
+    result = CliRunner().invoke(probe, ["check", *args])
+    assert result.exit_code == 2, result.output
+    for message in messages:
+        assert message in result.output
+    assert "--max-redirects" not in result.output  # given, and it applies to http
+
+
+@pytest.mark.parametrize("kind", PROBE_KINDS)
+def test_each_kind_reads_exactly_the_options_it_takes(kind: str) -> None:
+    read: set[str] = set()
+
+    class Reads(dict[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            read.add(key)
+            return ()
+
+    _spec_fields(kind, Reads())
+    assert read == set(KIND_OPTIONS[kind])
+
+
+def test_every_check_option_belongs_to_some_kind() -> None:
+    command = probe.commands["check"]
+    general = {"kind", "budget", "source_address", "as_json"}
+    assert {p.name for p in command.params} - general == {n for names in KIND_OPTIONS.values() for n in names}
 
 
 def test_it_rejects_a_bad_region_with_exit_2() -> None:
