@@ -58,11 +58,24 @@ def path_id(request: web.Request, name: str = "id", what: str = "resource") -> i
     return int(raw)
 
 
+# Reference 001's examples send the key as a cookie (`curl -b session_cookie=...`), reference
+# 002 as `Cookie: session=...`. The controller never sets these cookies, and a request a
+# browser marks as coming from a page (Origin, or Sec-Fetch-Site other than same-origin or
+# none) is refused them, so another site cannot make a browser spend one.
+SESSION_COOKIES = ("session_cookie", "session")
+
+
 def bearer(request: web.Request) -> str | None:
+    """The API key: `Authorization: Bearer`, `X-API-Key`, or a session cookie."""
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
-    return request.headers.get("X-API-Key")
+    if key := request.headers.get("X-API-Key"):
+        return key
+    site = request.headers.get("Sec-Fetch-Site", "none")
+    if "Origin" in request.headers or site not in ("none", "same-origin"):
+        return None
+    return next((v for name in SESSION_COOKIES if (v := request.cookies.get(name))), None)
 
 
 async def require(request: web.Request, scope: str) -> dict[str, Any]:

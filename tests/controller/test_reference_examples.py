@@ -560,3 +560,20 @@ def test_every_v1_route_answers_under_each_alias_prefix() -> None:
         for prefix in ("/api/", "/v1/"):
             assert (d.method, prefix + d.path.removeprefix("/api/v1/"), d.handler) in have
     assert len(defs) == len(set((d.method, d.path) for d in defs))
+
+
+@pytest.mark.parametrize(
+    ("cookie", "extra", "status"),
+    [("session_cookie", {}, 200), ("session", {}, 200), ("other", {}, 401),
+     ("session_cookie", {"Origin": "https://evil.example"}, 401),
+     ("session", {"Sec-Fetch-Site": "cross-site"}, 401),
+     ("session", {"Sec-Fetch-Site": "same-origin"}, 200)],
+    ids=["ref-001", "ref-002", "unknown-cookie", "browser-origin", "cross-site", "same-origin"],
+)  # fmt: skip
+async def test_it_takes_the_key_from_a_session_cookie_unless_a_page_sent_it(
+    controller: Running, cookie: str, extra: dict[str, str], status: int
+) -> None:
+    headers = {"Cookie": f"{cookie}={controller.admin_key}", **extra}
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(f"{controller.base}/api/v1/monitors", headers=headers)
+        assert r.status == status, await r.text()
