@@ -48,6 +48,8 @@ async def test_it_revokes_at_once(controller: Running, api: aiohttp.ClientSessio
         r = await tmp.get("/api/v1/monitors")
         assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
     assert (await api.delete(f"/api/v1/api-keys/{created['id']}")).status == 404
+    r = await api.delete("/api/v1/api-keys/abc")
+    assert r.status == 404 and (await r.json())["error"]["message"] == "API key not found"
     ids = [k["id"] for k in (await (await api.get("/api/v1/api-keys")).json())["data"]]
     assert created["id"] not in ids
 

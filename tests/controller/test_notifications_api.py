@@ -170,6 +170,31 @@ async def test_it_delivers_to_a_loopback_name_when_private_destinations_are_allo
     assert [r.path for r in seen] == ["/ok"]
 
 
+@pytest.mark.parametrize("ident", ["999", "abc"])
+@pytest.mark.parametrize(
+    ("method", "path", "what"),
+    [
+        ("get", "/api/v1/notification-channels/{}", "notification channel"),
+        ("patch", "/api/v1/notification-channels/{}", "notification channel"),
+        ("put", "/api/v1/notification-channels/{}", "notification channel"),
+        ("delete", "/api/v1/notification-channels/{}", "notification channel"),
+        ("post", "/api/v1/notification-channels/{}/test", "notification channel"),
+        ("get", "/api/v1/notification-channels/{}/deliveries", "notification channel"),
+        ("get", "/api/v1/notification-rules/{}", "notification rule"),
+        ("patch", "/api/v1/notification-rules/{}", "notification rule"),
+        ("put", "/api/v1/notification-rules/{}", "notification rule"),
+        ("delete", "/api/v1/notification-rules/{}", "notification rule"),
+    ],
+)
+async def test_it_answers_404_for_an_id_that_names_nothing(
+    api: aiohttp.ClientSession, method: str, path: str, what: str, ident: str
+) -> None:
+    await _create(api, name="one", kind="ntfy", config={"topic": "t"})
+    r = await api.request(method, path.format(ident), json={"name": "x"})
+    assert r.status == 404, await r.text()
+    assert (await r.json())["error"] == {"code": "not_found", "message": f"{what} not found", "details": {}}
+
+
 async def test_it_patches_disables_and_deletes_channels(api: aiohttp.ClientSession) -> None:
     ch = await _create(api, name="n", kind="ntfy", config={"topic": "alerts"}, reminder_minutes=30)
     r = await api.patch(
