@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -11,6 +12,9 @@ from aiohttp import web
 from controller import keys, ratelimit
 from controller.api import auth
 from controller.api.errors import ApiError, not_found
+from controller.storage import DB
+
+R = TypeVar("R")
 
 MAX_BODY = 1 << 20
 _encoder = msgspec.json.Encoder()
@@ -56,6 +60,15 @@ def path_id(request: web.Request, name: str = "id", what: str = "resource") -> i
     if not raw.isdigit() or len(raw) > 18:
         raise not_found(what)
     return int(raw)
+
+
+async def by_id(request: web.Request, what: str, action: Callable[[DB, int], Awaitable[R | None]]) -> R:
+    """What `action(pool, id)` returns for the path's {id}: get, delete, revoke. 404 "<what> not
+    found" when the id is not a number or the action returns None or False (no such row)."""
+    result = await action(request.app[keys.POOL], path_id(request, what=what))
+    if result is None or result is False:
+        raise not_found(what)
+    return result
 
 
 # Reference 001's examples send the key as a cookie (`curl -b session_cookie=...`), reference

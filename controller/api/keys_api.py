@@ -11,8 +11,8 @@ from msgspec import Meta
 
 from controller import keys
 from controller.api import auth
-from controller.api.common import now_utc, ok, path_id, read_json, require
-from controller.api.errors import ValidationFailed, from_msgspec, not_found
+from controller.api.common import by_id, now_utc, ok, read_json, require
+from controller.api.errors import ValidationFailed, from_msgspec
 from controller.storage import api_keys as store
 
 
@@ -95,8 +95,6 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def revoke_key(request: web.Request) -> web.Response:
     await require(request, "keys:admin")
-    prefix = await store.revoke(request.app[keys.POOL], path_id(request, what="API key"))
-    if prefix is None:
-        raise not_found("API key")
+    prefix = await by_id(request, "API key", store.revoke)
     await auth.announce_revoked(request.app, prefix)
     return web.Response(status=204)

@@ -10,10 +10,11 @@ from aiohttp import web
 from msgspec import Meta
 
 from controller import keys, maintenance
-from controller.api.common import ok, path_id, read_json, require
+from controller.api.common import by_id, ok, path_id, read_json, require
 from controller.api.errors import ValidationFailed, from_msgspec, not_found
 from controller.storage import incidents as store
 
+WINDOW = "maintenance window"
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALIASES = {"monitors": "monitor_ids", "monitorIds": "monitor_ids", "timezone": "time_zone",
            "tz": "time_zone", "timeZone": "time_zone", "duration_s": "duration",
@@ -118,25 +119,22 @@ async def list_windows(request: web.Request) -> web.Response:
 
 async def get_window(request: web.Request) -> web.Response:
     await require(request, "monitors:read")
-    row = await store.get_window(request.app[keys.POOL], path_id(request, what="maintenance window"))
-    if row is None:
-        raise not_found("maintenance window")
-    return ok(public(row))
+    return ok(public(await by_id(request, WINDOW, store.get_window)))
 
 
 async def _update(request: web.Request, *, merge: bool) -> web.Response:
     await require(request, "monitors:write")
-    window_id = path_id(request, what="maintenance window")
+    window_id = path_id(request, what=WINDOW)
     pool = request.app[keys.POOL]
     body = await read_json(request)
     current = await store.get_window(pool, window_id)
     if current is None:
-        raise not_found("maintenance window")
+        raise not_found(WINDOW)
     if merge and isinstance(body, dict):
         body = {**_editable(current), **{ALIASES.get(k, k): v for k, v in body.items()}}
     row = await store.update_window(pool, window_id, parse(body))
     if row is None:
-        raise not_found("maintenance window")
+        raise not_found(WINDOW)
     return ok(public(row))
 
 
@@ -150,6 +148,5 @@ async def put_window(request: web.Request) -> web.Response:
 
 async def delete_window(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
-    if not await store.delete_window(request.app[keys.POOL], path_id(request, what="maintenance window")):
-        raise not_found("maintenance window")
+    await by_id(request, WINDOW, store.delete_window)
     return web.Response(status=204)

@@ -14,7 +14,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from controller import destinations, keys
-from controller.api.common import now_utc, ok, path_id, read_json, require
+from controller.api.common import by_id, now_utc, ok, read_json, require
 from controller.api.errors import ValidationFailed, convert, from_msgspec, not_found
 from controller.dispatcher import NOTIFIABLE, SEVERITIES
 from controller.monitors import MonitorConfig
@@ -25,6 +25,7 @@ from controller.storage import notifications as store
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Minutes = Annotated[int, Meta(ge=1, le=10080)]
 Id = Annotated[int, Meta(ge=1)]
+CHANNEL, RULE = "notification channel", "notification rule"
 
 CHANNEL_ALIASES = {
     "type": "kind",
@@ -175,21 +176,14 @@ async def list_channels(request: web.Request) -> web.Response:
     return ok([public_channel(r) for r in rows], meta={"count": len(rows)})
 
 
-async def _stored_channel(request: web.Request) -> dict[str, Any]:
-    row = await store.get_channel(request.app[keys.POOL], path_id(request, what="notification channel"))
-    if row is None:
-        raise not_found("notification channel")
-    return row
-
-
 async def get_channel(request: web.Request) -> web.Response:
     await require(request, "notifications:read")
-    return ok(public_channel(await _stored_channel(request)))
+    return ok(public_channel(await by_id(request, CHANNEL, store.get_channel)))
 
 
 async def _update_channel(request: web.Request, *, merge: bool) -> web.Response:
     await require(request, "notifications:write")
-    current = await _stored_channel(request)
+    current = await by_id(request, CHANNEL, store.get_channel)
     body = _normalize(await read_json(request), CHANNEL_ALIASES)
     if body.get("kind", current["kind"]) != current["kind"]:
         raise ValidationFailed({"kind": "cannot change a channel's kind; create a new channel"})
@@ -208,7 +202,7 @@ async def _update_channel(request: web.Request, *, merge: bool) -> web.Response:
     row = await _channel(request, {**fields, "kind": current["kind"]}, current["config"])
     updated = await store.update_channel(request.app[keys.POOL], current["id"], row)
     if updated is None:
-        raise not_found("notification channel")
+        raise not_found(CHANNEL)
     return ok(public_channel(updated))
 
 
@@ -222,15 +216,14 @@ async def put_channel(request: web.Request) -> web.Response:
 
 async def delete_channel(request: web.Request) -> web.Response:
     await require(request, "notifications:write")
-    if not await store.delete_channel(request.app[keys.POOL], path_id(request, what="notification channel")):
-        raise not_found("notification channel")
+    await by_id(request, CHANNEL, store.delete_channel)
     return web.Response(status=204)
 
 
 async def test_channel(request: web.Request) -> web.Response:
     """Send a test notification now (even to a disabled channel) and report the outcome."""
     await require(request, "notifications:write")
-    channel = await _stored_channel(request)
+    channel = await by_id(request, CHANNEL, store.get_channel)
     outcome = await request.app[keys.DISPATCHER].send_test(channel, now_utc())
     return ok(outcome)
 
@@ -259,7 +252,7 @@ def public_delivery(row: dict[str, Any]) -> dict[str, Any]:
 
 async def channel_deliveries(request: web.Request) -> web.Response:
     await require(request, "notifications:read")
-    channel = await _stored_channel(request)
+    channel = await by_id(request, CHANNEL, store.get_channel)
     limit_raw, cursor = request.query.get("limit", "50"), request.query.get("cursor")
     if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 100:
         raise ValidationFailed({"limit": "must be an integer from 1 to 100"})
@@ -365,25 +358,19 @@ async def list_rules(request: web.Request) -> web.Response:
 
 async def get_rule(request: web.Request) -> web.Response:
     await require(request, "notifications:read")
-    row = await store.get_rule(request.app[keys.POOL], path_id(request, what="notification rule"))
-    if row is None:
-        raise not_found("notification rule")
-    return ok(public_rule(row))
+    return ok(public_rule(await by_id(request, RULE, store.get_rule)))
 
 
 async def _update_rule(request: web.Request, *, merge: bool) -> web.Response:
     await require(request, "notifications:write")
-    pool = request.app[keys.POOL]
-    current = await store.get_rule(pool, path_id(request, what="notification rule"))
-    if current is None:
-        raise not_found("notification rule")
+    current = await by_id(request, RULE, store.get_rule)
     body = _normalize(await read_json(request), RULE_ALIASES)
     if merge:
         shown = public_rule(current)
         body = {**{k: shown[k] for k in RuleBody.__struct_fields__}, **body}
-    updated = await store.update_rule(pool, current["id"], await _rule(request, body))
+    updated = await store.update_rule(request.app[keys.POOL], current["id"], await _rule(request, body))
     if updated is None:
-        raise not_found("notification rule")
+        raise not_found(RULE)
     return ok(public_rule(updated))
 
 
@@ -397,6 +384,5 @@ async def put_rule(request: web.Request) -> web.Response:
 
 async def delete_rule(request: web.Request) -> web.Response:
     await require(request, "notifications:write")
-    if not await store.delete_rule(request.app[keys.POOL], path_id(request, what="notification rule")):
-        raise not_found("notification rule")
+    await by_id(request, RULE, store.delete_rule)
     return web.Response(status=204)
