@@ -192,6 +192,9 @@ async def test_it_posts_incidents_and_updates(api: aiohttp.ClientSession) -> Non
     posts = (await (await api.get(f"/api/v1/status-pages/{page['id']}/posts")).json())["data"]
     assert len(posts) == 1 and posts[0]["status"] == "identified"
     assert [u["message"] for u in posts[0]["updates"]] == ["A bad deploy", "Slow responses"]
+    # Times in UTC RFC 3339, as the post's own created_at (whatever the database's zone).
+    assert all(u["created_at"].endswith("Z") for u in posts[0]["updates"])
+    assert posts[0]["created_at"].endswith("Z")
     r = await api.post(
         f"/api/v1/status-pages/{page['id']}/posts",
         json={"title": "DB failover", "status": "monitoring", "message": "Switched"},
