@@ -270,8 +270,8 @@ OPERATIONS: list[Op] = [
      "monitors:read", None, 200, envelope(many("Monitor"), pagination=True), LIST_PARAMS),
     ("get", "/api/v1/monitors/{id}", "getMonitor", "One monitor", "monitors:read", None, 200,
      envelope(ref("Monitor")), [ID]),
-    ("put", "/api/v1/monitors/{id}", "replaceMonitor", "Replace the config (unset fields take defaults)",
-     "monitors:write", ref("MonitorInput"), 200, envelope(ref("Monitor")), [ID]),
+    ("put", "/api/v1/monitors/{id}", "replaceMonitor", "Change the given fields, as PATCH (references 000,"
+     " 001, 003)", "monitors:write", {"type": "object"}, 200, envelope(ref("Monitor")), [ID]),
     ("patch", "/api/v1/monitors/{id}", "updateMonitor", "Change some fields", "monitors:write",
      {"type": "object"}, 200, envelope(ref("Monitor")), [ID]),
     ("delete", "/api/v1/monitors/{id}", "deleteMonitor", "Delete a monitor", "monitors:write", None, 204,

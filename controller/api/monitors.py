@@ -109,16 +109,15 @@ async def get_monitor(request: web.Request) -> web.Response:
     return ok(public(row))
 
 
-def merged_config(current: dict[str, Any], body: object, *, merge: bool, regions: list[str]
-                  ) -> monitors.MonitorConfig:  # fmt: skip
-    """The config after applying `body` to `current` (PATCH merges, PUT replaces)."""
+def merged_config(current: dict[str, Any], body: object, *, regions: list[str]) -> monitors.MonitorConfig:
+    """The config after merging `body` into `current` (PATCH, PUT, bulk update)."""
     if not isinstance(body, dict):
         raise ValidationFailed({"body": "must be a JSON object"})
     body = monitors.restore_secrets(monitors.normalize(body), monitors.config_fields(current))
     if "type" in body and body["type"] != current["kind"]:
         raise ValidationFailed({"type": "cannot change a monitor's type; create a new monitor"})
-    fields = {**monitors.config_fields(current), **body} if merge else {"type": current["kind"], **body}
-    if merge and current["kind"] == "heartbeat":
+    fields = {**monitors.config_fields(current), **body}
+    if current["kind"] == "heartbeat":
         fields = heartbeats.merge_fields(monitors.config_fields(current), body)
     cfg = monitors.parse(fields, regions)
     if cfg.parent_id == current["id"]:
@@ -126,11 +125,11 @@ def merged_config(current: dict[str, Any], body: object, *, merge: bool, regions
     return cfg
 
 
-async def _update(request: web.Request, *, merge: bool) -> web.Response:
+async def _update(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
     monitor_id, current = await _current(request)
     body = await read_json(request)
-    cfg = merged_config(current, body, merge=merge, regions=request.app[keys.CONFIG].region_ids())
+    cfg = merged_config(current, body, regions=request.app[keys.CONFIG].region_ids())
     cfg = await resolve_references(request.app[keys.POOL], cfg)
     try:
         row = await store.update(request.app[keys.POOL], monitor_id, cfg)
@@ -143,17 +142,19 @@ async def _update(request: web.Request, *, merge: bool) -> web.Response:
 
 
 async def patch_monitor(request: web.Request) -> web.Response:
-    return await _update(request, merge=True)
+    return await _update(request)
 
 
 async def put_monitor(request: web.Request) -> web.Response:
-    return await _update(request, merge=False)
+    """PUT changes the given fields like PATCH: references 000, 001 and 003 document PUT
+    so ("Only provided fields will be updated"), none documents a replace."""
+    return await _update(request)
 
 
 async def put_config(request: web.Request) -> web.Response:
     """PUT /monitors/{id}/config (reference 004): change some settings, keep the rest and
     the schedule (the monitor keeps its phase; no round is lost)."""
-    return await _update(request, merge=True)
+    return await _update(request)
 
 
 async def delete_monitor(request: web.Request) -> web.Response:
@@ -420,7 +421,7 @@ async def _bulk(request: web.Request, action: str, ids: list[int], reason: str |
                 if mid not in rows:
                     continue
                 try:
-                    cfg = merged_config(rows[mid], updates, merge=True, regions=regions)
+                    cfg = merged_config(rows[mid], updates, regions=regions)
                     configs[mid] = await resolve_references(conn, cfg)
                 except ValidationFailed as e:
                     errors[f"monitor_ids[{i}]"] = {"monitor_id": mid, **e.details}

