@@ -41,6 +41,7 @@ def _routes() -> list[web.RouteDef]:
         regions,
         stats,
         status,
+        subscription,
     )
     from controller.api import heartbeats as hb
     from controller.api import notifications as notify
@@ -121,6 +122,10 @@ def _routes() -> list[web.RouteDef]:
         web.put("/api/v1/notification-rules/{id}", notify.put_rule),
         web.delete("/api/v1/notification-rules/{id}", notify.delete_rule),
         web.get("/api/v1/ws", rt.websocket),
+        web.get("/api/v1/subscription", subscription.get_subscription),
+        web.post("/api/v1/subscription", subscription.cancel_subscription),
+        web.post("/api/v1/subscription/checkout", subscription.create_checkout),
+        web.post("/api/v1/subscription/portal", subscription.create_portal_session),
         web.post("/api/v1/status-pages", sp.create_status_page),
         web.get("/api/v1/status-pages", sp.list_status_pages),
         web.get("/api/v1/status-pages/{id}", sp.get_status_page),

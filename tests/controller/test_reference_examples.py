@@ -400,8 +400,8 @@ async def c_002_l583(w: World, a: Answer) -> None:
 
 
 async def c_no_billing(w: World, a: Answer) -> None:
-    assert a.status == 409 and a.json["error"]["code"] == "no_billing", a.text
-    assert "self-hosted" in a.json["error"]["message"]
+    assert a.status == 409 and a.json["error"]["code"] == "conflict", a.text
+    assert "self-hosted probefleet has no billing" in a.json["error"]["message"]
 
 
 async def c_003_l128(w: World, a: Answer) -> None:
