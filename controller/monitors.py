@@ -107,6 +107,9 @@ class MonitorConfig(msgspec.Struct, kw_only=True):
 
 def normalize(data: dict[str, Any]) -> dict[str, Any]:
     """Apply field and type aliases; the canonical name wins when both are given."""
+    # Reference 002's MonitorCreate nests the kind's settings in `config`; flat fields win.
+    if isinstance(data.get("config"), dict):
+        data = {**data["config"], **{k: v for k, v in data.items() if k != "config"}}
     out: dict[str, Any] = {}
     for key, value in data.items():
         canonical = FIELD_ALIASES.get(key, key)
