@@ -81,6 +81,7 @@ async def ensure_partitions(conn: DB, now: dt.datetime, *, days_ahead: int = 3,
             name = f"{table}_{day:%Y%m%d}"
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} "
-                f"FOR VALUES FROM ('{day.isoformat()}') TO "
-                f"('{(day + dt.timedelta(days=1)).isoformat()}')"
+                # UTC days (retention and the names assume UTC), whatever the server's zone
+                f"FOR VALUES FROM ('{day.isoformat()} 00:00+00') TO "
+                f"('{(day + dt.timedelta(days=1)).isoformat()} 00:00+00')"
             )

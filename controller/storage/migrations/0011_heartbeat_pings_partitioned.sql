@@ -25,15 +25,16 @@ CREATE TABLE heartbeat_pings (
 -- retries) rather than landing where retention never drops it.
 ALTER SEQUENCE heartbeat_pings_id_seq OWNED BY heartbeat_pings.id;
 
--- One partition per day holding old pings, named and bounded as db.ensure_partitions does
--- (a date literal read in the session's time zone, as `at::date` is), so the two agree.
+-- One partition per day holding old pings, named and bounded as db.ensure_partitions does:
+-- UTC days, whatever the server's time zone.
 DO $$
 DECLARE
     d date;
 BEGIN
-    FOR d IN SELECT DISTINCT at::date FROM heartbeat_pings_unpartitioned LOOP
+    FOR d IN SELECT DISTINCT (at AT TIME ZONE 'UTC')::date FROM heartbeat_pings_unpartitioned LOOP
         EXECUTE format('CREATE TABLE %I PARTITION OF heartbeat_pings FOR VALUES FROM (%L) TO (%L)',
-                       'heartbeat_pings_' || to_char(d, 'YYYYMMDD'), d::text, (d + 1)::text);
+                       'heartbeat_pings_' || to_char(d, 'YYYYMMDD'), d::text || ' 00:00+00',
+                       (d + 1)::text || ' 00:00+00');
     END LOOP;
 END $$;
 
