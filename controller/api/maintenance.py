@@ -11,7 +11,7 @@ from msgspec import Meta
 
 from controller import keys, maintenance
 from controller.api.common import by_id, ok, path_id, read_json, require
-from controller.api.errors import ValidationFailed, from_msgspec, not_found
+from controller.api.errors import ValidationFailed, convert, not_found
 from controller.storage import incidents as store
 
 WINDOW = "maintenance window"
@@ -58,12 +58,7 @@ def parse(raw: object) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValidationFailed({"body": "must be a JSON object"})
     data: dict[str, Any] = {ALIASES.get(str(k), str(k)): v for k, v in raw.items()}
-    if unknown := sorted(set(data) - set(WindowBody.__struct_fields__)):
-        raise ValidationFailed({k: "unknown field" for k in unknown})
-    try:
-        body = msgspec.convert(data, WindowBody)
-    except msgspec.ValidationError as e:
-        raise from_msgspec(e) from None
+    body = convert(data, WindowBody)
     errors: dict[str, object] = {}
     days = [_day(d) for d in body.days]
     start_time = None

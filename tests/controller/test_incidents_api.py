@@ -110,6 +110,7 @@ async def test_it_lists_with_filters_pages_and_csv(api: aiohttp.ClientSession) -
         ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"],
                                                  "starts_at": "2025-01-02T00:00:00Z",
                                                  "ends_at": "2025-01-01T00:00:00Z"}, 422, "ends_at"),
+        ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"], "hue": "red"}, 422, "hue"),
         ("get", "/api/v1/maintenance-windows/999", None, 404, None),
         ("patch", "/api/v1/maintenance-windows/999", {"duration": 3600}, 404, None),
         ("put", "/api/v1/maintenance-windows/abc", {"name": "w"}, 404, None),
@@ -118,7 +119,8 @@ async def test_it_lists_with_filters_pages_and_csv(api: aiohttp.ClientSession) -
     ],
     ids=["bad-status", "bad-limit", "bad-from", "bad-cursor", "no-title", "bad-severity", "no-monitor",
          "unknown-field", "bad-patch-status", "no-incident", "no-event", "no-status", "window-no-target",
-         "window-no-start", "window-bad-zone", "window-bad-day", "window-backwards", "get-no-window",
+         "window-no-start", "window-bad-zone", "window-bad-day", "window-backwards", "window-unknown-field",
+         "get-no-window",
          "patch-no-window", "put-bad-window-id", "delete-no-window", "delete-bad-window-id"],
 )  # fmt: skip
 async def test_it_rejects_bad_requests(
