@@ -242,11 +242,13 @@ LIST_PARAMS = [
     q("status", "up, down, degraded, unknown, pending, paused; aliases online, offline, warning;"
       " comma-separated for several"),
     q("type", "Monitor type or alias"), q("search", "Substring of the name, URL or host"),
-    q("tag", "Monitors having every listed tag (comma-separated)"), q("project", "Project name"),
+    q("tag", "Monitors having every listed tag (comma-separated)"), q("project", "Project name (alias project_id)"),
     q("created_after", "ISO 8601 time", {"type": "string", "format": "date-time"}),
     q("is_enabled", "true or false", {"type": "boolean"}),
     q("sort", "field:asc|desc; field one of " + ", ".join(sorted(monitors_api.store.SORTS))),
     q("page", "Page number: page style, with a pagination object", {"type": "integer", "minimum": 1}),
+    q("offset", "Rows to skip: offset style (reference 003), meta.has_more and next_offset",
+      {"type": "integer", "minimum": 0}),
     q("cursor", "meta.next_cursor of the previous page: cursor style"), LIMIT,
 ]  # fmt: skip
 

@@ -287,7 +287,7 @@ def _filters(request: web.Request) -> store.Filters:
     f.search = q.get("search") or q.get("q") or None
     if tag := q.get("tag") or q.get("tags"):
         f.tags = [t.strip() for t in tag.split(",") if t.strip()]
-    f.project = q.get("project") or None
+    f.project = q.get("project") or q.get("project_id") or None
     if created := q.get("created_after"):
         f.created_after = parse_time(created, "created_after")
     enabled = _bool_param(request, "is_enabled")
@@ -308,7 +308,7 @@ def _sort(request: web.Request) -> tuple[str, bool]:
 
 
 def encode_cursor(sort: str, desc: bool, row: dict[str, Any]) -> str:
-    value = row[store.SORTS[sort]]
+    value = store.sort_value(sort, row)
     if isinstance(value, dt.datetime):
         value = value.isoformat()
     raw = msgspec.json.encode([sort, desc, value, row["id"]])
@@ -334,6 +334,8 @@ def decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, int]:
             value = dt.datetime.fromisoformat(value)
         elif column in ("id", "interval_s"):
             value = int(value)
+        elif sort in store.UPTIME_SORTS:
+            value = float(value)
         elif not isinstance(value, str):
             raise bad
     except (ValueError, TypeError):
@@ -342,8 +344,9 @@ def decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, int]:
 
 
 async def list_monitors(request: web.Request) -> web.Response:
-    """Two page styles: `page` (with totals, reference 001) or `cursor` (keyset on the
-    sort key and id, so pages stay stable while monitors are added or removed)."""
+    """Three page styles: `page` (with totals, reference 001), `offset` (reference 003) or
+    `cursor` (keyset on the sort key and id, so pages stay stable while monitors are added
+    or removed)."""
     await require(request, "monitors:read")
     pool = request.app[keys.POOL]
     limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
@@ -362,6 +365,14 @@ async def list_monitors(request: web.Request) -> web.Response:
         body = {"data": [public(r) for r in rows], "pagination": pagination,
                 "meta": {"timestamp": now_utc(), "count": len(rows), "total": total}}  # fmt: skip
         return json_response(body)
+    if "offset" in request.query:
+        offset = _int_param(request, "offset", 0, 0, 10_000_000)
+        rows = await store.list_filtered(pool, f, sort=sort, desc=desc, offset=offset, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        meta: dict[str, Any] = {"count": len(rows), "has_more": more, "hasMore": more, "offset": offset,
+                                "next_offset": offset + limit if more else None}  # fmt: skip
+        return ok([public(r) for r in rows], meta=meta)
     cursor = request.query.get("cursor")
     after = decode_cursor(cursor, sort, desc) if cursor and cursor != "0" else None
     rows = await store.list_filtered(pool, f, sort=sort, desc=desc, after=after, limit=limit + 1)

@@ -106,10 +106,22 @@ async def all_schedulable(conn: DB) -> list[Row]:
 
 # ---- lists: filters, sort keys, keyset and offset pages --------------------------------
 
-# Sortable fields: API name -> (column, how a cursor stores its value).
+# Cached uptime over a window as a sort key: monitors without data sort as -1 (lowest).
+UPTIME_SORTS = {"uptime": "24h", "uptime_24h": "24h", "uptime_7d": "7d", "uptime_30d": "30d"}
+# Sortable fields: API name -> the column or expression of the ORDER BY and the keyset.
 SORTS: dict[str, str] = {"id": "id", "name": "name", "created_at": "created_at",
                          "updated_at": "updated_at", "status": "status", "type": "kind",
-                         "check_interval": "interval_s"}  # fmt: skip
+                         "check_interval": "interval_s",
+                         **{name: f"coalesce(u.good_{w}::float8 / nullif(u.counted_{w}, 0), -1)"
+                            for name, w in UPTIME_SORTS.items()}}  # fmt: skip
+
+
+def sort_value(sort: str, row: Row) -> Any:
+    """The row's value of a sort key, as the keyset compares it (for a cursor)."""
+    if window := UPTIME_SORTS.get(sort):
+        good, counted = row.get(f"good_{window}"), row.get(f"counted_{window}")
+        return good / counted if counted else -1.0
+    return row[SORTS[sort]]
 
 
 @dataclass

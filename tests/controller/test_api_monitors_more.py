@@ -181,7 +181,7 @@ async def test_page_style_reports_totals(api: aiohttp.ClientSession) -> None:
     }
 
 
-@pytest.mark.parametrize("sort", ["id:asc", "name:desc", "created_at:desc", "updated_at:asc"])
+@pytest.mark.parametrize("sort", ["id:asc", "name:desc", "created_at:desc", "updated_at:asc", "uptime:desc"])
 async def test_the_cursor_stays_stable_while_pages_change(api: aiohttp.ClientSession, sort: str) -> None:
     made = [await create(api, name=f"n{i:02d}") for i in range(9)]
     seen: list[int] = []
