@@ -242,7 +242,8 @@ LIST_PARAMS = [
     q("status", "up, down, degraded, unknown, pending, paused; aliases online, offline, warning;"
       " comma-separated for several"),
     q("type", "Monitor type or alias"), q("search", "Substring of the name, URL or host"),
-    q("tag", "Monitors having every listed tag (comma-separated)"), q("project", "Project name (alias project_id)"),
+    q("tag", "Monitors having every listed tag (comma-separated)"),
+    q("project", "Project name (alias project_id)"),
     q("created_after", "ISO 8601 time", {"type": "string", "format": "date-time"}),
     q("is_enabled", "true or false", {"type": "boolean"}),
     q("sort", "field:asc|desc; field one of " + ", ".join(sorted(monitors_api.store.SORTS))),
