@@ -25,6 +25,7 @@ SEVERITY_ALIASES = {"info": "low", "minor": "low", "warning": "medium", "major":
 FIELD_ALIASES = {
     "monitorId": "monitor_id", "externalTicketId": "external_ticket_id", "ticket_id": "external_ticket_id",
     "external_id": "external_ticket_id", "state": "status", "assigned_to": "assignee", "note": "notes",
+    "incidentId": "incident_id",
 }  # fmt: skip
 Text = Annotated[str, Meta(max_length=2000)]
 CSV_FIELDS = ("id", "monitor_id", "monitor_name", "title", "status", "severity", "started_at",
@@ -82,14 +83,18 @@ def severity(value: str, field: str = "severity") -> str:
     return s
 
 
-def parse_time(request: web.Request, name: str) -> dt.datetime | None:
-    raw = request.query.get(name)
+def parse_time(request: web.Request, name: str, alias: str | None = None, *, end: bool = False
+               ) -> dt.datetime | None:  # fmt: skip
+    """An ISO 8601 time (naive means UTC) or a date; as an `end`, a date covers its whole day."""
+    raw = request.query.get(name, request.query.get(alias) if alias else None)
     if raw is None:
         return None
     try:
         t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise ValidationFailed({name: "must be an ISO 8601 time"}) from None
+    if end and len(raw) == 10:
+        t += dt.timedelta(days=1)
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
@@ -128,7 +133,8 @@ async def list_incidents(request: web.Request) -> web.Response:
     cursor = _cursor(request.query.get("cursor"))
     pool = request.app[keys.POOL]
     rows = await store.list_page(pool, monitor_id=monitor_id, status=status,
-                                 since=parse_time(request, "from"), until=parse_time(request, "to"),
+                                 since=parse_time(request, "from", "start_date"),
+                                 until=parse_time(request, "to", "end_date", end=True),
                                  limit=limit + 1, offset=offset, before=cursor)  # fmt: skip
     more = len(rows) > limit
     rows = rows[:limit]
@@ -168,9 +174,19 @@ async def _monitor(conn: Tx, monitor_id: int | None) -> dict[str, Any] | None:
 
 
 async def trigger_incident(request: web.Request) -> web.Response:
-    """A manual incident: for a monitor (at most one open per monitor) or standalone."""
+    """A manual incident: for a monitor (at most one open per monitor) or standalone. With
+    `incident_id` it changes that incident as PATCH /incidents/{id} does (reference 004
+    triggers, acknowledges and resolves through this one endpoint)."""
     await require(request, "incidents:write")
-    body: TriggerBody = _body(await read_json(request), TriggerBody)
+    raw = await read_json(request)
+    if isinstance(raw, dict) and ("incident_id" in raw or "incidentId" in raw):
+        fields = {FIELD_ALIASES.get(str(k), str(k)): v for k, v in raw.items()}
+        incident_id = fields.pop("incident_id")
+        if not isinstance(incident_id, int) or isinstance(incident_id, bool) or incident_id < 1:
+            raise ValidationFailed({"incident_id": "must be an incident id"})
+        return await _change(request, incident_id, fields, missing=ValidationFailed(
+            {"incident_id": "no such incident"}))  # fmt: skip
+    body: TriggerBody = _body(raw, TriggerBody)
     sev = severity(body.severity)
     now = now_utc()
     async with request.app[keys.POOL].acquire() as conn, conn.transaction():
@@ -198,7 +214,11 @@ async def trigger_incident(request: web.Request) -> web.Response:
 async def patch_incident(request: web.Request) -> web.Response:
     await require(request, "incidents:write")
     incident_id = path_id(request, what="incident")
-    body: PatchBody = _body(await read_json(request), PatchBody)
+    return await _change(request, incident_id, await read_json(request), missing=not_found("incident"))
+
+
+async def _change(request: web.Request, incident_id: int, raw: object, *, missing: ApiError) -> web.Response:
+    body: PatchBody = _body(raw, PatchBody)
     if body.status not in (None, "acknowledged", "resolved", "active"):
         raise ValidationFailed({"status": "must be acknowledged or resolved"})
     fields = {k: getattr(body, k) for k in ("assignee", "notes", "title", "external_ticket_id")
@@ -209,7 +229,7 @@ async def patch_incident(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn, conn.transaction():
         row = await store.get(conn, incident_id)
         if row is None:
-            raise not_found("incident")
+            raise missing
         monitor = await _monitor(conn, row["monitor_id"])
         row = await change_incident(conn, row, monitor, body.status, fields, now)
     return ok(public(row))

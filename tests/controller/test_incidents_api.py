@@ -50,6 +50,45 @@ async def test_it_triggers_acknowledges_and_resolves_an_incident(api: aiohttp.Cl
     assert events[0]["payload"]["incident"]["title"] == "DB slow"
 
 
+async def _incident(api: aiohttp.ClientSession) -> dict[str, object]:
+    r = await api.post("/api/v1/incidents", json={"monitor_id": await _monitor(api)})
+    assert r.status == 201
+    return dict((await r.json())["data"])
+
+
+async def test_it_changes_an_incident_posted_with_its_id(api: aiohttp.ClientSession) -> None:
+    """Reference 004 sends every incident change to POST /incidents."""
+    inc = await _incident(api)
+    r = await api.post("/api/v1/incidents", json={"incident_id": inc["id"], "state": "acknowledged",
+                                                  "assignee": "maya", "notes": "replicas"})  # fmt: skip
+    body = (await r.json())["data"]
+    assert r.status == 200 and body["id"] == inc["id"]
+    assert (body["status"], body["assignee"]) == ("acknowledged", "maya")
+    r = await api.post("/api/v1/incidents", json={"incidentId": inc["id"], "status": "resolved"})
+    assert r.status == 200 and (await r.json())["data"]["status"] == "resolved"
+    for bad, details in (
+        ({"incident_id": 999999, "state": "resolved"}, {"incident_id": "no such incident"}),
+        ({"incident_id": "inc_1"}, {"incident_id": "must be an incident id"}),
+        ({"incident_id": inc["id"], "colour": "red"}, {"colour": "unknown field"}),
+    ):
+        r = await api.post("/api/v1/incidents", json=bad)
+        assert r.status == 422 and (await r.json())["error"]["details"] == details
+
+
+async def test_it_lists_incidents_by_start_and_end_date(api: aiohttp.ClientSession) -> None:
+    """Reference 000: start_date and end_date (a date as end covers its whole day)."""
+    inc = await _incident(api)
+    today = dt.datetime.now(dt.UTC).date()
+
+    async def ids(**params: str) -> list[int]:
+        return [i["id"] for i in (await (await api.get("/api/v1/incidents", params=params)).json())["data"]]
+
+    assert await ids(start_date="2024-01-01") == [inc["id"]] == await ids(end_date=today.isoformat())
+    assert await ids(end_date=(today - dt.timedelta(days=1)).isoformat()) == []
+    r = await api.get("/api/v1/incidents", params={"format": "csv", "start_date": "2024-01-01"})
+    assert r.content_type == "text/csv" and (await r.text()).splitlines()[1].startswith(f"{inc['id']},")
+
+
 async def test_it_lists_with_filters_pages_and_csv(api: aiohttp.ClientSession) -> None:
     ids = []
     for i in range(3):
