@@ -72,8 +72,9 @@ class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tags: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
     parent_id: Annotated[int, Meta(ge=1)] | None = None
     incident_on_degraded: bool = False
-    # Channel ids to notify (reference 000); the API answers 422 for ids of no channel.
-    notifications: list[Annotated[int, Meta(ge=1)]] = []
+    # Channel ids to notify (reference 000), or channel URLs (reference 004) that the API
+    # turns into ids (controller/channel_urls.py); 422 for ids of no channel.
+    notifications: list[Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1, max_length=2048)]] = []
     # A notification rule (reference 004 "escalation_policy"), by id or name; the API
     # resolves a name to the rule's id before storing.
     escalation_policy: PolicyRef | None = None
@@ -100,7 +101,7 @@ class MonitorConfig(msgspec.Struct, kw_only=True):
     tags: list[str]
     parent_id: int | None = None
     incident_on_degraded: bool = False
-    notifications: list[int] = []
+    notifications: list[int | str] = []  # only ids once the API resolved the URLs
     project: str | None = None
     escalation_policy: int | str | None = None
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from controller import heartbeats, keys, metrics, monitors
 from controller.api.common import now_utc, ok, path_id, read_json, require
 from controller.api.errors import ApiError, ValidationFailed, not_found
-from controller.api.notifications import resolve_references
+from controller.api.notifications import private_allowed, resolve_references
 from controller.storage import heartbeats as store
 from controller.storage import monitors as monitor_store
 from shared import subjects
@@ -93,7 +93,7 @@ async def create_heartbeat(request: web.Request) -> web.Response:
         raise ValidationFailed({"type": "must be heartbeat (or cron); use /api/v1/monitors for others"})
     cfg = monitors.parse({**body, "type": "heartbeat"}, request.app[keys.CONFIG].region_ids())
     pool = request.app[keys.POOL]
-    cfg = await resolve_references(pool, cfg)
+    cfg = await resolve_references(pool, cfg, allow_private=private_allowed(request))
     try:
         async with pool.acquire() as conn, conn.transaction():
             row = await monitor_store.insert(conn, cfg)
@@ -137,7 +137,7 @@ async def patch_heartbeat(request: web.Request) -> web.Response:
     fields = heartbeats.merge_fields(monitors.config_fields(current), body)
     cfg = monitors.parse(fields, request.app[keys.CONFIG].region_ids())
     pool = request.app[keys.POOL]
-    cfg = await resolve_references(pool, cfg)
+    cfg = await resolve_references(pool, cfg, allow_private=private_allowed(request))
     try:
         updated = await monitor_store.update(pool, current["id"], cfg)
     except asyncpg.ForeignKeyViolationError:

@@ -16,7 +16,7 @@ from controller import consensus, heartbeats, incidents, keys, monitors, ondeman
 from controller.api import heartbeats as heartbeats_api
 from controller.api.common import json_response, now_utc, ok, path_id, read_json, require
 from controller.api.errors import ApiError, ValidationFailed, from_msgspec, not_found
-from controller.api.notifications import resolve_references
+from controller.api.notifications import private_allowed, resolve_references
 from controller.storage import monitors as store
 from controller.storage import results as result_store
 from controller.storage import uptime_cache
@@ -91,7 +91,7 @@ async def create_monitor(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
     body = await read_json(request)
     cfg = monitors.parse(body, request.app[keys.CONFIG].region_ids())
-    cfg = await resolve_references(request.app[keys.POOL], cfg)
+    cfg = await resolve_references(request.app[keys.POOL], cfg, allow_private=private_allowed(request))
     try:
         row = await store.insert(request.app[keys.POOL], cfg)
     except asyncpg.ForeignKeyViolationError:
@@ -130,7 +130,7 @@ async def _update(request: web.Request) -> web.Response:
     monitor_id, current = await _current(request)
     body = await read_json(request)
     cfg = merged_config(current, body, regions=request.app[keys.CONFIG].region_ids())
-    cfg = await resolve_references(request.app[keys.POOL], cfg)
+    cfg = await resolve_references(request.app[keys.POOL], cfg, allow_private=private_allowed(request))
     try:
         row = await store.update(request.app[keys.POOL], monitor_id, cfg)
     except asyncpg.ForeignKeyViolationError:
@@ -433,7 +433,7 @@ async def _bulk(request: web.Request, action: str, ids: list[int], reason: str |
                     continue
                 try:
                     cfg = merged_config(rows[mid], updates, regions=regions)
-                    configs[mid] = await resolve_references(conn, cfg)
+                    configs[mid] = await resolve_references(conn, cfg, allow_private=private_allowed(request))
                 except ValidationFailed as e:
                     errors[f"monitor_ids[{i}]"] = {"monitor_id": mid, **e.details}
         if errors:

@@ -13,7 +13,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from controller import destinations, keys
+from controller import channel_urls, destinations, keys
 from controller.api.common import by_id, now_utc, ok, read_json, require
 from controller.api.errors import ValidationFailed, convert, from_msgspec, not_found
 from controller.dispatcher import NOTIFIABLE, SEVERITIES
@@ -275,13 +275,40 @@ async def channel_deliveries(request: web.Request) -> web.Response:
 # ------------------------------------------------------------ a monitor's references
 
 
-async def resolve_references(conn: Any, cfg: MonitorConfig, prefix: str = "") -> MonitorConfig:
-    """A monitor's `notifications` must name existing channels and its
-    `escalation_policy` one rule (by id or name): 422 with the field path otherwise. The
-    config with the policy as a rule id, ready to store."""
+def private_allowed(request: web.Request) -> bool:
+    """Whether channel URLs may name private addresses (notification_channels_allow_private)."""
+    return request.app[keys.CONFIG].notification_channels_allow_private
+
+
+async def _channel_for_url(conn: Any, url: str, field: str, monitor: str, allow_private: bool) -> int:
+    """The id of the channel a URL stands for (controller/channel_urls.py): the oldest of
+    that kind and URL, or a new one named after the monitor."""
+    try:
+        kind, config = channel_urls.parse(url)
+        parsed = parse_config(kind, {**config, "kind": kind})
+        for destination in urls(parsed).values():
+            await destinations.check(destination, allow_private=allow_private)
+    except (ValueError, msgspec.ValidationError) as e:  # DestinationError is a ValueError
+        raise ValidationFailed({field: str(e)}) from None
+    if (found := await store.channel_with_url(conn, kind, config["url"])) is not None:
+        return found
+    row = {"name": f"{kind} for {monitor}"[:200], "kind": kind, "config": msgspec.to_builtins(parsed),
+           "is_enabled": True, "reminder_minutes": None}  # fmt: skip
+    return int((await store.insert_channel(conn, row))["id"])
+
+
+async def resolve_references(conn: Any, cfg: MonitorConfig, prefix: str = "", *,
+                             allow_private: bool) -> MonitorConfig:  # fmt: skip
+    """A monitor's `notifications` must name existing channels (a channel URL, reference
+    004, names the channel of that URL, made when missing) and its `escalation_policy` one
+    rule (by id or name): 422 with the field path otherwise. The config with channel and
+    rule ids, ready to store."""
     errors: dict[str, object] = {}
-    for missing in await store.missing_channels(conn, cfg.notifications):
-        errors[f"{prefix}notifications[{cfg.notifications.index(missing)}]"] = "no such notification channel"
+    channels = [entry if isinstance(entry, int) else
+                await _channel_for_url(conn, entry, f"{prefix}notifications[{i}]", cfg.name, allow_private)
+                for i, entry in enumerate(cfg.notifications)]  # fmt: skip
+    for missing in await store.missing_channels(conn, channels):
+        errors[f"{prefix}notifications[{channels.index(missing)}]"] = "no such notification channel"
     policy = cfg.escalation_policy
     if policy is not None:
         ids = await store.rules_named(conn, policy)
@@ -297,7 +324,7 @@ async def resolve_references(conn: Any, cfg: MonitorConfig, prefix: str = "") ->
             errors[f"{prefix}escalation_policy"] = problem
     if errors:
         raise ValidationFailed(errors)
-    return msgspec.structs.replace(cfg, escalation_policy=policy)
+    return msgspec.structs.replace(cfg, notifications=list(dict.fromkeys(channels)), escalation_policy=policy)
 
 
 # ------------------------------------------------------------ rules

@@ -89,6 +89,16 @@ async def channels_by_id(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
     return {r["id"]: dict(r) for r in rows}
 
 
+async def channel_with_url(conn: DB, kind: str, url: str) -> int | None:
+    """The oldest channel of `kind` sending to `url` (a monitor named it by URL)."""
+    found = await conn.fetchval(
+        "SELECT id FROM notification_channels WHERE kind = $1 AND config->>'url' = $2 ORDER BY id LIMIT 1",
+        kind,
+        url,
+    )
+    return int(found) if found is not None else None
+
+
 async def missing_channels(conn: DB, ids: Sequence[int]) -> list[int]:
     """The ids among `ids` that name no channel."""
     found = await conn.fetch("SELECT id FROM notification_channels WHERE id = ANY($1::bigint[])", list(ids))
