@@ -561,6 +561,7 @@ def test_every_v1_route_answers_under_each_alias_prefix() -> None:
     have = {(d.method, d.path, d.handler) for d in defs}
     v1 = [d for d in defs if d.path.startswith("/api/v1/")]
     for d in v1:
+        assert not d.path.removeprefix("/api/v1/").startswith("{"), "an alias would shadow other paths"
         for prefix in ("/api/", "/v1/"):
             assert (d.method, prefix + d.path.removeprefix("/api/v1/"), d.handler) in have
     assert len(defs) == len(set((d.method, d.path) for d in defs))
