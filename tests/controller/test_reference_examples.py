@@ -349,6 +349,14 @@ async def c_resumed(w: World, a: Answer) -> None:
     assert (await monitor(w))["status"] == "pending"
 
 
+async def c_run_now(w: World, a: Answer) -> None:
+    """No probe runs in this test: every region is reported unavailable, the monitor unchanged."""
+    ok(a)
+    assert a.data["monitor_id"] == await w.get("monitor")
+    assert [(r["region"], r["status"]) for r in a.data["regions"]] == [("us-east", "unavailable")]
+    assert (await monitor(w))["status"] == "pending"
+
+
 async def c_001_l349(w: World, a: Answer) -> None:
     ok(a)
     _, s = await w.read(f"/api/v1/monitors/{await w.get('monitor')}/alerts")
@@ -501,11 +509,11 @@ CHECKS: dict[str, Step] = {
     "000-L202": c_000_l202, "000-L213": c_000_l213,
     "001-L53": c_001_l53, "001-L126": c_001_l126, "001-L167": c_001_l167, "001-L187": c_deleted,
     "001-L207": lambda w, a: c_paused(w, a, "Scheduled maintenance"), "001-L223": c_resumed,
-    "001-L349": c_001_l349, "001-L373": c_001_l373,
+    "001-L237": c_run_now, "001-L349": c_001_l349, "001-L373": c_001_l373,
     "002-L110": c_002_l110, "002-L127": c_002_l127, "002-L177": c_002_l177, "002-L197": c_ping,
     "002-L214": c_ping, "002-L257": c_002_l257, "002-L293": c_002_l293, "002-L310": c_deleted,
-    "002-L344": c_ping, "002-L583": c_002_l583, "002-L596": c_no_billing, "002-L609": c_no_billing,
-    "002-L622": c_no_billing,
+    "002-L327": c_run_now, "002-L344": c_ping, "002-L583": c_002_l583, "002-L596": c_no_billing,
+    "002-L609": c_no_billing, "002-L622": c_no_billing,
     "002-L424": lambda w, a: gone(w, f"/api/v1/notification-channels/{w.made['channel']}"),
     "002-L470": lambda w, a: gone(w, f"/api/v1/notification-rules/{w.made['rule']}"),
     "002-L550": lambda w, a: gone(w, f"/api/v1/status-pages/{w.made['page']}"),
