@@ -28,7 +28,7 @@ from controller import (
     rollups,
 )
 from controller import status_pages as status_pages_mod
-from controller.api import auth, routes
+from controller.api import auth, canonical_path, routes
 from controller.api.errors import error_middleware
 from controller.config import ControllerConfig
 from controller.dispatcher import Dispatcher
@@ -47,7 +47,7 @@ log = logging.getLogger("probefleet.controller")
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     route = request.match_info.route.resource
-    name = route.canonical if route is not None else "unmatched"
+    name = canonical_path(route.canonical) if route is not None else "unmatched"
     start = time.perf_counter()
     response: web.StreamResponse = await handler(request)
     metrics.HTTP_DURATION.labels(name).observe(time.perf_counter() - start)

@@ -28,6 +28,16 @@ def alias_paths() -> frozenset[str]:
     return frozenset(d.path for d in aliases(_routes()))
 
 
+def canonical_path(path: str) -> str:
+    """The /api/v1/ route a route path serves (itself unless it is an alias), so metrics
+    count a request once under one name whichever prefix it came by."""
+    if path in alias_paths():
+        for prefix in ALIAS_PREFIXES:
+            if path.startswith(prefix):
+                return CANONICAL + path.removeprefix(prefix)
+    return path
+
+
 def _routes() -> list[web.RouteDef]:
     # Imported here: domain modules import controller.api.errors, which runs this file.
     from controller import openapi

@@ -204,3 +204,14 @@ async def test_it_stores_the_secrets_the_probes_need(controller: Running, api: a
     assert r.status == 200
     spec = await controller.app[keys.POOL].fetchval("SELECT spec FROM monitors WHERE id = $1", mid)
     assert spec["bearer_token"] == "t0k" and spec["method"] == "HEAD"
+
+
+async def test_metrics_count_an_aliased_request_under_its_v1_route(controller: Running) -> None:
+    headers = {"Authorization": f"Bearer {controller.admin_key}"}
+    async with aiohttp.ClientSession(base_url=controller.base, headers=headers) as s:
+        for path in ("/api/v1/monitors", "/api/monitors", "/v1/monitors"):
+            assert (await s.get(path)).status == 200
+        text = await (await s.get("/metrics")).text()
+    line = 'probefleet_http_requests_total{method="GET",route="/api/v1/monitors",status="200"} 3.0'
+    assert line in text.splitlines()
+    assert 'route="/api/monitors"' not in text and 'route="/v1/monitors"' not in text
