@@ -34,6 +34,7 @@ from controller.api.errors import ApiError, Handler
 class Bucket:
     tokens: float
     updated: float
+    cap: float  # the key's limit when the bucket was last used
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class RateLimiter:
         if bucket is None:
             if len(self.buckets) >= self.max_keys:
                 self._forget_full(now)
-            bucket = self.buckets[key_id] = Bucket(tokens=float(cap), updated=now)
+            bucket = self.buckets[key_id] = Bucket(tokens=float(cap), updated=now, cap=float(cap))
+        bucket.cap = float(cap)
         bucket.tokens = min(float(cap), bucket.tokens + (now - bucket.updated) * rate)
         bucket.updated = now
         allowed = bucket.tokens >= cost
@@ -94,9 +96,10 @@ class RateLimiter:
                         retry_after=retry)  # fmt: skip
 
     def _forget_full(self, now: float) -> None:
-        rate = self.limit / self.window
+        """Drop the buckets that have refilled to their own key's limit: a new bucket
+        would start the same."""
         for key_id in [k for k, b in self.buckets.items()
-                       if b.tokens + (now - b.updated) * rate >= self.limit]:  # fmt: skip
+                       if b.tokens + (now - b.updated) * b.cap / self.window >= b.cap]:  # fmt: skip
             del self.buckets[key_id]
 
 

@@ -11,7 +11,8 @@ Protocol (JSON text frames):
              "occurred_at", "payload"}
   server -> {"type": "error", "code", "message"}
 Protocol-level ping/pong every 20 s as well. A client whose queue fills is closed with
-code 4008; a bad or missing key closes with 4401 after an error frame.
+code 4008; a bad or missing key closes with 4401 after an error frame. A connection spends
+one request of the key's rate limit; with none left it closes with 4429.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from controller import keys
+from controller import keys, ratelimit
 from controller.api.common import bearer, now_utc
+from controller.api.errors import ApiError
 from controller.realtime import TOPICS, Client, Hub, parse_ids
 from controller.storage import api_keys
 
@@ -156,6 +158,10 @@ async def _authenticate(
         row = await api_keys.authenticate(request.app[keys.POOL], key, now_utc())
     if row is None:
         raise ProtocolError("unauthorized", "missing, invalid, revoked or expired API key")
+    try:
+        ratelimit.check(request, row)
+    except ApiError as e:
+        raise ProtocolError(e.code, e.message) from None
     return set(row["scopes"]), first
 
 
@@ -181,7 +187,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     except ProtocolError as e:
         with contextlib.suppress(ConnectionError):
             await _send(ws, {"type": "error", "code": e.code, "message": str(e)})
-            await ws.close(code=4401 if e.code == "unauthorized" else 4400, message=e.code.encode())
+            code = {"unauthorized": 4401, "rate_limited": 4429}.get(e.code, 4400)
+            await ws.close(code=code, message=e.code.encode())
     except ConnectionError:
         pass
     finally:

@@ -46,6 +46,18 @@ def test_it_forgets_full_buckets_when_full_of_keys() -> None:
     assert set(lim.buckets) == {3}
 
 
+def test_it_keeps_a_bucket_below_its_own_limit_when_forgetting() -> None:
+    """Full means full at the key's own limit: a key allowed 100 that spent 50 is not
+    forgotten (and refilled) because it holds more than the default limit's tokens."""
+    lim = RateLimiter(limit=1, window=1000.0, max_keys=2)
+    for _ in range(50):
+        lim.take(1, now=0.0, limit=100)  # refills 0.1 per s
+    lim.take(2, now=0.0, limit=1000)  # refills 1 per s
+    lim.take(3, now=50.0)  # key 2 is full again, key 1 holds 55 of 100
+    assert set(lim.buckets) == {1, 3}
+    assert lim.take(1, now=50.0, limit=100).remaining == 54
+
+
 @pytest.fixture
 async def limited(database: str, nats_url: str) -> Running:
     running = await start_controller(database, nats_url, rate_limit_requests=3, rate_limit_window=60.0)
@@ -127,3 +139,17 @@ async def test_two_controllers_share_one_budget_per_key(database: str, nats_url:
     finally:
         for c in running:
             await c.stop()
+
+
+async def test_a_websocket_connection_spends_a_token(limited: Running) -> None:
+    key, _ = await api_keys.create(limited.app[keys.POOL], "ws", ["monitors:read"], rate_limit=2)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):
+            async with s.ws_connect(f"{limited.base}/api/v1/ws?api_key={key}") as ws:
+                assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+        bearer = {"Authorization": f"Bearer {key}"}
+        async with s.ws_connect(f"{limited.base}/api/v1/ws", headers=bearer) as ws:
+            frame = await ws.receive_json(timeout=5)
+            assert frame["type"] == "error" and frame["code"] == "rate_limited"
+            await ws.receive(timeout=5)
+            assert ws.close_code == 4429
