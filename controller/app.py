@@ -184,7 +184,7 @@ async def _membership(membership: Membership, scheduler: Scheduler, interval: fl
 
 
 async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
-    """Every few seconds: forget silent probes, save the fleet; hourly: partitions, resync."""
+    """Every few seconds: forget silent probes, save the fleet; every 5 minutes: partitions, resync."""
     pool, fleet, scheduler = app[keys.POOL], app[keys.FLEET], app[keys.SCHEDULER]
     last_slow = time.monotonic()
     while not stop.is_set():

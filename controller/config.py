@@ -45,7 +45,7 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Schedule ownership: lease renewal period; a silent controller's lease lasts 3 periods.
     controller_heartbeat_interval: float = 2.0
     db_pool_max: int = 20
-    # Per API key and per controller: requests per window (a key may set its own limit).
+    # Per API key across all controllers: requests per window (a key may set its own limit).
     rate_limit_requests: int = 600
     rate_limit_window: float = 60.0
     # Seconds a controller keeps an API key row in memory (0: read the database every
@@ -138,14 +138,3 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         if not valid_region(r.id):
             raise ConfigError(f"region id {r.id!r}: use lower-case letters, digits and dashes")
     return cfg
-
-
-def redacted_dsn(dsn: str) -> str:
-    """The DSN with any password replaced, for logs and check-config output."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":<redacted>@")
-    return urlunsplit(parts._replace(netloc=netloc))

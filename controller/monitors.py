@@ -18,6 +18,7 @@ from msgspec import Meta
 from controller.api.errors import ValidationFailed, from_msgspec
 from controller.consensus import MODES
 from shared import wire
+from shared.redact import redact_url
 
 SPEC_TYPES: dict[str, type[msgspec.Struct]] = {
     "http": wire.HttpSpec, "tcp": wire.TcpSpec, "udp": wire.UdpSpec,
@@ -296,13 +297,6 @@ REDACTED = "<redacted>"
 # Header names whose values are credentials (compared lower-case).
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
                             "x-auth-token", "x-access-token", "private-token"})  # fmt: skip
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", f":{REDACTED}@", 1)
 
 
 def redact(out: dict[str, Any]) -> dict[str, Any]:

@@ -128,16 +128,18 @@ def check_config(role: str, config_path: Path | None) -> None:
     """Validate configuration (file plus PROBEFLEET_* variables) and print it, secrets redacted."""
     import msgspec
 
+    from shared.redact import redact_url
+
     if role == "controller":
-        from controller.config import ConfigError, load, redacted_dsn
+        from controller.config import ConfigError, load
 
         try:
             cfg = load(config_path)
         except (ConfigError, OSError) as e:
             raise click.ClickException(f"invalid configuration: {e}") from None
         data = msgspec.to_builtins(cfg)
-        data["database_url"] = redacted_dsn(cfg.database_url)
-        data["nats_url"] = redacted_dsn(cfg.nats_url)
+        data["database_url"] = redact_url(cfg.database_url)
+        data["nats_url"] = redact_url(cfg.nats_url)
         for secret in ("status_page_secret", "smtp_password"):
             if data.get(secret):
                 data[secret] = "<redacted>"
@@ -149,4 +151,5 @@ def check_config(role: str, config_path: Path | None) -> None:
         except (ValueError, OSError) as e:
             raise click.ClickException(f"invalid configuration: {e}") from None
         data = msgspec.to_builtins(pcfg)
+        data["nats_url"] = redact_url(pcfg.nats_url)
     click.echo(msgspec.json.format(msgspec.json.encode(data)).decode())

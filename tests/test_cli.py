@@ -82,6 +82,15 @@ def test_it_redacts_secrets_in_check_config() -> None:
     assert "hunter2" not in result.output and "<redacted>" in result.output
 
 
+def test_it_redacts_the_nats_credentials_of_either_role() -> None:
+    for role, extra in (("controller", {}), ("probe", {"PROBEFLEET_REGION": "us-east"})):
+        for url in ("nats://pf:s3cretpw@nats:4222", "nats://s3cretpw@nats:4222"):  # password; token
+            env = {"PROBEFLEET_NATS_URL": url, **extra}
+            result = CliRunner().invoke(main, ["check-config", "--role", role], env=env)
+            assert result.exit_code == 0, result.output
+            assert "s3cretpw" not in result.output and "@nats:4222" in result.output
+
+
 def test_it_fails_readably_when_the_database_is_unreachable() -> None:
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/x"
     result = CliRunner().invoke(main, ["controller", "migrate", "--database-url", url])
