@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from pathlib import Path
 
 import msgspec
+
+from shared.config import env_setting
 
 
 class Region(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -91,17 +92,6 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message says where."""
 
 
-def _env(name: str) -> str | None:
-    """PROBEFLEET_<NAME>, or the contents of the file named by PROBEFLEET_<NAME>_FILE."""
-    value = os.environ.get(f"PROBEFLEET_{name}")
-    if value:  # an empty variable counts as unset
-        return value
-    path = os.environ.get(f"PROBEFLEET_{name}_FILE")
-    if path:
-        return Path(path).read_text().strip()
-    return None
-
-
 def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
     """Config from an optional TOML/JSON file, then env vars, then explicit overrides."""
     data: dict[str, object] = {}
@@ -117,10 +107,10 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
                      ("public_url", "PUBLIC_URL"), ("smtp_host", "SMTP_HOST"), ("smtp_port", "SMTP_PORT"),
                      ("smtp_username", "SMTP_USERNAME"), ("smtp_password", "SMTP_PASSWORD"),
                      ("smtp_from", "SMTP_FROM")):  # fmt: skip
-        value = _env(env)
+        value = env_setting(env)
         if value is not None:
             data[key] = value
-    regions = _env("REGIONS")
+    regions = env_setting("REGIONS")
     if regions is not None:
         # Known region ids keep their city, country and coordinates.
         known = {r.id: msgspec.to_builtins(r) for r in DEFAULT_REGIONS}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from pathlib import Path
 
 import msgspec
 
+from shared.config import env_setting
 from shared.subjects import valid_region
 
 
@@ -45,19 +45,11 @@ _ENV = {
 }
 
 
-def _env(name: str) -> str | None:
-    """PROBEFLEET_<NAME>, or the contents of the file named by PROBEFLEET_<NAME>_FILE."""
-    value = os.environ.get(f"PROBEFLEET_{name}")
-    if value is not None:
-        return value
-    path = os.environ.get(f"PROBEFLEET_{name}_FILE")
-    return Path(path).read_text().strip() if path else None
-
-
 def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeConfig:
     """Config from an optional TOML/JSON file, then env vars, then explicit overrides.
 
-    Raises ValueError with a readable message when the result is invalid.
+    Raises ValueError with a readable message when the result is invalid, OSError when
+    a file cannot be read.
     """
     data: dict[str, object] = {}
     if path is not None:
@@ -68,12 +60,13 @@ def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeCon
         except msgspec.DecodeError as e:
             raise ValueError(f"{path}: {e}") from e
     for key, env in _ENV.items():
-        value = _env(env)
-        if value:
-            data[key] = int(value) if key == "concurrency" else value
+        value = env_setting(env)
+        if value is not None:
+            data[key] = value
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        cfg = msgspec.convert(data, ProbeConfig)
+        # strict=False: values from the environment are strings ("500" for concurrency).
+        cfg = msgspec.convert(data, ProbeConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ValueError(str(e)) from e
     if not valid_region(cfg.region):

@@ -1,0 +1,48 @@
+"""probe.config.load_probe_config: file, then environment (or *_FILE), then overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from probe.config import load_probe_config
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("PROBEFLEET_")]:
+        monkeypatch.delenv(name)
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "probe.toml"
+    path.write_text(text)
+    return path
+
+
+def test_an_empty_variable_counts_as_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "region").write_text("ap-south\n")
+    (tmp_path / "nats").write_text("nats://user:pass@nats:4222\n")
+    monkeypatch.setenv("PROBEFLEET_REGION", "")
+    monkeypatch.setenv("PROBEFLEET_REGION_FILE", str(tmp_path / "region"))
+    monkeypatch.setenv("PROBEFLEET_NATS_URL", "")
+    monkeypatch.setenv("PROBEFLEET_NATS_URL_FILE", str(tmp_path / "nats"))
+    monkeypatch.setenv("PROBEFLEET_CONCURRENCY", "")
+    cfg = load_probe_config(_toml(tmp_path, "concurrency = 7\n"))
+    assert (cfg.region, cfg.nats_url, cfg.concurrency) == ("ap-south", "nats://user:pass@nats:4222", 7)
+
+
+def test_it_names_the_variable_of_an_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBEFLEET_REGION_FILE", str(tmp_path / "missing"))
+    with pytest.raises(OSError, match=r"PROBEFLEET_REGION_FILE=.*missing: No such file"):
+        load_probe_config()
+
+
+def test_it_rejects_a_concurrency_that_is_not_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBEFLEET_CONCURRENCY", "many")
+    with pytest.raises(ValueError, match="concurrency"):
+        load_probe_config(region="eu-west")
+    monkeypatch.setenv("PROBEFLEET_CONCURRENCY", "500")
+    assert load_probe_config(region="eu-west").concurrency == 500
