@@ -40,7 +40,8 @@ def probe() -> None:
 
 
 @probe.command()
-@click.option("--region", envvar="PROBEFLEET_REGION", required=True, help="Region label.")
+@click.option("--region", envvar="PROBEFLEET_REGION",
+              help="Region this probe serves (or PROBEFLEET_REGION[_FILE], region in --config).")  # fmt: skip
 @click.option("--nats-url", envvar="PROBEFLEET_NATS_URL")
 @click.option("--source-address", envvar="PROBEFLEET_SOURCE_ADDRESS",
               help="Bind outgoing connections to this address.")  # fmt: skip
@@ -56,7 +57,7 @@ def run(config_path: Path | None, log_level: str, **overrides: Any) -> None:
 
     try:
         config = load_probe_config(config_path, **overrides)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise click.UsageError(f"invalid configuration: {exc}") from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     _run(_serve(config))

@@ -69,6 +69,11 @@ def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeCon
         cfg = msgspec.convert(data, ProbeConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ValueError(str(e)) from e
+    if not cfg.region:
+        raise ValueError(
+            "no region: set `region` in the --config file, PROBEFLEET_REGION or "
+            "PROBEFLEET_REGION_FILE, or pass --region to `probefleet probe run`"
+        )
     if not valid_region(cfg.region):
         raise ValueError(f"region {cfg.region!r}: use lower-case letters, digits and dashes")
     if cfg.concurrency < 1:

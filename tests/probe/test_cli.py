@@ -4,13 +4,19 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
+from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from click.testing import CliRunner
 
+from probe import cli as probe_cli
 from probe.cli import KIND_OPTIONS, _spec_fields, probe
+from probe.config import ProbeConfig
+from shared import subjects, wire
 from shared.wire import PROBE_KINDS
 
 CLI = [sys.executable, "-m", "shared.cli", "probe"]
@@ -106,6 +112,79 @@ def test_it_rejects_a_bad_region_with_exit_2() -> None:
     result = CliRunner().invoke(probe, ["run", "--region", "EU West"])
     assert result.exit_code == 2
     assert "lower-case letters" in result.output
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[ProbeConfig]:
+    """The config `probe run` would serve; the agent itself does not start."""
+    seen: list[ProbeConfig] = []
+
+    async def serve(config: ProbeConfig) -> None:
+        seen.append(config)
+
+    for name in [n for n in os.environ if n.startswith("PROBEFLEET_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(probe_cli, "_serve", serve)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("file", "env", "args", "region"),
+    [
+        ('region = "eu-west"', {}, [], "eu-west"),
+        ("", {"PROBEFLEET_REGION": "us-east"}, [], "us-east"),
+        ("", {"PROBEFLEET_REGION_FILE": "{tmp}/region"}, [], "ap-south"),
+        ("", {"PROBEFLEET_REGION": "", "PROBEFLEET_REGION_FILE": "{tmp}/region"}, [], "ap-south"),
+        ("", {}, ["--region", "eu-west"], "eu-west"),
+        ('region = "eu-west"', {"PROBEFLEET_REGION_FILE": "{tmp}/region"}, [], "ap-south"),
+        ('region = "eu-west"', {"PROBEFLEET_REGION": "us-east"}, ["--region", "moon-1"], "moon-1"),
+    ],
+    ids=["file", "variable", "file-variable", "empty-variable", "option", "env-over-file",
+         "option-over-all"],
+)  # fmt: skip
+def test_run_takes_the_region_from_any_source(
+    served: list[ProbeConfig], tmp_path: Path, file: str, env: dict[str, str], args: list[str],
+    region: str,
+) -> None:  # fmt: skip
+    (tmp_path / "region").write_text("ap-south\n")
+    config = tmp_path / "probe.toml"
+    config.write_text(file + "\n")
+    env = {name: value.format(tmp=tmp_path) for name, value in env.items()}
+    result = CliRunner().invoke(probe, ["run", "--config", str(config), *args], env=env)
+    assert result.exit_code == 0, result.output
+    assert [c.region for c in served] == [region]
+
+
+def test_run_names_every_way_to_give_a_region(served: list[ProbeConfig]) -> None:
+    result = CliRunner().invoke(probe, ["run"])
+    assert result.exit_code == 2 and not served
+    for source in ("`region` in the --config file", "PROBEFLEET_REGION ", "PROBEFLEET_REGION_FILE",
+                   "--region"):  # fmt: skip
+        assert source in result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_names_an_unreadable_region_file(served: list[ProbeConfig], tmp_path: Path) -> None:
+    env = {"PROBEFLEET_REGION_FILE": str(tmp_path / "missing")}
+    result = CliRunner().invoke(probe, ["run"], env=env)
+    assert result.exit_code == 2 and not served
+    assert "PROBEFLEET_REGION_FILE=" in result.output and "No such file" in result.output
+
+
+async def test_run_serves_the_region_of_its_config_file(nats_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "probe.toml"
+    config.write_text(f'region = "eu-west"\nnats_url = "{nats_url}"\nheartbeat_interval = 0.1\n')
+    nc = await nats.connect(nats_url)
+    heartbeats = await nc.subscribe(subjects.heartbeat("eu-west"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROBEFLEET_")}
+    proc = await asyncio.create_subprocess_exec(*CLI, "run", "--config", str(config), env=env)
+    try:
+        beat = wire.decode_heartbeat((await heartbeats.next_msg(timeout=20)).data)
+        assert beat.region == "eu-west"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        await nc.close()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs netns")

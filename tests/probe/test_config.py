@@ -22,6 +22,28 @@ def _toml(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def test_it_takes_the_region_from_the_file(tmp_path: Path) -> None:
+    assert load_probe_config(_toml(tmp_path, 'region = "eu-west"\n')).region == "eu-west"
+
+
+def test_it_takes_the_region_from_the_variable_over_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROBEFLEET_REGION", "us-east")
+    assert load_probe_config(_toml(tmp_path, 'region = "eu-west"\n')).region == "us-east"
+
+
+def test_it_takes_the_region_from_a_file_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "region").write_text("ap-south\n")
+    monkeypatch.setenv("PROBEFLEET_REGION_FILE", str(tmp_path / "region"))
+    assert load_probe_config().region == "ap-south"
+
+
+def test_an_override_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBEFLEET_REGION", "us-east")
+    assert load_probe_config(region="eu-west").region == "eu-west"
+
+
 def test_an_empty_variable_counts_as_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "region").write_text("ap-south\n")
     (tmp_path / "nats").write_text("nats://user:pass@nats:4222\n")
@@ -32,6 +54,13 @@ def test_an_empty_variable_counts_as_unset(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("PROBEFLEET_CONCURRENCY", "")
     cfg = load_probe_config(_toml(tmp_path, "concurrency = 7\n"))
     assert (cfg.region, cfg.nats_url, cfg.concurrency) == ("ap-south", "nats://user:pass@nats:4222", 7)
+
+
+def test_it_names_every_source_when_no_region_is_given() -> None:
+    with pytest.raises(ValueError) as caught:
+        load_probe_config()
+    for source in ("`region`", "PROBEFLEET_REGION ", "PROBEFLEET_REGION_FILE", "--region"):
+        assert source in str(caught.value)
 
 
 def test_it_names_the_variable_of_an_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
