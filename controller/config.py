@@ -5,10 +5,14 @@ from __future__ import annotations
 import socket
 import uuid
 from pathlib import Path
+from typing import Literal, get_args
 
 import msgspec
 
 from shared.config import env_setting
+
+# EmailConfig.security's values; status_pages.send_mail passes this on, so mypy rejects any other.
+SmtpSecurity = Literal["none", "starttls", "tls"]
 
 
 class Region(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -73,7 +77,7 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # SMTP for status-page subscriber mail (confirmation links, incident posts); empty host = off.
     smtp_host: str = ""
     smtp_port: int = 587
-    smtp_security: str = "starttls"
+    smtp_security: SmtpSecurity = "starttls"
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_from: str = "status@localhost"
@@ -117,6 +121,10 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         ids = [r.strip() for r in regions.split(",") if r.strip()]
         data["regions"] = [known.get(r, {"id": r}) for r in ids]
     data.update({k: v for k, v in overrides.items() if v is not None})
+    security = data.get("smtp_security", "starttls")
+    if security not in get_args(SmtpSecurity):
+        allowed = ", ".join(get_args(SmtpSecurity))
+        raise ConfigError(f"smtp_security {security!r}: use one of {allowed}")
     try:
         # strict=False: values from the environment are strings ("8080" for a port).
         cfg = msgspec.convert(data, ControllerConfig, strict=False)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import aiosmtplib
@@ -518,7 +518,7 @@ def make_sender(cfg: ControllerConfig, session: aiohttp.ClientSession) -> Sender
 async def send_mail(cfg: ControllerConfig, to: str, subject: str, text: str) -> None:
     """One plain-text mail; TLS settings and error mapping are the email notifier's."""
     conf = email.EmailConfig(host=cfg.smtp_host, from_=cfg.smtp_from, to=[to], port=cfg.smtp_port,
-                             security=cast(Any, cfg.smtp_security), username=cfg.smtp_username,
+                             security=cfg.smtp_security, username=cfg.smtp_username,
                              password=cfg.smtp_password, verify=cfg.smtp_verify)  # fmt: skip
     mail = EmailMessage()
     mail["Subject"], mail["From"], mail["To"] = subject, cfg.smtp_from, to

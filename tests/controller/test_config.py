@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.config import load
+from controller.config import ConfigError, load
 from shared.cli import main
 
 
@@ -39,3 +39,25 @@ def test_check_config_names_the_variable_of_an_unreadable_file(tmp_path: Path) -
     result = CliRunner().invoke(main, ["check-config"], env=env)
     assert result.exit_code == 1
     assert "PROBEFLEET_DATABASE_URL_FILE=" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("security", ["none", "starttls", "tls"])
+def test_it_accepts_each_smtp_security_the_mail_notifier_speaks(tmp_path: Path, security: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'smtp_security = "{security}"\n')
+    assert load(path).smtp_security == security
+
+
+@pytest.mark.parametrize("security", ["ssl", "STARTTLS", "", 465], ids=["ssl", "upper", "empty", "int"])
+def test_it_rejects_any_other_smtp_security(security: object) -> None:
+    with pytest.raises(ConfigError, match=r"smtp_security .*: use one of none, starttls, tls"):
+        load(smtp_security=security)
+
+
+def test_check_config_fails_on_a_bad_smtp_security(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('smtp_host = "mail.example"\nsmtp_security = "ssl"\n')
+    result = CliRunner().invoke(main, ["check-config", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "smtp_security 'ssl': use one of none, starttls, tls" in result.output
+    assert "Traceback" not in result.output
