@@ -9,7 +9,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from shared.config import env_setting
+from shared.config import env_setting, read_file
 
 # EmailConfig.security's values; status_pages.send_mail passes this on, so mypy rejects any other.
 SmtpSecurity = Literal["none", "starttls", "tls"]
@@ -100,11 +100,10 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
     """Config from an optional TOML/JSON file, then env vars, then explicit overrides."""
     data: dict[str, object] = {}
     if path is not None:
-        raw = path.read_bytes()
         try:
-            data = msgspec.json.decode(raw) if path.suffix == ".json" else msgspec.toml.decode(raw)
-        except msgspec.DecodeError as e:
-            raise ConfigError(f"{path}: {e}") from e
+            data = read_file(path)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     for key, env in (("database_url", "DATABASE_URL"), ("nats_url", "NATS_URL"),
                      ("host", "HOST"), ("port", "PORT"), ("controller_id", "CONTROLLER_ID"),
                      ("log_level", "LOG_LEVEL"), ("status_page_secret", "STATUS_PAGE_SECRET"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from shared.config import env_setting
+from shared.config import env_setting, read_file
 from shared.subjects import valid_region
 
 
@@ -53,12 +53,7 @@ def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeCon
     """
     data: dict[str, object] = {}
     if path is not None:
-        raw = path.read_bytes()
-        decode = msgspec.json.decode if path.suffix == ".json" else msgspec.toml.decode
-        try:
-            data = dict(decode(raw))
-        except msgspec.DecodeError as e:
-            raise ValueError(f"{path}: {e}") from e
+        data = read_file(path)
     for key, env in _ENV.items():
         value = env_setting(env)
         if value is not None:

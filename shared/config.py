@@ -1,10 +1,26 @@
-"""What the controller's and the probe's config loaders share: reading one setting from
-the environment."""
+"""What the controller's and the probe's config loaders share: reading the config file
+and one setting from the environment."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import msgspec
+
+
+def read_file(path: Path) -> dict[str, object]:
+    """The settings of a TOML (or, by its suffix, JSON) config file: a table of names.
+
+    ValueError naming the file when it is not one; OSError when it cannot be read."""
+    raw = path.read_bytes()
+    try:
+        data = msgspec.json.decode(raw) if path.suffix == ".json" else msgspec.toml.decode(raw)
+    except msgspec.DecodeError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a table of settings, not {type(data).__name__}")
+    return data
 
 
 def env_setting(name: str) -> str | None:

@@ -75,6 +75,15 @@ def test_it_rejects_bad_configuration_readably(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_it_rejects_a_config_file_that_is_not_a_table(tmp_path: Path) -> None:
+    bad = tmp_path / "c.json"
+    bad.write_text("[1]")
+    for role in ("controller", "probe"):
+        result = CliRunner().invoke(main, ["check-config", "--role", role, "--config", str(bad)])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # not a crash
+        assert "invalid configuration" in result.output and "must be a table of settings" in result.output
+
+
 def test_it_redacts_secrets_in_check_config() -> None:
     env = {"PROBEFLEET_DATABASE_URL": "postgresql://pf:hunter2@db:5432/pf"}
     result = CliRunner().invoke(main, ["check-config"], env=env)
