@@ -29,6 +29,7 @@ from controller import (
 )
 from controller import status_pages as status_pages_mod
 from controller.api import auth, canonical_path, routes
+from controller.api import status_pages as status_pages_api
 from controller.api.errors import error_middleware
 from controller.config import ControllerConfig
 from controller.dispatcher import Dispatcher
@@ -83,6 +84,10 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def reconnected() -> None:
         log.info("nats reconnected")
+        # Status-page changes announced while we were cut off did not reach us: end every
+        # page stream, and the browsers' reconnects are checked against the pages as they are.
+        if keys.HUB in app:
+            app[keys.HUB].close_page(None)
 
     nc = await nats.connect(cfg.nats_url, name=f"controller-{cfg.controller_id}",
                             max_reconnect_attempts=-1, reconnect_time_wait=0.5,
@@ -203,12 +208,21 @@ async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
 
 
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The events hub (WebSocket and SSE push) and the status-page subscriber sender."""
+    """The events hub (WebSocket and SSE push), status-page changes from any controller (ours
+    included), and the status-page subscriber sender."""
     cfg = app[keys.CONFIG]
     hub = app[keys.HUB] = Hub(app[keys.POOL])
     await hub.start()
     secret = await status_pages_mod.cookie_secret(app[keys.POOL], cfg.status_page_secret)
     app[keys.STATUS_PAGES] = status_pages_mod.PageCache(secret=secret)
+
+    async def on_page_changed(msg: Msg) -> None:
+        with contextlib.suppress(ValueError):
+            status_pages_api.drop_page(app, int(msg.data))
+        if msg.reply:
+            await msg.respond(b"ok")
+
+    sub = await app[keys.NC].subscribe(subjects.status_page_changed(), cb=on_page_changed)
     stop = asyncio.Event()
     async with status_pages_mod.webhook_session(cfg) as session:
         send = status_pages_mod.make_sender(cfg, session)
@@ -217,6 +231,8 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
                                      name="status-subscribers")]  # fmt: skip
         yield
         stop.set()
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 

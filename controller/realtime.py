@@ -9,6 +9,10 @@ replay and the live stream.
 Status-page post events (`status_page.post.*`) are outbox events like the others: they go
 to WebSocket clients of the `status_page.posts` topic and to the SSE clients of their page
 (`Client.page_id`), which render only what the public page shows.
+
+An SSE client was checked against its page (public, or unlocked) once, when it connected:
+`close_page` ends the streams of a page whose settings changed, so each browser reconnects
+and is checked again.
 """
 
 from __future__ import annotations
@@ -135,13 +139,24 @@ class Hub:
         self.last_id = 0
         self.clients: set[Client] = set()
         self.gaps: dict[int, float] = {}
+        # Counts close_page() calls; per page (None: every page) the count at its last one.
+        self.page_changes = 0
+        self.changed_pages: dict[int | None, int] = {}
 
     async def start(self) -> None:
         self.last_id = await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM events")
 
-    def attach(self, client: Client) -> None:
+    def attach(self, client: Client, *, checked_at: int | None = None) -> bool:
+        """Offer events to the client from now on. A page's client checked against its page
+        when `page_changes` was `checked_at` is refused (False) if the page changed since:
+        it was checked against settings that no longer hold."""
+        if checked_at is not None and client.page_id is not None:
+            changed = max(self.changed_pages.get(client.page_id, 0), self.changed_pages.get(None, 0))
+            if changed > checked_at:
+                return False
         self.clients.add(client)
         metrics.REALTIME_CLIENTS.labels(client.kind).inc()
+        return True
 
     def detach(self, client: Client) -> None:
         if client in self.clients:
@@ -201,6 +216,17 @@ class Hub:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.interval)
         self.close_all()
+
+    def close_page(self, page_id: int | None) -> int:
+        """End the SSE streams of a page (None: of every page) whose settings changed, and
+        refuse the clients checked before this call; the number of streams ended."""
+        self.page_changes += 1
+        self.changed_pages[page_id] = self.page_changes
+        ended = [c for c in self.clients if c.page_id is not None and page_id in (None, c.page_id)]
+        for client in ended:
+            client.close()
+            self.detach(client)
+        return len(ended)
 
     def close_all(self) -> None:
         for client in list(self.clients):

@@ -58,3 +58,10 @@ def api_key_revoked() -> str:
     """Core subject: a key was revoked (payload: its prefix); every controller drops it
     from its key cache and answers the reply subject."""
     return f"{PREFIX}.api_keys.revoked"
+
+
+def status_page_changed() -> str:
+    """Core subject: a status page's settings changed or it was deleted (payload: its id);
+    every controller ends that page's SSE streams, drops its cached renderings and answers
+    the reply subject."""
+    return f"{PREFIX}.status_pages.changed"

@@ -9,14 +9,17 @@ the visitor holds the signed cookie that its password grants.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import html
+import logging
 from importlib import resources
 from typing import Any
 
 import asyncpg
 import msgspec
+import nats.errors
 from aiohttp import web
 
 from controller import destinations, keys, status_html
@@ -27,10 +30,15 @@ from controller.incidents import iso
 from controller.realtime import Client, Event
 from controller.storage import api_keys
 from controller.storage import status_pages as store
+from shared import subjects
+
+log = logging.getLogger("probefleet.status_pages")
 
 MAX_PAGE = 100
 POST_DAYS = 14
 SSE_KEEPALIVE = 15.0
+# How long a change waits for every live controller to confirm it ended the page's streams.
+ANNOUNCE_WAIT = 1.0
 
 
 def _not_found() -> ApiError:
@@ -38,6 +46,41 @@ def _not_found() -> ApiError:
 
 
 # --- admin API --------------------------------------------------------------------------
+
+
+def drop_page(app: web.Application, page_id: int) -> None:
+    """Forget the page's cached renderings and end its SSE streams on this controller."""
+    app[keys.STATUS_PAGES].forget(page_id)
+    app[keys.HUB].close_page(page_id)
+
+
+async def announce_changed(app: web.Application, page_id: int) -> None:
+    """The page's settings changed (or it is gone), committed: end its streams here, then on
+    every live controller, and wait (at most ANNOUNCE_WAIT) until each confirmed, so no
+    stream checked against the old settings outlives the answer to the change."""
+    drop_page(app, page_id)
+    nc, subject, data = app[keys.NC], subjects.status_page_changed(), str(page_id).encode()
+    if not nc.is_connected:
+        # nats.py sends it once reconnected; controllers that were cut off meanwhile end
+        # all their page streams when they reconnect (app.py nats_ctx).
+        with contextlib.suppress(nats.errors.Error):
+            await nc.publish(subject, data)
+        log.warning("status page change not confirmed: NATS disconnected page_id=%d", page_id)
+        return
+    live = int(await app[keys.POOL].fetchval("SELECT count(*) FROM controllers WHERE lease_until > now()"))
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(subject, data, reply=inbox)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ANNOUNCE_WAIT
+        for _ in range(max(live, 1)):
+            await sub.next_msg(timeout=max(deadline - loop.time(), 0.001))
+    except nats.errors.TimeoutError:
+        log.warning("status page change not confirmed by every controller page_id=%d live=%d", page_id, live)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 def page_out(page: dict[str, Any], comps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -93,7 +136,11 @@ async def _incident(conn: Any, page_id: int, status: str, message: str) -> None:
 
 
 async def _save(request: web.Request, page_id: int | None, data: dict[str, Any]) -> dict[str, Any]:
+    """Create or change the page. A change of anything but the incident banner ends the
+    page's open streams everywhere; the banner reaches them as a post frame, and ending every
+    visitor's stream on each incident update would make them all reconnect at the worst time."""
     pool = request.app[keys.POOL]
+    settings_changed = page_id is not None and bool(set(data) - set(sp.INCIDENT_FIELDS))
     names = ("name", "slug", "custom_domain", "description", "is_public")
     fields: dict[str, Any] = {k: data[k] for k in names if k in data}
     if "password" in data:
@@ -117,7 +164,10 @@ async def _save(request: web.Request, page_id: int | None, data: dict[str, Any])
         raise ApiError(409, "conflict", f"{field} already in use", {field: "already in use"}) from None
     except asyncpg.ForeignKeyViolationError:
         raise ValidationFailed({"sections": "a monitor was deleted meanwhile"}) from None
-    request.app[keys.STATUS_PAGES].forget(page_id)
+    if settings_changed:
+        await announce_changed(request.app, page_id)
+    else:
+        request.app[keys.STATUS_PAGES].forget(page_id)
     return out
 
 
@@ -174,7 +224,7 @@ async def delete_status_page(request: web.Request) -> web.Response:
     page_id = path_id(request, what="status page")
     if not await store.delete_page(request.app[keys.POOL], page_id):
         raise _not_found()
-    request.app[keys.STATUS_PAGES].forget(page_id)
+    await announce_changed(request.app, page_id)
     return web.Response(status=204)
 
 
@@ -452,6 +502,10 @@ def _sse(ev: Event, components: dict[int, list[int]]) -> bytes:
 
 
 async def page_events(request: web.Request) -> web.StreamResponse:
+    """The page's live frames, for as long as the page stays as it was checked here: a
+    change ends the stream (`announce_changed`), and the browser's reconnect is checked anew."""
+    hub = request.app[keys.HUB]
+    checked_at = hub.page_changes
     page = await visible_page(request, request.match_info["slug"])
     if page is None:
         raise _not_found()
@@ -459,14 +513,14 @@ async def page_events(request: web.Request) -> web.StreamResponse:
     by_monitor: dict[int, list[int]] = {}
     for c in comps:
         by_monitor.setdefault(c["monitor_id"], []).append(c["id"])
-    hub = request.app[keys.HUB]
     client = Client(kind="sse", topics=frozenset({"monitor.status"}), monitor_ids=frozenset(by_monitor),
                     size=64, page_id=page["id"])  # fmt: skip
     resume = request.headers.get("Last-Event-ID") or request.query.get("last_event_id", "")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})  # fmt: skip
     await response.prepare(request)
-    hub.attach(client)
+    if not hub.attach(client, checked_at=checked_at):
+        return response  # changed while we checked: the browser reconnects, and is checked again
     try:
         await response.write(b"retry: 2000\n\n")
         if resume.isdigit() and len(resume) <= 18:
