@@ -69,6 +69,9 @@ class Agent:
             pending_msgs_limit=-1,
             pending_bytes_limit=-1,
         )
+        # A round trip, so the server holds the subscription once start() returns: a job
+        # published right after (from another connection) is not missed.
+        await self.nc.flush()
         self._background = [asyncio.create_task(self._publisher()) for _ in range(self.config.publishers)]
         self._background.append(asyncio.create_task(self._heartbeats()))
         log.info("probe started probe_id=%s region=%s", self.config.probe_id, self.config.region)
