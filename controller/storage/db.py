@@ -70,18 +70,51 @@ async def migrate(dsn: str, *, upto: str | None = None) -> list[str]:
         await conn.close()
 
 
+# The column each partitioned table is split on, by day.
+PARTITION_KEYS = {"check_results": "due", "rounds": "due", "heartbeat_pings": "at"}
+
+
 async def ensure_partitions(conn: DB, now: dt.datetime, *, days_ahead: int = 3,
                             tables: tuple[str, ...] = PARTITIONED) -> None:  # fmt: skip
     """Daily partitions from yesterday to `days_ahead`, so the default partition stays empty
-    (heartbeat_pings has none: a ping needs its day's partition)."""
+    (heartbeat_pings has none: a ping needs its day's partition).
+
+    Should rows of a day already sit in the default partition (written while that day
+    had no partition, e.g. after the clock jumped), PostgreSQL refuses the new partition;
+    the rows are then moved into it as it is created, rather than blocking every later
+    day and table."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as c:
+            return await ensure_partitions(c, now, days_ahead=days_ahead, tables=tables)
     start = now.date() - dt.timedelta(days=1)
     for table in tables:
         for i in range(days_ahead + 2):
             day = start + dt.timedelta(days=i)
             name = f"{table}_{day:%Y%m%d}"
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} "
-                # UTC days (retention and the names assume UTC), whatever the server's zone
-                f"FOR VALUES FROM ('{day.isoformat()} 00:00+00') TO "
-                f"('{(day + dt.timedelta(days=1)).isoformat()} 00:00+00')"
-            )
+            # UTC days (retention and the names assume UTC), whatever the server's zone
+            lo, hi = (f"'{d.isoformat()} 00:00+00'" for d in (day, day + dt.timedelta(days=1)))
+            bounds = f"FROM ({lo}) TO ({hi})"
+            try:
+                async with conn.transaction():  # a savepoint inside migrate()'s transaction
+                    await conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} FOR VALUES {bounds}"
+                    )
+            except asyncpg.CheckViolationError:
+                moved = await _adopt_default_rows(conn, table, name, lo, hi)
+                log.warning(
+                    "partition created from default rows table=%s partition=%s rows=%d", table, name, moved
+                )
+
+
+async def _adopt_default_rows(conn: Tx, table: str, name: str, lo: str, hi: str) -> int:
+    """Create partition `name` of `table` for [lo, hi) holding the rows its default
+    partition has there, in one transaction; the number of rows moved."""
+    key = PARTITION_KEYS[table]
+    async with conn.transaction():
+        await conn.execute(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        status = await conn.execute(
+            f"WITH moved AS (DELETE FROM {table}_default WHERE {key} >= {lo} AND {key} < {hi} RETURNING *)"
+            f" INSERT INTO {name} SELECT * FROM moved"
+        )
+        await conn.execute(f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})")
+    return int(status.split()[-1])

@@ -33,3 +33,33 @@ async def test_partitions_are_utc_days_in_any_server_time_zone(database: str) ->
         await pool.close()
     assert list(where.values()) == ["heartbeat_pings_20310510", "heartbeat_pings_20310510",
                                     "heartbeat_pings_20310511"]  # fmt: skip
+
+
+async def test_rows_in_the_default_partition_move_into_their_new_day(database: str) -> None:
+    """Rows written while their day had no partition (say the clock jumped) sit in the
+    default partition; creating that day's partition later moves them there instead of
+    failing, and the other days and tables are still created."""
+    await db.migrate(database)
+    pool = await db.create_pool(database, max_size=1)
+    far = dt.datetime(2033, 1, 10, 6, tzinfo=UTC)
+    try:
+        await pool.execute(
+            "INSERT INTO rounds (monitor_id, due, regions, deadline) VALUES"
+            " (1, $1, '{us-east}', $1), (2, $2, '{us-east}', $2)",
+            far, far + dt.timedelta(days=1, hours=1),
+        )  # fmt: skip
+        assert await pool.fetchval("SELECT count(*) FROM rounds_default") == 2
+        await db.ensure_partitions(pool, far + dt.timedelta(days=1), days_ahead=1)
+        where = await pool.fetch("SELECT monitor_id, tableoid::regclass::text AS part FROM rounds ORDER BY 1")
+        assert [(r["monitor_id"], r["part"]) for r in where] == [
+            (1, "rounds_20330110"),
+            (2, "rounds_20330111"),
+        ]
+        assert await pool.fetchval("SELECT count(*) FROM rounds_default") == 0
+        # Tables after rounds were not held up.
+        assert (
+            await pool.fetchval("SELECT to_regclass('heartbeat_pings_20330112')::text")
+            == "heartbeat_pings_20330112"
+        )
+    finally:
+        await pool.close()
