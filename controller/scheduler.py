@@ -46,6 +46,9 @@ def next_due(after: float, interval: float, offset: float) -> float:
     return k * interval + offset
 
 
+_DELETED = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
 @dataclass
 class Entry:
     id: int
@@ -68,12 +71,31 @@ class Scheduler:
     entries: dict[int, Entry] = field(default_factory=dict)
     heap: list[tuple[float, int, int]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    # updated_at of the newest row applied per monitor (the max for a deleted one), so a
+    # row read before a newer change was applied cannot undo it (see _newest).
+    applied: dict[int, dt.datetime] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ------------------------------------------------------------ schedule changes
 
+    def _newest(self, row: dict[str, Any]) -> bool:
+        """Whether `row` is at least as new as what was applied for its monitor (and note
+        it). A refresh reads the row while the API may apply a newer write of its own: a
+        pause's announcement read before a resume committed must not undo the resume."""
+        stamp = row.get("updated_at")
+        if stamp is None:
+            return True
+        last = self.applied.get(row["id"])
+        if last is not None and stamp < last:
+            return False
+        self.applied[row["id"]] = stamp
+        return True
+
     def upsert(self, row: dict[str, Any], now: float | None = None) -> None:
-        """Add or replace a monitor (a row of the monitors table)."""
+        """Add or replace a monitor (a row of the monitors table), unless a newer version
+        of it was applied already."""
+        if not self._newest(row):
+            return
         if not row.get("enabled", True) or row["kind"] == "heartbeat" or not self.owns(row["id"]):
             self.remove(row["id"])
             return
@@ -93,7 +115,10 @@ class Scheduler:
         metrics.MONITORS.set(len(self.entries))
         self._wake.set()
 
-    def remove(self, monitor_id: int) -> None:
+    def remove(self, monitor_id: int, *, deleted: bool = False) -> None:
+        """Drop a monitor from the schedule; `deleted`: for good (no older row brings it back)."""
+        if deleted:
+            self.applied[monitor_id] = _DELETED
         if self.entries.pop(monitor_id, None) is not None:
             metrics.MONITORS.set(len(self.entries))
 
@@ -124,7 +149,7 @@ class Scheduler:
         """Re-read one monitor after another controller told us it changed."""
         row = await monitor_store.get(self.pool, monitor_id)
         if row is None:
-            self.remove(monitor_id)
+            self.remove(monitor_id, deleted=True)
         else:
             self.upsert(row)
 

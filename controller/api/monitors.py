@@ -68,7 +68,7 @@ async def _changed(request: web.Request, row: dict[str, Any] | None, monitor_id:
     """Tell our scheduler at once, and the other controllers over NATS."""
     scheduler = request.app[keys.SCHEDULER]
     if row is None:
-        scheduler.remove(monitor_id)
+        scheduler.remove(monitor_id, deleted=True)
     else:
         scheduler.upsert(row)
     nc = request.app[keys.NC]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import statistics
 from typing import Any
 
@@ -101,6 +102,40 @@ async def test_it_applies_changes_and_deletes_at_once(pool: asyncpg.Pool) -> Non
     for t in range(0, 21):
         await tick_live(sched, T0 + t)
     assert {wire.decode_job(d).monitor_id for _, d in published} == {3}
+
+
+async def test_an_older_row_does_not_undo_a_newer_change(pool: asyncpg.Pool) -> None:
+    """A refresh reads a row while the API applies a newer write of its own (pause, then
+    resume at once): the stale read arrives last and must not win."""
+    sched, _ = make(pool)
+    t1 = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+    t2 = t1 + dt.timedelta(milliseconds=5)
+    sched.upsert(row(1, updated_at=t2), now=T0)  # resumed
+    sched.upsert(row(1, enabled=False, updated_at=t1), now=T0)  # the pause, read late
+    assert 1 in sched.entries
+    sched.upsert(row(1, enabled=False, updated_at=t2 + dt.timedelta(seconds=1)), now=T0)
+    assert 1 not in sched.entries  # a newer pause does apply
+    sched.upsert(row(2, updated_at=t1), now=T0)
+    sched.remove(2, deleted=True)
+    sched.upsert(row(2, updated_at=t2), now=T0)  # read before the delete committed
+    assert 2 not in sched.entries
+
+
+async def test_a_refresh_applies_what_the_database_holds(pool: asyncpg.Pool) -> None:
+    sched, _ = make(pool)
+    mid = await pool.fetchval(
+        "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
+        " VALUES ('m', 'http', '{\"type\": \"http\", \"url\": \"http://127.0.0.1/\"}', 60, 5, '{us-east}')"
+        " RETURNING id"
+    )
+    await sched.refresh(mid)
+    assert mid in sched.entries
+    await pool.execute("UPDATE monitors SET enabled = false, updated_at = now() WHERE id = $1", mid)
+    await sched.refresh(mid)
+    assert mid not in sched.entries
+    await pool.execute("DELETE FROM monitors WHERE id = $1", mid)
+    await sched.refresh(mid)
+    assert sched.applied[mid] == dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 async def test_it_skips_missed_rounds_after_a_stall_instead_of_bursting(pool: asyncpg.Pool) -> None:
