@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats.errors
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from controller import keys
+from controller import broadcast, keys
 from controller.keycache import KeyCache
 from controller.storage import api_keys
 from shared import subjects
@@ -55,24 +53,8 @@ async def announce_revoked(app: web.Application, prefix: str) -> None:
     """Drop the key here, then on every live controller; wait (at most REVOKE_WAIT) until
     each confirmed, so the key is refused everywhere once the DELETE has answered."""
     app[keys.KEYCACHE].forget(prefix)
-    nc = app[keys.NC]
-    if not nc.is_connected:
-        log.warning("revoke not announced: NATS disconnected prefix=%s", prefix)
-        return
-    live = int(await app[keys.POOL].fetchval("SELECT count(*) FROM controllers WHERE lease_until > now()"))
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    try:
-        await nc.publish(subjects.api_key_revoked(), prefix.encode(), reply=inbox)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REVOKE_WAIT
-        for _ in range(max(live, 1)):
-            await sub.next_msg(timeout=max(deadline - loop.time(), 0.001))
-    except nats.errors.TimeoutError:
-        log.warning("revoke not confirmed by every controller prefix=%s live=%d", prefix, live)
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+    await broadcast.announce(app, subjects.api_key_revoked(), prefix.encode(), wait=REVOKE_WAIT,
+                             what=f"revoke of prefix={prefix}")  # fmt: skip
 
 
 async def keycache_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -9,7 +9,6 @@ the visitor holds the signed cookie that its password grants.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import gzip
 import html
@@ -19,10 +18,9 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import nats.errors
 from aiohttp import web
 
-from controller import destinations, keys, status_html
+from controller import broadcast, destinations, keys, status_html
 from controller import status_pages as sp
 from controller.api.common import bearer, now_utc, ok, path_id, read_json, require
 from controller.api.errors import ApiError, ValidationFailed, not_found
@@ -59,28 +57,8 @@ async def announce_changed(app: web.Application, page_id: int) -> None:
     every live controller, and wait (at most ANNOUNCE_WAIT) until each confirmed, so no
     stream checked against the old settings outlives the answer to the change."""
     drop_page(app, page_id)
-    nc, subject, data = app[keys.NC], subjects.status_page_changed(), str(page_id).encode()
-    if not nc.is_connected:
-        # nats.py sends it once reconnected; controllers that were cut off meanwhile end
-        # all their page streams when they reconnect (app.py nats_ctx).
-        with contextlib.suppress(nats.errors.Error):
-            await nc.publish(subject, data)
-        log.warning("status page change not confirmed: NATS disconnected page_id=%d", page_id)
-        return
-    live = int(await app[keys.POOL].fetchval("SELECT count(*) FROM controllers WHERE lease_until > now()"))
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    try:
-        await nc.publish(subject, data, reply=inbox)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ANNOUNCE_WAIT
-        for _ in range(max(live, 1)):
-            await sub.next_msg(timeout=max(deadline - loop.time(), 0.001))
-    except nats.errors.TimeoutError:
-        log.warning("status page change not confirmed by every controller page_id=%d live=%d", page_id, live)
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+    await broadcast.announce(app, subjects.status_page_changed(), str(page_id).encode(), wait=ANNOUNCE_WAIT,
+                             what=f"status page change page_id={page_id}")  # fmt: skip
 
 
 def page_out(page: dict[str, Any], comps: list[dict[str, Any]]) -> dict[str, Any]:
