@@ -487,16 +487,14 @@ def webhook_session(cfg: ControllerConfig) -> aiohttp.ClientSession:
 def make_sender(cfg: ControllerConfig, session: aiohttp.ClientSession) -> Sender:
     """send(notice): a JSON POST for webhook subscribers, a mail through cfg.smtp_* for email.
 
-    `session` comes from webhook_session(cfg): its resolver refuses names with a non-public
-    address; IP-literal hosts are checked here. Redirects are not followed (a redirect could
+    `session` comes from webhook_session(cfg): it refuses non-public addresses, names and IP
+    literals alike (controller/destinations.py). Redirects are not followed (a redirect could
     point anywhere)."""
     base = cfg.public_url or f"http://{cfg.host}:{cfg.port}"
 
     async def send(notice: dict[str, Any]) -> None:
         subject, text = notice_text(notice, base)
         if notice["channel"] == "webhook":
-            if not cfg.subscriber_webhooks_allow_private:
-                destinations.check_literal(notice["address"])
             body = {"type": f"status_page.{notice['kind']}", "page": {"name": notice["page_name"],
                     "slug": notice["slug"]}, "subject": subject, "data": notice["payload"]}  # fmt: skip
             try:
