@@ -125,18 +125,23 @@ def _config_error(e: msgspec.ValidationError) -> ValidationFailed:
     return from_msgspec(e, prefix="config")
 
 
-async def _check_destinations(request: web.Request, config: ChannelConfig) -> None:
-    """422 on config.<field> for a URL whose host is, or resolves to, a non-public address
-    (the dispatcher's session refuses them again at every delivery)."""
-    allow = request.app[keys.CONFIG].notification_channels_allow_private
-    errors: dict[str, object] = {}
+async def _refused_destinations(config: ChannelConfig, *, allow_private: bool) -> dict[str, str]:
+    """Field name -> why, for each URL of the config whose host is, or resolves to, a
+    non-public address (the dispatcher's session refuses them again at every delivery)."""
+    refused: dict[str, str] = {}
     for name, url in urls(config).items():
         try:
-            await destinations.check(url, allow_private=allow)
+            await destinations.check(url, allow_private=allow_private)
         except destinations.DestinationError as e:
-            errors[f"config.{name}"] = str(e)
-    if errors:
-        raise ValidationFailed(errors)
+            refused[name] = str(e)
+    return refused
+
+
+async def _check_destinations(request: web.Request, config: ChannelConfig) -> None:
+    """422 on config.<field> for every refused destination of the config."""
+    refused = await _refused_destinations(config, allow_private=private_allowed(request))
+    if refused:
+        raise ValidationFailed({f"config.{name}": why for name, why in refused.items()})
 
 
 async def _channel(
@@ -286,10 +291,10 @@ async def _channel_for_url(conn: Any, url: str, field: str, monitor: str, allow_
     try:
         kind, config = channel_urls.parse(url)
         parsed = parse_config(kind, {**config, "kind": kind})
-        for destination in urls(parsed).values():
-            await destinations.check(destination, allow_private=allow_private)
-    except (ValueError, msgspec.ValidationError) as e:  # DestinationError is a ValueError
+    except (ValueError, msgspec.ValidationError) as e:
         raise ValidationFailed({field: str(e)}) from None
+    if refused := await _refused_destinations(parsed, allow_private=allow_private):
+        raise ValidationFailed({field: next(iter(refused.values()))})
     if (found := await store.channel_with_url(conn, kind, config["url"])) is not None:
         return found
     row = {"name": f"{kind} for {monitor}"[:200], "kind": kind, "config": msgspec.to_builtins(parsed),
