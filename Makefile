@@ -5,17 +5,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint typecheck bench clean
+.PHONY: help install dev test lint typecheck bench dist lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+LOCKED := requirements/build.txt requirements/dev.txt
+
+# Every install comes from the lock: exact versions with hashes, nothing resolved on the
+# day. A changed lock rebuilds the venv from scratch, so nothing outside the lock stays.
+$(STAMP): pyproject.toml uv.lock $(LOCKED)
 	@test -n "$(PYTHON)" || { echo "make: no python3.11 or python3 found (set PYTHON=...)" >&2; exit 2; }
 	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "make: $(PYTHON) is older than 3.11" >&2; exit 2; }
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps $(addprefix -r ,$(LOCKED))
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install probefleet with every extra
@@ -26,9 +31,10 @@ dev: $(STAMP) ## run NATS, PostgreSQL, a controller and probes in three regions
 test: $(STAMP) ## run the test suite against real NATS and PostgreSQL
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the lock agrees with pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/uv lock --check --quiet
 
 typecheck: $(STAMP) ## mypy
 	$(VENV)/bin/mypy
@@ -36,5 +42,18 @@ typecheck: $(STAMP) ## mypy
 bench: $(STAMP) ## end-to-end benchmarks; results go to bench/RESULTS.md
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+dist: $(STAMP) ## build the sdist and the wheel into dist/ (with the locked setuptools)
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+
+# `make lock` is the only thing that changes versions: it re-resolves every dependency to
+# the newest release pyproject.toml allows (uv.lock, one resolution for every platform and
+# extra) and exports hashed requirement files that plain pip installs.
+EXTRAS := probe controller all dev
+lock: $(STAMP) ## refresh uv.lock and requirements/*.txt to the newest allowed versions
+	$(VENV)/bin/uv lock --upgrade
+	$(foreach x,$(EXTRAS),$(VENV)/bin/uv export --frozen --no-emit-project --no-default-groups --quiet --extra $(x) -o requirements/$(x).txt &&) true
+	$(VENV)/bin/uv export --frozen --no-emit-project --only-group build --quiet -o requirements/build.txt
+
 clean: ## remove the venv and local data
-	rm -rf $(VENV) .probefleet .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .probefleet .pytest_cache .mypy_cache .ruff_cache dist build

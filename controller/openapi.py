@@ -193,7 +193,20 @@ def components() -> dict[str, Schema]:
     types = [_describable(t) for t in TYPES]
     _, comps = msgspec.json.schema_components(types, ref_template=REF)
     comps["MonitorInput"] = monitor_input(comps)
-    return dict(sorted(comps.items()))
+    return {name: _tidy(schema) for name, schema in sorted(comps.items())}
+
+
+def _tidy(node: Any) -> Any:
+    """Descriptions with their docstring indentation removed: msgspec 0.23 began to
+    dedent them itself, so the document stays the same whichever version renders it."""
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _tidy(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_tidy(v) for v in node]
+    return node
 
 
 def monitor_input(comps: dict[str, Schema]) -> Schema:
