@@ -1,6 +1,6 @@
 # probefleet developer commands. `make dev` and `make test` install what they need.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 

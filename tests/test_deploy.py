@@ -397,8 +397,10 @@ def test_dockerfile(role: str) -> None:
     froms = re.findall(r"^FROM (\S+)", text, re.M)
     assert len(froms) >= 2, "multi-stage"
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text and set(froms) == {"${PYTHON_IMAGE}"}
-    installs = re.findall(r"pip install .*\[([a-z,]+)\]", text)
-    assert installs == [role], f"only the {role} extra: {installs}"
+    locked = text.index(f"pip install --require-hashes -r requirements/{role}.txt")
+    assert locked < text.index("COPY shared"), "dependencies are installed before the source is copied"
+    assert re.findall(r"pip install --require-hashes -r requirements/(\w+)", text) == [role, "build"]
+    assert "pip install --no-deps /wheels/probefleet-" in text, "the wheel adds nothing outside the lock"
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1].split(":")[0] not in ("root", "0")
     assert text.rindex("USER") > text.rindex("FROM"), "the runtime stage drops root"

@@ -43,7 +43,8 @@ async def test_the_document_matches_the_golden_file(controller: Running) -> None
     if os.environ.get("PROBEFLEET_REGEN_GOLDEN"):
         GOLDEN.write_text(got)
     want = json.loads(GOLDEN.read_text())
-    assert cosmetic(json.loads(got)) == cosmetic(want), "OpenAPI document changed: PROBEFLEET_REGEN_GOLDEN=1 and review"
+    changed = "OpenAPI document changed: PROBEFLEET_REGEN_GOLDEN=1 and review"
+    assert cosmetic(json.loads(got)) == cosmetic(want), changed
 
 
 def cosmetic(node: object) -> object:
