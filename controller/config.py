@@ -96,6 +96,28 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message says where."""
 
 
+# Boolean settings that have a PROBEFLEET_<NAME> variable.
+_ENV_BOOLS = {
+    "notification_channels_allow_private": "NOTIFICATION_CHANNELS_ALLOW_PRIVATE",
+    "subscriber_webhooks_allow_private": "SUBSCRIBER_WEBHOOKS_ALLOW_PRIVATE",
+}
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _env_bool(name: str) -> bool | None:
+    """PROBEFLEET_<NAME> as a boolean (true/false, 1/0, yes/no; any case), None when unset.
+
+    Parsed here rather than by msgspec's lax conversion, which refuses "yes" with a message
+    naming the field, not the variable the user set."""
+    value = env_setting(name)
+    if value is None:
+        return None
+    flag = _BOOL_WORDS.get(value.strip().lower())
+    if flag is None:
+        raise ConfigError(f"PROBEFLEET_{name}={value!r}: use true or false (also 1/0, yes/no)")
+    return flag
+
+
 def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
     """Config from an optional TOML/JSON file, then env vars, then explicit overrides."""
     data: dict[str, object] = {}
@@ -109,10 +131,14 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
                      ("log_level", "LOG_LEVEL"), ("status_page_secret", "STATUS_PAGE_SECRET"),
                      ("public_url", "PUBLIC_URL"), ("smtp_host", "SMTP_HOST"), ("smtp_port", "SMTP_PORT"),
                      ("smtp_username", "SMTP_USERNAME"), ("smtp_password", "SMTP_PASSWORD"),
-                     ("smtp_from", "SMTP_FROM")):  # fmt: skip
+                     ("smtp_from", "SMTP_FROM"), ("smtp_security", "SMTP_SECURITY")):  # fmt: skip
         value = env_setting(env)
         if value is not None:
             data[key] = value
+    for key, env in _ENV_BOOLS.items():
+        flag = _env_bool(env)
+        if flag is not None:
+            data[key] = flag
     regions = env_setting("REGIONS")
     if regions is not None:
         # Known region ids keep their city, country and coordinates.

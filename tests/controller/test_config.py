@@ -61,3 +61,43 @@ def test_check_config_fails_on_a_bad_smtp_security(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "smtp_security 'ssl': use one of none, starttls, tls" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("YES", True), ("1", True), ("false", False), ("No", False), ("0", False)],
+    ids=["true", "YES", "1", "false", "No", "0"],
+)
+def test_it_reads_the_allow_private_variables_as_booleans(
+    value: str, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROBEFLEET_NOTIFICATION_CHANNELS_ALLOW_PRIVATE", value)
+    monkeypatch.setenv("PROBEFLEET_SUBSCRIBER_WEBHOOKS_ALLOW_PRIVATE", value)
+    cfg = load()
+    assert cfg.notification_channels_allow_private is cfg.subscriber_webhooks_allow_private is expected
+
+
+def test_a_variable_beats_the_file_for_the_allow_private_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("notification_channels_allow_private = true\nsubscriber_webhooks_allow_private = true\n")
+    assert load(path).notification_channels_allow_private
+    monkeypatch.setenv("PROBEFLEET_NOTIFICATION_CHANNELS_ALLOW_PRIVATE", "false")
+    cfg = load(path)
+    assert (cfg.notification_channels_allow_private, cfg.subscriber_webhooks_allow_private) == (False, True)
+
+
+@pytest.mark.parametrize("name", ["NOTIFICATION_CHANNELS_ALLOW_PRIVATE", "SUBSCRIBER_WEBHOOKS_ALLOW_PRIVATE"])
+def test_it_rejects_a_boolean_variable_it_cannot_read_naming_it(name: str) -> None:
+    result = CliRunner().invoke(main, ["check-config"], env={f"PROBEFLEET_{name}": "on"})
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"PROBEFLEET_{name}='on': use true or false" in result.output
+
+
+def test_it_reads_smtp_security_from_the_environment_and_checks_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBEFLEET_SMTP_SECURITY", "none")
+    assert load().smtp_security == "none"
+    monkeypatch.setenv("PROBEFLEET_SMTP_SECURITY", "ssl")
+    with pytest.raises(ConfigError, match=r"smtp_security 'ssl': use one of none, starttls, tls"):
+        load()
