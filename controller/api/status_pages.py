@@ -380,7 +380,9 @@ def _locked(request: web.Request, wrong: bool = False) -> web.Response:
     return _html(status_html.render_locked(request.path, wrong=wrong), status=401)
 
 
-async def _render(request: web.Request, page: dict[str, Any], notice: str = "") -> web.Response:
+async def _render(
+    request: web.Request, page: dict[str, Any], notice: str = "", status: int = 200
+) -> web.Response:
     """The page's HTML, from a one-second cache of its bytes (and their gzip)."""
     app = request.app
     cache = app[keys.STATUS_PAGES]
@@ -393,7 +395,9 @@ async def _render(request: web.Request, page: dict[str, Any], notice: str = "") 
         return raw, gzip.compress(raw, 5)
 
     body = await build() if notice else await cache.fetch("html", page["id"], cache.ttl, build)
-    return _bytes(request, body, "text/html")
+    response = _bytes(request, body, "text/html")
+    response.set_status(status)
+    return response
 
 
 async def status_page_html(request: web.Request) -> web.Response:
@@ -615,6 +619,16 @@ def _throttle(request: web.Request) -> int:
     return request.app[keys.STATUS_PAGES].subscribe_limiter.take(sp.source_key(request.remote))
 
 
+def _mail_off(request: web.Request) -> bool:
+    """Whether this server cannot send the confirmation mail an email subscriber needs."""
+    return not request.app[keys.CONFIG].smtp_host
+
+
+def _no_mail() -> ApiError:
+    # Rather than a 202 "check your inbox" for a mail that would never come.
+    return ApiError(409, "email_unavailable", "this server cannot send email: smtp_host is not configured")
+
+
 def _too_many(retry: int) -> ApiError:
     return ApiError(429, "rate_limited", f"too many subscribe requests; retry after {retry} s",
                     {"retry_after": retry}, headers={"Retry-After": str(retry)})  # fmt: skip
@@ -631,6 +645,7 @@ async def _subscribe(request: web.Request, page: dict[str, Any], kind: str, addr
 
 
 async def subscribe_json(request: web.Request) -> web.Response:
+    """Subscribe by email (202, a confirmation mail; 409 email_unavailable without SMTP) or by webhook."""
     page = await visible_page(request, request.match_info["slug"])
     if page is None:
         raise _not_found()
@@ -638,6 +653,8 @@ async def subscribe_json(request: web.Request) -> web.Response:
     if retry:
         raise _too_many(retry)
     kind, address = _subscription(await read_json(request))
+    if kind == "email" and _mail_off(request):
+        raise _no_mail()
     if kind == "webhook":
         await _destination(request, address)
     return ok(await _subscribe(request, page, kind, address), status=202)
@@ -656,6 +673,9 @@ async def subscribe_form(request: web.Request) -> web.Response:
         kind, address = _subscription({"email": form.get("email")})
     except ValidationFailed:
         return await _render(request, page, notice="Please enter a valid email address.")
+    if _mail_off(request):
+        notice = "Email subscriptions are not available on this server."
+        return await _render(request, page, notice=notice, status=409)
     await _subscribe(request, page, kind, address)
     return await _render(request, page, notice="Check your inbox for a confirmation link.")
 

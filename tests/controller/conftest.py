@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiosmtpd.smtp import SMTP
 
 from controller import keys
 from controller.app import build_app
@@ -59,3 +62,20 @@ async def api(controller: Running) -> AsyncIterator[aiohttp.ClientSession]:
     headers = {"Authorization": f"Bearer {controller.admin_key}"}
     async with aiohttp.ClientSession(base_url=controller.base, headers=headers) as session:
         yield session
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[list[Any]]:
+    """An aiosmtpd server on loopback in this loop; the list holds its port, then envelopes."""
+    got: list[Any] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            got.append(envelope)
+            return "250 OK"
+
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(Handler()), "127.0.0.1", 0)
+    got.append(server.sockets[0].getsockname()[1])
+    yield got
+    server.close()
+    await server.wait_closed()

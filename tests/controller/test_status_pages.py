@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiosmtpd.smtp import SMTP
 
 from controller import keys, rollups
 from controller import status_pages as sp
@@ -351,23 +349,6 @@ def _mail(envelope: Any) -> dict[str, str]:
     return {"subject": str(mail["Subject"]), "body": mail.get_content()}  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-async def smtp() -> AsyncIterator[list[Any]]:
-    """An aiosmtpd server on loopback in this loop; the list holds its port, then envelopes."""
-    got: list[Any] = []
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            got.append(envelope)
-            return "250 OK"
-
-    server = await asyncio.get_running_loop().create_server(lambda: SMTP(Handler()), "127.0.0.1", 0)
-    got.append(server.sockets[0].getsockname()[1])
-    yield got
-    server.close()
-    await server.wait_closed()
-
-
 async def test_subscribers_confirm_by_email_and_hear_of_posts_and_state_changes(
     database: str, nats_url: str, smtp: list[Any]
 ) -> None:
@@ -434,6 +415,29 @@ async def test_subscribers_confirm_by_email_and_hear_of_posts_and_state_changes(
     finally:
         await running.stop()
         await runner.cleanup()
+
+
+async def test_it_refuses_email_subscribers_with_a_409_when_it_cannot_send_mail(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    assert not controller.app[keys.CONFIG].smtp_host
+    page = await _page(api, name="Quiet", slug="quiet")
+    async with aiohttp.ClientSession(base_url=controller.base) as anon:
+        r = await anon.post("/api/v1/status-pages/quiet/subscribe", json={"email": "ann@example.test"})
+        assert r.status == 409 and (await r.json())["error"] == {
+            "code": "email_unavailable",
+            "message": "this server cannot send email: smtp_host is not configured",
+            "details": {},
+        }
+        r = await anon.post("/status/quiet/subscribe", data={"email": "ann@example.test"})
+        text = await r.text()
+        assert r.status == 409 and "Email subscriptions are not available on this server." in text
+        assert "Check your inbox" not in text and "<h1>Quiet</h1>" in text
+        # A bad address is still a 422 first: the client has that to fix either way.
+        r = await anon.post("/api/v1/status-pages/quiet/subscribe", json={"email": "nope"})
+        assert r.status == 422
+    subs = (await (await api.get(f"/api/v1/status-pages/{page['id']}/subscribers")).json())["data"]
+    assert subs == []
 
 
 def test_passwords_are_scrypt_and_cookies_expire() -> None:

@@ -31,6 +31,16 @@ BOUND = 10.0  # generous bound for "arrives": a failure, never a speed measure
 
 
 @pytest.fixture
+async def controller(database: str, nats_url: str, smtp: list[Any]) -> AsyncIterator[Running]:
+    """This file's controller sends mail (to the smtp fixture): email subscribers need SMTP."""
+    running = await start_controller(
+        database, nats_url, smtp_host="127.0.0.1", smtp_port=smtp[0], smtp_security="none"
+    )
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
 async def receiver() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
     """A webhook receiver on 127.0.0.1: (port, bodies received)."""
     got: list[dict[str, Any]] = []
