@@ -111,7 +111,7 @@ class NatsServer:
         # JetStream would otherwise reserve 75 % of RAM for memory storage.
         conf.write_text(
             "jetstream {\n"
-            f'  store_dir: "{self.data_dir / "js"}"\n'
+            f"  store_dir: {_conf_string(self.data_dir / 'js')}\n"
             f"  max_memory_store: {js_max_mem}\n"
             f"  max_file_store: {js_max_file}\n"
             "}\n"
@@ -149,6 +149,11 @@ class NatsServer:
         if self.proc is not None:
             _stop(self.proc, signal.SIGKILL)
             self.proc = None
+
+
+def _conf_string(path: Path) -> str:
+    """`path` as a NATS config string: its parser takes JSON's quoting (spaces, quotes, backslashes)."""
+    return json.dumps(str(path), ensure_ascii=False)
 
 
 def _tcp_open(host: str, port: int) -> bool:
@@ -242,12 +247,10 @@ class PostgresServer:
         self.data_dir = reachable_dir(self.data_dir)
         bindir = _reachable_copy(_pginstall()) / "bin"
         pgdata = self.data_dir / "pgdata"
-        rundir = self.data_dir / "run"
-        for d in (self.data_dir, rundir):
-            d.mkdir(parents=True, exist_ok=True)
-            if self._owner:
-                os.chown(d, *self._owner)
-                os.chmod(d, 0o755)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._owner:
+            os.chown(self.data_dir, *self._owner)
+            os.chmod(self.data_dir, 0o755)
         if not (pgdata / "PG_VERSION").exists():
             shutil.rmtree(pgdata, ignore_errors=True)
             res = subprocess.run(
@@ -261,9 +264,10 @@ class PostgresServer:
         self.port = port or free_port()
         logfile = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115
         durability = "on" if fsync else "off"
+        # TCP only: a socket path could pass the 107-byte limit of sun_path in a deep data dir.
         cmd = [
             str(bindir / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1",
-            "-p", str(self.port), "-k", str(rundir),
+            "-p", str(self.port), "-c", "unix_socket_directories=",
             "-c", f"fsync={durability}", "-c", f"synchronous_commit={durability}",
             "-c", f"full_page_writes={durability}",
             "-c", "max_connections=300", "-c", "shared_buffers=128MB",
