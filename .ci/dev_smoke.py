@@ -141,7 +141,7 @@ def exercise(base: str, key: str) -> None:
 
     def three_regions() -> bool:
         rows = call("GET", f"{base}/api/v1/monitors/{mid}/results?limit=50", key)[1]["data"]
-        return {r["region"] for r in rows if r["ok"]} == set(REGIONS)
+        return {r["region"] for r in rows if r["is_ok"]} == set(REGIONS)
 
     until("an ok result from each region", CHECK_TIMEOUT, three_regions)
 
