@@ -1,7 +1,7 @@
 """`probefleet dev` (the whole system on embedded servers) and `probefleet check-config`.
 
-dev, in order: read the --config file; check that its ports can be bound; lock the data
-directory; start the mail and webhook catchers, NATS and PostgreSQL; create the admin key;
+dev, in order: read the --config file; lock the data directory and check that its ports
+can be bound; start the mail and webhook catchers, NATS and PostgreSQL; create the admin key;
 start a controller and a probe per region as children. It says "up" only once that
 controller answered an admin request made with that key, as itself. A refusal before
 anything started exits 2 (like a usage error); a failure after stops what was started.
@@ -94,6 +94,26 @@ def lock_data_dir(data_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+def _claim(data_dir: Path, ports: list[tuple[int, str, str]]) -> int:
+    """The data directory's lock (lock_data_dir) once the (port, what, option) ports are free
+    (check_port; 0 needs no check). The lock comes first when the directory exists, so
+    `make dev` run twice in one clone is told that, not that port 8080 is taken; a new
+    directory is made only once the ports are free, so a refusal writes nothing."""
+    lock = lock_data_dir(data_dir) if data_dir.is_dir() else None
+    try:
+        for port, what, option in ports:
+            if port:
+                check_port(port, what, option)
+    except DevRefusedError:
+        if lock is not None:
+            os.close(lock)
+        raise
+    if lock is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_data_dir(data_dir)
+    return lock
 
 
 def _load_config(path: Path | None) -> tuple[ControllerConfig, set[str]]:
@@ -222,14 +242,10 @@ def dev(data_dir: Path, port: int, webhook_port: int | None, config_path: Path |
         webhook_port = port + 1 if 0 < port < 65535 else 0
     if port and port == webhook_port:
         raise DevRefusedError(f"--port and --webhook-port are both {port}")
-    if port:
-        check_port(port, "the controller", "--port")
-    if webhook_port:
-        check_port(webhook_port, "the webhook catcher", "--webhook-port")
+    ports = [(port, "the controller", "--port"), (webhook_port, "the webhook catcher", "--webhook-port")]
+    lock = _claim(data_dir, ports)
     for name in sorted({"database_url", "nats_url"} & file_keys):
         click.echo(f"note: {config_path} sets {name}; dev uses its own NATS and PostgreSQL", err=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    lock = lock_data_dir(data_dir)
     try:
         _run(data_dir, port, webhook_port, config_path, cfg, file_keys)
     finally:
