@@ -116,6 +116,30 @@ def read_banner(proc: subprocess.Popen[str]) -> tuple[str, str]:
     return base, key
 
 
+def first_monitor(checkout: Path) -> None:
+    """The README's "A first monitor" commands, run as they are shown."""
+    readme = (checkout / "README.md").read_text()
+    block = re.search(r"## A first monitor.*?```sh\n(.*?)```", readme, re.S)
+    if not block:
+        fail("README.md has no 'A first monitor' commands")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.group(1)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print("".join(f"  > {line}\n" for line in done.stdout.splitlines()), end="")
+    answers = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or len(answers) != 3:
+        fail(f"the README's first-monitor commands: exit {done.returncode}, {done.stderr[-500:]}")
+    created, got, results = (a["data"] for a in answers)
+    if (created["id"], created["status"]) != (1, "pending") or (got["id"], got["status"]) != (1, "up"):
+        fail("the README's first monitor is not created pending and then up, as the README shows")
+    if not results or {r["region"] for r in results} - set(REGIONS):
+        fail("the README's first monitor has no results from the three regions")
+
+
 def exercise(base: str, key: str) -> None:
     status, _ = call("GET", f"{base}/api/v1/health")
     if status != 200:
@@ -175,6 +199,9 @@ def main() -> None:
     try:
         base, key = read_banner(proc)
         print(f"dev smoke: up after {time.monotonic() - started:.0f} s (venv from the lock included)")
+        if base != "http://127.0.0.1:8080":
+            fail(f"make dev is not on the README's address: {base}")
+        first_monitor(checkout)
         exercise(base, key)
         made = set(Path("/var/tmp").glob("probefleet-*")) - before
         stop(proc, [str(top), *map(str, made)])
