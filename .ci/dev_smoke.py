@@ -130,7 +130,11 @@ def first_monitor(checkout: Path) -> None:
         timeout=120,
     )
     print("".join(f"  > {line}\n" for line in done.stdout.splitlines()), end="")
-    answers = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    answers, text, decoder = [], done.stdout.strip(), json.JSONDecoder()
+    while text:  # curl prints each answer without a newline after it
+        answer, end = decoder.raw_decode(text)
+        answers.append(answer)
+        text = text[end:].strip()
     if done.returncode != 0 or len(answers) != 3:
         fail(f"the README's first-monitor commands: exit {done.returncode}, {done.stderr[-500:]}")
     created, got, results = (a["data"] for a in answers)
