@@ -36,15 +36,20 @@ lint: $(STAMP) ## ruff, and the lock agrees with pyproject.toml
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/uv lock --check --quiet
 
-typecheck: $(STAMP) ## mypy
-	$(VENV)/bin/mypy
+TYPECHECK := $(VENV)/typecheck
+typecheck: $(STAMP) ## mypy, on the package probefleet as the wheel lays it out
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/probefleet
+	for d in controller probe shared; do ln -s "$(CURDIR)/$$d" $(TYPECHECK)/probefleet/$$d; done
+	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p probefleet
 
 bench: $(STAMP) ## end-to-end benchmarks; results go to bench/RESULTS.md
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# The build leaves probefleet.egg-info in the checkout; it goes at once, since metadata
+# found on the path (the checkout, when it is the current folder) hides the venv's own.
 dist: $(STAMP) ## build the sdist and the wheel into dist/ (with the locked setuptools)
-	rm -rf dist
-	$(PY) -m build --no-isolation --outdir dist .
+	rm -rf dist build probefleet.egg-info
+	$(PY) -m build --no-isolation --outdir dist . ; status=$$?; rm -rf build probefleet.egg-info; exit $$status
 
 # `make lock` is the only thing that changes versions: it re-resolves every dependency to
 # the newest release pyproject.toml allows (uv.lock, one resolution for every platform and

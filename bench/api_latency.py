@@ -192,8 +192,8 @@ async def serve(dsn: str, nats_url: str) -> None:
     """A controller in this process until stdin closes; prints its base URL."""
     from aiohttp import web
 
-    from controller.app import build_app
-    from controller.config import ControllerConfig
+    from probefleet.controller.app import build_app
+    from probefleet.controller.config import ControllerConfig
 
     runner = web.AppRunner(build_app(ControllerConfig(database_url=dsn, nats_url=nats_url, port=0)),
                            handle_signals=False, access_log=None)  # fmt: skip
@@ -208,11 +208,11 @@ async def serve(dsn: str, nats_url: str) -> None:
 async def main(args: argparse.Namespace) -> None:
     from aiohttp import web
 
-    from controller import keys
-    from controller.app import build_app
-    from controller.config import ControllerConfig
-    from controller.storage import api_keys, db
-    from shared.devstack import create_database, embedded_stack
+    from probefleet.controller import keys
+    from probefleet.controller.app import build_app
+    from probefleet.controller.config import ControllerConfig
+    from probefleet.controller.storage import api_keys, db
+    from probefleet.shared.devstack import create_database, embedded_stack
 
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="pf-bench-api-") as tmp, embedded_stack(Path(tmp)) as stack:

@@ -32,13 +32,13 @@ import click
 from aiohttp import web
 
 from bench.common import percentile, record
-from controller import keys
-from controller.app import build_app
-from controller.config import ControllerConfig, Region
-from controller.storage import api_keys
-from probe.agent import Agent
-from probe.config import ProbeConfig
-from shared.devstack import EmbeddedStack, create_database
+from probefleet.controller import keys
+from probefleet.controller.app import build_app
+from probefleet.controller.config import ControllerConfig, Region
+from probefleet.controller.storage import api_keys
+from probefleet.probe.agent import Agent
+from probefleet.probe.config import ProbeConfig
+from probefleet.shared.devstack import EmbeddedStack, create_database
 
 REGIONS = {"us-east": "127.0.0.11", "eu-west": "127.0.0.12", "ap-south": "127.0.0.13"}
 INTERVAL, TIMEOUT = 30, 2

@@ -27,8 +27,8 @@ import asyncpg
 import click
 
 from bench.common import cpu_seconds, percentile, record
-from controller.scheduler import phase
-from shared import devstack
+from probefleet.controller.engine.scheduler import phase
+from probefleet.shared import devstack
 
 REGIONS = {"us-east": "127.0.0.11", "eu-west": "127.0.0.12", "ap-south": "127.0.0.13"}
 
@@ -48,7 +48,7 @@ def _wait_http(url: str, timeout: float = 60) -> None:
 
 
 async def _seed(dsn: str, n: int, interval: int, url: str) -> None:
-    from controller.storage import db
+    from probefleet.controller.storage import db
 
     await db.migrate(dsn)
     conn = await asyncpg.connect(dsn)
@@ -111,8 +111,10 @@ def run_one(n: int, interval: int, window: float, workdir: Path,
         env = {**os.environ, "PROBEFLEET_DATABASE_URL": dsn, "PROBEFLEET_NATS_URL": stack.nats.url,
                "PROBEFLEET_LOG_LEVEL": "WARNING"}  # fmt: skip
         api_port = devstack.free_port()
-        controller = _spawn(["-m", "shared.cli", "controller", "serve", "--port", str(api_port)], env)
-        probes = [_spawn(["-m", "shared.cli", "probe", "run", "--region", r, "--source-address", a], env)
+        controller = _spawn(
+            ["-m", "probefleet.shared.cli", "controller", "serve", "--port", str(api_port)], env
+        )
+        probes = [_spawn(["-m", "probefleet.shared.cli", "probe", "run", "--region", r, "--source-address", a], env)
                   for r, a in REGIONS.items()]  # fmt: skip
         procs += [controller, *probes]
         _wait_http(f"http://127.0.0.1:{api_port}/api/v1/health")

@@ -31,7 +31,7 @@ from pathlib import Path
 import asyncpg
 
 from bench.common import cpu_seconds, record
-from shared import devstack
+from probefleet.shared import devstack
 
 SUT_CORE, LOAD_CORE = "0", "1"
 GOAL_RPS, GOAL_P99_MS = 5000, 50.0
@@ -78,7 +78,7 @@ async def seed(base: str, dsn: str, n: int) -> list[str]:
     """n heartbeats created through the API; their tokens."""
     import aiohttp
 
-    from controller.storage import api_keys, db
+    from probefleet.controller.storage import api_keys, db
 
     pool = await db.create_pool(dsn, max_size=2)
     try:
@@ -143,7 +143,7 @@ def run(seconds: int, connections: int, heartbeats: int, workdir: Path) -> dict[
         env = {**os.environ, "PROBEFLEET_DATABASE_URL": dsn, "PROBEFLEET_NATS_URL": nats.url,
                "PROBEFLEET_LOG_LEVEL": "WARNING"}  # fmt: skip
         controller = subprocess.Popen(
-            ["taskset", "-c", SUT_CORE, sys.executable, "-m", "shared.cli", "controller", "serve",
+            ["taskset", "-c", SUT_CORE, sys.executable, "-m", "probefleet.shared.cli", "controller", "serve",
              "--port", str(port)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)  # fmt: skip
         base = f"http://127.0.0.1:{port}"

@@ -17,10 +17,10 @@ from pathlib import Path
 import click
 
 from bench.common import record
-from controller import results
-from controller.storage import db
-from controller.storage import results as store
-from shared import devstack, wire
+from probefleet.controller.engine import results
+from probefleet.controller.storage import db
+from probefleet.controller.storage import results as store
+from probefleet.shared import devstack, wire
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 

@@ -22,11 +22,12 @@ import click
 from aiohttp import web
 
 from bench.common import percentile, record
-from controller import incidents, metrics
-from controller.dispatcher import Dispatcher, Settings
-from controller.storage import db
-from controller.storage import notifications as store
-from shared.devstack import PostgresServer, create_database
+from probefleet.controller import metrics
+from probefleet.controller.engine import incidents
+from probefleet.controller.notifications.dispatcher import Dispatcher, Settings
+from probefleet.controller.storage import db
+from probefleet.controller.storage import notifications as store
+from probefleet.shared.devstack import PostgresServer, create_database
 
 
 def serve_receiver(port_file: Path, log_file: Path) -> None:

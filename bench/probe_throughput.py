@@ -75,7 +75,7 @@ async def _serve_target(port_file: str) -> None:
 
 
 def _job(url: str, timeout: float) -> Any:
-    from shared.wire import CheckJob, HttpSpec
+    from probefleet.shared.wire import CheckJob, HttpSpec
 
     now = time.time()
     return CheckJob(
@@ -85,10 +85,10 @@ def _job(url: str, timeout: float) -> Any:
 
 
 async def _probe_throughput(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
-    from probe.agent import Agent
-    from probe.checkers import http
-    from probe.config import ProbeConfig
-    from shared import wire
+    from probefleet.probe.agent import Agent
+    from probefleet.probe.checkers import http
+    from probefleet.probe.config import ProbeConfig
+    from probefleet.shared import wire
 
     agent = Agent(ProbeConfig(region="bench", concurrency=concurrency))
     job = _job(url, 5.0)
@@ -165,9 +165,9 @@ def _vm(field: str) -> int:
 
 
 async def _probe_memory(url: str, n: int, hold: float) -> dict[str, Any]:
-    from probe.agent import Agent
-    from probe.checkers import http
-    from probe.config import ProbeConfig
+    from probefleet.probe.agent import Agent
+    from probefleet.probe.checkers import http
+    from probefleet.probe.config import ProbeConfig
 
     agent = Agent(ProbeConfig(region="bench", concurrency=n, max_pending=0))
     baseline = _vm("VmRSS")

@@ -22,10 +22,10 @@ import asyncpg
 import click
 
 from bench.common import percentile, record
-from controller import rollups
-from controller.storage import db
-from controller.storage import stats as store
-from shared.devstack import PostgresServer, create_database
+from probefleet.controller.stats import rollups
+from probefleet.controller.storage import db
+from probefleet.controller.storage import stats as store
+from probefleet.shared.devstack import PostgresServer, create_database
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 INTERVAL = 60

@@ -24,12 +24,13 @@ import click
 from aiohttp import web
 
 from bench.common import percentile, record
-from controller import keys, rollups
-from controller.app import build_app
-from controller.config import ControllerConfig, Region
-from controller.incidents import emit
-from controller.storage import api_keys, stats
-from shared.devstack import create_database, embedded_stack
+from probefleet.controller import keys
+from probefleet.controller.app import build_app
+from probefleet.controller.config import ControllerConfig, Region
+from probefleet.controller.engine.incidents import emit
+from probefleet.controller.stats import rollups
+from probefleet.controller.storage import api_keys, stats
+from probefleet.shared.devstack import create_database, embedded_stack
 
 ROUND_INTERVAL = dt.timedelta(minutes=5)
 # base URL, admin key and monitor ids of the running bench controller

@@ -16,31 +16,24 @@ import nats
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from controller import (
-    destinations,
-    heartbeats,
-    incidents,
-    keys,
-    metrics,
-    ratelimit,
-    results,
-    retention,
-    rollups,
-)
-from controller import status_pages as status_pages_mod
-from controller.api import auth, canonical_path, routes
-from controller.api import status_pages as status_pages_api
-from controller.api.errors import error_middleware
-from controller.config import ControllerConfig
-from controller.dispatcher import Dispatcher
-from controller.fleet import Fleet
-from controller.realtime import Hub
-from controller.scheduler import Scheduler
-from controller.sharding import Membership
-from controller.storage import db
-from controller.storage import probes as probe_store
-from shared import subjects, wire
-from shared.streams import ensure_streams
+from probefleet.controller import keys, metrics
+from probefleet.controller.api import auth, canonical_path, ratelimit, routes
+from probefleet.controller.api import status_pages as status_pages_api
+from probefleet.controller.api.errors import error_middleware
+from probefleet.controller.cluster.fleet import Fleet
+from probefleet.controller.cluster.sharding import Membership
+from probefleet.controller.config import ControllerConfig
+from probefleet.controller.engine import heartbeats, incidents, results
+from probefleet.controller.engine.scheduler import Scheduler
+from probefleet.controller.notifications import destinations
+from probefleet.controller.notifications.dispatcher import Dispatcher
+from probefleet.controller.notifications.realtime import Hub
+from probefleet.controller.stats import retention, rollups
+from probefleet.controller.status_pages import model as status_pages_mod
+from probefleet.controller.storage import db
+from probefleet.controller.storage import probes as probe_store
+from probefleet.shared import subjects, wire
+from probefleet.shared.streams import ensure_streams
 
 log = logging.getLogger("probefleet.controller")
 

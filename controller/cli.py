@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from controller import config as config_mod
-from controller.scopes import SCOPES
+from probefleet.controller import config as config_mod
+from probefleet.controller.scopes import SCOPES
 
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
                              path_type=Path), help="TOML or JSON config file.")  # fmt: skip
@@ -40,7 +40,7 @@ def serve(config_path: Path | None, database_url: str | None, nats_url: str | No
     """Run the controller until SIGTERM or Ctrl-C."""
     from aiohttp import web
 
-    from controller.app import build_app
+    from probefleet.controller.app import build_app
 
     cfg = _load(config_path, database_url=database_url, nats_url=nats_url, host=host, port=port)
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -59,7 +59,7 @@ def serve(config_path: Path | None, database_url: str | None, nats_url: str | No
 @click.option("--database-url", envvar="PROBEFLEET_DATABASE_URL", help="PostgreSQL DSN.")
 def migrate(config_path: Path | None, database_url: str | None) -> None:
     """Apply pending database migrations (safe to run from several hosts at once)."""
-    from controller.storage import db
+    from probefleet.controller.storage import db
 
     cfg = _load(config_path, database_url=database_url)
     try:
@@ -79,7 +79,7 @@ def migrate(config_path: Path | None, database_url: str | None) -> None:
 def create_key(config_path: Path | None, database_url: str | None, name: str,
                scopes: tuple[str, ...], expires_days: int | None) -> None:  # fmt: skip
     """Create an API key and print it once (only its hash is stored)."""
-    from controller.storage import api_keys, db
+    from probefleet.controller.storage import api_keys, db
 
     cfg = _load(config_path, database_url=database_url)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_days) if expires_days else None
@@ -99,3 +99,22 @@ def create_key(config_path: Path | None, database_url: str | None, name: str,
         raise click.ClickException(f"cannot reach the database: {e}") from None
     click.echo(key)
     print(f"scopes: {', '.join(scopes)}", file=sys.stderr)
+
+
+@controller.command("check-config")
+@CONFIG_OPTION
+def check_config(config_path: Path | None) -> None:
+    """Validate the controller's configuration (file plus PROBEFLEET_* variables) and print
+    it, secrets redacted."""
+    import msgspec
+
+    from probefleet.shared.redact import redact_url
+
+    cfg = _load(config_path)
+    data = msgspec.to_builtins(cfg)
+    data["database_url"] = redact_url(cfg.database_url)
+    data["nats_url"] = redact_url(cfg.nats_url)
+    for secret in ("status_page_secret", "smtp_password"):
+        if data.get(secret):
+            data[secret] = "<redacted>"
+    click.echo(msgspec.json.format(msgspec.json.encode(data)).decode())

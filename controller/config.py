@@ -9,7 +9,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from shared.config import env_setting, read_file
+from probefleet.shared.config import env_setting, read_file
 
 # EmailConfig.security's values; status_pages.send_mail passes this on, so mypy rejects any other.
 SmtpSecurity = Literal["none", "starttls", "tls"]
@@ -155,7 +155,7 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         cfg = msgspec.convert(data, ControllerConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(str(e)) from e
-    from shared.subjects import valid_region
+    from probefleet.shared.subjects import valid_region
 
     for r in cfg.regions:
         if not valid_region(r.id):

@@ -9,14 +9,14 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from controller.config import ControllerConfig
-from controller.dispatcher import Dispatcher
-from controller.fleet import Fleet
-from controller.heartbeats import PingWriter
-from controller.keycache import KeyCache
-from controller.realtime import Hub
-from controller.scheduler import Scheduler
-from controller.status_pages import PageCache
+from probefleet.controller.api.keycache import KeyCache
+from probefleet.controller.cluster.fleet import Fleet
+from probefleet.controller.config import ControllerConfig
+from probefleet.controller.engine.heartbeats import PingWriter
+from probefleet.controller.engine.scheduler import Scheduler
+from probefleet.controller.notifications.dispatcher import Dispatcher
+from probefleet.controller.notifications.realtime import Hub
+from probefleet.controller.status_pages.model import PageCache
 
 CONFIG = web.AppKey("config", ControllerConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)

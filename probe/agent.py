@@ -19,14 +19,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from probe.checkers import CHECKERS, Checker, dns, http
-from probe.checkers.base import Outcome
-from probe.config import ProbeConfig
-from probe.metrics import ProbeMetrics
-from shared import subjects, wire
-from shared.redact import redact_url
-from shared.version import VERSION
-from shared.wire import CheckJob, CheckResult, Reason, Status
+from probefleet.probe.checkers import CHECKERS, Checker, dns, http
+from probefleet.probe.checkers.base import Outcome
+from probefleet.probe.config import ProbeConfig
+from probefleet.probe.metrics import ProbeMetrics
+from probefleet.shared import subjects, wire
+from probefleet.shared.redact import redact_url
+from probefleet.shared.version import VERSION
+from probefleet.shared.wire import CheckJob, CheckResult, Reason, Status
 
 log = logging.getLogger("probefleet.probe")
 

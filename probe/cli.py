@@ -16,7 +16,7 @@ import click
 import msgspec
 from click.core import ParameterSource
 
-from shared import wire
+from probefleet.shared import wire
 
 RECORD_TYPES = ["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "CAA", "PTR"]
 
@@ -53,7 +53,7 @@ def probe() -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 def run(config_path: Path | None, log_level: str, **overrides: Any) -> None:
     """Take this region's jobs from NATS until SIGTERM, then drain and exit 0."""
-    from probe.config import load_probe_config
+    from probefleet.probe.config import load_probe_config
 
     try:
         config = load_probe_config(config_path, **overrides)
@@ -64,8 +64,8 @@ def run(config_path: Path | None, log_level: str, **overrides: Any) -> None:
 
 
 async def _serve(config: Any) -> None:
-    from probe import metrics
-    from probe.agent import Agent
+    from probefleet.probe import metrics
+    from probefleet.probe.agent import Agent
 
     agent = Agent(config)
     stop = asyncio.Event()
@@ -251,7 +251,7 @@ def check(ctx: click.Context, kind: str, budget: float, source_address: str | No
 async def _check_once(
     kind: str, spec: wire.CheckSpec, budget: float, source_address: str | None
 ) -> tuple[Any, float]:
-    from probe.checkers import CHECKERS, dns, http
+    from probefleet.probe.checkers import CHECKERS, dns, http
 
     start = time.perf_counter()
     try:
@@ -273,3 +273,22 @@ def _print_human(data: dict[str, Any]) -> None:
         click.echo(f"  {data['message']}")
     for name, value in {**data.get("timings", {}), **data.get("details", {})}.items():
         click.echo(f"  {name:<16} {value}")
+
+
+@probe.command("check-config")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def check_config(config_path: Path | None) -> None:
+    """Validate the probe's configuration (file plus PROBEFLEET_* variables) and print it,
+    secrets redacted."""
+    import msgspec
+
+    from probefleet.probe.config import load_probe_config
+    from probefleet.shared.redact import redact_url
+
+    try:
+        cfg = load_probe_config(config_path)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(f"invalid configuration: {e}") from None
+    data = msgspec.to_builtins(cfg)
+    data["nats_url"] = redact_url(cfg.nats_url)
+    click.echo(msgspec.json.format(msgspec.json.encode(data)).decode())

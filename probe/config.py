@@ -8,8 +8,8 @@ from pathlib import Path
 
 import msgspec
 
-from shared.config import env_setting, read_file
-from shared.subjects import valid_region
+from probefleet.shared.config import env_setting, read_file
+from probefleet.shared.subjects import valid_region
 
 
 class ProbeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

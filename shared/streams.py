@@ -6,7 +6,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from shared import subjects
+from probefleet.shared import subjects
 
 # Duplicate window for Nats-Msg-Id: a probe that republishes a result after a
 # reconnect within this window is not stored twice by the stream.

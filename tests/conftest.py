@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.devstack import NatsServer, PostgresServer, create_database
+from probefleet.shared.devstack import NatsServer, PostgresServer, create_database
 
 _db_counter = itertools.count(1)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from probe.agent import Agent
-from probe.config import ProbeConfig
+from probefleet.probe.agent import Agent
+from probefleet.probe.config import ProbeConfig
 
 REGION_ADDRESSES = {"us-east": "127.0.0.11", "eu-west": "127.0.0.12", "ap-south": "127.0.0.13"}
 

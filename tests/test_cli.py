@@ -16,8 +16,8 @@ from pathlib import Path
 import asyncpg
 from click.testing import CliRunner
 
-from shared.cli import main
-from shared.devstack import free_port, reachable_dir
+from probefleet.shared.cli import main
+from probefleet.shared.devstack import free_port, reachable_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def test_it_migrates_once_and_then_reports_up_to_date(database: str) -> None:
 
 
 async def test_it_migrates_safely_from_two_hosts_at_once(database: str) -> None:
-    from controller.storage import db
+    from probefleet.controller.storage import db
 
     a, b = await asyncio.gather(db.migrate(database), db.migrate(database))
     assert sorted(a + b) == sorted(v for v, _ in db.migration_files())
@@ -50,7 +50,7 @@ def test_it_creates_a_key_that_authenticates(database: str) -> None:
     assert key.startswith("pf_")
 
     async def check() -> list[str]:
-        from controller.storage import api_keys
+        from probefleet.controller.storage import api_keys
 
         conn = await asyncpg.connect(database)
         try:
@@ -119,7 +119,7 @@ def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PROBEFLEET_DATABASE_URL", None)
     env.pop("PROBEFLEET_NATS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "dev", "--data-dir", str(tmp_path / "d"),
+    proc = subprocess.Popen([sys.executable, "-m", "probefleet.shared.cli", "dev", "--data-dir", str(tmp_path / "d"),
                              "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     assert proc.stdout is not None
@@ -154,7 +154,7 @@ def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
 
 
 def test_it_reads_settings_from_the_environment_and_files(tmp_path: Path) -> None:
-    from controller.config import load
+    from probefleet.controller.config import load
 
     secret = tmp_path / "db"
     secret.write_text("postgresql://pf:s3cret@db/pf\n")

@@ -23,10 +23,10 @@ import click
 import msgspec
 import pytest
 
-from controller.config import ControllerConfig, Region
-from probe.config import ProbeConfig
-from shared.cli import main
-from shared.version import VERSION
+from probefleet.controller.config import ControllerConfig, Region
+from probefleet.probe.config import ProbeConfig
+from probefleet.shared.cli import main
+from probefleet.shared.version import VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -224,11 +224,17 @@ def test_the_yaml_reader_reads_what_these_files_use() -> None:
 # ---------------------------------------------------------------- commands
 
 
+def _subcommands(group: click.Group) -> dict[str, click.Command]:
+    """A group's commands, the root's entry-point commands included."""
+    ctx = click.Context(group)
+    return {name: cmd for name in group.list_commands(ctx) if (cmd := group.get_command(ctx, name))}
+
+
 def _resolve(words: list[str], where: str) -> click.Command:
     command: click.Command = main
     for word in words:
         assert isinstance(command, click.Group), f"{where}: {command.name} takes no subcommand {word!r}"
-        sub = command.commands.get(word)
+        sub = _subcommands(command).get(word)
         assert sub is not None, f"{where}: no command `probefleet ... {command.name} {word}`"
         command = sub
     return command
@@ -260,7 +266,7 @@ def _shell_invocations() -> Iterator[tuple[list[str], str]]:
                     tokens = m.group(1).split()
                 # Prose ("probefleet with Docker Compose") is not an invocation; a word
                 # that is, or nearly is, a command name is.
-                if tokens and difflib.get_close_matches(tokens[0], list(main.commands), cutoff=0.75):
+                if tokens and difflib.get_close_matches(tokens[0], list(_subcommands(main)), cutoff=0.75):
                     yield tokens, f"{path.relative_to(REPO)}:{number}"
 
 
@@ -293,8 +299,8 @@ def test_every_probefleet_command_named_exists() -> None:
 def test_a_wrong_command_or_option_is_caught() -> None:
     with pytest.raises(AssertionError, match="no command"):
         _check_invocation(["controller", "server"], "x")
-    assert difflib.get_close_matches("controler", list(main.commands), cutoff=0.75)
-    assert not difflib.get_close_matches("with", list(main.commands), cutoff=0.75)
+    assert difflib.get_close_matches("controler", list(_subcommands(main)), cutoff=0.75)
+    assert not difflib.get_close_matches("with", list(_subcommands(main)), cutoff=0.75)
     with pytest.raises(AssertionError, match="has no --metrics-port"):
         _check_invocation(["probe", "run", "--metrics-port", "9101"], "x")
 
@@ -322,7 +328,7 @@ class _RecordingEnviron(dict[str, str]):
 
 def _envvars(group: str) -> set[str]:
     names: set[str] = set()
-    stack: list[click.Command] = [main.commands[group]]
+    stack: list[click.Command] = [_subcommands(main)[group]]
     while stack:
         command = stack.pop()
         if isinstance(command, click.Group):
@@ -336,8 +342,8 @@ def _envvars(group: str) -> set[str]:
 @pytest.fixture(scope="module")
 def settings() -> dict[str, set[str]]:
     """Role -> every PROBEFLEET_* name that role's config loader or CLI reads."""
-    from controller import config as controller_config
-    from probe import config as probe_config
+    from probefleet.controller import config as controller_config
+    from probefleet.probe import config as probe_config
 
     read: dict[str, set[str]] = {}
     for role, load in (
@@ -412,7 +418,7 @@ def test_dockerfile(role: str) -> None:
 
 
 def test_paths_named_are_routes() -> None:
-    from controller.api import routes
+    from probefleet.controller.api import routes
 
     served = {r.path for r in routes()}
     for path in _files():
@@ -604,7 +610,7 @@ def test_every_value_a_template_reads_is_in_values_yaml() -> None:
 
 
 def test_helm_values() -> None:
-    from shared.subjects import valid_region
+    from probefleet.shared.subjects import valid_region
 
     values = _values()
     assert values["controller"]["replicas"] >= 2

@@ -28,8 +28,8 @@ from typing import IO
 import click
 import pytest
 
-from shared.devcmd import wait_up
-from shared.devstack import free_port, reachable_dir
+from probefleet.controller.dev.command import wait_up
+from probefleet.shared.devstack import free_port, reachable_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TRYOUT = "## Trying notifications and status pages locally"
@@ -88,7 +88,7 @@ class Dev:
 
 
 def _dev_argv(data_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "shared.cli", "dev", "--data-dir", str(data_dir), *args]
+    return [sys.executable, "-m", "probefleet.shared.cli", "dev", "--data-dir", str(data_dir), *args]
 
 
 def _env() -> dict[str, str]:

@@ -17,7 +17,7 @@ import asyncpg
 import nats
 import pytest
 
-from shared.devstack import (
+from probefleet.shared.devstack import (
     DevStackError,
     NatsServer,
     PostgresServer,

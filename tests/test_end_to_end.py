@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 
-from controller import keys
+from probefleet.controller import keys
 from tests.controller.conftest import Running, start_controller
 from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
 

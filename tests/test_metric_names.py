@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from controller import metrics
-from probe.metrics import ProbeMetrics
+from probefleet.controller import metrics
+from probefleet.probe.metrics import ProbeMetrics
 
 GOLDEN = Path(__file__).parent / "testdata" / "metrics.txt"
 

@@ -8,13 +8,14 @@ import re
 import subprocess
 import sys
 import threading
+import zipfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shared.version import VERSION
+from probefleet.shared.version import VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -28,7 +29,23 @@ def wheel() -> Path:
     wheels = list((REPO / "dist").glob(f"probefleet-{VERSION}-py3-none-any.whl"))
     sdists = list((REPO / "dist").glob(f"probefleet-{VERSION}.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, list((REPO / "dist").iterdir())
+    assert not (REPO / "probefleet.egg-info").exists(), "stale metadata would hide the venv's own"
     return wheels[0]
+
+
+def test_the_wheel_holds_one_namespace_and_every_module(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+    tops = {n.split("/")[0] for n in names if not n.startswith(f"probefleet-{VERSION}.dist-info/")}
+    assert tops == {"probefleet"}
+    shipped = {n.removeprefix("probefleet/") for n in names if n.endswith((".py", ".sql", ".js"))}
+    sources = {
+        str(p.relative_to(REPO))
+        for role in ("controller", "probe", "shared")
+        for p in (REPO / role).rglob("*")
+        if p.suffix in (".py", ".sql", ".js") and "__pycache__" not in p.parts
+    }
+    assert shipped == sources
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +54,7 @@ def clean_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     with the README's commands."""
     venv = tmp_path_factory.mktemp("clean") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "pip"), "install", "--quiet"]
+    pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--quiet"]
     subprocess.run(
         [
             *pip,
@@ -73,7 +90,7 @@ def test_the_wheel_runs_help_from_a_clean_venv(clean_venv: Path) -> None:
     done = run(clean_venv, "--help")
     assert done.returncode == 0 and "controller" in done.stdout and "probe" in done.stdout
     where = subprocess.run(
-        [str(clean_venv / "bin" / "python"), "-c", "import controller; print(controller.__file__)"],
+        [str(clean_venv / "bin" / "python"), "-c", "import probefleet.controller as c; print(c.__file__)"],
         capture_output=True,
         text=True,
         cwd=clean_venv,

@@ -40,23 +40,23 @@ def canonical_path(path: str) -> str:
 
 def _routes() -> list[web.RouteDef]:
     # Imported here: domain modules import controller.api.errors, which runs this file.
-    from controller import openapi
-    from controller.api import (
+    from probefleet.controller.api import (
         events,
         health,
         incidents,
         keys_api,
         maintenance,
         monitors,
+        openapi,
         regions,
         stats,
         status,
         subscription,
     )
-    from controller.api import heartbeats as hb
-    from controller.api import notifications as notify
-    from controller.api import realtime as rt
-    from controller.api import status_pages as sp
+    from probefleet.controller.api import heartbeats as hb
+    from probefleet.controller.api import notifications as notify
+    from probefleet.controller.api import realtime as rt
+    from probefleet.controller.api import status_pages as sp
 
     return [
         web.get("/api/v1/health", health.health),

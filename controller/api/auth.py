@@ -12,10 +12,11 @@ from typing import Any
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from controller import broadcast, keys
-from controller.keycache import KeyCache
-from controller.storage import api_keys
-from shared import subjects
+from probefleet.controller import keys
+from probefleet.controller.api.keycache import KeyCache
+from probefleet.controller.cluster import broadcast
+from probefleet.controller.storage import api_keys
+from probefleet.shared import subjects
 
 log = logging.getLogger("probefleet.auth")
 

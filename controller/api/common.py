@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from controller import keys, ratelimit
-from controller.api import auth
-from controller.api.errors import ApiError, not_found
-from controller.storage import DB
+from probefleet.controller import keys
+from probefleet.controller.api import auth, ratelimit
+from probefleet.controller.api.errors import ApiError, not_found
+from probefleet.controller.storage import DB
 
 R = TypeVar("R")
 

@@ -7,13 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import keys
-from controller.api.common import now_utc, ok, path_id, read_json, require
-from controller.api.errors import ApiError, ValidationFailed, not_found
-from controller.api.incidents import change_incident, int_param, parse_time
-from controller.storage import events as store
-from controller.storage import incidents as incident_store
-from controller.storage import monitors as monitor_store
+from probefleet.controller import keys
+from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.errors import ApiError, ValidationFailed, not_found
+from probefleet.controller.api.incidents import change_incident, int_param, parse_time
+from probefleet.controller.storage import events as store
+from probefleet.controller.storage import incidents as incident_store
+from probefleet.controller.storage import monitors as monitor_store
 
 
 def _hidden(key: dict[str, Any]) -> str | None:

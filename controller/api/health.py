@@ -8,10 +8,10 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller import keys, metrics
-from controller.api.common import json_response, now_utc, ok, require
-from controller.api.regions import worker_regions
-from shared.version import VERSION
+from probefleet.controller import keys, metrics
+from probefleet.controller.api.common import json_response, now_utc, ok, require
+from probefleet.controller.api.regions import worker_regions
+from probefleet.shared.version import VERSION
 
 
 async def health(request: web.Request) -> web.Response:

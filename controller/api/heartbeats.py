@@ -18,13 +18,15 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from controller import heartbeats, keys, metrics, monitors
-from controller.api.common import now_utc, ok, path_id, read_json, require
-from controller.api.errors import ApiError, ValidationFailed, not_found
-from controller.api.notifications import private_allowed, resolve_references
-from controller.storage import heartbeats as store
-from controller.storage import monitors as monitor_store
-from shared import subjects
+from probefleet.controller import keys, metrics
+from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.errors import ApiError, ValidationFailed, not_found
+from probefleet.controller.api.notifications import private_allowed, resolve_references
+from probefleet.controller.engine import heartbeats
+from probefleet.controller.monitors import config as monitors
+from probefleet.controller.storage import heartbeats as store
+from probefleet.controller.storage import monitors as monitor_store
+from probefleet.shared import subjects
 
 MAX_PING_BODY = 100 * 1024
 EXCERPT_CHARS = 10_000

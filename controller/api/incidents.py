@@ -12,13 +12,14 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from controller import incidents, keys
-from controller.api.common import now_utc, ok, path_id, read_json, require
-from controller.api.errors import ApiError, ValidationFailed, convert, not_found
-from controller.storage import Tx
-from controller.storage import events as event_store
-from controller.storage import incidents as store
-from controller.storage import monitors as monitor_store
+from probefleet.controller import keys
+from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.errors import ApiError, ValidationFailed, convert, not_found
+from probefleet.controller.engine import incidents
+from probefleet.controller.storage import Tx
+from probefleet.controller.storage import events as event_store
+from probefleet.controller.storage import incidents as store
+from probefleet.controller.storage import monitors as monitor_store
 
 SEVERITIES = ("low", "medium", "high", "critical")
 SEVERITY_ALIASES = {"info": "low", "minor": "low", "warning": "medium", "major": "high", "sev1": "critical"}

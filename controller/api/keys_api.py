@@ -9,11 +9,11 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from controller import keys
-from controller.api import auth
-from controller.api.common import by_id, now_utc, ok, read_json, require
-from controller.api.errors import ValidationFailed, from_msgspec
-from controller.storage import api_keys as store
+from probefleet.controller import keys
+from probefleet.controller.api import auth
+from probefleet.controller.api.common import by_id, now_utc, ok, read_json, require
+from probefleet.controller.api.errors import ValidationFailed, from_msgspec
+from probefleet.controller.storage import api_keys as store
 
 
 class ApiKeyCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -9,10 +9,11 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from controller import keys, maintenance
-from controller.api.common import by_id, ok, path_id, read_json, require
-from controller.api.errors import ValidationFailed, convert, not_found
-from controller.storage import incidents as store
+from probefleet.controller import keys
+from probefleet.controller.api.common import by_id, ok, path_id, read_json, require
+from probefleet.controller.api.errors import ValidationFailed, convert, not_found
+from probefleet.controller.monitors import maintenance
+from probefleet.controller.storage import incidents as store
 
 WINDOW = "maintenance window"
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -12,15 +12,17 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from controller import consensus, heartbeats, incidents, keys, monitors, ondemand
-from controller.api import heartbeats as heartbeats_api
-from controller.api.common import json_response, now_utc, ok, path_id, read_json, require
-from controller.api.errors import ApiError, ValidationFailed, from_msgspec, not_found
-from controller.api.notifications import private_allowed, resolve_references
-from controller.storage import monitors as store
-from controller.storage import results as result_store
-from controller.storage import uptime_cache
-from shared import subjects
+from probefleet.controller import keys
+from probefleet.controller.api import heartbeats as heartbeats_api
+from probefleet.controller.api.common import json_response, now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.errors import ApiError, ValidationFailed, from_msgspec, not_found
+from probefleet.controller.api.notifications import private_allowed, resolve_references
+from probefleet.controller.engine import consensus, heartbeats, incidents, ondemand
+from probefleet.controller.monitors import config as monitors
+from probefleet.controller.storage import monitors as store
+from probefleet.controller.storage import results as result_store
+from probefleet.controller.storage import uptime_cache
+from probefleet.shared import subjects
 
 MAX_PAGE = 100
 MAX_BULK = 1000

@@ -13,14 +13,15 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from controller import channel_urls, destinations, keys
-from controller.api.common import by_id, now_utc, ok, read_json, require
-from controller.api.errors import ValidationFailed, convert, from_msgspec, not_found
-from controller.dispatcher import NOTIFIABLE, SEVERITIES
-from controller.monitors import MonitorConfig
-from controller.notifiers import NOTIFIERS, ChannelConfig, parse_config, redact
-from controller.notifiers.base import secret_fields, urls
-from controller.storage import notifications as store
+from probefleet.controller import keys
+from probefleet.controller.api.common import by_id, now_utc, ok, read_json, require
+from probefleet.controller.api.errors import ValidationFailed, convert, from_msgspec, not_found
+from probefleet.controller.monitors.config import MonitorConfig
+from probefleet.controller.notifications import channel_urls, destinations
+from probefleet.controller.notifications.dispatcher import NOTIFIABLE, SEVERITIES
+from probefleet.controller.notifications.notifiers import NOTIFIERS, ChannelConfig, parse_config, redact
+from probefleet.controller.notifications.notifiers.base import secret_fields, urls
+from probefleet.controller.storage import notifications as store
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Minutes = Annotated[int, Meta(ge=1, le=10080)]

@@ -24,11 +24,12 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from controller import keys, ratelimit
-from controller.api.common import bearer, now_utc
-from controller.api.errors import ApiError
-from controller.realtime import TOPICS, Client, Hub, parse_ids
-from controller.storage import api_keys
+from probefleet.controller import keys
+from probefleet.controller.api import ratelimit
+from probefleet.controller.api.common import bearer, now_utc
+from probefleet.controller.api.errors import ApiError
+from probefleet.controller.notifications.realtime import TOPICS, Client, Hub, parse_ids
+from probefleet.controller.storage import api_keys
 
 AUTH_TIMEOUT = 10.0
 # The scope each topic needs (admin holds them all).

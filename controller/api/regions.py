@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from controller import keys
-from controller.api.common import ok, require
+from probefleet.controller import keys
+from probefleet.controller.api.common import ok, require
 
 
 class WorkerRegion(msgspec.Struct, kw_only=True):

@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import keys
-from controller.api.common import now_utc, ok, path_id, require
-from controller.api.errors import ValidationFailed, not_found
-from controller.storage import DB
-from controller.storage import stats as store
+from probefleet.controller import keys
+from probefleet.controller.api.common import now_utc, ok, path_id, require
+from probefleet.controller.api.errors import ValidationFailed, not_found
+from probefleet.controller.storage import DB
+from probefleet.controller.storage import stats as store
 
 DAY, HOUR = store.DAY, store.HOUR
 PERIODS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "90d": 90 * DAY}

@@ -9,12 +9,12 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import keys
-from controller.api.common import now_utc, ok, path_id, require
-from controller.api.errors import not_found
-from controller.storage import DB
-from controller.storage import incidents as incident_store
-from controller.storage import monitors as monitor_store
+from probefleet.controller import keys
+from probefleet.controller.api.common import now_utc, ok, path_id, require
+from probefleet.controller.api.errors import not_found
+from probefleet.controller.storage import DB
+from probefleet.controller.storage import incidents as incident_store
+from probefleet.controller.storage import monitors as monitor_store
 
 WINDOW = dt.timedelta(hours=24)
 

@@ -20,15 +20,18 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from controller import broadcast, destinations, keys, status_html
-from controller import status_pages as sp
-from controller.api.common import bearer, now_utc, ok, path_id, read_json, require
-from controller.api.errors import ApiError, ValidationFailed, not_found
-from controller.incidents import iso
-from controller.realtime import Client, Event
-from controller.storage import api_keys
-from controller.storage import status_pages as store
-from shared import subjects
+from probefleet.controller import keys
+from probefleet.controller.api.common import bearer, now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.errors import ApiError, ValidationFailed, not_found
+from probefleet.controller.cluster import broadcast
+from probefleet.controller.engine.incidents import iso
+from probefleet.controller.notifications import destinations
+from probefleet.controller.notifications.realtime import Client, Event
+from probefleet.controller.status_pages import html as status_html
+from probefleet.controller.status_pages import model as sp
+from probefleet.controller.storage import api_keys
+from probefleet.controller.storage import status_pages as store
+from probefleet.shared import subjects
 
 log = logging.getLogger("probefleet.status_pages")
 
@@ -444,7 +447,7 @@ async def asset(request: web.Request) -> web.Response:
     if name not in ("status.css", "status.js"):
         raise web.HTTPNotFound()
     if name not in _ASSETS:
-        data = (resources.files("controller") / "static" / name).read_bytes()
+        data = (resources.files("probefleet.controller.status_pages") / "static" / name).read_bytes()
         _ASSETS[name] = (data, "text/css" if name.endswith(".css") else "text/javascript")
     data, ctype = _ASSETS[name]
     return web.Response(body=data, content_type=ctype, headers={"Cache-Control": "public, max-age=300"})

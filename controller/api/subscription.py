@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller import keys
-from controller.api.common import ok, require
-from controller.api.errors import ApiError
-from controller.storage import usage
+from probefleet.controller import keys
+from probefleet.controller.api.common import ok, require
+from probefleet.controller.api.errors import ApiError
+from probefleet.controller.storage import usage
 
 PLAN = "self-hosted"
 

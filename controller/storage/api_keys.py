@@ -12,8 +12,8 @@ import hmac
 import secrets
 from typing import Any
 
-from controller.scopes import SCOPES
-from controller.storage import DB
+from probefleet.controller.scopes import SCOPES
+from probefleet.controller.storage import DB
 
 __all__ = [
     "KEY_PREFIX",

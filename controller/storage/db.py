@@ -9,7 +9,7 @@ from importlib import resources
 import asyncpg
 import msgspec
 
-from controller.storage import DB, Tx
+from probefleet.controller.storage import DB, Tx
 
 log = logging.getLogger("probefleet.storage")
 
@@ -35,7 +35,7 @@ async def create_pool(dsn: str, *, max_size: int = 20) -> asyncpg.Pool:
 
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every migration, in order."""
-    folder = resources.files("controller.storage") / "migrations"
+    folder = resources.files("probefleet.controller.storage") / "migrations"
     files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text()) for p in files]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from controller.storage import DB, Tx
+from probefleet.controller.storage import DB, Tx
 
 COLUMNS = "id, kind, monitor_id, incident_id, occurred_at, payload"
 

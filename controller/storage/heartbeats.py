@@ -13,10 +13,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from controller.storage import DB, Tx
+from probefleet.controller.storage import DB, Tx
 
 if TYPE_CHECKING:
-    from controller.heartbeats import Deadline, Ping, State
+    from probefleet.controller.engine.heartbeats import Deadline, Ping, State
 
 Row = dict[str, Any]
 

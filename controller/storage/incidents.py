@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from controller.storage import DB, Tx
+from probefleet.controller.storage import DB, Tx
 
 Row = dict[str, Any]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from controller.monitors import MonitorConfig, spec_json
-from controller.storage import DB, Tx, uptime_cache
+from probefleet.controller.monitors.config import MonitorConfig, spec_json
+from probefleet.controller.storage import DB, Tx, uptime_cache
 
 Row = dict[str, Any]
 

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from controller.storage import DB, Tx
+from probefleet.controller.storage import DB, Tx
 
 Row = dict[str, Any]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.storage import DB
-from controller.storage.results import ts
-from shared.wire import ProbeHeartbeat
+from probefleet.controller.storage import DB
+from probefleet.controller.storage.results import ts
+from probefleet.shared.wire import ProbeHeartbeat
 
 
 async def save(conn: DB, live: list[ProbeHeartbeat]) -> None:

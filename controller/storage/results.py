@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from controller.storage import DB, Tx
-from shared.wire import CheckResult
+from probefleet.controller.storage import DB, Tx
+from probefleet.shared.wire import CheckResult
 
 Key = tuple[int, dt.datetime, int]  # monitor_id, due, attempt
 

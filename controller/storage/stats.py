@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from controller.storage import DB, Tx
+from probefleet.controller.storage import DB, Tx
 
 GAMMA = 1.04
 MIN_MS = 0.01

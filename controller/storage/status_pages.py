@@ -6,7 +6,7 @@ import datetime as dt
 import secrets
 from typing import Any
 
-from controller.storage import DB, Tx, stats
+from probefleet.controller.storage import DB, Tx, stats
 
 Row = dict[str, Any]
 PAGE_COLUMNS = (

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from controller.storage import DB, Tx, stats
+from probefleet.controller.storage import DB, Tx, stats
 
 WINDOWS = ("24h", "7d", "30d")
 COUNTS = [f"{kind}_{w}" for w in WINDOWS for kind in ("good", "counted")]

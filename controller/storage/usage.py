@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.storage import DB
+from probefleet.controller.storage import DB
 
 
 async def counts(conn: DB) -> dict[str, int]:

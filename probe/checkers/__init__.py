@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from probe.checkers import dns, http, icmp, tcp, tls, udp
-from probe.checkers.base import Checker, Outcome
+from probefleet.probe.checkers import dns, http, icmp, tcp, tls, udp
+from probefleet.probe.checkers.base import Checker, Outcome
 
 CHECKERS: dict[str, Checker] = {
     "http": http.check,

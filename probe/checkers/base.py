@@ -15,7 +15,7 @@ import aiohttp
 import icmplib
 import msgspec
 
-from shared.wire import Reason, Status
+from probefleet.shared.wire import Reason, Status
 
 
 class Outcome(msgspec.Struct, kw_only=True):

@@ -13,9 +13,9 @@ from typing import Any
 import aiodns
 import pycares
 
-from probe.checkers import base
-from probe.checkers.base import Outcome
-from shared.wire import DnsSpec, Reason
+from probefleet.probe.checkers import base
+from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.wire import DnsSpec, Reason
 
 # c-ares reports answer codes as errors; these mean the server did answer.
 _RCODES = {

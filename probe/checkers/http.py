@@ -29,10 +29,10 @@ import aiohttp
 import msgspec
 from multidict import CIMultiDict
 
-from probe import x509
-from probe.checkers import base
-from probe.checkers.base import Outcome
-from shared.wire import Assertion, HttpSpec, Reason
+from probefleet.probe import x509
+from probefleet.probe.checkers import base
+from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.wire import Assertion, HttpSpec, Reason
 
 _MAX_BODY = 4 << 20
 _sessions: dict[tuple[int, str | None, bool, str | None], aiohttp.ClientSession] = {}

@@ -11,9 +11,9 @@ import time
 
 import icmplib
 
-from probe.checkers import base
-from probe.checkers.base import Outcome
-from shared.wire import IcmpSpec, Reason
+from probefleet.probe.checkers import base
+from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.wire import IcmpSpec, Reason
 
 
 def _modes(privileged: bool | None) -> list[bool]:

@@ -9,9 +9,9 @@ import asyncio
 import re
 import time
 
-from probe.checkers import base
-from probe.checkers.base import Outcome
-from shared.wire import Reason, TcpSpec
+from probefleet.probe.checkers import base
+from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.wire import Reason, TcpSpec
 
 _MAX_READ = 64 << 10
 

@@ -9,10 +9,10 @@ import asyncio
 import ssl
 import time
 
-from probe import x509
-from probe.checkers import base
-from probe.checkers.base import Outcome
-from shared.wire import Reason, TlsSpec
+from probefleet.probe import x509
+from probefleet.probe.checkers import base
+from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.wire import Reason, TlsSpec
 
 _VERSIONS = ["SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from probe.checkers import base
-from probe.checkers.base import Outcome
-from probe.checkers.tcp import matches
-from shared.wire import Reason, UdpSpec
+from probefleet.probe.checkers import base
+from probefleet.probe.checkers.base import Outcome
+from probefleet.probe.checkers.tcp import matches
+from probefleet.shared.wire import Reason, UdpSpec
 
 
 class _Reply(asyncio.DatagramProtocol):

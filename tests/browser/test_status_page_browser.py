@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller import keys
+from probefleet.controller import keys
 from tests.controller.conftest import start_controller
 from tests.controller.test_status_pages import _monitor, _page, _set_status, backfill_rollups
 

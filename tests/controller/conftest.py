@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from aiosmtpd.smtp import SMTP
 
-from controller import keys
-from controller.app import build_app
-from controller.config import ControllerConfig, Region
-from controller.storage import api_keys
+from probefleet.controller import keys
+from probefleet.controller.app import build_app
+from probefleet.controller.config import ControllerConfig, Region
+from probefleet.controller.storage import api_keys
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 

@@ -7,8 +7,8 @@ import datetime as dt
 
 import aiohttp
 
-from controller import keys
-from controller.storage import api_keys
+from probefleet.controller import keys
+from probefleet.controller.storage import api_keys
 from tests.controller.conftest import Running, start_controller
 
 

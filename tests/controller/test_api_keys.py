@@ -55,8 +55,8 @@ async def test_it_revokes_at_once(controller: Running, api: aiohttp.ClientSessio
 
 
 async def test_it_rejects_expired_keys(controller: Running, api: aiohttp.ClientSession) -> None:
-    from controller import keys
-    from controller.storage import api_keys
+    from probefleet.controller import keys
+    from probefleet.controller.storage import api_keys
 
     r = await api.post("/api/v1/api-keys", json={"name": "soon", "scopes": ["admin"], "expiresInDays": 1})
     created = (await r.json())["data"]

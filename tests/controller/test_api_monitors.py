@@ -125,8 +125,8 @@ async def test_it_requires_a_valid_key(controller: Running) -> None:
 
 
 async def test_it_enforces_scopes(controller: Running) -> None:
-    from controller import keys
-    from controller.storage import api_keys
+    from probefleet.controller import keys
+    from probefleet.controller.storage import api_keys
 
     key, _ = await api_keys.create(controller.app[keys.POOL], "ro", ["monitors:read"])
     async with aiohttp.ClientSession(base_url=controller.base,
@@ -194,7 +194,7 @@ async def test_it_never_returns_credentials_and_keeps_them_on_update(api: aiohtt
 
 
 async def test_it_stores_the_secrets_the_probes_need(controller: Running, api: aiohttp.ClientSession) -> None:
-    from controller import keys
+    from probefleet.controller import keys
 
     r = await api.post(
         "/api/v1/monitors", json={"name": "p", "url": "http://127.0.0.1/", "bearer_token": "t0k"}

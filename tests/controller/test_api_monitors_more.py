@@ -12,10 +12,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import keys, results
-from probe.agent import Agent
-from probe.config import ProbeConfig
-from shared import wire
+from probefleet.controller import keys
+from probefleet.controller.engine import results
+from probefleet.probe.agent import Agent
+from probefleet.probe.config import ProbeConfig
+from probefleet.shared import wire
 from tests.controller.conftest import Running
 
 M = {"name": "site", "url": "http://127.0.0.1:9/x", "locations": ["us-east", "eu-west"]}

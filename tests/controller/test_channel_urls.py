@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller import channel_urls
+from probefleet.controller.notifications import channel_urls
 from tests.controller.conftest import Running, start_controller
 
 SLACK = "https://hooks.slack.com/services/T0A1B2C3D/B0X9Y8Z7W/abc123"

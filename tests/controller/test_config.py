@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.config import ConfigError, load
-from shared.cli import main
+from probefleet.controller.config import ConfigError, load
+from probefleet.shared.cli import main
 
 
 @pytest.fixture(autouse=True)

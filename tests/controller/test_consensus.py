@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.consensus import RegionResult, Rule, Verdict, decide
-from controller.incidents import MonitorState, needs_recheck, transition
+from probefleet.controller.engine.consensus import RegionResult, Rule, Verdict, decide
+from probefleet.controller.engine.incidents import MonitorState, needs_recheck, transition
 
 R3 = ["us-east", "eu-west", "ap-south"]
 

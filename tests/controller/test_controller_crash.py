@@ -13,9 +13,9 @@ from pathlib import Path
 
 import aiohttp
 
-from controller import keys
-from controller.sharding import shard_of
-from shared.devstack import free_port
+from probefleet.controller import keys
+from probefleet.controller.cluster.sharding import shard_of
+from probefleet.shared.devstack import free_port
 from tests.controller.conftest import start_controller
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ async def test_it_takes_over_the_monitors_of_a_killed_controller(
     config.write_text('controller_id = "ctl-a"\ncontroller_heartbeat_interval = 0.5\nround_grace = 1.0\n'
                       'regions = [{id = "us-east"}, {id = "eu-west"}, {id = "ap-south"}]\n')  # fmt: skip
     env = {**os.environ, "PROBEFLEET_DATABASE_URL": database, "PROBEFLEET_NATS_URL": nats_url}
-    a = subprocess.Popen([sys.executable, "-m", "shared.cli", "controller", "serve", "--config", str(config),
+    a = subprocess.Popen([sys.executable, "-m", "probefleet.shared.cli", "controller", "serve", "--config", str(config),
                           "--port", str(free_port())], cwd=REPO, env=env)  # fmt: skip
     pool = b.app[keys.POOL]
     try:

@@ -15,12 +15,13 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from controller import destinations, incidents
-from controller.dispatcher import Dispatcher, Settings, backoff
-from controller.notifiers.webhook import SIGNATURE_HEADER, verify_signature
-from controller.storage import db
-from controller.storage import incidents as incident_store
-from controller.storage import notifications as store
+from probefleet.controller.engine import incidents
+from probefleet.controller.notifications import destinations
+from probefleet.controller.notifications.dispatcher import Dispatcher, Settings, backoff
+from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
+from probefleet.controller.storage import db
+from probefleet.controller.storage import incidents as incident_store
+from probefleet.controller.storage import notifications as store
 
 T0 = dt.datetime(2030, 1, 15, 10, 0, tzinfo=dt.UTC)
 SECRET = "whsec-dispatcher-test"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controller.fleet import Fleet
-from shared.wire import ProbeHeartbeat
+from probefleet.controller.cluster.fleet import Fleet
+from probefleet.shared.wire import ProbeHeartbeat
 
 
 def hb(probe_id: str, region: str, at: float) -> ProbeHeartbeat:

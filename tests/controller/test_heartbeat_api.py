@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from controller.api.heartbeats import make_ping_cursor, ping_cursor
+from probefleet.controller.api.heartbeats import make_ping_cursor, ping_cursor
 from tests.controller.conftest import Running, start_controller
 
 JOB = {"name": "nightly backup", "run_interval": 86400, "grace_period": 3600}

@@ -11,12 +11,13 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from controller import heartbeats as hb
-from controller import metrics, monitors
-from controller.api.heartbeats import attach
-from controller.storage import db
-from controller.storage import heartbeats as store
-from controller.storage import monitors as monitor_store
+from probefleet.controller import metrics
+from probefleet.controller.api.heartbeats import attach
+from probefleet.controller.engine import heartbeats as hb
+from probefleet.controller.monitors import config as monitors
+from probefleet.controller.storage import db
+from probefleet.controller.storage import heartbeats as store
+from probefleet.controller.storage import monitors as monitor_store
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

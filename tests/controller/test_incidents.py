@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import keys
-from probe.agent import Agent
+from probefleet.controller import keys
+from probefleet.probe.agent import Agent
 from tests.controller.conftest import Running, start_controller
 from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
 

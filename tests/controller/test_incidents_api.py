@@ -7,9 +7,9 @@ import datetime as dt
 import aiohttp
 import pytest
 
-from controller import keys
-from controller.storage import results as result_store
-from shared import wire
+from probefleet.controller import keys
+from probefleet.controller.storage import results as result_store
+from probefleet.shared import wire
 from tests.controller.conftest import Running
 
 MONITOR = {"name": "site", "url": "http://127.0.0.1:9/x", "check_interval": 3600}
@@ -201,7 +201,7 @@ async def test_it_reports_status_with_percentiles_and_uptime(
                                     duration_ms=float(10 * (i + 1) + j),
                                     reason=wire.Reason.TIMEOUT if fail else None)
                    for j, r in enumerate(["us-east", "eu-west"])]  # fmt: skip
-        from controller import results as results_mod
+        from probefleet.controller.engine import results as results_mod
 
         await results_mod.ingest(pool, results)
     r = await api.get(f"/api/v1/status/{mid}")

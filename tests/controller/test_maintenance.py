@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from controller.maintenance import Window, active
+from probefleet.controller.monitors.maintenance import Window, active
 
 UTC = dt.UTC
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from controller.storage import db
-from controller.storage import monitors as store
+from probefleet.controller.storage import db
+from probefleet.controller.storage import monitors as store
 
 ROWS = [
     ("Shop front", "http", {"type": "http", "url": "https://shop.example/"}),

@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import keys
-from controller.notifiers.webhook import SIGNATURE_HEADER, verify_signature
-from controller.storage import api_keys
-from controller.storage import notifications as store
+from probefleet.controller import keys
+from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
+from probefleet.controller.storage import api_keys
+from probefleet.controller.storage import notifications as store
 from tests.controller.conftest import Running, start_controller
 
 TOKEN = "T0A1B2C3D/B0X9Y8Z7W/s3cr3tSlackToken"

@@ -13,10 +13,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from controller import incidents, metrics
-from controller.consensus import Verdict
-from controller.dispatcher import Dispatcher, Settings
-from controller.storage import notifications as store
+from probefleet.controller import metrics
+from probefleet.controller.engine import incidents
+from probefleet.controller.engine.consensus import Verdict
+from probefleet.controller.notifications.dispatcher import Dispatcher, Settings
+from probefleet.controller.storage import notifications as store
 from tests.controller.test_dispatcher import (  # noqa: F401 (fixtures)
     T0,
     Hook,

@@ -10,7 +10,7 @@ from collections import Counter
 import aiohttp
 from aiohttp import web
 
-from controller.notifiers.webhook import SIGNATURE_HEADER, verify_signature
+from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
 from tests.controller.conftest import start_controller
 from tests.controller.test_two_controllers import wait_for
 from tests.fleet import RegionalTarget, start_probes, stop_probes

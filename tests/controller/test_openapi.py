@@ -14,7 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
-from controller import api, openapi
+from probefleet.controller import api
+from probefleet.controller.api import openapi
 from tests.controller.conftest import Running
 
 GOLDEN = Path(__file__).parent.parent / "testdata" / "openapi.json"

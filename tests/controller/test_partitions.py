@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from controller.storage import db
+from probefleet.controller.storage import db
 
 UTC = dt.UTC
 

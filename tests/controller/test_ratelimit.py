@@ -6,9 +6,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from controller import keys
-from controller.ratelimit import LIMITER, RateLimiter
-from controller.storage import api_keys
+from probefleet.controller import keys
+from probefleet.controller.api.ratelimit import LIMITER, RateLimiter
+from probefleet.controller.storage import api_keys
 from tests.controller.conftest import Running, start_controller
 from tests.controller.test_two_controllers import wait_for
 

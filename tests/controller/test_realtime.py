@@ -9,10 +9,10 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType
 
-from controller import keys, metrics
-from controller.realtime import Client, Hub
-from controller.storage import api_keys
-from controller.storage import events as event_store
+from probefleet.controller import keys, metrics
+from probefleet.controller.notifications.realtime import Client, Hub
+from probefleet.controller.storage import api_keys
+from probefleet.controller.storage import events as event_store
 from tests.controller.conftest import Running
 
 BOUND = 5.0  # generous bound for "arrives": a failure, never a speed measure

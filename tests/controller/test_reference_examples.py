@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller import api, keys
-from controller.config import Region
+from probefleet.controller import api, keys
+from probefleet.controller.config import Region
 from tests.controller.conftest import REGIONS, Running, start_controller
 
 DATA = json.loads((Path(__file__).parent.parent / "testdata" / "reference_examples.json").read_text())

@@ -7,9 +7,9 @@ import time
 
 import aiohttp
 
-from controller import keys
-from controller.storage import api_keys
-from shared import subjects, wire
+from probefleet.controller import keys
+from probefleet.controller.storage import api_keys
+from probefleet.shared import subjects, wire
 from tests.controller.conftest import Running
 
 

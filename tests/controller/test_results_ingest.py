@@ -10,10 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from controller import results
-from controller.storage import db
-from controller.storage import results as store
-from shared import wire
+from probefleet.controller.engine import results
+from probefleet.controller.storage import db
+from probefleet.controller.storage import results as store
+from probefleet.shared import wire
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from controller import retention, rollups
-from controller.retention import Retention
-from controller.storage import db
-from controller.storage import stats as store
+from probefleet.controller.stats import retention, rollups
+from probefleet.controller.stats.retention import Retention
+from probefleet.controller.storage import db
+from probefleet.controller.storage import stats as store
 
 NOW = dt.datetime(2031, 3, 15, 12, tzinfo=dt.UTC)
 

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from controller import rollups
-from controller.storage import db
-from controller.storage import stats as store
+from probefleet.controller.stats import rollups
+from probefleet.controller.storage import db
+from probefleet.controller.storage import stats as store
 
 NOW = dt.datetime(2031, 3, 15, 2, 30, tzinfo=dt.UTC)
 START = dt.datetime(2031, 3, 14, 21, 17, 20, tzinfo=dt.UTC)  # crosses hours and a day

@@ -9,10 +9,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from controller.fleet import Fleet
-from controller.scheduler import Scheduler, next_due, phase
-from controller.storage import db
-from shared import wire
+from probefleet.controller.cluster.fleet import Fleet
+from probefleet.controller.engine.scheduler import Scheduler, next_due, phase
+from probefleet.controller.storage import db
+from probefleet.shared import wire
 
 T0 = 1_800_000_000.0
 

@@ -10,8 +10,9 @@ import io
 import aiohttp
 import asyncpg
 
-from controller import keys, rollups
-from controller.storage import api_keys
+from probefleet.controller import keys
+from probefleet.controller.stats import rollups
+from probefleet.controller.storage import api_keys
 from tests.controller.conftest import Running
 
 REGIONS = ["us-east", "eu-west", "ap-south"]

@@ -13,10 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import keys, rollups
-from controller import status_pages as sp
-from controller.incidents import emit
-from controller.storage import stats
+from probefleet.controller import keys
+from probefleet.controller.engine.incidents import emit
+from probefleet.controller.stats import rollups
+from probefleet.controller.status_pages import model as sp
+from probefleet.controller.storage import stats
 from tests.controller.conftest import Running, start_controller
 
 SECRET_URL = "http://127.0.0.1:9/very-internal-path"

@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller import keys
-from controller.realtime import Client
-from shared.devstack import NatsServer
+from probefleet.controller import keys
+from probefleet.controller.notifications.realtime import Client
+from probefleet.shared.devstack import NatsServer
 from tests.controller.conftest import Running, start_controller
 from tests.controller.test_status_pages import _monitor, _page, _set_status
 from tests.controller.test_status_pages_more import _frames, _next_post

@@ -17,13 +17,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import destinations, keys
-from controller import status_pages as sp
-from controller.config import ControllerConfig
-from controller.maintenance import Window
-from controller.storage import incidents as incident_store
-from controller.storage import stats
-from controller.storage import status_pages as store
+from probefleet.controller import keys
+from probefleet.controller.config import ControllerConfig
+from probefleet.controller.monitors.maintenance import Window
+from probefleet.controller.notifications import destinations
+from probefleet.controller.status_pages import model as sp
+from probefleet.controller.storage import incidents as incident_store
+from probefleet.controller.storage import stats
+from probefleet.controller.storage import status_pages as store
 from tests.controller.conftest import Running, start_controller
 from tests.controller.test_status_pages import SECRET_URL, _monitor, _page, _set_status, backfill_rollups
 

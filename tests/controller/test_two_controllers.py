@@ -13,8 +13,8 @@ import msgspec
 import nats
 from nats.aio.msg import Msg
 
-from controller import keys
-from shared import subjects, wire
+from probefleet.controller import keys
+from probefleet.shared import subjects, wire
 from tests.controller.conftest import start_controller
 from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
 

@@ -9,9 +9,10 @@ import datetime as dt
 import aiohttp
 import asyncpg
 
-from controller import keys, rollups
-from controller.storage import stats as store
-from controller.storage import uptime_cache
+from probefleet.controller import keys
+from probefleet.controller.stats import rollups
+from probefleet.controller.storage import stats as store
+from probefleet.controller.storage import uptime_cache
 from tests.controller.conftest import Running
 from tests.controller.test_rollups import END, MONITORS, NOW, START, pool, roll_all, seed
 

@@ -10,7 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.notifiers.base import CheckInfo, IncidentInfo, MonitorInfo, Notification
+from probefleet.controller.notifications.notifiers.base import (
+    CheckInfo,
+    IncidentInfo,
+    MonitorInfo,
+    Notification,
+)
 
 
 @dataclass

@@ -3,8 +3,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from controller.notifiers.base import error_for_status, mask_url, retry_after
-from controller.notifiers.render import duration, render
+from probefleet.controller.notifications.notifiers.base import error_for_status, mask_url, retry_after
+from probefleet.controller.notifications.notifiers.render import duration, render
 from tests.notifiers.receivers import sample
 
 

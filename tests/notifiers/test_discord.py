@@ -6,9 +6,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.notifiers import parse_config, redact
-from controller.notifiers.base import IncidentInfo, NotifierError
-from controller.notifiers.discord import DiscordConfig, send
+from probefleet.controller.notifications.notifiers import parse_config, redact
+from probefleet.controller.notifications.notifiers.base import IncidentInfo, NotifierError
+from probefleet.controller.notifications.notifiers.discord import DiscordConfig, send
 from tests.notifiers.conftest import StartReceiver
 from tests.notifiers.receivers import Seen, sample
 

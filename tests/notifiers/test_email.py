@@ -14,9 +14,9 @@ import pytest
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from controller.notifiers import parse_config, redact
-from controller.notifiers.base import NotifierError
-from controller.notifiers.email import EmailConfig, send
+from probefleet.controller.notifications.notifiers import parse_config, redact
+from probefleet.controller.notifications.notifiers.base import NotifierError
+from probefleet.controller.notifications.notifiers.email import EmailConfig, send
 from tests.notifiers.receivers import sample
 
 PASSWORD = "correct-horse-battery-staple"

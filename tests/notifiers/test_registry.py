@@ -6,7 +6,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from controller.notifiers import NOTIFIERS, parse_config, redact
+from probefleet.controller.notifications.notifiers import NOTIFIERS, parse_config, redact
 
 SECRET = "S3cretValueThatMustNeverShow0123"
 
@@ -36,7 +36,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 def test_every_kind_is_registered_once_under_its_module_and_tag() -> None:
     assert set(NOTIFIERS) == set(CONFIGS)
     for kind, entry in NOTIFIERS.items():
-        module = importlib.import_module(f"controller.notifiers.{kind}")
+        module = importlib.import_module(f"probefleet.controller.notifications.notifiers.{kind}")
         assert entry.send is module.send
         assert entry.config_type.__struct_config__.tag == kind
 

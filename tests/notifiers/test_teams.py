@@ -4,9 +4,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.notifiers import parse_config, redact
-from controller.notifiers.base import NotifierError
-from controller.notifiers.teams import TeamsConfig, send
+from probefleet.controller.notifications.notifiers import parse_config, redact
+from probefleet.controller.notifications.notifiers.base import NotifierError
+from probefleet.controller.notifications.notifiers.teams import TeamsConfig, send
 from tests.notifiers.conftest import StartReceiver
 from tests.notifiers.receivers import Seen, bad_request, sample
 

@@ -7,9 +7,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.notifiers import parse_config, redact
-from controller.notifiers.base import MonitorInfo, NotifierError
-from controller.notifiers.telegram import TelegramConfig, send
+from probefleet.controller.notifications.notifiers import parse_config, redact
+from probefleet.controller.notifications.notifiers.base import MonitorInfo, NotifierError
+from probefleet.controller.notifications.notifiers.telegram import TelegramConfig, send
 from tests.notifiers.conftest import StartReceiver
 from tests.notifiers.receivers import Seen, sample
 

@@ -8,9 +8,9 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from controller.notifiers import parse_config, redact
-from controller.notifiers.base import NotifierError
-from controller.notifiers.webhook import WebhookConfig, send, sign, verify_signature
+from probefleet.controller.notifications.notifiers import parse_config, redact
+from probefleet.controller.notifications.notifiers.base import NotifierError
+from probefleet.controller.notifications.notifiers.webhook import WebhookConfig, send, sign, verify_signature
 from tests.notifiers.conftest import StartReceiver
 from tests.notifiers.receivers import Seen, bad_request, sample
 

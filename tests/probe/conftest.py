@@ -11,7 +11,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from probe.checkers import dns, http
+from probefleet.probe.checkers import dns, http
 
 ServeTls = Callable[..., Awaitable[int]]
 

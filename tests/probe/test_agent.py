@@ -14,15 +14,15 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from probe.agent import Agent
-from probe.checkers import CHECKERS, Checker
-from probe.checkers.base import Outcome
-from probe.config import ProbeConfig
-from probe.metrics import serve
-from shared import subjects, wire
-from shared.devstack import NatsServer
-from shared.streams import ensure_streams
-from shared.wire import CheckJob, CheckResult, HttpSpec, Reason, Status
+from probefleet.probe.agent import Agent
+from probefleet.probe.checkers import CHECKERS, Checker
+from probefleet.probe.checkers.base import Outcome
+from probefleet.probe.config import ProbeConfig
+from probefleet.probe.metrics import serve
+from probefleet.shared import subjects, wire
+from probefleet.shared.devstack import NatsServer
+from probefleet.shared.streams import ensure_streams
+from probefleet.shared.wire import CheckJob, CheckResult, HttpSpec, Reason, Status
 
 REGION = "eu-west"
 
@@ -195,7 +195,7 @@ async def test_it_drains_in_flight_checks_on_sigterm(nats_url: str, http_target:
     beats = await nc.subscribe(subjects.heartbeat(REGION))
     env = {**os.environ, "PROBEFLEET_NATS_URL": nats_url, "PROBEFLEET_PROBE_ID": "sub"}
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "shared.cli", "probe", "run", "--region", REGION],
+        *[sys.executable, "-m", "probefleet.shared.cli", "probe", "run", "--region", REGION],
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:

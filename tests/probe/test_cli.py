@@ -13,13 +13,13 @@ import nats
 import pytest
 from click.testing import CliRunner
 
-from probe import cli as probe_cli
-from probe.cli import KIND_OPTIONS, _spec_fields, probe
-from probe.config import ProbeConfig
-from shared import subjects, wire
-from shared.wire import PROBE_KINDS
+from probefleet.probe import cli as probe_cli
+from probefleet.probe.cli import KIND_OPTIONS, _spec_fields, probe
+from probefleet.probe.config import ProbeConfig
+from probefleet.shared import subjects, wire
+from probefleet.shared.wire import PROBE_KINDS
 
-CLI = [sys.executable, "-m", "shared.cli", "probe"]
+CLI = [sys.executable, "-m", "probefleet.shared.cli", "probe"]
 
 
 async def cli(*args: str, netns: bool = False) -> tuple[int, str, str]:

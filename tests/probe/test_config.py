@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.config import load_probe_config
+from probefleet.probe.config import load_probe_config
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ import pytest
 from dnslib import AAAA, CAA, CNAME, MX, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSServer
 
-from probe.checkers import dns
-from probe.checkers.base import Outcome
-from shared.wire import DnsSpec, Reason, Status
+from probefleet.probe.checkers import dns
+from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.wire import DnsSpec, Reason, Status
 
 SOA_TIMES = (7, 3600, 600, 86400, 60)
 ZONE = [

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import wire
-from shared.wire import (
+from probefleet.shared import wire
+from probefleet.shared.wire import (
     Assertion,
     CheckJob,
     CheckResult,

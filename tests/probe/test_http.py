@@ -7,9 +7,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from probe.checkers import http
-from probe.checkers.base import Outcome
-from shared.wire import Assertion, HttpSpec, Reason, Status
+from probefleet.probe.checkers import http
+from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.wire import Assertion, HttpSpec, Reason, Status
 
 from .conftest import ServeTls, leaf, start_app, target_app
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.checkers import icmp
-from shared.wire import IcmpSpec, Reason, Status
+from probefleet.probe.checkers import icmp
+from probefleet.shared.wire import IcmpSpec, Reason, Status
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root")
 

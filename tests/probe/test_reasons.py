@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.wire import Reason
+from probefleet.shared.wire import Reason
 
 
 def test_it_has_a_test_producing_every_reason() -> None:

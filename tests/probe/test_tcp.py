@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import trustme
 
-from probe.checkers import tcp
-from probe.checkers.base import Outcome
-from shared.wire import Reason, Status, TcpSpec
+from probefleet.probe.checkers import tcp
+from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.wire import Reason, Status, TcpSpec
 
 from .conftest import leaf
 

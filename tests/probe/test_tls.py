@@ -6,8 +6,8 @@ import ssl
 import pytest
 import trustme
 
-from probe.checkers import tls
-from shared.wire import Reason, Status, TlsSpec
+from probefleet.probe.checkers import tls
+from probefleet.shared.wire import Reason, Status, TlsSpec
 
 from .conftest import ServeTls, leaf
 

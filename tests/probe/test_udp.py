@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from probe.checkers import udp
-from probe.checkers.base import Outcome
-from shared.wire import Reason, Status, UdpSpec
+from probefleet.probe.checkers import udp
+from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.wire import Reason, Status, UdpSpec
 
 
 class _Echo(asyncio.DatagramProtocol):

@@ -1,0 +1,337 @@
+"""Apply round verdicts to monitor state through thresholds, with compare-and-set, and
+record what changed: incidents, their timeline and events, in the same transaction.
+
+`transition` and `needs_recheck` are pure. `apply` writes the new state only if no
+later round was applied first (CAS on last_round), so two controllers closing rounds of
+one monitor cannot move it backwards; incidents open through a unique partial index,
+so an outage has one incident whichever controller saw it first.
+
+Suppression: inside a maintenance window a status change writes no monitor.* event and
+opens no incident. While the parent monitor is down, a child's outage opens an incident
+with `cause_monitor_id` = parent and `suppressed` = true and writes no monitor.down nor
+incident.opened event (and, on recovery, no monitor.up nor incident.resolved event).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from probefleet.controller.engine.consensus import Verdict
+from probefleet.controller.engine.scheduler import Entry, Scheduler
+from probefleet.controller.monitors import maintenance
+from probefleet.controller.monitors.config import decode_spec, redact_url
+from probefleet.controller.storage import Tx
+from probefleet.controller.storage import events as event_store
+from probefleet.controller.storage import incidents as store
+
+MAX_RECHECKS = 3
+
+
+class MonitorState(msgspec.Struct, frozen=True, kw_only=True):
+    status: str  # pending | up | down | degraded | unknown | paused
+    fail_streak: int = 0
+    pass_streak: int = 0
+
+
+class Recheck(msgspec.Struct, frozen=True, kw_only=True):
+    """A confirmation round to open at once: the monitor's row, attempt + 1, due now."""
+
+    monitor: dict[str, Any]
+    attempt: int
+
+
+def transition(current: MonitorState, verdict: Verdict, *, retry_count: int,
+               recovery_count: int) -> MonitorState:  # fmt: skip
+    """Down after retry_count+1 failing rounds; back up after recovery_count passing ones."""
+    if verdict.state == "unknown":
+        return MonitorState(status="unknown" if current.status in ("pending", "unknown")
+                            else current.status, fail_streak=current.fail_streak,
+                            pass_streak=current.pass_streak)  # fmt: skip
+    if verdict.state == "down":
+        fails = current.fail_streak + 1
+        status = "down" if fails > retry_count else current.status
+        if status in ("pending", "unknown") and fails <= retry_count:
+            status = "pending" if current.status == "pending" else "unknown"
+        return MonitorState(status=status, fail_streak=fails, pass_streak=0)
+    passes = current.pass_streak + 1
+    if current.status == "down" and passes < recovery_count:
+        return MonitorState(status="down", fail_streak=0, pass_streak=passes)
+    return MonitorState(status=verdict.state, fail_streak=0, pass_streak=passes)
+
+
+def needs_recheck(verdict: Verdict, new: MonitorState, attempt: int, *, retry_count: int,
+                  recovery_count: int) -> bool:  # fmt: skip
+    """Whether to confirm this round's outcome at once instead of waiting an interval.
+
+    A failing verdict below the threshold is re-checked until it confirms (at most
+    retry_count times); a passing verdict with some failing region once, to see whether
+    the failure spreads; a recovering monitor until it is confirmed up.
+    """
+    if attempt >= MAX_RECHECKS or verdict.state == "unknown":
+        return False
+    if verdict.state == "down":
+        return new.status != "down" and attempt < retry_count
+    if new.status == "down":
+        return attempt < recovery_count - 1
+    return bool(verdict.failing) and attempt == 0
+
+
+def target_of(kind: str, spec: dict[str, Any] | None) -> str:
+    spec = spec or {}
+    if "url" in spec:
+        return redact_url(str(spec["url"]))
+    host = str(spec.get("host", ""))
+    return f"{host}:{spec['port']}" if spec.get("port") else host
+
+
+def iso(t: dt.datetime | None) -> str | None:
+    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if t else None
+
+
+def monitor_payload(m: dict[str, Any], status: str) -> dict[str, Any]:
+    return {"id": m["id"], "name": m.get("name"), "type": m.get("kind"),
+            "target": target_of(m.get("kind", ""), m.get("spec")), "status": status,
+            "locations": list(m.get("locations") or [])}  # fmt: skip
+
+
+def incident_payload(i: dict[str, Any]) -> dict[str, Any]:
+    end = i["resolved_at"]
+    return {"id": i["id"], "status": i["status"], "severity": i["severity"], "title": i["title"],
+            "started_at": iso(i["started_at"]), "resolved_at": iso(end),
+            "duration_s": (end - i["started_at"]).total_seconds() if end else None,
+            "root_cause": i["root_cause"], "affected_regions": list(i["affected_regions"]),
+            "checks_failed": i["checks_failed"], "checks_total": i["checks_total"]}  # fmt: skip
+
+
+def check_payload(verdict: Verdict) -> dict[str, Any] | None:
+    region = (verdict.failing or verdict.passing or (None,))[0]
+    if region is None:
+        return None
+    failing = region in verdict.failing
+    return {"region": region, "status": "fail" if failing else "ok",
+            "reason": verdict.reason if failing else None,
+            "message": verdict.message if failing else "",
+            "response_time_ms": verdict.response_time_ms, "status_code": None}  # fmt: skip
+
+
+async def emit(conn: Tx, kind: str, now: dt.datetime, *, monitor: dict[str, Any] | None = None,
+               status: str | None = None, incident: dict[str, Any] | None = None,
+               verdict: Verdict | None = None, previous: str | None = None,
+               extra: dict[str, Any] | None = None) -> int:  # fmt: skip
+    """Write one outbox row (call inside the transaction of the change)."""
+    payload: dict[str, Any] = dict(extra or {})
+    if monitor is not None:
+        payload["monitor"] = monitor_payload(monitor, status or monitor.get("status", ""))
+    if incident is not None:
+        payload["incident"] = incident_payload(incident)
+    if verdict is not None and (check := check_payload(verdict)) is not None:
+        payload["check"] = check
+    if previous is not None:
+        payload["previous_status"] = previous
+    return await event_store.insert(conn, kind, monitor_id=monitor["id"] if monitor else None,
+                                    incident_id=incident["id"] if incident else None,
+                                    occurred_at=now, payload=payload)  # fmt: skip
+
+
+async def apply(conn: Tx, monitor: dict[str, Any], due: dt.datetime, verdict: Verdict,
+                now: dt.datetime,
+                windows: list[maintenance.Window] | None = None) -> MonitorState | None:  # fmt: skip
+    """Write the verdict's effect on the monitor; None if a later round got there first.
+
+    `windows`: every enabled maintenance window, when the caller read them once for a
+    whole batch; otherwise this monitor's are read here."""
+    current = MonitorState(status=monitor["status"], fail_streak=monitor["fail_streak"],
+                           pass_streak=monitor["pass_streak"])  # fmt: skip
+    if current.status == "paused":
+        return None
+    new = transition(current, verdict, retry_count=monitor["retry_count"],
+                     recovery_count=monitor["recovery_count"])  # fmt: skip
+    answered = verdict.state != "unknown"
+    fail_since = monitor.get("fail_since")
+    if verdict.state == "down":
+        fail_since = fail_since if current.fail_streak > 0 and fail_since else due
+    elif verdict.state != "unknown" and new.status != "down":
+        fail_since = None
+    locations = list(monitor.get("locations") or [])
+    voted = set(verdict.failing) | set(verdict.passing)
+    unavailable = [r for r in locations if r not in voted]
+    row = await conn.fetchrow(
+        "UPDATE monitors SET status = $3, fail_streak = $4, pass_streak = $5, last_round = $2,"
+        " status_changed_at = CASE WHEN status <> $3 THEN $6 ELSE status_changed_at END,"
+        " last_check = CASE WHEN $7 THEN $6 ELSE last_check END,"
+        " last_success = CASE WHEN $8 THEN $6 ELSE last_success END,"
+        " last_failure = CASE WHEN $9 THEN $6 ELSE last_failure END,"
+        " response_time_ms = COALESCE($10, response_time_ms), fail_since = $11,"
+        " unavailable_regions = $12"
+        " WHERE id = $1 AND status <> 'paused' AND (last_round IS NULL OR last_round < $2)"
+        " RETURNING id",
+        monitor["id"], due, new.status, new.fail_streak, new.pass_streak, now, answered,
+        verdict.state in ("up", "degraded"), verdict.state == "down", verdict.response_time_ms,
+        fail_since, unavailable,
+    )  # fmt: skip
+    if not row:
+        return None
+    await _regions_changed(conn, monitor, list(monitor.get("unavailable_regions") or []),
+                           unavailable, now)  # fmt: skip
+    monitor.update(fail_since=fail_since, unavailable_regions=unavailable)
+    tags = list(monitor.get("tags") or [])
+    if windows is None:
+        windows = [maintenance.from_row(w) for w in await store.windows_for(conn, monitor["id"], tags)]
+    occurrences = maintenance.active(windows, now, monitor["id"], tags)
+    for occ in occurrences:
+        await store.record_period(conn, monitor["id"], occ.window_id, occ.starts_at, occ.ends_at)
+    open_incident = None
+    if verdict.state == "down" or new.status != current.status:
+        open_incident = await store.open_for(conn, monitor["id"])
+    if open_incident is not None and not open_incident["manual"] and verdict.state == "down":
+        await store.add_checks(conn, open_incident["id"], list(verdict.failing), len(voted))
+    if new.status != current.status:
+        await _status_changed(conn, monitor, current.status, new.status, verdict, now,
+                              in_maintenance=bool(occurrences), open_incident=open_incident)  # fmt: skip
+    return new
+
+
+def is_quiet(monitor: dict[str, Any], verdict: Verdict, new: MonitorState,
+             windows: list[maintenance.Window], now: dt.datetime) -> bool:  # fmt: skip
+    """A round whose only effect is fresh timestamps and streaks: the status stays, the
+    verdict passes, the same regions answer and no maintenance window is open. Nearly
+    every round is one; `apply_quiet` writes a batch of them in one statement."""
+    if monitor["status"] in ("paused", "down") or new.status != monitor["status"]:
+        return False
+    if verdict.state not in ("up", "degraded"):
+        return False
+    voted = set(verdict.failing) | set(verdict.passing)
+    unavailable = [r for r in monitor.get("locations") or [] if r not in voted]
+    if unavailable != list(monitor.get("unavailable_regions") or []):
+        return False
+    return not maintenance.active(windows, now, monitor["id"], list(monitor.get("tags") or []))
+
+
+async def apply_quiet(conn: Tx, quiet: list[tuple[dict[str, Any], dt.datetime, Verdict, MonitorState]],
+                      now: dt.datetime) -> set[int]:  # fmt: skip
+    """The UPDATE `apply` would run for each quiet round, as one statement with the same
+    compare-and-set; return the ids written (a later round applied first is skipped)."""
+    if not quiet:
+        return set()
+    rows = await conn.fetch(
+        "UPDATE monitors SET status = v.status, fail_streak = v.fs, pass_streak = v.ps,"
+        " last_round = v.due, last_check = $7, last_success = $7,"
+        " response_time_ms = COALESCE(v.rt, monitors.response_time_ms), fail_since = NULL"
+        " FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[], $5::int[],"
+        " $6::float8[]) AS v(id, due, status, fs, ps, rt)"
+        " WHERE monitors.id = v.id AND monitors.status <> 'paused'"
+        " AND (monitors.last_round IS NULL OR monitors.last_round < v.due) RETURNING monitors.id",
+        [m["id"] for m, *_ in quiet], [d for _, d, *_ in quiet], [n.status for *_, n in quiet],
+        [n.fail_streak for *_, n in quiet], [n.pass_streak for *_, n in quiet],
+        [v.response_time_ms for _, _, v, _ in quiet], now,
+    )  # fmt: skip
+    return {r["id"] for r in rows}
+
+
+async def _regions_changed(conn: Tx, monitor: dict[str, Any], before: list[str], after: list[str],
+                           now: dt.datetime) -> None:  # fmt: skip
+    """region.unavailable / region.available once per change, not per round."""
+    for region in sorted(set(after) - set(before)):
+        await emit(conn, "region.unavailable", now, monitor=monitor, extra={"region": region})
+    for region in sorted(set(before) - set(after)):
+        await emit(conn, "region.available", now, monitor=monitor, extra={"region": region})
+
+
+async def _parent_down(conn: Tx, monitor: dict[str, Any]) -> int | None:
+    parent = monitor.get("parent_id")
+    if parent is None:
+        return None
+    status = await conn.fetchval("SELECT status FROM monitors WHERE id = $1", parent)
+    return int(parent) if status == "down" else None
+
+
+async def _status_changed(conn: Tx, monitor: dict[str, Any], old: str, new: str, verdict: Verdict,
+                          now: dt.datetime, *, in_maintenance: bool,
+                          open_incident: dict[str, Any] | None) -> None:  # fmt: skip
+    parent = await _parent_down(conn, monitor) if new in ("down", "degraded") else None
+    quiet = in_maintenance or parent is not None
+    wants_incident = new == "down" or (new == "degraded" and monitor.get("incident_on_degraded"))
+    if new in ("down", "degraded"):
+        if not quiet:
+            await emit(conn, f"monitor.{new}", now, monitor=monitor, status=new, verdict=verdict,
+                       previous=old)  # fmt: skip
+        if wants_incident and not in_maintenance and open_incident is None:
+            await _open(conn, monitor, new, verdict, now, parent)
+        elif not wants_incident and open_incident is not None and not open_incident["manual"]:
+            await _resolve(conn, monitor, open_incident, verdict, now)
+        return
+    if new != "up":
+        return
+    resolved = None
+    if open_incident is not None and not open_incident["manual"]:
+        resolved = await _resolve(conn, monitor, open_incident, verdict, now)
+    if old not in ("down", "degraded"):
+        return
+    notify = not resolved["suppressed"] if resolved else not in_maintenance
+    if notify:
+        await emit(conn, "monitor.up", now, monitor=monitor, status="up", verdict=verdict,
+                   previous=old)  # fmt: skip
+
+
+async def _open(conn: Tx, monitor: dict[str, Any], status: str, verdict: Verdict, now: dt.datetime,
+                parent: int | None) -> None:  # fmt: skip
+    failing = list(verdict.failing)
+    answered = len(verdict.failing) + len(verdict.passing)
+    cause = f"{verdict.reason}: {verdict.message}" if verdict.reason else verdict.message or None
+    if parent is not None:
+        cause = f"parent monitor {parent} is down" + (f" ({cause})" if cause else "")
+    severity = "medium" if status == "degraded" else ("critical" if not verdict.passing else "high")
+    incident_id = await store.open_incident(
+        conn, monitor_id=monitor["id"], title=f"{monitor.get('name', monitor['id'])} is {status}",
+        severity=severity, started_at=monitor.get("fail_since") or now, root_cause=cause,
+        root_reason=verdict.reason, affected_regions=sorted(failing), checks_failed=len(failing),
+        checks_total=answered, suppressed=parent is not None, cause_monitor_id=parent,
+    )  # fmt: skip
+    if incident_id is None:
+        return
+    await store.add_timeline(conn, incident_id, now, "opened", cause or "",
+                             {"suppressed": parent is not None, "cause_monitor_id": parent})  # fmt: skip
+    if parent is None:
+        incident = await store.get(conn, incident_id)
+        await emit(conn, "incident.opened", now, monitor=monitor, status=status, incident=incident,
+                   verdict=verdict)  # fmt: skip
+
+
+async def _resolve(conn: Tx, monitor: dict[str, Any], incident: dict[str, Any], verdict: Verdict | None,
+                   now: dt.datetime, note: str = "recovered") -> dict[str, Any] | None:  # fmt: skip
+    resolved = await store.resolve(conn, incident["id"], now)
+    if resolved is None:
+        return None
+    await store.add_timeline(conn, incident["id"], now, "resolved", note)
+    if not resolved["suppressed"]:
+        await emit(conn, "incident.resolved", now, monitor=monitor, incident=resolved,
+                   verdict=verdict)  # fmt: skip
+    return resolved
+
+
+async def open_rechecks(scheduler: Scheduler, rechecks: Sequence[Recheck]) -> int:
+    """Open each confirmation round at once (due now, attempt + 1) and publish its jobs.
+
+    Its due is now rather than the first round's: a round's deadline is due + timeout +
+    grace, and the first round may have used all of that already."""
+    now = time.time()
+    groups: dict[int, list[tuple[float, Entry]]] = {}
+    for r in rechecks:
+        m = r.monitor
+        entry = scheduler.entries.get(m["id"])
+        if entry is None:
+            spec = decode_spec(m["kind"], m["spec"])
+            if spec is None:
+                continue
+            entry = Entry(id=m["id"], interval=float(m["interval_s"]), timeout=float(m["timeout_s"]),
+                          locations=list(m["locations"]), spec=spec, offset=0.0)  # fmt: skip
+        if entry is not None:
+            groups.setdefault(r.attempt, []).append((now, entry))
+    for attempt, due_now in groups.items():
+        await scheduler.open_rounds(due_now, now, attempt=attempt)
+    return sum(len(g) for g in groups.values())

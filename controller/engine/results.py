@@ -1,0 +1,183 @@
+"""Results consumer: batched, idempotent inserts; rounds close when every expected
+region answered or their deadline passed, and their verdicts are applied.
+
+A batch is stored, its rounds decided and the monitors updated in one transaction;
+the JetStream messages are acknowledged only after it commits, so a controller that
+dies mid-batch loses nothing (the batch is redelivered and the primary key drops the
+duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from probefleet.controller import metrics
+from probefleet.controller.engine import consensus, incidents
+from probefleet.controller.monitors import maintenance
+from probefleet.controller.storage import Tx
+from probefleet.controller.storage import incidents as incident_store
+from probefleet.controller.storage import results as store
+from probefleet.shared import subjects, wire
+
+log = logging.getLogger("probefleet.results")
+
+# Opens confirmation rounds after the batch commits.
+OnRecheck = Callable[[list[incidents.Recheck]], Awaitable[object]]
+
+
+async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime,
+                        rechecks: list[incidents.Recheck] | None = None) -> int:  # fmt: skip
+    """Decide closed rounds and apply their verdicts; return how many changed a monitor.
+    Confirmation rounds to open are appended to `rechecks`."""
+    if not closed:
+        return 0
+    keys = [(r["monitor_id"], r["due"], r["attempt"]) for r in closed]
+    by_round: dict[store.Key, list[consensus.RegionResult]] = defaultdict(list)
+    for r in await store.results_for(conn, keys):
+        by_round[(r["monitor_id"], r["due"], r["attempt"])].append(
+            consensus.RegionResult(region=r["region"], status=r["status"], reason=r["reason"],
+                                   message=r["message"], duration_ms=r["duration_ms"])
+        )  # fmt: skip
+    monitors = {
+        m["id"]: dict(m)
+        for m in await conn.fetch(
+            "SELECT id, status, fail_streak, pass_streak, retry_count, recovery_count,"
+            " consensus, quorum, name, kind, spec, interval_s, timeout_s, locations, tags,"
+            " parent_id, incident_on_degraded, fail_since, unavailable_regions"
+            " FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            list({k[0] for k in keys}),
+        )
+    }
+    windows = [maintenance.from_row(w) for w in await incident_store.enabled_windows(conn)]
+    verdicts: list[tuple[store.Key, str]] = []
+    applied: list[tuple[dict[str, Any], int, incidents.MonitorState, consensus.Verdict]] = []
+    quiet: list[tuple[dict[str, Any], dt.datetime, consensus.Verdict, incidents.MonitorState]] = []
+    quiet_attempts: dict[int, int] = {}
+    once = {mid for mid, n in Counter(r["monitor_id"] for r in closed).items() if n == 1}
+    for rnd in sorted(closed, key=lambda r: r["due"]):
+        key = (rnd["monitor_id"], rnd["due"], rnd["attempt"])
+        monitor = monitors.get(rnd["monitor_id"])
+        if monitor is None:
+            continue
+        rule = consensus.Rule(mode=monitor["consensus"], quorum=monitor["quorum"])
+        verdict = consensus.decide(by_round.get(key, []), list(rnd["regions"]), rule)
+        verdicts.append((key, verdict.state))
+        metrics.VERDICTS.labels(verdict.state).inc()
+        current = incidents.MonitorState(status=monitor["status"], fail_streak=monitor["fail_streak"],
+                                         pass_streak=monitor["pass_streak"])  # fmt: skip
+        planned = incidents.transition(current, verdict, retry_count=monitor["retry_count"],
+                                       recovery_count=monitor["recovery_count"])  # fmt: skip
+        if monitor["id"] in once and incidents.is_quiet(monitor, verdict, planned, windows, now):
+            quiet.append((monitor, rnd["due"], verdict, planned))
+            quiet_attempts[monitor["id"]] = rnd["attempt"]
+            continue
+        new = await incidents.apply(conn, monitor, rnd["due"], verdict, now, windows)
+        if new is not None:
+            # Later rounds of the same monitor in this batch start from this state.
+            monitor.update(status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak)
+            applied.append((monitor, rnd["attempt"], new, verdict))
+    written = await incidents.apply_quiet(conn, quiet, now)
+    applied += [(m, quiet_attempts[m["id"]], n, v) for m, _, v, n in quiet if m["id"] in written]
+    for monitor, attempt, new, verdict in applied:
+        monitor.update(status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak)
+        if rechecks is not None and incidents.needs_recheck(
+            verdict, new, attempt, retry_count=monitor["retry_count"],
+            recovery_count=monitor["recovery_count"],
+        ):  # fmt: skip
+            rechecks.append(incidents.Recheck(monitor=monitor, attempt=attempt + 1))
+    changed = len(applied)
+    await store.set_verdicts(conn, verdicts)
+    return changed
+
+
+async def ingest(pool: asyncpg.Pool, results: list[wire.CheckResult], now: dt.datetime | None = None,
+                 on_recheck: OnRecheck | None = None) -> int:  # fmt: skip
+    """Store one batch and finish the rounds it completes; return results newly stored."""
+    now = now or dt.datetime.now(dt.UTC)
+    rechecks: list[incidents.Recheck] = []
+    async with pool.acquire() as conn, conn.transaction():
+        stored = await store.insert_results(conn, results)
+        complete = await store.mark_answered(conn, stored)
+        closed = await store.close_rounds(conn, complete)
+        await finish_rounds(conn, closed, now, rechecks)
+    if rechecks and on_recheck is not None:
+        await on_recheck(rechecks)
+    metrics.RESULTS_STORED.inc(len(stored))
+    metrics.RESULTS_DUPLICATE.inc(len(results) - len(stored))
+    return len(stored)
+
+
+async def sweep(pool: asyncpg.Pool, now: dt.datetime | None = None,
+                on_recheck: OnRecheck | None = None) -> int:  # fmt: skip
+    """Close rounds whose deadline passed with the results they have."""
+    now = now or dt.datetime.now(dt.UTC)
+    rechecks: list[incidents.Recheck] = []
+    async with pool.acquire() as conn, conn.transaction():
+        closed = await store.close_expired(conn, now)
+        await finish_rounds(conn, closed, now, rechecks)
+    if rechecks and on_recheck is not None:
+        await on_recheck(rechecks)
+    return len(closed)
+
+
+async def ensure_consumer(js: JetStreamContext) -> None:
+    config = ConsumerConfig(
+        durable_name=subjects.RESULTS_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_ack_pending=20000,
+        filter_subject=subjects.results_all(),
+    )  # fmt: skip
+    await js.add_consumer(subjects.RESULTS_STREAM, config)
+
+
+async def consume(js: JetStreamContext, pool: asyncpg.Pool, *, batch: int = 500,
+                  stop: asyncio.Event, on_recheck: OnRecheck | None = None) -> None:  # fmt: skip
+    """Fetch, store, acknowledge; forever until `stop` is set."""
+    psub = await js.pull_subscribe_bind(subjects.RESULTS_CONSUMER, stream=subjects.RESULTS_STREAM)
+    decoder = msgspec.msgpack.Decoder(wire.CheckResult)
+    while not stop.is_set():
+        try:
+            msgs: list[Msg] = await psub.fetch(batch, timeout=0.5)
+        except TimeoutError:
+            continue
+        except Exception as e:  # NATS reconnecting: wait and fetch again
+            log.warning("results fetch failed error=%s", e)
+            await asyncio.sleep(0.5)
+            continue
+        good: list[wire.CheckResult] = []
+        for m in msgs:
+            try:
+                good.append(decoder.decode(m.data))
+            except msgspec.DecodeError:
+                log.warning("undecodable result dropped subject=%s", m.subject)
+                await m.term()
+        try:
+            if good:
+                await ingest(pool, good, on_recheck=on_recheck)
+        except (asyncpg.PostgresError, OSError) as e:
+            log.warning("storing results failed, will be redelivered error=%s", e)
+            await asyncio.sleep(1.0)
+            continue
+        await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
+
+
+async def sweep_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 0.5,
+                     on_recheck: OnRecheck | None = None) -> None:  # fmt: skip
+    while not stop.is_set():
+        try:
+            await sweep(pool, on_recheck=on_recheck)
+        except (asyncpg.PostgresError, OSError) as e:
+            log.warning("round sweep failed error=%s", e)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -1,0 +1,363 @@
+"""Monitor configuration: API input to a validated config and back.
+
+A monitor's public shape is flat: common fields (name, type, timeout, ...) beside the
+fields of its kind's spec (url, method, host, port, ...). The same flat shape is
+accepted on input, so a PATCH is "merge into the current shape, validate again".
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta
+
+from probefleet.controller.api.errors import ValidationFailed, from_msgspec
+from probefleet.controller.engine.consensus import MODES
+from probefleet.shared import wire
+from probefleet.shared.redact import redact_url
+
+SPEC_TYPES: dict[str, type[msgspec.Struct]] = {
+    "http": wire.HttpSpec, "tcp": wire.TcpSpec, "udp": wire.UdpSpec,
+    "icmp": wire.IcmpSpec, "dns": wire.DnsSpec, "tls": wire.TlsSpec,
+}  # fmt: skip
+KINDS: tuple[str, ...] = (*SPEC_TYPES, "heartbeat")
+
+# Type names used by the reference services, mapped onto our kinds.
+TYPE_ALIASES = {
+    "website": "http", "https": "http", "api": "http", "graphql": "http", "keyword": "http",
+    "ping": "icmp", "port": "tcp", "ssl": "tls", "ssl_cert": "tls", "cron": "heartbeat",
+    "push": "heartbeat", "tcp_port": "tcp", "udp_port": "udp", "certificate": "tls",
+}  # fmt: skip
+
+# Field names used by the reference services, mapped onto ours.
+FIELD_ALIASES = {
+    "target": "url", "interval": "check_interval", "interval_seconds": "check_interval",
+    "checkInterval": "check_interval", "regions": "locations", "enabledRegions": "locations",
+    "expectedStatusCode": "expected_status", "httpMethod": "method", "isActive": "is_enabled",
+    "enabled": "is_enabled", "timeout_seconds": "timeout", "isPaused": "is_enabled",
+    "is_active": "is_enabled", "active": "is_enabled", "expectedStatus": "expected_status",
+    "expected_status_code": "expected_status", "expected_status_codes": "expected_status",
+    "http_method": "method", "timeoutSeconds": "timeout", "intervalSeconds": "check_interval",
+    "frequency": "check_interval", "monitor_type": "type", "monitorType": "type", "kind": "type",
+    "hostname": "host", "parentId": "parent_id", "retryCount": "retry_count",
+    "recoveryCount": "recovery_count", "escalationPolicy": "escalation_policy",
+    "escalation_policy_id": "escalation_policy",
+}  # fmt: skip
+
+# Spec fields whose wire name collides with a common field get another API name:
+# a DNS query's `name` would clash with the monitor's name, ICMP's `interval` with
+# the check interval alias.
+SPEC_API_NAMES: dict[str, dict[str, str]] = {"dns": {"name": "domain"}, "icmp": {"interval": "ping_interval"}}
+# Where a non-HTTP kind receives `url` (or its alias `target`), it means this field.
+TARGET_FIELD = {"tcp": "host", "udp": "host", "icmp": "host", "tls": "host", "dns": "domain"}
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+PolicyRef = Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+    type: str = "http"
+    timeout: Annotated[float, Meta(gt=0, le=120)] = 10.0
+    check_interval: Annotated[int, Meta(ge=1, le=86400)] = 60
+    locations: list[str] | None = None
+    consensus: str = "majority"
+    quorum: Annotated[int, Meta(ge=1, le=64)] | None = None
+    retry_count: Annotated[int, Meta(ge=0, le=20)] = 0
+    recovery_count: Annotated[int, Meta(ge=1, le=20)] = 1
+    is_enabled: bool = True
+    tags: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
+    parent_id: Annotated[int, Meta(ge=1)] | None = None
+    incident_on_degraded: bool = False
+    # Channel ids to notify (reference 000), or channel URLs (reference 004) that the API
+    # turns into ids (controller/channel_urls.py); 422 for ids of no channel.
+    notifications: list[Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1, max_length=2048)]] = []
+    # A notification rule (reference 004 "escalation_policy"), by id or name; the API
+    # resolves a name to the rule's id before storing.
+    escalation_policy: PolicyRef | None = None
+    project: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+
+
+COMMON_FIELDS = frozenset(MonitorCommon.__struct_fields__)
+
+
+class MonitorConfig(msgspec.Struct, kw_only=True):
+    """A validated monitor configuration, ready to store."""
+
+    name: str
+    kind: str
+    spec: wire.CheckSpec | None
+    interval_s: int
+    timeout_s: float
+    locations: list[str]
+    consensus: str
+    quorum: int | None
+    retry_count: int
+    recovery_count: int
+    enabled: bool
+    tags: list[str]
+    parent_id: int | None = None
+    incident_on_degraded: bool = False
+    notifications: list[int | str] = []  # only ids once the API resolved the URLs
+    project: str | None = None
+    escalation_policy: int | str | None = None
+
+
+def normalize(data: dict[str, Any]) -> dict[str, Any]:
+    """Apply field and type aliases; the canonical name wins when both are given."""
+    # Reference 002's MonitorCreate nests the kind's settings in `config`; flat fields win.
+    if isinstance(data.get("config"), dict):
+        data = {**data["config"], **{k: v for k, v in data.items() if k != "config"}}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        canonical = FIELD_ALIASES.get(key, key)
+        if canonical == "is_enabled" and key == "isPaused" and isinstance(value, bool):
+            value = not value
+        if canonical in out and canonical != key:
+            continue
+        out[canonical] = value
+    if isinstance(out.get("type"), str):
+        t = out["type"].lower()
+        out["type"] = TYPE_ALIASES.get(t, t)
+    # Reference 003's PORT monitors carry the protocol beside the type.
+    if out.get("type") == "tcp" and str(out.get("protocol", "")).lower() == "udp":
+        out["type"] = "udp"
+    if out.get("type") in ("tcp", "udp"):
+        out.pop("protocol", None)
+    kind = out.get("type")
+    if isinstance(kind, str) and kind in TARGET_FIELD and "url" in out:
+        out.setdefault(TARGET_FIELD[kind], _host_of(out.pop("url")))
+    # Reference 004 sends one expected status as a bare number.
+    if isinstance(out.get("expected_status"), int | str):
+        out["expected_status"] = [out["expected_status"]]
+    return out
+
+
+def _host_of(target: object) -> object:
+    """'tcp://db:5432' or 'https://example.com/' -> the host; anything else unchanged."""
+    if isinstance(target, str) and "://" in target:
+        return urlsplit(target).hostname or target
+    return target
+
+
+def _check_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must include a host"
+    return None
+
+
+def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
+    errors: dict[str, object] = {}
+    if isinstance(spec, wire.HttpSpec):
+        if problem := _check_url(spec.url):
+            errors["url"] = problem
+        for i, code in enumerate(spec.expected_status):
+            ok = (isinstance(code, int) and 100 <= code <= 599) or (
+                isinstance(code, str) and len(code) == 3 and code[0] in "12345"
+                and code[1:] == "xx"
+            )  # fmt: skip
+            if not ok:
+                errors[f"expected_status[{i}]"] = "must be a status code (100-599) or a class like '2xx'"
+        if not spec.method.isalpha():
+            errors["method"] = "must be an HTTP method"
+    port = getattr(spec, "port", None)
+    if port is not None and not 1 <= port <= 65535:
+        errors["port"] = "must be between 1 and 65535"
+    host = getattr(spec, "host", None)
+    if host is not None and not host.strip():
+        errors["host"] = "must not be empty"
+    return errors
+
+
+def parse(data: object, regions: list[str]) -> MonitorConfig:
+    """Validate a flat monitor object; raise ValidationFailed with field paths."""
+    if not isinstance(data, dict):
+        raise ValidationFailed({"body": "must be a JSON object"})
+    data = normalize(data)
+    common_part = {k: v for k, v in data.items() if k in COMMON_FIELDS}
+    spec_part = {k: v for k, v in data.items() if k not in COMMON_FIELDS}
+    try:
+        common = msgspec.convert(common_part, MonitorCommon)
+    except msgspec.ValidationError as e:
+        raise from_msgspec(e) from None
+    kind = common.type
+    errors: dict[str, object] = {}
+    if kind not in KINDS:
+        raise ValidationFailed({"type": f"unknown type; use one of {', '.join(KINDS)}"})
+    spec: msgspec.Struct | None = None
+    if kind == "heartbeat":
+        # Imported here: controller.heartbeats imports incidents, which imports this module.
+        from probefleet.controller.engine import heartbeats
+
+        fallback = common.check_interval if "check_interval" in common_part else None
+        spec, problems = heartbeats.parse_spec(spec_part, fallback_interval=fallback)
+        errors.update(problems)
+    else:
+        spec_type = SPEC_TYPES[kind]
+        renames = SPEC_API_NAMES.get(kind, {})
+        api_to_wire = {api: wire_name for wire_name, api in renames.items()}
+        spec_part = {api_to_wire.get(k, k): v for k, v in spec_part.items() if k not in renames}
+        unknown = set(spec_part) - set(spec_type.__struct_fields__)
+        errors.update({k: "unknown field" for k in sorted(unknown)})
+        if not errors:
+            try:
+                spec = msgspec.convert(spec_part, spec_type)
+            except msgspec.ValidationError as e:
+                err = from_msgspec(e)
+                err.details = {renames.get(k, k): v for k, v in err.details.items()}
+                raise err from None
+            errors.update({renames.get(k, k): v for k, v in _check_spec(kind, spec).items()})
+    default_locations = [] if kind == "heartbeat" else list(regions)
+    locations = common.locations if common.locations is not None else default_locations
+    if not locations and kind != "heartbeat":
+        errors["locations"] = "must name at least one region"
+    for i, loc in enumerate(locations):
+        if loc not in regions:
+            errors[f"locations[{i}]"] = f"unknown region {loc!r}; known: {', '.join(regions)}"
+    if len(set(locations)) != len(locations):
+        errors["locations"] = "must not repeat a region"
+    if common.consensus not in MODES:
+        errors["consensus"] = f"must be one of {', '.join(MODES)}"
+    elif common.consensus == "quorum" and common.quorum is None:
+        errors["quorum"] = "required when consensus is 'quorum'"
+    elif common.quorum is not None and common.quorum > len(locations):
+        errors["quorum"] = "must not exceed the number of locations"
+    if errors:
+        raise ValidationFailed(errors)
+    interval_s = common.check_interval
+    if kind == "heartbeat" and getattr(spec, "run_interval", None):
+        interval_s = spec.run_interval  # type: ignore[union-attr]  # one value, two names
+    return MonitorConfig(
+        name=common.name, kind=kind, spec=spec,  # type: ignore[arg-type]
+        interval_s=interval_s, timeout_s=common.timeout, locations=locations,
+        consensus=common.consensus, quorum=common.quorum, retry_count=common.retry_count,
+        recovery_count=common.recovery_count, enabled=common.is_enabled, tags=common.tags,
+        parent_id=common.parent_id, incident_on_degraded=common.incident_on_degraded,
+        notifications=common.notifications,
+        project=common.project, escalation_policy=common.escalation_policy,
+    )  # fmt: skip
+
+
+def config_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The flat, editable shape of a stored monitor (inverse of `parse`)."""
+    out: dict[str, Any] = {
+        "name": row["name"], "type": row["kind"], "timeout": row["timeout_s"],
+        "check_interval": row["interval_s"], "locations": list(row["locations"]),
+        "consensus": row["consensus"], "quorum": row["quorum"],
+        "retry_count": row["retry_count"], "recovery_count": row["recovery_count"],
+        "is_enabled": row["enabled"], "tags": list(row["tags"]),
+        "parent_id": row.get("parent_id"), "incident_on_degraded": row.get("incident_on_degraded", False),
+        "notifications": list(row.get("notifications") or []),
+        "project": row.get("project"), "escalation_policy": row.get("escalation_policy_id"),
+    }  # fmt: skip
+    # The stored spec is the to_builtins form of a validated spec (spec_json), defaults
+    # left out: read its fields straight from it, no convert/to_builtins round trip (this
+    # runs for every monitor of every list page).
+    stored = row["spec"]
+    cls = _spec_type(row["kind"])
+    if cls is not None and stored is not None:
+        for name, key, d, mutable in _spec_layout(cls, row["kind"]):
+            out[name] = stored[key] if key in stored else (d.copy() if mutable else d)
+    if row["kind"] == "heartbeat" and out.get("run_interval"):
+        out["check_interval"] = out["run_interval"]
+    return out
+
+
+def _spec_type(kind: str) -> type[msgspec.Struct] | None:
+    if kind == "heartbeat":
+        from probefleet.controller.engine import heartbeats
+
+        return heartbeats.HeartbeatSpec
+    return SPEC_TYPES.get(kind)
+
+
+@functools.cache
+def _spec_layout(cls: type[msgspec.Struct], kind: str) -> tuple[tuple[str, str, Any, bool], ...]:
+    """(API name, field, default in builtins form, is the default mutable) of a spec type,
+    in field order; a required field's default is None (to_builtins always has it)."""
+    renames = SPEC_API_NAMES.get(kind, {})
+    out = []
+    for f in msgspec.structs.fields(cls):
+        default = f.default if f.default is not msgspec.NODEFAULT else None
+        if f.default_factory is not msgspec.NODEFAULT:
+            default = f.default_factory()
+        d = msgspec.to_builtins(default)
+        out.append((renames.get(f.name, f.name), f.encode_name, d, isinstance(d, list | dict)))
+    return tuple(out)
+
+
+REDACTED = "<redacted>"
+# Header names whose values are credentials (compared lower-case).
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
+                            "x-auth-token", "x-access-token", "private-token"})  # fmt: skip
+
+
+def redact(out: dict[str, Any]) -> dict[str, Any]:
+    """The config as the API shows it: credentials replaced by "<redacted>", in place
+    (pass a copy to keep the original; config_fields() returns a fresh dict).
+
+    Probes need the secrets, so they are stored; API responses never carry them."""
+    if out.get("bearer_token"):
+        out["bearer_token"] = REDACTED
+    if out.get("basic_auth"):
+        out["basic_auth"] = [out["basic_auth"][0], REDACTED]
+    if isinstance(out.get("headers"), dict):
+        out["headers"] = {
+            k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in out["headers"].items()
+        }
+    if isinstance(out.get("url"), str):
+        out["url"] = redact_url(out["url"])
+    return out
+
+
+def restore_secrets(body: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """Where a client sends back a "<redacted>" value it was shown, keep the stored secret."""
+    out = dict(body)
+    if out.get("bearer_token") == REDACTED:
+        out["bearer_token"] = current.get("bearer_token")
+    auth = out.get("basic_auth")
+    if (
+        isinstance(auth, list | tuple)
+        and len(auth) == 2
+        and auth[1] == REDACTED
+        and current.get("basic_auth")
+    ):
+        out["basic_auth"] = [auth[0], current["basic_auth"][1]]
+    if isinstance(out.get("headers"), dict):
+        stored = current.get("headers") or {}
+        out["headers"] = {k: stored.get(k, v) if v == REDACTED else v for k, v in out["headers"].items()}
+    if isinstance(out.get("url"), str) and f":{REDACTED}@" in out["url"] and current.get("url"):
+        password = urlsplit(current["url"]).password
+        if password is not None:
+            out["url"] = out["url"].replace(f":{REDACTED}@", f":{password}@", 1)
+    return out
+
+
+def spec_json(spec: msgspec.Struct | None) -> dict[str, Any] | None:
+    """The spec as stored in the monitors.spec column (with its kind tag)."""
+    if spec is None:
+        return None
+    result: dict[str, Any] = msgspec.to_builtins(spec)
+    return result
+
+
+def decode_spec(kind: str, stored: dict[str, Any] | None) -> wire.CheckSpec | None:
+    if kind not in SPEC_TYPES or stored is None:
+        return None
+    data = {k: v for k, v in stored.items() if k != "type"}
+    spec: wire.CheckSpec = msgspec.convert(data, SPEC_TYPES[kind])  # type: ignore[assignment]
+    return spec
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -1,0 +1,628 @@
+"""The notification dispatcher: events outbox -> deliveries -> notifiers.
+
+Two steps, each safe with any number of controllers:
+
+- `fan_out(now)` reads events after the watermark, creates one delivery row per
+  matching channel (INSERT ... ON CONFLICT DO NOTHING on the unique key
+  (event_id, channel_id, kind, seq)) and advances the watermark with compare-and-set.
+- `process_batch(now)` claims due deliveries (UPDATE ... WHERE id IN (SELECT ... FOR
+  UPDATE SKIP LOCKED) with a lease), sends them, and records the outcome only if the
+  claim is still ours. A crashed sender's lease expires and another controller retries.
+
+Reminders and escalations are deliveries too, due later and cancelled at send time when
+the incident is no longer unacknowledged. See docs/architecture/notifications.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, get_args
+
+import aiohttp
+import asyncpg
+import msgspec
+
+from probefleet.controller import metrics
+from probefleet.controller.notifications.notifiers import NOTIFIERS, parse_config
+from probefleet.controller.notifications.notifiers.base import (
+    CheckInfo,
+    Event,
+    IncidentInfo,
+    MonitorInfo,
+    Notification,
+    NotifierError,
+)
+from probefleet.controller.storage import DB
+from probefleet.controller.storage import events as event_store
+from probefleet.controller.storage import notifications as store
+from probefleet.controller.storage.notifications import GATED_EVENTS, NewDelivery, Outcome
+
+log = logging.getLogger("probefleet.dispatcher")
+
+# NOTIFYed by a statement trigger on events (migration 0010), at the commit of the change.
+EVENTS_CHANNEL = "probefleet_events"
+
+NOTIFIABLE: frozenset[str] = frozenset(get_args(Event)) - {"test"}
+# What a rule with no `events`, and a monitor's own `notifications` list, send: one
+# message per outage (incident.opened, not also monitor.down) and per recovery.
+DEFAULT_EVENTS: frozenset[str] = frozenset(
+    {"incident.opened", "incident.acknowledged", "incident.resolved", "monitor.degraded", "ssl.expiring"}
+)
+RECOVERY_EVENTS = frozenset({"incident.resolved", "monitor.up"})
+SEVERITIES = ("low", "medium", "high", "critical")
+# Severity of events that carry no incident; recoveries pass every minimum.
+EVENT_SEVERITY = {
+    "monitor.down": "high",
+    "monitor.degraded": "medium",
+    "ssl.expiring": "medium",
+    "region.unavailable": "low",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch: int = 500
+    concurrency: int = 200
+    lease_s: float = 60.0
+    retry_base_s: float = 5.0
+    retry_max_s: float = 3600.0
+    max_attempts: int = 10
+    # More than flap_changes state changes within flap_window_s: the monitor is flapping.
+    flap_changes: int = 5
+    flap_window_s: float = 600.0
+    # How long an id gap in the events table may hold the watermark (see fan_out).
+    gap_wait_s: float = 10.0
+    poll_s: float = 0.5
+
+
+@dataclass
+class Route:
+    """Why one channel gets one event: the reminder period, if any."""
+
+    reminder_s: int | None = None
+
+    def merge(self, reminder_s: int | None) -> None:
+        if reminder_s is not None:
+            self.reminder_s = min(self.reminder_s or reminder_s, reminder_s)
+
+
+def _minutes(value: int | None) -> int | None:
+    return value * 60 if value else None
+
+
+def severity_of(event: dict[str, Any]) -> str | None:
+    incident = event["payload"].get("incident") or {}
+    if incident.get("severity") in SEVERITIES:
+        return str(incident["severity"])
+    return EVENT_SEVERITY.get(event["kind"])
+
+
+def rule_matches(
+    rule: dict[str, Any], event: dict[str, Any], tags: Iterable[str], policy_id: int | None = None
+) -> bool:
+    """Whether `rule` routes `event`. A monitor whose escalation_policy names the rule
+    passes its monitor and tag filters; a policy rule (is_policy) routes only such
+    monitors and the ones its own filters name."""
+    events = set(rule["events"]) or DEFAULT_EVENTS
+    if event["kind"] not in events:
+        return False
+    if policy_id is not None and rule["id"] == policy_id:
+        pass
+    elif rule["monitor_ids"] or rule["tags"]:
+        in_ids = event["monitor_id"] in rule["monitor_ids"]
+        if not in_ids and not set(rule["tags"]) & set(tags):
+            return False
+    elif rule.get("is_policy"):
+        return False
+    minimum, sev = rule["min_severity"], severity_of(event)
+    if minimum and sev is not None and event["kind"] not in RECOVERY_EVENTS:
+        return SEVERITIES.index(sev) >= SEVERITIES.index(minimum)
+    return True
+
+
+def routes_for(
+    event: dict[str, Any],
+    rules: list[dict[str, Any]],
+    monitor: dict[str, Any] | None,
+    channels: dict[int, dict[str, Any]],
+) -> dict[int, Route]:
+    """Enabled channel id -> Route for one event (pure)."""
+    out: dict[int, Route] = {}
+    tags, policy = _routing(monitor)
+    for rule in rules:
+        if rule_matches(rule, event, tags, policy):
+            for cid in rule["channel_ids"]:
+                out.setdefault(cid, Route()).merge(_minutes(rule["reminder_minutes"]))
+    if monitor and event["kind"] in DEFAULT_EVENTS:
+        for cid in monitor["notifications"]:
+            out.setdefault(cid, Route())
+    for cid, route in list(out.items()):
+        channel = channels.get(cid)
+        if channel is None or not channel["is_enabled"]:
+            del out[cid]
+        else:
+            route.merge(_minutes(channel["reminder_minutes"]))
+    return out
+
+
+def _routing(monitor: dict[str, Any] | None) -> tuple[list[str], int | None]:
+    if monitor is None:
+        return [], None
+    return list(monitor["tags"]), monitor.get("escalation_policy_id")
+
+
+def held_back(event: dict[str, Any], monitor: dict[str, Any] | None, threshold: int) -> bool:
+    """Whether the event's notices wait for the monitor's alert_threshold: a monitor.down
+    or a down incident.opened of a monitor that has not yet failed `threshold`
+    consecutive rounds (fail_streak)."""
+    if threshold <= 1 or event["kind"] not in GATED_EVENTS:
+        return False
+    shown = (event["payload"].get("monitor") or {}).get("status")
+    if event["kind"] == "incident.opened" and shown != "down":
+        return False
+    if monitor is None:
+        return False
+    return not (monitor["status"] == "down" and monitor["fail_streak"] >= threshold)
+
+
+def escalations_for(
+    event: dict[str, Any],
+    rules: list[dict[str, Any]],
+    monitor: dict[str, Any] | None,
+    channels: dict[int, dict[str, Any]],
+) -> dict[int, tuple[int, int | None]]:
+    """Escalation channel id -> (delay in seconds, reminder period) for an incident.opened event."""
+    if event["kind"] != "incident.opened" or event["incident_id"] is None:
+        return {}
+    tags, policy = _routing(monitor)
+    out: dict[int, tuple[int, int | None]] = {}
+    for rule in rules:
+        after = rule["escalate_after_minutes"]
+        if not after or not rule_matches(rule, event, tags, policy):
+            continue
+        for cid in rule["escalation_channel_ids"]:
+            if cid in channels and channels[cid]["is_enabled"]:
+                delay = min(after * 60, out.get(cid, (after * 60, None))[0])
+                out[cid] = (delay, _minutes(rule["reminder_minutes"]))
+    return out
+
+
+def backoff(attempts: int, settings: Settings, retry_after: float | None, rng: Callable[[], float]) -> float:
+    """Exponential with 'equal jitter' (half fixed, half random), never sooner than retry_after."""
+    delay = min(settings.retry_max_s, settings.retry_base_s * 2 ** max(0, attempts - 1))
+    delay = delay / 2 + delay / 2 * rng()
+    return max(delay, min(retry_after or 0.0, settings.retry_max_s * 24))
+
+
+def _ts(value: Any) -> float | None:
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def notification(event: dict[str, Any], delivery: dict[str, Any]) -> Notification:
+    """The notifier's view of one event row, for one delivery."""
+    p = event["payload"]
+    m = p.get("monitor") or {}
+    monitor = MonitorInfo(
+        id=m.get("id", event["monitor_id"] or 0),
+        name=str(m.get("name") or ""),
+        target=str(m.get("target") or ""),
+        type=str(m.get("type") or ""),
+        status=str(m.get("status") or ""),
+        locations=list(m.get("locations") or []),
+    )
+    incident = None
+    if (i := p.get("incident")) is not None:
+        incident = IncidentInfo(
+            id=i.get("id", event["incident_id"]),
+            status=str(i.get("status") or "active"),
+            severity=i.get("severity"),
+            started_at=_ts(i.get("started_at")),
+            resolved_at=_ts(i.get("resolved_at")),
+            duration_s=i.get("duration_s"),
+            root_cause=i.get("root_cause"),
+            affected_regions=list(i.get("affected_regions") or []),
+            checks_failed=i.get("checks_failed"),
+            checks_total=i.get("checks_total"),
+        )
+    check = None
+    if (c := p.get("check")) is not None:
+        check = msgspec.convert({k: v for k, v in c.items() if k in CheckInfo.__struct_fields__}, CheckInfo)
+    kind = delivery["kind"]
+    key = str(event["id"]) if kind == "event" else f"{event['id']}-{kind}-{delivery['seq']}"
+    return Notification(
+        event=event["kind"],
+        event_id=event["id"],
+        timestamp=event["occurred_at"].timestamp(),
+        monitor=monitor,
+        incident=incident,
+        check=check,
+        reminder=kind == "reminder",
+        escalation_level=1 if kind == "escalation" else 0,
+        delivery_key=key,
+    )
+
+
+def test_notification(delivery_id: int, now: dt.datetime) -> Notification:
+    return Notification(
+        event="test",
+        event_id=0,
+        timestamp=now.timestamp(),
+        monitor=MonitorInfo(
+            id=0, name="probefleet test notification", target="https://example.com", type="http", status="up"
+        ),
+        delivery_key=f"test-{delivery_id}",
+    )
+
+
+async def send(session: aiohttp.ClientSession, channel: dict[str, Any], note: Notification) -> None:
+    """Send with the channel's notifier; raise NotifierError (never with a secret in it)."""
+    try:
+        config = parse_config(channel["kind"], channel["config"])
+    except (msgspec.ValidationError, ValueError) as e:
+        raise NotifierError(f"{channel['kind']}: stored config is invalid: {e}", permanent=True) from None
+    await NOTIFIERS[channel["kind"]].send(session, config, note)
+
+
+@dataclass
+class Dispatcher:
+    pool: DB
+    session: aiohttp.ClientSession
+    settings: Settings = field(default_factory=Settings)
+    rng: Callable[[], float] = random.random
+    _gap: tuple[int, dt.datetime] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # ---------------------------------------------------------------- fan-out
+
+    async def fan_out(self, now: dt.datetime) -> int:
+        """One batch of events -> delivery rows; returns how many rows were created."""
+        last = await store.watermark(self.pool)
+        events = await store.events_after(self.pool, last, self.settings.batch)
+        if not events:
+            return 0
+        rules = await store.list_rules(self.pool, enabled_only=True)
+        monitor_ids = {e["monitor_id"] for e in events if e["monitor_id"] is not None}
+        monitors = await store.monitor_routing(self.pool, list(monitor_ids))
+        wanted = {c for r in rules for c in (*r["channel_ids"], *r["escalation_channel_ids"])}
+        wanted |= {c for m in monitors.values() for c in m["notifications"]}
+        channels = await store.channels_by_id(self.pool, list(wanted))
+        window = dt.timedelta(seconds=self.settings.flap_window_s)
+        changes = await store.state_changes(self.pool, list(monitor_ids), now - window, events[-1]["id"])
+        flapping = {m for m, n in changes.items() if n > self.settings.flap_changes}
+        settings = await store.alert_settings(self.pool, list(monitor_ids))
+        quiet_recovery = {m for m, a in settings.items() if not a["alert_on_recovery"]}
+        rows: list[NewDelivery] = []
+        held: dict[int, bool] = {}  # monitor -> whether its latest outage in this batch is held
+        for event in events:
+            mid = event["monitor_id"]
+            if mid in quiet_recovery and event["kind"] in RECOVERY_EVENTS:
+                continue
+            recovery = mid in settings and event["kind"] in RECOVERY_EVENTS
+            if recovery and await self._unalerted(mid, event["id"], held, now):
+                rows = [r for r in rows if not (r.monitor_id == mid and r.status == "held")]
+                continue
+            monitor = monitors.get(mid)
+            threshold = settings[mid]["alert_threshold"] if mid in settings else 1
+            gate = held_back(event, monitor, threshold)
+            if event["kind"] in GATED_EVENTS and mid in settings:
+                held[mid] = gate
+            rows += self._deliveries(event, rules, monitor, channels, flapping, gate)
+        created = await store.insert_deliveries(self.pool, rows)
+        safe = self._safe_watermark(last, [e["id"] for e in events], now)
+        if safe > last and await store.advance_watermark(self.pool, last, safe):
+            log.debug("fan-out watermark=%s deliveries=%s", safe, created)
+        return created
+
+    async def _unalerted(
+        self, monitor_id: int, event_id: int, held: dict[int, bool], now: dt.datetime
+    ) -> bool:
+        """For a recovery event: was the outage it ends held back by alert_threshold? Then
+        its held notices are cancelled and the recovery is not sent either."""
+        if monitor_id in held:  # the outage was fanned out in this batch (monitor.up, then incident.resolved)
+            unalerted = held[monitor_id]
+        else:
+            unalerted = await store.outage_unalerted(self.pool, monitor_id, event_id)
+        if unalerted:
+            await store.cancel_held(self.pool, monitor_id, event_id, now)
+        return unalerted
+
+    def _deliveries(
+        self,
+        event: dict[str, Any],
+        rules: list[dict[str, Any]],
+        monitor: dict[str, Any] | None,
+        channels: dict[int, dict[str, Any]],
+        flapping: set[int],
+        held: bool = False,
+    ) -> list[NewDelivery]:
+        if event["kind"] not in NOTIFIABLE:
+            return []
+        status = "suppressed" if event["monitor_id"] in flapping else ("held" if held else "pending")
+        at: dt.datetime = event["occurred_at"]
+        mid, iid, eid = event["monitor_id"], event["incident_id"], event["id"]
+        out = [
+            NewDelivery(eid, cid, "event", 0, mid, iid, status, at, route.reminder_s)
+            for cid, route in routes_for(event, rules, monitor, channels).items()
+        ]
+        for cid, (delay, reminder_s) in escalations_for(event, rules, monitor, channels).items():
+            due = at + dt.timedelta(seconds=delay)
+            out.append(
+                NewDelivery(
+                    eid, cid, "escalation", 1, mid, iid, "held" if held else "pending", due, reminder_s
+                )
+            )
+        return out
+
+    def _safe_watermark(self, last: int, ids: list[int], now: dt.datetime) -> int:
+        """The highest id with no unexplained gap below it.
+
+        bigserial ids are taken at insert but become visible at commit, so id 11 can be
+        visible while id 10's transaction is still open. A gap holds the watermark (the
+        events after it were fanned out already and are harmlessly fanned out again)
+        until it is older than gap_wait_s: then it is a rolled-back insert and skipped.
+        """
+        safe = last
+        for event_id in ids:
+            if event_id == safe + 1:
+                safe = event_id
+                continue
+            if self._gap is None or self._gap[0] != safe + 1:
+                self._gap = (safe + 1, now)
+            if (now - self._gap[1]).total_seconds() < self.settings.gap_wait_s:
+                return safe
+            safe = event_id
+        return safe
+
+    # ---------------------------------------------------------------- send
+
+    async def process_batch(self, now: dt.datetime, limit: int | None = None) -> int:
+        """Claim due deliveries, send them concurrently, record outcomes; returns how many."""
+        claimed = await store.claim(self.pool, now, self.settings.lease_s, limit or self.settings.batch)
+        if not claimed:
+            return 0
+        events = await store.events_by_id(self.pool, [d["event_id"] for d in claimed if d["event_id"]])
+        channels = await store.channels_by_id(self.pool, list({d["channel_id"] for d in claimed}))
+        conditional = [d["incident_id"] for d in claimed if d["kind"] in ("reminder", "escalation")]
+        incidents = await store.incident_status(self.pool, conditional) if conditional else {}
+        recipients = await self._recipients(claimed, channels)
+        gate = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(d: dict[str, Any]) -> tuple[Outcome, NotifierError | None]:
+            async with gate:
+                channel = channels.get(d["channel_id"])
+                if channel is not None and d["monitor_id"] in recipients:
+                    channel = {**channel, "config": {**channel["config"], "to": recipients[d["monitor_id"]]}}
+                return await self._attempt(d, events.get(d["event_id"] or 0), channel, incidents, now)
+
+        results = await asyncio.gather(*(one(d) for d in claimed))
+        permanent = [(o, e) for o, e in results if e is not None and e.permanent]
+        await store.record(self.pool, [o for o, e in results if e is None or not e.permanent], now)
+        for outcome, error in permanent:
+            delivery = next(d for d in claimed if d["id"] == outcome.id)
+            await self._disable(delivery, outcome, error.message, now)
+        await self._next_reminders(claimed, results, events, now)
+        return len(claimed)
+
+    async def _recipients(
+        self, claimed: list[dict[str, Any]], channels: dict[int, dict[str, Any]]
+    ) -> dict[int, list[str]]:
+        """Monitor id -> its own email recipients (alert settings), for email channels."""
+        mailed = [
+            d["monitor_id"]
+            for d in claimed
+            if d["monitor_id"] and channels.get(d["channel_id"], {}).get("kind") == "email"
+        ]
+        settings = await store.alert_settings(self.pool, mailed)
+        return {
+            m: list(a["email_recipients"])
+            for m, a in settings.items()
+            if a["email_enabled"] and a["email_recipients"]
+        }
+
+    async def process_one(self, now: dt.datetime) -> bool:
+        """Claim, send and record at most one delivery."""
+        return await self.process_batch(now, limit=1) > 0
+
+    async def _attempt(
+        self,
+        d: dict[str, Any],
+        event: dict[str, Any] | None,
+        channel: dict[str, Any] | None,
+        incidents: dict[int, str],
+        now: dt.datetime,
+    ) -> tuple[Outcome, NotifierError | None]:
+        def done(status: str, error: str | None = None, at: dt.datetime | None = None) -> Outcome:
+            return Outcome(d["id"], d["attempts"], status, error, at)
+
+        if channel is None or not channel["is_enabled"]:
+            reason = channel["disabled_reason"] if channel else None
+            return done("cancelled", f"channel disabled: {reason or 'by a user'}"), None
+        if event is None:
+            return done("cancelled", "event no longer exists"), None
+        if d["kind"] in ("reminder", "escalation") and incidents.get(d["incident_id"]) != "active":
+            return done("cancelled", "incident acknowledged or resolved"), None
+        try:
+            await send(self.session, channel, notification(event, d))
+        except NotifierError as e:
+            metrics.NOTIFICATIONS.labels(channel["kind"], "permanent" if e.permanent else "failed").inc()
+            log.warning(
+                "delivery failed delivery_id=%s channel_id=%s kind=%s attempt=%s permanent=%s error=%s",
+                d["id"],
+                d["channel_id"],
+                channel["kind"],
+                d["attempts"],
+                e.permanent,
+                e.message,
+            )
+            if e.permanent:
+                return done("dead", e.message), e
+            if d["attempts"] >= self.settings.max_attempts:
+                return done("dead", f"gave up after {d['attempts']} attempts: {e.message}"), None
+            wait = backoff(d["attempts"], self.settings, e.retry_after, self.rng)
+            return done("failed", e.message, now + dt.timedelta(seconds=wait)), e
+        metrics.NOTIFICATIONS.labels(channel["kind"], "delivered").inc()
+        return done("delivered"), None
+
+    async def _disable(self, d: dict[str, Any], outcome: Outcome, reason: str, now: dt.datetime) -> None:
+        """Dead delivery, disabled channel and a channel.disabled event, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():  # type: ignore[union-attr]
+            if not await store.record(conn, [outcome], now):
+                return
+            channel = await store.disable_channel(conn, d["channel_id"], reason, now)
+            if channel is None:
+                return
+            await event_store.insert(
+                conn,
+                "channel.disabled",
+                monitor_id=None,
+                incident_id=None,
+                occurred_at=now,
+                payload={
+                    "channel": {"id": channel["id"], "name": channel["name"], "kind": channel["kind"]},
+                    "reason": reason,
+                    "delivery_id": d["id"],
+                    "event_id": d["event_id"],
+                },
+            )
+        log.warning(
+            "channel disabled channel_id=%s kind=%s reason=%s", channel["id"], channel["kind"], reason
+        )
+
+    async def _next_reminders(
+        self,
+        claimed: list[dict[str, Any]],
+        results: list[tuple[Outcome, Any]],
+        events: dict[int, dict[str, Any]],
+        now: dt.datetime,
+    ) -> None:
+        """After a delivered notice of an open incident, schedule the next reminder."""
+        rows = []
+        for d, (outcome, _) in zip(claimed, results, strict=True):
+            event = events.get(d["event_id"] or 0)
+            if outcome.status != "delivered" or not d["reminder_s"] or event is None:
+                continue
+            if event["kind"] != "incident.opened" or d["incident_id"] is None:
+                continue
+            start: dt.datetime = event["occurred_at"]
+            if d["kind"] == "escalation":
+                start = d["next_attempt_at"]
+            period = d["reminder_s"]
+            seq = (
+                max(d["seq"] if d["kind"] == "reminder" else 0, int((now - start).total_seconds() // period))
+                + 1
+            )
+            due = start + dt.timedelta(seconds=seq * period)
+            # A reminder chain after an escalation counts from 1000 so it never meets the
+            # first chain's keys; both stop when the incident is acknowledged.
+            offset = 1000 if d["kind"] == "escalation" or d["seq"] >= 1000 else 0
+            rows.append(
+                NewDelivery(
+                    d["event_id"],
+                    d["channel_id"],
+                    "reminder",
+                    seq + offset,
+                    d["monitor_id"],
+                    d["incident_id"],
+                    "pending",
+                    due,
+                    period,
+                )
+            )
+        await store.insert_deliveries(self.pool, rows)
+
+    # ---------------------------------------------------------------- test and loop
+
+    async def send_test(self, channel: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+        """Send a test notification now; record it as a 'test' delivery; the outcome."""
+        delivery_id = await store.insert_test_delivery(self.pool, channel["id"], now)
+        error: NotifierError | None = None
+        try:
+            await send(self.session, channel, test_notification(delivery_id, now))
+        except NotifierError as e:
+            error = e
+        status = "delivered" if error is None else "dead"
+        await store.record(
+            self.pool, [Outcome(delivery_id, 1, status, error.message if error else None, None)], now
+        )
+        return {
+            "delivery_id": delivery_id,
+            "delivered": error is None,
+            "status": status,
+            "error": error.message if error else None,
+            "permanent": error.permanent if error else None,
+        }
+
+    async def step(self, now: dt.datetime) -> int:
+        """Fan out one batch, release settled flaps, send one batch: the loop body."""
+        created = await self.fan_out(now)
+        await store.release_suppressed(self.pool, now, dt.timedelta(seconds=self.settings.flap_window_s))
+        await store.release_held(self.pool, now)
+        sent = await self.process_batch(now)
+        return created + sent
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step until `stop`; when a step finds nothing, sleep until an events NOTIFY or
+        `poll_s` (the fallback for a lost LISTEN connection, retries and reminders)."""
+        listener = await self._listen()
+        try:
+            while not stop.is_set():
+                if listener is not None and listener.is_closed():  # the database restarted
+                    await self._unlisten(listener)
+                    listener = await self._listen()
+                self._wake.clear()  # events committed during the step wake the next sleep
+                busy = 0
+                try:
+                    busy = await self.step(dt.datetime.now(dt.UTC))
+                except Exception as e:
+                    log.warning("dispatcher step failed error=%s", type(e).__name__ + ": " + str(e)[:200])
+                if not busy:
+                    await self._sleep(stop)
+        finally:
+            await self._unlisten(listener)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        done, pending = await asyncio.wait(
+            waits, timeout=self.settings.poll_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        for w in pending:
+            w.cancel()
+        if waits[1] in done and not stop.is_set():
+            metrics.DISPATCHER_WAKEUPS.inc()
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> Any:
+        """A pool connection LISTENing on EVENTS_CHANNEL; None (poll only) when that fails."""
+        if not isinstance(self.pool, asyncpg.Pool):
+            return None
+        conn = None
+        try:
+            conn = await self.pool.acquire()
+            await conn.add_listener(EVENTS_CHANNEL, self._notified)
+            return conn
+        except (asyncpg.PostgresError, OSError) as e:
+            log.warning("dispatcher cannot LISTEN, polling only error=%s", e)
+            if conn is not None:
+                await self.pool.release(conn)
+            return None
+
+    async def _unlisten(self, conn: Any) -> None:
+        if conn is None or not isinstance(self.pool, asyncpg.Pool):
+            return
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(EVENTS_CHANNEL, self._notified)
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)

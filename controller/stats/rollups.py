@@ -1,0 +1,179 @@
+"""Rollups: raw results and round verdicts -> minute -> hour -> day, incrementally.
+
+Each level has a watermark: everything before it is rolled up. A step recomputes whole
+buckets from the level below and upserts them (replace, not add), so re-running a step
+is harmless; the step runs under a transaction-scoped advisory lock and moves the
+watermark with compare-and-set, so two controllers never do the same work twice.
+
+The minute watermark trails `now` by `lag` and never passes the due time of a round that
+is still open (its results and verdict are still coming), unless that round is older
+than `max_lag` (a stuck round must not stop statistics). Results that arrive after their
+minute was rolled up stay in the raw table but are not in the rollups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+import time
+
+import asyncpg
+
+from probefleet.controller.storage import DB, Tx, uptime_cache
+from probefleet.controller.storage import stats as store
+from probefleet.controller.storage.stats import DAY, HOUR, MINUTE, floor_to
+
+log = logging.getLogger("probefleet.rollups")
+
+LOCK = 0x73746174  # "stat"
+UPTIME_LOCK = 0x75707469  # "upti"
+# How much one step may cover at each level, to keep each transaction short.
+MAX_SPAN = {"minute": dt.timedelta(minutes=15), "hour": dt.timedelta(days=2), "day": dt.timedelta(days=60)}
+# Partition span of each rollup level's tables.
+SPAN = {"minute": "day", "hour": "month", "day": "year"}
+
+
+def partition_start(t: dt.datetime, span: str) -> dt.date:
+    d = t.astimezone(dt.UTC).date()
+    match span:
+        case "day":
+            return d
+        case "month":
+            return d.replace(day=1)
+        case _:
+            return d.replace(month=1, day=1)
+
+
+def next_start(d: dt.date, span: str) -> dt.date:
+    match span:
+        case "day":
+            return d + dt.timedelta(days=1)
+        case "month":
+            return (d.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        case _:
+            return d.replace(year=d.year + 1)
+
+
+async def ensure_partitions(conn: DB, level: str, start: dt.datetime, end: dt.datetime) -> None:
+    """Partitions of the level's tables covering [start, end)."""
+    span = SPAN[level]
+    d = partition_start(start, span)
+    while dt.datetime.combine(d, dt.time(), dt.UTC) < end:
+        nxt = next_start(d, span)
+        for parent in (f"stats_{level}", f"verdicts_{level}"):
+            name = f"{parent}_{d:%Y%m%d}"
+            if await conn.fetchval("SELECT to_regclass($1)", name) is None:
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {parent}"
+                    f" FOR VALUES FROM ('{d.isoformat()} 00:00+00') TO ('{nxt.isoformat()} 00:00+00')"
+                )
+        d = nxt
+
+
+async def tick(pool: asyncpg.Pool, now: dt.datetime, *, lag: float = 30.0,
+               max_lag: float = 600.0) -> bool:  # fmt: skip
+    """One rollup step at every level; True when more is waiting (call again at once)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
+            return False
+        marks = await store.watermarks(conn)
+        more = await _minute(conn, now, marks, lag, max_lag)
+        more = await _coarser(conn, "minute", "hour", marks) or more
+        more = await _coarser(conn, "hour", "day", marks) or more
+    return more
+
+
+async def rewind(pool: asyncpg.Pool, since: dt.datetime) -> None:
+    """Move every watermark back to `since` (after a backfill of older raw data): the
+    buckets from there are recomputed by the next steps, and reads use raw rows meanwhile."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK)
+        for level, upto in (await store.watermarks(conn)).items():
+            back = floor_to(since, store.LEVELS[level])
+            if back < upto:
+                await _move(conn, level, upto, back)
+
+
+async def _move(conn: Tx, level: str, old: dt.datetime | None, new: dt.datetime) -> None:
+    if not await store.set_watermark(conn, level, old, new):
+        raise RuntimeError(f"rollup watermark {level} moved under the advisory lock")
+
+
+async def _minute(conn: Tx, now: dt.datetime, marks: dict[str, dt.datetime], lag: float,
+                  max_lag: float) -> bool:  # fmt: skip
+    target = floor_to(now - dt.timedelta(seconds=lag), MINUTE)
+    open_due = await store.oldest_open_round(conn)
+    if open_due is not None:
+        floor = floor_to(now - dt.timedelta(seconds=max_lag), MINUTE)
+        target = min(target, max(floor_to(open_due, MINUTE), floor))
+    old = marks.get("minute")
+    if old is None:
+        oldest = await store.oldest_raw(conn)
+        start = floor_to(min(oldest, target) if oldest else target, MINUTE)
+        for level, step in (("minute", MINUTE), ("hour", HOUR), ("day", DAY)):
+            marks[level] = floor_to(start, step)
+            await _move(conn, level, None, marks[level])
+    start = marks["minute"]
+    end = min(target, start + MAX_SPAN["minute"])
+    if end <= start:
+        return False
+    await ensure_partitions(conn, "minute", start, end)
+    await store.rollup_raw(conn, start, end)
+    await _move(conn, "minute", marks["minute"], end)
+    marks["minute"] = end
+    return end < target
+
+
+async def _coarser(conn: Tx, source: str, dest: str, marks: dict[str, dt.datetime]) -> bool:
+    step = store.LEVELS[dest]
+    target = floor_to(marks[source], step)
+    start = marks[dest]
+    end = min(target, start + MAX_SPAN[dest])
+    if end <= start:
+        return False
+    await ensure_partitions(conn, dest, start, end)
+    await store.rollup_level(conn, source, dest, start, end)
+    await _move(conn, dest, start, end)
+    marks[dest] = end
+    return end < target
+
+
+async def refresh_uptimes(pool: asyncpg.Pool, now: dt.datetime, *, min_age: float = 50.0,
+                          max_age: float = 600.0, batch: int = 500) -> int:  # fmt: skip
+    """Refresh the cached uptimes (storage/uptime_cache.py) of every monitor with a new
+    round since its last refresh at least `min_age` s ago, or refreshed more than
+    `max_age` s ago (its windows slid); one statement per `batch` monitors. One controller
+    at a time (session advisory lock, released at the end). Returns how many."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", UPTIME_LOCK):
+            return 0
+        try:
+            ids = await uptime_cache.due(conn, now, min_age=dt.timedelta(seconds=min_age),
+                                         max_age=dt.timedelta(seconds=max_age))  # fmt: skip
+            marks = await store.watermarks(conn)
+            for i in range(0, len(ids), batch):
+                await uptime_cache.refresh(conn, ids[i : i + batch], now, marks)
+            await uptime_cache.forget_orphans(conn)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", UPTIME_LOCK)
+    return len(ids)
+
+
+async def run(pool: asyncpg.Pool, stop: asyncio.Event, *, interval: float = 10.0,
+              lag: float = 30.0, max_lag: float = 600.0, uptime_every: float = 60.0) -> None:  # fmt: skip
+    last_uptimes = -math.inf
+    while not stop.is_set():
+        more = False
+        try:
+            more = await tick(pool, dt.datetime.now(dt.UTC), lag=lag, max_lag=max_lag)
+            if time.monotonic() - last_uptimes >= uptime_every:
+                last_uptimes = time.monotonic()
+                await refresh_uptimes(pool, dt.datetime.now(dt.UTC), min_age=uptime_every * 5 / 6)
+        except (asyncpg.PostgresError, OSError, RuntimeError) as e:
+            log.warning("rollup failed error=%s", e)
+        if not more:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
