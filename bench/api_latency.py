@@ -31,8 +31,20 @@ import aiohttp
 from bench.common import cpu_seconds, percentile, record
 
 LIST_PATH = "/api/v1/monitors?type=http&tag=shop&status=pending&limit=100"
-COLUMNS = ("controllers", "offered req/s", "achieved req/s", "errors", "controllers CPU", "PostgreSQL CPU",
-           "load generator CPU", "request", "p50 ms", "p95 ms", "p99 ms", "max ms")  # fmt: skip
+COLUMNS = (
+    "controllers",
+    "offered req/s",
+    "achieved req/s",
+    "errors",
+    "controllers CPU",
+    "PostgreSQL CPU",
+    "load generator CPU",
+    "request",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+)
 HEADER = "| " + " | ".join(COLUMNS) + " |"
 
 
@@ -181,10 +193,12 @@ def _rows(rate: float, n: int, res: dict[str, list[float]], cpu: dict[str, float
     out = []
     for kind, label in (("get", "GET /monitors/{id}"), ("list", "filtered list of 100")):
         v = res[kind]
-        out.append(f"| {n} | {rate:.0f} | {sent / elapsed:.0f} | {len(res['errors'])} |"
-                   f" {pct['controllers']} | {pct['postgres']} | {pct['load']} |"
-                   f" {label} | {percentile(v, 0.5):.1f} | {percentile(v, 0.95):.1f} |"
-                   f" {percentile(v, 0.99):.1f} | {max(v):.1f} |")  # fmt: skip
+        out.append(
+            f"| {n} | {rate:.0f} | {sent / elapsed:.0f} | {len(res['errors'])} |"
+            f" {pct['controllers']} | {pct['postgres']} | {pct['load']} |"
+            f" {label} | {percentile(v, 0.5):.1f} | {percentile(v, 0.95):.1f} |"
+            f" {percentile(v, 0.99):.1f} | {max(v):.1f} |"
+        )
     return out
 
 
@@ -195,8 +209,11 @@ async def serve(dsn: str, nats_url: str) -> None:
     from probefleet.controller.app import build_app
     from probefleet.controller.config import ControllerConfig
 
-    runner = web.AppRunner(build_app(ControllerConfig(database_url=dsn, nats_url=nats_url, port=0)),
-                           handle_signals=False, access_log=None)  # fmt: skip
+    runner = web.AppRunner(
+        build_app(ControllerConfig(database_url=dsn, nats_url=nats_url, port=0)),
+        handle_signals=False,
+        access_log=None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -233,9 +250,17 @@ async def main(args: argparse.Namespace) -> None:
         key, _ = await api_keys.create(app[keys.POOL], "bench", ["monitors:read"], rate_limit=10_000_000)
         pg_pid = stack.postgres.proc.pid if stack.postgres.proc else 0
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.api_latency", "--sequential", bases[0], "--key", key,
-            "--monitors", str(args.monitors), stdout=subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "bench.api_latency",
+            "--sequential",
+            bases[0],
+            "--key",
+            key,
+            "--monitors",
+            str(args.monitors),
+            stdout=subprocess.PIPE,
+        )
         seq = json.loads((await proc.communicate())[0])
         seq_rows = [
             f"| {label} | {percentile(v, 0.5):.1f} | {percentile(v, 0.99):.1f} |" for label, v in seq.items()
@@ -245,9 +270,16 @@ async def main(args: argparse.Namespace) -> None:
             extra = []
             for _ in range(n - 1):
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bench.api_latency", "--serve", dsn, "--nats", stack.nats.url,
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                )  # fmt: skip
+                    sys.executable,
+                    "-m",
+                    "bench.api_latency",
+                    "--serve",
+                    dsn,
+                    "--nats",
+                    stack.nats.url,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
                 assert proc.stdout is not None
                 bases.append((await proc.stdout.readline()).decode().strip())
                 extra.append(proc)
@@ -259,10 +291,21 @@ async def main(args: argparse.Namespace) -> None:
                 pids = [os.getpid(), *(p.pid for p in extra)]
                 c0, p0 = sum(cpu_seconds(p) for p in pids), tree_cpu(pg_pid)
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bench.api_latency", "--load", ",".join(bases), "--key", key,
-                    "--rates", str(rate), "--seconds", str(args.seconds), "--monitors", str(args.monitors),
+                    sys.executable,
+                    "-m",
+                    "bench.api_latency",
+                    "--load",
+                    ",".join(bases),
+                    "--key",
+                    key,
+                    "--rates",
+                    str(rate),
+                    "--seconds",
+                    str(args.seconds),
+                    "--monitors",
+                    str(args.monitors),
                     stdout=subprocess.PIPE,
-                )  # fmt: skip
+                )
                 out, _ = await proc.communicate()
                 res = json.loads(out)
                 cpu = {

@@ -61,8 +61,9 @@ async def _incident(pool: asyncpg.Pool, mid: int, after_id: int, field: str) -> 
         row = await pool.fetchrow(
             f"SELECT id, started_at, created_at, resolved_at FROM incidents WHERE monitor_id = $1"
             f" AND id > $2 AND {field} IS NOT NULL ORDER BY id LIMIT 1",
-            mid, after_id,
-        )  # fmt: skip
+            mid,
+            after_id,
+        )
         if row is not None:
             return dict(row)
         await asyncio.sleep(0.1)
@@ -71,13 +72,16 @@ async def _incident(pool: asyncpg.Pool, mid: int, after_id: int, field: str) -> 
 async def _first_round(pool: asyncpg.Pool, mid: int, after: dt.datetime, verdict: str) -> dt.datetime:
     due: dt.datetime = await pool.fetchval(
         "SELECT min(due) FROM rounds WHERE monitor_id = $1 AND due >= $2 AND verdict = $3",
-        mid, after, verdict,
-    )  # fmt: skip
+        mid,
+        after,
+        verdict,
+    )
     return due
 
 
-async def outage_cycles(pool: asyncpg.Pool, target: Target, mid: int, path: str, cycles: int,
-                        out: dict[str, list[float]]) -> None:  # fmt: skip
+async def outage_cycles(
+    pool: asyncpg.Pool, target: Target, mid: int, path: str, cycles: int, out: dict[str, list[float]]
+) -> None:
     last_id = 0
     for _ in range(cycles):
         await asyncio.sleep(random.uniform(3, INTERVAL))
@@ -118,32 +122,53 @@ async def run(root: Path, cycles: int, n_outage: int, n_blip: int) -> dict[str, 
     await web.TCPSite(trunner, "127.0.0.1", 0).start()
     base = f"http://127.0.0.1:{trunner.addresses[0][1]}"
     await create_database(stack.postgres.dsn(), "detect", drop=True)
-    cfg = ControllerConfig(database_url=stack.postgres.dsn("detect"), nats_url=stack.nats.url,
-                           regions=[Region(id=r) for r in REGIONS], port=0)  # fmt: skip
+    cfg = ControllerConfig(
+        database_url=stack.postgres.dsn("detect"),
+        nats_url=stack.nats.url,
+        regions=[Region(id=r) for r in REGIONS],
+        port=0,
+    )
     app = build_app(cfg)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     agents = []
     for region, addr in REGIONS.items():
-        agent = Agent(ProbeConfig(nats_url=stack.nats.url, region=region, source_address=addr,
-                                  probe_id=f"bench-{region}"))  # fmt: skip
+        agent = Agent(
+            ProbeConfig(
+                nats_url=stack.nats.url, region=region, source_address=addr, probe_id=f"bench-{region}"
+            )
+        )
         await agent.start()
         agents.append(agent)
     pool = app[keys.POOL]
     key, _ = await api_keys.create(pool, "bench", ["admin"])
-    names = ("detect_from_change", "detect_from_first_round",
-             "recover_from_change", "recover_from_first_round")  # fmt: skip
+    names = (
+        "detect_from_change",
+        "detect_from_first_round",
+        "recover_from_change",
+        "recover_from_first_round",
+    )
     out: dict[str, list[float]] = {k: [] for k in names}
     started = time.monotonic()
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}",
-                                         headers={"Authorization": f"Bearer {key}"}) as api:  # fmt: skip
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{runner.addresses[0][1]}", headers={"Authorization": f"Bearer {key}"}
+        ) as api:
 
             async def monitor(name: str) -> int:
-                r = await api.post("/api/v1/monitors", json={
-                    "name": name, "url": f"{base}/{name}", "check_interval": INTERVAL, "timeout": TIMEOUT,
-                    "consensus": "majority", "retry_count": 1, "recovery_count": 2})  # fmt: skip
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={
+                        "name": name,
+                        "url": f"{base}/{name}",
+                        "check_interval": INTERVAL,
+                        "timeout": TIMEOUT,
+                        "consensus": "majority",
+                        "retry_count": 1,
+                        "recovery_count": 2,
+                    },
+                )
                 return int((await r.json())["data"]["id"])
 
             outage = {await monitor(f"o{i}"): f"/o{i}" for i in range(n_outage)}
@@ -151,8 +176,9 @@ async def run(root: Path, cycles: int, n_outage: int, n_blip: int) -> dict[str, 
             await asyncio.sleep(INTERVAL + 3)  # every monitor up first
             stop, blip_count = asyncio.Event(), [0]
             blipper = asyncio.create_task(blips(target, list(blip_ids.values()), stop, blip_count))
-            await asyncio.gather(*(outage_cycles(pool, target, mid, path, cycles, out)
-                                   for mid, path in outage.items()))  # fmt: skip
+            await asyncio.gather(
+                *(outage_cycles(pool, target, mid, path, cycles, out) for mid, path in outage.items())
+            )
             stop.set()
             await blipper
             blip_minutes = (time.monotonic() - started - INTERVAL - 3) / 60
@@ -170,14 +196,23 @@ async def run(root: Path, cycles: int, n_outage: int, n_blip: int) -> dict[str, 
         await runner.cleanup()
         await trunner.cleanup()
         stack.stop()
-    return {"latency": out, "false_incidents": false, "blips": blip_count[0], "blip_rechecks": blip_rechecks,
-            "blip_monitors": n_blip, "blip_minutes": blip_minutes, "duplicates": dups,
-            "runtime_s": time.monotonic() - started}  # fmt: skip
+    return {
+        "latency": out,
+        "false_incidents": false,
+        "blips": blip_count[0],
+        "blip_rechecks": blip_rechecks,
+        "blip_monitors": n_blip,
+        "blip_minutes": blip_minutes,
+        "duplicates": dups,
+        "runtime_s": time.monotonic() - started,
+    }
 
 
 def _row(name: str, values: list[float]) -> str:
-    return (f"| {name} | {len(values)} | {statistics.median(values):.2f} | {percentile(values, 0.9):.2f}"
-            f" | {max(values):.2f} |")  # fmt: skip
+    return (
+        f"| {name} | {len(values)} | {statistics.median(values):.2f} | {percentile(values, 0.9):.2f}"
+        f" | {max(values):.2f} |"
+    )
 
 
 @click.command()
@@ -189,35 +224,51 @@ def main(cycles: int, outage_monitors: int, blip_monitors: int, no_record: bool)
     with tempfile.TemporaryDirectory(prefix="pf-detect-") as tmp:
         res = asyncio.run(run(Path(tmp), cycles, outage_monitors, blip_monitors))
     lat = res["latency"]
-    body = "\n".join([
-        f"Command: `.venv/bin/python -m bench.detection_latency --cycles {cycles} --outage-monitors"
-        f" {outage_monitors} --blip-monitors {blip_monitors}` (runtime {res['runtime_s']:.0f} s).",
-        "",
-        "Three regions (one in-process probe each, 127.0.0.11-13), consensus `majority`,"
-        f" interval {INTERVAL} s, timeout {TIMEOUT} s, retry_count 1, recovery_count 2,"
-        f" round grace 2 s. {outage_monitors} monitors"
-        f" x {cycles} full outages at random moments; a failing answer hangs past the timeout.",
-        "",
-        "| latency (s) | outages | median | p90 | max |",
-        "|---|---|---|---|---|",
-        _row("detection, from the target failing to incident open", lat["detect_from_change"]),
-        _row("detection, from the first failing round's due to incident open",
-             lat["detect_from_first_round"]),
-        _row("recovery, from the target recovering to incident resolved", lat["recover_from_change"]),
-        _row("recovery, from the first passing round's due to incident resolved",
-             lat["recover_from_first_round"]),
-        "",
-        "From the first round that saw the change, confirmation takes one immediate re-check round"
-        f" (goal: within timeout + 5 s = {TIMEOUT + 5} s); without re-checks retry_count=1 would add a whole"
-        f" interval ({INTERVAL} s). The figures from the target's change add the wait for the next scheduled"
-        " round, uniform in [0, interval) for detection; recovery starts 1-5 s after an incident opened,"
-        " just after a round, so it waits most of an interval for the next scheduled one.",
-        "",
-        f"False alarms: {res['blips']} single-region blips (1-10 s each) on {res['blip_monitors']} monitors"
-        f" over {res['blip_minutes']:.1f} min opened **{res['false_incidents']} incidents**"
-        f" ({res['blip_rechecks']} confirmation re-checks ran for them)."
-        f" Duplicate incidents: {res['duplicates']}.",
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            f"Command: `.venv/bin/python -m bench.detection_latency --cycles {cycles} --outage-monitors"
+            f" {outage_monitors} --blip-monitors {blip_monitors}` (runtime {res['runtime_s']:.0f} s).",
+            "",
+            "Three regions (one in-process probe each, 127.0.0.11-13), consensus `majority`,"
+            f" interval {INTERVAL} s, timeout {TIMEOUT} s, retry_count 1, recovery_count 2,"
+            f" round grace 2 s. {outage_monitors} monitors"
+            f" x {cycles} full outages at random moments; a failing answer hangs past the timeout.",
+            "",
+            "| latency (s) | outages | median | p90 | max |",
+            "|---|---|---|---|---|",
+            _row("detection, from the target failing to incident open", lat["detect_from_change"]),
+            _row(
+                "detection, from the first failing round's due to incident open",
+                lat["detect_from_first_round"],
+            ),
+            _row("recovery, from the target recovering to incident resolved", lat["recover_from_change"]),
+            _row(
+                "recovery, from the first passing round's due to incident resolved",
+                lat["recover_from_first_round"],
+            ),
+            "",
+            " ".join(
+                [
+                    "From the first round that saw the change, confirmation takes one immediate re-check",
+                    f"round (goal: within timeout + 5 s = {TIMEOUT + 5} s); without re-checks",
+                    f"retry_count=1 would add a whole interval ({INTERVAL} s). The figures from the target's",
+                    "change add the wait for the next scheduled round, uniform in [0, interval) for",
+                    "detection; recovery starts 1-5 s after an incident opened, just after a round, so it",
+                    "waits most of an interval for the next scheduled one.",
+                ]
+            ),
+            "",
+            " ".join(
+                [
+                    f"False alarms: {res['blips']} single-region blips (1-10 s each)",
+                    f"on {res['blip_monitors']} monitors over {res['blip_minutes']:.1f} min",
+                    f"opened **{res['false_incidents']} incidents**",
+                    f"({res['blip_rechecks']} confirmation re-checks ran for them).",
+                    f"Duplicate incidents: {res['duplicates']}.",
+                ]
+            ),
+        ]
+    )
     print(body)
     if not no_record:
         record("Detection latency (issue 4)", body)

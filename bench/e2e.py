@@ -34,8 +34,13 @@ REGIONS = {"us-east": "127.0.0.11", "eu-west": "127.0.0.12", "ap-south": "127.0.
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
@@ -58,8 +63,11 @@ async def _seed(dsn: str, n: int, interval: int, url: str) -> None:
         await conn.execute(
             "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
             " SELECT 'bench-' || g, 'http', $1::jsonb, $2, 5, $3 FROM generate_series(1, $4) g",
-            spec, interval, list(REGIONS), n,
-        )  # fmt: skip
+            spec,
+            interval,
+            list(REGIONS),
+            n,
+        )
     finally:
         await conn.close()
 
@@ -72,8 +80,9 @@ async def _measure(dsn: str, start: float, end: float, interval: int) -> tuple[i
         rows = await conn.fetch(
             "SELECT extract(epoch FROM started_at - due) AS lag FROM check_results"
             " WHERE due >= to_timestamp($1) AND due < to_timestamp($2) AND attempt = 0",
-            start, end,
-        )  # fmt: skip
+            start,
+            end,
+        )
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM monitors WHERE enabled")]
     finally:
         await conn.close()
@@ -91,13 +100,28 @@ def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | N
     if not spy.exists():
         print("py-spy not installed in this environment; --profile ignored", file=sys.stderr)
         return None
-    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--format", "raw", "--output", str(out), "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
-def run_one(n: int, interval: int, window: float, workdir: Path,
-            profile: Path | None = None) -> dict[str, float]:  # fmt: skip
+def run_one(
+    n: int, interval: int, window: float, workdir: Path, profile: Path | None = None
+) -> dict[str, float]:
     stack = devstack.EmbeddedStack(workdir / f"stack-{n}", ephemeral=True)
     stack.start()
     procs: list[subprocess.Popen[bytes]] = []
@@ -108,14 +132,20 @@ def run_one(n: int, interval: int, window: float, workdir: Path,
         procs.append(_spawn(["-m", "bench.target", str(target_port)], dict(os.environ)))
         target = f"http://127.0.0.1:{target_port}/"
         asyncio.run(_seed(dsn, n, interval, target))
-        env = {**os.environ, "PROBEFLEET_DATABASE_URL": dsn, "PROBEFLEET_NATS_URL": stack.nats.url,
-               "PROBEFLEET_LOG_LEVEL": "WARNING"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PROBEFLEET_DATABASE_URL": dsn,
+            "PROBEFLEET_NATS_URL": stack.nats.url,
+            "PROBEFLEET_LOG_LEVEL": "WARNING",
+        }
         api_port = devstack.free_port()
         controller = _spawn(
             ["-m", "probefleet.shared.cli", "controller", "serve", "--port", str(api_port)], env
         )
-        probes = [_spawn(["-m", "probefleet.shared.cli", "probe", "run", "--region", r, "--source-address", a], env)
-                  for r, a in REGIONS.items()]  # fmt: skip
+        probes = [
+            _spawn(["-m", "probefleet.shared.cli", "probe", "run", "--region", r, "--source-address", a], env)
+            for r, a in REGIONS.items()
+        ]
         procs += [controller, *probes]
         _wait_http(f"http://127.0.0.1:{api_port}/api/v1/health")
         time.sleep(interval + 5)  # warm-up: every monitor has fired once
@@ -137,12 +167,18 @@ def run_one(n: int, interval: int, window: float, workdir: Path,
         checks, lags, due = asyncio.run(_measure(dsn, t0, t1, interval))
         configured = n * len(REGIONS) / interval
         return {
-            "monitors": n, "interval": interval, "window": t1 - t0,
-            "configured": configured, "achieved": checks / (t1 - t0), "due": due, "missing": due - checks,
-            "jitter_p50_ms": percentile(lags, 0.5) * 1000, "jitter_p99_ms": percentile(lags, 0.99) * 1000,
+            "monitors": n,
+            "interval": interval,
+            "window": t1 - t0,
+            "configured": configured,
+            "achieved": checks / (t1 - t0),
+            "due": due,
+            "missing": due - checks,
+            "jitter_p50_ms": percentile(lags, 0.5) * 1000,
+            "jitter_p99_ms": percentile(lags, 0.99) * 1000,
             "cpu_per_1000": (sum(cpu1) - sum(cpu0)) / max(checks, 1) * 1000,
             "cpu_controller_per_1000": (cpu1[0] - cpu0[0]) / max(checks, 1) * 1000,
-        }  # fmt: skip
+        }
     finally:
         for p in reversed(procs):
             with contextlib.suppress(ProcessLookupError):
@@ -160,8 +196,11 @@ def run_one(n: int, interval: int, window: float, workdir: Path,
 @click.option("--interval", type=int, default=60, show_default=True)
 @click.option("--window", type=float, default=60.0, show_default=True, help="Measured seconds.")
 @click.option("--no-record", is_flag=True, help="Print only; leave bench/RESULTS.md alone.")
-@click.option("--profile", type=click.Path(file_okay=False, path_type=Path),
-              help="Sample the controller and one probe with py-spy into this folder.")  # fmt: skip
+@click.option(
+    "--profile",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Sample the controller and one probe with py-spy into this folder.",
+)
 def main(
     counts: tuple[int, ...], interval: int, window: float, no_record: bool, profile: Path | None
 ) -> None:
@@ -171,10 +210,12 @@ def main(
             r = run_one(n, interval, window, Path(tmp), profile)
             click.echo(r)
             rows.append(r)
-    table = ["| monitors | interval | configured checks/s | achieved checks/s | checks due in window "
-             "| missing | jitter p50 | jitter p99 | CPU-s per 1,000 checks (controller + 3 probes) "
-             "| of which controller |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    table = [
+        "| monitors | interval | configured checks/s | achieved checks/s | checks due in window "
+        "| missing | jitter p50 | jitter p99 | CPU-s per 1,000 checks (controller + 3 probes) "
+        "| of which controller |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         table.append(
             f"| {r['monitors']:,} | {r['interval']} s | {r['configured']:.1f} | {r['achieved']:.1f} "

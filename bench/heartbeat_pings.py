@@ -88,8 +88,9 @@ async def seed(base: str, dsn: str, n: int) -> list[str]:
     tokens = []
     async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {key}"}) as api:
         for i in range(n):
-            r = await api.post("/api/v1/heartbeats", json={"name": f"job-{i}", "run_interval": 3600,
-                                                           "grace_period": 3600})  # fmt: skip
+            r = await api.post(
+                "/api/v1/heartbeats", json={"name": f"job-{i}", "run_interval": 3600, "grace_period": 3600}
+            )
             tokens.append((await r.json())["data"]["token"])
     return tokens
 
@@ -140,12 +141,30 @@ def run(seconds: int, connections: int, heartbeats: int, workdir: Path) -> dict[
         asyncio.run(devstack.create_database(pg.dsn(), "bench", drop=True))
         dsn = pg.dsn("bench")
         port = devstack.free_port()
-        env = {**os.environ, "PROBEFLEET_DATABASE_URL": dsn, "PROBEFLEET_NATS_URL": nats.url,
-               "PROBEFLEET_LOG_LEVEL": "WARNING"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PROBEFLEET_DATABASE_URL": dsn,
+            "PROBEFLEET_NATS_URL": nats.url,
+            "PROBEFLEET_LOG_LEVEL": "WARNING",
+        }
         controller = subprocess.Popen(
-            ["taskset", "-c", SUT_CORE, sys.executable, "-m", "probefleet.shared.cli", "controller", "serve",
-             "--port", str(port)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)  # fmt: skip
+            [
+                "taskset",
+                "-c",
+                SUT_CORE,
+                sys.executable,
+                "-m",
+                "probefleet.shared.cli",
+                "controller",
+                "serve",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/api/v1/health")
         tokens = asyncio.run(seed(base, dsn, heartbeats))
@@ -186,13 +205,28 @@ def main() -> None:
     res["load"] = load
     print(res)
     met = res["rps"] >= GOAL_RPS and res.get("p99", 1e9) < GOAL_P99_MS
-    command = (f".venv/bin/python -m bench.heartbeat_pings --seconds {args.seconds}"
-               f" --connections {args.connections} --heartbeats {args.heartbeats}")  # fmt: skip
-    cells = [f"{res['rps']:,.0f}", *(f"{res.get(q, 0):.2f}" for q in ("p50", "p75", "p90", "p99")),
-             *(f"{res[k]:,.0f}" for k in ("requests", "non2xx", "socket_errors", "stored")),
-             f"{res['controller_cpu']:.0%}"]  # fmt: skip
-    header = ["pings/s", "p50 ms", "p75 ms", "p90 ms", "p99 ms", "requests", "non-200", "socket errors",
-              "rows stored", "controller CPU"]  # fmt: skip
+    command = (
+        f".venv/bin/python -m bench.heartbeat_pings --seconds {args.seconds}"
+        f" --connections {args.connections} --heartbeats {args.heartbeats}"
+    )
+    cells = [
+        f"{res['rps']:,.0f}",
+        *(f"{res.get(q, 0):.2f}" for q in ("p50", "p75", "p90", "p99")),
+        *(f"{res[k]:,.0f}" for k in ("requests", "non2xx", "socket_errors", "stored")),
+        f"{res['controller_cpu']:.0%}",
+    ]
+    header = [
+        "pings/s",
+        "p50 ms",
+        "p75 ms",
+        "p90 ms",
+        "p99 ms",
+        "requests",
+        "non-200",
+        "socket errors",
+        "rows stored",
+        "controller CPU",
+    ]
     table = "\n".join("| " + " | ".join(row) + " |" for row in (header, ["---"] * len(header), cells))
     verdict = "met" if met else "not met"
     load = res["load"]

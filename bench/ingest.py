@@ -31,10 +31,11 @@ async def run(dsn: str, monitors: int, rounds: int, batch: int) -> dict[str, flo
     try:
         await pool.execute(
             "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
-            " SELECT 'm' || g, 'http', '{\"type\": \"http\", \"url\": \"http://127.0.0.1/\"}', 60, 5, $1"
+            ' SELECT \'m\' || g, \'http\', \'{"type": "http", "url": "http://127.0.0.1/"}\', 60, 5, $1'
             " FROM generate_series(1, $2) g",
-            REGIONS, monitors,
-        )  # fmt: skip
+            REGIONS,
+            monitors,
+        )
         ids = [r["id"] for r in await pool.fetch("SELECT id FROM monitors ORDER BY id")]
         base = time.time() - rounds * 60 - 120
         all_results: list[wire.CheckResult] = []
@@ -45,19 +46,31 @@ async def run(dsn: str, monitors: int, rounds: int, batch: int) -> dict[str, flo
             )
             for m in ids:
                 for region in REGIONS:
-                    all_results.append(wire.CheckResult(
-                        monitor_id=m, due=due, region=region, probe_id=f"p-{region}",
-                        status=wire.Status.OK, started_at=due + 0.01, duration_ms=12.5,
-                        status_code=200, timings={"total": 12.5},
-                    ))  # fmt: skip
+                    all_results.append(
+                        wire.CheckResult(
+                            monitor_id=m,
+                            due=due,
+                            region=region,
+                            probe_id=f"p-{region}",
+                            status=wire.Status.OK,
+                            started_at=due + 0.01,
+                            duration_ms=12.5,
+                            status_code=200,
+                            timings={"total": 12.5},
+                        )
+                    )
         start = time.perf_counter()
         stored = 0
         for i in range(0, len(all_results), batch):
             stored += await results.ingest(pool, all_results[i : i + batch])
         elapsed = time.perf_counter() - start
         closed = await pool.fetchval("SELECT count(*) FROM rounds WHERE verdict IS NOT NULL")
-        return {"results": stored, "seconds": elapsed, "per_second": stored / elapsed,
-                "rounds_closed": closed}  # fmt: skip
+        return {
+            "results": stored,
+            "seconds": elapsed,
+            "per_second": stored / elapsed,
+            "rounds_closed": closed,
+        }
     finally:
         await pool.close()
 

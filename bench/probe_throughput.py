@@ -79,9 +79,13 @@ def _job(url: str, timeout: float) -> Any:
 
     now = time.time()
     return CheckJob(
-        monitor_id=1, due=now, deadline=now + 3600, region="bench", timeout=timeout,
+        monitor_id=1,
+        due=now,
+        deadline=now + 3600,
+        region="bench",
+        timeout=timeout,
         spec=HttpSpec(url=url),
-    )  # fmt: skip
+    )
 
 
 async def _probe_throughput(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
@@ -252,8 +256,15 @@ def _run_blackbox(binary: str, target: str, concurrency: int, seconds: float, tm
     config.write_text(BLACKBOX_CONFIG)
     port = _free_port()
     env = {**os.environ, "GOMAXPROCS": "1"}
-    cmd = ["taskset", "-c", SUT_CORE, binary, f"--config.file={config}",
-           f"--web.listen-address=127.0.0.1:{port}", "--log.level=error"]  # fmt: skip
+    cmd = [
+        "taskset",
+        "-c",
+        SUT_CORE,
+        binary,
+        f"--config.file={config}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=error",
+    ]
     exporter = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
@@ -297,8 +308,13 @@ def main() -> None:
         record("Probe throughput (issue 3)", body)
 
 
-def _report(args: argparse.Namespace, probe: dict[str, Any], bb: dict[str, Any],
-            memory: dict[str, Any], bb_version: str) -> str:  # fmt: skip
+def _report(
+    args: argparse.Namespace,
+    probe: dict[str, Any],
+    bb: dict[str, Any],
+    memory: dict[str, Any],
+    bb_version: str,
+) -> str:
     ratio = probe["rate"] / bb["rate"]
     cpu_ratio = probe["per_cpu_second"] / bb["per_cpu_second"]
     if min(probe["cpu_util"], bb["cpu_util"]) >= 0.95:
@@ -312,37 +328,46 @@ def _report(args: argparse.Namespace, probe: dict[str, Any], bb: dict[str, Any],
         )
 
     def row(name: str, r: dict[str, Any]) -> str:
-        cells = [name, f"{r['rate']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                 f"{r['cpu_util']:.0%}", f"{r['per_cpu_second']:,.0f}", f"{r['checks']:,}",
-                 str(r["failures"])]  # fmt: skip
+        cells = [
+            name,
+            f"{r['rate']:,.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['cpu_util']:.0%}",
+            f"{r['per_cpu_second']:,.0f}",
+            f"{r['checks']:,}",
+            str(r["failures"]),
+        ]
         return "| " + " | ".join(cells) + " |"
 
-    return "\n".join([
-        f"Command: `.venv/bin/python -m bench.probe_throughput --seconds {args.seconds:g} "
-        f"--concurrency {args.concurrency}`",
-        f"Machine: {machine()}; nproc {os.cpu_count()}.",
-        "",
-        f"HTTP GET checks against one local keep-alive target, {args.concurrency} concurrent, "
-        f"{args.seconds:g} s measured after 1 s warm-up. Each system under test is pinned to "
-        "core 0 (`taskset -c 0`, blackbox_exporter also with GOMAXPROCS=1); the target and "
-        "the client driving blackbox_exporter's /probe endpoint run on core 1. The probe "
-        "runs `Agent.handle_job` and encodes each result (everything but the NATS publish). "
-        f"blackbox_exporter: {bb_version}, module `http_2xx`.",
-        "",
-        "| system | checks/s | p50 ms | p99 ms | CPU of core 0 | checks per CPU-second | checks "
-        "| failures |",
-        "|---|---|---|---|---|---|---|---|",
-        row("probefleet probe", probe),
-        row("blackbox_exporter /probe", bb),
-        "",
-        f"**Ratio: {ratio:.2f}x** blackbox_exporter's checks per second on one core "
-        f"({cpu_ratio:.2f}x per CPU-second of the system under test; goal: 2x). {saturation}",
-        "",
-        f"Memory: a probe holding {memory['in_flight']:,} HTTP checks in flight (target answers "
-        f"after 4 s): peak RSS {_mib(memory['peak_rss'])} (baseline {_mib(memory['baseline_rss'])}, "
-        f"{(memory['peak_rss'] - memory['baseline_rss']) / max(1, memory['in_flight']) / 1024:.1f} "
-        f"KiB per in-flight check); {memory['ok']:,} of them ended ok.",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"Command: `.venv/bin/python -m bench.probe_throughput --seconds {args.seconds:g} "
+            f"--concurrency {args.concurrency}`",
+            f"Machine: {machine()}; nproc {os.cpu_count()}.",
+            "",
+            f"HTTP GET checks against one local keep-alive target, {args.concurrency} concurrent, "
+            f"{args.seconds:g} s measured after 1 s warm-up. Each system under test is pinned to "
+            "core 0 (`taskset -c 0`, blackbox_exporter also with GOMAXPROCS=1); the target and "
+            "the client driving blackbox_exporter's /probe endpoint run on core 1. The probe "
+            "runs `Agent.handle_job` and encodes each result (everything but the NATS publish). "
+            f"blackbox_exporter: {bb_version}, module `http_2xx`.",
+            "",
+            "| system | checks/s | p50 ms | p99 ms | CPU of core 0 | checks per CPU-second | checks "
+            "| failures |",
+            "|---|---|---|---|---|---|---|---|",
+            row("probefleet probe", probe),
+            row("blackbox_exporter /probe", bb),
+            "",
+            f"**Ratio: {ratio:.2f}x** blackbox_exporter's checks per second on one core "
+            f"({cpu_ratio:.2f}x per CPU-second of the system under test; goal: 2x). {saturation}",
+            "",
+            f"Memory: a probe holding {memory['in_flight']:,} HTTP checks in flight (target answers "
+            f"after 4 s): peak RSS {_mib(memory['peak_rss'])} (baseline {_mib(memory['baseline_rss'])}, "
+            f"{(memory['peak_rss'] - memory['baseline_rss']) / max(1, memory['in_flight']) / 1024:.1f} "
+            f"KiB per in-flight check); {memory['ok']:,} of them ended ok.",
+        ]
+    )
 
 
 if __name__ == "__main__":

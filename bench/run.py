@@ -30,8 +30,9 @@ def main(argv: list[str]) -> int:
         names = [n for n, mod in BENCHES.items() if importlib.util.find_spec(mod) is not None]
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES)}, all",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES)}, all", file=sys.stderr
+        )
         return 2
     for name in names:
         print(f"== {name}", flush=True)

@@ -29,8 +29,19 @@ from probefleet.shared.devstack import PostgresServer, create_database
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 INTERVAL = 60
-RESULT_COLUMNS = ["monitor_id", "due", "region", "attempt", "probe_id", "status", "reason",
-                  "message", "started_at", "duration_ms", "status_code"]  # fmt: skip
+RESULT_COLUMNS = [
+    "monitor_id",
+    "due",
+    "region",
+    "attempt",
+    "probe_id",
+    "status",
+    "reason",
+    "message",
+    "started_at",
+    "duration_ms",
+    "status_code",
+]
 ROUND_COLUMNS = ["monitor_id", "due", "attempt", "regions", "answered", "deadline", "closed_at", "verdict"]
 
 
@@ -51,11 +62,34 @@ def hour_of_data(start: dt.datetime, monitors: int, rng: random.Random) -> tuple
                 ms = rng.lognormvariate(4.6 + (m % 5) * 0.2, 0.5)
                 r, attempt, probe = ok_rows[region]
                 fail = status == "fail"
-                results.append((m, due, r, attempt, probe, status, "timeout" if fail else None,
-                                "", due, 5000.0 if fail else ms, None if fail else 200))  # fmt: skip
+                results.append(
+                    (
+                        m,
+                        due,
+                        r,
+                        attempt,
+                        probe,
+                        status,
+                        "timeout" if fail else None,
+                        "",
+                        due,
+                        5000.0 if fail else ms,
+                        None if fail else 200,
+                    )
+                )
             verdict = "down" if failing >= 2 else "up"
-            rounds.append((m, due, 0, REGIONS, REGIONS, due + dt.timedelta(seconds=7),
-                           due + dt.timedelta(seconds=1), verdict))  # fmt: skip
+            rounds.append(
+                (
+                    m,
+                    due,
+                    0,
+                    REGIONS,
+                    REGIONS,
+                    due + dt.timedelta(seconds=7),
+                    due + dt.timedelta(seconds=1),
+                    verdict,
+                )
+            )
     return results, rounds
 
 
@@ -109,8 +143,10 @@ async def _bench(pool: asyncpg.Pool, monitors: int, hours: int, samples: int) ->
             pass
         rollup_s += time.perf_counter() - t
         if h % 6 == 5:
-            print(f"hour {h + 1}/{hours}: {n_results:,} results, copy {copy_s:.0f} s,"
-                  f" rollup {rollup_s:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"hour {h + 1}/{hours}: {n_results:,} results, copy {copy_s:.0f} s, rollup {rollup_s:.0f} s",
+                flush=True,
+            )
     await pool.execute("VACUUM ANALYZE")
     ids = list(range(1, monitors + 1))
     pick = random.Random(1)
@@ -141,9 +177,13 @@ async def _bench(pool: asyncpg.Pool, monitors: int, hours: int, samples: int) ->
         a = now - dt.timedelta(hours=30, minutes=17, seconds=13)
         await store.summary(pool, m, a, now - dt.timedelta(minutes=3, seconds=7))
 
-    queries = {"stats 24h (summary + 5m series)": stats_24h, "stats 7d (summary + 1h series)": stats_7d,
-               "stats 90d (summary + 1d series)": stats_90d, "uptimes, page of 100 monitors": uptime_page,
-               "analytics, unaligned 30 h range": analytics_unaligned}  # fmt: skip
+    queries = {
+        "stats 24h (summary + 5m series)": stats_24h,
+        "stats 7d (summary + 1h series)": stats_7d,
+        "stats 90d (summary + 1d series)": stats_90d,
+        "uptimes, page of 100 monitors": uptime_page,
+        "analytics, unaligned 30 h range": analytics_unaligned,
+    }
     latencies = {}
     for name, fn in queries.items():
         await timed(fn, 5)
@@ -153,15 +193,28 @@ async def _bench(pool: asyncpg.Pool, monitors: int, hours: int, samples: int) ->
     marks = await store.watermarks(pool)
     await store.verdict_rows(pool, [r[0] for r in ids_all], store.pieces(now - 30 * store.DAY, now, marks))
     sla_ms = (time.perf_counter() - t) * 1000
-    sizes = {r["t"]: r["bytes"] for r in await pool.fetch(
-        "SELECT p.relname AS t, sum(pg_total_relation_size(c.oid))::bigint AS bytes FROM pg_inherits i"
-        " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent"
-        " WHERE p.relname IN ('check_results', 'rounds', 'stats_minute', 'stats_hour', 'stats_day',"
-        " 'verdicts_minute', 'verdicts_hour', 'verdicts_day') GROUP BY 1")}  # fmt: skip
+    sizes = {
+        r["t"]: r["bytes"]
+        for r in await pool.fetch(
+            "SELECT p.relname AS t, sum(pg_total_relation_size(c.oid))::bigint AS bytes FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent"
+            " WHERE p.relname IN ('check_results', 'rounds', 'stats_minute', 'stats_hour', 'stats_day',"
+            " 'verdicts_minute', 'verdicts_hour', 'verdicts_day') GROUP BY 1"
+        )
+    }
     rows = {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in sizes}
-    return {"monitors": monitors, "hours": hours, "results": n_results, "gen_s": gen_s,
-            "copy_s": copy_s, "rollup_s": rollup_s, "latencies": latencies, "sla_ms": sla_ms,
-            "sizes": sizes, "rows": rows}  # fmt: skip
+    return {
+        "monitors": monitors,
+        "hours": hours,
+        "results": n_results,
+        "gen_s": gen_s,
+        "copy_s": copy_s,
+        "rollup_s": rollup_s,
+        "latencies": latencies,
+        "sla_ms": sla_ms,
+        "sizes": sizes,
+        "rows": rows,
+    }
 
 
 def report(r: dict[str, Any]) -> str:
@@ -183,15 +236,17 @@ def report(r: dict[str, Any]) -> str:
         "",
         "| statistics read (storage functions, no HTTP) | p50 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for name, lat in r["latencies"].items():
         p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
         lines.append(f"| {name} | {p50:.1f} | {p99:.1f} | {max(lat):.1f} |")
     lines += [
-        "", f"SLA verdict read for all {r['monitors']:,} monitors over 30 d: {r['sla_ms']:.0f} ms.", "",
+        "",
+        f"SLA verdict read for all {r['monitors']:,} monitors over 30 d: {r['sla_ms']:.0f} ms.",
+        "",
         "| table (all partitions, with indexes) | rows | MiB | MiB per million raw results |",
         "|---|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for t, b in sorted(r["sizes"].items()):
         lines.append(f"| {t} | {r['rows'][t]:,} | {b / mib:,.0f} | {b / mib / (n / 1e6):.1f} |")
     total = sum(r["sizes"].values())

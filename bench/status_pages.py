@@ -79,11 +79,15 @@ async def seed(app: web.Application, components: int) -> None:
     """Monitors, 90 days of 5-minute rounds (COPY), and a page showing them all."""
     pool = app[keys.POOL]
     now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
-    ids = [await pool.fetchval(
-        "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, status)"
-        " VALUES ($1, 'http', $2, 300, 10, '{us-east}', 'up') RETURNING id",
-        f"svc-{i}", {"url": f"http://127.0.0.1:9/{i}"},
-    ) for i in range(components)]  # fmt: skip
+    ids = [
+        await pool.fetchval(
+            "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, status)"
+            " VALUES ($1, 'http', $2, 300, 10, '{us-east}', 'up') RETURNING id",
+            f"svc-{i}",
+            {"url": f"http://127.0.0.1:9/{i}"},
+        )
+        for i in range(components)
+    ]
     steps = int(dt.timedelta(days=90) / ROUND_INTERVAL)
     rows = []
     for mid in ids:
@@ -95,9 +99,15 @@ async def seed(app: web.Application, components: int) -> None:
         await conn.copy_records_to_table("rounds", records=rows, columns=ROUND_COLUMNS)
         await conn.execute("ANALYZE rounds")
     await roll_up(pool, now - dt.timedelta(days=91))
-    sections = [{"name": f"Group {g}", "monitors": [{"monitor_id": m, "display_name": f"Service {m}"}
-                                                     for m in ids[g * 10:(g + 1) * 10]]}
-                for g in range((components + 9) // 10)]  # fmt: skip
+    sections = [
+        {
+            "name": f"Group {g}",
+            "monitors": [
+                {"monitor_id": m, "display_name": f"Service {m}"} for m in ids[g * 10 : (g + 1) * 10]
+            ],
+        }
+        for g in range((components + 9) // 10)
+    ]
     # Every WebSocket connection spends a request of the key's limit: 1,000 clients on one key.
     key, _ = await api_keys.create(pool, "bench", ["admin"], rate_limit=1_000_000)
     CTX["bench_key"] = key
@@ -145,29 +155,44 @@ async def clients_main(url: str, key: str, n: int, out: Path) -> None:
 async def fan_out(app: web.Application, n: int, root: Path) -> dict[str, float]:
     out = root / "fanout.json"
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.status_pages", "--clients-child", f"{CTX['bench_base']}/api/v1/ws",
-        CTX["bench_key"], str(n), str(out), stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "bench.status_pages",
+        "--clients-child",
+        f"{CTX['bench_base']}/api/v1/ws",
+        CTX["bench_key"],
+        str(n),
+        str(out),
+        stdout=asyncio.subprocess.PIPE,
+    )
     assert child.stdout is not None
     assert (await asyncio.wait_for(child.stdout.readline(), 300)).strip() == b"ready"
     await asyncio.sleep(1.0)
     mid = CTX["bench_ids"][0]
     async with app[keys.POOL].acquire() as conn, conn.transaction():
-        row = await conn.fetchrow("UPDATE monitors SET status = 'down' WHERE id = $1"
-                                  " RETURNING id, name, kind, spec, locations, status", mid)  # fmt: skip
+        row = await conn.fetchrow(
+            "UPDATE monitors SET status = 'down' WHERE id = $1"
+            " RETURNING id, name, kind, spec, locations, status",
+            mid,
+        )
         await emit(conn, "monitor.down", dt.datetime.now(dt.UTC), monitor=dict(row), previous="up")
     committed = time.time()
     await asyncio.wait_for(child.wait(), 120)
     times = [t - committed for t in json.loads(out.read_text())]
-    return {"clients": len(times), "first_ms": times[0] * 1000, "p50_ms": percentile(times, 0.5) * 1000,
-            "last_ms": times[-1] * 1000}  # fmt: skip
+    return {
+        "clients": len(times),
+        "first_ms": times[0] * 1000,
+        "p50_ms": percentile(times, 0.5) * 1000,
+        "last_ms": times[-1] * 1000,
+    }
 
 
 async def run(components: int, clients: int, seconds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pf-bench-sp-") as tmp, embedded_stack(Path(tmp)) as stack:
         await create_database(stack.postgres.dsn(), "bench", drop=True)
-        cfg = ControllerConfig(database_url=stack.postgres.dsn("bench"), nats_url=stack.nats.url,
-                               regions=[Region(id="us-east")])  # fmt: skip
+        cfg = ControllerConfig(
+            database_url=stack.postgres.dsn("bench"), nats_url=stack.nats.url, regions=[Region(id="us-east")]
+        )
         app = build_app(cfg)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
@@ -187,8 +212,9 @@ async def run(components: int, clients: int, seconds: int) -> dict[str, Any]:
             ):
                 gz_size = int(r.headers["Content-Length"])
             loop = asyncio.get_running_loop()
-            html = await loop.run_in_executor(None, lambda: wrk(f"{base}/status/bench", seconds=seconds,
-                                                                connections=64, gzip=True))  # fmt: skip
+            html = await loop.run_in_executor(
+                None, lambda: wrk(f"{base}/status/bench", seconds=seconds, connections=64, gzip=True)
+            )
             api_url = f"{base}/api/v1/status-pages/bench/public"
             js = await loop.run_in_executor(
                 None, lambda: wrk(api_url, seconds=seconds, connections=64, gzip=False)
@@ -196,8 +222,16 @@ async def run(components: int, clients: int, seconds: int) -> dict[str, Any]:
             ws = await fan_out(app, clients, Path(tmp))
         finally:
             await runner.cleanup()
-    return {"components": components, "cold_ms": cold_ms, "size": size, "gz_size": gz_size,
-            "html": html, "json": js, "ws": ws, "seconds": seconds}  # fmt: skip
+    return {
+        "components": components,
+        "cold_ms": cold_ms,
+        "size": size,
+        "gz_size": gz_size,
+        "html": html,
+        "json": js,
+        "ws": ws,
+        "seconds": seconds,
+    }
 
 
 def report(r: dict[str, Any]) -> str:
@@ -233,8 +267,13 @@ PostgreSQL share the machine's 2 cores.
 @click.option("--seconds", default=10, show_default=True)
 @click.option("--no-record", is_flag=True)
 @click.option("--clients-child", nargs=4, type=str, default=None, hidden=True)
-def main(components: int, clients: int, seconds: int, no_record: bool,
-         clients_child: tuple[str, str, str, str] | None) -> None:  # fmt: skip
+def main(
+    components: int,
+    clients: int,
+    seconds: int,
+    no_record: bool,
+    clients_child: tuple[str, str, str, str] | None,
+) -> None:
     if clients_child:
         url, key, n, out = clients_child
         asyncio.run(clients_main(url, key, int(n), Path(out)))

@@ -82,9 +82,14 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
         if keys.HUB in app:
             app[keys.HUB].close_page(None)
 
-    nc = await nats.connect(cfg.nats_url, name=f"controller-{cfg.controller_id}",
-                            max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                            disconnected_cb=disconnected, reconnected_cb=reconnected)  # fmt: skip
+    nc = await nats.connect(
+        cfg.nats_url,
+        name=f"controller-{cfg.controller_id}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+    )
     js = nc.jetstream()
     await ensure_streams(js)
     await results.ensure_consumer(js)
@@ -111,8 +116,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     nc, pool = app[keys.NC], app[keys.POOL]
     stop = app[keys.STOP] = asyncio.Event()
     app[keys.TASKS] = []
-    fleet = app[keys.FLEET] = Fleet(interval=cfg.probe_heartbeat_interval,
-                                    missed=cfg.probe_missed_heartbeats)  # fmt: skip
+    fleet = app[keys.FLEET] = Fleet(interval=cfg.probe_heartbeat_interval, missed=cfg.probe_missed_heartbeats)
     decoder = msgspec.msgpack.Decoder(wire.ProbeHeartbeat)
 
     async def on_heartbeat(msg: Msg) -> None:
@@ -126,13 +130,14 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     async def publish(subject: str, data: bytes) -> None:
         await nc.publish(subject, data)
 
-    membership = Membership(pool=pool, controller_id=cfg.controller_id,
-                            lease=cfg.controller_heartbeat_interval * 3)  # fmt: skip
+    membership = Membership(
+        pool=pool, controller_id=cfg.controller_id, lease=cfg.controller_heartbeat_interval * 3
+    )
     await membership.beat()
     app[ratelimit.LIMITER].controllers = lambda: len(membership.members)
-    scheduler = app[keys.SCHEDULER] = Scheduler(pool=pool, publish=publish, fleet=fleet,
-                                                round_grace=cfg.round_grace,
-                                                owns=membership.owns)  # fmt: skip
+    scheduler = app[keys.SCHEDULER] = Scheduler(
+        pool=pool, publish=publish, fleet=fleet, round_grace=cfg.round_grace, owns=membership.owns
+    )
 
     async def on_recheck(rechecks: list[incidents.Recheck]) -> None:
         await incidents.open_rechecks(scheduler, rechecks)
@@ -141,12 +146,17 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(ValueError):
             await scheduler.refresh(int(msg.data))
 
-    subs = [await nc.subscribe(subjects.heartbeat_all(), cb=on_heartbeat),
-            await nc.subscribe(subjects.monitor_changes(), cb=on_monitor_change)]  # fmt: skip
+    subs = [
+        await nc.subscribe(subjects.heartbeat_all(), cb=on_heartbeat),
+        await nc.subscribe(subjects.monitor_changes(), cb=on_monitor_change),
+    ]
     await scheduler.load()
     _spawn(app, scheduler.run(stop), "scheduler")
-    _spawn(app, results.consume(app[keys.JS], pool, batch=cfg.results_batch, stop=stop,
-                                on_recheck=on_recheck), "results")  # fmt: skip
+    _spawn(
+        app,
+        results.consume(app[keys.JS], pool, batch=cfg.results_batch, stop=stop, on_recheck=on_recheck),
+        "results",
+    )
     _spawn(app, results.sweep_loop(pool, stop, on_recheck=on_recheck), "sweeper")
     _spawn(app, _membership(membership, scheduler, cfg.controller_heartbeat_interval, stop), "membership")
     _spawn(app, _upkeep(app, stop), "upkeep")
@@ -167,8 +177,9 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         await membership.leave()
 
 
-async def _membership(membership: Membership, scheduler: Scheduler, interval: float,
-                      stop: asyncio.Event) -> None:  # fmt: skip
+async def _membership(
+    membership: Membership, scheduler: Scheduler, interval: float, stop: asyncio.Event
+) -> None:
     """Renew our lease; reload the schedule when controllers join or leave."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -219,9 +230,12 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     stop = asyncio.Event()
     async with status_pages_mod.webhook_session(cfg) as session:
         send = status_pages_mod.make_sender(cfg, session)
-        tasks = [asyncio.create_task(hub.run(stop), name="realtime"),
-                 asyncio.create_task(status_pages_mod.run_subscribers(app[keys.POOL], send, stop),
-                                     name="status-subscribers")]  # fmt: skip
+        tasks = [
+            asyncio.create_task(hub.run(stop), name="realtime"),
+            asyncio.create_task(
+                status_pages_mod.run_subscribers(app[keys.POOL], send, stop), name="status-subscribers"
+            ),
+        ]
         yield
         stop.set()
         with contextlib.suppress(Exception):
@@ -236,15 +250,24 @@ async def _close_realtime(app: web.Application) -> None:
 
 
 def build_app(cfg: ControllerConfig) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, ratelimit.ratelimit_middleware,
-                                       error_middleware], client_max_size=2 << 20)  # fmt: skip
+    app = web.Application(
+        middlewares=[metrics_middleware, ratelimit.ratelimit_middleware, error_middleware],
+        client_max_size=2 << 20,
+    )
     app[keys.CONFIG] = cfg
     ratelimit.setup(app)
     auth.setup(app)
     app.cleanup_ctx.extend(
-        [database_ctx, nats_ctx, auth.keycache_ctx, notifications_ctx, workers_ctx,
-         heartbeats.heartbeats_ctx, realtime_ctx]
-    )  # fmt: skip
+        [
+            database_ctx,
+            nats_ctx,
+            auth.keycache_ctx,
+            notifications_ctx,
+            workers_ctx,
+            heartbeats.heartbeats_ctx,
+            realtime_ctx,
+        ]
+    )
     app.on_shutdown.append(_close_realtime)
     app.add_routes(routes())
     return app

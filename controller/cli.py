@@ -13,8 +13,12 @@ import click
 from probefleet.controller import config as config_mod
 from probefleet.controller.scopes import SCOPES
 
-CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
-                             path_type=Path), help="TOML or JSON config file.")  # fmt: skip
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or JSON config file.",
+)
 
 
 def _load(config_path: Path | None, **overrides: object) -> config_mod.ControllerConfig:
@@ -35,8 +39,13 @@ def controller() -> None:
 @click.option("--nats-url", envvar="PROBEFLEET_NATS_URL", help="NATS URL.")
 @click.option("--host", envvar="PROBEFLEET_HOST", help="Listen address (default 127.0.0.1).")
 @click.option("--port", envvar="PROBEFLEET_PORT", type=int, help="Listen port (default 8080).")
-def serve(config_path: Path | None, database_url: str | None, nats_url: str | None,
-          host: str | None, port: int | None) -> None:  # fmt: skip
+def serve(
+    config_path: Path | None,
+    database_url: str | None,
+    nats_url: str | None,
+    host: str | None,
+    port: int | None,
+) -> None:
     """Run the controller until SIGTERM or Ctrl-C."""
     from aiohttp import web
 
@@ -50,8 +59,7 @@ def serve(config_path: Path | None, database_url: str | None, nats_url: str | No
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
-    web.run_app(build_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                shutdown_timeout=5)  # fmt: skip
+    web.run_app(build_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None, shutdown_timeout=5)
 
 
 @controller.command()
@@ -73,11 +81,17 @@ def migrate(config_path: Path | None, database_url: str | None) -> None:
 @CONFIG_OPTION
 @click.option("--database-url", envvar="PROBEFLEET_DATABASE_URL", help="PostgreSQL DSN.")
 @click.option("--name", default="admin", show_default=True)
-@click.option("--scope", "scopes", multiple=True, default=["admin"], show_default=True,
-              type=click.Choice(SCOPES))  # fmt: skip
+@click.option(
+    "--scope", "scopes", multiple=True, default=["admin"], show_default=True, type=click.Choice(SCOPES)
+)
 @click.option("--expires-days", type=click.IntRange(1, 3650))
-def create_key(config_path: Path | None, database_url: str | None, name: str,
-               scopes: tuple[str, ...], expires_days: int | None) -> None:  # fmt: skip
+def create_key(
+    config_path: Path | None,
+    database_url: str | None,
+    name: str,
+    scopes: tuple[str, ...],
+    expires_days: int | None,
+) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from probefleet.controller.storage import api_keys, db
 

@@ -25,13 +25,19 @@ class Region(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 DEFAULT_REGIONS: list[Region] = [
-    Region(id="us-east", city="Ashburn", country="United States", country_code="US",
-           latitude=39.04, longitude=-77.49),
-    Region(id="eu-west", city="Dublin", country="Ireland", country_code="IE",
-           latitude=53.35, longitude=-6.26),
-    Region(id="ap-south", city="Mumbai", country="India", country_code="IN",
-           latitude=19.08, longitude=72.88),
-]  # fmt: skip
+    Region(
+        id="us-east",
+        city="Ashburn",
+        country="United States",
+        country_code="US",
+        latitude=39.04,
+        longitude=-77.49,
+    ),
+    Region(
+        id="eu-west", city="Dublin", country="Ireland", country_code="IE", latitude=53.35, longitude=-6.26
+    ),
+    Region(id="ap-south", city="Mumbai", country="India", country_code="IN", latitude=19.08, longitude=72.88),
+]
 
 
 class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -126,12 +132,22 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
             data = read_file(path)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    for key, env in (("database_url", "DATABASE_URL"), ("nats_url", "NATS_URL"),
-                     ("host", "HOST"), ("port", "PORT"), ("controller_id", "CONTROLLER_ID"),
-                     ("log_level", "LOG_LEVEL"), ("status_page_secret", "STATUS_PAGE_SECRET"),
-                     ("public_url", "PUBLIC_URL"), ("smtp_host", "SMTP_HOST"), ("smtp_port", "SMTP_PORT"),
-                     ("smtp_username", "SMTP_USERNAME"), ("smtp_password", "SMTP_PASSWORD"),
-                     ("smtp_from", "SMTP_FROM"), ("smtp_security", "SMTP_SECURITY")):  # fmt: skip
+    for key, env in (
+        ("database_url", "DATABASE_URL"),
+        ("nats_url", "NATS_URL"),
+        ("host", "HOST"),
+        ("port", "PORT"),
+        ("controller_id", "CONTROLLER_ID"),
+        ("log_level", "LOG_LEVEL"),
+        ("status_page_secret", "STATUS_PAGE_SECRET"),
+        ("public_url", "PUBLIC_URL"),
+        ("smtp_host", "SMTP_HOST"),
+        ("smtp_port", "SMTP_PORT"),
+        ("smtp_username", "SMTP_USERNAME"),
+        ("smtp_password", "SMTP_PASSWORD"),
+        ("smtp_from", "SMTP_FROM"),
+        ("smtp_security", "SMTP_SECURITY"),
+    ):
         value = env_setting(env)
         if value is not None:
             data[key] = value

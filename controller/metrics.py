@@ -7,38 +7,52 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS_PUBLISHED = Counter(
-    "probefleet_jobs_published_total", "Check jobs published to probes.", ["region"],
+    "probefleet_jobs_published_total",
+    "Check jobs published to probes.",
+    ["region"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 SCHEDULE_LAG = Histogram(
-    "probefleet_schedule_lag_seconds", "Delay between a round's due time and its publication.",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY,
-)  # fmt: skip
+    "probefleet_schedule_lag_seconds",
+    "Delay between a round's due time and its publication.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
 RESULTS_STORED = Counter("probefleet_results_stored_total", "Probe results stored.", registry=REGISTRY)
 RESULTS_DUPLICATE = Counter(
-    "probefleet_results_duplicate_total", "Redelivered results dropped as duplicates.",
+    "probefleet_results_duplicate_total",
+    "Redelivered results dropped as duplicates.",
     registry=REGISTRY,
-)  # fmt: skip
+)
 VERDICTS = Counter("probefleet_verdicts_total", "Round verdicts by state.", ["state"], registry=REGISTRY)
 MONITORS = Gauge(
     "probefleet_monitors_scheduled", "Monitors in this controller's schedule.", registry=REGISTRY
 )
 PROBES_LIVE = Gauge(
-    "probefleet_probes_live", "Probes seen within their heartbeat window.", ["region"],
+    "probefleet_probes_live",
+    "Probes seen within their heartbeat window.",
+    ["region"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 HTTP_REQUESTS = Counter(
-    "probefleet_http_requests_total", "API requests.", ["method", "route", "status"],
+    "probefleet_http_requests_total",
+    "API requests.",
+    ["method", "route", "status"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 HTTP_DURATION = Histogram(
-    "probefleet_http_request_duration_seconds", "API request latency.", ["route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY,
-)  # fmt: skip
+    "probefleet_http_request_duration_seconds",
+    "API request latency.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+    registry=REGISTRY,
+)
 NOTIFICATIONS = Counter(
-    "probefleet_notifications_total", "Notification attempts by channel kind and outcome.",
-    ["kind", "outcome"], registry=REGISTRY,
-)  # fmt: skip
+    "probefleet_notifications_total",
+    "Notification attempts by channel kind and outcome.",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
 REALTIME_CLIENTS = Gauge(
     "probefleet_realtime_clients", "Connected WebSocket and SSE clients.", ["kind"], registry=REGISTRY
 )
@@ -46,36 +60,49 @@ REALTIME_EVENTS = Counter(
     "probefleet_realtime_events_total", "Outbox events read by the real-time hub.", registry=REGISTRY
 )
 REALTIME_DROPPED = Counter(
-    "probefleet_realtime_dropped_clients_total", "Clients disconnected because their queue filled.",
-    ["kind"], registry=REGISTRY,
-)  # fmt: skip
+    "probefleet_realtime_dropped_clients_total",
+    "Clients disconnected because their queue filled.",
+    ["kind"],
+    registry=REGISTRY,
+)
 STATUS_NOTICES = Counter(
-    "probefleet_status_page_notices_total", "Status-page subscriber messages by outcome.", ["outcome"],
+    "probefleet_status_page_notices_total",
+    "Status-page subscriber messages by outcome.",
+    ["outcome"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 HEARTBEAT_PINGS = Counter(
-    "probefleet_heartbeat_pings_total", "Heartbeat pings stored, by signal kind.", ["kind"],
+    "probefleet_heartbeat_pings_total",
+    "Heartbeat pings stored, by signal kind.",
+    ["kind"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 HEARTBEAT_PINGS_REJECTED = Counter(
     "probefleet_heartbeat_pings_rejected_total",
     "Heartbeat pings refused: unknown_token, too_large, bad_signal, bad_rid, unavailable.",
-    ["reason"], registry=REGISTRY,
-)  # fmt: skip
+    ["reason"],
+    registry=REGISTRY,
+)
 HEARTBEAT_BATCH_SIZE = Histogram(
-    "probefleet_heartbeat_ping_batch_size", "Pings per group-commit batch.",
-    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY,
-)  # fmt: skip
+    "probefleet_heartbeat_ping_batch_size",
+    "Pings per group-commit batch.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000),
+    registry=REGISTRY,
+)
 HEARTBEAT_WRITE_SECONDS = Histogram(
-    "probefleet_heartbeat_ping_write_seconds", "Time to store one batch of pings (one transaction).",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY,
-)  # fmt: skip
+    "probefleet_heartbeat_ping_write_seconds",
+    "Time to store one batch of pings (one transaction).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+    registry=REGISTRY,
+)
 PARTITIONS_DROPPED = Counter(
     "probefleet_retention_partitions_dropped_total",
     "Partitions dropped by retention, by parent table (heartbeat_pings: a day of pings).",
-    ["table"], registry=REGISTRY,
-)  # fmt: skip
-DISPATCHER_WAKEUPS = Counter(
-    "probefleet_dispatcher_wakeups_total", "Dispatcher steps started by an events NOTIFY.",
+    ["table"],
     registry=REGISTRY,
-)  # fmt: skip
+)
+DISPATCHER_WAKEUPS = Counter(
+    "probefleet_dispatcher_wakeups_total",
+    "Dispatcher steps started by an events NOTIFY.",
+    registry=REGISTRY,
+)

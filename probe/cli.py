@@ -40,15 +40,18 @@ def probe() -> None:
 
 
 @probe.command()
-@click.option("--region", envvar="PROBEFLEET_REGION",
-              help="Region this probe serves (or PROBEFLEET_REGION[_FILE], region in --config).")  # fmt: skip
+@click.option(
+    "--region",
+    envvar="PROBEFLEET_REGION",
+    help="Region this probe serves (or PROBEFLEET_REGION[_FILE], region in --config).",
+)
 @click.option("--nats-url", envvar="PROBEFLEET_NATS_URL")
-@click.option("--source-address", envvar="PROBEFLEET_SOURCE_ADDRESS",
-              help="Bind outgoing connections to this address.")  # fmt: skip
+@click.option(
+    "--source-address", envvar="PROBEFLEET_SOURCE_ADDRESS", help="Bind outgoing connections to this address."
+)
 @click.option("--concurrency", envvar="PROBEFLEET_CONCURRENCY", type=click.IntRange(min=1))
 @click.option("--probe-id", envvar="PROBEFLEET_PROBE_ID")
-@click.option("--metrics-listen", envvar="PROBEFLEET_PROBE_METRICS_LISTEN",
-              help="host:port for /metrics.")  # fmt: skip
+@click.option("--metrics-listen", envvar="PROBEFLEET_PROBE_METRICS_LISTEN", help="host:port for /metrics.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--log-level", default="INFO", show_default=True)
 def run(config_path: Path | None, log_level: str, **overrides: Any) -> None:
@@ -104,17 +107,38 @@ def _status(value: str) -> int | str:
 # The options each kind takes, besides --kind, --timeout, --source-address and --json.
 # build_spec hands _spec_fields only these, and `check` refuses any other option given.
 KIND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "http": ("url", "method", "header", "body", "body_kind", "bearer_token", "expected_status",
-             "follow_redirects", "max_redirects", "insecure", "ca_file", "expect", "exclude",
-             "regex", "degraded_ms"),
+    "http": (
+        "url",
+        "method",
+        "header",
+        "body",
+        "body_kind",
+        "bearer_token",
+        "expected_status",
+        "follow_redirects",
+        "max_redirects",
+        "insecure",
+        "ca_file",
+        "expect",
+        "exclude",
+        "regex",
+        "degraded_ms",
+    ),
     "tcp": ("host", "port", "tls", "insecure", "ca_file", "send", "expect", "regex", "degraded_ms"),
     "udp": ("host", "port", "send", "expect", "regex", "degraded_ms"),
     "icmp": ("host", "count", "interval", "max_packet_loss", "degraded_ms"),
-    "dns": ("name", "record_type", "resolver", "expected_value", "match", "expected_rcode",
-            "degraded_ms"),
-    "tls": ("host", "port", "server_name", "warn_days", "insecure", "ca_file", "expected_issuer",
-            "min_version"),
-}  # fmt: skip
+    "dns": ("name", "record_type", "resolver", "expected_value", "match", "expected_rcode", "degraded_ms"),
+    "tls": (
+        "host",
+        "port",
+        "server_name",
+        "warn_days",
+        "insecure",
+        "ca_file",
+        "expected_issuer",
+        "min_version",
+    ),
+}
 
 
 def _ca(o: dict[str, Any]) -> dict[str, Any]:
@@ -126,38 +150,69 @@ def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
     match kind:
         case "http":
             return _ca(o) | {
-                "url": o["url"], "method": o["method"], "headers": _headers(o["header"]),
-                "body": o["body"], "body_kind": o["body_kind"],
+                "url": o["url"],
+                "method": o["method"],
+                "headers": _headers(o["header"]),
+                "body": o["body"],
+                "body_kind": o["body_kind"],
                 "expected_status": [_status(s) for s in o["expected_status"]] or None,
-                "follow_redirects": o["follow_redirects"], "max_redirects": o["max_redirects"],
-                "verify_tls": not o["insecure"], "expected_content": o["expect"],
-                "excluded_content": o["exclude"], "content_regex": o["regex"],
-                "bearer_token": o["bearer_token"], "degraded_ms": o["degraded_ms"],
-            }  # fmt: skip
+                "follow_redirects": o["follow_redirects"],
+                "max_redirects": o["max_redirects"],
+                "verify_tls": not o["insecure"],
+                "expected_content": o["expect"],
+                "excluded_content": o["exclude"],
+                "content_regex": o["regex"],
+                "bearer_token": o["bearer_token"],
+                "degraded_ms": o["degraded_ms"],
+            }
         case "tcp":
             return _ca(o) | {
-                "host": o["host"], "port": o["port"], "tls": o["tls"],
-                "verify_tls": not o["insecure"], "send": o["send"], "expect": o["expect"],
-                "expect_regex": o["regex"], "degraded_ms": o["degraded_ms"],
-            }  # fmt: skip
+                "host": o["host"],
+                "port": o["port"],
+                "tls": o["tls"],
+                "verify_tls": not o["insecure"],
+                "send": o["send"],
+                "expect": o["expect"],
+                "expect_regex": o["regex"],
+                "degraded_ms": o["degraded_ms"],
+            }
         case "udp":
-            return {"host": o["host"], "port": o["port"], "send": o["send"], "expect": o["expect"],
-                    "expect_regex": o["regex"], "degraded_ms": o["degraded_ms"]}  # fmt: skip
+            return {
+                "host": o["host"],
+                "port": o["port"],
+                "send": o["send"],
+                "expect": o["expect"],
+                "expect_regex": o["regex"],
+                "degraded_ms": o["degraded_ms"],
+            }
         case "icmp":
-            return {"host": o["host"], "count": o["count"], "interval": o["interval"],
-                    "max_packet_loss": o["max_packet_loss"], "degraded_ms": o["degraded_ms"]}  # fmt: skip
+            return {
+                "host": o["host"],
+                "count": o["count"],
+                "interval": o["interval"],
+                "max_packet_loss": o["max_packet_loss"],
+                "degraded_ms": o["degraded_ms"],
+            }
         case "dns":
             return {
-                "name": o["name"], "record_type": o["record_type"], "resolver": o["resolver"],
-                "expected_values": list(o["expected_value"]) or None, "match": o["match"],
-                "expected_rcode": o["expected_rcode"], "degraded_ms": o["degraded_ms"],
-            }  # fmt: skip
+                "name": o["name"],
+                "record_type": o["record_type"],
+                "resolver": o["resolver"],
+                "expected_values": list(o["expected_value"]) or None,
+                "match": o["match"],
+                "expected_rcode": o["expected_rcode"],
+                "degraded_ms": o["degraded_ms"],
+            }
         case _:
             return _ca(o) | {
-                "host": o["host"], "port": o["port"], "server_name": o["server_name"],
-                "warn_days": o["warn_days"], "verify_chain": not o["insecure"],
-                "expected_issuer": o["expected_issuer"], "min_version": o["min_version"],
-            }  # fmt: skip
+                "host": o["host"],
+                "port": o["port"],
+                "server_name": o["server_name"],
+                "warn_days": o["warn_days"],
+                "verify_chain": not o["insecure"],
+                "expected_issuer": o["expected_issuer"],
+                "min_version": o["min_version"],
+            }
 
 
 def build_spec(kind: str, options: dict[str, Any]) -> wire.CheckSpec:
@@ -175,8 +230,11 @@ def refuse_foreign_options(ctx: click.Context, kind: str, options: dict[str, Any
     """Exit 2 naming every option given on the command line that `kind` does not take:
     ignoring one would run a different check than the one asked for."""
     params = {p.name: p for p in ctx.command.params}
-    foreign = [name for name in options if name not in KIND_OPTIONS[kind]
-               and ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]  # fmt: skip
+    foreign = [
+        name
+        for name in options
+        if name not in KIND_OPTIONS[kind] and ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+    ]
     if not foreign:
         return
     lines = []
@@ -231,8 +289,9 @@ def _readable(exc: msgspec.ValidationError) -> str:
 @click.option("--source-address", help="Bind outgoing connections to this address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def check(ctx: click.Context, kind: str, budget: float, source_address: str | None, as_json: bool,
-          **options: Any) -> None:  # fmt: skip
+def check(
+    ctx: click.Context, kind: str, budget: float, source_address: str | None, as_json: bool, **options: Any
+) -> None:
     """Run one check locally and print the result (exit 1 when it fails, 2 for options that
     are wrong or do not apply to the kind)."""
     refuse_foreign_options(ctx, kind, options)

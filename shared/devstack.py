@@ -123,9 +123,20 @@ class NatsServer:
         )
         self.log_file = self.data_dir / "nats.log"
         cmd = [
-            nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", "-1",
-            "-c", str(conf), "--ports_file_dir", str(ports_dir), "-l", str(self.log_file),
-        ]  # fmt: skip
+            nats_server_binary(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-m",
+            "-1",
+            "-c",
+            str(conf),
+            "--ports_file_dir",
+            str(ports_dir),
+            "-l",
+            str(self.log_file),
+        ]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent(signal.SIGTERM)
         )
@@ -223,9 +234,13 @@ def _initdb_error(bindir: Path, owner: tuple[int, int] | None) -> str | None:
     """None if `initdb --version` (about 4 ms) runs from `bindir` as `owner`, else why not."""
     try:
         res = subprocess.run(
-            [str(bindir / "initdb"), "--version"], stdin=subprocess.DEVNULL, capture_output=True,
-            cwd="/", timeout=30, **_as_user(owner),  # type: ignore[call-overload]
-        )  # fmt: skip
+            [str(bindir / "initdb"), "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            cwd="/",
+            timeout=30,
+            **_as_user(owner),  # type: ignore[call-overload]
+        )
     except (OSError, subprocess.SubprocessError) as e:
         return str(e)
     if res.returncode != 0:
@@ -250,8 +265,13 @@ def pginstall_stand_in(pginstall: Path) -> Path:
     bin/postgres, names of the libs), so a reinstalled or upgraded wheel never reuses an old copy."""
     postgres = (pginstall / "bin" / "postgres").stat()
     libs = _libs_dir(pginstall)
-    key = [str(pginstall), postgres.st_size, postgres.st_mtime_ns, postgres.st_ino,
-           sorted(os.listdir(libs)) if libs.is_dir() else []]  # fmt: skip
+    key = [
+        str(pginstall),
+        postgres.st_size,
+        postgres.st_mtime_ns,
+        postgres.st_ino,
+        sorted(os.listdir(libs)) if libs.is_dir() else [],
+    ]
     return _VAR_TMP / f"{_COPY_PREFIX}{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}"
 
 
@@ -427,10 +447,22 @@ class PostgresServer:
         if not (pgdata / "PG_VERSION").exists():
             shutil.rmtree(pgdata, ignore_errors=True)
             res = subprocess.run(
-                [str(bindir / "initdb"), "-D", str(pgdata), "-U", self.user, "--auth=trust",
-                 "-E", "UTF8", "--no-locale", "--no-instructions"],
-                capture_output=True, cwd=str(self.data_dir), **_as_user(self._owner),  # type: ignore[call-overload]
-            )  # fmt: skip
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    self.user,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                cwd=str(self.data_dir),
+                **_as_user(self._owner),  # type: ignore[call-overload]
+            )
             if res.returncode != 0:
                 raise DevStackError(f"initdb failed: {res.stderr.decode(errors='replace')[-2000:]}")
         (pgdata / "postmaster.pid").unlink(missing_ok=True)  # stale after a crash
@@ -439,18 +471,36 @@ class PostgresServer:
         durability = "on" if fsync else "off"
         # TCP only: a socket path could pass the 107-byte limit of sun_path in a deep data dir.
         cmd = [
-            str(bindir / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1",
-            "-p", str(self.port), "-c", "unix_socket_directories=",
-            "-c", f"fsync={durability}", "-c", f"synchronous_commit={durability}",
-            "-c", f"full_page_writes={durability}",
-            "-c", "max_connections=300", "-c", "shared_buffers=128MB",
-        ]  # fmt: skip
+            str(bindir / "postgres"),
+            "-D",
+            str(pgdata),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            f"fsync={durability}",
+            "-c",
+            f"synchronous_commit={durability}",
+            "-c",
+            f"full_page_writes={durability}",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=128MB",
+        ]
         # SIGINT is PostgreSQL's fast shutdown: it stops even with clients connected.
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
-            cwd=str(self.data_dir), preexec_fn=_die_with_parent(signal.SIGINT),
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=logfile,
+            cwd=str(self.data_dir),
+            preexec_fn=_die_with_parent(signal.SIGINT),
             **_as_user(self._owner),  # type: ignore[call-overload]
-        )  # fmt: skip
+        )
         logfile.close()
         isready = [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
 

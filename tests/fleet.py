@@ -17,13 +17,19 @@ from probefleet.probe.config import ProbeConfig
 REGION_ADDRESSES = {"us-east": "127.0.0.11", "eu-west": "127.0.0.12", "ap-south": "127.0.0.13"}
 
 
-async def start_probes(nats_url: str, regions: Iterable[str] = REGION_ADDRESSES,
-                       **overrides: object) -> list[Agent]:  # fmt: skip
+async def start_probes(
+    nats_url: str, regions: Iterable[str] = REGION_ADDRESSES, **overrides: object
+) -> list[Agent]:
     agents = []
     for region in regions:
-        cfg = ProbeConfig(nats_url=nats_url, region=region,
-                          source_address=REGION_ADDRESSES[region], probe_id=f"test-{region}",
-                          heartbeat_interval=0.5, **overrides)  # type: ignore[arg-type]  # fmt: skip
+        cfg = ProbeConfig(
+            nats_url=nats_url,
+            region=region,
+            source_address=REGION_ADDRESSES[region],
+            probe_id=f"test-{region}",
+            heartbeat_interval=0.5,
+            **overrides,
+        )  # type: ignore[arg-type]
         agent = Agent(cfg)
         await agent.start()
         agents.append(agent)

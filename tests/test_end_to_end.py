@@ -40,8 +40,9 @@ async def test_it_checks_from_three_regions_and_follows_the_target(
     headers = {"Authorization": f"Bearer {ctl.admin_key}"}
     try:
         async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
-            r = await api.post("/api/v1/monitors", json={"name": "t", "url": target.url,
-                                                         "check_interval": 1, "timeout": 2})  # fmt: skip
+            r = await api.post(
+                "/api/v1/monitors", json={"name": "t", "url": target.url, "check_interval": 1, "timeout": 2}
+            )
             assert r.status == 201
             mid = (await r.json())["data"]["id"]
 
@@ -81,8 +82,10 @@ async def test_it_loses_and_duplicates_no_result_across_a_controller_restart(
     async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
         ids = []
         for i in range(20):
-            r = await api.post("/api/v1/monitors", json={"name": f"m{i}", "url": target.url,
-                                                         "check_interval": 1, "timeout": 2})  # fmt: skip
+            r = await api.post(
+                "/api/v1/monitors",
+                json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 2},
+            )
             ids.append((await r.json())["data"]["id"])
     await asyncio.sleep(2.5)
     await ctl.stop()  # results keep streaming into JetStream while no controller runs

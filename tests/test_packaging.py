@@ -8,8 +8,8 @@ import re
 import subprocess
 import sys
 import threading
-import zipfile
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 

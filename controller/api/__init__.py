@@ -19,8 +19,12 @@ def routes() -> list[web.RouteDef]:
 
 def aliases(defs: list[web.RouteDef]) -> list[web.RouteDef]:
     """Each /api/v1/ route again under every alias prefix."""
-    return [web.RouteDef(d.method, prefix + d.path.removeprefix(CANONICAL), d.handler, d.kwargs)
-            for prefix in ALIAS_PREFIXES for d in defs if d.path.startswith(CANONICAL)]  # fmt: skip
+    return [
+        web.RouteDef(d.method, prefix + d.path.removeprefix(CANONICAL), d.handler, d.kwargs)
+        for prefix in ALIAS_PREFIXES
+        for d in defs
+        if d.path.startswith(CANONICAL)
+    ]
 
 
 @functools.cache

@@ -54,8 +54,9 @@ async def announce_revoked(app: web.Application, prefix: str) -> None:
     """Drop the key here, then on every live controller; wait (at most REVOKE_WAIT) until
     each confirmed, so the key is refused everywhere once the DELETE has answered."""
     app[keys.KEYCACHE].forget(prefix)
-    await broadcast.announce(app, subjects.api_key_revoked(), prefix.encode(), wait=REVOKE_WAIT,
-                             what=f"revoke of prefix={prefix}")  # fmt: skip
+    await broadcast.announce(
+        app, subjects.api_key_revoked(), prefix.encode(), wait=REVOKE_WAIT, what=f"revoke of prefix={prefix}"
+    )
 
 
 async def keycache_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -46,13 +46,11 @@ async def read_json(request: web.Request) -> Any:
         raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY} bytes")
     raw = await request.read()
     if not raw.strip():
-        raise ApiError(400, "bad_request", "Request body must be valid JSON",
-                       {"body": "empty body"})  # fmt: skip
+        raise ApiError(400, "bad_request", "Request body must be valid JSON", {"body": "empty body"})
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
-        raise ApiError(400, "bad_request", "Request body must be valid JSON",
-                       {"body": str(e)}) from None  # fmt: skip
+        raise ApiError(400, "bad_request", "Request body must be valid JSON", {"body": str(e)}) from None
 
 
 def path_id(request: web.Request, name: str = "id", what: str = "resource") -> int:
@@ -95,16 +93,20 @@ async def require(request: web.Request, scope: str) -> dict[str, Any]:
     """The calling key if it holds `scope` (or admin); else 401 or 403."""
     key = bearer(request)
     if not key:
-        raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer <key>",
-                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing API key: send Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     row = await auth.authenticate(request.app, key, now_utc())
     if row is None:
-        raise ApiError(401, "unauthorized", "invalid, revoked or expired API key",
-                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise ApiError(
+            401, "unauthorized", "invalid, revoked or expired API key", headers={"WWW-Authenticate": "Bearer"}
+        )
     ratelimit.check(request, row)
     scopes = set(row["scopes"])
     if scope not in scopes and "admin" not in scopes:
-        raise ApiError(403, "forbidden", f"this key lacks the scope {scope!r}",
-                       {"required_scope": scope})  # fmt: skip
+        raise ApiError(403, "forbidden", f"this key lacks the scope {scope!r}", {"required_scope": scope})
     request[keys.API_KEY] = row
     return row

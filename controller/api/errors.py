@@ -19,9 +19,13 @@ class ApiError(Exception):
     """An error the client can act on; rendered as the JSON envelope."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: dict[str, object] | None = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, object] | None = None,
         headers: dict[str, str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -48,8 +52,10 @@ def from_msgspec(err: msgspec.ValidationError, prefix: str = "") -> ValidationFa
     if " - at `$" in text:
         text, _, path = text.rpartition(" - at `$")
         path = path.rstrip("`").lstrip(".")
-    for start, message in (("Object missing required field `", "required field"),
-                           ("Object contains unknown field `", "unknown field")):  # fmt: skip
+    for start, message in (
+        ("Object missing required field `", "required field"),
+        ("Object contains unknown field `", "unknown field"),
+    ):
         if text.startswith(start):
             name = text.split("`")[1]
             path = f"{path}.{name}" if path else name
@@ -68,17 +74,28 @@ def convert(data: dict[str, Any], struct: type[S]) -> S:
         raise from_msgspec(e) from None
 
 
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-                 415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited"}  # fmt: skip
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
 
 
 def error_response(err: ApiError) -> web.Response:
     body = {"error": {"code": err.code, "message": err.message, "details": err.details}}
     return web.Response(
-        body=msgspec.json.encode(body), status=err.status, content_type="application/json",
+        body=msgspec.json.encode(body),
+        status=err.status,
+        content_type="application/json",
         headers=err.headers,
-    )  # fmt: skip
+    )
 
 
 @web.middleware

@@ -29,11 +29,16 @@ async def list_events(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, 1, 100) or 50
     kinds = [k for k in request.query.get("kind", "").split(",") if k] or None
     rows = await store.list_page(
-        request.app[keys.POOL], after_id=int(cursor), limit=limit + 1, kinds=kinds,
+        request.app[keys.POOL],
+        after_id=int(cursor),
+        limit=limit + 1,
+        kinds=kinds,
         monitor_id=int_param(request, "monitor_id", None, 1, 2**62, alias="monitorId"),
         incident_id=int_param(request, "incident_id", None, 1, 2**62, alias="incidentId"),
-        since=parse_time(request, "from"), until=parse_time(request, "to"), hide=_hidden(key),
-    )  # fmt: skip
+        since=parse_time(request, "from"),
+        until=parse_time(request, "to"),
+        hide=_hidden(key),
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     return ok(rows, meta={"has_more": more, "next_cursor": str(rows[-1]["id"]) if more else None})

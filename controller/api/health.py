@@ -49,15 +49,20 @@ async def health_details(request: web.Request) -> web.Response:
     scheduler = app[keys.SCHEDULER]
     regions = msgspec.to_builtins(worker_regions(app))
     ok_all = db["status"] == "ok" and nc.is_connected
-    return ok({
-        "status": "ok" if ok_all else "degraded",
-        "version": VERSION,
-        "server_time": now_utc(),
-        "controller_id": app[keys.CONFIG].controller_id,
-        "database": db,
-        "nats": {"status": "ok" if nc.is_connected else "disconnected",
-                 "server": nc.connected_url.netloc if nc.connected_url else None},
-        "scheduler": {"monitors_scheduled": len(scheduler.entries)},
-        "regions": [{"id": r["id"], "is_active": r["is_active"], "probe_count": r["probe_count"]}
-                    for r in regions],
-    })  # fmt: skip
+    return ok(
+        {
+            "status": "ok" if ok_all else "degraded",
+            "version": VERSION,
+            "server_time": now_utc(),
+            "controller_id": app[keys.CONFIG].controller_id,
+            "database": db,
+            "nats": {
+                "status": "ok" if nc.is_connected else "disconnected",
+                "server": nc.connected_url.netloc if nc.connected_url else None,
+            },
+            "scheduler": {"monitors_scheduled": len(scheduler.entries)},
+            "regions": [
+                {"id": r["id"], "is_active": r["is_active"], "probe_count": r["probe_count"]} for r in regions
+            ],
+        }
+    )

@@ -50,17 +50,29 @@ def public(row: dict[str, Any], request: web.Request, token: str | None = None) 
     spec = heartbeats.decode_spec(row["spec"])
     assert spec is not None
     out: dict[str, Any] = {
-        "id": row["id"], "name": row["name"], "type": "heartbeat",
-        "run_interval": spec.run_interval, "grace_period": spec.grace_period, "cron": spec.cron,
-        "tz": spec.tz, "is_enabled": row["enabled"], "tags": list(row["tags"]),
-        "status": row["status"], "is_ok": row["status"] == "up",
-        "last_ping_at": row.get("last_ping_at"), "last_ping_kind": row.get("last_ping_kind"),
-        "last_success": row["last_success"], "last_failure": row["last_failure"],
-        "next_deadline": row.get("deadline"), "deadline_reason": row.get("deadline_reason"),
-        "open_runs": len(row.get("runs") or {}), "token_hint": row.get("token_hint"),
-        "status_changed_at": row["status_changed_at"], "created_at": row["created_at"],
+        "id": row["id"],
+        "name": row["name"],
+        "type": "heartbeat",
+        "run_interval": spec.run_interval,
+        "grace_period": spec.grace_period,
+        "cron": spec.cron,
+        "tz": spec.tz,
+        "is_enabled": row["enabled"],
+        "tags": list(row["tags"]),
+        "status": row["status"],
+        "is_ok": row["status"] == "up",
+        "last_ping_at": row.get("last_ping_at"),
+        "last_ping_kind": row.get("last_ping_kind"),
+        "last_success": row["last_success"],
+        "last_failure": row["last_failure"],
+        "next_deadline": row.get("deadline"),
+        "deadline_reason": row.get("deadline_reason"),
+        "open_runs": len(row.get("runs") or {}),
+        "token_hint": row.get("token_hint"),
+        "status_changed_at": row["status_changed_at"],
+        "created_at": row["created_at"],
         "updated_at": row["updated_at"],
-    }  # fmt: skip
+    }
     if token is not None:
         out["token"] = token
         out["ping_url"] = f"{request.url.origin()}/api/v1/heartbeat/{token}"
@@ -71,8 +83,9 @@ async def attach(conn: Any, row: dict[str, Any]) -> str:
     """Give a heartbeat monitor its state row and a fresh token; return the token."""
     token = new_token()
     state = heartbeats.state_of({**row, "anchor_at": row["created_at"], "runs": {}})
-    await store.create(conn, row["id"], digest(token), token[:4], row["created_at"],
-                       heartbeats.deadline(state))  # fmt: skip
+    await store.create(
+        conn, row["id"], digest(token), token[:4], row["created_at"], heartbeats.deadline(state)
+    )
     return token
 
 
@@ -232,8 +245,12 @@ def parse_signal(tail: str | None) -> tuple[str, int | None]:
         code = int(tail)
         return ("success" if code == 0 else "fail"), code
     metrics.HEARTBEAT_PINGS_REJECTED.labels("bad_signal").inc()
-    raise ApiError(400, "bad_request", "signal must be start, fail, log or an exit code 0-255",
-                   {"signal": "malformed exit code or unknown signal"})  # fmt: skip
+    raise ApiError(
+        400,
+        "bad_request",
+        "signal must be start, fail, log or an exit code 0-255",
+        {"signal": "malformed exit code or unknown signal"},
+    )
 
 
 def parse_rid(request: web.Request) -> str | None:
@@ -242,8 +259,12 @@ def parse_rid(request: web.Request) -> str | None:
         return None
     if not heartbeats.RUN_ID_RE.match(rid):
         metrics.HEARTBEAT_PINGS_REJECTED.labels("bad_rid").inc()
-        raise ApiError(400, "bad_request", "malformed run id",
-                       {"rid": "use 1-64 letters, digits, '.', '_', ':' or '-' (a UUID fits)"})  # fmt: skip
+        raise ApiError(
+            400,
+            "bad_request",
+            "malformed run id",
+            {"rid": "use 1-64 letters, digits, '.', '_', ':' or '-' (a UUID fits)"},
+        )
     return rid
 
 
@@ -288,15 +309,24 @@ async def _ping(request: web.Request, monitor_id: int, kind: str, exit_code: int
     rid = parse_rid(request)
     body = await read_body(request)
     ua = request.headers.get("User-Agent")
-    ping = heartbeats.Ping(monitor_id=monitor_id, at=now_utc(), kind=kind, exit_code=exit_code, rid=rid,
-                           source=request.remote, user_agent=ua[:300] if ua else None,
-                           method=request.method, body=body)  # fmt: skip
+    ping = heartbeats.Ping(
+        monitor_id=monitor_id,
+        at=now_utc(),
+        kind=kind,
+        exit_code=exit_code,
+        rid=rid,
+        source=request.remote,
+        user_agent=ua[:300] if ua else None,
+        method=request.method,
+        body=body,
+    )
     try:
         stored = await request.app[keys.PINGS].submit(ping)
     except Exception:
         metrics.HEARTBEAT_PINGS_REJECTED.labels("unavailable").inc()
-        raise ApiError(503, "unavailable", "could not store the ping; retry",
-                       headers={"Retry-After": "1"}) from None  # fmt: skip
+        raise ApiError(
+            503, "unavailable", "could not store the ping; retry", headers={"Retry-After": "1"}
+        ) from None
     if not stored:
         metrics.HEARTBEAT_PINGS_REJECTED.labels("unknown_token").inc()
         raise not_found("heartbeat")

@@ -24,14 +24,32 @@ from probefleet.controller.storage import monitors as monitor_store
 SEVERITIES = ("low", "medium", "high", "critical")
 SEVERITY_ALIASES = {"info": "low", "minor": "low", "warning": "medium", "major": "high", "sev1": "critical"}
 FIELD_ALIASES = {
-    "monitorId": "monitor_id", "externalTicketId": "external_ticket_id", "ticket_id": "external_ticket_id",
-    "external_id": "external_ticket_id", "state": "status", "assigned_to": "assignee", "note": "notes",
+    "monitorId": "monitor_id",
+    "externalTicketId": "external_ticket_id",
+    "ticket_id": "external_ticket_id",
+    "external_id": "external_ticket_id",
+    "state": "status",
+    "assigned_to": "assignee",
+    "note": "notes",
     "incidentId": "incident_id",
-}  # fmt: skip
+}
 Text = Annotated[str, Meta(max_length=2000)]
-CSV_FIELDS = ("id", "monitor_id", "monitor_name", "title", "status", "severity", "started_at",
-              "resolved_at", "duration", "root_cause", "affected_regions", "checks_failed",
-              "checks_total", "external_ticket_id")  # fmt: skip
+CSV_FIELDS = (
+    "id",
+    "monitor_id",
+    "monitor_name",
+    "title",
+    "status",
+    "severity",
+    "started_at",
+    "resolved_at",
+    "duration",
+    "root_cause",
+    "affected_regions",
+    "checks_failed",
+    "checks_total",
+    "external_ticket_id",
+)
 
 
 class TriggerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -56,18 +74,32 @@ def public(row: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any
     end = row["resolved_at"] or now or now_utc()
     duration = round((end - row["started_at"]).total_seconds(), 3)
     return {
-        "id": row["id"], "monitor_id": row["monitor_id"], "monitor_name": row["monitor_name"],
-        "title": row["title"], "status": row["status"], "is_resolved": row["status"] == "resolved",
-        "severity": row["severity"], "started_at": row["started_at"],
-        "acknowledged_at": row["acknowledged_at"], "resolved_at": row["resolved_at"],
-        "duration": duration, "mttr": duration if row["resolved_at"] else None,
-        "root_cause": row["root_cause"], "root_cause_category": row["root_reason"],
-        "affected_regions": list(row["affected_regions"]), "checks_failed": row["checks_failed"],
-        "checks_total": row["checks_total"], "assignee": row["assignee"], "notes": row["notes"],
-        "external_ticket_id": row["external_ticket_id"], "manual": row["manual"],
-        "suppressed": row["suppressed"], "cause_monitor_id": row["cause_monitor_id"],
-        "created_at": row["created_at"], "updated_at": row["updated_at"],
-    }  # fmt: skip
+        "id": row["id"],
+        "monitor_id": row["monitor_id"],
+        "monitor_name": row["monitor_name"],
+        "title": row["title"],
+        "status": row["status"],
+        "is_resolved": row["status"] == "resolved",
+        "severity": row["severity"],
+        "started_at": row["started_at"],
+        "acknowledged_at": row["acknowledged_at"],
+        "resolved_at": row["resolved_at"],
+        "duration": duration,
+        "mttr": duration if row["resolved_at"] else None,
+        "root_cause": row["root_cause"],
+        "root_cause_category": row["root_reason"],
+        "affected_regions": list(row["affected_regions"]),
+        "checks_failed": row["checks_failed"],
+        "checks_total": row["checks_total"],
+        "assignee": row["assignee"],
+        "notes": row["notes"],
+        "external_ticket_id": row["external_ticket_id"],
+        "manual": row["manual"],
+        "suppressed": row["suppressed"],
+        "cause_monitor_id": row["cause_monitor_id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
 
 
 def _body(raw: object, struct: type[msgspec.Struct]) -> Any:
@@ -84,8 +116,9 @@ def severity(value: str, field: str = "severity") -> str:
     return s
 
 
-def parse_time(request: web.Request, name: str, alias: str | None = None, *, end: bool = False
-               ) -> dt.datetime | None:  # fmt: skip
+def parse_time(
+    request: web.Request, name: str, alias: str | None = None, *, end: bool = False
+) -> dt.datetime | None:
     """An ISO 8601 time (naive means UTC) or a date; as an `end`, a date covers its whole day."""
     raw = request.query.get(name, request.query.get(alias) if alias else None)
     if raw is None:
@@ -99,8 +132,9 @@ def parse_time(request: web.Request, name: str, alias: str | None = None, *, end
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-def int_param(request: web.Request, name: str, default: int | None, lo: int, hi: int,
-              alias: str | None = None) -> int | None:  # fmt: skip
+def int_param(
+    request: web.Request, name: str, default: int | None, lo: int, hi: int, alias: str | None = None
+) -> int | None:
     raw = request.query.get(name, request.query.get(alias) if alias else None)
     if raw is None:
         return default
@@ -133,18 +167,28 @@ async def list_incidents(request: web.Request) -> web.Response:
     monitor_id = int_param(request, "monitor_id", None, 1, 2**62, alias="monitorId")
     cursor = _cursor(request.query.get("cursor"))
     pool = request.app[keys.POOL]
-    rows = await store.list_page(pool, monitor_id=monitor_id, status=status,
-                                 since=parse_time(request, "from", "start_date"),
-                                 until=parse_time(request, "to", "end_date", end=True),
-                                 limit=limit + 1, offset=offset, before=cursor)  # fmt: skip
+    rows = await store.list_page(
+        pool,
+        monitor_id=monitor_id,
+        status=status,
+        since=parse_time(request, "from", "start_date"),
+        until=parse_time(request, "to", "end_date", end=True),
+        limit=limit + 1,
+        offset=offset,
+        before=cursor,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     now = now_utc()
     items = [public(r, now) for r in rows]
     if request.query.get("format") == "csv":
         return _csv(items)
-    meta = {"count": len(items), "has_more": more, "next_cursor": _make_cursor(rows[-1]) if more else None,
-            "mttr": await store.mttr_seconds(pool, monitor_id)}  # fmt: skip
+    meta = {
+        "count": len(items),
+        "has_more": more,
+        "next_cursor": _make_cursor(rows[-1]) if more else None,
+        "mttr": await store.mttr_seconds(pool, monitor_id),
+    }
     return ok(items, meta=meta)
 
 
@@ -158,8 +202,11 @@ def _csv(items: list[dict[str, Any]]) -> web.Response:
         for k in ("started_at", "resolved_at"):
             row[k] = incidents.iso(item[k]) or ""
         writer.writerow(row)
-    return web.Response(text=out.getvalue(), content_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="incidents.csv"'})  # fmt: skip
+    return web.Response(
+        text=out.getvalue(),
+        content_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="incidents.csv"'},
+    )
 
 
 async def get_incident(request: web.Request) -> web.Response:
@@ -185,8 +232,9 @@ async def trigger_incident(request: web.Request) -> web.Response:
         incident_id = fields.pop("incident_id")
         if not isinstance(incident_id, int) or isinstance(incident_id, bool) or incident_id < 1:
             raise ValidationFailed({"incident_id": "must be an incident id"})
-        return await _change(request, incident_id, fields, missing=ValidationFailed(
-            {"incident_id": "no such incident"}))  # fmt: skip
+        return await _change(
+            request, incident_id, fields, missing=ValidationFailed({"incident_id": "no such incident"})
+        )
     body: TriggerBody = _body(raw, TriggerBody)
     sev = severity(body.severity)
     now = now_utc()
@@ -198,14 +246,26 @@ async def trigger_incident(request: web.Request) -> web.Response:
             raise ValidationFailed({"title": "required when no monitor_id is given"})
         title = body.title or f"{monitor['name'] if monitor else ''} incident"
         incident_id = await store.open_incident(
-            conn, monitor_id=body.monitor_id, title=title, severity=sev, started_at=now,
-            root_cause=body.root_cause, manual=True, external_ticket_id=body.external_ticket_id,
+            conn,
+            monitor_id=body.monitor_id,
+            title=title,
+            severity=sev,
+            started_at=now,
+            root_cause=body.root_cause,
+            manual=True,
+            external_ticket_id=body.external_ticket_id,
             notes=body.notes,
-        )  # fmt: skip
+        )
         if incident_id is None:
             raise ApiError(409, "conflict", "this monitor already has an open incident")
-        await store.add_timeline(conn, incident_id, now, "opened", "triggered manually",
-                                 {"external_ticket_id": body.external_ticket_id})  # fmt: skip
+        await store.add_timeline(
+            conn,
+            incident_id,
+            now,
+            "opened",
+            "triggered manually",
+            {"external_ticket_id": body.external_ticket_id},
+        )
         row = await store.get(conn, incident_id)
         assert row is not None
         await incidents.emit(conn, "incident.opened", now, monitor=monitor, incident=row)
@@ -222,8 +282,11 @@ async def _change(request: web.Request, incident_id: int, raw: object, *, missin
     body: PatchBody = _body(raw, PatchBody)
     if body.status not in (None, "acknowledged", "resolved", "active"):
         raise ValidationFailed({"status": "must be acknowledged or resolved"})
-    fields = {k: getattr(body, k) for k in ("assignee", "notes", "title", "external_ticket_id")
-              if getattr(body, k) is not None}  # fmt: skip
+    fields = {
+        k: getattr(body, k)
+        for k in ("assignee", "notes", "title", "external_ticket_id")
+        if getattr(body, k) is not None
+    }
     if body.severity is not None:
         fields["severity"] = severity(body.severity)
     now = now_utc()
@@ -236,8 +299,14 @@ async def _change(request: web.Request, incident_id: int, raw: object, *, missin
     return ok(public(row))
 
 
-async def change_incident(conn: Tx, row: dict[str, Any], monitor: dict[str, Any] | None, status: str | None,
-                  fields: dict[str, Any], now: dt.datetime) -> dict[str, Any]:  # fmt: skip
+async def change_incident(
+    conn: Tx,
+    row: dict[str, Any],
+    monitor: dict[str, Any] | None,
+    status: str | None,
+    fields: dict[str, Any],
+    now: dt.datetime,
+) -> dict[str, Any]:
     incident_id = row["id"]
     if status in ("acknowledged", "resolved", "active") and row["status"] == "resolved":
         if status != "resolved" or fields:
@@ -253,8 +322,14 @@ async def change_incident(conn: Tx, row: dict[str, Any], monitor: dict[str, Any]
         if acked is None:
             raise ApiError(409, "conflict", "the incident changed meanwhile; retry")
         kind = "incident.acknowledged"
-        await store.add_timeline(conn, incident_id, now, "acknowledged", fields.get("notes") or "",
-                                 {"assignee": fields.get("assignee")})  # fmt: skip
+        await store.add_timeline(
+            conn,
+            incident_id,
+            now,
+            "acknowledged",
+            fields.get("notes") or "",
+            {"assignee": fields.get("assignee")},
+        )
     elif status == "resolved":
         if await store.resolve(conn, incident_id, now) is None:
             raise ApiError(409, "conflict", "the incident changed meanwhile; retry")

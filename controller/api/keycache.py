@@ -37,8 +37,9 @@ class KeyCache:
             return None
         return entry.row
 
-    def put(self, digest: str, prefix: str, row: dict[str, Any], generation: int,
-            now: float | None = None) -> None:  # fmt: skip
+    def put(
+        self, digest: str, prefix: str, row: dict[str, Any], generation: int, now: float | None = None
+    ) -> None:
         """Cache `row` unless a revoke arrived since `generation` was read."""
         if self.ttl <= 0 or generation != self.generation:
             return

@@ -45,8 +45,12 @@ class ApiKeyCreated(ApiKey, kw_only=True):
     key: str  # the full key, shown only in the create response
 
 
-ALIASES = {"expiresAt": "expires_at", "expiresInDays": "expires_in_days", "permissions": "scopes",
-           "rateLimit": "rate_limit"}  # fmt: skip
+ALIASES = {
+    "expiresAt": "expires_at",
+    "expiresInDays": "expires_in_days",
+    "permissions": "scopes",
+    "rateLimit": "rate_limit",
+}
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +86,9 @@ async def create_key(request: web.Request) -> web.Response:
     expires = req.expires_at
     if expires is None and req.expires_in_days is not None:
         expires = now + dt.timedelta(days=req.expires_in_days)
-    key, row = await store.create(request.app[keys.POOL], req.name, sorted(set(req.scopes)), expires,
-                                  rate_limit=req.rate_limit)  # fmt: skip
+    key, row = await store.create(
+        request.app[keys.POOL], req.name, sorted(set(req.scopes)), expires, rate_limit=req.rate_limit
+    )
     return ok({**public(row), "key": key}, status=201)
 
 

@@ -17,11 +17,22 @@ from probefleet.controller.storage import incidents as store
 
 WINDOW = "maintenance window"
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-ALIASES = {"monitors": "monitor_ids", "monitorIds": "monitor_ids", "timezone": "time_zone",
-           "tz": "time_zone", "timeZone": "time_zone", "duration_s": "duration",
-           "duration_seconds": "duration", "start": "starts_at", "end": "ends_at",
-           "startsAt": "starts_at", "endsAt": "ends_at", "startTime": "start_time",
-           "days_of_week": "days", "is_enabled": "enabled"}  # fmt: skip
+ALIASES = {
+    "monitors": "monitor_ids",
+    "monitorIds": "monitor_ids",
+    "timezone": "time_zone",
+    "tz": "time_zone",
+    "timeZone": "time_zone",
+    "duration_s": "duration",
+    "duration_seconds": "duration",
+    "start": "starts_at",
+    "end": "ends_at",
+    "startsAt": "starts_at",
+    "endsAt": "ends_at",
+    "startTime": "start_time",
+    "days_of_week": "days",
+    "is_enabled": "enabled",
+}
 
 
 class WindowBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -39,13 +50,23 @@ class WindowBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
     w = maintenance.from_row(row)
-    return {"id": row["id"], "name": row["name"], "monitor_ids": list(row["monitor_ids"]),
-            "tags": list(row["tags"]), "recurring": w.recurring, "starts_at": row["starts_at"],
-            "ends_at": row["ends_at"], "days": [DAY_NAMES[d] for d in row["days"]],
-            "start_time": row["start_time"].strftime("%H:%M") if row["start_time"] else None,
-            "duration": row["duration_s"], "time_zone": row["time_zone"], "enabled": row["enabled"],
-            "active_now": bool(maintenance.active([w], dt.datetime.now(dt.UTC))),
-            "created_at": row["created_at"], "updated_at": row["updated_at"]}  # fmt: skip
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "monitor_ids": list(row["monitor_ids"]),
+        "tags": list(row["tags"]),
+        "recurring": w.recurring,
+        "starts_at": row["starts_at"],
+        "ends_at": row["ends_at"],
+        "days": [DAY_NAMES[d] for d in row["days"]],
+        "start_time": row["start_time"].strftime("%H:%M") if row["start_time"] else None,
+        "duration": row["duration_s"],
+        "time_zone": row["time_zone"],
+        "enabled": row["enabled"],
+        "active_now": bool(maintenance.active([w], dt.datetime.now(dt.UTC))),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
 
 
 def _day(value: int | str) -> int | None:
@@ -89,10 +110,18 @@ def parse(raw: object) -> dict[str, Any]:
         errors["ends_at"] = "must be after starts_at"
     if errors:
         raise ValidationFailed(errors)
-    return {"name": body.name, "monitor_ids": body.monitor_ids, "tags": body.tags,
-            "starts_at": body.starts_at, "ends_at": body.ends_at, "days": sorted(set(days)),
-            "start_time": start_time, "duration_s": body.duration,
-            "time_zone": body.time_zone, "enabled": body.enabled}  # fmt: skip
+    return {
+        "name": body.name,
+        "monitor_ids": body.monitor_ids,
+        "tags": body.tags,
+        "starts_at": body.starts_at,
+        "ends_at": body.ends_at,
+        "days": sorted(set(days)),
+        "start_time": start_time,
+        "duration_s": body.duration,
+        "time_zone": body.time_zone,
+        "enabled": body.enabled,
+    }
 
 
 def _editable(row: dict[str, Any]) -> dict[str, Any]:

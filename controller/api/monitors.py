@@ -27,8 +27,14 @@ from probefleet.shared import subjects
 MAX_PAGE = 100
 MAX_BULK = 1000
 # Status names of the reference services, mapped onto ours.
-STATUS_ALIASES = {"online": "up", "offline": "down", "warning": "degraded", "active": "up",
-                  "inactive": "paused", "failing": "down"}  # fmt: skip
+STATUS_ALIASES = {
+    "online": "up",
+    "offline": "down",
+    "warning": "degraded",
+    "active": "up",
+    "inactive": "paused",
+    "failing": "down",
+}
 STATUSES = ("up", "down", "degraded", "unknown", "pending", "paused")
 
 
@@ -184,17 +190,24 @@ async def _optional_body(request: web.Request, struct: type[PauseRequest]) -> Pa
         raise from_msgspec(e) from None
 
 
-async def pause_or_resume(conn: Any, row: dict[str, Any], paused: bool, reason: str | None,
-                          now: dt.datetime) -> dict[str, Any]:  # fmt: skip
+async def pause_or_resume(
+    conn: Any, row: dict[str, Any], paused: bool, reason: str | None, now: dt.datetime
+) -> dict[str, Any]:
     """Pause or resume one monitor and write its event in the same transaction; a monitor
     already in that state is returned unchanged (idempotent)."""
     changed = await store.set_paused(conn, row["id"], paused, reason)
     if changed is None:
         return row
     previous = changed.pop("previous_status")
-    await incidents.emit(conn, "monitor.paused" if paused else "monitor.resumed", now,
-                         monitor=changed, status=changed["status"], previous=previous,
-                         extra={"reason": reason} if reason else None)  # fmt: skip
+    await incidents.emit(
+        conn,
+        "monitor.paused" if paused else "monitor.resumed",
+        now,
+        monitor=changed,
+        status=changed["status"],
+        previous=previous,
+        extra={"reason": reason} if reason else None,
+    )
     return changed
 
 
@@ -229,10 +242,16 @@ async def check_monitor(request: web.Request) -> web.Response:
         raise ApiError(409, "conflict", "a heartbeat monitor is checked by its pings, not by probes")
     cfg = request.app[keys.CONFIG]
     rule = consensus.Rule(mode=row["consensus"], quorum=row["quorum"])
-    result = await ondemand.run(request.app[keys.NC], request.app[keys.FLEET], monitor_id=monitor_id,
-                                spec=spec, check_timeout=float(row["timeout_s"]),
-                                locations=list(row["locations"]), rule=rule,
-                                grace=cfg.round_grace)  # fmt: skip
+    result = await ondemand.run(
+        request.app[keys.NC],
+        request.app[keys.FLEET],
+        monitor_id=monitor_id,
+        spec=spec,
+        check_timeout=float(row["timeout_s"]),
+        locations=list(row["locations"]),
+        rule=rule,
+        grace=cfg.round_grace,
+    )
     return ok({"monitor_id": monitor_id, **result})
 
 
@@ -278,8 +297,12 @@ def _filters(request: web.Request) -> store.Filters:
         wanted = [STATUS_ALIASES.get(s.strip().lower(), s.strip().lower()) for s in status.split(",")]
         bad = [s for s in wanted if s not in STATUSES]
         if bad:
-            raise ValidationFailed({"status": f"unknown status {bad[0]!r}; use one of "
-                                    f"{', '.join(STATUSES)} or online/offline/warning"})  # fmt: skip
+            raise ValidationFailed(
+                {
+                    "status": f"unknown status {bad[0]!r}; use one of "
+                    f"{', '.join(STATUSES)} or online/offline/warning"
+                }
+            )
         f.statuses = wanted
     if kind := q.get("type"):
         kind = kind.lower()
@@ -358,22 +381,37 @@ async def list_monitors(request: web.Request) -> web.Response:
     sort, desc = _sort(request)
     if "page" in request.query:
         page = _int_param(request, "page", 1, 1, 10_000_000)
-        rows = await store.list_filtered(pool, f, sort=sort, desc=desc, offset=(page - 1) * limit,
-                                         limit=limit)  # fmt: skip
+        rows = await store.list_filtered(
+            pool, f, sort=sort, desc=desc, offset=(page - 1) * limit, limit=limit
+        )
         total = await store.count_filtered(pool, f)
         pages = math.ceil(total / limit)
-        pagination = {"page": page, "limit": limit, "total": total, "pages": pages,
-                      "has_next": page < pages, "has_previous": page > 1}  # fmt: skip
-        body = {"data": [public(r) for r in rows], "pagination": pagination,
-                "meta": {"timestamp": now_utc(), "count": len(rows), "total": total}}  # fmt: skip
+        pagination = {
+            "page": page,
+            "limit": limit,
+            "total": total,
+            "pages": pages,
+            "has_next": page < pages,
+            "has_previous": page > 1,
+        }
+        body = {
+            "data": [public(r) for r in rows],
+            "pagination": pagination,
+            "meta": {"timestamp": now_utc(), "count": len(rows), "total": total},
+        }
         return json_response(body)
     if "offset" in request.query:
         offset = _int_param(request, "offset", 0, 0, 10_000_000)
         rows = await store.list_filtered(pool, f, sort=sort, desc=desc, offset=offset, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        meta: dict[str, Any] = {"count": len(rows), "has_more": more, "hasMore": more, "offset": offset,
-                                "next_offset": offset + limit if more else None}  # fmt: skip
+        meta: dict[str, Any] = {
+            "count": len(rows),
+            "has_more": more,
+            "hasMore": more,
+            "offset": offset,
+            "next_offset": offset + limit if more else None,
+        }
         return ok([public(r) for r in rows], meta=meta)
     cursor = request.query.get("cursor")
     after = decode_cursor(cursor, sort, desc) if cursor and cursor != "0" else None
@@ -404,8 +442,13 @@ class BulkUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     updates: dict[str, Any]
 
 
-BULK_ALIASES = {"ids": "monitor_ids", "monitorIds": "monitor_ids", "monitors": "monitor_ids",
-                "settings": "updates", "data": "updates"}  # fmt: skip
+BULK_ALIASES = {
+    "ids": "monitor_ids",
+    "monitorIds": "monitor_ids",
+    "monitors": "monitor_ids",
+    "settings": "updates",
+    "data": "updates",
+}
 
 
 def _bulk_body(body: object, struct: type[Any]) -> Any:
@@ -417,8 +460,9 @@ def _bulk_body(body: object, struct: type[Any]) -> Any:
         raise from_msgspec(e) from None
 
 
-async def _bulk(request: web.Request, action: str, ids: list[int], reason: str | None,
-                updates: dict[str, Any] | None) -> web.Response:  # fmt: skip
+async def _bulk(
+    request: web.Request, action: str, ids: list[int], reason: str | None, updates: dict[str, Any] | None
+) -> web.Response:
     """All or nothing: every id is checked inside one transaction; any error rolls back."""
     ids = list(dict.fromkeys(ids))
     regions = request.app[keys.CONFIG].region_ids()
@@ -426,8 +470,9 @@ async def _bulk(request: web.Request, action: str, ids: list[int], reason: str |
     changed: list[dict[str, Any]] = []
     async with request.app[keys.POOL].acquire() as conn, conn.transaction():
         rows = await store.get_many_for_update(conn, ids)
-        errors: dict[str, object] = {f"monitor_ids[{i}]": "no such monitor"
-                                     for i, mid in enumerate(ids) if mid not in rows}  # fmt: skip
+        errors: dict[str, object] = {
+            f"monitor_ids[{i}]": "no such monitor" for i, mid in enumerate(ids) if mid not in rows
+        }
         configs: dict[int, monitors.MonitorConfig] = {}
         if action == "update":
             for i, mid in enumerate(ids):
@@ -455,8 +500,12 @@ async def _bulk(request: web.Request, action: str, ids: list[int], reason: str |
     for mid in ids:
         row = next((r for r in changed if r["id"] == mid), None)
         await _changed(request, row, mid)
-    data = {"action": action, "monitor_ids": ids, "count": len(ids),
-            "monitors": await _public_many(request, changed) if changed else []}  # fmt: skip
+    data = {
+        "action": action,
+        "monitor_ids": ids,
+        "count": len(ids),
+        "monitors": await _public_many(request, changed) if changed else [],
+    }
     return ok(data)
 
 
@@ -496,12 +545,21 @@ def _region(request: web.Request) -> str | None:
 
 
 def log_entry(r: dict[str, Any]) -> dict[str, Any]:
-    return {"checked_at": r.get("started_at") or r["due"], "due": r["due"], "region": r["region"],
-            "attempt": r["attempt"], "on_demand": r["attempt"] == ondemand.ON_DEMAND_ATTEMPT,
-            "probe_id": r.get("probe_id"), "status": r["status"],
-            "is_ok": r["status"] in ("ok", "degraded"), "reason": r["reason"],
-            "error": r["message"] or None, "response_time": r["duration_ms"],
-            "status_code": r["status_code"], "timings": r.get("timings")}  # fmt: skip
+    return {
+        "checked_at": r.get("started_at") or r["due"],
+        "due": r["due"],
+        "region": r["region"],
+        "attempt": r["attempt"],
+        "on_demand": r["attempt"] == ondemand.ON_DEMAND_ATTEMPT,
+        "probe_id": r.get("probe_id"),
+        "status": r["status"],
+        "is_ok": r["status"] in ("ok", "degraded"),
+        "reason": r["reason"],
+        "error": r["message"] or None,
+        "response_time": r["duration_ms"],
+        "status_code": r["status_code"],
+        "timings": r.get("timings"),
+    }
 
 
 async def monitor_logs(request: web.Request) -> web.Response:
@@ -510,8 +568,9 @@ async def monitor_logs(request: web.Request) -> web.Response:
     monitor_id, _ = await _current(request)
     since, until = _span(request)
     limit = _int_param(request, "limit", 100, 1, 1000)
-    rows = await result_store.recent(request.app[keys.POOL], monitor_id, limit=limit, since=since,
-                                     until=until, region=_region(request))  # fmt: skip
+    rows = await result_store.recent(
+        request.app[keys.POOL], monitor_id, limit=limit, since=since, until=until, region=_region(request)
+    )
     return ok([log_entry(r) for r in rows], meta={"count": len(rows)})
 
 
@@ -533,12 +592,19 @@ async def monitor_history(request: web.Request) -> web.Response:
     for r in await store.results_of_rounds(pool, monitor_id, rounds):
         if region is None or r["region"] == region:
             by_round.setdefault((r["due"], r["attempt"]), []).append(log_entry(r))
-    data = [{"due": r["due"], "attempt": r["attempt"], "status": r["verdict"] or "open",
-             "is_ok": r["verdict"] in ("up", "degraded") if r["verdict"] else None,
-             "regions": list(r["regions"]), "answered": list(r["answered"]),
-             "closed_at": r["closed_at"],
-             "results": sorted(by_round.get((r["due"], r["attempt"]), []), key=lambda x: x["region"])}
-            for r in rounds]  # fmt: skip
+    data = [
+        {
+            "due": r["due"],
+            "attempt": r["attempt"],
+            "status": r["verdict"] or "open",
+            "is_ok": r["verdict"] in ("up", "degraded") if r["verdict"] else None,
+            "regions": list(r["regions"]),
+            "answered": list(r["answered"]),
+            "closed_at": r["closed_at"],
+            "results": sorted(by_round.get((r["due"], r["attempt"]), []), key=lambda x: x["region"]),
+        }
+        for r in rounds
+    ]
     return ok(data, meta={"count": len(data)})
 
 
@@ -549,16 +615,22 @@ class AlertSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Per-monitor alert settings (reference 001), read by the notifications dispatcher."""
 
     email_enabled: bool = False
-    email_recipients: Annotated[list[Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]],
-                                Meta(max_length=50)] = []  # fmt: skip
+    email_recipients: Annotated[
+        list[Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]], Meta(max_length=50)
+    ] = []
     slack_enabled: bool = False
     alert_on_recovery: bool = True
     alert_threshold: Annotated[int, Meta(ge=1, le=100)] = 1
 
 
-ALERT_ALIASES = {"emailEnabled": "email_enabled", "emailRecipients": "email_recipients",
-                 "slackEnabled": "slack_enabled", "alertOnRecovery": "alert_on_recovery",
-                 "alertThreshold": "alert_threshold", "recipients": "email_recipients"}  # fmt: skip
+ALERT_ALIASES = {
+    "emailEnabled": "email_enabled",
+    "emailRecipients": "email_recipients",
+    "slackEnabled": "slack_enabled",
+    "alertOnRecovery": "alert_on_recovery",
+    "alertThreshold": "alert_threshold",
+    "recipients": "email_recipients",
+}
 
 
 async def get_alerts(request: web.Request) -> web.Response:
@@ -581,8 +653,9 @@ async def put_alerts(request: web.Request) -> web.Response:
     if req.email_enabled and not req.email_recipients:
         raise ValidationFailed({"email_recipients": "required when email_enabled is true"})
     try:
-        settings = await store.put_alert_settings(request.app[keys.POOL], monitor_id,
-                                                  msgspec.to_builtins(req))  # fmt: skip
+        settings = await store.put_alert_settings(
+            request.app[keys.POOL], monitor_id, msgspec.to_builtins(req)
+        )
     except asyncpg.ForeignKeyViolationError:
         raise not_found("monitor") from None
     return ok({"monitor_id": monitor_id, **settings})

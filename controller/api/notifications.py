@@ -298,21 +298,30 @@ async def _channel_for_url(conn: Any, url: str, field: str, monitor: str, allow_
         raise ValidationFailed({field: next(iter(refused.values()))})
     if (found := await store.channel_with_url(conn, kind, config["url"])) is not None:
         return found
-    row = {"name": f"{kind} for {monitor}"[:200], "kind": kind, "config": msgspec.to_builtins(parsed),
-           "is_enabled": True, "reminder_minutes": None}  # fmt: skip
+    row = {
+        "name": f"{kind} for {monitor}"[:200],
+        "kind": kind,
+        "config": msgspec.to_builtins(parsed),
+        "is_enabled": True,
+        "reminder_minutes": None,
+    }
     return int((await store.insert_channel(conn, row))["id"])
 
 
-async def resolve_references(conn: Any, cfg: MonitorConfig, prefix: str = "", *,
-                             allow_private: bool) -> MonitorConfig:  # fmt: skip
+async def resolve_references(
+    conn: Any, cfg: MonitorConfig, prefix: str = "", *, allow_private: bool
+) -> MonitorConfig:
     """A monitor's `notifications` must name existing channels (a channel URL, reference
     004, names the channel of that URL, made when missing) and its `escalation_policy` one
     rule (by id or name): 422 with the field path otherwise. The config with channel and
     rule ids, ready to store."""
     errors: dict[str, object] = {}
-    channels = [entry if isinstance(entry, int) else
-                await _channel_for_url(conn, entry, f"{prefix}notifications[{i}]", cfg.name, allow_private)
-                for i, entry in enumerate(cfg.notifications)]  # fmt: skip
+    channels = [
+        entry
+        if isinstance(entry, int)
+        else await _channel_for_url(conn, entry, f"{prefix}notifications[{i}]", cfg.name, allow_private)
+        for i, entry in enumerate(cfg.notifications)
+    ]
     for missing in await store.missing_channels(conn, channels):
         errors[f"{prefix}notifications[{channels.index(missing)}]"] = "no such notification channel"
     policy = cfg.escalation_policy

@@ -166,11 +166,27 @@ class HealthDetails(msgspec.Struct, kw_only=True):
 
 
 TYPES: list[Any] = [
-    monitors.MonitorCommon, *monitors.SPEC_TYPES.values(), monitors_api.PauseRequest,
-    monitors_api.BulkAction, monitors_api.BulkUpdate, monitors_api.AlertSettings, AlertSettingsOut,
-    keys_api.ApiKeyCreate, keys_api.ApiKey, keys_api.ApiKeyCreated, regions.WorkerRegion, Error,
-    Monitor, CheckRun, LogEntry, HistoryEntry, BulkResult, Pagination, Health, HealthDetails,
-]  # fmt: skip
+    monitors.MonitorCommon,
+    *monitors.SPEC_TYPES.values(),
+    monitors_api.PauseRequest,
+    monitors_api.BulkAction,
+    monitors_api.BulkUpdate,
+    monitors_api.AlertSettings,
+    AlertSettingsOut,
+    keys_api.ApiKeyCreate,
+    keys_api.ApiKey,
+    keys_api.ApiKeyCreated,
+    regions.WorkerRegion,
+    Error,
+    Monitor,
+    CheckRun,
+    LogEntry,
+    HistoryEntry,
+    BulkResult,
+    Pagination,
+    Health,
+    HealthDetails,
+]
 
 
 def _describable(t: Any) -> Any:
@@ -182,12 +198,23 @@ def _describable(t: Any) -> Any:
     cfg = t.__struct_config__
     return msgspec.defstruct(
         t.__name__,
-        [(f.name, Any if "object" in repr(f.type) else f.type,
-          f.default if f.default is not msgspec.NODEFAULT else
-          msgspec.field(default_factory=f.default_factory) if f.default_factory is not msgspec.NODEFAULT
-          else msgspec.NODEFAULT) for f in fields],
-        kw_only=True, tag=cfg.tag, tag_field=cfg.tag_field, module=t.__module__,
-    )  # fmt: skip
+        [
+            (
+                f.name,
+                Any if "object" in repr(f.type) else f.type,
+                f.default
+                if f.default is not msgspec.NODEFAULT
+                else msgspec.field(default_factory=f.default_factory)
+                if f.default_factory is not msgspec.NODEFAULT
+                else msgspec.NODEFAULT,
+            )
+            for f in fields
+        ],
+        kw_only=True,
+        tag=cfg.tag,
+        tag_field=cfg.tag_field,
+        module=t.__module__,
+    )
 
 
 def components() -> dict[str, Schema]:
@@ -218,9 +245,16 @@ def monitor_input(comps: dict[str, Schema]) -> Schema:
         for name, schema in comps[spec.__name__]["properties"].items():
             if name != "type":
                 props.setdefault(name, schema)
-    return {"title": "MonitorInput", "type": "object", "required": ["name"], "properties": props,
-            "description": "Type names: " + ", ".join(monitors.KINDS) + "; aliases: "
-            + ", ".join(f"{k}→{v}" for k, v in sorted(monitors.TYPE_ALIASES.items()))}  # fmt: skip
+    return {
+        "title": "MonitorInput",
+        "type": "object",
+        "required": ["name"],
+        "properties": props,
+        "description": "Type names: "
+        + ", ".join(monitors.KINDS)
+        + "; aliases: "
+        + ", ".join(f"{k}→{v}" for k, v in sorted(monitors.TYPE_ALIASES.items())),
+    }
 
 
 def ref(name: str) -> Schema:
@@ -242,104 +276,341 @@ ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"
 
 
 def q(name: str, description: str, schema: Schema | None = None) -> Schema:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": schema or {"type": "string"}}  # fmt: skip
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
 
 
-LIMIT = q("limit", "Page size (at most 100; logs and history up to 1000).",
-          {"type": "integer", "minimum": 1, "maximum": 100})  # fmt: skip
-SPAN = [q("start_date", "Start (ISO 8601 date or time; alias from)", {"type": "string", "format": "date"}),
-        q("end_date", "End, exclusive; a date covers its whole day (alias to)",
-          {"type": "string", "format": "date"}),
-        q("region", "Only this region"), LIMIT]  # fmt: skip
+LIMIT = q(
+    "limit",
+    "Page size (at most 100; logs and history up to 1000).",
+    {"type": "integer", "minimum": 1, "maximum": 100},
+)
+SPAN = [
+    q("start_date", "Start (ISO 8601 date or time; alias from)", {"type": "string", "format": "date"}),
+    q(
+        "end_date",
+        "End, exclusive; a date covers its whole day (alias to)",
+        {"type": "string", "format": "date"},
+    ),
+    q("region", "Only this region"),
+    LIMIT,
+]
 LIST_PARAMS = [
-    q("status", "up, down, degraded, unknown, pending, paused; aliases online, offline, warning;"
-      " comma-separated for several"),
-    q("type", "Monitor type or alias"), q("search", "Substring of the name, URL or host"),
+    q(
+        "status",
+        "up, down, degraded, unknown, pending, paused; aliases online, offline, warning;"
+        " comma-separated for several",
+    ),
+    q("type", "Monitor type or alias"),
+    q("search", "Substring of the name, URL or host"),
     q("tag", "Monitors having every listed tag (comma-separated)"),
     q("project", "Project name (alias project_id)"),
     q("created_after", "ISO 8601 time", {"type": "string", "format": "date-time"}),
     q("is_enabled", "true or false", {"type": "boolean"}),
     q("sort", "field:asc|desc; field one of " + ", ".join(sorted(monitors_api.store.SORTS))),
     q("page", "Page number: page style, with a pagination object", {"type": "integer", "minimum": 1}),
-    q("offset", "Rows to skip: offset style (reference 003), meta.has_more and next_offset",
-      {"type": "integer", "minimum": 0}),
-    q("cursor", "meta.next_cursor of the previous page: cursor style"), LIMIT,
-]  # fmt: skip
+    q(
+        "offset",
+        "Rows to skip: offset style (reference 003), meta.has_more and next_offset",
+        {"type": "integer", "minimum": 0},
+    ),
+    q("cursor", "meta.next_cursor of the previous page: cursor style"),
+    LIMIT,
+]
 
 # (method, path, operation id, summary, scope, request body, status, response, parameters)
 Op = tuple[str, str, str, str, str | None, Schema | None, int, Schema | None, list[Schema]]
 OPERATIONS: list[Op] = [
     ("get", "/api/v1/health", "health", "Health: ok or degraded (503)", None, None, 200, ref("Health"), []),
-    ("get", "/api/v1/health/details", "healthDetails", "Database, NATS, scheduler, probes, version",
-     "admin", None, 200, envelope(ref("HealthDetails")), []),
-    ("get", "/api/v1/worker-regions", "listWorkerRegions", "Configured regions and their live probes",
-     "monitors:read", None, 200, envelope(many("WorkerRegion")), []),
-    ("post", "/api/v1/api-keys", "createApiKey", "Create a key (the full key is shown only here)",
-     "keys:admin", ref("ApiKeyCreate"), 201, envelope(ref("ApiKeyCreated")), []),
-    ("get", "/api/v1/api-keys", "listApiKeys", "List keys (prefix, scopes, created, last used)",
-     "keys:admin", None, 200, envelope(many("ApiKey")), []),
-    ("delete", "/api/v1/api-keys/{id}", "revokeApiKey", "Revoke a key at once", "keys:admin", None, 204,
-     None, [ID]),
-    ("post", "/api/v1/monitors", "createMonitor", "Create a monitor", "monitors:write",
-     ref("MonitorInput"), 201, envelope(ref("Monitor")), []),
-    ("get", "/api/v1/monitors", "listMonitors", "List monitors: filters, sort, page or cursor",
-     "monitors:read", None, 200, envelope(many("Monitor"), pagination=True), LIST_PARAMS),
-    ("get", "/api/v1/monitors/{id}", "getMonitor", "One monitor", "monitors:read", None, 200,
-     envelope(ref("Monitor")), [ID]),
-    ("put", "/api/v1/monitors/{id}", "replaceMonitor", "Change the given fields, as PATCH (references 000,"
-     " 001, 003)", "monitors:write", {"type": "object"}, 200, envelope(ref("Monitor")), [ID]),
-    ("patch", "/api/v1/monitors/{id}", "updateMonitor", "Change some fields", "monitors:write",
-     {"type": "object"}, 200, envelope(ref("Monitor")), [ID]),
-    ("delete", "/api/v1/monitors/{id}", "deleteMonitor", "Delete a monitor", "monitors:write", None, 204,
-     None, [ID]),
-    ("put", "/api/v1/monitors/{id}/config", "updateMonitorConfig",
-     "Change settings without interrupting the schedule", "monitors:write", {"type": "object"}, 200,
-     envelope(ref("Monitor")), [ID]),
-    ("post", "/api/v1/monitors/{id}/pause", "pauseMonitor", "Pause with an optional reason",
-     "monitors:write", ref("PauseRequest"), 200, envelope(ref("Monitor")), [ID]),
-    ("post", "/api/v1/monitors/{id}/resume", "resumeMonitor", "Resume", "monitors:write",
-     ref("PauseRequest"), 200, envelope(ref("Monitor")), [ID]),
-    ("post", "/api/v1/monitors/{id}/check", "checkMonitor", "Run now in every region; per-region results",
-     "monitors:write", None, 200, envelope(ref("CheckRun")), [ID]),
-    ("post", "/api/v1/monitors/{id}/test", "testMonitor", "Same as /check (reference 001)",
-     "monitors:write", None, 200, envelope(ref("CheckRun")), [ID]),
-    ("post", "/api/v1/monitors/bulk", "bulkMonitorAction", "pause, resume, delete or update many",
-     "monitors:write", ref("BulkAction"), 200, envelope(ref("BulkResult")), []),
-    ("put", "/api/v1/monitors/bulk", "bulkUpdateMonitors", "Apply the same updates to many",
-     "monitors:write", ref("BulkUpdate"), 200, envelope(ref("BulkResult")), []),
-    ("get", "/api/v1/monitors/{id}/logs", "monitorLogs", "Per-region check results, newest first",
-     "monitors:read", None, 200, envelope(many("LogEntry")), [ID, *SPAN]),
-    ("get", "/api/v1/monitors/{id}/results", "monitorResults", "Same as /logs", "monitors:read", None,
-     200, envelope(many("LogEntry")), [ID, *SPAN]),
-    ("get", "/api/v1/monitors/{id}/history", "monitorHistory", "Rounds with verdicts and region results",
-     "monitors:read", None, 200, envelope(many("HistoryEntry")), [ID, *SPAN]),
-    ("get", "/api/v1/monitors/{id}/alerts", "getMonitorAlerts", "Alert settings", "monitors:read", None,
-     200, envelope(ref("AlertSettingsOut")), [ID]),
-    ("put", "/api/v1/monitors/{id}/alerts", "putMonitorAlerts", "Replace alert settings",
-     "monitors:write", ref("AlertSettings"), 200, envelope(ref("AlertSettingsOut")), [ID]),
-]  # fmt: skip
+    (
+        "get",
+        "/api/v1/health/details",
+        "healthDetails",
+        "Database, NATS, scheduler, probes, version",
+        "admin",
+        None,
+        200,
+        envelope(ref("HealthDetails")),
+        [],
+    ),
+    (
+        "get",
+        "/api/v1/worker-regions",
+        "listWorkerRegions",
+        "Configured regions and their live probes",
+        "monitors:read",
+        None,
+        200,
+        envelope(many("WorkerRegion")),
+        [],
+    ),
+    (
+        "post",
+        "/api/v1/api-keys",
+        "createApiKey",
+        "Create a key (the full key is shown only here)",
+        "keys:admin",
+        ref("ApiKeyCreate"),
+        201,
+        envelope(ref("ApiKeyCreated")),
+        [],
+    ),
+    (
+        "get",
+        "/api/v1/api-keys",
+        "listApiKeys",
+        "List keys (prefix, scopes, created, last used)",
+        "keys:admin",
+        None,
+        200,
+        envelope(many("ApiKey")),
+        [],
+    ),
+    (
+        "delete",
+        "/api/v1/api-keys/{id}",
+        "revokeApiKey",
+        "Revoke a key at once",
+        "keys:admin",
+        None,
+        204,
+        None,
+        [ID],
+    ),
+    (
+        "post",
+        "/api/v1/monitors",
+        "createMonitor",
+        "Create a monitor",
+        "monitors:write",
+        ref("MonitorInput"),
+        201,
+        envelope(ref("Monitor")),
+        [],
+    ),
+    (
+        "get",
+        "/api/v1/monitors",
+        "listMonitors",
+        "List monitors: filters, sort, page or cursor",
+        "monitors:read",
+        None,
+        200,
+        envelope(many("Monitor"), pagination=True),
+        LIST_PARAMS,
+    ),
+    (
+        "get",
+        "/api/v1/monitors/{id}",
+        "getMonitor",
+        "One monitor",
+        "monitors:read",
+        None,
+        200,
+        envelope(ref("Monitor")),
+        [ID],
+    ),
+    (
+        "put",
+        "/api/v1/monitors/{id}",
+        "replaceMonitor",
+        "Change the given fields, as PATCH (references 000, 001, 003)",
+        "monitors:write",
+        {"type": "object"},
+        200,
+        envelope(ref("Monitor")),
+        [ID],
+    ),
+    (
+        "patch",
+        "/api/v1/monitors/{id}",
+        "updateMonitor",
+        "Change some fields",
+        "monitors:write",
+        {"type": "object"},
+        200,
+        envelope(ref("Monitor")),
+        [ID],
+    ),
+    (
+        "delete",
+        "/api/v1/monitors/{id}",
+        "deleteMonitor",
+        "Delete a monitor",
+        "monitors:write",
+        None,
+        204,
+        None,
+        [ID],
+    ),
+    (
+        "put",
+        "/api/v1/monitors/{id}/config",
+        "updateMonitorConfig",
+        "Change settings without interrupting the schedule",
+        "monitors:write",
+        {"type": "object"},
+        200,
+        envelope(ref("Monitor")),
+        [ID],
+    ),
+    (
+        "post",
+        "/api/v1/monitors/{id}/pause",
+        "pauseMonitor",
+        "Pause with an optional reason",
+        "monitors:write",
+        ref("PauseRequest"),
+        200,
+        envelope(ref("Monitor")),
+        [ID],
+    ),
+    (
+        "post",
+        "/api/v1/monitors/{id}/resume",
+        "resumeMonitor",
+        "Resume",
+        "monitors:write",
+        ref("PauseRequest"),
+        200,
+        envelope(ref("Monitor")),
+        [ID],
+    ),
+    (
+        "post",
+        "/api/v1/monitors/{id}/check",
+        "checkMonitor",
+        "Run now in every region; per-region results",
+        "monitors:write",
+        None,
+        200,
+        envelope(ref("CheckRun")),
+        [ID],
+    ),
+    (
+        "post",
+        "/api/v1/monitors/{id}/test",
+        "testMonitor",
+        "Same as /check (reference 001)",
+        "monitors:write",
+        None,
+        200,
+        envelope(ref("CheckRun")),
+        [ID],
+    ),
+    (
+        "post",
+        "/api/v1/monitors/bulk",
+        "bulkMonitorAction",
+        "pause, resume, delete or update many",
+        "monitors:write",
+        ref("BulkAction"),
+        200,
+        envelope(ref("BulkResult")),
+        [],
+    ),
+    (
+        "put",
+        "/api/v1/monitors/bulk",
+        "bulkUpdateMonitors",
+        "Apply the same updates to many",
+        "monitors:write",
+        ref("BulkUpdate"),
+        200,
+        envelope(ref("BulkResult")),
+        [],
+    ),
+    (
+        "get",
+        "/api/v1/monitors/{id}/logs",
+        "monitorLogs",
+        "Per-region check results, newest first",
+        "monitors:read",
+        None,
+        200,
+        envelope(many("LogEntry")),
+        [ID, *SPAN],
+    ),
+    (
+        "get",
+        "/api/v1/monitors/{id}/results",
+        "monitorResults",
+        "Same as /logs",
+        "monitors:read",
+        None,
+        200,
+        envelope(many("LogEntry")),
+        [ID, *SPAN],
+    ),
+    (
+        "get",
+        "/api/v1/monitors/{id}/history",
+        "monitorHistory",
+        "Rounds with verdicts and region results",
+        "monitors:read",
+        None,
+        200,
+        envelope(many("HistoryEntry")),
+        [ID, *SPAN],
+    ),
+    (
+        "get",
+        "/api/v1/monitors/{id}/alerts",
+        "getMonitorAlerts",
+        "Alert settings",
+        "monitors:read",
+        None,
+        200,
+        envelope(ref("AlertSettingsOut")),
+        [ID],
+    ),
+    (
+        "put",
+        "/api/v1/monitors/{id}/alerts",
+        "putMonitorAlerts",
+        "Replace alert settings",
+        "monitors:write",
+        ref("AlertSettings"),
+        200,
+        envelope(ref("AlertSettingsOut")),
+        [ID],
+    ),
+]
 
 SKIP = {"/api/v1/openapi.json", "/api/docs"}
 
 
 def _operation(op: Op) -> Schema:
     method, path, op_id, summary, scope, body, status, response, params = op
-    out: Schema = {"operationId": op_id, "summary": summary, "tags": [_tag(path)],
-                   "parameters": params, "responses": {}}  # fmt: skip
+    out: Schema = {
+        "operationId": op_id,
+        "summary": summary,
+        "tags": [_tag(path)],
+        "parameters": params,
+        "responses": {},
+    }
     if scope is None:
         out["security"] = []
     else:
         out["description"] = f"Scope: `{scope}` (or `admin`)."
     if body is not None:
-        out["requestBody"] = {"required": method != "post" or not path.endswith(("pause", "resume")),
-                              "content": {"application/json": {"schema": body}}}  # fmt: skip
+        out["requestBody"] = {
+            "required": method != "post" or not path.endswith(("pause", "resume")),
+            "content": {"application/json": {"schema": body}},
+        }
     ok: Schema = {"description": "Success"}
     if response is not None:
         ok["content"] = {"application/json": {"schema": response}}
     out["responses"][str(status)] = ok
-    out["responses"]["default"] = {"description": "Error",
-                                   "content": {"application/json": {"schema": ref("Error")}}}  # fmt: skip
+    out["responses"]["default"] = {
+        "description": "Error",
+        "content": {"application/json": {"schema": ref("Error")}},
+    }
     return out
 
 
@@ -350,16 +621,26 @@ def _tag(path: str) -> str:
 
 def _generic(method: str, path: str, handler: Any) -> Schema:
     doc = inspect.getdoc(handler) or ""
-    params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-              for p in _path_params(path)]  # fmt: skip
-    out: Schema = {"operationId": f"{method}_{handler.__module__.rsplit('.', 1)[-1]}_{handler.__name__}",
-                   "summary": doc.splitlines()[0] if doc else handler.__name__.replace("_", " "),
-                   "tags": [_tag(path)], "parameters": params,
-                   "responses": {"default": {"description": "The response or an error",
-                                             "content": {"application/json": {"schema": {}}}}}}  # fmt: skip
+    params = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in _path_params(path)
+    ]
+    out: Schema = {
+        "operationId": f"{method}_{handler.__module__.rsplit('.', 1)[-1]}_{handler.__name__}",
+        "summary": doc.splitlines()[0] if doc else handler.__name__.replace("_", " "),
+        "tags": [_tag(path)],
+        "parameters": params,
+        "responses": {
+            "default": {
+                "description": "The response or an error",
+                "content": {"application/json": {"schema": {}}},
+            }
+        },
+    }
     if method in ("post", "put", "patch"):
-        out["requestBody"] = {"required": False,
-                              "content": {"application/json": {"schema": {"type": "object"}}}}  # fmt: skip
+        out["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
     return out
 
 
@@ -383,9 +664,12 @@ def document(app: web.Application) -> Schema:
         paths.setdefault(path, {})[method] = _generic(method, path, route.handler)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "probefleet API", "version": VERSION,
-                 "description": "Distributed uptime monitoring. Success: {data, meta}; errors:"
-                 " {error: {code, message, details}}. See docs/api.md."},
+        "info": {
+            "title": "probefleet API",
+            "version": VERSION,
+            "description": "Distributed uptime monitoring. Success: {data, meta}; errors:"
+            " {error: {code, message, details}}. See docs/api.md.",
+        },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
         "paths": dict(sorted(paths.items())),
@@ -396,7 +680,7 @@ def document(app: web.Application) -> Schema:
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },
-    }  # fmt: skip
+    }
 
 
 # ---- HTML ------------------------------------------------------------------------------
@@ -430,18 +714,22 @@ def _fields(schema: Schema) -> str:
     if not props:
         return f"<p>{_type(schema)}</p>"
     required = set(schema.get("required", []))
-    rows = "".join(f"<tr><td><code>{html.escape(n)}</code>{' *' if n in required else ''}</td>"
-                   f"<td>{_type(s)}</td><td>{html.escape(str(s.get('default', '')))}</td></tr>"
-                   for n, s in props.items())  # fmt: skip
+    rows = "".join(
+        f"<tr><td><code>{html.escape(n)}</code>{' *' if n in required else ''}</td>"
+        f"<td>{_type(s)}</td><td>{html.escape(str(s.get('default', '')))}</td></tr>"
+        for n, s in props.items()
+    )
     return f"<table><tr><th>field</th><th>type</th><th>default</th></tr>{rows}</table>"
 
 
 def render_html(doc: Schema) -> str:
     """The document as one static HTML page: every operation, then every schema."""
-    out = [f"<!doctype html><html><head><meta charset=utf-8><title>probefleet API</title>"
-           f"<style>{CSS}</style></head><body><h1>probefleet API {html.escape(doc['info']['version'])}</h1>"
-           f"<p>{html.escape(doc['info']['description'])}</p>"
-           f'<p>Machine-readable: <a href="/api/v1/openapi.json">/api/v1/openapi.json</a></p>']  # fmt: skip
+    out = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>probefleet API</title>"
+        f"<style>{CSS}</style></head><body><h1>probefleet API {html.escape(doc['info']['version'])}</h1>"
+        f"<p>{html.escape(doc['info']['description'])}</p>"
+        f'<p>Machine-readable: <a href="/api/v1/openapi.json">/api/v1/openapi.json</a></p>'
+    ]
     by_tag: dict[str, list[tuple[str, str, Schema]]] = {}
     for path, methods in doc["paths"].items():
         for method, op in methods.items():
@@ -450,14 +738,19 @@ def render_html(doc: Schema) -> str:
     for tag in sorted(by_tag):
         out.append(f'<h2 id="tag-{tag}">{html.escape(tag)}</h2>')
         for method, path, op in by_tag[tag]:
-            out.append(f'<h3><span class="m {method}">{method.upper()}</span><code>{html.escape(path)}'
-                       f"</code></h3><p>{html.escape(op.get('summary', ''))}"
-                       f" {html.escape(op.get('description', ''))}</p>")  # fmt: skip
+            out.append(
+                f'<h3><span class="m {method}">{method.upper()}</span><code>{html.escape(path)}'
+                f"</code></h3><p>{html.escape(op.get('summary', ''))}"
+                f" {html.escape(op.get('description', ''))}</p>"
+            )
             params = op.get("parameters", [])
             if params:
-                rows = "".join(f"<tr><td><code>{html.escape(p['name'])}</code></td><td>{p['in']}</td>"
-                               f"<td>{_type(p['schema'])}</td><td>{html.escape(p.get('description', ''))}"
-                               f"</td></tr>" for p in params)  # fmt: skip
+                rows = "".join(
+                    f"<tr><td><code>{html.escape(p['name'])}</code></td><td>{p['in']}</td>"
+                    f"<td>{_type(p['schema'])}</td><td>{html.escape(p.get('description', ''))}"
+                    f"</td></tr>"
+                    for p in params
+                )
                 out.append(
                     f"<table><tr><th>parameter</th><th>in</th><th>type</th><th></th></tr>{rows}</table>"
                 )

@@ -46,8 +46,11 @@ class Decision:
     retry_after: int  # seconds until one request is allowed (0 when allowed)
 
     def headers(self) -> dict[str, str]:
-        out = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
-               "X-RateLimit-Reset": str(self.reset)}  # fmt: skip
+        out = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+        }
         if not self.allowed:
             out["Retry-After"] = str(self.retry_after)
         return out
@@ -92,14 +95,20 @@ class RateLimiter:
             bucket.tokens -= cost
         reset = math.ceil(now + (cap - bucket.tokens) / rate)
         retry = 0 if allowed else max(1, math.ceil((cost - bucket.tokens) / rate))
-        return Decision(allowed=allowed, limit=cap, remaining=int(bucket.tokens // cost * cost), reset=reset,
-                        retry_after=retry)  # fmt: skip
+        return Decision(
+            allowed=allowed,
+            limit=cap,
+            remaining=int(bucket.tokens // cost * cost),
+            reset=reset,
+            retry_after=retry,
+        )
 
     def _forget_full(self, now: float) -> None:
         """Drop the buckets that have refilled to their own key's limit: a new bucket
         would start the same."""
-        for key_id in [k for k, b in self.buckets.items()
-                       if b.tokens + (now - b.updated) * b.cap / self.window >= b.cap]:  # fmt: skip
+        for key_id in [
+            k for k, b in self.buckets.items() if b.tokens + (now - b.updated) * b.cap / self.window >= b.cap
+        ]:
             del self.buckets[key_id]
 
 
@@ -122,10 +131,13 @@ def check(request: web.Request, key: dict[str, object]) -> None:
         decision = request.app[LIMITER].take(int(key["id"]), limit=own)  # type: ignore[call-overload]
         request[STATE] = decision
     if not decision.allowed:
-        raise ApiError(429, "rate_limited",
-                       f"rate limit of {decision.limit} requests exceeded; retry after"
-                       f" {decision.retry_after} s", {"retry_after": decision.retry_after},
-                       headers=decision.headers())  # fmt: skip
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"rate limit of {decision.limit} requests exceeded; retry after {decision.retry_after} s",
+            {"retry_after": decision.retry_after},
+            headers=decision.headers(),
+        )
 
 
 @web.middleware

@@ -33,8 +33,12 @@ from probefleet.controller.storage import api_keys
 
 AUTH_TIMEOUT = 10.0
 # The scope each topic needs (admin holds them all).
-TOPIC_SCOPES = {"monitor.status": "monitors:read", "incident.updates": "incidents:read",
-                "system": "monitors:read", "status_page.posts": "status_pages:read"}  # fmt: skip
+TOPIC_SCOPES = {
+    "monitor.status": "monitors:read",
+    "incident.updates": "incidents:read",
+    "system": "monitors:read",
+    "status_page.posts": "status_pages:read",
+}
 
 
 def _allowed(topic: str, scopes: set[str]) -> bool:
@@ -113,9 +117,16 @@ class Session:
         self.client = client
         self.hub.attach(client)
         replay = await self.hub.replay(client, last) if last is not None else []
-        await _send(self.ws, {"type": "subscribed", "topics": sorted(client.topics),
-                              "monitor_ids": sorted(client.monitor_ids) if client.monitor_ids else None,
-                              "last_event_id": self.hub.last_id, "replayed": len(replay)})  # fmt: skip
+        await _send(
+            self.ws,
+            {
+                "type": "subscribed",
+                "topics": sorted(client.topics),
+                "monitor_ids": sorted(client.monitor_ids) if client.monitor_ids else None,
+                "last_event_id": self.hub.last_id,
+                "replayed": len(replay),
+            },
+        )
         for ev in replay:
             await self.ws.send_str(ev.text)
         self.pump = asyncio.create_task(_pump(self.ws, client))

@@ -25,8 +25,20 @@ GRANULARITIES = {"5m": dt.timedelta(minutes=5), "1h": HOUR, "1d": DAY}
 DEFAULT_GRANULARITY = {"24h": "5m", "7d": "1h", "30d": "1d", "90d": "1d"}
 MAX_POINTS = 2016  # 7 days at 5 minutes
 MAX_RANGE = 400 * DAY
-SLA_FIELDS = ("monitor_id", "name", "uptime", "downtime_s", "incidents", "mttr_s", "mtbf_s",
-              "rounds_up", "rounds_degraded", "rounds_down", "rounds_unknown", "rounds_excluded")  # fmt: skip
+SLA_FIELDS = (
+    "monitor_id",
+    "name",
+    "uptime",
+    "downtime_s",
+    "incidents",
+    "mttr_s",
+    "mtbf_s",
+    "rounds_up",
+    "rounds_degraded",
+    "rounds_down",
+    "rounds_unknown",
+    "rounds_excluded",
+)
 
 
 def _choice(request: web.Request, name: str, options: dict[str, Any], default: str) -> str:
@@ -84,33 +96,48 @@ async def _monitor(pool: DB, request: web.Request, name: str) -> dict[str, Any]:
 def _incidents(rows: list[Any]) -> dict[str, Any]:
     downtime = sum((r["b"] - r["a"]).total_seconds() for r in rows)
     resolved = [(r["resolved_at"] - r["started_at"]).total_seconds() for r in rows if r["resolved_at"]]
-    return {"count": len(rows), "total_downtime": round(downtime, 3),
-            "mttr": round(sum(resolved) / len(resolved), 3) if resolved else None}  # fmt: skip
+    return {
+        "count": len(rows),
+        "total_downtime": round(downtime, 3),
+        "mttr": round(sum(resolved) / len(resolved), 3) if resolved else None,
+    }
 
 
-async def _report(pool: DB, monitor_id: int, start: dt.datetime, end: dt.datetime,
-                  step: dt.timedelta) -> dict[str, Any]:  # fmt: skip
+async def _report(
+    pool: DB, monitor_id: int, start: dt.datetime, end: dt.datetime, step: dt.timedelta
+) -> dict[str, Any]:
     marks = await store.watermarks(pool)
     s = await store.summary(pool, monitor_id, start, end, marks)
     total: store.Checks = s["total"]
     verdicts: store.Verdicts = s["verdicts"]
     regions = []
     for region, c in s["regions"].items():
-        regions.append({"region": region,
-                        "uptime": round(100.0 * (c.checks - c.failures) / c.checks, 4) if c.checks else None,
-                        **c.public()})  # fmt: skip
+        regions.append(
+            {
+                "region": region,
+                "uptime": round(100.0 * (c.checks - c.failures) / c.checks, 4) if c.checks else None,
+                **c.public(),
+            }
+        )
     return {
-        "monitor_id": monitor_id, "from": start, "to": end,
+        "monitor_id": monitor_id,
+        "from": start,
+        "to": end,
         "uptime_percentage": verdicts.uptime,
         **total.public(),
         "percentile_relative_error": round(store.RELATIVE_ERROR, 4),
-        "rounds": {"up": verdicts.up, "degraded": verdicts.degraded, "down": verdicts.down,
-                   "unknown": verdicts.unknown, "excluded": verdicts.excluded},
+        "rounds": {
+            "up": verdicts.up,
+            "degraded": verdicts.degraded,
+            "down": verdicts.down,
+            "unknown": verdicts.unknown,
+            "excluded": verdicts.excluded,
+        },
         "incidents": _incidents(await store.incidents_in(pool, [monitor_id], start, end)),
         "regions": regions,
         "granularity": _label(step),
         "series": await store.series(pool, monitor_id, start, end, step, marks),
-    }  # fmt: skip
+    }
 
 
 def _label(step: dt.timedelta) -> str:
@@ -129,8 +156,13 @@ async def monitor_stats(request: web.Request) -> web.Response:
     _points_check(start, end, GRANULARITIES[granularity], "granularity")
     report = await _report(pool, monitor["id"], start, end, GRANULARITIES[granularity])
     windows = await store.uptimes(pool, [monitor["id"]], end, windows=PERIODS)
-    return ok({"period": period, "uptime": windows[monitor["id"]] | {"period": report["uptime_percentage"]},
-               **report})  # fmt: skip
+    return ok(
+        {
+            "period": period,
+            "uptime": windows[monitor["id"]] | {"period": report["uptime_percentage"]},
+            **report,
+        }
+    )
 
 
 async def monitor_analytics(request: web.Request) -> web.Response:
@@ -168,18 +200,30 @@ async def sla_report(request: web.Request) -> web.Response:
     items = []
     for m in monitors:
         v, inc = verdicts[m["id"]], _incidents(incidents[m["id"]])
-        items.append({
-            "monitor_id": m["id"], "name": m["name"], "uptime": v.uptime,
-            "downtime_s": inc["total_downtime"], "incidents": inc["count"], "mttr_s": inc["mttr"],
-            "mtbf_s": round((span - inc["total_downtime"]) / inc["count"], 3) if inc["count"] else None,
-            "rounds_up": v.up, "rounds_degraded": v.degraded, "rounds_down": v.down,
-            "rounds_unknown": v.unknown, "rounds_excluded": v.excluded,
-        })  # fmt: skip
+        items.append(
+            {
+                "monitor_id": m["id"],
+                "name": m["name"],
+                "uptime": v.uptime,
+                "downtime_s": inc["total_downtime"],
+                "incidents": inc["count"],
+                "mttr_s": inc["mttr"],
+                "mtbf_s": round((span - inc["total_downtime"]) / inc["count"], 3) if inc["count"] else None,
+                "rounds_up": v.up,
+                "rounds_degraded": v.degraded,
+                "rounds_down": v.down,
+                "rounds_unknown": v.unknown,
+                "rounds_excluded": v.excluded,
+            }
+        )
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=SLA_FIELDS)
         writer.writeheader()
         writer.writerows(items)
-        return web.Response(text=out.getvalue(), content_type="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="sla.csv"'})  # fmt: skip
+        return web.Response(
+            text=out.getvalue(),
+            content_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="sla.csv"'},
+        )
     return ok({"from": start, "to": end, "monitors": items}, meta={"count": len(items)})

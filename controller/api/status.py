@@ -24,8 +24,9 @@ async def last_per_region(conn: DB, monitor_id: int, since: dt.datetime) -> list
         "SELECT DISTINCT ON (region) region, due AS checked_at, attempt, probe_id, status, reason,"
         " message, duration_ms AS response_time_ms, status_code FROM check_results"
         " WHERE monitor_id = $1 AND due >= $2 ORDER BY region, due DESC, attempt DESC",
-        monitor_id, since,
-    )  # fmt: skip
+        monitor_id,
+        since,
+    )
     return [dict(r) for r in rows]
 
 
@@ -33,8 +34,9 @@ async def window_metrics(conn: DB, monitor_id: int, since: dt.datetime) -> dict[
     lat = await conn.fetchrow(
         "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY duration_ms) AS p,"
         " count(*) AS n FROM check_results WHERE monitor_id = $1 AND due >= $2 AND status <> 'fail'",
-        monitor_id, since,
-    )  # fmt: skip
+        monitor_id,
+        since,
+    )
     # Scheduled rounds only (attempt 0): confirmation re-checks would over-weight outages.
     up = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE verdict IN ('up', 'degraded')) AS up,"
@@ -42,14 +44,20 @@ async def window_metrics(conn: DB, monitor_id: int, since: dt.datetime) -> dict[
         " WHERE monitor_id = $1 AND due >= $2 AND attempt = 0 AND verdict IS NOT NULL"
         " AND NOT EXISTS (SELECT 1 FROM maintenance_periods p WHERE p.monitor_id = r.monitor_id"
         "   AND r.due >= p.starts_at AND r.due < p.ends_at)",
-        monitor_id, since,
-    )  # fmt: skip
+        monitor_id,
+        since,
+    )
     assert lat is not None and up is not None
     p = lat["p"] or [None, None, None]
     counted = up["up"] + up["down"]
-    return {"p50_latency_ms": p[0], "p95_latency_ms": p[1], "p99_latency_ms": p[2],
-            "uptime_24h": round(100.0 * up["up"] / counted, 3) if counted else None,
-            "rounds_24h": counted, "successful_checks_24h": lat["n"]}  # fmt: skip
+    return {
+        "p50_latency_ms": p[0],
+        "p95_latency_ms": p[1],
+        "p99_latency_ms": p[2],
+        "uptime_24h": round(100.0 * up["up"] / counted, 3) if counted else None,
+        "rounds_24h": counted,
+        "successful_checks_24h": lat["n"],
+    }
 
 
 async def monitor_status(request: web.Request) -> web.Response:
@@ -63,12 +71,18 @@ async def monitor_status(request: web.Request) -> web.Response:
     since = now - WINDOW
     state = await pool.fetchrow("SELECT unavailable_regions FROM monitors WHERE id = $1", monitor_id)
     incident = await incident_store.open_for(pool, monitor_id)
-    return ok({
-        "monitor_id": monitor_id, "name": row["name"], "status": row["status"],
-        "is_ok": row["status"] in ("up", "degraded"), "status_changed_at": row["status_changed_at"],
-        "last_check": row["last_check"], "response_time_ms": row["response_time_ms"],
-        "unavailable_regions": list(state["unavailable_regions"]) if state else [],
-        "open_incident_id": incident["id"] if incident else None,
-        "regions": await last_per_region(pool, monitor_id, since),
-        "metrics": await window_metrics(pool, monitor_id, since),
-    })  # fmt: skip
+    return ok(
+        {
+            "monitor_id": monitor_id,
+            "name": row["name"],
+            "status": row["status"],
+            "is_ok": row["status"] in ("up", "degraded"),
+            "status_changed_at": row["status_changed_at"],
+            "last_check": row["last_check"],
+            "response_time_ms": row["response_time_ms"],
+            "unavailable_regions": list(state["unavailable_regions"]) if state else [],
+            "open_incident_id": incident["id"] if incident else None,
+            "regions": await last_per_region(pool, monitor_id, since),
+            "metrics": await window_metrics(pool, monitor_id, since),
+        }
+    )

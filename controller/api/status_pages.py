@@ -60,8 +60,13 @@ async def announce_changed(app: web.Application, page_id: int) -> None:
     every live controller, and wait (at most ANNOUNCE_WAIT) until each confirmed, so no
     stream checked against the old settings outlives the answer to the change."""
     drop_page(app, page_id)
-    await broadcast.announce(app, subjects.status_page_changed(), str(page_id).encode(), wait=ANNOUNCE_WAIT,
-                             what=f"status page change page_id={page_id}")  # fmt: skip
+    await broadcast.announce(
+        app,
+        subjects.status_page_changed(),
+        str(page_id).encode(),
+        wait=ANNOUNCE_WAIT,
+        what=f"status page change page_id={page_id}",
+    )
 
 
 def page_out(page: dict[str, Any], comps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -71,14 +76,21 @@ def page_out(page: dict[str, Any], comps: list[dict[str, Any]]) -> dict[str, Any
             {"monitor_id": c["monitor_id"], "display_name": c["display_name"], "component_id": c["id"]}
         )
     return {
-        "id": page["id"], "name": page["name"], "slug": page["slug"],
-        "custom_domain": page["custom_domain"], "description": page["description"],
-        "is_public": page["is_public"], "has_password": page["password_hash"] is not None,
-        "incident_status": page["incident_status"], "incident_message": page["incident_message"],
+        "id": page["id"],
+        "name": page["name"],
+        "slug": page["slug"],
+        "custom_domain": page["custom_domain"],
+        "description": page["description"],
+        "is_public": page["is_public"],
+        "has_password": page["password_hash"] is not None,
+        "incident_status": page["incident_status"],
+        "incident_message": page["incident_message"],
         "incident_updated_at": page["incident_updated_at"],
         "sections": [{"name": k, "monitors": v} for k, v in sections.items()],
-        "url": f"/status/{page['slug']}", "created_at": page["created_at"], "updated_at": page["updated_at"],
-    }  # fmt: skip
+        "url": f"/status/{page['slug']}",
+        "created_at": page["created_at"],
+        "updated_at": page["updated_at"],
+    }
 
 
 async def _out(conn: Any, page_id: int) -> dict[str, Any]:
@@ -112,8 +124,9 @@ async def _incident(conn: Any, page_id: int, status: str, message: str) -> None:
     else:
         await store.add_update(conn, post_id, status, message)
         await sp.emit_post(conn, page_id, post_id, created=False)
-    await store.enqueue_for_page(conn, page_id, "post", {"post_id": post_id, "status": status,
-                                                         "message": message})  # fmt: skip
+    await store.enqueue_for_page(
+        conn, page_id, "post", {"post_id": post_id, "status": status, "message": message}
+    )
 
 
 async def _save(request: web.Request, page_id: int | None, data: dict[str, Any]) -> dict[str, Any]:
@@ -298,24 +311,37 @@ async def public_model(app: web.Application, page: dict[str, Any]) -> dict[str, 
     sections: dict[str, list[dict[str, Any]]] = {}
     for c in comps:
         days = counts.get(c["monitor_id"], {})
-        sections.setdefault(c["section"], []).append({
-            "id": c["id"], "name": c["display_name"],
-            "status": sp.component_state(c["status"], c["monitor_id"] in maint),
-            "uptime_90d": sp.uptime_of(days), "days": sp.day_bars(days, now.date()),
-        })  # fmt: skip
+        sections.setdefault(c["section"], []).append(
+            {
+                "id": c["id"],
+                "name": c["display_name"],
+                "status": sp.component_state(c["status"], c["monitor_id"] in maint),
+                "uptime_90d": sp.uptime_of(days),
+                "days": sp.day_bars(days, now.date()),
+            }
+        )
     states = [c["status"] for s in sections.values() for c in s]
     posts = await store.posts(pool, page["id"], since=now - dt.timedelta(days=POST_DAYS), limit=20)
     windows = sp.scheduled(await store.maintenance_windows(pool, mids, now), now) if mids else []
     return {
-        "name": page["name"], "slug": page["slug"], "description": page["description"],
-        "status": sp.overall_state(states), "incident": sp.page_incident(page),
+        "name": page["name"],
+        "slug": page["slug"],
+        "description": page["description"],
+        "status": sp.overall_state(states),
+        "incident": sp.page_incident(page),
         "sections": [{"name": k, "components": v} for k, v in sections.items()],
         "posts": [{**post_out(p), "id": p["id"]} for p in posts],
-        "maintenance": [{"name": w["name"], "starts_at": iso(w["starts_at"]), "ends_at": iso(w["ends_at"]),
-                         "components": [c["id"] for c in comps if c["monitor_id"] in w["monitor_ids"]]}
-                        for w in windows],
+        "maintenance": [
+            {
+                "name": w["name"],
+                "starts_at": iso(w["starts_at"]),
+                "ends_at": iso(w["ends_at"]),
+                "components": [c["id"] for c in comps if c["monitor_id"] in w["monitor_ids"]],
+            }
+            for w in windows
+        ],
         "updated_at": iso(now),
-    }  # fmt: skip
+    }
 
 
 async def _cached_model(app: web.Application, page: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -375,8 +401,13 @@ def _bytes(request: web.Request, body: tuple[bytes, bytes], content_type: str) -
 
 
 def _html(body: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-store", **(headers or {})})  # fmt: skip
+    return web.Response(
+        text=body,
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
 
 
 def _locked(request: web.Request, wrong: bool = False) -> web.Response:
@@ -392,8 +423,7 @@ async def _render(
 
     async def build() -> tuple[bytes, bytes]:
         last, model = await _cached_model(app, page)
-        text = status_html.render_page(model, slug=page["slug"], last_event_id=last,
-                                       notice=notice)  # fmt: skip
+        text = status_html.render_page(model, slug=page["slug"], last_event_id=last, notice=notice)
         raw = text.encode()
         return raw, gzip.compress(raw, 5)
 
@@ -433,9 +463,15 @@ async def unlock_page(request: web.Request) -> web.Response:
         return _locked(request, wrong=True)
     cache = request.app[keys.STATUS_PAGES]
     response = web.HTTPSeeOther(request.path)
-    response.set_cookie(sp.cookie_name(private["slug"]), sp.sign_access(cache.secret, private["id"], stored),
-                        max_age=sp.COOKIE_TTL, httponly=True, samesite="Lax", path="/",
-                        secure=request.secure)  # fmt: skip
+    response.set_cookie(
+        sp.cookie_name(private["slug"]),
+        sp.sign_access(cache.secret, private["id"], stored),
+        max_age=sp.COOKIE_TTL,
+        httponly=True,
+        samesite="Lax",
+        path="/",
+        secure=request.secure,
+    )
     raise response
 
 
@@ -464,8 +500,12 @@ def _post_frame(ev: Event) -> bytes:
     if frame is None:
         payload = ev.row["payload"]
         post = payload["post"]
-        body = {"post": post["id"], "status": post["status"], "html": status_html.post(post),
-                "banner": status_html.banner(payload.get("banner"))}  # fmt: skip
+        body = {
+            "post": post["id"],
+            "status": post["status"],
+            "html": status_html.post(post),
+            "banner": status_html.banner(payload.get("banner")),
+        }
         data = msgspec.json.encode(body).decode()
         frame = ev.rendered["sse"] = f"id: {ev.id}\nevent: post\ndata: {data}\n\n".encode()
     return frame
@@ -480,9 +520,10 @@ def _sse(ev: Event, components: dict[int, list[int]]) -> bytes:
     state = sp.component_state(status, False)
     frames = [
         f"id: {ev.id}\nevent: component\ndata: "
-        + msgspec.json.encode({"component": cid, "state": state}).decode() + "\n\n"
+        + msgspec.json.encode({"component": cid, "state": state}).decode()
+        + "\n\n"
         for cid in components.get(ev.monitor_id or 0, [])
-    ]  # fmt: skip
+    ]
     return "".join(frames).encode()
 
 
@@ -498,11 +539,17 @@ async def page_events(request: web.Request) -> web.StreamResponse:
     by_monitor: dict[int, list[int]] = {}
     for c in comps:
         by_monitor.setdefault(c["monitor_id"], []).append(c["id"])
-    client = Client(kind="sse", topics=frozenset({"monitor.status"}), monitor_ids=frozenset(by_monitor),
-                    size=64, page_id=page["id"])  # fmt: skip
+    client = Client(
+        kind="sse",
+        topics=frozenset({"monitor.status"}),
+        monitor_ids=frozenset(by_monitor),
+        size=64,
+        page_id=page["id"],
+    )
     resume = request.headers.get("Last-Event-ID") or request.query.get("last_event_id", "")
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})  # fmt: skip
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
     await response.prepare(request)
     if not hub.attach(client, checked_at=checked_at):
         return response  # changed while we checked: the browser reconnects, and is checked again
@@ -534,8 +581,7 @@ async def page_events(request: web.Request) -> web.StreamResponse:
 
 
 def _svg(svg: str) -> web.Response:
-    return web.Response(text=svg, content_type="image/svg+xml",
-                        headers={"Cache-Control": "max-age=60"})  # fmt: skip
+    return web.Response(text=svg, content_type="image/svg+xml", headers={"Cache-Control": "max-age=60"})
 
 
 def _badge_label(request: web.Request, default: str) -> str:
@@ -572,7 +618,7 @@ async def monitor_badge(request: web.Request) -> web.Response:
         " FROM monitors m LEFT JOIN status_page_components c ON c.monitor_id = m.id"
         " LEFT JOIN status_pages p ON p.id = c.page_id WHERE m.id = $1 GROUP BY m.id",
         monitor_id,
-    )  # fmt: skip
+    )
     if row is None:
         raise not_found("monitor")
     if not row["public"]:
@@ -633,8 +679,13 @@ def _no_mail() -> ApiError:
 
 
 def _too_many(retry: int) -> ApiError:
-    return ApiError(429, "rate_limited", f"too many subscribe requests; retry after {retry} s",
-                    {"retry_after": retry}, headers={"Retry-After": str(retry)})  # fmt: skip
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many subscribe requests; retry after {retry} s",
+        {"retry_after": retry},
+        headers={"Retry-After": str(retry)},
+    )
 
 
 async def _subscribe(request: web.Request, page: dict[str, Any], kind: str, address: str) -> dict[str, Any]:
@@ -669,8 +720,11 @@ async def subscribe_form(request: web.Request) -> web.Response:
         return _locked(request)
     retry = _throttle(request)
     if retry:
-        return _html(status_html.render_message("Too many requests", f"Please try again in {retry} seconds."),
-                     429, {"Retry-After": str(retry)})  # fmt: skip
+        return _html(
+            status_html.render_message("Too many requests", f"Please try again in {retry} seconds."),
+            429,
+            {"Retry-After": str(retry)},
+        )
     form = await request.post()
     try:
         kind, address = _subscription({"email": form.get("email")})

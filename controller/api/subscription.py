@@ -20,13 +20,26 @@ async def get_subscription(request: web.Request) -> web.Response:
     """The self-hosted plan: active, never billed, no limits; current usage."""
     await require(request, "monitors:read")
     counts = await usage.counts(request.app[keys.POOL])
-    return ok({"plan": PLAN, "status": "active", "billing": None, "cancel_at_period_end": False,
-               "current_period_end": None, "limits": dict.fromkeys(counts), "usage": counts})  # fmt: skip
+    return ok(
+        {
+            "plan": PLAN,
+            "status": "active",
+            "billing": None,
+            "cancel_at_period_end": False,
+            "current_period_end": None,
+            "limits": dict.fromkeys(counts),
+            "usage": counts,
+        }
+    )
 
 
 def _no_billing(action: str) -> ApiError:
-    return ApiError(409, "conflict", f"self-hosted probefleet has no billing: there is nothing to {action}",
-                    {"plan": PLAN})  # fmt: skip
+    return ApiError(
+        409,
+        "conflict",
+        f"self-hosted probefleet has no billing: there is nothing to {action}",
+        {"plan": PLAN},
+    )
 
 
 async def cancel_subscription(request: web.Request) -> web.Response:

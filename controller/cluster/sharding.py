@@ -52,8 +52,9 @@ class Membership:
             " RETURNING id)"
             " SELECT id FROM controllers WHERE lease_until > now() AND id <> $1"
             " UNION SELECT id FROM me ORDER BY id",
-            self.controller_id, self.lease,
-        )  # fmt: skip
+            self.controller_id,
+            self.lease,
+        )
         members = tuple(r["id"] for r in rows)
         if members == self.members:
             return False

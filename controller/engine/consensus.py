@@ -74,5 +74,12 @@ def decide(results: list[RegionResult], expected: list[str], rule: Rule) -> Verd
         state = "degraded"
     else:
         state = "up"
-    return Verdict(state=state, failing=failing, passing=passing, missing=missing,
-                   reason=reason, message=message, response_time_ms=rtt)  # fmt: skip
+    return Verdict(
+        state=state,
+        failing=failing,
+        passing=passing,
+        missing=missing,
+        reason=reason,
+        message=message,
+        response_time_ms=rtt,
+    )

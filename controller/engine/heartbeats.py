@@ -70,9 +70,15 @@ class HeartbeatSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, om
     tz: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
 
 
-SPEC_ALIASES = {"period": "run_interval", "interval_s": "run_interval", "grace": "grace_period",
-                "grace_seconds": "grace_period", "schedule": "cron", "timezone": "tz",
-                "time_zone": "tz"}  # fmt: skip
+SPEC_ALIASES = {
+    "period": "run_interval",
+    "interval_s": "run_interval",
+    "grace": "grace_period",
+    "grace_seconds": "grace_period",
+    "schedule": "cron",
+    "timezone": "tz",
+    "time_zone": "tz",
+}
 
 
 Problems = dict[str, object]
@@ -111,8 +117,12 @@ def merge_fields(current: dict[str, Any], body: dict[str, Any]) -> dict[str, Any
     clears `run_interval` and back, and for an interval schedule `check_interval` alone is
     the new `run_interval` (one value, shown under both names)."""
     body = {SPEC_ALIASES.get(k, k): v for k, v in body.items()}
-    if ("check_interval" in body and "run_interval" not in body and "cron" not in body
-            and current.get("run_interval") is not None):  # fmt: skip
+    if (
+        "check_interval" in body
+        and "run_interval" not in body
+        and "cron" not in body
+        and current.get("run_interval") is not None
+    ):
         body["run_interval"] = body["check_interval"]
     # The shown check_interval mirrors run_interval, which may exceed check_interval's own
     # maximum (a weekly job): only a check_interval the client sent is validated.
@@ -224,8 +234,11 @@ def evaluate(state: State, now: dt.datetime) -> Verdict | None:
     if d is None or now < d.at:
         return None
     when = d.at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    message = (f"no success ping by {when}" if d.reason == "heartbeat_missed"
-               else f"a run started and did not finish by {when}")  # fmt: skip
+    message = (
+        f"no success ping by {when}"
+        if d.reason == "heartbeat_missed"
+        else f"a run started and did not finish by {when}"
+    )
     return Verdict(state="down", reason=d.reason, message=message)
 
 
@@ -255,8 +268,14 @@ def state_of(row: dict[str, Any]) -> State:
     runs = msgspec.convert(row["runs"] or {}, dict[str, dt.datetime])
     spec = decode_spec(row["spec"])
     assert spec is not None
-    return State(spec=spec, status=row["status"], anchor=row["anchor_at"], enabled=row["enabled"],
-                 last_success=row["last_success"], runs=runs)  # fmt: skip
+    return State(
+        spec=spec,
+        status=row["status"],
+        anchor=row["anchor_at"],
+        enabled=row["enabled"],
+        last_success=row["last_success"],
+        runs=runs,
+    )
 
 
 def _after(t: dt.datetime | None, at: dt.datetime) -> dt.datetime:
@@ -270,8 +289,9 @@ async def _apply(conn: Tx, monitor: dict[str, Any], verdict: Verdict, at: dt.dat
     due = _after(monitor.get("last_round"), at)
     new = await incidents.apply(conn, monitor, due, verdict, at)
     if new is not None:
-        monitor.update(status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak,
-                       last_round=due)  # fmt: skip
+        monitor.update(
+            status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak, last_round=due
+        )
 
 
 async def record(pool: asyncpg.Pool, pings: list[Ping]) -> list[bool]:
@@ -305,9 +325,12 @@ async def record_on(conn: Tx, pings: list[Ping]) -> list[bool]:
             await _apply(conn, row, verdict, ping.at)
             state.status = row["status"]
         last = {p.monitor_id: p for p, _ in stored}
-        await store.finish_batch(conn, stored,
-                                 [(mid, states[mid], last[mid], deadline(states[mid])) for mid in last],
-                                 _touches(rows, quick))  # fmt: skip
+        await store.finish_batch(
+            conn,
+            stored,
+            [(mid, states[mid], last[mid], deadline(states[mid])) for mid in last],
+            _touches(rows, quick),
+        )
     for kind, n in Counter(p.kind for p, _ in stored).items():
         metrics.HEARTBEAT_PINGS.labels(kind).inc(n)
     return [p.monitor_id in rows for p in pings]
@@ -320,8 +343,15 @@ async def _resume(conn: Tx, row: dict[str, Any], state: State, ping: Ping) -> No
     if changed is None:
         return
     previous = changed.pop("previous_status")
-    await incidents.emit(conn, "monitor.resumed", ping.at, monitor=changed, status=changed["status"],
-                         previous=previous, extra={"reason": "ping"})  # fmt: skip
+    await incidents.emit(
+        conn,
+        "monitor.resumed",
+        ping.at,
+        monitor=changed,
+        status=changed["status"],
+        previous=previous,
+        extra={"reason": "ping"},
+    )
     row.update(status=changed["status"], enabled=True)
     state.status, state.enabled, state.anchor = changed["status"], True, ping.at
     await store.set_anchor(conn, row["id"], ping.at)
@@ -342,8 +372,11 @@ def _touches(rows: dict[int, dict[str, Any]], quick: dict[int, list[dt.datetime]
     return updates
 
 
-async def _flush_quick(conn: Tx, rows: dict[int, dict[str, Any]], quick: dict[int, list[dt.datetime]],
-                       ) -> None:  # fmt: skip
+async def _flush_quick(
+    conn: Tx,
+    rows: dict[int, dict[str, Any]],
+    quick: dict[int, list[dt.datetime]],
+) -> None:
     """Before a state change: write the successes seen so far, in one UPDATE."""
     if quick:
         await store.touch_monitors(conn, _touches(rows, quick))
@@ -370,12 +403,20 @@ async def tick(pool: asyncpg.Pool, now: dt.datetime, limit: int = 500) -> int:
 
 
 async def _missed_event(conn: Tx, row: dict[str, Any], verdict: Verdict, now: dt.datetime) -> None:
-    windows = [maintenance.from_row(w) for w in
-               await incident_store.windows_for(conn, row["id"], list(row["tags"] or []))]  # fmt: skip
+    windows = [
+        maintenance.from_row(w)
+        for w in await incident_store.windows_for(conn, row["id"], list(row["tags"] or []))
+    ]
     if maintenance.active(windows, now):
         return
-    await incidents.emit(conn, "heartbeat.missed", now, monitor=row, status=row["status"],
-                         extra={"reason": verdict.reason, "message": verdict.message})  # fmt: skip
+    await incidents.emit(
+        conn,
+        "heartbeat.missed",
+        now,
+        monitor=row,
+        status=row["status"],
+        extra={"reason": verdict.reason, "message": verdict.message},
+    )
 
 
 async def refresh(pool: asyncpg.Pool, monitor_id: int) -> None:
@@ -402,8 +443,9 @@ class PingWriter:
     batch fills while its current one commits. Each lane keeps its own connection: no
     pool acquire and no reset query per batch (a round trip before the pings are answered)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, lanes: int = 1, window: float = 0.001,
-                 max_batch: int = 2000) -> None:  # fmt: skip
+    def __init__(
+        self, pool: asyncpg.Pool, *, lanes: int = 1, window: float = 0.001, max_batch: int = 2000
+    ) -> None:
         self.pool = pool
         self.window = window
         self.max_batch = max_batch
@@ -516,9 +558,10 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
             await refresh(pool, int(msg.data))
 
     sub = await nc.subscribe(subjects.monitor_changes(), cb=on_change)
-    tasks = [asyncio.create_task(writer.run(stop), name="ping-writer"),
-             asyncio.create_task(deadline_loop(pool, stop),
-                                 name="heartbeat-deadlines")]  # fmt: skip
+    tasks = [
+        asyncio.create_task(writer.run(stop), name="ping-writer"),
+        asyncio.create_task(deadline_loop(pool, stop), name="heartbeat-deadlines"),
+    ]
     yield
     stop.set()
     with contextlib.suppress(Exception):

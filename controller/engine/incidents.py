@@ -45,13 +45,16 @@ class Recheck(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
 
 
-def transition(current: MonitorState, verdict: Verdict, *, retry_count: int,
-               recovery_count: int) -> MonitorState:  # fmt: skip
+def transition(
+    current: MonitorState, verdict: Verdict, *, retry_count: int, recovery_count: int
+) -> MonitorState:
     """Down after retry_count+1 failing rounds; back up after recovery_count passing ones."""
     if verdict.state == "unknown":
-        return MonitorState(status="unknown" if current.status in ("pending", "unknown")
-                            else current.status, fail_streak=current.fail_streak,
-                            pass_streak=current.pass_streak)  # fmt: skip
+        return MonitorState(
+            status="unknown" if current.status in ("pending", "unknown") else current.status,
+            fail_streak=current.fail_streak,
+            pass_streak=current.pass_streak,
+        )
     if verdict.state == "down":
         fails = current.fail_streak + 1
         status = "down" if fails > retry_count else current.status
@@ -64,8 +67,9 @@ def transition(current: MonitorState, verdict: Verdict, *, retry_count: int,
     return MonitorState(status=verdict.state, fail_streak=0, pass_streak=passes)
 
 
-def needs_recheck(verdict: Verdict, new: MonitorState, attempt: int, *, retry_count: int,
-                  recovery_count: int) -> bool:  # fmt: skip
+def needs_recheck(
+    verdict: Verdict, new: MonitorState, attempt: int, *, retry_count: int, recovery_count: int
+) -> bool:
     """Whether to confirm this round's outcome at once instead of waiting an interval.
 
     A failing verdict below the threshold is re-checked until it confirms (at most
@@ -94,18 +98,31 @@ def iso(t: dt.datetime | None) -> str | None:
 
 
 def monitor_payload(m: dict[str, Any], status: str) -> dict[str, Any]:
-    return {"id": m["id"], "name": m.get("name"), "type": m.get("kind"),
-            "target": target_of(m.get("kind", ""), m.get("spec")), "status": status,
-            "locations": list(m.get("locations") or [])}  # fmt: skip
+    return {
+        "id": m["id"],
+        "name": m.get("name"),
+        "type": m.get("kind"),
+        "target": target_of(m.get("kind", ""), m.get("spec")),
+        "status": status,
+        "locations": list(m.get("locations") or []),
+    }
 
 
 def incident_payload(i: dict[str, Any]) -> dict[str, Any]:
     end = i["resolved_at"]
-    return {"id": i["id"], "status": i["status"], "severity": i["severity"], "title": i["title"],
-            "started_at": iso(i["started_at"]), "resolved_at": iso(end),
-            "duration_s": (end - i["started_at"]).total_seconds() if end else None,
-            "root_cause": i["root_cause"], "affected_regions": list(i["affected_regions"]),
-            "checks_failed": i["checks_failed"], "checks_total": i["checks_total"]}  # fmt: skip
+    return {
+        "id": i["id"],
+        "status": i["status"],
+        "severity": i["severity"],
+        "title": i["title"],
+        "started_at": iso(i["started_at"]),
+        "resolved_at": iso(end),
+        "duration_s": (end - i["started_at"]).total_seconds() if end else None,
+        "root_cause": i["root_cause"],
+        "affected_regions": list(i["affected_regions"]),
+        "checks_failed": i["checks_failed"],
+        "checks_total": i["checks_total"],
+    }
 
 
 def check_payload(verdict: Verdict) -> dict[str, Any] | None:
@@ -113,16 +130,28 @@ def check_payload(verdict: Verdict) -> dict[str, Any] | None:
     if region is None:
         return None
     failing = region in verdict.failing
-    return {"region": region, "status": "fail" if failing else "ok",
-            "reason": verdict.reason if failing else None,
-            "message": verdict.message if failing else "",
-            "response_time_ms": verdict.response_time_ms, "status_code": None}  # fmt: skip
+    return {
+        "region": region,
+        "status": "fail" if failing else "ok",
+        "reason": verdict.reason if failing else None,
+        "message": verdict.message if failing else "",
+        "response_time_ms": verdict.response_time_ms,
+        "status_code": None,
+    }
 
 
-async def emit(conn: Tx, kind: str, now: dt.datetime, *, monitor: dict[str, Any] | None = None,
-               status: str | None = None, incident: dict[str, Any] | None = None,
-               verdict: Verdict | None = None, previous: str | None = None,
-               extra: dict[str, Any] | None = None) -> int:  # fmt: skip
+async def emit(
+    conn: Tx,
+    kind: str,
+    now: dt.datetime,
+    *,
+    monitor: dict[str, Any] | None = None,
+    status: str | None = None,
+    incident: dict[str, Any] | None = None,
+    verdict: Verdict | None = None,
+    previous: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> int:
     """Write one outbox row (call inside the transaction of the change)."""
     payload: dict[str, Any] = dict(extra or {})
     if monitor is not None:
@@ -133,24 +162,36 @@ async def emit(conn: Tx, kind: str, now: dt.datetime, *, monitor: dict[str, Any]
         payload["check"] = check
     if previous is not None:
         payload["previous_status"] = previous
-    return await event_store.insert(conn, kind, monitor_id=monitor["id"] if monitor else None,
-                                    incident_id=incident["id"] if incident else None,
-                                    occurred_at=now, payload=payload)  # fmt: skip
+    return await event_store.insert(
+        conn,
+        kind,
+        monitor_id=monitor["id"] if monitor else None,
+        incident_id=incident["id"] if incident else None,
+        occurred_at=now,
+        payload=payload,
+    )
 
 
-async def apply(conn: Tx, monitor: dict[str, Any], due: dt.datetime, verdict: Verdict,
-                now: dt.datetime,
-                windows: list[maintenance.Window] | None = None) -> MonitorState | None:  # fmt: skip
+async def apply(
+    conn: Tx,
+    monitor: dict[str, Any],
+    due: dt.datetime,
+    verdict: Verdict,
+    now: dt.datetime,
+    windows: list[maintenance.Window] | None = None,
+) -> MonitorState | None:
     """Write the verdict's effect on the monitor; None if a later round got there first.
 
     `windows`: every enabled maintenance window, when the caller read them once for a
     whole batch; otherwise this monitor's are read here."""
-    current = MonitorState(status=monitor["status"], fail_streak=monitor["fail_streak"],
-                           pass_streak=monitor["pass_streak"])  # fmt: skip
+    current = MonitorState(
+        status=monitor["status"], fail_streak=monitor["fail_streak"], pass_streak=monitor["pass_streak"]
+    )
     if current.status == "paused":
         return None
-    new = transition(current, verdict, retry_count=monitor["retry_count"],
-                     recovery_count=monitor["recovery_count"])  # fmt: skip
+    new = transition(
+        current, verdict, retry_count=monitor["retry_count"], recovery_count=monitor["recovery_count"]
+    )
     answered = verdict.state != "unknown"
     fail_since = monitor.get("fail_since")
     if verdict.state == "down":
@@ -170,14 +211,22 @@ async def apply(conn: Tx, monitor: dict[str, Any], due: dt.datetime, verdict: Ve
         " unavailable_regions = $12"
         " WHERE id = $1 AND status <> 'paused' AND (last_round IS NULL OR last_round < $2)"
         " RETURNING id",
-        monitor["id"], due, new.status, new.fail_streak, new.pass_streak, now, answered,
-        verdict.state in ("up", "degraded"), verdict.state == "down", verdict.response_time_ms,
-        fail_since, unavailable,
-    )  # fmt: skip
+        monitor["id"],
+        due,
+        new.status,
+        new.fail_streak,
+        new.pass_streak,
+        now,
+        answered,
+        verdict.state in ("up", "degraded"),
+        verdict.state == "down",
+        verdict.response_time_ms,
+        fail_since,
+        unavailable,
+    )
     if not row:
         return None
-    await _regions_changed(conn, monitor, list(monitor.get("unavailable_regions") or []),
-                           unavailable, now)  # fmt: skip
+    await _regions_changed(conn, monitor, list(monitor.get("unavailable_regions") or []), unavailable, now)
     monitor.update(fail_since=fail_since, unavailable_regions=unavailable)
     tags = list(monitor.get("tags") or [])
     if windows is None:
@@ -191,13 +240,26 @@ async def apply(conn: Tx, monitor: dict[str, Any], due: dt.datetime, verdict: Ve
     if open_incident is not None and not open_incident["manual"] and verdict.state == "down":
         await store.add_checks(conn, open_incident["id"], list(verdict.failing), len(voted))
     if new.status != current.status:
-        await _status_changed(conn, monitor, current.status, new.status, verdict, now,
-                              in_maintenance=bool(occurrences), open_incident=open_incident)  # fmt: skip
+        await _status_changed(
+            conn,
+            monitor,
+            current.status,
+            new.status,
+            verdict,
+            now,
+            in_maintenance=bool(occurrences),
+            open_incident=open_incident,
+        )
     return new
 
 
-def is_quiet(monitor: dict[str, Any], verdict: Verdict, new: MonitorState,
-             windows: list[maintenance.Window], now: dt.datetime) -> bool:  # fmt: skip
+def is_quiet(
+    monitor: dict[str, Any],
+    verdict: Verdict,
+    new: MonitorState,
+    windows: list[maintenance.Window],
+    now: dt.datetime,
+) -> bool:
     """A round whose only effect is fresh timestamps and streaks: the status stays, the
     verdict passes, the same regions answer and no maintenance window is open. Nearly
     every round is one; `apply_quiet` writes a batch of them in one statement."""
@@ -212,8 +274,9 @@ def is_quiet(monitor: dict[str, Any], verdict: Verdict, new: MonitorState,
     return not maintenance.active(windows, now, monitor["id"], list(monitor.get("tags") or []))
 
 
-async def apply_quiet(conn: Tx, quiet: list[tuple[dict[str, Any], dt.datetime, Verdict, MonitorState]],
-                      now: dt.datetime) -> set[int]:  # fmt: skip
+async def apply_quiet(
+    conn: Tx, quiet: list[tuple[dict[str, Any], dt.datetime, Verdict, MonitorState]], now: dt.datetime
+) -> set[int]:
     """The UPDATE `apply` would run for each quiet round, as one statement with the same
     compare-and-set; return the ids written (a later round applied first is skipped)."""
     if not quiet:
@@ -226,15 +289,20 @@ async def apply_quiet(conn: Tx, quiet: list[tuple[dict[str, Any], dt.datetime, V
         " $6::float8[]) AS v(id, due, status, fs, ps, rt)"
         " WHERE monitors.id = v.id AND monitors.status <> 'paused'"
         " AND (monitors.last_round IS NULL OR monitors.last_round < v.due) RETURNING monitors.id",
-        [m["id"] for m, *_ in quiet], [d for _, d, *_ in quiet], [n.status for *_, n in quiet],
-        [n.fail_streak for *_, n in quiet], [n.pass_streak for *_, n in quiet],
-        [v.response_time_ms for _, _, v, _ in quiet], now,
-    )  # fmt: skip
+        [m["id"] for m, *_ in quiet],
+        [d for _, d, *_ in quiet],
+        [n.status for *_, n in quiet],
+        [n.fail_streak for *_, n in quiet],
+        [n.pass_streak for *_, n in quiet],
+        [v.response_time_ms for _, _, v, _ in quiet],
+        now,
+    )
     return {r["id"] for r in rows}
 
 
-async def _regions_changed(conn: Tx, monitor: dict[str, Any], before: list[str], after: list[str],
-                           now: dt.datetime) -> None:  # fmt: skip
+async def _regions_changed(
+    conn: Tx, monitor: dict[str, Any], before: list[str], after: list[str], now: dt.datetime
+) -> None:
     """region.unavailable / region.available once per change, not per round."""
     for region in sorted(set(after) - set(before)):
         await emit(conn, "region.unavailable", now, monitor=monitor, extra={"region": region})
@@ -250,16 +318,25 @@ async def _parent_down(conn: Tx, monitor: dict[str, Any]) -> int | None:
     return int(parent) if status == "down" else None
 
 
-async def _status_changed(conn: Tx, monitor: dict[str, Any], old: str, new: str, verdict: Verdict,
-                          now: dt.datetime, *, in_maintenance: bool,
-                          open_incident: dict[str, Any] | None) -> None:  # fmt: skip
+async def _status_changed(
+    conn: Tx,
+    monitor: dict[str, Any],
+    old: str,
+    new: str,
+    verdict: Verdict,
+    now: dt.datetime,
+    *,
+    in_maintenance: bool,
+    open_incident: dict[str, Any] | None,
+) -> None:
     parent = await _parent_down(conn, monitor) if new in ("down", "degraded") else None
     quiet = in_maintenance or parent is not None
     wants_incident = new == "down" or (new == "degraded" and monitor.get("incident_on_degraded"))
     if new in ("down", "degraded"):
         if not quiet:
-            await emit(conn, f"monitor.{new}", now, monitor=monitor, status=new, verdict=verdict,
-                       previous=old)  # fmt: skip
+            await emit(
+                conn, f"monitor.{new}", now, monitor=monitor, status=new, verdict=verdict, previous=old
+            )
         if wants_incident and not in_maintenance and open_incident is None:
             await _open(conn, monitor, new, verdict, now, parent)
         elif not wants_incident and open_incident is not None and not open_incident["manual"]:
@@ -274,12 +351,12 @@ async def _status_changed(conn: Tx, monitor: dict[str, Any], old: str, new: str,
         return
     notify = not resolved["suppressed"] if resolved else not in_maintenance
     if notify:
-        await emit(conn, "monitor.up", now, monitor=monitor, status="up", verdict=verdict,
-                   previous=old)  # fmt: skip
+        await emit(conn, "monitor.up", now, monitor=monitor, status="up", verdict=verdict, previous=old)
 
 
-async def _open(conn: Tx, monitor: dict[str, Any], status: str, verdict: Verdict, now: dt.datetime,
-                parent: int | None) -> None:  # fmt: skip
+async def _open(
+    conn: Tx, monitor: dict[str, Any], status: str, verdict: Verdict, now: dt.datetime, parent: int | None
+) -> None:
     failing = list(verdict.failing)
     answered = len(verdict.failing) + len(verdict.passing)
     cause = f"{verdict.reason}: {verdict.message}" if verdict.reason else verdict.message or None
@@ -287,30 +364,50 @@ async def _open(conn: Tx, monitor: dict[str, Any], status: str, verdict: Verdict
         cause = f"parent monitor {parent} is down" + (f" ({cause})" if cause else "")
     severity = "medium" if status == "degraded" else ("critical" if not verdict.passing else "high")
     incident_id = await store.open_incident(
-        conn, monitor_id=monitor["id"], title=f"{monitor.get('name', monitor['id'])} is {status}",
-        severity=severity, started_at=monitor.get("fail_since") or now, root_cause=cause,
-        root_reason=verdict.reason, affected_regions=sorted(failing), checks_failed=len(failing),
-        checks_total=answered, suppressed=parent is not None, cause_monitor_id=parent,
-    )  # fmt: skip
+        conn,
+        monitor_id=monitor["id"],
+        title=f"{monitor.get('name', monitor['id'])} is {status}",
+        severity=severity,
+        started_at=monitor.get("fail_since") or now,
+        root_cause=cause,
+        root_reason=verdict.reason,
+        affected_regions=sorted(failing),
+        checks_failed=len(failing),
+        checks_total=answered,
+        suppressed=parent is not None,
+        cause_monitor_id=parent,
+    )
     if incident_id is None:
         return
-    await store.add_timeline(conn, incident_id, now, "opened", cause or "",
-                             {"suppressed": parent is not None, "cause_monitor_id": parent})  # fmt: skip
+    await store.add_timeline(
+        conn,
+        incident_id,
+        now,
+        "opened",
+        cause or "",
+        {"suppressed": parent is not None, "cause_monitor_id": parent},
+    )
     if parent is None:
         incident = await store.get(conn, incident_id)
-        await emit(conn, "incident.opened", now, monitor=monitor, status=status, incident=incident,
-                   verdict=verdict)  # fmt: skip
+        await emit(
+            conn, "incident.opened", now, monitor=monitor, status=status, incident=incident, verdict=verdict
+        )
 
 
-async def _resolve(conn: Tx, monitor: dict[str, Any], incident: dict[str, Any], verdict: Verdict | None,
-                   now: dt.datetime, note: str = "recovered") -> dict[str, Any] | None:  # fmt: skip
+async def _resolve(
+    conn: Tx,
+    monitor: dict[str, Any],
+    incident: dict[str, Any],
+    verdict: Verdict | None,
+    now: dt.datetime,
+    note: str = "recovered",
+) -> dict[str, Any] | None:
     resolved = await store.resolve(conn, incident["id"], now)
     if resolved is None:
         return None
     await store.add_timeline(conn, incident["id"], now, "resolved", note)
     if not resolved["suppressed"]:
-        await emit(conn, "incident.resolved", now, monitor=monitor, incident=resolved,
-                   verdict=verdict)  # fmt: skip
+        await emit(conn, "incident.resolved", now, monitor=monitor, incident=resolved, verdict=verdict)
     return resolved
 
 
@@ -328,8 +425,14 @@ async def open_rechecks(scheduler: Scheduler, rechecks: Sequence[Recheck]) -> in
             spec = decode_spec(m["kind"], m["spec"])
             if spec is None:
                 continue
-            entry = Entry(id=m["id"], interval=float(m["interval_s"]), timeout=float(m["timeout_s"]),
-                          locations=list(m["locations"]), spec=spec, offset=0.0)  # fmt: skip
+            entry = Entry(
+                id=m["id"],
+                interval=float(m["interval_s"]),
+                timeout=float(m["timeout_s"]),
+                locations=list(m["locations"]),
+                spec=spec,
+                offset=0.0,
+            )
         if entry is not None:
             groups.setdefault(r.attempt, []).append((now, entry))
     for attempt, due_now in groups.items():

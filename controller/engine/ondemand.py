@@ -28,8 +28,17 @@ from probefleet.shared import subjects, wire
 ON_DEMAND_ATTEMPT = 1000
 
 
-async def run(nc: NATS, fleet: Fleet, *, monitor_id: int, spec: wire.CheckSpec, check_timeout: float,
-              locations: list[str], rule: consensus.Rule, grace: float) -> dict[str, Any]:  # fmt: skip
+async def run(
+    nc: NATS,
+    fleet: Fleet,
+    *,
+    monitor_id: int,
+    spec: wire.CheckSpec,
+    check_timeout: float,
+    locations: list[str],
+    rule: consensus.Rule,
+    grace: float,
+) -> dict[str, Any]:
     """Publish one job per region with a live probe; return the per-region results and
     the verdict they give (regions without a live probe are reported as unavailable)."""
     due = time.time()
@@ -51,9 +60,15 @@ async def run(nc: NATS, fleet: Fleet, *, monitor_id: int, spec: wire.CheckSpec, 
     try:
         await nc.flush()
         for region in regions:
-            job = wire.CheckJob(monitor_id=monitor_id, due=due, region=region, timeout=check_timeout,
-                                deadline=due + check_timeout + grace / 2, spec=spec,
-                                attempt=ON_DEMAND_ATTEMPT)  # fmt: skip
+            job = wire.CheckJob(
+                monitor_id=monitor_id,
+                due=due,
+                region=region,
+                timeout=check_timeout,
+                deadline=due + check_timeout + grace / 2,
+                spec=spec,
+                attempt=ON_DEMAND_ATTEMPT,
+            )
             await nc.publish(subjects.jobs(region), wire.encode(job))
         if regions:
             with contextlib.suppress(TimeoutError):
@@ -65,37 +80,65 @@ async def run(nc: NATS, fleet: Fleet, *, monitor_id: int, spec: wire.CheckSpec, 
     return summarize(due, locations, regions, got, rule)
 
 
-def summarize(due: float, locations: list[str], asked: list[str], got: dict[str, wire.CheckResult],
-              rule: consensus.Rule) -> dict[str, Any]:  # fmt: skip
-    results = [consensus.RegionResult(region=r.region, status=str(r.status),
-                                      reason=str(r.reason) if r.reason else None,
-                                      message=r.message, duration_ms=r.duration_ms)
-               for r in got.values()]  # fmt: skip
+def summarize(
+    due: float, locations: list[str], asked: list[str], got: dict[str, wire.CheckResult], rule: consensus.Rule
+) -> dict[str, Any]:
+    results = [
+        consensus.RegionResult(
+            region=r.region,
+            status=str(r.status),
+            reason=str(r.reason) if r.reason else None,
+            message=r.message,
+            duration_ms=r.duration_ms,
+        )
+        for r in got.values()
+    ]
     verdict = consensus.decide(results, asked, rule)
     per_region: list[dict[str, Any]] = []
     for region in locations:
         r = got.get(region)
         if r is None:
-            per_region.append({"region": region, "status": "unavailable" if region not in asked
-                               else "no_answer", "is_ok": None, "reason": None,
-                               "error": "no live probe in this region" if region not in asked
-                               else "no result before the deadline",
-                               "response_time": None, "status_code": None, "probe_id": None,
-                               "checked_at": None})  # fmt: skip
+            per_region.append(
+                {
+                    "region": region,
+                    "status": "unavailable" if region not in asked else "no_answer",
+                    "is_ok": None,
+                    "reason": None,
+                    "error": "no live probe in this region"
+                    if region not in asked
+                    else "no result before the deadline",
+                    "response_time": None,
+                    "status_code": None,
+                    "probe_id": None,
+                    "checked_at": None,
+                }
+            )
             continue
-        per_region.append({"region": region, "status": str(r.status),
-                           "is_ok": r.status in (wire.Status.OK, wire.Status.DEGRADED),
-                           "reason": str(r.reason) if r.reason else None,
-                           "error": r.message or None, "response_time": round(r.duration_ms, 3),
-                           "status_code": r.status_code, "probe_id": r.probe_id,
-                           "checked_at": wire_time(r.started_at)})  # fmt: skip
+        per_region.append(
+            {
+                "region": region,
+                "status": str(r.status),
+                "is_ok": r.status in (wire.Status.OK, wire.Status.DEGRADED),
+                "reason": str(r.reason) if r.reason else None,
+                "error": r.message or None,
+                "response_time": round(r.duration_ms, 3),
+                "status_code": r.status_code,
+                "probe_id": r.probe_id,
+                "checked_at": wire_time(r.started_at),
+            }
+        )
     codes = [r.status_code for r in got.values() if r.status_code is not None]
     return {
-        "status": verdict.state, "is_ok": verdict.state in ("up", "degraded"),
-        "response_time": verdict.response_time_ms, "status_code": codes[0] if codes else None,
-        "checked_at": wire_time(due), "error": verdict.message or None, "reason": verdict.reason,
-        "attempt": ON_DEMAND_ATTEMPT, "regions": per_region,
-    }  # fmt: skip
+        "status": verdict.state,
+        "is_ok": verdict.state in ("up", "degraded"),
+        "response_time": verdict.response_time_ms,
+        "status_code": codes[0] if codes else None,
+        "checked_at": wire_time(due),
+        "error": verdict.message or None,
+        "reason": verdict.reason,
+        "attempt": ON_DEMAND_ATTEMPT,
+        "regions": per_region,
+    }
 
 
 def wire_time(t: float) -> str:

@@ -37,8 +37,9 @@ log = logging.getLogger("probefleet.results")
 OnRecheck = Callable[[list[incidents.Recheck]], Awaitable[object]]
 
 
-async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime,
-                        rechecks: list[incidents.Recheck] | None = None) -> int:  # fmt: skip
+async def finish_rounds(
+    conn: Tx, closed: list[dict[str, Any]], now: dt.datetime, rechecks: list[incidents.Recheck] | None = None
+) -> int:
     """Decide closed rounds and apply their verdicts; return how many changed a monitor.
     Confirmation rounds to open are appended to `rechecks`."""
     if not closed:
@@ -47,9 +48,14 @@ async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime
     by_round: dict[store.Key, list[consensus.RegionResult]] = defaultdict(list)
     for r in await store.results_for(conn, keys):
         by_round[(r["monitor_id"], r["due"], r["attempt"])].append(
-            consensus.RegionResult(region=r["region"], status=r["status"], reason=r["reason"],
-                                   message=r["message"], duration_ms=r["duration_ms"])
-        )  # fmt: skip
+            consensus.RegionResult(
+                region=r["region"],
+                status=r["status"],
+                reason=r["reason"],
+                message=r["message"],
+                duration_ms=r["duration_ms"],
+            )
+        )
     monitors = {
         m["id"]: dict(m)
         for m in await conn.fetch(
@@ -75,10 +81,12 @@ async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime
         verdict = consensus.decide(by_round.get(key, []), list(rnd["regions"]), rule)
         verdicts.append((key, verdict.state))
         metrics.VERDICTS.labels(verdict.state).inc()
-        current = incidents.MonitorState(status=monitor["status"], fail_streak=monitor["fail_streak"],
-                                         pass_streak=monitor["pass_streak"])  # fmt: skip
-        planned = incidents.transition(current, verdict, retry_count=monitor["retry_count"],
-                                       recovery_count=monitor["recovery_count"])  # fmt: skip
+        current = incidents.MonitorState(
+            status=monitor["status"], fail_streak=monitor["fail_streak"], pass_streak=monitor["pass_streak"]
+        )
+        planned = incidents.transition(
+            current, verdict, retry_count=monitor["retry_count"], recovery_count=monitor["recovery_count"]
+        )
         if monitor["id"] in once and incidents.is_quiet(monitor, verdict, planned, windows, now):
             quiet.append((monitor, rnd["due"], verdict, planned))
             quiet_attempts[monitor["id"]] = rnd["attempt"]
@@ -93,17 +101,24 @@ async def finish_rounds(conn: Tx, closed: list[dict[str, Any]], now: dt.datetime
     for monitor, attempt, new, verdict in applied:
         monitor.update(status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak)
         if rechecks is not None and incidents.needs_recheck(
-            verdict, new, attempt, retry_count=monitor["retry_count"],
+            verdict,
+            new,
+            attempt,
+            retry_count=monitor["retry_count"],
             recovery_count=monitor["recovery_count"],
-        ):  # fmt: skip
+        ):
             rechecks.append(incidents.Recheck(monitor=monitor, attempt=attempt + 1))
     changed = len(applied)
     await store.set_verdicts(conn, verdicts)
     return changed
 
 
-async def ingest(pool: asyncpg.Pool, results: list[wire.CheckResult], now: dt.datetime | None = None,
-                 on_recheck: OnRecheck | None = None) -> int:  # fmt: skip
+async def ingest(
+    pool: asyncpg.Pool,
+    results: list[wire.CheckResult],
+    now: dt.datetime | None = None,
+    on_recheck: OnRecheck | None = None,
+) -> int:
     """Store one batch and finish the rounds it completes; return results newly stored."""
     now = now or dt.datetime.now(dt.UTC)
     rechecks: list[incidents.Recheck] = []
@@ -119,8 +134,9 @@ async def ingest(pool: asyncpg.Pool, results: list[wire.CheckResult], now: dt.da
     return len(stored)
 
 
-async def sweep(pool: asyncpg.Pool, now: dt.datetime | None = None,
-                on_recheck: OnRecheck | None = None) -> int:  # fmt: skip
+async def sweep(
+    pool: asyncpg.Pool, now: dt.datetime | None = None, on_recheck: OnRecheck | None = None
+) -> int:
     """Close rounds whose deadline passed with the results they have."""
     now = now or dt.datetime.now(dt.UTC)
     rechecks: list[incidents.Recheck] = []
@@ -134,15 +150,24 @@ async def sweep(pool: asyncpg.Pool, now: dt.datetime | None = None,
 
 async def ensure_consumer(js: JetStreamContext) -> None:
     config = ConsumerConfig(
-        durable_name=subjects.RESULTS_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_ack_pending=20000,
+        durable_name=subjects.RESULTS_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30,
+        max_ack_pending=20000,
         filter_subject=subjects.results_all(),
-    )  # fmt: skip
+    )
     await js.add_consumer(subjects.RESULTS_STREAM, config)
 
 
-async def consume(js: JetStreamContext, pool: asyncpg.Pool, *, batch: int = 500,
-                  stop: asyncio.Event, on_recheck: OnRecheck | None = None) -> None:  # fmt: skip
+async def consume(
+    js: JetStreamContext,
+    pool: asyncpg.Pool,
+    *,
+    batch: int = 500,
+    stop: asyncio.Event,
+    on_recheck: OnRecheck | None = None,
+) -> None:
     """Fetch, store, acknowledge; forever until `stop` is set."""
     psub = await js.pull_subscribe_bind(subjects.RESULTS_CONSUMER, stream=subjects.RESULTS_STREAM)
     decoder = msgspec.msgpack.Decoder(wire.CheckResult)
@@ -172,8 +197,9 @@ async def consume(js: JetStreamContext, pool: asyncpg.Pool, *, batch: int = 500,
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
 
 
-async def sweep_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 0.5,
-                     on_recheck: OnRecheck | None = None) -> None:  # fmt: skip
+async def sweep_loop(
+    pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 0.5, on_recheck: OnRecheck | None = None
+) -> None:
     while not stop.is_set():
         try:
             await sweep(pool, on_recheck=on_recheck)

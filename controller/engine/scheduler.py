@@ -105,10 +105,15 @@ class Scheduler:
             return
         old = self.entries.get(row["id"])
         interval = float(row["interval_s"])
-        entry = Entry(id=row["id"], interval=interval, timeout=float(row["timeout_s"]),
-                      locations=list(row["locations"]), spec=spec,
-                      offset=phase(row["id"], interval),
-                      version=old.version + 1 if old else 0)  # fmt: skip
+        entry = Entry(
+            id=row["id"],
+            interval=interval,
+            timeout=float(row["timeout_s"]),
+            locations=list(row["locations"]),
+            spec=spec,
+            offset=phase(row["id"], interval),
+            version=old.version + 1 if old else 0,
+        )
         self.entries[entry.id] = entry
         now = time.time() if now is None else now
         heapq.heappush(self.heap, (next_due(now, interval, entry.offset), entry.id, entry.version))
@@ -195,13 +200,19 @@ class Scheduler:
         for due, entry in due_now:
             regions = self.expected_regions(entry, now)
             deadline = due + entry.timeout + self.round_grace
-            rounds.append((entry.id, result_store.ts(due), attempt, regions,
-                           result_store.ts(deadline)))  # fmt: skip
+            rounds.append((entry.id, result_store.ts(due), attempt, regions, result_store.ts(deadline)))
             for region in regions:
-                jobs.append(wire.CheckJob(monitor_id=entry.id, due=due, region=region,
-                                          deadline=due + entry.timeout + self.round_grace / 2,
-                                          timeout=entry.timeout, spec=entry.spec,
-                                          attempt=attempt))  # fmt: skip
+                jobs.append(
+                    wire.CheckJob(
+                        monitor_id=entry.id,
+                        due=due,
+                        region=region,
+                        deadline=due + entry.timeout + self.round_grace / 2,
+                        timeout=entry.timeout,
+                        spec=entry.spec,
+                        attempt=attempt,
+                    )
+                )
         ours = await result_store.insert_rounds(self.pool, rounds)
         for job in jobs:
             if (job.monitor_id, result_store.ts(job.due), job.attempt) not in ours:
@@ -224,8 +235,7 @@ class Scheduler:
             if delay > 0:
                 waiter = asyncio.ensure_future(self._wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, timeout=delay,
-                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                await asyncio.wait({waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 stopper.cancel()
 

@@ -21,32 +21,66 @@ from probefleet.shared import wire
 from probefleet.shared.redact import redact_url
 
 SPEC_TYPES: dict[str, type[msgspec.Struct]] = {
-    "http": wire.HttpSpec, "tcp": wire.TcpSpec, "udp": wire.UdpSpec,
-    "icmp": wire.IcmpSpec, "dns": wire.DnsSpec, "tls": wire.TlsSpec,
-}  # fmt: skip
+    "http": wire.HttpSpec,
+    "tcp": wire.TcpSpec,
+    "udp": wire.UdpSpec,
+    "icmp": wire.IcmpSpec,
+    "dns": wire.DnsSpec,
+    "tls": wire.TlsSpec,
+}
 KINDS: tuple[str, ...] = (*SPEC_TYPES, "heartbeat")
 
 # Type names used by the reference services, mapped onto our kinds.
 TYPE_ALIASES = {
-    "website": "http", "https": "http", "api": "http", "graphql": "http", "keyword": "http",
-    "ping": "icmp", "port": "tcp", "ssl": "tls", "ssl_cert": "tls", "cron": "heartbeat",
-    "push": "heartbeat", "tcp_port": "tcp", "udp_port": "udp", "certificate": "tls",
-}  # fmt: skip
+    "website": "http",
+    "https": "http",
+    "api": "http",
+    "graphql": "http",
+    "keyword": "http",
+    "ping": "icmp",
+    "port": "tcp",
+    "ssl": "tls",
+    "ssl_cert": "tls",
+    "cron": "heartbeat",
+    "push": "heartbeat",
+    "tcp_port": "tcp",
+    "udp_port": "udp",
+    "certificate": "tls",
+}
 
 # Field names used by the reference services, mapped onto ours.
 FIELD_ALIASES = {
-    "target": "url", "interval": "check_interval", "interval_seconds": "check_interval",
-    "checkInterval": "check_interval", "regions": "locations", "enabledRegions": "locations",
-    "expectedStatusCode": "expected_status", "httpMethod": "method", "isActive": "is_enabled",
-    "enabled": "is_enabled", "timeout_seconds": "timeout", "isPaused": "is_enabled",
-    "is_active": "is_enabled", "active": "is_enabled", "expectedStatus": "expected_status",
-    "expected_status_code": "expected_status", "expected_status_codes": "expected_status",
-    "http_method": "method", "timeoutSeconds": "timeout", "intervalSeconds": "check_interval",
-    "frequency": "check_interval", "monitor_type": "type", "monitorType": "type", "kind": "type",
-    "hostname": "host", "parentId": "parent_id", "retryCount": "retry_count",
-    "recoveryCount": "recovery_count", "escalationPolicy": "escalation_policy",
+    "target": "url",
+    "interval": "check_interval",
+    "interval_seconds": "check_interval",
+    "checkInterval": "check_interval",
+    "regions": "locations",
+    "enabledRegions": "locations",
+    "expectedStatusCode": "expected_status",
+    "httpMethod": "method",
+    "isActive": "is_enabled",
+    "enabled": "is_enabled",
+    "timeout_seconds": "timeout",
+    "isPaused": "is_enabled",
+    "is_active": "is_enabled",
+    "active": "is_enabled",
+    "expectedStatus": "expected_status",
+    "expected_status_code": "expected_status",
+    "expected_status_codes": "expected_status",
+    "http_method": "method",
+    "timeoutSeconds": "timeout",
+    "intervalSeconds": "check_interval",
+    "frequency": "check_interval",
+    "monitor_type": "type",
+    "monitorType": "type",
+    "kind": "type",
+    "hostname": "host",
+    "parentId": "parent_id",
+    "retryCount": "retry_count",
+    "recoveryCount": "recovery_count",
+    "escalationPolicy": "escalation_policy",
     "escalation_policy_id": "escalation_policy",
-}  # fmt: skip
+}
 
 # Spec fields whose wire name collides with a common field get another API name:
 # a DNS query's `name` would clash with the monitor's name, ICMP's `interval` with
@@ -160,9 +194,8 @@ def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
             errors["url"] = problem
         for i, code in enumerate(spec.expected_status):
             ok = (isinstance(code, int) and 100 <= code <= 599) or (
-                isinstance(code, str) and len(code) == 3 and code[0] in "12345"
-                and code[1:] == "xx"
-            )  # fmt: skip
+                isinstance(code, str) and len(code) == 3 and code[0] in "12345" and code[1:] == "xx"
+            )
             if not ok:
                 errors[f"expected_status[{i}]"] = "must be a status code (100-599) or a class like '2xx'"
         if not spec.method.isalpha():
@@ -235,28 +268,46 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
     if kind == "heartbeat" and getattr(spec, "run_interval", None):
         interval_s = spec.run_interval  # type: ignore[union-attr]  # one value, two names
     return MonitorConfig(
-        name=common.name, kind=kind, spec=spec,  # type: ignore[arg-type]
-        interval_s=interval_s, timeout_s=common.timeout, locations=locations,
-        consensus=common.consensus, quorum=common.quorum, retry_count=common.retry_count,
-        recovery_count=common.recovery_count, enabled=common.is_enabled, tags=common.tags,
-        parent_id=common.parent_id, incident_on_degraded=common.incident_on_degraded,
+        name=common.name,
+        kind=kind,
+        spec=spec,  # type: ignore[arg-type]
+        interval_s=interval_s,
+        timeout_s=common.timeout,
+        locations=locations,
+        consensus=common.consensus,
+        quorum=common.quorum,
+        retry_count=common.retry_count,
+        recovery_count=common.recovery_count,
+        enabled=common.is_enabled,
+        tags=common.tags,
+        parent_id=common.parent_id,
+        incident_on_degraded=common.incident_on_degraded,
         notifications=common.notifications,
-        project=common.project, escalation_policy=common.escalation_policy,
-    )  # fmt: skip
+        project=common.project,
+        escalation_policy=common.escalation_policy,
+    )
 
 
 def config_fields(row: dict[str, Any]) -> dict[str, Any]:
     """The flat, editable shape of a stored monitor (inverse of `parse`)."""
     out: dict[str, Any] = {
-        "name": row["name"], "type": row["kind"], "timeout": row["timeout_s"],
-        "check_interval": row["interval_s"], "locations": list(row["locations"]),
-        "consensus": row["consensus"], "quorum": row["quorum"],
-        "retry_count": row["retry_count"], "recovery_count": row["recovery_count"],
-        "is_enabled": row["enabled"], "tags": list(row["tags"]),
-        "parent_id": row.get("parent_id"), "incident_on_degraded": row.get("incident_on_degraded", False),
+        "name": row["name"],
+        "type": row["kind"],
+        "timeout": row["timeout_s"],
+        "check_interval": row["interval_s"],
+        "locations": list(row["locations"]),
+        "consensus": row["consensus"],
+        "quorum": row["quorum"],
+        "retry_count": row["retry_count"],
+        "recovery_count": row["recovery_count"],
+        "is_enabled": row["enabled"],
+        "tags": list(row["tags"]),
+        "parent_id": row.get("parent_id"),
+        "incident_on_degraded": row.get("incident_on_degraded", False),
         "notifications": list(row.get("notifications") or []),
-        "project": row.get("project"), "escalation_policy": row.get("escalation_policy_id"),
-    }  # fmt: skip
+        "project": row.get("project"),
+        "escalation_policy": row.get("escalation_policy_id"),
+    }
     # The stored spec is the to_builtins form of a validated spec (spec_json), defaults
     # left out: read its fields straight from it, no convert/to_builtins round trip (this
     # runs for every monitor of every list page).
@@ -295,8 +346,18 @@ def _spec_layout(cls: type[msgspec.Struct], kind: str) -> tuple[tuple[str, str, 
 
 REDACTED = "<redacted>"
 # Header names whose values are credentials (compared lower-case).
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
-                            "x-auth-token", "x-access-token", "private-token"})  # fmt: skip
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-access-token",
+        "private-token",
+    }
+)
 
 
 def redact(out: dict[str, Any]) -> dict[str, Any]:

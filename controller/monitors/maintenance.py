@@ -74,8 +74,12 @@ def applies(window: Window, monitor_id: int, tags: list[str] | tuple[str, ...]) 
     return monitor_id in window.monitor_ids or bool(set(window.tags) & set(tags))
 
 
-def active(windows: list[Window], now: dt.datetime, monitor_id: int | None = None,
-           tags: list[str] | tuple[str, ...] = ()) -> list[Occurrence]:  # fmt: skip
+def active(
+    windows: list[Window],
+    now: dt.datetime,
+    monitor_id: int | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+) -> list[Occurrence]:
     """Occurrences covering `now` (of windows that apply to the monitor, when one is given)."""
     out = []
     for w in windows:
@@ -88,7 +92,15 @@ def active(windows: list[Window], now: dt.datetime, monitor_id: int | None = Non
 
 
 def from_row(row: dict[str, Any]) -> Window:
-    return Window(id=row["id"], monitor_ids=tuple(row["monitor_ids"]), tags=tuple(row["tags"]),
-                  starts_at=row["starts_at"], ends_at=row["ends_at"], days=tuple(row["days"]),
-                  start_time=row["start_time"], duration_s=row["duration_s"],
-                  time_zone=row["time_zone"], enabled=row["enabled"])  # fmt: skip
+    return Window(
+        id=row["id"],
+        monitor_ids=tuple(row["monitor_ids"]),
+        tags=tuple(row["tags"]),
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        days=tuple(row["days"]),
+        start_time=row["start_time"],
+        duration_s=row["duration_s"],
+        time_zone=row["time_zone"],
+        enabled=row["enabled"],
+    )

@@ -68,14 +68,27 @@ class Event:
 
 def to_event(row: Any) -> Event:
     kind = row["kind"]
-    body = {"type": "event", "id": row["id"], "kind": kind, "topic": topic_of(kind),
-            "monitor_id": row["monitor_id"], "incident_id": row["incident_id"],
-            "occurred_at": row["occurred_at"].isoformat().replace("+00:00", "Z"),
-            "payload": row["payload"]}  # fmt: skip
+    body = {
+        "type": "event",
+        "id": row["id"],
+        "kind": kind,
+        "topic": topic_of(kind),
+        "monitor_id": row["monitor_id"],
+        "incident_id": row["incident_id"],
+        "occurred_at": row["occurred_at"].isoformat().replace("+00:00", "Z"),
+        "payload": row["payload"],
+    }
     page = row["payload"].get("status_page") if kind.startswith("status_page.") else None
-    return Event(id=row["id"], kind=kind, topic=body["topic"], monitor_id=row["monitor_id"],
-                 incident_id=row["incident_id"], row=dict(row), text=_encoder.encode(body).decode(),
-                 page_id=page.get("id") if isinstance(page, dict) else None)  # fmt: skip
+    return Event(
+        id=row["id"],
+        kind=kind,
+        topic=body["topic"],
+        monitor_id=row["monitor_id"],
+        incident_id=row["incident_id"],
+        row=dict(row),
+        text=_encoder.encode(body).decode(),
+        page_id=page.get("id") if isinstance(page, dict) else None,
+    )
 
 
 @dataclass(eq=False)
@@ -177,8 +190,10 @@ class Hub:
         self.gaps = {i: t for i, t in self.gaps.items() if t > now}
         rows = await self.pool.fetch(
             f"{SELECT} WHERE id > $1 OR id = ANY($2::bigint[]) ORDER BY id LIMIT $3",
-            self.last_id, list(self.gaps), self.batch,
-        )  # fmt: skip
+            self.last_id,
+            list(self.gaps),
+            self.batch,
+        )
         for row in rows:
             if row["id"] in self.gaps:
                 del self.gaps[row["id"]]

@@ -37,23 +37,31 @@ class Retention(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def from_config(cfg: ControllerConfig) -> Retention:
-    return Retention(raw=cfg.retention_raw_days, minute=cfg.retention_minute_days,
-                     hour=cfg.retention_hour_days, day=cfg.retention_day_days,
-                     pings=cfg.heartbeat_ping_retention_days)  # fmt: skip
+    return Retention(
+        raw=cfg.retention_raw_days,
+        minute=cfg.retention_minute_days,
+        hour=cfg.retention_hour_days,
+        day=cfg.retention_day_days,
+        pings=cfg.heartbeat_ping_retention_days,
+    )
 
 
 # parent table -> (retention level, partition span, watermark that must have passed it)
 TABLES: dict[str, tuple[str, str, str | None]] = {
     "check_results": ("raw", "day", "minute"),
     "rounds": ("raw", "day", "minute"),
-    **{f"{kind}_{level}": (level, SPAN[level], {"minute": "hour", "hour": "day"}.get(level))
-       for level in ("minute", "hour", "day") for kind in ("stats", "verdicts")},
+    **{
+        f"{kind}_{level}": (level, SPAN[level], {"minute": "hour", "hour": "day"}.get(level))
+        for level in ("minute", "hour", "day")
+        for kind in ("stats", "verdicts")
+    },
     "heartbeat_pings": ("pings", "day", None),
-}  # fmt: skip
+}
 
 
-def expired(parent: str, names: list[str], now: dt.datetime, keep: Retention,
-            marks: dict[str, dt.datetime]) -> list[str]:  # fmt: skip
+def expired(
+    parent: str, names: list[str], now: dt.datetime, keep: Retention, marks: dict[str, dt.datetime]
+) -> list[str]:
     """The partitions of `parent` (named parent_YYYYMMDD by range start) to drop."""
     level, span, guard = TABLES[parent]
     days = getattr(keep, level)
@@ -101,8 +109,7 @@ async def _drop(pool: asyncpg.Pool, name: str) -> bool:
     return True
 
 
-async def run(pool: asyncpg.Pool, stop: asyncio.Event, keep: Retention, *,
-              interval: float = 3600.0) -> None:  # fmt: skip
+async def run(pool: asyncpg.Pool, stop: asyncio.Event, keep: Retention, *, interval: float = 3600.0) -> None:
     while not stop.is_set():
         try:
             await tick(pool, dt.datetime.now(dt.UTC), keep)

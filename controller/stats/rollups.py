@@ -73,8 +73,7 @@ async def ensure_partitions(conn: DB, level: str, start: dt.datetime, end: dt.da
         d = nxt
 
 
-async def tick(pool: asyncpg.Pool, now: dt.datetime, *, lag: float = 30.0,
-               max_lag: float = 600.0) -> bool:  # fmt: skip
+async def tick(pool: asyncpg.Pool, now: dt.datetime, *, lag: float = 30.0, max_lag: float = 600.0) -> bool:
     """One rollup step at every level; True when more is waiting (call again at once)."""
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
@@ -102,8 +101,9 @@ async def _move(conn: Tx, level: str, old: dt.datetime | None, new: dt.datetime)
         raise RuntimeError(f"rollup watermark {level} moved under the advisory lock")
 
 
-async def _minute(conn: Tx, now: dt.datetime, marks: dict[str, dt.datetime], lag: float,
-                  max_lag: float) -> bool:  # fmt: skip
+async def _minute(
+    conn: Tx, now: dt.datetime, marks: dict[str, dt.datetime], lag: float, max_lag: float
+) -> bool:
     target = floor_to(now - dt.timedelta(seconds=lag), MINUTE)
     open_due = await store.oldest_open_round(conn)
     if open_due is not None:
@@ -141,8 +141,9 @@ async def _coarser(conn: Tx, source: str, dest: str, marks: dict[str, dt.datetim
     return end < target
 
 
-async def refresh_uptimes(pool: asyncpg.Pool, now: dt.datetime, *, min_age: float = 50.0,
-                          max_age: float = 600.0, batch: int = 500) -> int:  # fmt: skip
+async def refresh_uptimes(
+    pool: asyncpg.Pool, now: dt.datetime, *, min_age: float = 50.0, max_age: float = 600.0, batch: int = 500
+) -> int:
     """Refresh the cached uptimes (storage/uptime_cache.py) of every monitor with a new
     round since its last refresh at least `min_age` s ago, or refreshed more than
     `max_age` s ago (its windows slid); one statement per `batch` monitors. One controller
@@ -151,8 +152,9 @@ async def refresh_uptimes(pool: asyncpg.Pool, now: dt.datetime, *, min_age: floa
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", UPTIME_LOCK):
             return 0
         try:
-            ids = await uptime_cache.due(conn, now, min_age=dt.timedelta(seconds=min_age),
-                                         max_age=dt.timedelta(seconds=max_age))  # fmt: skip
+            ids = await uptime_cache.due(
+                conn, now, min_age=dt.timedelta(seconds=min_age), max_age=dt.timedelta(seconds=max_age)
+            )
             marks = await store.watermarks(conn)
             for i in range(0, len(ids), batch):
                 await uptime_cache.refresh(conn, ids[i : i + batch], now, marks)
@@ -162,8 +164,15 @@ async def refresh_uptimes(pool: asyncpg.Pool, now: dt.datetime, *, min_age: floa
     return len(ids)
 
 
-async def run(pool: asyncpg.Pool, stop: asyncio.Event, *, interval: float = 10.0,
-              lag: float = 30.0, max_lag: float = 600.0, uptime_every: float = 60.0) -> None:  # fmt: skip
+async def run(
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    *,
+    interval: float = 10.0,
+    lag: float = 30.0,
+    max_lag: float = 600.0,
+    uptime_every: float = 60.0,
+) -> None:
     last_uptimes = -math.inf
     while not stop.is_set():
         more = False

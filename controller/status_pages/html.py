@@ -7,14 +7,20 @@ from html import escape
 from typing import Any
 
 STATE_LABELS = {
-    "operational": "Operational", "degraded": "Degraded performance", "outage": "Outage",
-    "maintenance": "Under maintenance", "unknown": "No data",
-}  # fmt: skip
+    "operational": "Operational",
+    "degraded": "Degraded performance",
+    "outage": "Outage",
+    "maintenance": "Under maintenance",
+    "unknown": "No data",
+}
 OVERALL_LABELS = {
-    "operational": "All systems operational", "degraded": "Degraded performance",
-    "partial_outage": "Partial outage", "major_outage": "Major outage",
-    "maintenance": "Under maintenance", "unknown": "Status unknown",
-}  # fmt: skip
+    "operational": "All systems operational",
+    "degraded": "Degraded performance",
+    "partial_outage": "Partial outage",
+    "major_outage": "Major outage",
+    "maintenance": "Under maintenance",
+    "unknown": "Status unknown",
+}
 _BAR_CLASS = {"operational": "o", "degraded": "d", "outage": "x", "none": "n"}
 
 
@@ -141,9 +147,14 @@ def render_message(title: str, text: str) -> str:
 
 
 _BADGE_COLORS = {
-    "operational": "#2da44e", "degraded": "#d29922", "outage": "#cf222e", "partial_outage": "#e16f24",
-    "major_outage": "#cf222e", "maintenance": "#0969da", "unknown": "#8c959f",
-}  # fmt: skip
+    "operational": "#2da44e",
+    "degraded": "#d29922",
+    "outage": "#cf222e",
+    "partial_outage": "#e16f24",
+    "major_outage": "#cf222e",
+    "maintenance": "#0969da",
+    "unknown": "#8c959f",
+}
 
 
 def badge(label: str, value: str, state: str) -> str:

@@ -47,14 +47,25 @@ BAR_DAYS = 90
 
 # Every accepted key (aliases from the references) mapped to its canonical field.
 _ALIASES = {
-    "name": "name", "title": "name", "slug": "slug", "custom_domain": "custom_domain",
-    "customDomain": "custom_domain", "domain": "custom_domain", "description": "description",
-    "is_public": "is_public", "isPublic": "is_public", "public": "is_public",
-    "password": "password", "sections": "sections", "monitors": "monitors",
-    "components": "monitors", "incident_status": "incident_status",
-    "incidentStatus": "incident_status", "incident_message": "incident_message",
+    "name": "name",
+    "title": "name",
+    "slug": "slug",
+    "custom_domain": "custom_domain",
+    "customDomain": "custom_domain",
+    "domain": "custom_domain",
+    "description": "description",
+    "is_public": "is_public",
+    "isPublic": "is_public",
+    "public": "is_public",
+    "password": "password",
+    "sections": "sections",
+    "monitors": "monitors",
+    "components": "monitors",
+    "incident_status": "incident_status",
+    "incidentStatus": "incident_status",
+    "incident_message": "incident_message",
     "incidentMessage": "incident_message",
-}  # fmt: skip
+}
 CONFIG_FIELDS = ("name", "slug", "custom_domain", "description", "is_public", "password", "sections")
 INCIDENT_FIELDS = ("incident_status", "incident_message")
 
@@ -248,8 +259,9 @@ _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 
 def check_password(password: str, stored: str | None) -> bool:
     _, n, r, p, salt, digest = (stored or _DUMMY_HASH).split("$")
-    got = hashlib.scrypt(password.encode()[:200], salt=bytes.fromhex(salt), n=int(n), r=int(r),
-                         p=int(p), dklen=32)  # fmt: skip
+    got = hashlib.scrypt(
+        password.encode()[:200], salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
+    )
     return hmac.compare_digest(got.hex(), digest) and stored is not None
 
 
@@ -267,8 +279,9 @@ def sign_access(secret: str, page_id: int, password_hash: str, now: float | None
     return f"{expiry}.{mac}"
 
 
-def access_ok(secret: str, page_id: int, password_hash: str | None, cookie: str | None,
-              now: float | None = None) -> bool:  # fmt: skip
+def access_ok(
+    secret: str, page_id: int, password_hash: str | None, cookie: str | None, now: float | None = None
+) -> bool:
     if not cookie or not password_hash or "." not in cookie:
         return False
     expiry, _, mac = cookie.partition(".")
@@ -322,8 +335,9 @@ def day_bars(days: DayCounts, today: dt.date, n: int = BAR_DAYS) -> list[dict[st
             bars.append({"date": day.isoformat(), "uptime": None, "state": "none"})
             continue
         state = "outage" if down else "degraded" if degraded else "operational"
-        bars.append({"date": day.isoformat(), "uptime": round(100 * (up + degraded) / total, 3),
-                     "state": state})  # fmt: skip
+        bars.append(
+            {"date": day.isoformat(), "uptime": round(100 * (up + degraded) / total, 3), "state": state}
+        )
     return bars
 
 
@@ -431,10 +445,17 @@ async def fan_out_once(pool: Any) -> int:
         rows = await store.advance_events(conn)
         for r in rows:
             state = component_state(r["kind"].removeprefix("monitor."), False)
-            await store.enqueue(conn, [r["subscriber_id"]], "state", {
-                "component": r["display_name"], "state": state, "event_id": r["event_id"],
-                "occurred_at": r["occurred_at"].isoformat().replace("+00:00", "Z"),
-            })  # fmt: skip
+            await store.enqueue(
+                conn,
+                [r["subscriber_id"]],
+                "state",
+                {
+                    "component": r["display_name"],
+                    "state": state,
+                    "event_id": r["event_id"],
+                    "occurred_at": r["occurred_at"].isoformat().replace("+00:00", "Z"),
+                },
+            )
     return len(rows)
 
 
@@ -446,9 +467,11 @@ def notice_text(notice: dict[str, Any], base_url: str) -> tuple[str, str]:
     match notice["kind"]:
         case "confirm":
             confirm = f"{base_url.rstrip('/')}/status/{notice['slug']}/confirm?token={notice['token']}"
-            return (f"Confirm your subscription to {page}",
-                    f"Confirm that you want status updates from {page}:\n{confirm}\n\n"
-                    "If you did not ask for this, ignore this message.")  # fmt: skip
+            return (
+                f"Confirm your subscription to {page}",
+                f"Confirm that you want status updates from {page}:\n{confirm}\n\n"
+                "If you did not ask for this, ignore this message.",
+            )
         case "state":
             subject = f"[{page}] {p['component']}: {p['state']}"
             text = f"{p['component']} is now {p['state']} ({p['occurred_at']})."
@@ -497,8 +520,12 @@ def make_sender(cfg: ControllerConfig, session: aiohttp.ClientSession) -> Sender
     async def send(notice: dict[str, Any]) -> None:
         subject, text = notice_text(notice, base)
         if notice["channel"] == "webhook":
-            body = {"type": f"status_page.{notice['kind']}", "page": {"name": notice["page_name"],
-                    "slug": notice["slug"]}, "subject": subject, "data": notice["payload"]}  # fmt: skip
+            body = {
+                "type": f"status_page.{notice['kind']}",
+                "page": {"name": notice["page_name"], "slug": notice["slug"]},
+                "subject": subject,
+                "data": notice["payload"],
+            }
             try:
                 async with session.post(notice["address"], json=body, allow_redirects=False) as r:
                     if r.status >= 300:
@@ -517,25 +544,40 @@ def make_sender(cfg: ControllerConfig, session: aiohttp.ClientSession) -> Sender
 
 async def send_mail(cfg: ControllerConfig, to: str, subject: str, text: str) -> None:
     """One plain-text mail; TLS settings and error mapping are the email notifier's."""
-    conf = email.EmailConfig(host=cfg.smtp_host, from_=cfg.smtp_from, to=[to], port=cfg.smtp_port,
-                             security=cfg.smtp_security, username=cfg.smtp_username,
-                             password=cfg.smtp_password, verify=cfg.smtp_verify)  # fmt: skip
+    conf = email.EmailConfig(
+        host=cfg.smtp_host,
+        from_=cfg.smtp_from,
+        to=[to],
+        port=cfg.smtp_port,
+        security=cfg.smtp_security,
+        username=cfg.smtp_username,
+        password=cfg.smtp_password,
+        verify=cfg.smtp_verify,
+    )
     mail = EmailMessage()
     mail["Subject"], mail["From"], mail["To"] = subject, cfg.smtp_from, to
     mail["Date"] = formatdate(localtime=False)
     mail["Message-ID"] = make_msgid("probefleet")
     mail.set_content(text)
     try:
-        await aiosmtplib.send(mail, hostname=conf.host, port=conf.port, username=conf.username,
-                              password=conf.password, use_tls=conf.security == "tls",
-                              start_tls=conf.security == "starttls", tls_context=email.tls_context(conf),
-                              timeout=conf.timeout_s)  # fmt: skip
+        await aiosmtplib.send(
+            mail,
+            hostname=conf.host,
+            port=conf.port,
+            username=conf.username,
+            password=conf.password,
+            use_tls=conf.security == "tls",
+            start_tls=conf.security == "starttls",
+            tls_context=email.tls_context(conf),
+            timeout=conf.timeout_s,
+        )
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise email.error_for_smtp(exc) from None
 
 
-async def run_subscribers(pool: Any, send: Callable[[dict[str, Any]], Awaitable[None]], stop: asyncio.Event,
-                          interval: float = 1.0) -> None:  # fmt: skip
+async def run_subscribers(
+    pool: Any, send: Callable[[dict[str, Any]], Awaitable[None]], stop: asyncio.Event, interval: float = 1.0
+) -> None:
     while not stop.is_set():
         busy = False
         try:
@@ -576,8 +618,11 @@ def upcoming(
         return []
     if not window.recurring:
         if window.starts_at and window.ends_at and window.ends_at > now and window.starts_at < end:
-            return [maintenance.Occurrence(window_id=window.id, starts_at=window.starts_at,
-                                           ends_at=window.ends_at)]  # fmt: skip
+            return [
+                maintenance.Occurrence(
+                    window_id=window.id, starts_at=window.starts_at, ends_at=window.ends_at
+                )
+            ]
         return []
     assert window.start_time is not None and window.duration_s is not None
     tz = maintenance.zone(window.time_zone) or dt.UTC
@@ -609,10 +654,18 @@ def scheduled(rows: list[dict[str, Any]], now: dt.datetime, limit: int = 20) -> 
 
 
 def post_out(p: dict[str, Any]) -> dict[str, Any]:
-    return {"id": p["id"], "title": p["title"], "status": p["status"], "created_at": p["created_at"],
-            "updated_at": p["updated_at"], "resolved_at": p["resolved_at"],
-            "updates": [{"id": u["id"], "status": u["status"], "message": u["message"],
-                         "created_at": u["created_at"]} for u in p["updates"]]}  # fmt: skip
+    return {
+        "id": p["id"],
+        "title": p["title"],
+        "status": p["status"],
+        "created_at": p["created_at"],
+        "updated_at": p["updated_at"],
+        "resolved_at": p["resolved_at"],
+        "updates": [
+            {"id": u["id"], "status": u["status"], "message": u["message"], "created_at": u["created_at"]}
+            for u in p["updates"]
+        ],
+    }
 
 
 def page_incident(page: dict[str, Any]) -> dict[str, Any] | None:
@@ -620,16 +673,22 @@ def page_incident(page: dict[str, Any]) -> dict[str, Any] | None:
     if page["incident_status"] is None:
         return None
     updated = page["incident_updated_at"]
-    return {"status": page["incident_status"], "message": page["incident_message"],
-            "updated_at": updated.isoformat().replace("+00:00", "Z") if updated else None}  # fmt: skip
+    return {
+        "status": page["incident_status"],
+        "message": page["incident_message"],
+        "updated_at": updated.isoformat().replace("+00:00", "Z") if updated else None,
+    }
 
 
 def post_payload(page: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
     """The outbox payload of a post event: the page, the whole post (its newest update
     first) and the page's banner. `post` and `banner` are exactly what the public page
     shows; `status_page` is for API clients only, never sent to visitors."""
-    return {"status_page": {"id": page["id"], "name": page["name"], "slug": page["slug"]},
-            "post": post_out(post), "banner": page_incident(page)}  # fmt: skip
+    return {
+        "status_page": {"id": page["id"], "name": page["name"], "slug": page["slug"]},
+        "post": post_out(post),
+        "banner": page_incident(page),
+    }
 
 
 async def emit_post(conn: Any, page_id: int, post_id: int, *, created: bool) -> None:
@@ -640,5 +699,11 @@ async def emit_post(conn: Any, page_id: int, post_id: int, *, created: bool) -> 
     found = await store.posts(conn, page_id, post_id=post_id)
     assert page is not None and found, "call after writing the post, in the same transaction"
     post = found[0]
-    await event_store.insert(conn, kind, monitor_id=None, incident_id=None, occurred_at=post["updated_at"],
-                             payload=post_payload(page, post))  # fmt: skip
+    await event_store.insert(
+        conn,
+        kind,
+        monitor_id=None,
+        incident_id=None,
+        occurred_at=post["updated_at"],
+        payload=post_payload(page, post),
+    )

@@ -45,29 +45,39 @@ def new_key() -> tuple[str, str]:
     return key, key[:12]
 
 
-async def create(conn: DB, name: str, scopes: list[str], expires_at: dt.datetime | None = None,
-                 rate_limit: int | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+async def create(
+    conn: DB,
+    name: str,
+    scopes: list[str],
+    expires_at: dt.datetime | None = None,
+    rate_limit: int | None = None,
+) -> tuple[str, dict[str, Any]]:
     key, prefix = new_key()
     row = await conn.fetchrow(
         "INSERT INTO api_keys (name, prefix, hash, scopes, expires_at, rate_limit)"
         " VALUES ($1,$2,$3,$4,$5,$6) RETURNING id, name, prefix, scopes, created_at, last_used_at,"
         " expires_at, revoked_at, rate_limit",
-        name, prefix, digest(key), scopes, expires_at, rate_limit,
-    )  # fmt: skip
+        name,
+        prefix,
+        digest(key),
+        scopes,
+        expires_at,
+        rate_limit,
+    )
     assert row is not None
     return key, dict(row)
 
 
-async def authenticate(conn: DB, key: str,
-                       now: dt.datetime) -> dict[str, Any] | None:  # fmt: skip
+async def authenticate(conn: DB, key: str, now: dt.datetime) -> dict[str, Any] | None:
     """The key's row if it is known, not revoked and not expired."""
     if not key.startswith(KEY_PREFIX) or len(key) < 20:
         return None
     row = await conn.fetchrow(
         "SELECT id, name, hash, scopes, expires_at, revoked_at, last_used_at, rate_limit"
         " FROM api_keys"
-        " WHERE prefix = $1", key[:12],
-    )  # fmt: skip
+        " WHERE prefix = $1",
+        key[:12],
+    )
     if row is None or not hmac.compare_digest(row["hash"], digest(key)):
         return None
     out = dict(row)
@@ -100,9 +110,9 @@ async def list_all(conn: DB) -> list[dict[str, Any]]:
 async def revoke(conn: DB, key_id: int) -> str | None:
     """The revoked key's prefix; None when there is no such unrevoked key."""
     prefix: str | None = await conn.fetchval(
-        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
-        " RETURNING prefix", key_id,
-    )  # fmt: skip
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING prefix",
+        key_id,
+    )
     return prefix
 
 

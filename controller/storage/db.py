@@ -20,9 +20,11 @@ PARTITIONED = ("check_results", "rounds", "heartbeat_pings")
 
 async def _init_connection(conn: Tx) -> None:
     await conn.set_type_codec(
-        "jsonb", encoder=lambda v: msgspec.json.encode(v).decode(), decoder=msgspec.json.decode,
+        "jsonb",
+        encoder=lambda v: msgspec.json.encode(v).decode(),
+        decoder=msgspec.json.decode,
         schema="pg_catalog",
-    )  # fmt: skip
+    )
 
 
 async def create_pool(dsn: str, *, max_size: int = 20) -> asyncpg.Pool:
@@ -74,8 +76,9 @@ async def migrate(dsn: str, *, upto: str | None = None) -> list[str]:
 PARTITION_KEYS = {"check_results": "due", "rounds": "due", "heartbeat_pings": "at"}
 
 
-async def ensure_partitions(conn: DB, now: dt.datetime, *, days_ahead: int = 3,
-                            tables: tuple[str, ...] = PARTITIONED) -> None:  # fmt: skip
+async def ensure_partitions(
+    conn: DB, now: dt.datetime, *, days_ahead: int = 3, tables: tuple[str, ...] = PARTITIONED
+) -> None:
     """Daily partitions from yesterday to `days_ahead`, so the default partition stays empty
     (heartbeat_pings has none: a ping needs its day's partition).
 

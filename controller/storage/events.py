@@ -12,13 +12,24 @@ from probefleet.controller.storage import DB, Tx
 COLUMNS = "id, kind, monitor_id, incident_id, occurred_at, payload"
 
 
-async def insert(conn: Tx, kind: str, *, monitor_id: int | None, incident_id: int | None,
-                 occurred_at: dt.datetime, payload: dict[str, Any]) -> int:  # fmt: skip
+async def insert(
+    conn: Tx,
+    kind: str,
+    *,
+    monitor_id: int | None,
+    incident_id: int | None,
+    occurred_at: dt.datetime,
+    payload: dict[str, Any],
+) -> int:
     event_id: int = await conn.fetchval(
         "INSERT INTO events (kind, monitor_id, incident_id, occurred_at, payload)"
         " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        kind, monitor_id, incident_id, occurred_at, payload,
-    )  # fmt: skip
+        kind,
+        monitor_id,
+        incident_id,
+        occurred_at,
+        payload,
+    )
     return event_id
 
 
@@ -28,10 +39,17 @@ async def get(conn: DB, event_id: int) -> dict[str, Any] | None:
 
 
 async def list_page(
-    conn: DB, *, after_id: int = 0, limit: int = 50, monitor_id: int | None = None,
-    incident_id: int | None = None, kinds: list[str] | None = None,
-    since: dt.datetime | None = None, until: dt.datetime | None = None, hide: str | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
+    conn: DB,
+    *,
+    after_id: int = 0,
+    limit: int = 50,
+    monitor_id: int | None = None,
+    incident_id: int | None = None,
+    kinds: list[str] | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    hide: str | None = None,
+) -> list[dict[str, Any]]:
     """Events after `after_id` by id; `hide` leaves out kinds starting with it."""
     rows = await conn.fetch(
         f"SELECT {COLUMNS} FROM events WHERE id > $1"
@@ -40,6 +58,13 @@ async def list_page(
         " AND ($5::timestamptz IS NULL OR occurred_at >= $5)"
         " AND ($6::timestamptz IS NULL OR occurred_at < $6)"
         " AND ($8::text IS NULL OR NOT starts_with(kind, $8)) ORDER BY id LIMIT $7",
-        after_id, monitor_id, incident_id, kinds, since, until, limit, hide,
-    )  # fmt: skip
+        after_id,
+        monitor_id,
+        incident_id,
+        kinds,
+        since,
+        until,
+        limit,
+        hide,
+    )
     return [dict(r) for r in rows]

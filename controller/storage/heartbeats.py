@@ -32,15 +32,20 @@ _STATE = (
 _JOIN = "FROM heartbeats h JOIN monitors m ON m.id = h.monitor_id"
 
 
-async def create(conn: DB, monitor_id: int, token_hash: str, hint: str, anchor: dt.datetime,
-                 deadline: Deadline | None) -> None:  # fmt: skip
+async def create(
+    conn: DB, monitor_id: int, token_hash: str, hint: str, anchor: dt.datetime, deadline: Deadline | None
+) -> None:
     await conn.execute(
         "INSERT INTO heartbeats (monitor_id, token_hash, token_hint, anchor_at, deadline, deadline_reason)"
         " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (monitor_id) DO UPDATE"
         " SET token_hash = EXCLUDED.token_hash, token_hint = EXCLUDED.token_hint",
-        monitor_id, token_hash, hint, anchor, deadline.at if deadline else None,
+        monitor_id,
+        token_hash,
+        hint,
+        anchor,
+        deadline.at if deadline else None,
         deadline.reason if deadline else None,
-    )  # fmt: skip
+    )
 
 
 async def by_token(conn: DB, token_hash: str) -> int | None:
@@ -62,10 +67,10 @@ async def lock_due(conn: Tx, now: dt.datetime, limit: int) -> list[Row]:
     """Heartbeats whose cached deadline passed (index heartbeats_deadline); rows another
     controller holds are skipped, it is handling them."""
     rows = await conn.fetch(
-        f"SELECT {_STATE} {_JOIN} WHERE h.deadline <= $1 ORDER BY h.deadline LIMIT $2"
-        " FOR UPDATE SKIP LOCKED",
-        now, limit,
-    )  # fmt: skip
+        f"SELECT {_STATE} {_JOIN} WHERE h.deadline <= $1 ORDER BY h.deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+        now,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -76,21 +81,35 @@ async def touch_monitors(conn: Tx, updates: list[tuple[int, dt.datetime, dt.date
         " pass_streak = m.pass_streak + u.n"
         " FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::integer[])"
         " AS u(id, at, due, n) WHERE m.id = u.id",
-        [u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates],
+        [u[0] for u in updates],
+        [u[1] for u in updates],
+        [u[2] for u in updates],
         [u[3] for u in updates],
-    )  # fmt: skip
+    )
 
 
-async def finish_batch(conn: Tx, stored: list[tuple[Ping, float | None]],
-                       states: list[tuple[int, State, Ping, Deadline | None]],
-                       touches: list[tuple[int, dt.datetime, dt.datetime, int]]) -> None:  # fmt: skip
+async def finish_batch(
+    conn: Tx,
+    stored: list[tuple[Ping, float | None]],
+    states: list[tuple[int, State, Ping, Deadline | None]],
+    touches: list[tuple[int, dt.datetime, dt.datetime, int]],
+) -> None:
     """Store the pings, save each heartbeat's state and touch up monitors in one statement:
     one round trip."""
     cols: list[list[Any]] = [[] for _ in range(10)]
     for p, duration in stored:
-        values = (p.monitor_id, p.at, p.kind, p.exit_code, p.rid,
-                  duration * 1000 if duration is not None else None, p.source, p.user_agent,
-                  p.method, p.body)  # fmt: skip
+        values = (
+            p.monitor_id,
+            p.at,
+            p.kind,
+            p.exit_code,
+            p.rid,
+            duration * 1000 if duration is not None else None,
+            p.source,
+            p.user_agent,
+            p.method,
+            p.body,
+        )
         for col, v in zip(cols, values, strict=True):
             col.append(v)
     await conn.execute(
@@ -109,19 +128,24 @@ async def finish_batch(conn: Tx, stored: list[tuple[Ping, float | None]],
         *cols,
         [mid for mid, _, _, _ in states],
         [s.runs for _, s, _, _ in states],  # the jsonb codec (msgspec) encodes datetimes
-        [p.at for _, _, p, _ in states], [p.kind for _, _, p, _ in states],
+        [p.at for _, _, p, _ in states],
+        [p.kind for _, _, p, _ in states],
         [d.at if d else None for _, _, _, d in states],
         [d.reason if d else None for _, _, _, d in states],
-        [u[0] for u in touches], [u[1] for u in touches], [u[2] for u in touches],
+        [u[0] for u in touches],
+        [u[1] for u in touches],
+        [u[2] for u in touches],
         [u[3] for u in touches],
-    )  # fmt: skip
+    )
 
 
 async def set_deadline(conn: Tx, monitor_id: int, deadline: Deadline | None) -> None:
     await conn.execute(
         "UPDATE heartbeats SET deadline = $2, deadline_reason = $3 WHERE monitor_id = $1",
-        monitor_id, deadline.at if deadline else None, deadline.reason if deadline else None,
-    )  # fmt: skip
+        monitor_id,
+        deadline.at if deadline else None,
+        deadline.reason if deadline else None,
+    )
 
 
 async def set_anchor(conn: Tx, monitor_id: int, anchor: dt.datetime) -> None:
@@ -141,27 +165,33 @@ async def get(conn: DB, monitor_id: int) -> Row | None:
 async def list_page(conn: DB, *, after_id: int, limit: int) -> list[Row]:
     rows = await conn.fetch(
         f"SELECT m.*, {HEARTBEAT_COLUMNS} {_JOIN} WHERE h.monitor_id > $1 ORDER BY h.monitor_id LIMIT $2",
-        after_id, limit,
-    )  # fmt: skip
+        after_id,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
-async def pings(conn: DB, monitor_id: int, *, before: tuple[dt.datetime, int] | None,
-                limit: int) -> list[Row]:  # fmt: skip
+async def pings(
+    conn: DB, monitor_id: int, *, before: tuple[dt.datetime, int] | None, limit: int
+) -> list[Row]:
     """A heartbeat's pings newest first, after the (at, id) cursor `before` when given.
     `at <= $2` beside the row comparison lets PostgreSQL skip newer partitions."""
     cols = "id, at, kind, exit_code, rid, duration_ms, source, user_agent, method, body"
     if before is None:
         rows = await conn.fetch(
             f"SELECT {cols} FROM heartbeat_pings WHERE monitor_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
-            monitor_id, limit,
-        )  # fmt: skip
+            monitor_id,
+            limit,
+        )
     else:
         rows = await conn.fetch(
             f"SELECT {cols} FROM heartbeat_pings WHERE monitor_id = $1 AND at <= $2"
             " AND (at, id) < ($2, $3) ORDER BY at DESC, id DESC LIMIT $4",
-            monitor_id, before[0], before[1], limit,
-        )  # fmt: skip
+            monitor_id,
+            before[0],
+            before[1],
+            limit,
+        )
     return [dict(r) for r in rows]
 
 

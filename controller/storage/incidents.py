@@ -23,23 +23,45 @@ COLUMNS = (
 _FROM = "FROM incidents i LEFT JOIN monitors m ON m.id = i.monitor_id"
 
 
-async def open_incident(conn: Tx, *, monitor_id: int | None, title: str, severity: str,
-                        started_at: dt.datetime, root_cause: str | None = None,
-                        root_reason: str | None = None, affected_regions: list[str] = [],  # noqa: B006
-                        checks_failed: int = 0, checks_total: int = 0, manual: bool = False,
-                        suppressed: bool = False, cause_monitor_id: int | None = None,
-                        external_ticket_id: str | None = None,
-                        notes: str | None = None) -> int | None:  # fmt: skip
+async def open_incident(
+    conn: Tx,
+    *,
+    monitor_id: int | None,
+    title: str,
+    severity: str,
+    started_at: dt.datetime,
+    root_cause: str | None = None,
+    root_reason: str | None = None,
+    affected_regions: list[str] = [],  # noqa: B006
+    checks_failed: int = 0,
+    checks_total: int = 0,
+    manual: bool = False,
+    suppressed: bool = False,
+    cause_monitor_id: int | None = None,
+    external_ticket_id: str | None = None,
+    notes: str | None = None,
+) -> int | None:
     """Insert an incident; None when the monitor already has an open one."""
     incident_id: int | None = await conn.fetchval(
         "INSERT INTO incidents (monitor_id, title, severity, started_at, root_cause, root_reason,"
         " affected_regions, checks_failed, checks_total, manual, suppressed, cause_monitor_id,"
         " external_ticket_id, notes) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
         " ON CONFLICT (monitor_id) WHERE status <> 'resolved' DO NOTHING RETURNING id",
-        monitor_id, title, severity, started_at, root_cause, root_reason, affected_regions,
-        checks_failed, checks_total, manual, suppressed, cause_monitor_id, external_ticket_id,
+        monitor_id,
+        title,
+        severity,
+        started_at,
+        root_cause,
+        root_reason,
+        affected_regions,
+        checks_failed,
+        checks_total,
+        manual,
+        suppressed,
+        cause_monitor_id,
+        external_ticket_id,
         notes,
-    )  # fmt: skip
+    )
     return incident_id
 
 
@@ -60,8 +82,11 @@ async def add_checks(conn: Tx, incident_id: int, failing: list[str], answered: i
         "UPDATE incidents SET checks_failed = checks_failed + $2, checks_total = checks_total + $3,"
         " affected_regions = ARRAY(SELECT DISTINCT unnest(affected_regions || $4::text[]) ORDER BY 1)"
         " WHERE id = $1 AND status <> 'resolved'",
-        incident_id, len(failing), answered, failing,
-    )  # fmt: skip
+        incident_id,
+        len(failing),
+        answered,
+        failing,
+    )
 
 
 async def resolve(conn: Tx, incident_id: int, now: dt.datetime) -> Row | None:
@@ -69,19 +94,24 @@ async def resolve(conn: Tx, incident_id: int, now: dt.datetime) -> Row | None:
     ok = await conn.fetchval(
         "UPDATE incidents SET status = 'resolved', resolved_at = $2, updated_at = $2"
         " WHERE id = $1 AND status <> 'resolved' RETURNING id",
-        incident_id, now,
-    )  # fmt: skip
+        incident_id,
+        now,
+    )
     return await get(conn, incident_id) if ok else None
 
 
-async def acknowledge(conn: Tx, incident_id: int, now: dt.datetime, assignee: str | None,
-                      notes: str | None) -> Row | None:  # fmt: skip
+async def acknowledge(
+    conn: Tx, incident_id: int, now: dt.datetime, assignee: str | None, notes: str | None
+) -> Row | None:
     ok = await conn.fetchval(
         "UPDATE incidents SET status = 'acknowledged', acknowledged_at = COALESCE(acknowledged_at, $2),"
         " assignee = COALESCE($3, assignee), notes = COALESCE($4, notes), updated_at = $2"
         " WHERE id = $1 AND status = 'active' RETURNING id",
-        incident_id, now, assignee, notes,
-    )  # fmt: skip
+        incident_id,
+        now,
+        assignee,
+        notes,
+    )
     return await get(conn, incident_id) if ok else None
 
 
@@ -94,17 +124,29 @@ async def update_fields(conn: Tx, incident_id: int, now: dt.datetime, fields: di
     assignments = ", ".join(f"{k} = ${i + 3}" for i, (k, _) in enumerate(sets))
     ok = await conn.fetchval(
         f"UPDATE incidents SET {assignments}, updated_at = $2 WHERE id = $1 RETURNING id",
-        incident_id, now, *[v for _, v in sets],
-    )  # fmt: skip
+        incident_id,
+        now,
+        *[v for _, v in sets],
+    )
     return ok is not None
 
 
-async def add_timeline(conn: Tx, incident_id: int, at: dt.datetime, kind: str, message: str = "",
-                       data: dict[str, Any] | None = None) -> None:  # fmt: skip
+async def add_timeline(
+    conn: Tx,
+    incident_id: int,
+    at: dt.datetime,
+    kind: str,
+    message: str = "",
+    data: dict[str, Any] | None = None,
+) -> None:
     await conn.execute(
         "INSERT INTO incident_timeline (incident_id, at, kind, message, data) VALUES ($1,$2,$3,$4,$5)",
-        incident_id, at, kind, message, data or {},
-    )  # fmt: skip
+        incident_id,
+        at,
+        kind,
+        message,
+        data or {},
+    )
 
 
 async def timeline(conn: DB, incident_id: int) -> list[Row]:
@@ -116,10 +158,16 @@ async def timeline(conn: DB, incident_id: int) -> list[Row]:
 
 
 async def list_page(
-    conn: DB, *, monitor_id: int | None = None, status: str = "all",
-    since: dt.datetime | None = None, until: dt.datetime | None = None,
-    limit: int = 50, offset: int = 0, before: tuple[dt.datetime, int] | None = None,
-) -> list[Row]:  # fmt: skip
+    conn: DB,
+    *,
+    monitor_id: int | None = None,
+    status: str = "all",
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    before: tuple[dt.datetime, int] | None = None,
+) -> list[Row]:
     """Newest first; `before` is a keyset cursor (started_at, id)."""
     rows = await conn.fetch(
         f"SELECT {COLUMNS} {_FROM} WHERE ($1::bigint IS NULL OR i.monitor_id = $1)"
@@ -129,9 +177,15 @@ async def list_page(
         " AND ($4::timestamptz IS NULL OR i.started_at < $4)"
         " AND ($5::timestamptz IS NULL OR (i.started_at, i.id) < ($5, $6::bigint))"
         " ORDER BY i.started_at DESC, i.id DESC LIMIT $7 OFFSET $8",
-        monitor_id, status, since, until, before[0] if before else None,
-        before[1] if before else 0, limit, offset,
-    )  # fmt: skip
+        monitor_id,
+        status,
+        since,
+        until,
+        before[0] if before else None,
+        before[1] if before else 0,
+        limit,
+        offset,
+    )
     return [dict(r) for r in rows]
 
 
@@ -140,7 +194,7 @@ async def mttr_seconds(conn: DB, monitor_id: int | None = None) -> float | None:
         "SELECT avg(extract(epoch FROM resolved_at - started_at)) FROM incidents"
         " WHERE resolved_at IS NOT NULL AND ($1::bigint IS NULL OR monitor_id = $1)",
         monitor_id,
-    )  # fmt: skip
+    )
     return float(value) if value is not None else None
 
 
@@ -156,8 +210,9 @@ async def windows_for(conn: DB, monitor_id: int, tags: list[str]) -> list[Row]:
     rows = await conn.fetch(
         f"SELECT {WINDOW_COLUMNS} FROM maintenance_windows WHERE enabled"
         " AND ($1 = ANY(monitor_ids) OR tags && $2::text[])",
-        monitor_id, tags,
-    )  # fmt: skip
+        monitor_id,
+        tags,
+    )
     return [dict(r) for r in rows]
 
 
@@ -167,13 +222,17 @@ async def enabled_windows(conn: DB) -> list[Row]:
     return [dict(r) for r in rows]
 
 
-async def record_period(conn: Tx, monitor_id: int, window_id: int, starts_at: dt.datetime,
-                        ends_at: dt.datetime) -> None:  # fmt: skip
+async def record_period(
+    conn: Tx, monitor_id: int, window_id: int, starts_at: dt.datetime, ends_at: dt.datetime
+) -> None:
     await conn.execute(
         "INSERT INTO maintenance_periods (monitor_id, window_id, starts_at, ends_at)"
         " VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
-        monitor_id, window_id, starts_at, ends_at,
-    )  # fmt: skip
+        monitor_id,
+        window_id,
+        starts_at,
+        ends_at,
+    )
 
 
 async def insert_window(conn: DB, w: dict[str, Any]) -> Row:
@@ -181,9 +240,17 @@ async def insert_window(conn: DB, w: dict[str, Any]) -> Row:
         f"INSERT INTO maintenance_windows (name, monitor_ids, tags, starts_at, ends_at, days,"
         f" start_time, duration_s, time_zone, enabled) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
         f" RETURNING {WINDOW_COLUMNS}",
-        w["name"], w["monitor_ids"], w["tags"], w["starts_at"], w["ends_at"], w["days"],
-        w["start_time"], w["duration_s"], w["time_zone"], w["enabled"],
-    )  # fmt: skip
+        w["name"],
+        w["monitor_ids"],
+        w["tags"],
+        w["starts_at"],
+        w["ends_at"],
+        w["days"],
+        w["start_time"],
+        w["duration_s"],
+        w["time_zone"],
+        w["enabled"],
+    )
     assert row is not None
     return dict(row)
 
@@ -193,9 +260,18 @@ async def update_window(conn: DB, window_id: int, w: dict[str, Any]) -> Row | No
         f"UPDATE maintenance_windows SET name=$2, monitor_ids=$3, tags=$4, starts_at=$5,"
         f" ends_at=$6, days=$7, start_time=$8, duration_s=$9, time_zone=$10, enabled=$11,"
         f" updated_at=now() WHERE id=$1 RETURNING {WINDOW_COLUMNS}",
-        window_id, w["name"], w["monitor_ids"], w["tags"], w["starts_at"], w["ends_at"], w["days"],
-        w["start_time"], w["duration_s"], w["time_zone"], w["enabled"],
-    )  # fmt: skip
+        window_id,
+        w["name"],
+        w["monitor_ids"],
+        w["tags"],
+        w["starts_at"],
+        w["ends_at"],
+        w["days"],
+        w["start_time"],
+        w["duration_s"],
+        w["time_zone"],
+        w["enabled"],
+    )
     return dict(row) if row else None
 
 

@@ -30,10 +30,24 @@ async def insert(conn: DB, cfg: MonitorConfig) -> Row:
         f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
         f" CASE WHEN $11 THEN 'pending' ELSE 'paused' END, $13, $14, $15,"
         f" CASE WHEN $11 THEN NULL ELSE now() END, $16, $17) RETURNING {COLUMNS}",
-        cfg.name, cfg.kind, spec_json(cfg.spec), cfg.interval_s, cfg.timeout_s, cfg.locations,
-        cfg.consensus, cfg.quorum, cfg.retry_count, cfg.recovery_count, cfg.enabled, cfg.tags,
-        cfg.parent_id, cfg.incident_on_degraded, cfg.project, cfg.notifications, _policy(cfg),
-    )  # fmt: skip
+        cfg.name,
+        cfg.kind,
+        spec_json(cfg.spec),
+        cfg.interval_s,
+        cfg.timeout_s,
+        cfg.locations,
+        cfg.consensus,
+        cfg.quorum,
+        cfg.retry_count,
+        cfg.recovery_count,
+        cfg.enabled,
+        cfg.tags,
+        cfg.parent_id,
+        cfg.incident_on_degraded,
+        cfg.project,
+        cfg.notifications,
+        _policy(cfg),
+    )
     assert row is not None
     return dict(row)
 
@@ -49,11 +63,25 @@ async def update(conn: DB, monitor_id: int, cfg: MonitorConfig) -> Row | None:
         f" paused_at = CASE WHEN $12 THEN NULL ELSE coalesce(paused_at, now()) END,"
         f" paused_reason = CASE WHEN $12 THEN NULL ELSE paused_reason END"
         f" WHERE id=$1 RETURNING {COLUMNS}",
-        monitor_id, cfg.name, cfg.kind, spec_json(cfg.spec), cfg.interval_s, cfg.timeout_s,
-        cfg.locations, cfg.consensus, cfg.quorum, cfg.retry_count, cfg.recovery_count,
-        cfg.enabled, cfg.tags, cfg.parent_id, cfg.incident_on_degraded, cfg.project, cfg.notifications,
+        monitor_id,
+        cfg.name,
+        cfg.kind,
+        spec_json(cfg.spec),
+        cfg.interval_s,
+        cfg.timeout_s,
+        cfg.locations,
+        cfg.consensus,
+        cfg.quorum,
+        cfg.retry_count,
+        cfg.recovery_count,
+        cfg.enabled,
+        cfg.tags,
+        cfg.parent_id,
+        cfg.incident_on_degraded,
+        cfg.project,
+        cfg.notifications,
         _policy(cfg),
-    )  # fmt: skip
+    )
     return dict(row) if row else None
 
 
@@ -83,15 +111,22 @@ async def delete(conn: DB, monitor_id: int) -> bool:
 
 
 async def list_page(
-    conn: DB, *, after_id: int = 0, limit: int = 50,
-    status: str | None = None, kind: str | None = None,
-) -> list[Row]:  # fmt: skip
+    conn: DB,
+    *,
+    after_id: int = 0,
+    limit: int = 50,
+    status: str | None = None,
+    kind: str | None = None,
+) -> list[Row]:
     rows = await conn.fetch(
         f"SELECT {COLUMNS} FROM monitors WHERE id > $1"
         f" AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR kind = $3)"
         f" ORDER BY id LIMIT $4",
-        after_id, status, kind, limit,
-    )  # fmt: skip
+        after_id,
+        status,
+        kind,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -109,11 +144,19 @@ async def all_schedulable(conn: DB) -> list[Row]:
 # Cached uptime over a window as a sort key: monitors without data sort as -1 (lowest).
 UPTIME_SORTS = {"uptime": "24h", "uptime_24h": "24h", "uptime_7d": "7d", "uptime_30d": "30d"}
 # Sortable fields: API name -> the column or expression of the ORDER BY and the keyset.
-SORTS: dict[str, str] = {"id": "id", "name": "name", "created_at": "created_at",
-                         "updated_at": "updated_at", "status": "status", "type": "kind",
-                         "check_interval": "interval_s",
-                         **{name: f"coalesce(u.good_{w}::float8 / nullif(u.counted_{w}, 0), -1)"
-                            for name, w in UPTIME_SORTS.items()}}  # fmt: skip
+SORTS: dict[str, str] = {
+    "id": "id",
+    "name": "name",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "status": "status",
+    "type": "kind",
+    "check_interval": "interval_s",
+    **{
+        name: f"coalesce(u.good_{w}::float8 / nullif(u.counted_{w}, 0), -1)"
+        for name, w in UPTIME_SORTS.items()
+    },
+}
 
 
 def sort_value(sort: str, row: Row) -> Any:
@@ -161,9 +204,15 @@ def _where(f: Filters, args: list[Any]) -> str:
 
 
 async def list_filtered(
-    conn: DB, f: Filters, *, sort: str = "id", desc: bool = False, after: tuple[Any, int] | None = None,
-    offset: int = 0, limit: int = 50,
-) -> list[Row]:  # fmt: skip
+    conn: DB,
+    f: Filters,
+    *,
+    sort: str = "id",
+    desc: bool = False,
+    after: tuple[Any, int] | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> list[Row]:
     """A page ordered by (sort column, id), with cached uptimes; `after` is the last
     (value, id) seen (keyset)."""
     col = SORTS[sort]
@@ -216,8 +265,10 @@ async def set_paused(conn: Tx, monitor_id: int, paused: bool, reason: str | None
         # pausing needs an enabled monitor, resuming a disabled one
         f" FROM old WHERE m.id = old.id AND m.enabled = $2"
         f" RETURNING {cols}, old.status AS previous_status",
-        monitor_id, paused, reason,
-    )  # fmt: skip
+        monitor_id,
+        paused,
+        reason,
+    )
     return dict(row) if row else None
 
 
@@ -235,14 +286,22 @@ async def get_many_for_update(conn: Tx, ids: list[int]) -> dict[int, Row]:
 
 
 async def rounds_between(
-    conn: DB, monitor_id: int, *, since: dt.datetime | None, until: dt.datetime | None, limit: int,
-) -> list[Row]:  # fmt: skip
+    conn: DB,
+    monitor_id: int,
+    *,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int,
+) -> list[Row]:
     rows = await conn.fetch(
         "SELECT due, attempt, regions, answered, deadline, closed_at, verdict FROM rounds"
         " WHERE monitor_id = $1 AND ($2::timestamptz IS NULL OR due >= $2)"
         " AND ($3::timestamptz IS NULL OR due < $3) ORDER BY due DESC, attempt DESC LIMIT $4",
-        monitor_id, since, until, limit,
-    )  # fmt: skip
+        monitor_id,
+        since,
+        until,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -254,25 +313,32 @@ async def results_of_rounds(conn: DB, monitor_id: int, rounds: list[Row]) -> lis
         " c.duration_ms, c.status_code FROM check_results c"
         " JOIN unnest($2::timestamptz[], $3::smallint[]) AS k(d, a) ON c.due = k.d AND c.attempt = k.a"
         " WHERE c.monitor_id = $1 AND c.due >= $4 AND c.due <= $5",
-        monitor_id, [r["due"] for r in rounds], [r["attempt"] for r in rounds],
-        min(r["due"] for r in rounds), max(r["due"] for r in rounds),
-    )  # fmt: skip
+        monitor_id,
+        [r["due"] for r in rounds],
+        [r["attempt"] for r in rounds],
+        min(r["due"] for r in rounds),
+        max(r["due"] for r in rounds),
+    )
     return [dict(r) for r in rows]
 
 
 # ---- alert settings (read by the notifications dispatcher) -----------------------------
 
-ALERT_FIELDS = ("email_enabled", "email_recipients", "slack_enabled", "alert_on_recovery",
-                "alert_threshold")  # fmt: skip
-ALERT_DEFAULTS: Row = {"email_enabled": False, "email_recipients": [], "slack_enabled": False,
-                       "alert_on_recovery": True, "alert_threshold": 1}  # fmt: skip
+ALERT_FIELDS = ("email_enabled", "email_recipients", "slack_enabled", "alert_on_recovery", "alert_threshold")
+ALERT_DEFAULTS: Row = {
+    "email_enabled": False,
+    "email_recipients": [],
+    "slack_enabled": False,
+    "alert_on_recovery": True,
+    "alert_threshold": 1,
+}
 
 
 async def alert_settings(conn: DB, monitor_id: int) -> Row:
     row = await conn.fetchrow(
         f"SELECT {', '.join(ALERT_FIELDS)}, updated_at FROM monitor_alert_settings WHERE monitor_id = $1",
         monitor_id,
-    )  # fmt: skip
+    )
     return dict(row) if row else {**ALERT_DEFAULTS, "updated_at": None}
 
 
@@ -283,7 +349,8 @@ async def put_alert_settings(conn: DB, monitor_id: int, s: Row) -> Row:
         f" email_enabled = $2, email_recipients = $3, slack_enabled = $4, alert_on_recovery = $5,"
         f" alert_threshold = $6, updated_at = now()"
         f" RETURNING {', '.join(ALERT_FIELDS)}, updated_at",
-        monitor_id, *(s[f] for f in ALERT_FIELDS),
-    )  # fmt: skip
+        monitor_id,
+        *(s[f] for f in ALERT_FIELDS),
+    )
     assert row is not None
     return dict(row)

@@ -17,8 +17,12 @@ async def save(conn: DB, live: list[ProbeHeartbeat]) -> None:
         " ON CONFLICT (id) DO UPDATE SET region = excluded.region, version = excluded.version,"
         " concurrency = excluded.concurrency, in_flight = excluded.in_flight,"
         " source_address = excluded.source_address, last_seen = excluded.last_seen",
-        [p.probe_id for p in live], [p.region for p in live], [p.version for p in live],
-        [p.concurrency for p in live], [p.in_flight for p in live],
-        [p.source_address for p in live], [ts(p.started_at) for p in live],
+        [p.probe_id for p in live],
+        [p.region for p in live],
+        [p.version for p in live],
+        [p.concurrency for p in live],
+        [p.in_flight for p in live],
+        [p.source_address for p in live],
+        [ts(p.started_at) for p in live],
         [ts(p.sent_at) for p in live],
-    )  # fmt: skip
+    )

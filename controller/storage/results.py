@@ -29,15 +29,20 @@ async def insert_results(conn: Tx, results: list[CheckResult]) -> list[tuple[int
         " $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::real[],"
         " $11::smallint[], $12::text[]::jsonb[], $13::text[]::jsonb[])"
         " ON CONFLICT DO NOTHING RETURNING monitor_id, due, attempt, region",
-        [r.monitor_id for r in results], [ts(r.due) for r in results],
-        [r.region for r in results], [r.attempt for r in results],
-        [r.probe_id for r in results], [str(r.status) for r in results],
+        [r.monitor_id for r in results],
+        [ts(r.due) for r in results],
+        [r.region for r in results],
+        [r.attempt for r in results],
+        [r.probe_id for r in results],
+        [str(r.status) for r in results],
         [str(r.reason) if r.reason else None for r in results],
-        [r.message[:2000] for r in results], [ts(r.started_at) for r in results],
-        [r.duration_ms for r in results], [r.status_code for r in results],
+        [r.message[:2000] for r in results],
+        [ts(r.started_at) for r in results],
+        [r.duration_ms for r in results],
+        [r.status_code for r in results],
         [_json.encode(r.timings).decode() if r.timings else None for r in results],
         [_json.encode(r.details).decode() if r.details else None for r in results],
-    )  # fmt: skip
+    )
     return [(r["monitor_id"], r["due"], r["attempt"], r["region"]) for r in rows]
 
 
@@ -57,9 +62,12 @@ async def insert_rounds(
         " SELECT m, d, a, string_to_array(r, ','), dl FROM unnest($1::bigint[],"
         " $2::timestamptz[], $3::smallint[], $4::text[], $5::timestamptz[]) AS t(m, d, a, r, dl)"
         " ON CONFLICT DO NOTHING RETURNING monitor_id, due, attempt",
-        [r[0] for r in rounds], [r[1] for r in rounds], [r[2] for r in rounds],
-        [",".join(r[3]) for r in rounds], [r[4] for r in rounds],
-    )  # fmt: skip
+        [r[0] for r in rounds],
+        [r[1] for r in rounds],
+        [r[2] for r in rounds],
+        [",".join(r[3]) for r in rounds],
+        [r[4] for r in rounds],
+    )
     return {(r["monitor_id"], r["due"], r["attempt"]) for r in rows}
 
 
@@ -75,9 +83,11 @@ async def mark_answered(conn: Tx, stored: list[tuple[int, dt.datetime, int, str]
         " AND rounds.closed_at IS NULL"
         " RETURNING rounds.monitor_id, rounds.due, rounds.attempt,"
         " rounds.regions <@ rounds.answered AS complete",
-        [s[0] for s in stored], [s[1] for s in stored], [s[2] for s in stored],
+        [s[0] for s in stored],
+        [s[1] for s in stored],
+        [s[2] for s in stored],
         [s[3] for s in stored],
-    )  # fmt: skip
+    )
     return [(r["monitor_id"], r["due"], r["attempt"]) for r in rows if r["complete"]]
 
 
@@ -90,8 +100,10 @@ async def close_rounds(conn: Tx, keys: list[Key]) -> list[dict[str, Any]]:
         " $3::smallint[]) AS k(m, d, a) WHERE rounds.monitor_id = k.m AND rounds.due = k.d"
         " AND rounds.attempt = k.a AND rounds.closed_at IS NULL"
         " RETURNING rounds.monitor_id, rounds.due, rounds.attempt, rounds.regions",
-        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-    )  # fmt: skip
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+    )
     return [dict(r) for r in rows]
 
 
@@ -103,8 +115,9 @@ async def close_expired(conn: Tx, now: dt.datetime, limit: int = 5000) -> list[d
         " UPDATE rounds SET closed_at = now() FROM due WHERE rounds.monitor_id = due.monitor_id"
         " AND rounds.due = due.due AND rounds.attempt = due.attempt"
         " RETURNING rounds.monitor_id, rounds.due, rounds.attempt, rounds.regions",
-        now, limit,
-    )  # fmt: skip
+        now,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -116,8 +129,10 @@ async def results_for(conn: Tx, keys: list[Key]) -> list[dict[str, Any]]:
         " c.duration_ms, c.status_code FROM check_results c JOIN unnest($1::bigint[],"
         " $2::timestamptz[], $3::smallint[]) AS k(m, d, a)"
         " ON c.monitor_id = k.m AND c.due = k.d AND c.attempt = k.a",
-        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-    )  # fmt: skip
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+    )
     return [dict(r) for r in rows]
 
 
@@ -128,21 +143,31 @@ async def set_verdicts(conn: Tx, verdicts: list[tuple[Key, str]]) -> None:
         "UPDATE rounds SET verdict = v FROM unnest($1::bigint[], $2::timestamptz[],"
         " $3::smallint[], $4::text[]) AS k(m, d, a, v) WHERE rounds.monitor_id = k.m"
         " AND rounds.due = k.d AND rounds.attempt = k.a",
-        [k[0][0] for k in verdicts], [k[0][1] for k in verdicts], [k[0][2] for k in verdicts],
+        [k[0][0] for k in verdicts],
+        [k[0][1] for k in verdicts],
+        [k[0][2] for k in verdicts],
         [k[1] for k in verdicts],
-    )  # fmt: skip
+    )
 
 
 async def recent(
-    conn: DB, monitor_id: int, *, limit: int = 100,
-    since: dt.datetime | None = None, until: dt.datetime | None = None,
+    conn: DB,
+    monitor_id: int,
+    *,
+    limit: int = 100,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
     region: str | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT due, region, attempt, probe_id, status, reason, message, started_at,"
         " duration_ms, status_code, timings FROM check_results WHERE monitor_id = $1"
         " AND ($2::timestamptz IS NULL OR due >= $2) AND ($3::timestamptz IS NULL OR due < $3)"
         " AND ($4::text IS NULL OR region = $4) ORDER BY due DESC, region LIMIT $5",
-        monitor_id, since, until, region, limit,
-    )  # fmt: skip
+        monitor_id,
+        since,
+        until,
+        region,
+        limit,
+    )
     return [dict(r) for r in rows]

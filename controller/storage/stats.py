@@ -70,15 +70,17 @@ def ceil_to(t: dt.datetime, step: dt.timedelta) -> dt.datetime:
     return f if f == t else f + step
 
 
-def pieces(start: dt.datetime, end: dt.datetime, marks: dict[str, dt.datetime],
-           coarsest: str = "day") -> list[Piece]:  # fmt: skip
+def pieces(
+    start: dt.datetime, end: dt.datetime, marks: dict[str, dt.datetime], coarsest: str = "day"
+) -> list[Piece]:
     """Cover [start, end) with the fewest rollup buckets below each level's watermark."""
     order = ["day", "hour", "minute"]
     return _split(start, end, marks, order[order.index(coarsest) :])
 
 
-def _split(start: dt.datetime, end: dt.datetime, marks: dict[str, dt.datetime],
-           levels: list[str]) -> list[Piece]:  # fmt: skip
+def _split(
+    start: dt.datetime, end: dt.datetime, marks: dict[str, dt.datetime], levels: list[str]
+) -> list[Piece]:
     if start >= end:
         return []
     if not levels:
@@ -105,11 +107,18 @@ async def set_watermark(conn: Tx, level: str, old: dt.datetime | None, new: dt.d
     if old is None:
         row = await conn.fetchval(
             "INSERT INTO stats_watermarks (level, upto) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING RETURNING level", level, new)  # fmt: skip
+            " ON CONFLICT DO NOTHING RETURNING level",
+            level,
+            new,
+        )
     else:
         row = await conn.fetchval(
             "UPDATE stats_watermarks SET upto = $3, updated_at = now()"
-            " WHERE level = $1 AND upto = $2 RETURNING level", level, old, new)  # fmt: skip
+            " WHERE level = $1 AND upto = $2 RETURNING level",
+            level,
+            old,
+            new,
+        )
     return row is not None
 
 
@@ -152,8 +161,10 @@ async def rollup_raw(conn: Tx, start: dt.datetime, end: dt.datetime) -> int:
         " COALESCE(array_agg(i ORDER BY i) FILTER (WHERE i IS NOT NULL), '{}'),"
         " COALESCE(array_agg(n::int ORDER BY i) FILTER (WHERE i IS NOT NULL), '{}')"
         " FROM g GROUP BY 1, 2, 3" + _STAT_UPSERT,
-        start, end, ORIGIN,
-    )  # fmt: skip
+        start,
+        end,
+        ORIGIN,
+    )
     await conn.execute(
         "WITH ex AS MATERIALIZED (SELECT monitor_id, starts_at, ends_at FROM stats_excluded_periods"
         "   WHERE starts_at < $2 AND ends_at > $1),"
@@ -168,8 +179,10 @@ async def rollup_raw(conn: Tx, start: dt.datetime, end: dt.datetime) -> int:
         " count(*) FILTER (WHERE NOT x AND verdict = 'down'),"
         " count(*) FILTER (WHERE NOT x AND verdict NOT IN ('up', 'degraded', 'down')),"
         " count(*) FILTER (WHERE x) FROM r GROUP BY 1, 2" + _VERDICT_UPSERT,
-        start, end, ORIGIN,
-    )  # fmt: skip
+        start,
+        end,
+        ORIGIN,
+    )
     return int(status.split()[-1])
 
 
@@ -189,30 +202,43 @@ async def rollup_level(conn: Tx, source: str, dest: str, start: dt.datetime, end
         f" INSERT INTO stats_{dest} SELECT a.monitor_id, a.b, a.region, checks, failures, degraded,"
         f" rt_count, rt_sum, rt_min, rt_max, COALESCE(ha.idx, '{{}}'), COALESCE(ha.cnt, '{{}}')"
         f" FROM a LEFT JOIN ha USING (monitor_id, b, region)" + _STAT_UPSERT,
-        start, end, step, ORIGIN,
-    )  # fmt: skip
+        start,
+        end,
+        step,
+        ORIGIN,
+    )
     await conn.execute(
         f"INSERT INTO verdicts_{dest} SELECT monitor_id, date_bin($3, bucket, $4), sum(up),"
         f" sum(degraded), sum(down), sum(unknown), sum(excluded) FROM verdicts_{source}"
         f" WHERE bucket >= $1 AND bucket < $2 GROUP BY 1, 2" + _VERDICT_UPSERT,
-        start, end, step, ORIGIN,
-    )  # fmt: skip
+        start,
+        end,
+        step,
+        ORIGIN,
+    )
     return int(status.split()[-1])
 
 
 async def partitions(conn: DB, parent: str) -> list[str]:
     rows = await conn.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 ORDER BY 1", parent)  # fmt: skip
+        " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 ORDER BY 1",
+        parent,
+    )
     return [r["relname"] for r in rows]
 
 
-async def excluded_periods(conn: DB, monitor_id: int, start: dt.datetime,
-                           end: dt.datetime) -> list[dict[str, Any]]:  # fmt: skip
+async def excluded_periods(
+    conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime
+) -> list[dict[str, Any]]:
     """Maintenance occurrences and paused spans of a monitor overlapping [start, end)."""
     rows = await conn.fetch(
         "SELECT starts_at, ends_at, kind FROM stats_excluded_periods WHERE monitor_id = $1"
-        " AND starts_at < $3 AND ends_at > $2 ORDER BY starts_at", monitor_id, start, end)  # fmt: skip
+        " AND starts_at < $3 AND ends_at > $2 ORDER BY starts_at",
+        monitor_id,
+        start,
+        end,
+    )
     return [dict(r) for r in rows]
 
 
@@ -245,13 +271,21 @@ class Checks:
     def public(self) -> dict[str, Any]:
         p50, p95, p99 = percentiles(self.hist, (0.5, 0.95, 0.99))
         return {
-            "checks": {"total": self.checks, "successful": self.checks - self.failures,
-                       "failed": self.failures, "degraded": self.degraded},
+            "checks": {
+                "total": self.checks,
+                "successful": self.checks - self.failures,
+                "failed": self.failures,
+                "degraded": self.degraded,
+            },
             "response_times": {
                 "avg": round(self.rt_sum / self.rt_count, 3) if self.rt_count else None,
-                "min": _r(self.rt_min), "max": _r(self.rt_max), "p50": p50, "p95": p95, "p99": p99,
+                "min": _r(self.rt_min),
+                "max": _r(self.rt_max),
+                "p50": p50,
+                "p95": p95,
+                "p99": p99,
             },
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -344,8 +378,10 @@ async def check_rows(conn: DB, monitor_ids: list[int], parts: list[Piece]) -> li
                 f"SELECT monitor_id, region, checks, failures, degraded, rt_count, rt_sum, rt_min,"
                 f" rt_max, hist_idx, hist_cnt FROM stats_{level}"
                 f" WHERE monitor_id = ANY($1) AND bucket >= $2 AND bucket < $3",
-                monitor_ids, a, b,
-            )  # fmt: skip
+                monitor_ids,
+                a,
+                b,
+            )
     return out
 
 
@@ -356,8 +392,13 @@ async def verdict_rows(conn: DB, monitor_ids: list[int], parts: list[Piece]) -> 
     return out
 
 
-async def summary(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime,
-                  marks: dict[str, dt.datetime] | None = None) -> dict[str, Any]:  # fmt: skip
+async def summary(
+    conn: DB,
+    monitor_id: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    marks: dict[str, dt.datetime] | None = None,
+) -> dict[str, Any]:
     """Checks and response times (total and per region) and verdict counts over [start, end)."""
     marks = await watermarks(conn) if marks is None else marks
     parts = pieces(start, end, marks)
@@ -371,9 +412,14 @@ async def summary(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetim
     return {"total": total, "regions": dict(sorted(regions.items())), "verdicts": verdicts}
 
 
-async def series(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime,
-                 step: dt.timedelta, marks: dict[str, dt.datetime] | None = None,
-                 ) -> list[dict[str, Any]]:  # fmt: skip
+async def series(
+    conn: DB,
+    monitor_id: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    step: dt.timedelta,
+    marks: dict[str, dt.datetime] | None = None,
+) -> list[dict[str, Any]]:
     """One point per `step` bucket of [start, end): checks, failures, avg/min/max, uptime."""
     marks = await watermarks(conn) if marks is None else marks
     coarsest = "day" if step >= DAY else "hour" if step >= HOUR else "minute"
@@ -382,9 +428,12 @@ async def series(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime
     for level, a, b in parts:
         table = "minute" if level == "raw" else level
         # The raw tail is read per minute so each row lands in one point.
-        check_src = ("(SELECT monitor_id, date_bin('1 minute', due, $5) AS bucket, region, status,"
-                     " duration_ms FROM check_results WHERE monitor_id = $1 AND due >= $2 AND due < $3) s"
-                     if level == "raw" else f"stats_{table} s")  # fmt: skip
+        check_src = (
+            "(SELECT monitor_id, date_bin('1 minute', due, $5) AS bucket, region, status,"
+            " duration_ms FROM check_results WHERE monitor_id = $1 AND due >= $2 AND due < $3) s"
+            if level == "raw"
+            else f"stats_{table} s"
+        )
         if level == "raw":
             rows = await conn.fetch(
                 f"SELECT date_bin($4, bucket, $5) AS t, count(*) FILTER (WHERE status <> 'skipped')::int"
@@ -395,8 +444,12 @@ async def series(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime
                 f" min(duration_ms) FILTER (WHERE {TIMED}) AS rt_min,"
                 f" max(duration_ms) FILTER (WHERE {TIMED}) AS rt_max,"
                 f" '{{}}'::smallint[] AS hist_idx, '{{}}'::int[] AS hist_cnt FROM {check_src} GROUP BY 1",
-                monitor_id, a, b, step, ORIGIN,
-            )  # fmt: skip
+                monitor_id,
+                a,
+                b,
+                step,
+                ORIGIN,
+            )
             vrows = await conn.fetch(
                 "SELECT date_bin($4, due, $5) AS t, count(*) FILTER (WHERE verdict = 'up')::int AS up,"
                 " count(*) FILTER (WHERE verdict = 'degraded')::int AS degraded,"
@@ -406,8 +459,12 @@ async def series(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime
                 " AND attempt = 0 AND verdict IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
                 " stats_excluded_periods p WHERE p.monitor_id = r.monitor_id AND r.due >= p.starts_at"
                 " AND r.due < p.ends_at) GROUP BY 1",
-                monitor_id, a, b, step, ORIGIN,
-            )  # fmt: skip
+                monitor_id,
+                a,
+                b,
+                step,
+                ORIGIN,
+            )
         else:
             rows = await conn.fetch(
                 f"SELECT date_bin($4, bucket, $5) AS t, sum(checks)::int AS checks,"
@@ -415,15 +472,23 @@ async def series(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime
                 f" sum(rt_count)::int AS rt_count, sum(rt_sum) AS rt_sum, min(rt_min) AS rt_min,"
                 f" max(rt_max) AS rt_max, '{{}}'::smallint[] AS hist_idx, '{{}}'::int[] AS hist_cnt"
                 f" FROM {check_src} WHERE monitor_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY 1",
-                monitor_id, a, b, step, ORIGIN,
-            )  # fmt: skip
+                monitor_id,
+                a,
+                b,
+                step,
+                ORIGIN,
+            )
             vrows = await conn.fetch(
                 f"SELECT date_bin($4, bucket, $5) AS t, sum(up)::int AS up, sum(degraded)::int AS degraded,"
                 f" sum(down)::int AS down, sum(unknown)::int AS unknown, sum(excluded)::int AS excluded"
                 f" FROM verdicts_{table} WHERE monitor_id = $1 AND bucket >= $2 AND bucket < $3"
                 f" GROUP BY 1",
-                monitor_id, a, b, step, ORIGIN,
-            )  # fmt: skip
+                monitor_id,
+                a,
+                b,
+                step,
+                ORIGIN,
+            )
         for r in rows:
             points.setdefault(r["t"], (Checks(), Verdicts()))[0].add(r)
         for r in vrows:
@@ -432,10 +497,18 @@ async def series(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime
     t = floor_to(start, step)
     while t < end:
         c, v = points.get(t, (Checks(), Verdicts()))
-        out.append({"timestamp": t, "uptime": v.uptime, "checks": c.checks,
-                    "failed": c.failures, "degraded": c.degraded,
-                    "avg_response_time": round(c.rt_sum / c.rt_count, 3) if c.rt_count else None,
-                    "min_response_time": _r(c.rt_min), "max_response_time": _r(c.rt_max)})  # fmt: skip
+        out.append(
+            {
+                "timestamp": t,
+                "uptime": v.uptime,
+                "checks": c.checks,
+                "failed": c.failures,
+                "degraded": c.degraded,
+                "avg_response_time": round(c.rt_sum / c.rt_count, 3) if c.rt_count else None,
+                "min_response_time": _r(c.rt_min),
+                "max_response_time": _r(c.rt_max),
+            }
+        )
         t += step
     return out
 
@@ -443,9 +516,11 @@ async def series(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime
 UPTIME_WINDOWS = {"uptime_24h": DAY, "uptime_7d": 7 * DAY, "uptime_30d": 30 * DAY}
 
 
-def uptime_pieces(now: dt.datetime, marks: dict[str, dt.datetime],
-                  windows: dict[str, dt.timedelta] = UPTIME_WINDOWS,
-                  ) -> list[tuple[list[str], Piece]]:  # fmt: skip
+def uptime_pieces(
+    now: dt.datetime,
+    marks: dict[str, dt.datetime],
+    windows: dict[str, dt.timedelta] = UPTIME_WINDOWS,
+) -> list[tuple[list[str], Piece]]:
     """The pieces covering the longest window, each with the windows it lies in: split at
     each window's start so every piece lies wholly inside or outside each window."""
     starts = sorted({now - w for w in windows.values()})
@@ -456,9 +531,12 @@ def uptime_pieces(now: dt.datetime, marks: dict[str, dt.datetime],
     return out
 
 
-async def uptimes(pool: DB, monitor_ids: list[int], now: dt.datetime | None = None,
-                  windows: dict[str, dt.timedelta] = UPTIME_WINDOWS,
-                  ) -> dict[int, dict[str, float | None]]:  # fmt: skip
+async def uptimes(
+    pool: DB,
+    monitor_ids: list[int],
+    now: dt.datetime | None = None,
+    windows: dict[str, dt.timedelta] = UPTIME_WINDOWS,
+) -> dict[int, dict[str, float | None]]:
     """{id: {uptime_24h, uptime_7d, uptime_30d}} for a page of monitors, in a few queries:
     the 30 d window's pieces are read once and each row counted into every window it is in.
     The monitors API reads the same numbers precomputed (storage/uptime_cache.py)."""
@@ -474,13 +552,16 @@ async def uptimes(pool: DB, monitor_ids: list[int], now: dt.datetime | None = No
     return {m: {k: v.uptime for k, v in ws.items()} for m, ws in out.items()}
 
 
-async def incidents_in(conn: DB, monitor_ids: list[int], start: dt.datetime,
-                       end: dt.datetime) -> list[asyncpg.Record]:  # fmt: skip
+async def incidents_in(
+    conn: DB, monitor_ids: list[int], start: dt.datetime, end: dt.datetime
+) -> list[asyncpg.Record]:
     """Non-manual incidents overlapping [start, end), clipped to it."""
     return await conn.fetch(
         "SELECT monitor_id, started_at, resolved_at,"
         " greatest(started_at, $2) AS a, least(COALESCE(resolved_at, $3), $3) AS b"
         " FROM incidents WHERE monitor_id = ANY($1) AND NOT manual"
         " AND started_at < $3 AND COALESCE(resolved_at, 'infinity') > $2 ORDER BY started_at",
-        monitor_ids, start, end,
-    )  # fmt: skip
+        monitor_ids,
+        start,
+        end,
+    )

@@ -27,7 +27,7 @@ async def insert_page(conn: Tx, fields: dict[str, Any]) -> int:
     page_id: int = await conn.fetchval(
         f"INSERT INTO status_pages ({', '.join(cols)}) VALUES ({marks}) RETURNING id",
         *[fields[c] for c in cols],
-    )  # fmt: skip
+    )
     return page_id
 
 
@@ -36,8 +36,9 @@ async def update_page(conn: Tx, page_id: int, fields: dict[str, Any]) -> bool:
     sets = "".join(f", {c} = ${i + 2}" for i, c in enumerate(cols))
     done = await conn.fetchval(
         f"UPDATE status_pages SET updated_at = now(){sets} WHERE id = $1 RETURNING id",
-        page_id, *[fields[c] for c in cols],
-    )  # fmt: skip
+        page_id,
+        *[fields[c] for c in cols],
+    )
     return done is not None
 
 
@@ -45,18 +46,24 @@ async def set_incident(conn: Tx, page_id: int, status: str, message: str) -> Non
     await conn.execute(
         "UPDATE status_pages SET incident_status = $2, incident_message = $3,"
         " incident_updated_at = now(), updated_at = now() WHERE id = $1",
-        page_id, status, message,
-    )  # fmt: skip
+        page_id,
+        status,
+        message,
+    )
 
 
 async def set_components(conn: Tx, page_id: int, sections: list[dict[str, Any]]) -> None:
     """Replace the page's components, keeping the public id of each monitor already shown."""
-    rows = [(page_id, c["monitor_id"], s["name"], si, ci, c["display_name"])
-            for si, s in enumerate(sections) for ci, c in enumerate(s["monitors"])]  # fmt: skip
+    rows = [
+        (page_id, c["monitor_id"], s["name"], si, ci, c["display_name"])
+        for si, s in enumerate(sections)
+        for ci, c in enumerate(s["monitors"])
+    ]
     await conn.execute(
         "DELETE FROM status_page_components WHERE page_id = $1 AND NOT monitor_id = ANY($2)",
-        page_id, [r[1] for r in rows],
-    )  # fmt: skip
+        page_id,
+        [r[1] for r in rows],
+    )
     await conn.executemany(
         "INSERT INTO status_page_components (page_id, monitor_id, section, section_pos, position,"
         " display_name) SELECT $1, $2, $3, $4, $5, coalesce($6, m.name) FROM monitors m WHERE m.id = $2"
@@ -64,7 +71,7 @@ async def set_components(conn: Tx, page_id: int, sections: list[dict[str, Any]])
         " section_pos = EXCLUDED.section_pos, position = EXCLUDED.position,"
         " display_name = EXCLUDED.display_name",
         rows,
-    )  # fmt: skip
+    )
 
 
 async def get_page(conn: DB, page_id: int) -> Row | None:
@@ -75,8 +82,9 @@ async def get_page(conn: DB, page_id: int) -> Row | None:
 async def find_page(conn: DB, *, slug: str | None = None, domain: str | None = None) -> Row | None:
     row = await conn.fetchrow(
         f"SELECT {PAGE_COLUMNS} FROM status_pages WHERE slug = $1 OR custom_domain = $2 LIMIT 1",
-        slug, domain,
-    )  # fmt: skip
+        slug,
+        domain,
+    )
     return dict(row) if row else None
 
 
@@ -98,7 +106,7 @@ async def components(conn: DB, page_ids: list[int]) -> list[Row]:
         " m.status_changed_at FROM status_page_components c JOIN monitors m ON m.id = c.monitor_id"
         " WHERE c.page_id = ANY($1) ORDER BY c.page_id, c.section_pos, c.position",
         page_ids,
-    )  # fmt: skip
+    )
     return [dict(r) for r in rows]
 
 
@@ -134,8 +142,10 @@ async def day_counts(
                 f"SELECT monitor_id, (bucket AT TIME ZONE 'UTC')::date AS day, sum(up)::int AS up,"
                 f" sum(degraded)::int AS degraded, sum(down)::int AS down FROM verdicts_{level}"
                 f" WHERE monitor_id = ANY($1) AND bucket >= $2 AND bucket < $3 GROUP BY 1, 2",
-                monitor_ids, a, b,
-            )  # fmt: skip
+                monitor_ids,
+                a,
+                b,
+            )
         for r in rows:
             days = out.setdefault(r["monitor_id"], {})
             up, degraded, down = days.get(r["day"], (0, 0, 0))
@@ -153,8 +163,9 @@ async def in_maintenance(conn: DB, monitor_ids: list[int], now: dt.datetime) -> 
     rows = await conn.fetch(
         "SELECT DISTINCT monitor_id FROM maintenance_periods WHERE monitor_id = ANY($1)"
         " AND starts_at <= $2 AND ends_at > $2",
-        monitor_ids, now,
-    )  # fmt: skip
+        monitor_ids,
+        now,
+    )
     return {r["monitor_id"] for r in rows}
 
 
@@ -170,8 +181,9 @@ async def maintenance_windows(conn: DB, monitor_ids: list[int], now: dt.datetime
         " AND (m.id = ANY(w.monitor_ids) OR m.tags && w.tags)"
         " WHERE w.enabled AND (cardinality(w.days) > 0 OR w.ends_at > $2)"
         " GROUP BY w.id ORDER BY w.id LIMIT 200",
-        monitor_ids, now,
-    )  # fmt: skip
+        monitor_ids,
+        now,
+    )
     return [dict(r) for r in rows]
 
 
@@ -182,12 +194,16 @@ async def insert_post(conn: Tx, page_id: int, title: str, status: str, message: 
     post_id: int = await conn.fetchval(
         "INSERT INTO status_page_posts (page_id, title, status, resolved_at)"
         " VALUES ($1, $2, $3, CASE WHEN $3 = 'resolved' THEN now() END) RETURNING id",
-        page_id, title, status,
-    )  # fmt: skip
+        page_id,
+        title,
+        status,
+    )
     await conn.execute(
         "INSERT INTO status_page_post_updates (post_id, status, message) VALUES ($1, $2, $3)",
-        post_id, status, message,
-    )  # fmt: skip
+        post_id,
+        status,
+        message,
+    )
     return post_id
 
 
@@ -196,14 +212,17 @@ async def add_update(conn: Tx, post_id: int, status: str, message: str) -> bool:
         "UPDATE status_page_posts SET status = $2, updated_at = now(),"
         " resolved_at = CASE WHEN $2 = 'resolved' THEN coalesce(resolved_at, now()) END"
         " WHERE id = $1 RETURNING id",
-        post_id, status,
-    )  # fmt: skip
+        post_id,
+        status,
+    )
     if done is None:
         return False
     await conn.execute(
         "INSERT INTO status_page_post_updates (post_id, status, message) VALUES ($1, $2, $3)",
-        post_id, status, message,
-    )  # fmt: skip
+        post_id,
+        status,
+        message,
+    )
     return True
 
 
@@ -212,12 +231,13 @@ async def open_post(conn: DB, page_id: int) -> int | None:
         "SELECT id FROM status_page_posts WHERE page_id = $1 AND status <> 'resolved'"
         " ORDER BY created_at DESC, id DESC LIMIT 1",
         page_id,
-    )  # fmt: skip
+    )
     return post_id
 
 
-async def posts(conn: DB, page_id: int, *, post_id: int | None = None, since: dt.datetime | None = None,
-                limit: int = 50) -> list[Row]:  # fmt: skip
+async def posts(
+    conn: DB, page_id: int, *, post_id: int | None = None, since: dt.datetime | None = None, limit: int = 50
+) -> list[Row]:
     """Posts newest first, each with its updates newest first; open posts whatever their age."""
     rows = await conn.fetch(
         "SELECT p.id, p.page_id, p.title, p.status, p.created_at, p.updated_at, p.resolved_at,"
@@ -230,8 +250,11 @@ async def posts(conn: DB, page_id: int, *, post_id: int | None = None, since: dt
         " FROM status_page_posts p WHERE p.page_id = $1 AND ($2::bigint IS NULL OR p.id = $2)"
         " AND ($3::timestamptz IS NULL OR p.status <> 'resolved' OR p.updated_at >= $3)"
         " ORDER BY p.created_at DESC, p.id DESC LIMIT $4",
-        page_id, post_id, since, limit,
-    )  # fmt: skip
+        page_id,
+        post_id,
+        since,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -250,8 +273,12 @@ async def add_subscriber(conn: Tx, page_id: int, kind: str, address: str, confir
         " VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)"
         " ON CONFLICT (page_id, kind, address) DO UPDATE SET kind = EXCLUDED.kind"
         " RETURNING id, page_id, kind, address, token, confirmed_at, created_at",
-        page_id, kind, address, secrets.token_urlsafe(32), confirmed,
-    )  # fmt: skip
+        page_id,
+        kind,
+        address,
+        secrets.token_urlsafe(32),
+        confirmed,
+    )
     assert row is not None
     return dict(row)
 
@@ -265,8 +292,9 @@ async def enqueue_confirmation(conn: Tx, subscriber_id: int, resend_after: dt.ti
         " WHERE NOT EXISTS (SELECT 1 FROM status_page_notices WHERE subscriber_id = $1"
         "  AND kind = 'confirm' AND (state IN ('pending', 'sending') OR created_at > now() - $2::interval))"
         " RETURNING id",
-        subscriber_id, resend_after,
-    )  # fmt: skip
+        subscriber_id,
+        resend_after,
+    )
     return done is not None
 
 
@@ -275,16 +303,19 @@ async def confirm_subscriber(conn: DB, token: str) -> Row | None:
         "UPDATE status_page_subscribers SET confirmed_at = coalesce(confirmed_at, now())"
         " WHERE token = $1 RETURNING id, page_id, kind, address",
         token,
-    )  # fmt: skip
+    )
     return dict(row) if row else None
 
 
-async def remove_subscriber(conn: DB, *, token: str | None = None, page_id: int | None = None,
-                            subscriber_id: int | None = None) -> bool:  # fmt: skip
+async def remove_subscriber(
+    conn: DB, *, token: str | None = None, page_id: int | None = None, subscriber_id: int | None = None
+) -> bool:
     done = await conn.fetchval(
         "DELETE FROM status_page_subscribers WHERE (token = $1) OR (page_id = $2 AND id = $3) RETURNING id",
-        token, page_id, subscriber_id,
-    )  # fmt: skip
+        token,
+        page_id,
+        subscriber_id,
+    )
     return done is not None
 
 
@@ -293,7 +324,7 @@ async def subscribers(conn: DB, page_id: int) -> list[Row]:
         "SELECT id, kind, address, confirmed_at, created_at FROM status_page_subscribers"
         " WHERE page_id = $1 ORDER BY id",
         page_id,
-    )  # fmt: skip
+    )
     return [dict(r) for r in rows]
 
 
@@ -301,15 +332,17 @@ async def enqueue(conn: DB, subscriber_ids: list[int], kind: str, payload: dict[
     await conn.executemany(
         "INSERT INTO status_page_notices (subscriber_id, kind, payload) VALUES ($1, $2, $3)",
         [(sid, kind, payload) for sid in subscriber_ids],
-    )  # fmt: skip
+    )
 
 
 async def enqueue_for_page(conn: Tx, page_id: int, kind: str, payload: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO status_page_notices (subscriber_id, kind, payload) SELECT id, $2, $3"
         " FROM status_page_subscribers WHERE page_id = $1 AND confirmed_at IS NOT NULL",
-        page_id, kind, payload,
-    )  # fmt: skip
+        page_id,
+        kind,
+        payload,
+    )
 
 
 async def advance_events(conn: Tx, limit: int = 200) -> list[Row]:
@@ -321,8 +354,9 @@ async def advance_events(conn: Tx, limit: int = 200) -> list[Row]:
     )
     events = await conn.fetch(
         "SELECT id, kind, monitor_id, occurred_at, payload FROM events WHERE id > $1 ORDER BY id LIMIT $2",
-        last, limit,
-    )  # fmt: skip
+        last,
+        limit,
+    )
     if not events:
         return []
     await conn.execute(
@@ -339,8 +373,9 @@ async def advance_events(conn: Tx, limit: int = 200) -> list[Row]:
         " JOIN status_pages p ON p.id = c.page_id"
         " JOIN status_page_subscribers s ON s.page_id = p.id AND s.confirmed_at IS NOT NULL"
         " ORDER BY e.id, s.id",
-        [e["id"] for e in wanted], [e["monitor_id"] for e in wanted],
-    )  # fmt: skip
+        [e["id"] for e in wanted],
+        [e["monitor_id"] for e in wanted],
+    )
     return [dict(r) for r in rows]
 
 
@@ -355,8 +390,9 @@ async def claim_notice(conn: DB, now: dt.datetime, lease: dt.timedelta) -> Row |
         " AND s.id = n.subscriber_id AND p.id = s.page_id"
         " RETURNING n.id, n.kind, n.payload, n.attempts, s.kind AS channel, s.address, s.token, s.page_id,"
         " p.name AS page_name, p.slug",
-        now, now + lease,
-    )  # fmt: skip
+        now,
+        now + lease,
+    )
     return dict(row) if row else None
 
 
@@ -366,8 +402,11 @@ async def finish_notice(conn: DB, notice_id: int, *, error: str | None, retry_at
         "UPDATE status_page_notices SET state = $2, last_error = $3, next_at = coalesce($4, next_at),"
         " claimed_until = NULL, sent_at = CASE WHEN $2 = 'sent' THEN now() END"
         " WHERE id = $1 AND state = 'sending'",
-        notice_id, state, error, retry_at,
-    )  # fmt: skip
+        notice_id,
+        state,
+        error,
+        retry_at,
+    )
 
 
 # --- shared secrets ---------------------------------------------------------------------

@@ -40,7 +40,7 @@ async def read(conn: DB, monitor_ids: list[int]) -> dict[int, dict[str, float | 
     rows = await conn.fetch(
         f"SELECT monitor_id, {', '.join(COUNTS)} FROM monitor_uptimes WHERE monitor_id = ANY($1)",
         monitor_ids,
-    )  # fmt: skip
+    )
     return {r["monitor_id"]: fields(dict(r)) for r in rows}
 
 
@@ -69,12 +69,13 @@ def refresh_sql(now: dt.datetime, marks: dict[str, dt.datetime]) -> tuple[str, l
         f" ON CONFLICT (monitor_id) DO UPDATE SET"
         f" {', '.join(f'{c} = EXCLUDED.{c}' for c in COUNTS)},"
         f" computed_at = EXCLUDED.computed_at, seen_round = EXCLUDED.seen_round"
-    )  # fmt: skip
+    )
     return sql, args
 
 
-async def refresh(conn: DB, monitor_ids: list[int], now: dt.datetime,
-                  marks: dict[str, dt.datetime] | None = None) -> int:  # fmt: skip
+async def refresh(
+    conn: DB, monitor_ids: list[int], now: dt.datetime, marks: dict[str, dt.datetime] | None = None
+) -> int:
     """Recompute the cached uptimes of `monitor_ids` at `now`, in one statement."""
     if not monitor_ids:
         return 0
@@ -84,8 +85,7 @@ async def refresh(conn: DB, monitor_ids: list[int], now: dt.datetime,
     return int(status.split()[-1])
 
 
-async def due(conn: DB, now: dt.datetime, *, min_age: dt.timedelta,
-              max_age: dt.timedelta) -> list[int]:  # fmt: skip
+async def due(conn: DB, now: dt.datetime, *, min_age: dt.timedelta, max_age: dt.timedelta) -> list[int]:
     """Monitors whose cached uptimes are missing (and they have rounds) or worth redoing."""
     rows = await conn.fetch(
         "SELECT m.id FROM monitors m LEFT JOIN monitor_uptimes u ON u.monitor_id = m.id"
@@ -94,8 +94,10 @@ async def due(conn: DB, now: dt.datetime, *, min_age: dt.timedelta,
         "     AND (m.last_round IS DISTINCT FROM u.seen_round"
         "          OR u.computed_at <= $1::timestamptz - $3::interval) END"
         " ORDER BY m.id",
-        now, min_age, max_age,
-    )  # fmt: skip
+        now,
+        min_age,
+        max_age,
+    )
     return [r["id"] for r in rows]
 
 

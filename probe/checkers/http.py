@@ -182,8 +182,11 @@ def _timings(hops: list[dict[str, float]], start: float, total_ms: float) -> dic
     for phases in hops:
         connect_from = "dns_end" if "dns_end" in phases else "conn_start"
         connect_to = "tls_start" if "tls_start" in phases else "conn_end"
-        for name, a, b in (("dns", "dns_start", "dns_end"), ("connect", connect_from, connect_to),
-                           ("tls", "tls_start", "conn_end")):  # fmt: skip
+        for name, a, b in (
+            ("dns", "dns_start", "dns_end"),
+            ("connect", connect_from, connect_to),
+            ("tls", "tls_start", "conn_end"),
+        ):
             if a in phases and b in phases:
                 sums[name] = sums.get(name, 0.0) + phases[b] - phases[a]
     out = {k: round(v * 1000, 3) for k, v in sums.items()}

@@ -36,9 +36,9 @@ async def start_controller(database: str, nats_url: str, **overrides: object) ->
     # test says otherwise.
     overrides = {"notification_channels_allow_private": True, **overrides}
     overrides.setdefault("regions", [Region(id=r) for r in REGIONS])
-    cfg = ControllerConfig(database_url=database, nats_url=nats_url,
-                           probe_heartbeat_interval=0.5, round_grace=1.0,
-                           **overrides)  # type: ignore[arg-type]  # fmt: skip
+    cfg = ControllerConfig(
+        database_url=database, nats_url=nats_url, probe_heartbeat_interval=0.5, round_grace=1.0, **overrides
+    )  # type: ignore[arg-type]
     app = build_app(cfg)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

@@ -70,10 +70,13 @@ async def test_it_rejects_expired_keys(controller: Running, api: aiohttp.ClientS
 
 
 async def test_it_validates_new_keys(api: aiohttp.ClientSession) -> None:
-    cases = [({"scopes": ["admin"]}, "name"), ({"name": "x", "scopes": ["root"]}, "scopes[0]"),
-             ({"name": "x", "scopes": []}, "scopes"),
-             ({"name": "x", "expires_at": "2000-01-01T00:00:00Z"}, "expires_at"),
-             ({"name": "x", "colour": 1}, "colour")]  # fmt: skip
+    cases = [
+        ({"scopes": ["admin"]}, "name"),
+        ({"name": "x", "scopes": ["root"]}, "scopes[0]"),
+        ({"name": "x", "scopes": []}, "scopes"),
+        ({"name": "x", "expires_at": "2000-01-01T00:00:00Z"}, "expires_at"),
+        ({"name": "x", "colour": 1}, "colour"),
+    ]
     for body, field in cases:
         r = await api.post("/api/v1/api-keys", json=body)
         assert r.status == 422, body

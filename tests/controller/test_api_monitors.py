@@ -7,8 +7,12 @@ import pytest
 
 from tests.controller.conftest import Running
 
-HTTP_MONITOR = {"name": "site", "url": "http://127.0.0.1:9/x", "check_interval": 30,
-                "locations": ["us-east", "eu-west"]}  # fmt: skip
+HTTP_MONITOR = {
+    "name": "site",
+    "url": "http://127.0.0.1:9/x",
+    "check_interval": 30,
+    "locations": ["us-east", "eu-west"],
+}
 
 
 async def test_it_creates_reads_lists_and_deletes_a_monitor(api: aiohttp.ClientSession) -> None:
@@ -44,9 +48,16 @@ async def test_it_patches_and_puts(api: aiohttp.ClientSession) -> None:
 
 
 async def test_it_accepts_reference_aliases(api: aiohttp.ClientSession) -> None:
-    r = await api.post("/api/v1/monitors", json={"name": "a", "type": "website",
-                                                 "target": "http://127.0.0.1/", "interval": 15,
-                                                 "regions": ["ap-south"]})  # fmt: skip
+    r = await api.post(
+        "/api/v1/monitors",
+        json={
+            "name": "a",
+            "type": "website",
+            "target": "http://127.0.0.1/",
+            "interval": 15,
+            "regions": ["ap-south"],
+        },
+    )
     body = (await r.json())["data"]
     assert r.status == 201 and body["type"] == "http" and body["check_interval"] == 15
     assert body["locations"] == ["ap-south"]
@@ -82,9 +93,19 @@ async def test_it_pages_with_a_cursor(api: aiohttp.ClientSession) -> None:
         ({"name": "x", "type": "tcp", "host": "127.0.0.1", "port": 70000}, "port"),
         ({"name": "x", "url": "http://127.0.0.1/", "consensus": "quorum"}, "quorum"),
     ],
-    ids=["missing-name", "bad-scheme", "wrong-type", "zero-interval", "unknown-region",
-         "bad-status", "unknown-field", "unknown-type", "bad-port", "quorum-without-n"],
-)  # fmt: skip
+    ids=[
+        "missing-name",
+        "bad-scheme",
+        "wrong-type",
+        "zero-interval",
+        "unknown-region",
+        "bad-status",
+        "unknown-field",
+        "unknown-type",
+        "bad-port",
+        "quorum-without-n",
+    ],
+)
 async def test_it_rejects_invalid_monitors_with_field_details(
     api: aiohttp.ClientSession, body: dict[str, object], field: str
 ) -> None:
@@ -96,8 +117,7 @@ async def test_it_rejects_invalid_monitors_with_field_details(
 
 async def test_it_rejects_invalid_json(api: aiohttp.ClientSession) -> None:
     for raw in (b"{not json", b"", b"[1,2]"):
-        r = await api.post("/api/v1/monitors", data=raw,
-                           headers={"Content-Type": "application/json"})  # fmt: skip
+        r = await api.post("/api/v1/monitors", data=raw, headers={"Content-Type": "application/json"})
         assert r.status in (400, 422)
         assert "error" in await r.json()
 
@@ -129,8 +149,9 @@ async def test_it_enforces_scopes(controller: Running) -> None:
     from probefleet.controller.storage import api_keys
 
     key, _ = await api_keys.create(controller.app[keys.POOL], "ro", ["monitors:read"])
-    async with aiohttp.ClientSession(base_url=controller.base,
-                                     headers={"Authorization": f"Bearer {key}"}) as ro:  # fmt: skip
+    async with aiohttp.ClientSession(
+        base_url=controller.base, headers={"Authorization": f"Bearer {key}"}
+    ) as ro:
         assert (await ro.get("/api/v1/monitors")).status == 200
         r = await ro.post("/api/v1/monitors", json=HTTP_MONITOR)
         assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"

@@ -17,21 +17,25 @@ SLACK = "https://hooks.slack.com/services/T0A1B2C3D/B0X9Y8Z7W/abc123"
 
 @pytest.mark.parametrize(
     ("url", "kind", "target"),
-    [("slack://hooks/T0A1B2C3D/B0X9Y8Z7W/abc123", "slack", SLACK),
-     ("slack://T0A1B2C3D/B0X9Y8Z7W/abc123", "slack", SLACK),
-     ("slack://bot@T0A1B2C3D/B0X9Y8Z7W/abc123", "slack", SLACK),
-     (SLACK, "slack", SLACK),
-     ("discord://1234/AbCd", "discord", "https://discord.com/api/webhooks/1234/AbCd"),
-     ("https://discordapp.com/api/webhooks/1/x", "discord", "https://discordapp.com/api/webhooks/1/x"),
-     ("https://ops.example.com/hook?x=1", "webhook", "https://ops.example.com/hook?x=1")],
+    [
+        ("slack://hooks/T0A1B2C3D/B0X9Y8Z7W/abc123", "slack", SLACK),
+        ("slack://T0A1B2C3D/B0X9Y8Z7W/abc123", "slack", SLACK),
+        ("slack://bot@T0A1B2C3D/B0X9Y8Z7W/abc123", "slack", SLACK),
+        (SLACK, "slack", SLACK),
+        ("discord://1234/AbCd", "discord", "https://discord.com/api/webhooks/1234/AbCd"),
+        ("https://discordapp.com/api/webhooks/1/x", "discord", "https://discordapp.com/api/webhooks/1/x"),
+        ("https://ops.example.com/hook?x=1", "webhook", "https://ops.example.com/hook?x=1"),
+    ],
     ids=["004-hooks", "apprise", "apprise-botname", "slack-https", "discord", "discordapp", "webhook"],
-)  # fmt: skip
+)
 def test_it_reads_channel_urls(url: str, kind: str, target: str) -> None:
     assert channel_urls.parse(url) == (kind, {"url": target})
 
 
-@pytest.mark.parametrize("url", ["slack://hooks/T0A1B2C3D/abc123", "discord://1234", "mailto:ops@example.com",
-                                 "ftp://example.com/x"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    ["slack://hooks/T0A1B2C3D/abc123", "discord://1234", "mailto:ops@example.com", "ftp://example.com/x"],
+)
 def test_it_refuses_other_urls(url: str) -> None:
     with pytest.raises(ValueError, match=r"slack|discord"):
         channel_urls.parse(url)

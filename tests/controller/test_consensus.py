@@ -32,8 +32,9 @@ DECIDE = [
 ]
 
 
-@pytest.mark.parametrize(("mode", "quorum", "statuses", "state"), [d[1:] for d in DECIDE],
-                         ids=[d[0] for d in DECIDE])  # fmt: skip
+@pytest.mark.parametrize(
+    ("mode", "quorum", "statuses", "state"), [d[1:] for d in DECIDE], ids=[d[0] for d in DECIDE]
+)
 def test_it_decides_from_the_regions_that_answered(
     mode: str, quorum: int | None, statuses: list[str | None], state: str
 ) -> None:
@@ -75,8 +76,12 @@ TRANSITIONS = [
 @pytest.mark.parametrize("row", [t[1:] for t in TRANSITIONS], ids=[t[0] for t in TRANSITIONS])
 def test_it_applies_thresholds(row: tuple) -> None:  # type: ignore[type-arg]
     status, fails, passes, verdict, retry, recovery, new_status, new_fails, new_passes = row
-    new = transition(MonitorState(status=status, fail_streak=fails, pass_streak=passes), v(verdict),
-                     retry_count=retry, recovery_count=recovery)  # fmt: skip
+    new = transition(
+        MonitorState(status=status, fail_streak=fails, pass_streak=passes),
+        v(verdict),
+        retry_count=retry,
+        recovery_count=recovery,
+    )
     assert (new.status, new.fail_streak, new.pass_streak) == (new_status, new_fails, new_passes)
 
 
@@ -98,6 +103,7 @@ RECHECKS = [
 @pytest.mark.parametrize("row", [t[1:] for t in RECHECKS], ids=[t[0] for t in RECHECKS])
 def test_it_rechecks_only_what_needs_confirming(row: tuple) -> None:  # type: ignore[type-arg]
     verdict, failing, status, attempt, retry, recovery, expected = row
-    got = needs_recheck(v(verdict, failing), MonitorState(status=status), attempt,
-                        retry_count=retry, recovery_count=recovery)  # fmt: skip
+    got = needs_recheck(
+        v(verdict, failing), MonitorState(status=status), attempt, retry_count=retry, recovery_count=recovery
+    )
     assert got is expected

@@ -7,8 +7,9 @@ from probefleet.shared.wire import ProbeHeartbeat
 
 
 def hb(probe_id: str, region: str, at: float) -> ProbeHeartbeat:
-    return ProbeHeartbeat(probe_id=probe_id, region=region, version="t", concurrency=10, in_flight=0,
-                          started_at=0.0, sent_at=at)  # fmt: skip
+    return ProbeHeartbeat(
+        probe_id=probe_id, region=region, version="t", concurrency=10, in_flight=0, started_at=0.0, sent_at=at
+    )
 
 
 def test_it_counts_live_probes_per_region_and_forgets_silent_ones() -> None:

@@ -52,12 +52,20 @@ async def test_it_creates_reads_patches_and_deletes_a_heartbeat(api: aiohttp.Cli
 
 async def test_it_creates_heartbeat_and_cron_monitors_through_the_monitors_api(
     api: aiohttp.ClientSession,
-) -> None:  # fmt: skip
+) -> None:
     r = await api.post("/api/v1/monitors", json={"name": "hb", "type": "heartbeat", "interval": 300})
     body = (await r.json())["data"]
     assert r.status == 201 and body["run_interval"] == 300 and body["token"] and body["locations"] == []
-    r = await api.post("/api/v1/monitors", json={"name": "c", "type": "cron", "cron": "*/5 * * * *",
-                                                 "timezone": "America/New_York", "grace": 60})  # fmt: skip
+    r = await api.post(
+        "/api/v1/monitors",
+        json={
+            "name": "c",
+            "type": "cron",
+            "cron": "*/5 * * * *",
+            "timezone": "America/New_York",
+            "grace": 60,
+        },
+    )
     body = (await r.json())["data"]
     assert r.status == 201 and body["type"] == "heartbeat" and body["tz"] == "America/New_York"
     assert body["grace_period"] == 60
@@ -85,9 +93,16 @@ async def test_every_signal(api: aiohttp.ClientSession, controller: Running) -> 
         assert (await anon.post(url)).status == 200
     pings = await history(api, hb["id"])
     assert [(p["kind"], p["method"], p["exit_code"]) for p in pings] == [
-        ("success", "GET", None), ("success", "HEAD", None), ("start", "POST", None),
-        ("log", "POST", None), ("success", "POST", None), ("fail", "POST", None),
-        ("success", "POST", 0), ("fail", "GET", 3), ("success", "POST", None)]  # fmt: skip
+        ("success", "GET", None),
+        ("success", "HEAD", None),
+        ("start", "POST", None),
+        ("log", "POST", None),
+        ("success", "POST", None),
+        ("fail", "POST", None),
+        ("success", "POST", 0),
+        ("fail", "GET", 3),
+        ("success", "POST", None),
+    ]
     assert pings[4]["rid"] == "run-1" and pings[4]["duration_ms"] > 0 and pings[4]["body"] == "done"
     assert "halfway" in pings[3]["body"] and pings[0]["user_agent"] == "cronjob/1"
     assert pings[0]["source"] == "127.0.0.1"
@@ -117,8 +132,11 @@ async def test_bad_input(api: aiohttp.ClientSession, controller: Running) -> Non
         for unknown in ("A" * 32, "short", "x" * 300):
             r = await anon.get(f"/api/v1/heartbeat/{unknown}")
             assert r.status == 404
-            assert (await r.json())["error"] == {"code": "not_found", "message": "heartbeat not found",
-                                                  "details": {}}  # fmt: skip
+            assert (await r.json())["error"] == {
+                "code": "not_found",
+                "message": "heartbeat not found",
+                "details": {},
+            }
         r = await anon.post(url, data=b"x" * (100 * 1024 + 1))
         assert r.status == 413
 
@@ -202,9 +220,13 @@ async def test_a_controller_restart_while_pings_arrive_loses_none(database: str,
         async with aiohttp.ClientSession() as session:
             while not done.is_set():
                 n += 1
-                sent = asyncio.gather(*(session.post(f"{base[0]}/api/v1/heartbeat/{token}",
-                                                     data=str(n * 100 + i).encode())
-                                        for i in range(20)), return_exceptions=True)  # fmt: skip
+                sent = asyncio.gather(
+                    *(
+                        session.post(f"{base[0]}/api/v1/heartbeat/{token}", data=str(n * 100 + i).encode())
+                        for i in range(20)
+                    ),
+                    return_exceptions=True,
+                )
                 for i, r in enumerate(await sent):
                     if isinstance(r, aiohttp.ClientResponse) and r.status == 200:
                         acked.append(n * 100 + i)

@@ -59,11 +59,21 @@ def state(s: hb.HeartbeatSpec, **kw: object) -> hb.State:
         ("*/30 * * * *", "America/New_York", utc(2024, 11, 3, 5, 10), utc(2024, 11, 3, 5, 30)),
         ("0 0 1 1 *", "UTC", utc(2024, 6, 1), utc(2025, 1, 1)),
     ],
-    ids=["gap-day", "after-gap", "fold-day", "after-fold", "berlin-spring", "berlin-next",
-         "fold-every-30", "before-fold", "yearly"],
-)  # fmt: skip
-def test_it_finds_the_next_cron_time_across_dst(expr: str, tz: str, after: dt.datetime,
-                                                expected: dt.datetime) -> None:  # fmt: skip
+    ids=[
+        "gap-day",
+        "after-gap",
+        "fold-day",
+        "after-fold",
+        "berlin-spring",
+        "berlin-next",
+        "fold-every-30",
+        "before-fold",
+        "yearly",
+    ],
+)
+def test_it_finds_the_next_cron_time_across_dst(
+    expr: str, tz: str, after: dt.datetime, expected: dt.datetime
+) -> None:
     assert hb.next_cron(expr, ZoneInfo(tz), after) == expected
 
 
@@ -102,8 +112,9 @@ def test_a_finish_pairs_with_its_start_by_run_id() -> None:
     st = state(spec(run_interval=3600, grace_period=600))
     hb.signal(st, hb.Ping(monitor_id=1, at=T0, kind="start", rid="a"))
     hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=5), kind="start", rid="b"))
-    verdict, duration = hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=42),
-                                              kind="success", rid="a"))  # fmt: skip
+    verdict, duration = hb.signal(
+        st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=42), kind="success", rid="a")
+    )
     assert verdict is not None and verdict.state == "up" and duration == 42.0
     assert list(st.runs) == ["b"]
     _, duration = hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=50), kind="success"))
@@ -126,12 +137,18 @@ def test_nothing_is_late_while_paused_or_already_down() -> None:
 
 @pytest.mark.parametrize(
     ("fields", "field"),
-    [({}, "run_interval"), ({"run_interval": 60, "cron": "* * * * *"}, "run_interval"),
-     ({"cron": "61 * * * *"}, "cron"), ({"cron": "* * * * * *"}, "cron"),
-     ({"cron": "0 0 31 2 *"}, "cron"), ({"run_interval": 60, "tz": "Mars/Olympus"}, "tz"),
-     ({"run_interval": 0}, "run_interval"), ({"run_interval": 60, "colour": 1}, "colour")],
+    [
+        ({}, "run_interval"),
+        ({"run_interval": 60, "cron": "* * * * *"}, "run_interval"),
+        ({"cron": "61 * * * *"}, "cron"),
+        ({"cron": "* * * * * *"}, "cron"),
+        ({"cron": "0 0 31 2 *"}, "cron"),
+        ({"run_interval": 60, "tz": "Mars/Olympus"}, "tz"),
+        ({"run_interval": 0}, "run_interval"),
+        ({"run_interval": 60, "colour": 1}, "colour"),
+    ],
     ids=["neither", "both", "bad-cron", "six-fields", "never", "bad-tz", "zero", "unknown"],
-)  # fmt: skip
+)
 def test_it_rejects_bad_schedules(fields: dict[str, object], field: str) -> None:
     parsed, problems = hb.parse_spec(fields)
     assert parsed is None and field in problems
@@ -203,15 +220,22 @@ async def test_a_late_ping_before_the_tick_keeps_it_up(pool: asyncpg.Pool) -> No
 
 async def test_every_signal_is_stored_and_applied(pool: asyncpg.Pool) -> None:
     mid = await make(pool, run_interval=3600, grace_period=60)
-    pings = [hb.Ping(monitor_id=mid, at=at(0), kind="start", rid="r1"),
-             hb.Ping(monitor_id=mid, at=at(2), kind="log", body="halfway"),
-             hb.Ping(monitor_id=mid, at=at(5), kind="success", rid="r1"),
-             hb.Ping(monitor_id=mid, at=at(6), kind="fail", exit_code=3),
-             hb.Ping(monitor_id=mid, at=at(7), kind="success", exit_code=0)]  # fmt: skip
+    pings = [
+        hb.Ping(monitor_id=mid, at=at(0), kind="start", rid="r1"),
+        hb.Ping(monitor_id=mid, at=at(2), kind="log", body="halfway"),
+        hb.Ping(monitor_id=mid, at=at(5), kind="success", rid="r1"),
+        hb.Ping(monitor_id=mid, at=at(6), kind="fail", exit_code=3),
+        hb.Ping(monitor_id=mid, at=at(7), kind="success", exit_code=0),
+    ]
     assert await hb.record(pool, pings) == [True] * 5
     history = await store.pings(pool, mid, before=None, limit=10)
     assert [(p["kind"], p["exit_code"]) for p in reversed(history)] == [
-        ("start", None), ("log", None), ("success", None), ("fail", 3), ("success", 0)]  # fmt: skip
+        ("start", None),
+        ("log", None),
+        ("success", None),
+        ("fail", 3),
+        ("success", 0),
+    ]
     assert history[-3]["duration_ms"] == 5000.0
     assert await status(pool, mid) == "up"
     assert await kinds(pool, mid) == ["monitor.down", "incident.opened", "incident.resolved", "monitor.up"]
@@ -219,8 +243,13 @@ async def test_every_signal_is_stored_and_applied(pool: asyncpg.Pool) -> None:
 
 async def test_a_start_without_finish_goes_down_by_tick(pool: asyncpg.Pool) -> None:
     mid = await make(pool, run_interval=3600, grace_period=60)
-    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(0), kind="success"),
-                           hb.Ping(monitor_id=mid, at=at(100), kind="start")])  # fmt: skip
+    await hb.record(
+        pool,
+        [
+            hb.Ping(monitor_id=mid, at=at(0), kind="success"),
+            hb.Ping(monitor_id=mid, at=at(100), kind="start"),
+        ],
+    )
     assert await hb.tick(pool, at(159)) == 0
     assert await hb.tick(pool, at(160)) == 1
     event = await pool.fetchrow("SELECT payload FROM events WHERE kind = 'heartbeat.missed'")
@@ -245,8 +274,12 @@ async def test_a_paused_heartbeat_is_never_late_and_unknown_ones_are_not_stored(
 
 async def test_a_maintenance_window_writes_no_down_event(pool: asyncpg.Pool) -> None:
     mid = await make(pool, run_interval=60, grace_period=0)
-    await pool.execute("INSERT INTO maintenance_windows (name, monitor_ids, starts_at, ends_at)"
-                       " VALUES ('m', $1, $2, $3)", [mid], at(0), at(1000))  # fmt: skip
+    await pool.execute(
+        "INSERT INTO maintenance_windows (name, monitor_ids, starts_at, ends_at) VALUES ('m', $1, $2, $3)",
+        [mid],
+        at(0),
+        at(1000),
+    )
     assert await hb.tick(pool, at(61)) == 1
     assert await status(pool, mid) == "down"
     assert await kinds(pool, mid) == []
@@ -255,16 +288,19 @@ async def test_a_maintenance_window_writes_no_down_event(pool: asyncpg.Pool) -> 
 async def test_the_deadline_query_can_use_the_index(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         await conn.execute("SET enable_seqscan = off")
-        plan = await conn.fetch("EXPLAIN SELECT monitor_id FROM heartbeats WHERE deadline <= now()"
-                                " ORDER BY deadline LIMIT 5")  # fmt: skip
+        plan = await conn.fetch(
+            "EXPLAIN SELECT monitor_id FROM heartbeats WHERE deadline <= now() ORDER BY deadline LIMIT 5"
+        )
     assert "heartbeats_deadline" in "\n".join(r[0] for r in plan)
 
 
 async def test_a_success_or_fail_ping_resumes_a_paused_heartbeat(pool: asyncpg.Pool) -> None:
     ok_id = await make(pool, run_interval=60, grace_period=30, is_enabled=False)
     fail_id = await make(pool, run_interval=60, grace_period=30, is_enabled=False)
-    pings = [hb.Ping(monitor_id=ok_id, at=at(100), kind="success"),
-             hb.Ping(monitor_id=fail_id, at=at(100), kind="fail", body="disk full")]  # fmt: skip
+    pings = [
+        hb.Ping(monitor_id=ok_id, at=at(100), kind="success"),
+        hb.Ping(monitor_id=fail_id, at=at(100), kind="fail", body="disk full"),
+    ]
     await hb.record(pool, pings)
     assert await status(pool, ok_id) == "up" and await status(pool, fail_id) == "down"
     assert await pool.fetchval("SELECT bool_and(enabled) FROM monitors") is True
@@ -310,11 +346,14 @@ async def test_pings_are_counted_by_kind_with_batch_sizes(pool: asyncpg.Pool) ->
         return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
     mid = await make(pool, run_interval=60)
-    before = (sample("probefleet_heartbeat_pings_total", kind="log"),
-              sample("probefleet_heartbeat_ping_batch_size_count"))  # fmt: skip
+    before = (
+        sample("probefleet_heartbeat_pings_total", kind="log"),
+        sample("probefleet_heartbeat_ping_batch_size_count"),
+    )
     writer = hb.PingWriter(pool)
-    futures = [asyncio.ensure_future(writer.submit(hb.Ping(monitor_id=mid, at=at(i), kind="log")))
-               for i in range(3)]  # fmt: skip
+    futures = [
+        asyncio.ensure_future(writer.submit(hb.Ping(monitor_id=mid, at=at(i), kind="log"))) for i in range(3)
+    ]
     await asyncio.sleep(0)
     assert await writer.flush_once() == 3
     assert all(await asyncio.gather(*futures))
@@ -344,11 +383,17 @@ async def test_the_history_pages_newest_first_across_day_partitions(pool: asyncp
     mid = await make(pool, run_interval=60)
     times = [at(0), at(86400 + 5), at(2 * 86400), at(2 * 86400), at(3 * 86400 + 7)]
     order = [4, 0, 1, 2, 3]  # the newest stored first: ids do not follow time
-    assert await hb.record(pool, [hb.Ping(monitor_id=mid, at=times[i], kind="log", body=str(i))
-                                  for i in order]) == [True] * 5  # fmt: skip
+    assert (
+        await hb.record(pool, [hb.Ping(monitor_id=mid, at=times[i], kind="log", body=str(i)) for i in order])
+        == [True] * 5
+    )
     where = await pool.fetch("SELECT tableoid::regclass::text AS part FROM heartbeat_pings")
-    assert {r["part"] for r in where} == {"heartbeat_pings_20240601", "heartbeat_pings_20240602",
-                                          "heartbeat_pings_20240603", "heartbeat_pings_20240604"}  # fmt: skip
+    assert {r["part"] for r in where} == {
+        "heartbeat_pings_20240601",
+        "heartbeat_pings_20240602",
+        "heartbeat_pings_20240603",
+        "heartbeat_pings_20240604",
+    }
     seen: list[dict[str, object]] = []
     before: tuple[dt.datetime, int] | None = None
     while True:
@@ -369,20 +414,32 @@ async def test_the_partitioning_migration_keeps_every_ping(database: str) -> Non
     conn = await asyncpg.connect(database)
     try:
         assert await conn.fetchval(KIND_OF_PINGS) == "r"
-        add = ("INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
-               " VALUES ('job', 'heartbeat', '{}', 60, 10, '{}') RETURNING id")  # fmt: skip
+        add = (
+            "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
+            " VALUES ('job', 'heartbeat', '{}', 60, 10, '{}') RETURNING id"
+        )
         mid, other = await conn.fetchval(add), await conn.fetchval(add)
         # a day's last and the next day's first microsecond, a gap of weeks, and today
-        times = [T0, utc(2024, 6, 2, 23, 59, 59, 999_999), utc(2024, 6, 3), T0 + dt.timedelta(days=40),
-                 dt.datetime.now(UTC)]  # fmt: skip
+        times = [
+            T0,
+            utc(2024, 6, 2, 23, 59, 59, 999_999),
+            utc(2024, 6, 3),
+            T0 + dt.timedelta(days=40),
+            dt.datetime.now(UTC),
+        ]
         for i, t in enumerate(times):
             await conn.execute(
                 "INSERT INTO heartbeat_pings (monitor_id, at, kind, exit_code, rid, duration_ms, source,"
                 " user_agent, method, body)"
                 " VALUES ($1, $2, $3, $4, $5, $6, '10.0.0.1', 'cron/1', 'POST', $7)",
-                mid if i % 2 == 0 else other, t, ("start", "success", "fail", "log", "success")[i],
-                i or None, f"run-{i}", i * 1.5, f"body {i}",
-            )  # fmt: skip
+                mid if i % 2 == 0 else other,
+                t,
+                ("start", "success", "fail", "log", "success")[i],
+                i or None,
+                f"run-{i}",
+                i * 1.5,
+                f"body {i}",
+            )
         old = [dict(r) for r in await conn.fetch("SELECT * FROM heartbeat_pings ORDER BY id")]
     finally:
         await conn.close()
@@ -393,13 +450,13 @@ async def test_the_partitioning_migration_keeps_every_ping(database: str) -> Non
     try:
         assert await conn.fetchval(KIND_OF_PINGS) == "p"
         assert await conn.fetchval("SELECT to_regclass('heartbeat_pings_unpartitioned')") is None
-        rows = await conn.fetch("SELECT tableoid::regclass::text AS part, * FROM heartbeat_pings"
-                                " ORDER BY id")  # fmt: skip
+        rows = await conn.fetch("SELECT tableoid::regclass::text AS part, * FROM heartbeat_pings ORDER BY id")
         assert [{k: v for k, v in r.items() if k != "part"} for r in rows] == old
         assert [r["part"] for r in rows] == [f"heartbeat_pings_{t:%Y%m%d}" for t in times]
         # the sequence went along: a new ping (today's partition, made by migrate) gets a new id
-        new_id = await conn.fetchval("INSERT INTO heartbeat_pings (monitor_id, at, kind)"
-                                     " VALUES ($1, now(), 'log') RETURNING id", mid)  # fmt: skip
+        new_id = await conn.fetchval(
+            "INSERT INTO heartbeat_pings (monitor_id, at, kind) VALUES ($1, now(), 'log') RETURNING id", mid
+        )
         assert new_id > old[-1]["id"]
         # and so did the foreign key: deleting a monitor deletes its pings
         await conn.execute("DELETE FROM monitors WHERE id = $1", other)

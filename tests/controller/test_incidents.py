@@ -64,8 +64,9 @@ class Stack:
         rows = await self.q(
             "SELECT count(*) AS n FROM rounds WHERE monitor_id = $1 AND attempt = 0"
             " AND verdict IS NOT NULL AND due >= coalesce($2::timestamptz, '-infinity')",
-            mid, since,
-        )  # fmt: skip
+            mid,
+            since,
+        )
         return int(rows[0]["n"])
 
 
@@ -158,8 +159,11 @@ async def test_it_opens_exactly_one_incident_and_one_recovery_resolves_it(stack:
     )
     assert incident["started_at"] == first_fail[0]["d"]
     # retry_count=1 is met by the immediate re-check, not by the next scheduled round.
-    confirming = await stack.q("SELECT verdict FROM rounds WHERE monitor_id = $1 AND attempt = 1"
-                               " AND due > $2 ORDER BY due LIMIT 1", mid, incident["started_at"])  # fmt: skip
+    confirming = await stack.q(
+        "SELECT verdict FROM rounds WHERE monitor_id = $1 AND attempt = 1 AND due > $2 ORDER BY due LIMIT 1",
+        mid,
+        incident["started_at"],
+    )
     assert confirming[0]["verdict"] == "down"
     stack.target.recover()
     await up(stack, mid)
@@ -167,7 +171,11 @@ async def test_it_opens_exactly_one_incident_and_one_recovery_resolves_it(stack:
     assert incident["status"] == "resolved" and incident["resolved_at"] > incident["started_at"]
     kinds = await stack.kinds(mid)
     assert [k for k in kinds if not k.startswith("region.")] == [
-        "monitor.down", "incident.opened", "incident.resolved", "monitor.up"]  # fmt: skip
+        "monitor.down",
+        "incident.opened",
+        "incident.resolved",
+        "monitor.up",
+    ]
     payload = (await stack.q("SELECT payload FROM events WHERE kind = 'incident.opened'"))[0]["payload"]
     assert payload["monitor"]["id"] == mid and payload["monitor"]["target"] == stack.target.url
     assert payload["incident"]["checks_total"] == 3 and payload["check"]["reason"] == "status_mismatch"
@@ -200,9 +208,15 @@ async def test_it_reports_a_region_without_probes_and_opens_no_incident(stack: S
 async def test_it_raises_no_incident_during_maintenance(stack: Stack) -> None:
     mid = await stack.monitor()
     now = dt.datetime.now(dt.UTC)
-    r = await stack.api.post("/api/v1/maintenance-windows", json={
-        "name": "deploy", "monitor_ids": [mid], "starts_at": now.isoformat(),
-        "ends_at": (now + dt.timedelta(hours=1)).isoformat()})  # fmt: skip
+    r = await stack.api.post(
+        "/api/v1/maintenance-windows",
+        json={
+            "name": "deploy",
+            "monitor_ids": [mid],
+            "starts_at": now.isoformat(),
+            "ends_at": (now + dt.timedelta(hours=1)).isoformat(),
+        },
+    )
     assert r.status == 201, await r.text()
     await up(stack, mid)
     stack.target.fail_all()

@@ -23,15 +23,19 @@ async def _monitor(api: aiohttp.ClientSession, **fields: object) -> int:
 
 async def test_it_triggers_acknowledges_and_resolves_an_incident(api: aiohttp.ClientSession) -> None:
     mid = await _monitor(api)
-    r = await api.post("/api/v1/incidents", json={"monitorId": mid, "title": "DB slow", "severity": "HIGH",
-                                                  "externalTicketId": "JIRA-42"})  # fmt: skip
+    r = await api.post(
+        "/api/v1/incidents",
+        json={"monitorId": mid, "title": "DB slow", "severity": "HIGH", "externalTicketId": "JIRA-42"},
+    )
     assert r.status == 201, await r.text()
     inc = (await r.json())["data"]
     assert inc["status"] == "active" and inc["severity"] == "high" and inc["external_ticket_id"] == "JIRA-42"
     r = await api.post("/api/v1/incidents", json={"monitor_id": mid, "title": "again"})
     assert r.status == 409
-    r = await api.patch(f"/api/v1/incidents/{inc['id']}", json={"state": "acknowledged", "assignee": "maya",
-                                                                "notes": "looking"})  # fmt: skip
+    r = await api.patch(
+        f"/api/v1/incidents/{inc['id']}",
+        json={"state": "acknowledged", "assignee": "maya", "notes": "looking"},
+    )
     body = (await r.json())["data"]
     assert body["status"] == "acknowledged" and body["assignee"] == "maya" and body["notes"] == "looking"
     r = await api.patch(f"/api/v1/incidents/{inc['id']}", json={"status": "resolved"})
@@ -42,8 +46,11 @@ async def test_it_triggers_acknowledges_and_resolves_an_incident(api: aiohttp.Cl
     r = await api.get(f"/api/v1/incidents/{inc['id']}/timeline")
     timeline = (await r.json())["data"]
     assert [e["kind"] for e in timeline["entries"]] == ["opened", "acknowledged", "resolved"]
-    assert [e["kind"] for e in timeline["events"]] == ["incident.opened", "incident.acknowledged",
-                                                       "incident.resolved"]  # fmt: skip
+    assert [e["kind"] for e in timeline["events"]] == [
+        "incident.opened",
+        "incident.acknowledged",
+        "incident.resolved",
+    ]
     r = await api.get("/api/v1/events", params={"incident_id": str(inc["id"])})
     events = (await r.json())["data"]
     assert events[1]["payload"]["assignee"] == "maya"
@@ -59,8 +66,10 @@ async def _incident(api: aiohttp.ClientSession) -> dict[str, object]:
 async def test_it_changes_an_incident_posted_with_its_id(api: aiohttp.ClientSession) -> None:
     """Reference 004 sends every incident change to POST /incidents."""
     inc = await _incident(api)
-    r = await api.post("/api/v1/incidents", json={"incident_id": inc["id"], "state": "acknowledged",
-                                                  "assignee": "maya", "notes": "replicas"})  # fmt: skip
+    r = await api.post(
+        "/api/v1/incidents",
+        json={"incident_id": inc["id"], "state": "acknowledged", "assignee": "maya", "notes": "replicas"},
+    )
     body = (await r.json())["data"]
     assert r.status == 200 and body["id"] == inc["id"]
     assert (body["status"], body["assignee"]) == ("acknowledged", "maya")
@@ -139,16 +148,46 @@ async def test_it_lists_with_filters_pages_and_csv(api: aiohttp.ClientSession) -
         ("get", "/api/v1/events/999", None, 404, None),
         ("get", "/api/v1/status/999", None, 404, None),
         ("post", "/api/v1/maintenance-windows", {"name": "w"}, 422, "monitor_ids"),
-        ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"], "days": ["mon"],
-                                                 "duration": 3600}, 422, "start_time"),
-        ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"], "days": ["mon"],
-                                                 "start_time": "02:00", "duration": 3600,
-                                                 "time_zone": "Mars/Olympus"}, 422, "time_zone"),
-        ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"], "days": ["funday"],
-                                                 "start_time": "02:00", "duration": 3600}, 422, "days[0]"),
-        ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"],
-                                                 "starts_at": "2025-01-02T00:00:00Z",
-                                                 "ends_at": "2025-01-01T00:00:00Z"}, 422, "ends_at"),
+        (
+            "post",
+            "/api/v1/maintenance-windows",
+            {"name": "w", "tags": ["db"], "days": ["mon"], "duration": 3600},
+            422,
+            "start_time",
+        ),
+        (
+            "post",
+            "/api/v1/maintenance-windows",
+            {
+                "name": "w",
+                "tags": ["db"],
+                "days": ["mon"],
+                "start_time": "02:00",
+                "duration": 3600,
+                "time_zone": "Mars/Olympus",
+            },
+            422,
+            "time_zone",
+        ),
+        (
+            "post",
+            "/api/v1/maintenance-windows",
+            {"name": "w", "tags": ["db"], "days": ["funday"], "start_time": "02:00", "duration": 3600},
+            422,
+            "days[0]",
+        ),
+        (
+            "post",
+            "/api/v1/maintenance-windows",
+            {
+                "name": "w",
+                "tags": ["db"],
+                "starts_at": "2025-01-02T00:00:00Z",
+                "ends_at": "2025-01-01T00:00:00Z",
+            },
+            422,
+            "ends_at",
+        ),
         ("post", "/api/v1/maintenance-windows", {"name": "w", "tags": ["db"], "hue": "red"}, 422, "hue"),
         ("get", "/api/v1/maintenance-windows/999", None, 404, None),
         ("patch", "/api/v1/maintenance-windows/999", {"duration": 3600}, 404, None),
@@ -156,12 +195,32 @@ async def test_it_lists_with_filters_pages_and_csv(api: aiohttp.ClientSession) -
         ("delete", "/api/v1/maintenance-windows/999", None, 404, None),
         ("delete", "/api/v1/maintenance-windows/abc", None, 404, None),
     ],
-    ids=["bad-status", "bad-limit", "bad-from", "bad-cursor", "no-title", "bad-severity", "no-monitor",
-         "unknown-field", "bad-patch-status", "no-incident", "no-event", "no-status", "window-no-target",
-         "window-no-start", "window-bad-zone", "window-bad-day", "window-backwards", "window-unknown-field",
-         "get-no-window",
-         "patch-no-window", "put-bad-window-id", "delete-no-window", "delete-bad-window-id"],
-)  # fmt: skip
+    ids=[
+        "bad-status",
+        "bad-limit",
+        "bad-from",
+        "bad-cursor",
+        "no-title",
+        "bad-severity",
+        "no-monitor",
+        "unknown-field",
+        "bad-patch-status",
+        "no-incident",
+        "no-event",
+        "no-status",
+        "window-no-target",
+        "window-no-start",
+        "window-bad-zone",
+        "window-bad-day",
+        "window-backwards",
+        "window-unknown-field",
+        "get-no-window",
+        "patch-no-window",
+        "put-bad-window-id",
+        "delete-no-window",
+        "delete-bad-window-id",
+    ],
+)
 async def test_it_rejects_bad_requests(
     api: aiohttp.ClientSession, method: str, path: str, body: object, status: int, field: str | None
 ) -> None:
@@ -194,13 +253,22 @@ async def test_it_reports_status_with_percentiles_and_uptime(
     now = dt.datetime.now(dt.UTC).timestamp()
     for i, fail in enumerate([False, False, False, True]):
         due = now - 600 + i * 60
-        await result_store.insert_rounds(pool, [(mid, result_store.ts(due), 0, ["us-east", "eu-west"],
-                                                 result_store.ts(due + 5))])  # fmt: skip
-        results = [wire.CheckResult(monitor_id=mid, due=due, region=r, probe_id=f"p-{r}", started_at=due,
-                                    status=wire.Status.FAIL if fail else wire.Status.OK,
-                                    duration_ms=float(10 * (i + 1) + j),
-                                    reason=wire.Reason.TIMEOUT if fail else None)
-                   for j, r in enumerate(["us-east", "eu-west"])]  # fmt: skip
+        await result_store.insert_rounds(
+            pool, [(mid, result_store.ts(due), 0, ["us-east", "eu-west"], result_store.ts(due + 5))]
+        )
+        results = [
+            wire.CheckResult(
+                monitor_id=mid,
+                due=due,
+                region=r,
+                probe_id=f"p-{r}",
+                started_at=due,
+                status=wire.Status.FAIL if fail else wire.Status.OK,
+                duration_ms=float(10 * (i + 1) + j),
+                reason=wire.Reason.TIMEOUT if fail else None,
+            )
+            for j, r in enumerate(["us-east", "eu-west"])
+        ]
         from probefleet.controller.engine import results as results_mod
 
         await results_mod.ingest(pool, results)
@@ -215,9 +283,17 @@ async def test_it_reports_status_with_percentiles_and_uptime(
 
 
 async def test_it_manages_maintenance_windows(api: aiohttp.ClientSession) -> None:
-    r = await api.post("/api/v1/maintenance-windows", json={
-        "name": "sunday", "tags": ["db"], "days": ["sun", 5], "startTime": "02:00", "duration": 7200,
-        "timezone": "Europe/Paris"})  # fmt: skip
+    r = await api.post(
+        "/api/v1/maintenance-windows",
+        json={
+            "name": "sunday",
+            "tags": ["db"],
+            "days": ["sun", 5],
+            "startTime": "02:00",
+            "duration": 7200,
+            "timezone": "Europe/Paris",
+        },
+    )
     assert r.status == 201, await r.text()
     w = (await r.json())["data"]
     assert w["recurring"] and w["days"] == ["sat", "sun"] and w["time_zone"] == "Europe/Paris"

@@ -17,8 +17,9 @@ def at(s: str) -> dt.datetime:
 
 ONE_OFF = Window(id=1, monitor_ids=(7,), starts_at=at("2025-03-01T10:00"), ends_at=at("2025-03-01T11:00"))
 # Sundays 02:00-04:00 in New York (EST = UTC-5 until 9 March 2025, EDT = UTC-4 after).
-SUNDAY_NY = Window(id=2, tags=("db",), days=(6,), start_time=dt.time(2, 0), duration_s=7200,
-                   time_zone="America/New_York")  # fmt: skip
+SUNDAY_NY = Window(
+    id=2, tags=("db",), days=(6,), start_time=dt.time(2, 0), duration_s=7200, time_zone="America/New_York"
+)
 # Mondays 23:00 UTC for 3 h: spans midnight into Tuesday.
 MONDAY_NIGHT = Window(id=3, monitor_ids=(7,), days=(0,), start_time=dt.time(23, 0), duration_s=3 * 3600)
 
@@ -33,15 +34,29 @@ CASES = [
     ("recurring-wrong-day", SUNDAY_NY, "2025-03-03T07:30", 9, ["db"], False),
     ("spans-midnight", MONDAY_NIGHT, "2025-03-04T01:30", 7, [], True),
     ("spans-midnight-over", MONDAY_NIGHT, "2025-03-04T02:00", 7, [], False),
-    ("disabled", Window(id=4, monitor_ids=(7,), starts_at=at("2025-03-01T00:00"),
-                        ends_at=at("2025-03-02T00:00"), enabled=False), "2025-03-01T10:00", 7, [], False),
-]  # fmt: skip
+    (
+        "disabled",
+        Window(
+            id=4,
+            monitor_ids=(7,),
+            starts_at=at("2025-03-01T00:00"),
+            ends_at=at("2025-03-02T00:00"),
+            enabled=False,
+        ),
+        "2025-03-01T10:00",
+        7,
+        [],
+        False,
+    ),
+]
 
 
-@pytest.mark.parametrize(("window", "now", "monitor", "tags", "expected"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])  # fmt: skip
-def test_it_knows_when_a_window_covers_a_monitor(window: Window, now: str, monitor: int,
-                                                 tags: list[str], expected: bool) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("window", "now", "monitor", "tags", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_it_knows_when_a_window_covers_a_monitor(
+    window: Window, now: str, monitor: int, tags: list[str], expected: bool
+) -> None:
     occurrences = active([window], at(now), monitor, tags)
     assert bool(occurrences) is expected
     for occ in occurrences:

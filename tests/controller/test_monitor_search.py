@@ -29,14 +29,21 @@ async def test_search_matches_name_url_and_host_through_the_trigram_indexes(data
         for name, kind, spec in ROWS:
             await conn.execute(
                 "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
-                " VALUES ($1, $2, $3, 60, 5, '{us-east}')", name, kind, spec,
-            )  # fmt: skip
+                " VALUES ($1, $2, $3, 60, 5, '{us-east}')",
+                name,
+                kind,
+                spec,
+            )
         # Only the indexes may answer: the result must not depend on a table scan.
         await conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(r[0] for r in await conn.fetch(
-            "EXPLAIN SELECT id FROM monitors WHERE name ILIKE $1 OR spec->>'url' ILIKE $1"
-            " OR spec->>'host' ILIKE $1", "%example%",
-        ))  # fmt: skip
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN SELECT id FROM monitors WHERE name ILIKE $1 OR spec->>'url' ILIKE $1"
+                " OR spec->>'host' ILIKE $1",
+                "%example%",
+            )
+        )
         for index in ("monitors_search_name", "monitors_search_url", "monitors_search_host"):
             assert index in plan
 

@@ -147,9 +147,14 @@ async def test_it_refuses_channel_urls_to_non_public_addresses(
             for url in (f"http://localhost:{port}/ok", f"http://127.0.0.1:{port}/ok"):
                 row = await store.insert_channel(
                     pool,
-                    {"kind": "webhook", "name": "old", "is_enabled": True, "reminder_minutes": None,
-                     "config": {"kind": "webhook", "url": url}},
-                )  # fmt: skip
+                    {
+                        "kind": "webhook",
+                        "name": "old",
+                        "is_enabled": True,
+                        "reminder_minutes": None,
+                        "config": {"kind": "webhook", "url": url},
+                    },
+                )
                 r = await api.post(f"/api/v1/notification-channels/{row['id']}/test")
                 out = (await r.json())["data"]
                 assert out["delivered"] is False and out["permanent"] is True, out

@@ -89,8 +89,14 @@ async def test_an_escalation_policy_routes_its_monitors_and_escalates(
 ) -> None:
     first = await channel(pool, hook.url, name="first")
     second = await channel(pool, hook.url, name="second")
-    policy = await rule(pool, [first], name="oncall_senior", is_policy=True, escalate_after_minutes=15,
-                        escalation_channel_ids=[second])  # fmt: skip
+    policy = await rule(
+        pool,
+        [first],
+        name="oncall_senior",
+        is_policy=True,
+        escalate_after_minutes=15,
+        escalation_channel_ids=[second],
+    )
     covered, other = await monitor(pool, "covered"), await monitor(pool, "other")
     await pool.execute("UPDATE monitors SET escalation_policy_id = $2 WHERE id = $1", covered["id"], policy)
     d = dispatcher(pool, session)
@@ -113,11 +119,23 @@ async def test_the_dispatcher_sends_email_over_smtp(
 ) -> None:
     mailbox = Mailbox()
     port = await start_smtp(mailbox)
-    row = await store.insert_channel(pool, {
-        "kind": "email", "name": "mail", "is_enabled": True, "reminder_minutes": None,
-        "config": {"kind": "email", "host": "127.0.0.1", "port": port, "security": "none",
-                   "from": "alerts@probefleet.test", "to": ["ops@example.test"]},
-    })  # fmt: skip
+    row = await store.insert_channel(
+        pool,
+        {
+            "kind": "email",
+            "name": "mail",
+            "is_enabled": True,
+            "reminder_minutes": None,
+            "config": {
+                "kind": "email",
+                "host": "127.0.0.1",
+                "port": port,
+                "security": "none",
+                "from": "alerts@probefleet.test",
+                "to": ["ops@example.test"],
+            },
+        },
+    )
     await rule(pool, [row["id"]])
     shop, api = await monitor(pool, "shop"), await monitor(pool, "api")
     await pool.execute(
@@ -167,14 +185,18 @@ async def _post(api: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> 
 
 
 async def test_monitor_channel_ids_must_exist(api: aiohttp.ClientSession) -> None:
-    status, body = await _post(api, "/api/v1/notification-channels", {
-        "name": "hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook"}})  # fmt: skip
+    status, body = await _post(
+        api,
+        "/api/v1/notification-channels",
+        {"name": "hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook"}},
+    )
     cid = body["data"]["id"]
     http = {"name": "web", "type": "http", "url": "https://example.com/"}
     status, body = await _post(api, "/api/v1/monitors", {**http, "notifications": [cid, 999999]})
     assert status == 422 and body["error"]["details"] == {"notifications[1]": "no such notification channel"}
-    status, body = await _post(api, "/api/v1/heartbeats", {"name": "hb", "run_interval": 60,
-                                                            "notifications": [999999]})  # fmt: skip
+    status, body = await _post(
+        api, "/api/v1/heartbeats", {"name": "hb", "run_interval": 60, "notifications": [999999]}
+    )
     assert status == 422 and "notifications[0]" in body["error"]["details"]
     status, body = await _post(api, "/api/v1/monitors", {**http, "notifications": [cid]})
     assert status == 201 and body["data"]["notifications"] == [cid]
@@ -191,25 +213,47 @@ async def test_monitor_channel_ids_must_exist(api: aiohttp.ClientSession) -> Non
 
 
 async def test_monitors_take_an_escalation_policy_by_name_or_id(api: aiohttp.ClientSession) -> None:
-    _, body = await _post(api, "/api/v1/notification-channels", {
-        "name": "hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook"}})  # fmt: skip
+    _, body = await _post(
+        api,
+        "/api/v1/notification-channels",
+        {"name": "hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook"}},
+    )
     cid = body["data"]["id"]
-    status, body = await _post(api, "/api/v1/notification-rules", {
-        "name": "oncall_senior", "policy": True, "channels": [cid], "escalate_after_minutes": 15,
-        "escalation_channels": [cid]})  # fmt: skip
+    status, body = await _post(
+        api,
+        "/api/v1/notification-rules",
+        {
+            "name": "oncall_senior",
+            "policy": True,
+            "channels": [cid],
+            "escalate_after_minutes": 15,
+            "escalation_channels": [cid],
+        },
+    )
     assert status == 201 and body["data"]["is_policy"] is True
     policy = body["data"]["id"]
     # Reference 004's create example, with a channel id in notifications.
-    status, body = await _post(api, "/api/v1/monitors", {
-        "name": "Checkout Service Gateway", "type": "http", "url": "https://api.example.com/v2/health",
-        "interval_seconds": 30, "expected_status": 200, "escalation_policy": "oncall_senior",
-        "notifications": [cid]})  # fmt: skip
+    status, body = await _post(
+        api,
+        "/api/v1/monitors",
+        {
+            "name": "Checkout Service Gateway",
+            "type": "http",
+            "url": "https://api.example.com/v2/health",
+            "interval_seconds": 30,
+            "expected_status": 200,
+            "escalation_policy": "oncall_senior",
+            "notifications": [cid],
+        },
+    )
     assert status == 201 and body["data"]["escalation_policy"] == policy
     mid = body["data"]["id"]
     r = await api.put(f"/api/v1/monitors/{mid}/config", json={"timeout": 5})
     assert r.status == 200 and (await r.json())["data"]["escalation_policy"] == policy
-    for ref, problem in (("nobody", "no notification rule with this name"),
-                         (policy + 100, "no notification rule with this id")):  # fmt: skip
+    for ref, problem in (
+        ("nobody", "no notification rule with this name"),
+        (policy + 100, "no notification rule with this id"),
+    ):
         r = await api.patch(f"/api/v1/monitors/{mid}", json={"escalation_policy": ref})
         assert r.status == 422 and (await r.json())["error"]["details"] == {"escalation_policy": problem}
     r = await api.patch(f"/api/v1/monitors/{mid}", json={"escalationPolicy": None})

@@ -26,8 +26,11 @@ def described(doc: dict[str, object]) -> dict[str, object]:
     paths = doc["paths"]
     assert isinstance(paths, dict)
     out = dict(doc)
-    out["paths"] = {p: {m: o for m, o in ops.items() if (m, p) in {(x[0], x[1]) for x in openapi.OPERATIONS}}
-                    for p, ops in paths.items() if p in mine}  # fmt: skip
+    out["paths"] = {
+        p: {m: o for m, o in ops.items() if (m, p) in {(x[0], x[1]) for x in openapi.OPERATIONS}}
+        for p, ops in paths.items()
+        if p in mine
+    }
     info = dict(out["info"])  # type: ignore[call-overload]
     info["version"] = "<version>"
     out["info"] = info

@@ -27,12 +27,17 @@ async def test_partitions_are_utc_days_in_any_server_time_zone(database: str) ->
             for at in (day, day + dt.timedelta(hours=23, minutes=59), day + dt.timedelta(days=1)):
                 where[at] = await conn.fetchval(
                     "INSERT INTO heartbeat_pings (monitor_id, at, kind) VALUES ($1, $2, 'success')"
-                    " RETURNING tableoid::regclass::text", mid, at,
-                )  # fmt: skip
+                    " RETURNING tableoid::regclass::text",
+                    mid,
+                    at,
+                )
     finally:
         await pool.close()
-    assert list(where.values()) == ["heartbeat_pings_20310510", "heartbeat_pings_20310510",
-                                    "heartbeat_pings_20310511"]  # fmt: skip
+    assert list(where.values()) == [
+        "heartbeat_pings_20310510",
+        "heartbeat_pings_20310510",
+        "heartbeat_pings_20310511",
+    ]
 
 
 async def test_rows_in_the_default_partition_move_into_their_new_day(database: str) -> None:
@@ -46,8 +51,9 @@ async def test_rows_in_the_default_partition_move_into_their_new_day(database: s
         await pool.execute(
             "INSERT INTO rounds (monitor_id, due, regions, deadline) VALUES"
             " (1, $1, '{us-east}', $1), (2, $2, '{us-east}', $2)",
-            far, far + dt.timedelta(days=1, hours=1),
-        )  # fmt: skip
+            far,
+            far + dt.timedelta(days=1, hours=1),
+        )
         assert await pool.fetchval("SELECT count(*) FROM rounds_default") == 2
         await db.ensure_partitions(pool, far + dt.timedelta(days=1), days_ahead=1)
         where = await pool.fetch("SELECT monitor_id, tableoid::regclass::text AS part FROM rounds ORDER BY 1")

@@ -20,10 +20,14 @@ BOUND = 5.0  # generous bound for "arrives": a failure, never a speed measure
 
 async def _event(running: Running, kind: str, monitor_id: int | None = None, size: int = 0) -> int:
     async with running.app[keys.POOL].acquire() as conn:
-        return await event_store.insert(conn, kind, monitor_id=monitor_id, incident_id=None,
-                                        occurred_at=dt.datetime.now(dt.UTC),
-                                        payload={"monitor": {"id": monitor_id, "status": kind[8:]},
-                                                 "pad": "x" * size})  # fmt: skip
+        return await event_store.insert(
+            conn,
+            kind,
+            monitor_id=monitor_id,
+            incident_id=None,
+            occurred_at=dt.datetime.now(dt.UTC),
+            payload={"monitor": {"id": monitor_id, "status": kind[8:]}, "pad": "x" * size},
+        )
 
 
 async def _next(ws: aiohttp.ClientWebSocketResponse, type_: str = "event") -> dict[str, Any]:
@@ -130,8 +134,14 @@ async def test_the_hub_waits_for_late_commits_into_id_holes(controller: Running)
         async with pool.acquire() as slow_conn:
             tx = slow_conn.transaction()
             await tx.start()
-            early = await event_store.insert(slow_conn, "monitor.down", monitor_id=1, incident_id=None,
-                                             occurred_at=dt.datetime.now(dt.UTC), payload={})  # fmt: skip
+            early = await event_store.insert(
+                slow_conn,
+                "monitor.down",
+                monitor_id=1,
+                incident_id=None,
+                occurred_at=dt.datetime.now(dt.UTC),
+                payload={},
+            )
             late = await _event(controller, "monitor.up", 1)
             await hub.poll_once(now=0.0)
             await tx.commit()
@@ -154,8 +164,11 @@ async def _post(api: aiohttp.ClientSession, path: str, body: dict[str, Any], met
 async def test_status_page_posts_reach_websocket_subscribers(
     controller: Running, api: aiohttp.ClientSession
 ) -> None:
-    page = await _post(api, "/api/v1/status-pages", {"name": "Acme", "slug": "acme-ws", "is_public": False,
-                                                     "password": "correct horse"})  # fmt: skip
+    page = await _post(
+        api,
+        "/api/v1/status-pages",
+        {"name": "Acme", "slug": "acme-ws", "is_public": False, "password": "correct horse"},
+    )
     url = f"{controller.base}/api/v1/ws?api_key={controller.admin_key}"
     async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
         # A monitor filter narrows monitor events, never status-page events.
@@ -172,8 +185,11 @@ async def test_status_page_posts_reach_websocket_subscribers(
         assert payload["post"]["id"] == post["id"] and payload["post"]["title"] == "Checkout errors"
         assert [u["message"] for u in payload["post"]["updates"]] == ["Looking"]
         assert payload["banner"] is None
-        await _post(api, f"/api/v1/status-page-posts/{post['id']}/updates",
-                    {"status": "identified", "message": "Bad deploy"})  # fmt: skip
+        await _post(
+            api,
+            f"/api/v1/status-page-posts/{post['id']}/updates",
+            {"status": "identified", "message": "Bad deploy"},
+        )
         got = await _next(ws)
         assert got["kind"] == "status_page.post.updated" and got["payload"]["post"]["status"] == "identified"
         assert [u["message"] for u in got["payload"]["post"]["updates"]] == ["Bad deploy", "Looking"]

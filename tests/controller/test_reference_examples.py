@@ -32,8 +32,9 @@ _pages = itertools.count(1)
 
 @pytest.fixture
 async def ref_controller(database: str, nats_url: str) -> AsyncIterator[Running]:
-    running = await start_controller(database, nats_url,
-                                     regions=[Region(id=r) for r in REGIONS + EXTRA_REGIONS])  # fmt: skip
+    running = await start_controller(
+        database, nats_url, regions=[Region(id=r) for r in REGIONS + EXTRA_REGIONS]
+    )
     yield running
     await running.stop()
 
@@ -61,8 +62,10 @@ class World:
     async def _make(self, name: str) -> Any:
         match name:
             case "monitor" | "monitor2" | "monitor3":
-                m = await self.post("/api/v1/monitors", {"name": f"target {name}", "url": "http://127.0.0.1:9/",
-                                                         "locations": ["us-east"]})  # fmt: skip
+                m = await self.post(
+                    "/api/v1/monitors",
+                    {"name": f"target {name}", "url": "http://127.0.0.1:9/", "locations": ["us-east"]},
+                )
                 return m["id"]
             case "heartbeat" | "heartbeat.token":
                 hb = await self.post("/api/v1/heartbeats", {"name": "backup", "run_interval": 3600})
@@ -74,9 +77,10 @@ class World:
                 self.made["page"], self.made["page.slug"] = page["id"], page["slug"]
                 return self.made[name]
             case "channel" | "channel2" | "channel3":
-                ch = await self.post("/api/v1/notification-channels",
-                                     {"name": name, "kind": "webhook",
-                                      "config": {"url": f"http://127.0.0.1:9/{name}"}})  # fmt: skip
+                ch = await self.post(
+                    "/api/v1/notification-channels",
+                    {"name": name, "kind": "webhook", "config": {"url": f"http://127.0.0.1:9/{name}"}},
+                )
                 return ch["id"]
             case "rule":
                 channel = await self.get("channel")
@@ -85,13 +89,15 @@ class World:
                 _, rules = await self.read("/api/v1/notification-rules")
                 if named := [r["id"] for r in rules if r["name"] == "oncall_senior"]:
                     return named[0]
-                rule = await self.post("/api/v1/notification-rules",
-                                       {"name": "oncall_senior", "policy": True,
-                                        "channel_ids": [await self.get("channel")]})  # fmt: skip
+                rule = await self.post(
+                    "/api/v1/notification-rules",
+                    {"name": "oncall_senior", "policy": True, "channel_ids": [await self.get("channel")]},
+                )
                 return rule["id"]
             case "incident":
-                inc = await self.post("/api/v1/incidents", {"monitor_id": await self.get("monitor"),
-                                                            "title": "checkout slow"})  # fmt: skip
+                inc = await self.post(
+                    "/api/v1/incidents", {"monitor_id": await self.get("monitor"), "title": "checkout slow"}
+                )
                 return inc["id"]
             case "event":
                 incident = await self.get("incident")
@@ -196,9 +202,12 @@ async def _project_123(w: World, a: Answer) -> None:
     for name, project, good in (("monitor", "123", 90), ("monitor2", "123", 99), ("monitor3", "7", 50)):
         mid = await w.get(name)
         await w.sql("UPDATE monitors SET status = 'down', project = $2 WHERE id = $1", mid, project)
-        await w.sql("INSERT INTO monitor_uptimes (monitor_id, good_24h, counted_24h, good_7d, counted_7d,"
-                    " good_30d, counted_30d, computed_at) VALUES ($1, $2, 100, $2, 100, $2, 100, now())",
-                    mid, good)  # fmt: skip
+        await w.sql(
+            "INSERT INTO monitor_uptimes (monitor_id, good_24h, counted_24h, good_7d, counted_7d,"
+            " good_30d, counted_30d, computed_at) VALUES ($1, $2, 100, $2, 100, $2, 100, now())",
+            mid,
+            good,
+        )
 
 
 async def _one_up(w: World, a: Answer) -> None:
@@ -215,10 +224,17 @@ async def _incident(w: World, a: Answer) -> None:
 
 
 BEFORE: dict[str, Step] = {
-    "001-L223": _paused, "003-L194": _paused, "000-L213": _project_123, "001-L53": _one_up,
-    "004-L55": _policy, "004-L41": _policy, "003-L272": _incident, "003-L273": _incident,
-    "003-L274": _incident, "000-L40": _incident,
-}  # fmt: skip
+    "001-L223": _paused,
+    "003-L194": _paused,
+    "000-L213": _project_123,
+    "001-L53": _one_up,
+    "004-L55": _policy,
+    "004-L41": _policy,
+    "003-L272": _incident,
+    "003-L273": _incident,
+    "003-L274": _incident,
+    "000-L40": _incident,
+}
 
 
 async def monitor(w: World, name: str = "monitor") -> dict[str, Any]:
@@ -252,8 +268,12 @@ def ok(a: Answer) -> None:
 async def c_000_l5(w: World, a: Answer) -> None:
     m = await created(w, a)
     chans = [await w.get(n) for n in ("channel", "channel2", "channel3")]
-    assert (m["type"], m["url"], m["check_interval"], m["notifications"]) == ("http", "https://example.com",
-                                                                              300, chans)  # fmt: skip
+    assert (m["type"], m["url"], m["check_interval"], m["notifications"]) == (
+        "http",
+        "https://example.com",
+        300,
+        chans,
+    )
 
 
 async def c_000_l16(w: World, a: Answer) -> None:
@@ -296,7 +316,10 @@ async def c_000_l61(w: World, a: Answer) -> None:
 async def c_000_l80(w: World, a: Answer) -> None:
     m = await created(w, a)
     assert (m["name"], m["url"], m["check_interval"]) == (
-        "shop - production", "https://shop.example.com", 300)  # fmt: skip
+        "shop - production",
+        "https://shop.example.com",
+        300,
+    )
 
 
 async def c_000_l192(w: World, a: Answer) -> None:
@@ -323,14 +346,23 @@ async def c_001_l53(w: World, a: Answer) -> None:
 async def c_001_l126(w: World, a: Answer) -> None:
     m = await created(w, a)
     assert (m["expected_status"], m["timeout"], m["retry_count"], m["locations"], m["check_interval"]) == (
-        [200, 201], 30, 3, ["us-east", "eu-west"], 300)  # fmt: skip
+        [200, 201],
+        30,
+        3,
+        ["us-east", "eu-west"],
+        300,
+    )
 
 
 async def c_001_l167(w: World, a: Answer) -> None:
     ok(a)
     m = await monitor(w)
     assert (m["name"], m["check_interval"], m["timeout"], m["url"]) == (
-        "Updated Monitor Name", 600, 45, "http://127.0.0.1:9/")  # fmt: skip
+        "Updated Monitor Name",
+        600,
+        45,
+        "http://127.0.0.1:9/",
+    )
 
 
 async def c_deleted(w: World, a: Answer) -> None:
@@ -361,7 +393,10 @@ async def c_001_l349(w: World, a: Answer) -> None:
     ok(a)
     _, s = await w.read(f"/api/v1/monitors/{await w.get('monitor')}/alerts")
     assert (s["email_enabled"], s["email_recipients"], s["alert_threshold"]) == (
-        True, ["oncall@example.com"], 2)  # fmt: skip
+        True,
+        ["oncall@example.com"],
+        2,
+    )
 
 
 async def c_001_l373(w: World, a: Answer) -> None:
@@ -394,7 +429,12 @@ async def c_002_l177(w: World, a: Answer) -> None:
 async def c_002_l257(w: World, a: Answer) -> None:
     m = await created(w, a)
     assert (m["type"], m["url"], m["check_interval"], m["is_enabled"], m["method"]) == (
-        "http", "https://example.com/health", 60, True, "HEAD")  # fmt: skip
+        "http",
+        "https://example.com/health",
+        60,
+        True,
+        "HEAD",
+    )
 
 
 async def c_002_l293(w: World, a: Answer) -> None:
@@ -425,8 +465,12 @@ async def c_003_l128(w: World, a: Answer) -> None:
 async def c_003_l170(w: World, a: Answer) -> None:
     ok(a)
     m = await monitor(w)
-    assert (m["check_interval"], m["timeout"], m["url"], m["name"]) == (600, 20, "http://127.0.0.1:9/",
-                                                                       "target monitor")  # fmt: skip
+    assert (m["check_interval"], m["timeout"], m["url"], m["name"]) == (
+        600,
+        20,
+        "http://127.0.0.1:9/",
+        "target monitor",
+    )
 
 
 async def c_003_l231(w: World, a: Answer) -> None:
@@ -449,7 +493,11 @@ async def c_003_l273(w: World, a: Answer) -> None:
 async def c_003_l500(w: World, a: Answer) -> None:
     m = await created(w, a)
     assert (m["type"], m["url"], m["check_interval"], m["expected_status"]) == (
-        "http", "https://api.example.com", 300, [200])  # fmt: skip
+        "http",
+        "https://api.example.com",
+        300,
+        [200],
+    )
 
 
 async def c_003_l646(w: World, a: Answer) -> None:
@@ -461,8 +509,11 @@ async def c_003_l646(w: World, a: Answer) -> None:
 
 async def c_003_l686(w: World, a: Answer) -> None:
     m = await created(w, a)
-    assert (m["name"], m["url"], m["locations"]) == ("checkout - Production", "https://checkout.example.com/health",
-                                                     ["us-east-1", "eu-west-1"])  # fmt: skip
+    assert (m["name"], m["url"], m["locations"]) == (
+        "checkout - Production",
+        "https://checkout.example.com/health",
+        ["us-east-1", "eu-west-1"],
+    )
 
 
 async def c_004_l35(w: World, a: Answer) -> None:
@@ -504,25 +555,64 @@ async def c_json(w: World, a: Answer) -> None:
 
 
 CHECKS: dict[str, Step] = {
-    "000-L5": c_000_l5, "000-L16": c_000_l16, "000-L23": c_ping, "000-L24": c_000_l24, "000-L32": c_000_l32,
-    "000-L40": c_000_l40, "000-L61": c_000_l61, "000-L80": c_000_l80, "000-L192": c_000_l192,
-    "000-L202": c_000_l202, "000-L213": c_000_l213,
-    "001-L53": c_001_l53, "001-L126": c_001_l126, "001-L167": c_001_l167, "001-L187": c_deleted,
-    "001-L207": lambda w, a: c_paused(w, a, "Scheduled maintenance"), "001-L223": c_resumed,
-    "001-L237": c_run_now, "001-L349": c_001_l349, "001-L373": c_001_l373,
-    "002-L110": c_002_l110, "002-L127": c_002_l127, "002-L177": c_002_l177, "002-L197": c_ping,
-    "002-L214": c_ping, "002-L257": c_002_l257, "002-L293": c_002_l293, "002-L310": c_deleted,
-    "002-L327": c_run_now, "002-L344": c_ping, "002-L583": c_002_l583, "002-L596": c_no_billing,
-    "002-L609": c_no_billing, "002-L622": c_no_billing,
+    "000-L5": c_000_l5,
+    "000-L16": c_000_l16,
+    "000-L23": c_ping,
+    "000-L24": c_000_l24,
+    "000-L32": c_000_l32,
+    "000-L40": c_000_l40,
+    "000-L61": c_000_l61,
+    "000-L80": c_000_l80,
+    "000-L192": c_000_l192,
+    "000-L202": c_000_l202,
+    "000-L213": c_000_l213,
+    "001-L53": c_001_l53,
+    "001-L126": c_001_l126,
+    "001-L167": c_001_l167,
+    "001-L187": c_deleted,
+    "001-L207": lambda w, a: c_paused(w, a, "Scheduled maintenance"),
+    "001-L223": c_resumed,
+    "001-L237": c_run_now,
+    "001-L349": c_001_l349,
+    "001-L373": c_001_l373,
+    "002-L110": c_002_l110,
+    "002-L127": c_002_l127,
+    "002-L177": c_002_l177,
+    "002-L197": c_ping,
+    "002-L214": c_ping,
+    "002-L257": c_002_l257,
+    "002-L293": c_002_l293,
+    "002-L310": c_deleted,
+    "002-L327": c_run_now,
+    "002-L344": c_ping,
+    "002-L583": c_002_l583,
+    "002-L596": c_no_billing,
+    "002-L609": c_no_billing,
+    "002-L622": c_no_billing,
     "002-L424": lambda w, a: gone(w, f"/api/v1/notification-channels/{w.made['channel']}"),
     "002-L470": lambda w, a: gone(w, f"/api/v1/notification-rules/{w.made['rule']}"),
     "002-L550": lambda w, a: gone(w, f"/api/v1/status-pages/{w.made['page']}"),
-    "003-L128": c_003_l128, "003-L170": c_003_l170, "003-L179": c_deleted, "003-L193": c_paused,
-    "003-L194": c_resumed, "003-L212": c_ping, "003-L213": c_ping, "003-L214": c_ping, "003-L231": c_003_l231,
-    "003-L246": lambda w, a: c_ping(w, a, "start"), "003-L254": c_003_l254, "003-L273": c_003_l273,
-    "003-L500": c_003_l500, "003-L646": c_003_l646, "003-L686": c_003_l686, "003-L734": c_ping,
-    "004-L35": c_004_l35, "004-L41": c_004_l41, "004-L55": c_004_l55, "004-L103": c_004_l103,
-}  # fmt: skip
+    "003-L128": c_003_l128,
+    "003-L170": c_003_l170,
+    "003-L179": c_deleted,
+    "003-L193": c_paused,
+    "003-L194": c_resumed,
+    "003-L212": c_ping,
+    "003-L213": c_ping,
+    "003-L214": c_ping,
+    "003-L231": c_003_l231,
+    "003-L246": lambda w, a: c_ping(w, a, "start"),
+    "003-L254": c_003_l254,
+    "003-L273": c_003_l273,
+    "003-L500": c_003_l500,
+    "003-L646": c_003_l646,
+    "003-L686": c_003_l686,
+    "003-L734": c_ping,
+    "004-L35": c_004_l35,
+    "004-L41": c_004_l41,
+    "004-L55": c_004_l55,
+    "004-L103": c_004_l103,
+}
 
 
 async def run_example(c: Running, api: aiohttp.ClientSession, ex: dict[str, Any]) -> None:
@@ -577,12 +667,16 @@ def test_every_v1_route_answers_under_each_alias_prefix() -> None:
 
 @pytest.mark.parametrize(
     ("cookie", "extra", "status"),
-    [("session_cookie", {}, 200), ("session", {}, 200), ("other", {}, 401),
-     ("session_cookie", {"Origin": "https://evil.example"}, 401),
-     ("session", {"Sec-Fetch-Site": "cross-site"}, 401),
-     ("session", {"Sec-Fetch-Site": "same-origin"}, 200)],
+    [
+        ("session_cookie", {}, 200),
+        ("session", {}, 200),
+        ("other", {}, 401),
+        ("session_cookie", {"Origin": "https://evil.example"}, 401),
+        ("session", {"Sec-Fetch-Site": "cross-site"}, 401),
+        ("session", {"Sec-Fetch-Site": "same-origin"}, 200),
+    ],
     ids=["ref-001", "ref-002", "unknown-cookie", "browser-origin", "cross-site", "same-origin"],
-)  # fmt: skip
+)
 async def test_it_takes_the_key_from_a_session_cookie_unless_a_page_sent_it(
     controller: Running, cookie: str, extra: dict[str, str], status: int
 ) -> None:

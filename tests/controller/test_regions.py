@@ -15,8 +15,15 @@ from tests.controller.conftest import Running
 
 async def heartbeat(controller: Running, region: str, probe_id: str) -> None:
     nc = controller.app[keys.NC]
-    hb = wire.ProbeHeartbeat(probe_id=probe_id, region=region, version="t", concurrency=1, in_flight=0,
-                             started_at=time.time(), sent_at=time.time())  # fmt: skip
+    hb = wire.ProbeHeartbeat(
+        probe_id=probe_id,
+        region=region,
+        version="t",
+        concurrency=1,
+        in_flight=0,
+        started_at=time.time(),
+        sent_at=time.time(),
+    )
     await nc.publish(subjects.heartbeat(region), wire.encode(hb))
     await nc.flush()
 
@@ -35,8 +42,16 @@ async def test_it_lists_regions_with_live_probes(controller: Running, api: aioht
     data = (await (await api.get("/api/v1/worker-regions")).json())["data"]
     assert [r["id"] for r in data] == ["us-east", "eu-west", "ap-south"]
     assert all(not r["is_active"] and r["probe_count"] == 0 for r in data)
-    assert set(data[0]) == {"id", "city", "country", "country_code", "latitude", "longitude",
-                            "is_active", "probe_count"}  # fmt: skip
+    assert set(data[0]) == {
+        "id",
+        "city",
+        "country",
+        "country_code",
+        "latitude",
+        "longitude",
+        "is_active",
+        "probe_count",
+    }
     await heartbeat(controller, "eu-west", "p1")
     await heartbeat(controller, "eu-west", "p2")
     data = await wait_active(api, "eu-west", 2)

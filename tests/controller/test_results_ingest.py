@@ -29,29 +29,39 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
 async def monitor(pool: asyncpg.Pool, status: str = "up") -> int:
     mid: int = await pool.fetchval(
         "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, status)"
-        " VALUES ('m', 'http', '{\"type\": \"http\", \"url\": \"http://127.0.0.1/\"}', 60, 5, $1, $2)"
+        ' VALUES (\'m\', \'http\', \'{"type": "http", "url": "http://127.0.0.1/"}\', 60, 5, $1, $2)'
         " RETURNING id",
-        REGIONS, status,
-    )  # fmt: skip
+        REGIONS,
+        status,
+    )
     return mid
 
 
-async def round_results(pool: asyncpg.Pool, mid: int, due: float, ms: tuple[float, ...],
-                        status: wire.Status = wire.Status.OK) -> list[wire.CheckResult]:  # fmt: skip
+async def round_results(
+    pool: asyncpg.Pool, mid: int, due: float, ms: tuple[float, ...], status: wire.Status = wire.Status.OK
+) -> list[wire.CheckResult]:
     await store.insert_rounds(pool, [(mid, store.ts(due), 0, REGIONS, store.ts(due + 3600))])
     return [
-        wire.CheckResult(monitor_id=mid, due=due, region=r, probe_id=f"p-{r}", status=status,
-                         started_at=due, duration_ms=d,
-                         reason=None if status == wire.Status.OK else wire.Reason.TIMEOUT)
+        wire.CheckResult(
+            monitor_id=mid,
+            due=due,
+            region=r,
+            probe_id=f"p-{r}",
+            status=status,
+            started_at=due,
+            duration_ms=d,
+            reason=None if status == wire.Status.OK else wire.Reason.TIMEOUT,
+        )
         for r, d in zip(REGIONS, ms, strict=True)
-    ]  # fmt: skip
+    ]
 
 
 async def state(pool: asyncpg.Pool, mid: int) -> dict[str, Any]:
     row = await pool.fetchrow(
         "SELECT status, pass_streak, fail_streak, last_round, response_time_ms, last_success"
-        " FROM monitors WHERE id = $1", mid,
-    )  # fmt: skip
+        " FROM monitors WHERE id = $1",
+        mid,
+    )
     assert row is not None
     return dict(row)
 

@@ -38,7 +38,10 @@ async def set_marks(pool: asyncpg.Pool, **marks: dt.datetime) -> None:
     for level, upto in marks.items():
         await pool.execute(
             "INSERT INTO stats_watermarks (level, upto) VALUES ($1, $2)"
-            " ON CONFLICT (level) DO UPDATE SET upto = EXCLUDED.upto", level, upto)  # fmt: skip
+            " ON CONFLICT (level) DO UPDATE SET upto = EXCLUDED.upto",
+            level,
+            upto,
+        )
 
 
 def days(prefix: str, first: dt.date, last: dt.date) -> list[str]:
@@ -52,17 +55,25 @@ async def test_it_drops_exactly_the_expired_partitions(pool: asyncpg.Pool) -> No
     kept_row = utc(2031, 3, 8, 0, 30)
     await pool.execute(
         "INSERT INTO check_results (monitor_id, due, region, probe_id, status, started_at, duration_ms)"
-        " VALUES (1, $1, 'us-east', 'p', 'ok', $1, 5)", kept_row)  # fmt: skip
+        " VALUES (1, $1, 'us-east', 'p', 'ok', $1, 5)",
+        kept_row,
+    )
     dropped = await retention.tick(pool, NOW, Retention())
     expected = (
         # Includes the partitions migrate() made around the real date, years earlier.
         [n for t in ("check_results", "rounds") for n in before[t] if "_2" in n and n[-8:] <= "20310307"]
         + [n for n in before["heartbeat_pings"] if n[-8:] <= "20310212"]
-        + [n for t in ("stats_minute", "verdicts_minute")
-           for n in days(t, dt.date(2031, 2, 1), dt.date(2031, 2, 12))]
-        + [f"{t}_{y}{m:02d}01" for t in ("stats_hour", "verdicts_hour")
-           for y, m in ((2029, 11), (2029, 12), (2030, 1), (2030, 2))]
-    )  # fmt: skip
+        + [
+            n
+            for t in ("stats_minute", "verdicts_minute")
+            for n in days(t, dt.date(2031, 2, 1), dt.date(2031, 2, 12))
+        ]
+        + [
+            f"{t}_{y}{m:02d}01"
+            for t in ("stats_hour", "verdicts_hour")
+            for y, m in ((2029, 11), (2029, 12), (2030, 1), (2030, 2))
+        ]
+    )
     assert sorted(dropped) == sorted(expected)
     after = {t: await store.partitions(pool, t) for t in retention.TABLES}
     for t in retention.TABLES:
@@ -85,14 +96,20 @@ async def test_it_keeps_what_is_not_rolled_up_yet(pool: asyncpg.Pool) -> None:
 
 
 async def test_it_drops_expired_ping_days_and_keeps_newer_pings(pool: asyncpg.Pool) -> None:
-    mid = await pool.fetchval("INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
-                              " VALUES ('job', 'heartbeat', '{}', 60, 10, '{}') RETURNING id")  # fmt: skip
+    mid = await pool.fetchval(
+        "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
+        " VALUES ('job', 'heartbeat', '{}', 60, 10, '{}') RETURNING id"
+    )
     # Ten days kept: the cutoff is 2031-03-05 12:00, so the day of 03-04 goes as a whole and
     # the day of 03-05 stays whole, its morning ping included.
     pings = {"gone": utc(2031, 3, 4, 23, 59), "edge": utc(2031, 3, 5, 1), "new": utc(2031, 3, 14, 9)}
     for body, t in pings.items():
-        await pool.execute("INSERT INTO heartbeat_pings (monitor_id, at, kind, body)"
-                           " VALUES ($1, $2, 'log', $3)", mid, t, body)  # fmt: skip
+        await pool.execute(
+            "INSERT INTO heartbeat_pings (monitor_id, at, kind, body) VALUES ($1, $2, 'log', $3)",
+            mid,
+            t,
+            body,
+        )
     before = await store.partitions(pool, "heartbeat_pings")
     assert await retention.tick(pool, NOW, Retention(pings=None)) == []  # kept forever
     dropped = await retention.tick(pool, NOW, Retention(pings=10))

@@ -32,13 +32,20 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-async def seed(pool: asyncpg.Pool, start: dt.datetime = START, end: dt.datetime = END,
-               monitors: list[int] = MONITORS, every: dt.timedelta = EVERY) -> None:  # fmt: skip
+async def seed(
+    pool: asyncpg.Pool,
+    start: dt.datetime = START,
+    end: dt.datetime = END,
+    monitors: list[int] = MONITORS,
+    every: dt.timedelta = EVERY,
+) -> None:
     """Rounds with verdicts and per-region results with spread-out durations and statuses."""
     await pool.execute(
         "INSERT INTO monitors (id, name, kind, spec, interval_s, timeout_s, locations)"
         " SELECT m, 'm' || m, 'http', '{}', 20, 5, ARRAY['us-east','eu-west','ap-south']"
-        " FROM unnest($1::bigint[]) m ON CONFLICT DO NOTHING", monitors)  # fmt: skip
+        " FROM unnest($1::bigint[]) m ON CONFLICT DO NOTHING",
+        monitors,
+    )
     await pool.execute("SELECT setseed(0.42)")
     await pool.execute(
         "INSERT INTO rounds (monitor_id, due, attempt, regions, answered, deadline, closed_at, verdict)"
@@ -46,7 +53,11 @@ async def seed(pool: asyncpg.Pool, start: dt.datetime = START, end: dt.datetime 
         " d + interval '7 s', d + interval '1 s',"
         " (ARRAY['up','up','up','up','up','up','degraded','down','unknown'])[1 + floor(random() * 9)::int]"
         " FROM unnest($1::bigint[]) m, generate_series($2::timestamptz, $3, $4::interval) d",
-        monitors, start, end - dt.timedelta(microseconds=1), every)  # fmt: skip
+        monitors,
+        start,
+        end - dt.timedelta(microseconds=1),
+        every,
+    )
     await pool.execute(
         "INSERT INTO check_results (monitor_id, due, region, attempt, probe_id, status, reason,"
         " started_at, duration_ms)"
@@ -56,7 +67,11 @@ async def seed(pool: asyncpg.Pool, start: dt.datetime = START, end: dt.datetime 
         " unnest(ARRAY['us-east','eu-west','ap-south']) r,"
         " LATERAL (SELECT (ARRAY['ok','ok','ok','ok','ok','degraded','fail','skipped'])"
         "   [1 + floor(random() * 8 + 0 * m)::int] AS s) st",
-        monitors, start, end - dt.timedelta(microseconds=1), every)  # fmt: skip
+        monitors,
+        start,
+        end - dt.timedelta(microseconds=1),
+        every,
+    )
 
 
 async def roll_all(pool: asyncpg.Pool, now: dt.datetime = NOW) -> None:
@@ -99,18 +114,24 @@ async def test_it_rolls_up_exactly_what_the_raw_data_says(pool: asyncpg.Pool, le
     rolled = [tuple(r) for r in await pool.fetch(ROLLED.format(level=level))]
     assert rolled == raw and len(raw) > 0
     raw_v = [tuple(r) for r in await pool.fetch(RAW_VERDICTS_BY, step)]
-    rolled_v = [tuple(r) for r in await pool.fetch(
-        f"SELECT monitor_id, bucket, up, degraded, down, unknown FROM verdicts_{level}"
-        " ORDER BY 1, 2")]  # fmt: skip
+    rolled_v = [
+        tuple(r)
+        for r in await pool.fetch(
+            f"SELECT monitor_id, bucket, up, degraded, down, unknown FROM verdicts_{level} ORDER BY 1, 2"
+        )
+    ]
     assert rolled_v == raw_v
     # Histograms hold every timed result in the bucket its duration belongs to.
     hist = await pool.fetch(
         f"SELECT monitor_id, bucket, region, i, c FROM stats_{level}, unnest(hist_idx, hist_cnt) x(i, c)"
-        " ORDER BY 1, 2, 3, 4")  # fmt: skip
+        " ORDER BY 1, 2, 3, 4"
+    )
     raw_hist = await pool.fetch(
         f"SELECT monitor_id, date_bin($1::interval, due, '2000-01-01Z') AS bucket, region,"
         f" {store.BUCKET_SQL} AS i, count(*)::int AS c FROM check_results"
-        f" WHERE status IN ('ok', 'degraded') GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4", step)  # fmt: skip
+        f" WHERE status IN ('ok', 'degraded') GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+        step,
+    )
     assert [tuple(r) for r in hist] == [tuple(r) for r in raw_hist]
 
 
@@ -124,7 +145,9 @@ async def test_it_reads_percentiles_within_the_stated_error(pool: asyncpg.Pool) 
         "SELECT percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY duration_ms) AS p,"
         " count(*) FILTER (WHERE status <> 'skipped') AS n, avg(duration_ms) AS avg FROM check_results"
         " WHERE monitor_id = 2 AND due >= $1 AND due < $2 AND status IN ('ok', 'degraded')",
-        a, b)  # fmt: skip
+        a,
+        b,
+    )
     total = s["total"].public()
     for got, want in zip(
         [total["response_times"][k] for k in ("p50", "p95", "p99")], exact["p"], strict=True
@@ -133,14 +156,20 @@ async def test_it_reads_percentiles_within_the_stated_error(pool: asyncpg.Pool) 
     assert total["response_times"]["avg"] == pytest.approx(exact["avg"], rel=1e-6)
     n = await pool.fetchval(
         "SELECT count(*) FROM check_results WHERE monitor_id = 2 AND due >= $1 AND due < $2"
-        " AND status <> 'skipped'", a, b)  # fmt: skip
+        " AND status <> 'skipped'",
+        a,
+        b,
+    )
     assert total["checks"]["total"] == n
     assert sum(r.checks for r in s["regions"].values()) == n
 
 
 def test_it_splits_ranges_into_the_fewest_buckets() -> None:
-    marks = {"minute": END, "hour": dt.datetime(2031, 3, 15, 1, tzinfo=dt.UTC),
-             "day": dt.datetime(2031, 3, 15, tzinfo=dt.UTC)}  # fmt: skip
+    marks = {
+        "minute": END,
+        "hour": dt.datetime(2031, 3, 15, 1, tzinfo=dt.UTC),
+        "day": dt.datetime(2031, 3, 15, tzinfo=dt.UTC),
+    }
     parts = store.pieces(START - dt.timedelta(days=2), END + dt.timedelta(minutes=5), marks)
     levels = [p[0] for p in parts]
     assert levels == ["raw", "minute", "hour", "day", "hour", "minute", "raw"]
@@ -161,18 +190,25 @@ async def test_it_leaves_maintenance_and_paused_time_out_of_uptime(pool: asyncpg
     )
     await pool.execute(
         "INSERT INTO events (kind, monitor_id, occurred_at) VALUES ('monitor.paused', 1, $1),"
-        " ('monitor.resumed', 1, $2)", *paused)  # fmt: skip
+        " ('monitor.resumed', 1, $2)",
+        *paused,
+    )
     await roll_all(pool)
     expected = await pool.fetchrow(
         "SELECT count(*) FILTER (WHERE verdict IN ('up', 'degraded')) AS good,"
         " count(*) FILTER (WHERE verdict IN ('up', 'degraded', 'down')) AS counted,"
         " count(*) FILTER (WHERE (due >= $1 AND due < $2) OR (due >= $3 AND due < $4)) AS excluded"
-        " FROM rounds WHERE monitor_id = 1", *maint, *paused)  # fmt: skip
+        " FROM rounds WHERE monitor_id = 1",
+        *maint,
+        *paused,
+    )
     kept = await pool.fetchrow(
         "SELECT count(*) FILTER (WHERE verdict IN ('up', 'degraded')) AS good,"
         " count(*) FILTER (WHERE verdict IN ('up', 'degraded', 'down')) AS counted FROM rounds"
         " WHERE monitor_id = 1 AND NOT ((due >= $1 AND due < $2) OR (due >= $3 AND due < $4))",
-        *maint, *paused)  # fmt: skip
+        *maint,
+        *paused,
+    )
     assert expected["excluded"] > 0
     s = await store.summary(pool, 1, START - dt.timedelta(minutes=1), NOW)
     assert s["verdicts"].excluded == expected["excluded"]
@@ -180,7 +216,9 @@ async def test_it_leaves_maintenance_and_paused_time_out_of_uptime(pool: asyncpg
     assert s["verdicts"].uptime != round(100.0 * expected["good"] / expected["counted"], 4)
     periods = await store.excluded_periods(pool, 1, START, NOW)
     assert [(p["kind"], p["starts_at"], p["ends_at"]) for p in periods] == [
-        ("maintenance", *maint), ("paused", *paused)]  # fmt: skip
+        ("maintenance", *maint),
+        ("paused", *paused),
+    ]
 
 
 async def test_it_gives_the_same_uptime_before_and_after_rolling_up(pool: asyncpg.Pool) -> None:

@@ -18,9 +18,16 @@ T0 = 1_800_000_000.0
 
 
 def row(mid: int, interval: int = 60, **kw: Any) -> dict[str, Any]:
-    return {"id": mid, "kind": "http", "spec": {"type": "http", "url": "http://127.0.0.1/"},
-            "interval_s": interval, "timeout_s": 5.0, "locations": ["us-east", "eu-west"],
-            "enabled": True, **kw}  # fmt: skip
+    return {
+        "id": mid,
+        "kind": "http",
+        "spec": {"type": "http", "url": "http://127.0.0.1/"},
+        "interval_s": interval,
+        "timeout_s": 5.0,
+        "locations": ["us-east", "eu-west"],
+        "enabled": True,
+        **kw,
+    }
 
 
 @pytest.fixture
@@ -46,9 +53,18 @@ async def tick_live(
 ) -> int:
     """Tick with a heartbeat from one probe in each of `regions` at `now`."""
     for region in regions:
-        sched.fleet.observe(wire.ProbeHeartbeat(probe_id=f"p-{region}", region=region, version="t",
-                                                concurrency=1, in_flight=0, started_at=T0,
-                                                sent_at=now), now=now)  # fmt: skip
+        sched.fleet.observe(
+            wire.ProbeHeartbeat(
+                probe_id=f"p-{region}",
+                region=region,
+                version="t",
+                concurrency=1,
+                in_flight=0,
+                started_at=T0,
+                sent_at=now,
+            ),
+            now=now,
+        )
     return await sched.tick(now)
 
 
@@ -63,8 +79,11 @@ def test_it_spreads_monitors_evenly_over_the_interval() -> None:
     assert statistics.pstdev(per_second) < 0.1 * 10_000 / 60
 
 
-@pytest.mark.parametrize(("after", "want"), [(100.0, 107.0), (107.0, 167.0), (106.999, 107.0)],
-                         ids=["before", "on-the-due-time", "just-before"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("after", "want"),
+    [(100.0, 107.0), (107.0, 167.0), (106.999, 107.0)],
+    ids=["before", "on-the-due-time", "just-before"],
+)
 def test_it_computes_the_next_due_time_on_the_grid(after: float, want: float) -> None:
     assert next_due(after, 60, 47) == want
 

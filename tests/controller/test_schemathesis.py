@@ -21,23 +21,51 @@ EXCLUDE = r"^/api/v1/monitors/\{id\}/(check|test)$"
 
 @pytest.mark.skipif(not ST.exists(), reason="schemathesis not installed (dev extra)")
 @pytest.mark.timeout(240)
-async def test_schemathesis_finds_no_server_errors(controller: Running, api: aiohttp.ClientSession,
-                                                   tmp_path: Path) -> None:  # fmt: skip
+async def test_schemathesis_finds_no_server_errors(
+    controller: Running, api: aiohttp.ClientSession, tmp_path: Path
+) -> None:
     for i in range(3):  # something to find besides 404s
         await api.post("/api/v1/monitors", json={"name": f"m{i}", "url": "http://127.0.0.1:9/"})
     proc = await asyncio.create_subprocess_exec(
-        str(ST), "run", f"{controller.base}/api/v1/openapi.json", "--url", controller.base,
-        "-H", f"Authorization: Bearer {controller.admin_key}",
-        "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-        "response_schema_conformance",
-        "--include-tag", "monitors", "--include-tag", "api-keys", "--include-tag", "worker-regions",
-        "--include-tag", "health", "--exclude-path-regex", EXCLUDE,
-        "--max-examples", os.environ.get("PROBEFLEET_ST_EXAMPLES", "5"), "--max-time", "20",
-        "--phases", "examples,coverage,fuzzing", "--seed", "1", "--no-shrink",
-        "--request-timeout", "10", "--workers", "1", "--warnings", "off",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}, cwd=tmp_path,
-    )  # fmt: skip
+        str(ST),
+        "run",
+        f"{controller.base}/api/v1/openapi.json",
+        "--url",
+        controller.base,
+        "-H",
+        f"Authorization: Bearer {controller.admin_key}",
+        "--checks",
+        "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        "--include-tag",
+        "monitors",
+        "--include-tag",
+        "api-keys",
+        "--include-tag",
+        "worker-regions",
+        "--include-tag",
+        "health",
+        "--exclude-path-regex",
+        EXCLUDE,
+        "--max-examples",
+        os.environ.get("PROBEFLEET_ST_EXAMPLES", "5"),
+        "--max-time",
+        "20",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--seed",
+        "1",
+        "--no-shrink",
+        "--request-timeout",
+        "10",
+        "--workers",
+        "1",
+        "--warnings",
+        "off",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+        cwd=tmp_path,
+    )
     out, _ = await proc.communicate()
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text[-6000:]

@@ -22,19 +22,29 @@ async def seed(pool: asyncpg.Pool, now: dt.datetime) -> int:
     """A paused monitor (the scheduler leaves it alone) with 2 h of rounds and results."""
     mid = await pool.fetchval(
         "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, enabled, status)"
-        " VALUES ('api', 'http', '{}', 30, 5, $1, false, 'paused') RETURNING id", REGIONS)  # fmt: skip
+        " VALUES ('api', 'http', '{}', 30, 5, $1, false, 'paused') RETURNING id",
+        REGIONS,
+    )
     start = now - dt.timedelta(hours=2)
     await pool.execute(
         "INSERT INTO rounds (monitor_id, due, regions, answered, deadline, closed_at, verdict)"
         " SELECT $1, d, $4, $4, d, d, CASE WHEN extract(minute FROM d)::int % 10 = 0 THEN 'down'"
         " ELSE 'up' END FROM generate_series($2::timestamptz, $3, interval '30 s') d",
-        mid, start, now - dt.timedelta(minutes=1), REGIONS)  # fmt: skip
+        mid,
+        start,
+        now - dt.timedelta(minutes=1),
+        REGIONS,
+    )
     await pool.execute(
         "INSERT INTO check_results (monitor_id, due, region, probe_id, status, started_at, duration_ms)"
         " SELECT $1, d, r, 'p', CASE WHEN r = 'ap-south' AND extract(second FROM d)::int = 0"
         " THEN 'fail' ELSE 'ok' END, d, 100 + extract(epoch FROM d)::int % 97"
         " FROM generate_series($2::timestamptz, $3, interval '30 s') d, unnest($4::text[]) r",
-        mid, start, now - dt.timedelta(minutes=1), REGIONS)  # fmt: skip
+        mid,
+        start,
+        now - dt.timedelta(minutes=1),
+        REGIONS,
+    )
     await rollups.rewind(pool, start)
     return int(mid)
 
@@ -48,12 +58,19 @@ async def test_it_reports_monitor_stats(controller: Running, api: aiohttp.Client
     raw = await pool.fetchrow(
         "SELECT count(*) AS n, count(*) FILTER (WHERE status = 'fail') AS failed,"
         " min(duration_ms) FILTER (WHERE status = 'ok') AS mn FROM check_results WHERE monitor_id = $1",
-        mid)  # fmt: skip
+        mid,
+    )
     rounds = await pool.fetchrow(
         "SELECT count(*) FILTER (WHERE verdict = 'up') AS up, count(*) AS n FROM rounds"
-        " WHERE monitor_id = $1", mid)  # fmt: skip
-    assert data["checks"] == {"total": raw["n"], "successful": raw["n"] - raw["failed"],
-                              "failed": raw["failed"], "degraded": 0}  # fmt: skip
+        " WHERE monitor_id = $1",
+        mid,
+    )
+    assert data["checks"] == {
+        "total": raw["n"],
+        "successful": raw["n"] - raw["failed"],
+        "failed": raw["failed"],
+        "degraded": 0,
+    }
     assert data["uptime"]["period"] == round(100 * rounds["up"] / rounds["n"], 4)
     assert data["uptime"]["24h"] == data["uptime"]["90d"] == data["uptime"]["period"]
     assert set(data["response_times"]) == {"avg", "min", "max", "p50", "p95", "p99"}
@@ -75,7 +92,7 @@ async def test_it_rejects_bad_parameters(controller: Running, api: aiohttp.Clien
         (f"/api/v1/analytics/{mid}", {"from": "2030-01-02T00:00:00Z", "to": "2030-01-01T00:00:00Z"}, "from"),
         (f"/api/v1/analytics/{mid}", {"from": "2020-01-01", "to": "2030-01-01"}, "to"),
         ("/api/v1/reports/sla", {"format": "xml"}, "format"),
-    ]  # fmt: skip
+    ]
     for path, params, field in cases:
         async with api.get(path, params=params) as r:
             body = await r.json()
@@ -106,8 +123,8 @@ async def test_it_gives_analytics_over_any_range(controller: Running, api: aioht
         assert r.status == 200, await r.text()
         data = (await r.json())["data"]
     n = await pool.fetchval(
-        "SELECT count(*) FROM check_results WHERE monitor_id = $1 AND due >= $2 AND due < $3",
-        mid, start, end)  # fmt: skip
+        "SELECT count(*) FROM check_results WHERE monitor_id = $1 AND due >= $2 AND due < $3", mid, start, end
+    )
     assert data["checks"]["total"] == n
     assert data["granularity"] == "5m"
     assert sum(p["checks"] for p in data["series"]) == n
@@ -122,7 +139,10 @@ async def test_it_reports_sla_as_json_and_csv(controller: Running, api: aiohttp.
         await pool.execute(
             "INSERT INTO incidents (monitor_id, status, title, started_at, resolved_at)"
             " VALUES ($1, 'resolved', 'down', $2, $3)",
-            mid, started, started + dt.timedelta(minutes=minutes))  # fmt: skip
+            mid,
+            started,
+            started + dt.timedelta(minutes=minutes),
+        )
     params = {"from": (now - dt.timedelta(hours=3)).isoformat(), "to": now.isoformat()}
     async with api.get("/api/v1/reports/sla", params=params) as r:
         assert r.status == 200, await r.text()

@@ -73,8 +73,9 @@ async def test_a_page_made_private_ends_its_streams_on_every_controller(
         streams = [await _open(on_a, "/status/acme/events"), await _open(on_b, "/status/acme/events")]
         others = [await _open(on_a, "/status/other/events"), await _open(on_b, "/status/other/events")]
 
-        r = await api.patch(f"/api/v1/status-pages/{page['id']}",
-                            json={"is_public": False, "password": "open sesame"})  # fmt: skip
+        r = await api.patch(
+            f"/api/v1/status-pages/{page['id']}", json={"is_public": False, "password": "open sesame"}
+        )
         assert r.status == 200, await r.text()
         for stream in streams:
             await _ends(stream)
@@ -82,8 +83,9 @@ async def test_a_page_made_private_ends_its_streams_on_every_controller(
         assert await _status(on_b, "/status/acme/events", headers={"Last-Event-ID": "1"}) == 404
 
         # The other page's streams are still open and still live.
-        r = await api.post(f"/api/v1/status-pages/{other['id']}/posts", json={"title": "Still here",
-                                                                            "message": "x"})  # fmt: skip
+        r = await api.post(
+            f"/api/v1/status-pages/{other['id']}/posts", json={"title": "Still here", "message": "x"}
+        )
         post = (await r.json())["data"]
         for stream in others:
             assert (await _next_post(_frames(stream))).data["post"] == post["id"]
@@ -129,9 +131,10 @@ async def _unlock(session: aiohttp.ClientSession, slug: str, password: str) -> N
 
 
 @pytest.mark.parametrize(
-    "change", [{"password": "another secret"}, {"slug": "acme-2"}, None],
+    "change",
+    [{"password": "another secret"}, {"slug": "acme-2"}, None],
     ids=["password-changed", "slug-changed", "deleted"],
-)  # fmt: skip
+)
 async def test_a_change_ends_the_stream_and_the_reconnect_is_refused(
     controller: Running, api: aiohttp.ClientSession, change: dict[str, Any] | None
 ) -> None:
@@ -156,8 +159,10 @@ async def test_the_incident_banner_alone_ends_no_stream(
     async with aiohttp.ClientSession(base_url=controller.base) as anon:
         stream = await _open(anon, "/status/acme/events")
         frames = _frames(stream)
-        await api.put(f"/api/v1/status-pages/{page['id']}",
-                      json={"incident_status": "investigating", "incident_message": "Slow"})  # fmt: skip
+        await api.put(
+            f"/api/v1/status-pages/{page['id']}",
+            json={"incident_status": "investigating", "incident_message": "Slow"},
+        )
         first = (await _next_post(frames)).data
         r = await api.post(f"/api/v1/status-pages/{page['id']}/posts", json={"title": "Two", "message": "x"})
         second = (await r.json())["data"]

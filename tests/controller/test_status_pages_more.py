@@ -121,8 +121,14 @@ async def test_the_sender_checks_the_address_again_right_before_sending(
 ) -> None:
     """A subscriber stored while its name was public (then DNS changed): nothing is sent."""
     port, got = receiver
-    notice = {"channel": "webhook", "kind": "post", "page_name": "P", "slug": "p", "token": "t",
-              "payload": {"title": "T", "status": "investigating", "message": "m"}}  # fmt: skip
+    notice = {
+        "channel": "webhook",
+        "kind": "post",
+        "page_name": "P",
+        "slug": "p",
+        "token": "t",
+        "payload": {"title": "T", "status": "investigating", "message": "m"},
+    }
     strict = ControllerConfig()
     async with sp.webhook_session(strict) as session:
         send = sp.make_sender(strict, session)
@@ -181,10 +187,12 @@ async def test_an_address_gets_one_confirmation_until_the_resend_delay(
 
     async def subscribe(times: int) -> list[str]:
         async with aiohttp.ClientSession(base_url=controller.base) as anon:
-            answers = await asyncio.gather(*[
-                anon.post("/api/v1/status-pages/mail/subscribe", json={"email": "victim@example.test"})
-                for _ in range(times)
-            ])  # fmt: skip
+            answers = await asyncio.gather(
+                *[
+                    anon.post("/api/v1/status-pages/mail/subscribe", json={"email": "victim@example.test"})
+                    for _ in range(times)
+                ]
+            )
         assert {r.status for r in answers} == {202}
         rows = await pool.fetch(
             "SELECT n.state FROM status_page_notices n JOIN status_page_subscribers s"
@@ -288,8 +296,9 @@ async def test_a_reconnecting_visitor_gets_the_posts_it_missed(
             seen = await _next_post(frames)
             assert seen.id is not None and seen.id.isdigit()
         # While the visitor is away: an update, another page's post, a state change.
-        await api.post(f"/api/v1/status-page-posts/{post['id']}/updates",
-                       json={"status": "resolved", "message": "Fixed"})  # fmt: skip
+        await api.post(
+            f"/api/v1/status-page-posts/{post['id']}/updates", json={"status": "resolved", "message": "Fixed"}
+        )
         other = await _page(api, name="Other", slug="other-sse")
         await api.post(f"/api/v1/status-pages/{other['id']}/posts", json={"title": "No", "message": "x"})
         await _set_status(controller.app, mid, "down")
@@ -300,8 +309,10 @@ async def test_a_reconnecting_visitor_gets_the_posts_it_missed(
     assert missed[0].data["post"] == post["id"] and missed[0].data["status"] == "resolved"
     assert int(seen.id) < int(missed[0].id or 0) < int(missed[1].id or 0)
     assert set(missed[0].data) == {"post", "status", "html", "banner"}
-    assert missed[1].data == {"component": page["sections"][0]["monitors"][0]["component_id"],
-                              "state": "outage"}  # fmt: skip
+    assert missed[1].data == {
+        "component": page["sections"][0]["monitors"][0]["component_id"],
+        "state": "outage",
+    }
     text = json.dumps([f.data for f in missed])
     for secret in ("Private monitor name", "resume-sse", SECRET_URL):
         assert secret not in text
@@ -324,8 +335,13 @@ def test_upcoming_lists_recurring_occurrences_in_local_time() -> None:
         (dt.datetime(2024, 10, 28, 1, tzinfo=UTC), dt.datetime(2024, 10, 28, 2, 30, tzinfo=UTC)),
     ]
     # The occurrence in progress is listed; the window's own end clips the last one.
-    daily = Window(id=2, days=tuple(range(7)), start_time=dt.time(11, 0), duration_s=7200,
-                   ends_at=dt.datetime(2024, 10, 22, 12, tzinfo=UTC))  # fmt: skip
+    daily = Window(
+        id=2,
+        days=tuple(range(7)),
+        start_time=dt.time(11, 0),
+        duration_s=7200,
+        ends_at=dt.datetime(2024, 10, 22, 12, tzinfo=UTC),
+    )
     got = [(o.starts_at.day, o.starts_at.hour, o.ends_at.hour) for o in sp.upcoming(daily, now)]
     assert got == [(20, 11, 13), (21, 11, 13), (22, 11, 12)]
     one_off = Window(id=3, starts_at=now + dt.timedelta(days=9), ends_at=now + dt.timedelta(days=9, hours=1))
@@ -343,9 +359,17 @@ async def test_the_public_page_shows_the_next_recurring_maintenance(
         api, name="Maint", slug="maint", monitors=[{"monitor_id": shown, "display_name": "DB"}]
     )
     component = page["sections"][0]["monitors"][0]["component_id"]
-    window = {"monitor_ids": [shown], "tags": [], "starts_at": None, "ends_at": None,
-              "days": list(range(7)), "start_time": dt.time(3, 0), "duration_s": 1800,
-              "time_zone": "UTC", "enabled": True}  # fmt: skip
+    window = {
+        "monitor_ids": [shown],
+        "tags": [],
+        "starts_at": None,
+        "ends_at": None,
+        "days": list(range(7)),
+        "start_time": dt.time(3, 0),
+        "duration_s": 1800,
+        "time_zone": "UTC",
+        "enabled": True,
+    }
     pool = controller.app[keys.POOL]
     await incident_store.insert_window(pool, {**window, "name": "Nightly backup"})
     await incident_store.insert_window(
@@ -387,13 +411,27 @@ async def test_bars_from_rollups_equal_the_raw_rounds_with_maintenance_and_pause
     # Maintenance on day -2 from 10:00 to 12:00; paused on day -3 from 13:00 to 15:00.
     maint = (today - dt.timedelta(days=2, hours=-10), today - dt.timedelta(days=2, hours=-12))
     paused = (today - dt.timedelta(days=3, hours=-13), today - dt.timedelta(days=3, hours=-15))
-    window = await incident_store.insert_window(pool, {
-        "name": "past", "monitor_ids": [mid], "tags": [], "starts_at": maint[0], "ends_at": maint[1],
-        "days": [], "start_time": None, "duration_s": None, "time_zone": "UTC", "enabled": True})  # fmt: skip
+    window = await incident_store.insert_window(
+        pool,
+        {
+            "name": "past",
+            "monitor_ids": [mid],
+            "tags": [],
+            "starts_at": maint[0],
+            "ends_at": maint[1],
+            "days": [],
+            "start_time": None,
+            "duration_s": None,
+            "time_zone": "UTC",
+            "enabled": True,
+        },
+    )
     await pool.execute(
         "INSERT INTO maintenance_periods (monitor_id, window_id, starts_at, ends_at) VALUES ($1, $2, $3, $4)",
-        mid, window["id"], *maint,
-    )  # fmt: skip
+        mid,
+        window["id"],
+        *maint,
+    )
     await pool.executemany(
         "INSERT INTO events (kind, monitor_id, occurred_at, payload) VALUES ($1, $2, $3, '{}')",
         [("monitor.paused", mid, paused[0]), ("monitor.resumed", mid, paused[1])],

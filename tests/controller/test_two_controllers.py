@@ -55,8 +55,10 @@ async def test_two_controllers_split_the_schedule_and_open_each_incident_once(
         async with aiohttp.ClientSession(base_url=a.base, headers=headers) as api:
             ids = []
             for i in range(8):
-                r = await api.post("/api/v1/monitors", json={"name": f"m{i}", "url": target.url,
-                                                             "check_interval": 1, "timeout": 1})  # fmt: skip
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 1},
+                )
                 ids.append((await r.json())["data"]["id"])
         await wait_for(lambda: set(sa.entries) | set(sb.entries) == set(ids))
         assert not set(sa.entries) & set(sb.entries)

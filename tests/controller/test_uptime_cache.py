@@ -26,15 +26,22 @@ async def cached(pool: asyncpg.Pool, ids: list[int]) -> dict[int, dict[str, floa
 async def test_it_caches_exactly_what_uptimes_computes(pool: asyncpg.Pool) -> None:
     await seed(pool, START, END)
     # Older data, so the 24 h, 7 d and 30 d windows differ; some of it partly rolled up.
-    await seed(pool, NOW - dt.timedelta(days=9), NOW - dt.timedelta(days=8, hours=20),
-               every=dt.timedelta(minutes=3))  # fmt: skip
-    await seed(pool, NOW - dt.timedelta(days=3, hours=5), NOW - dt.timedelta(days=3, hours=1),
-               monitors=[1, 2], every=dt.timedelta(minutes=2))  # fmt: skip
+    await seed(
+        pool, NOW - dt.timedelta(days=9), NOW - dt.timedelta(days=8, hours=20), every=dt.timedelta(minutes=3)
+    )
+    await seed(
+        pool,
+        NOW - dt.timedelta(days=3, hours=5),
+        NOW - dt.timedelta(days=3, hours=1),
+        monitors=[1, 2],
+        every=dt.timedelta(minutes=2),
+    )
     await pool.execute(
         "INSERT INTO events (kind, monitor_id, occurred_at) VALUES ('monitor.paused', 2, $1),"
         " ('monitor.resumed', 2, $2)",
-        START + dt.timedelta(minutes=30), START + dt.timedelta(hours=1),
-    )  # fmt: skip
+        START + dt.timedelta(minutes=30),
+        START + dt.timedelta(hours=1),
+    )
     await pool.execute("UPDATE monitors SET last_round = $1", END)
     await pool.execute(
         "INSERT INTO monitors (id, name, kind, spec, interval_s, timeout_s, locations)"
@@ -96,8 +103,9 @@ async def test_the_api_shows_cached_uptimes_and_null_without_data(
         " SELECT $1, $2::timestamptz + i * interval '1 minute', 0, '{us-east}', '{us-east}',"
         " $2::timestamptz + i * interval '1 minute', $2::timestamptz + i * interval '1 minute',"
         " CASE WHEN i % 4 = 0 THEN 'down' ELSE 'up' END FROM generate_series(0, 59) i",
-        ids[0], base,
-    )  # fmt: skip
+        ids[0],
+        base,
+    )
     await pool.execute("UPDATE monitors SET last_round = $2 WHERE id = $1", ids[0], base)
     await rollups.rewind(pool, base)  # the controller's rollups already passed `base`
     await roll_all(pool, now)

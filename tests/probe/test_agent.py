@@ -196,8 +196,10 @@ async def test_it_drains_in_flight_checks_on_sigterm(nats_url: str, http_target:
     env = {**os.environ, "PROBEFLEET_NATS_URL": nats_url, "PROBEFLEET_PROBE_ID": "sub"}
     proc = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "probefleet.shared.cli", "probe", "run", "--region", REGION],
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         await beats.next_msg(timeout=10)
         for i in range(3):

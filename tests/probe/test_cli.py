@@ -67,20 +67,32 @@ def test_it_rejects_bad_arguments_with_exit_2(args: list[str], message: str) -> 
 @pytest.mark.parametrize(
     ("args", "messages"),
     [
-        (["--kind", "tcp", "--host", "127.0.0.1", "--port", "1", "--method", "POST"],
-         ["--method does not apply to --kind tcp (only to http)"]),
-        (["--kind", "udp", "--host", "h", "--port", "1", "--insecure", "--header", "A: b"],
-         ["--insecure does not apply to --kind udp (only to http, tcp, tls)",
-          "--header does not apply to --kind udp (only to http)"]),
-        (["--kind", "tls", "--host", "h", "--degraded-ms", "5"],
-         ["--degraded-ms does not apply to --kind tls (only to http, tcp, udp, icmp, dns)"]),
-        (["--kind", "icmp", "--host", "h", "--no-follow-redirects"],
-         ["--follow-redirects/--no-follow-redirects does not apply to --kind icmp (only to http)"]),
-        (["--kind", "http", "--url", "http://127.0.0.1:1/", "--max-redirects", "10", "--count", "3"],
-         ["--count does not apply to --kind http (only to icmp)"]),
+        (
+            ["--kind", "tcp", "--host", "127.0.0.1", "--port", "1", "--method", "POST"],
+            ["--method does not apply to --kind tcp (only to http)"],
+        ),
+        (
+            ["--kind", "udp", "--host", "h", "--port", "1", "--insecure", "--header", "A: b"],
+            [
+                "--insecure does not apply to --kind udp (only to http, tcp, tls)",
+                "--header does not apply to --kind udp (only to http)",
+            ],
+        ),
+        (
+            ["--kind", "tls", "--host", "h", "--degraded-ms", "5"],
+            ["--degraded-ms does not apply to --kind tls (only to http, tcp, udp, icmp, dns)"],
+        ),
+        (
+            ["--kind", "icmp", "--host", "h", "--no-follow-redirects"],
+            ["--follow-redirects/--no-follow-redirects does not apply to --kind icmp (only to http)"],
+        ),
+        (
+            ["--kind", "http", "--url", "http://127.0.0.1:1/", "--max-redirects", "10", "--count", "3"],
+            ["--count does not apply to --kind http (only to icmp)"],
+        ),
     ],
     ids=["method-tcp", "two-for-udp", "degraded-tls", "no-follow-icmp", "count-http"],
-)  # fmt: skip
+)
 def test_it_refuses_options_the_kind_does_not_take(args: list[str], messages: list[str]) -> None:
     result = CliRunner().invoke(probe, ["check", *args])
     assert result.exit_code == 2, result.output
@@ -139,13 +151,16 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[ProbeConfig]:
         ('region = "eu-west"', {"PROBEFLEET_REGION_FILE": "{tmp}/region"}, [], "ap-south"),
         ('region = "eu-west"', {"PROBEFLEET_REGION": "us-east"}, ["--region", "moon-1"], "moon-1"),
     ],
-    ids=["file", "variable", "file-variable", "empty-variable", "option", "env-over-file",
-         "option-over-all"],
-)  # fmt: skip
+    ids=["file", "variable", "file-variable", "empty-variable", "option", "env-over-file", "option-over-all"],
+)
 def test_run_takes_the_region_from_any_source(
-    served: list[ProbeConfig], tmp_path: Path, file: str, env: dict[str, str], args: list[str],
+    served: list[ProbeConfig],
+    tmp_path: Path,
+    file: str,
+    env: dict[str, str],
+    args: list[str],
     region: str,
-) -> None:  # fmt: skip
+) -> None:
     (tmp_path / "region").write_text("ap-south\n")
     config = tmp_path / "probe.toml"
     config.write_text(file + "\n")
@@ -158,8 +173,12 @@ def test_run_takes_the_region_from_any_source(
 def test_run_names_every_way_to_give_a_region(served: list[ProbeConfig]) -> None:
     result = CliRunner().invoke(probe, ["run"])
     assert result.exit_code == 2 and not served
-    for source in ("`region` in the --config file", "PROBEFLEET_REGION ", "PROBEFLEET_REGION_FILE",
-                   "--region"):  # fmt: skip
+    for source in (
+        "`region` in the --config file",
+        "PROBEFLEET_REGION ",
+        "PROBEFLEET_REGION_FILE",
+        "--region",
+    ):
         assert source in result.output
     assert "Traceback" not in result.output
 

@@ -47,32 +47,60 @@ SPECS: dict[str, wire.CheckSpec] = {
 MESSAGES: dict[str, CheckJob | CheckResult | ProbeHeartbeat] = {
     **{
         f"job_{kind}": CheckJob(
-            monitor_id=42, due=1700000000.0, deadline=1700000010.0, region="eu-west",
-            timeout=5.0, spec=spec,
+            monitor_id=42,
+            due=1700000000.0,
+            deadline=1700000010.0,
+            region="eu-west",
+            timeout=5.0,
+            spec=spec,
         )
         for kind, spec in SPECS.items()
     },
     "result_ok": CheckResult(
-        monitor_id=42, due=1700000000.0, region="eu-west", probe_id="probe-1",
-        status=Status.OK, started_at=1700000000.25, duration_ms=12.5,
+        monitor_id=42,
+        due=1700000000.0,
+        region="eu-west",
+        probe_id="probe-1",
+        status=Status.OK,
+        started_at=1700000000.25,
+        duration_ms=12.5,
         timings={"dns": 0.4, "connect": 1.2, "tls": 3.1, "first_byte": 10.0, "total": 12.5},
-        status_code=200, details={"size": 512, "cert_days_left": 80.5},
+        status_code=200,
+        details={"size": 512, "cert_days_left": 80.5},
     ),
     "result_fail": CheckResult(
-        monitor_id=42, due=1700000000.0, region="eu-west", attempt=1, probe_id="probe-1",
-        status=Status.FAIL, reason=Reason.CONNECTION_REFUSED, message="connection refused",
-        started_at=1700000000.25, duration_ms=0.9,
+        monitor_id=42,
+        due=1700000000.0,
+        region="eu-west",
+        attempt=1,
+        probe_id="probe-1",
+        status=Status.FAIL,
+        reason=Reason.CONNECTION_REFUSED,
+        message="connection refused",
+        started_at=1700000000.25,
+        duration_ms=0.9,
     ),
     "result_skipped": CheckResult(
-        monitor_id=42, due=1700000000.0, region="eu-west", probe_id="probe-1",
-        status=Status.SKIPPED, reason=Reason.DEADLINE_PASSED, started_at=1700000011.0,
+        monitor_id=42,
+        due=1700000000.0,
+        region="eu-west",
+        probe_id="probe-1",
+        status=Status.SKIPPED,
+        reason=Reason.DEADLINE_PASSED,
+        started_at=1700000011.0,
     ),
     "heartbeat": ProbeHeartbeat(
-        probe_id="probe-1", region="eu-west", version="0.1.0", concurrency=1000, in_flight=3,
-        started_at=1700000000.0, sent_at=1700000002.0, source_address="127.0.0.12",
+        probe_id="probe-1",
+        region="eu-west",
+        version="0.1.0",
+        concurrency=1000,
+        in_flight=3,
+        started_at=1700000000.0,
+        sent_at=1700000002.0,
+        source_address="127.0.0.12",
         checks_total=99,
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(MESSAGES))

@@ -30,10 +30,17 @@ async def run(spec: TlsSpec) -> tls.Outcome:
         (90, "127.0.0.1", {"expected_issuer": "Other CA"}, Status.FAIL, Reason.ISSUER_MISMATCH),
     ],
     ids=[
-        "valid", "expiring", "under-threshold", "expired", "expired-unverified",
-        "wrong-host", "wrong-host-unchecked", "issuer", "wrong-issuer",
+        "valid",
+        "expiring",
+        "under-threshold",
+        "expired",
+        "expired-unverified",
+        "wrong-host",
+        "wrong-host-unchecked",
+        "issuer",
+        "wrong-issuer",
     ],
-)  # fmt: skip
+)
 async def test_it_judges_the_certificate(
     ca: trustme.CA,
     ca_pem: str,
