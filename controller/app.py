@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import aiohttp
+import asyncpg
 import msgspec
 import nats
 from aiohttp import web
 from nats.aio.msg import Msg
 
 from probefleet.controller import keys, metrics
-from probefleet.controller.api import auth, canonical_path, ratelimit, routes
+from probefleet.controller.api import auth, ratelimit, routes
 from probefleet.controller.api import status_pages as status_pages_api
 from probefleet.controller.api.errors import error_middleware
 from probefleet.controller.cluster.fleet import Fleet
@@ -41,7 +42,7 @@ log = logging.getLogger("probefleet.controller")
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     route = request.match_info.route.resource
-    name = canonical_path(route.canonical) if route is not None else "unmatched"
+    name = routes.canonical_path(route.canonical) if route is not None else "unmatched"
     start = time.perf_counter()
     response: web.StreamResponse = await handler(request)
     metrics.HTTP_DURATION.labels(name).observe(time.perf_counter() - start)
@@ -140,7 +141,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     )
 
     async def on_recheck(rechecks: list[incidents.Recheck]) -> None:
-        await incidents.open_rechecks(scheduler, rechecks)
+        await scheduler.open_rechecks(rechecks)
 
     async def on_monitor_change(msg: Msg) -> None:
         with contextlib.suppress(ValueError):
@@ -211,6 +212,30 @@ async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
             log.warning("upkeep failed error=%s", e)
 
 
+async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the ping writer, the deadline checker and monitor-change refreshes.
+    Listed after the database and NATS contexts so it stops first, after aiohttp has
+    finished the requests in flight, and drains the buffered pings before the pool closes."""
+    pool, nc = app[keys.POOL], app[keys.NC]
+    writer = app[keys.PINGS] = heartbeats.PingWriter(pool, lanes=heartbeats.PING_LANES)
+    stop = asyncio.Event()
+
+    async def on_change(msg: Any) -> None:
+        with contextlib.suppress(ValueError, asyncpg.PostgresError, OSError):
+            await heartbeats.refresh(pool, int(msg.data))
+
+    sub = await nc.subscribe(subjects.monitor_changes(), cb=on_change)
+    tasks = [
+        asyncio.create_task(writer.run(stop), name="ping-writer"),
+        asyncio.create_task(heartbeats.deadline_loop(pool, stop), name="heartbeat-deadlines"),
+    ]
+    yield
+    stop.set()
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """The events hub (WebSocket and SSE push), status-page changes from any controller (ours
     included), and the status-page subscriber sender."""
@@ -264,10 +289,10 @@ def build_app(cfg: ControllerConfig) -> web.Application:
             auth.keycache_ctx,
             notifications_ctx,
             workers_ctx,
-            heartbeats.heartbeats_ctx,
+            heartbeats_ctx,
             realtime_ctx,
         ]
     )
     app.on_shutdown.append(_close_realtime)
-    app.add_routes(routes())
+    app.add_routes(routes.routes())
     return app

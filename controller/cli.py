@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from probefleet.controller import config as config_mod
-from probefleet.controller.scopes import SCOPES
+from probefleet.controller.api.scopes import SCOPES
 
 CONFIG_OPTION = click.option(
     "--config",

@@ -133,6 +133,8 @@ def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
             str(tmp_path / "d"),
             "--port",
             str(port),
+            "--webhook-port",
+            "0",  # not port + 1, which another test's server may hold
         ],
         cwd=REPO,
         env=env,
@@ -142,11 +144,12 @@ def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     )
     assert proc.stdout is not None
     try:
-        key = ""
+        key, said = "", []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not key:
             line = proc.stdout.readline()
-            assert line, "dev exited early"
+            said.append(line)
+            assert line, "dev exited early:\n" + "".join(said)
             if "admin API key" in line:
                 key = line.split(": ", 1)[1].split()[0]
         assert key.startswith("pf_")

@@ -418,7 +418,7 @@ def test_dockerfile(role: str) -> None:
 
 
 def test_paths_named_are_routes() -> None:
-    from probefleet.controller.api import routes
+    from probefleet.controller.api.routes import routes
 
     served = {r.path for r in routes()}
     for path in _files():

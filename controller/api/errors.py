@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from probefleet.controller.validation import ValidationError
+
 log = logging.getLogger("probefleet.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-S = TypeVar("S", bound=msgspec.Struct)
 
 
 class ApiError(Exception):
@@ -34,44 +34,8 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-class ValidationFailed(ApiError):
-    """422 with one message per field path (dots and [i] for list items)."""
-
-    def __init__(self, details: dict[str, object], message: str = "Validation failed") -> None:
-        super().__init__(422, "validation_error", message, details)
-
-
 def not_found(what: str = "resource") -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
-
-
-def from_msgspec(err: msgspec.ValidationError, prefix: str = "") -> ValidationFailed:
-    """msgspec says 'Expected `int`, got `str` - at `$.timeout`': map it to a field path."""
-    text = str(err)
-    path = ""
-    if " - at `$" in text:
-        text, _, path = text.rpartition(" - at `$")
-        path = path.rstrip("`").lstrip(".")
-    for start, message in (
-        ("Object missing required field `", "required field"),
-        ("Object contains unknown field `", "unknown field"),
-    ):
-        if text.startswith(start):
-            name = text.split("`")[1]
-            path = f"{path}.{name}" if path else name
-            text = message
-    field = ".".join(p for p in (prefix, path) if p) or "body"
-    return ValidationFailed({field: text})
-
-
-def convert(data: dict[str, Any], struct: type[S]) -> S:
-    """`data` as `struct`: unknown fields and wrong values are a 422 naming each field."""
-    if unknown := sorted(set(data) - set(struct.__struct_fields__)):
-        raise ValidationFailed({k: "unknown field" for k in unknown})
-    try:
-        return msgspec.convert(data, struct)
-    except msgspec.ValidationError as e:
-        raise from_msgspec(e) from None
 
 
 _STATUS_CODES = {
@@ -104,6 +68,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as e:
         return error_response(e)
+    except ValidationError as e:
+        return error_response(ApiError(422, "validation_error", e.message, e.details))
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -9,11 +9,12 @@ from aiohttp import web
 
 from probefleet.controller import keys
 from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
-from probefleet.controller.api.errors import ApiError, ValidationFailed, not_found
+from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.incidents import change_incident, int_param, parse_time
 from probefleet.controller.storage import events as store
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import monitors as monitor_store
+from probefleet.controller.validation import ValidationError
 
 
 def _hidden(key: dict[str, Any]) -> str | None:
@@ -25,7 +26,7 @@ async def list_events(request: web.Request) -> web.Response:
     key = await require(request, "incidents:read")
     cursor = request.query.get("cursor", "0")
     if not cursor.isdigit():
-        raise ValidationFailed({"cursor": "invalid cursor"})
+        raise ValidationError({"cursor": "invalid cursor"})
     limit = int_param(request, "limit", 50, 1, 100) or 50
     kinds = [k for k in request.query.get("kind", "").split(",") if k] or None
     rows = await store.list_page(
@@ -58,7 +59,7 @@ async def patch_event(request: web.Request) -> web.Response:
     event_id = path_id(request, what="event")
     body = await read_json(request) if request.can_read_body else {}
     if not isinstance(body, dict) or body.get("status", "resolved") != "resolved":
-        raise ValidationFailed({"status": "only 'resolved' is supported"})
+        raise ValidationError({"status": "only 'resolved' is supported"})
     async with request.app[keys.POOL].acquire() as conn, conn.transaction():
         event = await store.get(conn, event_id)
         if event is None:

@@ -20,12 +20,14 @@ from aiohttp import web
 
 from probefleet.controller import keys, metrics
 from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
-from probefleet.controller.api.errors import ApiError, ValidationFailed, not_found
+from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.notifications import private_allowed, resolve_references
 from probefleet.controller.engine import heartbeats
 from probefleet.controller.monitors import config as monitors
+from probefleet.controller.monitors import heartbeat
 from probefleet.controller.storage import heartbeats as store
 from probefleet.controller.storage import monitors as monitor_store
+from probefleet.controller.validation import ValidationError
 from probefleet.shared import subjects
 
 MAX_PING_BODY = 100 * 1024
@@ -47,7 +49,7 @@ def new_token() -> str:
 
 
 def public(row: dict[str, Any], request: web.Request, token: str | None = None) -> dict[str, Any]:
-    spec = heartbeats.decode_spec(row["spec"])
+    spec = heartbeat.decode_spec(row["spec"])
     assert spec is not None
     out: dict[str, Any] = {
         "id": row["id"],
@@ -97,7 +99,7 @@ async def token_fields(request: web.Request, row: dict[str, Any]) -> dict[str, A
 
 def _body_dict(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     return body
 
 
@@ -105,7 +107,7 @@ async def create_heartbeat(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
     body = _body_dict(await read_json(request))
     if monitors.normalize({"type": body.get("type", "heartbeat")})["type"] != "heartbeat":
-        raise ValidationFailed({"type": "must be heartbeat (or cron); use /api/v1/monitors for others"})
+        raise ValidationError({"type": "must be heartbeat (or cron); use /api/v1/monitors for others"})
     cfg = monitors.parse({**body, "type": "heartbeat"}, request.app[keys.CONFIG].region_ids())
     pool = request.app[keys.POOL]
     cfg = await resolve_references(pool, cfg, allow_private=private_allowed(request))
@@ -114,7 +116,7 @@ async def create_heartbeat(request: web.Request) -> web.Response:
             row = await monitor_store.insert(conn, cfg)
             token = await attach(conn, row)
     except asyncpg.ForeignKeyViolationError:
-        raise ValidationFailed({"parent_id": "no such monitor"}) from None
+        raise ValidationError({"parent_id": "no such monitor"}) from None
     full = await store.get(pool, row["id"])
     assert full is not None
     return ok(public(full, request, token), status=201)
@@ -148,15 +150,15 @@ async def patch_heartbeat(request: web.Request) -> web.Response:
     current = await _get(request)
     body = monitors.normalize(_body_dict(await read_json(request)))
     if "type" in body and body["type"] != "heartbeat":
-        raise ValidationFailed({"type": "cannot change a monitor's type; create a new monitor"})
-    fields = heartbeats.merge_fields(monitors.config_fields(current), body)
+        raise ValidationError({"type": "cannot change a monitor's type; create a new monitor"})
+    fields = heartbeat.merge_fields(monitors.config_fields(current), body)
     cfg = monitors.parse(fields, request.app[keys.CONFIG].region_ids())
     pool = request.app[keys.POOL]
     cfg = await resolve_references(pool, cfg, allow_private=private_allowed(request))
     try:
         updated = await monitor_store.update(pool, current["id"], cfg)
     except asyncpg.ForeignKeyViolationError:
-        raise ValidationFailed({"parent_id": "no such monitor"}) from None
+        raise ValidationError({"parent_id": "no such monitor"}) from None
     if updated is None:
         raise not_found("heartbeat")
     await heartbeats.refresh(pool, current["id"])
@@ -213,7 +215,7 @@ def ping_cursor(raw: str | None) -> tuple[dt.datetime, int] | None:
         return None
     us, sep, ident = raw.partition("_")
     if not (sep and us.isdigit() and ident.isdigit() and len(us) <= 17 and len(ident) <= 18):
-        raise ValidationFailed({"cursor": "invalid cursor; pass meta.next_cursor unchanged"})
+        raise ValidationError({"cursor": "invalid cursor; pass meta.next_cursor unchanged"})
     return _EPOCH + int(us) * _US, int(ident)
 
 
@@ -228,7 +230,7 @@ def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) 
     if raw is None:
         return default
     if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ValidationFailed({name: f"must be an integer from {lo} to {hi}"})
+        raise ValidationError({name: f"must be an integer from {lo} to {hi}"})
     return int(raw)
 
 
@@ -257,7 +259,7 @@ def parse_rid(request: web.Request) -> str | None:
     rid = request.query.get("rid")
     if rid is None:
         return None
-    if not heartbeats.RUN_ID_RE.match(rid):
+    if not heartbeat.RUN_ID_RE.match(rid):
         metrics.HEARTBEAT_PINGS_REJECTED.labels("bad_rid").inc()
         raise ApiError(
             400,
@@ -309,7 +311,7 @@ async def _ping(request: web.Request, monitor_id: int, kind: str, exit_code: int
     rid = parse_rid(request)
     body = await read_body(request)
     ua = request.headers.get("User-Agent")
-    ping = heartbeats.Ping(
+    ping = heartbeat.Ping(
         monitor_id=monitor_id,
         at=now_utc(),
         kind=kind,

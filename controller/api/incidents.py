@@ -14,12 +14,13 @@ from msgspec import Meta
 
 from probefleet.controller import keys
 from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
-from probefleet.controller.api.errors import ApiError, ValidationFailed, convert, not_found
+from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.engine import incidents
 from probefleet.controller.storage import Tx
 from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import incidents as store
 from probefleet.controller.storage import monitors as monitor_store
+from probefleet.controller.validation import ValidationError, convert
 
 SEVERITIES = ("low", "medium", "high", "critical")
 SEVERITY_ALIASES = {"info": "low", "minor": "low", "warning": "medium", "major": "high", "sev1": "critical"}
@@ -104,7 +105,7 @@ def public(row: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any
 
 def _body(raw: object, struct: type[msgspec.Struct]) -> Any:
     if not isinstance(raw, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     return convert({FIELD_ALIASES.get(str(k), str(k)): v for k, v in raw.items()}, struct)
 
 
@@ -112,7 +113,7 @@ def severity(value: str, field: str = "severity") -> str:
     s = value.lower()
     s = SEVERITY_ALIASES.get(s, s)
     if s not in SEVERITIES:
-        raise ValidationFailed({field: f"must be one of {', '.join(SEVERITIES)}"})
+        raise ValidationError({field: f"must be one of {', '.join(SEVERITIES)}"})
     return s
 
 
@@ -126,7 +127,7 @@ def parse_time(
     try:
         t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise ValidationFailed({name: "must be an ISO 8601 time"}) from None
+        raise ValidationError({name: "must be an ISO 8601 time"}) from None
     if end and len(raw) == 10:
         t += dt.timedelta(days=1)
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
@@ -139,7 +140,7 @@ def int_param(
     if raw is None:
         return default
     if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ValidationFailed({name: f"must be an integer from {lo} to {hi}"})
+        raise ValidationError({name: f"must be an integer from {lo} to {hi}"})
     return int(raw)
 
 
@@ -150,7 +151,7 @@ def _cursor(raw: str | None) -> tuple[dt.datetime, int] | None:
         ts, _, ident = raw.partition("_")
         return dt.datetime.fromtimestamp(int(ts) / 1e6, dt.UTC), int(ident)
     except (ValueError, OverflowError, OSError):
-        raise ValidationFailed({"cursor": "invalid cursor"}) from None
+        raise ValidationError({"cursor": "invalid cursor"}) from None
 
 
 def _make_cursor(row: dict[str, Any]) -> str:
@@ -161,7 +162,7 @@ async def list_incidents(request: web.Request) -> web.Response:
     await require(request, "incidents:read")
     status = request.query.get("status", "all")
     if status not in ("active", "resolved", "all"):
-        raise ValidationFailed({"status": "must be active, resolved or all"})
+        raise ValidationError({"status": "must be active, resolved or all"})
     limit = int_param(request, "limit", 50, 1, 100) or 50
     offset = int_param(request, "offset", 0, 0, 1_000_000) or 0
     monitor_id = int_param(request, "monitor_id", None, 1, 2**62, alias="monitorId")
@@ -231,9 +232,9 @@ async def trigger_incident(request: web.Request) -> web.Response:
         fields = {FIELD_ALIASES.get(str(k), str(k)): v for k, v in raw.items()}
         incident_id = fields.pop("incident_id")
         if not isinstance(incident_id, int) or isinstance(incident_id, bool) or incident_id < 1:
-            raise ValidationFailed({"incident_id": "must be an incident id"})
+            raise ValidationError({"incident_id": "must be an incident id"})
         return await _change(
-            request, incident_id, fields, missing=ValidationFailed({"incident_id": "no such incident"})
+            request, incident_id, fields, missing=ValidationError({"incident_id": "no such incident"})
         )
     body: TriggerBody = _body(raw, TriggerBody)
     sev = severity(body.severity)
@@ -241,9 +242,9 @@ async def trigger_incident(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn, conn.transaction():
         monitor = await _monitor(conn, body.monitor_id)
         if body.monitor_id is not None and monitor is None:
-            raise ValidationFailed({"monitor_id": "no such monitor"})
+            raise ValidationError({"monitor_id": "no such monitor"})
         if monitor is None and body.title is None:
-            raise ValidationFailed({"title": "required when no monitor_id is given"})
+            raise ValidationError({"title": "required when no monitor_id is given"})
         title = body.title or f"{monitor['name'] if monitor else ''} incident"
         incident_id = await store.open_incident(
             conn,
@@ -278,10 +279,12 @@ async def patch_incident(request: web.Request) -> web.Response:
     return await _change(request, incident_id, await read_json(request), missing=not_found("incident"))
 
 
-async def _change(request: web.Request, incident_id: int, raw: object, *, missing: ApiError) -> web.Response:
+async def _change(
+    request: web.Request, incident_id: int, raw: object, *, missing: ApiError | ValidationError
+) -> web.Response:
     body: PatchBody = _body(raw, PatchBody)
     if body.status not in (None, "acknowledged", "resolved", "active"):
-        raise ValidationFailed({"status": "must be acknowledged or resolved"})
+        raise ValidationError({"status": "must be acknowledged or resolved"})
     fields = {
         k: getattr(body, k)
         for k in ("assignee", "notes", "title", "external_ticket_id")

@@ -12,8 +12,9 @@ from msgspec import Meta
 from probefleet.controller import keys
 from probefleet.controller.api import auth
 from probefleet.controller.api.common import by_id, now_utc, ok, read_json, require
-from probefleet.controller.api.errors import ValidationFailed, from_msgspec
+from probefleet.controller.api.scopes import SCOPES
 from probefleet.controller.storage import api_keys as store
+from probefleet.controller.validation import ValidationError, from_msgspec
 
 
 class ApiKeyCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -59,7 +60,7 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 def parse(body: object, now: dt.datetime) -> ApiKeyCreate:
     if not isinstance(body, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     body = {ALIASES.get(k, k): v for k, v in body.items()}
     try:
         req = msgspec.convert(body, ApiKeyCreate)
@@ -67,15 +68,15 @@ def parse(body: object, now: dt.datetime) -> ApiKeyCreate:
         raise from_msgspec(e) from None
     errors: dict[str, object] = {}
     for i, scope in enumerate(req.scopes):
-        if scope not in store.SCOPES:
-            errors[f"scopes[{i}]"] = f"unknown scope; use one of {', '.join(store.SCOPES)}"
+        if scope not in SCOPES:
+            errors[f"scopes[{i}]"] = f"unknown scope; use one of {', '.join(SCOPES)}"
     if req.expires_at is not None:
         if req.expires_at.tzinfo is None:
             errors["expires_at"] = "must include a time zone (for example Z)"
         elif req.expires_at <= now:
             errors["expires_at"] = "must be in the future"
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
     return req
 
 

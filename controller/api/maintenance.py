@@ -11,9 +11,10 @@ from msgspec import Meta
 
 from probefleet.controller import keys
 from probefleet.controller.api.common import by_id, ok, path_id, read_json, require
-from probefleet.controller.api.errors import ValidationFailed, convert, not_found
+from probefleet.controller.api.errors import not_found
 from probefleet.controller.monitors import maintenance
 from probefleet.controller.storage import incidents as store
+from probefleet.controller.validation import ValidationError, convert
 
 WINDOW = "maintenance window"
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -78,7 +79,7 @@ def _day(value: int | str) -> int | None:
 
 def parse(raw: object) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     data: dict[str, Any] = {ALIASES.get(str(k), str(k)): v for k, v in raw.items()}
     body = convert(data, WindowBody)
     errors: dict[str, object] = {}
@@ -109,7 +110,7 @@ def parse(raw: object) -> dict[str, Any]:
     if not errors and body.starts_at and body.ends_at and body.ends_at <= body.starts_at:
         errors["ends_at"] = "must be after starts_at"
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
     return {
         "name": body.name,
         "monitor_ids": body.monitor_ids,

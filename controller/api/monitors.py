@@ -15,13 +15,15 @@ from msgspec import Meta
 from probefleet.controller import keys
 from probefleet.controller.api import heartbeats as heartbeats_api
 from probefleet.controller.api.common import json_response, now_utc, ok, path_id, read_json, require
-from probefleet.controller.api.errors import ApiError, ValidationFailed, from_msgspec, not_found
+from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.notifications import private_allowed, resolve_references
-from probefleet.controller.engine import consensus, heartbeats, incidents, ondemand
+from probefleet.controller.engine import consensus, incidents, ondemand
 from probefleet.controller.monitors import config as monitors
+from probefleet.controller.monitors import heartbeat
 from probefleet.controller.storage import monitors as store
 from probefleet.controller.storage import results as result_store
 from probefleet.controller.storage import uptime_cache
+from probefleet.controller.validation import ValidationError, from_msgspec
 from probefleet.shared import subjects
 
 MAX_PAGE = 100
@@ -103,7 +105,7 @@ async def create_monitor(request: web.Request) -> web.Response:
     try:
         row = await store.insert(request.app[keys.POOL], cfg)
     except asyncpg.ForeignKeyViolationError:
-        raise ValidationFailed({"parent_id": "no such monitor"}) from None
+        raise ValidationError({"parent_id": "no such monitor"}) from None
     await _changed(request, row, row["id"])
     data = public(row)
     if row["kind"] == "heartbeat":
@@ -120,16 +122,16 @@ async def get_monitor(request: web.Request) -> web.Response:
 def merged_config(current: dict[str, Any], body: object, *, regions: list[str]) -> monitors.MonitorConfig:
     """The config after merging `body` into `current` (PATCH, PUT, bulk update)."""
     if not isinstance(body, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     body = monitors.restore_secrets(monitors.normalize(body), monitors.config_fields(current))
     if "type" in body and body["type"] != current["kind"]:
-        raise ValidationFailed({"type": "cannot change a monitor's type; create a new monitor"})
+        raise ValidationError({"type": "cannot change a monitor's type; create a new monitor"})
     fields = {**monitors.config_fields(current), **body}
     if current["kind"] == "heartbeat":
-        fields = heartbeats.merge_fields(monitors.config_fields(current), body)
+        fields = heartbeat.merge_fields(monitors.config_fields(current), body)
     cfg = monitors.parse(fields, regions)
     if cfg.parent_id == current["id"]:
-        raise ValidationFailed({"parent_id": "a monitor cannot be its own parent"})
+        raise ValidationError({"parent_id": "a monitor cannot be its own parent"})
     return cfg
 
 
@@ -142,7 +144,7 @@ async def _update(request: web.Request) -> web.Response:
     try:
         row = await store.update(request.app[keys.POOL], monitor_id, cfg)
     except asyncpg.ForeignKeyViolationError:
-        raise ValidationFailed({"parent_id": "no such monitor"}) from None
+        raise ValidationError({"parent_id": "no such monitor"}) from None
     if row is None:
         raise not_found("monitor")
     await _changed(request, row, monitor_id)
@@ -263,7 +265,7 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     if raw is None or raw == "":
         return default
     if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ValidationFailed({name: f"must be an integer from {lo} to {hi}"})
+        raise ValidationError({name: f"must be an integer from {lo} to {hi}"})
     return int(raw)
 
 
@@ -275,7 +277,7 @@ def parse_time(raw: str, name: str, *, end: bool = False) -> dt.datetime:
             return day + dt.timedelta(days=1) if end else day
         t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
     except ValueError:
-        raise ValidationFailed({name: "must be an ISO 8601 date or time"}) from None
+        raise ValidationError({name: "must be an ISO 8601 date or time"}) from None
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
@@ -287,7 +289,7 @@ def _bool_param(request: web.Request, name: str) -> bool | None:
         return True
     if raw.lower() in ("false", "0", "no"):
         return False
-    raise ValidationFailed({name: "must be true or false"})
+    raise ValidationError({name: "must be true or false"})
 
 
 def _filters(request: web.Request) -> store.Filters:
@@ -297,7 +299,7 @@ def _filters(request: web.Request) -> store.Filters:
         wanted = [STATUS_ALIASES.get(s.strip().lower(), s.strip().lower()) for s in status.split(",")]
         bad = [s for s in wanted if s not in STATUSES]
         if bad:
-            raise ValidationFailed(
+            raise ValidationError(
                 {
                     "status": f"unknown status {bad[0]!r}; use one of "
                     f"{', '.join(STATUSES)} or online/offline/warning"
@@ -308,7 +310,7 @@ def _filters(request: web.Request) -> store.Filters:
         kind = kind.lower()
         f.kind = monitors.TYPE_ALIASES.get(kind, kind)
         if f.kind not in monitors.KINDS:
-            raise ValidationFailed({"type": f"unknown type; use one of {', '.join(monitors.KINDS)}"})
+            raise ValidationError({"type": f"unknown type; use one of {', '.join(monitors.KINDS)}"})
     f.search = q.get("search") or q.get("q") or None
     if tag := q.get("tag") or q.get("tags"):
         f.tags = [t.strip() for t in tag.split(",") if t.strip()]
@@ -328,7 +330,7 @@ def _sort(request: web.Request) -> tuple[str, bool]:
         field, direction = raw[1:], "desc"
     direction = direction.lower() or "asc"
     if field not in store.SORTS or direction not in ("asc", "desc"):
-        raise ValidationFailed({"sort": f"use field:asc|desc with field one of {', '.join(store.SORTS)}"})
+        raise ValidationError({"sort": f"use field:asc|desc with field one of {', '.join(store.SORTS)}"})
     return field, direction == "desc"
 
 
@@ -341,7 +343,7 @@ def encode_cursor(sort: str, desc: bool, row: dict[str, Any]) -> str:
 
 
 def decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, int]:
-    bad = ValidationFailed({"cursor": "invalid cursor; pass meta.next_cursor unchanged"})
+    bad = ValidationError({"cursor": "invalid cursor; pass meta.next_cursor unchanged"})
     if cursor.isdigit():  # the plain last id of earlier versions
         if sort != "id" or len(cursor) > 18:
             raise bad
@@ -352,7 +354,7 @@ def decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, int]:
     except (ValueError, TypeError, msgspec.DecodeError):
         raise bad from None
     if s != sort or d != desc or not isinstance(last_id, int):
-        raise ValidationFailed({"cursor": "cursor was made for another sort; start again without it"})
+        raise ValidationError({"cursor": "cursor was made for another sort; start again without it"})
     column = store.SORTS[sort]
     try:
         if column in ("created_at", "updated_at"):
@@ -453,7 +455,7 @@ BULK_ALIASES = {
 
 def _bulk_body(body: object, struct: type[Any]) -> Any:
     if not isinstance(body, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     try:
         return msgspec.convert({BULK_ALIASES.get(k, k): v for k, v in body.items()}, struct)
     except msgspec.ValidationError as e:
@@ -481,10 +483,10 @@ async def _bulk(
                 try:
                     cfg = merged_config(rows[mid], updates, regions=regions)
                     configs[mid] = await resolve_references(conn, cfg, allow_private=private_allowed(request))
-                except ValidationFailed as e:
+                except ValidationError as e:
                     errors[f"monitor_ids[{i}]"] = {"monitor_id": mid, **e.details}
         if errors:
-            raise ValidationFailed(errors, "bulk action rejected; nothing was changed")
+            raise ValidationError(errors, "bulk action rejected; nothing was changed")
         if action == "delete":
             await store.delete_many(conn, ids)
         for mid in ids:
@@ -494,7 +496,7 @@ async def _bulk(
                 try:
                     row = await store.update(conn, mid, configs[mid])
                 except asyncpg.ForeignKeyViolationError:
-                    raise ValidationFailed({"updates.parent_id": "no such monitor"}) from None
+                    raise ValidationError({"updates.parent_id": "no such monitor"}) from None
                 assert row is not None
                 changed.append(row)
     for mid in ids:
@@ -513,7 +515,7 @@ async def bulk_action(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
     req: BulkAction = _bulk_body(await read_json(request), BulkAction)
     if req.action == "update" and not req.updates:
-        raise ValidationFailed({"updates": "required for the update action"})
+        raise ValidationError({"updates": "required for the update action"})
     return await _bulk(request, req.action, req.monitor_ids, req.reason, req.updates)
 
 
@@ -533,14 +535,14 @@ def _span(request: web.Request) -> tuple[dt.datetime | None, dt.datetime | None]
     since = parse_time(start, "start_date") if start else None
     until = parse_time(end, "end_date", end=True) if end else None
     if since and until and since >= until:
-        raise ValidationFailed({"end_date": "must be after start_date"})
+        raise ValidationError({"end_date": "must be after start_date"})
     return since, until
 
 
 def _region(request: web.Request) -> str | None:
     region = request.query.get("region") or request.query.get("location") or None
     if region is not None and region not in request.app[keys.CONFIG].region_ids():
-        raise ValidationFailed({"region": "unknown region"})
+        raise ValidationError({"region": "unknown region"})
     return region
 
 
@@ -645,13 +647,13 @@ async def put_alerts(request: web.Request) -> web.Response:
     monitor_id, _ = await _current(request)
     body = await read_json(request)
     if not isinstance(body, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     try:
         req = msgspec.convert({ALERT_ALIASES.get(k, k): v for k, v in body.items()}, AlertSettings)
     except msgspec.ValidationError as e:
         raise from_msgspec(e) from None
     if req.email_enabled and not req.email_recipients:
-        raise ValidationFailed({"email_recipients": "required when email_enabled is true"})
+        raise ValidationError({"email_recipients": "required when email_enabled is true"})
     try:
         settings = await store.put_alert_settings(
             request.app[keys.POOL], monitor_id, msgspec.to_builtins(req)

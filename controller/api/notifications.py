@@ -15,13 +15,14 @@ from msgspec import Meta
 
 from probefleet.controller import keys
 from probefleet.controller.api.common import by_id, now_utc, ok, read_json, require
-from probefleet.controller.api.errors import ValidationFailed, convert, from_msgspec, not_found
+from probefleet.controller.api.errors import not_found
 from probefleet.controller.monitors.config import MonitorConfig
 from probefleet.controller.notifications import channel_urls, destinations
 from probefleet.controller.notifications.dispatcher import NOTIFIABLE, SEVERITIES
 from probefleet.controller.notifications.notifiers import NOTIFIERS, ChannelConfig, parse_config, redact
 from probefleet.controller.notifications.notifiers.base import secret_fields, urls
 from probefleet.controller.storage import notifications as store
+from probefleet.controller.validation import ValidationError, convert, from_msgspec
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Minutes = Annotated[int, Meta(ge=1, le=10080)]
@@ -77,7 +78,7 @@ class RuleBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 def _normalize(raw: object, aliases: dict[str, str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     out: dict[str, Any] = {}
     for key, value in raw.items():
         canonical = aliases.get(str(key), str(key))
@@ -119,10 +120,10 @@ def _keep_secrets(kind: str, new: dict[str, Any], stored: dict[str, Any] | None)
     return out
 
 
-def _config_error(e: msgspec.ValidationError) -> ValidationFailed:
+def _config_error(e: msgspec.ValidationError) -> ValidationError:
     text = str(e)
     if text.startswith("Object contains unknown field `") and " - at `$" not in text:
-        return ValidationFailed({f"config.{text.split('`')[1]}": "unknown field"})
+        return ValidationError({f"config.{text.split('`')[1]}": "unknown field"})
     return from_msgspec(e, prefix="config")
 
 
@@ -142,7 +143,7 @@ async def _check_destinations(request: web.Request, config: ChannelConfig) -> No
     """422 on config.<field> for every refused destination of the config."""
     refused = await _refused_destinations(config, allow_private=private_allowed(request))
     if refused:
-        raise ValidationFailed({f"config.{name}": why for name, why in refused.items()})
+        raise ValidationError({f"config.{name}": why for name, why in refused.items()})
 
 
 async def _channel(
@@ -151,14 +152,14 @@ async def _channel(
     """Validate a full channel body; the row to store (config with its secrets)."""
     body: ChannelBody = convert(data, ChannelBody)
     if body.kind not in NOTIFIERS:
-        raise ValidationFailed({"kind": f"unknown channel kind; use one of {', '.join(sorted(NOTIFIERS))}"})
+        raise ValidationError({"kind": f"unknown channel kind; use one of {', '.join(sorted(NOTIFIERS))}"})
     config = _keep_secrets(body.kind, {k: v for k, v in body.config.items() if k != "kind"}, stored)
     try:
         parsed = parse_config(body.kind, {**config, "kind": body.kind})
     except msgspec.ValidationError as e:
         raise _config_error(e) from None
     except ValueError as e:
-        raise ValidationFailed({"config": str(e)}) from None
+        raise ValidationError({"config": str(e)}) from None
     await _check_destinations(request, parsed)
     return {
         "name": body.name,
@@ -192,7 +193,7 @@ async def _update_channel(request: web.Request, *, merge: bool) -> web.Response:
     current = await by_id(request, CHANNEL, store.get_channel)
     body = _normalize(await read_json(request), CHANNEL_ALIASES)
     if body.get("kind", current["kind"]) != current["kind"]:
-        raise ValidationFailed({"kind": "cannot change a channel's kind; create a new channel"})
+        raise ValidationError({"kind": "cannot change a channel's kind; create a new channel"})
     if merge:
         given = body.get("config", {})
         config = {**current["config"], **given} if isinstance(given, dict) else given
@@ -261,9 +262,9 @@ async def channel_deliveries(request: web.Request) -> web.Response:
     channel = await by_id(request, CHANNEL, store.get_channel)
     limit_raw, cursor = request.query.get("limit", "50"), request.query.get("cursor")
     if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 100:
-        raise ValidationFailed({"limit": "must be an integer from 1 to 100"})
+        raise ValidationError({"limit": "must be an integer from 1 to 100"})
     if cursor is not None and not cursor.isdigit():
-        raise ValidationFailed({"cursor": "invalid cursor"})
+        raise ValidationError({"cursor": "invalid cursor"})
     limit = int(limit_raw)
     rows = await store.list_deliveries(
         request.app[keys.POOL],
@@ -293,9 +294,9 @@ async def _channel_for_url(conn: Any, url: str, field: str, monitor: str, allow_
         kind, config = channel_urls.parse(url)
         parsed = parse_config(kind, {**config, "kind": kind})
     except (ValueError, msgspec.ValidationError) as e:
-        raise ValidationFailed({field: str(e)}) from None
+        raise ValidationError({field: str(e)}) from None
     if refused := await _refused_destinations(parsed, allow_private=allow_private):
-        raise ValidationFailed({field: next(iter(refused.values()))})
+        raise ValidationError({field: next(iter(refused.values()))})
     if (found := await store.channel_with_url(conn, kind, config["url"])) is not None:
         return found
     row = {
@@ -338,7 +339,7 @@ async def resolve_references(
             )
             errors[f"{prefix}escalation_policy"] = problem
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
     return msgspec.structs.replace(cfg, notifications=list(dict.fromkeys(channels)), escalation_policy=policy)
 
 
@@ -382,7 +383,7 @@ async def _rule(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
         for missing in await store.missing_channels(pool, ids):
             errors[f"{name}[{ids.index(missing)}]"] = "no such notification channel"
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
     return {**msgspec.structs.asdict(body), "min_severity": minimum}
 
 

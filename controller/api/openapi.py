@@ -16,9 +16,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from probefleet.controller import api
 from probefleet.controller.api import keys_api, regions
 from probefleet.controller.api import monitors as monitors_api
+from probefleet.controller.api import paths as api_paths
 from probefleet.controller.monitors import config as monitors
 from probefleet.shared.version import VERSION
 
@@ -655,11 +655,13 @@ def document(app: web.Application) -> Schema:
     for op in OPERATIONS:
         paths.setdefault(op[1], {})[op[0]] = _operation(op)
         described.add((op[0], op[1]))
+    served = {str(r.resource.canonical) for r in app.router.routes() if r.resource}
     for route in app.router.routes():
         method, info = route.method.lower(), route.resource.get_info() if route.resource else {}
         path = info.get("formatter") or info.get("path")
-        skip = path in SKIP or path in api.alias_paths() or (method, path) in described
-        if method == "head" or not path or skip:
+        if method == "head" or not path:
+            continue
+        if path in SKIP or api_paths.is_alias(path, served) or (method, path) in described:
             continue
         paths.setdefault(path, {})[method] = _generic(method, path, route.handler)
     return {

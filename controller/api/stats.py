@@ -15,9 +15,10 @@ from aiohttp import web
 
 from probefleet.controller import keys
 from probefleet.controller.api.common import now_utc, ok, path_id, require
-from probefleet.controller.api.errors import ValidationFailed, not_found
+from probefleet.controller.api.errors import not_found
 from probefleet.controller.storage import DB
 from probefleet.controller.storage import stats as store
+from probefleet.controller.validation import ValidationError
 
 DAY, HOUR = store.DAY, store.HOUR
 PERIODS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "90d": 90 * DAY}
@@ -44,7 +45,7 @@ SLA_FIELDS = (
 def _choice(request: web.Request, name: str, options: dict[str, Any], default: str) -> str:
     value = request.query.get(name, default)
     if value not in options:
-        raise ValidationFailed({name: f"must be one of {', '.join(options)}"})
+        raise ValidationError({name: f"must be one of {', '.join(options)}"})
     return value
 
 
@@ -63,7 +64,7 @@ def _time(request: web.Request, name: str) -> dt.datetime | None:
         return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
     if raw.isdigit() and len(raw) <= 11:
         return dt.datetime.fromtimestamp(int(raw), dt.UTC)
-    raise ValidationFailed({name: "must be an ISO 8601 time or Unix seconds"})
+    raise ValidationError({name: "must be an ISO 8601 time or Unix seconds"})
 
 
 def _range(request: web.Request, default: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
@@ -76,13 +77,13 @@ def _range(request: web.Request, default: dt.timedelta) -> tuple[dt.datetime, dt
     elif end - start > MAX_RANGE:
         errors["to"] = f"range longer than {MAX_RANGE.days} days"
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
     return start, min(end, now + DAY)
 
 
 def _points_check(start: dt.datetime, end: dt.datetime, step: dt.timedelta, name: str) -> None:
     if (end - start) / step > MAX_POINTS:
-        raise ValidationFailed({name: f"too fine for the range: at most {MAX_POINTS} points"})
+        raise ValidationError({name: f"too fine for the range: at most {MAX_POINTS} points"})
 
 
 async def _monitor(pool: DB, request: web.Request, name: str) -> dict[str, Any]:

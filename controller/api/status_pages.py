@@ -22,7 +22,7 @@ from aiohttp import web
 
 from probefleet.controller import keys
 from probefleet.controller.api.common import bearer, now_utc, ok, path_id, read_json, require
-from probefleet.controller.api.errors import ApiError, ValidationFailed, not_found
+from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.cluster import broadcast
 from probefleet.controller.engine.incidents import iso
 from probefleet.controller.notifications import destinations
@@ -31,6 +31,7 @@ from probefleet.controller.status_pages import html as status_html
 from probefleet.controller.status_pages import model as sp
 from probefleet.controller.storage import api_keys
 from probefleet.controller.storage import status_pages as store
+from probefleet.controller.validation import ValidationError
 from probefleet.shared import subjects
 
 log = logging.getLogger("probefleet.status_pages")
@@ -110,7 +111,7 @@ async def _check_monitors(conn: Any, sections: list[dict[str, Any]]) -> None:
         if c["monitor_id"] in missing
     }
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
 
 
 async def _incident(conn: Any, page_id: int, status: str, message: str) -> None:
@@ -157,7 +158,7 @@ async def _save(request: web.Request, page_id: int | None, data: dict[str, Any])
         field = "custom_domain" if "custom_domain" in str(e) else "slug"
         raise ApiError(409, "conflict", f"{field} already in use", {field: "already in use"}) from None
     except asyncpg.ForeignKeyViolationError:
-        raise ValidationFailed({"sections": "a monitor was deleted meanwhile"}) from None
+        raise ValidationError({"sections": "a monitor was deleted meanwhile"}) from None
     if settings_changed:
         await announce_changed(request.app, page_id)
     else:
@@ -175,9 +176,9 @@ async def list_status_pages(request: web.Request) -> web.Response:
     await require(request, "status_pages:read")
     raw_limit, cursor = request.query.get("limit", "50"), request.query.get("cursor", "0")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
-        raise ValidationFailed({"limit": f"must be an integer from 1 to {MAX_PAGE}"})
+        raise ValidationError({"limit": f"must be an integer from 1 to {MAX_PAGE}"})
     if not cursor.isdigit() or len(cursor) > 18:
-        raise ValidationFailed({"cursor": "must be the next_cursor of a previous page"})
+        raise ValidationError({"cursor": "must be the next_cursor of a previous page"})
     limit, pool = int(raw_limit), request.app[keys.POOL]
     pages = await store.list_pages(pool, after_id=int(cursor), limit=limit + 1)
     more = len(pages) > limit
@@ -637,20 +638,20 @@ async def monitor_badge(request: web.Request) -> web.Response:
 def _subscription(body: Any) -> tuple[str, str]:
     """(kind, address) from {"email"} or {"webhook_url"} (alias "url"), or a 422."""
     if not isinstance(body, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     unknown = set(body) - {"email", "webhook_url", "webhook", "url"}
     if unknown:
-        raise ValidationFailed({k: "unknown field" for k in unknown})
+        raise ValidationError({k: "unknown field" for k in unknown})
     email = body.get("email")
     url = body.get("webhook_url", body.get("webhook", body.get("url")))
     if (email is None) == (url is None):
-        raise ValidationFailed({"email": "give either email or webhook_url"})
+        raise ValidationError({"email": "give either email or webhook_url"})
     if email is not None:
         if not isinstance(email, str) or len(email) > 254 or not sp.EMAIL.match(email.strip()):
-            raise ValidationFailed({"email": "must be an email address"})
+            raise ValidationError({"email": "must be an email address"})
         return "email", email.strip().lower()
     if not isinstance(url, str) or len(url) > 2000 or not url.startswith(("http://", "https://")):
-        raise ValidationFailed({"webhook_url": "must be an http or https URL"})
+        raise ValidationError({"webhook_url": "must be an http or https URL"})
     return "webhook", url
 
 
@@ -660,7 +661,7 @@ async def _destination(request: web.Request, url: str) -> None:
     try:
         await destinations.check(url, allow_private=allow)
     except destinations.DestinationError as e:
-        raise ValidationFailed({"webhook_url": str(e)}) from None
+        raise ValidationError({"webhook_url": str(e)}) from None
 
 
 def _throttle(request: web.Request) -> int:
@@ -728,7 +729,7 @@ async def subscribe_form(request: web.Request) -> web.Response:
     form = await request.post()
     try:
         kind, address = _subscription({"email": form.get("email")})
-    except ValidationFailed:
+    except ValidationError:
         return await _render(request, page, notice="Please enter a valid email address.")
     if _mail_off(request):
         notice = "Email subscriptions are not available on this server."

@@ -15,16 +15,13 @@ incident.opened event (and, on recovery, no monitor.up nor incident.resolved eve
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from probefleet.controller.engine.consensus import Verdict
-from probefleet.controller.engine.scheduler import Entry, Scheduler
 from probefleet.controller.monitors import maintenance
-from probefleet.controller.monitors.config import decode_spec, redact_url
+from probefleet.controller.monitors.config import redact_url
 from probefleet.controller.storage import Tx
 from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import incidents as store
@@ -409,32 +406,3 @@ async def _resolve(
     if not resolved["suppressed"]:
         await emit(conn, "incident.resolved", now, monitor=monitor, incident=resolved, verdict=verdict)
     return resolved
-
-
-async def open_rechecks(scheduler: Scheduler, rechecks: Sequence[Recheck]) -> int:
-    """Open each confirmation round at once (due now, attempt + 1) and publish its jobs.
-
-    Its due is now rather than the first round's: a round's deadline is due + timeout +
-    grace, and the first round may have used all of that already."""
-    now = time.time()
-    groups: dict[int, list[tuple[float, Entry]]] = {}
-    for r in rechecks:
-        m = r.monitor
-        entry = scheduler.entries.get(m["id"])
-        if entry is None:
-            spec = decode_spec(m["kind"], m["spec"])
-            if spec is None:
-                continue
-            entry = Entry(
-                id=m["id"],
-                interval=float(m["interval_s"]),
-                timeout=float(m["timeout_s"]),
-                locations=list(m["locations"]),
-                spec=spec,
-                offset=0.0,
-            )
-        if entry is not None:
-            groups.setdefault(r.attempt, []).append((now, entry))
-    for attempt, due_now in groups.items():
-        await scheduler.open_rounds(due_now, now, attempt=attempt)
-    return sum(len(g) for g in groups.values())

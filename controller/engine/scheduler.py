@@ -16,7 +16,7 @@ import heapq
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ import asyncpg
 
 from probefleet.controller import metrics
 from probefleet.controller.cluster.fleet import Fleet
+from probefleet.controller.engine.incidents import Recheck
 from probefleet.controller.monitors.config import decode_spec
 from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.storage import results as result_store
@@ -221,6 +222,34 @@ class Scheduler:
             metrics.JOBS_PUBLISHED.labels(job.region).inc()
         for due, _ in due_now:
             metrics.SCHEDULE_LAG.observe(max(0.0, now - due))
+
+    async def open_rechecks(self, rechecks: Sequence[Recheck]) -> int:
+        """Open each confirmation round at once (due now, attempt + 1) and publish its jobs.
+
+        Its due is now rather than the first round's: a round's deadline is due + timeout +
+        grace, and the first round may have used all of that already. A monitor this
+        controller does not schedule (its shard moved) is re-checked all the same."""
+        now = time.time()
+        groups: dict[int, list[tuple[float, Entry]]] = {}
+        for r in rechecks:
+            m = r.monitor
+            entry = self.entries.get(m["id"])
+            if entry is None:
+                spec = decode_spec(m["kind"], m["spec"])
+                if spec is None:
+                    continue
+                entry = Entry(
+                    id=m["id"],
+                    interval=float(m["interval_s"]),
+                    timeout=float(m["timeout_s"]),
+                    locations=list(m["locations"]),
+                    spec=spec,
+                    offset=0.0,
+                )
+            groups.setdefault(r.attempt, []).append((now, entry))
+        for attempt, due_now in groups.items():
+            await self.open_rounds(due_now, now, attempt=attempt)
+        return sum(len(g) for g in groups.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
-from probefleet.controller.api.errors import ValidationFailed, from_msgspec
 from probefleet.controller.engine.consensus import MODES
+from probefleet.controller.monitors import heartbeat
+from probefleet.controller.validation import ValidationError, from_msgspec
 from probefleet.shared import wire
 from probefleet.shared.redact import redact_url
 
@@ -210,9 +211,9 @@ def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
 
 
 def parse(data: object, regions: list[str]) -> MonitorConfig:
-    """Validate a flat monitor object; raise ValidationFailed with field paths."""
+    """Validate a flat monitor object; raise ValidationError with field paths."""
     if not isinstance(data, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     data = normalize(data)
     common_part = {k: v for k, v in data.items() if k in COMMON_FIELDS}
     spec_part = {k: v for k, v in data.items() if k not in COMMON_FIELDS}
@@ -223,14 +224,12 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
     kind = common.type
     errors: dict[str, object] = {}
     if kind not in KINDS:
-        raise ValidationFailed({"type": f"unknown type; use one of {', '.join(KINDS)}"})
+        raise ValidationError({"type": f"unknown type; use one of {', '.join(KINDS)}"})
     spec: msgspec.Struct | None = None
     if kind == "heartbeat":
         # Imported here: controller.heartbeats imports incidents, which imports this module.
-        from probefleet.controller.engine import heartbeats
-
         fallback = common.check_interval if "check_interval" in common_part else None
-        spec, problems = heartbeats.parse_spec(spec_part, fallback_interval=fallback)
+        spec, problems = heartbeat.parse_spec(spec_part, fallback_interval=fallback)
         errors.update(problems)
     else:
         spec_type = SPEC_TYPES[kind]
@@ -263,7 +262,7 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
     elif common.quorum is not None and common.quorum > len(locations):
         errors["quorum"] = "must not exceed the number of locations"
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
     interval_s = common.check_interval
     if kind == "heartbeat" and getattr(spec, "run_interval", None):
         interval_s = spec.run_interval  # type: ignore[union-attr]  # one value, two names
@@ -323,9 +322,7 @@ def config_fields(row: dict[str, Any]) -> dict[str, Any]:
 
 def _spec_type(kind: str) -> type[msgspec.Struct] | None:
     if kind == "heartbeat":
-        from probefleet.controller.engine import heartbeats
-
-        return heartbeats.HeartbeatSpec
+        return heartbeat.HeartbeatSpec
     return SPEC_TYPES.get(kind)
 
 
@@ -399,14 +396,6 @@ def restore_secrets(body: dict[str, Any], current: dict[str, Any]) -> dict[str, 
         if password is not None:
             out["url"] = out["url"].replace(f":{REDACTED}@", f":{password}@", 1)
     return out
-
-
-def spec_json(spec: msgspec.Struct | None) -> dict[str, Any] | None:
-    """The spec as stored in the monitors.spec column (with its kind tag)."""
-    if spec is None:
-        return None
-    result: dict[str, Any] = msgspec.to_builtins(spec)
-    return result
 
 
 def decode_spec(kind: str, stored: dict[str, Any] | None) -> wire.CheckSpec | None:

@@ -27,13 +27,13 @@ import aiohttp
 import aiosmtplib
 
 from probefleet.controller import metrics
-from probefleet.controller.api.errors import ValidationFailed
 from probefleet.controller.config import ControllerConfig
 from probefleet.controller.monitors import maintenance
 from probefleet.controller.notifications import destinations
 from probefleet.controller.notifications.notifiers import email
 from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import status_pages as store
+from probefleet.controller.validation import ValidationError
 
 log = logging.getLogger("probefleet.status_pages")
 
@@ -73,7 +73,7 @@ INCIDENT_FIELDS = ("incident_status", "incident_message")
 def canonical(body: Any) -> dict[str, Any]:
     """The body with aliases folded in; 422 on unknown fields, duplicates or a non-object."""
     if not isinstance(body, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     out: dict[str, Any] = {}
     errors: dict[str, object] = {}
     for key, value in body.items():
@@ -90,7 +90,7 @@ def canonical(body: Any) -> dict[str, Any]:
         else:
             out["sections"] = _flat_to_sections(out.pop("monitors"))
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
     return out
 
 
@@ -148,7 +148,7 @@ def validate(data: dict[str, Any], *, full: bool) -> dict[str, Any]:
         data["sections"] = _sections(errors, data["sections"])
     _incident(errors, data)
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
     return data
 
 
@@ -221,7 +221,7 @@ def _incident(errors: dict[str, object], data: dict[str, Any]) -> None:
 def validate_post(body: Any, *, update: bool) -> dict[str, Any]:
     """A new post {title, status, message} or an update {status, message}."""
     if not isinstance(body, dict):
-        raise ValidationFailed({"body": "must be a JSON object"})
+        raise ValidationError({"body": "must be a JSON object"})
     allowed = {"status", "message", "body"} | (set() if update else {"title", "name"})
     errors: dict[str, object] = {k: "unknown field" for k in body if k not in allowed}
     status = body.get("status", "investigating")
@@ -234,7 +234,7 @@ def validate_post(body: Any, *, update: bool) -> dict[str, Any]:
     if not update and (not isinstance(title, str) or not 1 <= len(title.strip()) <= 200):
         errors["title"] = "required: a string of 1 to 200 characters"
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationError(errors)
     out = {"status": status, "message": str(message).strip()}
     if not update:
         out["title"] = str(title).strip()

@@ -12,12 +12,10 @@ import hmac
 import secrets
 from typing import Any
 
-from probefleet.controller.scopes import SCOPES
 from probefleet.controller.storage import DB
 
 __all__ = [
     "KEY_PREFIX",
-    "SCOPES",
     "authenticate",
     "count",
     "create",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from probefleet.controller.storage import DB, Tx
 
 if TYPE_CHECKING:
-    from probefleet.controller.engine.heartbeats import Deadline, Ping, State
+    from probefleet.controller.monitors.heartbeat import Deadline, Ping, State
 
 Row = dict[str, Any]
 

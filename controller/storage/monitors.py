@@ -4,14 +4,61 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
+import msgspec
 
-from probefleet.controller.monitors.config import MonitorConfig, spec_json
 from probefleet.controller.storage import DB, Tx, uptime_cache
 
 Row = dict[str, Any]
+
+
+class MonitorFields(Protocol):
+    """The configured columns of a monitor row, as the monitors model validated them
+    (controller/monitors/config.py MonitorConfig has these fields); read-only, so any
+    kind of spec fits."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def spec(self) -> msgspec.Struct | None: ...
+    @property
+    def interval_s(self) -> int: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def locations(self) -> list[str]: ...
+    @property
+    def consensus(self) -> str: ...
+    @property
+    def quorum(self) -> int | None: ...
+    @property
+    def retry_count(self) -> int: ...
+    @property
+    def recovery_count(self) -> int: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def tags(self) -> list[str]: ...
+    @property
+    def parent_id(self) -> int | None: ...
+    @property
+    def incident_on_degraded(self) -> bool: ...
+    @property
+    def notifications(self) -> list[int | str]: ...
+    @property
+    def project(self) -> str | None: ...
+    @property
+    def escalation_policy(self) -> int | str | None: ...
+
+
+def spec_json(spec: msgspec.Struct | None) -> dict[str, Any] | None:
+    """The spec as stored in the monitors.spec column (with its kind tag)."""
+    return None if spec is None else msgspec.to_builtins(spec)
+
 
 COLUMNS = (
     "id, name, kind, spec, interval_s, timeout_s, locations, consensus, quorum, retry_count,"
@@ -22,7 +69,7 @@ COLUMNS = (
 )
 
 
-async def insert(conn: DB, cfg: MonitorConfig) -> Row:
+async def insert(conn: DB, cfg: MonitorFields) -> Row:
     row = await conn.fetchrow(
         f"INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, consensus,"
         f" quorum, retry_count, recovery_count, enabled, tags, status, parent_id, incident_on_degraded,"
@@ -52,7 +99,7 @@ async def insert(conn: DB, cfg: MonitorConfig) -> Row:
     return dict(row)
 
 
-async def update(conn: DB, monitor_id: int, cfg: MonitorConfig) -> Row | None:
+async def update(conn: DB, monitor_id: int, cfg: MonitorFields) -> Row | None:
     row = await conn.fetchrow(
         f"UPDATE monitors SET name=$2, kind=$3, spec=$4, interval_s=$5, timeout_s=$6,"
         f" locations=$7, consensus=$8, quorum=$9, retry_count=$10, recovery_count=$11,"
@@ -85,7 +132,7 @@ async def update(conn: DB, monitor_id: int, cfg: MonitorConfig) -> Row | None:
     return dict(row) if row else None
 
 
-def _policy(cfg: MonitorConfig) -> int | None:
+def _policy(cfg: MonitorFields) -> int | None:
     """The escalation policy's rule id (the API resolves names first; see
     controller.api.notifications.resolve_references)."""
     return cfg.escalation_policy if isinstance(cfg.escalation_policy, int) else None

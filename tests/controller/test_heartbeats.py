@@ -15,6 +15,7 @@ from probefleet.controller import metrics
 from probefleet.controller.api.heartbeats import attach
 from probefleet.controller.engine import heartbeats as hb
 from probefleet.controller.monitors import config as monitors
+from probefleet.controller.monitors import heartbeat
 from probefleet.controller.storage import db
 from probefleet.controller.storage import heartbeats as store
 from probefleet.controller.storage import monitors as monitor_store
@@ -28,14 +29,14 @@ def utc(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=UTC)  # type: ignore[misc]
 
 
-def spec(**kw: object) -> hb.HeartbeatSpec:
-    parsed, problems = hb.parse_spec(kw)
+def spec(**kw: object) -> heartbeat.HeartbeatSpec:
+    parsed, problems = heartbeat.parse_spec(kw)
     assert parsed is not None, problems
     return parsed
 
 
-def state(s: hb.HeartbeatSpec, **kw: object) -> hb.State:
-    return hb.State(spec=s, status=str(kw.pop("status", "up")), anchor=T0, **kw)  # type: ignore[arg-type]
+def state(s: heartbeat.HeartbeatSpec, **kw: object) -> heartbeat.State:
+    return heartbeat.State(spec=s, status=str(kw.pop("status", "up")), anchor=T0, **kw)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------ pure
@@ -74,12 +75,12 @@ def state(s: hb.HeartbeatSpec, **kw: object) -> hb.State:
 def test_it_finds_the_next_cron_time_across_dst(
     expr: str, tz: str, after: dt.datetime, expected: dt.datetime
 ) -> None:
-    assert hb.next_cron(expr, ZoneInfo(tz), after) == expected
+    assert heartbeat.next_cron(expr, ZoneInfo(tz), after) == expected
 
 
 def test_it_reports_a_missed_cron_run_after_the_dst_gap_with_its_grace() -> None:
     s = spec(cron="30 2 * * *", tz="America/New_York", grace_period=600)
-    st = hb.State(spec=s, status="up", anchor=utc(2024, 3, 1), last_success=utc(2024, 3, 9, 7, 31))
+    st = heartbeat.State(spec=s, status="up", anchor=utc(2024, 3, 1), last_success=utc(2024, 3, 9, 7, 31))
     d = hb.deadline(st)
     assert d is not None and d.at == utc(2024, 3, 10, 7, 40) and d.reason == "heartbeat_missed"
     assert hb.evaluate(st, utc(2024, 3, 10, 7, 39, 59)) is None
@@ -101,7 +102,7 @@ def test_it_counts_the_first_deadline_from_creation() -> None:
 
 def test_a_start_without_finish_is_down_after_the_grace() -> None:
     st = state(spec(run_interval=3600, grace_period=60), last_success=T0)
-    hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=10), kind="start", rid="r1"))
+    hb.signal(st, heartbeat.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=10), kind="start", rid="r1"))
     d = hb.deadline(st)
     assert d is not None and d.reason == "run_timeout" and d.at == T0 + dt.timedelta(seconds=70)
     verdict = hb.evaluate(st, T0 + dt.timedelta(seconds=70))
@@ -110,22 +111,24 @@ def test_a_start_without_finish_is_down_after_the_grace() -> None:
 
 def test_a_finish_pairs_with_its_start_by_run_id() -> None:
     st = state(spec(run_interval=3600, grace_period=600))
-    hb.signal(st, hb.Ping(monitor_id=1, at=T0, kind="start", rid="a"))
-    hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=5), kind="start", rid="b"))
+    hb.signal(st, heartbeat.Ping(monitor_id=1, at=T0, kind="start", rid="a"))
+    hb.signal(st, heartbeat.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=5), kind="start", rid="b"))
     verdict, duration = hb.signal(
-        st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=42), kind="success", rid="a")
+        st, heartbeat.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=42), kind="success", rid="a")
     )
     assert verdict is not None and verdict.state == "up" and duration == 42.0
     assert list(st.runs) == ["b"]
-    _, duration = hb.signal(st, hb.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=50), kind="success"))
+    _, duration = hb.signal(
+        st, heartbeat.Ping(monitor_id=1, at=T0 + dt.timedelta(seconds=50), kind="success")
+    )
     assert duration is None  # no start without a run id to pair with
 
 
 def test_fail_is_down_at_once_and_log_changes_nothing() -> None:
     st = state(spec(run_interval=60))
-    verdict, _ = hb.signal(st, hb.Ping(monitor_id=1, at=T0, kind="fail", body="disk full"))
+    verdict, _ = hb.signal(st, heartbeat.Ping(monitor_id=1, at=T0, kind="fail", body="disk full"))
     assert verdict is not None and verdict.state == "down" and verdict.message == "disk full"
-    assert hb.signal(st, hb.Ping(monitor_id=1, at=T0, kind="log", body="x")) == (None, None)
+    assert hb.signal(st, heartbeat.Ping(monitor_id=1, at=T0, kind="log", body="x")) == (None, None)
 
 
 def test_nothing_is_late_while_paused_or_already_down() -> None:
@@ -150,7 +153,7 @@ def test_nothing_is_late_while_paused_or_already_down() -> None:
     ids=["neither", "both", "bad-cron", "six-fields", "never", "bad-tz", "zero", "unknown"],
 )
 def test_it_rejects_bad_schedules(fields: dict[str, object], field: str) -> None:
-    parsed, problems = hb.parse_spec(fields)
+    parsed, problems = heartbeat.parse_spec(fields)
     assert parsed is None and field in problems
 
 
@@ -196,14 +199,14 @@ def at(seconds: float) -> dt.datetime:
 
 async def test_a_missed_deadline_goes_down_once_and_the_next_success_brings_it_up(pool: asyncpg.Pool) -> None:
     mid = await make(pool, run_interval=60, grace_period=30)
-    assert await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(1), kind="success")]) == [True]
+    assert await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(1), kind="success")]) == [True]
     assert await status(pool, mid) == "up"
     assert await hb.tick(pool, at(90)) == 0  # deadline 1 + 60 + 30 = 91
     assert await hb.tick(pool, at(91)) == 1
     assert await status(pool, mid) == "down"
     assert await hb.tick(pool, at(500)) == 0  # no second alert
     assert await kinds(pool, mid) == ["monitor.down", "incident.opened", "heartbeat.missed"]
-    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(600), kind="success")])
+    await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(600), kind="success")])
     assert await status(pool, mid) == "up"
     assert (await kinds(pool, mid))[-2:] == ["incident.resolved", "monitor.up"]
     row = await store.get(pool, mid)
@@ -212,8 +215,8 @@ async def test_a_missed_deadline_goes_down_once_and_the_next_success_brings_it_u
 
 async def test_a_late_ping_before_the_tick_keeps_it_up(pool: asyncpg.Pool) -> None:
     mid = await make(pool, run_interval=60, grace_period=30)
-    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(1), kind="success")])
-    await hb.record(pool, [hb.Ping(monitor_id=mid, at=at(85), kind="success")])  # late but in grace
+    await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(1), kind="success")])
+    await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(85), kind="success")])  # late but in grace
     assert await hb.tick(pool, at(100)) == 0
     assert await status(pool, mid) == "up"
 
@@ -221,11 +224,11 @@ async def test_a_late_ping_before_the_tick_keeps_it_up(pool: asyncpg.Pool) -> No
 async def test_every_signal_is_stored_and_applied(pool: asyncpg.Pool) -> None:
     mid = await make(pool, run_interval=3600, grace_period=60)
     pings = [
-        hb.Ping(monitor_id=mid, at=at(0), kind="start", rid="r1"),
-        hb.Ping(monitor_id=mid, at=at(2), kind="log", body="halfway"),
-        hb.Ping(monitor_id=mid, at=at(5), kind="success", rid="r1"),
-        hb.Ping(monitor_id=mid, at=at(6), kind="fail", exit_code=3),
-        hb.Ping(monitor_id=mid, at=at(7), kind="success", exit_code=0),
+        heartbeat.Ping(monitor_id=mid, at=at(0), kind="start", rid="r1"),
+        heartbeat.Ping(monitor_id=mid, at=at(2), kind="log", body="halfway"),
+        heartbeat.Ping(monitor_id=mid, at=at(5), kind="success", rid="r1"),
+        heartbeat.Ping(monitor_id=mid, at=at(6), kind="fail", exit_code=3),
+        heartbeat.Ping(monitor_id=mid, at=at(7), kind="success", exit_code=0),
     ]
     assert await hb.record(pool, pings) == [True] * 5
     history = await store.pings(pool, mid, before=None, limit=10)
@@ -246,8 +249,8 @@ async def test_a_start_without_finish_goes_down_by_tick(pool: asyncpg.Pool) -> N
     await hb.record(
         pool,
         [
-            hb.Ping(monitor_id=mid, at=at(0), kind="success"),
-            hb.Ping(monitor_id=mid, at=at(100), kind="start"),
+            heartbeat.Ping(monitor_id=mid, at=at(0), kind="success"),
+            heartbeat.Ping(monitor_id=mid, at=at(100), kind="start"),
         ],
     )
     assert await hb.tick(pool, at(159)) == 0
@@ -263,9 +266,9 @@ async def test_a_paused_heartbeat_is_never_late_and_unknown_ones_are_not_stored(
     assert await hb.record(
         pool,
         [
-            hb.Ping(monitor_id=mid, at=at(1), kind="start"),
-            hb.Ping(monitor_id=mid, at=at(2), kind="log"),
-            hb.Ping(monitor_id=mid + 1000, at=at(1), kind="success"),
+            heartbeat.Ping(monitor_id=mid, at=at(1), kind="start"),
+            heartbeat.Ping(monitor_id=mid, at=at(2), kind="log"),
+            heartbeat.Ping(monitor_id=mid + 1000, at=at(1), kind="success"),
         ],
     ) == [True, True, False]
     assert await status(pool, mid) == "paused"  # a start or a log does not resume it
@@ -298,8 +301,8 @@ async def test_a_success_or_fail_ping_resumes_a_paused_heartbeat(pool: asyncpg.P
     ok_id = await make(pool, run_interval=60, grace_period=30, is_enabled=False)
     fail_id = await make(pool, run_interval=60, grace_period=30, is_enabled=False)
     pings = [
-        hb.Ping(monitor_id=ok_id, at=at(100), kind="success"),
-        hb.Ping(monitor_id=fail_id, at=at(100), kind="fail", body="disk full"),
+        heartbeat.Ping(monitor_id=ok_id, at=at(100), kind="success"),
+        heartbeat.Ping(monitor_id=fail_id, at=at(100), kind="fail", body="disk full"),
     ]
     await hb.record(pool, pings)
     assert await status(pool, ok_id) == "up" and await status(pool, fail_id) == "down"
@@ -326,7 +329,7 @@ async def test_two_controllers_ticking_together_transition_each_heartbeat_once(d
         ids = [await make(a, run_interval=60, grace_period=0) for _ in range(40)]
         for round_no in range(2):
             base = round_no * 1000
-            await hb.record(a, [hb.Ping(monitor_id=m, at=at(base + 1), kind="success") for m in ids])
+            await hb.record(a, [heartbeat.Ping(monitor_id=m, at=at(base + 1), kind="success") for m in ids])
             downs = await asyncio.gather(*(hb.tick(p, at(base + 61), limit=3) for p in (a, b, a, b)))
             assert sum(downs) == len(ids)
         rows = await a.fetch("SELECT monitor_id, kind, count(*) AS n FROM events GROUP BY 1, 2")
@@ -352,7 +355,8 @@ async def test_pings_are_counted_by_kind_with_batch_sizes(pool: asyncpg.Pool) ->
     )
     writer = hb.PingWriter(pool)
     futures = [
-        asyncio.ensure_future(writer.submit(hb.Ping(monitor_id=mid, at=at(i), kind="log"))) for i in range(3)
+        asyncio.ensure_future(writer.submit(heartbeat.Ping(monitor_id=mid, at=at(i), kind="log")))
+        for i in range(3)
     ]
     await asyncio.sleep(0)
     assert await writer.flush_once() == 3
@@ -365,7 +369,9 @@ async def test_the_writer_keeps_one_connection_per_lane_and_gives_them_back(pool
     a, b = await make(pool, run_interval=60), await make(pool, run_interval=60)
     writer, stop = hb.PingWriter(pool, lanes=2), asyncio.Event()
     task = asyncio.create_task(writer.run(stop))
-    pings = [hb.Ping(monitor_id=m, at=at(i), kind="log", body=str(i)) for i in range(10) for m in (a, b)]
+    pings = [
+        heartbeat.Ping(monitor_id=m, at=at(i), kind="log", body=str(i)) for i in range(10) for m in (a, b)
+    ]
     assert await asyncio.gather(*(writer.submit(p) for p in pings)) == [True] * 20
     assert pool.get_size() - pool.get_idle_size() == len({a % 2, b % 2})
     stop.set()
@@ -384,7 +390,9 @@ async def test_the_history_pages_newest_first_across_day_partitions(pool: asyncp
     times = [at(0), at(86400 + 5), at(2 * 86400), at(2 * 86400), at(3 * 86400 + 7)]
     order = [4, 0, 1, 2, 3]  # the newest stored first: ids do not follow time
     assert (
-        await hb.record(pool, [hb.Ping(monitor_id=mid, at=times[i], kind="log", body=str(i)) for i in order])
+        await hb.record(
+            pool, [heartbeat.Ping(monitor_id=mid, at=times[i], kind="log", body=str(i)) for i in order]
+        )
         == [True] * 5
     )
     where = await pool.fetch("SELECT tableoid::regclass::text AS part FROM heartbeat_pings")

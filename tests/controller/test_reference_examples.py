@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from probefleet.controller import api, keys
+from probefleet.controller import keys
+from probefleet.controller.api import routes
 from probefleet.controller.config import Region
 from tests.controller.conftest import REGIONS, Running, start_controller
 
@@ -655,7 +656,7 @@ def test_every_check_names_an_example() -> None:
 
 
 def test_every_v1_route_answers_under_each_alias_prefix() -> None:
-    defs = api.routes()
+    defs = routes.routes()
     have = {(d.method, d.path, d.handler) for d in defs}
     v1 = [d for d in defs if d.path.startswith("/api/v1/")]
     for d in v1:

@@ -1,0 +1,161 @@
+"""The import graph of the installed package: no cycle, and dependencies that point one way
+(api -> domain -> storage; shared imports neither role; the roles import not each other).
+
+Every import counts, those inside functions too: a cycle held together by a function-level
+import is still a cycle. Only imports under `if TYPE_CHECKING:` are left out, since they
+never run.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROLES = ("controller", "probe", "shared")
+# A module of the controller outside these may not import the API (api -> domain only).
+ABOVE_THE_API = ("api", "app", "cli", "dev", "keys")
+
+
+def _sources() -> dict[str, Path]:
+    """Module name -> file, for every module of the installed probefleet package."""
+    modules = {}
+    for role in ROLES:
+        spec = importlib.util.find_spec(f"probefleet.{role}")
+        assert spec is not None and spec.submodule_search_locations
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for path in root.rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(("probefleet", role, *parts))] = path
+    return modules
+
+
+def _type_checking_only(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imported(tree: ast.AST) -> Iterator[tuple[str, ...]]:
+    """For each name an import statement brings in, the modules it may be, most specific
+    first: `from a import b` is module a.b if there is one, else a name in a."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and _type_checking_only(node):
+            yield from (n for child in node.orelse for n in _imported(child))
+            continue
+        if isinstance(node, ast.Import):
+            yield from ((alias.name,) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield from ((f"{node.module}.{alias.name}", node.module) for alias in node.names)
+        yield from _imported(node)
+
+
+def graph() -> dict[str, set[str]]:
+    modules = _sources()
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = {next((m for m in c if m in modules), None) for c in _imported(ast.parse(path.read_text()))}
+        edges[name] = {t for t in targets if t is not None and t != name}
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+@pytest.fixture(scope="module")
+def edges() -> dict[str, set[str]]:
+    found = graph()
+    assert len(found) > 80 and "probefleet.controller.engine.results" in found  # the walk saw the tree
+    return found
+
+
+def test_there_is_no_import_cycle(edges: dict[str, set[str]]) -> None:
+    assert cycles(edges) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _violations(edges: dict[str, set[str]], source: str, allowed: tuple[str, ...]) -> list[str]:
+    return sorted(
+        f"{a} -> {b}"
+        for a, targets in edges.items()
+        if a == source or a.startswith(source + ".")
+        for b in targets
+        if not b.startswith(allowed)
+    )
+
+
+def test_shared_imports_neither_role(edges: dict[str, set[str]]) -> None:
+    assert _violations(edges, "probefleet.shared", ("probefleet.shared",)) == []
+
+
+def test_the_roles_import_only_themselves_and_shared(edges: dict[str, set[str]]) -> None:
+    assert _violations(edges, "probefleet.probe", ("probefleet.probe", "probefleet.shared")) == []
+    assert _violations(edges, "probefleet.controller", ("probefleet.controller", "probefleet.shared")) == []
+
+
+def test_storage_imports_only_storage(edges: dict[str, set[str]]) -> None:
+    allowed = ("probefleet.controller.storage", "probefleet.shared")
+    assert _violations(edges, "probefleet.controller.storage", allowed) == []
+
+
+def test_the_domain_does_not_import_the_api(edges: dict[str, set[str]]) -> None:
+    above = tuple(f"probefleet.controller.{name}" for name in ABOVE_THE_API)
+    wrong = sorted(
+        f"{a} -> {b}"
+        for a, targets in edges.items()
+        if a.startswith("probefleet.controller.") and not a.startswith(above)
+        for b in targets
+        if b.startswith("probefleet.controller.api")
+    )
+    assert wrong == []
+
+
+def test_nothing_imports_the_old_top_level_names() -> None:
+    old = []
+    for name, path in _sources().items():
+        for candidates in _imported(ast.parse(path.read_text())):
+            if candidates[-1].split(".")[0] in ROLES:
+                old.append(f"{name} imports {candidates[-1]}")
+    assert old == []
