@@ -1,4 +1,4 @@
-"""`probefleet controller ...`: serve, migrate, create-key."""
+"""`probefleet controller ...`: serve, migrate, create-key, check-config."""
 
 from __future__ import annotations
 

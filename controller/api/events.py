@@ -1,5 +1,5 @@
-"""/api/v1/events: the events outbox read as downtime events (reference 002), oldest
-first by id with a cursor; PATCH resolves the incident an event belongs to."""
+"""/api/v1/events: the events outbox read as downtime events (a monitor went down, was
+resolved), oldest first by id with a cursor; PATCH resolves the incident an event belongs to."""
 
 from __future__ import annotations
 

@@ -224,8 +224,8 @@ async def _monitor(conn: Tx, monitor_id: int | None) -> dict[str, Any] | None:
 
 async def trigger_incident(request: web.Request) -> web.Response:
     """A manual incident: for a monitor (at most one open per monitor) or standalone. With
-    `incident_id` it changes that incident as PATCH /incidents/{id} does (reference 004
-    triggers, acknowledges and resolves through this one endpoint)."""
+    `incident_id` it changes that incident as PATCH /incidents/{id} does, so a client can
+    trigger, acknowledge and resolve through this one endpoint."""
     await require(request, "incidents:write")
     raw = await read_json(request)
     if isinstance(raw, dict) and ("incident_id" in raw or "incidentId" in raw):

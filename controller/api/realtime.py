@@ -1,4 +1,4 @@
-"""GET /api/v1/ws: events from the outbox pushed over a WebSocket (reference 000).
+"""GET /api/v1/ws: events from the outbox pushed over a WebSocket.
 
 Protocol (JSON text frames):
   client -> {"auth": "<api key>"}                       unless sent as header or ?api_key=

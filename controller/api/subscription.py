@@ -1,4 +1,5 @@
-"""/api/v1/subscription (reference 002): the billing endpoints of a hosted service.
+"""/api/v1/subscription: the billing endpoints a hosted service has, answered by a
+self-hosted one.
 
 A self-hosted probefleet has no plan to buy and no limits: GET describes that plan with
 the current usage; cancelling, checkout and the billing portal answer 409 with the reason,

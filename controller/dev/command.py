@@ -1,4 +1,4 @@
-"""`probefleet dev` (the whole system on embedded servers) and `probefleet check-config`.
+"""`probefleet dev`: the whole system on embedded servers.
 
 dev, in order: read the --config file; lock the data directory and check that its ports
 can be bound; start the mail and webhook catchers, NATS and PostgreSQL; create the admin key;

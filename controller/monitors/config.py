@@ -108,11 +108,11 @@ class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tags: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
     parent_id: Annotated[int, Meta(ge=1)] | None = None
     incident_on_degraded: bool = False
-    # Channel ids to notify (reference 000), or channel URLs (reference 004) that the API
-    # turns into ids (controller/channel_urls.py); 422 for ids of no channel.
+    # Channel ids to notify, or channel URLs that the API turns into ids
+    # (controller/notifications/channel_urls.py); 422 for ids of no channel.
     notifications: list[Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1, max_length=2048)]] = []
-    # A notification rule (reference 004 "escalation_policy"), by id or name; the API
-    # resolves a name to the rule's id before storing.
+    # A notification rule, by id or name; the API resolves a name to the rule's id before
+    # storing.
     escalation_policy: PolicyRef | None = None
     project: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
 
@@ -144,7 +144,7 @@ class MonitorConfig(msgspec.Struct, kw_only=True):
 
 def normalize(data: dict[str, Any]) -> dict[str, Any]:
     """Apply field and type aliases; the canonical name wins when both are given."""
-    # Reference 002's MonitorCreate nests the kind's settings in `config`; flat fields win.
+    # A body may nest the kind's settings in `config`; flat fields win.
     if isinstance(data.get("config"), dict):
         data = {**data["config"], **{k: v for k, v in data.items() if k != "config"}}
     out: dict[str, Any] = {}
@@ -158,7 +158,7 @@ def normalize(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("type"), str):
         t = out["type"].lower()
         out["type"] = TYPE_ALIASES.get(t, t)
-    # Reference 003's PORT monitors carry the protocol beside the type.
+    # A port monitor may carry its protocol beside the type (type PORT, protocol UDP).
     if out.get("type") == "tcp" and str(out.get("protocol", "")).lower() == "udp":
         out["type"] = "udp"
     if out.get("type") in ("tcp", "udp"):
@@ -166,7 +166,7 @@ def normalize(data: dict[str, Any]) -> dict[str, Any]:
     kind = out.get("type")
     if isinstance(kind, str) and kind in TARGET_FIELD and "url" in out:
         out.setdefault(TARGET_FIELD[kind], _host_of(out.pop("url")))
-    # Reference 004 sends one expected status as a bare number.
+    # One expected status may come as a bare number.
     if isinstance(out.get("expected_status"), int | str):
         out["expected_status"] = [out["expected_status"]]
     return out

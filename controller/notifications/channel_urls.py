@@ -1,4 +1,4 @@
-"""Channel URLs: reference 004 names a monitor's channels by URL (`"notifications":
+"""Channel URLs: a monitor may name its channels by URL (`"notifications":
 ["slack://hooks/T0A1B2C3D/B0X9Y8Z7W/abc123"]`). `parse` gives the kind and config of the
 channel such a URL stands for: Apprise's slack:// and discord:// forms
 (https://github.com/caronc/apprise/wiki/Notify_slack), the services' own webhook URLs, and

@@ -1,5 +1,5 @@
 """Precomputed uptime_24h/7d/30d per monitor, so monitor get and list read them with the
-row (issue 8: "without slow queries") instead of calling stats.uptimes() per request.
+row instead of calling stats.uptimes() per request (which costs milliseconds a monitor).
 
 `refresh(conn, ids, now, marks)` is one INSERT ... SELECT over exactly the pieces
 stats.uptimes(ids, now) reads (stats.uptime_pieces), stored as counts; `fields(row)`

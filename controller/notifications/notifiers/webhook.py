@@ -1,4 +1,4 @@
-"""Generic webhook: a signed JSON document per event, shaped like references 000 and 003."""
+"""Generic webhook: a signed JSON document per event (event name, monitor, incident, check)."""
 
 from __future__ import annotations
 
