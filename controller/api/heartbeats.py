@@ -2,8 +2,11 @@
 (anonymous pings: success, /start, /fail, /log, /{exit_code}, optional ?rid=).
 
 A ping is answered only after the transaction that stored it committed (see
-controller.heartbeats.PingWriter). Tokens are stored as sha256 digests: the token is in
-the response that creates or rotates it and nowhere else.
+controller.engine.heartbeats.PingWriter). Tokens are stored as sha256 digests: the token
+is in the response that creates or rotates it and nowhere else.
+
+`insert_monitor` and `update_monitor` write a monitor of any kind for both resources
+(api/monitors.py imports this module, so they live here, below it).
 """
 
 from __future__ import annotations
@@ -76,8 +79,7 @@ def public(row: dict[str, Any], request: web.Request, token: str | None = None) 
         "updated_at": row["updated_at"],
     }
     if token is not None:
-        out["token"] = token
-        out["ping_url"] = f"{request.url.origin()}/api/v1/heartbeat/{token}"
+        out.update(token_fields(request, token))
     return out
 
 
@@ -91,10 +93,41 @@ async def attach(conn: Any, row: dict[str, Any]) -> str:
     return token
 
 
-async def token_fields(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
-    """For POST /api/v1/monitors with type heartbeat: the token and ping URL to show once."""
-    token = await attach(request.app[keys.POOL], row)
+def token_fields(request: web.Request, token: str) -> dict[str, Any]:
+    """The token and the ping URL made of it, shown once: when created or rotated."""
     return {"token": token, "ping_url": f"{request.url.origin()}/api/v1/heartbeat/{token}"}
+
+
+async def insert_monitor(
+    pool: asyncpg.Pool, cfg: monitors.MonitorConfig, *, allow_private: bool
+) -> tuple[dict[str, Any], str | None]:
+    """Create a monitor of any kind (POST /monitors, POST /heartbeats): the channels its
+    notification URLs name, the monitor and, for a heartbeat, its state row and token, in
+    one transaction, so a failed write leaves none of the earlier ones behind (a channel
+    made for a monitor that was then refused would outlive it). The row, and the token
+    of a heartbeat (None for other kinds)."""
+    async with pool.acquire() as conn, conn.transaction():
+        cfg = await resolve_references(conn, cfg, allow_private=allow_private)
+        try:
+            row = await monitor_store.insert(conn, cfg)
+        except asyncpg.ForeignKeyViolationError:
+            raise ValidationError({"parent_id": "no such monitor"}) from None
+        token = await attach(conn, row) if row["kind"] == "heartbeat" else None
+    return row, token
+
+
+async def update_monitor(
+    pool: asyncpg.Pool, monitor_id: int, cfg: monitors.MonitorConfig, *, allow_private: bool
+) -> dict[str, Any] | None:
+    """Change a monitor (PATCH and PUT of either resource): the channels its notification
+    URLs name and the monitor in one transaction, as `insert_monitor`. None when there is
+    no such monitor."""
+    async with pool.acquire() as conn, conn.transaction():
+        cfg = await resolve_references(conn, cfg, allow_private=allow_private)
+        try:
+            return await monitor_store.update(conn, monitor_id, cfg)
+        except asyncpg.ForeignKeyViolationError:
+            raise ValidationError({"parent_id": "no such monitor"}) from None
 
 
 def _body_dict(body: object) -> dict[str, Any]:
@@ -110,13 +143,7 @@ async def create_heartbeat(request: web.Request) -> web.Response:
         raise ValidationError({"type": "must be heartbeat (or cron); use /api/v1/monitors for others"})
     cfg = monitors.parse({**body, "type": "heartbeat"}, request.app[keys.CONFIG].region_ids())
     pool = request.app[keys.POOL]
-    cfg = await resolve_references(pool, cfg, allow_private=private_allowed(request))
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            row = await monitor_store.insert(conn, cfg)
-            token = await attach(conn, row)
-    except asyncpg.ForeignKeyViolationError:
-        raise ValidationError({"parent_id": "no such monitor"}) from None
+    row, token = await insert_monitor(pool, cfg, allow_private=private_allowed(request))
     full = await store.get(pool, row["id"])
     assert full is not None
     return ok(public(full, request, token), status=201)
@@ -154,11 +181,7 @@ async def patch_heartbeat(request: web.Request) -> web.Response:
     fields = heartbeat.merge_fields(monitors.config_fields(current), body)
     cfg = monitors.parse(fields, request.app[keys.CONFIG].region_ids())
     pool = request.app[keys.POOL]
-    cfg = await resolve_references(pool, cfg, allow_private=private_allowed(request))
-    try:
-        updated = await monitor_store.update(pool, current["id"], cfg)
-    except asyncpg.ForeignKeyViolationError:
-        raise ValidationError({"parent_id": "no such monitor"}) from None
+    updated = await update_monitor(pool, current["id"], cfg, allow_private=private_allowed(request))
     if updated is None:
         raise not_found("heartbeat")
     await heartbeats.refresh(pool, current["id"])

@@ -101,15 +101,12 @@ async def create_monitor(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
     body = await read_json(request)
     cfg = monitors.parse(body, request.app[keys.CONFIG].region_ids())
-    cfg = await resolve_references(request.app[keys.POOL], cfg, allow_private=private_allowed(request))
-    try:
-        row = await store.insert(request.app[keys.POOL], cfg)
-    except asyncpg.ForeignKeyViolationError:
-        raise ValidationError({"parent_id": "no such monitor"}) from None
+    pool = request.app[keys.POOL]
+    row, token = await heartbeats_api.insert_monitor(pool, cfg, allow_private=private_allowed(request))
     await _changed(request, row, row["id"])
     data = public(row)
-    if row["kind"] == "heartbeat":
-        data.update(await heartbeats_api.token_fields(request, row))
+    if token is not None:
+        data.update(heartbeats_api.token_fields(request, token))
     return ok(data, status=201)
 
 
@@ -140,11 +137,8 @@ async def _update(request: web.Request) -> web.Response:
     monitor_id, current = await _current(request)
     body = await read_json(request)
     cfg = merged_config(current, body, regions=request.app[keys.CONFIG].region_ids())
-    cfg = await resolve_references(request.app[keys.POOL], cfg, allow_private=private_allowed(request))
-    try:
-        row = await store.update(request.app[keys.POOL], monitor_id, cfg)
-    except asyncpg.ForeignKeyViolationError:
-        raise ValidationError({"parent_id": "no such monitor"}) from None
+    pool = request.app[keys.POOL]
+    row = await heartbeats_api.update_monitor(pool, monitor_id, cfg, allow_private=private_allowed(request))
     if row is None:
         raise not_found("monitor")
     await _changed(request, row, monitor_id)
