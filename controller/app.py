@@ -30,7 +30,9 @@ from probefleet.controller.notifications import destinations
 from probefleet.controller.notifications.dispatcher import Dispatcher
 from probefleet.controller.notifications.realtime import Hub
 from probefleet.controller.stats import retention, rollups
-from probefleet.controller.status_pages import model as status_pages_mod
+from probefleet.controller.status_pages import access as page_access
+from probefleet.controller.status_pages import subscribers
+from probefleet.controller.status_pages.cache import PageCache
 from probefleet.controller.storage import db
 from probefleet.controller.storage import probes as probe_store
 from probefleet.shared import subjects, wire
@@ -242,8 +244,8 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
     hub = app[keys.HUB] = Hub(app[keys.POOL])
     await hub.start()
-    secret = await status_pages_mod.cookie_secret(app[keys.POOL], cfg.status_page_secret)
-    app[keys.STATUS_PAGES] = status_pages_mod.PageCache(secret=secret)
+    secret = await page_access.cookie_secret(app[keys.POOL], cfg.status_page_secret)
+    app[keys.STATUS_PAGES] = PageCache(secret=secret)
 
     async def on_page_changed(msg: Msg) -> None:
         with contextlib.suppress(ValueError):
@@ -253,12 +255,12 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
     sub = await app[keys.NC].subscribe(subjects.status_page_changed(), cb=on_page_changed)
     stop = asyncio.Event()
-    async with status_pages_mod.webhook_session(cfg) as session:
-        send = status_pages_mod.make_sender(cfg, session)
+    async with subscribers.webhook_session(cfg) as session:
+        send = subscribers.make_sender(cfg, session)
         tasks = [
             asyncio.create_task(hub.run(stop), name="realtime"),
             asyncio.create_task(
-                status_pages_mod.run_subscribers(app[keys.POOL], send, stop), name="status-subscribers"
+                subscribers.run_subscribers(app[keys.POOL], send, stop), name="status-subscribers"
             ),
         ]
         yield

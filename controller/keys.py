@@ -16,7 +16,7 @@ from probefleet.controller.engine.heartbeats import PingWriter
 from probefleet.controller.engine.scheduler import Scheduler
 from probefleet.controller.notifications.dispatcher import Dispatcher
 from probefleet.controller.notifications.realtime import Hub
-from probefleet.controller.status_pages.model import PageCache
+from probefleet.controller.status_pages.cache import PageCache
 
 CONFIG = web.AppKey("config", ControllerConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)

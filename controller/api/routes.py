@@ -21,6 +21,7 @@ from probefleet.controller.api import (
 )
 from probefleet.controller.api import heartbeats as hb
 from probefleet.controller.api import notifications as notify
+from probefleet.controller.api import public_pages as public
 from probefleet.controller.api import realtime as rt
 from probefleet.controller.api import status_pages as sp
 from probefleet.controller.api.paths import ALIAS_PREFIXES, CANONICAL
@@ -147,18 +148,18 @@ def _routes() -> list[web.RouteDef]:
         web.post("/api/v1/status-page-posts/{post_id}/updates", sp.add_post_update),
         web.get("/api/v1/status-pages/{id}/subscribers", sp.list_subscribers),
         web.delete("/api/v1/status-pages/{id}/subscribers/{subscriber_id}", sp.delete_subscriber),
-        web.get("/api/v1/status-pages/{slug}/public", sp.public_json),
-        web.post("/api/v1/status-pages/{slug}/subscribe", sp.subscribe_json),
-        web.get("/api/v1/monitors/{id}/badge.svg", sp.monitor_badge),
-        web.get("/", sp.custom_domain_html),
-        web.post("/", sp.unlock_page),
-        web.get("/status-assets/{name}", sp.asset),
-        web.get("/status/{slug}", sp.status_page_html),
-        web.post("/status/{slug}", sp.unlock_page),
-        web.get("/status/{slug}/events", sp.page_events),
-        web.get("/status/{slug}/badge.svg", sp.page_badge),
-        web.post("/status/{slug}/subscribe", sp.subscribe_form),
-        web.get("/status/{slug}/confirm", sp.confirm_subscription),
-        web.get("/status/{slug}/unsubscribe", sp.unsubscribe),
-        web.post("/status/{slug}/unsubscribe", sp.unsubscribe),
+        web.get("/api/v1/status-pages/{slug}/public", public.public_json),
+        web.post("/api/v1/status-pages/{slug}/subscribe", public.subscribe_json),
+        web.get("/api/v1/monitors/{id}/badge.svg", public.monitor_badge),
+        web.get("/", public.custom_domain_html),
+        web.post("/", public.unlock_page),
+        web.get("/status-assets/{name}", public.asset),
+        web.get("/status/{slug}", public.status_page_html),
+        web.post("/status/{slug}", public.unlock_page),
+        web.get("/status/{slug}/events", public.page_events),
+        web.get("/status/{slug}/badge.svg", public.page_badge),
+        web.post("/status/{slug}/subscribe", public.subscribe_form),
+        web.get("/status/{slug}/confirm", public.confirm_subscription),
+        web.get("/status/{slug}/unsubscribe", public.unsubscribe),
+        web.post("/status/{slug}/unsubscribe", public.unsubscribe),
     ]

@@ -110,6 +110,18 @@ async def components(conn: DB, page_ids: list[int]) -> list[Row]:
     return [dict(r) for r in rows]
 
 
+async def monitor_badge(conn: DB, monitor_id: int) -> Row | None:
+    """A monitor's status, whether any public page shows it, and the first display name it
+    has on a page; None when there is no such monitor."""
+    row = await conn.fetchrow(
+        "SELECT m.status, bool_or(p.is_public) AS public, min(c.display_name) AS display_name"
+        " FROM monitors m LEFT JOIN status_page_components c ON c.monitor_id = m.id"
+        " LEFT JOIN status_pages p ON p.id = c.page_id WHERE m.id = $1 GROUP BY m.id",
+        monitor_id,
+    )
+    return dict(row) if row else None
+
+
 _RAW_DAYS = (
     "WITH ex AS MATERIALIZED (SELECT monitor_id, starts_at, ends_at FROM stats_excluded_periods"
     "   WHERE monitor_id = ANY($1) AND starts_at < $3 AND ends_at > $2)"

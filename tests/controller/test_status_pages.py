@@ -16,7 +16,7 @@ from aiohttp import web
 from probefleet.controller import keys
 from probefleet.controller.engine.incidents import emit
 from probefleet.controller.stats import rollups
-from probefleet.controller.status_pages import model as sp
+from probefleet.controller.status_pages import access
 from probefleet.controller.storage import stats
 from tests.controller.conftest import Running, start_controller
 
@@ -442,12 +442,12 @@ async def test_it_refuses_email_subscribers_with_a_409_when_it_cannot_send_mail(
 
 
 def test_passwords_are_scrypt_and_cookies_expire() -> None:
-    stored = sp.hash_password("open sesame")
+    stored = access.hash_password("open sesame")
     assert stored.startswith("scrypt$") and "open sesame" not in stored
-    assert sp.check_password("open sesame", stored) and not sp.check_password("open sesamE", stored)
-    assert not sp.check_password("anything", None)
-    cookie = sp.sign_access("k", 1, stored, now=1000.0)
-    assert sp.access_ok("k", 1, stored, cookie, now=1001.0)
-    assert not sp.access_ok("k", 2, stored, cookie, now=1001.0)
-    assert not sp.access_ok("k", 1, stored, cookie, now=1000.0 + sp.COOKIE_TTL + 1)
-    assert not sp.access_ok("k", 1, sp.hash_password("new one!"), cookie, now=1001.0)
+    assert access.check_password("open sesame", stored) and not access.check_password("open sesamE", stored)
+    assert not access.check_password("anything", None)
+    cookie = access.sign_access("k", 1, stored, now=1000.0)
+    assert access.access_ok("k", 1, stored, cookie, now=1001.0)
+    assert not access.access_ok("k", 2, stored, cookie, now=1001.0)
+    assert not access.access_ok("k", 1, stored, cookie, now=1000.0 + access.COOKIE_TTL + 1)
+    assert not access.access_ok("k", 1, access.hash_password("new one!"), cookie, now=1001.0)

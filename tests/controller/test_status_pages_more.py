@@ -21,7 +21,7 @@ from probefleet.controller import keys
 from probefleet.controller.config import ControllerConfig
 from probefleet.controller.monitors.maintenance import Window
 from probefleet.controller.notifications import destinations
-from probefleet.controller.status_pages import model as sp
+from probefleet.controller.status_pages import access, model, subscribers
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import stats
 from probefleet.controller.storage import status_pages as store
@@ -91,7 +91,7 @@ def test_only_public_unicast_addresses_are_destinations(address: str, refused: b
 async def test_it_refuses_webhooks_to_non_public_addresses_with_a_422(
     controller: Running, api: aiohttp.ClientSession
 ) -> None:
-    controller.app[keys.STATUS_PAGES].subscribe_limiter = sp.AddressLimiter(burst=100)
+    controller.app[keys.STATUS_PAGES].subscribe_limiter = access.AddressLimiter(burst=100)
     page = await _page(api, name="Hooks", slug="hooks")
     refused = [
         "http://127.0.0.1:9/hook",
@@ -130,16 +130,16 @@ async def test_the_sender_checks_the_address_again_right_before_sending(
         "payload": {"title": "T", "status": "investigating", "message": "m"},
     }
     strict = ControllerConfig()
-    async with sp.webhook_session(strict) as session:
-        send = sp.make_sender(strict, session)
+    async with subscribers.webhook_session(strict) as session:
+        send = subscribers.make_sender(strict, session)
         for url in (f"http://localhost:{port}/hook", f"http://127.0.0.1:{port}/hook"):
             with pytest.raises((OSError, aiohttp.ClientError, destinations.DestinationError)) as caught:
                 await send({**notice, "address": url})
             assert "private, loopback" in str(caught.value)
     assert got == []
     lab = ControllerConfig(subscriber_webhooks_allow_private=True)
-    async with sp.webhook_session(lab) as session:
-        await sp.make_sender(lab, session)({**notice, "address": f"http://localhost:{port}/hook"})
+    async with subscribers.webhook_session(lab) as session:
+        await subscribers.make_sender(lab, session)({**notice, "address": f"http://localhost:{port}/hook"})
     assert [g["type"] for g in got] == ["status_page.post"]
 
 
@@ -149,7 +149,7 @@ async def test_the_sender_checks_the_address_again_right_before_sending(
 async def test_anonymous_subscribe_requests_are_limited_per_source_address(
     controller: Running, api: aiohttp.ClientSession
 ) -> None:
-    controller.app[keys.STATUS_PAGES].subscribe_limiter = sp.AddressLimiter(burst=3, every=60)
+    controller.app[keys.STATUS_PAGES].subscribe_limiter = access.AddressLimiter(burst=3, every=60)
     await _page(api, name="Limits", slug="limits")
     path = "/api/v1/status-pages/limits/subscribe"
     async with aiohttp.ClientSession(base_url=controller.base) as anon:
@@ -170,18 +170,18 @@ async def test_anonymous_subscribe_requests_are_limited_per_source_address(
 
 
 def test_the_address_limiter_refills_over_time() -> None:
-    limiter = sp.AddressLimiter(burst=2, every=10)
+    limiter = access.AddressLimiter(burst=2, every=10)
     assert [limiter.take("a", now=0.0) for _ in range(3)] == [0, 0, 10]
     assert limiter.take("b", now=0.0) == 0
     assert limiter.take("a", now=5.0) == 5 and limiter.take("a", now=10.0) == 0
-    assert sp.source_key("2001:db8::1") == sp.source_key("2001:db8::2") == "2001:db8::/64"
-    assert sp.source_key("::ffff:10.0.0.1") == "10.0.0.1"
+    assert access.source_key("2001:db8::1") == access.source_key("2001:db8::2") == "2001:db8::/64"
+    assert access.source_key("::ffff:10.0.0.1") == "10.0.0.1"
 
 
 async def test_an_address_gets_one_confirmation_until_the_resend_delay(
     controller: Running, api: aiohttp.ClientSession
 ) -> None:
-    controller.app[keys.STATUS_PAGES].subscribe_limiter = sp.AddressLimiter(burst=100)
+    controller.app[keys.STATUS_PAGES].subscribe_limiter = access.AddressLimiter(burst=100)
     await _page(api, name="Mail", slug="mail")
     pool = controller.app[keys.POOL]
 
@@ -205,7 +205,7 @@ async def test_an_address_gets_one_confirmation_until_the_resend_delay(
     assert len(await subscribe(3)) == 1, "sent a moment ago: no resend yet"
     await pool.execute(
         "UPDATE status_page_notices SET created_at = now() - $1::interval WHERE kind = 'confirm'",
-        sp.RESEND_AFTER + dt.timedelta(seconds=1),
+        subscribers.RESEND_AFTER + dt.timedelta(seconds=1),
     )
     assert len(await subscribe(3)) == 2, "after the resend delay: exactly one more"
 
@@ -328,7 +328,7 @@ def test_upcoming_lists_recurring_occurrences_in_local_time() -> None:
     # leaves summer time on 2024-10-27, so the Monday after that starts an hour later in UTC.
     weekly = Window(id=1, days=(0, 3), start_time=dt.time(2, 0), duration_s=5400, time_zone="Europe/Berlin")
     now = dt.datetime(2024, 10, 20, 12, tzinfo=UTC)
-    got = [(o.starts_at, o.ends_at) for o in sp.upcoming(weekly, now, dt.timedelta(days=8))]
+    got = [(o.starts_at, o.ends_at) for o in model.upcoming(weekly, now, dt.timedelta(days=8))]
     assert got == [
         (dt.datetime(2024, 10, 21, 0, tzinfo=UTC), dt.datetime(2024, 10, 21, 1, 30, tzinfo=UTC)),
         (dt.datetime(2024, 10, 24, 0, tzinfo=UTC), dt.datetime(2024, 10, 24, 1, 30, tzinfo=UTC)),
@@ -342,13 +342,12 @@ def test_upcoming_lists_recurring_occurrences_in_local_time() -> None:
         duration_s=7200,
         ends_at=dt.datetime(2024, 10, 22, 12, tzinfo=UTC),
     )
-    got = [(o.starts_at.day, o.starts_at.hour, o.ends_at.hour) for o in sp.upcoming(daily, now)]
+    got = [(o.starts_at.day, o.starts_at.hour, o.ends_at.hour) for o in model.upcoming(daily, now)]
     assert got == [(20, 11, 13), (21, 11, 13), (22, 11, 12)]
     one_off = Window(id=3, starts_at=now + dt.timedelta(days=9), ends_at=now + dt.timedelta(days=9, hours=1))
-    assert sp.upcoming(one_off, now) == []
-    assert (
-        sp.upcoming(Window(id=4, days=(0,), start_time=dt.time(1), duration_s=60, enabled=False), now) == []
-    )
+    assert model.upcoming(one_off, now) == []
+    disabled = Window(id=4, days=(0,), start_time=dt.time(1), duration_s=60, enabled=False)
+    assert model.upcoming(disabled, now) == []
 
 
 async def test_the_public_page_shows_the_next_recurring_maintenance(
@@ -493,4 +492,4 @@ async def test_a_cookie_from_one_controller_opens_the_page_on_another(database: 
     finally:
         await second.stop()
         await first.stop()
-    assert await sp.cookie_secret(None, "configured") == "configured"
+    assert await access.cookie_secret(None, "configured") == "configured"

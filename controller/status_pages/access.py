@@ -1,0 +1,129 @@
+"""Who may see a status page and how often a visitor may ask for something: scrypt
+passwords, the signed access cookie a right password grants (and its shared secret), the
+visibility rule, and the per-address limit on anonymous subscribe requests.
+
+A private page answers exactly like a page that does not exist until the visitor holds a
+valid cookie; a new password revokes every cookie given for the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from probefleet.controller.storage import DB
+from probefleet.controller.storage import status_pages as store
+
+# --- passwords and access cookies -------------------------------------------------------
+
+_SCRYPT = (2**14, 8, 1)
+
+
+def hash_password(password: str) -> str:
+    n, r, p = _SCRYPT
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
+
+
+# Checked against when the page is unknown or has no password, so timing reveals nothing.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+def check_password(password: str, stored: str | None) -> bool:
+    _, n, r, p, salt, digest = (stored or _DUMMY_HASH).split("$")
+    got = hashlib.scrypt(
+        password.encode()[:200], salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
+    )
+    return hmac.compare_digest(got.hex(), digest) and stored is not None
+
+
+COOKIE_TTL = 7 * 86400
+
+
+def cookie_name(slug: str) -> str:
+    return f"pf_status_{slug}"
+
+
+def sign_access(secret: str, page_id: int, password_hash: str, now: float | None = None) -> str:
+    """`<expiry>.<hmac>`; binding the password hash makes a password change revoke old cookies."""
+    expiry = int((now or time.time()) + COOKIE_TTL)
+    mac = hmac.new(secret.encode(), f"{page_id}:{expiry}:{password_hash}".encode(), "sha256").hexdigest()
+    return f"{expiry}.{mac}"
+
+
+def access_ok(
+    secret: str, page_id: int, password_hash: str | None, cookie: str | None, now: float | None = None
+) -> bool:
+    if not cookie or not password_hash or "." not in cookie:
+        return False
+    expiry, _, mac = cookie.partition(".")
+    if not expiry.isdigit() or int(expiry) < (now or time.time()):
+        return False
+    want = hmac.new(secret.encode(), f"{page_id}:{expiry}:{password_hash}".encode(), "sha256").hexdigest()
+    return hmac.compare_digest(mac, want)
+
+
+def visible(page: dict[str, Any], secret: str, cookies: dict[str, str]) -> bool:
+    """Whether a visitor with these cookies may see the page: public, or unlocked."""
+    if page["is_public"]:
+        return True
+    return access_ok(secret, page["id"], page["password_hash"], cookies.get(cookie_name(page["slug"])))
+
+
+SECRET_NAME = "status_page_cookie"
+
+
+async def cookie_secret(pool: DB | None, configured: str) -> str:
+    """`status_page_secret` when set; else one random secret stored once in the database and
+    read by every controller, so a cookie signed by one is good on all of them."""
+    if configured:
+        return configured
+    assert pool is not None
+    return await store.shared_secret(pool, SECRET_NAME, secrets.token_hex(32))
+
+
+# --- anonymous subscribe requests -------------------------------------------------------
+
+
+@dataclass
+class AddressLimiter:
+    """Token buckets per source address: `burst` requests, refilled one per `every` seconds."""
+
+    burst: int = 10
+    every: float = 60.0
+    max_keys: int = 100_000
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, key: str, now: float | None = None) -> int:
+        """Spend one token: 0 when allowed, else the seconds until one request is."""
+        now = time.monotonic() if now is None else now
+        tokens, at = self.buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) / self.every)
+        if tokens < 1.0:
+            self.buckets[key] = (tokens, now)
+            return max(1, math.ceil((1.0 - tokens) * self.every))
+        if key not in self.buckets and len(self.buckets) >= self.max_keys:
+            full = [k for k, (t, a) in self.buckets.items() if t + (now - a) / self.every >= self.burst]
+            for k in full or list(self.buckets):
+                del self.buckets[k]
+        self.buckets[key] = (tokens - 1.0, now)
+        return 0
+
+
+def source_key(remote: str | None) -> str:
+    """The rate-limit key of a client address: the address, or its /64 for IPv6 (one host
+    usually holds a whole /64)."""
+    try:
+        ip = ipaddress.ip_address((remote or "").split("%", 1)[0])
+    except ValueError:
+        return remote or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
