@@ -15,6 +15,7 @@ import nats.errors
 from aiohttp import web
 
 from probefleet.controller import keys
+from probefleet.controller.storage import cluster as store
 
 log = logging.getLogger("probefleet.controller")
 
@@ -30,7 +31,7 @@ async def announce(app: web.Application, subject: str, data: bytes, *, wait: flo
             await nc.publish(subject, data)
         log.warning("%s not confirmed: NATS disconnected", what)
         return False
-    live = int(await app[keys.POOL].fetchval("SELECT count(*) FROM controllers WHERE lease_until > now()"))
+    live = await store.live_count(app[keys.POOL])
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     try:

@@ -1,10 +1,11 @@
 """Schedule ownership between live controllers.
 
-Each controller keeps a lease row in `controllers` (heartbeat_at, lease_until, on the
-database clock so controller clocks may disagree). A monitor belongs to shard
-hash(monitor_id) % SHARDS, and each shard to the live controller that wins rendezvous
-hashing for it: when a controller joins or its lease expires, only its share of shards
-moves. `beat()` is the step; the caller reloads its schedule when membership changed.
+Each controller keeps a lease row in `controllers` (storage/cluster.py: heartbeat_at,
+lease_until, on the database clock so controller clocks may disagree). A monitor belongs
+to shard hash(monitor_id) % SHARDS, and each shard to the live controller that wins
+rendezvous hashing for it: when a controller joins or its lease expires, only its share
+of shards moves. `beat()` is the step; the caller reloads its schedule when membership
+changed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from probefleet.controller.storage import DB
+from probefleet.controller.storage import cluster as store
 
 SHARDS = 256
 
@@ -45,17 +47,7 @@ class Membership:
 
     async def beat(self) -> bool:
         """Renew our lease and read the live members; True when membership changed."""
-        rows = await self.pool.fetch(
-            "WITH me AS (INSERT INTO controllers (id, heartbeat_at, lease_until)"
-            " VALUES ($1, now(), now() + make_interval(secs => $2))"
-            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), lease_until = EXCLUDED.lease_until"
-            " RETURNING id)"
-            " SELECT id FROM controllers WHERE lease_until > now() AND id <> $1"
-            " UNION SELECT id FROM me ORDER BY id",
-            self.controller_id,
-            self.lease,
-        )
-        members = tuple(r["id"] for r in rows)
+        members = await store.renew_lease(self.pool, self.controller_id, self.lease)
         if members == self.members:
             return False
         self.members = members
@@ -64,4 +56,4 @@ class Membership:
 
     async def leave(self) -> None:
         """Give up our lease so the others take over at their next beat."""
-        await self.pool.execute("DELETE FROM controllers WHERE id = $1", self.controller_id)
+        await store.drop_lease(self.pool, self.controller_id)
