@@ -29,6 +29,7 @@ import msgspec
 
 from probefleet.controller import metrics
 from probefleet.controller.storage import DB
+from probefleet.controller.storage import events as event_store
 
 log = logging.getLogger("probefleet.realtime")
 
@@ -140,9 +141,6 @@ class Client:
                 return ev
 
 
-SELECT = "SELECT id, kind, monitor_id, incident_id, occurred_at, payload FROM events"
-
-
 class Hub:
     def __init__(self, pool: DB, *, interval: float = 0.25, batch: int = 1000, queue_size: int = 256) -> None:
         self.pool = pool
@@ -157,7 +155,7 @@ class Hub:
         self.changed_pages: dict[int | None, int] = {}
 
     async def start(self) -> None:
-        self.last_id = await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM events")
+        self.last_id = await event_store.last_id(self.pool)
 
     def attach(self, client: Client, *, checked_at: int | None = None) -> bool:
         """Offer events to the client from now on. A page's client checked against its page
@@ -178,7 +176,7 @@ class Hub:
 
     async def replay(self, client: Client, after_id: int) -> list[Event]:
         """Events after `after_id` the client wants; call after attach()."""
-        rows = await self.pool.fetch(f"{SELECT} WHERE id > $1 ORDER BY id LIMIT $2", after_id, REPLAY_LIMIT)
+        rows = await event_store.after(self.pool, after_id, REPLAY_LIMIT)
         events = [e for e in map(to_event, rows) if client.wants(e)]
         client.floor = after_id
         client.replayed.update(e.id for e in events)
@@ -188,12 +186,7 @@ class Hub:
         """Read new events (and late commits into known holes) and fan them out."""
         now = time.monotonic() if now is None else now
         self.gaps = {i: t for i, t in self.gaps.items() if t > now}
-        rows = await self.pool.fetch(
-            f"{SELECT} WHERE id > $1 OR id = ANY($2::bigint[]) ORDER BY id LIMIT $3",
-            self.last_id,
-            list(self.gaps),
-            self.batch,
-        )
+        rows = await event_store.after_or_in(self.pool, self.last_id, list(self.gaps), self.batch)
         for row in rows:
             if row["id"] in self.gaps:
                 del self.gaps[row["id"]]

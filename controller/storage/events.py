@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import asyncpg
+
 from probefleet.controller.storage import DB, Tx
 
 COLUMNS = "id, kind, monitor_id, incident_id, occurred_at, payload"
@@ -68,3 +70,27 @@ async def list_page(
         hide,
     )
     return [dict(r) for r in rows]
+
+
+# ---- the real-time hub's tail of the outbox --------------------------------------------
+
+
+async def last_id(conn: DB) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM events"))
+
+
+async def after(conn: DB, after_id: int, limit: int) -> list[asyncpg.Record]:
+    """Events after `after_id` by id, as records (the hub converts each once)."""
+    return await conn.fetch(
+        f"SELECT {COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit
+    )
+
+
+async def after_or_in(conn: DB, after_id: int, ids: list[int], limit: int) -> list[asyncpg.Record]:
+    """Events after `after_id` or with one of `ids` (holes that may have filled), by id."""
+    return await conn.fetch(
+        f"SELECT {COLUMNS} FROM events WHERE id > $1 OR id = ANY($2::bigint[]) ORDER BY id LIMIT $3",
+        after_id,
+        ids,
+        limit,
+    )
