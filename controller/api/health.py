@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from probefleet.controller import keys, metrics
 from probefleet.controller.api.common import json_response, now_utc, ok, require
 from probefleet.controller.api.regions import worker_regions
+from probefleet.controller.storage import db as db_store
 from probefleet.shared.version import VERSION
 
 
@@ -19,7 +20,7 @@ async def health(request: web.Request) -> web.Response:
     app = request.app
     db_ok = True
     try:
-        await app[keys.POOL].fetchval("SELECT 1")
+        await db_store.ping(app[keys.POOL])
     except Exception:
         db_ok = False
     state = "ok" if db_ok and app[keys.NC].is_connected else "degraded"
@@ -39,7 +40,7 @@ async def health_details(request: web.Request) -> web.Response:
     started = time.perf_counter()
     db: dict[str, object] = {"status": "ok"}
     try:
-        await app[keys.POOL].fetchval("SELECT 1")
+        await db_store.ping(app[keys.POOL])
         db["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
     except Exception as e:
         db = {"status": "error", "error": type(e).__name__}

@@ -91,22 +91,11 @@ async def tick(pool: asyncpg.Pool, now: dt.datetime, keep: Retention) -> list[st
     dropped = []
     for parent in TABLES:
         for name in expired(parent, await store.partitions(pool, parent), now, keep, marks):
-            if await _drop(pool, name):
+            if await store.drop_partition(pool, name):
                 dropped.append(name)
                 metrics.PARTITIONS_DROPPED.labels(parent).inc()
                 log.info("partition dropped table=%s", name)
     return dropped
-
-
-async def _drop(pool: asyncpg.Pool, name: str) -> bool:
-    # Dropping needs an exclusive lock on the parent; give up rather than stall ingest.
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL lock_timeout = '2s'")
-        try:
-            await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-        except asyncpg.LockNotAvailableError:
-            return False
-    return True
 
 
 async def run(pool: asyncpg.Pool, stop: asyncio.Event, keep: Retention, *, interval: float = 3600.0) -> None:

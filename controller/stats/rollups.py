@@ -22,7 +22,7 @@ import time
 
 import asyncpg
 
-from probefleet.controller.storage import DB, Tx, uptime_cache
+from probefleet.controller.storage import DB, Tx, db, uptime_cache
 from probefleet.controller.storage import stats as store
 from probefleet.controller.storage.stats import DAY, HOUR, MINUTE, floor_to
 
@@ -64,19 +64,14 @@ async def ensure_partitions(conn: DB, level: str, start: dt.datetime, end: dt.da
     while dt.datetime.combine(d, dt.time(), dt.UTC) < end:
         nxt = next_start(d, span)
         for parent in (f"stats_{level}", f"verdicts_{level}"):
-            name = f"{parent}_{d:%Y%m%d}"
-            if await conn.fetchval("SELECT to_regclass($1)", name) is None:
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {parent}"
-                    f" FOR VALUES FROM ('{d.isoformat()} 00:00+00') TO ('{nxt.isoformat()} 00:00+00')"
-                )
+            await store.ensure_partition(conn, parent, f"{parent}_{d:%Y%m%d}", d, nxt)
         d = nxt
 
 
 async def tick(pool: asyncpg.Pool, now: dt.datetime, *, lag: float = 30.0, max_lag: float = 600.0) -> bool:
     """One rollup step at every level; True when more is waiting (call again at once)."""
     async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
+        if not await db.try_xact_lock(conn, LOCK):
             return False
         marks = await store.watermarks(conn)
         more = await _minute(conn, now, marks, lag, max_lag)
@@ -89,7 +84,7 @@ async def rewind(pool: asyncpg.Pool, since: dt.datetime) -> None:
     """Move every watermark back to `since` (after a backfill of older raw data): the
     buckets from there are recomputed by the next steps, and reads use raw rows meanwhile."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK)
+        await db.xact_lock(conn, LOCK)
         for level, upto in (await store.watermarks(conn)).items():
             back = floor_to(since, store.LEVELS[level])
             if back < upto:
@@ -149,7 +144,7 @@ async def refresh_uptimes(
     `max_age` s ago (its windows slid); one statement per `batch` monitors. One controller
     at a time (session advisory lock, released at the end). Returns how many."""
     async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", UPTIME_LOCK):
+        if not await db.try_session_lock(conn, UPTIME_LOCK):
             return 0
         try:
             ids = await uptime_cache.due(
@@ -160,7 +155,7 @@ async def refresh_uptimes(
                 await uptime_cache.refresh(conn, ids[i : i + batch], now, marks)
             await uptime_cache.forget_orphans(conn)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", UPTIME_LOCK)
+            await db.session_unlock(conn, UPTIME_LOCK)
     return len(ids)
 
 

@@ -35,6 +35,34 @@ async def create_pool(dsn: str, *, max_size: int = 20) -> asyncpg.Pool:
     return pool
 
 
+async def ping(conn: DB) -> None:
+    """One round trip; raises when the database does not answer."""
+    await conn.fetchval("SELECT 1")
+
+
+# ---- advisory locks: one controller at a time for a job --------------------------------
+
+
+async def try_xact_lock(conn: Tx, key: int) -> bool:
+    """Take lock `key` until the transaction ends, unless another session holds it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
+
+
+async def xact_lock(conn: Tx, key: int) -> None:
+    """Take lock `key` until the transaction ends, waiting for it."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+
+
+async def try_session_lock(conn: Tx, key: int) -> bool:
+    """Take lock `key` until `session_unlock` (or the connection closes), unless another
+    session holds it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+
+
+async def session_unlock(conn: Tx, key: int) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every migration, in order."""
     folder = resources.files("probefleet.controller.storage") / "migrations"

@@ -219,6 +219,15 @@ async def rollup_level(conn: Tx, source: str, dest: str, start: dt.datetime, end
     return int(status.split()[-1])
 
 
+async def ensure_partition(conn: DB, parent: str, name: str, start: dt.date, end: dt.date) -> None:
+    """Partition `name` of `parent` for the UTC days [start, end), unless it exists."""
+    if await conn.fetchval("SELECT to_regclass($1)", name) is None:
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {parent}"
+            f" FOR VALUES FROM ('{start.isoformat()} 00:00+00') TO ('{end.isoformat()} 00:00+00')"
+        )
+
+
 async def partitions(conn: DB, parent: str) -> list[str]:
     rows = await conn.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
@@ -226,6 +235,19 @@ async def partitions(conn: DB, parent: str) -> list[str]:
         parent,
     )
     return [r["relname"] for r in rows]
+
+
+async def drop_partition(pool: asyncpg.Pool, name: str) -> bool:
+    """Drop partition `name` in a transaction of its own; False when the lock on its parent
+    was not had within 2 s. Dropping needs an exclusive lock on the parent: give up
+    rather than stall ingest."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '2s'")
+        try:
+            await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        except asyncpg.LockNotAvailableError:
+            return False
+    return True
 
 
 async def excluded_periods(
