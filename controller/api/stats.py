@@ -17,6 +17,7 @@ from probefleet.controller import keys
 from probefleet.controller.api.common import now_utc, ok, path_id, require
 from probefleet.controller.api.errors import not_found
 from probefleet.controller.storage import DB
+from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.storage import stats as store
 from probefleet.controller.validation import ValidationError
 
@@ -88,10 +89,10 @@ def _points_check(start: dt.datetime, end: dt.datetime, step: dt.timedelta, name
 
 async def _monitor(pool: DB, request: web.Request, name: str) -> dict[str, Any]:
     monitor_id = path_id(request, name, what="monitor")
-    row = await pool.fetchrow("SELECT id, name FROM monitors WHERE id = $1", monitor_id)
+    row = await monitor_store.get_name(pool, monitor_id)
     if row is None:
         raise not_found("monitor")
-    return dict(row)
+    return row
 
 
 def _incidents(rows: list[Any]) -> dict[str, Any]:
@@ -188,7 +189,7 @@ async def sla_report(request: web.Request) -> web.Response:
     pool = request.app[keys.POOL]
     fmt = _choice(request, "format", {"json": 1, "csv": 1}, "json")
     start, end = _range(request, 30 * DAY)
-    monitors = await pool.fetch("SELECT id, name FROM monitors ORDER BY id")
+    monitors = await monitor_store.list_names(pool)
     ids = [m["id"] for m in monitors]
     marks = await store.watermarks(pool)
     verdicts = {i: store.Verdicts() for i in ids}

@@ -25,6 +25,7 @@ from probefleet.controller.monitors.config import redact_url
 from probefleet.controller.storage import Tx
 from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import incidents as store
+from probefleet.controller.storage import monitors as monitor_store
 
 MAX_RECHECKS = 3
 
@@ -198,30 +199,22 @@ async def apply(
     locations = list(monitor.get("locations") or [])
     voted = set(verdict.failing) | set(verdict.passing)
     unavailable = [r for r in locations if r not in voted]
-    row = await conn.fetchrow(
-        "UPDATE monitors SET status = $3, fail_streak = $4, pass_streak = $5, last_round = $2,"
-        " status_changed_at = CASE WHEN status <> $3 THEN $6 ELSE status_changed_at END,"
-        " last_check = CASE WHEN $7 THEN $6 ELSE last_check END,"
-        " last_success = CASE WHEN $8 THEN $6 ELSE last_success END,"
-        " last_failure = CASE WHEN $9 THEN $6 ELSE last_failure END,"
-        " response_time_ms = COALESCE($10, response_time_ms), fail_since = $11,"
-        " unavailable_regions = $12"
-        " WHERE id = $1 AND status <> 'paused' AND (last_round IS NULL OR last_round < $2)"
-        " RETURNING id",
+    written = await monitor_store.apply_verdict(
+        conn,
         monitor["id"],
         due,
-        new.status,
-        new.fail_streak,
-        new.pass_streak,
-        now,
-        answered,
-        verdict.state in ("up", "degraded"),
-        verdict.state == "down",
-        verdict.response_time_ms,
-        fail_since,
-        unavailable,
+        status=new.status,
+        fail_streak=new.fail_streak,
+        pass_streak=new.pass_streak,
+        now=now,
+        answered=answered,
+        passed=verdict.state in ("up", "degraded"),
+        failed=verdict.state == "down",
+        response_time_ms=verdict.response_time_ms,
+        fail_since=fail_since,
+        unavailable_regions=unavailable,
     )
-    if not row:
+    if not written:
         return None
     await _regions_changed(conn, monitor, list(monitor.get("unavailable_regions") or []), unavailable, now)
     monitor.update(fail_since=fail_since, unavailable_regions=unavailable)
@@ -276,25 +269,10 @@ async def apply_quiet(
 ) -> set[int]:
     """The UPDATE `apply` would run for each quiet round, as one statement with the same
     compare-and-set; return the ids written (a later round applied first is skipped)."""
-    if not quiet:
-        return set()
-    rows = await conn.fetch(
-        "UPDATE monitors SET status = v.status, fail_streak = v.fs, pass_streak = v.ps,"
-        " last_round = v.due, last_check = $7, last_success = $7,"
-        " response_time_ms = COALESCE(v.rt, monitors.response_time_ms), fail_since = NULL"
-        " FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[], $5::int[],"
-        " $6::float8[]) AS v(id, due, status, fs, ps, rt)"
-        " WHERE monitors.id = v.id AND monitors.status <> 'paused'"
-        " AND (monitors.last_round IS NULL OR monitors.last_round < v.due) RETURNING monitors.id",
-        [m["id"] for m, *_ in quiet],
-        [d for _, d, *_ in quiet],
-        [n.status for *_, n in quiet],
-        [n.fail_streak for *_, n in quiet],
-        [n.pass_streak for *_, n in quiet],
-        [v.response_time_ms for _, _, v, _ in quiet],
-        now,
-    )
-    return {r["id"] for r in rows}
+    rounds = [
+        (m["id"], due, n.status, n.fail_streak, n.pass_streak, v.response_time_ms) for m, due, v, n in quiet
+    ]
+    return await monitor_store.apply_quiet(conn, rounds, now)
 
 
 async def _regions_changed(
@@ -311,8 +289,7 @@ async def _parent_down(conn: Tx, monitor: dict[str, Any]) -> int | None:
     parent = monitor.get("parent_id")
     if parent is None:
         return None
-    status = await conn.fetchval("SELECT status FROM monitors WHERE id = $1", parent)
-    return int(parent) if status == "down" else None
+    return int(parent) if await monitor_store.status_of(conn, parent) == "down" else None
 
 
 async def _status_changed(

@@ -28,6 +28,7 @@ from probefleet.controller.engine import consensus, incidents
 from probefleet.controller.monitors import maintenance
 from probefleet.controller.storage import Tx
 from probefleet.controller.storage import incidents as incident_store
+from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.storage import results as store
 from probefleet.shared import subjects, wire
 
@@ -56,16 +57,7 @@ async def finish_rounds(
                 duration_ms=r["duration_ms"],
             )
         )
-    monitors = {
-        m["id"]: dict(m)
-        for m in await conn.fetch(
-            "SELECT id, status, fail_streak, pass_streak, retry_count, recovery_count,"
-            " consensus, quorum, name, kind, spec, interval_s, timeout_s, locations, tags,"
-            " parent_id, incident_on_degraded, fail_since, unavailable_regions"
-            " FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            list({k[0] for k in keys}),
-        )
-    }
+    monitors = await monitor_store.lock_for_verdicts(conn, list({k[0] for k in keys}))
     windows = [maintenance.from_row(w) for w in await incident_store.enabled_windows(conn)]
     verdicts: list[tuple[store.Key, str]] = []
     applied: list[tuple[dict[str, Any], int, incidents.MonitorState, consensus.Verdict]] = []

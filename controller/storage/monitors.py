@@ -153,6 +153,28 @@ async def get_many(conn: DB, ids: list[int]) -> list[Row]:
     return [dict(r) for r in rows]
 
 
+async def get_name(conn: DB, monitor_id: int) -> Row | None:
+    """The monitor's id and name, or None."""
+    row = await conn.fetchrow("SELECT id, name FROM monitors WHERE id = $1", monitor_id)
+    return dict(row) if row else None
+
+
+async def list_names(conn: DB) -> list[asyncpg.Record]:
+    """Every monitor's id and name, by id."""
+    return await conn.fetch("SELECT id, name FROM monitors ORDER BY id")
+
+
+async def unavailable_regions(conn: DB, monitor_id: int) -> list[str]:
+    """Regions that did not vote in the monitor's last applied round ([] for no such monitor)."""
+    row = await conn.fetchrow("SELECT unavailable_regions FROM monitors WHERE id = $1", monitor_id)
+    return list(row["unavailable_regions"]) if row else []
+
+
+async def status_of(conn: DB, monitor_id: int) -> str | None:
+    status: str | None = await conn.fetchval("SELECT status FROM monitors WHERE id = $1", monitor_id)
+    return status
+
+
 async def delete(conn: DB, monitor_id: int) -> bool:
     return await conn.fetchval("DELETE FROM monitors WHERE id=$1 RETURNING id", monitor_id) is not None
 
@@ -327,6 +349,94 @@ async def delete_many(conn: Tx, ids: list[int]) -> list[int]:
 async def get_many_for_update(conn: Tx, ids: list[int]) -> dict[int, Row]:
     rows = await conn.fetch(f"SELECT {COLUMNS} FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
     return {r["id"]: dict(r) for r in rows}
+
+
+# ---- verdicts applied by the results consumer (engine/results.py, engine/incidents.py) --
+
+
+async def lock_for_verdicts(conn: Tx, ids: list[int]) -> dict[int, Row]:
+    """The rows (state, rule and what events name) of the monitors whose rounds closed,
+    locked in id order so concurrent batches cannot deadlock."""
+    rows = await conn.fetch(
+        "SELECT id, status, fail_streak, pass_streak, retry_count, recovery_count,"
+        " consensus, quorum, name, kind, spec, interval_s, timeout_s, locations, tags,"
+        " parent_id, incident_on_degraded, fail_since, unavailable_regions"
+        " FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        ids,
+    )
+    return {m["id"]: dict(m) for m in rows}
+
+
+async def apply_verdict(
+    conn: Tx,
+    monitor_id: int,
+    due: dt.datetime,
+    *,
+    status: str,
+    fail_streak: int,
+    pass_streak: int,
+    now: dt.datetime,
+    answered: bool,
+    passed: bool,
+    failed: bool,
+    response_time_ms: float | None,
+    fail_since: dt.datetime | None,
+    unavailable_regions: list[str],
+) -> bool:
+    """Write a round's outcome, compare-and-set on last_round: False when the monitor is
+    paused or a later round (`due`) was applied first."""
+    row = await conn.fetchrow(
+        "UPDATE monitors SET status = $3, fail_streak = $4, pass_streak = $5, last_round = $2,"
+        " status_changed_at = CASE WHEN status <> $3 THEN $6 ELSE status_changed_at END,"
+        " last_check = CASE WHEN $7 THEN $6 ELSE last_check END,"
+        " last_success = CASE WHEN $8 THEN $6 ELSE last_success END,"
+        " last_failure = CASE WHEN $9 THEN $6 ELSE last_failure END,"
+        " response_time_ms = COALESCE($10, response_time_ms), fail_since = $11,"
+        " unavailable_regions = $12"
+        " WHERE id = $1 AND status <> 'paused' AND (last_round IS NULL OR last_round < $2)"
+        " RETURNING id",
+        monitor_id,
+        due,
+        status,
+        fail_streak,
+        pass_streak,
+        now,
+        answered,
+        passed,
+        failed,
+        response_time_ms,
+        fail_since,
+        unavailable_regions,
+    )
+    return row is not None
+
+
+# (monitor_id, due, status, fail_streak, pass_streak, response_time_ms)
+QuietRound = tuple[int, dt.datetime, str, int, int, float | None]
+
+
+async def apply_quiet(conn: Tx, rounds: list[QuietRound], now: dt.datetime) -> set[int]:
+    """What `apply_verdict` writes for a passing round that changes no status, for many
+    monitors in one statement with the same compare-and-set; the ids written."""
+    if not rounds:
+        return set()
+    rows = await conn.fetch(
+        "UPDATE monitors SET status = v.status, fail_streak = v.fs, pass_streak = v.ps,"
+        " last_round = v.due, last_check = $7, last_success = $7,"
+        " response_time_ms = COALESCE(v.rt, monitors.response_time_ms), fail_since = NULL"
+        " FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[], $5::int[],"
+        " $6::float8[]) AS v(id, due, status, fs, ps, rt)"
+        " WHERE monitors.id = v.id AND monitors.status <> 'paused'"
+        " AND (monitors.last_round IS NULL OR monitors.last_round < v.due) RETURNING monitors.id",
+        [r[0] for r in rounds],
+        [r[1] for r in rounds],
+        [r[2] for r in rounds],
+        [r[3] for r in rounds],
+        [r[4] for r in rounds],
+        [r[5] for r in rounds],
+        now,
+    )
+    return {r["id"] for r in rows}
 
 
 # ---- history: rounds with their per-region results -------------------------------------
