@@ -1,5 +1,6 @@
 """The import graph of the installed package: no cycle, and dependencies that point one way
-(api -> domain -> storage; shared imports neither role; the roles import not each other).
+(api -> domain -> storage; shared imports neither role; the roles import not each other);
+and SQL only in controller/storage/.
 
 Every import counts, those inside functions too: a cycle held together by a function-level
 import is still a cycle. Only imports under `if TYPE_CHECKING:` are left out, since they
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,3 +161,142 @@ def test_nothing_imports_the_old_top_level_names() -> None:
             if candidates[-1].split(".")[0] in ROLES:
                 old.append(f"{name} imports {candidates[-1]}")
     assert old == []
+
+
+# ---- SQL lives in storage --------------------------------------------------------------
+
+STORAGE = "probefleet.controller.storage"
+# Still holding SQL: the status-page restructuring under way moves these modules' queries
+# into storage/. A module leaves this list once its queries have moved.
+SQL_BEING_MOVED = (
+    "probefleet.controller.status_pages",
+    "probefleet.controller.api.status_pages",
+    "probefleet.controller.api.public_pages",
+    "probefleet.controller.notifications.dispatcher",
+)
+# (module, call) that looks like a query and is not one.
+NOT_QUERIES = {
+    # nats-py's JetStream pull subscription, not a database connection.
+    ("probefleet.controller.engine.results", "psub.fetch()"),
+}
+# (module, function) that administers the server rather than querying the application's
+# tables: the embedded launcher creates the database the schema then goes into, for
+# tests/conftest.py and bench/, which import no controller to do it.
+SERVER_ADMINISTRATION = {("probefleet.shared.devstack", "create_database")}
+
+SQL = re.compile(
+    r"\b(?:SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|WITH \w+ AS|pg_(?:try_)?advisory_\w+|pg_notify)\b"
+    # LISTEN and NOTIFY only where a statement starts: "an events NOTIFY" in prose is none.
+    r"|^\s*(?:LISTEN|NOTIFY) \w+",
+    re.MULTILINE,
+)
+QUERY_METHODS = frozenset(
+    {"execute", "executemany", "fetch", "fetchrow", "fetchval", "copy_records_to_table"}
+)
+
+
+def _docstrings(tree: ast.AST) -> set[ast.AST]:
+    return {
+        node.body[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+
+
+def sql_in(source: str) -> list[tuple[int, str, str]]:
+    """(line, enclosing function, what) for each string literal that looks like an SQL
+    statement (`what`: the words that do) and each call of a query method on anything
+    (`what`: `receiver.method()`); `function` is "" at module level, "Class.method" in a
+    class. Docstrings are prose, never run: "claims rows (UPDATE ... SET ...)" is no query."""
+    found: list[tuple[int, str, str]] = []
+    tree = ast.parse(source)
+    prose = _docstrings(tree)
+
+    def walk(node: ast.AST, scope: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = scope
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                inner = f"{scope}.{child.name}" if scope else child.name
+            elif isinstance(child, ast.Constant) and isinstance(child.value, str) and child not in prose:
+                if match := SQL.search(child.value):
+                    found.append((child.lineno, scope, match.group().strip()))
+            elif (
+                isinstance(child, ast.Call)
+                and isinstance(child.func, ast.Attribute)
+                and child.func.attr in QUERY_METHODS
+            ):
+                found.append((child.lineno, scope, f"{ast.unparse(child.func)}()"))
+            walk(child, inner)
+
+    walk(tree, "")
+    return sorted(found)
+
+
+def _in(name: str, modules: tuple[str, ...]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+def sql_outside_storage(sources: dict[str, str]) -> list[str]:
+    """`module:line what` for each SQL finding outside storage and the lists above."""
+    return [
+        f"{name}:{line} {what}"
+        for name, source in sorted(sources.items())
+        if not _in(name, (STORAGE, *SQL_BEING_MOVED))
+        for line, function, what in sql_in(source)
+        if (name, what) not in NOT_QUERIES and (name, function) not in SERVER_ADMINISTRATION
+    ]
+
+
+def test_sql_lives_in_storage() -> None:
+    assert sql_outside_storage({name: path.read_text() for name, path in _sources().items()}) == []
+
+
+def test_only_storage_and_the_listed_modules_hold_sql() -> None:
+    query = 'async def create_database(conn):\n    return await conn.fetchval("SELECT 1")\n'
+    sources = {
+        "probefleet.controller.storage.stats": query,
+        "probefleet.controller.status_pages.model": query,
+        "probefleet.shared.devstack": query + 'async def reset(conn):\n    await conn.execute("x")\n',
+        "probefleet.controller.engine.results": "async def consume(psub, pool):\n"
+        "    await psub.fetch(500)\n    await pool.fetch(sql)\n",
+        "probefleet.controller.storage_copy": query,
+    }
+    assert sql_outside_storage(sources) == [
+        "probefleet.controller.engine.results:3 pool.fetch()",
+        "probefleet.controller.storage_copy:2 SELECT",
+        "probefleet.controller.storage_copy:2 conn.fetchval()",
+        "probefleet.shared.devstack:4 conn.execute()",
+    ]
+
+
+def test_the_sql_finder_finds_queries_and_statements() -> None:
+    source = """
+\"\"\"Claims deliveries (UPDATE deliveries SET ... WHERE id IN (SELECT ...)).\"\"\"
+async def ingest(pool, nc, query, cols):
+    await pool.fetchrow("SELECT 1")
+    await nc.publish("monitor.SELECTED", b"")
+    await request.app[POOL].execute(query)
+    return f"UPDATE monitors SET {cols} WHERE id = $1"
+
+
+class Leader:
+    async def step(self, conn):
+        \"\"\"One leader: SELECT pg_try_advisory_lock, as the docstring says.\"\"\"
+        return await conn.fetchval("SELECT pg_try_advisory_lock($1)", 1)
+
+
+CHANNEL = "LISTEN events"
+"""
+    assert sql_in(source) == [
+        (4, "ingest", "SELECT"),
+        (4, "ingest", "pool.fetchrow()"),
+        (6, "ingest", "request.app[POOL].execute()"),
+        (7, "ingest", "UPDATE monitors SET"),
+        (13, "Leader.step", "SELECT"),
+        (13, "Leader.step", "conn.fetchval()"),
+        (16, "", "LISTEN events"),
+    ]
+    assert sql_in('HELP = "Steps started by an events NOTIFY wakeup."\nselect = "select_region"\n') == []
