@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from probefleet.shared.cli import main
 from probefleet.shared.devstack import free_port, reachable_dir
+from tests.helpers import eventually
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,7 +119,7 @@ def _get(url: str, key: str | None = None, data: dict[str, object] | None = None
         return dict(json.loads(r.read()))
 
 
-def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
+async def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PROBEFLEET_DATABASE_URL", None)
@@ -160,11 +161,12 @@ def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
             {"name": "self", "url": f"{base}/api/v1/health", "check_interval": 1},
         )
         mid = created["data"]["id"]  # type: ignore[index]
-        status = ""
-        while time.monotonic() < deadline and status != "up":
-            time.sleep(0.3)
-            status = _get(f"{base}/api/v1/monitors/{mid}", key)["data"]["status"]  # type: ignore[index]
-        assert status == "up"
+        await eventually(
+            lambda: _get(f"{base}/api/v1/monitors/{mid}", key)["data"]["status"] == "up",  # type: ignore[index]
+            timeout=deadline - time.monotonic(),
+            interval=0.3,
+            what="monitor 'self' up",
+        )
         regions = _get(f"{base}/api/v1/monitors/{mid}/results?limit=50", key)["data"]
         assert {r["region"] for r in regions} == {"us-east", "eu-west", "ap-south"}  # type: ignore[union-attr]
     finally:

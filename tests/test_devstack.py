@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from probefleet.shared.devstack import (
     postgres_bindir,
     reachable_dir,
 )
+from tests.helpers import eventually
 
 
 async def test_it_serves_sql_and_jetstream(postgres: PostgresServer, nats_server: NatsServer) -> None:
@@ -54,7 +54,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_it_leaves_no_server_when_the_parent_is_killed(tmp_path: Path) -> None:
+async def test_it_leaves_no_server_when_the_parent_is_killed(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys, time
@@ -74,10 +74,7 @@ def test_it_leaves_no_server_when_the_parent_is_killed(tmp_path: Path) -> None:
     assert len(pids) == 2 and all(_alive(p) for p in pids)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    await eventually(lambda: not any(_alive(p) for p in pids), timeout=15, what="both servers gone")
     # Killed parents cannot clean up: remove the data a stand-in folder may hold.
     shutil.rmtree(reachable_dir(tmp_path / "postgres").parent, ignore_errors=True)
 

@@ -3,7 +3,6 @@ changing data, logs/history, alert settings, and running a check now on real pro
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +17,7 @@ from probefleet.probe.agent import Agent
 from probefleet.probe.config import ProbeConfig
 from probefleet.shared import wire
 from tests.controller.conftest import Running
+from tests.helpers import eventually
 
 M = {"name": "site", "url": "http://127.0.0.1:9/x", "locations": ["us-east", "eu-west"]}
 
@@ -331,13 +331,11 @@ async def probes(nats_url: str) -> AsyncIterator[list[Agent]]:
 async def test_check_runs_now_in_every_region(
     controller: Running, api: aiohttp.ClientSession, target: str, probes: list[Agent]
 ) -> None:
-    deadline = time.monotonic() + 5
-    while (
-        controller.app[keys.FLEET].live_regions().get("eu-west", 0) < 1
-        or controller.app[keys.FLEET].live_regions().get("us-east", 0) < 1
-    ):
-        assert time.monotonic() < deadline, "probes never sent heartbeats"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: all(controller.app[keys.FLEET].live_regions().get(r, 0) >= 1 for r in ("us-east", "eu-west")),
+        timeout=5,
+        what="heartbeats of both probes",
+    )
     m = await create(
         api,
         url=target,
@@ -357,8 +355,10 @@ async def test_check_runs_now_in_every_region(
     assert {r["region"] for r in test["regions"] if r["status_code"]} == {"us-east", "eu-west"}
     # The monitor's state is untouched; the results are in its log.
     assert (await data(await api.get(f"/api/v1/monitors/{m['id']}")))["status"] == "pending"
-    deadline = time.monotonic() + 5
-    while len(logs := await data(await api.get(f"/api/v1/monitors/{m['id']}/logs"))) < 4:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+
+    async def four_logged() -> list[dict[str, Any]] | None:
+        logs: list[dict[str, Any]] = await data(await api.get(f"/api/v1/monitors/{m['id']}/logs"))
+        return logs if len(logs) >= 4 else None
+
+    logs = await eventually(four_logged, timeout=5, what="the four results in the monitor's log")
     assert all(x["on_demand"] for x in logs)

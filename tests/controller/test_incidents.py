@@ -3,10 +3,8 @@ regions on distinct 127.0.0.x source addresses, and a target that answers by cal
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +16,7 @@ from probefleet.controller import keys
 from probefleet.probe.agent import Agent
 from tests.controller.conftest import Running, start_controller
 from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
+from tests.helpers import eventually
 
 MONITOR = {"check_interval": 1, "timeout": 1}
 
@@ -70,15 +69,6 @@ class Stack:
         return int(rows[0]["n"])
 
 
-async def wait_for(pred: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 async def _stack(database: str, nats_url: str, target: RegionalTarget) -> AsyncIterator[Stack]:
     await target.start()
     ctl = await start_controller(database, nats_url)
@@ -109,7 +99,7 @@ async def up(s: Stack, mid: int) -> None:
     async def is_up() -> bool:
         return await s.status(mid) == "up"
 
-    await wait_for(is_up)
+    await eventually(is_up, what=f"monitor {mid} up")
 
 
 async def rounds_pass(s: Stack, mid: int, n: int) -> None:
@@ -118,7 +108,7 @@ async def rounds_pass(s: Stack, mid: int, n: int) -> None:
     async def enough() -> bool:
         return await s.rounds(mid, since) >= n
 
-    await wait_for(enough)
+    await eventually(enough, what=f"{n} rounds of monitor {mid} with a verdict")
 
 
 async def test_it_opens_nothing_when_one_region_fails_under_majority(stack: Stack) -> None:
@@ -138,7 +128,7 @@ async def test_it_opens_one_incident_when_one_region_fails_under_any(stack: Stac
     mid = await stack.monitor(consensus="any")
     await up(stack, mid)
     stack.target.fail_regions("us-east")
-    await wait_for(lambda: _has(stack.incidents(mid)))
+    await eventually(lambda: stack.incidents(mid), what="an incident")
     await rounds_pass(stack, mid, 3)
     (incident,) = await stack.incidents(mid)
     assert incident["status"] == "active" and incident["affected_regions"] == ["us-east"]
@@ -149,7 +139,7 @@ async def test_it_opens_exactly_one_incident_and_one_recovery_resolves_it(stack:
     mid = await stack.monitor(retry_count=1)
     await up(stack, mid)
     stack.target.fail_all()
-    await wait_for(lambda: _has(stack.incidents(mid)))
+    await eventually(lambda: stack.incidents(mid), what="an incident")
     await rounds_pass(stack, mid, 3)
     (incident,) = await stack.incidents(mid)
     assert incident["severity"] == "critical" and incident["checks_failed"] >= 6
@@ -197,7 +187,7 @@ async def test_it_reports_a_region_without_probes_and_opens_no_incident(stack: S
     await up(stack, mid)
     await stop_probes([p for p in stack.probes if p.config.region == "us-east"])
     stack.target.fail_regions("us-east")  # nobody there to see it
-    await wait_for(lambda: _contains(stack.kinds(mid), "region.unavailable"))
+    await eventually(lambda: _contains(stack.kinds(mid), "region.unavailable"), what="region.unavailable")
     await rounds_pass(stack, mid, 3)
     assert await stack.incidents(mid) == []
     assert await stack.status(mid) == "up"
@@ -224,7 +214,7 @@ async def test_it_raises_no_incident_during_maintenance(stack: Stack) -> None:
     async def down() -> bool:
         return await stack.status(mid) == "down"
 
-    await wait_for(down)
+    await eventually(down, what=f"monitor {mid} down")
     await rounds_pass(stack, mid, 2)
     assert await stack.incidents(mid) == []
     assert not {"monitor.down", "incident.opened"} & set(await stack.kinds(mid))
@@ -241,19 +231,15 @@ async def test_it_blames_the_parent_and_suppresses_the_child(stack: Stack) -> No
         await up(stack, parent)
         await up(stack, child)
         stack.target.fail_all()
-        await wait_for(lambda: _has(stack.incidents(parent)))
+        await eventually(lambda: stack.incidents(parent), what="the parent's incident")
         child_target.fail_all()
-        await wait_for(lambda: _has(stack.incidents(child)))
+        await eventually(lambda: stack.incidents(child), what="the child's incident")
         (incident,) = await stack.incidents(child)
         assert incident["cause_monitor_id"] == parent and incident["suppressed"] is True
         assert not {"monitor.down", "incident.opened"} & set(await stack.kinds(child))
         assert "incident.opened" in await stack.kinds(parent)
     finally:
         await child_target.stop()
-
-
-async def _has(rows: Awaitable[list[Any]]) -> bool:
-    return bool(await rows)
 
 
 async def _contains(items: Awaitable[list[str]], item: str) -> bool:

@@ -30,6 +30,7 @@ from tests.controller.test_dispatcher import (  # noqa: F401 (fixtures)
     rule,
     session,
 )
+from tests.helpers import eventually
 from tests.notifiers.test_email import Mailbox, StartSmtp, start_smtp  # noqa: F401 (fixture)
 
 REGIONS = ("us-east", "eu-west")
@@ -166,9 +167,7 @@ async def test_the_running_dispatcher_wakes_on_a_committed_event(
     try:
         await asyncio.sleep(0.2)  # the first step found nothing: the loop sleeps
         await open_incident(pool, await monitor(pool), at=dt.datetime.now(dt.UTC))
-        async with asyncio.timeout(10):
-            while not hook.got:  # noqa: ASYNC110 (the receiver is a plain list)
-                await asyncio.sleep(0.01)
+        await eventually(lambda: hook.got, timeout=10, interval=0.01, what="the notice")
     finally:
         stop.set()
         await task

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import aiohttp
@@ -11,6 +10,7 @@ from probefleet.controller import keys
 from probefleet.controller.storage import api_keys
 from probefleet.shared import subjects, wire
 from tests.controller.conftest import Running
+from tests.helpers import eventually
 
 
 async def heartbeat(controller: Running, region: str, probe_id: str) -> None:
@@ -29,13 +29,14 @@ async def heartbeat(controller: Running, region: str, probe_id: str) -> None:
 
 
 async def wait_active(api: aiohttp.ClientSession, region: str, count: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 5
-    while True:
-        data = (await (await api.get("/api/v1/worker-regions")).json())["data"]
+    """The region list once `region` counts `count` live probes."""
+
+    async def listed() -> list[dict[str, object]] | None:
+        data: list[dict[str, object]] = (await (await api.get("/api/v1/worker-regions")).json())["data"]
         found = next(r for r in data if r["id"] == region)
-        if found["probe_count"] == count or time.monotonic() > deadline:
-            return data  # type: ignore[no-any-return]
-        await asyncio.sleep(0.05)
+        return data if found["probe_count"] == count else None
+
+    return await eventually(listed, timeout=5, what=f"{count} live probes in {region}")
 
 
 async def test_it_lists_regions_with_live_probes(controller: Running, api: aiohttp.ClientSession) -> None:
