@@ -4,32 +4,48 @@ results consumer -> PostgreSQL -> consensus -> monitor status, all real."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 import aiohttp
+import asyncpg
 import pytest
+from aiohttp import web
 
 from probefleet.controller import keys
 from tests.controller.conftest import Running, start_controller
 from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
+from tests.helpers import eventually
+
+
+@dataclass
+class HoldingTarget(RegionalTarget):
+    """A RegionalTarget that, once told to hold, keeps its answers until released."""
+
+    held: int = 0
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        response = await super()._handle(request)  # the hit is counted before the hold
+        if not self._released.is_set():
+            self.held += 1
+            await self._released.wait()
+        return response
 
 
 @pytest.fixture
-async def target() -> AsyncIterator[RegionalTarget]:
-    t = RegionalTarget()
+async def target() -> AsyncIterator[HoldingTarget]:
+    t = HoldingTarget()
+    t.release()
     await t.start()
     yield t
     await t.stop()
-
-
-async def wait_for(pred: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 async def test_it_checks_from_three_regions_and_follows_the_target(
@@ -49,7 +65,7 @@ async def test_it_checks_from_three_regions_and_follows_the_target(
             async def status() -> str:
                 return str((await (await api.get(f"/api/v1/monitors/{mid}")).json())["data"]["status"])
 
-            await wait_for(lambda: _is(status, "up"))
+            await eventually(lambda: _is(status, "up"), what="monitor up")
             regions = await ctl.app[keys.POOL].fetch(
                 "SELECT DISTINCT region FROM check_results WHERE monitor_id = $1", mid
             )
@@ -57,12 +73,12 @@ async def test_it_checks_from_three_regions_and_follows_the_target(
             assert set(target.hits) == set(REGION_ADDRESSES.values())
 
             target.fail_all()
-            await wait_for(lambda: _is(status, "down"))
+            await eventually(lambda: _is(status, "down"), what="monitor down")
             body = (await (await api.get(f"/api/v1/monitors/{mid}")).json())["data"]
             assert body["is_ok"] is False and body["last_failure"] is not None
 
             target.recover()
-            await wait_for(lambda: _is(status, "up"))
+            await eventually(lambda: _is(status, "up"), what="monitor up")
     finally:
         await stop_probes(probes)
         await ctl.stop()
@@ -73,25 +89,41 @@ async def _is(get: Callable[[], Awaitable[str]], want: str) -> bool:
 
 
 async def test_it_loses_and_duplicates_no_result_across_a_controller_restart(
-    database: str, nats_url: str, target: RegionalTarget
+    database: str, nats_url: str, target: HoldingTarget
 ) -> None:
     ctl: Running = await start_controller(database, nats_url)
     probes = await start_probes(nats_url)
     pool = ctl.app[keys.POOL]
-    headers = {"Authorization": f"Bearer {ctl.admin_key}"}
-    async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
-        ids = []
-        for i in range(20):
-            r = await api.post(
-                "/api/v1/monitors",
-                json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 2},
-            )
-            ids.append((await r.json())["data"]["id"])
-    await asyncio.sleep(2.5)
-    await ctl.stop()  # results keep streaming into JetStream while no controller runs
-    await asyncio.sleep(1.0)
+    try:
+        headers = {"Authorization": f"Bearer {ctl.admin_key}"}
+        async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
+            ids = []
+            for i in range(20):
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 2},
+                )
+                ids.append((await r.json())["data"]["id"])
+
+        async def every_monitor_checked() -> bool:
+            n = await pool.fetchval("SELECT count(DISTINCT monitor_id) FROM check_results")
+            return bool(n == len(ids))
+
+        await eventually(every_monitor_checked, what="results of every monitor stored")
+        # Checks in flight across the stop: their results reach JetStream while no controller runs.
+        target.hold()
+        await eventually(lambda: target.held, what="a check in flight")
+    finally:
+        await ctl.stop()
+        target.release()
     await stop_probes(probes)
     hits_published = sum(target.hits.values())
+    conn = await asyncpg.connect(database)
+    try:
+        stored_at_stop = await conn.fetchval("SELECT count(*) FROM check_results")
+    finally:
+        await conn.close()
+    assert hits_published > stored_at_stop, "no result was left for the restarted controller"
     ctl = await start_controller(database, nats_url)
     pool = ctl.app[keys.POOL]
     try:
@@ -101,7 +133,7 @@ async def test_it_loses_and_duplicates_no_result_across_a_controller_restart(
             return bool(n >= hits_published)
 
         # Rounds the stopped controller opened still get their results after restart.
-        await wait_for(stored)
+        await eventually(stored, what=f"{hits_published} results stored")
         total, distinct = await pool.fetchrow(
             "SELECT count(*), count(DISTINCT (monitor_id, due, region, attempt)) FROM check_results"
         )

@@ -3,17 +3,17 @@ NATS; every channel receives each incident notice exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 
 import aiohttp
 from aiohttp import web
 
+from probefleet.controller import keys
 from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
 from tests.controller.conftest import start_controller
-from tests.controller.test_two_controllers import wait_for
 from tests.fleet import RegionalTarget, start_probes, stop_probes
+from tests.helpers import eventually
 
 SECRET = "whsec-two-controllers"
 
@@ -42,6 +42,7 @@ async def test_two_controllers_deliver_each_incident_notice_once_per_channel(
     a = await start_controller(database, nats_url, controller_heartbeat_interval=0.3)
     b = await start_controller(database, nats_url, controller_heartbeat_interval=0.3)
     probes = await start_probes(nats_url)
+    pool = a.app[keys.POOL]
     try:
         async with aiohttp.ClientSession(
             base_url=a.base, headers={"Authorization": f"Bearer {a.admin_key}"}
@@ -65,17 +66,33 @@ async def test_two_controllers_deliver_each_incident_notice_once_per_channel(
                 json={"name": "shop", "url": target.url, "check_interval": 1, "timeout": 1},
             )
             assert r.status == 201, await r.text()
-            await wait_for(lambda: target.hits != {}, within=15)
+            await eventually(lambda: target.hits, timeout=15, what="a first check")
             target.fail_all()
-            await wait_for(
-                lambda: all(got[(f"/{n}", "incident.opened")] for n in ("ops", "oncall")), within=20
+            await eventually(
+                lambda: all(got[(f"/{n}", "incident.opened")] for n in ("ops", "oncall")),
+                timeout=20,
+                what="incident.opened at both channels",
             )
             target.recover()
-            await wait_for(
-                lambda: all(got[(f"/{n}", "incident.resolved")] for n in ("ops", "oncall")), within=20
+            await eventually(
+                lambda: all(got[(f"/{n}", "incident.resolved")] for n in ("ops", "oncall")),
+                timeout=20,
+                what="incident.resolved at both channels",
             )
-            # Both dispatchers poll every 0.5 s: give a duplicate the time to show up.
-            await asyncio.sleep(1.5)
+
+            async def outbox_settled() -> bool:
+                # Every event fanned out and no delivery left to send. A delivery settles when its
+                # last claimant records it (store.record matches the claim's attempt), so a
+                # second send by the other dispatcher has reached the receiver by then.
+                return bool(
+                    await pool.fetchval(
+                        "SELECT (SELECT last_event_id FROM dispatcher_cursor WHERE name = 'fanout')"
+                        " >= (SELECT max(id) FROM events) AND NOT EXISTS (SELECT FROM deliveries"
+                        " WHERE status IN ('pending', 'sending', 'failed', 'held'))"
+                    )
+                )
+
+            await eventually(outbox_settled, what="nothing left for either dispatcher")
             for name in ("ops", "oncall"):
                 assert got[(f"/{name}", "incident.opened")] == 1
                 assert got[(f"/{name}", "incident.resolved")] == 1

@@ -3,10 +3,7 @@ no job published twice, one incident per outage, and takeover when one stops."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import msgspec
@@ -17,16 +14,7 @@ from probefleet.controller import keys
 from probefleet.shared import subjects, wire
 from tests.controller.conftest import start_controller
 from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
-
-
-async def wait_for(pred: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        got = pred()
-        if await got if asyncio.iscoroutine(got) else got:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
+from tests.helpers import eventually
 
 
 async def test_two_controllers_split_the_schedule_and_open_each_incident_once(
@@ -50,7 +38,10 @@ async def test_two_controllers_split_the_schedule_and_open_each_incident_once(
     sa, sb = a.app[keys.SCHEDULER], b.app[keys.SCHEDULER]
     pool = a.app[keys.POOL]
     try:
-        await wait_for(lambda: sa.owns is not None and len(_members(a)) == 2 and len(_members(b)) == 2)
+        await eventually(
+            lambda: sa.owns is not None and len(_members(a)) == 2 and len(_members(b)) == 2,
+            what="each controller sees both",
+        )
         headers = {"Authorization": f"Bearer {a.admin_key}"}
         async with aiohttp.ClientSession(base_url=a.base, headers=headers) as api:
             ids = []
@@ -60,7 +51,9 @@ async def test_two_controllers_split_the_schedule_and_open_each_incident_once(
                     json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 1},
                 )
                 ids.append((await r.json())["data"]["id"])
-        await wait_for(lambda: set(sa.entries) | set(sb.entries) == set(ids))
+        await eventually(
+            lambda: set(sa.entries) | set(sb.entries) == set(ids), what="every monitor scheduled"
+        )
         assert not set(sa.entries) & set(sb.entries)
         assert sa.entries and sb.entries  # both hold a share
 
@@ -70,8 +63,21 @@ async def test_two_controllers_split_the_schedule_and_open_each_incident_once(
             n = await pool.fetchval("SELECT count(DISTINCT monitor_id) FROM incidents")
             return bool(n == len(ids))
 
-        await wait_for(all_open)
-        await asyncio.sleep(1.5)  # more failing rounds, closed by either controller
+        await eventually(all_open, what="an incident for every monitor")
+        all_open_at = await pool.fetchval("SELECT now()")
+
+        async def more_failing_rounds() -> bool:
+            # Rounds after the incidents opened, closed by either controller: each a chance to
+            # open a second incident.
+            n = await pool.fetchval(
+                "SELECT count(*) FROM (SELECT monitor_id FROM rounds"
+                " WHERE due > $1 AND attempt = 0 AND verdict = 'down'"
+                " GROUP BY monitor_id HAVING count(*) >= 2) AS failing",
+                all_open_at,
+            )
+            return bool(n == len(ids))
+
+        await eventually(more_failing_rounds, what="two more failing rounds of every monitor")
         per_monitor = await pool.fetch("SELECT monitor_id, count(*) AS n FROM incidents GROUP BY monitor_id")
         assert {r["n"] for r in per_monitor} == {1}
         opened = await pool.fetchval("SELECT count(*) FROM events WHERE kind = 'incident.opened'")
@@ -81,7 +87,7 @@ async def test_two_controllers_split_the_schedule_and_open_each_incident_once(
         await a.stop()  # b must take over a's monitors
         running.remove(a)
         pool = b.app[keys.POOL]
-        await wait_for(lambda: set(sb.entries) == set(ids), within=3.0)
+        await eventually(lambda: set(sb.entries) == set(ids), timeout=3.0, what="b holds every monitor")
         since = await pool.fetchval("SELECT now()")
 
         async def all_checked() -> bool:
@@ -90,7 +96,7 @@ async def test_two_controllers_split_the_schedule_and_open_each_incident_once(
             )
             return bool(n == len(ids))
 
-        await wait_for(all_checked, within=3.0)
+        await eventually(all_checked, timeout=3.0, what="a round of every monitor after the takeover")
     finally:
         await watcher.close()
         await stop_probes(probes)

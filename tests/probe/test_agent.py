@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import nats
 import pytest
+from aiohttp import web
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -23,6 +24,8 @@ from probefleet.shared import subjects, wire
 from probefleet.shared.devstack import NatsServer
 from probefleet.shared.streams import ensure_streams
 from probefleet.shared.wire import CheckJob, CheckResult, HttpSpec, Reason, Status
+from tests.helpers import eventually
+from tests.probe.conftest import start_app
 
 REGION = "eu-west"
 
@@ -175,12 +178,13 @@ async def test_it_survives_a_nats_restart(
     nats_server.stop()
     # A result produced while NATS is down waits in the buffer.
     agent.submit(job(f"{http_target}/", monitor_id=1))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: agent.checks_total == 1, timeout=5, what="the check while NATS is down")
     nats_server.start(port=port)
-    for _ in range(100):
-        if agent.nc is not None and agent.nc.is_connected and nc.is_connected:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: agent.nc is not None and agent.nc.is_connected and nc.is_connected,
+        timeout=5,
+        what="both clients reconnected",
+    )
     await nc.publish(subjects.jobs(REGION), wire.encode(job(f"{http_target}/", monitor_id=2)))
     got = await results(jsc, 2, wait=8)
     assert sorted(r.monitor_id for r, _ in got) == [1, 2]
@@ -188,7 +192,18 @@ async def test_it_survives_a_nats_restart(
     assert agent.checks_total == 2
 
 
-async def test_it_drains_in_flight_checks_on_sigterm(nats_url: str, http_target: str) -> None:
+async def test_it_drains_in_flight_checks_on_sigterm(nats_url: str) -> None:
+    started = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal started
+        started += 1
+        await asyncio.sleep(0.8)
+        return web.Response(text="slow")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    target, port = await start_app(app)
     nc = await nats.connect(nats_url)
     jsc = nc.jetstream()
     await ensure_streams(jsc, max_bytes=64 << 20)
@@ -203,9 +218,9 @@ async def test_it_drains_in_flight_checks_on_sigterm(nats_url: str, http_target:
     try:
         await beats.next_msg(timeout=10)
         for i in range(3):
-            await nc.publish(subjects.jobs(REGION), wire.encode(job(f"{http_target}/slow?s=0.8", i)))
+            await nc.publish(subjects.jobs(REGION), wire.encode(job(f"http://127.0.0.1:{port}/slow", i)))
         await nc.flush()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: started == 3, timeout=5, what="the three checks in flight")
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 10)
         assert proc.returncode == 0, err.decode()
@@ -215,6 +230,7 @@ async def test_it_drains_in_flight_checks_on_sigterm(nats_url: str, http_target:
         if proc.returncode is None:
             proc.kill()
         await nc.close()
+        await target.cleanup()
 
 
 def test_it_has_a_checker_for_every_kind() -> None:
