@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 from aiosmtpd.smtp import SMTP
@@ -15,7 +16,7 @@ from aiosmtpd.smtp import SMTP
 from probefleet.controller import keys
 from probefleet.controller.app import build_app
 from probefleet.controller.config import ControllerConfig, Region
-from probefleet.controller.storage import api_keys
+from probefleet.controller.storage import api_keys, db
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 
@@ -47,6 +48,15 @@ async def start_controller(database: str, nats_url: str, **overrides: object) ->
     port = runner.addresses[0][1]
     key, _ = await api_keys.create(app[keys.POOL], "test-admin", ["admin"])
     return Running(app=app, runner=runner, base=f"http://127.0.0.1:{port}", admin_key=key)
+
+
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test's migrated database (the controller's own codecs), closed after."""
+    await db.migrate(database)
+    p = await db.create_pool(database, max_size=5)
+    yield p
+    await p.close()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from probefleet.controller.engine import incidents
 from probefleet.controller.notifications import destinations
 from probefleet.controller.notifications.dispatcher import Dispatcher, Settings, backoff
 from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
-from probefleet.controller.storage import db
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import notifications as store
 
@@ -59,14 +58,6 @@ class Hook:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
-
-
-@pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    await db.migrate(database)
-    p = await db.create_pool(database, max_size=5)
-    yield p
-    await p.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -161,12 +160,10 @@ def test_it_rejects_bad_schedules(fields: dict[str, object], field: str) -> None
 
 
 @pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    await db.migrate(database)
-    p = await db.create_pool(database, max_size=4)
-    await ping_days(p)
-    yield p
-    await p.close()
+async def pool(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The shared pool, with the ping partitions of the days these tests ping on."""
+    await ping_days(pool)
+    return pool
 
 
 async def ping_days(pool: asyncpg.Pool) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncpg
 
-from probefleet.controller.storage import db
 from probefleet.controller.storage import monitors as store
 
 ROWS = [
@@ -22,9 +21,7 @@ async def found(conn: asyncpg.pool.PoolConnectionProxy, text: str) -> list[str]:
     return [r["name"] for r in rows]
 
 
-async def test_search_matches_name_url_and_host_through_the_trigram_indexes(database: str) -> None:
-    await db.migrate(database)
-    pool = await db.create_pool(database, max_size=1)
+async def test_search_matches_name_url_and_host_through_the_trigram_indexes(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         for name, kind, spec in ROWS:
             await conn.execute(
@@ -57,4 +54,3 @@ async def test_search_matches_name_url_and_host_through_the_trigram_indexes(data
         assert await found(conn, "ayXn") == []  # _ is a character too
         assert await found(conn, "100%") == ["100% uptime"]
         assert await found(conn, "no such thing") == []
-    await pool.close()

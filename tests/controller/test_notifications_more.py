@@ -26,7 +26,6 @@ from tests.controller.test_dispatcher import (  # noqa: F401 (fixtures)
     hook,
     monitor,
     open_incident,
-    pool,
     rule,
     session,
 )

@@ -4,26 +4,15 @@ compare-and-set as `incidents.apply`, and state changes still go through `apply`
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 
 from probefleet.controller.engine import results
-from probefleet.controller.storage import db
 from probefleet.controller.storage import results as store
 from probefleet.shared import wire
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
-
-
-@pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    await db.migrate(database)
-    p = await db.create_pool(database, max_size=2)
-    yield p
-    await p.close()
 
 
 async def monitor(pool: asyncpg.Pool, status: str = "up") -> int:

@@ -4,7 +4,6 @@ above has already rolled up, heartbeat ping days past theirs, and nothing else."
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -22,16 +21,15 @@ def utc(*args: int) -> dt.datetime:
 
 
 @pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    await db.migrate(database)
-    p = await db.create_pool(database, max_size=4)
+async def pool(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The shared pool, with daily partitions of the last 16 days and rollup partitions
+    back to the oldest row these tests write."""
     for back in range(0, 16):
-        await db.ensure_partitions(p, NOW - dt.timedelta(days=back), days_ahead=0)
-    await rollups.ensure_partitions(p, "minute", utc(2031, 2, 1), utc(2031, 3, 16))
-    await rollups.ensure_partitions(p, "hour", utc(2029, 11, 1), utc(2031, 3, 16))
-    await rollups.ensure_partitions(p, "day", utc(2027, 1, 1), utc(2031, 3, 16))
-    yield p
-    await p.close()
+        await db.ensure_partitions(pool, NOW - dt.timedelta(days=back), days_ahead=0)
+    await rollups.ensure_partitions(pool, "minute", utc(2031, 2, 1), utc(2031, 3, 16))
+    await rollups.ensure_partitions(pool, "hour", utc(2029, 11, 1), utc(2031, 3, 16))
+    await rollups.ensure_partitions(pool, "day", utc(2027, 1, 1), utc(2031, 3, 16))
+    return pool
 
 
 async def set_marks(pool: asyncpg.Pool, **marks: dt.datetime) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -24,12 +23,10 @@ EVERY = dt.timedelta(seconds=20)
 
 
 @pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    await db.migrate(database)
-    p = await db.create_pool(database, max_size=4)
-    await db.ensure_partitions(p, NOW)
-    yield p
-    await p.close()
+async def pool(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The shared pool, with the partitions of NOW's days."""
+    await db.ensure_partitions(pool, NOW)
+    return pool
 
 
 async def seed(

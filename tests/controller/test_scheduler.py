@@ -11,7 +11,6 @@ import pytest
 
 from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.engine.scheduler import Scheduler, next_due, phase
-from probefleet.controller.storage import db
 from probefleet.shared import wire
 
 T0 = 1_800_000_000.0
@@ -28,14 +27,6 @@ def row(mid: int, interval: int = 60, **kw: Any) -> dict[str, Any]:
         "enabled": True,
         **kw,
     }
-
-
-@pytest.fixture
-async def pool(database: str) -> Any:
-    await db.migrate(database)
-    p = await db.create_pool(database, max_size=4)
-    yield p
-    await p.close()
 
 
 class Published(list[tuple[str, bytes]]):
