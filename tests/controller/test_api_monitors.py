@@ -1,11 +1,24 @@
-"""/api/v1/monitors: the happy paths and every kind of bad request."""
+"""/api/v1/monitors: the happy paths and every kind of bad request; pause/resume, config,
+bulk, filters, both page styles over changing data, logs/history, alert settings, and running
+a check now on real probes."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
 import aiohttp
 import pytest
+from aiohttp import web
 
+from probefleet.controller import keys
+from probefleet.controller.engine import results
+from probefleet.probe.agent import Agent
+from probefleet.probe.config import ProbeConfig
+from probefleet.shared import wire
 from tests.controller.conftest import Running
+from tests.helpers import eventually
 
 HTTP_MONITOR = {
     "name": "site",
@@ -13,6 +26,29 @@ HTTP_MONITOR = {
     "check_interval": 30,
     "locations": ["us-east", "eu-west"],
 }
+
+# HTTP_MONITOR with the default interval.
+M = {k: v for k, v in HTTP_MONITOR.items() if k != "check_interval"}
+
+
+async def create(api: aiohttp.ClientSession, **fields: Any) -> dict[str, Any]:
+    body = {k: v for k, v in {**M, **fields}.items() if v is not None}  # None drops a default
+    r = await api.post("/api/v1/monitors", json=body)
+    assert r.status == 201, await r.text()
+    return (await r.json())["data"]  # type: ignore[no-any-return]
+
+
+async def data(r: aiohttp.ClientResponse) -> Any:
+    body = await r.json()
+    assert r.status < 300, body
+    return body["data"]
+
+
+async def events_of(controller: Running, monitor_id: int) -> list[tuple[str, dict[str, Any]]]:
+    rows = await controller.app[keys.POOL].fetch(
+        "SELECT kind, payload FROM events WHERE monitor_id = $1 ORDER BY id", monitor_id
+    )
+    return [(r["kind"], r["payload"]) for r in rows]
 
 
 async def test_it_creates_reads_lists_and_deletes_a_monitor(api: aiohttp.ClientSession) -> None:
@@ -246,3 +282,328 @@ async def test_metrics_count_an_aliased_request_under_its_v1_route(controller: R
         after, text = await count(s)
     assert after - before == 3
     assert 'route="/api/monitors"' not in text and 'route="/v1/monitors"' not in text
+
+
+# ---- beyond CRUD ------------------------------------------------------------------------
+
+
+async def test_it_pauses_and_resumes_with_a_reason(controller: Running, api: aiohttp.ClientSession) -> None:
+    m = await create(api)
+    assert m["id"] in controller.app[keys.SCHEDULER].entries
+    p = await data(await api.post(f"/api/v1/monitors/{m['id']}/pause", json={"reason": "maintenance"}))
+    assert p["status"] == "paused" and not p["is_enabled"] and p["paused_reason"] == "maintenance"
+    assert m["id"] not in controller.app[keys.SCHEDULER].entries
+    again = await data(await api.post(f"/api/v1/monitors/{m['id']}/pause"))
+    assert again["paused_reason"] == "maintenance"  # idempotent, no second event
+    r = await data(await api.post(f"/api/v1/monitors/{m['id']}/resume"))
+    assert r["status"] == "pending" and r["is_enabled"] and r["paused_reason"] is None
+    assert m["id"] in controller.app[keys.SCHEDULER].entries
+    evs = await events_of(controller, m["id"])
+    assert [k for k, _ in evs] == ["monitor.paused", "monitor.resumed"]
+    assert evs[0][1]["reason"] == "maintenance" and evs[0][1]["previous_status"] == "pending"
+    assert evs[0][1]["monitor"]["target"] == M["url"]
+    r2 = await api.post(f"/api/v1/monitors/{m['id']}/pause", json={"reason": 5})
+    assert r2.status == 422 and "reason" in (await r2.json())["error"]["details"]
+    assert (await api.post("/api/v1/monitors/999999/pause")).status == 404
+
+
+async def test_it_updates_config_in_place(api: aiohttp.ClientSession) -> None:
+    m = await create(api)
+    c = await data(
+        await api.put(
+            f"/api/v1/monitors/{m['id']}/config", json={"timeout_seconds": 3, "expectedStatusCode": 204}
+        )
+    )
+    assert c["timeout"] == 3 and c["expected_status"] == [204] and c["url"] == M["url"]
+    r = await api.put(f"/api/v1/monitors/{m['id']}/config", json={"check_interval": -1})
+    assert r.status == 422
+
+
+async def test_bulk_is_all_or_nothing(controller: Running, api: aiohttp.ClientSession) -> None:
+    a, b = await create(api, name="a"), await create(api, name="b")
+    r = await api.post("/api/v1/monitors/bulk", json={"action": "pause", "monitor_ids": [a["id"], 999999]})
+    assert r.status == 422
+    assert (await r.json())["error"]["details"] == {"monitor_ids[1]": "no such monitor"}
+    assert (await data(await api.get(f"/api/v1/monitors/{a['id']}")))["status"] == "pending"
+    out = await data(
+        await api.post(
+            "/api/v1/monitors/bulk",
+            json={"action": "pause", "monitor_ids": [a["id"], b["id"]], "reason": "window"},
+        )
+    )
+    assert out["count"] == 2 and {m["status"] for m in out["monitors"]} == {"paused"}
+    out = await data(
+        await api.post("/api/v1/monitors/bulk", json={"action": "resume", "monitor_ids": [a["id"], b["id"]]})
+    )
+    assert {m["status"] for m in out["monitors"]} == {"pending"}
+    # One invalid update rolls back the others.
+    t = await create(api, name="t", type="tcp", url=None, host="127.0.0.1", port=9)
+    r = await api.put(
+        "/api/v1/monitors/bulk", json={"monitor_ids": [a["id"], t["id"]], "updates": {"method": "HEAD"}}
+    )
+    assert r.status == 422 and "monitor_ids[1]" in (await r.json())["error"]["details"]
+    assert (await data(await api.get(f"/api/v1/monitors/{a['id']}")))["method"] == "GET"
+    out = await data(
+        await api.put(
+            "/api/v1/monitors/bulk",
+            json={"monitor_ids": [a["id"], b["id"]], "updates": {"check_interval": 600, "is_enabled": True}},
+        )
+    )
+    assert {m["check_interval"] for m in out["monitors"]} == {600}
+    out = await data(
+        await api.post("/api/v1/monitors/bulk", json={"action": "delete", "monitor_ids": [a["id"], b["id"]]})
+    )
+    assert (await api.get(f"/api/v1/monitors/{a['id']}")).status == 404
+    assert a["id"] not in controller.app[keys.SCHEDULER].entries
+    r = await api.post("/api/v1/monitors/bulk", json={"action": "explode", "monitor_ids": [t["id"]]})
+    assert r.status == 422 and "action" in (await r.json())["error"]["details"]
+    r = await api.post("/api/v1/monitors/bulk", json={"action": "update", "monitor_ids": [t["id"]]})
+    assert r.status == 422 and "updates" in (await r.json())["error"]["details"]
+
+
+async def test_it_filters_and_sorts(api: aiohttp.ClientSession) -> None:
+    web_ = await create(api, name="shop front", tags=["prod", "web"], project="shop")
+    api_ = await create(api, name="payments api", url="http://127.0.0.1:9/pay", tags=["prod"])
+    tcp = await create(api, name="db", type="port", url=None, host="127.0.0.1", port=5432, tags=["db"])
+    await api.post(f"/api/v1/monitors/{tcp['id']}/pause")
+
+    async def ids(**params: str) -> list[int]:
+        return [m["id"] for m in await data(await api.get("/api/v1/monitors", params=params))]
+
+    assert await ids(search="shop") == [web_["id"]]
+    assert await ids(search="/pay") == [api_["id"]]
+    assert await ids(tag="prod") == [web_["id"], api_["id"]]
+    assert await ids(tag="prod,web") == [web_["id"]]
+    assert await ids(type="port") == [tcp["id"]] == await ids(type="tcp")
+    assert await ids(status="paused") == [tcp["id"]] == await ids(is_enabled="false")
+    assert await ids(status="online") == [] and await ids(status="pending,paused") == await ids()
+    assert await ids(project="shop") == [web_["id"]]
+    assert await ids(created_after="2000-01-01") == await ids()
+    assert await ids(created_after="2999-01-01T00:00:00Z") == []
+    assert await ids(sort="name:asc") == [tcp["id"], api_["id"], web_["id"]]
+    assert await ids(sort="id:desc") == [tcp["id"], api_["id"], web_["id"]]
+    for bad in (
+        {"status": "sideways"},
+        {"sort": "colour:asc"},
+        {"sort": "name:up"},
+        {"limit": "101"},
+        {"created_after": "yesterday"},
+        {"type": "nope"},
+        {"cursor": "!!"},
+    ):
+        r = await api.get("/api/v1/monitors", params=bad)
+        assert r.status == 422, bad
+    first = (await data(await api.get("/api/v1/monitors")))[0]
+    for field in (
+        "status",
+        "is_ok",
+        "uptime_24h",
+        "uptime_7d",
+        "uptime_30d",
+        "response_time",
+        "last_check",
+        "last_success",
+        "last_failure",
+        "locations",
+        "tags",
+        "created_at",
+        "updated_at",
+    ):
+        assert field in first
+
+
+async def test_page_style_reports_totals(api: aiohttp.ClientSession) -> None:
+    for i in range(5):
+        await create(api, name=f"m{i}")
+    body = await (await api.get("/api/v1/monitors", params={"page": "2", "limit": "2"})).json()
+    assert [m["name"] for m in body["data"]] == ["m2", "m3"]
+    assert body["pagination"] == {
+        "page": 2,
+        "limit": 2,
+        "total": 5,
+        "pages": 3,
+        "has_next": True,
+        "has_previous": True,
+    }
+
+
+@pytest.mark.parametrize("sort", ["id:asc", "name:desc", "created_at:desc", "updated_at:asc", "uptime:desc"])
+async def test_the_cursor_stays_stable_while_pages_change(api: aiohttp.ClientSession, sort: str) -> None:
+    made = [await create(api, name=f"n{i:02d}") for i in range(9)]
+    seen: list[int] = []
+    cursor: str | None = None
+    removed: set[int] = set()
+    step = 0
+    while True:
+        params = {"limit": "3", "sort": sort, **({"cursor": cursor} if cursor else {})}
+        body = await (await api.get("/api/v1/monitors", params=params)).json()
+        seen += [m["id"] for m in body["data"]]
+        step += 1
+        if step == 1:  # between pages: delete one not yet seen, add one, touch one already seen
+            victim = next(m["id"] for m in made if m["id"] not in seen)
+            assert (await api.delete(f"/api/v1/monitors/{victim}")).status == 204
+            removed.add(victim)
+            await create(api, name="n99")
+        if not body["meta"]["has_more"]:
+            break
+        cursor = body["meta"]["next_cursor"]
+        assert body["meta"]["nextCursor"] == cursor
+    assert len(seen) == len(set(seen)), "no monitor twice"
+    assert {m["id"] for m in made} - removed <= set(seen), "no monitor that existed throughout is skipped"
+    r = await api.get("/api/v1/monitors", params={"cursor": cursor or "x", "sort": "status:asc"})
+    assert r.status == 422
+
+
+async def test_logs_and_history_per_region(controller: Running, api: aiohttp.ClientSession) -> None:
+    m = await create(api, check_interval=86400)  # no scheduled round lands in the test
+    pool = controller.app[keys.POOL]
+    due = time.time() - 30
+    await pool.execute(
+        "INSERT INTO rounds (monitor_id, due, attempt, regions, deadline) VALUES"
+        " ($1, to_timestamp($2), 0, $3, to_timestamp($2 + 3600))",  # the sweeper must not close it first
+        m["id"],
+        due,
+        ["us-east", "eu-west"],
+    )
+    res = [
+        wire.CheckResult(
+            monitor_id=m["id"],
+            due=due,
+            region=r,
+            probe_id=f"p-{r}",
+            status=s,
+            started_at=due,
+            duration_ms=d,
+            status_code=c,
+            reason=wire.Reason.STATUS_MISMATCH if s == wire.Status.FAIL else None,
+            message="" if c == 200 else "status 500",
+        )
+        for r, s, d, c in (("us-east", wire.Status.OK, 12.5, 200), ("eu-west", wire.Status.FAIL, 40.0, 500))
+    ]
+    await results.ingest(pool, res)
+    logs = await data(await api.get(f"/api/v1/monitors/{m['id']}/logs"))
+    assert {(x["region"], x["status"], x["status_code"]) for x in logs} == {
+        ("us-east", "ok", 200),
+        ("eu-west", "fail", 500),
+    }
+    only = await data(await api.get(f"/api/v1/monitors/{m['id']}/logs", params={"region": "eu-west"}))
+    assert [x["error"] for x in only] == ["status 500"]
+    day = time.strftime("%Y-%m-%d", time.gmtime(due))
+    ranged = await data(
+        await api.get(f"/api/v1/monitors/{m['id']}/logs", params={"start_date": day, "end_date": day})
+    )
+    assert len(ranged) == 2
+    assert (
+        await data(
+            await api.get(
+                f"/api/v1/monitors/{m['id']}/logs", params={"from": "2001-01-01", "to": "2001-01-02"}
+            )
+        )
+        == []
+    )
+    hist = await data(await api.get(f"/api/v1/monitors/{m['id']}/history", params={"limit": "5"}))
+    assert len(hist) == 1 and hist[0]["status"] in ("up", "down", "degraded")
+    assert [x["region"] for x in hist[0]["results"]] == ["eu-west", "us-east"]
+    r = await api.get(f"/api/v1/monitors/{m['id']}/history", params={"start_date": "soon"})
+    assert r.status == 422 and "start_date" in (await r.json())["error"]["details"]
+
+
+async def test_alert_settings_round_trip(api: aiohttp.ClientSession) -> None:
+    m = await create(api)
+    s = await data(await api.get(f"/api/v1/monitors/{m['id']}/alerts"))
+    assert s["email_enabled"] is False and s["alert_threshold"] == 1
+    body = {
+        "email_enabled": True,
+        "email_recipients": ["ops@example.com"],
+        "slack_enabled": False,
+        "alert_on_recovery": True,
+        "alert_threshold": 2,
+    }
+    s = await data(await api.put(f"/api/v1/monitors/{m['id']}/alerts", json=body))
+    assert {k: s[k] for k in body} == body
+    assert (await data(await api.get(f"/api/v1/monitors/{m['id']}/alerts")))["alert_threshold"] == 2
+    for bad, field in (
+        ({"alert_threshold": 0}, "alert_threshold"),
+        ({"email_recipients": ["nope"]}, "email_recipients[0]"),
+        ({"email_enabled": True}, "email_recipients"),
+    ):
+        r = await api.put(f"/api/v1/monitors/{m['id']}/alerts", json=bad)
+        assert r.status == 422 and field in (await r.json())["error"]["details"], bad
+
+
+# ---- run now, with real probes ----------------------------------------------------------
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[str]:
+    """200 for us-east's probe (127.0.0.11), 503 for everyone else."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(status=200 if request.remote == "127.0.0.11" else 503)
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def probes(nats_url: str) -> AsyncIterator[list[Agent]]:
+    agents = [
+        Agent(
+            ProbeConfig(
+                region=r,
+                nats_url=nats_url,
+                probe_id=f"probe-{r}",
+                source_address=a,
+                heartbeat_interval=0.1,
+                drain_timeout=2.0,
+            )
+        )
+        for r, a in (("us-east", "127.0.0.11"), ("eu-west", "127.0.0.12"))
+    ]
+    for a in agents:
+        await a.start()
+    yield agents
+    for a in agents:
+        await a.stop()
+
+
+async def test_check_runs_now_in_every_region(
+    controller: Running, api: aiohttp.ClientSession, target: str, probes: list[Agent]
+) -> None:
+    await eventually(
+        lambda: all(controller.app[keys.FLEET].live_regions().get(r, 0) >= 1 for r in ("us-east", "eu-west")),
+        timeout=5,
+        what="heartbeats of both probes",
+    )
+    m = await create(
+        api,
+        url=target,
+        locations=["us-east", "eu-west", "ap-south"],
+        timeout=2,
+        check_interval=3600,
+        consensus="any",
+    )
+    run = await data(await api.post(f"/api/v1/monitors/{m['id']}/check"))
+    by = {r["region"]: r for r in run["regions"]}
+    assert by["us-east"]["status"] == "ok" and by["us-east"]["status_code"] == 200
+    assert by["us-east"]["probe_id"] == "probe-us-east"
+    assert by["eu-west"]["status"] == "fail" and by["eu-west"]["status_code"] == 503
+    assert by["ap-south"]["status"] == "unavailable"
+    assert run["status"] == "down" and run["is_ok"] is False
+    test = await data(await api.post(f"/api/v1/monitors/{m['id']}/test"))
+    assert {r["region"] for r in test["regions"] if r["status_code"]} == {"us-east", "eu-west"}
+    # The monitor's state is untouched; the results are in its log.
+    assert (await data(await api.get(f"/api/v1/monitors/{m['id']}")))["status"] == "pending"
+
+    async def four_logged() -> list[dict[str, Any]] | None:
+        logs: list[dict[str, Any]] = await data(await api.get(f"/api/v1/monitors/{m['id']}/logs"))
+        return logs if len(logs) >= 4 else None
+
+    logs = await eventually(four_logged, timeout=5, what="the four results in the monitor's log")
+    assert all(x["on_demand"] for x in logs)
