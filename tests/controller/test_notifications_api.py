@@ -1,9 +1,11 @@
-"""/api/v1/notification-channels and /notification-rules: CRUD, redaction, test sends, errors."""
+"""/api/v1/notification-channels and /notification-rules: CRUD, redaction, test sends, errors;
+monitors' references to channels and escalation policies."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -44,6 +46,11 @@ async def _create(api: aiohttp.ClientSession, **body: object) -> dict[str, objec
     assert r.status == 201, await r.text()
     data: dict[str, object] = (await r.json())["data"]
     return data
+
+
+async def _post(api: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    r = await api.post(path, json=body)
+    return r.status, await r.json()
 
 
 async def test_it_never_returns_secrets_and_keeps_them_on_update(
@@ -332,3 +339,79 @@ async def test_a_monitor_carries_its_notification_channels(api: aiohttp.ClientSe
         "/api/v1/monitors", json={"name": "m", "url": "http://127.0.0.1:9/", "notifications": [0]}
     )
     assert r.status == 422 and "notifications[0]" in (await r.json())["error"]["details"]
+
+
+async def test_monitor_channel_ids_must_exist(api: aiohttp.ClientSession) -> None:
+    status, body = await _post(
+        api,
+        "/api/v1/notification-channels",
+        {"name": "hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook"}},
+    )
+    cid = body["data"]["id"]
+    http = {"name": "web", "type": "http", "url": "https://example.com/"}
+    status, body = await _post(api, "/api/v1/monitors", {**http, "notifications": [cid, 999999]})
+    assert status == 422 and body["error"]["details"] == {"notifications[1]": "no such notification channel"}
+    status, body = await _post(
+        api, "/api/v1/heartbeats", {"name": "hb", "run_interval": 60, "notifications": [999999]}
+    )
+    assert status == 422 and "notifications[0]" in body["error"]["details"]
+    status, body = await _post(api, "/api/v1/monitors", {**http, "notifications": [cid]})
+    assert status == 201 and body["data"]["notifications"] == [cid]
+    mid = body["data"]["id"]
+    r = await api.patch(f"/api/v1/monitors/{mid}", json={"notifications": [cid, cid + 1000]})
+    assert r.status == 422 and "notifications[1]" in (await r.json())["error"]["details"]
+    bulk = {"action": "update", "monitor_ids": [mid], "updates": {"notifications": [cid + 1000]}}
+    r = await api.post("/api/v1/monitors/bulk", json=bulk)
+    assert r.status == 422 and "notifications[0]" in (await r.json())["error"]["details"]["monitor_ids[0]"]
+    # Deleting the channel drops it from the monitor, which stays editable.
+    assert (await api.delete(f"/api/v1/notification-channels/{cid}")).status == 204
+    r = await api.patch(f"/api/v1/monitors/{mid}", json={"name": "web 2"})
+    assert r.status == 200 and (await r.json())["data"]["notifications"] == []
+
+
+async def test_monitors_take_an_escalation_policy_by_name_or_id(api: aiohttp.ClientSession) -> None:
+    _, body = await _post(
+        api,
+        "/api/v1/notification-channels",
+        {"name": "hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook"}},
+    )
+    cid = body["data"]["id"]
+    status, body = await _post(
+        api,
+        "/api/v1/notification-rules",
+        {
+            "name": "oncall_senior",
+            "policy": True,
+            "channels": [cid],
+            "escalate_after_minutes": 15,
+            "escalation_channels": [cid],
+        },
+    )
+    assert status == 201 and body["data"]["is_policy"] is True
+    policy = body["data"]["id"]
+    # The create example of docs/api.md (escalation policies), with a channel id in notifications.
+    status, body = await _post(
+        api,
+        "/api/v1/monitors",
+        {
+            "name": "Checkout Service Gateway",
+            "type": "http",
+            "url": "https://api.example.com/v2/health",
+            "interval_seconds": 30,
+            "expected_status": 200,
+            "escalation_policy": "oncall_senior",
+            "notifications": [cid],
+        },
+    )
+    assert status == 201 and body["data"]["escalation_policy"] == policy
+    mid = body["data"]["id"]
+    r = await api.put(f"/api/v1/monitors/{mid}/config", json={"timeout": 5})
+    assert r.status == 200 and (await r.json())["data"]["escalation_policy"] == policy
+    for ref, problem in (
+        ("nobody", "no notification rule with this name"),
+        (policy + 100, "no notification rule with this id"),
+    ):
+        r = await api.patch(f"/api/v1/monitors/{mid}", json={"escalation_policy": ref})
+        assert r.status == 422 and (await r.json())["error"]["details"] == {"escalation_policy": problem}
+    r = await api.patch(f"/api/v1/monitors/{mid}", json={"escalationPolicy": None})
+    assert r.status == 200 and (await r.json())["data"]["escalation_policy"] is None
