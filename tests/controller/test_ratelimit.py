@@ -10,7 +10,7 @@ from probefleet.controller import keys
 from probefleet.controller.api.ratelimit import LIMITER, RateLimiter
 from probefleet.controller.storage import api_keys
 from tests.controller.conftest import Running, start_controller
-from tests.controller.test_two_controllers import wait_for
+from tests.helpers import eventually
 
 
 def test_the_bucket_refills_continuously() -> None:
@@ -110,7 +110,9 @@ async def test_two_controllers_share_one_budget_per_key(database: str, nats_url:
     b = await start_controller(database, nats_url, **conf)
     running = [a, b]
     try:
-        await wait_for(lambda: all(c.app[LIMITER].controllers() == 2 for c in running))
+        await eventually(
+            lambda: all(c.app[LIMITER].controllers() == 2 for c in running), what="both limiters count two"
+        )
         pool = a.app[keys.POOL]
         key, _ = await api_keys.create(pool, "shared", ["monitors:read"], rate_limit=10)
         statuses, remaining = [], []
@@ -132,7 +134,7 @@ async def test_two_controllers_share_one_budget_per_key(database: str, nats_url:
 
         await b.stop()
         running.remove(b)
-        await wait_for(lambda: a.app[LIMITER].controllers() == 1)
+        await eventually(lambda: a.app[LIMITER].controllers() == 1, what="a's limiter counts one")
         alone, _ = await api_keys.create(pool, "alone", ["monitors:read"], rate_limit=10)
         async with aiohttp.ClientSession(base_url=a.base, headers={"X-API-Key": alone}) as api:
             assert [(await api.get("/api/v1/monitors")).status for _ in range(11)] == [200] * 10 + [429]
