@@ -104,12 +104,23 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def notifications_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The dispatcher and its HTTP session (the session's timeout bounds every delivery; it
-    connects only to public addresses unless notification_channels_allow_private)."""
+    """The dispatcher, its HTTP session (the session's timeout bounds every delivery; it
+    connects only to public addresses unless notification_channels_allow_private) and its
+    status-page subscribers, whose webhooks have their own setting: anonymous visitors choose
+    them, API-key holders choose channels, and allowing one must not allow the other."""
+    cfg = app[keys.CONFIG]
     timeout = aiohttp.ClientTimeout(total=10, connect=5)
-    allow = app[keys.CONFIG].notification_channels_allow_private
-    async with destinations.session(allow_private=allow, timeout=timeout) as session:
-        app[keys.DISPATCHER] = Dispatcher(pool=app[keys.POOL], session=session)
+    async with contextlib.AsyncExitStack() as stack:
+        allow = cfg.notification_channels_allow_private
+        session = await stack.enter_async_context(destinations.session(allow_private=allow, timeout=timeout))
+        hooks = session
+        if cfg.subscriber_webhooks_allow_private != allow:
+            hooks = await stack.enter_async_context(
+                destinations.session(allow_private=cfg.subscriber_webhooks_allow_private, timeout=timeout)
+            )
+        app[keys.DISPATCHER] = Dispatcher(
+            pool=app[keys.POOL], session=session, subscribers=subscribers.from_config(cfg, hooks)
+        )
         yield
 
 
@@ -239,8 +250,8 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The events hub (WebSocket and SSE push), status-page changes from any controller (ours
-    included), and the status-page subscriber sender."""
+    """The events hub (WebSocket and SSE push), and status-page changes from any controller
+    (ours included)."""
     cfg = app[keys.CONFIG]
     hub = app[keys.HUB] = Hub(app[keys.POOL])
     await hub.start()
@@ -255,19 +266,12 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
     sub = await app[keys.NC].subscribe(subjects.status_page_changed(), cb=on_page_changed)
     stop = asyncio.Event()
-    async with subscribers.webhook_session(cfg) as session:
-        send = subscribers.make_sender(cfg, session)
-        tasks = [
-            asyncio.create_task(hub.run(stop), name="realtime"),
-            asyncio.create_task(
-                subscribers.run_subscribers(app[keys.POOL], send, stop), name="status-subscribers"
-            ),
-        ]
-        yield
-        stop.set()
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    task = asyncio.create_task(hub.run(stop), name="realtime")
+    yield
+    stop.set()
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _close_realtime(app: web.Application) -> None:

@@ -11,7 +11,8 @@ import msgspec
 
 from probefleet.shared.config import env_setting, read_file
 
-# EmailConfig.security's values; status_pages.send_mail passes this on, so mypy rejects any other.
+# EmailConfig.security's values; status_pages/subscribers.from_config passes this on, so mypy
+# rejects any other.
 SmtpSecurity = Literal["none", "starttls", "tls"]
 
 

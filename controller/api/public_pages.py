@@ -49,7 +49,7 @@ async def _cached_model(app: web.Application, page: dict[str, Any]) -> tuple[int
         last: int = app[keys.HUB].last_id
         return last, await model.public_model(app[keys.POOL], cache, page, now_utc())
 
-    got: tuple[int, dict[str, Any]] = await cache.fetch("model", page["id"], cache.ttl, build)
+    got: tuple[int, dict[str, Any]] = await cache.get("model", page["id"], cache.ttl, build)
     return got
 
 
@@ -78,7 +78,7 @@ async def public_json(request: web.Request) -> web.Response:
         assert isinstance(raw, bytes)
         return raw, gzip.compress(raw, 5)
 
-    return _bytes(request, await cache.fetch("json", page["id"], cache.ttl, build), "application/json")
+    return _bytes(request, await cache.get("json", page["id"], cache.ttl, build), "application/json")
 
 
 def _bytes(request: web.Request, body: tuple[bytes, bytes], content_type: str) -> web.Response:
@@ -120,7 +120,7 @@ async def _render(
         raw = text.encode()
         return raw, gzip.compress(raw, 5)
 
-    body = await build() if notice else await cache.fetch("html", page["id"], cache.ttl, build)
+    body = await build() if notice else await cache.get("html", page["id"], cache.ttl, build)
     response = _bytes(request, body, "text/html")
     response.set_status(status)
     return response

@@ -1,16 +1,20 @@
-"""The notification dispatcher: events outbox -> deliveries -> notifiers.
+"""The notification dispatcher: events outbox -> deliveries -> notifiers and subscribers.
 
 Two steps, each safe with any number of controllers:
 
 - `fan_out(now)` reads events after the watermark, creates one delivery row per
   matching channel (INSERT ... ON CONFLICT DO NOTHING on the unique key
-  (event_id, channel_id, kind, seq)) and advances the watermark with compare-and-set.
+  (event_id, channel_id, kind, seq)) and one per status-page subscriber the event concerns
+  (key (event_id, subscriber_id, kind, seq)), and advances the watermark with compare-and-set.
 - `process_batch(now)` claims due deliveries (UPDATE ... WHERE id IN (SELECT ... FOR
   UPDATE SKIP LOCKED) with a lease), sends them, and records the outcome only if the
   claim is still ours. A crashed sender's lease expires and another controller retries.
 
 Reminders and escalations are deliveries too, due later and cancelled at send time when
-the incident is no longer unacknowledged. See docs/architecture/notifications.md.
+the incident is no longer unacknowledged. Subscribers are one more kind of destination
+(the `Subscribers` protocol, implemented by status_pages/subscribers.py): their notices
+are claimed, retried and recorded like a channel's, but a notice that cannot be sent
+disables nothing. See docs/architecture/notifications.md.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, Protocol, get_args
 
 import aiohttp
 import asyncpg
@@ -41,7 +45,7 @@ from probefleet.controller.notifications.notifiers.base import (
 from probefleet.controller.storage import DB
 from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import notifications as store
-from probefleet.controller.storage.notifications import GATED_EVENTS, NewDelivery, Outcome
+from probefleet.controller.storage.notifications import GATED_EVENTS, NewDelivery, NewNotice, Outcome
 
 log = logging.getLogger("probefleet.dispatcher")
 
@@ -274,10 +278,30 @@ async def send(session: aiohttp.ClientSession, channel: dict[str, Any], note: No
     await NOTIFIERS[channel["kind"]].send(session, config, note)
 
 
+class Subscribers(Protocol):
+    """Status-page subscribers as destinations: the notices a batch of events makes for
+    them, where each subscriber's notices go, and sending one (NotifierError on failure)."""
+
+    async def notices(self, conn: DB, events: list[dict[str, Any]]) -> list[NewNotice]: ...
+
+    async def targets(self, conn: DB, ids: list[int]) -> dict[int, Any]: ...
+
+    async def send(self, target: Any, delivery: dict[str, Any]) -> None: ...
+
+
+def _outcome(
+    d: dict[str, Any], status: str, error: str | None = None, at: dt.datetime | None = None
+) -> Outcome:
+    return Outcome(d["id"], d["attempts"], status, error, at)
+
+
 @dataclass
 class Dispatcher:
     pool: DB
     session: aiohttp.ClientSession
+    # The controller always gives it; a dispatcher without (tests, benches) writes and claims
+    # no subscriber notice, so the events it fans out reach no subscriber.
+    subscribers: Subscribers | None = None
     settings: Settings = field(default_factory=Settings)
     rng: Callable[[], float] = random.random
     _gap: tuple[int, dt.datetime] | None = None
@@ -319,6 +343,10 @@ class Dispatcher:
                 held[mid] = gate
             rows += self._deliveries(event, rules, monitor, channels, flapping, gate)
         created = await store.insert_deliveries(self.pool, rows)
+        if self.subscribers is not None:
+            created += await store.insert_notices(
+                self.pool, await self.subscribers.notices(self.pool, events)
+            )
         safe = self._safe_watermark(last, [e["id"] for e in events], now)
         if safe > last and await store.advance_watermark(self.pool, last, safe):
             log.debug("fan-out watermark=%s deliveries=%s", safe, created)
@@ -388,18 +416,31 @@ class Dispatcher:
 
     async def process_batch(self, now: dt.datetime, limit: int | None = None) -> int:
         """Claim due deliveries, send them concurrently, record outcomes; returns how many."""
-        claimed = await store.claim(self.pool, now, self.settings.lease_s, limit or self.settings.batch)
+        claimed = await store.claim(
+            self.pool,
+            now,
+            self.settings.lease_s,
+            limit or self.settings.batch,
+            subscribers=self.subscribers is not None,
+        )
         if not claimed:
             return 0
-        events = await store.events_by_id(self.pool, [d["event_id"] for d in claimed if d["event_id"]])
-        channels = await store.channels_by_id(self.pool, list({d["channel_id"] for d in claimed}))
+        to_channels = [d for d in claimed if d["channel_id"] is not None]
+        events = await store.events_by_id(self.pool, [d["event_id"] for d in to_channels if d["event_id"]])
+        channels = await store.channels_by_id(self.pool, list({d["channel_id"] for d in to_channels}))
         conditional = [d["incident_id"] for d in claimed if d["kind"] in ("reminder", "escalation")]
         incidents = await store.incident_status(self.pool, conditional) if conditional else {}
-        recipients = await self._recipients(claimed, channels)
+        recipients = await self._recipients(to_channels, channels)
+        subscriber_ids = list({d["subscriber_id"] for d in claimed if d["subscriber_id"] is not None})
+        targets = {}
+        if self.subscribers is not None and subscriber_ids:
+            targets = await self.subscribers.targets(self.pool, subscriber_ids)
         gate = asyncio.Semaphore(self.settings.concurrency)
 
         async def one(d: dict[str, Any]) -> tuple[Outcome, NotifierError | None]:
             async with gate:
+                if d["subscriber_id"] is not None:
+                    return await self._notify(d, targets.get(d["subscriber_id"]), now), None
                 channel = channels.get(d["channel_id"])
                 if channel is not None and d["monitor_id"] in recipients:
                     channel = {**channel, "config": {**channel["config"], "to": recipients[d["monitor_id"]]}}
@@ -443,7 +484,7 @@ class Dispatcher:
         now: dt.datetime,
     ) -> tuple[Outcome, NotifierError | None]:
         def done(status: str, error: str | None = None, at: dt.datetime | None = None) -> Outcome:
-            return Outcome(d["id"], d["attempts"], status, error, at)
+            return _outcome(d, status, error, at)
 
         if channel is None or not channel["is_enabled"]:
             reason = channel["disabled_reason"] if channel else None
@@ -473,6 +514,34 @@ class Dispatcher:
             return done("failed", e.message, now + dt.timedelta(seconds=wait)), e
         metrics.NOTIFICATIONS.labels(channel["kind"], "delivered").inc()
         return done("delivered"), None
+
+    async def _notify(self, d: dict[str, Any], target: Any, now: dt.datetime) -> Outcome:
+        """Send one notice to a status-page subscriber. A failure is retried with the same
+        backoff as a channel's; a permanent one, or the last attempt, ends it (dead), and
+        nothing is disabled: the next notice to this subscriber is tried as usual."""
+        if target is None or self.subscribers is None:
+            return _outcome(d, "cancelled", "subscriber no longer exists")
+        try:
+            await self.subscribers.send(target, d)
+        except NotifierError as e:
+            log.warning(
+                "notice failed delivery_id=%s subscriber_id=%s kind=%s attempt=%s permanent=%s error=%s",
+                d["id"],
+                d["subscriber_id"],
+                d["kind"],
+                d["attempts"],
+                e.permanent,
+                e.message,
+            )
+            if e.permanent or d["attempts"] >= self.settings.max_attempts:
+                metrics.STATUS_NOTICES.labels("failed").inc()
+                reason = e.message if e.permanent else f"gave up after {d['attempts']} attempts: {e.message}"
+                return _outcome(d, "dead", reason)
+            metrics.STATUS_NOTICES.labels("retry").inc()
+            wait = backoff(d["attempts"], self.settings, e.retry_after, self.rng)
+            return _outcome(d, "failed", e.message, now + dt.timedelta(seconds=wait))
+        metrics.STATUS_NOTICES.labels("sent").inc()
+        return _outcome(d, "delivered")
 
     async def _disable(self, d: dict[str, Any], outcome: Outcome, reason: str, now: dt.datetime) -> None:
         """Dead delivery, disabled channel and a channel.disabled event, in one transaction."""

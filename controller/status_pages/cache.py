@@ -30,7 +30,7 @@ class PageCache:
     entries: dict[tuple[str, int], tuple[float, Any]] = field(default_factory=dict)
     building: dict[tuple[str, int], asyncio.Task[Any]] = field(default_factory=dict)
 
-    async def fetch(self, kind: str, page_id: int, ttl: float, build: Callable[[], Awaitable[Any]]) -> Any:
+    async def get(self, kind: str, page_id: int, ttl: float, build: Callable[[], Awaitable[Any]]) -> Any:
         key, now = (kind, page_id), time.monotonic()
         hit = self.entries.get(key)
         if hit is not None and hit[0] > now:

@@ -132,7 +132,7 @@ async def _bars(pool: DB, cache: PageCache, page_id: int, monitor_ids: list[int]
         until = since + dt.timedelta(days=BAR_DAYS)
         return await store.day_counts(pool, monitor_ids, since, until)
 
-    return await cache.fetch("bars", page_id, cache.bars_ttl, build)
+    return await cache.get("bars", page_id, cache.bars_ttl, build)
 
 
 async def public_model(pool: DB, cache: PageCache, page: dict[str, Any], now: dt.datetime) -> dict[str, Any]:

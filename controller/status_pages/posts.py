@@ -1,6 +1,7 @@
 """Incident posts: a post, its updates and the page-level banner, each written in one
 transaction with its outbox event (`status_page.post.created` / `.updated`, which the live
-page and API clients receive) and its notices to the page's subscribers.
+page and API clients receive) and its notice to each confirmed subscriber of the page (a
+delivery of the notification dispatcher, see status_pages/subscribers.py).
 
 `post_out` is the one shape of a post, for the API, the public page and the events.
 """
@@ -11,6 +12,7 @@ from typing import Any
 
 from probefleet.controller.storage import Tx
 from probefleet.controller.storage import events as event_store
+from probefleet.controller.storage import notifications as notices_store
 from probefleet.controller.storage import status_pages as store
 
 
@@ -52,15 +54,15 @@ def post_payload(page: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def emit_post(conn: Tx, page_id: int, post_id: int, *, created: bool) -> None:
+async def emit_post(conn: Tx, page_id: int, post_id: int, *, created: bool) -> int:
     """Write `status_page.post.created` (or `.updated`: a new update) into the events outbox;
-    call in the transaction that wrote the post."""
+    its id. Call in the transaction that wrote the post."""
     kind = "status_page.post.created" if created else "status_page.post.updated"
     page = await store.get_page(conn, page_id)
     found = await store.posts(conn, page_id, post_id=post_id)
     assert page is not None and found, "call after writing the post, in the same transaction"
     post = found[0]
-    await event_store.insert(
+    return await event_store.insert(
         conn,
         kind,
         monitor_id=None,
@@ -73,18 +75,18 @@ async def emit_post(conn: Tx, page_id: int, post_id: int, *, created: bool) -> N
 async def publish(conn: Tx, page_id: int, title: str, status: str, message: str) -> int:
     """A new post with its first update; its id. Call in a transaction."""
     post_id = await store.insert_post(conn, page_id, title, status, message)
-    await emit_post(conn, page_id, post_id, created=True)
+    event_id = await emit_post(conn, page_id, post_id, created=True)
     notice = {"post_id": post_id, "status": status, "message": message, "title": title}
-    await store.enqueue_for_page(conn, page_id, "post", notice)
+    await notices_store.insert_page_notices(conn, page_id, event_id, "post", notice)
     return post_id
 
 
 async def update(conn: Tx, page_id: int, post_id: int, status: str, message: str) -> None:
     """A further update of the page's post. Call in a transaction."""
     await store.add_update(conn, post_id, status, message)
-    await emit_post(conn, page_id, post_id, created=False)
+    event_id = await emit_post(conn, page_id, post_id, created=False)
     notice = {"post_id": post_id, "status": status, "message": message}
-    await store.enqueue_for_page(conn, page_id, "post", notice)
+    await notices_store.insert_page_notices(conn, page_id, event_id, "post", notice)
 
 
 async def set_banner(conn: Tx, page_id: int, status: str, message: str) -> None:
@@ -96,10 +98,9 @@ async def set_banner(conn: Tx, page_id: int, status: str, message: str) -> None:
     if post_id is None:
         title = message if len(message) <= 80 else message[:77] + "..."
         post_id = await store.insert_post(conn, page_id, title, status, message)
-        await emit_post(conn, page_id, post_id, created=True)
+        event_id = await emit_post(conn, page_id, post_id, created=True)
     else:
         await store.add_update(conn, post_id, status, message)
-        await emit_post(conn, page_id, post_id, created=False)
-    await store.enqueue_for_page(
-        conn, page_id, "post", {"post_id": post_id, "status": status, "message": message}
-    )
+        event_id = await emit_post(conn, page_id, post_id, created=False)
+    notice = {"post_id": post_id, "status": status, "message": message}
+    await notices_store.insert_page_notices(conn, page_id, event_id, "post", notice)

@@ -1,6 +1,7 @@
 """SQL for notification channels, rules, deliveries and the dispatcher's watermark.
 
-A delivery is unique on (event_id, channel_id, kind, seq), so inserting it is
+A delivery goes to a channel or to a status-page subscriber. It is unique on (event_id,
+channel_id, kind, seq), or (event_id, subscriber_id, kind, seq), so inserting it is
 idempotent (ON CONFLICT DO NOTHING) whichever controller fans an event out. Every
 status change after that is compare-and-set on (status, attempts).
 """
@@ -24,8 +25,8 @@ RULE_COLUMNS = (
     " escalate_after_minutes, escalation_channel_ids, is_enabled, is_policy, created_at, updated_at"
 )
 DELIVERY_COLUMNS = (
-    "id, event_id, channel_id, kind, seq, monitor_id, incident_id, status, attempts,"
-    " next_attempt_at, locked_until, last_error, reminder_s, created_at, updated_at, delivered_at"
+    "id, event_id, channel_id, subscriber_id, kind, seq, monitor_id, incident_id, status, attempts,"
+    " next_attempt_at, locked_until, last_error, reminder_s, payload, created_at, updated_at, delivered_at"
 )
 # What the dispatcher reads of an event (dispatcher.notification), after the watermark or by id.
 EVENT_COLUMNS = "id, kind, monitor_id, incident_id, occurred_at, payload"
@@ -288,21 +289,85 @@ async def insert_test_delivery(conn: DB, channel_id: int, now: dt.datetime) -> i
     return delivery_id
 
 
+# ------------------------------------------------------------ subscriber notices
+
+
+class NewNotice(NamedTuple):
+    """A delivery to a status-page subscriber: kind 'state', 'post' or 'confirm', and what
+    the notice says."""
+
+    event_id: int | None
+    subscriber_id: int
+    kind: str
+    payload: dict[str, Any]
+    next_attempt_at: dt.datetime
+
+
+async def insert_notices(conn: DB, items: Sequence[NewNotice]) -> int:
+    """Insert what is not there yet (an event's notice to a subscriber exists once); the
+    number inserted."""
+    if not items:
+        return 0
+    rows = await conn.fetch(
+        "INSERT INTO deliveries (event_id, subscriber_id, kind, payload, next_attempt_at)"
+        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::timestamptz[])"
+        " ON CONFLICT DO NOTHING RETURNING id",
+        *zip(*items, strict=True),
+    )
+    return len(rows)
+
+
+async def insert_confirmation(conn: Tx, subscriber_id: int, resend_after: dt.timedelta) -> bool:
+    """One confirmation mail, unless one is still queued or one was queued within
+    `resend_after`. Call after the subscriber's upsert in the same transaction: its row
+    lock makes concurrent requests for the same address take turns."""
+    done = await conn.fetchval(
+        "INSERT INTO deliveries (subscriber_id, kind, payload) SELECT $1, 'confirm', '{}'::jsonb"
+        " WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE subscriber_id = $1 AND kind = 'confirm'"
+        "  AND (status IN ('pending', 'sending', 'failed') OR created_at > now() - $2::interval))"
+        " RETURNING id",
+        subscriber_id,
+        resend_after,
+    )
+    return done is not None
+
+
+async def insert_page_notices(
+    conn: Tx, page_id: int, event_id: int | None, kind: str, payload: dict[str, Any]
+) -> int:
+    """The notice to every confirmed subscriber of the page; how many."""
+    rows = await conn.fetch(
+        "INSERT INTO deliveries (event_id, subscriber_id, kind, payload)"
+        " SELECT $2, id, $3, $4 FROM status_page_subscribers WHERE page_id = $1 AND confirmed_at IS NOT NULL"
+        " ON CONFLICT DO NOTHING RETURNING id",
+        page_id,
+        event_id,
+        kind,
+        payload,
+    )
+    return len(rows)
+
+
 # ------------------------------------------------------------ send step
 
 
-async def claim(conn: DB, now: dt.datetime, lease_s: float, limit: int) -> list[Row]:
-    """Take due deliveries: pending, failed and due, or sending with an expired claim."""
+async def claim(
+    conn: DB, now: dt.datetime, lease_s: float, limit: int, *, subscribers: bool = True
+) -> list[Row]:
+    """Take due deliveries: pending, failed and due, or sending with an expired claim;
+    deliveries to subscribers only when `subscribers`."""
     rows = await conn.fetch(
         "UPDATE deliveries SET status='sending', attempts=attempts+1, updated_at=$1,"
         " locked_until = $1 + make_interval(secs => $2)"
         " WHERE id IN (SELECT id FROM deliveries WHERE next_attempt_at <= $1"
         "   AND (status IN ('pending', 'failed') OR (status='sending' AND locked_until < $1))"
+        "   AND ($4 OR subscriber_id IS NULL)"
         "   ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
         f" RETURNING {DELIVERY_COLUMNS}",
         now,
         lease_s,
         limit,
+        subscribers,
     )
     return [dict(r) for r in rows]
 

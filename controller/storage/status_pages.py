@@ -1,4 +1,5 @@
-"""SQL for status pages, their components, posts, subscribers and subscriber notices."""
+"""SQL for status pages, their components, posts and subscribers (whose notices are
+deliveries: storage/notifications.py)."""
 
 from __future__ import annotations
 
@@ -295,21 +296,6 @@ async def add_subscriber(conn: Tx, page_id: int, kind: str, address: str, confir
     return dict(row)
 
 
-async def enqueue_confirmation(conn: Tx, subscriber_id: int, resend_after: dt.timedelta) -> bool:
-    """One confirmation mail, unless one is still queued or one was queued within
-    `resend_after`. Call after add_subscriber in the same transaction: its row lock makes
-    concurrent requests for the same address take turns."""
-    done = await conn.fetchval(
-        "INSERT INTO status_page_notices (subscriber_id, kind, payload) SELECT $1, 'confirm', '{}'::jsonb"
-        " WHERE NOT EXISTS (SELECT 1 FROM status_page_notices WHERE subscriber_id = $1"
-        "  AND kind = 'confirm' AND (state IN ('pending', 'sending') OR created_at > now() - $2::interval))"
-        " RETURNING id",
-        subscriber_id,
-        resend_after,
-    )
-    return done is not None
-
-
 async def confirm_subscriber(conn: DB, token: str) -> Row | None:
     row = await conn.fetchrow(
         "UPDATE status_page_subscribers SET confirmed_at = coalesce(confirmed_at, now())"
@@ -340,85 +326,33 @@ async def subscribers(conn: DB, page_id: int) -> list[Row]:
     return [dict(r) for r in rows]
 
 
-async def enqueue(conn: DB, subscriber_ids: list[int], kind: str, payload: dict[str, Any]) -> None:
-    await conn.executemany(
-        "INSERT INTO status_page_notices (subscriber_id, kind, payload) VALUES ($1, $2, $3)",
-        [(sid, kind, payload) for sid in subscriber_ids],
-    )
-
-
-async def enqueue_for_page(conn: Tx, page_id: int, kind: str, payload: dict[str, Any]) -> None:
-    await conn.execute(
-        "INSERT INTO status_page_notices (subscriber_id, kind, payload) SELECT id, $2, $3"
-        " FROM status_page_subscribers WHERE page_id = $1 AND confirmed_at IS NOT NULL",
-        page_id,
-        kind,
-        payload,
-    )
-
-
-async def advance_events(conn: Tx, limit: int = 200) -> list[Row]:
-    """Monitor state events past the shared cursor, with every confirmed subscriber of a page
-    showing that monitor; moves the cursor. Call in a transaction: the row lock on the
-    cursor makes a second controller wait, then see the moved cursor."""
-    last = await conn.fetchval(
-        "SELECT last_event_id FROM status_page_cursor WHERE name = 'subscribers' FOR UPDATE"
-    )
-    events = await conn.fetch(
-        "SELECT id, kind, monitor_id, occurred_at, payload FROM events WHERE id > $1 ORDER BY id LIMIT $2",
-        last,
-        limit,
-    )
+async def state_audience(conn: DB, events: list[tuple[int, int]]) -> list[Row]:
+    """For (event id, monitor id) pairs: every confirmed subscriber of a page showing that
+    monitor, with the component's display name there."""
     if not events:
         return []
-    await conn.execute(
-        "UPDATE status_page_cursor SET last_event_id = $1 WHERE name = 'subscribers'", events[-1]["id"]
-    )
-    wanted = [e for e in events if e["kind"] in ("monitor.down", "monitor.up", "monitor.degraded")]
-    if not wanted:
-        return []
+    ids, monitors = zip(*events, strict=True)
     rows = await conn.fetch(
-        "SELECT e.id AS event_id, e.kind, e.occurred_at, s.id AS subscriber_id, p.name AS page_name,"
-        " p.slug, c.display_name FROM unnest($1::bigint[], $2::bigint[]) AS e0(id, monitor_id)"
-        " JOIN events e ON e.id = e0.id"
-        " JOIN status_page_components c ON c.monitor_id = e0.monitor_id"
-        " JOIN status_pages p ON p.id = c.page_id"
-        " JOIN status_page_subscribers s ON s.page_id = p.id AND s.confirmed_at IS NOT NULL"
+        "SELECT e.id AS event_id, s.id AS subscriber_id, c.display_name"
+        " FROM unnest($1::bigint[], $2::bigint[]) AS e(id, monitor_id)"
+        " JOIN status_page_components c ON c.monitor_id = e.monitor_id"
+        " JOIN status_page_subscribers s ON s.page_id = c.page_id AND s.confirmed_at IS NOT NULL"
         " ORDER BY e.id, s.id",
-        [e["id"] for e in wanted],
-        [e["monitor_id"] for e in wanted],
+        list(ids),
+        list(monitors),
     )
     return [dict(r) for r in rows]
 
 
-async def claim_notice(conn: DB, now: dt.datetime, lease: dt.timedelta) -> Row | None:
-    """Compare-and-set one due notice to `sending` (or take back an expired claim)."""
-    row = await conn.fetchrow(
-        "UPDATE status_page_notices n SET state = 'sending', attempts = attempts + 1,"
-        " claimed_until = $2 FROM status_page_subscribers s, status_pages p"
-        " WHERE n.id = (SELECT id FROM status_page_notices WHERE next_at <= $1"
-        "  AND (state = 'pending' OR (state = 'sending' AND claimed_until < $1))"
-        "  ORDER BY next_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-        " AND s.id = n.subscriber_id AND p.id = s.page_id"
-        " RETURNING n.id, n.kind, n.payload, n.attempts, s.kind AS channel, s.address, s.token, s.page_id,"
-        " p.name AS page_name, p.slug",
-        now,
-        now + lease,
+async def subscribers_by_id(conn: DB, ids: list[int]) -> dict[int, Row]:
+    """Where each subscriber's notices go (kind, address), its link token and its page."""
+    rows = await conn.fetch(
+        "SELECT s.id, s.kind, s.address, s.token, s.page_id, p.name AS page_name, p.slug"
+        " FROM status_page_subscribers s JOIN status_pages p ON p.id = s.page_id"
+        " WHERE s.id = ANY($1::bigint[])",
+        ids,
     )
-    return dict(row) if row else None
-
-
-async def finish_notice(conn: DB, notice_id: int, *, error: str | None, retry_at: dt.datetime | None) -> None:
-    state = "sent" if error is None else "pending" if retry_at is not None else "failed"
-    await conn.execute(
-        "UPDATE status_page_notices SET state = $2, last_error = $3, next_at = coalesce($4, next_at),"
-        " claimed_until = NULL, sent_at = CASE WHEN $2 = 'sent' THEN now() END"
-        " WHERE id = $1 AND state = 'sending'",
-        notice_id,
-        state,
-        error,
-        retry_at,
-    )
+    return {r["id"]: dict(r) for r in rows}
 
 
 # --- shared secrets ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 
 from probefleet.controller import keys
 from tests.controller.conftest import start_controller
-from tests.controller.test_status_pages import _monitor, _page, _set_status, backfill_rollups
+from tests.controller.status_pages.helpers import backfill_rollups, create_monitor, create_page, set_status
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 FLAGS = [
@@ -126,10 +126,10 @@ async def test_the_page_renders_and_updates_live_in_chromium(
     try:
         headers = {"Authorization": f"Bearer {running.admin_key}"}
         async with aiohttp.ClientSession(base_url=running.base, headers=headers) as api:
-            ids = [await _monitor(api, f"m{i}") for i in range(3)]
+            ids = [await create_monitor(api, f"m{i}") for i in range(3)]
             for mid in ids:
-                await _set_status(running.app, mid, "up")
-            page = await _page(
+                await set_status(running.app, mid, "up")
+            page = await create_page(
                 api,
                 name="Browser Co",
                 slug="browser",
@@ -169,7 +169,7 @@ async def test_the_page_renders_and_updates_live_in_chromium(
         # Marks this document: a reload would lose it.
         await browser.js("window.__noReload = 42")
         await asyncio.sleep(0.5)  # let EventSource connect before the change
-        await _set_status(running.app, ids[1], "down")
+        await set_status(running.app, ids[1], "down")
         state = None
         async with asyncio.timeout(10):
             while state != "outage":

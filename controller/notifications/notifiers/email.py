@@ -1,4 +1,7 @@
-"""Email over SMTP with aiosmtplib: plain text and HTML alternatives, TLS or STARTTLS."""
+"""Email over SMTP with aiosmtplib: plain text and HTML alternatives, TLS or STARTTLS.
+
+`deliver` is the controller's one SMTP sender: alerts of email channels (`send`) and the
+mails to status-page subscribers (`plain_message`) both go through it."""
 
 from __future__ import annotations
 
@@ -69,6 +72,18 @@ def build_message(config: EmailConfig, note: Notification) -> EmailMessage:
     return mail
 
 
+def plain_message(config: EmailConfig, subject: str, text: str) -> EmailMessage:
+    """A plain-text mail from `config.from_` to `config.to`."""
+    mail = EmailMessage()
+    mail["Subject"] = subject
+    mail["From"] = config.from_
+    mail["To"] = ", ".join(config.to)
+    mail["Date"] = formatdate(localtime=False)
+    mail["Message-ID"] = make_msgid("probefleet")
+    mail.set_content(text)
+    return mail
+
+
 def tls_context(config: EmailConfig) -> ssl.SSLContext:
     if not config.verify:
         ctx = ssl.create_default_context()
@@ -100,12 +115,11 @@ def error_for_smtp(exc: Exception) -> NotifierError:
     return NotifierError(f"email: {type(exc).__name__}: {exc}")
 
 
-async def send(session: aiohttp.ClientSession, config: EmailConfig, note: Notification) -> None:
-    """Send one mail; `session` is unused and taken only to share the notifier signature."""
-    del session
+async def deliver(config: EmailConfig, mail: EmailMessage) -> None:
+    """Send one mail through the config's server; NotifierError (error_for_smtp) on failure."""
     try:
         await aiosmtplib.send(
-            build_message(config, note),
+            mail,
             hostname=config.host,
             port=config.port,
             username=config.username,
@@ -117,3 +131,9 @@ async def send(session: aiohttp.ClientSession, config: EmailConfig, note: Notifi
         )
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise error_for_smtp(exc) from None
+
+
+async def send(session: aiohttp.ClientSession, config: EmailConfig, note: Notification) -> None:
+    """Send one alert; `session` is unused and taken only to share the notifier signature."""
+    del session
+    await deliver(config, build_message(config, note))
