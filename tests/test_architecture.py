@@ -297,3 +297,16 @@ CHANNEL = "LISTEN events"
         (16, "", "LISTEN events"),
     ]
     assert sql_in('HELP = "Steps started by an events NOTIFY wakeup."\nselect = "select_region"\n') == []
+
+
+def test_the_controller_page_lists_every_module() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "architecture" / "controller.md").read_text()
+    root = Path(next(iter(importlib.util.find_spec("probefleet.controller").submodule_search_locations)))
+    modules = [p for p in sorted(root.rglob("*.py")) if p.name != "__init__.py" or p.read_text().strip()]
+    assert len(modules) > 60
+    missing = [
+        f"controller/{p.relative_to(root)}"
+        for p in modules
+        if f"`controller/{p.relative_to(root)}`" not in page
+    ]
+    assert missing == []

@@ -1,5 +1,5 @@
 """Who is calling: API keys authenticated through this controller's key cache
-(controller/keycache.py), and revocations spread to every controller over NATS."""
+(controller/api/keycache.py), and revocations spread to every controller over NATS."""
 
 from __future__ import annotations
 

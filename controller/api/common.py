@@ -69,8 +69,8 @@ async def by_id(request: web.Request, what: str, action: Callable[[DB, int], Awa
     return result
 
 
-# Reference 001's examples send the key as a cookie (`curl -b session_cookie=...`), reference
-# 002 as `Cookie: session=...`. The controller never sets these cookies, and a request a
+# Some clients send the key as a cookie (`curl -b session_cookie=...`, or
+# `Cookie: session=...`). The controller never sets these cookies, and a request a
 # browser marks as coming from a page (Origin, or Sec-Fetch-Site other than same-origin or
 # none) is refused them, so another site cannot make a browser spend one.
 SESSION_COOKIES = ("session_cookie", "session")

@@ -366,8 +366,8 @@ async def ping_token(request: web.Request) -> web.Response:
 
 
 async def ping_heartbeat(request: web.Request) -> web.Response:
-    """Authenticated success ping: GET /api/v1/heartbeats/{id}/ping (reference 000) and
-    POST /api/v1/monitors/{id}/heartbeat (reference 002)."""
+    """Authenticated success ping: GET /api/v1/heartbeats/{id}/ping and
+    POST /api/v1/monitors/{id}/heartbeat (two spellings clients use)."""
     await require(request, "monitors:write")
     row = await store.get(request.app[keys.POOL], path_id(request, what="heartbeat"))
     if row is None:

@@ -150,13 +150,13 @@ async def patch_monitor(request: web.Request) -> web.Response:
 
 
 async def put_monitor(request: web.Request) -> web.Response:
-    """PUT changes the given fields like PATCH: references 000, 001 and 003 document PUT
-    so ("Only provided fields will be updated"), none documents a replace."""
+    """PUT changes the given fields like PATCH: clients send partial PUTs ("only provided
+    fields will be updated"), and none expects a replace."""
     return await _update(request)
 
 
 async def put_config(request: web.Request) -> web.Response:
-    """PUT /monitors/{id}/config (reference 004): change some settings, keep the rest and
+    """PUT /monitors/{id}/config: change some settings, keep the rest and
     the schedule (the monitor keeps its phase; no round is lost)."""
     return await _update(request)
 
@@ -365,7 +365,7 @@ def decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, int]:
 
 
 async def list_monitors(request: web.Request) -> web.Response:
-    """Three page styles: `page` (with totals, reference 001), `offset` (reference 003) or
+    """Three page styles: `page` (with totals), `offset` (with has_more) or
     `cursor` (keyset on the sort key and id, so pages stay stable while monitors are added
     or removed)."""
     await require(request, "monitors:read")
@@ -432,7 +432,7 @@ class BulkAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class BulkUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """PUT /monitors/bulk (reference 000)."""
+    """PUT /monitors/bulk: the same fields changed on many monitors, in one transaction."""
 
     monitor_ids: Annotated[list[Annotated[int, Meta(ge=1)]], Meta(min_length=1, max_length=MAX_BULK)]
     updates: dict[str, Any]
@@ -608,7 +608,7 @@ async def monitor_history(request: web.Request) -> web.Response:
 
 
 class AlertSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Per-monitor alert settings (reference 001), read by the notifications dispatcher."""
+    """Per-monitor alert settings, read by the notifications dispatcher."""
 
     email_enabled: bool = False
     email_recipients: Annotated[

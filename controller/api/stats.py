@@ -147,7 +147,7 @@ def _label(step: dt.timedelta) -> str:
 
 
 async def monitor_stats(request: web.Request) -> web.Response:
-    """Reference 001: uptime per window, response times, incidents, checks, per region."""
+    """Uptime per window, response times, incidents and checks, per region, over a period."""
     await require(request, "monitors:read")
     pool = request.app[keys.POOL]
     monitor = await _monitor(pool, request, "id")
@@ -168,7 +168,7 @@ async def monitor_stats(request: web.Request) -> web.Response:
 
 
 async def monitor_analytics(request: web.Request) -> web.Response:
-    """Reference 002: the same over any range, with a time series."""
+    """The same over any range, with a time series."""
     await require(request, "monitors:read")
     pool = request.app[keys.POOL]
     monitor = await _monitor(pool, request, "monitor_id")

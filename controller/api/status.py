@@ -1,5 +1,5 @@
 """GET /api/v1/status/{monitor_id}: current state, last result per region, latency
-percentiles and rolling 24 h uptime (reference 004), straight from rounds and
+percentiles and rolling 24 h uptime, straight from rounds and
 check_results (storage/results.py); maintenance periods are left out of uptime."""
 
 from __future__ import annotations

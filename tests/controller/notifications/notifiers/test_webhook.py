@@ -11,8 +11,8 @@ from aiohttp import web
 from probefleet.controller.notifications.notifiers import parse_config, redact
 from probefleet.controller.notifications.notifiers.base import NotifierError
 from probefleet.controller.notifications.notifiers.webhook import WebhookConfig, send, sign, verify_signature
-from tests.notifiers.conftest import StartReceiver
-from tests.notifiers.receivers import Seen, bad_request, sample
+from tests.controller.notifications.notifiers.conftest import StartReceiver
+from tests.controller.notifications.notifiers.receivers import Seen, bad_request, sample
 
 SECRET = "whsec_0123456789abcdef0123456789abcdef"
 

@@ -24,7 +24,7 @@ from probefleet.controller.api import routes
 from probefleet.controller.config import Region
 from tests.controller.conftest import REGIONS, Running, start_controller
 
-DATA = json.loads((Path(__file__).parent.parent / "testdata" / "reference_examples.json").read_text())
+DATA = json.loads((Path(__file__).parents[3] / "tests" / "testdata" / "reference_examples.json").read_text())
 EXAMPLES: list[dict[str, Any]] = DATA["examples"]
 # Reference 003 names its regions like AWS: the operator configures them (deployment, not client).
 EXTRA_REGIONS = ["us-east-1", "eu-west-1"]

@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from probefleet.controller.notifications.notifiers import parse_config, redact
 from probefleet.controller.notifications.notifiers.base import NotifierError
 from probefleet.controller.notifications.notifiers.email import EmailConfig, send
-from tests.notifiers.receivers import sample
+from tests.controller.notifications.notifiers.receivers import sample
 
 PASSWORD = "correct-horse-battery-staple"
 

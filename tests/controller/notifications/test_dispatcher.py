@@ -25,8 +25,8 @@ from probefleet.controller.notifications.dispatcher import Dispatcher, Settings,
 from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import notifications as store
+from tests.controller.notifications.notifiers.test_email import Mailbox, StartSmtp, start_smtp  # noqa: F401 (fixture)
 from tests.helpers import eventually
-from tests.notifiers.test_email import Mailbox, StartSmtp, start_smtp  # noqa: F401 (fixture)
 
 T0 = dt.datetime(2030, 1, 15, 10, 0, tzinfo=dt.UTC)
 SECRET = "whsec-dispatcher-test"

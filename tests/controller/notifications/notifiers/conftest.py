@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.notifiers.receivers import Handler, Receiver
+from tests.controller.notifications.notifiers.receivers import Handler, Receiver
 
 StartReceiver = Callable[[Handler], Awaitable[Receiver]]
 

@@ -7,8 +7,8 @@ from aiohttp import web
 from probefleet.controller.notifications.notifiers import parse_config, redact
 from probefleet.controller.notifications.notifiers.base import MonitorInfo, NotifierError
 from probefleet.controller.notifications.notifiers.opsgenie import OpsgenieConfig, send
-from tests.notifiers.conftest import StartReceiver
-from tests.notifiers.receivers import Seen, sample
+from tests.controller.notifications.notifiers.conftest import StartReceiver
+from tests.controller.notifications.notifiers.receivers import Seen, sample
 
 API_KEY = "eb243592-faa2-4ba2-a551-1afdf565c889"
 

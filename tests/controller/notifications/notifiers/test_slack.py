@@ -7,8 +7,8 @@ from aiohttp import web
 from probefleet.controller.notifications.notifiers import parse_config, redact
 from probefleet.controller.notifications.notifiers.base import MonitorInfo, NotifierError
 from probefleet.controller.notifications.notifiers.slack import SlackConfig, send
-from tests.notifiers.conftest import StartReceiver
-from tests.notifiers.receivers import Seen, bad_request, sample
+from tests.controller.notifications.notifiers.conftest import StartReceiver
+from tests.controller.notifications.notifiers.receivers import Seen, bad_request, sample
 
 TOKEN_PATH = "/services/T0000000/B0000000/XXXXXXXXXXXXXXXXXXXXabcd"
 

@@ -14,7 +14,7 @@ from probefleet.controller.stats import rollups
 from probefleet.controller.storage import stats as store
 from probefleet.controller.storage import uptime_cache
 from tests.controller.conftest import Running
-from tests.controller.test_rollups import END, MONITORS, NOW, START, pool, roll_all, seed
+from tests.controller.stats.test_rollups import END, MONITORS, NOW, START, pool, roll_all, seed
 
 __all__ = ["pool"]
 

@@ -17,7 +17,7 @@ import aiohttp
 from probefleet.controller.api import openapi, routes
 from tests.controller.conftest import Running
 
-GOLDEN = Path(__file__).parent.parent / "testdata" / "openapi.json"
+GOLDEN = Path(__file__).parents[3] / "tests" / "testdata" / "openapi.json"
 
 
 def described(doc: dict[str, object]) -> dict[str, object]:

@@ -7,8 +7,8 @@ from aiohttp import web
 from probefleet.controller.notifications.notifiers import parse_config, redact
 from probefleet.controller.notifications.notifiers.base import NotifierError
 from probefleet.controller.notifications.notifiers.pagerduty import PagerDutyConfig, send
-from tests.notifiers.conftest import StartReceiver
-from tests.notifiers.receivers import Seen, sample
+from tests.controller.notifications.notifiers.conftest import StartReceiver
+from tests.controller.notifications.notifiers.receivers import Seen, sample
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 SEVERITIES = {"critical", "error", "warning", "info"}

@@ -10,8 +10,8 @@ from aiohttp import web
 from probefleet.controller.notifications.notifiers import parse_config, redact
 from probefleet.controller.notifications.notifiers.base import MonitorInfo, NotifierError
 from probefleet.controller.notifications.notifiers.ntfy import NtfyConfig, send
-from tests.notifiers.conftest import StartReceiver
-from tests.notifiers.receivers import Seen, sample
+from tests.controller.notifications.notifiers.conftest import StartReceiver
+from tests.controller.notifications.notifiers.receivers import Seen, sample
 
 TOKEN = "tk_secrettokenforprobefleettests"
 PROTECTED = "ops-alerts"

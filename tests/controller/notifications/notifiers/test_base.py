@@ -5,7 +5,7 @@ import pytest
 
 from probefleet.controller.notifications.notifiers.base import error_for_status, mask_url, retry_after
 from probefleet.controller.notifications.notifiers.render import duration, render
-from tests.notifiers.receivers import sample
+from tests.controller.notifications.notifiers.receivers import sample
 
 
 @pytest.mark.parametrize(

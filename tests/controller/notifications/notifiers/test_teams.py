@@ -7,8 +7,8 @@ from aiohttp import web
 from probefleet.controller.notifications.notifiers import parse_config, redact
 from probefleet.controller.notifications.notifiers.base import NotifierError
 from probefleet.controller.notifications.notifiers.teams import TeamsConfig, send
-from tests.notifiers.conftest import StartReceiver
-from tests.notifiers.receivers import Seen, bad_request, sample
+from tests.controller.notifications.notifiers.conftest import StartReceiver
+from tests.controller.notifications.notifiers.receivers import Seen, bad_request, sample
 
 WORKFLOW_PATH = (
     "/workflows/abc/triggers/manual/paths/invoke"

@@ -9,8 +9,8 @@ from aiohttp import web
 from probefleet.controller.notifications.notifiers import parse_config, redact
 from probefleet.controller.notifications.notifiers.base import IncidentInfo, NotifierError
 from probefleet.controller.notifications.notifiers.discord import DiscordConfig, send
-from tests.notifiers.conftest import StartReceiver
-from tests.notifiers.receivers import Seen, sample
+from tests.controller.notifications.notifiers.conftest import StartReceiver
+from tests.controller.notifications.notifiers.receivers import Seen, sample
 
 TOKEN_PATH = "/api/webhooks/1234567890/SECRETWEBHOOKTOKENabcd"
 
