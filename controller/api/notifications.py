@@ -127,29 +127,39 @@ def _config_error(e: msgspec.ValidationError) -> ValidationError:
     return from_msgspec(e, prefix="config")
 
 
-async def _refused_destinations(config: ChannelConfig, *, allow_private: bool) -> dict[str, str]:
-    """Field name -> why, for each URL of the config whose host is, or resolves to, a
-    non-public address (the dispatcher's session refuses them again at every delivery)."""
+async def _destinations(config: ChannelConfig, *, allow_private: bool) -> tuple[dict[str, str], list[str]]:
+    """(field name -> why, for each URL of the config whose host is, or resolves to, a
+    non-public address; warnings for hosts that do not resolve now). The dispatcher's
+    session checks every address again at every delivery."""
     refused: dict[str, str] = {}
+    warnings: list[str] = []
     for name, url in urls(config).items():
         try:
-            await destinations.check(url, allow_private=allow_private)
+            warning = await destinations.check(url, allow_private=allow_private)
         except destinations.DestinationError as e:
             refused[name] = str(e)
-    return refused
+        else:
+            warnings.extend([warning] if warning else [])
+    return refused, warnings
 
 
-async def _check_destinations(request: web.Request, config: ChannelConfig) -> None:
-    """422 on config.<field> for every refused destination of the config."""
-    refused = await _refused_destinations(config, allow_private=private_allowed(request))
+async def _check_destinations(request: web.Request, config: ChannelConfig) -> list[str]:
+    """422 on config.<field> for every refused destination of the config; the warnings."""
+    refused, warnings = await _destinations(config, allow_private=private_allowed(request))
     if refused:
         raise ValidationError({f"config.{name}": why for name, why in refused.items()})
+    return warnings
+
+
+def _warned(warnings: list[str]) -> dict[str, Any] | None:
+    return {"warnings": warnings} if warnings else None
 
 
 async def _channel(
     request: web.Request, data: dict[str, Any], stored: dict[str, Any] | None
-) -> dict[str, Any]:
-    """Validate a full channel body; the row to store (config with its secrets)."""
+) -> tuple[dict[str, Any], list[str]]:
+    """Validate a full channel body; the row to store (config with its secrets) and the
+    warnings for the response."""
     body: ChannelBody = convert(data, ChannelBody)
     if body.kind not in NOTIFIERS:
         raise ValidationError({"kind": f"unknown channel kind; use one of {', '.join(sorted(NOTIFIERS))}"})
@@ -160,21 +170,22 @@ async def _channel(
         raise _config_error(e) from None
     except ValueError as e:
         raise ValidationError({"config": str(e)}) from None
-    await _check_destinations(request, parsed)
-    return {
+    warnings = await _check_destinations(request, parsed)
+    row = {
         "name": body.name,
         "kind": body.kind,
         "config": msgspec.to_builtins(parsed),
         "is_enabled": body.is_enabled,
         "reminder_minutes": body.reminder_minutes,
     }
+    return row, warnings
 
 
 async def create_channel(request: web.Request) -> web.Response:
     await require(request, "notifications:write")
-    row = await _channel(request, _normalize(await read_json(request), CHANNEL_ALIASES), None)
+    row, warnings = await _channel(request, _normalize(await read_json(request), CHANNEL_ALIASES), None)
     created = await store.insert_channel(request.app[keys.POOL], row)
-    return ok(public_channel(created), status=201)
+    return ok(public_channel(created), status=201, meta=_warned(warnings))
 
 
 async def list_channels(request: web.Request) -> web.Response:
@@ -206,11 +217,11 @@ async def _update_channel(request: web.Request, *, merge: bool) -> web.Response:
         }
     else:
         fields = body
-    row = await _channel(request, {**fields, "kind": current["kind"]}, current["config"])
+    row, warnings = await _channel(request, {**fields, "kind": current["kind"]}, current["config"])
     updated = await store.update_channel(request.app[keys.POOL], current["id"], row)
     if updated is None:
         raise not_found(CHANNEL)
-    return ok(public_channel(updated))
+    return ok(public_channel(updated), meta=_warned(warnings))
 
 
 async def patch_channel(request: web.Request) -> web.Response:
@@ -295,7 +306,10 @@ async def _channel_for_url(conn: Any, url: str, field: str, monitor: str, allow_
         parsed = parse_config(kind, {**config, "kind": kind})
     except (ValueError, msgspec.ValidationError) as e:
         raise ValidationError({field: str(e)}) from None
-    if refused := await _refused_destinations(parsed, allow_private=allow_private):
+    # A name that does not resolve now is accepted here too (the monitor's response has no
+    # place for the warning); every delivery checks its addresses.
+    refused, _ = await _destinations(parsed, allow_private=allow_private)
+    if refused:
         raise ValidationError({field: next(iter(refused.values()))})
     if (found := await store.channel_with_url(conn, kind, config["url"])) is not None:
         return found

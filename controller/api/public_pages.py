@@ -326,9 +326,13 @@ async def _destination(request: web.Request, url: str) -> None:
     """422 for a webhook URL whose host is (or resolves to) a non-public address."""
     allow = request.app[keys.CONFIG].subscriber_webhooks_allow_private
     try:
-        await destinations.check(url, allow_private=allow)
+        unresolved = await destinations.check(url, allow_private=allow)
     except destinations.DestinationError as e:
         raise ValidationError({"webhook_url": str(e)}) from None
+    if unresolved:
+        # Unlike a channel's, an anonymous visitor's URL gets no benefit of the doubt: nobody
+        # reads a warning, and a dead subscriber would only cost deliveries.
+        raise ValidationError({"webhook_url": f"host {destinations.split(url)[0]} does not resolve"})
 
 
 def _throttle(request: web.Request) -> int:

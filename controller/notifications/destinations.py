@@ -31,11 +31,56 @@ class RefusedError(OSError):
     """Raised by PublicOnlyResolver; aiohttp wraps it in ClientConnectorError."""
 
 
-def forbidden(address: str) -> bool:
-    """True unless `address` is a globally routable unicast address."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+# The IANA special-purpose registries' entries that `ipaddress` does not already call
+# non-global (Python 3.11 marks several of them global, and 6to4/site-local not at all):
+# https://www.iana.org/assignments/iana-ipv4-special-registry and iana-ipv6-special-registry.
+# Some are "globally reachable" (anycast, AS112) but none is a place for a webhook.
+SPECIAL_PURPOSE = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.31.196.0/24",
+        "192.52.193.0/24",
+        "192.88.99.0/24",
+        "192.175.48.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+        "::/96",
+        "::ffff:0:0/96",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "100:0:0:1::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "2002::/16",
+        "2620:4f:8000::/48",
+        "3fff::/20",
+        "5f00::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+    )
+)
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: IPv4-mapped and -compatible, 6to4,
+    Teredo (server and client) and NAT64 well-known prefix. A packet to it may reach them."""
+    found = [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if ip in NAT64 or (int(ip) >> 32 == 0 and int(ip) > 1):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def _special(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return (
         not ip.is_global
         or ip.is_private
@@ -44,7 +89,23 @@ def forbidden(address: str) -> bool:
         or ip.is_multicast
         or ip.is_reserved
         or ip.is_unspecified
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+        or any(ip in net for net in SPECIAL_PURPOSE if net.version == ip.version)
     )
+
+
+def forbidden(address: str) -> bool:
+    """True unless `address` is a globally routable unicast address outside every
+    special-purpose range, and so is every IPv4 address it embeds."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded(ip)
+        if any(_special(v4) for v4 in embedded):
+            return True
+        if ip.ipv4_mapped is not None or ip in NAT64:
+            # A NAT64 or mapped address of a public IPv4 address is that public address.
+            return False
+    return _special(ip)
 
 
 def _literal(host: str) -> bool:
@@ -67,23 +128,39 @@ def split(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
-async def check(url: str, *, allow_private: bool) -> None:
-    """Resolve the URL's host and refuse it if any address is not public."""
+def _never_resolves(host: str) -> bool:
+    """RFC 6761 6.4: names under .invalid never resolve, and resolver libraries should say
+    so at once rather than ask a server."""
+    return host.rstrip(".").lower().rpartition(".")[2] == "invalid"
+
+
+def unresolved(host: str) -> str:
+    return f"host {host} does not resolve now; it is checked again at every delivery"
+
+
+async def check(url: str, *, allow_private: bool) -> str | None:
+    """Refuse the URL (DestinationError) if its host is, or resolves to, a non-public
+    address. A name that does not resolve now is no reason to refuse: a resolver hiccup or
+    split-horizon DNS must not block configuration, and every connection checks the
+    addresses again. Returns a warning saying so then, else None."""
     host, port = split(url)
     if allow_private:
-        return
+        return None
     if _literal(host):
         addresses = [host]
+    elif _never_resolves(host):
+        return unresolved(host)
     else:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(RESOLVE_TIMEOUT):
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, TimeoutError):
-            raise DestinationError(f"host {host} does not resolve") from None
+            return unresolved(host)
         addresses = [str(info[4][0]) for info in infos]
     if not addresses or any(forbidden(a) for a in addresses):
         raise DestinationError(f"host {host} {REFUSED}")
+    return None
 
 
 def check_literal(url: str) -> None:
@@ -99,6 +176,8 @@ class PublicOnlyResolver(ThreadedResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        if _never_resolves(host):
+            raise OSError(socket.EAI_NONAME, f"host {host} does not resolve")
         results = await super().resolve(host, port, family)
         if any(forbidden(r["host"]) for r in results):
             raise RefusedError(f"destination refused: host {host} {REFUSED}")

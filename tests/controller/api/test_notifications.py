@@ -128,6 +128,9 @@ async def test_it_refuses_channel_urls_to_non_public_addresses(
                 ("slack", {"url": "http://169.254.169.254/latest/meta-data/"}, "config.url"),
                 ("discord", {"url": f"http://localhost:{port}/ok"}, "config.url"),
                 ("ntfy", {"topic": "t", "server_url": "http://[::1]:9"}, "config.server_url"),
+                ("webhook", {"url": "http://[2002:7f00:1::1]:9/hook"}, "config.url"),
+                ("webhook", {"url": "http://[fec0::1]:9/hook"}, "config.url"),
+                ("webhook", {"url": "http://[64:ff9b::a9fe:a9fe]/hook"}, "config.url"),
                 (
                     "telegram",
                     {"bot_token": "1:x", "chat_id": 1, "api_url": "http://127.0.0.1:9"},
@@ -169,6 +172,39 @@ async def test_it_refuses_channel_urls_to_non_public_addresses(
     finally:
         await strict.stop()
     assert seen == []
+
+
+async def test_it_accepts_a_host_that_does_not_resolve_now_with_a_warning(
+    database: str, nats_url: str
+) -> None:
+    """A resolver hiccup or split-horizon DNS must not block configuration: the channel is
+    stored with a warning (create, PATCH, PUT); a private literal is still refused. `.invalid`
+    never resolves (RFC 6761), so nothing leaves this machine."""
+    strict = await start_controller(database, nats_url, notification_channels_allow_private=False)
+    headers = {"Authorization": f"Bearer {strict.admin_key}"}
+    warning = "host hooks.nonexistent.invalid does not resolve now; it is checked again at every delivery"
+    try:
+        async with aiohttp.ClientSession(base_url=strict.base, headers=headers) as api:
+            body = {
+                "name": "later",
+                "kind": "webhook",
+                "config": {"url": "https://hooks.nonexistent.invalid/x"},
+            }
+            r = await api.post("/api/v1/notification-channels", json=body)
+            created = await r.json()
+            assert r.status == 201, created
+            assert created["meta"]["warnings"] == [warning]
+            path = f"/api/v1/notification-channels/{created['data']['id']}"
+            out = (await (await api.post(f"{path}/test")).json())["data"]
+            assert out["delivered"] is False and out["permanent"] is False, out
+            r = await api.patch(path, json={"name": "renamed"})
+            assert r.status == 200 and (await r.json())["meta"]["warnings"] == [warning]
+            r = await api.put(path, json={**body, "config": {"url": "https://93.184.216.34/x"}})
+            assert r.status == 200 and "warnings" not in (await r.json())["meta"]
+            r = await api.put(path, json={**body, "config": {"url": "https://[2002:a00:1::1]/x"}})
+            assert r.status == 422 and "config.url" in (await r.json())["error"]["details"]
+    finally:
+        await strict.stop()
 
 
 async def test_it_delivers_to_a_loopback_name_when_private_destinations_are_allowed(

@@ -264,6 +264,9 @@ async def test_it_refuses_webhooks_to_non_public_addresses_with_a_422(
         "http://[::ffff:127.0.0.1]:9/",
         "http://localhost:9/hook",
         "https://0.0.0.0/",
+        "http://[2002:7f00:1::1]:9/hook",
+        "http://[fec0::1]:9/hook",
+        "http://[64:ff9b::7f00:1]:9/hook",
     ]
     async with aiohttp.ClientSession(base_url=controller.base) as anon:
         for url in refused:
@@ -271,6 +274,12 @@ async def test_it_refuses_webhooks_to_non_public_addresses_with_a_422(
             body = await r.json()
             assert r.status == 422, (url, body)
             assert "private, loopback, link-local" in body["error"]["details"]["webhook_url"], url
+        # Anonymous visitors get no benefit of the doubt for a name that does not resolve.
+        url = "http://hooks.nonexistent.invalid/hook"
+        r = await anon.post("/api/v1/status-pages/hooks/subscribe", json={"webhook_url": url})
+        body = await r.json()
+        assert r.status == 422, body
+        assert body["error"]["details"]["webhook_url"] == "host hooks.nonexistent.invalid does not resolve"
         r = await anon.post("/api/v1/status-pages/hooks/subscribe", json={"url": "ftp://example.test/x"})
         assert r.status == 422
     subs = (await (await api.get(f"/api/v1/status-pages/{page['id']}/subscribers")).json())["data"]
