@@ -9,15 +9,17 @@ visitor holds the signed cookie that its password grants. Visitors see the publi
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import functools
 import gzip
 import html
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from probefleet.controller import keys
 from probefleet.controller.api.common import bearer, now_utc, ok, path_id, read_json
@@ -32,9 +34,53 @@ from probefleet.controller.validation import ValidationError
 
 SSE_KEEPALIVE = 15.0
 
+# On every answer of the anonymous site: no inline script or style anywhere (status.js and
+# status.css are files), no framing (the password form must not be clickjacked), no MIME
+# sniffing of user text, and no page URL leaked to other sites.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def hardened(handler: Handler) -> Handler:
+    """The handler with SECURITY_HEADERS on whatever it answers: its response, a redirect
+    it raises, or an error the error middleware turns into an envelope."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except ValidationError as e:
+            raise ApiError(
+                422, "validation_error", e.message, e.details, headers=dict(SECURITY_HEADERS)
+            ) from None
+        except ApiError as e:
+            e.headers = {**SECURITY_HEADERS, **e.headers}
+            raise
+        except web.HTTPRedirection as e:
+            e.headers.update(SECURITY_HEADERS)
+            raise
+        if not response.prepared:
+            response.headers.update(SECURITY_HEADERS)
+        return response
+
+    return wrapped
+
 
 def _not_found() -> ApiError:
     return not_found("status page")
+
+
+def _no_such_endpoint() -> ApiError:
+    return ApiError(404, "not_found", "no such endpoint")
 
 
 # --- the public model -------------------------------------------------------------------
@@ -67,6 +113,7 @@ async def visible_page(request: web.Request, slug: str | None = None) -> dict[st
     return page if page is not None and _allowed(request, page) else None
 
 
+@hardened
 async def public_json(request: web.Request) -> web.Response:
     page = await visible_page(request, request.match_info["slug"])
     if page is None:
@@ -107,6 +154,21 @@ def _locked(request: web.Request, wrong: bool = False) -> web.Response:
     return _html(status_html.render_locked(request.path, wrong=wrong), status=401)
 
 
+async def _form(request: web.Request) -> MultiDictProxy[Any] | None:
+    """The posted form, or None when it cannot be read (multipart without a boundary, a
+    broken body): the caller answers 400 with a page."""
+    try:
+        return await request.post()
+    except ValueError:
+        return None
+
+
+def _bad_form() -> web.Response:
+    return _html(
+        status_html.render_message("Bad request", "The form could not be read. Please try again."), 400
+    )
+
+
 async def _render(
     request: web.Request, page: dict[str, Any], notice: str = "", status: int = 200
 ) -> web.Response:
@@ -126,35 +188,48 @@ async def _render(
     return response
 
 
+@hardened
 async def status_page_html(request: web.Request) -> web.Response:
     page = await visible_page(request, request.match_info["slug"])
     return _locked(request) if page is None else await _render(request, page)
 
 
+@hardened
 async def custom_domain_html(request: web.Request) -> web.StreamResponse:
     """`/` on a page's custom domain (Host header); anywhere else `/` does not exist."""
     page = await store.find_page(request.app[keys.POOL], domain=request.host.rsplit(":", 1)[0].lower())
     if page is None:
-        raise web.HTTPNotFound()
+        raise _no_such_endpoint()
     if not _allowed(request, page):
         return _locked(request)
     return await _render(request, page)
 
 
+@hardened
 async def unlock_page(request: web.Request) -> web.Response:
     """The password form posts here; a right password sets the signed access cookie."""
     slug = request.match_info.get("slug")
-    form = await request.post()
+    form = await _form(request)
+    if form is None:
+        return _bad_form()
     password = form.get("password")
     pool = request.app[keys.POOL]
     host = request.host.rsplit(":", 1)[0].lower()
+    cache = request.app[keys.STATUS_PAGES]
+    retry = cache.unlock_limiter.take(
+        f"slug:{slug}" if slug else f"domain:{host}", access.source_key(request.remote)
+    )
+    if retry:
+        text = status_html.render_locked(
+            request.path, wrong=False, message=f"Too many attempts. Please try again in {retry} seconds."
+        )
+        return _html(text, 429, {"Retry-After": str(retry)})
     page = await (store.find_page(pool, slug=slug) if slug else store.find_page(pool, domain=host))
     private = page if page is not None and not page["is_public"] else None
     stored = private["password_hash"] if private else None
-    good = isinstance(password, str) and await asyncio.to_thread(access.check_password, password, stored)
+    good = isinstance(password, str) and await access.verify_password(password, stored)
     if not good or private is None or stored is None:
         return _locked(request, wrong=True)
-    cache = request.app[keys.STATUS_PAGES]
     response = web.HTTPSeeOther(request.path)
     response.set_cookie(
         access.cookie_name(private["slug"]),
@@ -171,10 +246,11 @@ async def unlock_page(request: web.Request) -> web.Response:
 _ASSETS: dict[str, tuple[bytes, str]] = {}
 
 
+@hardened
 async def asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in ("status.css", "status.js"):
-        raise web.HTTPNotFound()
+        raise _no_such_endpoint()
     if name not in _ASSETS:
         data = (resources.files("probefleet.controller.status_pages") / "static" / name).read_bytes()
         _ASSETS[name] = (data, "text/css" if name.endswith(".css") else "text/javascript")
@@ -220,6 +296,7 @@ def _sse(ev: Event, components: dict[int, list[int]]) -> bytes:
     return "".join(frames).encode()
 
 
+@hardened
 async def page_events(request: web.Request) -> web.StreamResponse:
     """The page's live frames, for as long as the page stays as it was checked here: a
     change ends the stream (`announce_changed`), and the browser's reconnect is checked anew."""
@@ -241,7 +318,12 @@ async def page_events(request: web.Request) -> web.StreamResponse:
     )
     resume = request.headers.get("Last-Event-ID") or request.query.get("last_event_id", "")
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+            **SECURITY_HEADERS,
+        }
     )
     await response.prepare(request)
     if not hub.attach(client, checked_at=checked_at):
@@ -282,6 +364,7 @@ def _badge_label(request: web.Request, default: str) -> str:
     return label[:40] if label else default
 
 
+@hardened
 async def page_badge(request: web.Request) -> web.Response:
     """The page's overall state, or with ?component=<id> one component's state or uptime."""
     page = await visible_page(request, request.match_info["slug"])
@@ -301,6 +384,7 @@ async def page_badge(request: web.Request) -> web.Response:
     return _svg(status_html.badge(_badge_label(request, comp["name"]), comp["status"], comp["status"]))
 
 
+@hardened
 async def monitor_badge(request: web.Request) -> web.Response:
     """A monitor's state: anonymous when a public page shows the monitor, else an API key
     with monitors:read (header or ?api_key=) is needed; otherwise 404 either way."""
@@ -360,6 +444,7 @@ def _too_many(retry: int) -> ApiError:
     )
 
 
+@hardened
 async def subscribe_json(request: web.Request) -> web.Response:
     """Subscribe by email (202, a confirmation mail; 409 email_unavailable without SMTP) or by webhook."""
     page = await visible_page(request, request.match_info["slug"])
@@ -376,6 +461,7 @@ async def subscribe_json(request: web.Request) -> web.Response:
     return ok(await subscribers.subscribe(request.app[keys.POOL], page["id"], kind, address), status=202)
 
 
+@hardened
 async def subscribe_form(request: web.Request) -> web.Response:
     page = await visible_page(request, request.match_info["slug"])
     if page is None:
@@ -387,7 +473,9 @@ async def subscribe_form(request: web.Request) -> web.Response:
             429,
             {"Retry-After": str(retry)},
         )
-    form = await request.post()
+    form = await _form(request)
+    if form is None:
+        return _bad_form()
     try:
         kind, address = config.subscription({"email": form.get("email")})
     except ValidationError:
@@ -399,6 +487,7 @@ async def subscribe_form(request: web.Request) -> web.Response:
     return await _render(request, page, notice="Check your inbox for a confirmation link.")
 
 
+@hardened
 async def confirm_subscription(request: web.Request) -> web.Response:
     token = request.query.get("token", "")
     sub = await store.confirm_subscriber(request.app[keys.POOL], token) if 20 <= len(token) <= 100 else None
@@ -407,6 +496,7 @@ async def confirm_subscription(request: web.Request) -> web.Response:
     return _html(status_html.render_message("Subscribed", "You will receive status updates."))
 
 
+@hardened
 async def unsubscribe(request: web.Request) -> web.Response:
     """GET shows a button (link scanners must not unsubscribe anyone); POST removes."""
     token = request.query.get("token", "")
@@ -417,7 +507,9 @@ async def unsubscribe(request: web.Request) -> web.Response:
         )
         page = status_html.render_message("Unsubscribe", "Press the button to stop status updates.")
         return _html(page.replace("</main>", form))
-    posted = await request.post()
+    posted = await _form(request)
+    if posted is None:
+        return _bad_form()
     token = str(posted.get("token") or token)
     done = await store.remove_subscriber(request.app[keys.POOL], token=token) if token else False
     if not done:

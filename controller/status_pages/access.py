@@ -1,6 +1,7 @@
 """Who may see a status page and how often a visitor may ask for something: scrypt
-passwords, the signed access cookie a right password grants (and its shared secret), the
-visibility rule, and the per-address limit on anonymous subscribe requests.
+passwords (checked on their own small thread pool), the signed access cookie a right
+password grants (and its shared secret), the visibility rule, the limits on password
+attempts (per address and page, per page) and on anonymous subscribe requests.
 
 A private page answers exactly like a page that does not exist until the visitor holds a
 valid cookie; a new password revokes every cookie given for the old one.
@@ -8,12 +9,14 @@ valid cookie; a new password revokes every cookie given for the old one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
 import math
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +45,18 @@ def check_password(password: str, stored: str | None) -> bool:
         password.encode()[:200], salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
     )
     return hmac.compare_digest(got.hex(), digest) and stored is not None
+
+
+# scrypt at these parameters takes about 40 ms and 16 MB per check. On the loop's default
+# executor a burst of password posts would queue getaddrinfo (aiohttp's resolver, the
+# destinations check) behind it; two threads bound both the CPU and the memory it takes.
+_SCRYPT_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrypt")
+
+
+async def verify_password(password: str, stored: str | None) -> bool:
+    """check_password off the event loop, on the scrypt pool (never the default executor)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_SCRYPT_POOL, check_password, password, stored)
 
 
 COOKIE_TTL = 7 * 86400
@@ -115,6 +130,30 @@ class AddressLimiter:
                 del self.buckets[k]
         self.buckets[key] = (tokens - 1.0, now)
         return 0
+
+
+@dataclass
+class UnlockLimiter:
+    """Password attempts on private pages: `per_address` per source address and page, and
+    `per_page` per page from all addresses together (a botnet), each refilled evenly over
+    `window` seconds. Keyed by the slug or domain asked for, so a page that does not exist is
+    limited exactly like one that does."""
+
+    per_address: int = 10
+    per_page: int = 100
+    window: float = 300.0
+    addresses: AddressLimiter = field(init=False)
+    pages: AddressLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.addresses = AddressLimiter(burst=self.per_address, every=self.window / self.per_address)
+        self.pages = AddressLimiter(burst=self.per_page, every=self.window / self.per_page)
+
+    def take(self, page: str, source: str, now: float | None = None) -> int:
+        """Spend one attempt: 0 when allowed, else the seconds until one is. A refused
+        attempt spends nothing of the page's budget."""
+        wait = self.addresses.take(f"{page}\n{source}", now)
+        return wait or self.pages.take(page, now)
 
 
 def source_key(remote: str | None) -> str:

@@ -1,5 +1,6 @@
 """PageCache: what one controller keeps of the public pages between requests: the cookie
-secret, short-lived renderings with single-flight rebuilds, and the subscribe limiter."""
+secret, short-lived renderings with single-flight rebuilds, the subscribe and password
+limiters."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from probefleet.controller.status_pages.access import AddressLimiter
+from probefleet.controller.status_pages.access import AddressLimiter, UnlockLimiter
 
 
 @dataclass
@@ -27,6 +28,8 @@ class PageCache:
     bars_ttl: float = 60.0
     # Anonymous subscribe requests per source address.
     subscribe_limiter: AddressLimiter = field(default_factory=AddressLimiter)
+    # Password attempts on private pages, per address and page and per page.
+    unlock_limiter: UnlockLimiter = field(default_factory=UnlockLimiter)
     entries: dict[tuple[str, int], tuple[float, Any]] = field(default_factory=dict)
     building: dict[tuple[str, int], asyncio.Task[Any]] = field(default_factory=dict)
 

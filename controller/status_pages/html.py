@@ -123,9 +123,10 @@ def render_page(model: dict[str, Any], *, slug: str, last_event_id: int, notice:
     )
 
 
-def render_locked(action: str, *, wrong: bool) -> str:
+def render_locked(action: str, *, wrong: bool, message: str = "") -> str:
     """The same page for a private page and for a page that does not exist."""
-    error = '<p class="notice">Wrong password.</p>' if wrong else ""
+    shown = message or ("Wrong password." if wrong else "")
+    error = f'<p class="notice">{escape(shown)}</p>' if shown else ""
     return (
         _head("Private status page")
         + '</head><body><main class="locked"><h1>Private status page</h1>'

@@ -8,6 +8,7 @@ connection is made (IP literals are checked as such; `localhost` resolves from /
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
@@ -333,3 +334,110 @@ async def test_it_refuses_email_subscribers_with_a_409_when_it_cannot_send_mail(
         assert r.status == 422
     subs = (await (await api.get(f"/api/v1/status-pages/{page['id']}/subscribers")).json())["data"]
     assert subs == []
+
+
+async def test_password_attempts_are_limited_per_address_and_per_page(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    """10 attempts per address and page, 100 per page (here 4 and 6): then 429 with
+    Retry-After and the form saying so; an unknown slug is limited the same way, and another
+    page keeps its own budget. The right password is refused too while limited."""
+    controller.app[keys.STATUS_PAGES].unlock_limiter = access.UnlockLimiter(per_address=4, per_page=6)
+    await create_page(api, name="Locked", slug="locked", is_public=False, password="open sesame")
+    await create_page(api, name="Other", slug="other-locked", is_public=False, password="open sesame")
+    wrong = {"password": "wrong"}
+    async with aiohttp.ClientSession(base_url=controller.base) as anon:
+        for _ in range(4):
+            assert (await anon.post("/status/locked", data=wrong, allow_redirects=False)).status == 401
+        for slug in ("locked", "nosuch-locked"):
+            if slug == "nosuch-locked":
+                for _ in range(4):
+                    await anon.post(f"/status/{slug}", data=wrong)
+            r = await anon.post(f"/status/{slug}", data={"password": "open sesame"}, allow_redirects=False)
+            text = await r.text()
+            assert r.status == 429, text
+            assert 1 <= int(r.headers["Retry-After"]) <= 300
+            assert "Too many attempts. Please try again in" in text and '<form method="post"' in text
+        r = await anon.post("/status/other-locked", data={"password": "open sesame"}, allow_redirects=False)
+        assert r.status == 303
+    # Another address: its own 4, but the page's 6 are spent after two more.
+    other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(base_url=controller.base, connector=other) as anon:
+        statuses = [(await anon.post("/status/locked", data=wrong)).status for _ in range(3)]
+        assert statuses == [401, 401, 429]
+
+
+async def test_scrypt_runs_on_its_own_pool_so_dns_is_not_starved() -> None:
+    """A burst of password checks leaves the default executor (getaddrinfo's) free."""
+    loop = asyncio.get_running_loop()
+    checks = [asyncio.ensure_future(access.verify_password("guess", None)) for _ in range(20)]
+    started = loop.time()
+    await loop.getaddrinfo("localhost", 80)
+    assert loop.time() - started < 0.5
+    assert await asyncio.gather(*checks) == [False] * 20
+
+
+HARDENED = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def test_every_public_answer_carries_the_security_headers(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    mid = await create_monitor(api, "hdr")
+    await create_page(api, name="Headers", slug="hdr", custom_domain="hdr.example.test", monitors=[mid])
+    await create_page(api, name="Priv", slug="hdr-private", is_public=False, password="password-8")
+    requests = [
+        ("get", "/status/hdr", {}, 200),
+        ("get", "/status/hdr-private", {}, 401),
+        ("post", "/status/hdr-private", {"data": {"password": "wrong"}}, 401),
+        ("post", "/status/hdr-private", {"data": {"password": "password-8"}, "allow_redirects": False}, 303),
+        ("get", "/status/hdr/badge.svg", {}, 200),
+        ("get", "/status/nosuch/badge.svg", {}, 404),
+        ("get", f"/api/v1/monitors/{mid}/badge.svg", {}, 200),
+        ("get", "/status-assets/status.js", {}, 200),
+        ("get", "/status-assets/status.css", {}, 200),
+        ("get", "/status-assets/nosuch.js", {}, 404),
+        ("get", "/", {"headers": {"Host": "hdr.example.test"}}, 200),
+        ("get", "/", {"headers": {"Host": "nothing.example.test"}}, 404),
+        ("get", "/api/v1/status-pages/hdr/public", {}, 200),
+        ("post", "/api/v1/status-pages/hdr/subscribe", {"json": {"webhook_url": "http://10.0.0.1/"}}, 422),
+        ("get", "/status/hdr/confirm?token=x", {}, 404),
+        ("get", "/status/hdr/unsubscribe?token=x", {}, 200),
+    ]
+    async with aiohttp.ClientSession(base_url=controller.base) as anon:
+        for method, path, kwargs, status in requests:
+            r = await getattr(anon, method)(path, **kwargs)
+            assert r.status == status, (path, await r.text())
+            for name, value in HARDENED.items():
+                assert r.headers.get(name) == value, (path, name)
+            csp = r.headers["Content-Security-Policy"]
+            assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, path
+            assert "unsafe-inline" not in csp
+        async with anon.get("/status/hdr/events") as r:
+            assert r.status == 200 and r.headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    ("path", "page"),
+    [
+        ("/status/mp-locked", "mp-locked"),
+        ("/status/mp/subscribe", "mp"),
+        ("/status/mp/unsubscribe?token=abc", "mp"),
+    ],
+    ids=["password form", "subscribe form", "unsubscribe form"],
+)
+async def test_a_form_without_a_multipart_boundary_is_a_400_page(
+    controller: Running, api: aiohttp.ClientSession, path: str, page: str
+) -> None:
+    await create_page(api, name="Multipart", slug=page, is_public=page == "mp", password="password-8")
+    async with aiohttp.ClientSession(base_url=controller.base) as anon:
+        for content_type in ("multipart/form-data", "multipart/form-data; boundary="):
+            r = await anon.post(path, data=b"password=pw", headers={"Content-Type": content_type})
+            text = await r.text()
+            assert r.status == 400, text
+            assert r.headers["Content-Type"].startswith("text/html") and "could not be read" in text
+            assert r.headers["X-Frame-Options"] == "DENY"

@@ -32,6 +32,16 @@ def test_the_address_limiter_refills_over_time() -> None:
     assert access.source_key("::ffff:10.0.0.1") == "10.0.0.1"
 
 
+def test_password_attempts_refill_over_the_window_per_address_and_per_page() -> None:
+    limiter = access.UnlockLimiter(per_address=2, per_page=3, window=60)
+    assert [limiter.take("slug:a", "1.1.1.1", now=0) for _ in range(3)] == [0, 0, 30]
+    # A refused attempt spends nothing of the page's budget: one left for another address.
+    assert limiter.take("slug:a", "2.2.2.2", now=0) == 0
+    assert limiter.take("slug:a", "3.3.3.3", now=0) == 20
+    assert limiter.take("slug:b", "1.1.1.1", now=0) == 0
+    assert limiter.take("slug:a", "1.1.1.1", now=30) == 0
+
+
 async def test_a_cookie_from_one_controller_opens_the_page_on_another(database: str, nats_url: str) -> None:
     first = await start_controller(database, nats_url)
     second = await start_controller(database, nats_url)
