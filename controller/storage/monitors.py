@@ -260,7 +260,9 @@ def _where(f: Filters, args: list[Any]) -> str:
     if f.search:
         like = "%" + f.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         x = p(like)
-        clauses.append(f"(name ILIKE {x} OR spec->>'url' ILIKE {x} OR spec->>'host' ILIKE {x})")
+        # search_url is the URL without its password and query values (migration 0014): a
+        # search must not match what a response shows as <redacted>.
+        clauses.append(f"(name ILIKE {x} OR search_url ILIKE {x} OR spec->>'host' ILIKE {x})")
     if f.tags:
         clauses.append(f"tags @> {p(f.tags)}::text[]")
     if f.project:
