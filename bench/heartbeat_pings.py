@@ -132,10 +132,10 @@ def parse_wrk(out: str) -> dict[str, float]:
 
 def run(seconds: int, connections: int, heartbeats: int, workdir: Path) -> dict[str, float]:
     wrk = ensure_wrk()
-    pg = devstack.PostgresServer(workdir / "pg", ephemeral=True)
+    pg = devstack.PostgresServer(workdir / "pg", ephemeral=True, durable=True)
     nats = devstack.NatsServer(workdir / "nats")
     nats.start()
-    pg.start(fsync=True)
+    pg.start()
     controller: subprocess.Popen[bytes] | None = None
     try:
         asyncio.run(devstack.create_database(pg.dsn(), "bench", drop=True))

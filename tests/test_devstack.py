@@ -272,3 +272,48 @@ def test_it_prunes_copies_of_gone_or_changed_venvs_that_nothing_runs_from(
         sleeper.wait()
         for folder in (kept, gone, changed, killed, running):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _settings(dsn: str, *names: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [await conn.fetchval(f"SHOW {name}") for name in names]
+    finally:
+        await conn.close()
+
+
+DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
+
+
+async def test_a_server_that_keeps_its_data_is_durable_and_an_ephemeral_one_is_not(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    # The test fixture (ephemeral) trades durability for speed; what `probefleet dev` keeps
+    # between runs (not ephemeral) is durable unless a caller asks otherwise.
+    assert await _settings(postgres.dsn(), *DURABILITY) == ["off", "off", "off"]
+    kept = PostgresServer(tmp_path / "kept")
+    try:
+        with _started(kept):
+            assert await _settings(kept.dsn(), *DURABILITY) == ["on", "on", "on"]
+    finally:
+        shutil.rmtree(reachable_dir(tmp_path / "kept"), ignore_errors=True)
+    with _started(PostgresServer(tmp_path / "bench", ephemeral=True, durable=True)) as bench:
+        assert await _settings(bench.dsn(), *DURABILITY) == ["on", "on", "on"]
+
+
+async def test_a_frozen_server_answers_nothing_until_thawed(tmp_path: Path) -> None:
+    with _started(PostgresServer(tmp_path / "pg", ephemeral=True)) as server:
+        conn = await asyncpg.connect(server.dsn())
+        try:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            assert backend in server.processes()
+            server.freeze()
+            try:
+                with pytest.raises(TimeoutError):
+                    await conn.fetchval("SELECT 1", timeout=0.5)
+            finally:
+                server.thaw()
+            assert await conn.fetchval("SELECT 2", timeout=10) == 2
+            await _select_one(server)
+        finally:
+            await conn.close(timeout=5)
