@@ -18,7 +18,7 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from probefleet.controller import keys, metrics
-from probefleet.controller.api import auth, ratelimit, routes
+from probefleet.controller.api import auth, health, ratelimit, routes
 from probefleet.controller.api import status_pages as status_pages_api
 from probefleet.controller.api.errors import error_middleware
 from probefleet.controller.cluster.fleet import Fleet
@@ -68,7 +68,12 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
     await db.migrate(cfg.database_url)
     app[keys.POOL] = await db.create_pool(cfg.database_url, max_size=cfg.db_pool_max)
+    probe = app[keys.DATABASE] = db.DatabaseProbe(app[keys.POOL])
+    stop = asyncio.Event()
+    task = asyncio.create_task(probe.run(stop), name="database-probe")
     yield
+    stop.set()
+    await asyncio.gather(task, return_exceptions=True)
     await app[keys.POOL].close()
 
 
@@ -230,7 +235,10 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
     Listed after the database and NATS contexts so it stops first, after aiohttp has
     finished the requests in flight, and drains the buffered pings before the pool closes."""
     pool, nc = app[keys.POOL], app[keys.NC]
-    writer = app[keys.PINGS] = heartbeats.PingWriter(pool, lanes=heartbeats.PING_LANES)
+    cfg = app[keys.CONFIG]
+    writer = app[keys.PINGS] = heartbeats.PingWriter(
+        pool, lanes=heartbeats.PING_LANES, timeout=cfg.heartbeat_ping_timeout, bound=cfg.database_timeout
+    )
     stop = asyncio.Event()
 
     async def on_change(msg: Any) -> None:
@@ -282,7 +290,12 @@ async def _close_realtime(app: web.Application) -> None:
 
 def build_app(cfg: ControllerConfig) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, ratelimit.ratelimit_middleware, error_middleware],
+        middlewares=[
+            metrics_middleware,
+            ratelimit.ratelimit_middleware,
+            error_middleware,
+            health.database_middleware,
+        ],
         client_max_size=2 << 20,
     )
     app[keys.CONFIG] = cfg

@@ -57,6 +57,11 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Schedule ownership: lease renewal period; a silent controller's lease lasts 3 periods.
     controller_heartbeat_interval: float = 2.0
     db_pool_max: int = 20
+    # Seconds an API request waits for a pool connection and for each statement before it
+    # answers 503 (a stalled database must not hang the API); background loops wait longer.
+    database_timeout: float = 5.0
+    # Seconds a heartbeat ping waits for the commit that stores it before it answers 503.
+    heartbeat_ping_timeout: float = 2.0
     # Per API key across all controllers: requests per window (a key may set its own limit).
     rate_limit_requests: int = 600
     rate_limit_window: float = 60.0

@@ -17,9 +17,11 @@ from probefleet.controller.engine.scheduler import Scheduler
 from probefleet.controller.notifications.dispatcher import Dispatcher
 from probefleet.controller.notifications.realtime import Hub
 from probefleet.controller.status_pages.cache import PageCache
+from probefleet.controller.storage.db import DatabaseProbe
 
 CONFIG = web.AppKey("config", ControllerConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)
+DATABASE = web.AppKey("database_probe", DatabaseProbe)
 NC = web.AppKey("nats", NATS)
 JS = web.AppKey("jetstream", JetStreamContext)
 FLEET = web.AppKey("fleet", Fleet)

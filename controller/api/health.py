@@ -1,28 +1,63 @@
-"""/api/v1/health (anonymous), /api/v1/health/details (admin) and /metrics (Prometheus text)."""
+"""/api/v1/health (anonymous), /api/v1/health/details (admin) and /metrics (Prometheus text);
+the bound of every request's database work.
+
+/health answers from memory: storage/db.DatabaseProbe runs a `SELECT 1` every second with a short
+timeout in the background, so a stalled PostgreSQL makes /health say 503 at once instead of
+hanging with it. `database_middleware` bounds each statement and pool acquire of a request by
+`database_timeout` (storage/db.bounded) and answers 503 with Retry-After when the database
+did not answer in time or is unreachable.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 
+import asyncpg
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from probefleet.controller import keys, metrics
 from probefleet.controller.api.common import json_response, now_utc, ok, require
+from probefleet.controller.api.errors import ApiError, Handler
 from probefleet.controller.api.regions import worker_regions
 from probefleet.controller.storage import db as db_store
 from probefleet.shared.version import VERSION
 
+log = logging.getLogger("probefleet.api")
+
+# What a request's database work raises when PostgreSQL stalls, restarts or is unreachable:
+# the client should retry, not report a bug.
+UNAVAILABLE = (
+    TimeoutError,
+    OSError,  # connection refused or reset while a new connection is made
+    asyncpg.QueryCanceledError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+
+@web.middleware
+async def database_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bound the request's database work by `database_timeout`; 503 when it ran out."""
+    try:
+        with db_store.bounded(request.app[keys.CONFIG].database_timeout):
+            return await handler(request)
+    except UNAVAILABLE as e:
+        log.warning("database unavailable path=%s error=%s", request.path, type(e).__name__)
+        raise ApiError(
+            503, "unavailable", "the database did not answer in time; retry", headers={"Retry-After": "1"}
+        ) from None
+
 
 async def health(request: web.Request) -> web.Response:
-    """ok when the database and NATS answer; degraded otherwise. Reveals nothing else."""
+    """ok when the database answered its last probe and NATS is connected; degraded
+    otherwise. Answers from memory. Reveals nothing else."""
     app = request.app
-    db_ok = True
-    try:
-        await db_store.ping(app[keys.POOL])
-    except Exception:
-        db_ok = False
+    db_ok = app[keys.DATABASE].ok(time.monotonic())
     state = "ok" if db_ok and app[keys.NC].is_connected else "degraded"
     return json_response({"status": state, "timestamp": now_utc()}, 200 if state == "ok" else 503)
 

@@ -44,6 +44,7 @@ from probefleet.controller.storage import Tx
 from probefleet.controller.storage import heartbeats as store
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import monitors as monitor_store
+from probefleet.controller.storage.db import bounded
 
 if TYPE_CHECKING:
     pass
@@ -285,14 +286,30 @@ class PingWriter:
     the signals of one heartbeat are applied in arrival order, while the lanes commit
     side by side (PostgreSQL groups their WAL flushes too); under load a lane's next
     batch fills while its current one commits. Each lane keeps its own connection: no
-    pool acquire and no reset query per batch (a round trip before the pings are answered)."""
+    pool acquire and no reset query per batch (a round trip before the pings are answered).
+
+    A caller waits at most `timeout` seconds for its commit, then gets TimeoutError (the API
+    answers 503, the client retries): a ping still buffered is dropped, one whose batch is
+    already being written may still be stored when the database answers. Each statement of a
+    batch, and acquiring a lane's connection, waits at most `bound` seconds, so a lane stuck on
+    a stalled database fails its batch and starts over rather than waiting for PostgreSQL's
+    return."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, lanes: int = 1, window: float = 0.001, max_batch: int = 2000
+        self,
+        pool: asyncpg.Pool,
+        *,
+        lanes: int = 1,
+        window: float = 0.001,
+        max_batch: int = 2000,
+        timeout: float | None = None,
+        bound: float | None = None,
     ) -> None:
         self.pool = pool
         self.window = window
         self.max_batch = max_batch
+        self.timeout = timeout
+        self.bound = bound
         self.closed = False
         self._bufs: list[list[tuple[Ping, asyncio.Future[bool]]]] = [[] for _ in range(lanes)]
         self._wakes = [asyncio.Event() for _ in range(lanes)]
@@ -304,9 +321,17 @@ class PingWriter:
             raise RuntimeError("ping writer stopped")
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         lane = ping.monitor_id % len(self._bufs)
-        self._bufs[lane].append((ping, fut))
+        entry = (ping, fut)
+        self._bufs[lane].append(entry)
         self._wakes[lane].set()
-        return await fut
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            with contextlib.suppress(ValueError):
+                self._bufs[lane].remove(entry)
+            fut.cancel()  # the batch that holds it, if any, leaves it alone
+            raise
 
     async def flush_once(self, lane: int = 0) -> int:
         """Write what one lane buffered (up to max_batch); return how many pings it took."""
@@ -350,6 +375,12 @@ class PingWriter:
                 await self._release(lane)
 
     async def _lane(self, lane: int, stop: asyncio.Event) -> None:
+        if self.bound is not None:
+            with bounded(self.bound):
+                return await self._lane_loop(lane, stop)
+        return await self._lane_loop(lane, stop)
+
+    async def _lane_loop(self, lane: int, stop: asyncio.Event) -> None:
         buf, wake = self._bufs[lane], self._wakes[lane]
         idle = True
         while True:

@@ -1,10 +1,23 @@
-"""Connection pool, migrations and partition upkeep."""
+"""Connection pool, migrations and partition upkeep.
+
+Every statement and pool acquire of the controller's pool is bounded: by `command_timeout`
+(60 s) in background loops, by the caller's `bounded(seconds)` where one is set (the API sets
+its `database_timeout` around each request, so a stalled PostgreSQL makes a request fail in
+seconds instead of hanging; api/health.py maps the failure to 503). `DatabaseProbe` keeps the
+database's last known state for /api/v1/health, which must answer without waiting for it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import datetime as dt
 import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -27,17 +40,141 @@ async def _init_connection(conn: Tx) -> None:
     )
 
 
+# Seconds each statement and pool acquire may take in this context; None: the pool's own
+# bounds (COMMAND_TIMEOUT for statements). A context variable, so that one pool serves the
+# API's short bound and the background loops' long one.
+_BOUND: contextvars.ContextVar[float | None] = contextvars.ContextVar("probefleet_db_bound", default=None)
+COMMAND_TIMEOUT = 60.0
+
+
+@contextlib.contextmanager
+def bounded(seconds: float) -> Iterator[None]:
+    """Within the block, every statement and pool acquire waits at most `seconds`, then
+    raises TimeoutError (a statement is cancelled on the server too)."""
+    token = _BOUND.set(seconds)
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+def _timeout(timeout: float | None) -> float | None:
+    return _BOUND.get() if timeout is None else timeout
+
+
+class BoundedConnection(asyncpg.Connection):
+    """A connection whose statements take their timeout from `bounded` when none is given.
+    BEGIN and COMMIT of `transaction()` go through `execute`, so they are bounded too.
+    (`timeout` parameters, ASYNC109: these keep asyncpg's signatures.)"""
+
+    async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:  # noqa: ASYNC109
+        return await super().execute(query, *args, timeout=_timeout(timeout))
+
+    async def executemany(
+        self,
+        command: str,
+        args: Iterable[Sequence[object]],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> None:
+        await super().executemany(command, args, timeout=_timeout(timeout))
+
+    async def fetch(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,  # noqa: ASYNC109
+        record_class: Any = None,
+    ) -> list[Any]:
+        return await super().fetch(query, *args, timeout=_timeout(timeout), record_class=record_class)
+
+    async def fetchrow(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,  # noqa: ASYNC109
+        record_class: Any = None,
+    ) -> Any:
+        return await super().fetchrow(query, *args, timeout=_timeout(timeout), record_class=record_class)
+
+    async def fetchval(
+        self,
+        query: str,
+        *args: object,
+        column: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        return await super().fetchval(query, *args, column=column, timeout=_timeout(timeout))
+
+
+class BoundedPool(asyncpg.Pool):
+    """A pool whose acquire (also inside pool.fetch and friends) takes its timeout from
+    `bounded` when none is given."""
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=_timeout(timeout))
+
+
 async def create_pool(dsn: str, *, max_size: int = 20) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=60
+    pool: asyncpg.Pool = BoundedPool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        init=_init_connection,
+        loop=None,
+        connection_class=BoundedConnection,
+        record_class=asyncpg.Record,
+        command_timeout=COMMAND_TIMEOUT,
     )
-    assert pool is not None
+    await pool
     return pool
 
 
 async def ping(conn: DB) -> None:
     """One round trip; raises when the database does not answer."""
     await conn.fetchval("SELECT 1")
+
+
+class DatabaseProbe:
+    """The database's last known state: ok until a `SELECT 1` fails or takes longer than
+    `timeout`, and no longer ok when no probe succeeded for `stale` seconds (a probe that hangs
+    past its timeout, a stopped loop)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, interval: float = 1.0, timeout: float = 1.0) -> None:
+        self.pool = pool
+        self.interval = interval
+        self.timeout = timeout
+        self.stale = interval + 2 * timeout
+        self.last_ok = time.monotonic()  # the pool was just made, so the database answered
+        self.failing = False
+
+    def ok(self, now: float) -> bool:
+        return not self.failing and now - self.last_ok < self.stale
+
+    async def step(self) -> bool:
+        """One probe; whether the database answered in time."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                with bounded(self.timeout):
+                    await ping(self.pool)
+        except Exception as e:
+            if not self.failing:
+                log.warning("database not answering error=%s", type(e).__name__)
+            self.failing = True
+            return False
+        if self.failing:
+            log.info("database answering again")
+        self.failing = False
+        self.last_ok = time.monotonic()
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.step()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
 
 
 # ---- advisory locks: one controller at a time for a job --------------------------------

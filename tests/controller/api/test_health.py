@@ -1,0 +1,105 @@
+"""/api/v1/health and the API under a stalled PostgreSQL: the test's own server frozen with
+SIGSTOP (postmaster and backends), so connections stay open and nothing answers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from probefleet.shared.devstack import PostgresServer, create_database
+from tests.controller.conftest import Running, start_controller
+from tests.helpers import eventually
+
+# Generous bounds for "answers in time": failures, never speed measures. Health answers from
+# memory; a ping waits heartbeat_ping_timeout (1 s here) for its commit; other requests wait
+# database_timeout (1 s here) per statement and pool acquire.
+HEALTH_BOUND = 0.5
+PING_BOUND = 3.0
+REQUEST_BOUND = 5.0
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A server of this test's own, so freezing it stalls no other test."""
+    server = PostgresServer(tmp_path / "pg", ephemeral=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def stallable(own_postgres: PostgresServer, nats_url: str) -> AsyncIterator[Running]:
+    await create_database(own_postgres.dsn(), "t", drop=True)
+    running = await start_controller(
+        own_postgres.dsn("t"), nats_url, database_timeout=1.0, heartbeat_ping_timeout=1.0
+    )
+    yield running
+    own_postgres.thaw()
+    await running.stop()
+
+
+async def _timed(session: aiohttp.ClientSession, method: str, path: str) -> tuple[int, dict[str, str], float]:
+    started = time.monotonic()
+    async with session.request(method, path) as r:
+        await r.read()
+        return r.status, dict(r.headers), time.monotonic() - started
+
+
+async def test_health_says_ok_when_the_database_and_nats_answer(stallable: Running) -> None:
+    async with aiohttp.ClientSession(base_url=stallable.base) as anon:
+        r = await anon.get("/api/v1/health")
+        assert r.status == 200 and (await r.json())["status"] == "ok"
+
+
+async def test_a_stalled_database_gets_fast_503s_and_the_api_recovers(
+    stallable: Running, own_postgres: PostgresServer
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=30)
+    headers = {"Authorization": f"Bearer {stallable.admin_key}"}
+    async with (
+        aiohttp.ClientSession(base_url=stallable.base, timeout=timeout) as anon,
+        aiohttp.ClientSession(base_url=stallable.base, timeout=timeout, headers=headers) as api,
+    ):
+        job = {"name": "job", "run_interval": 3600, "grace_period": 60}
+        r = await api.post("/api/v1/heartbeats", json=job)
+        assert r.status == 201, await r.text()
+        ping = f"/api/v1/heartbeat/{(await r.json())['data']['token']}"
+        assert (await _timed(anon, "POST", ping))[0] == 200
+
+        own_postgres.freeze()
+        try:
+
+            async def health_degraded() -> bool:
+                status, _, took = await _timed(anon, "GET", "/api/v1/health")
+                assert took < HEALTH_BOUND, f"/health took {took:.2f} s"
+                return status == 503
+
+            await eventually(health_degraded, timeout=10, what="/health 503 while the database is frozen")
+
+            status, headers_, took = await _timed(anon, "POST", ping)
+            assert (status, headers_.get("Retry-After")) == (503, "1"), status
+            assert took < PING_BOUND, f"the ping took {took:.2f} s"
+
+            status, headers_, took = await _timed(api, "GET", "/api/v1/monitors")
+            assert (status, headers_.get("Retry-After")) == (503, "1"), status
+            assert took < REQUEST_BOUND, f"GET /monitors took {took:.2f} s"
+            status, _, took = await _timed(anon, "GET", "/api/v1/health")
+            assert status == 503 and took < HEALTH_BOUND
+        finally:
+            own_postgres.thaw()
+
+        async def health_ok() -> bool:
+            return (await _timed(anon, "GET", "/api/v1/health"))[0] == 200
+
+        await eventually(health_ok, timeout=20, what="/health 200 after the database returned")
+
+        async def ping_ok() -> bool:
+            return (await _timed(anon, "POST", ping))[0] == 200
+
+        await eventually(ping_ok, timeout=20, what="a stored ping after the database returned")
+        r = await api.get("/api/v1/monitors")
+        assert r.status == 200
