@@ -294,7 +294,8 @@ def parse_rid(request: web.Request) -> str | None:
 
 
 async def read_body(request: web.Request) -> str:
-    """The body as text (at most MAX_PING_BODY bytes, else 413), excerpted for storage."""
+    """The body as text (at most MAX_PING_BODY bytes, else 413), excerpted for storage; NUL and
+    bytes that are not UTF-8 become U+FFFD."""
     if request.content_length is not None and request.content_length > MAX_PING_BODY:
         metrics.HEARTBEAT_PINGS_REJECTED.labels("too_large").inc()
         raise ApiError(413, "payload_too_large", f"body larger than {MAX_PING_BODY} bytes")
@@ -308,7 +309,13 @@ async def read_body(request: web.Request) -> str:
             metrics.HEARTBEAT_PINGS_REJECTED.labels("too_large").inc()
             raise ApiError(413, "payload_too_large", f"body larger than {MAX_PING_BODY} bytes")
         chunks.append(chunk)
-    return b"".join(chunks).decode("utf-8", "replace")[:EXCERPT_CHARS]
+    # PostgreSQL text cannot hold NUL: like a byte that is not UTF-8, it is stored as U+FFFD
+    # (docs/api.md), so the rest of the body is kept and the ping is never refused for it.
+    return _text(b"".join(chunks).decode("utf-8", "replace"))[:EXCERPT_CHARS]
+
+
+def _text(value: str) -> str:
+    return value.replace("\x00", "\ufffd")
 
 
 async def _monitor_for(request: web.Request, token: str) -> int:
@@ -341,7 +348,7 @@ async def _ping(request: web.Request, monitor_id: int, kind: str, exit_code: int
         exit_code=exit_code,
         rid=rid,
         source=request.remote,
-        user_agent=ua[:300] if ua else None,
+        user_agent=_text(ua[:300]) if ua else None,
         method=request.method,
         body=body,
     )

@@ -285,3 +285,16 @@ async def test_a_ping_resumes_a_paused_heartbeat(api: aiohttp.ClientSession) -> 
         assert (await anon.get(f"/api/v1/heartbeat/{hb['token']}")).status == 200
     shown = (await (await api.get(f"/api/v1/monitors/{hb['id']}")).json())["data"]
     assert shown["status"] == "up" and shown["is_enabled"] and shown["paused_reason"] is None
+
+
+async def test_a_nul_in_a_ping_body_is_stored_as_a_replacement_character(
+    api: aiohttp.ClientSession, controller: Running
+) -> None:
+    # PostgreSQL text cannot hold NUL: it becomes U+FFFD, as a byte that is not UTF-8 does,
+    # and the rest of the body is kept (a job's log must not cost it its success ping).
+    hb = await create(api)
+    async with aiohttp.ClientSession(base_url=controller.base) as anon:
+        r = await anon.post(f"/api/v1/heartbeat/{hb['token']}/log", data=b"before\x00after \xff end")
+        assert r.status == 200, await r.text()
+    [ping] = await history(api, hb["id"])
+    assert ping["body"] == "before\ufffdafter \ufffd end"
