@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
+import aiohttp
 import asyncpg
 import msgspec
 from aiohttp import web
@@ -47,6 +48,8 @@ async def database_middleware(request: web.Request, handler: Handler) -> web.Str
         with db_store.bounded(request.app[keys.CONFIG].database_timeout):
             return await handler(request)
     except UNAVAILABLE as e:
+        if isinstance(e, aiohttp.ClientError):
+            raise  # an outbound HTTP call of the handler (OSError too), not the database
         log.warning("database unavailable path=%s error=%s", request.path, type(e).__name__)
         raise ApiError(
             503, "unavailable", "the database did not answer in time; retry", headers={"Retry-After": "1"}

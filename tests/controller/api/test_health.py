@@ -103,3 +103,22 @@ async def test_a_stalled_database_gets_fast_503s_and_the_api_recovers(
         await eventually(ping_ok, timeout=20, what="a stored ping after the database returned")
         r = await api.get("/api/v1/monitors")
         assert r.status == 200
+
+
+async def test_a_database_that_is_gone_gets_503s_not_500s(
+    stallable: Running, own_postgres: PostgresServer
+) -> None:
+    headers = {"Authorization": f"Bearer {stallable.admin_key}"}
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(base_url=stallable.base, timeout=timeout, headers=headers) as api:
+        assert (await _timed(api, "GET", "/api/v1/monitors"))[0] == 200
+        own_postgres.stop()  # a fast shutdown: open connections are closed, new ones refused
+
+        async def health_degraded() -> bool:
+            return (await _timed(api, "GET", "/api/v1/health"))[0] == 503
+
+        await eventually(health_degraded, timeout=10, what="/health 503 without a database")
+        for path in ("/api/v1/monitors", "/api/v1/heartbeats", "/api/v1/events"):
+            status, headers_, took = await _timed(api, "GET", path)
+            assert (status, headers_.get("Retry-After")) == (503, "1"), (path, status)
+            assert took < REQUEST_BOUND, f"{path} took {took:.2f} s"
