@@ -43,6 +43,10 @@ class HttpSpec(msgspec.Struct, tag="http", kw_only=True, omit_defaults=True):
     degraded_ms: float | None = None
     graphql_query: str | None = None
     graphql_variables: dict[str, object] | None = None
+    # Header and query parameter names whose values the API shows as `<redacted>`, beside
+    # the names shared/redact.py treats as secret anyway; probes ignore them.
+    secret_headers: list[str] = []
+    secret_params: list[str] = []
 
 
 class TcpSpec(msgspec.Struct, tag="tcp", kw_only=True, omit_defaults=True):

@@ -86,7 +86,7 @@ def needs_recheck(
 def target_of(kind: str, spec: dict[str, Any] | None) -> str:
     spec = spec or {}
     if "url" in spec:
-        return redact_url(str(spec["url"]))
+        return redact_url(str(spec["url"]), spec.get("secret_params") or ())
     host = str(spec.get("host", ""))
     return f"{host}:{spec['port']}" if spec.get("port") else host
 

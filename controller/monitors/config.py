@@ -19,7 +19,7 @@ from probefleet.controller.engine.consensus import MODES
 from probefleet.controller.monitors import heartbeat
 from probefleet.controller.validation import ValidationError, from_msgspec
 from probefleet.shared import wire
-from probefleet.shared.redact import redact_url
+from probefleet.shared.redact import REDACTED, redact_headers, redact_url, restore_url
 
 SPEC_TYPES: dict[str, type[msgspec.Struct]] = {
     "http": wire.HttpSpec,
@@ -91,6 +91,8 @@ SPEC_API_NAMES: dict[str, dict[str, str]] = {"dns": {"name": "domain"}, "icmp": 
 TARGET_FIELD = {"tcp": "host", "udp": "host", "icmp": "host", "tls": "host", "dns": "domain"}
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Tag = Annotated[str, Meta(min_length=1, max_length=64)]
+
 PolicyRef = Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1, max_length=200)]
 
 
@@ -99,18 +101,21 @@ class MonitorCommon(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     type: str = "http"
     timeout: Annotated[float, Meta(gt=0, le=120)] = 10.0
     check_interval: Annotated[int, Meta(ge=1, le=86400)] = 60
-    locations: list[str] | None = None
+    locations: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=64)] | None = None
     consensus: str = "majority"
     quorum: Annotated[int, Meta(ge=1, le=64)] | None = None
     retry_count: Annotated[int, Meta(ge=0, le=20)] = 0
     recovery_count: Annotated[int, Meta(ge=1, le=20)] = 1
     is_enabled: bool = True
-    tags: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
+    tags: Annotated[list[Tag], Meta(max_length=50)] = []
     parent_id: Annotated[int, Meta(ge=1)] | None = None
     incident_on_degraded: bool = False
     # Channel ids to notify, or channel URLs that the API turns into ids
     # (controller/notifications/channel_urls.py); 422 for ids of no channel.
-    notifications: list[Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1, max_length=2048)]] = []
+    notifications: Annotated[
+        list[Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1, max_length=2048)]],
+        Meta(max_length=50),
+    ] = []
     # A notification rule, by id or name; the API resolves a name to the rule's id before
     # storing.
     escalation_policy: PolicyRef | None = None
@@ -179,34 +184,140 @@ def _host_of(target: object) -> object:
     return target
 
 
+# Limits of a monitor's spec (docs/api.md, "Limits"): what a probe is sent every interval
+# stays small, and nothing the model accepts can make a probe fail on its own request.
+MAX_URL = 2048
+MAX_HEADERS = 50
+MAX_HEADER_NAME = 256
+MAX_HEADER_VALUE = 8 * 1024
+MAX_BODY = 64 * 1024
+MAX_TEXT = 64 * 1024  # ca_pem, expected/excluded content, graphql_query, send/expect
+MAX_LIST = 50  # expected_status, json_assertions, expected_values, secret_* names
+MAX_SECRET = 4096  # bearer_token, each half of basic_auth
+MAX_SPEC_BYTES = 256 * 1024  # the whole spec as a probe receives it (msgpack)
+# Headers that frame the message or manage the connection: the HTTP client sets them, a
+# user value would corrupt the request (RFC 9110 7.6.1, RFC 9112 6). Host is allowed (a
+# virtual host behind an address), and sent once, instead of the URL's.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+    }
+)
+# RFC 9110 5.6.2 token: what a header name may be made of.
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _control(text: str, *, tab: bool = False) -> bool:
+    """Whether `text` holds a control character (CR, LF, NUL, ...), which would split or
+    cut a request line or header."""
+    return any((ord(c) < 0x20 and not (tab and c == "\t")) or ord(c) == 0x7F for c in text)
+
+
 def _check_url(url: str) -> str | None:
+    if len(url) > MAX_URL:
+        return f"must be at most {MAX_URL} characters"
+    if _control(url) or " " in url:
+        return "must not contain spaces or control characters"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         return "must be an http:// or https:// URL"
     if not parts.hostname:
         return "must include a host"
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or beyond 65535
+        port = 0
+    if port == 0:
+        return "port must be between 1 and 65535"
     return None
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, object]:
+    errors: dict[str, object] = {}
+    if len(headers) > MAX_HEADERS:
+        return {"headers": f"must have at most {MAX_HEADERS} headers"}
+    seen: set[str] = set()
+    for name, value in headers.items():
+        field = f"headers.{name[:MAX_HEADER_NAME]}"
+        if not name or len(name) > MAX_HEADER_NAME or not set(name) <= _TOKEN:
+            errors[field] = (
+                f"name must be 1 to {MAX_HEADER_NAME} token characters"
+                " (no spaces, colons or control characters)"
+            )
+        elif name.lower() in FORBIDDEN_HEADERS:
+            errors[field] = "is set by the HTTP client and cannot be configured"
+        elif name.lower() in seen:
+            errors[field] = "is given twice (header names are case-insensitive)"
+        elif len(value) > MAX_HEADER_VALUE:
+            errors[field] = f"value must be at most {MAX_HEADER_VALUE} characters"
+        elif _control(value, tab=True):
+            errors[field] = "value must not contain CR, LF, NUL or other control characters"
+        seen.add(name.lower())
+    return errors
+
+
+def _check_http(spec: wire.HttpSpec) -> dict[str, object]:
+    errors: dict[str, object] = {}
+    if problem := _check_url(spec.url):
+        errors["url"] = problem
+    for i, code in enumerate(spec.expected_status):
+        ok = (isinstance(code, int) and 100 <= code <= 599) or (
+            isinstance(code, str) and len(code) == 3 and code[0] in "12345" and code[1:] == "xx"
+        )
+        if not ok:
+            errors[f"expected_status[{i}]"] = "must be a status code (100-599) or a class like '2xx'"
+    if not spec.method.isalpha() or not spec.method.isascii() or len(spec.method) > 16:
+        errors["method"] = "must be an HTTP method"
+    errors.update(_check_headers(spec.headers))
+    if spec.body is not None and len(spec.body.encode()) > MAX_BODY:
+        errors["body"] = f"must be at most {MAX_BODY} bytes"
+    if spec.bearer_token is not None and (len(spec.bearer_token) > MAX_SECRET or _control(spec.bearer_token)):
+        errors["bearer_token"] = (
+            f"must be at most {MAX_SECRET} characters, without CR, LF, NUL or control characters"
+        )
+    auth = spec.basic_auth or ()
+    if auth and (":" in auth[0] or any(len(p) > MAX_SECRET or _control(p) for p in auth)):
+        errors["basic_auth"] = (
+            f"user and password must be at most {MAX_SECRET} characters, without control characters"
+            " (and no colon in the user)"
+        )
+    for name in ("secret_headers", "secret_params"):
+        names: list[str] = getattr(spec, name)
+        if len(names) > MAX_LIST or any(len(n) > MAX_HEADER_NAME or _control(n) for n in names):
+            errors[name] = f"must name at most {MAX_LIST} names of at most {MAX_HEADER_NAME} characters"
+    for name in ("expected_status", "json_assertions"):
+        if len(getattr(spec, name)) > MAX_LIST:
+            errors[name] = f"must have at most {MAX_LIST} items"
+    return errors
 
 
 def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
     errors: dict[str, object] = {}
     if isinstance(spec, wire.HttpSpec):
-        if problem := _check_url(spec.url):
-            errors["url"] = problem
-        for i, code in enumerate(spec.expected_status):
-            ok = (isinstance(code, int) and 100 <= code <= 599) or (
-                isinstance(code, str) and len(code) == 3 and code[0] in "12345" and code[1:] == "xx"
-            )
-            if not ok:
-                errors[f"expected_status[{i}]"] = "must be a status code (100-599) or a class like '2xx'"
-        if not spec.method.isalpha():
-            errors["method"] = "must be an HTTP method"
+        errors.update(_check_http(spec))
+    for name in ("ca_pem", "expected_content", "excluded_content", "graphql_query", "send", "expect"):
+        value = getattr(spec, name, None)
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            errors[name] = f"must be at most {MAX_TEXT} characters"
+    if len(getattr(spec, "expected_values", ())) > MAX_LIST:
+        errors["expected_values"] = f"must have at most {MAX_LIST} items"
     port = getattr(spec, "port", None)
     if port is not None and not 1 <= port <= 65535:
         errors["port"] = "must be between 1 and 65535"
     host = getattr(spec, "host", None)
     if host is not None and not host.strip():
         errors["host"] = "must not be empty"
+    elif host is not None and (len(host) > 253 or _control(host) or " " in host):
+        errors["host"] = "must be a host name or address of at most 253 characters"
+    if not errors and len(msgspec.msgpack.encode(spec)) > MAX_SPEC_BYTES:
+        errors["spec"] = f"the check's settings must encode to at most {MAX_SPEC_BYTES // 1024} KiB"
     return errors
 
 
@@ -341,25 +452,11 @@ def _spec_layout(cls: type[msgspec.Struct], kind: str) -> tuple[tuple[str, str, 
     return tuple(out)
 
 
-REDACTED = "<redacted>"
-# Header names whose values are credentials (compared lower-case).
-SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "x-api-key",
-        "api-key",
-        "x-auth-token",
-        "x-access-token",
-        "private-token",
-    }
-)
-
-
 def redact(out: dict[str, Any]) -> dict[str, Any]:
     """The config as the API shows it: credentials replaced by "<redacted>", in place
-    (pass a copy to keep the original; config_fields() returns a fresh dict).
+    (pass a copy to keep the original; config_fields() returns a fresh dict). Which header
+    and query parameter names are secret is shared/redact.py's rule plus the monitor's own
+    `secret_headers` and `secret_params`.
 
     Probes need the secrets, so they are stored; API responses never carry them."""
     if out.get("bearer_token"):
@@ -367,11 +464,9 @@ def redact(out: dict[str, Any]) -> dict[str, Any]:
     if out.get("basic_auth"):
         out["basic_auth"] = [out["basic_auth"][0], REDACTED]
     if isinstance(out.get("headers"), dict):
-        out["headers"] = {
-            k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in out["headers"].items()
-        }
+        out["headers"] = redact_headers(out["headers"], out.get("secret_headers") or ())
     if isinstance(out.get("url"), str):
-        out["url"] = redact_url(out["url"])
+        out["url"] = redact_url(out["url"], out.get("secret_params") or ())
     return out
 
 
@@ -389,12 +484,12 @@ def restore_secrets(body: dict[str, Any], current: dict[str, Any]) -> dict[str, 
     ):
         out["basic_auth"] = [auth[0], current["basic_auth"][1]]
     if isinstance(out.get("headers"), dict):
-        stored = current.get("headers") or {}
-        out["headers"] = {k: stored.get(k, v) if v == REDACTED else v for k, v in out["headers"].items()}
-    if isinstance(out.get("url"), str) and f":{REDACTED}@" in out["url"] and current.get("url"):
-        password = urlsplit(current["url"]).password
-        if password is not None:
-            out["url"] = out["url"].replace(f":{REDACTED}@", f":{password}@", 1)
+        stored = {k.lower(): v for k, v in (current.get("headers") or {}).items()}
+        out["headers"] = {
+            k: stored.get(k.lower(), v) if v == REDACTED else v for k, v in out["headers"].items()
+        }
+    if isinstance(out.get("url"), str) and isinstance(current.get("url"), str):
+        out["url"] = restore_url(out["url"], current["url"])
     return out
 
 

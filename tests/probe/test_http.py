@@ -199,6 +199,29 @@ async def _echo(spec: HttpSpec) -> dict[str, object]:
         return dict(json.loads(await resp.text()))
 
 
+async def test_it_sends_exactly_one_host_header_the_configured_one() -> None:
+    """A configured Host (a virtual host behind an address) replaces the URL's host; the
+    controller refuses two spellings of it, so one Host header goes out."""
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        out = await run(HttpSpec(url=f"http://127.0.0.1:{port}/", headers={"Host": "vhost.test"}))
+        assert out.status == Status.OK, out
+    finally:
+        server.close()
+        await server.wait_closed()
+    hosts = [line for line in heads[0].split(b"\r\n") if line.lower().startswith(b"host:")]
+    assert hosts == [b"Host: vhost.test"]
+
+
 async def test_it_binds_the_source_address(http_target: str) -> None:
     spec = HttpSpec(url=f"{http_target}/echo", expected_content='"peer": "127.0.0.12"')
     out = await run(spec, source="127.0.0.12")

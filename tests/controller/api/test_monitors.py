@@ -263,6 +263,183 @@ async def test_it_stores_the_secrets_the_probes_need(controller: Running, api: a
     assert spec["bearer_token"] == "t0k" and spec["method"] == "HEAD"
 
 
+async def test_it_redacts_secret_query_values_and_headers_everywhere_and_keeps_them(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    url = "https://u:pw-s3cret@127.0.0.1/feed?page=2&token=tok-s3cret&apiKey=key-s3cret&sid=sid-s3cret"
+    headers = {
+        "X-Api-Key": "hdr1-s3cret",
+        "Cookie": "c=hdr2-s3cret",
+        "X-Client-Secret": "hdr3-s3cret",
+        "X-Mine": "hdr4-s3cret",
+        "X-Trace": "visible",
+    }
+    body = {
+        "name": "s",
+        "url": url,
+        "headers": headers,
+        "secret_headers": ["x-mine"],
+        "secret_params": ["sid"],
+    }
+    secrets = ("pw-s3cret", "tok-s3cret", "key-s3cret", "sid-s3cret", "hdr1-s3cret", "hdr2-s3cret")
+    secrets += ("hdr3-s3cret", "hdr4-s3cret")
+    shown = await create(api, **body)
+    assert not [s for s in secrets if s in str(shown)], shown
+    assert shown["url"] == (
+        "https://u:<redacted>@127.0.0.1/feed?page=2&token=<redacted>&apiKey=<redacted>&sid=<redacted>"
+    )
+    assert shown["headers"] == {**dict.fromkeys(list(headers)[:4], "<redacted>"), "X-Trace": "visible"}
+
+    # Sending back what was shown keeps every stored secret; a new value replaces one.
+    editable = {k: shown[k] for k in ("name", "url", "headers", "secret_headers", "secret_params")}
+    editable["url"] = editable["url"].replace("page=2", "page=3")
+    r = await api.put(f"/api/v1/monitors/{shown['id']}", json=editable)
+    assert r.status == 200 and not [s for s in secrets if s in await r.text()]
+    r = await api.patch(
+        f"/api/v1/monitors/{shown['id']}", json={"headers": {**shown["headers"], "X-Mine": "new"}}
+    )
+    assert r.status == 200
+    spec = await controller.app[keys.POOL].fetchval("SELECT spec FROM monitors WHERE id = $1", shown["id"])
+    assert spec["url"] == url.replace("page=2", "page=3")
+    assert spec["headers"] == {**headers, "X-Mine": "new"}
+
+    # Event payloads (and so notifications) carry the same redacted URL.
+    await data(await api.post(f"/api/v1/monitors/{shown['id']}/pause"))
+    (kind, payload), *_ = await events_of(controller, shown["id"])
+    assert kind == "monitor.paused" and not [s for s in secrets if s in str(payload)], payload
+    assert payload["monitor"]["target"].endswith("page=3&token=<redacted>&apiKey=<redacted>&sid=<redacted>")
+    listing = await (await api.get("/api/v1/monitors")).text()
+    assert not [s for s in secrets if s in listing]
+
+
+async def test_a_read_only_key_cannot_find_a_secret_through_search(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    from probefleet.controller.storage import api_keys
+
+    await create(api, name="guarded", url="https://urluser:Unguessable1@127.0.0.1/p?token=T0ken&q=v")
+    key, _ = await api_keys.create(controller.app[keys.POOL], "ro", ["monitors:read"])
+    async with aiohttp.ClientSession(
+        base_url=controller.base, headers={"Authorization": f"Bearer {key}"}
+    ) as ro:
+
+        async def hits(text: str) -> int:
+            return len(await data(await ro.get("/api/v1/monitors", params={"search": text})))
+
+        assert await hits("urluser:") == 1 and await hits("127.0.0.1/p?token=") == 1
+        for probe in ("urluser:U", "Unguessable", "token=T", "T0ken", "redacted"):
+            assert await hits(probe) == 0, probe
+
+
+LIMIT_URL = "http://127.0.0.1/"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"tags": [f"t{i}" for i in range(51)]}, "tags"),
+        ({"tags": ["x" * 65]}, "tags[0]"),
+        ({"url": LIMIT_URL + "a" * 2048}, "url"),
+        ({"url": "http://127.0.0.1:99999/"}, "url"),
+        ({"url": "http://127.0.0.1:0/"}, "url"),
+        ({"url": "http://127.0.0.1/a\r\nX-Injected: 1"}, "url"),
+        ({"headers": {f"X-H{i}": "v" for i in range(51)}}, "headers"),
+        ({"headers": {"X-A": "a\r\nX-Injected: 1"}}, "headers.X-A"),
+        ({"headers": {"X-A": "a\nb"}}, "headers.X-A"),
+        ({"headers": {"X-A": "a\u0000b"}}, "headers.X-A"),
+        ({"headers": {"X-A\r\nX-B": "v"}}, "headers.X-A\r\nX-B"),
+        ({"headers": {"X A": "v"}}, "headers.X A"),
+        ({"headers": {"X-" + "a" * 300: "v"}}, "headers." + ("X-" + "a" * 300)[:256]),
+        ({"headers": {"X-A": "v" * 8193}}, "headers.X-A"),
+        ({"headers": {"Content-Length": "5"}}, "headers.Content-Length"),
+        ({"headers": {"transfer-encoding": "chunked"}}, "headers.transfer-encoding"),
+        ({"headers": {"Connection": "close"}}, "headers.Connection"),
+        ({"headers": {"Upgrade": "h2c"}}, "headers.Upgrade"),
+        ({"headers": {"TE": "trailers"}}, "headers.TE"),
+        ({"headers": {"Host": "a.test", "host": "b.test"}}, "headers.host"),
+        ({"bearer_token": "t\r\nX-Injected: 1"}, "bearer_token"),
+        ({"bearer_token": "t\u0000"}, "bearer_token"),
+        ({"basic_auth": ["us:er", "pw"]}, "basic_auth"),
+        ({"body": "b" * (64 * 1024 + 1), "method": "POST"}, "body"),
+        ({"method": "G" * 17}, "method"),
+        ({"secret_params": [f"p{i}" for i in range(51)]}, "secret_params"),
+        ({"expected_status": [200] * 51}, "expected_status"),
+        ({"ca_pem": "x" * (64 * 1024 + 1)}, "ca_pem"),
+        (
+            {
+                "body": "b" * 60_000,
+                "ca_pem": "c" * 60_000,
+                "expected_content": "e" * 60_000,
+                "excluded_content": "x" * 60_000,
+                "graphql_query": "q" * 60_000,
+            },
+            "spec",
+        ),
+        ({"type": "tcp", "host": "127.0.0.1", "port": 99999, "url": None}, "port"),
+        ({"type": "tcp", "host": "h\r\nx", "port": 80, "url": None}, "host"),
+        ({"locations": ["us-east"] * 65}, "locations"),
+        ({"notifications": list(range(1, 52))}, "notifications"),
+    ],
+    ids=[
+        "51-tags",
+        "long-tag",
+        "long-url",
+        "url-port-99999",
+        "url-port-0",
+        "crlf-in-url",
+        "51-headers",
+        "crlf-in-header-value",
+        "lf-in-header-value",
+        "nul-in-header-value",
+        "crlf-in-header-name",
+        "space-in-header-name",
+        "long-header-name",
+        "long-header-value",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "host-twice",
+        "crlf-in-bearer",
+        "nul-in-bearer",
+        "colon-in-basic-user",
+        "64k-body",
+        "long-method",
+        "51-secret-params",
+        "51-statuses",
+        "long-ca-pem",
+        "256k-spec",
+        "tcp-port-99999",
+        "crlf-in-host",
+        "65-locations",
+        "51-channels",
+    ],
+)
+async def test_it_refuses_monitors_beyond_the_limits_with_the_field(
+    api: aiohttp.ClientSession, fields: dict[str, Any], field: str
+) -> None:
+    body = {k: v for k, v in {**M, "url": LIMIT_URL, **fields}.items() if v is not None}
+    r = await api.post("/api/v1/monitors", json=body)
+    err = (await r.json())["error"]
+    assert r.status == 422 and err["code"] == "validation_error", err
+    assert field in err["details"], err["details"]
+
+
+async def test_it_accepts_monitors_at_the_limits_and_a_host_header(api: aiohttp.ClientSession) -> None:
+    m = await create(
+        api,
+        url=LIMIT_URL + "a" * (2048 - len(LIMIT_URL)),
+        tags=[f"{i:02}" + "t" * 62 for i in range(50)],
+        # 50 headers, 20 of the longest value: within the whole spec's 256 KiB
+        headers={"Host": "vhost.test", **{f"X-H{i}": "v" * (8192 if i < 20 else 1) for i in range(49)}},
+        bearer_token="t" * 4096,
+        method="POST",
+        body="b" * 64 * 1024,
+    )
+    assert len(m["tags"]) == 50 and m["headers"]["Host"] == "vhost.test"
+
+
 async def test_metrics_count_an_aliased_request_under_its_v1_route(controller: Running) -> None:
     headers = {"Authorization": f"Bearer {controller.admin_key}"}
     series = 'probefleet_http_requests_total{method="GET",route="/api/v1/monitors",status="200"}'
