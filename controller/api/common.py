@@ -13,10 +13,20 @@ from probefleet.controller import keys
 from probefleet.controller.api import auth, ratelimit
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.storage import DB
+from probefleet.controller.validation import ValidationError
 
 R = TypeVar("R")
 
 MAX_BODY = 1 << 20
+# Limits of what a JSON body may hold (docs/api.md, "Limits"). Deeper nesting than any
+# resource needs would only cost recursion; integers go into bigint columns; PostgreSQL
+# text cannot hold NUL.
+MAX_JSON_DEPTH = 32
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Times in queries and bodies: wide enough for any real request, narrow enough that adding
+# a zone offset or a range (a day, a year) can never overflow datetime's years 1 to 9999.
+MIN_TIME = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+MAX_TIME = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 _encoder = msgspec.json.Encoder()
 
 
@@ -41,23 +51,103 @@ def ok(data: Any, *, status: int = 200, meta: dict[str, Any] | None = None) -> w
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, or a 400/413 the client can act on."""
+    """The request body as JSON, or a 400/413/422 the client can act on: nested at most
+    MAX_JSON_DEPTH deep, integers within 64 bits, no NUL in any string or key."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY} bytes")
     raw = await request.read()
     if not raw.strip():
         raise ApiError(400, "bad_request", "Request body must be valid JSON", {"body": "empty body"})
+    too_deep = ApiError(
+        400, "bad_request", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", {"body": "nested too deep"}
+    )
     try:
-        return msgspec.json.decode(raw)
+        body = msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
         raise ApiError(400, "bad_request", "Request body must be valid JSON", {"body": str(e)}) from None
+    except RecursionError:
+        raise too_deep from None
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise too_deep
+    if problems := json_problems(body):
+        raise ValidationError(problems)
+    return body
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def json_problems(value: Any, path: str = "") -> dict[str, object]:
+    """Field path -> what is wrong, for every value no column can store: a string or key
+    with NUL, an integer beyond 64 bits. Paths read like validation errors: a.b[2]."""
+    problems: dict[str, object] = {}
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                problems[where or "body"] = "must not contain NUL (\\u0000)"
+        elif isinstance(item, bool | float) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not INT_MIN <= item <= INT_MAX:
+                problems[where or "body"] = "integer out of range (64-bit signed)"
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                field = f"{where}.{k}" if where else str(k)
+                if "\x00" in k:
+                    problems[field.replace("\x00", "\\u0000")] = "field name must not contain NUL (\\u0000)"
+                else:
+                    stack.append((v, field))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return problems
+
+
+def parse_int(raw: str, lo: int = 0, hi: int = INT_MAX) -> int | None:
+    """`raw` as an int from lo to hi if it is plain ASCII digits; else None. (str.isdigit
+    accepts "¹" and "٣", which int() refuses or reads.)"""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(hi)):
+        return None
+    value = int(raw)
+    return value if lo <= value <= hi else None
+
+
+def parse_time(raw: str, name: str) -> dt.datetime:
+    """An ISO 8601 time (naive means UTC; a trailing Z allowed) from MIN_TIME to MAX_TIME,
+    in UTC; else a ValidationError naming `name`."""
+    try:
+        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError({name: "must be an ISO 8601 time"}) from None
+    check_time(t, name)
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def check_time(t: dt.datetime, name: str) -> None:
+    """A ValidationError naming `name` unless MIN_TIME <= t < MAX_TIME (naive means UTC)."""
+    try:
+        inside = MIN_TIME <= (t if t.tzinfo else t.replace(tzinfo=dt.UTC)) < MAX_TIME
+    except OverflowError:
+        inside = False
+    if not inside:
+        raise ValidationError({name: f"must be from {MIN_TIME:%Y-%m-%d} to {MAX_TIME:%Y-%m-%d} (UTC)"})
 
 
 def path_id(request: web.Request, name: str = "id", what: str = "resource") -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
+    """The path's {name} as a non-negative 64-bit id; 404 "<what> not found" for anything else."""
+    value = parse_int(request.match_info[name])
+    if value is None:
         raise not_found(what)
-    return int(raw)
+    return value
 
 
 async def by_id(request: web.Request, what: str, action: Callable[[DB, int], Awaitable[R | None]]) -> R:

@@ -62,8 +62,23 @@ def error_response(err: ApiError) -> web.Response:
     )
 
 
+def _nul_in_url(request: web.Request) -> ApiError | None:
+    """PostgreSQL text cannot hold NUL: refused here for every path and query parameter
+    (JSON bodies: common.read_json)."""
+    if "\x00" in request.path:
+        return ApiError(404, "not_found", "no such endpoint")
+    if bad := sorted({k for k, v in request.query.items() if "\x00" in k or "\x00" in v}):
+        details: dict[str, object] = {
+            k.replace("\x00", "\\u0000"): "must not contain NUL (\\u0000)" for k in bad
+        }
+        return ApiError(422, "validation_error", "Validation failed", details)
+    return None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if (refused := _nul_in_url(request)) is not None:
+        return error_response(refused)
     try:
         return await handler(request)
     except ApiError as e:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from probefleet.controller import keys
-from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.common import now_utc, ok, parse_int, path_id, read_json, require
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.incidents import change_incident, int_param, parse_time
 from probefleet.controller.storage import events as store
@@ -24,14 +24,14 @@ def _hidden(key: dict[str, Any]) -> str | None:
 
 async def list_events(request: web.Request) -> web.Response:
     key = await require(request, "incidents:read")
-    cursor = request.query.get("cursor", "0")
-    if not cursor.isdigit():
+    cursor = parse_int(request.query.get("cursor", "0"))
+    if cursor is None:
         raise ValidationError({"cursor": "invalid cursor"})
     limit = int_param(request, "limit", 50, 1, 100) or 50
     kinds = [k for k in request.query.get("kind", "").split(",") if k] or None
     rows = await store.list_page(
         request.app[keys.POOL],
-        after_id=int(cursor),
+        after_id=cursor,
         limit=limit + 1,
         kinds=kinds,
         monitor_id=int_param(request, "monitor_id", None, 1, 2**62, alias="monitorId"),

@@ -22,7 +22,7 @@ import asyncpg
 from aiohttp import web
 
 from probefleet.controller import keys, metrics
-from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.common import now_utc, ok, parse_int, path_id, read_json, require
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.notifications import private_allowed, resolve_references
 from probefleet.controller.engine import heartbeats
@@ -252,9 +252,9 @@ def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) 
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if (value := parse_int(raw, lo, hi)) is None:
         raise ValidationError({name: f"must be an integer from {lo} to {hi}"})
-    return int(raw)
+    return value
 
 
 # ------------------------------------------------------------------ pings

@@ -13,6 +13,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from probefleet.controller import keys
+from probefleet.controller.api import common
 from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.engine import incidents
@@ -124,13 +125,8 @@ def parse_time(
     raw = request.query.get(name, request.query.get(alias) if alias else None)
     if raw is None:
         return None
-    try:
-        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError({name: "must be an ISO 8601 time"}) from None
-    if end and len(raw) == 10:
-        t += dt.timedelta(days=1)
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    t = common.parse_time(raw, name)
+    return t + dt.timedelta(days=1) if end and len(raw) == 10 else t
 
 
 def int_param(
@@ -139,9 +135,9 @@ def int_param(
     raw = request.query.get(name, request.query.get(alias) if alias else None)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if (value := common.parse_int(raw, lo, hi)) is None:
         raise ValidationError({name: f"must be an integer from {lo} to {hi}"})
-    return int(raw)
+    return value
 
 
 def _cursor(raw: str | None) -> tuple[dt.datetime, int] | None:
@@ -149,9 +145,12 @@ def _cursor(raw: str | None) -> tuple[dt.datetime, int] | None:
         return None
     try:
         ts, _, ident = raw.partition("_")
-        return dt.datetime.fromtimestamp(int(ts) / 1e6, dt.UTC), int(ident)
+        at, last_id = dt.datetime.fromtimestamp(int(ts) / 1e6, dt.UTC), common.parse_int(ident)
     except (ValueError, OverflowError, OSError):
-        raise ValidationError({"cursor": "invalid cursor"}) from None
+        at, last_id = None, None
+    if at is None or last_id is None or not ts.isascii():
+        raise ValidationError({"cursor": "invalid cursor"})
+    return at, last_id
 
 
 def _make_cursor(row: dict[str, Any]) -> str:

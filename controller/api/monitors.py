@@ -14,7 +14,16 @@ from msgspec import Meta
 
 from probefleet.controller import keys
 from probefleet.controller.api import heartbeats as heartbeats_api
-from probefleet.controller.api.common import json_response, now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.common import (
+    check_time,
+    json_response,
+    now_utc,
+    ok,
+    parse_int,
+    path_id,
+    read_json,
+    require,
+)
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.notifications import private_allowed, resolve_references
 from probefleet.controller.engine import consensus, incidents, ondemand
@@ -258,9 +267,9 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if (value := parse_int(raw, lo, hi)) is None:
         raise ValidationError({name: f"must be an integer from {lo} to {hi}"})
-    return int(raw)
+    return value
 
 
 def parse_time(raw: str, name: str, *, end: bool = False) -> dt.datetime:
@@ -268,10 +277,12 @@ def parse_time(raw: str, name: str, *, end: bool = False) -> dt.datetime:
     try:
         if len(raw) == 10:
             day = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time(), dt.UTC)
+            check_time(day, name)
             return day + dt.timedelta(days=1) if end else day
         t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
     except ValueError:
         raise ValidationError({name: "must be an ISO 8601 date or time"}) from None
+    check_time(t, name)
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 

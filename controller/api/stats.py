@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from probefleet.controller import keys
-from probefleet.controller.api.common import now_utc, ok, path_id, require
+from probefleet.controller.api.common import check_time, now_utc, ok, parse_int, parse_time, path_id, require
 from probefleet.controller.api.errors import not_found
 from probefleet.controller.storage import DB
 from probefleet.controller.storage import monitors as monitor_store
@@ -59,12 +59,14 @@ def _time(request: web.Request, name: str) -> dt.datetime | None:
         candidates.append(raw.strip()[::-1].replace(" ", "+", 1)[::-1])
     for text in candidates:
         try:
-            t = dt.datetime.fromisoformat(text)
+            dt.datetime.fromisoformat(text)
         except ValueError:
             continue
-        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-    if raw.isdigit() and len(raw) <= 11:
-        return dt.datetime.fromtimestamp(int(raw), dt.UTC)
+        return parse_time(text, name)
+    if (seconds := parse_int(raw, 0, 10**11 - 1)) is not None:
+        t = dt.datetime.fromtimestamp(seconds, dt.UTC)
+        check_time(t, name)
+        return t
     raise ValidationError({name: "must be an ISO 8601 time or Unix seconds"})
 
 

@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from probefleet.controller import keys
-from probefleet.controller.api.common import ok, path_id, read_json, require
+from probefleet.controller.api.common import ok, parse_int, path_id, read_json, require
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.cluster import broadcast
 from probefleet.controller.status_pages import access, config, posts
@@ -143,13 +143,14 @@ async def create_status_page(request: web.Request) -> web.Response:
 
 async def list_status_pages(request: web.Request) -> web.Response:
     await require(request, "status_pages:read")
-    raw_limit, cursor = request.query.get("limit", "50"), request.query.get("cursor", "0")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    limit = parse_int(request.query.get("limit", "50"), 1, MAX_PAGE)
+    cursor = parse_int(request.query.get("cursor", "0"))
+    if limit is None:
         raise ValidationError({"limit": f"must be an integer from 1 to {MAX_PAGE}"})
-    if not cursor.isdigit() or len(cursor) > 18:
+    if cursor is None:
         raise ValidationError({"cursor": "must be the next_cursor of a previous page"})
-    limit, pool = int(raw_limit), request.app[keys.POOL]
-    pages = await store.list_pages(pool, after_id=int(cursor), limit=limit + 1)
+    pool = request.app[keys.POOL]
+    pages = await store.list_pages(pool, after_id=cursor, limit=limit + 1)
     more = len(pages) > limit
     pages = pages[:limit]
     comps = await store.components(pool, [p["id"] for p in pages])

@@ -15,7 +15,17 @@ from aiohttp import web
 
 from probefleet.controller import keys
 from probefleet.controller.api import auth, ratelimit
-from probefleet.controller.api.common import MAX_BODY, bearer, by_id, now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.common import (
+    MAX_BODY,
+    MAX_JSON_DEPTH,
+    bearer,
+    by_id,
+    now_utc,
+    ok,
+    path_id,
+    read_json,
+    require,
+)
 from probefleet.controller.api.errors import error_middleware
 from probefleet.controller.storage import api_keys
 from probefleet.controller.storage import monitors as monitor_store
@@ -154,17 +164,51 @@ async def test_it_reads_a_body_of_max_body_bytes_and_refuses_one_more_with_413(b
     assert r.status == 413 and body["error"]["code"] == "payload_too_large"
 
 
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        (b'{"name": "a\\u0000b"}', "name", "must not contain NUL (\\u0000)"),
+        (b'{"tags": ["ok", "\\u0000"]}', "tags[1]", "must not contain NUL (\\u0000)"),
+        (b'{"a": {"b\\u0000": 1}}', "a.b\\u0000", "field name must not contain NUL (\\u0000)"),
+        (b'{"id": 9223372036854775808}', "id", "integer out of range (64-bit signed)"),
+        (b'{"id": -9223372036854775809}', "id", "integer out of range (64-bit signed)"),
+        (b'"\\u0000"', "body", "must not contain NUL (\\u0000)"),
+    ],
+    ids=["nul", "nul-in-list", "nul-in-key", "2^63", "-2^63-1", "top-level"],
+)
+async def test_it_refuses_what_no_column_can_store_with_422_naming_the_field(
+    base: str, raw: bytes, field: str, message: str
+) -> None:
+    r, body = await call(base, "POST", "/echo", data=raw)
+    assert r.status == 422 and body["error"]["details"] == {field: message}
+
+
+async def test_it_reads_64_bit_integers_and_json_up_to_max_depth(base: str) -> None:
+    r, body = await call(base, "POST", "/echo", data=b"[9223372036854775807, -9223372036854775808]")
+    assert r.status == 200 and body["data"] == [2**63 - 1, -(2**63)]
+    deepest = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert (await call(base, "POST", "/echo", data=deepest))[0].status == 200
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 100_000])
+async def test_it_refuses_json_nested_too_deep_with_400(base: str, depth: int) -> None:
+    r, body = await call(base, "POST", "/echo", data=b"[" * depth + b"]" * depth)
+    assert r.status == 400 and body["error"]["details"] == {"body": "nested too deep"}
+
+
 # ---- path_id --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", ["0", "42", "9" * 18])
+@pytest.mark.parametrize("raw", ["0", "42", "9" * 18, str(2**63 - 1)])
 async def test_it_reads_a_numeric_id_from_the_path(base: str, raw: str) -> None:
     r, body = await call(base, "GET", f"/widgets/{raw}")
     assert r.status == 200 and body["data"] == int(raw)
 
 
 @pytest.mark.parametrize(
-    "raw", ["abc", "-1", "1.5", "1e3", "9" * 19], ids=["word", "negative", "float", "exp", "long"]
+    "raw",
+    ["abc", "-1", "1.5", "1e3", "9" * 19, str(2**63), "%C2%B9", "%D9%A3", "+1", " 1"],
+    ids=["word", "negative", "float", "exp", "long", "2^63", "superscript", "arabic-indic", "plus", "space"],
 )
 async def test_it_answers_404_naming_the_resource_for_an_id_that_is_no_number(base: str, raw: str) -> None:
     r, body = await call(base, "GET", f"/widgets/{raw}")

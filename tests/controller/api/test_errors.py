@@ -148,3 +148,19 @@ async def test_it_turns_a_bug_into_a_500_envelope_without_internals(
 async def test_it_passes_successful_answers_unchanged(base: str) -> None:
     r, body = await call(base, "GET", "/fine")
     assert r.status == 200 and body == {"data": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "details"),
+    [
+        ("/fine?q=a%00b", 422, {"q": "must not contain NUL (\\u0000)"}),
+        ("/fine?a%00=1", 422, {"a\\u0000": "must not contain NUL (\\u0000)"}),
+        ("/fine%00", 404, {}),
+    ],
+    ids=["query-value", "query-name", "path"],
+)
+async def test_it_refuses_nul_in_the_url_before_any_handler(
+    base: str, path: str, status: int, details: dict[str, str]
+) -> None:
+    r, body = await call(base, "GET", path)
+    assert r.status == status and body["error"]["details"] == details

@@ -1,0 +1,156 @@
+"""Hostile input to every route of routes(), with an admin key and anonymously: Unicode
+digits and 2^63 in path ids, NUL, deep nesting and 2^70 in JSON bodies, integers beyond
+64 bits, NUL and far-off dates in query parameters. None may answer 5xx, and every error
+is the JSON envelope (HTML on the /status/* pages)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from probefleet.controller.api.routes import alias_paths, routes
+from tests.controller.conftest import Running, start_controller
+
+UNICODE_DIGIT = "%C2%B9"  # "¹": str.isdigit() says yes, int() says no
+TOO_BIG = str(2**63)
+NUL = "a%00b"  # every path parameter, id or not
+DEEP = "[" * 100_000 + "]" * 100_000
+BODIES = {
+    "nul": '{"name": "a\\u0000b", "email": "a\\u0000@example.test", "url": "http://x/\\u0000"}',
+    "nul key": '{"na\\u0000me": "x"}',
+    "deep": DEEP,
+    "deep object": '{"name": ' + "[" * 40 + "]" * 40 + "}",
+    "2^70": '{"name": "x", "monitor_id": 1180591620717411303424, "interval": 1180591620717411303424}',
+}
+QUERIES = {
+    "cursor 10^23": {"cursor": str(10**23)},
+    "monitor_id 2^63": {"monitor_id": TOO_BIG, "monitorId": TOO_BIG},
+    "unicode limit": {"limit": "\u00b9", "offset": "\u0663"},
+    "year 1 with a zone": {
+        "from": "0001-01-01T00:00:00+01:00",
+        "start_date": "0001-01-01T00:00:00+01:00",
+        "created_after": "0001-01-01T00:00:00+01:00",
+    },
+    "year 9999": {"to": "9999-12-31", "end_date": "9999-12-31", "from": "9999-12-31T23:59:59-01:00"},
+    "unix seconds far off": {"from": "99999999999", "to": "1"},
+    "nul": {k: "a\x00" for k in ("search", "q", "name", "tag", "tags", "status", "kind", "region", "sort")},
+}
+ID_PARAM = re.compile(r"\{(id|\w+_id)\}")
+OTHER_PARAM = re.compile(r"\{(\w+)\}")
+# Routes that stream until the client leaves: only their refusals are tried here.
+STREAMS = {"/status/{slug}/events", "/api/v1/ws"}
+
+
+@pytest.fixture
+async def running(database: str, nats_url: str) -> AsyncIterator[Running]:
+    running = await start_controller(database, nats_url, rate_limit_requests=1_000_000)
+    yield running
+    await running.stop()
+
+
+async def fixtures(api: aiohttp.ClientSession) -> dict[str, str]:
+    """Real rows for the routes' other path parameters, so a hostile body reaches the
+    handler's parsing instead of stopping at a 404."""
+    r = await api.post("/api/v1/monitors", json={"name": "m", "url": "http://127.0.0.1:9/", "interval": 60})
+    assert r.status == 201, await r.text()
+    monitor = (await r.json())["data"]["id"]
+    r = await api.post("/api/v1/status-pages", json={"name": "P", "slug": "hostile", "isPublic": True})
+    assert r.status == 201, await r.text()
+    r = await api.post("/api/v1/heartbeats", json={"name": "hb", "run_interval": 3600, "grace_period": 60})
+    assert r.status == 201, await r.text()
+    token = (await r.json())["data"]["token"]
+    return {"monitor": str(monitor), "slug": "hostile", "token": token, "signal": "fail", "name": "x.css"}
+
+
+def fill(path: str, values: dict[str, str], hostile: str | None = None) -> str:
+    """`path` with each {id}-like parameter set to `hostile` (or a real id), others real."""
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if ID_PARAM.fullmatch(m.group(0)) or hostile == NUL:
+            return hostile if hostile is not None else values["monitor"]
+        return values.get(name, "x")
+
+    return OTHER_PARAM.sub(one, path)
+
+
+async def check(session: aiohttp.ClientSession, method: str, url: str, what: str, **kw: Any) -> str | None:
+    """What is wrong with the answer, or None."""
+    async with session.request(method, url, allow_redirects=False, **kw) as r:
+        text = await r.text(errors="replace")
+        if r.status >= 500:
+            return f"{method} {url} [{what}] -> {r.status}: {text[:300]}"
+        if r.status < 400:
+            return None
+        if r.content_type == "text/html" and (url.startswith("/status/") or url.split("?")[0] == "/"):
+            return None
+        if r.content_type != "application/json":
+            return f"{method} {url} [{what}] -> {r.status} {r.content_type}: {text[:200]}"
+        error = (await r.json()).get("error")
+        if not isinstance(error, dict) or not {"code", "message"} <= set(error):
+            return f"{method} {url} [{what}] -> {r.status} without the envelope: {text[:200]}"
+        return None
+
+
+async def test_no_hostile_input_gets_a_5xx_or_a_bare_error(running: Running) -> None:
+    headers = {"Authorization": f"Bearer {running.admin_key}"}
+    async with (
+        aiohttp.ClientSession(base_url=running.base, headers=headers) as admin,
+        aiohttp.ClientSession(base_url=running.base) as anon,
+    ):
+        values = await fixtures(admin)
+        cases: list[tuple[aiohttp.ClientSession, str, str, str, dict[str, Any]]] = []
+        defs = [d for d in routes() if d.path not in alias_paths()]
+        for d in defs:
+            for session in (admin, anon):
+                hostiles = [UNICODE_DIGIT, TOO_BIG, "-1", "0x1"] if ID_PARAM.search(d.path) else []
+                if "{" in d.path:
+                    for hostile in [*hostiles, NUL]:
+                        cases.append((session, d.method, fill(d.path, values, hostile), f"id {hostile}", {}))
+                if d.method in ("POST", "PUT", "PATCH"):
+                    json_headers = {"Content-Type": "application/json"}
+                    for what, body in BODIES.items():
+                        kw = {"data": body.encode(), "headers": json_headers}
+                        cases.append((session, d.method, fill(d.path, values), what, kw))
+                if d.method == "GET" and d.path not in STREAMS:
+                    for what, query in QUERIES.items():
+                        cases.append((session, "GET", fill(d.path, values), what, {"params": query}))
+        assert len(defs) > 80 and len(cases) > 1000
+        gate = asyncio.Semaphore(8)
+
+        async def run(case: tuple[aiohttp.ClientSession, str, str, str, dict[str, Any]]) -> str | None:
+            session, method, url, what, kw = case
+            async with gate:
+                return await check(session, method, url, what, **kw)
+
+        problems = [p for p in await asyncio.gather(*(run(c) for c in cases)) if p]
+    assert not problems, "\n".join(problems[:40]) + f"\n({len(problems)} in all)"
+
+
+async def test_it_names_the_field_with_nul_and_the_limits(running: Running) -> None:
+    headers = {"Authorization": f"Bearer {running.admin_key}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(base_url=running.base, headers=headers) as admin:
+        r = await admin.post("/api/v1/monitors", data='{"name": "a\\u0000", "tags": ["ok", "b\\u0000"]}')
+        error = (await r.json())["error"]
+        assert r.status == 422 and set(error["details"]) == {"name", "tags[1]"}
+        r = await admin.post("/api/v1/api-keys", data=DEEP)
+        assert r.status == 400 and "nested" in (await r.json())["error"]["message"]
+        r = await admin.post("/api/v1/incidents", data='{"monitor_id": 9223372036854775808}')
+        assert r.status == 422 and "monitor_id" in (await r.json())["error"]["details"]
+        r = await admin.get("/api/v1/events", params={"cursor": str(10**23)})
+        assert r.status == 422 and "cursor" in (await r.json())["error"]["details"]
+        r = await admin.get("/api/v1/monitors/%C2%B9/badge.svg")
+        assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+        r = await admin.get("/api/v1/incidents", params={"from": "0001-01-01T00:00:00+01:00"})
+        assert r.status == 422 and "from" in (await r.json())["error"]["details"]
+        r = await admin.get("/api/v1/incidents", params={"from": "2024-01-01T00:00:00Z", "to": "2024-01-02"})
+        assert r.status == 200
+        await fixtures(admin)
+    async with aiohttp.ClientSession(base_url=running.base) as anon:
+        r = await anon.post("/api/v1/status-pages/hostile/subscribe", json={"email": "a\u0000@example.test"})
+        assert r.status == 422 and "email" in (await r.json())["error"]["details"]
