@@ -42,6 +42,8 @@ SECRET_WORDS = frozenset(
     }
 )
 SECRET_PREFIXES = ("x-api-",)
+# A URL inside a message (aiohttp quotes the request URL in some errors: url='...').
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 
@@ -79,6 +81,12 @@ def redact_url(url: str, secret_params: Iterable[str] = ()) -> str:
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact_text(text: str, secret_params: Iterable[str] = ()) -> str:
+    """`text` with every URL in it redacted as `redact_url` does."""
+    marked = list(secret_params)
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0), marked), text) if "://" in text else text
 
 
 def _redact_query(query: str, marked: list[str]) -> str:

@@ -32,6 +32,7 @@ from multidict import CIMultiDict
 from probefleet.probe import x509
 from probefleet.probe.checkers import base
 from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.redact import redact_text, redact_url
 from probefleet.shared.wire import Assertion, HttpSpec, Reason
 
 _MAX_BODY = 4 << 20
@@ -246,14 +247,18 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
             body = await resp.content.read(_MAX_BODY)
     except Exception as exc:
         timings = _timings(trace.hops, start, base.elapsed_ms(start))
-        return base.from_exception(exc, timings=timings)
+        out = base.from_exception(exc, timings=timings)
+        # Results are shown to read-only keys and sent in notifications; aiohttp quotes the
+        # request URL in some errors (too many redirects: url='...?token=...').
+        out.message = redact_text(out.message, spec.secret_params)
+        return out
     finally:
         _current.reset(token)
     total_ms = base.elapsed_ms(start)
     details: dict[str, object] = {"size": len(body), **_remember_cert(session, resp, trace)}
     if resp.history:
         details["redirects"] = len(resp.history)
-        details["final_url"] = str(resp.url)
+        details["final_url"] = redact_url(str(resp.url), spec.secret_params)
     fields: dict[str, Any] = {
         "timings": _timings(trace.hops, start, total_ms),
         "status_code": resp.status,

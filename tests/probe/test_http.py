@@ -222,6 +222,26 @@ async def test_it_sends_exactly_one_host_header_the_configured_one() -> None:
     assert hosts == [b"Host: vhost.test"]
 
 
+async def test_its_results_carry_no_secret_of_the_url() -> None:
+    """aiohttp quotes the request URL in some errors; a result is shown to read-only keys."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 302 Found\r\nLocation: /next?sid=S2\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://u:pw-S0@127.0.0.1:{server.sockets[0].getsockname()[1]}/x?token=T1&sid=S1&page=1"
+    try:
+        out = await run(HttpSpec(url=url, max_redirects=1, secret_params=["sid"]))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert out.reason == Reason.TOO_MANY_REDIRECTS and "token=<redacted>&sid=<redacted>&page=1" in out.message
+    assert not [s for s in ("pw-S0", "T1", "S1", "S2") if s in str(out)], out
+
+
 async def test_it_binds_the_source_address(http_target: str) -> None:
     spec = HttpSpec(url=f"{http_target}/echo", expected_content='"peer": "127.0.0.12"')
     out = await run(spec, source="127.0.0.12")

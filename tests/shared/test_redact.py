@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probefleet.shared.redact import is_secret_name, redact_headers, redact_url, restore_url
+from probefleet.shared.redact import is_secret_name, redact_headers, redact_text, redact_url, restore_url
 
 SECRET = [
     "Authorization",
@@ -82,4 +82,11 @@ def test_a_redacted_url_sent_back_keeps_the_stored_secrets() -> None:
     assert restore_url(changed, stored) == "https://u:p@ss@h.test/f?token=t1&page=3&token=t2&sig=new"
     assert restore_url("https://u:<redacted>@other.test/?token=%3Credacted%3E", stored) == (
         "https://u:p@ss@other.test/?token=t1"
+    )
+
+
+def test_urls_inside_a_message_are_redacted() -> None:
+    text = "0, message='', url='https://h.test/x?token=t1&q=1' then http://u:pw@h.test/"
+    assert redact_text(text) == (
+        "0, message='', url='https://h.test/x?token=<redacted>&q=1' then http://u:<redacted>@h.test/"
     )
