@@ -1,4 +1,7 @@
-"""/api/v1/api-keys: create (the full key is shown once), list, revoke (scope keys:admin)."""
+"""/api/v1/api-keys: create (the full key is shown once), list, revoke (scope keys:admin).
+
+A key grants only scopes it holds (`admin` holds them all), and only an `admin` key revokes
+an `admin` key: otherwise `keys:admin` would be `admin` one request away."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from msgspec import Meta
 
 from probefleet.controller import keys
 from probefleet.controller.api import auth
-from probefleet.controller.api.common import by_id, now_utc, ok, read_json, require
+from probefleet.controller.api.common import check_time, now_utc, ok, path_id, read_json, require
+from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.scopes import SCOPES
 from probefleet.controller.storage import api_keys as store
 from probefleet.controller.validation import ValidationError, from_msgspec
@@ -75,15 +79,35 @@ def parse(body: object, now: dt.datetime) -> ApiKeyCreate:
             errors["expires_at"] = "must include a time zone (for example Z)"
         elif req.expires_at <= now:
             errors["expires_at"] = "must be in the future"
+        else:
+            try:
+                check_time(req.expires_at, "expires_at")
+            except ValidationError as e:
+                errors.update(e.details)
     if errors:
         raise ValidationError(errors)
     return req
 
 
+def _grantable(holder: dict[str, Any], scopes: list[str]) -> None:
+    """A 403 naming the scopes `holder` asks to grant but does not hold."""
+    held = set(holder["scopes"])
+    if "admin" in held:
+        return
+    if missing := sorted(set(scopes) - held):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"a key can grant only scopes it holds; this key lacks {', '.join(missing)}",
+            {"scopes": missing},
+        )
+
+
 async def create_key(request: web.Request) -> web.Response:
-    await require(request, "keys:admin")
+    holder = await require(request, "keys:admin")
     now = now_utc()
     req = parse(await read_json(request), now)
+    _grantable(holder, req.scopes)
     expires = req.expires_at
     if expires is None and req.expires_in_days is not None:
         expires = now + dt.timedelta(days=req.expires_in_days)
@@ -94,13 +118,24 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 async def list_keys(request: web.Request) -> web.Response:
+    """Active keys only: an expired or revoked key authenticates nowhere."""
     await require(request, "keys:admin")
-    rows = await store.list_all(request.app[keys.POOL])
+    rows = await store.list_active(request.app[keys.POOL], now_utc())
     return ok([public(r) for r in rows], meta={"count": len(rows)})
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    await require(request, "keys:admin")
-    prefix = await by_id(request, "API key", store.revoke)
+    holder = await require(request, "keys:admin")
+    key_id, pool = path_id(request, what="API key"), request.app[keys.POOL]
+    scopes = await store.scopes_of(pool, key_id)
+    if scopes is None:
+        raise not_found("API key")
+    if "admin" in scopes and "admin" not in holder["scopes"]:
+        raise ApiError(
+            403, "forbidden", "only an admin key can revoke an admin key", {"required_scope": "admin"}
+        )
+    prefix = await store.revoke(pool, key_id)
+    if prefix is None:
+        raise not_found("API key")
     await auth.announce_revoked(request.app, prefix)
     return web.Response(status=204)

@@ -21,9 +21,10 @@ __all__ = [
     "create",
     "digest",
     "expired",
-    "list_all",
+    "list_active",
     "new_key",
     "revoke",
+    "scopes_of",
     "touch",
 ]
 
@@ -97,12 +98,23 @@ async def touch(conn: DB, row: dict[str, Any], now: dt.datetime) -> None:
         await conn.execute("UPDATE api_keys SET last_used_at = $2 WHERE id = $1", row["id"], now)
 
 
-async def list_all(conn: DB) -> list[dict[str, Any]]:
+async def list_active(conn: DB, now: dt.datetime) -> list[dict[str, Any]]:
+    """Keys that authenticate at `now`: neither revoked nor expired."""
     rows = await conn.fetch(
         "SELECT id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at,"
-        " rate_limit FROM api_keys WHERE revoked_at IS NULL ORDER BY id"
+        " rate_limit FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)"
+        " ORDER BY id",
+        now,
     )
     return [dict(r) for r in rows]
+
+
+async def scopes_of(conn: DB, key_id: int) -> list[str] | None:
+    """The scopes of an unrevoked key (a key's scopes never change); None when there is none."""
+    scopes: list[str] | None = await conn.fetchval(
+        "SELECT scopes FROM api_keys WHERE id = $1 AND revoked_at IS NULL", key_id
+    )
+    return scopes
 
 
 async def revoke(conn: DB, key_id: int) -> str | None:

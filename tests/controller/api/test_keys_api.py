@@ -91,3 +91,55 @@ async def test_only_keys_admin_manages_keys(controller: Running, api: aiohttp.Cl
         assert (await ka.get("/api/v1/monitors")).status == 403
     async with aiohttp.ClientSession(base_url=controller.base) as anon:
         assert (await anon.get("/api/v1/api-keys")).status == 401
+
+
+async def test_a_key_grants_only_scopes_it_holds(controller: Running, api: aiohttp.ClientSession) -> None:
+    r = await api.post("/api/v1/api-keys", json={"name": "k", "scopes": ["keys:admin", "monitors:read"]})
+    key = (await r.json())["data"]["key"]
+    async with session(controller, key) as ka:
+        for scopes in (["admin"], ["monitors:read", "monitors:write", "incidents:read"]):
+            r = await ka.post("/api/v1/api-keys", json={"name": "up", "scopes": scopes})
+            error = (await r.json())["error"]
+            assert r.status == 403 and error["code"] == "forbidden", scopes
+            missing = sorted(set(scopes) - {"keys:admin", "monitors:read"})
+            assert error["details"]["scopes"] == missing and all(s in error["message"] for s in missing)
+        same = {"name": "same", "scopes": ["monitors:read", "keys:admin"]}
+        r = await ka.post("/api/v1/api-keys", json=same)
+        assert r.status == 201
+    names = {k["name"] for k in (await (await api.get("/api/v1/api-keys")).json())["data"]}
+    assert "same" in names and "up" not in names
+
+
+async def test_only_an_admin_key_revokes_an_admin_key(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    ids = {}
+    for name, scopes in (("boss", ["admin"]), ("ka", ["keys:admin"]), ("ro", ["monitors:read"])):
+        r = await api.post("/api/v1/api-keys", json={"name": name, "scopes": scopes})
+        ids[name] = (await r.json())["data"]
+    async with session(controller, ids["ka"]["key"]) as ka:
+        r = await ka.delete(f"/api/v1/api-keys/{ids['boss']['id']}")
+        assert r.status == 403 and (await r.json())["error"]["details"]["required_scope"] == "admin"
+        async with session(controller, ids["boss"]["key"]) as boss:
+            assert (await boss.get("/api/v1/monitors")).status == 200
+        assert (await ka.delete(f"/api/v1/api-keys/{ids['ro']['id']}")).status == 204
+    assert (await api.delete(f"/api/v1/api-keys/{ids['boss']['id']}")).status == 204
+
+
+async def test_it_lists_only_active_keys(controller: Running, api: aiohttp.ClientSession) -> None:
+    from probefleet.controller import keys
+
+    body = {"name": "gone", "scopes": ["monitors:read"], "expiresInDays": 1}
+    r = await api.post("/api/v1/api-keys", json=body)
+    created = (await r.json())["data"]
+    await controller.app[keys.POOL].execute(
+        "UPDATE api_keys SET expires_at = now() - interval '1 s' WHERE id = $1", created["id"]
+    )
+    body = await (await api.get("/api/v1/api-keys")).json()
+    assert created["id"] not in [k["id"] for k in body["data"]] and body["meta"]["count"] == len(body["data"])
+
+
+async def test_it_refuses_expiry_times_out_of_range(api: aiohttp.ClientSession) -> None:
+    for when in ("9999-12-31T23:00:00-05:00", "9500-01-01T00:00:00Z"):
+        r = await api.post("/api/v1/api-keys", json={"name": "far", "expires_at": when})
+        assert r.status == 422 and "expires_at" in (await r.json())["error"]["details"], when
