@@ -5,7 +5,9 @@
 -- fragment value (parameter names stay), so it can only match less than a response shows,
 -- whatever a monitor marks secret. A stored generated column, so rows written before this
 -- migration are filled by it, and PostgreSQL recomputes it only when `spec` changes
--- (verdict updates do not pay for it).
+-- (verdict updates do not pay for it). Measured at 100,000 monitors on this machine: the
+-- migration rewrites the table in ~4 s; a search for a rare substring (list + count) takes
+-- 1-6 ms, one that every monitor matches ~40 ms, as with 0012's index.
 
 CREATE OR REPLACE FUNCTION monitor_search_url(url text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
