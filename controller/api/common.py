@@ -13,7 +13,7 @@ from probefleet.controller import keys
 from probefleet.controller.api import auth, ratelimit
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.storage import DB
-from probefleet.controller.validation import ValidationError
+from probefleet.controller.validation import ValidationError, check_time
 
 R = TypeVar("R")
 
@@ -23,10 +23,6 @@ MAX_BODY = 1 << 20
 # text cannot hold NUL.
 MAX_JSON_DEPTH = 32
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
-# Times in queries and bodies: wide enough for any real request, narrow enough that adding
-# a zone offset or a range (a day, a year) can never overflow datetime's years 1 to 9999.
-MIN_TIME = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
-MAX_TIME = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 _encoder = msgspec.json.Encoder()
 
 
@@ -122,7 +118,7 @@ def parse_int(raw: str, lo: int = 0, hi: int = INT_MAX) -> int | None:
 
 
 def parse_time(raw: str, name: str) -> dt.datetime:
-    """An ISO 8601 time (naive means UTC; a trailing Z allowed) from MIN_TIME to MAX_TIME,
+    """An ISO 8601 time (naive means UTC; a trailing Z allowed) from validation.MIN_TIME to MAX_TIME,
     in UTC; else a ValidationError naming `name`."""
     try:
         t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -130,16 +126,6 @@ def parse_time(raw: str, name: str) -> dt.datetime:
         raise ValidationError({name: "must be an ISO 8601 time"}) from None
     check_time(t, name)
     return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
-
-
-def check_time(t: dt.datetime, name: str) -> None:
-    """A ValidationError naming `name` unless MIN_TIME <= t < MAX_TIME (naive means UTC)."""
-    try:
-        inside = MIN_TIME <= (t if t.tzinfo else t.replace(tzinfo=dt.UTC)) < MAX_TIME
-    except OverflowError:
-        inside = False
-    if not inside:
-        raise ValidationError({name: f"must be from {MIN_TIME:%Y-%m-%d} to {MAX_TIME:%Y-%m-%d} (UTC)"})
 
 
 def path_id(request: web.Request, name: str = "id", what: str = "resource") -> int:

@@ -25,6 +25,10 @@ BODIES = {
     "nul key": '{"na\\u0000me": "x"}',
     "deep": DEEP,
     "deep object": '{"name": ' + "[" * 40 + "]" * 40 + "}",
+    "year 1": '{"name": "x", "monitor_ids": [1], "starts_at": "0001-01-01T00:00:00+01:00",'
+    ' "ends_at": "0001-01-01T01:00:00+01:00", "expires_at": "0001-01-01T00:00:00+01:00"}',
+    "year 9999": '{"name": "x", "monitor_ids": [1], "starts_at": "9999-12-31T22:00:00-01:00",'
+    ' "ends_at": "9999-12-31T23:00:00-01:00", "expires_at": "9999-12-31T23:59:59-01:00"}',
     "2^70": '{"name": "x", "monitor_id": 1180591620717411303424, "interval": 1180591620717411303424}',
 }
 QUERIES = {
@@ -150,7 +154,15 @@ async def test_it_names_the_field_with_nul_and_the_limits(running: Running) -> N
         assert r.status == 422 and "from" in (await r.json())["error"]["details"]
         r = await admin.get("/api/v1/incidents", params={"from": "2024-01-01T00:00:00Z", "to": "2024-01-02"})
         assert r.status == 200
-        await fixtures(admin)
+        values = await fixtures(admin)
+        for starts, ends in (
+            ("0001-01-01T00:00:00+01:00", "0001-01-01T02:00:00+01:00"),
+            ("9999-12-31T22:00:00-01:00", "9999-12-31T23:00:00-01:00"),
+        ):
+            monitor_ids = [int(values["monitor"])]
+            window = {"name": "w", "monitor_ids": monitor_ids, "starts_at": starts, "ends_at": ends}
+            r = await admin.post("/api/v1/maintenance-windows", json=window)
+            assert r.status == 422 and "starts_at" in (await r.json())["error"]["details"], starts
     async with aiohttp.ClientSession(base_url=running.base) as anon:
         r = await anon.post("/api/v1/status-pages/hostile/subscribe", json={"email": "a\u0000@example.test"})
         assert r.status == 422 and "email" in (await r.json())["error"]["details"]
