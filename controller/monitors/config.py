@@ -180,7 +180,10 @@ def normalize(data: dict[str, Any]) -> dict[str, Any]:
 def _host_of(target: object) -> object:
     """'tcp://db:5432' or 'https://example.com/' -> the host; anything else unchanged."""
     if isinstance(target, str) and "://" in target:
-        return urlsplit(target).hostname or target
+        try:
+            return urlsplit(target).hostname or target
+        except ValueError:  # "tcp://[::1": the spec's check names the field
+            return target
     return target
 
 
@@ -225,7 +228,10 @@ def _check_url(url: str) -> str | None:
         return f"must be at most {MAX_URL} characters"
     if _control(url) or " " in url:
         return "must not contain spaces or control characters"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket
+        return "must be a valid URL"
     if parts.scheme not in ("http", "https"):
         return "must be an http:// or https:// URL"
     if not parts.hostname:
@@ -314,8 +320,10 @@ def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
     host = getattr(spec, "host", None)
     if host is not None and not host.strip():
         errors["host"] = "must not be empty"
-    elif host is not None and (len(host) > 253 or _control(host) or " " in host):
-        errors["host"] = "must be a host name or address of at most 253 characters"
+    elif host is not None and (len(host) > 253 or _control(host) or any(c in host for c in " /?#@")):
+        errors["host"] = (
+            "must be a host name or address (no scheme, path or spaces) of at most 253 characters"
+        )
     if not errors and len(msgspec.msgpack.encode(spec)) > MAX_SPEC_BYTES:
         errors["spec"] = f"the check's settings must encode to at most {MAX_SPEC_BYTES // 1024} KiB"
     return errors
