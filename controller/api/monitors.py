@@ -16,6 +16,7 @@ from probefleet.controller import keys
 from probefleet.controller.api import heartbeats as heartbeats_api
 from probefleet.controller.api.common import (
     check_time,
+    json_problems,
     json_response,
     now_utc,
     ok,
@@ -358,12 +359,15 @@ def decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, int]:
         s, d, value, last_id = msgspec.json.decode(raw)
     except (ValueError, TypeError, msgspec.DecodeError):
         raise bad from None
+    if json_problems([value, last_id]):  # a NUL or a number no column holds: not ours
+        raise bad
     if s != sort or d != desc or not isinstance(last_id, int):
         raise ValidationError({"cursor": "cursor was made for another sort; start again without it"})
     column = store.SORTS[sort]
     try:
         if column in ("created_at", "updated_at"):
             value = dt.datetime.fromisoformat(value)
+            check_time(value, "cursor")  # a ValueError: caught below
         elif column in ("id", "interval_s"):
             value = int(value)
         elif sort in store.UPTIME_SORTS:

@@ -6,6 +6,8 @@ is the JSON envelope (HTML on the /status/* pages)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +33,14 @@ BODIES = {
     ' "ends_at": "9999-12-31T23:00:00-01:00", "expires_at": "9999-12-31T23:59:59-01:00"}',
     "2^70": '{"name": "x", "monitor_id": 1180591620717411303424, "interval": 1180591620717411303424}',
 }
+YEAR_1 = "0001-01-01T00:00:00+01:00"
+
+
+def keyset(fields: list[Any]) -> str:
+    """A cursor of the form list_monitors hands out (base64 of [sort, desc, value, last id])."""
+    return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+
+
 QUERIES = {
     "cursor 10^23": {"cursor": str(10**23)},
     "monitor_id 2^63": {"monitor_id": TOO_BIG, "monitorId": TOO_BIG},
@@ -42,6 +52,9 @@ QUERIES = {
     },
     "year 9999": {"to": "9999-12-31", "end_date": "9999-12-31", "from": "9999-12-31T23:59:59-01:00"},
     "unix seconds far off": {"from": "99999999999", "to": "1"},
+    "keyset cursor 2^70": {"cursor": keyset(["id", False, 2**70, 2**70])},
+    "keyset cursor year 1": {"sort": "created_at", "cursor": keyset(["created_at", False, YEAR_1, 1])},
+    "keyset cursor nul": {"sort": "name", "cursor": keyset(["name", False, "a\u0000", 1])},
     "nul": {k: "a\x00" for k in ("search", "q", "name", "tag", "tags", "status", "kind", "region", "sort")},
 }
 ID_PARAM = re.compile(r"\{(id|\w+_id)\}")
