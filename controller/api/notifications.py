@@ -14,7 +14,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from probefleet.controller import keys
-from probefleet.controller.api.common import by_id, now_utc, ok, read_json, require
+from probefleet.controller.api.common import by_id, now_utc, ok, parse_int, read_json, require
 from probefleet.controller.api.errors import not_found
 from probefleet.controller.monitors.config import MonitorConfig
 from probefleet.controller.notifications import channel_urls, destinations
@@ -271,17 +271,17 @@ def public_delivery(row: dict[str, Any]) -> dict[str, Any]:
 async def channel_deliveries(request: web.Request) -> web.Response:
     await require(request, "notifications:read")
     channel = await by_id(request, CHANNEL, store.get_channel)
-    limit_raw, cursor = request.query.get("limit", "50"), request.query.get("cursor")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 100:
+    limit, raw_cursor = parse_int(request.query.get("limit", "50"), 1, 100), request.query.get("cursor")
+    if limit is None:
         raise ValidationError({"limit": "must be an integer from 1 to 100"})
-    if cursor is not None and not cursor.isdigit():
+    cursor = None if raw_cursor is None else parse_int(raw_cursor)
+    if raw_cursor is not None and cursor is None:
         raise ValidationError({"cursor": "invalid cursor"})
-    limit = int(limit_raw)
     rows = await store.list_deliveries(
         request.app[keys.POOL],
         channel["id"],
         limit=limit + 1,
-        before_id=int(cursor) if cursor else None,
+        before_id=cursor,
         status=request.query.get("status"),
     )
     more = len(rows) > limit

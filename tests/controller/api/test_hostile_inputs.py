@@ -70,28 +70,63 @@ async def running(database: str, nats_url: str) -> AsyncIterator[Running]:
     await running.stop()
 
 
+async def created(api: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = await api.post(path, json=body)
+    assert r.status == 201, f"{path}: {await r.text()}"
+    data: dict[str, Any] = (await r.json())["data"]
+    return data
+
+
 async def fixtures(api: aiohttp.ClientSession) -> dict[str, str]:
-    """Real rows for the routes' other path parameters, so a hostile body reaches the
-    handler's parsing instead of stopping at a 404."""
-    r = await api.post("/api/v1/monitors", json={"name": "m", "url": "http://127.0.0.1:9/", "interval": 60})
-    assert r.status == 201, await r.text()
-    monitor = (await r.json())["data"]["id"]
-    r = await api.post("/api/v1/status-pages", json={"name": "P", "slug": "hostile", "isPublic": True})
-    assert r.status == 201, await r.text()
-    r = await api.post("/api/v1/heartbeats", json={"name": "hb", "run_interval": 3600, "grace_period": 60})
-    assert r.status == 201, await r.text()
-    token = (await r.json())["data"]["token"]
-    return {"monitor": str(monitor), "slug": "hostile", "token": token, "signal": "fail", "name": "x.css"}
+    """Real rows for every path parameter, keyed by the path before it, so a hostile body or
+    query reaches the handler's parsing instead of stopping at a 404."""
+    monitor = await created(
+        api, "/api/v1/monitors", {"name": "m", "url": "http://127.0.0.1:9/", "interval": 60}
+    )
+    page = await created(api, "/api/v1/status-pages", {"name": "P", "slug": "hostile", "isPublic": True})
+    post = await created(api, f"/api/v1/status-pages/{page['id']}/posts", {"title": "t", "message": "m"})
+    beat = await created(api, "/api/v1/heartbeats", {"name": "hb", "run_interval": 3600, "grace_period": 60})
+    incident = await created(api, "/api/v1/incidents", {"monitor_id": monitor["id"]})
+    channel = await created(
+        api,
+        "/api/v1/notification-channels",
+        {"name": "c", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/"}},
+    )
+    rule = await created(api, "/api/v1/notification-rules", {"name": "r", "channels": [channel["id"]]})
+    window = {"name": "w", "monitor_ids": [monitor["id"]], "starts_at": "2030-01-01T00:00:00Z"}
+    window = await created(api, "/api/v1/maintenance-windows", {**window, "ends_at": "2030-01-01T01:00:00Z"})
+    event = (await (await api.get("/api/v1/events")).json())["data"][-1]
+    return {
+        "/api/v1/monitors/": str(monitor["id"]),
+        "/api/v1/status/": str(monitor["id"]),
+        "/api/v1/analytics/": str(monitor["id"]),
+        "/api/v1/status-pages/": str(page["id"]),
+        "/posts/": str(post["id"]),
+        "/api/v1/status-page-posts/": str(post["id"]),
+        "/api/v1/heartbeats/": str(beat["id"]),
+        "/api/v1/incidents/": str(incident["id"]),
+        "/api/v1/events/": str(event["id"]),
+        "/api/v1/notification-channels/": str(channel["id"]),
+        "/api/v1/notification-rules/": str(rule["id"]),
+        "/api/v1/maintenance-windows/": str(window["id"]),
+        "slug": "hostile",
+        "token": beat["token"],
+        "signal": "fail",
+        "name": "x.css",
+    }
 
 
 def fill(path: str, values: dict[str, str], hostile: str | None = None) -> str:
-    """`path` with each {id}-like parameter set to `hostile` (or a real id), others real."""
+    """`path` with each {id}-like parameter set to `hostile` (or the real id of the resource
+    the path names), other parameters real; NUL goes into every parameter."""
 
     def one(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if ID_PARAM.fullmatch(m.group(0)) or hostile == NUL:
-            return hostile if hostile is not None else values["monitor"]
-        return values.get(name, "x")
+        if hostile is not None and (hostile == NUL or ID_PARAM.fullmatch(m.group(0))):
+            return hostile
+        if ID_PARAM.fullmatch(m.group(0)):
+            before = path[: m.start()]
+            return next((v for k, v in values.items() if before.endswith(k)), "1")
+        return values.get(m.group(1), "x")
 
     return OTHER_PARAM.sub(one, path)
 
@@ -172,7 +207,7 @@ async def test_it_names_the_field_with_nul_and_the_limits(running: Running) -> N
             ("0001-01-01T00:00:00+01:00", "0001-01-01T02:00:00+01:00"),
             ("9999-12-31T22:00:00-01:00", "9999-12-31T23:00:00-01:00"),
         ):
-            monitor_ids = [int(values["monitor"])]
+            monitor_ids = [int(values["/api/v1/monitors/"])]
             window = {"name": "w", "monitor_ids": monitor_ids, "starts_at": starts, "ends_at": ends}
             r = await admin.post("/api/v1/maintenance-windows", json=window)
             assert r.status == 422 and "starts_at" in (await r.json())["error"]["details"], starts
