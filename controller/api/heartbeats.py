@@ -237,9 +237,10 @@ def ping_cursor(raw: str | None) -> tuple[dt.datetime, int] | None:
     if raw is None:
         return None
     us, sep, ident = raw.partition("_")
-    if not (sep and us.isdigit() and ident.isdigit() and len(us) <= 17 and len(ident) <= 18):
+    at_us, last_id = parse_int(us, 0, 10**17 - 1), parse_int(ident)
+    if not sep or at_us is None or last_id is None:
         raise ValidationError({"cursor": "invalid cursor; pass meta.next_cursor unchanged"})
-    return _EPOCH + int(us) * _US, int(ident)
+    return _EPOCH + at_us * _US, last_id
 
 
 async def _announce(request: web.Request, monitor_id: int) -> None:
