@@ -267,7 +267,7 @@ def parse_signal(tail: str | None) -> tuple[str, int | None]:
         return "success", None
     if tail in ("start", "fail", "log"):
         return tail, None
-    if tail.isdigit() and len(tail) <= 3 and int(tail) <= 255:
+    if tail.isascii() and tail.isdigit() and len(tail) <= 3 and int(tail) <= 255:
         code = int(tail)
         return ("success" if code == 0 else "fail"), code
     metrics.HEARTBEAT_PINGS_REJECTED.labels("bad_signal").inc()

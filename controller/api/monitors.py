@@ -350,7 +350,7 @@ def encode_cursor(sort: str, desc: bool, row: dict[str, Any]) -> str:
 
 def decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, int]:
     bad = ValidationError({"cursor": "invalid cursor; pass meta.next_cursor unchanged"})
-    if cursor.isdigit():  # the plain last id of earlier versions
+    if cursor.isascii() and cursor.isdigit():  # the plain last id of earlier versions
         if sort != "id" or len(cursor) > 18:
             raise bad
         return int(cursor), int(cursor)

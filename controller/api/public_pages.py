@@ -330,7 +330,7 @@ async def page_events(request: web.Request) -> web.StreamResponse:
         return response  # changed while we checked: the browser reconnects, and is checked again
     try:
         await response.write(b"retry: 2000\n\n")
-        if resume.isdigit() and len(resume) <= 18:
+        if resume.isascii() and resume.isdigit() and len(resume) <= 18:
             # The page lists posts of the last POST_DAYS only: an older one is not replayed.
             shown_since = now_utc() - dt.timedelta(days=model.POST_DAYS)
             for ev in await hub.replay(client, int(resume)):

@@ -79,7 +79,7 @@ def access_ok(
     if not cookie or not password_hash or "." not in cookie:
         return False
     expiry, _, mac = cookie.partition(".")
-    if not expiry.isdigit() or int(expiry) < (now or time.time()):
+    if not (expiry.isascii() and expiry.isdigit()) or int(expiry) < (now or time.time()):
         return False
     want = hmac.new(secret.encode(), f"{page_id}:{expiry}:{password_hash}".encode(), "sha256").hexdigest()
     return hmac.compare_digest(mac, want)

@@ -20,7 +20,8 @@ from tests.controller.conftest import Running, start_controller
 
 UNICODE_DIGIT = "%C2%B9"  # "¹": str.isdigit() says yes, int() says no
 TOO_BIG = str(2**63)
-NUL = "a%00b"  # every path parameter, id or not
+NUL = "a%00b"
+EVERY_PARAM = (UNICODE_DIGIT, NUL)  # into every path parameter, id or not (a signal, a slug)
 DEEP = "[" * 100_000 + "]" * 100_000
 BODIES = {
     "nul": '{"name": "a\\u0000b", "email": "a\\u0000@example.test", "url": "http://x/\\u0000"}',
@@ -54,6 +55,7 @@ QUERIES = {
     "unix seconds far off": {"from": "99999999999", "to": "1"},
     "unicode page": {"page": "\u00b9", "per_page": "\u00b2", "days": "\u00b3", "hours": "\u00b9"},
     "unicode cursor": {"cursor": "\u00b9_\u00b9"},
+    "unicode id cursor": {"cursor": "\u00b9"},
     "far cursor": {"cursor": f"{10**16}_{2**63}"},
     "keyset cursor 2^70": {"cursor": keyset(["id", False, 2**70, 2**70])},
     "keyset cursor year 1": {"sort": "created_at", "cursor": keyset(["created_at", False, YEAR_1, 1])},
@@ -124,7 +126,7 @@ def fill(path: str, values: dict[str, str], hostile: str | None = None) -> str:
     the path names), other parameters real; NUL goes into every parameter."""
 
     def one(m: re.Match[str]) -> str:
-        if hostile is not None and (hostile == NUL or ID_PARAM.fullmatch(m.group(0))):
+        if hostile in EVERY_PARAM or (hostile is not None and ID_PARAM.fullmatch(m.group(0))):
             return hostile
         if ID_PARAM.fullmatch(m.group(0)):
             before = path[: m.start()]
@@ -163,9 +165,9 @@ async def test_no_hostile_input_gets_a_5xx_or_a_bare_error(running: Running) -> 
         defs = [d for d in routes() if d.path not in alias_paths()]
         for d in defs:
             for session in (admin, anon):
-                hostiles = [UNICODE_DIGIT, TOO_BIG, "-1", "0x1"] if ID_PARAM.search(d.path) else []
+                hostiles = [TOO_BIG, "-1", "0x1"] if ID_PARAM.search(d.path) else []
                 if "{" in d.path:
-                    for hostile in [*hostiles, NUL]:
+                    for hostile in [*hostiles, *EVERY_PARAM]:
                         cases.append((session, d.method, fill(d.path, values, hostile), f"id {hostile}", {}))
                 if d.method in ("POST", "PUT", "PATCH"):
                     json_headers = {"Content-Type": "application/json"}
@@ -214,6 +216,13 @@ async def test_it_names_the_field_with_nul_and_the_limits(running: Running) -> N
             window = {"name": "w", "monitor_ids": monitor_ids, "starts_at": starts, "ends_at": ends}
             r = await admin.post("/api/v1/maintenance-windows", json=window)
             assert r.status == 422 and "starts_at" in (await r.json())["error"]["details"], starts
-    async with aiohttp.ClientSession(base_url=running.base) as anon:
+        r = await admin.get(f"/api/v1/heartbeat/{values['token']}/{UNICODE_DIGIT}")
+        assert r.status == 400 and (await r.json())["error"]["code"] == "bad_request"
+        page = {"name": "S", "slug": "locked", "isPublic": False, "password": "open sesame"}
+        assert (await admin.post("/api/v1/status-pages", json=page)).status == 201
+    cookies = {"pf_status_locked": "\u00b9.x"}
+    async with aiohttp.ClientSession(base_url=running.base, cookies=cookies) as anon:
+        r = await anon.get("/status/locked")
+        assert r.status == 401 and r.content_type == "text/html"
         r = await anon.post("/api/v1/status-pages/hostile/subscribe", json={"email": "a\u0000@example.test"})
         assert r.status == 422 and "email" in (await r.json())["error"]["details"]
