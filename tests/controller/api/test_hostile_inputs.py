@@ -174,6 +174,8 @@ async def test_no_hostile_input_gets_a_5xx_or_a_bare_error(running: Running) -> 
                     for what, body in BODIES.items():
                         kw = {"data": body.encode(), "headers": json_headers}
                         cases.append((session, d.method, fill(d.path, values), what, kw))
+                    form = {"data": {k: "a\x00@example.test" for k in ("email", "password", "url", "name")}}
+                    cases.append((session, d.method, fill(d.path, values), "nul form", form))
                 if d.method == "GET" and d.path not in STREAMS:
                     for what, query in QUERIES.items():
                         cases.append((session, "GET", fill(d.path, values), what, {"params": query}))
