@@ -75,6 +75,14 @@ def hardened(handler: Handler) -> Handler:
     return wrapped
 
 
+async def harden_unmatched(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: SECURITY_HEADERS on an answer under the site's paths that no
+    hardened handler gave (a path no route matches), so no page of the site can be framed."""
+    if request.path.startswith(("/status/", "/status-assets/")) and request.match_info.route.resource is None:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+
+
 def _not_found() -> ApiError:
     return not_found("status page")
 

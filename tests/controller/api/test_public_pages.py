@@ -407,6 +407,8 @@ async def test_every_public_answer_carries_the_security_headers(
         ("post", "/api/v1/status-pages/hdr/subscribe", {"json": {"webhook_url": "http://10.0.0.1/"}}, 422),
         ("get", "/status/hdr/confirm?token=x", {}, 404),
         ("get", "/status/hdr/unsubscribe?token=x", {}, 200),
+        ("get", "/status/hdr/no/such/page", {}, 404),
+        ("delete", "/status/hdr", {}, 405),
     ]
     async with aiohttp.ClientSession(base_url=controller.base) as anon:
         for method, path, kwargs, status in requests:
