@@ -176,7 +176,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         results.consume(app[keys.JS], pool, batch=cfg.results_batch, stop=stop, on_recheck=on_recheck),
         "results",
     )
-    _spawn(app, results.sweep_loop(pool, stop, on_recheck=on_recheck), "sweeper")
+    _spawn(app, results.sweep_loop(pool, stop, on_recheck=on_recheck, js=app[keys.JS]), "sweeper")
     _spawn(app, _membership(membership, scheduler, cfg.controller_heartbeat_interval, stop), "membership")
     _spawn(app, _upkeep(app, stop), "upkeep")
     _spawn(app, rollups.run(pool, stop, interval=cfg.rollup_interval), "rollups")

@@ -15,6 +15,7 @@ incident.opened event (and, on recovery, no monitor.up nor incident.resolved eve
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -177,11 +178,13 @@ async def apply(
     verdict: Verdict,
     now: dt.datetime,
     windows: list[maintenance.Window] | None = None,
+    expected: Sequence[str] | None = None,
 ) -> MonitorState | None:
     """Write the verdict's effect on the monitor; None if a later round got there first.
 
     `windows`: every enabled maintenance window, when the caller read them once for a
-    whole batch; otherwise this monitor's are read here."""
+    whole batch; otherwise this monitor's are read here. `expected`: the round's regions
+    (None: all of the monitor's locations)."""
     current = MonitorState(
         status=monitor["status"], fail_streak=monitor["fail_streak"], pass_streak=monitor["pass_streak"]
     )
@@ -196,9 +199,8 @@ async def apply(
         fail_since = fail_since if current.fail_streak > 0 and fail_since else due
     elif verdict.state != "unknown" and new.status != "down":
         fail_since = None
-    locations = list(monitor.get("locations") or [])
     voted = set(verdict.failing) | set(verdict.passing)
-    unavailable = [r for r in locations if r not in voted]
+    unavailable = unavailable_regions(monitor, expected)
     written = await monitor_store.apply_verdict(
         conn,
         monitor["id"],
@@ -249,6 +251,7 @@ def is_quiet(
     new: MonitorState,
     windows: list[maintenance.Window],
     now: dt.datetime,
+    expected: Sequence[str] | None = None,
 ) -> bool:
     """A round whose only effect is fresh timestamps and streaks: the status stays, the
     verdict passes, the same regions answer and no maintenance window is open. Nearly
@@ -257,9 +260,7 @@ def is_quiet(
         return False
     if verdict.state not in ("up", "degraded"):
         return False
-    voted = set(verdict.failing) | set(verdict.passing)
-    unavailable = [r for r in monitor.get("locations") or [] if r not in voted]
-    if unavailable != list(monitor.get("unavailable_regions") or []):
+    if unavailable_regions(monitor, expected) != list(monitor.get("unavailable_regions") or []):
         return False
     return not maintenance.active(windows, now, monitor["id"], list(monitor.get("tags") or []))
 
@@ -273,6 +274,16 @@ async def apply_quiet(
         (m["id"], due, n.status, n.fail_streak, n.pass_streak, v.response_time_ms) for m, due, v, n in quiet
     ]
     return await monitor_store.apply_quiet(conn, rounds, now)
+
+
+def unavailable_regions(monitor: dict[str, Any], expected: Sequence[str] | None) -> list[str]:
+    """The monitor's locations the round did not expect: the scheduler expects exactly the
+    regions with a live probe (probe heartbeats, `Fleet`). A region whose probe is alive
+    but whose answer is late or lost is not unavailable: a restart or a NATS outage
+    delays answers without taking a region away."""
+    if expected is None:
+        return []
+    return [r for r in monitor.get("locations") or [] if r not in expected]
 
 
 async def _regions_changed(

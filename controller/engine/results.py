@@ -5,6 +5,11 @@ A batch is stored, its rounds decided and the monitors updated in one transactio
 the JetStream messages are acknowledged only after it commits, so a controller that
 dies mid-batch loses nothing (the batch is redelivered and the primary key drops the
 duplicates).
+
+The sweeper closes a round that misses answers only once the shared consumer has caught
+up with everything published before the round's deadline (`Backlog`): after a restart
+or a NATS outage the missing answers are usually still in JetStream, and closing the
+round first would decide it without them.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import datetime as dt
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from probefleet.controller import metrics
 from probefleet.controller.engine import consensus, incidents
@@ -79,11 +85,13 @@ async def finish_rounds(
         planned = incidents.transition(
             current, verdict, retry_count=monitor["retry_count"], recovery_count=monitor["recovery_count"]
         )
-        if monitor["id"] in once and incidents.is_quiet(monitor, verdict, planned, windows, now):
+        if monitor["id"] in once and incidents.is_quiet(
+            monitor, verdict, planned, windows, now, rnd["regions"]
+        ):
             quiet.append((monitor, rnd["due"], verdict, planned))
             quiet_attempts[monitor["id"]] = rnd["attempt"]
             continue
-        new = await incidents.apply(conn, monitor, rnd["due"], verdict, now, windows)
+        new = await incidents.apply(conn, monitor, rnd["due"], verdict, now, windows, rnd["regions"])
         if new is not None:
             # Later rounds of the same monitor in this batch start from this state.
             monitor.update(status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak)
@@ -127,17 +135,79 @@ async def ingest(
 
 
 async def sweep(
-    pool: asyncpg.Pool, now: dt.datetime | None = None, on_recheck: OnRecheck | None = None
+    pool: asyncpg.Pool,
+    now: dt.datetime | None = None,
+    on_recheck: OnRecheck | None = None,
+    *,
+    before: dt.datetime | None = None,
 ) -> int:
-    """Close rounds whose deadline passed with the results they have."""
+    """Close rounds whose deadline is earlier than `before` (default `now`) with the
+    results they have."""
     now = now or dt.datetime.now(dt.UTC)
     rechecks: list[incidents.Recheck] = []
     async with pool.acquire() as conn, conn.transaction():
-        closed = await store.close_expired(conn, now)
+        closed = await store.close_expired(conn, min(now, before or now))
         await finish_rounds(conn, closed, now, rechecks)
     if rechecks and on_recheck is not None:
         await on_recheck(rechecks)
     return len(closed)
+
+
+@dataclass
+class Backlog:
+    """Up to when the shared results consumer is known to have stored everything.
+
+    Each `observe` notes the stream's head at `now`; once the consumer's ack floor
+    reaches a noted head, every result published before that time is stored (acked
+    only after commit), so `caught_up_at` moves there. The stream holds only result
+    subjects, so its head is the last delivered sequence plus the pending count. A
+    message held by a killed controller stays unacked until `ack_wait` and holds the
+    floor back: its round waits for the redelivery instead of closing without it."""
+
+    caught_up_at: dt.datetime | None = None
+    marks: list[tuple[dt.datetime, int]] = field(default_factory=list)
+
+    def observe(self, info: ConsumerInfo, now: dt.datetime) -> None:
+        pending, unacked = info.num_pending or 0, info.num_ack_pending or 0
+        delivered = info.delivered.stream_seq if info.delivered else 0
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        if pending == 0 and unacked == 0:
+            self.caught_up_at, self.marks = now, []
+            return
+        self.marks.append((now, delivered + pending))
+        while self.marks and self.marks[0][1] <= floor:
+            self.caught_up_at = self.marks.pop(0)[0]
+        del self.marks[:-1000]  # a consumer stuck for long: keep the newest marks only
+
+
+async def sweep_loop(
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    interval: float = 0.5,
+    on_recheck: OnRecheck | None = None,
+    *,
+    js: JetStreamContext,
+    margin: float = 0.5,
+) -> None:
+    """Sweep every `interval`, closing only rounds whose deadline is `margin` seconds (a
+    result's way from probe to stream) before the consumer's `Backlog.caught_up_at`;
+    while the consumer's state is unknown (NATS down) nothing is closed for missing
+    answers."""
+    backlog = Backlog()
+    while not stop.is_set():
+        now = dt.datetime.now(dt.UTC)
+        try:
+            backlog.observe(await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER), now)
+        except Exception as e:  # NATS reconnecting: sweep up to what is known
+            log.warning("results consumer info failed error=%s", e)
+        if backlog.caught_up_at is not None:
+            try:
+                before = backlog.caught_up_at - dt.timedelta(seconds=margin)
+                await sweep(pool, now, on_recheck=on_recheck, before=before)
+            except (asyncpg.PostgresError, OSError) as e:
+                log.warning("round sweep failed error=%s", e)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 async def ensure_consumer(js: JetStreamContext) -> None:
@@ -187,15 +257,3 @@ async def consume(
             await asyncio.sleep(1.0)
             continue
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
-
-
-async def sweep_loop(
-    pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 0.5, on_recheck: OnRecheck | None = None
-) -> None:
-    while not stop.is_set():
-        try:
-            await sweep(pool, on_recheck=on_recheck)
-        except (asyncpg.PostgresError, OSError) as e:
-            log.warning("round sweep failed error=%s", e)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)

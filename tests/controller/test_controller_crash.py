@@ -1,8 +1,10 @@
 """A controller killed with SIGKILL (no clean leave): the survivor takes over its
-monitors once the lease expires, within two intervals."""
+monitors once the lease expires, within two intervals; and a restarted controller
+decides the rounds that were in flight from their redelivered results."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,11 +13,17 @@ import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
+import nats
+from aiohttp import web
 
 from probefleet.controller import keys
 from probefleet.controller.cluster.sharding import shard_of
-from probefleet.shared.devstack import free_port
+from probefleet.controller.storage import api_keys
+from probefleet.shared import subjects
+from probefleet.shared.devstack import PostgresServer, free_port
 from tests.controller.conftest import start_controller
+from tests.fleet import RegionalTarget, start_probes, stop_probes
 from tests.helpers import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,22 +38,7 @@ async def test_it_takes_over_the_monitors_of_a_killed_controller(
         'controller_id = "ctl-a"\ncontroller_heartbeat_interval = 0.5\nround_grace = 1.0\n'
         'regions = [{id = "us-east"}, {id = "eu-west"}, {id = "ap-south"}]\n'
     )
-    env = {**os.environ, "PROBEFLEET_DATABASE_URL": database, "PROBEFLEET_NATS_URL": nats_url}
-    a = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "probefleet.shared.cli",
-            "controller",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(free_port()),
-        ],
-        cwd=REPO,
-        env=env,
-    )
+    a = _serve(config, database, nats_url, free_port())
     pool = b.app[keys.POOL]
     try:
         headers = {"Authorization": f"Bearer {b.admin_key}"}
@@ -101,3 +94,129 @@ async def test_it_takes_over_the_monitors_of_a_killed_controller(
             a.kill()
             a.wait()
         await b.stop()
+
+
+class HeldTarget(RegionalTarget):
+    """A RegionalTarget whose answers wait while `held` is clear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+        self.released.set()
+        self.waiting = 0
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if not self.released.is_set():
+            self.waiting += 1
+            await self.released.wait()
+        return await super()._handle(request)
+
+
+async def test_it_decides_rounds_in_flight_at_a_kill_from_their_redelivered_results(
+    database: str, nats_url: str, postgres: PostgresServer, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    target = HeldTarget()
+    await target.start()
+    probes = await start_probes(nats_url)
+    config = tmp_path / "a.toml"
+    config.write_text(
+        'controller_id = "ctl-a"\nround_grace = 1.0\nprobe_heartbeat_interval = 0.5\n'
+        'regions = [{id = "us-east"}, {id = "eu-west"}, {id = "ap-south"}]\n'
+    )
+    port = free_port()
+    a = _serve(config, database, nats_url, port)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        key, _ = await api_keys.create(pool, "test-admin", ["admin"])
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
+        ) as api:
+
+            async def answers() -> bool:
+                try:
+                    return (await api.get("/api/v1/health")).status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await eventually(answers, what="controller A serving")
+            for i in range(12):
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 1},
+                )
+                assert r.status == 201, await r.text()
+
+        async def rounds_up() -> bool:
+            return bool(await pool.fetchval("SELECT count(*) FROM rounds WHERE verdict = 'up'") >= 24)
+
+        await eventually(rounds_up, what="rounds decided up")
+
+        # Checks in flight answer while the database is stalled: A fetches their results
+        # and cannot store or acknowledge them; kill A right then.
+        async def unacked() -> bool:
+            info = await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+            return bool(info.num_ack_pending)
+
+        target.released.clear()
+        await eventually(lambda: target.waiting > 0, what="checks in flight")
+        postgres.freeze()
+        target.released.set()
+        try:
+            await eventually(unacked, what="results delivered to A and not acknowledged")
+            a.send_signal(signal.SIGKILL)
+            a.wait()
+        finally:
+            postgres.thaw()
+        killed = time.time()
+        a = _serve(config, database, nats_url, free_port())
+
+        async def in_flight_closed() -> bool:
+            info = await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+            open_ = await pool.fetchval(
+                "SELECT count(*) FROM rounds WHERE closed_at IS NULL AND due < to_timestamp($1)", killed
+            )
+            return info.num_pending == 0 and info.num_ack_pending == 0 and open_ == 0
+
+        # The held results come back after the consumer's ack_wait (30 s).
+        await eventually(in_flight_closed, timeout=60, what="rounds in flight at the kill closed")
+        late = await pool.fetch(
+            "SELECT r.monitor_id, r.due, c.region, r.verdict FROM rounds r JOIN check_results c"
+            " USING (monitor_id, due, attempt) WHERE c.received_at > r.closed_at"
+        )
+        assert late == [], "rounds closed before a published result was stored"
+        # A round whose jobs A never got to publish has no answer to wait for: unknown is right.
+        unknown = await pool.fetch(
+            "SELECT r.monitor_id, r.due FROM rounds r WHERE r.verdict = 'unknown' AND EXISTS"
+            " (SELECT 1 FROM check_results c WHERE (c.monitor_id, c.due, c.attempt)"
+            " = (r.monitor_id, r.due, r.attempt))"
+        )
+        assert unknown == [], "rounds closed unknown although their results were published"
+        kinds = await pool.fetch("SELECT kind FROM events WHERE kind LIKE 'region.%'")
+        assert kinds == [], "probes kept heartbeating: no region event"
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+        await nc.close()
+        await stop_probes(probes)
+        await target.stop()
+
+
+def _serve(config: Path, database: str, nats_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PROBEFLEET_DATABASE_URL": database, "PROBEFLEET_NATS_URL": nats_url}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "probefleet.shared.cli",
+            "controller",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+    )

@@ -1,12 +1,16 @@
 """results.ingest on real PostgreSQL: quiet rounds are written in bulk with the same
-compare-and-set as `incidents.apply`, and state changes still go through `apply`."""
+compare-and-set as `incidents.apply`, and state changes still go through `apply`; the
+sweeper's `Backlog` from consumer states."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
 import asyncpg
+import pytest
+from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
 
 from probefleet.controller.engine import results
 from probefleet.controller.storage import results as store
@@ -90,3 +94,50 @@ async def test_a_failing_round_still_goes_through_the_incident_engine(pool: asyn
     assert (await state(pool, mid))["status"] == "down"
     kinds = {r["kind"] for r in await pool.fetch("SELECT kind FROM events WHERE monitor_id = $1", mid)}
     assert {"monitor.down", "incident.opened"} <= kinds
+
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def info(delivered: int, floor: int, pending: int, unacked: int) -> ConsumerInfo:
+    return ConsumerInfo(
+        name="controller",
+        stream_name="PROBEFLEET_RESULTS",
+        config=ConsumerConfig(),
+        created=T0,
+        delivered=SequenceInfo(consumer_seq=delivered, stream_seq=delivered),
+        ack_floor=SequenceInfo(consumer_seq=floor, stream_seq=floor),
+        num_pending=pending,
+        num_ack_pending=unacked,
+    )
+
+
+# (delivered, ack floor, pending, unacked) at T0 + 0, 1, 2 ... s; the expected caught_up_at.
+@pytest.mark.parametrize(
+    ("states", "caught_up"),
+    [
+        ([(10, 10, 0, 0)], 0),
+        ([(10, 8, 5, 2)], None),
+        ([(10, 8, 5, 2), (15, 14, 3, 1)], None),
+        ([(10, 8, 5, 2), (15, 15, 3, 0)], 0),
+        ([(10, 8, 5, 2), (16, 14, 4, 2), (20, 20, 1, 0)], 1),
+        ([(10, 8, 5, 2), (10, 8, 5, 2), (10, 8, 5, 2)], None),
+        ([(10, 8, 5, 2), (15, 15, 0, 0)], 1),
+    ],
+    ids=[
+        "idle-is-caught-up-now",
+        "backlog-not-yet",
+        "floor-short-of-the-head",
+        "floor-reaches-the-first-head",
+        "floor-reaches-the-second-head",
+        "unacked-held-by-a-dead-controller",
+        "drained",
+    ],
+)
+def test_it_tracks_when_the_consumer_caught_up(
+    states: list[tuple[int, int, int, int]], caught_up: int | None
+) -> None:
+    backlog = results.Backlog()
+    for second, state in enumerate(states):
+        backlog.observe(info(*state), T0 + dt.timedelta(seconds=second))
+    assert backlog.caught_up_at == (None if caught_up is None else T0 + dt.timedelta(seconds=caught_up))
