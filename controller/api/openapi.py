@@ -619,6 +619,21 @@ def _tag(path: str) -> str:
     return parts[3] if len(parts) > 3 and parts[1] == "api" else parts[1]
 
 
+# Generic routes that answer something other than JSON, by path, with the type of their
+# errors: the envelope (JSON), or HTML where a browser reads the page.
+MEDIA: dict[str, tuple[str, ...]] = {
+    "/": ("text/html", "application/json"),
+    "/metrics": ("text/plain", "application/json"),
+    "/status-assets/{name}": ("text/css", "text/javascript", "application/json"),
+    "/status/{slug}": ("text/html",),
+    "/status/{slug}/badge.svg": ("image/svg+xml", "application/json"),
+    "/status/{slug}/confirm": ("text/html",),
+    "/status/{slug}/subscribe": ("text/html",),
+    "/status/{slug}/unsubscribe": ("text/html",),
+    "/api/v1/monitors/{id}/badge.svg": ("image/svg+xml", "application/json"),
+}
+
+
 def _generic(method: str, path: str, handler: Any) -> Schema:
     doc = inspect.getdoc(handler) or ""
     params = [
@@ -632,10 +647,12 @@ def _generic(method: str, path: str, handler: Any) -> Schema:
         "responses": {
             "default": {
                 "description": "The response or an error",
-                "content": {"application/json": {"schema": {}}},
+                "content": {media: {"schema": {}} for media in MEDIA.get(path, ("application/json",))},
             }
         },
     }
+    if method == "delete":
+        out["responses"]["204"] = {"description": "Deleted"}
     if method in ("post", "put", "patch"):
         out["requestBody"] = {
             "required": False,
