@@ -634,6 +634,17 @@ MEDIA: dict[str, tuple[str, ...]] = {
 }
 
 
+# Generic routes anyone may call (no key): the status pages and badges, heartbeat pings
+# by token, Prometheus metrics.
+ANONYMOUS_PATHS = ("/", "/metrics")
+ANONYMOUS_PREFIXES = ("/status/", "/status-assets/", "/api/v1/heartbeat/")
+ANONYMOUS_SUFFIXES = ("/public", "/subscribe", "/badge.svg")
+
+
+def _anonymous(path: str) -> bool:
+    return path in ANONYMOUS_PATHS or path.startswith(ANONYMOUS_PREFIXES) or path.endswith(ANONYMOUS_SUFFIXES)
+
+
 def _generic(method: str, path: str, handler: Any) -> Schema:
     doc = inspect.getdoc(handler) or ""
     params = [
@@ -651,6 +662,8 @@ def _generic(method: str, path: str, handler: Any) -> Schema:
             }
         },
     }
+    if _anonymous(path):
+        out["security"] = []
     if method == "delete":
         out["responses"]["204"] = {"description": "Deleted"}
     if method in ("post", "put", "patch"):

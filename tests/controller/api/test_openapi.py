@@ -94,3 +94,20 @@ async def test_the_docs_page_is_self_contained_html(controller: Running) -> None
     assert "/api/v1/monitors/{id}/pause" in text and 'id="schema-Monitor"' in text
     assert "<script" not in text and "http://" not in text.replace("http://127.0.0.1", "")
     assert "https://" not in text
+
+
+async def test_generic_entries_name_anonymous_routes_media_types_and_204(controller: Running) -> None:
+    paths = openapi.document(controller.app)["paths"]
+    for path in (
+        "/status/{slug}",
+        "/api/v1/heartbeat/{token}",
+        "/api/v1/status-pages/{slug}/public",
+        "/metrics",
+    ):
+        assert paths[path]["get"]["security"] == [], path
+    assert "security" not in paths["/api/v1/heartbeats/{id}"]["get"]
+    assert "text/html" in paths["/status/{slug}"]["get"]["responses"]["default"]["content"]
+    assert (
+        "image/svg+xml" in paths["/api/v1/monitors/{id}/badge.svg"]["get"]["responses"]["default"]["content"]
+    )
+    assert "204" in paths["/api/v1/heartbeats/{id}"]["delete"]["responses"]

@@ -25,7 +25,7 @@ EXCLUDE = r"^(/api/v1/monitors/\{id\}/(check|test)|/status/\{slug\}/events|/api/
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
-def config(rows: dict[str, str], spare_key: int) -> str:
+def config(key: str, rows: dict[str, str], spare_key: int) -> str:
     """Path parameters name a real row half of the time (dictionaries bound with a
     probability), so generated queries and bodies reach the handlers' parsing and writes
     instead of stopping at a 404; the other half stay generated."""
@@ -49,7 +49,8 @@ def config(rows: dict[str, str], spare_key: int) -> str:
         "path.signal": "signals",
         "path.name": "assets",
     }
-    lines = ["[dictionaries]"]
+    # By security scheme, so operations documented `security: []` are called without a key.
+    lines = ["[auth.openapi.bearerAuth]", f"bearer = {json.dumps(key)}", "", "[dictionaries]"]
     lines += [f"{name} = {{ values = {json.dumps(v)} }}" for name, v in values.items()]
     lines += ["", "[parameters]"]
     lines += [f'"{key}" = {{ dictionary = "{name}", probability = 0.5 }}' for key, name in bound.items()]
@@ -76,7 +77,7 @@ async def test_schemathesis_finds_no_server_errors(
     spare = await made(api, {"name": "revoked by schemathesis", "scopes": ["admin"]})
     # Its own key, with a limit this run does not reach: a 429 tests nothing here.
     key = await made(api, {"name": "schemathesis", "scopes": ["admin"], "rate_limit": 1_000_000})
-    toml.write_text(config(await fixtures(api), spare["id"]))
+    toml.write_text(config(key["key"], await fixtures(api), spare["id"]))
     proc = await asyncio.create_subprocess_exec(
         str(ST),
         "--config-file",
@@ -85,8 +86,6 @@ async def test_schemathesis_finds_no_server_errors(
         f"{controller.base}/api/v1/openapi.json",
         "--url",
         controller.base,
-        "-H",
-        f"Authorization: Bearer {key['key']}",
         "--checks",
         CHECKS,
         "--exclude-path-regex",
