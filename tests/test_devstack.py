@@ -296,7 +296,7 @@ async def test_a_server_that_keeps_its_data_is_durable_and_an_ephemeral_one_is_n
         with _started(kept):
             assert await _settings(kept.dsn(), *DURABILITY) == ["on", "on", "on"]
     finally:
-        shutil.rmtree(reachable_dir(tmp_path / "kept"), ignore_errors=True)
+        shutil.rmtree(reachable_dir(tmp_path / "kept").parent, ignore_errors=True)
     with _started(PostgresServer(tmp_path / "bench", ephemeral=True, durable=True)) as bench:
         assert await _settings(bench.dsn(), *DURABILITY) == ["on", "on", "on"]
 
