@@ -235,21 +235,27 @@ async def record_period(
     )
 
 
+# A window's stored fields, in the order insert_window and update_window number them.
+WINDOW_FIELDS = (
+    "name",
+    "monitor_ids",
+    "tags",
+    "starts_at",
+    "ends_at",
+    "days",
+    "start_time",
+    "duration_s",
+    "time_zone",
+    "enabled",
+)
+
+
 async def insert_window(conn: DB, w: dict[str, Any]) -> Row:
     row = await conn.fetchrow(
         f"INSERT INTO maintenance_windows (name, monitor_ids, tags, starts_at, ends_at, days,"
         f" start_time, duration_s, time_zone, enabled) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
         f" RETURNING {WINDOW_COLUMNS}",
-        w["name"],
-        w["monitor_ids"],
-        w["tags"],
-        w["starts_at"],
-        w["ends_at"],
-        w["days"],
-        w["start_time"],
-        w["duration_s"],
-        w["time_zone"],
-        w["enabled"],
+        *(w[f] for f in WINDOW_FIELDS),
     )
     assert row is not None
     return dict(row)
@@ -261,16 +267,7 @@ async def update_window(conn: DB, window_id: int, w: dict[str, Any]) -> Row | No
         f" ends_at=$6, days=$7, start_time=$8, duration_s=$9, time_zone=$10, enabled=$11,"
         f" updated_at=now() WHERE id=$1 RETURNING {WINDOW_COLUMNS}",
         window_id,
-        w["name"],
-        w["monitor_ids"],
-        w["tags"],
-        w["starts_at"],
-        w["ends_at"],
-        w["days"],
-        w["start_time"],
-        w["duration_s"],
-        w["time_zone"],
-        w["enabled"],
+        *(w[f] for f in WINDOW_FIELDS),
     )
     return dict(row) if row else None
 

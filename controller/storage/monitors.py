@@ -77,23 +77,7 @@ async def insert(conn: DB, cfg: MonitorFields) -> Row:
         f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
         f" CASE WHEN $11 THEN 'pending' ELSE 'paused' END, $13, $14, $15,"
         f" CASE WHEN $11 THEN NULL ELSE now() END, $16, $17) RETURNING {COLUMNS}",
-        cfg.name,
-        cfg.kind,
-        spec_json(cfg.spec),
-        cfg.interval_s,
-        cfg.timeout_s,
-        cfg.locations,
-        cfg.consensus,
-        cfg.quorum,
-        cfg.retry_count,
-        cfg.recovery_count,
-        cfg.enabled,
-        cfg.tags,
-        cfg.parent_id,
-        cfg.incident_on_degraded,
-        cfg.project,
-        cfg.notifications,
-        _policy(cfg),
+        *_values(cfg),
     )
     assert row is not None
     return dict(row)
@@ -111,6 +95,14 @@ async def update(conn: DB, monitor_id: int, cfg: MonitorFields) -> Row | None:
         f" paused_reason = CASE WHEN $12 THEN NULL ELSE paused_reason END"
         f" WHERE id=$1 RETURNING {COLUMNS}",
         monitor_id,
+        *_values(cfg),
+    )
+    return dict(row) if row else None
+
+
+def _values(cfg: MonitorFields) -> tuple[Any, ...]:
+    """The configured columns in the order insert and update number them ($1.. / $2..)."""
+    return (
         cfg.name,
         cfg.kind,
         spec_json(cfg.spec),
@@ -129,7 +121,6 @@ async def update(conn: DB, monitor_id: int, cfg: MonitorFields) -> Row | None:
         cfg.notifications,
         _policy(cfg),
     )
-    return dict(row) if row else None
 
 
 def _policy(cfg: MonitorFields) -> int | None:
