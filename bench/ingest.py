@@ -1,4 +1,4 @@
-"""Results ingest throughput: controller.results.ingest on real PostgreSQL, no probes.
+"""Results ingest throughput: results.ingest (controller/engine/results.py) on real PostgreSQL, no probes.
 
 Opens rounds for M monitors in 3 regions (as the scheduler does), then feeds their
 results in batches of 500 (the consumer's batch size) and reports results stored per
@@ -91,7 +91,8 @@ def main(monitors: int, rounds: int, batch: int, no_record: bool) -> None:
             pg.stop()
     body = (
         f"Command: `python -m bench.ingest --monitors {monitors} --rounds {rounds} --batch {batch}`.\n\n"
-        "`controller.results.ingest` on the embedded PostgreSQL (fsync off, as in tests), one\n"
+        "`results.ingest` (controller/engine/results.py) on the embedded PostgreSQL (fsync off,\n"
+        "as in tests), one "
         "process, batches as the JetStream consumer takes them: store results, mark regions\n"
         "answered, close complete rounds, decide and apply verdicts, in one transaction per batch.\n"
         "NATS fetch/ack is not included.\n\n"
