@@ -99,7 +99,7 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
         reconnected_cb=reconnected,
     )
     js = nc.jetstream()
-    await ensure_streams(js)
+    await ensure_streams(js, replicas=cfg.nats_stream_replicas)
     await results.ensure_consumer(js)
     app[keys.NC] = nc
     app[keys.JS] = js

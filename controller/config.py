@@ -54,6 +54,9 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Extra time a round waits for results beyond the monitor's timeout.
     round_grace: float = 2.0
     results_batch: int = 500
+    # JetStream replicas of the results and pings streams: 1 on a single NATS server, 3 on a
+    # three-node cluster (the production topology), so losing one node loses no result.
+    nats_stream_replicas: int = 1
     # Schedule ownership: lease renewal period; a silent controller's lease lasts 3 periods.
     controller_heartbeat_interval: float = 2.0
     db_pool_max: int = 20
@@ -153,6 +156,7 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         ("smtp_password", "SMTP_PASSWORD"),
         ("smtp_from", "SMTP_FROM"),
         ("smtp_security", "SMTP_SECURITY"),
+        ("nats_stream_replicas", "NATS_STREAM_REPLICAS"),
     ):
         value = env_setting(env)
         if value is not None:
@@ -177,6 +181,8 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         cfg = msgspec.convert(data, ControllerConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(str(e)) from e
+    if not 1 <= cfg.nats_stream_replicas <= 5:
+        raise ConfigError(f"nats_stream_replicas {cfg.nats_stream_replicas}: use 1 to 5 (JetStream's limit)")
     from probefleet.shared.subjects import valid_region
 
     for r in cfg.regions:

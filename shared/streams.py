@@ -13,8 +13,10 @@ from probefleet.shared import subjects
 DUPLICATE_WINDOW_S = 120.0
 
 
-async def ensure_streams(js: JetStreamContext, *, max_bytes: int = 512 << 20) -> None:
-    """Create or update the results and pings streams (work-queue retention)."""
+async def ensure_streams(js: JetStreamContext, *, max_bytes: int = 512 << 20, replicas: int = 1) -> None:
+    """Create or update the results and pings streams (work-queue retention) with `replicas`
+    copies on a NATS cluster (1 on a single server). An update changes the replica count of
+    an existing stream too; the durable consumers follow their stream's."""
     for name, subject in (
         (subjects.RESULTS_STREAM, subjects.results_all()),
         (subjects.PINGS_STREAM, subjects.pings()),
@@ -26,6 +28,7 @@ async def ensure_streams(js: JetStreamContext, *, max_bytes: int = 512 << 20) ->
             storage=StorageType.FILE,
             max_bytes=max_bytes,
             duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
         )
         try:
             await js.stream_info(name)

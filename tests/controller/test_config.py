@@ -101,3 +101,14 @@ def test_it_reads_smtp_security_from_the_environment_and_checks_it(monkeypatch: 
     monkeypatch.setenv("PROBEFLEET_SMTP_SECURITY", "ssl")
     with pytest.raises(ConfigError, match=r"smtp_security 'ssl': use one of none, starttls, tls"):
         load()
+
+
+def test_it_reads_the_stream_replicas_from_the_environment_and_checks_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load().nats_stream_replicas == 1
+    monkeypatch.setenv("PROBEFLEET_NATS_STREAM_REPLICAS", "3")
+    assert load().nats_stream_replicas == 3
+    monkeypatch.setenv("PROBEFLEET_NATS_STREAM_REPLICAS", "7")
+    with pytest.raises(ConfigError, match=r"nats_stream_replicas 7: use 1 to 5"):
+        load()
