@@ -106,11 +106,17 @@ class Agent:
         log.info("nats reconnected")
 
     async def stop(self) -> None:
-        """Stop taking jobs, let in-flight checks finish (bounded), flush results."""
-        self._stopping = True
+        """Stop taking jobs, let in-flight checks finish (bounded), flush results.
+
+        The queue subscription is drained, not dropped: the server stops sending this
+        probe jobs (the region's other probes get them), and the jobs it had already
+        sent, still in this client's buffer, are taken and run rather than lost.
+        """
         if self._sub is not None:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                async with asyncio.timeout(self.config.drain_timeout):
+                    await self._sub.drain()
+        self._stopping = True
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.config.drain_timeout)
         with contextlib.suppress(TimeoutError):
