@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Mapping
 
@@ -19,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from probefleet.probe.checkers import CHECKERS, Checker, dns, http
+from probefleet.probe.checkers import CHECKERS, Checker, capabilities, dns, http
 from probefleet.probe.checkers.base import Outcome
 from probefleet.probe.config import ProbeConfig
 from probefleet.probe.metrics import ProbeMetrics
@@ -56,6 +57,8 @@ class Agent:
         self._results: asyncio.Queue[CheckResult] = asyncio.Queue(config.publish_buffer)
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.host = socket.gethostname()
+        self.capabilities = capabilities(checkers)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -276,6 +279,8 @@ class Agent:
             sent_at=time.time(),
             source_address=self.config.source_address,
             checks_total=self.checks_total,
+            host=self.host,
+            capabilities=self.capabilities,
         )
 
     async def _heartbeats(self) -> None:

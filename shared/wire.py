@@ -204,6 +204,10 @@ class ProbeHeartbeat(msgspec.Struct, kw_only=True, omit_defaults=True):
     sent_at: float
     source_address: str | None = None
     checks_total: int = 0
+    # The host name the probe runs on, and the check kinds it can run there (sorted).
+    # Both empty from probes that predate them.
+    host: str = ""
+    capabilities: list[str] = []
 
 
 _encoder = msgspec.msgpack.Encoder()

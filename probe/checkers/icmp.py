@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 
 import icmplib
@@ -21,6 +22,18 @@ def _modes(privileged: bool | None) -> list[bool]:
         return [privileged]
     # Raw sockets need root or CAP_NET_RAW; unprivileged ones need ping_group_range.
     return [True, False] if os.geteuid() == 0 else [False, True]
+
+
+def available() -> bool:
+    """Whether this process may send ICMP echo at all: a raw socket (root or CAP_NET_RAW)
+    or an unprivileged ICMP socket (the group is inside net.ipv4.ping_group_range)."""
+    for kind in (socket.SOCK_RAW, socket.SOCK_DGRAM):
+        try:
+            socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP).close()
+        except OSError:
+            continue
+        return True
+    return False
 
 
 async def _ping(spec: IcmpSpec, budget: float, source: str | None, modes: list[bool]) -> icmplib.Host:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +18,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from probefleet.probe.agent import Agent
-from probefleet.probe.checkers import CHECKERS, Checker
+from probefleet.probe.checkers import CHECKERS, Checker, capabilities
 from probefleet.probe.checkers.base import Outcome
 from probefleet.probe.config import ProbeConfig
 from probefleet.probe.metrics import serve
@@ -153,6 +155,38 @@ async def test_it_sends_heartbeats(agent: Agent, js: tuple[Client, JetStreamCont
     beat = wire.decode_heartbeat((await sub.next_msg(timeout=2)).data)
     assert (beat.probe_id, beat.region, beat.source_address) == ("p1", REGION, "127.0.0.12")
     assert beat.concurrency == agent.config.concurrency
+    assert beat.host == socket.gethostname()
+    assert beat.capabilities == capabilities(agent.checkers)
+    assert {"http", "tcp", "udp", "dns", "tls"} <= set(beat.capabilities)
+
+
+def test_a_probe_not_allowed_icmp_sockets_does_not_announce_icmp() -> None:
+    """Root may open raw ICMP sockets; `nobody`, with this kernel's ping_group_range, may
+    open neither kind: the same code run as each announces icmp or leaves it out."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become nobody in a child")
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        low, high = (int(x) for x in f.read().split())
+    nobody = pwd.getpwnam("nobody")
+    if low <= nobody.pw_gid <= high:
+        pytest.skip("ping_group_range lets nobody's group send ICMP here")
+    assert "icmp" in capabilities()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become nobody (modules are loaded already), answer, exit
+        try:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            os.write(write, ",".join(capabilities()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        kinds = f.read().split(",")
+    os.waitpid(pid, 0)
+    assert "icmp" not in kinds
+    assert {"http", "tcp", "udp", "dns", "tls"} <= set(kinds)
 
 
 async def test_it_serves_metrics(agent: Agent, http_target: str) -> None:
