@@ -63,6 +63,14 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Seconds an API request waits for a pool connection and for each statement before it
     # answers 503 (a stalled database must not hang the API); background loops wait longer.
     database_timeout: float = 5.0
+    # Seconds each database call of a background loop (scheduler's round writes, results
+    # consumer, sweeper, heartbeat deadlines, leases, upkeep, rollups, dispatcher) waits for
+    # a pool connection and for each statement; then the loop backs off and retries.
+    database_background_timeout: float = 10.0
+    # Rounds whose jobs were published while the database was unavailable, kept in memory
+    # until they can be written; beyond this the oldest are dropped (about 28 minutes of
+    # 10,000 monitors at a 60 s interval).
+    schedule_buffer_rounds: int = 100_000
     # Seconds a heartbeat ping waits for the commit that stores it before it answers 503.
     heartbeat_ping_timeout: float = 2.0
     # Per API key across all controllers: requests per window (a key may set its own limit).
