@@ -28,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import cpu_seconds, percentile, record
+from bench.common import cpu_seconds, percentile, record, tree_cpu
 
 LIST_PATH = "/api/v1/monitors?type=http&tag=shop&status=pending&limit=100"
 COLUMNS = (
@@ -163,27 +163,6 @@ async def seed_uptimes(dsn: str) -> None:
         await conn.execute("ANALYZE monitor_uptimes")
     finally:
         await conn.close()
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its live descendants (PostgreSQL's backends)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += cpu_seconds(p)
-        except OSError:
-            continue
-        todo += children.get(p, [])
-    return total
 
 
 def _rows(rate: float, n: int, res: dict[str, list[float]], cpu: dict[str, float]) -> list[str]:

@@ -34,6 +34,85 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(_stat_fields(int(entry.name))[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def process_tree(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """`pid` and its live descendants (PostgreSQL's postmaster and its backends)."""
+    children = children_map() if children is None else children
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and every descendant, live or gone: each process's own
+    user+system time plus that of the children it has reaped (cutime, cstime). A
+    PostgreSQL backend that exits during a window moves from the live sum to the
+    postmaster's reaped sum, so it is counted once, neither lost nor doubled."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            f = _stat_fields(p)
+        except OSError:
+            continue  # exited between the listing and this read; its parent reaps it
+        total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return total / ticks
+
+
+def memory_kib(pids: list[int]) -> tuple[int, int]:
+    """Resident (RSS) and proportional (PSS, shared pages split between their users) set
+    size of these processes together, in KiB, from /proc/<pid>/smaps_rollup."""
+    rss = pss = 0
+    for p in pids:
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return rss, pss
+
+
+def calibration() -> float:
+    """Milliseconds a fixed pure-Python loop takes here (best of five): machines of one
+    kind differ about 2x, so results quote it and compare ratios, not absolute rates."""
+    import time
+
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - t)
+    return best * 1000
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

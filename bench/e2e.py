@@ -2,11 +2,13 @@
 
 Runs the real system as separate processes (embedded NATS and PostgreSQL, one controller,
 three probes on 127.0.0.11-13, a target), lets it warm up for one interval, then measures
-one window: achieved versus configured checks per second, per-check schedule jitter
-(probe start minus due time, p50/p99) and CPU seconds per 1,000 checks for the controller
-and the probes together (from /proc, so the target and the databases are not counted).
+`--windows` consecutive windows: achieved versus configured checks per second, missing
+checks, schedule jitter and CPU seconds per 1,000 checks of every process of the system
+(controller, probes, nats-server, PostgreSQL with all its backends), split by component,
+and the memory (RSS and PSS) of them all. `--fsync both` runs with PostgreSQL durable and
+not, one after the other.
 
-    python -m bench.e2e --monitors 1000 --monitors 10000 --interval 60
+    python -m bench.e2e --monitors 1000 --interval 20 --fsync both
 """
 
 from __future__ import annotations
@@ -22,11 +24,21 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import click
 
-from bench.common import cpu_seconds, percentile, record
+from bench.common import (
+    calibration,
+    children_map,
+    load_average,
+    memory_kib,
+    percentile,
+    process_tree,
+    record,
+    tree_cpu,
+)
 from probefleet.controller.engine.scheduler import phase
 from probefleet.shared import devstack
 
@@ -119,10 +131,25 @@ def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | N
     )
 
 
+COMPONENTS = ("controller", "probes", "nats", "postgres")
+
+
+def _cpu(roots: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(tree_cpu(pid) for pid in pids) for name, pids in roots.items()}
+
+
 def run_one(
-    n: int, interval: int, window: float, workdir: Path, profile: Path | None = None
-) -> dict[str, float]:
-    stack = devstack.EmbeddedStack(workdir / f"stack-{n}", ephemeral=True)
+    n: int,
+    interval: int,
+    window: float,
+    windows: int,
+    workdir: Path,
+    *,
+    durable: bool = False,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    stack = devstack.EmbeddedStack(workdir / f"stack-{n}-{int(durable)}", ephemeral=True)
+    stack.postgres.durable = durable
     stack.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -137,6 +164,7 @@ def run_one(
             "PROBEFLEET_DATABASE_URL": dsn,
             "PROBEFLEET_NATS_URL": stack.nats.url,
             "PROBEFLEET_LOG_LEVEL": "WARNING",
+            "PROBEFLEET_NATS_INSECURE": "1",
         }
         api_port = devstack.free_port()
         controller = _spawn(
@@ -149,35 +177,60 @@ def run_one(
         procs += [controller, *probes]
         _wait_http(f"http://127.0.0.1:{api_port}/api/v1/health")
         time.sleep(interval + 5)  # warm-up: every monitor has fired once
-        ours = [controller, *probes]
-        cpu0 = [cpu_seconds(p.pid) for p in ours]
-        t0 = time.time()
+        assert stack.nats.proc is not None and stack.postgres.proc is not None
+        # Every process of the system: the controller, the probes, nats-server, and
+        # PostgreSQL's postmaster with all its backends and helpers (live or reaped).
+        roots = {
+            "controller": [controller.pid],
+            "probes": [p.pid for p in probes],
+            "nats": [stack.nats.proc.pid],
+            "postgres": [stack.postgres.proc.pid],
+        }
         spies = []
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
             for name, proc in (("controller", controller), ("probe", probes[0])):
-                spies.append(_profile(proc.pid, window, profile / f"{name}-{n}.txt"))
-        time.sleep(window)
-        t1 = time.time()
-        cpu1 = [cpu_seconds(p.pid) for p in ours]
+                spies.append(_profile(proc.pid, window * windows, profile / f"{name}-{n}.txt"))
+        per_window = []
+        cpu0, t0 = _cpu(roots), time.time()
+        for _ in range(windows):
+            time.sleep(window)
+            cpu1, t1 = _cpu(roots), time.time()
+            per_window.append((t0, t1, {k: cpu1[k] - cpu0[k] for k in cpu1}))
+            cpu0, t0 = cpu1, t1
+        children = children_map()
+        mem = {
+            name: memory_kib([q for pid in pids for q in process_tree(pid, children)])
+            for name, pids in roots.items()
+        }
+        nprocs = sum(len(process_tree(pid, children)) for pids in roots.values() for pid in pids)
         for spy in spies:
             if spy is not None:
                 spy.wait(30)
-        time.sleep(8)  # let the window's last results land
-        checks, lags, due = asyncio.run(_measure(dsn, t0, t1, interval))
-        configured = n * len(REGIONS) / interval
+        time.sleep(8)  # let the last window's results land
+        rows = []
+        for a, b, cpu in per_window:
+            checks, lags, due = asyncio.run(_measure(dsn, a, b, interval))
+            rows.append(
+                {
+                    "window": b - a,
+                    "achieved": checks / (b - a),
+                    "due": due,
+                    "missing": due - checks,
+                    "jitter_p99_ms": percentile(lags, 0.99) * 1000,
+                    "cpu": cpu,
+                    "cpu_per_1000": sum(cpu.values()) / max(checks, 1) * 1000,
+                    "checks": checks,
+                }
+            )
         return {
             "monitors": n,
             "interval": interval,
-            "window": t1 - t0,
-            "configured": configured,
-            "achieved": checks / (t1 - t0),
-            "due": due,
-            "missing": due - checks,
-            "jitter_p50_ms": percentile(lags, 0.5) * 1000,
-            "jitter_p99_ms": percentile(lags, 0.99) * 1000,
-            "cpu_per_1000": (sum(cpu1) - sum(cpu0)) / max(checks, 1) * 1000,
-            "cpu_controller_per_1000": (cpu1[0] - cpu0[0]) / max(checks, 1) * 1000,
+            "durable": durable,
+            "configured": n * len(REGIONS) / interval,
+            "windows": rows,
+            "memory_kib": mem,
+            "processes": nprocs,
         }
     finally:
         for p in reversed(procs):
@@ -191,10 +244,41 @@ def run_one(
         stack.stop()
 
 
+def _summary(r: dict[str, Any]) -> str:
+    ws = r["windows"]
+    per = sorted(w["cpu_per_1000"] for w in ws)
+    med = per[len(per) // 2]
+    checks = sum(w["checks"] for w in ws)
+    split = {k: sum(w["cpu"][k] for w in ws) / max(checks, 1) * 1000 for k in COMPONENTS}
+    rss = sum(v[0] for v in r["memory_kib"].values()) / 1024
+    pss = sum(v[1] for v in r["memory_kib"].values()) / 1024
+    achieved = sum(w["achieved"] for w in ws) / len(ws)
+    return (
+        f"| {r['monitors']:,} | {r['interval']} s | {'on' if r['durable'] else 'off'} "
+        f"| {r['configured']:.1f} | {achieved:.1f} | {sum(w['missing'] for w in ws):,} of "
+        f"{sum(w['due'] for w in ws):,} | {max(w['jitter_p99_ms'] for w in ws):.0f} ms "
+        f"| **{med:.2f}** ({per[0]:.2f}-{per[-1]:.2f}) | {med * len(REGIONS):.2f} "
+        f"| {' / '.join(f'{split[k]:.2f}' for k in COMPONENTS)} "
+        f"| {rss:.0f} MiB ({pss:.0f}) over {r['processes']} |"
+    )
+
+
+def _memory_rows(r: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v[0] / 1024:.0f} MiB ({v[1] / 1024:.0f})" for k, v in r["memory_kib"].items())
+
+
 @click.command()
 @click.option("--monitors", "counts", type=int, multiple=True, default=[1000, 10000], show_default=True)
 @click.option("--interval", type=int, default=60, show_default=True)
-@click.option("--window", type=float, default=60.0, show_default=True, help="Measured seconds.")
+@click.option("--window", type=float, default=60.0, show_default=True, help="Seconds per measured window.")
+@click.option("--windows", type=click.IntRange(1, 10), default=3, show_default=True)
+@click.option(
+    "--fsync",
+    type=click.Choice(["off", "on", "both"]),
+    default="off",
+    show_default=True,
+    help="PostgreSQL durability (fsync, synchronous_commit, full_page_writes); both = one run of each.",
+)
 @click.option("--no-record", is_flag=True, help="Print only; leave bench/RESULTS.md alone.")
 @click.option(
     "--profile",
@@ -202,46 +286,54 @@ def run_one(
     help="Sample the controller and one probe with py-spy into this folder.",
 )
 def main(
-    counts: tuple[int, ...], interval: int, window: float, no_record: bool, profile: Path | None
+    counts: tuple[int, ...],
+    interval: int,
+    window: float,
+    windows: int,
+    fsync: str,
+    no_record: bool,
+    profile: Path | None,
 ) -> None:
-    rows = []
+    calib, load0 = calibration(), load_average()
+    modes = {"off": [False], "on": [True], "both": [False, True]}[fsync]
+    results = []
     with tempfile.TemporaryDirectory(prefix="pf-bench-") as tmp:
         for n in counts:
-            r = run_one(n, interval, window, Path(tmp), profile)
-            click.echo(r)
-            rows.append(r)
+            for durable in modes:
+                r = run_one(n, interval, window, windows, Path(tmp), durable=durable, profile=profile)
+                click.echo(r)
+                results.append(r)
     table = [
-        "| monitors | interval | configured checks/s | achieved checks/s | checks due in window "
-        "| missing | jitter p50 | jitter p99 | CPU-s per 1,000 checks (controller + 3 probes) "
-        "| of which controller |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| monitors | interval | fsync | configured checks/s | achieved checks/s | missing "
+        "| jitter p99 | CPU-s per 1,000 checks, all processes (median, range of windows) "
+        "| per 1,000 monitor rounds (3 regions) | controller / probes / nats / postgres "
+        "| memory RSS (PSS) over processes |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        *(_summary(r) for r in results),
     ]
-    for r in rows:
-        table.append(
-            f"| {r['monitors']:,} | {r['interval']} s | {r['configured']:.1f} | {r['achieved']:.1f} "
-            f"| {r['due']:,} | {r['missing']:,} "
-            f"| {r['jitter_p50_ms']:.1f} ms | {r['jitter_p99_ms']:.1f} ms | {r['cpu_per_1000']:.2f} "
-            f"| {r['cpu_controller_per_1000']:.2f} |"
-        )
+    memory = "\n".join(
+        f"- {r['monitors']:,} monitors, fsync {'on' if r['durable'] else 'off'}: {_memory_rows(r)}"
+        for r in results
+    )
     body = (
         f"Command: `python -m bench.e2e {' '.join(f'--monitors {n}' for n in counts)} --interval {interval}"
-        f" --window {window:g}` (`make bench`).\n\n"
+        f" --window {window:g} --windows {windows} --fsync {fsync}` (`make bench`).\n"
+        f"Load average before: {load0}; after: {load_average()}. Calibration: a fixed pure-Python\n"
+        f"loop takes {calib:.1f} ms on this machine (quote ratios between runs of different machines).\n\n"
         "Real processes: embedded NATS and PostgreSQL, one controller, three probes bound to\n"
-        "127.0.0.11-13, one keep-alive aiohttp target in its own process. Jitter is the probe's\n"
-        "start time minus the round's due time, over every check whose due time fell in the\n"
-        "measured window; CPU is user+system time of the controller and probe processes only.\n"
-        "Checks due in the window are counted from every monitor's phase offset (a hash of its\n"
-        "id, so the count varies around the configured rate); missing = due minus stored first-\n"
-        "attempt results.\n\n"
+        "127.0.0.11-13, one keep-alive aiohttp target in its own process (not counted). CPU is\n"
+        "user+system time of every process of the system: the controller, the probes,\n"
+        "nats-server, and PostgreSQL's postmaster with all its backends and helpers, including\n"
+        "backends that exited during a window (reaped children's time, counted once). Jitter is\n"
+        "the probe's start time minus the round's due time. Checks due are counted from every\n"
+        "monitor's phase offset; missing = due minus stored first-attempt results.\n\n"
         + "\n".join(table)
-        + "\n\nFor scale (figure from the issue, not measured here): Uptime Kuma spends about 5\n"
-        "CPU-seconds per 1,000 checks on one node without consensus; the goal is at most 1.\n"
-        "At low check rates the fixed background work of the processes (probe heartbeats,\n"
-        "round sweeps, event and outbox polling, leases) is spread over few checks, so the\n"
-        "per-check figure is higher there: at 50 checks/s it is above the goal, at 500 below it.\n"
+        + "\n\nMemory per component at the end of the last window, RSS (PSS):\n"
+        + memory
+        + "\n"
     )
     if not no_record:
-        record("End-to-end checks (issue 2)", body)
+        record("End-to-end checks, every process counted (issue 24)", body)
     click.echo(body)
 
 
