@@ -19,6 +19,8 @@ from nats.aio.msg import Msg
 
 from probefleet.controller import keys, metrics
 from probefleet.controller.api import auth, health, public_pages, ratelimit, routes
+from probefleet.controller.api import fleet as fleet_api
+from probefleet.controller.api import regions as regions_api
 from probefleet.controller.api import status_pages as status_pages_api
 from probefleet.controller.api.errors import error_middleware
 from probefleet.controller.cluster.fleet import Fleet
@@ -301,11 +303,13 @@ def build_app(cfg: ControllerConfig) -> web.Application:
     app[keys.CONFIG] = cfg
     ratelimit.setup(app)
     auth.setup(app)
+    fleet_api.setup(app)
     app.on_response_prepare.append(public_pages.harden_unmatched)
     app.cleanup_ctx.extend(
         [
             database_ctx,
             nats_ctx,
+            regions_api.regions_ctx,
             auth.keycache_ctx,
             notifications_ctx,
             workers_ctx,

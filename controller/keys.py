@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 
 from probefleet.controller.api.keycache import KeyCache
 from probefleet.controller.cluster.fleet import Fleet
+from probefleet.controller.cluster.regions import Regions
 from probefleet.controller.cluster.trust import FleetTrust
 from probefleet.controller.config import ControllerConfig
 from probefleet.controller.engine.heartbeats import PingWriter
@@ -28,6 +29,7 @@ JS = web.AppKey("jetstream", JetStreamContext)
 FLEET = web.AppKey("fleet", Fleet)
 # The fleet's NATS trust; None when NATS runs without the fleet's auth (most tests).
 TRUST: web.AppKey[FleetTrust | None] = web.AppKey("trust")
+REGIONS = web.AppKey("regions", Regions)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 STOP = web.AppKey("stop", asyncio.Event)
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])

@@ -65,3 +65,9 @@ def status_page_changed() -> str:
     every controller ends that page's SSE streams, drops its cached renderings and answers
     the reply subject."""
     return f"{PREFIX}.status_pages.changed"
+
+
+def regions_changed() -> str:
+    """Core subject: a region was created, changed or deleted; every controller reloads its
+    copy of the regions table."""
+    return f"{PREFIX}.regions.changed"

@@ -66,7 +66,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def prometheus(request: web.Request) -> web.Response:
-    request.app[keys.FLEET].update_metrics(request.app[keys.CONFIG].region_ids())
+    request.app[keys.FLEET].update_metrics(request.app[keys.REGIONS].ids())
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

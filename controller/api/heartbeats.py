@@ -141,7 +141,7 @@ async def create_heartbeat(request: web.Request) -> web.Response:
     body = _body_dict(await read_json(request))
     if monitors.normalize({"type": body.get("type", "heartbeat")})["type"] != "heartbeat":
         raise ValidationError({"type": "must be heartbeat (or cron); use /api/v1/monitors for others"})
-    cfg = monitors.parse({**body, "type": "heartbeat"}, request.app[keys.CONFIG].region_ids())
+    cfg = monitors.parse({**body, "type": "heartbeat"}, request.app[keys.REGIONS].ids())
     pool = request.app[keys.POOL]
     row, token = await insert_monitor(pool, cfg, allow_private=private_allowed(request))
     full = await store.get(pool, row["id"])
@@ -179,7 +179,7 @@ async def patch_heartbeat(request: web.Request) -> web.Response:
     if "type" in body and body["type"] != "heartbeat":
         raise ValidationError({"type": "cannot change a monitor's type; create a new monitor"})
     fields = heartbeat.merge_fields(monitors.config_fields(current), body)
-    cfg = monitors.parse(fields, request.app[keys.CONFIG].region_ids())
+    cfg = monitors.parse(fields, request.app[keys.REGIONS].ids())
     pool = request.app[keys.POOL]
     updated = await update_monitor(pool, current["id"], cfg, allow_private=private_allowed(request))
     if updated is None:

@@ -110,7 +110,7 @@ async def _current(request: web.Request, *, with_uptimes: bool = False) -> tuple
 async def create_monitor(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
     body = await read_json(request)
-    cfg = monitors.parse(body, request.app[keys.CONFIG].region_ids())
+    cfg = monitors.parse(body, request.app[keys.REGIONS].ids())
     pool = request.app[keys.POOL]
     row, token = await heartbeats_api.insert_monitor(pool, cfg, allow_private=private_allowed(request))
     await _changed(request, row, row["id"])
@@ -146,7 +146,7 @@ async def _update(request: web.Request) -> web.Response:
     await require(request, "monitors:write")
     monitor_id, current = await _current(request)
     body = await read_json(request)
-    cfg = merged_config(current, body, regions=request.app[keys.CONFIG].region_ids())
+    cfg = merged_config(current, body, regions=request.app[keys.REGIONS].ids())
     pool = request.app[keys.POOL]
     row = await heartbeats_api.update_monitor(pool, monitor_id, cfg, allow_private=private_allowed(request))
     if row is None:
@@ -476,7 +476,7 @@ async def _bulk(
 ) -> web.Response:
     """All or nothing: every id is checked inside one transaction; any error rolls back."""
     ids = list(dict.fromkeys(ids))
-    regions = request.app[keys.CONFIG].region_ids()
+    regions = request.app[keys.REGIONS].ids()
     now = now_utc()
     changed: list[dict[str, Any]] = []
     async with request.app[keys.POOL].acquire() as conn, conn.transaction():
@@ -550,7 +550,7 @@ def _span(request: web.Request) -> tuple[dt.datetime | None, dt.datetime | None]
 
 def _region(request: web.Request) -> str | None:
     region = request.query.get("region") or request.query.get("location") or None
-    if region is not None and region not in request.app[keys.CONFIG].region_ids():
+    if region is not None and region not in request.app[keys.REGIONS].ids():
         raise ValidationError({"region": "unknown region"})
     return region
 

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from probefleet.controller.api import keys_api, regions
+from probefleet.controller.api import fleet, keys_api, regions
 from probefleet.controller.api import monitors as monitors_api
 from probefleet.controller.api import paths as api_paths
 from probefleet.controller.monitors import config as monitors
@@ -177,6 +177,15 @@ TYPES: list[Any] = [
     keys_api.ApiKey,
     keys_api.ApiKeyCreated,
     regions.WorkerRegion,
+    regions.RegionCreate,
+    regions.RegionUpdate,
+    regions.Region,
+    regions.RegionProbe,
+    fleet.TokenCreate,
+    fleet.EnrollmentToken,
+    fleet.EnrollmentTokenCreated,
+    fleet.EnrollRequest,
+    fleet.Enrollment,
     Error,
     Monitor,
     CheckRun,
@@ -273,6 +282,8 @@ def many(name: str) -> Schema:
 
 
 ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+REGION = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+PROBE_ID = {"name": "probe_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def q(name: str, description: str, schema: Schema | None = None) -> Schema:
@@ -348,6 +359,127 @@ OPERATIONS: list[Op] = [
         200,
         envelope(many("WorkerRegion")),
         [],
+    ),
+    (
+        "get",
+        "/api/v1/regions",
+        "listRegions",
+        "Regions with their live probes, capacity, use and versions",
+        "monitors:read",
+        None,
+        200,
+        envelope(many("Region")),
+        [],
+    ),
+    (
+        "post",
+        "/api/v1/regions",
+        "createRegion",
+        "Create a region",
+        "fleet:admin",
+        ref("RegionCreate"),
+        201,
+        envelope(ref("Region")),
+        [],
+    ),
+    (
+        "get",
+        "/api/v1/regions/{name}",
+        "getRegion",
+        "One region with its live figures",
+        "monitors:read",
+        None,
+        200,
+        envelope(ref("Region")),
+        [REGION],
+    ),
+    (
+        "patch",
+        "/api/v1/regions/{name}",
+        "updateRegion",
+        "Change a region's labels (not its name)",
+        "fleet:admin",
+        ref("RegionUpdate"),
+        200,
+        envelope(ref("Region")),
+        [REGION],
+    ),
+    (
+        "delete",
+        "/api/v1/regions/{name}",
+        "deleteRegion",
+        "Delete a region (409 while monitors use it or probes hold credentials for it)",
+        "fleet:admin",
+        None,
+        204,
+        None,
+        [REGION],
+    ),
+    (
+        "get",
+        "/api/v1/regions/{name}/probes",
+        "listRegionProbes",
+        "The region's live probes and its enrolled ones",
+        "fleet:admin",
+        None,
+        200,
+        envelope(many("RegionProbe")),
+        [REGION],
+    ),
+    (
+        "post",
+        "/api/v1/regions/{name}/enrollment-tokens",
+        "createEnrollmentToken",
+        "Create an enrollment token (the token is shown only here)",
+        "fleet:admin",
+        ref("TokenCreate"),
+        201,
+        envelope(ref("EnrollmentTokenCreated")),
+        [REGION],
+    ),
+    (
+        "get",
+        "/api/v1/regions/{name}/enrollment-tokens",
+        "listEnrollmentTokens",
+        "The region's enrollment tokens, without secrets",
+        "fleet:admin",
+        None,
+        200,
+        envelope(many("EnrollmentToken")),
+        [REGION],
+    ),
+    (
+        "delete",
+        "/api/v1/regions/{name}/enrollment-tokens/{id}",
+        "revokeEnrollmentToken",
+        "Revoke an enrollment token",
+        "fleet:admin",
+        None,
+        204,
+        None,
+        [REGION, ID],
+    ),
+    (
+        "post",
+        "/api/v1/enroll",
+        "enrollProbe",
+        "Exchange an enrollment token (in the body or as Bearer) for a probe credential",
+        None,
+        ref("EnrollRequest"),
+        201,
+        envelope(ref("Enrollment")),
+        [],
+    ),
+    (
+        "delete",
+        "/api/v1/probes/{probe_id}",
+        "revokeProbe",
+        "Revoke a probe's credential; NATS closes its connection",
+        "fleet:admin",
+        None,
+        204,
+        None,
+        [PROBE_ID],
     ),
     (
         "post",

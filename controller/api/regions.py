@@ -1,12 +1,110 @@
-"""/api/v1/worker-regions: the configured regions and whether probes serve them now."""
+"""/api/v1/regions (regions as resources, with their live figures), their probes, and
+/api/v1/worker-regions (the older read-only list, kept as it answered).
+
+Reading regions needs `monitors:read` (a monitor's locations name them); changing them and
+seeing their probes, `fleet:admin`. The live figures come from what this controller
+already knows: probe heartbeats (cluster/fleet.py) and its own job counter.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
 import msgspec
 from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
+from nats.aio.msg import Msg
 
-from probefleet.controller import keys
-from probefleet.controller.api.common import ok, require
+from probefleet.controller import keys, metrics
+from probefleet.controller.api.common import ok, read_json, require
+from probefleet.controller.api.errors import ApiError, not_found
+from probefleet.controller.cluster.regions import Regions
+from probefleet.controller.storage import fleet as store
+from probefleet.controller.validation import ValidationError, convert
+from probefleet.shared import subjects
+from probefleet.shared.wire import ProbeHeartbeat
+
+log = logging.getLogger("probefleet.api")
+
+NAME_PATTERN = "^[a-z0-9][a-z0-9-]{0,62}$"
+Label = Annotated[str, Meta(max_length=100)]
+Latitude = Annotated[float, Meta(ge=-90, le=90)]
+Longitude = Annotated[float, Meta(ge=-180, le=180)]
+CountryCode = Annotated[str, Meta(pattern="^([A-Z]{2})?$")]
+
+
+class RegionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /regions body. `name` is the region's id in monitors' `locations` and in NATS
+    subjects: lower-case letters, digits and dashes."""
+
+    name: Annotated[str, Meta(pattern=NAME_PATTERN)]
+    display_name: Label = ""
+    city: Label = ""
+    country: Label = ""
+    country_code: CountryCode = ""
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    provider: Label = ""
+
+
+class RegionUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """PATCH /regions/{name} body: the fields to change (the name cannot change)."""
+
+    display_name: Label | UnsetType = UNSET
+    city: Label | UnsetType = UNSET
+    country: Label | UnsetType = UNSET
+    country_code: CountryCode | UnsetType = UNSET
+    latitude: Latitude | UnsetType | None = UNSET
+    longitude: Longitude | UnsetType | None = UNSET
+    provider: Label | UnsetType = UNSET
+
+
+class Region(msgspec.Struct, kw_only=True):
+    """A region with what this controller sees of it now: live probes (heartbeats within
+    the fleet's window), their capacity (sum of concurrency) and use (checks in flight),
+    their versions (version -> probes), enrolled probes (unrevoked credentials), and the
+    jobs this controller published to the region since it started."""
+
+    name: str
+    display_name: str
+    city: str
+    country: str
+    country_code: str
+    latitude: float | None
+    longitude: float | None
+    provider: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    live_probes: int
+    capacity: int
+    in_flight: int
+    versions: dict[str, int]
+    enrolled_probes: int
+    jobs_published: int
+
+
+class RegionProbe(msgspec.Struct, kw_only=True):
+    """A probe of the region: live ones (heartbeats) and enrolled ones that are not
+    connected now. `credential`: active, revoked, or none (a probe that joined without
+    enrolling, over a NATS without the fleet's auth)."""
+
+    probe_id: str
+    live: bool
+    host: str | None
+    version: str | None
+    capabilities: list[str] | None
+    connected_since: dt.datetime | None
+    last_heartbeat: dt.datetime | None
+    in_flight: int | None
+    concurrency: int | None
+    source_address: str | None
+    credential: Literal["active", "revoked", "none"]
+    enrolled_at: dt.datetime | None
 
 
 class WorkerRegion(msgspec.Struct, kw_only=True):
@@ -24,21 +122,248 @@ def worker_regions(app: web.Application) -> list[WorkerRegion]:
     live = app[keys.FLEET].live_regions()
     return [
         WorkerRegion(
-            id=r.id,
-            city=r.city,
-            country=r.country,
-            country_code=r.country_code,
-            latitude=r.latitude,
-            longitude=r.longitude,
-            is_active=live.get(r.id, 0) > 0,
-            probe_count=live.get(r.id, 0),
+            id=r["name"],
+            city=r["city"],
+            country=r["country"],
+            country_code=r["country_code"],
+            latitude=r["latitude"],
+            longitude=r["longitude"],
+            is_active=live.get(r["name"], 0) > 0,
+            probe_count=live.get(r["name"], 0),
         )
-        for r in app[keys.CONFIG].regions
+        for r in app[keys.REGIONS].all()
     ]
 
 
-async def list_regions(request: web.Request) -> web.Response:
+async def list_worker_regions(request: web.Request) -> web.Response:
     """Any valid key may read the regions (they are needed to configure a monitor)."""
     await require(request, "monitors:read")
     regions = worker_regions(request.app)
     return ok(msgspec.to_builtins(regions), meta={"count": len(regions)})
+
+
+# ---- regions ---------------------------------------------------------------------------
+
+
+def _published() -> dict[str, int]:
+    """Jobs this controller published, per region (its Prometheus counter)."""
+    out: dict[str, int] = {}
+    for family in metrics.JOBS_PUBLISHED.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                out[sample.labels["region"]] = int(sample.value)
+    return out
+
+
+def _figures(row: dict[str, Any], live: list[ProbeHeartbeat], enrolled: int, published: int) -> Region:
+    versions: dict[str, int] = {}
+    for hb in live:
+        versions[hb.version] = versions.get(hb.version, 0) + 1
+    return Region(
+        **{f: row[f] for f in ("name", *store.REGION_FIELDS, "created_at", "updated_at")},
+        live_probes=len(live),
+        capacity=sum(hb.concurrency for hb in live),
+        in_flight=sum(hb.in_flight for hb in live),
+        versions=dict(sorted(versions.items())),
+        enrolled_probes=enrolled,
+        jobs_published=published,
+    )
+
+
+async def _regions(request: web.Request, rows: list[dict[str, Any]]) -> list[Region]:
+    live: dict[str, list[ProbeHeartbeat]] = {}
+    for hb in request.app[keys.FLEET].live():
+        live.setdefault(hb.region, []).append(hb)
+    enrolled = await store.enrolled_counts(request.app[keys.POOL])
+    published = _published()
+    return [
+        _figures(r, live.get(r["name"], []), enrolled.get(r["name"], 0), published.get(r["name"], 0))
+        for r in rows
+    ]
+
+
+async def list_regions(request: web.Request) -> web.Response:
+    """Every region with its live figures."""
+    await require(request, "monitors:read")
+    regions = await _regions(request, request.app[keys.REGIONS].all())
+    return ok(msgspec.to_builtins(regions), meta={"count": len(regions)})
+
+
+async def _region_row(request: web.Request) -> dict[str, Any]:
+    row = await store.get_region(request.app[keys.POOL], request.match_info["name"])
+    if row is None:
+        raise not_found("region")
+    return row
+
+
+async def get_region(request: web.Request) -> web.Response:
+    await require(request, "monitors:read")
+    (region,) = await _regions(request, [await _region_row(request)])
+    return ok(msgspec.to_builtins(region))
+
+
+def _body(raw: object, struct: type[Any]) -> Any:
+    if not isinstance(raw, dict):
+        raise ValidationError({"body": "must be a JSON object"})
+    return convert(raw, struct)
+
+
+async def changed(app: web.Application) -> None:
+    """Reload our copy of the regions, then tell the other controllers to reload theirs."""
+    await app[keys.REGIONS].load(app[keys.POOL])
+    with contextlib.suppress(Exception):
+        await app[keys.NC].publish(subjects.regions_changed(), b"")
+
+
+async def create_region(request: web.Request) -> web.Response:
+    await require(request, "fleet:admin")
+    req: RegionCreate = _body(await read_json(request), RegionCreate)
+    fields = {f: getattr(req, f) for f in store.REGION_FIELDS}
+    row = await store.create_region(request.app[keys.POOL], req.name, fields)
+    if row is None:
+        raise ApiError(409, "conflict", f"region {req.name!r} exists", {"name": "already exists"})
+    await changed(request.app)
+    (region,) = await _regions(request, [row])
+    return ok(msgspec.to_builtins(region), status=201)
+
+
+async def patch_region(request: web.Request) -> web.Response:
+    await require(request, "fleet:admin")
+    raw = await read_json(request)
+    if isinstance(raw, dict) and "name" in raw:
+        raise ValidationError({"name": "a region's name cannot change; create a new region"})
+    req: RegionUpdate = _body(raw, RegionUpdate)
+    fields = {f: v for f in store.REGION_FIELDS if (v := getattr(req, f)) is not UNSET}
+    row = await store.update_region(request.app[keys.POOL], request.match_info["name"], fields)
+    if row is None:
+        raise not_found("region")
+    await changed(request.app)
+    (region,) = await _regions(request, [row])
+    return ok(msgspec.to_builtins(region))
+
+
+async def delete_region(request: web.Request) -> web.Response:
+    """Refused (409) while monitors check from the region or probes hold unrevoked
+    credentials for it; its enrollment tokens go with it."""
+    await require(request, "fleet:admin")
+    name = request.match_info["name"]
+    async with request.app[keys.POOL].acquire() as conn, conn.transaction():
+        outcome = await store.delete_region(conn, name)
+        if outcome == "monitors":
+            using = await store.monitors_using(conn, name)
+            raise ApiError(
+                409,
+                "conflict",
+                f"{using} monitor(s) check from region {name!r}; remove it from their locations first",
+                {"monitors": using},
+            )
+        if outcome == "probes":
+            probes = await store.active_credentials(conn, name)
+            raise ApiError(
+                409,
+                "conflict",
+                f"{probes} probe(s) hold credentials for region {name!r}; revoke them first",
+                {"probes": probes},
+            )
+    if outcome == "missing":
+        raise not_found("region")
+    await changed(request.app)
+    return web.Response(status=204)
+
+
+# ---- probes ----------------------------------------------------------------------------
+
+
+def _time(seconds: float | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds else None
+
+
+async def list_probes(request: web.Request) -> web.Response:
+    """The region's live probes and its enrolled probes that are not connected now."""
+    await require(request, "fleet:admin")
+    row = await _region_row(request)
+    fleet = request.app[keys.FLEET]
+    credentials = {
+        c["probe_id"]: c for c in await store.list_credentials(request.app[keys.POOL], row["name"])
+    }
+    out: list[RegionProbe] = []
+    for hb in sorted(fleet.live(), key=lambda h: h.probe_id):
+        if hb.region != row["name"]:
+            continue
+        cred = credentials.pop(hb.probe_id, None)
+        seen = fleet.probes[hb.probe_id][1]
+        out.append(
+            RegionProbe(
+                probe_id=hb.probe_id,
+                live=True,
+                host=(cred["host"] if cred else None) or getattr(hb, "host", "") or None,
+                version=hb.version,
+                capabilities=getattr(hb, "capabilities", None) or None,
+                connected_since=_time(hb.started_at),
+                last_heartbeat=_time(seen),
+                in_flight=hb.in_flight,
+                concurrency=hb.concurrency,
+                source_address=hb.source_address,
+                credential=_state(cred),
+                enrolled_at=cred["created_at"] if cred else None,
+            )
+        )
+    for cred in credentials.values():
+        if cred["revoked_at"] is None:
+            out.append(
+                RegionProbe(
+                    probe_id=cred["probe_id"],
+                    live=False,
+                    host=cred["host"] or None,
+                    version=cred["version"] or None,
+                    capabilities=None,
+                    connected_since=None,
+                    last_heartbeat=None,
+                    in_flight=None,
+                    concurrency=None,
+                    source_address=None,
+                    credential="active",
+                    enrolled_at=cred["created_at"],
+                )
+            )
+    return ok(msgspec.to_builtins(out), meta={"count": len(out)})
+
+
+def _state(cred: dict[str, Any] | None) -> Literal["active", "revoked", "none"]:
+    if cred is None:
+        return "none"
+    return "revoked" if cred["revoked_at"] is not None else "active"
+
+
+# ---- lifecycle -------------------------------------------------------------------------
+
+
+async def regions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx (after the database and NATS): seed the table from the configured
+    regions, load it, and reload on any controller's change or every refresh_every."""
+    cfg, pool = app[keys.CONFIG], app[keys.POOL]
+    regions = app[keys.REGIONS] = Regions.from_config(cfg)
+    await regions.seed(pool, cfg)
+
+    async def on_changed(msg: Msg) -> None:
+        try:
+            await regions.load(pool)
+        except Exception as e:
+            log.warning("regions reload failed error=%s", e)
+
+    sub = await app[keys.NC].subscribe(subjects.regions_changed(), cb=on_changed)
+    stop = asyncio.Event()
+
+    async def refresh() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), regions.refresh_every)
+            with contextlib.suppress(Exception):
+                await regions.load(pool)
+
+    task = asyncio.create_task(refresh(), name="regions-refresh")
+    yield
+    stop.set()
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    await asyncio.gather(task, return_exceptions=True)

@@ -10,5 +10,7 @@ SCOPES: tuple[str, ...] = (
     "notifications:read",
     "notifications:write",
     "keys:admin",
+    # Regions, enrollment tokens, probe credentials and their revocation.
+    "fleet:admin",
     "admin",
 )

@@ -1,4 +1,5 @@
-"""/api/v1/worker-regions and /api/v1/health/details."""
+"""/api/v1/regions (regions as resources, their figures and probes), /api/v1/worker-regions and
+/api/v1/health/details."""
 
 from __future__ import annotations
 
@@ -78,3 +79,117 @@ async def test_health_details_need_admin(controller: Running, api: aiohttp.Clien
     async with aiohttp.ClientSession(base_url=controller.base) as anon:
         assert (await anon.get("/api/v1/health/details")).status == 401
         assert (await anon.get("/api/v1/worker-regions")).status == 401
+
+
+async def test_it_seeds_regions_from_the_config_and_keeps_edits(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    data = (await (await api.get("/api/v1/regions")).json())["data"]
+    assert [r["name"] for r in data] == ["us-east", "eu-west", "ap-south"]
+    r = await api.patch("/api/v1/regions/eu-west", json={"display_name": "Dublin", "provider": "aws"})
+    assert r.status == 200, await r.text()
+    # A seed at the next start inserts what is missing and never overwrites an edit.
+    regions = controller.app[keys.REGIONS]
+    await regions.seed(controller.app[keys.POOL], controller.app[keys.CONFIG])
+    got = (await (await api.get("/api/v1/regions/eu-west")).json())["data"]
+    assert (got["display_name"], got["provider"]) == ("Dublin", "aws")
+
+
+async def test_it_creates_changes_and_deletes_a_region(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    body = {
+        "name": "eu-central",
+        "display_name": "Frankfurt",
+        "city": "Frankfurt",
+        "country": "Germany",
+        "country_code": "DE",
+        "latitude": 50.11,
+        "longitude": 8.68,
+        "provider": "hetzner",
+    }
+    r = await api.post("/api/v1/regions", json=body)
+    assert r.status == 201, await r.text()
+    made = (await r.json())["data"]
+    assert {k: made[k] for k in body} == body
+    assert made["live_probes"] == 0 and made["capacity"] == 0 and made["versions"] == {}
+    assert (await api.post("/api/v1/regions", json={"name": "eu-central"})).status == 409
+    # Known at once: to monitors' locations, the region lists, /worker-regions.
+    r = await api.post(
+        "/api/v1/monitors", json={"name": "m", "url": "http://127.0.0.1:9/", "locations": ["eu-central"]}
+    )
+    assert r.status == 201, await r.text()
+    monitor = (await r.json())["data"]["id"]
+    names = [r["id"] for r in (await (await api.get("/api/v1/worker-regions")).json())["data"]]
+    assert names == ["us-east", "eu-west", "ap-south", "eu-central"]
+    r = await api.patch("/api/v1/regions/eu-central", json={"latitude": None, "city": "Berlin"})
+    got = (await r.json())["data"]
+    assert (
+        r.status == 200 and got["latitude"] is None and got["city"] == "Berlin" and got["longitude"] == 8.68
+    )
+    # Refused while a monitor checks from it.
+    r = await api.delete("/api/v1/regions/eu-central")
+    assert r.status == 409 and (await r.json())["error"]["details"] == {"monitors": 1}
+    assert (await api.delete(f"/api/v1/monitors/{monitor}")).status == 204
+    assert (await api.delete("/api/v1/regions/eu-central")).status == 204
+    assert (await api.get("/api/v1/regions/eu-central")).status == 404
+    assert (await api.delete("/api/v1/regions/eu-central")).status == 404
+    r = await api.post(
+        "/api/v1/monitors", json={"name": "m", "url": "http://127.0.0.1:9/", "locations": ["eu-central"]}
+    )
+    assert r.status == 422 and "locations[0]" in (await r.json())["error"]["details"]
+
+
+async def test_it_refuses_bad_region_bodies_with_field_details(api: aiohttp.ClientSession) -> None:
+    for body, field in (
+        ({"name": "Upper"}, "name"),
+        ({"name": "a.b"}, "name"),
+        ({"name": "-x"}, "name"),
+        ({"name": "x" * 64}, "name"),
+        ({}, "name"),
+        ({"name": "ok", "latitude": 91}, "latitude"),
+        ({"name": "ok", "longitude": -181}, "longitude"),
+        ({"name": "ok", "country_code": "deu"}, "country_code"),
+        ({"name": "ok", "city": "x" * 101}, "city"),
+        ({"name": "ok", "colour": "red"}, "colour"),
+    ):
+        r = await api.post("/api/v1/regions", json=body)
+        assert r.status == 422, (body, await r.text())
+        assert field in (await r.json())["error"]["details"], (body, await r.text())
+    r = await api.patch("/api/v1/regions/eu-west", json={"name": "eu-east"})
+    assert r.status == 422 and "name" in (await r.json())["error"]["details"]
+    assert (await api.patch("/api/v1/regions/eu-west", json=[1])).status == 422
+    assert (await api.patch("/api/v1/regions/nowhere", json={"city": "x"})).status == 404
+
+
+async def test_it_shows_live_figures_and_probes_per_region(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    nc = controller.app[keys.NC]
+    for probe_id, version, concurrency, in_flight in (("p1", "0.4.0", 10, 3), ("p2", "0.3.0", 5, 1)):
+        hb = wire.ProbeHeartbeat(
+            probe_id=probe_id,
+            region="ap-south",
+            version=version,
+            concurrency=concurrency,
+            in_flight=in_flight,
+            started_at=time.time() - 60,
+            sent_at=time.time(),
+            source_address="127.0.0.13",
+        )
+        await nc.publish(subjects.heartbeat("ap-south"), wire.encode(hb))
+    await nc.flush()
+    await wait_active(api, "ap-south", 2)
+    region = (await (await api.get("/api/v1/regions/ap-south")).json())["data"]
+    assert (region["live_probes"], region["capacity"], region["in_flight"]) == (2, 15, 4)
+    assert region["versions"] == {"0.3.0": 1, "0.4.0": 1} and region["enrolled_probes"] == 0
+    assert isinstance(region["jobs_published"], int)
+    probes = (await (await api.get("/api/v1/regions/ap-south/probes")).json())["data"]
+    assert [(p["probe_id"], p["live"], p["credential"]) for p in probes] == [
+        ("p1", True, "none"),
+        ("p2", True, "none"),
+    ]
+    p1 = probes[0]
+    assert p1["concurrency"] == 10 and p1["in_flight"] == 3 and p1["source_address"] == "127.0.0.13"
+    assert p1["connected_since"] < p1["last_heartbeat"]
+    assert (await api.get("/api/v1/regions/nowhere/probes")).status == 404
