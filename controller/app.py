@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,7 @@ from probefleet.controller.api import status_pages as status_pages_api
 from probefleet.controller.api.errors import error_middleware
 from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.cluster.sharding import Membership
+from probefleet.controller.cluster.trust import FleetTrust
 from probefleet.controller.config import ControllerConfig
 from probefleet.controller.engine import heartbeats, incidents, results
 from probefleet.controller.engine.scheduler import Scheduler
@@ -37,7 +39,7 @@ from probefleet.controller.status_pages import subscribers
 from probefleet.controller.status_pages.cache import PageCache
 from probefleet.controller.storage import db
 from probefleet.controller.storage import probes as probe_store
-from probefleet.shared import subjects, wire
+from probefleet.shared import natscreds, subjects, wire
 from probefleet.shared.streams import ensure_streams
 
 log = logging.getLogger("probefleet.controller")
@@ -99,6 +101,9 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
         reconnect_time_wait=0.5,
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
+        **natscreds.connect_options(
+            _path(cfg.nats_credentials_file()), _path(cfg.nats_tls_ca_file()), url=cfg.nats_url
+        ),
     )
     js = nc.jetstream()
     await ensure_streams(js, replicas=cfg.nats_stream_replicas)
@@ -290,6 +295,22 @@ async def _close_realtime(app: web.Application) -> None:
         app[keys.HUB].close_all()
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def load_trust(cfg: ControllerConfig) -> FleetTrust | None:
+    """The fleet's trust when `fleet_trust_dir` is set (TrustError when it cannot be used)."""
+    if not cfg.fleet_trust_dir:
+        return None
+    return FleetTrust.load(
+        Path(cfg.fleet_trust_dir),
+        nats_urls=cfg.fleet_nats_urls or [cfg.nats_url],
+        connect_url=cfg.nats_url,
+        tls_ca=_path(cfg.nats_tls_ca_file()),
+    )
+
+
 def build_app(cfg: ControllerConfig) -> web.Application:
     app = web.Application(
         middlewares=[
@@ -301,6 +322,7 @@ def build_app(cfg: ControllerConfig) -> web.Application:
         client_max_size=2 << 20,
     )
     app[keys.CONFIG] = cfg
+    app[keys.TRUST] = load_trust(cfg)
     ratelimit.setup(app)
     auth.setup(app)
     fleet_api.setup(app)

@@ -39,27 +39,56 @@ def controller() -> None:
 @click.option("--nats-url", envvar="PROBEFLEET_NATS_URL", help="NATS URL.")
 @click.option("--host", envvar="PROBEFLEET_HOST", help="Listen address (default 127.0.0.1).")
 @click.option("--port", envvar="PROBEFLEET_PORT", type=int, help="Listen port (default 8080).")
+@click.option(
+    "--insecure-nats",
+    "nats_insecure",
+    is_flag=True,
+    default=None,
+    help="Run on a NATS without authentication (or PROBEFLEET_NATS_INSECURE=true); warned at every start.",
+)
 def serve(
     config_path: Path | None,
     database_url: str | None,
     nats_url: str | None,
     host: str | None,
     port: int | None,
+    nats_insecure: bool | None,
 ) -> None:
     """Run the controller until SIGTERM or Ctrl-C."""
     from aiohttp import web
 
     from probefleet.controller.app import build_app
+    from probefleet.controller.cluster.trust import TrustError
+    from probefleet.shared.redact import redact_url
 
-    cfg = _load(config_path, database_url=database_url, nats_url=nats_url, host=host, port=port)
+    cfg = _load(
+        config_path,
+        database_url=database_url,
+        nats_url=nats_url,
+        host=host,
+        port=port,
+        nats_insecure=nats_insecure,
+    )
+    if (problem := config_mod.security_problem(cfg)) is not None:
+        raise click.UsageError(problem)
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not cfg.nats_credentials_file():
+        logging.getLogger("probefleet.controller").warning(
+            "insecure NATS: the controller connects without a credential (--insecure-nats); anyone "
+            "who reaches %s can read every job and publish results for any region",
+            redact_url(cfg.nats_url),
+        )
+    try:
+        app = build_app(cfg)
+    except TrustError as e:
+        raise click.ClickException(f"fleet trust: {e}") from None
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
-    web.run_app(build_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None, shutdown_timeout=5)
+    web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, shutdown_timeout=5)
 
 
 @controller.command()
@@ -113,6 +142,51 @@ def create_key(
         raise click.ClickException(f"cannot reach the database: {e}") from None
     click.echo(key)
     print(f"scopes: {', '.join(scopes)}", file=sys.stderr)
+
+
+@controller.command("init-fleet")
+@click.option(
+    "--dir",
+    "trust_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The trust directory to make (or complete): keys, JWTs, CA and server certificate.",
+)
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    help="A name (or address) probes reach NATS by; in the server certificate (repeatable).",
+)
+@click.option(
+    "--resolver-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where nats-server keeps account JWTs (default: DIR/resolver).",
+)
+def init_fleet(trust_dir: Path, hostnames: tuple[str, ...], resolver_dir: Path | None) -> None:
+    """Make the fleet's NATS trust (operator, accounts, controller credential, CA and server
+    certificate) once; run again to re-use it, add a --hostname or renew the certificate.
+    Prints what to put in nats-server's configuration and the controller's settings."""
+    from probefleet.controller.cluster import trust
+
+    trust_dir = trust_dir.resolve()
+    try:
+        trust.generate(trust_dir, hostnames=list(hostnames), resolver_dir=resolver_dir)
+    except (OSError, trust.TrustError) as e:
+        raise click.ClickException(f"cannot make the fleet trust in {trust_dir}: {e}") from None
+    host = hostnames[0] if hostnames else "localhost"
+    click.echo(
+        f"fleet trust in {trust_dir} (secret files are 0600: keep the directory on the controllers only)\n"
+        "\nnats-server: add to its configuration (JetStream and the listen address stay yours):\n"
+        f'  include "{trust_dir / "nats-server.conf"}"\n'
+        f"  (copy {trust_dir / 'nats-server.conf'}, server-cert.pem and server-key.pem to the NATS host if it"
+        " is another one; the include names them by these paths)\n"
+        "\ncontroller settings:\n"
+        f"  PROBEFLEET_FLEET_TRUST_DIR={trust_dir}\n"
+        f"  PROBEFLEET_NATS_URL=tls://{host}:4222\n"
+        f"  (its credential and CA default to {trust_dir / 'controller.creds'} and {trust_dir / 'ca.pem'})\n"
+        f"\nprobes: enroll each one (`probefleet region enroll REGION`); they trust {trust_dir / 'ca.pem'}"
+    )
 
 
 @controller.command("check-config")

@@ -44,6 +44,19 @@ DEFAULT_REGIONS: list[Region] = [
 class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/probefleet"
     nats_url: str = "nats://127.0.0.1:4222"
+    # The fleet's NATS trust (`probefleet controller init-fleet --dir`): signs probe credentials
+    # and pushes revocations. With it, nats_credentials and nats_tls_ca default to its
+    # controller.creds and ca.pem.
+    fleet_trust_dir: str | None = None
+    # The NATS URLs probes are given when they enroll (default: nats_url), e.g. the public
+    # tls://nats.example.com:4222 while the controller itself uses an internal address.
+    fleet_nats_urls: list[str] = msgspec.field(default_factory=list)
+    # The controller's own NATS credential (.creds) and the CA of the server's certificate.
+    nats_credentials: str | None = None
+    nats_tls_ca: str | None = None
+    # Run on a NATS without authentication: `controller serve` refuses to start with neither a
+    # credential nor this, and warns at every start with it.
+    nats_insecure: bool = False
     host: str = "127.0.0.1"
     port: int = 8080
     controller_id: str = ""
@@ -114,6 +127,29 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     def region_ids(self) -> list[str]:
         return [r.id for r in self.regions]
 
+    def nats_credentials_file(self) -> str | None:
+        if self.nats_credentials or not self.fleet_trust_dir:
+            return self.nats_credentials
+        return str(Path(self.fleet_trust_dir) / "controller.creds")
+
+    def nats_tls_ca_file(self) -> str | None:
+        if self.nats_tls_ca or not self.fleet_trust_dir:
+            return self.nats_tls_ca
+        ca = Path(self.fleet_trust_dir) / "ca.pem"
+        return str(ca) if ca.exists() else None
+
+
+def security_problem(cfg: ControllerConfig) -> str | None:
+    """Why `controller serve` must not start with `cfg` (no NATS credential and no explicit
+    insecure mode), or None. In-process apps (tests) are built without this check."""
+    if cfg.nats_credentials_file() or cfg.nats_insecure:
+        return None
+    return (
+        "no NATS credential: set fleet_trust_dir (PROBEFLEET_FLEET_TRUST_DIR, made by `probefleet "
+        "controller init-fleet`) or nats_credentials (PROBEFLEET_NATS_CREDENTIALS), or pass "
+        "--insecure-nats (PROBEFLEET_NATS_INSECURE=true) to run on a NATS without authentication"
+    )
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message says where."""
@@ -121,6 +157,7 @@ class ConfigError(ValueError):
 
 # Boolean settings that have a PROBEFLEET_<NAME> variable.
 _ENV_BOOLS = {
+    "nats_insecure": "NATS_INSECURE",
     "notification_channels_allow_private": "NOTIFICATION_CHANNELS_ALLOW_PRIVATE",
     "subscriber_webhooks_allow_private": "SUBSCRIBER_WEBHOOKS_ALLOW_PRIVATE",
 }
@@ -165,6 +202,9 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         ("smtp_from", "SMTP_FROM"),
         ("smtp_security", "SMTP_SECURITY"),
         ("nats_stream_replicas", "NATS_STREAM_REPLICAS"),
+        ("fleet_trust_dir", "FLEET_TRUST_DIR"),
+        ("nats_credentials", "NATS_CREDENTIALS"),
+        ("nats_tls_ca", "NATS_TLS_CA"),
     ):
         value = env_setting(env)
         if value is not None:
@@ -173,6 +213,9 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         flag = _env_bool(env)
         if flag is not None:
             data[key] = flag
+    urls = env_setting("FLEET_NATS_URLS")
+    if urls is not None:
+        data["fleet_nats_urls"] = [u.strip() for u in urls.split(",") if u.strip()]
     regions = env_setting("REGIONS")
     if regions is not None:
         # Known region ids keep their city, country and coordinates.

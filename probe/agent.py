@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import msgspec
 import nats
@@ -24,8 +26,7 @@ from probefleet.probe.checkers import CHECKERS, Checker, capabilities, dns, http
 from probefleet.probe.checkers.base import Outcome
 from probefleet.probe.config import ProbeConfig
 from probefleet.probe.metrics import ProbeMetrics
-from probefleet.shared import subjects, wire
-from probefleet.shared.redact import redact_url
+from probefleet.shared import natscreds, subjects, wire
 from probefleet.shared.version import VERSION
 from probefleet.shared.wire import CheckJob, CheckResult, Reason, Status
 
@@ -33,6 +34,40 @@ log = logging.getLogger("probefleet.probe")
 
 _PUBLISH_TIMEOUT = 2.0
 _RETRY_MAX = 2.0
+# "Authorization Violation" this many times in a row (each reconnect attempt is one) ends the
+# probe: once could be a server that restarted before it loaded the account, but a credential
+# the server keeps refusing will not be taken by retrying.
+_AUTH_FAILURES_FATAL = 3
+
+
+class NatsRefusedError(RuntimeError):
+    """NATS refused this probe for good (credential revoked, expired or unknown, TLS not
+    trusted): retrying cannot help. The message is one readable line."""
+
+
+def refusal(exc: BaseException) -> tuple[str, bool] | None:
+    """(why, at once) when `exc` means NATS does not accept this probe, else None. `at once`:
+    fatal on the first sight; otherwise after _AUTH_FAILURES_FATAL in a row."""
+    text = str(exc).lower()
+    if "authentication revoked" in text:
+        return "NATS says this probe's credential was revoked; enroll it again to rejoin", True
+    if "authentication expired" in text:
+        return "NATS says this probe's credential has expired; enroll it again to rejoin", True
+    if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text:
+        return (
+            "NATS refused this probe's credential (authorization violation): it is missing, revoked, "
+            "or from another fleet",
+            False,
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the NATS server's TLS certificate is not trusted ({exc.verify_message}): set nats_tls_ca "
+            "(PROBEFLEET_NATS_TLS_CA) to the fleet's CA",
+            True,
+        )
+    if "tls required" in text:
+        return "the NATS server requires TLS: use a tls:// URL", True
+    return None
 
 
 class Agent:
@@ -57,6 +92,11 @@ class Agent:
         self._results: asyncio.Queue[CheckResult] = asyncio.Queue(config.publish_buffer)
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Set when NATS refused this probe for good (`refused_reason` says why).
+        self.refused = asyncio.Event()
+        self.refused_reason = ""
+        self._auth_failures = 0
+        self._connecting: asyncio.Task[Client] | None = None
         self.host = socket.gethostname()
         self.capabilities = capabilities(checkers)
 
@@ -80,33 +120,76 @@ class Agent:
         log.info("probe started probe_id=%s region=%s", self.config.probe_id, self.config.region)
 
     async def _connect(self) -> Client:
-        """Connect, retrying until NATS answers; afterwards nats-py reconnects forever."""
-        delay = 0.2
-        while True:
-            try:
-                return await nats.connect(
-                    self.config.nats_url,
-                    name=f"probe {self.config.probe_id}",
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.25,
-                    connect_timeout=2,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                )
-            except (OSError, nats.errors.Error, TimeoutError) as exc:
-                log.warning("nats connect failed url=%s error=%s", redact_url(self.config.nats_url), exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Connect, retrying until NATS answers (nats-py reconnects forever after that).
+        NatsRefusedError when NATS refuses this probe for good (see `refusal`)."""
+        cfg = self.config
+        options = natscreds.connect_options(
+            _path(cfg.nats_credentials),
+            _path(cfg.nats_tls_ca),
+            url=cfg.nats_url,
+            inbox_prefix=natscreds.probe_inbox_prefix(cfg.probe_id),
+        )
+        self._connecting = asyncio.create_task(
+            nats.connect(
+                cfg.nats_url,
+                name=f"probe {cfg.probe_id}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                connect_timeout=2,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=self._on_closed,
+                **options,
+            )
+        )
+        try:
+            return await self._connecting
+        except asyncio.CancelledError:
+            if self.refused.is_set():
+                raise NatsRefusedError(self.refused_reason) from None
+            raise
+        finally:
+            self._connecting = None
+
+    def _refuse(self, reason: str) -> None:
+        """NATS will not take this probe: stop reconnecting, tell whoever waits on `refused`."""
+        if self.refused.is_set():
+            return
+        self.refused_reason = reason
+        self.refused.set()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        elif self.nc is not None and not self.nc.is_closed:
+            self._background.append(asyncio.create_task(self.nc.close()))
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats error=%r", exc)
+        found = refusal(exc)
+        if found is None:
+            if "permissions violation" in str(exc).lower():
+                log.warning("nats refused an operation error=%s", exc)
+            else:
+                log.debug("nats error=%r", exc)
+            return
+        reason, at_once = found
+        self._auth_failures += 1
+        if at_once or self._auth_failures >= _AUTH_FAILURES_FATAL:
+            self._refuse(reason)
+        else:
+            log.warning("nats refused the connection error=%s", exc)
 
     async def _on_disconnected(self) -> None:
         log.warning("nats disconnected")
 
     async def _on_reconnected(self) -> None:
+        self._auth_failures = 0
         log.info("nats reconnected")
+
+    async def _on_closed(self) -> None:
+        # nats-py closes (and does not reconnect) after a -ERR such as a revocation.
+        if not self._stopping and self.nc is not None:
+            found = refusal(self.nc.last_error) if self.nc.last_error else None
+            self._refuse(found[0] if found else f"NATS closed the connection ({self.nc.last_error!r})")
 
     async def stop(self) -> None:
         """Stop taking jobs, let in-flight checks finish (bounded), flush results.
@@ -128,11 +211,23 @@ class Agent:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self.nc is not None:
+        if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
         await http.close_sessions()
         await dns.close_resolvers()
         log.info("probe stopped probe_id=%s", self.config.probe_id)
+
+    async def abort(self) -> None:
+        """End at once, without draining: after NATS refused this probe nothing can be published."""
+        self._stopping = True
+        for task in [*self._tasks, *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        await http.close_sessions()
+        await dns.close_resolvers()
 
     # ------------------------------------------------------------ jobs
 
@@ -290,3 +385,7 @@ class Agent:
                 with contextlib.suppress(nats.errors.Error, OSError):
                     await self.nc.publish(subject, wire.encode(self.heartbeat()))
             await asyncio.sleep(self.config.heartbeat_interval)
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None

@@ -17,6 +17,7 @@ import msgspec
 from click.core import ParameterSource
 
 from probefleet.shared import wire
+from probefleet.shared.redact import redact_url
 
 RECORD_TYPES = ["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "CAA", "PTR"]
 
@@ -47,6 +48,22 @@ def probe() -> None:
 )
 @click.option("--nats-url", envvar="PROBEFLEET_NATS_URL")
 @click.option(
+    "--nats-credentials",
+    envvar="PROBEFLEET_NATS_CREDENTIALS",
+    help="The probe's NATS credential (.creds file, kept 0600).",
+)
+@click.option(
+    "--nats-tls-ca", envvar="PROBEFLEET_NATS_TLS_CA", help="CA of the NATS server's certificate (PEM)."
+)
+@click.option(
+    "--insecure-nats",
+    "nats_insecure",
+    is_flag=True,
+    default=None,
+    envvar="PROBEFLEET_NATS_INSECURE",
+    help="Run without a NATS credential, on a NATS without authentication (warned at every start).",
+)
+@click.option(
     "--source-address", envvar="PROBEFLEET_SOURCE_ADDRESS", help="Bind outgoing connections to this address."
 )
 @click.option("--concurrency", envvar="PROBEFLEET_CONCURRENCY", type=click.IntRange(min=1))
@@ -56,19 +73,31 @@ def probe() -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 def run(config_path: Path | None, log_level: str, **overrides: Any) -> None:
     """Take this region's jobs from NATS until SIGTERM, then drain and exit 0."""
-    from probefleet.probe.config import load_probe_config
+    from probefleet.probe.config import load_probe_config, security_problem
 
     try:
         config = load_probe_config(config_path, **overrides)
     except (ValueError, OSError) as exc:
         raise click.UsageError(f"invalid configuration: {exc}") from None
+    if (problem := security_problem(config)) is not None:
+        raise click.UsageError(problem)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    _run(_serve(config))
+    if not config.nats_credentials:
+        logging.getLogger("probefleet.probe").warning(
+            "insecure NATS: this probe connects without a credential (--insecure-nats); "
+            "anyone who reaches %s can read every job and publish results for any region",
+            redact_url(config.nats_url),
+        )
+    if _run(_serve(config)):
+        sys.exit(1)
 
 
-async def _serve(config: Any) -> None:
+async def _serve(config: Any) -> bool:
+    """Run the agent until SIGTERM/SIGINT (drain, then False) or until NATS refuses the probe
+    for good (one error line, then True: the command exits 1 and is not restarted in a loop
+    of reconnects)."""
     from probefleet.probe import metrics
-    from probefleet.probe.agent import Agent
+    from probefleet.probe.agent import Agent, NatsRefusedError
 
     agent = Agent(config)
     stop = asyncio.Event()
@@ -79,15 +108,26 @@ async def _serve(config: Any) -> None:
     if config.metrics_listen:
         runner = await metrics.serve(agent.metrics, config.metrics_listen)
     start = asyncio.create_task(agent.start())
-    await stop.wait()
+    ended = [asyncio.create_task(stop.wait()), asyncio.create_task(agent.refused.wait())]
+    await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
+    for task in ended:
+        task.cancel()
+    refused = agent.refused.is_set()
+    started = start.done() and not start.cancelled() and start.exception() is None
     if not start.done():
         start.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await start
-    else:
+    with contextlib.suppress(asyncio.CancelledError, NatsRefusedError):
+        await start
+    if refused:
+        await agent.abort()
+        logging.getLogger("probefleet.probe").error(
+            "probe stopped probe_id=%s: %s", config.probe_id, agent.refused_reason
+        )
+    elif started:
         await agent.stop()
     if runner is not None:
         await runner.cleanup()
+    return refused
 
 
 def _headers(values: tuple[str, ...]) -> dict[str, str]:

@@ -29,6 +29,13 @@ class ProbeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     deadline_margin: float = 0.25
     # On SIGTERM, in-flight checks get this long to finish.
     drain_timeout: float = 15.0
+    # The probe's NATS credential (.creds: its user JWT and its own nkey seed, 0600), and the
+    # CA of the NATS server's certificate when it is not one the system trusts.
+    nats_credentials: str | None = None
+    nats_tls_ca: str | None = None
+    # Run without a credential (plain NATS with no authentication); `probe run` refuses to
+    # start without one of the two, and warns at every start with this.
+    nats_insecure: bool = False
 
     def __post_init__(self) -> None:
         if not self.probe_id:
@@ -42,7 +49,24 @@ _ENV = {
     "concurrency": "CONCURRENCY",
     "probe_id": "PROBE_ID",
     "metrics_listen": "PROBE_METRICS_LISTEN",
+    "nats_credentials": "NATS_CREDENTIALS",
+    "nats_tls_ca": "NATS_TLS_CA",
+    "nats_insecure": "NATS_INSECURE",
 }
+
+INSECURE_HINT = (
+    "give the probe its NATS credential (--nats-credentials FILE or PROBEFLEET_NATS_CREDENTIALS), "
+    "or pass --insecure-nats (PROBEFLEET_NATS_INSECURE=true) to run on a NATS without "
+    "authentication, where anyone who reaches it can read every job"
+)
+
+
+def security_problem(cfg: ProbeConfig) -> str | None:
+    """Why `probe run` must not start with `cfg` (no credential and no explicit insecure
+    mode), or None. In-process agents (tests) are built without this check."""
+    if cfg.nats_credentials or cfg.nats_insecure:
+        return None
+    return f"no NATS credential: {INSECURE_HINT}"
 
 
 def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeConfig:

@@ -97,14 +97,31 @@ def nats_server_binary() -> str:
 
 @dataclass
 class NatsServer:
+    """One nats-server with JetStream on 127.0.0.1. Plain NATS by default (the test fixtures);
+    `trust_conf` (controller.cluster.trust.server_config's text: operator mode, resolver, TLS)
+    makes it the fleet's secure server, `tls` says its clients must speak TLS (URLs tls://).
+    `leafnodes`: also listen for leaf nodes and note the port (`leaf_port`; with `trust_conf`,
+    its `leafnodes` block is the listener); `extra_conf`: more configuration, such as a leaf
+    node's remotes."""
+
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     log_file: Path | None = None
+    trust_conf: str = ""
+    tls: bool = False
+    leafnodes: bool = False
+    jetstream: bool = True
+    extra_conf: str = ""
+    leaf_port: int = 0
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.port}"
+
+    @property
+    def leaf_url(self) -> str:
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.leaf_port}"
 
     def start(self, *, port: int = -1, js_max_mem: str = "64M", js_max_file: str = "2G") -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -114,13 +131,20 @@ class NatsServer:
             old.unlink()
         conf = self.data_dir / "nats.conf"
         # JetStream would otherwise reserve 75 % of RAM for memory storage.
-        conf.write_text(
-            "jetstream {\n"
-            f"  store_dir: {_conf_string(self.data_dir / 'js')}\n"
-            f"  max_memory_store: {js_max_mem}\n"
-            f"  max_file_store: {js_max_file}\n"
-            "}\n"
+        text = (
+            (
+                "jetstream {\n"
+                f"  store_dir: {_conf_string(self.data_dir / 'js')}\n"
+                f"  max_memory_store: {js_max_mem}\n"
+                f"  max_file_store: {js_max_file}\n"
+                "}\n"
+            )
+            if self.jetstream
+            else ""
         )
+        if self.leafnodes and not self.trust_conf:
+            text += "leafnodes {\n  listen: 127.0.0.1:-1\n}\n"
+        conf.write_text(text + self.trust_conf + self.extra_conf)
         self.log_file = self.data_dir / "nats.log"
         cmd = [
             nats_server_binary(),
@@ -147,7 +171,9 @@ class NatsServer:
                 data = json.loads(ports_file.read_text())
             except (OSError, ValueError):
                 return False
-            self.port = int(data["nats"][0].rsplit(":", 1)[1])
+            self.port = _port(data["nats"][0])
+            if self.leafnodes:
+                self.leaf_port = _port(data["leafnodes"][0])
             return True
 
         _wait_for(ready, 20, "nats-server", self.proc)
@@ -165,6 +191,10 @@ class NatsServer:
         if self.proc is not None:
             _stop(self.proc, signal.SIGKILL)
             self.proc = None
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
 def _conf_string(path: Path) -> str:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
+from probefleet.controller.cluster.trust import FleetTrust, generate, server_config
 from probefleet.probe.agent import Agent
 from probefleet.probe.config import ProbeConfig
+from probefleet.shared import natscreds
+from probefleet.shared.devstack import NatsServer
 
 REGION_ADDRESSES = {"us-east": "127.0.0.11", "eu-west": "127.0.0.12", "ap-south": "127.0.0.13"}
 
@@ -79,3 +83,59 @@ class RegionalTarget:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+@dataclass
+class SecureNats:
+    """A nats-server in operator mode with TLS, from a fresh trust directory (the fleet's
+    secure path, as `probefleet dev` and production run it)."""
+
+    server: NatsServer
+    trust: FleetTrust
+    trust_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def ca_file(self) -> Path:
+        return self.trust_dir / "ca.pem"
+
+    @property
+    def controller_creds(self) -> Path:
+        return self.trust_dir / "controller.creds"
+
+    def probe_creds(self, path: Path, *, region: str, probe_id: str) -> tuple[Path, str]:
+        """A probe credential minted as enrollment does: (its .creds file, its public key)."""
+        seed, public = natscreds.new_user_keypair()
+        jwt = self.trust.issue_probe(public_key=public, probe_id=probe_id, region=region)
+        natscreds.write_creds(path, jwt, seed)
+        return path, public
+
+    def probe_config(self, creds: Path, *, region: str, probe_id: str, **overrides: object) -> ProbeConfig:
+        return ProbeConfig(
+            nats_url=self.url,
+            region=region,
+            probe_id=probe_id,
+            nats_credentials=str(creds),
+            nats_tls_ca=str(self.ca_file),
+            heartbeat_interval=0.5,
+            **overrides,
+        )  # type: ignore[arg-type]
+
+
+def start_secure_nats(root: Path, *, leafnodes: bool = False) -> SecureNats:
+    """Generate a trust directory under `root` and start a secure nats-server on it (the
+    caller stops `.server`). `leafnodes`: also accept leaf nodes (with TLS) at `.server.leaf_url`."""
+    trust_dir = root / "trust"
+    generate(trust_dir, hostnames=["localhost"])
+    conf = server_config(
+        trust_dir,
+        resolver_dir=root / "nats" / "resolver",
+        leafnode_listen="127.0.0.1:-1" if leafnodes else None,
+    )
+    server = NatsServer(root / "nats", trust_conf=conf, tls=True, leafnodes=leafnodes)
+    server.start()
+    trust = FleetTrust.load(trust_dir, nats_urls=[server.url])
+    return SecureNats(server=server, trust=trust, trust_dir=trust_dir)

@@ -327,12 +327,18 @@ def _conf_string(value: str | Path) -> str:
 
 
 def server_config(
-    trust_dir: Path, *, resolver_dir: Path, tls: bool = True, verify_clients: bool = False
+    trust_dir: Path,
+    *,
+    resolver_dir: Path,
+    tls: bool = True,
+    verify_clients: bool = False,
+    leafnode_listen: str | None = None,
 ) -> str:
-    """nats-server configuration for operator mode with the fleet's trust (no listen address,
-    no JetStream: the including file decides those). `resolver_dir` is where this server keeps
-    account JWTs it is sent; one per server. `verify_clients`: mutual TLS, clients must show a
-    certificate from the fleet's CA."""
+    """nats-server configuration for operator mode with the fleet's trust (no client listen
+    address, no JetStream: the including file decides those). `resolver_dir` is where this
+    server keeps the account JWTs it is sent; one per server. `verify_clients`: mutual TLS,
+    clients must show a certificate from the fleet's CA. `leafnode_listen` (host:port): accept
+    leaf nodes there, with the same TLS (a hub of remote regions)."""
     operator = (trust_dir / "operator.jwt").read_text().strip()
     system = decode_jwt((trust_dir / "system.jwt").read_text())["sub"]
     preload = "\n".join(
@@ -354,15 +360,19 @@ def server_config(
         "}\n"
         f"resolver_preload: {{\n{preload}\n}}\n"
     )
+    tls_block = (
+        "tls {\n"
+        f"  cert_file: {_conf_string(trust_dir / 'server-cert.pem')}\n"
+        f"  key_file: {_conf_string(trust_dir / 'server-key.pem')}\n"
+        + (f"  ca_file: {_conf_string(trust_dir / 'ca.pem')}\n  verify: true\n" if verify_clients else "")
+        + "  timeout: 2\n"
+        "}\n"
+    )
     if tls:
-        text += (
-            "tls {\n"
-            f"  cert_file: {_conf_string(trust_dir / 'server-cert.pem')}\n"
-            f"  key_file: {_conf_string(trust_dir / 'server-key.pem')}\n"
-            + (f"  ca_file: {_conf_string(trust_dir / 'ca.pem')}\n  verify: true\n" if verify_clients else "")
-            + "  timeout: 2\n"
-            "}\n"
-        )
+        text += tls_block
+    if leafnode_listen:
+        inner = tls_block.replace("\n", "\n  ").rstrip() + "\n" if tls else ""
+        text += f"leafnodes {{\n  listen: {_conf_string(leafnode_listen)}\n  {inner}}}\n"
     return text
 
 
@@ -439,6 +449,7 @@ class FleetTrust:
     nats_urls: list[str]
     ca_pem: str | None
     connect_url: str
+    tls_ca: Path | None
     _operator: nkeys.KeyPair = field(repr=False)
     _signing: nkeys.KeyPair = field(repr=False)
     _account_claims: dict[str, Any] = field(repr=False)
@@ -446,10 +457,18 @@ class FleetTrust:
     _push_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
-    def load(cls, trust_dir: Path, *, nats_urls: Sequence[str], connect_url: str | None = None) -> FleetTrust:
+    def load(
+        cls,
+        trust_dir: Path,
+        *,
+        nats_urls: Sequence[str],
+        connect_url: str | None = None,
+        tls_ca: Path | None = None,
+    ) -> FleetTrust:
         """The trust in `trust_dir` (TrustError when it is missing or incomplete). `nats_urls`:
         the URLs probes are told to connect to; `connect_url`: where this controller pushes
-        account updates (its own NATS URL; the first of `nats_urls` when not given)."""
+        account updates (its own NATS URL; the first of `nats_urls` when not given); `tls_ca`:
+        the CA of that server's certificate (default: the trust's own ca.pem)."""
         if not trust_dir.is_dir():
             raise TrustError(
                 f"no fleet trust directory at {trust_dir}: run `probefleet controller init-fleet`"
@@ -476,6 +495,7 @@ class FleetTrust:
             nats_urls=list(nats_urls),
             ca_pem=ca_pem,
             connect_url=connect_url or nats_urls[0],
+            tls_ca=tls_ca or ((trust_dir / "ca.pem") if ca_pem is not None else None),
             _operator=operator,
             _signing=signing,
             _account_claims=claims,
@@ -520,7 +540,7 @@ class FleetTrust:
         async with self._push_lock:
             token = self.account_jwt(revoked)
             options = natscreds.connect_options(
-                self.trust_dir / "system.creds", self._ca_file(), url=self.connect_url
+                self.trust_dir / "system.creds", self.tls_ca, url=self.connect_url
             )
             try:
                 nc = await nats.connect(
@@ -539,10 +559,6 @@ class FleetTrust:
             finally:
                 await nc.close()
             _check_update_reply(reply.data)
-
-    def _ca_file(self) -> Path | None:
-        path = self.trust_dir / "ca.pem"
-        return path if self.ca_pem is not None and self.connect_url.startswith("tls://") else None
 
 
 def _check_update_reply(data: bytes) -> None:

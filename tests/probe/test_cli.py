@@ -136,6 +136,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[ProbeConfig]:
 
     for name in [n for n in os.environ if n.startswith("PROBEFLEET_")]:
         monkeypatch.delenv(name)
+    monkeypatch.setenv("PROBEFLEET_NATS_INSECURE", "true")
     monkeypatch.setattr(probe_cli, "_serve", serve)
     return seen
 
@@ -196,6 +197,7 @@ async def test_run_serves_the_region_of_its_config_file(nats_url: str, tmp_path:
     nc = await nats.connect(nats_url)
     heartbeats = await nc.subscribe(subjects.heartbeat("eu-west"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROBEFLEET_")}
+    env["PROBEFLEET_NATS_INSECURE"] = "true"
     proc = await asyncio.create_subprocess_exec(*CLI, "run", "--config", str(config), env=env)
     try:
         beat = wire.decode_heartbeat((await heartbeats.next_msg(timeout=20)).data)
