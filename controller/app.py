@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from probefleet.controller.cluster.sharding import Membership
 from probefleet.controller.cluster.trust import FleetTrust
 from probefleet.controller.config import ControllerConfig
 from probefleet.controller.engine import heartbeats, incidents, results
+from probefleet.controller.engine.outage import Outage
 from probefleet.controller.engine.scheduler import Scheduler
 from probefleet.controller.notifications import destinations
 from probefleet.controller.notifications.dispatcher import Dispatcher
@@ -56,16 +57,31 @@ async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamRe
     return response
 
 
-def _spawn(app: web.Application, coro: Coroutine[Any, Any, None], name: str) -> None:
-    async def guarded() -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("background task died task=%s", name)
+def _spawn(app: web.Application, loop: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+    """Run `loop()` as a background task until the workers' stop event is set; should it
+    raise (a bug: loops handle the database's and NATS' failures themselves), log it and
+    start it again after a backoff (1 s doubling to 30 s), so no loop dies for good.
+    Database calls in the task wait at most `database_background_timeout`."""
+    stop = app[keys.STOP]
 
-    app[keys.TASKS].append(asyncio.create_task(guarded(), name=name))
+    async def supervised() -> None:
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task failed, restarting task=%s", name)
+                metrics.TASK_RESTARTS.labels(name).inc()
+            else:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(30.0, delay * 2)
+
+    with db.bounded(app[keys.CONFIG].database_background_timeout):
+        app[keys.TASKS].append(asyncio.create_task(supervised(), name=name))
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -73,6 +89,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await db.migrate(cfg.database_url)
     app[keys.POOL] = await db.create_pool(cfg.database_url, max_size=cfg.db_pool_max)
     probe = app[keys.DATABASE] = db.DatabaseProbe(app[keys.POOL])
+    metrics.DATABASE_AVAILABLE.set_function(lambda: float(probe.ok(time.monotonic())))
     stop = asyncio.Event()
     task = asyncio.create_task(probe.run(stop), name="database-probe")
     yield
@@ -162,33 +179,47 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     await membership.beat()
     app[ratelimit.LIMITER].controllers = lambda: len(membership.members)
     scheduler = app[keys.SCHEDULER] = Scheduler(
-        pool=pool, publish=publish, fleet=fleet, round_grace=cfg.round_grace, owns=membership.owns
+        pool=pool,
+        publish=publish,
+        fleet=fleet,
+        round_grace=cfg.round_grace,
+        owns=membership.owns,
+        active=membership.scheduling,
+        buffer_max=cfg.schedule_buffer_rounds,
     )
 
     async def on_recheck(rechecks: list[incidents.Recheck]) -> None:
         await scheduler.open_rechecks(rechecks)
 
     async def on_monitor_change(msg: Msg) -> None:
-        with contextlib.suppress(ValueError):
+        # An unavailable database loses this refresh; the 5-minute resync (_upkeep) repairs it.
+        with contextlib.suppress(ValueError, asyncpg.PostgresError, OSError), db.bounded(bound):
             await scheduler.refresh(int(msg.data))
 
+    async def on_members(msg: Msg) -> None:
+        membership.hear(msg.data)
+
+    bound = cfg.database_background_timeout
     subs = [
         await nc.subscribe(subjects.heartbeat_all(), cb=on_heartbeat),
         await nc.subscribe(subjects.monitor_changes(), cb=on_monitor_change),
+        await nc.subscribe(subjects.controller_members(), cb=on_members),
     ]
     await scheduler.load()
-    _spawn(app, scheduler.run(stop), "scheduler")
+    js = app[keys.JS]
+    _spawn(app, lambda: scheduler.run(stop), "scheduler")
     _spawn(
         app,
-        results.consume(app[keys.JS], pool, batch=cfg.results_batch, stop=stop, on_recheck=on_recheck),
+        lambda: results.consume(js, pool, batch=cfg.results_batch, stop=stop, on_recheck=on_recheck),
         "results",
     )
-    _spawn(app, results.sweep_loop(pool, stop, on_recheck=on_recheck, js=app[keys.JS]), "sweeper")
-    _spawn(app, _membership(membership, scheduler, cfg.controller_heartbeat_interval, stop), "membership")
-    _spawn(app, _upkeep(app, stop), "upkeep")
-    _spawn(app, rollups.run(pool, stop, interval=cfg.rollup_interval), "rollups")
-    _spawn(app, retention.run(pool, stop, retention.from_config(cfg)), "retention")
-    _spawn(app, app[keys.DISPATCHER].run(stop), "dispatcher")
+    _spawn(app, lambda: results.sweep_loop(pool, stop, on_recheck=on_recheck, js=js), "sweeper")
+    interval = cfg.controller_heartbeat_interval
+    _spawn(app, lambda: _membership(membership, scheduler, nc, interval, stop), "membership")
+    _spawn(app, lambda: _upkeep(app, stop), "upkeep")
+    _spawn(app, lambda: rollups.run(pool, stop, interval=cfg.rollup_interval), "rollups")
+    _spawn(app, lambda: retention.run(pool, stop, retention.from_config(cfg)), "retention")
+    _spawn(app, lambda: app[keys.DISPATCHER].run(stop), "dispatcher")
     yield
     stop.set()
     for sub in subs:
@@ -204,37 +235,53 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _membership(
-    membership: Membership, scheduler: Scheduler, interval: float, stop: asyncio.Event
+    membership: Membership, scheduler: Scheduler, nc: Any, interval: float, stop: asyncio.Event
 ) -> None:
-    """Renew our lease; reload the schedule when controllers join or leave."""
+    """Renew our lease and announce the members read; reload the schedule when controllers
+    join or leave. While the database fails, keep trying every `interval` (a lease cannot
+    wait for a backoff)."""
+    outage = Outage("membership")
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
         try:
-            if await membership.beat():
-                log.info("controllers changed members=%s", ",".join(membership.members))
-                await scheduler.load()
+            changed = await membership.beat()
         except Exception as e:
-            log.warning("membership heartbeat failed error=%s", e)
+            outage.failed(e)
+            continue
+        outage.succeeded()
+        with contextlib.suppress(Exception):  # NATS reconnecting: the next beat announces again
+            await nc.publish(subjects.controller_members(), membership.announcement())
+        if changed:
+            log.info("controllers changed members=%s", ",".join(membership.members))
+            try:
+                await scheduler.load()
+            except Exception as e:
+                outage.failed(e)
 
 
 async def _upkeep(app: web.Application, stop: asyncio.Event) -> None:
     """Every few seconds: forget silent probes, save the fleet; every 5 minutes: partitions, resync."""
     pool, fleet, scheduler = app[keys.POOL], app[keys.FLEET], app[keys.SCHEDULER]
     last_slow = time.monotonic()
+    outage = Outage("upkeep")
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), fleet.interval)
+        for hb in fleet.prune():
+            log.warning("probe lost probe_id=%s region=%s", hb.probe_id, hb.region)
         try:
-            for hb in fleet.prune():
-                log.warning("probe lost probe_id=%s region=%s", hb.probe_id, hb.region)
             await probe_store.save(pool, fleet.live())
             if time.monotonic() - last_slow > 300:
-                last_slow = time.monotonic()
                 await db.ensure_partitions(pool, dt.datetime.now(dt.UTC))
                 await scheduler.load()
+                last_slow = time.monotonic()
         except Exception as e:
-            log.warning("upkeep failed error=%s", e)
+            if not db.unavailable(e):
+                log.warning("upkeep failed error=%s", e)
+            outage.failed(e)
+        else:
+            outage.succeeded()
 
 
 async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -248,15 +295,17 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     stop = asyncio.Event()
 
+    bound = cfg.database_background_timeout
+
     async def on_change(msg: Any) -> None:
-        with contextlib.suppress(ValueError, asyncpg.PostgresError, OSError):
+        with contextlib.suppress(ValueError, asyncpg.PostgresError, OSError), db.bounded(bound):
             await heartbeats.refresh(pool, int(msg.data))
 
     sub = await nc.subscribe(subjects.monitor_changes(), cb=on_change)
-    tasks = [
-        asyncio.create_task(writer.run(stop), name="ping-writer"),
-        asyncio.create_task(heartbeats.deadline_loop(pool, stop), name="heartbeat-deadlines"),
-    ]
+    tasks = [asyncio.create_task(writer.run(stop), name="ping-writer")]
+    with db.bounded(bound):
+        deadlines = heartbeats.deadline_loop(pool, stop, probe=app[keys.DATABASE])
+        tasks.append(asyncio.create_task(deadlines, name="heartbeat-deadlines"))
     yield
     stop.set()
     with contextlib.suppress(Exception):
@@ -281,7 +330,8 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
     sub = await app[keys.NC].subscribe(subjects.status_page_changed(), cb=on_page_changed)
     stop = asyncio.Event()
-    task = asyncio.create_task(hub.run(stop), name="realtime")
+    with db.bounded(cfg.database_background_timeout):
+        task = asyncio.create_task(hub.run(stop), name="realtime")
     yield
     stop.set()
     with contextlib.suppress(Exception):

@@ -106,3 +106,41 @@ DISPATCHER_WAKEUPS = Counter(
     "Dispatcher steps started by an events NOTIFY.",
     registry=REGISTRY,
 )
+DATABASE_AVAILABLE = Gauge(
+    "probefleet_database_available",
+    "1 while the database answers the controller's probe (one query a second), else 0.",
+    registry=REGISTRY,
+)
+DATABASE_FAILURES = Counter(
+    "probefleet_database_failures_total",
+    "Database calls of background loops that failed for want of the database (timeouts, lost"
+    " connections), by loop; each is retried with backoff.",
+    ["loop"],
+    registry=REGISTRY,
+)
+ROUNDS_BUFFERED = Gauge(
+    "probefleet_rounds_buffered",
+    "Rounds whose jobs were published but whose rows are not written yet (database unavailable).",
+    registry=REGISTRY,
+)
+ROUNDS_DROPPED = Counter(
+    "probefleet_rounds_dropped_total",
+    "Round rows dropped unwritten because the buffer was full during a long database outage.",
+    registry=REGISTRY,
+)
+SCHEDULE_LEASE_EXPIRED = Gauge(
+    "probefleet_schedule_lease_expired",
+    "1 while this controller schedules its shards past its lease because it cannot renew it.",
+    registry=REGISTRY,
+)
+HEARTBEAT_DEADLINES_EXCUSED = Counter(
+    "probefleet_heartbeat_deadlines_excused_total",
+    "Late heartbeats given more time because the database was unavailable in their grace window.",
+    registry=REGISTRY,
+)
+TASK_RESTARTS = Counter(
+    "probefleet_background_task_restarts_total",
+    "Background loops restarted after an unexpected error, by task.",
+    ["task"],
+    registry=REGISTRY,
+)

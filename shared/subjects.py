@@ -67,6 +67,12 @@ def status_page_changed() -> str:
     return f"{PREFIX}.status_pages.changed"
 
 
+def controller_members() -> str:
+    """Core subject: after each lease renewal a controller publishes the live controllers
+    it read; one that is not among them stops scheduling (controller/cluster/sharding.py)."""
+    return f"{PREFIX}.controllers.members"
+
+
 def regions_changed() -> str:
     """Core subject: a region was created, changed or deleted; every controller reloads its
     copy of the regions table."""

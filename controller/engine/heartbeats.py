@@ -12,6 +12,11 @@ I/O part, one testable step each:
 - `tick(pool, now)` finds heartbeats past their cached deadline with one indexed query,
   re-evaluates them under row locks (SKIP LOCKED: two controllers never take the same
   one) and marks them down.
+
+A database outage is not the job's fault: its pings were refused (503) while the database
+was unavailable. `excused` moves a deadline past every outage that overlaps its grace
+window, by the outage's length plus `OUTAGE_ALLOWANCE` for the client's retry, and the
+deadline checker applies it with the outages the controller's `DatabaseProbe` saw.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -31,6 +37,7 @@ from asyncpg.pool import PoolConnectionProxy
 from probefleet.controller import metrics
 from probefleet.controller.engine import incidents
 from probefleet.controller.engine.consensus import Verdict
+from probefleet.controller.engine.outage import Outage
 from probefleet.controller.monitors import maintenance
 from probefleet.controller.monitors.heartbeat import (
     MAX_OPEN_RUNS,
@@ -44,7 +51,7 @@ from probefleet.controller.storage import Tx
 from probefleet.controller.storage import heartbeats as store
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import monitors as monitor_store
-from probefleet.controller.storage.db import bounded
+from probefleet.controller.storage.db import DatabaseProbe, bounded, unavailable
 
 if TYPE_CHECKING:
     pass
@@ -57,6 +64,13 @@ RESUMING = frozenset({"success", "fail"})
 # Two lanes: one batch's round trips and commit overlap the other's Python work (bench:
 # about 5,800 pings/s against about 4,500 with one lane; four were no faster than two).
 PING_LANES = 2
+# After the database returns, the time a client has to get a refused ping through: it was
+# told Retry-After: 1, and the API accepts pings again within a second of the database
+# answering (the probe's period). Generous, for clients that back off further.
+OUTAGE_ALLOWANCE = dt.timedelta(seconds=15)
+
+# A span of wall-clock time during which the database was unavailable.
+Span = tuple[dt.datetime, dt.datetime]
 
 
 def deadline(state: State) -> Deadline | None:
@@ -73,9 +87,24 @@ def deadline(state: State) -> Deadline | None:
     return best
 
 
-def evaluate(state: State, now: dt.datetime) -> Verdict | None:
-    """A failing verdict when `now` is past the deadline, else None."""
+def excused(d: Deadline, grace: float, outages: Sequence[Span]) -> Deadline:
+    """`d` moved past the database outages that overlap its grace window `[d.at - grace,
+    d.at]` (one during which the deadline passed included): by each outage's length, plus
+    OUTAGE_ALLOWANCE once. The clock stops while the database cannot store pings, and the
+    client gets time to retry the ping refused meanwhile."""
+    at, opens, hit = d.at, d.at - dt.timedelta(seconds=grace), False
+    for start, end in sorted(outages):
+        if start < at and end > opens:
+            at += end - start
+            hit = True
+    return Deadline(at=at + OUTAGE_ALLOWANCE, reason=d.reason) if hit else d
+
+
+def evaluate(state: State, now: dt.datetime, outages: Sequence[Span] = ()) -> Verdict | None:
+    """A failing verdict when `now` is past the deadline (`excused` for `outages`), else None."""
     d = deadline(state)
+    if d is not None and outages:
+        d = excused(d, state.spec.grace_period, outages)
     if d is None or now < d.at:
         return None
     when = d.at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
@@ -227,22 +256,36 @@ async def _flush_quick(
         await store.touch_monitors(conn, _touches(rows, quick))
 
 
-async def tick(pool: asyncpg.Pool, now: dt.datetime, limit: int = 500) -> int:
-    """Mark every heartbeat past its deadline down; return how many went down."""
+async def tick(
+    pool: asyncpg.Pool,
+    now: dt.datetime,
+    limit: int = 500,
+    outages: Callable[[], Sequence[Span]] = tuple,
+) -> int:
+    """Mark every heartbeat past its deadline down; return how many went down.
+
+    `outages` is asked once the rows are locked, i.e. after the database answered: a tick
+    that waited through an outage sees it. A heartbeat it excuses gets the moved deadline
+    cached, so it is not read again before then."""
     down = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():
             rows = await store.lock_due(conn, now, limit)
+            spans = outages() if rows else ()
             for row in rows:
                 state = state_of(row)
-                verdict = evaluate(state, now)
+                verdict = evaluate(state, now, spans)
                 if verdict is not None:
                     await _apply(conn, row, verdict, now)
                     state.status = row["status"]
                     if state.status == "down":
                         down += 1
                         await _missed_event(conn, row, verdict, now)
-                await store.set_deadline(conn, row["monitor_id"], deadline(state))
+                due = deadline(state)
+                if verdict is None and due is not None and due.at <= now:
+                    due = excused(due, state.spec.grace_period, spans)
+                    metrics.HEARTBEAT_DEADLINES_EXCUSED.inc()
+                await store.set_deadline(conn, row["monitor_id"], due)
         if len(rows) < limit:
             return down
 
@@ -314,6 +357,7 @@ class PingWriter:
         self._bufs: list[list[tuple[Ping, asyncio.Future[bool]]]] = [[] for _ in range(lanes)]
         self._wakes = [asyncio.Event() for _ in range(lanes)]
         self._conns: list[PoolConnectionProxy[Any] | None] = [None] * lanes
+        self._outage = Outage("pings")
 
     async def submit(self, ping: Ping) -> bool:
         """True once stored; False if the heartbeat no longer exists."""
@@ -348,12 +392,16 @@ class PingWriter:
             results = await (record(self.pool, pings) if conn is None else record_on(conn, pings))
             metrics.HEARTBEAT_WRITE_SECONDS.observe(time.perf_counter() - started)
         except Exception as e:  # the caller answers 503 and the client retries
-            log.warning("storing pings failed count=%d error=%s", len(batch), e)
+            if unavailable(e):
+                self._outage.failed(e)
+            else:
+                log.warning("storing pings failed count=%d error=%s", len(batch), e)
             await self._release(lane)
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(e)
             return len(batch)
+        self._outage.succeeded()
         for (_, fut), stored in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(stored)
@@ -406,12 +454,35 @@ class PingWriter:
             await self.flush_once(lane)
 
 
-async def deadline_loop(pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 1.0) -> None:
-    """Old pings leave with their partitions (controller/retention.py), not here."""
+def outages_of(probe: DatabaseProbe) -> Callable[[], list[Span]]:
+    """The outages `probe` saw, as spans for `tick`."""
+
+    def spans() -> list[Span]:
+        return [(_utc(a), _utc(b)) for a, b in probe.outages()]
+
+    return spans
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+async def deadline_loop(
+    pool: asyncpg.Pool, stop: asyncio.Event, interval: float = 1.0, probe: DatabaseProbe | None = None
+) -> None:
+    """`tick` every `interval`, excusing the outages `probe` saw; backs off while the
+    database fails. Old pings leave with their partitions (controller/retention.py)."""
+    outage = Outage("heartbeat_deadlines")
+    spans = outages_of(probe) if probe is not None else tuple
     while not stop.is_set():
+        delay = interval
         try:
-            await tick(pool, dt.datetime.now(dt.UTC))
-        except (asyncpg.PostgresError, OSError) as e:
-            log.warning("heartbeat deadline check failed error=%s", e)
+            await tick(pool, dt.datetime.now(dt.UTC), outages=spans)
+        except Exception as e:
+            if not unavailable(e):
+                log.exception("heartbeat deadline check failed")
+            delay = max(interval, outage.failed(e))
+        else:
+            outage.succeeded()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+            await asyncio.wait_for(stop.wait(), delay)

@@ -10,6 +10,13 @@ The sweeper closes a round that misses answers only once the shared consumer has
 up with everything published before the round's deadline (`Backlog`): after a restart
 or a NATS outage the missing answers are usually still in JetStream, and closing the
 round first would decide it without them.
+
+While the database is unavailable the consumer keeps the batch it fetched and tries it
+again with backoff, telling JetStream it is still working on it (`in_progress`), so the
+batch is neither acknowledged nor handed to another controller, and nothing more is
+fetched; the rest waits in the stream. Unacknowledged, the batch holds the consumer's ack
+floor, so the sweeper's `Backlog` does not move either: no round is closed for missing
+answers until the results stored after the outage are in.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from probefleet.controller import metrics
 from probefleet.controller.engine import consensus, incidents
+from probefleet.controller.engine.outage import Outage
 from probefleet.controller.monitors import maintenance
-from probefleet.controller.storage import Tx
+from probefleet.controller.storage import Tx, db
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.storage import results as store
@@ -192,22 +200,29 @@ async def sweep_loop(
     """Sweep every `interval`, closing only rounds whose deadline is `margin` seconds (a
     result's way from probe to stream) before the consumer's `Backlog.caught_up_at`;
     while the consumer's state is unknown (NATS down) nothing is closed for missing
-    answers."""
+    answers. While the database fails, sweeps back off (`Outage`)."""
     backlog = Backlog()
+    outage = Outage("sweeper")
+    delay = interval
     while not stop.is_set():
         now = dt.datetime.now(dt.UTC)
         try:
             backlog.observe(await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER), now)
         except Exception as e:  # NATS reconnecting: sweep up to what is known
             log.warning("results consumer info failed error=%s", e)
+        delay = interval
         if backlog.caught_up_at is not None:
             try:
                 before = backlog.caught_up_at - dt.timedelta(seconds=margin)
                 await sweep(pool, now, on_recheck=on_recheck, before=before)
-            except (asyncpg.PostgresError, OSError) as e:
-                log.warning("round sweep failed error=%s", e)
+            except Exception as e:
+                if not db.unavailable(e):
+                    log.exception("round sweep failed")
+                delay = max(interval, outage.failed(e))
+            else:
+                outage.succeeded()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+            await asyncio.wait_for(stop.wait(), delay)
 
 
 async def ensure_consumer(js: JetStreamContext) -> None:
@@ -233,6 +248,7 @@ async def consume(
     """Fetch, store, acknowledge; forever until `stop` is set."""
     psub = await js.pull_subscribe_bind(subjects.RESULTS_CONSUMER, stream=subjects.RESULTS_STREAM)
     decoder = msgspec.msgpack.Decoder(wire.CheckResult)
+    outage = Outage("results")
     while not stop.is_set():
         try:
             msgs: list[Msg] = await psub.fetch(batch, timeout=0.5)
@@ -249,11 +265,39 @@ async def consume(
             except msgspec.DecodeError:
                 log.warning("undecodable result dropped subject=%s", m.subject)
                 await m.term()
-        try:
-            if good:
-                await ingest(pool, good, on_recheck=on_recheck)
-        except (asyncpg.PostgresError, OSError) as e:
-            log.warning("storing results failed, will be redelivered error=%s", e)
-            await asyncio.sleep(1.0)
+        if good and not await _store(pool, good, msgs, outage, stop, on_recheck):
             continue
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
+
+
+async def _store(
+    pool: asyncpg.Pool,
+    results: list[wire.CheckResult],
+    msgs: list[Msg],
+    outage: Outage,
+    stop: asyncio.Event,
+    on_recheck: OnRecheck | None,
+) -> bool:
+    """Ingest one fetched batch; True once stored. While the database is unavailable the
+    batch is kept and tried again with backoff, its messages marked in progress so that
+    JetStream redelivers them to nobody meanwhile (ack_wait 30 s runs from each mark).
+    False when the database refused the batch (redelivered after ack_wait) or on `stop`
+    (redelivered to whoever consumes next)."""
+    while not stop.is_set():
+        try:
+            await ingest(pool, results, on_recheck=on_recheck)
+        except Exception as e:
+            if not db.unavailable(e):
+                log.warning("storing results failed, will be redelivered error=%s", e)
+                await asyncio.sleep(1.0)
+                return False
+            delay = outage.failed(e)
+            await asyncio.gather(
+                *(m.in_progress() for m in msgs if m.metadata is not None), return_exceptions=True
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            continue
+        outage.succeeded()
+        return True
+    return False

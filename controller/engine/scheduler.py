@@ -4,6 +4,13 @@ Each monitor fires at a stable phase offset inside its interval (a hash of its i
 monitors with the same interval spread evenly instead of firing together. At each due
 time the scheduler opens a round (one row) and publishes one check job per expected
 region. `tick(now)` is the whole step; `run` is the loop around it.
+
+The schedule is in memory, so it goes on while the database is unavailable. A tick
+writes its rounds before publishing their jobs, waiting at most `write_wait` for that;
+should the write fail or take longer, the jobs are published at once and the rows wait
+in `pending`, which `write_pending` (a loop of its own, with backoff) writes when the
+database answers again. Until the buffer is empty, ticks only add to it: rows are
+written in the order they were opened, and no tick waits on a database that failed.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import heapq
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +33,9 @@ import asyncpg
 from probefleet.controller import metrics
 from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.engine.incidents import Recheck
+from probefleet.controller.engine.outage import Outage
 from probefleet.controller.monitors.config import decode_spec
+from probefleet.controller.storage import db
 from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.storage import results as result_store
 from probefleet.shared import subjects, wire
@@ -33,6 +43,10 @@ from probefleet.shared import subjects, wire
 log = logging.getLogger("probefleet.scheduler")
 
 Publish = Callable[[str, bytes], Awaitable[None]]
+# A rounds row: monitor id, due, attempt, expected regions, deadline.
+RoundRow = tuple[int, dt.datetime, int, list[str], dt.datetime]
+# Rows per INSERT when a backlog is written.
+WRITE_CHUNK = 5000
 
 
 def phase(monitor_id: int, interval: float) -> float:
@@ -69,6 +83,14 @@ class Scheduler:
     round_grace: float = 2.0
     min_tick: float = 0.02
     owns: Callable[[int], bool] = lambda _id: True
+    # Whether this controller may schedule at all now (Membership.scheduling: false once
+    # another controller took its shards over while it could not renew its lease).
+    active: Callable[[], bool] = lambda: True
+    # Seconds a tick waits for its rounds' INSERT (each pool acquire and statement) before
+    # it publishes the jobs anyway and leaves the rows to `write_pending`.
+    write_wait: float = 0.5
+    # Rows kept for `write_pending` at most; beyond, the oldest are dropped.
+    buffer_max: int = 100_000
     entries: dict[int, Entry] = field(default_factory=dict)
     heap: list[tuple[float, int, int]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
@@ -76,6 +98,11 @@ class Scheduler:
     # row read before a newer change was applied cannot undo it (see _newest).
     applied: dict[int, dt.datetime] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Rounds opened and published, not written yet (oldest first).
+    pending: deque[RoundRow] = field(default_factory=deque)
+    _pending_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _outage: Outage = field(default_factory=lambda: Outage("scheduler"))
 
     # ------------------------------------------------------------ schedule changes
 
@@ -182,13 +209,14 @@ class Scheduler:
     async def tick(self, now: float) -> int:
         """Open every round due by `now` and publish its jobs; return rounds opened."""
         due_now: list[tuple[float, Entry]] = []
+        active = self.active()
         while (wake := self.next_wakeup()) is not None and wake <= now:
             due, mid, _ = heapq.heappop(self.heap)
             entry = self.entries[mid]
             # After a stall, skip missed rounds rather than firing them in a burst.
             nxt = next_due(max(due, now - entry.interval), entry.interval, entry.offset)
             heapq.heappush(self.heap, (nxt, mid, entry.version))
-            if now - due <= entry.interval:
+            if now - due <= entry.interval and active:
                 due_now.append((due, entry))
         if not due_now:
             return 0
@@ -196,7 +224,7 @@ class Scheduler:
         return len(due_now)
 
     async def open_rounds(self, due_now: list[tuple[float, Entry]], now: float, attempt: int = 0) -> None:
-        rounds = []
+        rounds: list[RoundRow] = []
         jobs: list[wire.CheckJob] = []
         for due, entry in due_now:
             regions = self.expected_regions(entry, now)
@@ -214,14 +242,83 @@ class Scheduler:
                         attempt=attempt,
                     )
                 )
-        ours = await result_store.insert_rounds(self.pool, rounds)
+        ours = await self._write_now(rounds)
         for job in jobs:
-            if (job.monitor_id, result_store.ts(job.due), job.attempt) not in ours:
+            # A round another controller opened first is not ours to publish (shards
+            # moving); unknown while the rows wait in the buffer: publish them all.
+            if ours is not None and (job.monitor_id, result_store.ts(job.due), job.attempt) not in ours:
                 continue
             await self.publish(subjects.jobs(job.region), wire.encode(job))
             metrics.JOBS_PUBLISHED.labels(job.region).inc()
         for due, _ in due_now:
             metrics.SCHEDULE_LAG.observe(max(0.0, now - due))
+
+    async def _write_now(self, rounds: list[RoundRow]) -> set[result_store.Key] | None:
+        """Insert `rounds`, waiting at most `write_wait`; the keys this call created, or None
+        when the rows were left in the buffer (a backlog being written, the database slow
+        or unavailable)."""
+        if not self.pending and not self._writing.locked():
+            async with self._writing:
+                try:
+                    with db.bounded(self.write_wait):
+                        ours = await result_store.insert_rounds(self.pool, rounds)
+                except Exception as e:
+                    if not db.unavailable(e):
+                        raise
+                    self._outage.failed(e)
+                else:
+                    self._outage.succeeded()
+                    return ours
+        self._buffer(rounds)
+        return None
+
+    def _buffer(self, rounds: list[RoundRow]) -> None:
+        self.pending.extend(rounds)
+        over = len(self.pending) - self.buffer_max
+        if over > 0:
+            for _ in range(over):
+                self.pending.popleft()
+            metrics.ROUNDS_DROPPED.inc(over)
+            log.warning("round buffer full, oldest rounds dropped count=%d", over)
+        metrics.ROUNDS_BUFFERED.set(len(self.pending))
+        self._pending_wake.set()
+
+    async def write_pending(self) -> int:
+        """Write the buffered rounds, oldest first, in chunks; return how many were written.
+        Raises when the database fails: what was not written stays in the buffer (an
+        INSERT that timed out may have committed; writing its rows again is harmless)."""
+        written = 0
+        async with self._writing:
+            while self.pending:
+                chunk = [self.pending[i] for i in range(min(WRITE_CHUNK, len(self.pending)))]
+                await result_store.insert_rounds(self.pool, chunk)
+                for _ in chunk:
+                    self.pending.popleft()
+                written += len(chunk)
+                metrics.ROUNDS_BUFFERED.set(len(self.pending))
+        return written
+
+    async def write_loop(self, stop: asyncio.Event) -> None:
+        """Write the buffer whenever it has rows, backing off while the database fails."""
+        delay = 0.0
+        while not stop.is_set():
+            if not self.pending:
+                self._pending_wake.clear()
+                await _wait_any(stop, self._pending_wake, None)
+                continue
+            if delay:
+                await _wait_any(stop, None, delay)
+            try:
+                written = await self.write_pending()
+            except Exception as e:
+                if not db.unavailable(e):
+                    log.exception("writing buffered rounds failed")
+                delay = self._outage.failed(e)
+                continue
+            delay = 0.0
+            self._outage.succeeded()
+            if written:
+                log.info("buffered rounds written count=%d", written)
 
     async def open_rechecks(self, rechecks: Sequence[Recheck]) -> int:
         """Open each confirmation round at once (due now, attempt + 1) and publish its jobs.
@@ -252,21 +349,31 @@ class Scheduler:
         return sum(len(g) for g in groups.values())
 
     async def run(self, stop: asyncio.Event) -> None:
+        """The tick loop and the buffer's writer, until `stop`."""
+        await asyncio.gather(self._tick_loop(stop), self.write_loop(stop))
+
+    async def _tick_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
             try:
                 await self.tick(time.time())
-            except (asyncpg.PostgresError, OSError) as e:
-                log.warning("scheduler tick failed error=%s", e)
+            except Exception:  # a bug, not the database (its failures are buffered)
+                log.exception("scheduler tick failed")
             wake = self.next_wakeup()
             # At least `min_tick` between ticks: rounds due within it share one INSERT.
             delay = 1.0 if wake is None else min(1.0, max(self.min_tick, wake - time.time()))
             if delay > 0:
-                waiter = asyncio.ensure_future(self._wake.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                await _wait_any(stop, self._wake, delay)
+
+
+async def _wait_any(stop: asyncio.Event, event: asyncio.Event | None, seconds: float | None) -> None:
+    """Until `stop` or `event` is set, or `seconds` passed."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if event is not None:
+        waits.append(asyncio.ensure_future(event.wait()))
+    await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
 
 
 def utcnow() -> dt.datetime:

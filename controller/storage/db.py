@@ -1,10 +1,15 @@
-"""Connection pool, migrations and partition upkeep.
+"""Connection pool, migrations, partition upkeep, and what the controller knows of the
+database's availability.
 
-Every statement and pool acquire of the controller's pool is bounded: by `command_timeout`
-(60 s) in background loops, by the caller's `bounded(seconds)` where one is set (the API sets
-its `database_timeout` around each request, so a stalled PostgreSQL makes a request fail in
-seconds instead of hanging; api/health.py maps the failure to 503). `DatabaseProbe` keeps the
-database's last known state for /api/v1/health, which must answer without waiting for it.
+Every statement and pool acquire of the controller's pool is bounded: by the caller's
+`bounded(seconds)` where one is set, else by `command_timeout` (60 s). The API sets its
+`database_timeout` around each request, so a stalled PostgreSQL makes a request fail in
+seconds instead of hanging (api/health.py maps the failure to 503); the background loops run
+under `database_background_timeout` (app.py sets it around them).
+
+`DatabaseProbe` keeps the database's last known state for /api/v1/health, which must answer
+without waiting for it, and the recent outages it saw (the heartbeat deadline checker excuses
+them). `unavailable(e)` tells an outage (retry later) from a refused statement.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextvars
 import datetime as dt
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any
@@ -137,10 +143,35 @@ async def ping(conn: DB) -> None:
     await conn.fetchval("SELECT 1")
 
 
+def unavailable(e: BaseException) -> bool:
+    """Whether `e` says the database could not be reached or did not answer in time (an
+    outage: try again later), rather than that it refused the statement (a bug, bad data)."""
+    return isinstance(
+        e,
+        (
+            TimeoutError,  # a bound ran out (asyncio.TimeoutError is TimeoutError)
+            OSError,  # refused, reset, unreachable
+            asyncpg.InterfaceError,  # "connection is closed", a connection lost mid-operation
+            asyncpg.PostgresConnectionError,  # class 08
+            asyncpg.OperatorInterventionError,  # shutting down, starting up, statement cancelled
+            asyncpg.TooManyConnectionsError,
+        ),
+    )
+
+
+# How long the probe remembers an outage: a heartbeat's grace window can be long, and the
+# deadline checker excuses outages that overlap it (engine/heartbeats.excused).
+OUTAGE_MEMORY = 24 * 3600.0
+
+
 class DatabaseProbe:
     """The database's last known state: ok until a `SELECT 1` fails or takes longer than
     `timeout`, and no longer ok when no probe succeeded for `stale` seconds (a probe that hangs
-    past its timeout, a stopped loop)."""
+    past its timeout, a stopped loop).
+
+    It also remembers the outages it saw over the last day, as wall-clock (start, end): an
+    outage starts at the last probe that succeeded before a failing one (the database may
+    have stopped answering right after it) and ends at the first probe that succeeds again."""
 
     def __init__(self, pool: asyncpg.Pool, *, interval: float = 1.0, timeout: float = 1.0) -> None:
         self.pool = pool
@@ -148,10 +179,23 @@ class DatabaseProbe:
         self.timeout = timeout
         self.stale = interval + 2 * timeout
         self.last_ok = time.monotonic()  # the pool was just made, so the database answered
+        self.last_ok_at = time.time()
         self.failing = False
+        self.past: deque[tuple[float, float]] = deque(maxlen=1000)
 
     def ok(self, now: float) -> bool:
         return not self.failing and now - self.last_ok < self.stale
+
+    def outages(self, now: float | None = None) -> list[tuple[float, float]]:
+        """(start, end) wall-clock times of the outages of the last day, oldest first; one
+        still going on (or a probe overdue: a stalled loop) ends at `now`."""
+        now = time.time() if now is None else now
+        while self.past and self.past[0][1] < now - OUTAGE_MEMORY:
+            self.past.popleft()
+        found = list(self.past)
+        if self.failing or now - self.last_ok_at >= self.stale:
+            found.append((self.last_ok_at, now))
+        return found
 
     async def step(self) -> bool:
         """One probe; whether the database answered in time."""
@@ -164,10 +208,13 @@ class DatabaseProbe:
                 log.warning("database not answering error=%s", type(e).__name__)
             self.failing = True
             return False
+        now = time.time()
         if self.failing:
-            log.info("database answering again")
+            log.info("database answering again down_s=%.1f", now - self.last_ok_at)
+            self.past.append((self.last_ok_at, now))
         self.failing = False
         self.last_ok = time.monotonic()
+        self.last_ok_at = now
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
