@@ -70,18 +70,65 @@ def probe() -> None:
 @click.option("--probe-id", envvar="PROBEFLEET_PROBE_ID")
 @click.option("--metrics-listen", envvar="PROBEFLEET_PROBE_METRICS_LISTEN", help="host:port for /metrics.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--enroll",
+    "enroll_token",
+    envvar="PROBEFLEET_ENROLL_TOKEN",
+    help="Enrollment token (`probefleet region enroll`): join with it on first start.",
+)
+@click.option(
+    "--controller",
+    "controller_url",
+    envvar="PROBEFLEET_CONTROLLER_URL",
+    help="The controller's URL, for --enroll (https unless loopback).",
+)
+@click.option(
+    "--state-dir",
+    envvar="PROBEFLEET_STATE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the probe keeps its credential and id [default: /var/lib/probefleet as root,"
+    " else ~/.local/state/probefleet].",
+)
+@click.option(
+    "--insecure-controller",
+    is_flag=True,
+    envvar="PROBEFLEET_INSECURE_CONTROLLER",
+    help="Allow an http:// controller URL that is not loopback (the token crosses in the clear).",
+)
+@click.option(
+    "--controller-ca",
+    envvar="PROBEFLEET_CONTROLLER_CA",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CA of the controller's certificate (PEM), when not one the system trusts.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
-def run(config_path: Path | None, log_level: str, **overrides: Any) -> None:
-    """Take this region's jobs from NATS until SIGTERM, then drain and exit 0."""
+def run(
+    config_path: Path | None,
+    log_level: str,
+    enroll_token: str | None,
+    controller_url: str | None,
+    state_dir: Path | None,
+    insecure_controller: bool,
+    controller_ca: Path | None,
+    **overrides: Any,
+) -> None:
+    """Take this region's jobs from NATS until SIGTERM, then drain and exit 0.
+
+    With --enroll TOKEN --controller URL, a first start exchanges the token for the probe's
+    own credential (kept in --state-dir); later starts find it there and skip enrollment."""
     from probefleet.probe.config import load_probe_config, security_problem
 
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    enrolled = _enrolled(
+        enroll_token, controller_url, state_dir, insecure_controller, controller_ca, overrides
+    )
+    overrides = {**enrolled, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         config = load_probe_config(config_path, **overrides)
     except (ValueError, OSError) as exc:
         raise click.UsageError(f"invalid configuration: {exc}") from None
     if (problem := security_problem(config)) is not None:
         raise click.UsageError(problem)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     if not config.nats_credentials:
         logging.getLogger("probefleet.probe").warning(
             "insecure NATS: this probe connects without a credential (--insecure-nats); "
@@ -90,6 +137,54 @@ def run(config_path: Path | None, log_level: str, **overrides: Any) -> None:
         )
     if _run(_serve(config)):
         sys.exit(1)
+
+
+def _enrolled(
+    token: str | None,
+    controller: str | None,
+    state_dir: Path | None,
+    insecure: bool,
+    ca_file: Path | None,
+    overrides: dict[str, Any],
+) -> dict[str, object]:
+    """Config fields from the state directory's enrollment, enrolling first when there is
+    none and a token is given; {} without either. A failed enrollment ends the command with
+    one line and exit 1, having written nothing."""
+    from probefleet.probe import enroll
+
+    state_dir = state_dir or enroll.default_state_dir()
+    log = logging.getLogger("probefleet.probe")
+    try:
+        state = enroll.load_state(state_dir)
+        if state is not None and token:
+            log.info(
+                "already enrolled probe_id=%s region=%s state_dir=%s", state.probe_id, state.region, state_dir
+            )
+        if state is None and token:
+            if not controller:
+                raise click.UsageError("--enroll needs --controller URL (or PROBEFLEET_CONTROLLER_URL)")
+            state = enroll.enroll(
+                controller,
+                token,
+                state_dir,
+                insecure=insecure,
+                probe_id=overrides.get("probe_id"),
+                ca_file=ca_file,
+            )
+            log.info("enrolled probe_id=%s region=%s state_dir=%s", state.probe_id, state.region, state_dir)
+    except enroll.EnrollError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if state is None:
+        return {}
+    for name in ("region", "probe_id"):
+        given = overrides.get(name)
+        if given is not None and given != getattr(state, name):
+            raise click.UsageError(
+                f"--{name.replace('_', '-')} {given}: this probe is enrolled as {state.probe_id} in"
+                f" region {state.region} ({state_dir}); its credential is good for nothing else"
+            )
+    return enroll.config_overrides(state, state_dir)
 
 
 async def _serve(config: Any) -> bool:
