@@ -123,12 +123,7 @@ class Agent:
         """Connect, retrying until NATS answers (nats-py reconnects forever after that).
         NatsRefusedError when NATS refuses this probe for good (see `refusal`)."""
         cfg = self.config
-        options = natscreds.connect_options(
-            _path(cfg.nats_credentials),
-            _path(cfg.nats_tls_ca),
-            url=cfg.nats_url,
-            inbox_prefix=natscreds.probe_inbox_prefix(cfg.probe_id),
-        )
+        options = self._options()
         self._connecting = asyncio.create_task(
             nats.connect(
                 cfg.nats_url,
@@ -151,6 +146,15 @@ class Agent:
             raise
         finally:
             self._connecting = None
+
+    def _options(self) -> dict[str, object]:
+        cfg = self.config
+        return natscreds.connect_options(
+            _path(cfg.nats_credentials),
+            _path(cfg.nats_tls_ca),
+            url=cfg.nats_url,
+            inbox_prefix=natscreds.probe_inbox_prefix(cfg.probe_id),
+        )
 
     def _refuse(self, reason: str) -> None:
         """NATS will not take this probe: stop reconnecting, tell whoever waits on `refused`."""
@@ -186,10 +190,30 @@ class Agent:
         log.info("nats reconnected")
 
     async def _on_closed(self) -> None:
-        # nats-py closes (and does not reconnect) after a -ERR such as a revocation.
-        if not self._stopping and self.nc is not None:
-            found = refusal(self.nc.last_error) if self.nc.last_error else None
-            self._refuse(found[0] if found else f"NATS closed the connection ({self.nc.last_error!r})")
+        # nats-py closes for good (no reconnect) after a -ERR such as a revocation's.
+        if not self._stopping and not self.refused.is_set():
+            self._background.append(asyncio.create_task(self._explain_close()))
+
+    async def _explain_close(self) -> None:
+        """Refuse with the reason NATS closed the connection. The -ERR that says so races the
+        socket's EOF for last_error, so when it is lost one new connection asks the server."""
+        last = self.nc.last_error if self.nc is not None else None
+        found = refusal(last) if last is not None else None
+        if found is None:
+            try:
+                check = await nats.connect(
+                    self.config.nats_url, allow_reconnect=False, connect_timeout=2, **self._options()
+                )
+            except (OSError, TimeoutError, nats.errors.Error) as exc:
+                found = refusal(exc)
+                if found is not None and not found[1]:
+                    found = (
+                        f"NATS closed the connection and now refuses this probe's credential: {found[0]}",
+                        True,
+                    )
+            else:
+                await check.close()
+        self._refuse(found[0] if found else f"NATS closed the connection ({last!r})")
 
     async def stop(self) -> None:
         """Stop taking jobs, let in-flight checks finish (bounded), flush results.

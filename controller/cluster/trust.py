@@ -499,6 +499,9 @@ class FleetTrust:
             _operator=operator,
             _signing=signing,
             _account_claims=claims,
+            # Above the preloaded JWT's too: a server that restarts keeps what it was sent only
+            # when that is newer than the preload in its configuration.
+            _last_iat=int(claims.get("iat", 0)),
         )
 
     def issue_probe(self, *, public_key: str, probe_id: str, region: str) -> str:
@@ -527,7 +530,8 @@ class FleetTrust:
         if revoked:
             nats_claims["revocations"] = {k: int(v) for k, v in sorted(revoked.items())}
         # A later iat for every update: a server keeps the account JWT it has when the one
-        # sent is not newer, so two pushes within one second must not carry the same iat.
+        # sent is not newer (and prefers its preload at a tie when it restarts), so two pushes
+        # within one second, or one in the second of `generate`, must not carry the same iat.
         self._last_iat = max(int(time.time()), self._last_iat + 1)
         claims["iat"] = self._last_iat
         return encode_jwt(claims, self._operator)
