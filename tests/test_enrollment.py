@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -199,3 +200,67 @@ async def test_probe_run_enrolls_from_the_environment_and_refuses_bad_tokens(
         await asyncio.to_thread(proc.wait, 30)
     tokens = await store.list_tokens(ctl.app[keys.POOL], "ap-south")
     assert tokens[0]["uses"] == 1
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _readme_blocks() -> list[str]:
+    """The shell blocks of the README's "Adding a region"."""
+    section = (REPO / "README.md").read_text().split("## Adding a region\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```sh\n(.*?)^```$", section, re.M | re.S)
+
+
+async def test_the_readme_adds_a_region(secure_controller: Running, tmp_path: Path) -> None:
+    """The README's commands as they are written, aimed at this controller (its port, and a
+    data folder holding its admin key)."""
+    ctl = secure_controller
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin.key").write_text(ctl.admin_key)
+    port = ctl.base.rsplit(":", 1)[1]
+    blocks = [
+        b.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace(".probefleet/", f"{data}/")
+        for b in _readme_blocks()
+    ]
+    assert len(blocks) == 3 and all("127.0.0.1:8080" not in b for b in blocks)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PROBEFLEET_API_KEY", None)
+    # `probefleet region` talks to http://127.0.0.1:8080 unless told otherwise: here, this one.
+    env["PROBEFLEET_URL"] = ctl.base
+    env.pop("PROBEFLEET_NATS_INSECURE", None)  # the probe runs on its enrolled credential
+    script = "set -euo pipefail\n" + blocks[0] + blocks[1]
+    shell = subprocess.Popen(
+        ["bash", "-c", script + "\nwait"],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        async def live() -> str | None:
+            probes = await asyncio.to_thread(
+                subprocess.run,
+                ["bash", "-c", f"export PROBEFLEET_API_KEY=$(cat {data}/admin.key)\n{blocks[2]}"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert probes.returncode == 0, probes.stderr
+            rows = probes.stdout.splitlines()[1:]
+            return probes.stdout if any(r.split()[1] == "live" for r in rows) else None
+
+        shown = await eventually(live, what="the README's probe live in eu-central")
+        assert shown.splitlines()[1].split()[0].startswith("eu-central-")
+    finally:
+        os.killpg(shell.pid, signal.SIGTERM)
+        out, _ = await asyncio.to_thread(shell.communicate, timeout=30)
+    assert "Enrollment token for region eu-central (1 use(s)" in out, out
+    assert "region eu-central created" in out
+    log = (data / "probe-eu-central.log").read_text()
+    assert "enrolled probe_id=eu-central-" in log and "pfe_" not in log
