@@ -159,6 +159,48 @@ def test_it_rejects_bad_schedules(fields: dict[str, object], field: str) -> None
 # ------------------------------------------------------------ record and tick on PostgreSQL
 
 
+ALLOW = hb.OUTAGE_ALLOWANCE.total_seconds()
+
+
+@pytest.mark.parametrize(
+    ("outages", "expected"),
+    [
+        ([], 100),
+        ([(10, 40)], 100),  # over before the grace window [70, 100] opened: the client had time
+        ([(60, 80)], 100 + 20 + ALLOW),  # overlaps the window's start
+        ([(90, 95)], 100 + 5 + ALLOW),  # inside the window
+        ([(95, 130)], 100 + 35 + ALLOW),  # the deadline passed during it
+        ([(100, 110)], 100),  # began at the deadline: the ping was late already
+        ([(120, 130)], 100),  # began after the deadline
+        ([(80, 90), (105, 115)], 100 + 10 + 10 + ALLOW),  # the second overlaps the moved deadline
+        ([(105, 115), (80, 90)], 100 + 10 + 10 + ALLOW),  # in any order
+    ],
+    ids=[
+        "none",
+        "before-window",
+        "window-start",
+        "inside-window",
+        "across-deadline",
+        "at-deadline",
+        "after-deadline",
+        "chained",
+        "chained-unsorted",
+    ],
+)
+def test_an_outage_in_the_grace_window_moves_the_deadline(
+    outages: list[tuple[float, float]], expected: float
+) -> None:
+    d = heartbeat.Deadline(at=at(100), reason="heartbeat_missed")
+    moved = hb.excused(d, 30, [(at(a), at(b)) for a, b in outages])
+    assert moved == heartbeat.Deadline(at=at(expected), reason="heartbeat_missed")
+
+
+def test_a_deadline_with_no_grace_moves_only_for_an_outage_across_it() -> None:
+    d = heartbeat.Deadline(at=at(100), reason="run_timeout")
+    assert hb.excused(d, 0, [(at(90), at(99))]) == d
+    assert hb.excused(d, 0, [(at(99), at(104))]).at == at(105 + ALLOW)
+
+
 @pytest.fixture
 async def pool(pool: asyncpg.Pool) -> asyncpg.Pool:
     """The shared pool, with the ping partitions of the days these tests ping on."""
@@ -216,6 +258,53 @@ async def test_a_late_ping_before_the_tick_keeps_it_up(pool: asyncpg.Pool) -> No
     await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(85), kind="success")])  # late but in grace
     assert await hb.tick(pool, at(100)) == 0
     assert await status(pool, mid) == "up"
+
+
+async def test_a_deadline_that_passed_while_the_database_was_unavailable_is_excused(
+    pool: asyncpg.Pool,
+) -> None:
+    mid = await make(pool, run_interval=60, grace_period=30)
+    await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(1), kind="success")])
+    outage = [(at(80), at(100))]  # deadline 91: the pings of 80..100 were refused
+
+    def outages() -> list[tuple[dt.datetime, dt.datetime]]:
+        return outage
+
+    def excused() -> float:
+        return metrics.REGISTRY.get_sample_value("probefleet_heartbeat_deadlines_excused_total") or 0.0
+
+    before = excused()
+    assert await hb.tick(pool, at(101), outages=outages) == 0
+    assert await status(pool, mid) == "up"
+    assert excused() == before + 1
+    row = await store.get(pool, mid)
+    moved = at(91 + 20) + hb.OUTAGE_ALLOWANCE
+    assert row is not None and row["deadline"] == moved  # not read again by every tick
+    assert await hb.tick(pool, at(105), outages=outages) == 0
+    assert excused() == before + 1
+    # the client's retry after the outage keeps it up; without one it goes down when the
+    # moved deadline passes
+    await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(103), kind="success")])
+    assert await hb.tick(pool, at(190), outages=outages) == 0
+    assert await status(pool, mid) == "up"
+    assert await hb.tick(pool, at(192), outages=outages) == 0
+    assert await hb.tick(pool, at(193), outages=outages) == 1  # 103 + 90; the outage is before its window
+    assert await kinds(pool, mid) == ["monitor.down", "incident.opened", "heartbeat.missed"]
+
+
+async def test_a_heartbeat_silent_after_the_outage_goes_down_at_the_moved_deadline(
+    pool: asyncpg.Pool,
+) -> None:
+    mid = await make(pool, run_interval=60, grace_period=30)
+    await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(1), kind="success")])
+
+    def outages() -> list[tuple[dt.datetime, dt.datetime]]:
+        return [(at(80), at(100))]
+
+    moved = 91 + 20 + hb.OUTAGE_ALLOWANCE.total_seconds()
+    assert await hb.tick(pool, at(moved - 1), outages=outages) == 0
+    assert await hb.tick(pool, at(moved), outages=outages) == 1
+    assert await status(pool, mid) == "down"
 
 
 async def test_every_signal_is_stored_and_applied(pool: asyncpg.Pool) -> None:

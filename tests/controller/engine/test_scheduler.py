@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import statistics
 from typing import Any
@@ -9,9 +10,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from probefleet.controller import metrics
 from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.engine.scheduler import Scheduler, next_due, phase
+from probefleet.controller.storage.results import ts as wire_ts
 from probefleet.shared import wire
+from probefleet.shared.devstack import PostgresServer
+from tests.helpers import eventually
 
 T0 = 1_800_000_000.0
 
@@ -172,3 +177,62 @@ async def test_it_publishes_nothing_for_a_round_another_controller_opened(pool: 
         await tick_live(first, T0 + t)
         await tick_live(second, T0 + t)
     assert len(published_first) == 2 and published_second == []
+
+
+# ------------------------------------------------------------ the database unavailable
+
+
+async def test_it_publishes_from_memory_while_the_database_is_frozen_and_writes_the_rounds_after(
+    own_pool: asyncpg.Pool, own_postgres: PostgresServer
+) -> None:
+    sched, published = make(own_pool)
+    for mid in (1, 2):
+        sched.upsert(row(mid, interval=1, locations=["us-east"]), now=T0)
+    own_postgres.freeze()
+    try:
+        # Each tick returns while the database is frozen (bounded: a write that waited for
+        # PostgreSQL would never return), with every due round's jobs published.
+        for second in range(1, 6):
+            async with asyncio.timeout(10):
+                assert await tick_live(sched, T0 + second) == 2
+        assert len(published) == 10
+        assert len(sched.pending) == 10
+        assert metrics.REGISTRY.get_sample_value("probefleet_rounds_buffered") == 10
+    finally:
+        own_postgres.thaw()
+    assert await sched.write_pending() == 10
+    assert not sched.pending
+    rows = await own_pool.fetch("SELECT monitor_id, due FROM rounds ORDER BY due, monitor_id")
+    dues = sorted((wire.decode_job(data).monitor_id, wire.decode_job(data).due) for _, data in published)
+    assert [(r["monitor_id"], r["due"].timestamp()) for r in rows] == sorted(dues, key=lambda k: (k[1], k[0]))
+    # back to writing before publishing: a round another controller opened is not published
+    await own_pool.execute(
+        "INSERT INTO rounds (monitor_id, due, attempt, regions, deadline) VALUES (1, to_timestamp($1), 0,"
+        " '{us-east}', to_timestamp($1 + 10))",
+        next_due(T0 + 6, 1, phase(1, 1)),
+    )
+    assert await tick_live(sched, T0 + 7) == 2
+    assert [wire.decode_job(data).monitor_id for _, data in published[10:]] == [2]
+    assert not sched.pending
+
+
+async def test_a_full_buffer_drops_its_oldest_rounds(pool: asyncpg.Pool) -> None:
+    sched = Scheduler(pool=pool, publish=Published(), fleet=Fleet(), buffer_max=3)
+    before = metrics.REGISTRY.get_sample_value("probefleet_rounds_dropped_total") or 0.0
+    rows = [(mid, wire_ts(T0), 0, ["us-east"], wire_ts(T0 + 5)) for mid in range(1, 6)]
+    sched._buffer(rows)
+    assert [r[0] for r in sched.pending] == [3, 4, 5]
+    assert metrics.REGISTRY.get_sample_value("probefleet_rounds_dropped_total") == before + 2
+
+
+async def test_the_writer_loop_writes_what_the_ticks_buffered(pool: asyncpg.Pool) -> None:
+    sched, _ = make(pool)
+    sched._buffer([(7, wire_ts(T0), 0, ["us-east"], wire_ts(T0 + 5))])
+    stop = asyncio.Event()
+    loop = asyncio.create_task(sched.write_loop(stop))
+    try:
+        await eventually(lambda: not sched.pending, what="the buffer written")
+        assert await pool.fetchval("SELECT count(*) FROM rounds WHERE monitor_id = 7") == 1
+    finally:
+        stop.set()
+        await loop
