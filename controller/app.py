@@ -382,6 +382,7 @@ def build_app(cfg: ControllerConfig) -> web.Application:
             database_ctx,
             nats_ctx,
             regions_api.regions_ctx,
+            fleet_api.revocations_ctx,
             auth.keycache_ctx,
             notifications_ctx,
             workers_ctx,

@@ -10,9 +10,13 @@ credential, then pushes the full revocation list from the database to NATS
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -249,7 +253,59 @@ async def push_revocations(app: web.Application) -> None:
     trust = app.get(keys.TRUST)
     if trust is None:
         return
-    await trust.push_revocations(await store.revoked_keys(app[keys.POOL]))
+    revoked = await store.revoked_keys(app[keys.POOL])
+    await trust.push_revocations(revoked)
+    app[PUSHED].revoked = revoked
+
+
+@dataclass
+class Pushed:
+    """The revocation list this controller last had NATS take (None: none yet)."""
+
+    revoked: dict[str, int] | None = None
+
+
+PUSHED = web.AppKey("revocations_pushed", Pushed)
+# How often a controller compares the database's revocation list with the one it last
+# pushed, and pushes again when they differ: a revoke whose push failed (NATS down, the
+# client got a 503) reaches NATS within this, and so does one made while this controller
+# was down.
+SYNC_EVERY = 10.0
+
+
+async def sync_revocations(app: web.Application) -> bool:
+    """Push the revocation list when it differs from the one this controller last pushed
+    (an empty list is not pushed until something was revoked). True when it pushed."""
+    trust = app.get(keys.TRUST)
+    if trust is None:
+        return False
+    revoked = await store.revoked_keys(app[keys.POOL])
+    if revoked == app[PUSHED].revoked or (not revoked and app[PUSHED].revoked is None):
+        return False
+    await trust.push_revocations(revoked)
+    app[PUSHED].revoked = revoked
+    log.info("revocations pushed keys=%d", len(revoked))
+    return True
+
+
+async def revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: keep NATS' revocation list equal to the database's (sync_revocations
+    at start and every SYNC_EVERY seconds)."""
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            try:
+                await sync_revocations(app)
+            except Exception as e:
+                log.warning("revocation sync failed error=%s", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SYNC_EVERY)
+
+    task = asyncio.create_task(loop(), name="revocations")
+    yield
+    stop.set()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def revoke_probe(request: web.Request) -> web.Response:
@@ -275,5 +331,6 @@ async def revoke_probe(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Give the app its enrollment limiter (call in build_app)."""
+    """Give the app its enrollment limiter and revocation state (call in build_app)."""
     app[ENROLL_LIMITER] = AddressLimiter(burst=30, every=2.0)
+    app[PUSHED] = Pushed()
