@@ -28,6 +28,7 @@ from typing import IO
 
 import asyncpg
 import click
+import msgspec
 import pytest
 
 from probefleet.controller.dev.command import wait_up
@@ -340,3 +341,52 @@ def test_it_runs_the_readme_tryout_with_its_catchers_beside_a_second_dev(tmp_pat
             )
             assert _get(subscribe, None, {"email": "bee@example.com"})[0] == 202
             a.log.wait_for(r"^mail to=bee@example\.com subject=Confirm your subscription to Bee$")
+
+
+def test_it_runs_the_secure_path_a_credential_per_probe(tmp_path: Path) -> None:
+    """NATS with TLS and auth, the trust made in the data directory, each probe with its own
+    credential for its own region: what `make dev` runs is what production runs."""
+    import nats
+
+    from probefleet.controller.cluster.trust import decode_jwt
+    from probefleet.shared import natscreds, subjects, wire
+    from probefleet.shared.natscreds import read_creds_jwt
+
+    data_dir = tmp_path / "d"
+    with running_dev(data_dir, "--port", "0") as dev:
+        url = dev.log.wait_for(r"^  NATS (tls://127\.0\.0\.1:\d+) \(TLS").group(1)
+        trust_dir = data_dir / "trust"
+        ca = trust_dir / "ca.pem"
+
+        async def check() -> set[tuple[str, str]]:
+            with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+                await nats.connect(url, allow_reconnect=False, **natscreds.connect_options(None, ca))
+            nc = await nats.connect(url, **natscreds.connect_options(trust_dir / "controller.creds", ca))
+            seen: set[tuple[str, str]] = set()
+            sub = await nc.subscribe(subjects.heartbeat_all())
+            try:
+                deadline = time.monotonic() + BOUND
+                while len(seen) < 3 and time.monotonic() < deadline:
+                    hb = msgspec.msgpack.decode(
+                        (await sub.next_msg(timeout=BOUND)).data, type=wire.ProbeHeartbeat
+                    )
+                    seen.add((hb.probe_id, hb.region))
+            finally:
+                await nc.close()
+            return seen
+
+        assert asyncio.run(check()) == {
+            ("dev-us-east", "us-east"),
+            ("dev-eu-west", "eu-west"),
+            ("dev-ap-south", "ap-south"),
+        }
+        users = set()
+        for region in ("us-east", "eu-west", "ap-south"):
+            creds = trust_dir / "probes" / f"{region}.creds"
+            assert creds.stat().st_mode & 0o777 == 0o600
+            claims = decode_jwt(read_creds_jwt(creds))
+            assert claims["nats"]["pub"]["allow"] == [subjects.results(region), subjects.heartbeat(region)]
+            users.add(claims["sub"])
+        assert len(users) == 3
+        assert not any("insecure NATS" in line for line in dev.log.lines)
+    assert (trust_dir / "operator.jwt").exists(), "the trust stays for the next run"

@@ -1,8 +1,10 @@
 """`probefleet dev`: the whole system on embedded servers.
 
 dev, in order: read the --config file; lock the data directory and check that its ports
-can be bound; start the mail and webhook catchers, NATS and PostgreSQL; create the admin key;
-start a controller and a probe per region as children. It says "up" only once that
+can be bound; make the fleet's NATS trust in DIR/trust on first start (kept, like the
+database); start the mail and webhook catchers, NATS (operator mode, TLS) and PostgreSQL;
+create the admin key; start a controller with the trust and a probe per region, each with
+its own credential, as children: what developers run daily is the secure path. It says "up" only once that
 controller answered an admin request made with that key, as itself. A refusal before
 anything started exits 2 (like a usage error); a failure after stops what was started.
 """
@@ -31,6 +33,7 @@ from probefleet.shared import devstack
 from probefleet.shared.config import env_setting
 
 if TYPE_CHECKING:
+    from probefleet.controller.cluster.trust import FleetTrust
     from probefleet.controller.config import ControllerConfig
 
 DEV_REGIONS = {"us-east": "127.0.0.11", "eu-west": "127.0.0.12", "ap-south": "127.0.0.13"}
@@ -41,6 +44,17 @@ HOST = "127.0.0.1"
 ALLOW_PRIVATE = {
     "notification_channels_allow_private": "NOTIFICATION_CHANNELS_ALLOW_PRIVATE",
     "subscriber_webhooks_allow_private": "SUBSCRIBER_WEBHOOKS_ALLOW_PRIVATE",
+}
+# dev sets the NATS connection of its children itself: inherited ones would point them
+# elsewhere or switch the secure path off.
+_NATS_VARIABLES = {
+    "PROBEFLEET_NATS_URL",
+    "PROBEFLEET_NATS_CREDENTIALS",
+    "PROBEFLEET_NATS_TLS_CA",
+    "PROBEFLEET_NATS_INSECURE",
+    "PROBEFLEET_FLEET_TRUST_DIR",
+    "PROBEFLEET_FLEET_NATS_URLS",
+    "PROBEFLEET_PROBE_ID",
 }
 # Loopback only: an http_proxy in the environment must not see these requests.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -188,6 +202,22 @@ async def _admin_key(dsn: str, key_file: Path) -> tuple[str, bool]:
     return key, True
 
 
+def _probe_env(trust: FleetTrust, creds_dir: Path, region: str, ca_file: Path) -> dict[str, str]:
+    """A probe's own credential, minted afresh at every start (a credential revoked through the
+    API in an earlier run does not keep dev's probe out), and its stable id."""
+    from probefleet.shared import natscreds
+
+    probe_id = f"dev-{region}"
+    seed, public = natscreds.new_user_keypair()
+    creds = creds_dir / f"{region}.creds"
+    natscreds.write_creds(creds, trust.issue_probe(public_key=public, probe_id=probe_id, region=region), seed)
+    return {
+        "PROBEFLEET_PROBE_ID": probe_id,
+        "PROBEFLEET_NATS_CREDENTIALS": str(creds),
+        "PROBEFLEET_NATS_TLS_CA": str(ca_file),
+    }
+
+
 def _controller_env(cfg: ControllerConfig, file_keys: set[str], smtp_port: int) -> dict[str, str]:
     """dev's variables for its controller (besides the database and NATS URLs): its id, so
     wait_up can tell it from another server; loopback receivers allowed unless the file or
@@ -244,7 +274,9 @@ def dev(data_dir: Path, port: int, webhook_port: int | None, config_path: Path |
         raise DevRefusedError(f"--port and --webhook-port are both {port}")
     ports = [(port, "the controller", "--port"), (webhook_port, "the webhook catcher", "--webhook-port")]
     lock = _claim(data_dir, ports)
-    for name in sorted({"database_url", "nats_url"} & file_keys):
+    for name in sorted(
+        {"database_url", "nats_url", "nats_credentials", "nats_tls_ca", "fleet_trust_dir"} & file_keys
+    ):
         click.echo(f"note: {config_path} sets {name}; dev uses its own NATS and PostgreSQL", err=True)
     try:
         _run(data_dir, port, webhook_port, config_path, cfg, file_keys)
@@ -260,8 +292,10 @@ def _run(
     cfg: ControllerConfig,
     file_keys: set[str],
 ) -> None:
+    from probefleet.controller.cluster import trust as trust_mod
     from probefleet.controller.dev import catchers as catchers_mod
 
+    trust_dir = data_dir / "trust"
     stack = devstack.EmbeddedStack(data_dir)
     catchers = catchers_mod.Catchers(None if cfg.smtp_host else data_dir / "mail", webhook_port, click.echo)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -282,6 +316,14 @@ def _run(
             raise click.ClickException(f"cannot start the catchers: {e}") from None
         click.echo("starting NATS and PostgreSQL ...")
         try:
+            trust_mod.generate(trust_dir, hostnames=["localhost"])
+        except (OSError, trust_mod.TrustError) as e:
+            raise click.ClickException(f"cannot make the fleet trust in {trust_dir}: {e}") from None
+        stack.nats.trust_conf = trust_mod.server_config(
+            trust_dir, resolver_dir=stack.nats.data_dir / "resolver"
+        )
+        stack.nats.tls = True
+        try:
             stack.start()
         except devstack.DevStackError as e:
             logs = f"{stack.nats.data_dir / 'nats.log'}, {stack.postgres.data_dir / 'postgres.log'}"
@@ -291,17 +333,23 @@ def _run(
         key, new = asyncio.run(_admin_key(dsn, data_dir / "admin.key"))
         # Chosen now that NATS, PostgreSQL and the catchers hold their ports.
         port = port or devstack.free_port()
+        inherited = {k: v for k, v in os.environ.items() if k not in _NATS_VARIABLES}
         env = {
-            **os.environ,
+            **inherited,
             "PROBEFLEET_DATABASE_URL": dsn,
             "PROBEFLEET_NATS_URL": stack.nats.url,
+            "PROBEFLEET_FLEET_TRUST_DIR": str(trust_dir),
+            "PROBEFLEET_NATS_CREDENTIALS": str(trust_dir / "controller.creds"),
+            "PROBEFLEET_NATS_TLS_CA": str(trust_dir / "ca.pem"),
             **_controller_env(cfg, file_keys, catchers.smtp_port),
         }
         serve = ["controller", "serve", "--host", HOST, "--port", str(port)]
         children.append(("the controller", _child([*serve, *_config_args(config_path)], env)))
+        trust = trust_mod.FleetTrust.load(trust_dir, nats_urls=[stack.nats.url])
         for region, address in DEV_REGIONS.items():
             probe = ["probe", "run", "--region", region, "--source-address", address]
-            children.append((f"the {region} probe", _child(probe, env)))
+            probe_env = env | _probe_env(trust, trust_dir / "probes", region, trust_dir / "ca.pem")
+            children.append((f"the {region} probe", _child(probe, probe_env)))
         base = f"http://{HOST}:{port}"
         wait_up(base, key, cfg.controller_id, children[0][1])
         mail = (
@@ -310,7 +358,7 @@ def _run(
             else f"mail: {cfg.smtp_host}:{cfg.smtp_port} as configured (no mail catcher)"
         )
         servers = [
-            f"NATS {stack.nats.url}   PostgreSQL {dsn}",
+            f"NATS {stack.nats.url} (TLS, a credential per probe; trust in {trust_dir})   PostgreSQL {dsn}",
             mail,
             f"webhook catcher {catchers.webhook_url}",
         ]
