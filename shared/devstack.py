@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -145,7 +146,8 @@ class NatsServer:
         if self.leafnodes and not self.trust_conf:
             text += "leafnodes {\n  listen: 127.0.0.1:-1\n}\n"
         conf.write_text(text + self.trust_conf + self.extra_conf)
-        self.log_file = self.data_dir / "nats.log"
+        self.log_file = log_file = self.data_dir / "nats.log"
+        log_start = log_file.stat().st_size if log_file.exists() else 0  # the log is appended to
         cmd = [
             nats_server_binary(),
             "-a",
@@ -173,7 +175,14 @@ class NatsServer:
                 return False
             self.port = _port(data["nats"][0])
             if self.leafnodes:
-                self.leaf_port = _port(data["leafnodes"][0])
+                # The ports file names only the client (and monitoring) ports: the log says
+                # where leaf nodes are taken.
+                found = re.search(
+                    r"Listening for leafnode connections on \S+:(\d+)", _read_from(log_file, log_start)
+                )
+                if found is None:
+                    return False
+                self.leaf_port = int(found.group(1))
             return True
 
         _wait_for(ready, 20, "nats-server", self.proc)
@@ -191,6 +200,12 @@ class NatsServer:
         if self.proc is not None:
             _stop(self.proc, signal.SIGKILL)
             self.proc = None
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
 
 
 def _port(url: str) -> int:

@@ -376,6 +376,30 @@ def server_config(
     return text
 
 
+def leaf_config(
+    trust_dir: Path, *, hub_url: str, credentials: Path, system_credentials: Path, ca_file: Path
+) -> str:
+    """The `leafnodes` block of a region's leaf node: two remotes to the hub's leaf port, one
+    for the probefleet account (`credentials`, from FleetTrust.issue_leaf) and one for the
+    system account (`system_credentials`), over which the leaf hears account updates such as
+    revocations. The leaf also needs `server_config` (same operator, its own resolver dir)."""
+    account = decode_jwt((trust_dir / "account.jwt").read_text())["sub"]
+    system = decode_jwt((trust_dir / "system.jwt").read_text())["sub"]
+
+    def remote(creds: Path, acc: str) -> str:
+        return (
+            f"    {{ url: {_conf_string(hub_url)}, account: {acc}, credentials: {_conf_string(creds)},"
+            f" tls: {{ ca_file: {_conf_string(ca_file)} }} }}\n"
+        )
+
+    return (
+        "leafnodes {\n  remotes: [\n"
+        + remote(credentials, account)
+        + remote(system_credentials, system)
+        + "  ]\n}\n"
+    )
+
+
 # ---------------------------------------------------------------- generate
 
 
@@ -519,6 +543,19 @@ class FleetTrust:
         )
         claims["nats"]["tags"] = [f"region:{region}"]
         return encode_jwt(claims, self._signing)
+
+    def issue_leaf(self, *, public_key: str, name: str) -> str:
+        """A user JWT for a leaf node's remote connection into the probefleet account (a
+        region's own NATS server that its probes connect to). It carries the region's traffic
+        both ways, so it may do what the account may; each probe behind the leaf still has its
+        own credential, checked by the leaf server against the same account."""
+        if not _valid_user_key(public_key):
+            raise ValueError("public_key: not an nkey user public key (U...)")
+        claims = _user_claims(public_key, f"leaf {name}", account=self.account_public_key, permissions={})
+        return encode_jwt(claims, self._signing)
+
+    def system_account(self) -> str:
+        return str(decode_jwt((self.trust_dir / "system.jwt").read_text())["sub"])
 
     def account_jwt(self, revoked: Mapping[str, int]) -> str:
         """The account JWT with `revoked` (user public key -> unix seconds: user JWTs issued
