@@ -239,8 +239,12 @@ async def enroll(request: web.Request) -> web.Response:
             raise ValidationError({"public_key": str(e).removeprefix("public_key: ")}) from None
         replaced = current is not None and current["public_key"] != req.public_key
     if replaced:
-        # The id's old key is on the revocation list now: NATS must refuse it.
-        await push_revocations(request.app)
+        # The id's old key is on the revocation list now: NATS must refuse it. Should NATS
+        # not take it now, the enrollment stands and sync_revocations pushes it later.
+        try:
+            await push_revocations(request.app)
+        except Exception as e:
+            log.warning("revocation push failed probe_id=%s error=%s", probe_id, e)
     urls, ca_pem = _nats_urls(request.app)
     log.info("probe enrolled probe_id=%s region=%s host=%s", probe_id, region, req.host)
     body = Enrollment(probe_id=probe_id, region=region, jwt=jwt, nats_urls=urls, ca_pem=ca_pem)

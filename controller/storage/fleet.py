@@ -182,9 +182,13 @@ async def spend_token(conn: Tx, token: str, now: dt.datetime) -> dict[str, Any] 
     until the transaction ends, so concurrent uses of one token go one at a time."""
     if not token.startswith(TOKEN_PREFIX) or len(token) < 20:
         return TokenRefusal.UNKNOWN
+    # The region row is share-locked too: a concurrent delete_region (FOR UPDATE of it) then
+    # either sees this enrollment's credential and refuses, or goes first and takes the
+    # token with it.
     row = await conn.fetchrow(
-        "SELECT id, region, hash, expires_at, max_uses, uses, revoked_at FROM enrollment_tokens"
-        " WHERE prefix = $1 FOR UPDATE",
+        "SELECT t.id, t.region, t.hash, t.expires_at, t.max_uses, t.uses, t.revoked_at"
+        " FROM enrollment_tokens t JOIN regions r ON r.name = t.region"
+        " WHERE t.prefix = $1 FOR UPDATE OF t FOR SHARE OF r",
         token[:PREFIX_LEN],
     )
     if row is None or not hmac.compare_digest(row["hash"], digest(token)):
