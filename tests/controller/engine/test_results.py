@@ -4,17 +4,24 @@ sweeper's `Backlog` from consumer states."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from typing import Any
 
 import asyncpg
+import nats
 import pytest
 from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
 
+from probefleet.controller import metrics
 from probefleet.controller.engine import results
+from probefleet.controller.storage import db
 from probefleet.controller.storage import results as store
-from probefleet.shared import wire
+from probefleet.shared import subjects, wire
+from probefleet.shared.devstack import PostgresServer
+from probefleet.shared.streams import ensure_streams
+from tests.helpers import eventually
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 
@@ -141,3 +148,71 @@ def test_it_tracks_when_the_consumer_caught_up(
     for second, state in enumerate(states):
         backlog.observe(info(*state), T0 + dt.timedelta(seconds=second))
     assert backlog.caught_up_at == (None if caught_up is None else T0 + dt.timedelta(seconds=caught_up))
+
+
+# ------------------------------------------------------------ the database unavailable
+
+
+async def test_the_consumer_keeps_its_batch_through_a_frozen_database_and_stores_each_result_once(
+    own_pool: asyncpg.Pool, own_postgres: PostgresServer, nats_url: str
+) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await results.ensure_consumer(js)
+    mid = await monitor(own_pool)
+    due = time.time()
+    await store.insert_rounds(own_pool, [(mid, store.ts(due), 0, REGIONS, store.ts(due + 3600))])
+    stop = asyncio.Event()
+
+    def failures() -> float:
+        return (
+            metrics.REGISTRY.get_sample_value("probefleet_database_failures_total", {"loop": "results"})
+            or 0.0
+        )
+
+    before = failures()
+    with db.bounded(1.0):  # the controller's database_background_timeout, short for the test
+        consumer = asyncio.create_task(results.consume(js, own_pool, batch=2, stop=stop))
+    try:
+        own_postgres.freeze()
+        try:
+            for region in REGIONS:
+                result = wire.CheckResult(
+                    monitor_id=mid,
+                    due=due,
+                    region=region,
+                    probe_id="p",
+                    status=wire.Status.OK,
+                    started_at=due,
+                )
+                await js.publish(subjects.results(region), wire.encode(result))
+
+            async def held() -> bool:
+                info = await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+                unacked, waiting = info.num_ack_pending, info.num_pending
+                return unacked >= 1 and unacked + waiting == 3 and failures() >= before + 2
+
+            # the first batch (up to 2) is held: not acknowledged, nothing more fetched, retried
+            await eventually(held, timeout=15, what="a batch held and retried while frozen")
+            await asyncio.sleep(4)  # retries back off: a few in these seconds, not a storm
+            assert failures() - before <= 8
+        finally:
+            own_postgres.thaw()
+
+        async def drained() -> bool:
+            info = await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(drained, timeout=20, what="every result stored and acknowledged")
+        rows = await own_pool.fetch("SELECT region FROM check_results WHERE monitor_id = $1", mid)
+        assert sorted(r["region"] for r in rows) == sorted(REGIONS)
+        rnd = await own_pool.fetchrow("SELECT closed_at, verdict FROM rounds WHERE monitor_id = $1", mid)
+        assert rnd is not None and rnd["closed_at"] is not None and rnd["verdict"] == "up"
+        info = await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+        assert info.num_redelivered == 0
+        assert not consumer.done()
+    finally:
+        stop.set()
+        await consumer
+        await nc.close()
