@@ -65,6 +65,7 @@ def _routes() -> list[web.RouteDef]:
         web.get("/api/v1/health/details", health.health_details),
         web.get("/api/v1/openapi.json", openapi.openapi_json),
         web.get("/api/docs", openapi.api_docs),
+        web.get("/api/docs/{name}", openapi.docs_asset),
         web.get("/api/v1/worker-regions", regions.list_worker_regions),
         web.get("/api/v1/regions", regions.list_regions),
         web.post("/api/v1/regions", regions.create_region),

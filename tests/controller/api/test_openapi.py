@@ -1,20 +1,22 @@
 """The served OpenAPI 3.1 document (golden file) and the HTML docs page.
 
-The golden file holds the operations described in full (controller/openapi.py
-OPERATIONS) and every component schema; other routes only have to be present, so an
-endpoint added elsewhere does not churn this file. Regenerate with
-PROBEFLEET_REGEN_GOLDEN=1 and review the diff.
+The golden file holds every operation (controller/api/openapi.py OPERATIONS) and every
+component schema. Regenerate with PROBEFLEET_REGEN_GOLDEN=1 and review the diff. The
+document must pass openapi-spec-validator, and no operation may be untyped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import aiohttp
+from openapi_spec_validator import validate
 
 from probefleet.controller.api import openapi, routes
+from probefleet.controller.monitors import config as monitors
 from tests.controller.conftest import Running
 
 GOLDEN = Path(__file__).parents[3] / "tests" / "testdata" / "openapi.json"
@@ -83,20 +85,93 @@ def test_request_schemas_come_from_the_validating_types() -> None:
     assert comps["MonitorCommon"]["properties"]["check_interval"]["maximum"] == 86400
     assert comps["ApiKeyCreate"]["required"] == ["name"]
     assert set(comps["BulkAction"]["properties"]["action"]["enum"]) == {"pause", "resume", "delete", "update"}
-    assert {"url", "host", "port", "record_type"} <= set(comps["MonitorInput"]["properties"])
+    assert comps["HttpSpec"]["properties"]["basic_auth"]["anyOf"][0]["items"] == {"type": "string"}
+    assert "prefixItems" not in json.dumps(comps)
 
 
-async def test_the_docs_page_is_self_contained_html(controller: Running) -> None:
+def test_monitor_input_is_one_schema_per_kind_on_type() -> None:
+    comps = openapi.components()
+    union = comps["MonitorInput"]
+    assert [r["$ref"].rsplit("/", 1)[1] for r in union["oneOf"]] == [
+        f"{k.capitalize()}MonitorInput" for k in monitors.KINDS
+    ]
+    assert union["discriminator"]["propertyName"] == "type"
+    assert union["discriminator"]["mapping"]["website"].endswith("/HttpMonitorInput")
+    tcp = comps["TcpMonitorInput"]["properties"]
+    assert {"host", "port", "name", "check_interval"} <= set(tcp) and not {
+        "url",
+        "method",
+        "record_type",
+    } & set(tcp)
+    assert comps["TcpMonitorInput"]["required"] == ["type", "name", "host", "port"]
+    assert "domain" in comps["DnsMonitorInput"]["properties"]  # the wire's `name`, renamed
+    assert "ping_interval" in comps["IcmpMonitorInput"]["properties"]
+    update = comps["MonitorUpdate"]["properties"]
+    assert {"url", "host", "record_type"} <= set(update)
+    assert not [k for k, v in update.items() if "default" in v]
+
+
+async def test_every_operation_is_typed_and_named_once(controller: Running) -> None:
+    doc = openapi.document(controller.app)
+    assert openapi.untyped(doc) == []
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)) and len(ids) > 100
+    assert {"monitors_create", "incidents_update", "heartbeat_ping_signal_post"} <= set(ids)
+    assert all(re.fullmatch(r"[a-z_]+", i) for i in ids), ids
+
+
+def test_the_untyped_count_sees_an_empty_schema() -> None:
+    doc = {
+        "paths": {"/x": {"get": {"responses": {"200": {"content": {"application/json": {"schema": {}}}}}}}}
+    }
+    assert openapi.untyped(doc) == ["GET /x"]
+    doc = {"paths": {"/x": {"get": {"responses": {"200": {"description": "no content"}}}}}}
+    assert openapi.untyped(doc) == ["GET /x"]
+    doc = {"paths": {"/x": {"delete": {"responses": {"204": {"description": "Deleted"}}}}}}
+    assert openapi.untyped(doc) == []
+
+
+async def test_the_served_document_passes_openapi_spec_validator(controller: Running) -> None:
+    async with aiohttp.ClientSession(base_url=controller.base) as anon:
+        doc = await (await anon.get("/api/v1/openapi.json")).json()
+    validate(doc)
+    paths = list(doc["paths"])
+    assert paths.index("/api/v1/monitors") < paths.index("/status/{slug}")
+
+
+async def test_the_docs_page_is_swagger_ui_served_from_the_package(controller: Running) -> None:
     async with aiohttp.ClientSession(base_url=controller.base) as anon:
         r = await anon.get("/api/docs")
         text = await r.text()
-    assert r.status == 200 and r.content_type == "text/html"
-    assert "/api/v1/monitors/{id}/pause" in text and 'id="schema-Monitor"' in text
-    assert "<script" not in text and "http://" not in text.replace("http://127.0.0.1", "")
-    assert "https://" not in text
+        assert r.status == 200 and r.content_type == "text/html"
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self';" in csp and "connect-src 'self'" in csp
+        # Every script and stylesheet comes from this server, relative to /api/docs.
+        assert "//" not in text.replace("<!--", "")
+        for name, kind in (("swagger-ui-bundle.js", "text/javascript"), ("swagger-ui.css", "text/css")):
+            assert f'"docs/{name}"' in text
+            asset = await anon.get(f"/api/docs/{name}")
+            assert asset.status == 200 and asset.content_type == kind
+            assert len(await asset.read()) > 100_000
+        init = await (await anon.get("/api/docs/docs.js")).text()
+        assert '"v1/openapi.json"' in init and "validatorUrl: null" in init
+        assert (await anon.get("/api/docs/LICENSE")).status == 404
+        assert (await anon.get("/api/docs/..%2Fopenapi.py")).status == 404
 
 
-async def test_generic_entries_name_anonymous_routes_media_types_and_204(controller: Running) -> None:
+async def test_the_document_speaks_to_users(controller: Running) -> None:
+    doc = openapi.document(controller.app)
+    text = json.dumps(doc)
+    assert "reference 0" not in text.lower() and "issue " not in text.lower()
+    assert doc["info"]["description"].startswith("Distributed uptime monitoring")
+    analytics = doc["paths"]["/api/v1/analytics/{monitor_id}"]["get"]
+    assert analytics["parameters"][0]["schema"]["type"] == "integer"
+    assert {t["name"] for t in doc["tags"]} >= {
+        op["tags"][0] for ops in doc["paths"].values() for op in ops.values()
+    }
+
+
+async def test_anonymous_routes_media_types_and_204(controller: Running) -> None:
     paths = openapi.document(controller.app)["paths"]
     for path in (
         "/status/{slug}",
@@ -106,8 +181,6 @@ async def test_generic_entries_name_anonymous_routes_media_types_and_204(control
     ):
         assert paths[path]["get"]["security"] == [], path
     assert "security" not in paths["/api/v1/heartbeats/{id}"]["get"]
-    assert "text/html" in paths["/status/{slug}"]["get"]["responses"]["default"]["content"]
-    assert (
-        "image/svg+xml" in paths["/api/v1/monitors/{id}/badge.svg"]["get"]["responses"]["default"]["content"]
-    )
+    assert "text/html" in paths["/status/{slug}"]["get"]["responses"]["200"]["content"]
+    assert "image/svg+xml" in paths["/api/v1/monitors/{id}/badge.svg"]["get"]["responses"]["200"]["content"]
     assert "204" in paths["/api/v1/heartbeats/{id}"]["delete"]["responses"]

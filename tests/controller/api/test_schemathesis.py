@@ -1,5 +1,5 @@
-"""Schemathesis against the served document: every operation, no 5xx, and no response
-that breaks the document where its schemas are precise. Bounded for CI: a few examples
+"""Schemathesis against the served document: every operation typed, no 5xx, and no
+response that breaks the document. Bounded for CI: a few examples
 per operation, a time budget and a fixed seed. A longer hunt: PROBEFLEET_ST_SEED,
 PROBEFLEET_ST_EXAMPLES and PROBEFLEET_ST_SECONDS (seeds 7 and 42 with 20-30 examples and
 90 s sent about 13,500 requests without a 5xx)."""
@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from probefleet.controller.api import openapi
 from tests.controller.api.test_hostile_inputs import fixtures
 from tests.controller.conftest import Running
 
@@ -75,6 +76,8 @@ async def made(api: aiohttp.ClientSession, body: dict[str, object]) -> dict[str,
 async def test_schemathesis_finds_no_server_errors(
     controller: Running, api: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
+    # An empty schema accepts anything: the run checks responses only where they are typed.
+    assert openapi.untyped(openapi.document(controller.app)) == []
     toml = tmp_path / "schemathesis.toml"
     spare = await made(api, {"name": "revoked by schemathesis", "scopes": ["admin"]})
     # Its own key, with a limit this run does not reach: a 429 tests nothing here.
