@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint typecheck bench dist lock clean
+.PHONY: help install dev test chaos lint typecheck bench dist lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ dev: $(STAMP) ## run NATS, PostgreSQL, a controller and probes in three regions
 
 test: $(STAMP) ## run the test suite against real NATS and PostgreSQL
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# `make test` runs tests/chaos in its short form; this is the full one (10 kills, a 20 s
+# freeze, a 10-minute controller outage: about 20 minutes). Each scenario prints a
+# `chaos {...}` line of figures; docs/reliability.md says what they mean.
+chaos: $(STAMP) ## fault-injection suite, full form: real processes killed, frozen, restarted
+	PROBEFLEET_CHAOS=full $(PY) -m pytest -q -s tests/chaos $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, and the lock agrees with pyproject.toml
 	$(VENV)/bin/ruff check .
