@@ -344,8 +344,8 @@ def test_it_runs_the_readme_tryout_with_its_catchers_beside_a_second_dev(tmp_pat
 
 
 def test_it_runs_the_secure_path_a_credential_per_probe(tmp_path: Path) -> None:
-    """NATS with TLS and auth, the trust made in the data directory, each probe with its own
-    credential for its own region: what `make dev` runs is what production runs."""
+    """NATS with TLS and auth, the trust made in the data directory, each probe enrolled with
+    a token for its own credential and region: what `make dev` runs is what users run."""
     import nats
 
     from probefleet.controller.cluster.trust import decode_jwt
@@ -353,40 +353,39 @@ def test_it_runs_the_secure_path_a_credential_per_probe(tmp_path: Path) -> None:
     from probefleet.shared.natscreds import read_creds_jwt
 
     data_dir = tmp_path / "d"
+    trust_dir = data_dir / "trust"
+    regions = {"us-east", "eu-west", "ap-south"}
+
+    async def live_probes(url: str) -> set[tuple[str, str]]:
+        ca = trust_dir / "ca.pem"
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(url, allow_reconnect=False, **natscreds.connect_options(None, ca))
+        nc = await nats.connect(url, **natscreds.connect_options(trust_dir / "controller.creds", ca))
+        seen: set[tuple[str, str]] = set()
+        sub = await nc.subscribe(subjects.heartbeat_all())
+        try:
+            deadline = time.monotonic() + BOUND
+            while {r for _, r in seen} != regions and time.monotonic() < deadline:
+                msg = await sub.next_msg(timeout=BOUND)
+                hb = msgspec.msgpack.decode(msg.data, type=wire.ProbeHeartbeat)
+                seen.add((hb.probe_id, hb.region))
+        finally:
+            await nc.close()
+        return seen
+
     with running_dev(data_dir, "--port", "0") as dev:
         url = dev.log.wait_for(r"^  NATS (tls://127\.0\.0\.1:\d+) \(TLS").group(1)
-        trust_dir = data_dir / "trust"
-        ca = trust_dir / "ca.pem"
-
-        async def check() -> set[tuple[str, str]]:
-            with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-                await nats.connect(url, allow_reconnect=False, **natscreds.connect_options(None, ca))
-            nc = await nats.connect(url, **natscreds.connect_options(trust_dir / "controller.creds", ca))
-            seen: set[tuple[str, str]] = set()
-            sub = await nc.subscribe(subjects.heartbeat_all())
-            try:
-                deadline = time.monotonic() + BOUND
-                while len(seen) < 3 and time.monotonic() < deadline:
-                    hb = msgspec.msgpack.decode(
-                        (await sub.next_msg(timeout=BOUND)).data, type=wire.ProbeHeartbeat
-                    )
-                    seen.add((hb.probe_id, hb.region))
-            finally:
-                await nc.close()
-            return seen
-
-        assert asyncio.run(check()) == {
-            ("dev-us-east", "us-east"),
-            ("dev-eu-west", "eu-west"),
-            ("dev-ap-south", "ap-south"),
-        }
-        users = set()
-        for region in ("us-east", "eu-west", "ap-south"):
-            creds = trust_dir / "probes" / f"{region}.creds"
-            assert creds.stat().st_mode & 0o777 == 0o600
-            claims = decode_jwt(read_creds_jwt(creds))
-            assert claims["nats"]["pub"]["allow"] == [subjects.results(region), subjects.heartbeat(region)]
-            users.add(claims["sub"])
-        assert len(users) == 3
+        live = asyncio.run(live_probes(url))
         assert not any("insecure NATS" in line for line in dev.log.lines)
-    assert (trust_dir / "operator.jwt").exists(), "the trust stays for the next run"
+    assert {r for _, r in live} == regions
+    for probe_id, region in live:
+        state = json.loads((data_dir / "probes" / region / "probe.json").read_text())
+        assert state["probe_id"] == probe_id and state["region"] == region
+    users = set()
+    for region in regions:
+        creds = data_dir / "probes" / region / "nats.creds"
+        assert creds.stat().st_mode & 0o777 == 0o600
+        claims = decode_jwt(read_creds_jwt(creds))
+        assert claims["nats"]["pub"]["allow"] == [subjects.results(region), subjects.heartbeat(region)]
+        users.add(claims["sub"])
+    assert len(users) == 3

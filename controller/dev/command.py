@@ -3,8 +3,10 @@
 dev, in order: read the --config file; lock the data directory and check that its ports
 can be bound; make the fleet's NATS trust in DIR/trust on first start (kept, like the
 database); start the mail and webhook catchers, NATS (operator mode, TLS) and PostgreSQL;
-create the admin key; start a controller with the trust and a probe per region, each with
-its own credential, as children: what developers run daily is the secure path. It says "up" only once that
+create the admin key; start a controller with the trust; once it answers, a probe per
+region that enrolls on first start with a one-use token (its own nkey and credential, kept
+in DIR/probes/<region>), as children: what developers run daily is the secure path, the
+one users take. It says "up" only once that
 controller answered an admin request made with that key, as itself. A refusal before
 anything started exits 2 (like a usage error); a failure after stops what was started.
 """
@@ -33,7 +35,6 @@ from probefleet.shared import devstack
 from probefleet.shared.config import env_setting
 
 if TYPE_CHECKING:
-    from probefleet.controller.cluster.trust import FleetTrust
     from probefleet.controller.config import ControllerConfig
 
 DEV_REGIONS = {"us-east": "127.0.0.11", "eu-west": "127.0.0.12", "ap-south": "127.0.0.13"}
@@ -45,8 +46,8 @@ ALLOW_PRIVATE = {
     "notification_channels_allow_private": "NOTIFICATION_CHANNELS_ALLOW_PRIVATE",
     "subscriber_webhooks_allow_private": "SUBSCRIBER_WEBHOOKS_ALLOW_PRIVATE",
 }
-# dev sets the NATS connection of its children itself: inherited ones would point them
-# elsewhere or switch the secure path off.
+# dev sets the NATS connection and enrollment of its children itself: inherited ones would
+# point them elsewhere or switch the secure path off.
 _NATS_VARIABLES = {
     "PROBEFLEET_NATS_URL",
     "PROBEFLEET_NATS_CREDENTIALS",
@@ -55,6 +56,9 @@ _NATS_VARIABLES = {
     "PROBEFLEET_FLEET_TRUST_DIR",
     "PROBEFLEET_FLEET_NATS_URLS",
     "PROBEFLEET_PROBE_ID",
+    "PROBEFLEET_STATE_DIR",
+    "PROBEFLEET_ENROLL_TOKEN",
+    "PROBEFLEET_CONTROLLER_URL",
 }
 # Loopback only: an http_proxy in the environment must not see these requests.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -141,11 +145,15 @@ def _load_config(path: Path | None) -> tuple[ControllerConfig, set[str]]:
         raise click.ClickException(f"invalid configuration: {e}") from None
 
 
-def _request(url: str, key: str | None = None) -> tuple[int, bytes]:
-    """(HTTP status, body) of a GET, or (0, b"") when nothing answers."""
+def _request(url: str, key: str | None = None, body: object = None) -> tuple[int, bytes]:
+    """(HTTP status, body) of a GET, or of a POST of `body` as JSON; (0, b"") when nothing answers."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
     try:
-        with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=2) as r:
+        with _OPENER.open(urllib.request.Request(url, data, headers=headers), timeout=5) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -202,20 +210,24 @@ async def _admin_key(dsn: str, key_file: Path) -> tuple[str, bool]:
     return key, True
 
 
-def _probe_env(trust: FleetTrust, creds_dir: Path, region: str, ca_file: Path) -> dict[str, str]:
-    """A probe's own credential, minted afresh at every start (a credential revoked through the
-    API in an earlier run does not keep dev's probe out), and its stable id."""
-    from probefleet.shared import natscreds
-
-    probe_id = f"dev-{region}"
-    seed, public = natscreds.new_user_keypair()
-    creds = creds_dir / f"{region}.creds"
-    natscreds.write_creds(creds, trust.issue_probe(public_key=public, probe_id=probe_id, region=region), seed)
-    return {
-        "PROBEFLEET_PROBE_ID": probe_id,
-        "PROBEFLEET_NATS_CREDENTIALS": str(creds),
-        "PROBEFLEET_NATS_TLS_CA": str(ca_file),
-    }
+def _enroll_args(base: str, key: str, region: str, state_dir: Path) -> list[str]:
+    """`probe run` options for dev's probe of `region`: its state directory, and on first start
+    a one-use enrollment token made with the admin key, so the probe enrolls the way a user's
+    does (its own nkey, its credential kept in `state_dir`); later starts re-use it."""
+    args = ["--state-dir", str(state_dir)]
+    if (state_dir / "probe.json").exists():
+        return args
+    status, body = _request(
+        f"{base}/api/v1/regions/{region}/enrollment-tokens", key, {"expires_in": 600, "max_uses": 1}
+    )
+    try:
+        token = str(json.loads(body)["data"]["token"])
+    except (ValueError, TypeError, KeyError):
+        detail = body.decode(errors="replace")[:300]
+        raise click.ClickException(
+            f"cannot make an enrollment token for {region}: HTTP {status} {detail}"
+        ) from None
+    return [*args, "--enroll", token, "--controller", base]
 
 
 def _controller_env(cfg: ControllerConfig, file_keys: set[str], smtp_port: int) -> dict[str, str]:
@@ -345,13 +357,12 @@ def _run(
         }
         serve = ["controller", "serve", "--host", HOST, "--port", str(port)]
         children.append(("the controller", _child([*serve, *_config_args(config_path)], env)))
-        trust = trust_mod.FleetTrust.load(trust_dir, nats_urls=[stack.nats.url])
-        for region, address in DEV_REGIONS.items():
-            probe = ["probe", "run", "--region", region, "--source-address", address]
-            probe_env = env | _probe_env(trust, trust_dir / "probes", region, trust_dir / "ca.pem")
-            children.append((f"the {region} probe", _child(probe, probe_env)))
         base = f"http://{HOST}:{port}"
         wait_up(base, key, cfg.controller_id, children[0][1])
+        for region, address in DEV_REGIONS.items():
+            enroll = _enroll_args(base, key, region, data_dir / "probes" / region)
+            probe = ["probe", "run", "--region", region, "--source-address", address, *enroll]
+            children.append((f"the {region} probe", _child(probe, env)))
         mail = (
             f"mail catcher smtp://{HOST}:{catchers.smtp_port} (messages in {catchers.mail_dir})"
             if catchers.mail_dir
