@@ -10,7 +10,7 @@ import aiohttp
 from probefleet.controller import keys
 from probefleet.controller.storage import api_keys
 from probefleet.shared import subjects, wire
-from tests.controller.conftest import Running
+from tests.controller.conftest import Running, start_controller
 from tests.helpers import eventually
 
 
@@ -193,3 +193,23 @@ async def test_it_shows_live_figures_and_probes_per_region(
     assert p1["concurrency"] == 10 and p1["in_flight"] == 3 and p1["source_address"] == "127.0.0.13"
     assert p1["connected_since"] < p1["last_heartbeat"]
     assert (await api.get("/api/v1/regions/nowhere/probes")).status == 404
+
+
+async def test_every_controller_learns_a_new_region_at_once(
+    controller: Running, api: aiohttp.ClientSession, database: str, nats_url: str
+) -> None:
+    other = await start_controller(database, nats_url)
+    try:
+        assert (await api.post("/api/v1/regions", json={"name": "sa-east"})).status == 201
+        await eventually(lambda: "sa-east" in other.app[keys.REGIONS].ids(), timeout=5, what="sa-east known")
+        headers = {"Authorization": f"Bearer {other.admin_key}"}
+        async with aiohttp.ClientSession(base_url=other.base, headers=headers) as there:
+            body = {"name": "m", "url": "http://127.0.0.1:9/", "locations": ["sa-east"]}
+            assert (await there.post("/api/v1/monitors", json=body)).status == 201
+            assert (await there.delete("/api/v1/monitors/1")).status == 204
+        assert (await api.delete("/api/v1/regions/sa-east")).status == 204
+        await eventually(
+            lambda: "sa-east" not in other.app[keys.REGIONS].ids(), timeout=5, what="sa-east gone"
+        )
+    finally:
+        await other.stop()
