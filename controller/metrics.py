@@ -34,6 +34,18 @@ PROBES_LIVE = Gauge(
     ["region"],
     registry=REGISTRY,
 )
+PROBES_CAPACITY = Gauge(
+    "probefleet_probes_capacity",
+    "Checks the region's live probes can run at once (their summed concurrency).",
+    ["region"],
+    registry=REGISTRY,
+)
+PROBES_IN_FLIGHT = Gauge(
+    "probefleet_probes_in_flight",
+    "Checks running on the region's live probes, as their last heartbeats said.",
+    ["region"],
+    registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "probefleet_http_requests_total",
     "API requests.",

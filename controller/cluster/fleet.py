@@ -48,6 +48,12 @@ class Fleet:
         return counts
 
     def update_metrics(self, regions: list[str]) -> None:
-        counts = self.live_regions()
+        """Live probes, capacity and checks in flight per region, for /metrics."""
+        counts, capacity, in_flight = self.live_regions(), {}, {}
+        for hb in self.live():
+            capacity[hb.region] = capacity.get(hb.region, 0) + hb.concurrency
+            in_flight[hb.region] = in_flight.get(hb.region, 0) + hb.in_flight
         for region in set(regions) | set(counts):
             metrics.PROBES_LIVE.labels(region).set(counts.get(region, 0))
+            metrics.PROBES_CAPACITY.labels(region).set(capacity.get(region, 0))
+            metrics.PROBES_IN_FLIGHT.labels(region).set(in_flight.get(region, 0))

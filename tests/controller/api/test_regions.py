@@ -193,6 +193,9 @@ async def test_it_shows_live_figures_and_probes_per_region(
     assert p1["concurrency"] == 10 and p1["in_flight"] == 3 and p1["source_address"] == "127.0.0.13"
     assert p1["connected_since"] < p1["last_heartbeat"]
     assert (await api.get("/api/v1/regions/nowhere/probes")).status == 404
+    scrape = await (await api.get("/metrics")).text()
+    assert 'probefleet_probes_capacity{region="ap-south"} 15.0' in scrape
+    assert 'probefleet_probes_in_flight{region="ap-south"} 4.0' in scrape
 
 
 async def test_every_controller_learns_a_new_region_at_once(
