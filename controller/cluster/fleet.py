@@ -49,7 +49,9 @@ class Fleet:
 
     def update_metrics(self, regions: list[str]) -> None:
         """Live probes, capacity and checks in flight per region, for /metrics."""
-        counts, capacity, in_flight = self.live_regions(), {}, {}
+        counts = self.live_regions()
+        capacity: dict[str, int] = {}
+        in_flight: dict[str, int] = {}
         for hb in self.live():
             capacity[hb.region] = capacity.get(hb.region, 0) + hb.concurrency
             in_flight[hb.region] = in_flight.get(hb.region, 0) + hb.in_flight
