@@ -29,11 +29,11 @@ from probefleet.controller.cluster.sharding import Membership
 from probefleet.controller.cluster.trust import FleetTrust
 from probefleet.controller.config import ControllerConfig
 from probefleet.controller.engine import heartbeats, incidents, results
-from probefleet.controller.engine.outage import Outage
 from probefleet.controller.engine.scheduler import Scheduler
 from probefleet.controller.notifications import destinations
 from probefleet.controller.notifications.dispatcher import Dispatcher
 from probefleet.controller.notifications.realtime import Hub
+from probefleet.controller.outage import Outage
 from probefleet.controller.stats import retention, rollups
 from probefleet.controller.status_pages import access as page_access
 from probefleet.controller.status_pages import subscribers

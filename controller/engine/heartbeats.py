@@ -37,7 +37,6 @@ from asyncpg.pool import PoolConnectionProxy
 from probefleet.controller import metrics
 from probefleet.controller.engine import incidents
 from probefleet.controller.engine.consensus import Verdict
-from probefleet.controller.engine.outage import Outage
 from probefleet.controller.monitors import maintenance
 from probefleet.controller.monitors.heartbeat import (
     MAX_OPEN_RUNS,
@@ -47,6 +46,7 @@ from probefleet.controller.monitors.heartbeat import (
     decode_spec,
     next_expected,
 )
+from probefleet.controller.outage import Outage
 from probefleet.controller.storage import Tx
 from probefleet.controller.storage import heartbeats as store
 from probefleet.controller.storage import incidents as incident_store

@@ -38,8 +38,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from probefleet.controller import metrics
 from probefleet.controller.engine import consensus, incidents
-from probefleet.controller.engine.outage import Outage
 from probefleet.controller.monitors import maintenance
+from probefleet.controller.outage import Outage
 from probefleet.controller.storage import Tx, db
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import monitors as monitor_store

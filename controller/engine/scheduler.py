@@ -33,8 +33,8 @@ import asyncpg
 from probefleet.controller import metrics
 from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.engine.incidents import Recheck
-from probefleet.controller.engine.outage import Outage
 from probefleet.controller.monitors.config import decode_spec
+from probefleet.controller.outage import Outage
 from probefleet.controller.storage import db
 from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.storage import results as result_store

@@ -42,7 +42,8 @@ from probefleet.controller.notifications.notifiers.base import (
     Notification,
     NotifierError,
 )
-from probefleet.controller.storage import DB
+from probefleet.controller.outage import Outage
+from probefleet.controller.storage import DB, db
 from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import notifications as store
 from probefleet.controller.storage.notifications import GATED_EVENTS, NewDelivery, NewNotice, Outcome
@@ -644,6 +645,7 @@ class Dispatcher:
         """Step until `stop`; when a step finds nothing, sleep until an events NOTIFY or
         `poll_s` (the fallback for a lost LISTEN connection, retries and reminders)."""
         listener = await self._listen()
+        outage = Outage("dispatcher")
         try:
             while not stop.is_set():
                 if listener is not None and listener.is_closed():  # the database restarted
@@ -654,7 +656,12 @@ class Dispatcher:
                 try:
                     busy = await self.step(dt.datetime.now(dt.UTC))
                 except Exception as e:
-                    log.warning("dispatcher step failed error=%s", type(e).__name__ + ": " + str(e)[:200])
+                    if db.unavailable(e):  # logged once per outage; retried after poll_s
+                        outage.failed(e)
+                    else:
+                        log.warning("dispatcher step failed error=%s", type(e).__name__ + ": " + str(e)[:200])
+                else:
+                    outage.succeeded()
                 if not busy:
                     await self._sleep(stop)
         finally:

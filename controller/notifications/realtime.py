@@ -28,7 +28,8 @@ from typing import Any
 import msgspec
 
 from probefleet.controller import metrics
-from probefleet.controller.storage import DB
+from probefleet.controller.outage import Outage
+from probefleet.controller.storage import DB, db
 from probefleet.controller.storage import events as event_store
 
 log = logging.getLogger("probefleet.realtime")
@@ -214,12 +215,18 @@ class Hub:
         log.warning("slow realtime client dropped kind=%s queue=%d", client.kind, client.size)
 
     async def run(self, stop: asyncio.Event) -> None:
+        outage = Outage("realtime")
         while not stop.is_set():
             try:
                 got = await self.poll_once()
             except Exception as e:
-                log.warning("realtime poll failed error=%s", e)
+                if db.unavailable(e):  # logged once per outage
+                    outage.failed(e)
+                else:
+                    log.warning("realtime poll failed error=%s", e)
                 got = 0
+            else:
+                outage.succeeded()
             if got < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.interval)

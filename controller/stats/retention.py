@@ -20,7 +20,9 @@ import msgspec
 
 from probefleet.controller import metrics
 from probefleet.controller.config import ControllerConfig
+from probefleet.controller.outage import Outage
 from probefleet.controller.stats.rollups import SPAN, next_start
+from probefleet.controller.storage import db
 from probefleet.controller.storage import stats as store
 
 log = logging.getLogger("probefleet.retention")
@@ -99,10 +101,18 @@ async def tick(pool: asyncpg.Pool, now: dt.datetime, keep: Retention) -> list[st
 
 
 async def run(pool: asyncpg.Pool, stop: asyncio.Event, keep: Retention, *, interval: float = 3600.0) -> None:
+    outage = Outage("retention")
     while not stop.is_set():
         try:
             await tick(pool, dt.datetime.now(dt.UTC), keep)
-        except (asyncpg.PostgresError, OSError) as e:
-            log.warning("retention failed error=%s", e)
+        except Exception as e:
+            if db.unavailable(e):  # logged once per outage; the next period tries again
+                outage.failed(e)
+            elif isinstance(e, asyncpg.PostgresError):
+                log.warning("retention failed error=%s", e)
+            else:
+                raise
+        else:
+            outage.succeeded()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)

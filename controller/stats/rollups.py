@@ -22,6 +22,7 @@ import time
 
 import asyncpg
 
+from probefleet.controller.outage import Outage
 from probefleet.controller.storage import DB, Tx, db, uptime_cache
 from probefleet.controller.storage import stats as store
 from probefleet.controller.storage.stats import DAY, HOUR, MINUTE, floor_to
@@ -169,6 +170,7 @@ async def run(
     uptime_every: float = 60.0,
 ) -> None:
     last_uptimes = -math.inf
+    outage = Outage("rollups")
     while not stop.is_set():
         more = False
         try:
@@ -176,8 +178,15 @@ async def run(
             if time.monotonic() - last_uptimes >= uptime_every:
                 last_uptimes = time.monotonic()
                 await refresh_uptimes(pool, dt.datetime.now(dt.UTC), min_age=uptime_every * 5 / 6)
-        except (asyncpg.PostgresError, OSError, RuntimeError) as e:
-            log.warning("rollup failed error=%s", e)
+        except Exception as e:
+            if db.unavailable(e):  # logged once per outage; the next period tries again
+                outage.failed(e)
+            elif isinstance(e, asyncpg.PostgresError | RuntimeError):
+                log.warning("rollup failed error=%s", e)
+            else:
+                raise
+        else:
+            outage.succeeded()
         if not more:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
