@@ -177,10 +177,12 @@ def init_fleet(trust_dir: Path, hostnames: tuple[str, ...], resolver_dir: Path |
     host = hostnames[0] if hostnames else "localhost"
     click.echo(
         f"fleet trust in {trust_dir} (secret files are 0600: keep the directory on the controllers only)\n"
-        "\nnats-server: add to its configuration (JetStream and the listen address stay yours):\n"
-        f'  include "{trust_dir / "nats-server.conf"}"\n'
-        f"  (copy {trust_dir / 'nats-server.conf'}, server-cert.pem and server-key.pem to the NATS host if it"
-        " is another one; the include names them by these paths)\n"
+        f"\nnats-server: run it with this configuration, the listen address and JetStream as flags:\n"
+        f"  nats-server -c {trust_dir / 'nats-server.conf'} -p 4222 -js -sd /var/lib/nats\n"
+        "  or include it from your own file (an include path is relative to the including file):\n"
+        "  include nats-server.conf   # this file copied beside yours\n"
+        "  (on another host, copy nats-server.conf, server-cert.pem and server-key.pem to the same paths:"
+        " it names them by these paths)\n"
         "\ncontroller settings:\n"
         f"  PROBEFLEET_FLEET_TRUST_DIR={trust_dir}\n"
         f"  PROBEFLEET_NATS_URL=tls://{host}:4222\n"

@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -309,3 +310,39 @@ def test_load_says_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "t" / "account-signing.nk").unlink()
     with pytest.raises(TrustError, match=r"account-signing\.nk is missing"):
         FleetTrust.load(tmp_path / "t", nats_urls=["tls://127.0.0.1:4222"])
+
+
+def test_init_fleet_makes_the_trust_and_the_printed_nats_command_runs(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from probefleet.controller.cli import controller
+    from probefleet.shared.devstack import nats_server_binary
+
+    trust_dir = tmp_path / "fleet"
+    result = CliRunner().invoke(
+        controller, ["init-fleet", "--dir", str(trust_dir), "--hostname", "nats.example.com"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"PROBEFLEET_FLEET_TRUST_DIR={trust_dir}" in result.output
+    assert "PROBEFLEET_NATS_URL=tls://nats.example.com:4222" in result.output
+    [line] = [x.strip() for x in result.output.splitlines() if x.strip().startswith("nats-server -c ")]
+    argv = line.split()
+    argv[argv.index("-p") + 1] = "-1"
+    argv[argv.index("-sd") + 1] = str(tmp_path / "js")
+    argv[0] = nats_server_binary()
+    ports = tmp_path / "ports"
+    ports.mkdir()
+    proc = subprocess.Popen(
+        [*argv, "-a", "127.0.0.1", "--ports_file_dir", str(ports)], stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not list(ports.glob("*.ports")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert json.loads(next(ports.glob("*.ports")).read_text())["nats"][0].startswith("tls://")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    again = CliRunner().invoke(controller, ["init-fleet", "--dir", str(trust_dir)])
+    assert again.exit_code == 0 and (trust_dir / "operator.nk").exists()
