@@ -32,6 +32,7 @@ from probefleet.controller.monitors import config as monitors
 from probefleet.controller.monitors import heartbeat
 from probefleet.controller.storage import monitors as store
 from probefleet.controller.storage import results as result_store
+from probefleet.controller.storage import stats as stats_store
 from probefleet.controller.storage import uptime_cache
 from probefleet.controller.validation import ValidationError, from_msgspec
 from probefleet.shared import subjects
@@ -62,7 +63,7 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
     out["uptime_24h"] = ups.get("uptime_24h")
     out["uptime_7d"] = ups.get("uptime_7d")
     out["uptime_30d"] = ups.get("uptime_30d")
-    out["response_time"] = row["response_time_ms"]
+    out["response_time"] = stats_store.ms(row["response_time_ms"])
     out["last_check"] = row["last_check"]
     out["last_success"] = row["last_success"]
     out["last_failure"] = row["last_failure"]
@@ -567,7 +568,7 @@ def log_entry(r: dict[str, Any]) -> dict[str, Any]:
         "is_ok": r["status"] in ("ok", "degraded"),
         "reason": r["reason"],
         "error": r["message"] or None,
-        "response_time": r["duration_ms"],
+        "response_time": stats_store.ms(r["duration_ms"]),
         "status_code": r["status_code"],
         "timings": r.get("timings"),
     }

@@ -1,6 +1,8 @@
-"""GET /api/v1/status/{monitor_id}: current state, last result per region, latency
-percentiles and rolling 24 h uptime, straight from rounds and
-check_results (storage/results.py); maintenance periods are left out of uptime."""
+"""GET /api/v1/status/{monitor_id}: current state, last result per region, and the last
+24 hours' latency percentiles and uptime. The 24 h numbers come from the same reads as
+/monitors/{id}/stats (storage/stats.py summary: rollups plus the raw tail, percentiles from
+the histogram, maintenance and paused spans left out), so both endpoints give the same
+values for the same window."""
 
 from __future__ import annotations
 
@@ -16,23 +18,28 @@ from probefleet.controller.storage import DB
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.storage import results as result_store
+from probefleet.controller.storage import stats as stats_store
 
 WINDOW = dt.timedelta(hours=24)
 
 
-async def window_metrics(conn: DB, monitor_id: int, since: dt.datetime) -> dict[str, Any]:
-    lat = await result_store.latency_since(conn, monitor_id, since)
-    up = await result_store.verdicts_since(conn, monitor_id, since)
-    p = lat["p"] or [None, None, None]
-    counted = up["up"] + up["down"]
+async def window_metrics(conn: DB, monitor_id: int, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
+    s = await stats_store.summary(conn, monitor_id, since, until)
+    total: stats_store.Checks = s["total"]
+    verdicts: stats_store.Verdicts = s["verdicts"]
+    times = total.public()["response_times"]
     return {
-        "p50_latency_ms": p[0],
-        "p95_latency_ms": p[1],
-        "p99_latency_ms": p[2],
-        "uptime_24h": round(100.0 * up["up"] / counted, 3) if counted else None,
-        "rounds_24h": counted,
-        "successful_checks_24h": lat["n"],
+        "p50_latency_ms": times["p50"],
+        "p95_latency_ms": times["p95"],
+        "p99_latency_ms": times["p99"],
+        "uptime_24h": verdicts.uptime,
+        "rounds_24h": verdicts.up + verdicts.degraded + verdicts.down,
+        "successful_checks_24h": total.checks - total.failures,
     }
+
+
+def _region(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "response_time_ms": stats_store.ms(row["response_time_ms"])}
 
 
 async def monitor_status(request: web.Request) -> web.Response:
@@ -54,10 +61,10 @@ async def monitor_status(request: web.Request) -> web.Response:
             "is_ok": row["status"] in ("up", "degraded"),
             "status_changed_at": row["status_changed_at"],
             "last_check": row["last_check"],
-            "response_time_ms": row["response_time_ms"],
+            "response_time_ms": stats_store.ms(row["response_time_ms"]),
             "unavailable_regions": unavailable,
             "open_incident_id": incident["id"] if incident else None,
-            "regions": await result_store.last_per_region(pool, monitor_id, since),
-            "metrics": await window_metrics(pool, monitor_id, since),
+            "regions": [_region(r) for r in await result_store.last_per_region(pool, monitor_id, since)],
+            "metrics": await window_metrics(pool, monitor_id, since, now),
         }
     )

@@ -186,33 +186,3 @@ async def last_per_region(conn: DB, monitor_id: int, since: dt.datetime) -> list
         since,
     )
     return [dict(r) for r in rows]
-
-
-async def latency_since(conn: DB, monitor_id: int, since: dt.datetime) -> dict[str, Any]:
-    """`p`: the 50th, 95th and 99th percentile response times (None without a result) and
-    `n`: how many results, of the results since `since` that did not fail."""
-    row = await conn.fetchrow(
-        "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY duration_ms) AS p,"
-        " count(*) AS n FROM check_results WHERE monitor_id = $1 AND due >= $2 AND status <> 'fail'",
-        monitor_id,
-        since,
-    )
-    assert row is not None
-    return dict(row)
-
-
-async def verdicts_since(conn: DB, monitor_id: int, since: dt.datetime) -> dict[str, int]:
-    """`up` (up or degraded) and `down`: the decided scheduled rounds since `since` outside
-    maintenance periods."""
-    # Scheduled rounds only (attempt 0): confirmation re-checks would over-weight outages.
-    row = await conn.fetchrow(
-        "SELECT count(*) FILTER (WHERE verdict IN ('up', 'degraded')) AS up,"
-        " count(*) FILTER (WHERE verdict = 'down') AS down FROM rounds r"
-        " WHERE monitor_id = $1 AND due >= $2 AND attempt = 0 AND verdict IS NOT NULL"
-        " AND NOT EXISTS (SELECT 1 FROM maintenance_periods p WHERE p.monitor_id = r.monitor_id"
-        "   AND r.due >= p.starts_at AND r.due < p.ends_at)",
-        monitor_id,
-        since,
-    )
-    assert row is not None
-    return dict(row)

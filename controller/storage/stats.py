@@ -24,6 +24,9 @@ from probefleet.controller.storage import DB, Tx
 
 GAMMA = 1.04
 MIN_MS = 0.01
+# Response times are shown to 0.01 ms (MIN_MS): what a probe's clock and the network can
+# tell apart; more digits are float noise (a float4 column read as 235.07200622558594).
+MS_DIGITS = 2
 RELATIVE_ERROR = math.sqrt(GAMMA) - 1
 ORIGIN = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 BUCKET_SQL = f"GREATEST(0, floor(ln(GREATEST(duration_ms, {MIN_MS}) / {MIN_MS}) / ln({GAMMA})))::smallint"
@@ -56,7 +59,7 @@ def percentiles(hist: dict[int, int], qs: Iterable[float]) -> list[float | None]
         for i, c in ordered:
             seen += c
             if seen >= rank:
-                out.append(round(bucket_value(i), 3))
+                out.append(round(bucket_value(i), MS_DIGITS))
                 break
     return out
 
@@ -300,9 +303,9 @@ class Checks:
                 "degraded": self.degraded,
             },
             "response_times": {
-                "avg": round(self.rt_sum / self.rt_count, 3) if self.rt_count else None,
-                "min": _r(self.rt_min),
-                "max": _r(self.rt_max),
+                "avg": ms(self.rt_sum / self.rt_count) if self.rt_count else None,
+                "min": ms(self.rt_min),
+                "max": ms(self.rt_max),
                 "p50": p50,
                 "p95": p95,
                 "p99": p99,
@@ -337,8 +340,9 @@ def uptime_pct(good: int, counted: int) -> float | None:
     return round(100.0 * good / counted, 4) if counted else None
 
 
-def _r(v: float | None) -> float | None:
-    return None if v is None else round(v, 3)
+def ms(v: float | None) -> float | None:
+    """A response time in milliseconds as every endpoint shows it: to 0.01 ms."""
+    return None if v is None else round(v, MS_DIGITS)
 
 
 _RAW_STATS = (
@@ -526,9 +530,9 @@ async def series(
                 "checks": c.checks,
                 "failed": c.failures,
                 "degraded": c.degraded,
-                "avg_response_time": round(c.rt_sum / c.rt_count, 3) if c.rt_count else None,
-                "min_response_time": _r(c.rt_min),
-                "max_response_time": _r(c.rt_max),
+                "avg_response_time": ms(c.rt_sum / c.rt_count) if c.rt_count else None,
+                "min_response_time": ms(c.rt_min),
+                "max_response_time": ms(c.rt_max),
             }
         )
         t += step

@@ -82,6 +82,60 @@ async def test_it_reports_monitor_stats(controller: Running, api: aiohttp.Client
     assert sum(p["checks"] for p in data["series"]) == raw["n"]
 
 
+def decimals(value: float | None) -> int:
+    return 0 if value is None else len(repr(float(value)).split(".")[1].rstrip("0"))
+
+
+async def test_status_and_stats_give_one_set_of_numbers(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    """The same monitor and window: the same uptime and percentiles from /status/{id} and
+    /monitors/{id}/stats, with part of the window rolled up; every response time to 0.01 ms
+    although the stored float4 durations carry noise."""
+    pool = controller.app[keys.POOL]
+    now = dt.datetime.now(dt.UTC)
+    mid = await seed(pool, now)
+    await pool.execute(
+        "UPDATE check_results SET duration_ms = duration_ms + 0.0723456 + (extract(second FROM due)::int % 7)"
+        " WHERE monitor_id = $1",
+        mid,
+    )
+    await pool.execute(
+        "UPDATE rounds SET verdict = 'degraded' WHERE monitor_id = $1"
+        " AND extract(minute FROM due)::int % 10 = 5",
+        mid,
+    )
+    await rollups.rewind(pool, now - dt.timedelta(hours=2))
+    for _ in range(1000):  # roll up the first hour; the rest stays raw until the controller's loop
+        if not await rollups.tick(pool, now - dt.timedelta(hours=1), lag=0):
+            break
+    noisy = await pool.fetchval("SELECT duration_ms FROM check_results WHERE monitor_id = $1 LIMIT 1", mid)
+    assert decimals(noisy) > 2
+    async with api.get(f"/api/v1/status/{mid}") as r:
+        status = (await r.json())["data"]
+    async with api.get(f"/api/v1/monitors/{mid}/stats", params={"period": "24h"}) as r:
+        stats = (await r.json())["data"]
+    metrics, times = status["metrics"], stats["response_times"]
+    assert metrics["uptime_24h"] == stats["uptime_percentage"] == stats["uptime"]["24h"]
+    assert metrics["uptime_24h"] is not None and 0 < metrics["uptime_24h"] < 100
+    assert (metrics["p50_latency_ms"], metrics["p95_latency_ms"], metrics["p99_latency_ms"]) == (
+        times["p50"],
+        times["p95"],
+        times["p99"],
+    )
+    assert (
+        metrics["rounds_24h"] == stats["rounds"]["up"] + stats["rounds"]["degraded"] + stats["rounds"]["down"]
+    )
+    assert metrics["successful_checks_24h"] == stats["checks"]["successful"]
+    async with api.get(f"/api/v1/monitors/{mid}") as r:
+        monitor = (await r.json())["data"]
+    async with api.get(f"/api/v1/monitors/{mid}/logs", params={"limit": 50}) as r:
+        logs = (await r.json())["data"]
+    shown = [*times.values(), *(x["response_time_ms"] for x in status["regions"]), monitor["response_time"]]
+    shown += [x["response_time"] for x in logs] + [g["response_times"]["avg"] for g in stats["regions"]]
+    assert logs and all(decimals(v) <= 2 for v in shown), shown
+
+
 async def test_it_rejects_bad_parameters(controller: Running, api: aiohttp.ClientSession) -> None:
     mid = await seed(controller.app[keys.POOL], dt.datetime.now(dt.UTC))
     cases = [
