@@ -17,7 +17,9 @@ that assemble the document.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import inspect
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
@@ -28,6 +30,7 @@ from probefleet.controller.api import fleet, incidents, keys_api, maintenance, r
 from probefleet.controller.api import monitors as monitors_api
 from probefleet.controller.api import notifications as notifications_api
 from probefleet.controller.api import paths as api_paths
+from probefleet.controller.api.errors import ApiError
 from probefleet.controller.monitors import config as monitors
 from probefleet.controller.monitors import heartbeat
 from probefleet.shared.version import VERSION
@@ -2145,6 +2148,36 @@ def _content(media: str, schema: Schema) -> Schema:
     return {m: {"schema": schema} for m in medias}
 
 
+# Deprecated operations, (method, path) to the day they were deprecated (docs/api.md,
+# Versioning). They keep working within /api/v1: the document marks them, and every answer
+# carries `Deprecation: @<unix time>` (RFC 9745) with a link to the policy.
+DEPRECATED: dict[tuple[str, str], dt.date] = {}
+POLICY = "/api/docs"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def deprecated(handler: Handler, since: dt.date) -> Handler:
+    """`handler` with the Deprecation and Link headers on its answers and its ApiErrors."""
+    stamp = int(dt.datetime.combine(since, dt.time(), dt.UTC).timestamp())
+    headers = {"Deprecation": f"@{stamp}", "Link": f'<{POLICY}>; rel="deprecation"'}
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:
+            e.headers.update(headers)
+            raise
+        except ApiError as e:
+            e.headers = {**(e.headers or {}), **headers}
+            raise
+        response.headers.update(headers)
+        return response
+
+    return wrapped
+
+
 def _operation(op: Op) -> Schema:
     out: Schema = {
         "operationId": op.id,
@@ -2153,6 +2186,8 @@ def _operation(op: Op) -> Schema:
         "parameters": op.params,
         "responses": {},
     }
+    if (op.method, op.path) in DEPRECATED:
+        out["deprecated"] = True
     description = op.description
     if op.scope is None:
         out["security"] = []

@@ -29,8 +29,16 @@ from probefleet.controller.api.paths import ALIAS_PREFIXES, CANONICAL
 
 
 def routes() -> list[web.RouteDef]:
-    canonical = _routes()
+    canonical = [_deprecate(d) for d in _routes()]
     return canonical + aliases(canonical)
+
+
+def _deprecate(d: web.RouteDef) -> web.RouteDef:
+    """The route with the Deprecation header on its answers when openapi.DEPRECATED lists it."""
+    since = openapi.DEPRECATED.get((d.method.lower(), d.path))
+    if since is None:
+        return d
+    return web.RouteDef(d.method, d.path, openapi.deprecated(d.handler, since), d.kwargs)
 
 
 def aliases(defs: list[web.RouteDef]) -> list[web.RouteDef]:

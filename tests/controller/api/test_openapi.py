@@ -7,15 +7,19 @@ document must pass openapi-spec-validator, and no operation may be untyped.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 from pathlib import Path
 
 import aiohttp
+import pytest
+from aiohttp import web
 from openapi_spec_validator import validate
 
 from probefleet.controller.api import openapi, routes
+from probefleet.controller.api.errors import ApiError, error_middleware
 from probefleet.controller.monitors import config as monitors
 from tests.controller.conftest import Running
 
@@ -184,3 +188,35 @@ async def test_anonymous_routes_media_types_and_204(controller: Running) -> None
     assert "text/html" in paths["/status/{slug}"]["get"]["responses"]["200"]["content"]
     assert "image/svg+xml" in paths["/api/v1/monitors/{id}/badge.svg"]["get"]["responses"]["200"]["content"]
     assert "204" in paths["/api/v1/heartbeats/{id}"]["delete"]["responses"]
+
+
+async def test_a_deprecated_operation_says_so_in_its_answers_and_the_document(
+    controller: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    since = dt.date(2026, 1, 15)
+    monkeypatch.setitem(openapi.DEPRECATED, ("get", "/api/v1/subscription"), since)
+    doc = openapi.document(controller.app)
+    assert doc["paths"]["/api/v1/subscription"]["get"]["deprecated"] is True
+    assert "deprecated" not in doc["paths"]["/api/v1/subscription"]["post"]
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.query.get("fail"):
+            raise ApiError(409, "conflict", "no")
+        return web.json_response({"data": {}})
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/x", openapi.deprecated(answer, since))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as s:
+            for query, status in (({}, 200), ({"fail": "1"}, 409)):
+                r = await s.get("/x", params=query)
+                assert r.status == status
+                assert r.headers["Deprecation"] == "@1768435200"  # 2026-01-15T00:00:00Z
+                assert 'rel="deprecation"' in r.headers["Link"]
+    finally:
+        await runner.cleanup()
