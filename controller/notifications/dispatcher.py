@@ -648,7 +648,7 @@ class Dispatcher:
         outage = Outage("dispatcher")
         try:
             while not stop.is_set():
-                if listener is not None and listener.is_closed():  # the database restarted
+                if listener is not None and _closed(listener):  # the database restarted
                     await self._unlisten(listener)
                     listener = await self._listen()
                 self._wake.clear()  # events committed during the step wake the next sleep
@@ -702,3 +702,12 @@ class Dispatcher:
             await conn.remove_listener(EVENTS_CHANNEL, self._notified)
         with contextlib.suppress(Exception):
             await self.pool.release(conn)
+
+
+def _closed(conn: Any) -> bool:
+    """Whether a LISTEN connection is gone: closed, or taken back by the pool (which asyncpg
+    does to the connections of a server that shut down, and then refuses `is_closed`)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True

@@ -1,18 +1,25 @@
 """A database outage loses no check: a real controller, probes in three regions and NATS,
-with the test's own PostgreSQL frozen (SIGSTOP of every server process) for 12 s while
-monitors are checked every second and a heartbeat client pings every 2 s."""
+while monitors are checked every second and a heartbeat client pings every 2 s, with the
+test's own PostgreSQL frozen (SIGSTOP of every server process: connections hang) for 12 s,
+or stopped (connections closed, new ones refused) and started again after 8 s."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import math
+import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
+import asyncpg
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from probefleet.controller import keys, metrics
 from probefleet.controller.engine.scheduler import phase
@@ -22,16 +29,16 @@ from tests.controller.conftest import Running, start_controller
 from tests.fleet import RegionalTarget, start_probes, stop_probes
 from tests.helpers import eventually
 
-FREEZE = 12.0
-
 
 @pytest.fixture
-async def controller(own_postgres: PostgresServer, nats_url: str) -> AsyncIterator[Running]:
-    await create_database(own_postgres.dsn(), "t", drop=True)
-    running = await start_controller(own_postgres.dsn("t"), nats_url, database_timeout=1.0)
-    yield running
-    own_postgres.thaw()
-    await running.stop()
+def restartable_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A server of this test's own that keeps its data when stopped, to start it again."""
+    server = PostgresServer(tmp_path / "pg", durable=False)
+    server.start()
+    yield server
+    server.ephemeral = True  # remove the data with the server
+    server.stop()
+    shutil.rmtree(tmp_path / "pg", ignore_errors=True)
 
 
 @pytest.fixture
@@ -70,9 +77,8 @@ class HeartbeatClient:
 
 
 def _restarts() -> float:
-    return sum(
-        s.value for m in metrics.TASK_RESTARTS.collect() for s in m.samples if s.name.endswith("_total")
-    )
+    samples = [s for m in metrics.TASK_RESTARTS.collect() for s in m.samples]
+    return sum(s.value for s in samples if s.name.endswith("_total"))
 
 
 def _grid(monitor_id: int, start: float, end: float) -> set[float]:
@@ -82,70 +88,99 @@ def _grid(monitor_id: int, start: float, end: float) -> set[float]:
     return {round(first + k, 3) for k in range(int(end - first) + 1)}
 
 
-async def test_a_frozen_database_loses_no_check_and_changes_no_state(
-    controller: Running, own_postgres: PostgresServer, nats_url: str, target: RegionalTarget
-) -> None:
-    pool = controller.app[keys.POOL]
-    restarts = _restarts()
-    probes = await start_probes(nats_url)
-    watcher = await nats.connect(nats_url)
-    jobs: dict[int, set[float]] = {}
-    published: set[tuple[int, float, str]] = set()
+@dataclass
+class Scene:
+    """Three 1 s monitors and a heartbeat pinged every 2 s on a real controller and probes,
+    with every job of one region and every result seen on NATS."""
 
-    async def on_job(msg: nats.aio.msg.Msg) -> None:
+    controller: Running
+    nats_url: str
+    target: RegionalTarget
+    ids: list[int] = field(default_factory=list)
+    heartbeat: int = 0
+    jobs: dict[int, set[float]] = field(default_factory=dict)
+    results: set[tuple[int, float, str]] = field(default_factory=set)
+    client: HeartbeatClient | None = None
+    restarts: float = 0.0
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.controller.app[keys.POOL]
+
+    async def on_job(self, msg: Msg) -> None:
         job = wire.decode_job(msg.data)
-        jobs.setdefault(job.monitor_id, set()).add(round(job.due, 3))
+        self.jobs.setdefault(job.monitor_id, set()).add(round(job.due, 3))
 
-    async def on_result(msg: nats.aio.msg.Msg) -> None:
+    async def on_result(self, msg: Msg) -> None:
         r = wire.decode_result(msg.data)
-        published.add((r.monitor_id, round(r.due, 3), r.region))
+        self.results.add((r.monitor_id, round(r.due, 3), r.region))
 
-    await watcher.subscribe(subjects.jobs("us-east"), cb=on_job)
-    await watcher.subscribe(subjects.results_all(), cb=on_result)
-    headers = {"Authorization": f"Bearer {controller.admin_key}"}
-    session = aiohttp.ClientSession(base_url=controller.base, headers=headers)
-    pinger: asyncio.Task[None] | None = None
-    try:
-        ids = []
+    async def through(self, begin: Callable[[], None], end: Callable[[], None], seconds: float) -> None:
+        """Set up, bring everything up, run `begin`, wait `seconds`, run `end`, and check
+        that the outage lost no check and changed no state."""
+        self.restarts = _restarts()
+        probes = await start_probes(self.nats_url)
+        watcher: NatsClient = await nats.connect(self.nats_url)
+        await watcher.subscribe(subjects.jobs("us-east"), cb=self.on_job)
+        await watcher.subscribe(subjects.results_all(), cb=self.on_result)
+        headers = {"Authorization": f"Bearer {self.controller.admin_key}"}
+        session = aiohttp.ClientSession(base_url=self.controller.base, headers=headers)
+        pinger: asyncio.Task[None] | None = None
+        try:
+            pinger = await self._create(session)
+            began = time.time()
+            begin()
+            try:
+                await asyncio.sleep(seconds)
+                assert self.client is not None and self.client.refused > 0, "pings were refused meanwhile"
+            finally:
+                end()
+            ended = time.time()
+            await self._check((began + 1.0, ended - 1.0), ended, session)
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pinger
+            await session.close()
+            await watcher.close()
+            await stop_probes(probes)
+
+    async def _create(self, session: aiohttp.ClientSession) -> asyncio.Task[None]:
         for i in range(3):
-            r = await session.post(
-                "/api/v1/monitors",
-                json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 1},
-            )
+            monitor = {"name": f"m{i}", "url": self.target.url, "check_interval": 1, "timeout": 1}
+            r = await session.post("/api/v1/monitors", json=monitor)
             assert r.status == 201, await r.text()
-            ids.append((await r.json())["data"]["id"])
-        r = await session.post(
-            "/api/v1/heartbeats", json={"name": "job", "run_interval": 2, "grace_period": 2}
-        )
+            self.ids.append((await r.json())["data"]["id"])
+        job = {"name": "job", "run_interval": 2, "grace_period": 2}
+        r = await session.post("/api/v1/heartbeats", json=job)
         assert r.status == 201, await r.text()
         beat = (await r.json())["data"]
-        client = HeartbeatClient(session, f"/api/v1/heartbeat/{beat['token']}", every=2.0)
-        pinger = asyncio.create_task(client.run())
+        self.heartbeat = beat["id"]
+        self.client = HeartbeatClient(session, f"/api/v1/heartbeat/{beat['token']}", every=2.0)
+        pinger = asyncio.create_task(self.client.run())
 
         async def all_up() -> bool:
-            rows = await pool.fetch("SELECT status FROM monitors WHERE id = ANY($1)", [*ids, beat["id"]])
+            rows = await self.pool.fetch("SELECT status FROM monitors WHERE id = ANY($1)", self.all_ids)
             return [r["status"] for r in rows] == ["up"] * 4
 
         await eventually(all_up, what="monitors and heartbeat up")
+        return pinger
 
-        own_postgres.freeze()
-        frozen_at = time.time()
-        try:
-            # (a) the scheduler goes on publishing: every round due while frozen has its job
-            await asyncio.sleep(FREEZE)
-            assert client.refused > 0, "the heartbeat client's pings were refused while frozen"
-        finally:
-            own_postgres.thaw()
-        thawed_at = time.time()
-        window = (frozen_at + 1.0, thawed_at - 1.0)
+    @property
+    def all_ids(self) -> list[int]:
+        return [*self.ids, self.heartbeat]
+
+    async def _check(self, window: tuple[float, float], ended: float, session: aiohttp.ClientSession) -> None:
+        pool, ids = self.pool, self.ids
+        # the scheduler went on publishing: every round due meanwhile has its job
         for mid in ids:
-            missing = _grid(mid, *window) - jobs.get(mid, set())
-            assert not missing, f"monitor {mid}: no job for dues {sorted(missing)} while frozen"
+            missing = _grid(mid, *window) - self.jobs.get(mid, set())
+            assert not missing, f"monitor {mid}: no job for dues {sorted(missing)} during the outage"
 
-        # (b) results published while frozen are all stored after the thaw, none twice,
-        # and their rounds decided up
-        during = {k for k in published if window[0] <= k[1] <= window[1]}
-        assert during, "the probes answered while frozen"
+        # results published meanwhile are all stored after it, none twice, rounds decided up
+        during = {k for k in self.results if window[0] <= k[1] <= window[1]}
+        assert during, "the probes answered during the outage"
 
         async def stored() -> bool:
             rows = await pool.fetch(
@@ -153,18 +188,21 @@ async def test_a_frozen_database_loses_no_check_and_changes_no_state(
                 " WHERE due BETWEEN to_timestamp($1) AND to_timestamp($2)",
                 *window,
             )
-            have = {(r["monitor_id"], round(r["due"], 3), r["region"]) for r in rows}
-            return during <= have
+            return during <= {(r["monitor_id"], round(r["due"], 3), r["region"]) for r in rows}
 
-        await eventually(stored, timeout=30, what="every result published while frozen stored")
+        await eventually(stored, timeout=30, what="every result published during the outage stored")
+
+        scheduler = self.controller.app[keys.SCHEDULER]
 
         async def decided() -> bool:
+            if scheduler.pending:  # rounds buffered during the outage, not written yet
+                return False
             open_ = await pool.fetchval(
                 "SELECT count(*) FROM rounds WHERE closed_at IS NULL AND due <= to_timestamp($1)", window[1]
             )
             return open_ == 0
 
-        await eventually(decided, timeout=30, what="rounds of the outage closed")
+        await eventually(decided, timeout=30, what="rounds of the outage written and closed")
         twice = await pool.fetchval(
             "SELECT count(*) - count(DISTINCT (monitor_id, due, region, attempt)) FROM check_results"
         )
@@ -178,11 +216,13 @@ async def test_a_frozen_database_loses_no_check_and_changes_no_state(
         assert {r["verdict"]: r["n"] for r in verdicts}.keys() == {"up"}, verdicts
         assert sum(r["n"] for r in verdicts) >= len(ids) * int(window[1] - window[0])
 
-        # (c) the heartbeat stays up: its client got through after the thaw
-        await eventually(lambda: any(t > thawed_at for t in client.stored), what="a ping stored after thaw")
+        # the heartbeat stays up: its client got through after the outage
+        assert self.client is not None
+        client = self.client
+        await eventually(lambda: any(t > ended for t in client.stored), what="a ping stored after")
         settle = time.time() + 5
         await eventually(lambda: time.time() > settle, timeout=10, what="a few deadline checks")
-        assert await pool.fetchval("SELECT status FROM monitors WHERE id = $1", beat["id"]) == "up"
+        assert await pool.fetchval("SELECT status FROM monitors WHERE id = $1", self.heartbeat) == "up"
 
         # nothing changed state because of the outage
         changes = await pool.fetch(
@@ -191,7 +231,7 @@ async def test_a_frozen_database_loses_no_check_and_changes_no_state(
         )
         assert changes == []
 
-        # (d) no loop died: the controller keeps checking after the outage
+        # no loop died: the controller keeps checking after the outage
         after = time.time()
 
         async def fresh_rounds() -> bool:
@@ -201,16 +241,35 @@ async def test_a_frozen_database_loses_no_check_and_changes_no_state(
             return n >= len(ids) * 2
 
         await eventually(fresh_rounds, what="rounds decided after the outage")
-        assert all(not t.done() for t in controller.app[keys.TASKS])
-        assert _restarts() == restarts
-        assert len(controller.app[keys.SCHEDULER].pending) == 0
-        r = await session.get("/api/v1/health")
-        assert r.status == 200
+        app = self.controller.app
+        assert all(not t.done() for t in app[keys.TASKS])
+        assert _restarts() == self.restarts
+        assert (await session.get("/api/v1/health")).status == 200
+
+
+async def _start(server: PostgresServer, nats_url: str) -> Running:
+    await create_database(server.dsn(), "t", drop=True)
+    return await start_controller(server.dsn("t"), nats_url, database_timeout=1.0)
+
+
+async def test_a_frozen_database_loses_no_check_and_changes_no_state(
+    own_postgres: PostgresServer, nats_url: str, target: RegionalTarget
+) -> None:
+    controller = await _start(own_postgres, nats_url)
+    try:
+        await Scene(controller, nats_url, target).through(own_postgres.freeze, own_postgres.thaw, 12.0)
     finally:
-        if pinger is not None:
-            pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinger
-        await session.close()
-        await watcher.close()
-        await stop_probes(probes)
+        own_postgres.thaw()
+        await controller.stop()
+
+
+async def test_a_database_stopped_and_started_again_loses_no_check_and_changes_no_state(
+    restartable_postgres: PostgresServer, nats_url: str, target: RegionalTarget
+) -> None:
+    server = restartable_postgres
+    port = server.port
+    controller = await _start(server, nats_url)
+    try:
+        await Scene(controller, nats_url, target).through(server.stop, lambda: server.start(port=port), 8.0)
+    finally:
+        await controller.stop()
