@@ -40,6 +40,12 @@ _RETRY_MAX = 2.0
 _AUTH_FAILURES_FATAL = 3
 
 
+# `probe run`'s exit status when NATS refused the probe for good (sysexits' EX_CONFIG): a
+# supervisor should not restart it (systemd RestartPreventExitStatus=78), since a revoked
+# or foreign credential stays refused.
+EXIT_REFUSED = 78
+
+
 class NatsRefusedError(RuntimeError):
     """NATS refused this probe for good (credential revoked, expired or unknown, TLS not
     trusted): retrying cannot help. The message is one readable line."""

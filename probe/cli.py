@@ -136,7 +136,9 @@ def run(
             redact_url(config.nats_url),
         )
     if _run(_serve(config)):
-        sys.exit(1)
+        from probefleet.probe.agent import EXIT_REFUSED
+
+        sys.exit(EXIT_REFUSED)
 
 
 def _enrolled(
@@ -189,8 +191,8 @@ def _enrolled(
 
 async def _serve(config: Any) -> bool:
     """Run the agent until SIGTERM/SIGINT (drain, then False) or until NATS refuses the probe
-    for good (one error line, then True: the command exits 1 and is not restarted in a loop
-    of reconnects)."""
+    for good (one error line, then True: the command exits with EXIT_REFUSED instead of
+    reconnecting in a loop)."""
     from probefleet.probe import metrics
     from probefleet.probe.agent import Agent, NatsRefusedError
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from probefleet.controller.cluster import trust
-from probefleet.probe.agent import Agent, NatsRefusedError
+from probefleet.probe.agent import EXIT_REFUSED, Agent, NatsRefusedError
 from probefleet.shared import natscreds, subjects, wire
 from probefleet.shared.streams import ensure_streams
 from probefleet.shared.wire import CheckJob, HttpSpec, Status
@@ -152,7 +152,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-async def test_probe_run_exits_non_zero_with_one_line_when_revoked(
+async def test_probe_run_exits_78_with_one_line_when_revoked(
     secure_nats: SecureNats, controller_nc: Client, tmp_path: Path
 ) -> None:
     creds, public = secure_nats.probe_creds(tmp_path / "p.creds", region=REGION, probe_id="p-cli")
@@ -179,7 +179,7 @@ async def test_probe_run_exits_non_zero_with_one_line_when_revoked(
         if proc.returncode is None:
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
-    assert proc.returncode == 1, rest
+    assert proc.returncode == EXIT_REFUSED == 78, rest
     stopped = [line for line in rest.splitlines() if "probe stopped" in line]
     assert len(stopped) == 1 and "ERROR" in stopped[0] and "p-cli" in stopped[0]
     assert "revoked" in stopped[0] or "refuses this probe's credential" in stopped[0]
