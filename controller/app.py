@@ -245,7 +245,8 @@ async def _membership(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
         try:
-            changed = await membership.beat()
+            with db.bounded(interval):  # a beat that waits longer cannot keep the lease anyway
+                changed = await membership.beat()
         except Exception as e:
             outage.failed(e)
             continue

@@ -72,6 +72,8 @@ class Membership:
     fenced: bool = False
     _shards: frozenset[int] = field(default_factory=frozenset)
     _overdue: bool = False
+    _missed: bool = False
+    _settle_until: float = -math.inf
 
     def owns(self, monitor_id: int) -> bool:
         if not self.members:
@@ -93,9 +95,23 @@ class Membership:
         return not self.fenced
 
     async def beat(self) -> bool:
-        """Renew our lease and read the live members; True when membership changed."""
+        """Renew our lease and read the live members; True when membership changed.
+
+        In the first lease period after a renewal failed, members we knew are kept even if
+        their lease ran out: after an outage of the database every controller's lease may
+        have, and the others renew theirs within that period. Taking their shards at once
+        would only move them there and back."""
         sent = self.clock()
-        members = await store.renew_lease(self.pool, self.controller_id, self.lease)
+        try:
+            members = await store.renew_lease(self.pool, self.controller_id, self.lease)
+        except BaseException:
+            self._missed = True
+            raise
+        if self._missed:
+            self._missed = False
+            self._settle_until = sent + self.lease
+        if sent < self._settle_until:
+            members = tuple(sorted(set(members) | set(self.members)))
         self.valid_until = sent + self.lease
         if self.fenced:
             log.info("schedule lease renewed, scheduling again")

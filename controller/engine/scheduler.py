@@ -290,10 +290,14 @@ class Scheduler:
         written = 0
         async with self._writing:
             while self.pending:
-                chunk = [self.pending[i] for i in range(min(WRITE_CHUNK, len(self.pending)))]
-                await result_store.insert_rounds(self.pool, chunk)
-                for _ in chunk:
-                    self.pending.popleft()
+                # Taken out while being written, so that a full buffer dropping its oldest
+                # rows meanwhile cannot drop these or make us remove others.
+                chunk = [self.pending.popleft() for _ in range(min(WRITE_CHUNK, len(self.pending)))]
+                try:
+                    await result_store.insert_rounds(self.pool, chunk)
+                except BaseException:
+                    self.pending.extendleft(reversed(chunk))
+                    raise
                 written += len(chunk)
                 metrics.ROUNDS_BUFFERED.set(len(self.pending))
         return written

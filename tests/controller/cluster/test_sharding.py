@@ -94,3 +94,29 @@ async def test_a_controller_whose_lease_expired_is_announced_gone_by_the_others(
     assert a.scheduling() is False
     assert await a.beat() is False and a.members == ("a", "b")  # its own view never changed
     assert a.scheduling() is True
+
+
+async def test_after_a_missed_renewal_members_are_kept_for_a_lease_before_their_shards_move(
+    own_pool: asyncpg.Pool, own_postgres: PostgresServer
+) -> None:
+    clock = Clock(1000.0)
+    a = Membership(pool=own_pool, controller_id="a", lease=6.0, clock=clock)
+    b = Membership(pool=own_pool, controller_id="b", lease=6.0)
+    await a.beat()
+    await b.beat()
+    await a.beat()
+    assert a.members == ("a", "b")
+    own_postgres.freeze()
+    try:
+        with db.bounded(0.5), pytest.raises(TimeoutError):
+            await a.beat()
+    finally:
+        own_postgres.thaw()
+    # b's lease ran out during the outage and b has not renewed yet
+    await own_pool.execute("UPDATE controllers SET lease_until = now() - interval '1 second' WHERE id = 'b'")
+    clock.now = 1020.0
+    assert await a.beat() is False and a.members == ("a", "b")
+    clock.now = 1025.9
+    assert await a.beat() is False
+    clock.now = 1026.0  # a lease after the renewal came back: b is gone for good
+    assert await a.beat() is True and a.members == ("a",)
