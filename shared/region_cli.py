@@ -67,7 +67,7 @@ def _calls_api(f: F) -> F:
 @click.option("--api-key", envvar="PROBEFLEET_API_KEY", help="API key (or PROBEFLEET_API_KEY).")
 @click.pass_context
 def region(ctx: click.Context, url: str, api_key: str | None) -> None:
-    """Regions of the fleet: list, create, enroll probes, see and revoke them."""
+    """Regions of the fleet: list, create, delete, enroll probes, see and revoke them."""
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter(f"{url!r}: use an http:// or https:// URL", param_hint="--url")
     ctx.obj = ApiClient(url, api_key)
@@ -199,6 +199,50 @@ def probes(ctx: click.Context, name: str, as_json: bool) -> None:
         for p in data
     ]
     _table(rows, ["PROBE", "STATE", "HOST", "VERSION", "IN FLIGHT", "LAST HEARTBEAT", "CREDENTIAL"])
+
+
+@region.command("tokens")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON.")
+@click.pass_context
+@_calls_api
+def tokens(ctx: click.Context, name: str, as_json: bool) -> None:
+    """The enrollment tokens of region NAME (never the secrets): state, uses, expiry."""
+    data = _client(ctx).data("GET", f"/api/v1/regions/{quote(name, safe='')}/enrollment-tokens")
+    if as_json:
+        return _as_json(data)
+    rows = [
+        [
+            str(t["id"]),
+            t["prefix"] + "...",
+            t["state"],
+            f"{t['uses']}/{t['max_uses'] or '-'}",
+            t["expires_at"],
+        ]
+        for t in data
+    ]
+    _table(rows, ["ID", "TOKEN", "STATE", "USES", "EXPIRES"])
+
+
+@region.command("revoke-token")
+@click.argument("name")
+@click.argument("token_id", type=click.IntRange(min=1))
+@click.pass_context
+@_calls_api
+def revoke_token(ctx: click.Context, name: str, token_id: int) -> None:
+    """Revoke enrollment token TOKEN_ID of region NAME (probes enrolled with it stay)."""
+    _client(ctx).request("DELETE", f"/api/v1/regions/{quote(name, safe='')}/enrollment-tokens/{token_id}")
+    click.echo(f"enrollment token {token_id} revoked")
+
+
+@region.command("delete")
+@click.argument("name")
+@click.pass_context
+@_calls_api
+def delete(ctx: click.Context, name: str) -> None:
+    """Delete region NAME (refused while monitors use it or probes hold credentials for it)."""
+    _client(ctx).request("DELETE", f"/api/v1/regions/{quote(name, safe='')}")
+    click.echo(f"region {name} deleted")
 
 
 @region.command("revoke")

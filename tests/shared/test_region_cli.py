@@ -113,6 +113,19 @@ async def test_it_creates_lists_and_enrolls_a_region(controller: Running) -> Non
     again = json.loads((await cli(controller, "probes", "eu-central", "--json")).output)
     assert again == []
 
+    listed = (await cli(controller, "tokens", "eu-central")).output.splitlines()
+    assert [line.split()[2:4] for line in listed[1:]] == [["active", "1/2"], ["active", "0/-"]]
+    assert token[1] not in "".join(listed) and listed[1].split()[1] == token[1][:12] + "..."
+    first = listed[1].split()[0]
+    gone = await cli(controller, "revoke-token", "eu-central", first)
+    assert gone.exit_code == 0 and gone.output == f"enrollment token {first} revoked\n"
+    assert (
+        json.loads((await cli(controller, "tokens", "eu-central", "--json")).output)[0]["state"] == "revoked"
+    )
+    deleted = await cli(controller, "delete", "eu-central")
+    assert deleted.exit_code == 0 and deleted.output == "region eu-central deleted\n"
+    assert (await cli(controller, "delete", "eu-central")).exit_code == 1
+
 
 async def test_it_says_why_a_request_is_refused(controller: Running) -> None:
     for args, code, words in (
