@@ -40,6 +40,8 @@ MAX_EXPIRES_IN = 30 * 86400
 PUBLIC_KEY_PATTERN = "^U[A-Z2-7]{55}$"
 # Probe ids are NATS subject tokens too (the probe's inbox prefix).
 PROBE_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# No control characters: host and version go into logs and tables.
+PRINTABLE = "^[^\\x00-\\x1f\\x7f]*$"
 
 
 class TokenCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -75,8 +77,8 @@ class EnrollRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     token: str | None = None
     public_key: Annotated[str, Meta(pattern=PUBLIC_KEY_PATTERN)]
-    host: Annotated[str, Meta(max_length=253)] = ""
-    version: Annotated[str, Meta(max_length=64)] = ""
+    host: Annotated[str, Meta(max_length=253, pattern=PRINTABLE)] = ""
+    version: Annotated[str, Meta(max_length=64, pattern=PRINTABLE)] = ""
     probe_id: Annotated[str, Meta(pattern=PROBE_ID_PATTERN)] | None = None
 
 

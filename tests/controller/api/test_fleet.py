@@ -155,6 +155,8 @@ async def test_it_validates_the_enrollment_body(controller: Running, api: aiohtt
             ({"public_key": public_key(), "probe_id": "has.dot"}, "probe_id"),
             ({"public_key": public_key(), "probe_id": "x" * 65}, "probe_id"),
             ({"public_key": public_key(), "extra": 1}, "extra"),
+            ({"public_key": public_key(), "host": "a\nforged log line"}, "host"),
+            ({"public_key": public_key(), "version": "1\x1b[31m"}, "version"),
         ):
             r = await anon.post("/api/v1/enroll", json={"token": made["token"], **body})
             assert r.status == 422, (body, await r.text())
