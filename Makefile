@@ -46,6 +46,7 @@ TYPECHECK := $(VENV)/typecheck
 typecheck: $(STAMP) ## mypy, on the package probefleet as the wheel lays it out
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/probefleet
 	for d in controller probe shared; do ln -s "$(CURDIR)/$$d" $(TYPECHECK)/probefleet/$$d; done
+	ln -s "$(CURDIR)/shared/client" $(TYPECHECK)/probefleet/client
 	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p probefleet
 
 bench: $(STAMP) ## end-to-end benchmarks; results go to bench/RESULTS.md

@@ -39,6 +39,8 @@ def test_the_wheel_holds_one_namespace_and_every_module(wheel: Path) -> None:
     tops = {n.split("/")[0] for n in names if not n.startswith(f"probefleet-{VERSION}.dist-info/")}
     assert tops == {"probefleet"}
     shipped = {n.removeprefix("probefleet/") for n in names if n.endswith((".py", ".sql", ".js"))}
+    # probefleet.client is kept in shared/client (pyproject's package-dir).
+    shipped = {"shared/" + n if n.startswith("client/") else n for n in shipped}
     sources = {
         str(p.relative_to(REPO))
         for role in ("controller", "probe", "shared")

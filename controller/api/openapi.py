@@ -26,6 +26,39 @@ from typing import Any, Literal, NamedTuple
 import msgspec
 from aiohttp import web
 
+from probefleet.client.models import (
+    BulkResult,
+    Channel,
+    ChannelTest,
+    CheckRun,
+    Delivery,
+    Error,
+    Event,
+    Health,
+    HealthDetails,
+    Heartbeat,
+    HistoryEntry,
+    Incident,
+    IncidentTimeline,
+    LogEntry,
+    MaintenanceWindow,
+    Meta,
+    Monitor,
+    MonitorStats,
+    MonitorStatus,
+    Pagination,
+    Ping,
+    PingReceived,
+    Post,
+    PublicPage,
+    Rule,
+    SlaReport,
+    StatsReport,
+    StatusPage,
+    Subscribed,
+    Subscriber,
+    Subscription,
+)
 from probefleet.controller.api import fleet, incidents, keys_api, maintenance, regions
 from probefleet.controller.api import monitors as monitors_api
 from probefleet.controller.api import notifications as notifications_api
@@ -42,270 +75,13 @@ Schema = dict[str, Any]
 # ---- response types (what the handlers return) ----------------------------------------
 
 
-class ErrorBody(msgspec.Struct, kw_only=True):
-    code: str
-    message: str
-    details: dict[str, Any]
-
-
-class Error(msgspec.Struct, kw_only=True):
-    """Every error: `details` names each bad field with what is wrong with it."""
-
-    error: ErrorBody
-
-
-class Meta(msgspec.Struct, kw_only=True):
-    """Beside `data`: the server time, and for lists the cursor of the next page
-    (`next_cursor`, null on the last page) or the page counts."""
-
-    timestamp: dt.datetime
-    count: int | None = None
-    has_more: bool | None = None
-    next_cursor: str | None = None
-    next_offset: int | None = None
-
-
-class Monitor(msgspec.Struct, kw_only=True):
-    """A monitor: id, the common config, its kind's fields (url, method, host, port, ...
-    as in the request), then its state. Uptimes are percentages, null without data."""
-
-    id: int
-    name: str
-    type: str
-    timeout: float
-    check_interval: int
-    locations: list[str]
-    consensus: str
-    quorum: int | None
-    retry_count: int
-    recovery_count: int
-    is_enabled: bool
-    tags: list[str]
-    parent_id: int | None
-    incident_on_degraded: bool
-    project: str | None
-    status: str
-    is_ok: bool
-    uptime_24h: float | None
-    uptime_7d: float | None
-    uptime_30d: float | None
-    response_time: float | None
-    last_check: dt.datetime | None
-    last_success: dt.datetime | None
-    last_failure: dt.datetime | None
-    status_changed_at: dt.datetime | None
-    paused_reason: str | None
-    paused_at: dt.datetime | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class RegionCheck(msgspec.Struct, kw_only=True):
-    region: str
-    status: str  # ok | degraded | fail | skipped | unavailable | no_answer
-    is_ok: bool | None
-    reason: str | None
-    error: str | None
-    response_time: float | None
-    status_code: int | None
-    probe_id: str | None
-    checked_at: str | None
-
-
-class CheckRun(msgspec.Struct, kw_only=True):
-    monitor_id: int
-    status: str  # the consensus verdict: up | down | degraded | unknown
-    is_ok: bool
-    response_time: float | None
-    status_code: int | None
-    checked_at: str
-    error: str | None
-    reason: str | None
-    attempt: int
-    regions: list[RegionCheck]
-
-
-class LogEntry(msgspec.Struct, kw_only=True):
-    checked_at: dt.datetime
-    due: dt.datetime
-    region: str
-    attempt: int
-    on_demand: bool
-    probe_id: str | None
-    status: str
-    is_ok: bool
-    reason: str | None
-    error: str | None
-    response_time: float
-    status_code: int | None
-    timings: Any = None
-
-
-class HistoryEntry(msgspec.Struct, kw_only=True):
-    due: dt.datetime
-    attempt: int
-    status: str  # the round's verdict, or open
-    is_ok: bool | None
-    regions: list[str]
-    answered: list[str]
-    closed_at: dt.datetime | None
-    results: list[LogEntry]
-
-
-class BulkResult(msgspec.Struct, kw_only=True):
-    action: str
-    monitor_ids: list[int]
-    count: int
-    monitors: list[Monitor]
-
-
 class AlertSettingsOut(monitors_api.AlertSettings, kw_only=True):
     monitor_id: int
     updated_at: dt.datetime | None
 
 
-class Pagination(msgspec.Struct, kw_only=True):
-    page: int
-    limit: int
-    total: int
-    pages: int
-    has_next: bool
-    has_previous: bool
-
-
-class Health(msgspec.Struct, kw_only=True):
-    status: Literal["ok", "degraded"]
-    timestamp: dt.datetime
-
-
-class HealthDetails(msgspec.Struct, kw_only=True):
-    status: str
-    version: str
-    server_time: dt.datetime
-    controller_id: str
-    database: dict[str, Any]
-    nats: dict[str, Any]
-    scheduler: dict[str, Any]
-    regions: list[dict[str, Any]]
-
-
-class Incident(msgspec.Struct, kw_only=True):
-    """An incident; `duration` and `mttr` in seconds (`mttr` once resolved)."""
-
-    id: int
-    monitor_id: int | None
-    monitor_name: str | None
-    title: str
-    status: Literal["active", "acknowledged", "resolved"]
-    is_resolved: bool
-    severity: str
-    started_at: dt.datetime
-    acknowledged_at: dt.datetime | None
-    resolved_at: dt.datetime | None
-    duration: float
-    mttr: float | None
-    root_cause: str | None
-    root_cause_category: str | None
-    affected_regions: list[str]
-    checks_failed: int | None
-    checks_total: int | None
-    assignee: str | None
-    notes: str | None
-    external_ticket_id: str | None
-    manual: bool
-    suppressed: bool
-    cause_monitor_id: int | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class TimelineEntry(msgspec.Struct, kw_only=True):
-    id: int
-    at: dt.datetime
-    kind: str
-    message: str
-    data: Any = None
-
-
-class EventBrief(msgspec.Struct, kw_only=True):
-    id: int
-    kind: str
-    occurred_at: dt.datetime
-
-
-class IncidentTimeline(msgspec.Struct, kw_only=True):
-    entries: list[TimelineEntry]
-    events: list[EventBrief]
-
-
-class Event(msgspec.Struct, kw_only=True):
-    """A state change (monitor.down, incident.resolved, ...); `payload` depends on `kind`."""
-
-    id: int
-    kind: str
-    monitor_id: int | None
-    incident_id: int | None
-    occurred_at: dt.datetime
-    payload: dict[str, Any]
-    resolved: bool | None = None
-
-
 class EventPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     status: Literal["resolved"] = "resolved"
-
-
-class RegionMetrics(msgspec.Struct, kw_only=True):
-    region: str
-    checked_at: dt.datetime
-    is_ok: bool
-    status: str
-    reason: str | None
-    error: str | None
-    response_time: float | None
-    status_code: int | None
-
-
-class WindowMetrics(msgspec.Struct, kw_only=True):
-    """The last 24 hours: percentiles of response times (ms), uptime in percent."""
-
-    p50_latency_ms: float | None
-    p95_latency_ms: float | None
-    p99_latency_ms: float | None
-    uptime_24h: float | None
-    rounds_24h: int
-    successful_checks_24h: int
-
-
-class MonitorStatus(msgspec.Struct, kw_only=True):
-    monitor_id: int
-    name: str
-    status: str
-    is_ok: bool
-    status_changed_at: dt.datetime | None
-    last_check: dt.datetime | None
-    response_time_ms: float | None
-    unavailable_regions: list[str]
-    open_incident_id: int | None
-    regions: list[dict[str, Any]]
-    metrics: WindowMetrics
-
-
-class MaintenanceWindow(msgspec.Struct, kw_only=True):
-    id: int
-    name: str
-    monitor_ids: list[int]
-    tags: list[str]
-    recurring: bool
-    starts_at: dt.datetime | None
-    ends_at: dt.datetime | None
-    days: list[str]
-    start_time: str | None
-    duration: int | None
-    time_zone: str
-    enabled: bool
-    active_now: bool
-    created_at: dt.datetime
-    updated_at: dt.datetime
 
 
 class HeartbeatInput(heartbeat.HeartbeatSpec, kw_only=True, forbid_unknown_fields=True):
@@ -327,125 +103,6 @@ class HeartbeatUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tz: str | None = None
     tags: list[monitors.Tag] | None = None
     is_enabled: bool | None = None
-
-
-class Heartbeat(msgspec.Struct, kw_only=True):
-    """A heartbeat monitor. `token` and `ping_url` only when created or rotated."""
-
-    id: int
-    name: str
-    type: Literal["heartbeat"]
-    run_interval: int | None
-    grace_period: int
-    cron: str | None
-    tz: str
-    is_enabled: bool
-    tags: list[str]
-    status: str
-    is_ok: bool
-    last_ping_at: dt.datetime | None
-    last_ping_kind: str | None
-    last_success: dt.datetime | None
-    last_failure: dt.datetime | None
-    next_deadline: dt.datetime | None
-    deadline_reason: str | None
-    open_runs: int
-    token_hint: str | None
-    status_changed_at: dt.datetime | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    token: str | None = None
-    ping_url: str | None = None
-
-
-class Ping(msgspec.Struct, kw_only=True):
-    id: int
-    at: dt.datetime
-    kind: str
-    exit_code: int | None
-    rid: str | None
-    duration_ms: float | None
-    source: str | None
-    user_agent: str | None
-    method: str | None
-    body: str | None
-
-
-class PingReceived(msgspec.Struct, kw_only=True):
-    success: bool
-    kind: Literal["success", "start", "fail", "log"]
-    exit_code: int | None
-    rid: str | None
-
-
-class Channel(msgspec.Struct, kw_only=True):
-    """A notification channel; secrets in `config` read `<redacted>`."""
-
-    id: int
-    name: str
-    kind: str
-    type: str
-    config: dict[str, Any]
-    is_enabled: bool
-    disabled_reason: str | None
-    disabled_at: dt.datetime | None
-    reminder_minutes: int | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class ChannelTest(msgspec.Struct, kw_only=True):
-    delivery_id: int
-    delivered: bool
-    status: Literal["delivered", "dead"]
-    error: str | None
-    permanent: bool | None
-
-
-class Delivery(msgspec.Struct, kw_only=True):
-    id: int
-    event_id: int | None
-    channel_id: int
-    kind: str
-    seq: int
-    monitor_id: int | None
-    incident_id: int | None
-    status: str
-    attempts: int
-    next_attempt_at: dt.datetime | None
-    last_error: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    delivered_at: dt.datetime | None
-
-
-class Rule(msgspec.Struct, kw_only=True):
-    id: int
-    name: str
-    min_severity: str | None
-    reminder_minutes: int | None
-    escalate_after_minutes: int | None
-    is_enabled: bool
-    is_policy: bool
-    events: list[str]
-    monitor_ids: list[int]
-    tags: list[str]
-    channel_ids: list[int]
-    escalation_channel_ids: list[int]
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class Subscription(msgspec.Struct, kw_only=True):
-    """The self-hosted plan: always active, never billed, no limits."""
-
-    plan: str
-    status: str
-    billing: None
-    cancel_at_period_end: bool
-    current_period_end: None
-    limits: dict[str, None]
-    usage: dict[str, int]
 
 
 class StatusPageMonitor(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -487,34 +144,6 @@ class StatusPageUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     incident_message: str | None = None
 
 
-class StatusPageComponent(msgspec.Struct, kw_only=True):
-    monitor_id: int
-    display_name: str | None
-    component_id: int
-
-
-class StatusPageSectionOut(msgspec.Struct, kw_only=True):
-    name: str
-    monitors: list[StatusPageComponent]
-
-
-class StatusPage(msgspec.Struct, kw_only=True):
-    id: int
-    name: str
-    slug: str
-    custom_domain: str | None
-    description: str
-    is_public: bool
-    has_password: bool
-    incident_status: str | None
-    incident_message: str | None
-    incident_updated_at: dt.datetime | None
-    sections: list[StatusPageSectionOut]
-    url: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
 PostState = Literal["investigating", "identified", "monitoring", "resolved"]
 
 
@@ -527,32 +156,6 @@ class PostInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class PostUpdateInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     message: str
     status: PostState = "investigating"
-
-
-class PostUpdate(msgspec.Struct, kw_only=True):
-    id: int
-    status: str
-    message: str
-    created_at: dt.datetime
-
-
-class Post(msgspec.Struct, kw_only=True):
-    id: int
-    title: str
-    status: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    resolved_at: dt.datetime | None
-    updates: list[PostUpdate]
-
-
-class Subscriber(msgspec.Struct, kw_only=True):
-    id: int
-    kind: Literal["email", "webhook"]
-    address: str
-    confirmed_at: dt.datetime | None
-    created_at: dt.datetime
-    confirmed: bool
 
 
 class SubscribeForm(msgspec.Struct, kw_only=True):
@@ -568,110 +171,6 @@ class SubscribeInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     email: str | None = None
     webhook_url: str | None = None
-
-
-class Subscribed(msgspec.Struct, kw_only=True):
-    kind: Literal["email", "webhook"]
-    confirmed: bool
-
-
-class PublicPage(msgspec.Struct, kw_only=True):
-    """What a visitor of the page sees, as JSON."""
-
-    name: str
-    slug: str
-    description: str
-    status: str
-    incident: dict[str, Any] | None
-    sections: list[dict[str, Any]]
-    posts: list[dict[str, Any]]
-    maintenance: list[dict[str, Any]]
-    updated_at: str
-
-
-class Checks(msgspec.Struct, kw_only=True):
-    total: int
-    successful: int
-    failed: int
-    degraded: int
-
-
-class ResponseTimes(msgspec.Struct, kw_only=True):
-    """Milliseconds, to 0.01 ms; percentiles within `percentile_relative_error`."""
-
-    avg: float | None
-    min: float | None
-    max: float | None
-    p50: float | None
-    p95: float | None
-    p99: float | None
-
-
-class Rounds(msgspec.Struct, kw_only=True):
-    up: int
-    degraded: int
-    down: int
-    unknown: int
-    excluded: int
-
-
-class IncidentSummary(msgspec.Struct, kw_only=True):
-    count: int
-    total_downtime: float
-    mttr: float | None
-
-
-class RegionStats(msgspec.Struct, kw_only=True):
-    region: str
-    uptime: float | None
-    checks: Checks
-    response_times: ResponseTimes
-
-
-class StatsReport(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
-    """Uptime (percent of decided rounds that were up), checks, response times and
-    incidents over [from, to), with a time series at `granularity`."""
-
-    monitor_id: int
-    from_: dt.datetime
-    to: dt.datetime
-    uptime_percentage: float | None
-    checks: Checks
-    response_times: ResponseTimes
-    percentile_relative_error: float
-    rounds: Rounds
-    incidents: IncidentSummary
-    regions: list[RegionStats]
-    granularity: str
-    series: list[dict[str, Any]]
-
-
-class MonitorStats(StatsReport, kw_only=True):
-    """The report over `period`, with uptime over the fixed windows too."""
-
-    period: str
-    uptime: dict[str, float | None]
-
-
-class SlaRow(msgspec.Struct, kw_only=True):
-    monitor_id: int
-    name: str
-    uptime: float | None
-    downtime_s: float
-    incidents: int
-    mttr_s: float | None
-    mtbf_s: float | None
-    rounds_up: int
-    rounds_degraded: int
-    rounds_down: int
-    rounds_unknown: int
-    rounds_excluded: int
-
-
-class SlaReport(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
-    from_: dt.datetime
-    to: dt.datetime
-    monitors: list[SlaRow]
 
 
 TYPES: list[Any] = [

@@ -1,0 +1,175 @@
+"""The synchronous client: `Client`, on the standard library's HTTP client (no extra
+dependency). See docs/sdk.md."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+from probefleet.client import _core, models
+from probefleet.client import _resources as _r
+
+T = TypeVar("T")
+
+
+class Client:
+    """The probefleet API. `api_key` defaults to PROBEFLEET_API_KEY, `base_url` to
+    PROBEFLEET_URL (else http://127.0.0.1:8080). A 429 is retried after its Retry-After,
+    `max_retries` times; any other refusal raises a typed `ApiError`.
+
+    >>> with Client() as api:
+    ...     for m in api.monitors(status="down"):
+    ...         print(m.id, m.name)
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = _core.MAX_RETRIES,
+    ) -> None:
+        self.settings = _core.Settings.resolve(base_url, api_key, timeout, max_retries)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        type: Any = Any,
+    ) -> Any:
+        """Any operation of the API: the answer's `data` decoded as `type`."""
+        return self._call(_r.Call(method, path, type, params, json))
+
+    def _call(self, call: _r.Call) -> Any:
+        return self._send(call)[0]
+
+    def _send(self, call: _r.Call) -> tuple[Any, models.Meta | None]:
+        req = _core.build(self.settings, call.method, call.path, call.params, call.json)
+        attempt = 0
+        while True:
+            status, headers, body = self._exchange(req)
+            wait = _core.retry_wait(status, headers, attempt, self.settings)
+            if wait is None:
+                return _core.decode(status, headers, body, call.type)
+            time.sleep(wait)
+            attempt += 1
+
+    def _exchange(self, req: _core.Request) -> tuple[int, dict[str, str], bytes]:
+        raw = urllib.request.Request(req.url, data=req.body, headers=req.headers, method=req.method)
+        try:
+            with urllib.request.urlopen(raw, timeout=self.settings.timeout) as resp:
+                return resp.status, dict(resp.headers.items()), resp.read()
+        except urllib.error.HTTPError as e:
+            with e:
+                return e.code, dict(e.headers.items()), e.read()
+        except (urllib.error.URLError, OSError) as e:
+            raise _core.TransportError(f"cannot reach {self.settings.base_url}: {e}") from None
+
+    def _pages(self, pages: _r.Pages) -> Iterator[Any]:
+        params = dict(pages.params)
+        while True:
+            items, meta = self._send(_r.Call("GET", pages.path, pages.type, params))
+            yield from items
+            if meta is None or not meta.next_cursor:
+                return
+            params["cursor"] = meta.next_cursor
+
+    # ---- monitors
+
+    def monitors(self, *, limit: int = 100, **filters: Any) -> Iterator[models.Monitor]:
+        """Every monitor matching `filters` (status, type, tag, search, project, ...), fetched
+        `limit` at a time by following the cursor."""
+        return self._pages(_r.list_monitors(limit, filters))
+
+    def get_monitor(self, monitor_id: int) -> models.Monitor:
+        return self._call(_r.get_monitor(monitor_id))
+
+    def create_monitor(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.Monitor:
+        """A new monitor: `type` and its kind's fields (`url`, `host`, `port`, ...) as
+        keywords or a dict, as the API takes them (docs/api.md)."""
+        return self._call(_r.create_monitor(fields, extra))
+
+    def update_monitor(
+        self, monitor_id: int, fields: dict[str, Any] | None = None, /, **extra: Any
+    ) -> models.Monitor:
+        """Change the given fields; the others keep their values."""
+        return self._call(_r.update_monitor(monitor_id, fields, extra))
+
+    def delete_monitor(self, monitor_id: int) -> None:
+        return self._call(_r.delete_monitor(monitor_id))
+
+    def pause_monitor(self, monitor_id: int, reason: str | None = None) -> models.Monitor:
+        return self._call(_r.pause_monitor(monitor_id, reason))
+
+    def resume_monitor(self, monitor_id: int) -> models.Monitor:
+        return self._call(_r.resume_monitor(monitor_id))
+
+    def monitor_stats(self, monitor_id: int, period: str = "24h") -> models.MonitorStats:
+        """Uptime, checks, response times and incidents over 24h, 7d, 30d or 90d."""
+        return self._call(_r.monitor_stats(monitor_id, period))
+
+    def monitor_status(self, monitor_id: int) -> models.MonitorStatus:
+        return self._call(_r.monitor_status(monitor_id))
+
+    def monitor_logs(self, monitor_id: int, limit: int = 100) -> list[models.LogEntry]:
+        """The newest check results of every region."""
+        return self._call(_r.monitor_logs(monitor_id, limit))
+
+    # ---- incidents and events
+
+    def incidents(self, *, limit: int = 100, **filters: Any) -> Iterator[models.Incident]:
+        """Incidents, newest first; filters: status (active, resolved, all), monitor_id, from, to."""
+        return self._pages(_r.list_incidents(limit, filters))
+
+    def get_incident(self, incident_id: int) -> models.Incident:
+        return self._call(_r.get_incident(incident_id))
+
+    def create_incident(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.Incident:
+        return self._call(_r.create_incident(fields, extra))
+
+    def acknowledge_incident(
+        self, incident_id: int, *, assignee: str | None = None, notes: str | None = None
+    ) -> models.Incident:
+        fields = {"status": "acknowledged", "assignee": assignee, "notes": notes}
+        return self._call(_r.change_incident(incident_id, fields))
+
+    def resolve_incident(self, incident_id: int, *, notes: str | None = None) -> models.Incident:
+        return self._call(_r.change_incident(incident_id, {"status": "resolved", "notes": notes}))
+
+    def events(self, *, limit: int = 100, **filters: Any) -> Iterator[models.Event]:
+        """State changes, oldest first; filters: kind, monitor_id, incident_id, from, to."""
+        return self._pages(_r.list_events(limit, filters))
+
+    # ---- heartbeats
+
+    def heartbeats(self, *, limit: int = 100) -> Iterator[models.Heartbeat]:
+        return self._pages(_r.list_heartbeats(limit))
+
+    def create_heartbeat(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.Heartbeat:
+        """A heartbeat monitor; its `token` and `ping_url` are in this answer only."""
+        return self._call(_r.create_heartbeat(fields, extra))
+
+    # ---- status pages
+
+    def status_pages(self, *, limit: int = 100) -> Iterator[models.StatusPage]:
+        return self._pages(_r.list_status_pages(limit))
+
+    def create_status_page(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.StatusPage:
+        return self._call(_r.create_status_page(fields, extra))
+
+    def public_page(self, slug: str) -> models.PublicPage:
+        """What a visitor of the page sees."""
+        return self._call(_r.public_page(slug))
