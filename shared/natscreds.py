@@ -9,6 +9,7 @@ certificate, the probe's inbox prefix) into keyword arguments for `nats.connect`
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
@@ -102,6 +103,20 @@ def tls_context(
     return ctx
 
 
+class _TlsEofNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+def quiet_tls_eof_warning() -> None:
+    """asyncio logs "returning true from eof_received() has no effect when using ssl" each
+    time one of nats-py's TLS connections ends (its asyncio streams ask to keep the socket
+    half-open, which TLS cannot): a WARNING with every disconnect that says nothing."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _TlsEofNoise) for f in logger.filters):
+        logger.addFilter(_TlsEofNoise())
+
+
 def connect_options(
     creds: Path | None,
     ca_file: Path | None,
@@ -118,6 +133,7 @@ def connect_options(
         options["user_credentials"] = str(creds)
     if ca_file is not None or cert_file is not None or url.startswith("tls://"):
         options["tls"] = tls_context(ca_file, cert_file=cert_file, key_file=key_file)
+        quiet_tls_eof_warning()
     if inbox_prefix:
         options["inbox_prefix"] = inbox_prefix
     return options

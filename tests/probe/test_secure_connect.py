@@ -216,3 +216,18 @@ async def test_probe_run_warns_at_every_start_in_insecure_mode(nats_url: str) ->
         warning = [line for line in lines if "insecure NATS" in line]
         assert len(warning) == 1 and "WARNING" in warning[0]
         assert proc.returncode == 0
+
+
+async def test_a_tls_disconnect_logs_no_asyncio_noise(
+    secure_nats: SecureNats, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    creds, _ = secure_nats.probe_creds(tmp_path / "p.creds", region=REGION, probe_id="p-1")
+    agent = Agent(secure_nats.probe_config(creds, region=REGION, probe_id="p-1"))
+    await agent.start()
+    with caplog.at_level("WARNING", logger="asyncio"):
+        secure_nats.server.stop()  # the server goes: every client sees its TLS connection end
+        await eventually(lambda: agent.nc is not None and not agent.nc.is_connected, timeout=10)
+        secure_nats.server.start()
+        await agent.abort()
+    assert "nats disconnected" in caplog.text
+    assert "eof_received" not in caplog.text
