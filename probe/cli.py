@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -473,16 +474,33 @@ def _print_human(data: dict[str, Any]) -> None:
 
 @probe.command("check-config")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def check_config(config_path: Path | None) -> None:
-    """Validate the probe's configuration (file plus PROBEFLEET_* variables) and print it,
-    secrets redacted."""
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The enrolled probe's state directory (or PROBEFLEET_STATE_DIR), as `probe run` reads it.",
+)
+def check_config(config_path: Path | None, state_dir: Path | None = None) -> None:
+    """Validate the probe's configuration (file plus PROBEFLEET_* variables, and the
+    enrollment in the state directory) and print it, secrets redacted."""
     import msgspec
 
+    from probefleet.probe import enroll
     from probefleet.probe.config import load_probe_config
     from probefleet.shared.redact import redact_url
 
+    if state_dir is None:
+        state_dir = (
+            Path(env) if (env := os.environ.get("PROBEFLEET_STATE_DIR")) else enroll.default_state_dir()
+        )
     try:
-        cfg = load_probe_config(config_path)
+        state = enroll.load_state(state_dir)
+    except enroll.EnrollError as e:
+        raise click.ClickException(str(e)) from None
+    enrolled = enroll.config_overrides(state, state_dir) if state else {}
+    if os.environ.get("PROBEFLEET_NATS_URL"):
+        enrolled.pop("nats_url", None)  # as in `probe run`: the variable wins over the enrolled URL
+    try:
+        cfg = load_probe_config(config_path, **enrolled)
     except (ValueError, OSError) as e:
         raise click.ClickException(f"invalid configuration: {e}") from None
     data = msgspec.to_builtins(cfg)

@@ -5,6 +5,7 @@ credential it got, taking its region's jobs; then revoked, and cut off by NATS."
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
 from probefleet.controller import keys
 from probefleet.controller.api import fleet as fleet_api
@@ -25,6 +27,7 @@ from probefleet.probe import enroll
 from probefleet.probe.agent import Agent
 from probefleet.probe.config import ProbeConfig
 from probefleet.shared import natscreds
+from probefleet.shared.cli import main
 from tests.controller.conftest import Running, start_controller
 from tests.fleet import RegionalTarget, SecureNats
 from tests.helpers import eventually
@@ -70,6 +73,14 @@ async def test_a_probe_enrolls_takes_jobs_and_is_cut_off_when_revoked(
     # A later start finds the enrollment: same id, nothing asked of the controller.
     again = enroll.load_state(state_dir)
     assert again is not None and again.probe_id == state.probe_id
+    checked = CliRunner().invoke(main, ["probe", "check-config", "--state-dir", str(state_dir)])
+    assert checked.exit_code == 0, checked.output
+    shown = json.loads(checked.output)
+    assert (shown["probe_id"], shown["region"], shown["nats_credentials"]) == (
+        state.probe_id,
+        "eu-west",
+        str(creds),
+    )
 
     cfg = ProbeConfig(
         **enroll.config_overrides(state, state_dir),  # type: ignore[arg-type]
