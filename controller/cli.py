@@ -163,7 +163,15 @@ def create_key(
     type=click.Path(file_okay=False, path_type=Path),
     help="Where nats-server keeps account JWTs (default: DIR/resolver).",
 )
-def init_fleet(trust_dir: Path, hostnames: tuple[str, ...], resolver_dir: Path | None) -> None:
+@click.option(
+    "--leafnodes",
+    "leafnode_listen",
+    metavar="HOST:PORT",
+    help="Also take leaf nodes of remote regions there, e.g. 0.0.0.0:7422 (TLS, `init-leaf`).",
+)
+def init_fleet(
+    trust_dir: Path, hostnames: tuple[str, ...], resolver_dir: Path | None, leafnode_listen: str | None
+) -> None:
     """Make the fleet's NATS trust (operator, accounts, controller credential, CA and server
     certificate) once; run again to re-use it, add a --hostname or renew the certificate.
     Prints what to put in nats-server's configuration and the controller's settings."""
@@ -171,7 +179,9 @@ def init_fleet(trust_dir: Path, hostnames: tuple[str, ...], resolver_dir: Path |
 
     trust_dir = trust_dir.resolve()
     try:
-        trust.generate(trust_dir, hostnames=list(hostnames), resolver_dir=resolver_dir)
+        trust.generate(
+            trust_dir, hostnames=list(hostnames), resolver_dir=resolver_dir, leafnode_listen=leafnode_listen
+        )
     except (OSError, trust.TrustError) as e:
         raise click.ClickException(f"cannot make the fleet trust in {trust_dir}: {e}") from None
     host = hostnames[0] if hostnames else "localhost"
@@ -188,6 +198,57 @@ def init_fleet(trust_dir: Path, hostnames: tuple[str, ...], resolver_dir: Path |
         f"  PROBEFLEET_NATS_URL=tls://{host}:4222\n"
         f"  (its credential and CA default to {trust_dir / 'controller.creds'} and {trust_dir / 'ca.pem'})\n"
         f"\nprobes: enroll each one (`probefleet region enroll REGION`); they trust {trust_dir / 'ca.pem'}"
+    )
+
+
+@controller.command("init-leaf")
+@click.option(
+    "--dir",
+    "trust_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The fleet's trust.",
+)
+@click.option("--region", required=True, help="The region the leaf node serves (its name in logs).")
+@click.option("--hub-url", required=True, help="The hub's leaf-node URL, e.g. tls://nats.example.com:7422.")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write."
+)
+@click.option(
+    "--files-at",
+    type=click.Path(path_type=Path),
+    default=Path("/etc/nats/fleet"),
+    show_default=True,
+    help="Where the folder will be on the leaf host.",
+)
+@click.option(
+    "--resolver-dir",
+    type=click.Path(path_type=Path),
+    default=Path("/data/jwt"),
+    show_default=True,
+    help="Where the leaf's nats-server keeps account JWTs.",
+)
+def init_leaf(
+    trust_dir: Path, region: str, hub_url: str, out: Path, files_at: Path, resolver_dir: Path
+) -> None:
+    """Write what a remote region's NATS leaf node needs (config, its credential, the
+    fleet's CA and certificate) to --out, to copy to the leaf host. Probes of the region
+    then connect to the leaf with their own credentials (docs/architecture/fleet.md)."""
+    from probefleet.controller.cluster import trust
+
+    if not hub_url.startswith("tls://"):
+        raise click.UsageError("--hub-url: the hub's leaf port speaks TLS, use tls://HOST:PORT")
+    try:
+        fleet = trust.FleetTrust.load(trust_dir.resolve(), nats_urls=[hub_url])
+        trust.write_leaf(
+            fleet, out, name=region, hub_url=hub_url, files_at=files_at, resolver_dir=resolver_dir
+        )
+    except (OSError, trust.TrustError) as e:
+        raise click.ClickException(f"cannot write the leaf node's files: {e}") from None
+    click.echo(
+        f"leaf node of {region} in {out} (secrets 0600): copy it to {files_at} on the leaf host and run\n"
+        f"  nats-server -c {files_at / 'leaf.conf'} -p 4222\n"
+        f"probes of {region}: enroll as usual, and run with --nats-url tls://<leaf host>:4222"
     )
 
 

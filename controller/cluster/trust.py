@@ -333,12 +333,15 @@ def server_config(
     tls: bool = True,
     verify_clients: bool = False,
     leafnode_listen: str | None = None,
+    files_at: Path | None = None,
 ) -> str:
     """nats-server configuration for operator mode with the fleet's trust (no client listen
     address, no JetStream: the including file decides those). `resolver_dir` is where this
     server keeps the account JWTs it is sent; one per server. `verify_clients`: mutual TLS,
     clients must show a certificate from the fleet's CA. `leafnode_listen` (host:port): accept
-    leaf nodes there, with the same TLS (a hub of remote regions)."""
+    leaf nodes there, with the same TLS (a hub of remote regions). `files_at`: where the
+    certificate files are on the server, when not in `trust_dir` (another host, a container)."""
+    files = files_at or trust_dir
     operator = (trust_dir / "operator.jwt").read_text().strip()
     system = decode_jwt((trust_dir / "system.jwt").read_text())["sub"]
     preload = "\n".join(
@@ -362,9 +365,9 @@ def server_config(
     )
     tls_block = (
         "tls {\n"
-        f"  cert_file: {_conf_string(trust_dir / 'server-cert.pem')}\n"
-        f"  key_file: {_conf_string(trust_dir / 'server-key.pem')}\n"
-        + (f"  ca_file: {_conf_string(trust_dir / 'ca.pem')}\n  verify: true\n" if verify_clients else "")
+        f"  cert_file: {_conf_string(files / 'server-cert.pem')}\n"
+        f"  key_file: {_conf_string(files / 'server-key.pem')}\n"
+        + (f"  ca_file: {_conf_string(files / 'ca.pem')}\n  verify: true\n" if verify_clients else "")
         + "  timeout: 2\n"
         "}\n"
     )
@@ -400,6 +403,38 @@ def leaf_config(
     )
 
 
+def write_leaf(
+    trust: FleetTrust, out: Path, *, name: str, hub_url: str, files_at: Path, resolver_dir: Path
+) -> None:
+    """Everything a region's leaf node needs, in `out` (to copy to the leaf host, where it
+    will be at `files_at`): leaf.conf (operator mode, TLS for its local probes with the
+    fleet's server certificate, the two remotes to the hub), a leaf credential, the system
+    account's credential (account updates, such as revocations, reach the leaf over it), the
+    CA and the server certificate and key (issue it with the leaf's host name among
+    `init-fleet --hostname`s)."""
+    trust_dir = trust.trust_dir
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    seed, public = natscreds.new_user_keypair()
+    natscreds.write_creds(out / "leaf.creds", trust.issue_leaf(public_key=public, name=name), seed)
+    for file in ("system.creds", "server-key.pem"):
+        natscreds.write_secret(out / file, (trust_dir / file).read_text())
+    for file in ("ca.pem", "server-cert.pem"):
+        (out / file).write_text((trust_dir / file).read_text())
+    conf = (
+        f"# The leaf node of region {name}, made by `probefleet controller init-leaf`.\n"
+        + server_config(trust_dir, resolver_dir=resolver_dir, files_at=files_at)
+        + leaf_config(
+            trust_dir,
+            hub_url=hub_url,
+            credentials=files_at / "leaf.creds",
+            system_credentials=files_at / "system.creds",
+            ca_file=files_at / "ca.pem",
+        )
+    )
+    (out / "leaf.conf").write_text(conf)
+
+
 # ---------------------------------------------------------------- generate
 
 
@@ -409,11 +444,13 @@ def generate(
     hostnames: Sequence[str] = (),
     resolver_dir: Path | None = None,
     account_name: str = ACCOUNT_NAME,
+    leafnode_listen: str | None = None,
 ) -> None:
     """Make what is missing in `trust_dir` (see the module docstring) and keep what exists:
     running it again re-uses every key, so credentials already issued stay valid. The server
     certificate names `hostnames` plus localhost, 127.0.0.1 and ::1; it is re-issued (same CA)
-    when a name is missing from it or it expires within 30 days."""
+    when a name is missing from it or it expires within 30 days. `leafnode_listen`: the
+    generated nats-server.conf also takes leaf nodes of remote regions there (host:port)."""
     trust_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(trust_dir, 0o700)
     operator = _seed_file(trust_dir / "operator.nk", nkeys.PREFIX_BYTE_OPERATOR)
@@ -447,7 +484,9 @@ def generate(
     if not (trust_dir / "controller.creds").exists():
         _write_user(trust_dir / "controller.creds", "controller", account, signing, permissions={})
     _ensure_server_cert(trust_dir, list(hostnames))
-    conf = server_config(trust_dir, resolver_dir=resolver_dir or trust_dir / "resolver")
+    conf = server_config(
+        trust_dir, resolver_dir=resolver_dir or trust_dir / "resolver", leafnode_listen=leafnode_listen
+    )
     (trust_dir / "nats-server.conf").write_text(conf)
     for name in _SECRET_FILES:
         os.chmod(trust_dir / name, 0o600)

@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from probefleet.controller.cluster.trust import leaf_config, server_config
+from probefleet.controller.cluster.trust import write_leaf
 from probefleet.probe.agent import Agent
 from probefleet.shared import natscreds, subjects, wire
 from probefleet.shared.devstack import NatsServer
@@ -35,22 +35,18 @@ class Topology:
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
     hub = start_secure_nats(tmp_path / "hub", leafnodes=True)
-    trust_dir = hub.trust_dir
-    seed, public = natscreds.new_user_keypair()
-    leaf_creds = tmp_path / "leaf" / "leaf.creds"
-    natscreds.write_creds(leaf_creds, hub.trust.issue_leaf(public_key=public, name=REGION), seed)
+    # What `probefleet controller init-leaf` writes, used where it was written.
+    files = tmp_path / "leaf" / "fleet"
+    write_leaf(
+        hub.trust,
+        files,
+        name=REGION,
+        hub_url=hub.server.leaf_url,
+        files_at=files,
+        resolver_dir=tmp_path / "leaf" / "resolver",
+    )
     leaf = NatsServer(
-        tmp_path / "leaf" / "nats",
-        trust_conf=server_config(trust_dir, resolver_dir=tmp_path / "leaf" / "resolver"),
-        tls=True,
-        jetstream=False,
-        extra_conf=leaf_config(
-            trust_dir,
-            hub_url=hub.server.leaf_url,
-            credentials=leaf_creds,
-            system_credentials=trust_dir / "system.creds",
-            ca_file=hub.ca_file,
-        ),
+        tmp_path / "leaf" / "nats", trust_conf=(files / "leaf.conf").read_text(), tls=True, jetstream=False
     )
     try:
         leaf.start()
@@ -94,7 +90,9 @@ async def test_a_probe_behind_a_leaf_node_takes_hub_jobs_and_its_results_reach_t
                 return []
             return [wire.decode_result(m.data) for m in msgs]
 
-        [result] = await eventually(a_result, timeout=20, what="a result of the leaf's probe in the hub stream")
+        [result] = await eventually(
+            a_result, timeout=20, what="a result of the leaf's probe in the hub stream"
+        )
         assert result.probe_id == "leaf-probe" and result.region == REGION
         assert result.status == Status.FAIL  # the target refused: a real check ran behind the leaf
 
@@ -126,3 +124,50 @@ async def test_a_probe_behind_a_leaf_node_takes_hub_jobs_and_its_results_reach_t
     finally:
         await agent.abort()
         await controller.close()
+
+
+def test_init_fleet_and_init_leaf_write_the_hub_and_leaf_files(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from probefleet.controller.cli import controller
+
+    trust_dir = tmp_path / "fleet"
+    done = CliRunner().invoke(
+        controller,
+        [
+            "init-fleet",
+            "--dir",
+            str(trust_dir),
+            "--hostname",
+            "nats.example.com",
+            "--leafnodes",
+            "0.0.0.0:7422",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    hub_conf = (trust_dir / "nats-server.conf").read_text()
+    assert 'leafnodes {\n  listen: "0.0.0.0:7422"\n  tls {' in hub_conf
+
+    out = tmp_path / "leaf"
+    args = ["init-leaf", "--dir", str(trust_dir), "--region", REGION, "--out", str(out)]
+    refused = CliRunner().invoke(controller, [*args, "--hub-url", "nats://nats.example.com:7422"])
+    assert refused.exit_code == 2 and "tls://" in refused.output
+    done = CliRunner().invoke(controller, [*args, "--hub-url", "tls://nats.example.com:7422"])
+    assert done.exit_code == 0, done.output
+    assert "nats-server -c /etc/nats/fleet/leaf.conf" in done.output
+    assert {p.name for p in out.iterdir()} == {
+        "leaf.conf",
+        "leaf.creds",
+        "system.creds",
+        "ca.pem",
+        "server-cert.pem",
+        "server-key.pem",
+    }
+    for secret in ("leaf.creds", "system.creds", "server-key.pem"):
+        assert (out / secret).stat().st_mode & 0o777 == 0o600
+    leaf_conf = (out / "leaf.conf").read_text()
+    assert '"/etc/nats/fleet/leaf.creds"' in leaf_conf and '"/etc/nats/fleet/server-cert.pem"' in leaf_conf
+    assert leaf_conf.count('url: "tls://nats.example.com:7422"') == 2
+    assert "operator.nk" not in " ".join(p.name for p in out.iterdir()), (
+        "no signing key leaves the controllers"
+    )
