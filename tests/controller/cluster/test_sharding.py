@@ -3,16 +3,30 @@ past its lease until another controller announces that it read the members witho
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
+import nats
 import pytest
+from nats.aio.msg import Msg
 
-from probefleet.controller import metrics
+from probefleet.controller import keys, metrics
 from probefleet.controller.cluster.sharding import SHARDS, Membership, owner, shard_of
+from probefleet.controller.engine.scheduler import phase
 from probefleet.controller.storage import db
+from probefleet.shared import subjects, wire
 from probefleet.shared.devstack import PostgresServer, create_database
+from tests.controller.conftest import Running, start_controller
+from tests.fleet import RegionalTarget, start_probes, stop_probes
+from tests.helpers import eventually
 
 
 @pytest.fixture
@@ -120,3 +134,134 @@ async def test_after_a_missed_renewal_members_are_kept_for_a_lease_before_their_
     assert await a.beat() is False
     clock.now = 1026.0  # a lease after the renewal came back: b is gone for good
     assert await a.beat() is True and a.members == ("a",)
+
+
+class PausableProxy:
+    """A TCP relay to PostgreSQL for one controller: `pause` holds every byte both ways (that
+    controller's database hangs, as if frozen) while other clients reach the server."""
+
+    def __init__(self, dsn: str) -> None:
+        parts = urlsplit(dsn)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 5432
+        self.dsn = dsn
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        """Start; the DSN that goes through the relay."""
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return self.dsn.replace(f":{self.port}/", f":{port}/")
+
+    def pause(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self.writers += [writer, up_writer]
+        await asyncio.gather(
+            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+        )
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        self.resume()
+        if self.server is not None:
+            self.server.close()
+        for w in self.writers:
+            w.close()
+
+
+def _grid(monitor_id: int, start: float, end: float) -> set[float]:
+    """The due times of a 1 s monitor in [start, end]."""
+    offset = phase(monitor_id, 1.0)
+    first = math.ceil(start - offset) + offset
+    return {round(first + k, 3) for k in range(int(end - first) + 1)}
+
+
+def _membership(c: Running) -> Membership:
+    return c.app[keys.SCHEDULER].owns.__self__  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_a_controller_cut_off_from_the_database_stops_once_another_takes_its_shards(
+    database: str, nats_url: str
+) -> None:
+    proxy = PausableProxy(database)
+    settings = {"controller_heartbeat_interval": 0.5, "database_background_timeout": 2.0}
+    a = await start_controller(await proxy.start(), nats_url, controller_id="a", **settings)
+    b = await start_controller(database, nats_url, controller_id="b", **settings)
+    target = RegionalTarget()
+    await target.start()
+    probes = await start_probes(nats_url)
+    jobs: Counter[tuple[int, float]] = Counter()
+
+    async def on_job(msg: Msg) -> None:
+        job = wire.decode_job(msg.data)
+        jobs[(job.monitor_id, round(job.due, 3))] += 1
+
+    watcher = await nats.connect(nats_url)
+    await watcher.subscribe(subjects.jobs("us-east"), cb=on_job)
+    sa, sb = a.app[keys.SCHEDULER], b.app[keys.SCHEDULER]
+
+    def exactly_once(ids: list[int], start: float, end: float) -> None:
+        for mid in ids:
+            counts = [jobs[(mid, due)] for due in sorted(_grid(mid, start, end))]
+            assert counts and set(counts) == {1}, f"monitor {mid}: jobs per due {counts} in [{start}, {end}]"
+
+    try:
+        await eventually(lambda: _membership(a).members == _membership(b).members == ("a", "b"))
+        headers = {"Authorization": f"Bearer {b.admin_key}"}
+        async with aiohttp.ClientSession(base_url=b.base, headers=headers) as api:
+            ids = []
+            for i in range(16):
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 1},
+                )
+                assert r.status == 201, await r.text()
+                ids.append((await r.json())["data"]["id"])
+        await eventually(
+            lambda: set(sa.entries) | set(sb.entries) == set(ids), what="every monitor scheduled"
+        )
+        assert sa.entries and sb.entries
+        start = time.time()
+        await asyncio.sleep(2.5)
+        exactly_once(ids, start + 0.5, time.time() - 1.0)
+
+        # a loses its database, b does not: b takes a's shards once a's lease ran out, and a,
+        # told so over NATS, stops at once although it cannot renew
+        proxy.pause()
+        await eventually(lambda: set(sb.entries) == set(ids), timeout=15, what="b schedules every monitor")
+        await eventually(lambda: not sa.active(), what="a stops scheduling")
+        taken = time.time()
+        await asyncio.sleep(3.0)
+        exactly_once(ids, taken + 0.5, time.time() - 1.0)
+
+        # a's database is back: a renews, the shards split again, still one job per due
+        proxy.resume()
+        await eventually(lambda: sa.active() and sb.entries and set(sb.entries) != set(ids), timeout=15)
+        settled = time.time()
+        await asyncio.sleep(3.0)
+        exactly_once(ids, settled + 1.0, time.time() - 1.0)
+        assert set(sa.entries) | set(sb.entries) == set(ids) and not set(sa.entries) & set(sb.entries)
+    finally:
+        await watcher.close()
+        await stop_probes(probes)
+        await target.stop()
+        await proxy.stop()
+        for c in (a, b):
+            with contextlib.suppress(Exception):
+                await c.stop()
