@@ -57,11 +57,16 @@ async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamRe
     return response
 
 
-def _spawn(app: web.Application, loop: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+def _spawn(
+    app: web.Application,
+    loop: Callable[[], Coroutine[Any, Any, None]],
+    name: str,
+    bound: float | None = None,
+) -> None:
     """Run `loop()` as a background task until the workers' stop event is set; should it
     raise (a bug: loops handle the database's and NATS' failures themselves), log it and
     start it again after a backoff (1 s doubling to 30 s), so no loop dies for good.
-    Database calls in the task wait at most `database_background_timeout`."""
+    Database calls in the task wait at most `bound` (default `database_background_timeout`)."""
     stop = app[keys.STOP]
 
     async def supervised() -> None:
@@ -80,7 +85,7 @@ def _spawn(app: web.Application, loop: Callable[[], Coroutine[Any, Any, None]], 
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(30.0, delay * 2)
 
-    with db.bounded(app[keys.CONFIG].database_background_timeout):
+    with db.bounded(bound or app[keys.CONFIG].database_background_timeout):
         app[keys.TASKS].append(asyncio.create_task(supervised(), name=name))
 
 
@@ -217,8 +222,11 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     interval = cfg.controller_heartbeat_interval
     _spawn(app, lambda: _membership(membership, scheduler, nc, interval, stop), "membership")
     _spawn(app, lambda: _upkeep(app, stop), "upkeep")
-    _spawn(app, lambda: rollups.run(pool, stop, interval=cfg.rollup_interval), "rollups")
-    _spawn(app, lambda: retention.run(pool, stop, retention.from_config(cfg)), "retention")
+    # A rollup step over a large installation's backlog can take tens of seconds: these
+    # loops keep the pool's own statement bound (60 s) unless the setting is longer.
+    slow = max(cfg.database_background_timeout, db.COMMAND_TIMEOUT)
+    _spawn(app, lambda: rollups.run(pool, stop, interval=cfg.rollup_interval), "rollups", slow)
+    _spawn(app, lambda: retention.run(pool, stop, retention.from_config(cfg)), "retention", slow)
     _spawn(app, lambda: app[keys.DISPATCHER].run(stop), "dispatcher")
     yield
     stop.set()
