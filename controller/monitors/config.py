@@ -81,6 +81,22 @@ FIELD_ALIASES = {
     "recoveryCount": "recovery_count",
     "escalationPolicy": "escalation_policy",
     "escalation_policy_id": "escalation_policy",
+    "verify_ssl": "verify_tls",
+    "verifySsl": "verify_tls",
+    "requestHeaders": "headers",
+    "requestBody": "body",
+    "dnsRecord": "record_type",
+    "sslCertExpiryDays": "warn_days",
+    "gracePeriod": "grace_period",
+}
+
+# Monitor types of the reference services that probefleet does not run, with the reason
+# a 422 gives.
+UNSUPPORTED_TYPES = {
+    "whois": "WHOIS monitors are not supported: probefleet checks that services answer, not"
+    " domain registrations; a tls monitor warns before a certificate expires",
+    "blacklist": "BLACKLIST monitors are not supported: probefleet checks that services answer,"
+    " not whether an address is on a block list",
 }
 
 # Spec fields whose wire name collides with a common field get another API name:
@@ -169,12 +185,66 @@ def normalize(data: dict[str, Any]) -> dict[str, Any]:
     if out.get("type") in ("tcp", "udp"):
         out.pop("protocol", None)
     kind = out.get("type")
+    if kind == "heartbeat" and "target" in data and "url" not in data:
+        # Some clients require a target for every type; a heartbeat has none (its job pings it).
+        out.pop("url", None)
     if isinstance(kind, str) and kind in TARGET_FIELD and "url" in out:
-        out.setdefault(TARGET_FIELD[kind], _host_of(out.pop("url")))
+        host, port = _host_port(out.pop("url"), with_port=kind in ("tcp", "udp", "tls"))
+        out.setdefault(TARGET_FIELD[kind], host)
+        if port is not None:
+            out.setdefault("port", port)
     # One expected status may come as a bare number.
     if isinstance(out.get("expected_status"), int | str):
         out["expected_status"] = [out["expected_status"]]
+    if isinstance(out.get("record_type"), str):
+        out["record_type"] = out["record_type"].upper()
+    if isinstance(out.get("headers"), str):
+        out["headers"] = _headers_json(out["headers"])
+    if "json_path" in out or "expected_json_value" in out:
+        out["json_assertions"] = _json_assertions(out)
     return out
+
+
+def _headers_json(text: str) -> object:
+    """Headers given as a JSON string of an object (requestHeaders)."""
+    try:
+        headers = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        headers = None
+    if not isinstance(headers, dict):
+        raise ValidationError({"headers": "must be an object, or a JSON string of one"})
+    return headers
+
+
+def _json_assertions(out: dict[str, Any]) -> object:
+    """`json_path` with an optional `expected_json_value`, as one more JSON assertion: the
+    value at the path equals it, or (without a value) the path exists."""
+    path = out.pop("json_path", None)
+    missing = object()
+    value = out.pop("expected_json_value", missing)
+    if not isinstance(path, str) or not path:
+        raise ValidationError({"json_path": "required with expected_json_value: a path such as $.status"})
+    assertion = (
+        {"path": path, "op": "exists"} if value is missing else {"path": path, "op": "equals", "value": value}
+    )
+    current = out.get("json_assertions", [])
+    return [*current, assertion] if isinstance(current, list) else current
+
+
+def _host_port(target: object, *, with_port: bool) -> tuple[object, int | None]:
+    """The host of a target, and its port when the kind has one and the target names it:
+    'tcp://db:5432', 'db:5432' and '[::1]:53' give the port, 'https://example.com/' only the host."""
+    if not isinstance(target, str):
+        return target, None
+    text = target if "://" in target else f"//{target}" if with_port and ":" in target else None
+    if text is None:
+        return target, None
+    try:
+        parts = urlsplit(text)
+        port = parts.port if with_port else None
+    except ValueError:  # "tcp://[::1" or a port out of range: the spec's check names the field
+        return _host_of(target), None
+    return parts.hostname or target, port
 
 
 def _host_of(target: object) -> object:
@@ -342,6 +412,8 @@ def parse(data: object, regions: list[str]) -> MonitorConfig:
         raise from_msgspec(e) from None
     kind = common.type
     errors: dict[str, object] = {}
+    if kind in UNSUPPORTED_TYPES:
+        raise ValidationError({"type": UNSUPPORTED_TYPES[kind]})
     if kind not in KINDS:
         raise ValidationError({"type": f"unknown type; use one of {', '.join(KINDS)}"})
     spec: msgspec.Struct | None = None
