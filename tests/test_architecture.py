@@ -22,7 +22,7 @@ ROLES = ("controller", "probe", "shared", "client")
 # package-dir): it counts as shared code, and shared/ is read without it.
 SHARED = ("probefleet.shared", "probefleet.client")
 # A module of the controller outside these may not import the API (api -> domain only).
-ABOVE_THE_API = ("api", "app", "cli", "dev", "keys")
+ABOVE_THE_API = ("api", "app", "cli", "console", "dev", "keys")
 
 
 def _sources() -> dict[str, Path]:

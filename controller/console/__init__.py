@@ -1,0 +1,1 @@
+"""The operator console: server-rendered pages for people, on the same API and scopes."""
