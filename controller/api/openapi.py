@@ -302,8 +302,11 @@ def _aliases_of(kind: str) -> list[str]:
     return sorted(a for a, k in monitors.TYPE_ALIASES.items() if k == kind)
 
 
-ALIASES_NOTE = "Also accepted, and read as the field after the arrow: " + ", ".join(
-    f"`{k}` → `{v}`" for k, v in sorted(monitors.FIELD_ALIASES.items())
+ALIASES_NOTE = (
+    "Also accepted, and read as the field after the arrow: "
+    + ", ".join(f"`{k}` → `{v}`" for k, v in sorted(monitors.FIELD_ALIASES.items()))
+    + "; `json_path` with `expected_json_value` → one more `json_assertions` item;"
+    " `headers` as a JSON string of an object."
 )
 
 
