@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 import nats
 from aiohttp import web
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from probefleet.controller import keys, metrics
@@ -41,6 +42,7 @@ from probefleet.controller.status_pages.cache import PageCache
 from probefleet.controller.storage import db
 from probefleet.controller.storage import probes as probe_store
 from probefleet.shared import natscreds, subjects, wire
+from probefleet.shared.redact import redact_url
 from probefleet.shared.streams import ensure_streams
 
 log = logging.getLogger("probefleet.controller")
@@ -116,17 +118,7 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
         if keys.HUB in app:
             app[keys.HUB].close_page(None)
 
-    nc = await nats.connect(
-        cfg.nats_url,
-        name=f"controller-{cfg.controller_id}",
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        **natscreds.connect_options(
-            _path(cfg.nats_credentials_file()), _path(cfg.nats_tls_ca_file()), url=cfg.nats_url
-        ),
-    )
+    nc = await _connect(cfg, disconnected, reconnected)
     js = nc.jetstream()
     await ensure_streams(js, replicas=cfg.nats_stream_replicas)
     await results.ensure_consumer(js)
@@ -352,6 +344,57 @@ async def _close_realtime(app: web.Application) -> None:
     """Long-lived WebSocket/SSE handlers end here, before the server waits for handlers."""
     if keys.HUB in app:
         app[keys.HUB].close_all()
+
+
+async def _connect(
+    cfg: ControllerConfig,
+    disconnected: Callable[[], Awaitable[None]],
+    reconnected: Callable[[], Awaitable[None]],
+) -> NATS:
+    """The controller's NATS connection: retried while NATS is unreachable (and reconnected
+    forever after), but NatsRefusedError at once when NATS refuses it as configured (a wrong
+    or revoked credential, an untrusted certificate), which no retry can fix. Each distinct
+    error is logged once, not at every attempt."""
+    refused: list[str] = []
+    last = [""]
+    connecting: asyncio.Task[NATS] | None = None
+
+    async def error(exc: Exception) -> None:
+        text = str(exc) or type(exc).__name__
+        if connecting is not None and not connecting.done() and natscreds.refused_at_connect(exc):
+            refused.append(text)
+            connecting.cancel()
+        elif text != last[0]:
+            last[0] = text
+            log.warning("nats error=%s", text)
+
+    async def back(_: object = None) -> None:
+        last[0] = ""
+        await reconnected()
+
+    connecting = asyncio.create_task(
+        nats.connect(
+            cfg.nats_url,
+            name=f"controller-{cfg.controller_id}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=error,
+            disconnected_cb=disconnected,
+            reconnected_cb=back,
+            **natscreds.connect_options(
+                _path(cfg.nats_credentials_file()), _path(cfg.nats_tls_ca_file()), url=cfg.nats_url
+            ),
+        )
+    )
+    try:
+        return await connecting
+    except asyncio.CancelledError:
+        if refused:
+            raise natscreds.NatsRefusedError(
+                f"NATS at {redact_url(cfg.nats_url)} refused the controller: {refused[-1]} (check "
+                "nats_credentials / fleet_trust_dir and nats_tls_ca)"
+            ) from None
+        raise
 
 
 def _path(value: str | None) -> Path | None:

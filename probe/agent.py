@@ -25,8 +25,9 @@ from nats.js import JetStreamContext
 from probefleet.probe.checkers import CHECKERS, Checker, capabilities, dns, http
 from probefleet.probe.checkers.base import Outcome
 from probefleet.probe.config import ProbeConfig
-from probefleet.probe.metrics import ProbeMetrics
+from probefleet.probe.metrics import ProbeMetrics, series_for
 from probefleet.shared import natscreds, subjects, wire
+from probefleet.shared.natscreds import NatsRefusedError
 from probefleet.shared.version import VERSION
 from probefleet.shared.wire import CheckJob, CheckResult, Reason, Status
 
@@ -44,11 +45,6 @@ _AUTH_FAILURES_FATAL = 3
 # supervisor should not restart it (systemd RestartPreventExitStatus=78), since a revoked
 # or foreign credential stays refused.
 EXIT_REFUSED = 78
-
-
-class NatsRefusedError(RuntimeError):
-    """NATS refused this probe for good (credential revoked, expired or unknown, TLS not
-    trusted): retrying cannot help. The message is one readable line."""
 
 
 def refusal(exc: BaseException) -> tuple[str, bool] | None:
@@ -86,7 +82,7 @@ class Agent:
     ) -> None:
         self.config = config
         self.checkers = checkers
-        self.metrics = metrics or ProbeMetrics()
+        self.metrics = metrics or ProbeMetrics(series_for(config))
         self.started_at = time.time()
         self.checks_total = 0
         self.nc: Client | None = None
@@ -322,6 +318,7 @@ class Agent:
         self.checks_total += 1
         self.metrics.checks.labels(kind, outcome.status.value).inc()
         self.metrics.duration.labels(kind).observe(elapsed)
+        self.metrics.series.record(job, str(kind), outcome)
         return self._result(job, outcome, started_at=started_at, duration_ms=elapsed * 1000)
 
     async def _outcome(self, kind: str, job: CheckJob, budget: float) -> Outcome:

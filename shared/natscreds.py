@@ -103,6 +103,24 @@ def tls_context(
     return ctx
 
 
+class NatsRefusedError(RuntimeError):
+    """NATS refused this client for good (credential revoked, expired or unknown, TLS not
+    trusted): retrying cannot help. The message is one readable line."""
+
+
+def refused_at_connect(exc: BaseException) -> bool:
+    """Whether `exc`, met while connecting, means NATS will not take this client as it is
+    configured (wrong or revoked credential, untrusted server certificate, TLS required)."""
+    text = str(exc).lower()
+    return (
+        isinstance(exc, ssl.SSLCertVerificationError)
+        or "authorization violation" in text
+        or "authentication revoked" in text
+        or "authentication expired" in text
+        or "tls required" in text
+    )
+
+
 class _TlsEofNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "eof_received() has no effect when using ssl" not in record.getMessage()

@@ -125,7 +125,11 @@ async def test_the_other_region_never_sees_a_refused_publish(secure_nats: Secure
         # The stream never acknowledges: the server dropped the message and told the client.
         with pytest.raises(nats.errors.TimeoutError):
             await probe.jetstream().publish(subjects.results("us-east"), b"fake down", timeout=1)
-        assert errors.has('permissions violation for publish to "probefleet.results.us-east"')
+        await eventually(
+            lambda: errors.has('permissions violation for publish to "probefleet.results.us-east"'),
+            timeout=10,
+            what="the server's permissions violation",
+        )
         # A message published after the refused one arrives; the refused one never did.
         await controller.publish(subjects.results("us-east"), b"marker")
         assert (await watcher.next_msg(timeout=5)).data == b"marker"
@@ -346,3 +350,40 @@ def test_init_fleet_makes_the_trust_and_the_printed_nats_command_runs(tmp_path: 
         proc.wait(10)
     again = CliRunner().invoke(controller, ["init-fleet", "--dir", str(trust_dir)])
     assert again.exit_code == 0 and (trust_dir / "operator.nk").exists()
+
+
+async def test_a_controller_runs_on_the_secure_nats_with_the_trust(
+    database: str, secure_nats: SecureNats
+) -> None:
+    from probefleet.controller import keys
+    from tests.controller.conftest import start_controller
+
+    running = await start_controller(database, secure_nats.url, fleet_trust_dir=str(secure_nats.trust_dir))
+    try:
+        trust_held = running.app[keys.TRUST]
+        assert (
+            trust_held is not None and trust_held.account_public_key == secure_nats.trust.account_public_key
+        )
+        nc = running.app[keys.NC]
+        assert nc.is_connected
+        info = await running.app[keys.JS].stream_info(subjects.RESULTS_STREAM)
+        assert info.config.name == subjects.RESULTS_STREAM
+    finally:
+        await running.stop()
+
+
+async def test_a_controller_nats_refuses_stops_at_once_saying_why(
+    database: str, secure_nats: SecureNats, tmp_path: Path
+) -> None:
+    from probefleet.shared.natscreds import NatsRefusedError
+    from tests.controller.conftest import start_controller
+
+    trust.generate(tmp_path / "other")
+    async with asyncio.timeout(20):
+        with pytest.raises(NatsRefusedError, match=r"refused the controller: .*Authorization Violation"):
+            await start_controller(
+                database,
+                secure_nats.url,
+                nats_credentials=str(tmp_path / "other" / "controller.creds"),
+                nats_tls_ca=str(secure_nats.ca_file),
+            )
