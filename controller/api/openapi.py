@@ -1,17 +1,18 @@
 """The OpenAPI 3.1 document of every route, and the interactive reference at /api/docs.
 
 Schemas come from the msgspec types that validate the requests (msgspec writes their JSON
-Schema) and from the response types below, which spell out what each handler returns;
-the table OPERATIONS names, for every route, its operationId, parameters, body and
-responses. A route missing from the table still appears, untyped, and
+Schema) and from the response types of probefleet.client.models, which the API client
+decodes into too, beside the few request types declared here for handlers that validate
+by hand; the table OPERATIONS names, for every route, its operationId, parameters, body
+and responses. A route missing from the table still appears, untyped, and
 tests/controller/api/test_openapi.py fails on any untyped operation, so the document
 cannot silently fall behind the routes.
 
 Why a generator of our own: the aiohttp OpenAPI libraries (aiohttp-apispec and its
 forks, aiohttp-pydantic) describe marshmallow or pydantic models and want their own
 handler classes or decorators; our types are msgspec structs, and msgspec already writes
-their JSON Schema. What is left is this module: one table and about a hundred lines
-that assemble the document.
+their JSON Schema. What is left is this module: the table (most of its length) and a
+couple of hundred lines that assemble the document.
 """
 
 from __future__ import annotations
