@@ -127,8 +127,14 @@ async def test_status_and_stats_give_one_set_of_numbers(
         metrics["rounds_24h"] == stats["rounds"]["up"] + stats["rounds"]["degraded"] + stats["rounds"]["down"]
     )
     assert metrics["successful_checks_24h"] == stats["checks"]["successful"]
+    # The monitor's cached uptimes, refreshed as after its last round.
+    await pool.execute(
+        "UPDATE monitors SET last_round = $2 WHERE id = $1", mid, now - dt.timedelta(minutes=1)
+    )
+    await rollups.refresh_uptimes(pool, dt.datetime.now(dt.UTC), min_age=0)
     async with api.get(f"/api/v1/monitors/{mid}") as r:
         monitor = (await r.json())["data"]
+    assert monitor["uptime_24h"] == metrics["uptime_24h"]
     async with api.get(f"/api/v1/monitors/{mid}/logs", params={"limit": 50}) as r:
         logs = (await r.json())["data"]
     shown = [*times.values(), *(x["response_time_ms"] for x in status["regions"]), monitor["response_time"]]
