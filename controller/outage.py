@@ -10,6 +10,7 @@ import random
 import time
 
 from probefleet.controller import metrics
+from probefleet.controller.storage import db
 
 log = logging.getLogger("probefleet.database")
 
@@ -20,7 +21,8 @@ class Outage:
     `probefleet_database_failures_total{loop}`, and the first success after it logs the
     recovery with the outage's length, so a loop retrying for minutes writes two lines.
     `failed` returns the backoff before the next try: `base` doubling up to `cap`, with
-    jitter so that the loops of several controllers do not retry in step."""
+    jitter so that the loops of several controllers do not retry in step; `bounded` the
+    bound for it."""
 
     def __init__(self, loop: str, *, base: float = 0.5, cap: float = 5.0) -> None:
         self.loop = loop
@@ -42,6 +44,17 @@ class Outage:
             log.warning("database unavailable, retrying loop=%s error=%s", self.loop, _describe(e))
         step = min(self.cap, self.base * 2 ** min(self.failures - 1, 16))
         return step * random.uniform(0.8, 1.2)
+
+    def bounded(self) -> db.Bounded:
+        """The bound for the next try (`db.bounded`): the task's own, doubled for each
+        failure of this outage up to the pool's 60 s. A statement that is slow rather than
+        stalled (a backlog on a busy database) gets through on a later try instead of being
+        cut off at the same bound forever; a stalled one answers as soon as the database
+        does, whatever its bound."""
+        base = db.current_bound()
+        if base is None or not self.failures:
+            return db.bounded(base)
+        return db.bounded(min(db.COMMAND_TIMEOUT, base * 2 ** min(self.failures, 8)))
 
     def succeeded(self) -> None:
         if self.since is not None:

@@ -477,7 +477,8 @@ async def deadline_loop(
     while not stop.is_set():
         delay = interval
         try:
-            await tick(pool, dt.datetime.now(dt.UTC), outages=spans)
+            with outage.bounded():
+                await tick(pool, dt.datetime.now(dt.UTC), outages=spans)
         except Exception as e:
             if not unavailable(e):
                 log.exception("heartbeat deadline check failed")

@@ -12,9 +12,9 @@ or a NATS outage the missing answers are usually still in JetStream, and closing
 round first would decide it without them.
 
 While the database is unavailable the consumer keeps the batch it fetched and tries it
-again with backoff, telling JetStream it is still working on it (`in_progress`), so the
-batch is neither acknowledged nor handed to another controller, and nothing more is
-fetched; the rest waits in the stream. Unacknowledged, the batch holds the consumer's ack
+again with backoff, telling JetStream every 10 s that it is still working on it
+(`in_progress`), so the batch is neither acknowledged nor handed to another controller,
+and nothing more is fetched; the rest waits in the stream. Unacknowledged, the batch holds the consumer's ack
 floor, so the sweeper's `Backlog` does not move either: no round is closed for missing
 answers until the results stored after the outage are in.
 """
@@ -214,7 +214,8 @@ async def sweep_loop(
         if backlog.caught_up_at is not None:
             try:
                 before = backlog.caught_up_at - dt.timedelta(seconds=margin)
-                await sweep(pool, now, on_recheck=on_recheck, before=before)
+                with outage.bounded():
+                    await sweep(pool, now, on_recheck=on_recheck, before=before)
             except Exception as e:
                 if not db.unavailable(e):
                     log.exception("round sweep failed")
@@ -279,25 +280,40 @@ async def _store(
     on_recheck: OnRecheck | None,
 ) -> bool:
     """Ingest one fetched batch; True once stored. While the database is unavailable the
-    batch is kept and tried again with backoff, its messages marked in progress so that
-    JetStream redelivers them to nobody meanwhile (ack_wait 30 s runs from each mark).
-    False when the database refused the batch (redelivered after ack_wait) or on `stop`
-    (redelivered to whoever consumes next)."""
-    while not stop.is_set():
-        try:
-            await ingest(pool, results, on_recheck=on_recheck)
-        except Exception as e:
-            if not db.unavailable(e):
-                log.warning("storing results failed, will be redelivered error=%s", e)
-                await asyncio.sleep(1.0)
-                return False
-            delay = outage.failed(e)
-            await asyncio.gather(
-                *(m.in_progress() for m in msgs if m.metadata is not None), return_exceptions=True
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            continue
-        outage.succeeded()
-        return True
-    return False
+    batch is kept and tried again with backoff (and a longer bound each time), its
+    messages marked in progress every `PROGRESS_EVERY` seconds meanwhile so that JetStream
+    (ack_wait 30 s) redelivers them to nobody else. False when the database refused the
+    batch (redelivered after ack_wait) or on `stop` (redelivered to whoever consumes next)."""
+    keeper = asyncio.create_task(_keep_in_progress(msgs))
+    try:
+        while not stop.is_set():
+            try:
+                with outage.bounded():
+                    await ingest(pool, results, on_recheck=on_recheck)
+            except Exception as e:
+                if not db.unavailable(e):
+                    log.warning("storing results failed, will be redelivered error=%s", e)
+                    await asyncio.sleep(1.0)
+                    return False
+                delay = outage.failed(e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            outage.succeeded()
+            return True
+        return False
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+
+
+# Seconds between in-progress marks of a batch being stored: well within ack_wait (30 s).
+PROGRESS_EVERY = 10.0
+
+
+async def _keep_in_progress(msgs: list[Msg]) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY)
+        marks = [m.in_progress() for m in msgs if m.metadata is not None]
+        await asyncio.gather(*marks, return_exceptions=True)

@@ -73,6 +73,9 @@ class Entry:
     spec: wire.CheckSpec
     offset: float
     version: int = 0
+    # Carried in each job for the probe's per-monitor metrics (its name label, tag filter).
+    name: str = ""
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -141,6 +144,8 @@ class Scheduler:
             spec=spec,
             offset=phase(row["id"], interval),
             version=old.version + 1 if old else 0,
+            name=row.get("name") or "",
+            tags=list(row.get("tags") or ()),
         )
         self.entries[entry.id] = entry
         now = time.time() if now is None else now
@@ -170,6 +175,7 @@ class Scheduler:
                 if spec is not None:
                     old.spec, old.timeout = spec, float(row["timeout_s"])
                     old.locations = list(row["locations"])
+                    old.name, old.tags = row["name"], list(row["tags"])
         for gone in set(self.entries) - seen:
             self.remove(gone)
         # The schedule (one entry per monitor, 100,000s of objects) lives until the next
@@ -240,6 +246,9 @@ class Scheduler:
                         timeout=entry.timeout,
                         spec=entry.spec,
                         attempt=attempt,
+                        interval=entry.interval,
+                        name=entry.name,
+                        tags=entry.tags,
                     )
                 )
         ours = await self._write_now(rounds)
@@ -313,7 +322,8 @@ class Scheduler:
             if delay:
                 await _wait_any(stop, None, delay)
             try:
-                written = await self.write_pending()
+                with self._outage.bounded():
+                    written = await self.write_pending()
             except Exception as e:
                 if not db.unavailable(e):
                     log.exception("writing buffered rounds failed")

@@ -53,15 +53,24 @@ _BOUND: contextvars.ContextVar[float | None] = contextvars.ContextVar("probeflee
 COMMAND_TIMEOUT = 60.0
 
 
+Bounded = contextlib.AbstractContextManager[None]
+
+
 @contextlib.contextmanager
-def bounded(seconds: float) -> Iterator[None]:
+def bounded(seconds: float | None) -> Iterator[None]:
     """Within the block, every statement and pool acquire waits at most `seconds`, then
-    raises TimeoutError (a statement is cancelled on the server too)."""
+    raises TimeoutError (a statement is cancelled on the server too); None: the pool's own
+    bounds."""
     token = _BOUND.set(seconds)
     try:
         yield
     finally:
         _BOUND.reset(token)
+
+
+def current_bound() -> float | None:
+    """The bound `bounded` set for this context, if any."""
+    return _BOUND.get()
 
 
 def _timeout(timeout: float | None) -> float | None:
