@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from probefleet.probe.checkers import CHECKERS, Checker, capabilities, dns, http
 from probefleet.probe.checkers.base import Outcome
 from probefleet.probe.config import ProbeConfig
-from probefleet.probe.metrics import ProbeMetrics
+from probefleet.probe.metrics import ProbeMetrics, series_for
 from probefleet.shared import natscreds, subjects, wire
 from probefleet.shared.natscreds import NatsRefusedError
 from probefleet.shared.version import VERSION
@@ -82,7 +82,7 @@ class Agent:
     ) -> None:
         self.config = config
         self.checkers = checkers
-        self.metrics = metrics or ProbeMetrics()
+        self.metrics = metrics or ProbeMetrics(series_for(config))
         self.started_at = time.time()
         self.checks_total = 0
         self.nc: Client | None = None
@@ -318,6 +318,7 @@ class Agent:
         self.checks_total += 1
         self.metrics.checks.labels(kind, outcome.status.value).inc()
         self.metrics.duration.labels(kind).observe(elapsed)
+        self.metrics.series.record(job, str(kind), outcome)
         return self._result(job, outcome, started_at=started_at, duration_ms=elapsed * 1000)
 
     async def _outcome(self, kind: str, job: CheckJob, budget: float) -> Outcome:

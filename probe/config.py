@@ -36,6 +36,13 @@ class ProbeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Run without a credential (plain NATS with no authentication); `probe run` refuses to
     # start without one of the two, and warns at every start with this.
     nats_insecure: bool = False
+    # Per-monitor series on /metrics (docs/metrics.md): the monitor's name as a label (off: a
+    # rename would start new series), only monitors with one of these tags (all when empty),
+    # only this stable fraction of monitor ids, and dropped after this many intervals unseen.
+    monitor_series_name: bool = False
+    monitor_series_tags: list[str] = msgspec.field(default_factory=list)
+    monitor_series_sample: float = 1.0
+    monitor_series_stale_intervals: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.probe_id:
@@ -52,6 +59,10 @@ _ENV = {
     "nats_credentials": "NATS_CREDENTIALS",
     "nats_tls_ca": "NATS_TLS_CA",
     "nats_insecure": "NATS_INSECURE",
+    "monitor_series_name": "MONITOR_SERIES_NAME",
+    "monitor_series_tags": "MONITOR_SERIES_TAGS",
+    "monitor_series_sample": "MONITOR_SERIES_SAMPLE",
+    "monitor_series_stale_intervals": "MONITOR_SERIES_STALE_INTERVALS",
 }
 
 INSECURE_HINT = (
@@ -83,6 +94,8 @@ def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeCon
         if value is not None:
             data[key] = value
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(tags := data.get("monitor_series_tags"), str):
+        data["monitor_series_tags"] = [t.strip() for t in tags.split(",") if t.strip()]
     try:
         # strict=False: values from the environment are strings ("500" for concurrency).
         cfg = msgspec.convert(data, ProbeConfig, strict=False)
@@ -97,4 +110,8 @@ def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeCon
         raise ValueError(f"region {cfg.region!r}: use lower-case letters, digits and dashes")
     if cfg.concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    if not 0 < cfg.monitor_series_sample <= 1:
+        raise ValueError("monitor_series_sample must be a fraction in (0, 1]")
+    if cfg.monitor_series_stale_intervals < 1:
+        raise ValueError("monitor_series_stale_intervals must be at least 1")
     return cfg

@@ -120,6 +120,12 @@ class CheckJob(msgspec.Struct, kw_only=True, omit_defaults=True):
     timeout: float
     spec: CheckSpec
     attempt: int = 0
+    # For the probe's per-monitor metrics: the monitor's interval (a series unseen for a few
+    # intervals is dropped), its name (a label only when the probe is told to add it) and
+    # its tags (the probe's series filter). Absent from controllers that predate them.
+    interval: float = 0.0
+    name: str = ""
+    tags: list[str] = []
 
     @property
     def job_id(self) -> str:

@@ -193,7 +193,7 @@ async def list_page(
 async def all_schedulable(conn: DB) -> list[Row]:
     """Every enabled monitor with what the scheduler needs."""
     rows = await conn.fetch(
-        "SELECT id, kind, spec, interval_s, timeout_s, locations, updated_at"
+        "SELECT id, name, tags, kind, spec, interval_s, timeout_s, locations, updated_at"
         " FROM monitors WHERE enabled AND kind <> 'heartbeat'"
     )
     return [dict(r) for r in rows]
