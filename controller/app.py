@@ -239,13 +239,13 @@ async def _membership(
 ) -> None:
     """Renew our lease and announce the members read; reload the schedule when controllers
     join or leave. While the database fails, keep trying every `interval` (a lease cannot
-    wait for a backoff)."""
+    wait for a backoff); each try waits at most a lease."""
     outage = Outage("membership")
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
         try:
-            with db.bounded(interval):  # a beat that waits longer cannot keep the lease anyway
+            with db.bounded(membership.lease):  # a beat later than that cannot keep the lease anyway
                 changed = await membership.beat()
         except Exception as e:
             outage.failed(e)
