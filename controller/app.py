@@ -164,6 +164,14 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
             hb = decoder.decode(msg.data)
         except msgspec.DecodeError:
             return
+        if msg.subject != subjects.heartbeat(hb.region):
+            # A probe may publish only on its own region's subject; claiming another region
+            # in the body would make that region look served.
+            metrics.REGION_MISMATCH.labels("heartbeat").inc()
+            log.warning(
+                "heartbeat dropped: region=%s on subject=%s probe_id=%s", hb.region, msg.subject, hb.probe_id
+            )
+            return
         if fleet.observe(hb):
             log.info("probe joined probe_id=%s region=%s", hb.probe_id, hb.region)
 

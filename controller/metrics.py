@@ -24,6 +24,14 @@ RESULTS_DUPLICATE = Counter(
     "Redelivered results dropped as duplicates.",
     registry=REGISTRY,
 )
+# NATS lets a probe publish only on its own region's subjects; a message whose body names
+# another region is a probe that lies (or a bug), and is dropped rather than believed.
+REGION_MISMATCH = Counter(
+    "probefleet_region_mismatch_total",
+    "Probe messages dropped because the region they name is not their subject's (kind: heartbeat, result).",
+    ["kind"],
+    registry=REGISTRY,
+)
 VERDICTS = Counter("probefleet_verdicts_total", "Round verdicts by state.", ["state"], registry=REGISTRY)
 MONITORS = Gauge(
     "probefleet_monitors_scheduled", "Monitors in this controller's schedule.", registry=REGISTRY
