@@ -81,8 +81,8 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # a pool connection and for each statement; then the loop backs off and retries.
     database_background_timeout: float = 10.0
     # Rounds whose jobs were published while the database was unavailable, kept in memory
-    # until they can be written; beyond this the oldest are dropped (about 28 minutes of
-    # 10,000 monitors at a 60 s interval).
+    # until they can be written; beyond this the oldest are dropped (about 10 minutes of
+    # 10,000 monitors at a 60 s interval, 16 of 100 monitors at 1 s).
     schedule_buffer_rounds: int = 100_000
     # Seconds a heartbeat ping waits for the commit that stores it before it answers 503.
     heartbeat_ping_timeout: float = 2.0
