@@ -19,7 +19,7 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from probefleet.controller import keys, metrics
+from probefleet.controller import keys, metrics, state_metrics
 from probefleet.controller.api import auth, health, public_pages, ratelimit, routes
 from probefleet.controller.api import fleet as fleet_api
 from probefleet.controller.api import regions as regions_api
@@ -453,3 +453,4 @@ def build_app(cfg: ControllerConfig) -> web.Application:
     app.on_shutdown.append(_close_realtime)
     app.add_routes(routes.routes())
     return app
+            state_metrics.state_metrics_ctx,

@@ -123,6 +123,12 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     def __post_init__(self) -> None:
         if not self.controller_id:
             self.controller_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    # `text` (one line per event) or `json` (JSON lines: time, level, logger, message and the
+    # event's fields such as request_id, monitor_id, region).
+    log_format: Literal["text", "json"] = "text"
+    # Seconds between two reads of the fleet-state gauges of /metrics (monitors by status,
+    # open incidents, queued deliveries, outbox lag): a few indexed counts each time.
+    state_metrics_interval: float = 15.0
 
     def region_ids(self) -> list[str]:
         return [r.id for r in self.regions]
@@ -204,6 +210,7 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         ("nats_stream_replicas", "NATS_STREAM_REPLICAS"),
         ("fleet_trust_dir", "FLEET_TRUST_DIR"),
         ("nats_credentials", "NATS_CREDENTIALS"),
+        ("log_format", "LOG_FORMAT"),
         ("nats_tls_ca", "NATS_TLS_CA"),
     ):
         value = env_setting(env)
@@ -240,3 +247,5 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         if not valid_region(r.id):
             raise ConfigError(f"region id {r.id!r}: use lower-case letters, digits and dashes")
     return cfg
+    if cfg.state_metrics_interval <= 0:
+        raise ConfigError("state_metrics_interval must be positive")

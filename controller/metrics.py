@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+from probefleet.shared.version import VERSION, commit
+
+# `*_created` samples (one per counter and histogram child) are noise to a Prometheus user;
+# the switch is process-wide (the probe's metrics module turns it off too).
+disable_created_metrics()
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_*, python_info and python_gc_*, which only prometheus_client's default registry has.
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
+
+BUILD_INFO = Gauge(
+    "probefleet_build_info",
+    "The controller's version and build commit (always 1).",
+    ["version", "commit"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(VERSION, commit()).set(1)
 
 JOBS_PUBLISHED = Counter(
     "probefleet_jobs_published_total",
@@ -162,5 +188,48 @@ TASK_RESTARTS = Counter(
     "probefleet_background_task_restarts_total",
     "Background loops restarted after an unexpected error, by task.",
     ["task"],
+    registry=REGISTRY,
+)
+
+# ---------------------------------------------------------------- fleet state (state_metrics.py)
+# Read from the database every state_metrics_interval by each controller: the whole fleet's
+# numbers, the same on every controller (aggregate with max, not sum).
+MONITORS_BY_STATUS = Gauge(
+    "probefleet_monitors",
+    "Monitors by kind and status (up, down, degraded, pending, paused, ...), whole fleet.",
+    ["kind", "status"],
+    registry=REGISTRY,
+)
+INCIDENTS_OPEN = Gauge(
+    "probefleet_incidents_open",
+    "Incidents not resolved (active or acknowledged), by severity, whole fleet.",
+    ["severity"],
+    registry=REGISTRY,
+)
+HEARTBEATS_OVERDUE = Gauge(
+    "probefleet_heartbeats_overdue",
+    "Heartbeat monitors past their deadline that the deadline checker has not turned down yet.",
+    registry=REGISTRY,
+)
+DELIVERIES_QUEUED = Gauge(
+    "probefleet_notification_deliveries_queued",
+    "Notification deliveries not finished, by channel kind and status (pending, sending, failed:"
+    " waiting for a retry).",
+    ["kind", "status"],
+    registry=REGISTRY,
+)
+OUTBOX_PENDING = Gauge(
+    "probefleet_outbox_events_pending",
+    "Events in the outbox the dispatcher has not fanned out to deliveries yet.",
+    registry=REGISTRY,
+)
+OUTBOX_LAG = Gauge(
+    "probefleet_outbox_lag_seconds",
+    "Age of the oldest event not fanned out yet (0 when none).",
+    registry=REGISTRY,
+)
+STATE_REFRESHED = Gauge(
+    "probefleet_state_metrics_timestamp_seconds",
+    "Unix time the fleet-state gauges above were last read from the database.",
     registry=REGISTRY,
 )
