@@ -448,9 +448,9 @@ def build_app(cfg: ControllerConfig) -> web.Application:
             workers_ctx,
             heartbeats_ctx,
             realtime_ctx,
+            state_metrics.state_metrics_ctx,
         ]
     )
     app.on_shutdown.append(_close_realtime)
     app.add_routes(routes.routes())
     return app
-            state_metrics.state_metrics_ctx,
