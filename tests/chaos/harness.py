@@ -303,6 +303,8 @@ class Observer:
         self.hits: Counter[str] = Counter()
         self.deliveries: list[dict[str, Any]] = []
         self.published: Counter[tuple[int, int, str, int]] = Counter()
+        # Results of a check that ran (not `skipped`: a job taken after its deadline).
+        self.checked: set[tuple[int, int, str, int]] = set()
         self.samples: list[Sample] = []
         self.controllers: dict[str, Polled] = {}
         self.target_port = 0
@@ -358,8 +360,16 @@ class Observer:
             self._runners.append(runner)
             ports.append(runner.addresses[0][1])
         self.target_port, self.hook_port = ports
+
+        async def quiet(e: Exception) -> None:
+            """NATS down is what several scenarios do: no traceback per reconnect attempt."""
+
         self._nc = await nats.connect(
-            self.nats_urls, max_reconnect_attempts=-1, reconnect_time_wait=0.1, name="chaos-tap"
+            self.nats_urls,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.1,
+            name="chaos-tap",
+            error_cb=quiet,
         )
         await self._nc.subscribe(subjects.results_all(), cb=self._tap)
         self._tasks.append(asyncio.create_task(self._poll()))
@@ -397,7 +407,10 @@ class Observer:
     async def _tap(self, msg: Any) -> None:
         with contextlib.suppress(msgspec.DecodeError):
             r = msgspec.msgpack.decode(msg.data, type=wire.CheckResult)
-            self.published[result_key(r.monitor_id, r.due, r.region, r.attempt)] += 1
+            key = result_key(r.monitor_id, r.due, r.region, r.attempt)
+            self.published[key] += 1
+            if r.status != wire.Status.SKIPPED:
+                self.checked.add(key)
 
     async def _poll(self) -> None:
         timeout = aiohttp.ClientTimeout(total=5)
@@ -620,24 +633,38 @@ class Stack:
         *,
         outages: dict[str, tuple[float, float]] | None = None,
         region_events: set[str] = frozenset(),  # type: ignore[assignment]
-        unknown_window: tuple[float, float] | None = None,
+        unknown_windows: list[tuple[float, float]] | None = None,
         settle: float = 60.0,
         open_age: float = 45.0,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Assert the invariants over what happened since `since`; return the scenario's figures.
 
         `outages`: flip targets really down (start, end); `region_events`: regions whose probe
-        the scenario took away, so their region events are true; `unknown_window`: when the
-        fleet was really cut off (NATS down), rounds due then may be unknown."""
+        the scenario took away, so their region events are true; `unknown_windows`: spans of
+        due times whose jobs may have reached no probe (NATS down, a controller killed while
+        publishing), so their rounds may be unknown if no probe answered them."""
         outages = outages or {}
         await self._settle(settle, open_age)
         figures: dict[str, Any] = {"scenario": scenario}
-        figures.update(await self._check_results())
-        figures.update(await self._check_verdicts(since, outages, region_events, unknown_window))
-        figures.update(self._check_notifications(since, outages, region_events))
-        figures.update(self._check_api(since))
+        violations: list[str] = []
+        parts: list[Callable[[], Awaitable[dict[str, Any]]]] = [
+            self._check_results,
+            lambda: self._check_verdicts(since, outages, region_events, unknown_windows),
+            lambda: self._check_notifications(since, outages, region_events),
+            lambda: self._check_api(since),
+        ]
+        # Every part runs, so that a failing scenario still reports its figures.
+        for part in parts:
+            try:
+                figures.update(await part())
+            except AssertionError as e:
+                violations.append(str(e))
+        figures.update(extra or {})
+        figures["violations"] = violations
         self.figures[scenario] = figures
         _report(figures)
+        assert not violations, "\n".join(violations)
         return figures
 
     async def reset_pool(self) -> None:
@@ -679,6 +706,42 @@ class Stack:
                     held.add(result_key(r.monitor_id, r.due, r.region, r.attempt))
             seq += 1
         return held, int(info.state.last_seq)
+
+    async def _explain(self, rounds: list[asyncpg.Record], since: float) -> list[dict[str, Any]]:
+        """What the database holds of these rounds: regions expected and answered, when they
+        closed and when their results arrived (seconds after the scenario began)."""
+        out = []
+        for r in rounds[:5]:
+            row = await self.db.fetchrow(
+                "SELECT regions, answered, deadline, closed_at, attempt FROM rounds"
+                " WHERE monitor_id = $1 AND due = $2",
+                r["monitor_id"],
+                r["due"],
+            )
+            results = await self.db.fetch(
+                "SELECT region, status, received_at FROM check_results WHERE monitor_id = $1 AND due = $2",
+                r["monitor_id"],
+                r["due"],
+            )
+            key = result_key(r["monitor_id"], r["due"], "", 0)[:2]
+            seen = sorted(k[2] for k in self.observer.published if k[:2] == key)
+
+            def at(t: dt.datetime | None) -> float | None:
+                return None if t is None else round(t.timestamp() - since, 2)
+
+            out.append(
+                {
+                    "monitor_id": r["monitor_id"],
+                    "due": round(r["due"].timestamp() - since, 2),
+                    "regions": row and list(row["regions"]),
+                    "answered": row and list(row["answered"]),
+                    "deadline": row and at(row["deadline"]),
+                    "closed": row and at(row["closed_at"]),
+                    "results": [(x["region"], x["status"], at(x["received_at"])) for x in results],
+                    "published_by_probes": seen,
+                }
+            )
+        return out
 
     async def _check_results(self) -> dict[str, Any]:
         """Every result a probe published is stored, or still in the stream (a dead
@@ -722,7 +785,7 @@ class Stack:
         since: float,
         outages: dict[str, tuple[float, float]],
         region_events: set[str],
-        unknown_window: tuple[float, float] | None,
+        unknown_windows: list[tuple[float, float]] | None,
     ) -> dict[str, Any]:
         steady = self.steady
         bad = await self.db.fetch(
@@ -745,14 +808,21 @@ class Stack:
         unknown = await self.db.fetch(
             "SELECT monitor_id, due FROM rounds WHERE due > to_timestamp($1) AND verdict = 'unknown'", since
         )
-        if unknown_window is None:
-            assert not unknown, (
-                f"{len(unknown)} rounds unknown with the fleet reachable: {_rel(unknown, since)}"
-            )
-        else:
-            lo, hi = unknown_window
-            outside = [u for u in unknown if not lo - 3 <= u["due"].timestamp() <= hi + 3]
-            assert not outside, f"rounds unknown outside the NATS outage: {_rel(outside, since)}"
+        # An unknown round is right only when no probe checked it because none could: its
+        # jobs reached no probe (NATS down, clients moving to another node), reached them
+        # after their deadline (`skipped`: jobs a client kept while NATS was down), or were
+        # never published (the controller died between writing the round and its jobs).
+        answered = {k[:2] for k in self.observer.checked}
+        windows = unknown_windows or []
+        false_unknown = [
+            u
+            for u in unknown
+            if result_key(u["monitor_id"], u["due"], "", 0)[:2] in answered
+            or not any(lo <= u["due"].timestamp() <= hi for lo, hi in windows)
+        ]
+        if false_unknown:
+            explained = await self._explain(false_unknown, since)
+            raise AssertionError(f"{len(false_unknown)} rounds unknown with the fleet reachable: {explained}")
         regions = await self.db.fetch(
             "SELECT kind, payload->>'region' AS region, occurred_at FROM events"
             " WHERE kind LIKE 'region.%' AND occurred_at > to_timestamp($1) ORDER BY id",
@@ -796,7 +866,7 @@ class Stack:
             "outage_first_down_after_s": detection,
         }
 
-    def _check_notifications(
+    async def _check_notifications(
         self, since: float, outages: dict[str, tuple[float, float]], region_events: set[str]
     ) -> dict[str, Any]:
         got = [d for d in self.observer.deliveries if d["at"] > since]
@@ -820,7 +890,7 @@ class Stack:
             assert dict(kinds) == want, f"{name}: notifications {dict(kinds)}, want one of each"
         return {"notifications": len(got)}
 
-    def _check_api(self, since: float) -> dict[str, Any]:
+    async def _check_api(self, since: float) -> dict[str, Any]:
         samples = [s for s in self.observer.samples if s.at > since and s.alive]
         assert samples, "the poller recorded no answer"
         wrong = [s for s in samples if s.status not in (200, 503)]

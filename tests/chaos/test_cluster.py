@@ -48,7 +48,7 @@ async def test_it_loses_one_nats_node_of_three(cluster_stack: Stack) -> None:
             "NATS cluster of three, one node killed",
             since,
             outages={"flip-2": outage},
-            unknown_window=(killed, killed + 2.0),
+            unknown_windows=[(killed - 1.0, killed + 3.0)],
         )
     finally:
         await nc.close()

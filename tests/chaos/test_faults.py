@@ -16,19 +16,24 @@ import pytest
 
 from probefleet.controller.storage.db import _MIGRATION_LOCK
 from probefleet.shared import subjects
-from tests.chaos.harness import FULL, STEADY, Stack, pick, wait
+from tests.chaos.harness import STEADY, Stack, pick, wait
 
 pytestmark = pytest.mark.timeout(pick(2400, 300))
 
 
 async def test_it_survives_controller_kills(stack: Stack) -> None:
     since = time.time()
+    kills = []
     for _ in range(pick(10, 1)):
         await stack.steady_for(pick(5.0, 2.0))
+        kills.append(time.time())
         stack.kill_controller("ctl-a")
         await stack.restart_controller("ctl-a")
         await stack.rounds_decided_after(time.time(), STEADY)
-    await stack.check("controller kill -9 and restart", since)
+    # A round written just before the kill whose jobs were not yet published has no answer:
+    # unknown is its right verdict (one scheduler tick, a second, before each kill).
+    windows = [(k - 1.5, k + 0.1) for k in kills]
+    await stack.check(f"controller kill -9 and restart, {len(kills)} times", since, unknown_windows=windows)
 
 
 async def test_two_controllers_keep_one_incident_when_one_dies_mid_incident(stack: Stack) -> None:
@@ -76,7 +81,9 @@ async def test_it_survives_a_nats_kill(stack: Stack) -> None:
     await stack.rounds_decided_after(hi + 1, STEADY, within=60)
     # With NATS gone the fleet is unreachable: rounds due then have no answers (unknown, never
     # down). The probes never stopped: a region event would be false (issue 15, item 6).
-    await stack.check("NATS kill -9 and restart", since, unknown_window=(lo, hi))
+    await stack.check(
+        f"NATS kill -9, {pick(15, 3)} s down, restart", since, unknown_windows=[(lo - 1.5, hi + 3)]
+    )
 
 
 async def test_a_lost_probe_costs_its_region_only(stack: Stack) -> None:
@@ -122,6 +129,26 @@ async def test_a_migration_under_load_stalls_nothing_beyond_bounds(stack: Stack)
     await stack.check("migration under load", since)
 
 
+async def test_500_slow_clients_do_not_hold_up_the_api(stack: Stack) -> None:
+    since = time.time()
+    port = stack.controllers["ctl-a"].port
+    writers = []
+    try:
+        for _ in range(500):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /api/v1/monitors HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            writers.append(writer)
+        # A header line every second, never the blank line that ends the request.
+        for i in range(int(pick(20, 3))):
+            for w in writers:
+                w.write(f"X-Slow-{i}: 1\r\n".encode())
+            await asyncio.sleep(1.0)
+    finally:
+        for w in writers:
+            w.close()
+    await stack.check(f"500 slow clients for {pick(20, 3)} s", since)
+
+
 async def test_it_survives_postgres_frozen(stack: Stack) -> None:
     since = time.time()
     stack.postgres.freeze()
@@ -163,9 +190,9 @@ async def test_it_replays_the_backlog_after_a_long_controller_outage(stack: Stac
         await nc.close()
     caught = time.time() - restarted
     await stack.rounds_decided_after(time.time(), STEADY)
-    figures = await stack.check(
-        "long controller outage, backlog replay" if FULL else "controller outage (30 s), backlog replay",
+    await stack.check(
+        f"controller down {pick(600, 30)} s, backlog replay",
         since,
         open_age=10.0,
+        extra={"caught_up_after_restart_s": round(caught, 2)},
     )
-    figures["caught_up_after_restart_s"] = round(caught, 2)
