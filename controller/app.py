@@ -389,9 +389,7 @@ async def _connect(
             error_cb=error,
             disconnected_cb=disconnected,
             reconnected_cb=back,
-            **natscreds.connect_options(
-                _path(cfg.nats_credentials_file()), _path(cfg.nats_tls_ca_file()), url=cfg.nats_url
-            ),
+            **_connect_options(cfg),
         )
     )
     try:
@@ -403,6 +401,17 @@ async def _connect(
                 "nats_credentials / fleet_trust_dir and nats_tls_ca)"
             ) from None
         raise
+
+
+def _connect_options(cfg: ControllerConfig) -> dict[str, Any]:
+    cert, key = cfg.nats_tls_cert_files()
+    return natscreds.connect_options(
+        _path(cfg.nats_credentials_file()),
+        _path(cfg.nats_tls_ca_file()),
+        url=cfg.nats_url,
+        cert_file=_path(cert),
+        key_file=_path(key),
+    )
 
 
 def _path(value: str | None) -> Path | None:
@@ -418,6 +427,8 @@ def load_trust(cfg: ControllerConfig) -> FleetTrust | None:
         nats_urls=cfg.fleet_nats_urls or [cfg.nats_url],
         connect_url=cfg.nats_url,
         tls_ca=_path(cfg.nats_tls_ca_file()),
+        tls_cert=_path(cfg.nats_tls_cert_files()[0]),
+        tls_key=_path(cfg.nats_tls_cert_files()[1]),
     )
 
 

@@ -174,8 +174,17 @@ def create_key(
     metavar="HOST:PORT",
     help="Also take leaf nodes of remote regions there, e.g. 0.0.0.0:7422 (TLS, `init-leaf`).",
 )
+@click.option(
+    "--mutual-tls",
+    is_flag=True,
+    help="Clients must also show a certificate from the fleet's CA (`client-cert`); stays on once set.",
+)
 def init_fleet(
-    trust_dir: Path, hostnames: tuple[str, ...], resolver_dir: Path | None, leafnode_listen: str | None
+    trust_dir: Path,
+    hostnames: tuple[str, ...],
+    resolver_dir: Path | None,
+    leafnode_listen: str | None,
+    mutual_tls: bool,
 ) -> None:
     """Make the fleet's NATS trust (operator, accounts, controller credential, CA and server
     certificate) once; run again to re-use it, add a --hostname or renew the certificate.
@@ -185,7 +194,11 @@ def init_fleet(
     trust_dir = trust_dir.resolve()
     try:
         trust.generate(
-            trust_dir, hostnames=list(hostnames), resolver_dir=resolver_dir, leafnode_listen=leafnode_listen
+            trust_dir,
+            hostnames=list(hostnames),
+            resolver_dir=resolver_dir,
+            leafnode_listen=leafnode_listen,
+            mutual_tls=mutual_tls,
         )
     except (OSError, trust.TrustError) as e:
         raise click.ClickException(f"cannot make the fleet trust in {trust_dir}: {e}") from None
@@ -204,6 +217,36 @@ def init_fleet(
         f"  (its credential and CA default to {trust_dir / 'controller.creds'} and {trust_dir / 'ca.pem'})\n"
         f"\nprobes: enroll each one (`probefleet region enroll REGION`); they trust {trust_dir / 'ca.pem'}"
     )
+
+
+@controller.command("client-cert")
+@click.option(
+    "--dir",
+    "trust_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The fleet's trust.",
+)
+@click.option("--name", required=True, help="Who it is for, e.g. the probe's id (its certificate's name).")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write."
+)
+def client_cert(trust_dir: Path, name: str, out: Path) -> None:
+    """A client certificate from the fleet's CA, for NATS with mutual TLS (`init-fleet
+    --mutual-tls`): give it to a probe as nats_tls_cert and nats_tls_key."""
+    from probefleet.controller.cluster import trust
+
+    if not (trust_dir / "ca-key.pem").exists():
+        raise click.ClickException(
+            f"no fleet CA in {trust_dir}: run `probefleet controller init-fleet` first"
+        )
+    if not name or "/" in name or name.startswith("."):
+        raise click.UsageError(f"--name {name!r}: a plain name (it names the files)")
+    try:
+        cert, key = trust.issue_client_cert(trust_dir, name, out)
+    except OSError as e:
+        raise click.ClickException(f"cannot write the certificate: {e}") from None
+    click.echo(f"PROBEFLEET_NATS_TLS_CERT={cert}\nPROBEFLEET_NATS_TLS_KEY={key}   (0600)")
 
 
 @controller.command("init-leaf")

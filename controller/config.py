@@ -54,6 +54,10 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # The controller's own NATS credential (.creds) and the CA of the server's certificate.
     nats_credentials: str | None = None
     nats_tls_ca: str | None = None
+    # A client certificate and key, when NATS asks for one (mutual TLS; with
+    # fleet_trust_dir they default to its controller-cert.pem and controller-key.pem).
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
     # Run on a NATS without authentication: `controller serve` refuses to start with neither a
     # credential nor this, and warns at every start with it.
     nats_insecure: bool = False
@@ -123,6 +127,7 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     def __post_init__(self) -> None:
         if not self.controller_id:
             self.controller_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
     # `text` (one line per event) or `json` (JSON lines: time, level, logger, message and the
     # event's fields such as request_id, monitor_id, region).
     log_format: Literal["text", "json"] = "text"
@@ -143,6 +148,13 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
             return self.nats_tls_ca
         ca = Path(self.fleet_trust_dir) / "ca.pem"
         return str(ca) if ca.exists() else None
+
+    def nats_tls_cert_files(self) -> tuple[str | None, str | None]:
+        """(certificate, key) for mutual TLS, or (None, None)."""
+        if self.nats_tls_cert or not self.fleet_trust_dir:
+            return self.nats_tls_cert, self.nats_tls_key
+        cert, key = (Path(self.fleet_trust_dir) / f"controller-{n}.pem" for n in ("cert", "key"))
+        return (str(cert), str(key)) if cert.exists() and key.exists() else (None, None)
 
 
 def security_problem(cfg: ControllerConfig) -> str | None:
@@ -212,6 +224,8 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         ("nats_credentials", "NATS_CREDENTIALS"),
         ("log_format", "LOG_FORMAT"),
         ("nats_tls_ca", "NATS_TLS_CA"),
+        ("nats_tls_cert", "NATS_TLS_CERT"),
+        ("nats_tls_key", "NATS_TLS_KEY"),
     ):
         value = env_setting(env)
         if value is not None:

@@ -156,6 +156,8 @@ class Agent:
             _path(cfg.nats_tls_ca),
             url=cfg.nats_url,
             inbox_prefix=natscreds.probe_inbox_prefix(cfg.probe_id),
+            cert_file=_path(cfg.nats_tls_cert),
+            key_file=_path(cfg.nats_tls_key),
         )
 
     def _refuse(self, reason: str) -> None:

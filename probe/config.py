@@ -33,6 +33,9 @@ class ProbeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # CA of the NATS server's certificate when it is not one the system trusts.
     nats_credentials: str | None = None
     nats_tls_ca: str | None = None
+    # A client certificate and key, when NATS asks for one (mutual TLS).
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
     # Run without a credential (plain NATS with no authentication); `probe run` refuses to
     # start without one of the two, and warns at every start with this.
     nats_insecure: bool = False
@@ -58,6 +61,8 @@ _ENV = {
     "metrics_listen": "PROBE_METRICS_LISTEN",
     "nats_credentials": "NATS_CREDENTIALS",
     "nats_tls_ca": "NATS_TLS_CA",
+    "nats_tls_cert": "NATS_TLS_CERT",
+    "nats_tls_key": "NATS_TLS_KEY",
     "nats_insecure": "NATS_INSECURE",
     "monitor_series_name": "MONITOR_SERIES_NAME",
     "monitor_series_tags": "MONITOR_SERIES_TAGS",

@@ -125,15 +125,17 @@ class SecureNats:
         )  # type: ignore[arg-type]
 
 
-def start_secure_nats(root: Path, *, leafnodes: bool = False) -> SecureNats:
-    """Generate a trust directory under `root` and start a secure nats-server on it (the
-    caller stops `.server`). `leafnodes`: also accept leaf nodes (with TLS) at `.server.leaf_url`."""
+def start_secure_nats(root: Path, *, leafnodes: bool = False, verify_clients: bool = False) -> SecureNats:
+    """Generate a trust directory under `root` (or use the one there) and start a secure
+    nats-server on it (the caller stops `.server`). `leafnodes`: also accept leaf nodes (with
+    TLS) at `.server.leaf_url`; `verify_clients`: mutual TLS."""
     trust_dir = root / "trust"
     generate(trust_dir, hostnames=["localhost"])
     conf = server_config(
         trust_dir,
         resolver_dir=root / "nats" / "resolver",
         leafnode_listen="127.0.0.1:-1" if leafnodes else None,
+        verify_clients=verify_clients,
     )
     server = NatsServer(root / "nats", trust_conf=conf, tls=True, leafnodes=leafnodes)
     server.start()

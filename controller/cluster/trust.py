@@ -10,6 +10,7 @@ NATS runs in operator (decentralized JWT) mode. `generate` makes a trust directo
     ca.pem, ca-key.pem                 a local CA ...
     server-cert.pem, server-key.pem    ... and the NATS server's certificate
     nats-server.conf                   the include for nats-server: operator, resolver, TLS
+    controller-cert.pem, -key.pem      with mutual TLS only: the controller's client certificate
 
 Files holding a seed or a private key are 0600. `FleetTrust` is what a running controller
 holds: it signs a user JWT for a probe's public key (`issue_probe`) whose permissions name
@@ -68,6 +69,8 @@ _SECRET_FILES = (
     "ca-key.pem",
     "server-key.pem",
 )
+# Made only with mutual TLS.
+_OPTIONAL_SECRET_FILES = ("controller-key.pem",)
 
 
 class TrustError(RuntimeError):
@@ -321,6 +324,35 @@ def _ensure_server_cert(trust_dir: Path, hostnames: Sequence[str]) -> None:
     _pem_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), secret=False)
 
 
+def issue_client_cert(trust_dir: Path, name: str, out: Path) -> tuple[Path, Path]:
+    """A client certificate for mutual TLS (CN `name`, client use only) from the fleet's CA:
+    (out/<name>-cert.pem, out/<name>-key.pem, the key 0600). It only lets the client reach
+    the server; the NATS credential still decides what it may do."""
+    ca, ca_key = _ensure_ca(trust_dir)
+    key = _new_key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=_CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = out / f"{name}-cert.pem", out / f"{name}-key.pem"
+    _pem_write(key_path, _key_pem(key), secret=True)
+    _pem_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), secret=False)
+    return cert_path, key_path
+
+
 def _conf_string(value: str | Path) -> str:
     """A value for nats-server's config: its parser takes JSON's quoting."""
     return json.dumps(str(value), ensure_ascii=False)
@@ -363,18 +395,22 @@ def server_config(
         "}\n"
         f"resolver_preload: {{\n{preload}\n}}\n"
     )
-    tls_block = (
-        "tls {\n"
-        f"  cert_file: {_conf_string(files / 'server-cert.pem')}\n"
-        f"  key_file: {_conf_string(files / 'server-key.pem')}\n"
-        + (f"  ca_file: {_conf_string(files / 'ca.pem')}\n  verify: true\n" if verify_clients else "")
-        + "  timeout: 2\n"
-        "}\n"
-    )
+
+    def tls_block(verify: bool) -> str:
+        return (
+            "tls {\n"
+            f"  cert_file: {_conf_string(files / 'server-cert.pem')}\n"
+            f"  key_file: {_conf_string(files / 'server-key.pem')}\n"
+            + (f"  ca_file: {_conf_string(files / 'ca.pem')}\n  verify: true\n" if verify else "")
+            + "  timeout: 2\n"
+            "}\n"
+        )
+
     if tls:
-        text += tls_block
+        text += tls_block(verify_clients)
     if leafnode_listen:
-        inner = tls_block.replace("\n", "\n  ").rstrip() + "\n" if tls else ""
+        # Leaf nodes prove who they are with their credential; their TLS verifies the hub.
+        inner = tls_block(False).replace("\n", "\n  ").rstrip() + "\n" if tls else ""
         text += f"leafnodes {{\n  listen: {_conf_string(leafnode_listen)}\n  {inner}}}\n"
     return text
 
@@ -445,12 +481,16 @@ def generate(
     resolver_dir: Path | None = None,
     account_name: str = ACCOUNT_NAME,
     leafnode_listen: str | None = None,
+    mutual_tls: bool = False,
 ) -> None:
     """Make what is missing in `trust_dir` (see the module docstring) and keep what exists:
     running it again re-uses every key, so credentials already issued stay valid. The server
     certificate names `hostnames` plus localhost, 127.0.0.1 and ::1; it is re-issued (same CA)
     when a name is missing from it or it expires within 30 days. `leafnode_listen`: the
-    generated nats-server.conf also takes leaf nodes of remote regions there (host:port)."""
+    generated nats-server.conf also takes leaf nodes of remote regions there (host:port).
+    `mutual_tls`: clients must also show a certificate from the fleet's CA; the controller's is
+    made (controller-cert.pem), probes get theirs from `issue_client_cert`. Once on, it stays
+    on when `generate` runs again."""
     trust_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(trust_dir, 0o700)
     operator = _seed_file(trust_dir / "operator.nk", nkeys.PREFIX_BYTE_OPERATOR)
@@ -484,12 +524,21 @@ def generate(
     if not (trust_dir / "controller.creds").exists():
         _write_user(trust_dir / "controller.creds", "controller", account, signing, permissions={})
     _ensure_server_cert(trust_dir, list(hostnames))
+    mutual_tls = mutual_tls or (trust_dir / "controller-cert.pem").exists()
+    if mutual_tls and not (trust_dir / "controller-key.pem").exists():
+        issue_client_cert(trust_dir, "controller", trust_dir)
     conf = server_config(
-        trust_dir, resolver_dir=resolver_dir or trust_dir / "resolver", leafnode_listen=leafnode_listen
+        trust_dir,
+        resolver_dir=resolver_dir or trust_dir / "resolver",
+        leafnode_listen=leafnode_listen,
+        verify_clients=mutual_tls,
     )
     (trust_dir / "nats-server.conf").write_text(conf)
     for name in _SECRET_FILES:
         os.chmod(trust_dir / name, 0o600)
+    for name in _OPTIONAL_SECRET_FILES:
+        if (trust_dir / name).exists():
+            os.chmod(trust_dir / name, 0o600)
 
 
 def _write_user(
@@ -513,6 +562,9 @@ class FleetTrust:
     ca_pem: str | None
     connect_url: str
     tls_ca: Path | None
+    # The client certificate of mutual TLS, when the servers ask for one.
+    tls_cert: Path | None
+    tls_key: Path | None
     _operator: nkeys.KeyPair = field(repr=False)
     _signing: nkeys.KeyPair = field(repr=False)
     _account_claims: dict[str, Any] = field(repr=False)
@@ -527,11 +579,15 @@ class FleetTrust:
         nats_urls: Sequence[str],
         connect_url: str | None = None,
         tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> FleetTrust:
         """The trust in `trust_dir` (TrustError when it is missing or incomplete). `nats_urls`:
         the URLs probes are told to connect to; `connect_url`: where this controller pushes
         account updates (its own NATS URL; the first of `nats_urls` when not given); `tls_ca`:
-        the CA of that server's certificate (default: the trust's own ca.pem)."""
+        the CA of that server's certificate (default: the trust's own ca.pem); `tls_cert`,
+        `tls_key`: a client certificate for mutual TLS (default: the trust's controller-cert.pem
+        and controller-key.pem when there are)."""
         if not trust_dir.is_dir():
             raise TrustError(
                 f"no fleet trust directory at {trust_dir}: run `probefleet controller init-fleet`"
@@ -559,6 +615,8 @@ class FleetTrust:
             ca_pem=ca_pem,
             connect_url=connect_url or nats_urls[0],
             tls_ca=tls_ca or ((trust_dir / "ca.pem") if ca_pem is not None else None),
+            tls_cert=tls_cert or _existing(trust_dir / "controller-cert.pem"),
+            tls_key=tls_key or _existing(trust_dir / "controller-key.pem"),
             _operator=operator,
             _signing=signing,
             _account_claims=claims,
@@ -620,7 +678,11 @@ class FleetTrust:
         async with self._push_lock:
             token = self.account_jwt(revoked)
             options = natscreds.connect_options(
-                self.trust_dir / "system.creds", self.tls_ca, url=self.connect_url
+                self.trust_dir / "system.creds",
+                self.tls_ca,
+                url=self.connect_url,
+                cert_file=self.tls_cert,
+                key_file=self.tls_key,
             )
             try:
                 nc = await nats.connect(
@@ -639,6 +701,10 @@ class FleetTrust:
             finally:
                 await nc.close()
             _check_update_reply(reply.data)
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.exists() else None
 
 
 def _check_update_reply(data: bytes) -> None:

@@ -231,3 +231,24 @@ async def test_a_tls_disconnect_logs_no_asyncio_noise(
         await agent.abort()
     assert "nats disconnected" in caplog.text
     assert "eof_received" not in caplog.text
+
+
+async def test_a_probe_shows_its_client_certificate_under_mutual_tls(tmp_path: Path) -> None:
+    from tests.fleet import start_secure_nats
+
+    trust.generate(tmp_path / "m" / "trust", hostnames=["localhost"], mutual_tls=True)
+    secure = start_secure_nats(tmp_path / "m", verify_clients=True)
+    try:
+        creds, _ = secure.probe_creds(tmp_path / "p.creds", region=REGION, probe_id="p-m")
+        cert, key = trust.issue_client_cert(secure.trust_dir, "p-m", tmp_path / "certs")
+        agent = Agent(
+            secure.probe_config(
+                creds, region=REGION, probe_id="p-m", nats_tls_cert=str(cert), nats_tls_key=str(key)
+            )
+        )
+        async with asyncio.timeout(10):
+            await agent.start()
+        assert agent.nc is not None and agent.nc.is_connected
+        await agent.stop()
+    finally:
+        secure.server.stop()

@@ -387,3 +387,42 @@ async def test_a_controller_nats_refuses_stops_at_once_saying_why(
                 nats_credentials=str(tmp_path / "other" / "controller.creds"),
                 nats_tls_ca=str(secure_nats.ca_file),
             )
+
+
+async def test_mutual_tls_needs_a_client_certificate_from_the_fleet_ca(tmp_path: Path) -> None:
+    """init-fleet --mutual-tls: a client with a credential but no certificate is refused at the
+    TLS handshake; one with a certificate from `client-cert` connects; the controller's own
+    (made with the trust) serves push_revocations; and it stays on when generate runs again."""
+    from click.testing import CliRunner
+
+    from probefleet.controller.cli import controller
+    from tests.fleet import start_secure_nats
+
+    trust_dir = tmp_path / "secure" / "trust"
+    trust.generate(trust_dir, hostnames=["localhost"], mutual_tls=True)
+    secure = start_secure_nats(tmp_path / "secure", verify_clients=True)
+    try:
+        creds, public = secure.probe_creds(tmp_path / "p.creds", region="eu-west", probe_id="p")
+        with pytest.raises((nats.errors.Error, OSError)):
+            await nats.connect(
+                secure.url, allow_reconnect=False, **natscreds.connect_options(creds, secure.ca_file)
+            )
+        done = CliRunner().invoke(
+            controller,
+            ["client-cert", "--dir", str(trust_dir), "--name", "p", "--out", str(tmp_path / "certs")],
+        )
+        assert done.exit_code == 0, done.output
+        cert, key = tmp_path / "certs" / "p-cert.pem", tmp_path / "certs" / "p-key.pem"
+        assert f"PROBEFLEET_NATS_TLS_CERT={cert}" in done.output and key.stat().st_mode & 0o777 == 0o600
+        nc = await nats.connect(
+            secure.url,
+            allow_reconnect=False,
+            **natscreds.connect_options(creds, secure.ca_file, cert_file=cert, key_file=key),
+        )
+        assert secure.trust.tls_cert == trust_dir / "controller-cert.pem"
+        await secure.trust.push_revocations({public: int(time.time())})
+        await eventually(lambda: nc.is_closed, timeout=10, what="the revoked probe cut off")
+    finally:
+        secure.server.stop()
+    trust.generate(trust_dir, hostnames=["localhost"])
+    assert "verify: true" in (trust_dir / "nats-server.conf").read_text()
