@@ -26,6 +26,7 @@ from probefleet.controller.api import regions as regions_api
 from probefleet.controller.api import status_pages as status_pages_api
 from probefleet.controller.api.errors import error_middleware
 from probefleet.controller.cluster.fleet import Fleet
+from probefleet.controller.console import accounts, audit, templating
 from probefleet.controller.cluster.sharding import Membership
 from probefleet.controller.cluster.trust import FleetTrust
 from probefleet.controller.config import ControllerConfig
@@ -437,6 +438,7 @@ def build_app(cfg: ControllerConfig) -> web.Application:
         middlewares=[
             metrics_middleware,
             ratelimit.ratelimit_middleware,
+            audit.audit_middleware,
             error_middleware,
             health.database_middleware,
         ],
@@ -446,6 +448,8 @@ def build_app(cfg: ControllerConfig) -> web.Application:
     app[keys.TRUST] = load_trust(cfg)
     ratelimit.setup(app)
     auth.setup(app)
+    accounts.setup(app)
+    templating.setup(app)
     fleet_api.setup(app)
     app.on_response_prepare.append(public_pages.harden_unmatched)
     app.cleanup_ctx.extend(

@@ -1,4 +1,4 @@
-"""`probefleet controller ...`: serve, migrate, create-key, check-config."""
+"""`probefleet controller ...`: serve, migrate, create-key, create-user, check-config."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import datetime as dt
 import logging
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import click
 
 from probefleet.controller import config as config_mod
-from probefleet.controller.api.scopes import SCOPES
+from probefleet.controller.api.scopes import ROLES, SCOPES
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -147,6 +148,62 @@ def create_key(
         raise click.ClickException(f"cannot reach the database: {e}") from None
     click.echo(key)
     print(f"scopes: {', '.join(scopes)}", file=sys.stderr)
+
+
+@controller.command("create-user")
+@CONFIG_OPTION
+@click.option("--database-url", envvar="PROBEFLEET_DATABASE_URL", help="PostgreSQL DSN.")
+@click.option("--username", required=True, help="The console login name.")
+@click.option("--role", default="admin", show_default=True, type=click.Choice(ROLES))
+@click.option(
+    "--password-file",
+    type=click.File("r"),
+    help="Read the password from this file ('-' for stdin); default: asked for, or made up and printed once.",
+)
+def create_user(
+    config_path: Path | None,
+    database_url: str | None,
+    username: str,
+    role: str,
+    password_file: TextIO | None,
+) -> None:
+    """Create a console user (the password is stored as an argon2id hash)."""
+    import secrets
+
+    from probefleet.controller.console import accounts
+    from probefleet.controller.storage import db
+    from probefleet.controller.validation import ValidationError
+
+    cfg = _load(config_path, database_url=database_url)
+    made_up = None
+    if password_file is not None:
+        password = password_file.read().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = made_up = secrets.token_urlsafe(15)
+    try:
+        accounts.check_new_user(username, password, role)
+    except ValidationError as e:
+        raise click.UsageError("; ".join(f"{k}: {v}" for k, v in e.details.items())) from None
+
+    async def run() -> None:
+        await db.migrate(cfg.database_url)
+        pool = await db.create_pool(cfg.database_url, max_size=1)
+        try:
+            await accounts.create_user(pool, username, password, role)
+        finally:
+            await pool.close()
+
+    try:
+        asyncio.run(run())
+    except ValidationError as e:
+        raise click.UsageError("; ".join(f"{k}: {v}" for k, v in e.details.items())) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the database: {e}") from None
+    click.echo(f"created {role} {username}")
+    if made_up is not None:
+        click.echo(f"password: {made_up}")
 
 
 @controller.command("init-fleet")

@@ -12,6 +12,7 @@ from aiohttp import web
 from probefleet.controller import keys
 from probefleet.controller.api import auth, ratelimit
 from probefleet.controller.api.errors import ApiError, not_found
+from probefleet.controller.console import accounts
 from probefleet.controller.storage import DB
 from probefleet.controller.validation import ValidationError, check_time
 
@@ -166,8 +167,13 @@ def bearer(request: web.Request) -> str | None:
 
 
 async def require(request: web.Request, scope: str) -> dict[str, Any]:
-    """The calling key if it holds `scope` (or admin); else 401 or 403."""
+    """The calling key if it holds `scope` (or admin); else 401 or 403.
+
+    Without a key, a console session (cookie) stands for its user's role; a state-changing
+    request made with it must carry the session's CSRF token (403 otherwise)."""
     key = bearer(request)
+    if not key and accounts.COOKIE in request.cookies:
+        return await _require_session(request, scope)
     if not key:
         raise ApiError(
             401,
@@ -184,5 +190,26 @@ async def require(request: web.Request, scope: str) -> dict[str, Any]:
     scopes = set(row["scopes"])
     if scope not in scopes and "admin" not in scopes:
         raise ApiError(403, "forbidden", f"this key lacks the scope {scope!r}", {"required_scope": scope})
+    request[keys.API_KEY] = row
+    request[accounts.ACTOR] = f"key:{key[:12]}"
+    return row
+
+
+async def _require_session(request: web.Request, scope: str) -> dict[str, Any]:
+    session = await accounts.session_of(request, now_utc())
+    if session is None:
+        raise ApiError(401, "unauthorized", "session expired or logged out: log in again")
+    if request.method not in accounts.SAFE_METHODS and not accounts.csrf_ok(request, session):
+        raise ApiError(403, "csrf_failed", f"missing or wrong {accounts.CSRF_HEADER} header")
+    # A user's bucket: negative ids never meet an API key's.
+    row = {"id": -int(session["user_id"]), "scopes": accounts.scopes_of(session["role"]), "rate_limit": None}
+    ratelimit.check(request, row)
+    if scope not in row["scopes"] and "admin" not in row["scopes"]:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"the role {session['role']!r} lacks the scope {scope!r}",
+            {"required_scope": scope},
+        )
     request[keys.API_KEY] = row
     return row

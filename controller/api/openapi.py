@@ -60,11 +60,12 @@ from probefleet.client.models import (
     Subscriber,
     Subscription,
 )
-from probefleet.controller.api import fleet, incidents, keys_api, maintenance, regions
+from probefleet.controller.api import fleet, incidents, keys_api, maintenance, regions, users
 from probefleet.controller.api import monitors as monitors_api
 from probefleet.controller.api import notifications as notifications_api
 from probefleet.controller.api import paths as api_paths
 from probefleet.controller.api.errors import ApiError
+from probefleet.controller.console import pages as console_paths
 from probefleet.controller.monitors import config as monitors
 from probefleet.controller.monitors import heartbeat
 from probefleet.shared.version import VERSION
@@ -185,6 +186,10 @@ TYPES: list[Any] = [
     keys_api.ApiKeyCreate,
     keys_api.ApiKey,
     keys_api.ApiKeyCreated,
+    users.UserCreate,
+    users.UserUpdate,
+    users.User,
+    users.AuditEntry,
     regions.WorkerRegion,
     regions.RegionCreate,
     regions.RegionUpdate,
@@ -696,6 +701,88 @@ OPERATIONS: list[Op] = [
         "keys:admin",
         None,
         params=[ID],
+    ),
+    # --- console users and the audit log
+    json_op("get", "/api/v1/users", "users_list", "List console users (no password)", "admin", _list("User")),
+    json_op(
+        "post",
+        "/api/v1/users",
+        "users_create",
+        "Create a console user (the password is stored as an argon2id hash)",
+        "admin",
+        ref("User"),
+        body=ref("UserCreate"),
+        status=201,
+    ),
+    json_op(
+        "patch",
+        "/api/v1/users/{id}",
+        "users_update",
+        "Change a user's role or password, or disable them (ends their sessions); 409 for the last admin",
+        "admin",
+        ref("User"),
+        body=ref("UserUpdate"),
+        params=[ID],
+    ),
+    json_op(
+        "delete",
+        "/api/v1/users/{id}",
+        "users_delete",
+        "Delete a console user; 409 for the last enabled admin",
+        "admin",
+        {"type": "object", "properties": {"id": integer(), "deleted": {"type": "boolean"}}},
+        params=[ID],
+    ),
+    json_op(
+        "get",
+        "/api/v1/audit",
+        "audit_list",
+        "Who changed what: every successful state-changing request with its key or user, newest first",
+        "admin",
+        _list("AuditEntry"),
+        params=[
+            limit(200, 50),
+            CURSOR,
+            q("actor", "Only this actor: key:<prefix> or user:<name>"),
+        ],
+    ),
+    # --- config as code
+    json_op(
+        "post",
+        "/api/v1/apply",
+        "config_apply",
+        "Apply a set of resources by stable key and owner, in one transaction; the plan",
+        "monitors:write",
+        ref("Plan"),
+        body=ref("ApplyRequest"),
+        description="All or nothing: a refused resource rolls back the set, its error names it by key"
+        " (`monitors[<key>].<field>`). With `dry_run` the plan only (scopes `monitors:read`, and"
+        " `notifications:read` with channels, rules or prune); `notifications:write` is needed with"
+        " channels, rules or prune. docs/config-as-code.md.",
+    ),
+    json_op(
+        "get",
+        "/api/v1/export",
+        "config_export",
+        "The live configuration in config-as-code file form (secrets as <redacted>)",
+        "monitors:read",
+        {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}},
+        params=[
+            q("owner", "Only the resources this owner applied"),
+            q("tag", "Only monitors with this tag"),
+            q("type", "Only monitors of this type", enum(*monitors.KINDS)),
+        ],
+    ),
+    Op(
+        "get",
+        "/api/v1/config-schema.json",
+        "config_schema",
+        "The JSON Schema of config-as-code files",
+        None,
+        None,
+        200,
+        {"type": "object"},
+        media="application/schema+json",
     ),
     # --- monitors
     json_op(
@@ -1489,7 +1576,7 @@ OPERATIONS: list[Op] = [
         "get",
         "/",
         "custom_domain_page",
-        "The status page of the custom domain the request came to",
+        "The operator console (without a session: to /login); on a status page's custom domain, that page",
         None,
         None,
         200,
@@ -1617,7 +1704,8 @@ OPERATIONS: list[Op] = [
 ]
 
 
-SKIP = {"/api/v1/openapi.json", "/api/docs", "/api/docs/{name}"}
+# The console's pages (HTML for people; `/` is listed as the custom-domain page it also is).
+SKIP = {"/api/v1/openapi.json", "/api/docs", "/api/docs/{name}", *console_paths.PATHS}
 ERRORS = {
     "400": "The body or a parameter cannot be read",
     "401": "No key, or a key that is not valid",
@@ -1724,6 +1812,7 @@ def _tag(route: str) -> str:
 
 # Path segments whose operations are listed under another resource's tag.
 TAG_OF = {
+    "audit": "users",
     "heartbeat": "heartbeats",
     "status": "monitors",
     "analytics": "monitors",
@@ -1837,6 +1926,7 @@ TAGS = {
     "status-pages": "Public status pages and their posts and subscribers",
     "reports": "Reports over many monitors",
     "api-keys": "API keys and their scopes",
+    "users": "Console users (roles on the same scopes) and the audit log",
     "regions": "Regions and their probes",
     "subscription": "The plan (self-hosted: no billing)",
     "health": "The controller's health and metrics",

@@ -28,6 +28,7 @@ from probefleet.controller import keys
 from probefleet.controller.api import ratelimit
 from probefleet.controller.api.common import bearer, now_utc
 from probefleet.controller.api.errors import ApiError
+from probefleet.controller.console import accounts
 from probefleet.controller.notifications.realtime import TOPICS, Client, Hub, parse_ids
 from probefleet.controller.storage import api_keys
 
@@ -159,6 +160,8 @@ async def _authenticate(
     """Scopes of the key from the header, ?api_key= or the first frame (returned if it said more)."""
     key = bearer(request) or request.query.get("api_key")
     first = None
+    if not key and (session := await _session(request)) is not None:
+        return set(accounts.scopes_of(session["role"])), None
     if not key:
         try:
             first = await _receive(ws, AUTH_TIMEOUT)
@@ -175,6 +178,21 @@ async def _authenticate(
     except ApiError as e:
         raise ProtocolError(e.code, e.message) from None
     return set(row["scopes"]), first
+
+
+async def _session(request: web.Request) -> dict[str, Any] | None:
+    """A console session's, when the socket was opened by a page of this site: browsers send
+    the cookie with any site's WebSocket, so the Origin must be ours (no CSRF token here)."""
+    origin = request.headers.get("Origin", "")
+    if accounts.COOKIE not in request.cookies or origin.split("://", 1)[-1] != request.host:
+        return None
+    session = await accounts.session_of(request, now_utc())
+    if session is not None:
+        try:
+            ratelimit.check(request, {"id": -int(session["user_id"]), "rate_limit": None})
+        except ApiError as e:
+            raise ProtocolError(e.code, e.message) from None
+    return session
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:

@@ -19,6 +19,7 @@ from probefleet.controller.api import (
     stats,
     status,
     subscription,
+    users,
 )
 from probefleet.controller.api import heartbeats as hb
 from probefleet.controller.api import notifications as notify
@@ -26,6 +27,7 @@ from probefleet.controller.api import public_pages as public
 from probefleet.controller.api import realtime as rt
 from probefleet.controller.api import status_pages as sp
 from probefleet.controller.api.paths import ALIAS_PREFIXES, CANONICAL
+from probefleet.controller.console import pages as console
 
 
 def routes() -> list[web.RouteDef]:
@@ -89,6 +91,11 @@ def _routes() -> list[web.RouteDef]:
         web.post("/api/v1/api-keys", keys_api.create_key),
         web.get("/api/v1/api-keys", keys_api.list_keys),
         web.delete("/api/v1/api-keys/{id}", keys_api.revoke_key),
+        web.get("/api/v1/users", users.list_users),
+        web.post("/api/v1/users", users.create_user),
+        web.patch("/api/v1/users/{id}", users.patch_user),
+        web.delete("/api/v1/users/{id}", users.delete_user),
+        web.get("/api/v1/audit", users.list_audit),
         web.post("/api/v1/monitors", monitors.create_monitor),
         web.post("/api/v1/monitors/bulk", monitors.bulk_action),
         web.put("/api/v1/monitors/bulk", monitors.bulk_update),
@@ -172,7 +179,7 @@ def _routes() -> list[web.RouteDef]:
         web.get("/api/v1/status-pages/{slug}/public", public.public_json),
         web.post("/api/v1/status-pages/{slug}/subscribe", public.subscribe_json),
         web.get("/api/v1/monitors/{id}/badge.svg", public.monitor_badge),
-        web.get("/", public.custom_domain_html),
+        web.get("/", console.root),
         web.post("/", public.unlock_page),
         web.get("/status-assets/{name}", public.asset),
         web.get("/status/{slug}", public.status_page_html),
@@ -183,4 +190,5 @@ def _routes() -> list[web.RouteDef]:
         web.get("/status/{slug}/confirm", public.confirm_subscription),
         web.get("/status/{slug}/unsubscribe", public.unsubscribe),
         web.post("/status/{slug}/unsubscribe", public.unsubscribe),
+        *console.routes(),
     ]

@@ -210,6 +210,35 @@ async def _admin_key(dsn: str, key_file: Path) -> tuple[str, bool]:
     return key, True
 
 
+async def _admin_login(dsn: str, login_file: Path) -> tuple[str, str]:
+    """The console's first admin, "admin" with a made-up password: created on first run and
+    kept in .probefleet/ beside the key (dev only)."""
+    import secrets
+
+    from probefleet.controller.console import accounts
+    from probefleet.controller.storage import db
+    from probefleet.controller.storage import users as user_store
+
+    if login_file.exists():
+        username, _, password = login_file.read_text().strip().partition(" ")
+        return username, password
+    password = secrets.token_urlsafe(12)
+    pool = await db.create_pool(dsn, max_size=1)
+    try:
+        if await user_store.credentials(pool, "admin") is None:
+            await accounts.create_user(pool, "admin", password, "admin")
+        else:
+            hashed = accounts.hash_password(password)
+            user = await user_store.credentials(pool, "admin")
+            assert user is not None
+            await user_store.update(pool, user["id"], password_hash=hashed, disabled=False)
+    finally:
+        await pool.close()
+    login_file.write_text(f"admin {password}\n")
+    login_file.chmod(0o600)
+    return "admin", password
+
+
 def _enroll_args(base: str, key: str, region: str, state_dir: Path) -> list[str]:
     """`probe run` options for dev's probe of `region`: its state directory, and on first start
     a one-use enrollment token made with the admin key, so the probe enrolls the way a user's
@@ -343,6 +372,7 @@ def _run(
         asyncio.run(devstack.create_database(stack.postgres.dsn(), DEV_DATABASE))
         dsn = stack.postgres.dsn(DEV_DATABASE)
         key, new = asyncio.run(_admin_key(dsn, data_dir / "admin.key"))
+        login = asyncio.run(_admin_login(dsn, data_dir / "admin.login"))
         # Chosen now that NATS, PostgreSQL and the catchers hold their ports.
         port = port or devstack.free_port()
         inherited = {k: v for k, v in os.environ.items() if k not in _NATS_VARIABLES}
@@ -374,6 +404,9 @@ def _run(
             f"webhook catcher {catchers.webhook_url}",
         ]
         _banner(base, time.monotonic() - started, key, new, data_dir / "admin.key", servers)
+        click.echo(
+            f"  console: {base}/  user {login[0]}  password {login[1]}  (kept in {data_dir / 'admin.login'})"
+        )
         while not (gone := [(n, c) for n, c in children if c.poll() is not None]):
             time.sleep(0.5)
         name, child = gone[0]
