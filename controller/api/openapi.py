@@ -60,6 +60,7 @@ from probefleet.client.models import (
     Subscriber,
     Subscription,
 )
+from probefleet.controller.api import apply as config_api
 from probefleet.controller.api import fleet, incidents, keys_api, maintenance, regions, users
 from probefleet.controller.api import monitors as monitors_api
 from probefleet.controller.api import notifications as notifications_api
@@ -183,6 +184,8 @@ TYPES: list[Any] = [
     monitors_api.BulkUpdate,
     monitors_api.AlertSettings,
     AlertSettingsOut,
+    config_api.ApplyRequest,
+    config_api.Plan,
     keys_api.ApiKeyCreate,
     keys_api.ApiKey,
     keys_api.ApiKeyCreated,
@@ -745,6 +748,44 @@ OPERATIONS: list[Op] = [
             CURSOR,
             q("actor", "Only this actor: key:<prefix> or user:<name>"),
         ],
+    ),
+    # --- config as code
+    json_op(
+        "post",
+        "/api/v1/apply",
+        "config_apply",
+        "Apply a set of resources by stable key and owner, in one transaction; the plan",
+        "monitors:write",
+        ref("Plan"),
+        body=ref("ApplyRequest"),
+        description="All or nothing: a refused resource rolls back the set, its error names it by key"
+        " (`monitors[<key>].<field>`). With `dry_run` the plan only (scopes `monitors:read`, and"
+        " `notifications:read` with channels, rules or prune); `notifications:write` is needed with"
+        " channels, rules or prune. docs/config-as-code.md.",
+    ),
+    json_op(
+        "get",
+        "/api/v1/export",
+        "config_export",
+        "The live configuration in config-as-code file form (secrets as <redacted>)",
+        "monitors:read",
+        {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}},
+        params=[
+            q("owner", "Only the resources this owner applied"),
+            q("tag", "Only monitors with this tag"),
+            q("type", "Only monitors of this type", enum(*monitors.KINDS)),
+        ],
+    ),
+    Op(
+        "get",
+        "/api/v1/config-schema.json",
+        "config_schema",
+        "The JSON Schema of config-as-code files",
+        None,
+        None,
+        200,
+        {"type": "object"},
+        media="application/schema+json",
     ),
     # --- config as code
     json_op(
@@ -1812,6 +1853,9 @@ def _tag(route: str) -> str:
 
 # Path segments whose operations are listed under another resource's tag.
 TAG_OF = {
+    "apply": "config",
+    "export": "config",
+    "config-schema.json": "config",
     "audit": "users",
     "heartbeat": "heartbeats",
     "status": "monitors",
@@ -1926,6 +1970,7 @@ TAGS = {
     "status-pages": "Public status pages and their posts and subscribers",
     "reports": "Reports over many monitors",
     "api-keys": "API keys and their scopes",
+    "config": "Config as code: apply sets of resources, export, the file schema",
     "users": "Console users (roles on the same scopes) and the audit log",
     "regions": "Regions and their probes",
     "subscription": "The plan (self-hosted: no billing)",

@@ -21,6 +21,7 @@ from probefleet.controller.api import (
     subscription,
     users,
 )
+from probefleet.controller.api import apply as config
 from probefleet.controller.api import heartbeats as hb
 from probefleet.controller.api import notifications as notify
 from probefleet.controller.api import public_pages as public
@@ -96,6 +97,9 @@ def _routes() -> list[web.RouteDef]:
         web.patch("/api/v1/users/{id}", users.patch_user),
         web.delete("/api/v1/users/{id}", users.delete_user),
         web.get("/api/v1/audit", users.list_audit),
+        web.post("/api/v1/apply", config.apply_set),
+        web.get("/api/v1/export", config.export_set),
+        web.get("/api/v1/config-schema.json", config.config_schema),
         web.post("/api/v1/monitors", monitors.create_monitor),
         web.post("/api/v1/monitors/bulk", monitors.bulk_action),
         web.put("/api/v1/monitors/bulk", monitors.bulk_update),
