@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,8 +41,8 @@ def config_path() -> Path:
 @dataclass(frozen=True)
 class Connection:
     url: str | None
-    api_key: str | None
-    profile: str | None
+    api_key: str | None = field(repr=False)  # never in a traceback or log
+    profile: str | None = None
 
     def client(self, timeout: float = 30.0) -> Client:
         try:

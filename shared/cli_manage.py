@@ -17,7 +17,7 @@ from probefleet.shared.cli_connect import OUTPUT, calls_api, connection_options,
 
 MONITOR_COLUMNS = ("id", "name", "type", "status", "check_interval", "locations", "uptime_24h")
 INCIDENT_COLUMNS = ("id", "monitor_id", "status", "severity", "started_at", "resolved_at")
-KEY_COLUMNS = ("id", "name", "prefix", "scopes", "expires_at", "revoked_at")
+KEY_COLUMNS = ("id", "name", "prefix", "scopes", "expires_at", "last_used_at")
 PAGE_COLUMNS = ("id", "slug", "title")
 
 
@@ -164,13 +164,11 @@ def monitors_check(ctx: click.Context, monitor_id: int, output: str) -> None:
     """Run the monitor now in each of its regions; exit 1 unless the verdict is up."""
     run = _api(ctx).request("POST", f"/api/v1/monitors/{monitor_id}/check", json={})
     if output == "table":
-        regions = run.get("regions") or run.get("results") or []
-        rows = regions if isinstance(regions, list) else [{"region": k, **v} for k, v in regions.items()]
-        emit(rows, "table", ("region", "status", "reason", "response_time", "status_code"))
-        click.echo(f"verdict: {run.get('verdict') or run.get('status')}")
+        emit(run["regions"], "table", ("region", "status", "reason", "response_time", "status_code"))
+        click.echo(f"verdict: {run['status']}")
     else:
         emit(run, output, ())
-    if (run.get("verdict") or run.get("status")) not in ("up", "degraded"):
+    if not run["is_ok"]:
         ctx.exit(1)
 
 
@@ -252,7 +250,7 @@ def keys_create(
 @click.pass_context
 @calls_api
 def keys_revoke(ctx: click.Context, key_id: int) -> None:
-    _api(ctx).request("DELETE", f"/api/v1/api-keys/{key_id}", type=type(None))
+    _api(ctx).request("DELETE", f"/api/v1/api-keys/{key_id}")
     click.echo(f"revoked key {key_id}")
 
 
