@@ -45,6 +45,13 @@ SCHEDULE_LAG = Histogram(
     registry=REGISTRY,
 )
 RESULTS_STORED = Counter("probefleet_results_stored_total", "Probe results stored.", registry=REGISTRY)
+RESULT_LAG = Histogram(
+    "probefleet_result_lag_seconds",
+    "From the end of a check on its probe to its result stored (publish, JetStream, batching);"
+    " probe and controller clocks must agree.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
 RESULTS_DUPLICATE = Counter(
     "probefleet_results_duplicate_total",
     "Redelivered results dropped as duplicates.",

@@ -139,6 +139,9 @@ async def ingest(
         await on_recheck(rechecks)
     metrics.RESULTS_STORED.inc(len(stored))
     metrics.RESULTS_DUPLICATE.inc(len(results) - len(stored))
+    stamp = now.timestamp()
+    for r in results:
+        metrics.RESULT_LAG.observe(max(0.0, stamp - r.started_at - r.duration_ms / 1000))
     return len(stored)
 
 
