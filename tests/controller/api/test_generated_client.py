@@ -21,8 +21,12 @@ from tests.controller.conftest import Running
 
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
 PACKAGE = "pf_generated"
-# The badges are SVG: read as bytes, as the generator reads application/octet-stream.
-CONFIG = "content_type_overrides:\n  image/svg+xml: application/octet-stream\n"
+# The badges are SVG, a status page's logo any image and its feed Atom: read as bytes, as
+# the generator reads application/octet-stream.
+CONFIG = (
+    "content_type_overrides:\n  image/svg+xml: application/octet-stream\n"
+    "  image/*: application/octet-stream\n  application/atom+xml: application/octet-stream\n"
+)
 
 # One body per kind, with only what the kind needs: the generated models fill in the
 # schema's defaults, which the server must accept.
