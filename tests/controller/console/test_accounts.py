@@ -82,7 +82,9 @@ async def test_an_admin_manages_users_through_the_api_and_the_audit_log_names_wh
     assert all(e["status"] < 400 for e in entries)
 
 
-async def test_the_last_admin_cannot_be_demoted_or_deleted(controller: Running, api: aiohttp.ClientSession) -> None:
+async def test_the_last_admin_cannot_be_demoted_or_deleted(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
     r = await api.post("/api/v1/users", json={"username": "only", "password": PASSWORD, "role": "admin"})
     only = (await r.json())["data"]
     r = await api.patch(f"/api/v1/users/{only['id']}", json={"role": "viewer"})
@@ -120,7 +122,9 @@ async def test_an_expired_session_is_refused(controller: Running, users: Make) -
 async def test_login_is_limited_per_account_and_per_address(controller: Running) -> None:
     await accounts.create_user(controller.app[keys.POOL], "target", PASSWORD, "viewer")
     limiter = controller.app[accounts.LIMITER]
-    async with aiohttp.ClientSession(base_url=controller.base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    async with aiohttp.ClientSession(
+        base_url=controller.base, cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as http:
 
         async def attempt(username: str, password: str) -> aiohttp.ClientResponse:
             form = await (await http.get("/login")).text()
@@ -155,10 +159,17 @@ async def test_a_login_form_without_its_token_is_refused(controller: Running) ->
 
 async def test_next_never_leaves_the_site(controller: Running) -> None:
     await accounts.create_user(controller.app[keys.POOL], "n", PASSWORD, "viewer")
-    async with aiohttp.ClientSession(base_url=controller.base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    async with aiohttp.ClientSession(
+        base_url=controller.base, cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as http:
         form = await (await http.get("/login?next=//evil.example/")).text()
         token = re.search(r'name="login_token" value="([^"]+)"', form)
         assert token and 'name="next" value="/"' in form
-        data = {"username": "n", "password": PASSWORD, "login_token": token.group(1), "next": "https://evil.example/"}
+        data = {
+            "username": "n",
+            "password": PASSWORD,
+            "login_token": token.group(1),
+            "next": "https://evil.example/",
+        }
         r = await http.post("/login", data=data, allow_redirects=False)
         assert r.status == 303 and r.headers["Location"] == "/"

@@ -18,7 +18,13 @@ XSS = '<script>alert(1)</script><img src=x onerror="alert(2)">'
 
 
 async def _monitor(api: aiohttp.ClientSession, name: str, tags: list[str] | None = None) -> int:
-    body = {"name": name, "type": "http", "url": "http://127.0.0.1:9/", "tags": tags or [], "check_interval": 3600}
+    body = {
+        "name": name,
+        "type": "http",
+        "url": "http://127.0.0.1:9/",
+        "tags": tags or [],
+        "check_interval": 3600,
+    }
     r = await api.post("/api/v1/monitors", json=body)
     assert r.status == 201, await r.text()
     return int((await r.json())["data"]["id"])

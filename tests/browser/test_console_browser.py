@@ -1,0 +1,286 @@
+"""The console in a real headless Chromium (Debian's chromium and chromium-driver over plain
+WebDriver HTTP), against a real controller, probes in three regions and a target:
+log in, create an HTTP monitor with the form, see it go up, make the target fail and see
+it turn down without a reload, acknowledge the incident, log out; a viewer sees no edit
+controls and gets 403 on a crafted request; markup in names and tags shows as text.
+
+Screenshots of every page, light and dark, desktop and phone, are saved under
+$PROBEFLEET_SCREENSHOTS (default: the test's tmp dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from probefleet.controller import keys
+from probefleet.controller.console import accounts
+from tests.controller.conftest import start_controller
+from tests.fleet import RegionalTarget, start_probes, stop_probes
+from tests.helpers import eventually
+
+PASSWORD = "correct horse battery"
+
+
+def status_js(monitor_id: int) -> str:
+    """A script answering the monitor's status as its overview row shows it."""
+    row = f'[data-monitor-id="{monitor_id}"]'
+    return f"return document.querySelector('{row} [data-field=status]')?.textContent"
+
+
+XSS_NAME = '<img src=x onerror="window.__xss=1">shop <b>api</b>'
+XSS_TAG = "<script>window.__xss=2</script>"
+SIZES = {"desktop": (1280, 900), "phone": (390, 844)}
+
+
+def _ensure_chromium() -> tuple[str, str]:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if not shutil.which("apt-get"):
+            pytest.skip("chromium/chromium-driver missing and apt-get is not available to install them")
+        try:
+            subprocess.run(
+                "apt-get update && apt-get install -y chromium chromium-driver",
+                shell=True,
+                check=True,
+                capture_output=True,
+                timeout=900,
+            )
+        except (subprocess.SubprocessError, OSError) as e:
+            pytest.skip(f"could not install chromium with apt-get: {e}")
+    return str(shutil.which("chromium")), str(shutil.which("chromedriver"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Chromium:
+    """The few W3C WebDriver commands the test needs."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, sid: str, shots: Path) -> None:
+        self.http, self.base, self.sid, self.shots = http, base, sid, shots
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        async with self.http.request(method, f"{self.base}/session/{self.sid}{path}", json=body) as r:
+            data = await r.json()
+            assert r.status == 200, data
+            return data["value"]
+
+    async def js(self, script: str, *args: Any) -> Any:
+        return await self.call("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    async def go(self, url: str) -> None:
+        await self.call("POST", "/url", {"url": url})
+
+    async def wait(self, script: str, what: str, timeout: float = 20.0) -> Any:  # noqa: ASYNC109
+        """The script's value once truthy, polling the page (bounded)."""
+        return await eventually(lambda: self.js(script), timeout=timeout, interval=0.1, what=what)
+
+    async def cdp(self, cmd: str, **params: Any) -> Any:
+        return await self.call("POST", "/goog/cdp/execute", {"cmd": cmd, "params": params})
+
+    async def screenshots(self, page: str) -> None:
+        """The current page in light and dark, desktop and phone."""
+        for size, (w, h) in SIZES.items():
+            await self.cdp(
+                "Emulation.setDeviceMetricsOverride", width=w, height=h, deviceScaleFactor=1, mobile=False
+            )
+            for scheme in ("light", "dark"):
+                await self.cdp(
+                    "Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": scheme}]
+                )
+                png = base64.b64decode(await self.call("GET", "/screenshot"))
+                assert png.startswith(b"\x89PNG")
+                (self.shots / f"console-{page}-{size}-{scheme}.png").write_bytes(png)
+        await self.cdp("Emulation.clearDeviceMetricsOverride")
+        await self.cdp("Emulation.setEmulatedMedia", features=[])
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
+    binary, driver = _ensure_chromium()
+    shots = Path(os.environ.get("PROBEFLEET_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [driver, f"--port={port}", "--allowed-ips=127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TZ": "Europe/Berlin"},  # the viewer's zone, not the machine's
+    )
+    base = f"http://127.0.0.1:{port}"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1280,900"]
+    caps = {
+        "capabilities": {
+            "alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": binary,
+                    "args": [*flags, f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"],
+                },
+            }
+        }
+    }
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        async with http.get(f"{base}/status") as r:
+                            if (await r.json())["value"]["ready"]:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+            async with http.post(f"{base}/session", json=caps) as r:
+                created = await r.json()
+                assert r.status == 200, created
+            browser = Chromium(http, base, created["value"]["sessionId"], shots)
+            try:
+                yield browser
+            finally:
+                await http.delete(f"{base}/session/{browser.sid}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _log_in(b: Chromium, base: str, username: str) -> None:
+    await b.go(f"{base}/login")
+    await b.js(
+        "document.getElementById('username').value = arguments[0];"
+        "document.getElementById('password').value = arguments[1];"
+        "document.querySelector('form[action=\"/login\"]').submit();",
+        username,
+        PASSWORD,
+    )
+    await b.wait(
+        "return location.pathname === '/' && document.querySelector('#rows') !== null", "the overview"
+    )
+
+
+async def test_an_operator_runs_the_console_in_chromium(
+    database: str, nats_url: str, chromium: Chromium
+) -> None:
+    b = chromium
+    running = await start_controller(database, nats_url)
+    agents = await start_probes(nats_url)
+    target = RegionalTarget()
+    url = await target.start()
+    try:
+        pool = running.app[keys.POOL]
+        await accounts.create_user(pool, "ops", PASSWORD, "admin")
+        await accounts.create_user(pool, "watcher", PASSWORD, "viewer")
+        base = running.base
+
+        await b.go(f"{base}/login")
+        await b.screenshots("login")
+        await _log_in(b, base, "ops")
+        zone = await b.wait("return document.getElementById('tz').textContent", "the zone name")
+        assert zone == "Times in Europe/Berlin"
+
+        # Create an HTTP monitor with the form; the server's field errors show beside fields.
+        await b.go(f"{base}/console/monitors/new?type=http")
+        await b.js("document.getElementById('save').click()")
+        error = await b.wait("return document.getElementById('e-name').textContent", "the name field's error")
+        assert (
+            error
+            and await b.js("return document.getElementById('f-name').getAttribute('aria-invalid')") == "true"
+        )
+        await b.screenshots("monitor-form")
+        await b.js(
+            "const set = (n, v) => { document.getElementById('f-' + n).value = v; };"
+            "set('name', arguments[0]); set('url', arguments[1]); set('check_interval', '1');"
+            "set('timeout', '2'); set('locations', 'us-east, eu-west, ap-south'); set('tags', arguments[2]);"
+            "document.getElementById('save').click();",
+            XSS_NAME,
+            url,
+            XSS_TAG,
+        )
+        path = await b.wait(
+            "return /^\\/console\\/monitors\\/\\d+$/.test(location.pathname) && location.pathname",
+            "the new monitor",
+        )
+        monitor_id = int(path.rsplit("/", 1)[1])
+
+        # It goes up (the overview is reloaded until it does), then down live.
+        async def is_up() -> bool:
+            await b.go(f"{base}/")
+            return bool(await b.js(status_js(monitor_id)) == "up")
+
+        await eventually(is_up, timeout=20, interval=0.3, what="the monitor to go up")
+        assert await b.js("return document.querySelector('.name').textContent") == XSS_NAME
+        assert await b.js("return document.querySelector('.tag').textContent") == XSS_TAG
+        assert await b.js(
+            "return window.__xss === undefined && document.querySelectorAll('img[src=x]').length === 0"
+        )
+        await b.wait("return document.body.dataset.ws === 'subscribed'", "the live subscription")
+        await b.screenshots("overview")
+        await b.js("window.__noReload = 42")
+        target.fail_all()
+        await b.wait(
+            status_js(monitor_id) + " === 'down'",
+            "the monitor to turn down live",
+        )
+        assert await b.js("return window.__noReload") == 42
+        assert await b.js("return document.querySelector('[data-count=down]').textContent") == "1"
+
+        # The monitor page: per-region state and the chart.
+        await b.go(f"{base}/console/monitors/{monitor_id}")
+        await b.wait(
+            "const c = document.getElementById('chart'); return c.dataset.drawn || c.textContent",
+            "the chart",
+        )
+        await b.screenshots("monitor")
+
+        # Acknowledge the incident.
+        await b.go(f"{base}/console/incidents")
+        await b.wait("return document.querySelector('[data-incident-id] [data-api]')", "the open incident")
+        await b.js("document.querySelector('[data-incident-id] button[data-done=Acknowledged]').click()")
+        await b.wait(
+            "return document.querySelector('[data-live=incidents] [data-field=status]')?.textContent"
+            " === 'acknowledged'",
+            "the acknowledged incident",
+        )
+        await b.screenshots("incidents")
+        await b.go(f"{base}/console/fleet")
+        await b.screenshots("fleet")
+
+        # Log out.
+        await b.js("document.getElementById('logout').click()")
+        await b.wait("return location.pathname === '/login'", "the login form after logout")
+
+        # A viewer: no edit controls, and a crafted request is refused.
+        await _log_in(b, base, "watcher")
+        assert await b.js("return document.getElementById('new-monitor')") is None
+        await b.go(f"{base}/console/monitors/{monitor_id}")
+        assert await b.js("return document.querySelectorAll('[data-api]').length") == 0
+        status = await b.call(
+            "POST",
+            "/execute/async",
+            {
+                "script": "const done = arguments[arguments.length - 1];"
+                "const token = document.querySelector('meta[name=csrf-token]').content;"
+                "fetch('/api/v1/monitors/' + arguments[0] + '/pause',"
+                " {method: 'POST', headers: {'X-CSRF-Token': token}}).then(r => done(r.status));",
+                "args": [monitor_id],
+            },
+        )
+        assert status == 403
+    finally:
+        await target.stop()
+        await stop_probes(agents)
+        await running.stop()
