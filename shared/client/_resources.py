@@ -124,3 +124,50 @@ def create_status_page(fields: dict[str, Any] | None, extra: dict[str, Any]) -> 
 
 def public_page(slug: str) -> Call:
     return Call("GET", f"/api/v1/status-pages/{quote(slug, safe='')}/public", models.PublicPage)
+
+
+# ---- maintenance windows and notifications
+
+
+def list_maintenance_windows() -> Call:
+    return Call("GET", "/api/v1/maintenance-windows", list[models.MaintenanceWindow])
+
+
+def create_maintenance_window(fields: dict[str, Any] | None, extra: dict[str, Any]) -> Call:
+    return Call("POST", "/api/v1/maintenance-windows", models.MaintenanceWindow, json=_body(fields, extra))
+
+
+def delete_maintenance_window(window_id: int) -> Call:
+    return Call("DELETE", f"/api/v1/maintenance-windows/{window_id}", type(None))
+
+
+def list_channels() -> Call:
+    return Call("GET", "/api/v1/notification-channels", list[models.Channel])
+
+
+def create_channel(fields: dict[str, Any] | None, extra: dict[str, Any]) -> Call:
+    return Call("POST", "/api/v1/notification-channels", models.Channel, json=_body(fields, extra))
+
+
+def test_channel(channel_id: int) -> Call:
+    return Call("POST", f"/api/v1/notification-channels/{channel_id}/test", models.ChannelTest)
+
+
+def delete_channel(channel_id: int) -> Call:
+    return Call("DELETE", f"/api/v1/notification-channels/{channel_id}", type(None))
+
+
+def list_rules() -> Call:
+    return Call("GET", "/api/v1/notification-rules", list[models.Rule])
+
+
+def create_rule(fields: dict[str, Any] | None, extra: dict[str, Any]) -> Call:
+    return Call("POST", "/api/v1/notification-rules", models.Rule, json=_body(fields, extra))
+
+
+def delete_rule(rule_id: int) -> Call:
+    return Call("DELETE", f"/api/v1/notification-rules/{rule_id}", type(None))
+
+
+def list_pings(heartbeat_id: int, limit: int) -> Pages:
+    return Pages(f"/api/v1/heartbeats/{heartbeat_id}/pings", list[models.Ping], {"limit": limit})

@@ -165,6 +165,46 @@ class AsyncClient:
         """A heartbeat monitor; its `token` and `ping_url` are in this answer only."""
         return await self._call(_r.create_heartbeat(fields, extra))
 
+    def heartbeat_pings(self, heartbeat_id: int, *, limit: int = 100) -> AsyncIterator[models.Ping]:
+        """The pings a heartbeat received, newest first."""
+        return self._pages(_r.list_pings(heartbeat_id, limit))
+
+    # ---- maintenance windows and notifications
+
+    async def maintenance_windows(self) -> list[models.MaintenanceWindow]:
+        return await self._call(_r.list_maintenance_windows())
+
+    async def create_maintenance_window(
+        self, fields: dict[str, Any] | None = None, /, **extra: Any
+    ) -> models.MaintenanceWindow:
+        return await self._call(_r.create_maintenance_window(fields, extra))
+
+    async def delete_maintenance_window(self, window_id: int) -> None:
+        return await self._call(_r.delete_maintenance_window(window_id))
+
+    async def channels(self) -> list[models.Channel]:
+        """Notification channels; their secrets read `<redacted>`."""
+        return await self._call(_r.list_channels())
+
+    async def create_channel(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.Channel:
+        return await self._call(_r.create_channel(fields, extra))
+
+    async def test_channel(self, channel_id: int) -> models.ChannelTest:
+        """Send a test notification now and say whether it was delivered."""
+        return await self._call(_r.test_channel(channel_id))
+
+    async def delete_channel(self, channel_id: int) -> None:
+        return await self._call(_r.delete_channel(channel_id))
+
+    async def rules(self) -> list[models.Rule]:
+        return await self._call(_r.list_rules())
+
+    async def create_rule(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.Rule:
+        return await self._call(_r.create_rule(fields, extra))
+
+    async def delete_rule(self, rule_id: int) -> None:
+        return await self._call(_r.delete_rule(rule_id))
+
     # ---- status pages
 
     def status_pages(self, *, limit: int = 100) -> AsyncIterator[models.StatusPage]:

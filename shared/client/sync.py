@@ -162,6 +162,46 @@ class Client:
         """A heartbeat monitor; its `token` and `ping_url` are in this answer only."""
         return self._call(_r.create_heartbeat(fields, extra))
 
+    def heartbeat_pings(self, heartbeat_id: int, *, limit: int = 100) -> Iterator[models.Ping]:
+        """The pings a heartbeat received, newest first."""
+        return self._pages(_r.list_pings(heartbeat_id, limit))
+
+    # ---- maintenance windows and notifications
+
+    def maintenance_windows(self) -> list[models.MaintenanceWindow]:
+        return self._call(_r.list_maintenance_windows())
+
+    def create_maintenance_window(
+        self, fields: dict[str, Any] | None = None, /, **extra: Any
+    ) -> models.MaintenanceWindow:
+        return self._call(_r.create_maintenance_window(fields, extra))
+
+    def delete_maintenance_window(self, window_id: int) -> None:
+        return self._call(_r.delete_maintenance_window(window_id))
+
+    def channels(self) -> list[models.Channel]:
+        """Notification channels; their secrets read `<redacted>`."""
+        return self._call(_r.list_channels())
+
+    def create_channel(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.Channel:
+        return self._call(_r.create_channel(fields, extra))
+
+    def test_channel(self, channel_id: int) -> models.ChannelTest:
+        """Send a test notification now and say whether it was delivered."""
+        return self._call(_r.test_channel(channel_id))
+
+    def delete_channel(self, channel_id: int) -> None:
+        return self._call(_r.delete_channel(channel_id))
+
+    def rules(self) -> list[models.Rule]:
+        return self._call(_r.list_rules())
+
+    def create_rule(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.Rule:
+        return self._call(_r.create_rule(fields, extra))
+
+    def delete_rule(self, rule_id: int) -> None:
+        return self._call(_r.delete_rule(rule_id))
+
     # ---- status pages
 
     def status_pages(self, *, limit: int = 100) -> Iterator[models.StatusPage]:

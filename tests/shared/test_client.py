@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -104,6 +105,35 @@ async def test_the_async_client_reads_incidents_heartbeats_and_pages(controller:
         with pytest.raises(AuthenticationError) as e:
             await anon.get_monitor(monitor.id)
         assert e.value.status == 401
+
+
+async def test_the_async_client_manages_windows_channels_rules_and_reads_pings(controller: Running) -> None:
+    async with AsyncClient(controller.base, controller.admin_key) as api:
+        hb = await api.create_heartbeat(name="cron", run_interval=600)
+        assert hb.ping_url is not None
+        async with aiohttp.ClientSession() as anon:
+            for signal in ("/start", ""):
+                assert (await anon.post(hb.ping_url + signal, data=b"log line")).status == 200
+        pings = [p async for p in api.heartbeat_pings(hb.id, limit=1)]
+        assert [p.kind for p in pings] == ["success", "start"] and pings[0].body == "log line"
+
+        window = await api.create_maintenance_window(
+            name="sunday", tags=["db"], days=["sun"], start_time="02:00", duration=7200
+        )
+        assert window.recurring and window.days == ["sun"]
+        assert [w.id for w in await api.maintenance_windows()] == [window.id]
+        await api.delete_maintenance_window(window.id)
+        assert await api.maintenance_windows() == []
+
+        # Port 9 of loopback refuses: the test notification is dead, said so, not raised.
+        channel = await api.create_channel(name="hook", kind="webhook", config={"url": "http://127.0.0.1:9/"})
+        outcome = await api.test_channel(channel.id)
+        assert outcome.delivered is False and outcome.status == "dead" and outcome.error
+        rule = await api.create_rule(channel_ids=[channel.id], events=["monitor.down"])
+        assert [r.channel_ids for r in await api.rules()] == [[channel.id]]
+        await api.delete_rule(rule.id)
+        await api.delete_channel(channel.id)
+        assert await api.channels() == [] and await api.rules() == []
 
 
 def test_the_key_stays_out_of_the_settings_repr() -> None:
