@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats
@@ -30,6 +31,9 @@ from probefleet.shared import natscreds, subjects, wire
 from probefleet.shared.natscreds import NatsRefusedError
 from probefleet.shared.version import VERSION
 from probefleet.shared.wire import CheckJob, CheckResult, Reason, Status
+
+if TYPE_CHECKING:
+    from probefleet.probe.otel import CheckTelemetry
 
 log = logging.getLogger("probefleet.probe")
 
@@ -83,6 +87,7 @@ class Agent:
         self.config = config
         self.checkers = checkers
         self.metrics = metrics or ProbeMetrics(series_for(config))
+        self.telemetry = _telemetry(config, self.metrics)
         self.started_at = time.time()
         self.checks_total = 0
         self.nc: Client | None = None
@@ -243,6 +248,8 @@ class Agent:
             await self.nc.close()
         await http.close_sessions()
         await dns.close_resolvers()
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.shutdown)
         log.info("probe stopped probe_id=%s", self.config.probe_id)
 
     async def abort(self) -> None:
@@ -256,6 +263,8 @@ class Agent:
                 await self.nc.close()
         await http.close_sessions()
         await dns.close_resolvers()
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.shutdown)
 
     # ------------------------------------------------------------ jobs
 
@@ -311,11 +320,15 @@ class Agent:
         start = time.perf_counter()
         self._in_flight += 1
         self.metrics.in_flight.inc()
+        traced = self.telemetry.check(job, str(kind)) if self.telemetry else contextlib.nullcontext()
         try:
-            outcome = await self._outcome(str(kind), job, budget)
+            with traced as span:
+                outcome = await self._outcome(str(kind), job, budget)
         finally:
             self._in_flight -= 1
             self.metrics.in_flight.dec()
+        if self.telemetry and span is not None:
+            self.telemetry.finish(span, job, str(kind), outcome)
         elapsed = time.perf_counter() - start
         self.checks_total += 1
         self.metrics.checks.labels(kind, outcome.status.value).inc()
@@ -414,6 +427,24 @@ class Agent:
                 with contextlib.suppress(nats.errors.Error, OSError):
                     await self.nc.publish(subject, wire.encode(self.heartbeat()))
             await asyncio.sleep(self.config.heartbeat_interval)
+
+
+def _telemetry(config: ProbeConfig, metrics: ProbeMetrics) -> CheckTelemetry | None:
+    if not config.otel_endpoint:
+        return None
+    # Imported only when asked for: a probe without the `otel` extra runs without it.
+    from probefleet.probe.otel import CheckTelemetry
+
+    def failed(signal: str) -> None:
+        metrics.otel_export_failures.labels(signal).inc()
+
+    return CheckTelemetry(
+        config.otel_endpoint,
+        probe_id=config.probe_id,
+        region=config.region,
+        on_failure=failed,
+        export_interval=config.otel_export_interval,
+    )
 
 
 def _path(value: str | None) -> Path | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import uuid
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -46,6 +48,12 @@ class ProbeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     monitor_series_tags: list[str] = msgspec.field(default_factory=list)
     monitor_series_sample: float = 1.0
     monitor_series_stale_intervals: float = 3.0
+    # OpenTelemetry export of check results (spans and phase histograms over OTLP/HTTP) to the
+    # collector at this base URL (http://collector:4318); off when empty. Needs the `otel` extra.
+    otel_endpoint: str | None = None
+    otel_export_interval: float = 10.0
+    # `text` (one line per event) or `json` (JSON lines with the event's fields).
+    log_format: Literal["text", "json"] = "text"
 
     def __post_init__(self) -> None:
         if not self.probe_id:
@@ -68,6 +76,9 @@ _ENV = {
     "monitor_series_tags": "MONITOR_SERIES_TAGS",
     "monitor_series_sample": "MONITOR_SERIES_SAMPLE",
     "monitor_series_stale_intervals": "MONITOR_SERIES_STALE_INTERVALS",
+    "otel_endpoint": "OTEL_ENDPOINT",
+    "otel_export_interval": "OTEL_EXPORT_INTERVAL",
+    "log_format": "LOG_FORMAT",
 }
 
 INSECURE_HINT = (
@@ -119,4 +130,21 @@ def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeCon
         raise ValueError("monitor_series_sample must be a fraction in (0, 1]")
     if cfg.monitor_series_stale_intervals < 1:
         raise ValueError("monitor_series_stale_intervals must be at least 1")
+    if cfg.otel_endpoint:
+        if not _otel_installed():
+            raise ValueError(
+                "otel_endpoint is set but OpenTelemetry is not installed: install the otel extra"
+                " (pip install 'probefleet[otel]')"
+            )
+        if not cfg.otel_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"otel_endpoint {cfg.otel_endpoint!r}: use the collector's http(s):// base URL")
+    if cfg.otel_export_interval <= 0:
+        raise ValueError("otel_export_interval must be positive")
     return cfg
+
+
+def _otel_installed() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk") is not None
+    except ImportError:  # the parent package is missing too
+        return False

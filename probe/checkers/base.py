@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import socket
 import ssl
@@ -16,6 +17,10 @@ import icmplib
 import msgspec
 
 from probefleet.shared.wire import Reason, Status
+
+# The W3C traceparent of the running check's span when OpenTelemetry export is on
+# (probe/otel.py); the HTTP checker sends it so the target's traces join the check.
+TRACEPARENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("traceparent", default=None)
 
 
 class Outcome(msgspec.Struct, kw_only=True):

@@ -144,6 +144,8 @@ async def close_sessions() -> None:
 
 def _request_kwargs(spec: HttpSpec) -> dict[str, Any]:
     headers = CIMultiDict(spec.headers)
+    if (traceparent := base.TRACEPARENT.get()) is not None:
+        headers["traceparent"] = traceparent
     kwargs: dict[str, Any] = {"headers": headers}
     if spec.graphql_query is not None:
         payload = {"query": spec.graphql_query, "variables": spec.graphql_variables or {}}
