@@ -15,6 +15,7 @@ Standard library only: it runs before any venv exists.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pwd
@@ -190,6 +191,26 @@ def stop(proc: subprocess.Popen[str], places: list[str]) -> None:
     until("every process of the stack gone", 15, gone)
 
 
+def stand_ins_of(checkout: Path, folders: set[Path]) -> list[Path]:
+    """The folders among `folders` (made under /var/tmp during the run) that this clone's
+    stack made: the copy of PostgreSQL's binaries from its venv (its .complete names the
+    source) and the stand-in of its data folder (named by the path, shared/devstack.py
+    `reachable_dir`). Other sessions' tests make such folders at the same time, with
+    servers of their own running from them; those are not this stack's leftovers."""
+    data = (checkout / ".probefleet" / "postgres").resolve()
+    data_stand_in = f"probefleet-{hashlib.sha1(str(data).encode()).hexdigest()[:12]}"
+    ours = []
+    for folder in folders:
+        complete = folder / ".complete"
+        try:
+            source = complete.read_text() if complete.is_file() else ""
+        except OSError:
+            source = ""
+        if folder.name == data_stand_in or str(checkout) in source:
+            ours.append(folder)
+    return ours
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--user", help="run make dev as this user (the caller must be root)")
@@ -207,13 +228,13 @@ def main() -> None:
             fail(f"make dev is not on the README's address: {base}")
         first_monitor(checkout)
         exercise(base, key)
-        made = set(Path("/var/tmp").glob("probefleet-*")) - before
+        made = stand_ins_of(checkout, set(Path("/var/tmp").glob("probefleet-*")) - before)
         stop(proc, [str(top), *map(str, made)])
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(top, ignore_errors=True)
-        for made in set(Path("/var/tmp").glob("probefleet-*")) - before:
+        for made in stand_ins_of(checkout, set(Path("/var/tmp").glob("probefleet-*")) - before):
             shutil.rmtree(made, ignore_errors=True)
     print(f"dev smoke: passed as {who} in {time.monotonic() - started:.0f} s")
 
