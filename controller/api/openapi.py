@@ -118,9 +118,22 @@ class StatusPageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     monitors: list[StatusPageMonitor] = []
 
 
+class StatusPageColors(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Hex colours (#rgb or #rrggbb) of the page's accent and of each state."""
+
+    accent: str | None = None
+    operational: str | None = None
+    degraded: str | None = None
+    outage: str | None = None
+    maintenance: str | None = None
+
+
 class StatusPageInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A status page. `password` makes it private (null removes it); `incident_status`
-    with `incident_message` shows a banner."""
+    with `incident_message` shows a banner. `logo` is a base64 data URL of a PNG, JPEG,
+    GIF, WebP or SVG image of at most 256 KiB (null removes it; omitted on PUT, kept);
+    `custom_css` may not contain '<' or @import; `theme` is the default for visitors who
+    have not chosen (auto: their system's)."""
 
     name: str
     slug: str
@@ -131,6 +144,12 @@ class StatusPageInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sections: list[StatusPageSection] | None = None
     incident_status: Literal["investigating", "identified", "monitoring", "resolved"] | None = None
     incident_message: str | None = None
+    logo: str | None = None
+    colors: StatusPageColors | None = None
+    custom_css: str | None = None
+    footer_text: str | None = None
+    theme: Literal["auto", "light", "dark"] | None = None
+    show_response_times: bool | None = None
 
 
 class StatusPageUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -145,6 +164,12 @@ class StatusPageUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     sections: list[StatusPageSection] | None = None
     incident_status: Literal["investigating", "identified", "monitoring", "resolved"] | None = None
     incident_message: str | None = None
+    logo: str | None = None
+    colors: StatusPageColors | None = None
+    custom_css: str | None = None
+    footer_text: str | None = None
+    theme: Literal["auto", "light", "dark"] | None = None
+    show_response_times: bool | None = None
 
 
 PostState = Literal["investigating", "identified", "monitoring", "resolved"]
@@ -163,6 +188,7 @@ class PostUpdateInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class SubscribeForm(msgspec.Struct, kw_only=True):
     email: str
+    components: list[int] = []
 
 
 class UnlockForm(msgspec.Struct, kw_only=True):
@@ -170,10 +196,12 @@ class UnlockForm(msgspec.Struct, kw_only=True):
 
 
 class SubscribeInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Either `email` or `webhook_url`."""
+    """Either `email` or `webhook_url`; `components` (ids of the page's components) limits
+    the state notices to those (omitted or empty: all). Posts reach every subscriber."""
 
     email: str | None = None
     webhook_url: str | None = None
+    components: list[int] | None = None
 
 
 TYPES: list[Any] = [
@@ -234,6 +262,7 @@ TYPES: list[Any] = [
     Delivery,
     Rule,
     Subscription,
+    StatusPageColors,
     StatusPageInput,
     StatusPageUpdate,
     StatusPage,
@@ -434,7 +463,7 @@ SIGNAL = path(
     {"type": "string", "pattern": "^(start|fail|log|[0-9]{1,3})$"},
     "start, fail, log, or the exit code 0-255",
 )
-ASSET = path("name", enum("status.css", "status.js"))
+ASSET = path("name", enum("status.css", "status.js", "theme.js"))
 CURSOR = q("cursor", "`meta.next_cursor` of the previous page")
 
 
@@ -1701,6 +1730,54 @@ OPERATIONS: list[Op] = [
             q("type", "uptime: the component's 90-day uptime instead of its state", enum("uptime")),
         ],
         media="image/svg+xml",
+    ),
+    Op(
+        "get",
+        "/status/{slug}/theme.css",
+        "status_pages_stylesheet",
+        "The page's own stylesheet: its colours and custom CSS",
+        None,
+        None,
+        200,
+        {"type": "string"},
+        [SLUG, q("v", "A version, changed with the stylesheet (ignored)")],
+        media="text/css",
+    ),
+    Op(
+        "get",
+        "/status/{slug}/logo",
+        "status_pages_logo",
+        "The page's logo (PNG, JPEG, GIF, WebP or SVG)",
+        None,
+        None,
+        200,
+        BINARY,
+        [SLUG, q("v", "A version, changed with the logo (ignored)")],
+        media="image/*",
+    ),
+    Op(
+        "get",
+        "/status/{slug}/history",
+        "status_pages_history",
+        "The incident archive: every post, newest first, 20 a page",
+        None,
+        None,
+        200,
+        {"type": "string"},
+        [SLUG, q("page", "The page of the archive, from 1", integer(1, 100_000))],
+        media="text/html",
+    ),
+    Op(
+        "get",
+        "/status/{slug}/feed.atom",
+        "status_pages_feed",
+        "An Atom feed of the page's incident posts (the newest 50)",
+        None,
+        None,
+        200,
+        BINARY,
+        [SLUG],
+        media="application/atom+xml",
     ),
     Op(
         "post",

@@ -1,6 +1,7 @@
 """The anonymous site of status pages: the HTML page at /status/{slug} (or at / of a custom
 domain) and its password form, the public JSON, the page's Server-Sent Events, SVG badges,
-static assets, and subscribing (subscribe, confirm, unsubscribe).
+its stylesheet and logo, the incident archive and Atom feed, static assets, and
+subscribing (subscribe, confirm, unsubscribe).
 
 A private page (is_public false) answers exactly like a page that does not exist until the
 visitor holds the signed cookie that its password grants. Visitors see the public model
@@ -12,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import gzip
-import html
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -22,12 +22,13 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from probefleet.controller import keys
-from probefleet.controller.api.common import bearer, now_utc, ok, path_id, read_json
+from probefleet.controller.api.common import bearer, now_utc, ok, parse_int, path_id, read_json
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.notifications import destinations
 from probefleet.controller.notifications.realtime import Client, Event
 from probefleet.controller.status_pages import access, config, model, subscribers
 from probefleet.controller.status_pages import html as status_html
+from probefleet.controller.status_pages.posts import post_out
 from probefleet.controller.storage import api_keys
 from probefleet.controller.storage import status_pages as store
 from probefleet.controller.validation import ValidationError
@@ -186,7 +187,9 @@ async def _render(
 
     async def build() -> tuple[bytes, bytes]:
         last, shown = await _cached_model(app, page)
-        text = status_html.render_page(shown, slug=page["slug"], last_event_id=last, notice=notice)
+        text = status_html.render_page(
+            shown, slug=page["slug"], last_event_id=last, notice=notice, appearance=status_html.look(page)
+        )
         raw = text.encode()
         return raw, gzip.compress(raw, 5)
 
@@ -257,13 +260,89 @@ _ASSETS: dict[str, tuple[bytes, str]] = {}
 @hardened
 async def asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    if name not in ("status.css", "status.js"):
+    if name not in ("status.css", "status.js", "theme.js"):
         raise _no_such_endpoint()
     if name not in _ASSETS:
         data = (resources.files("probefleet.controller.status_pages") / "static" / name).read_bytes()
         _ASSETS[name] = (data, "text/css" if name.endswith(".css") else "text/javascript")
     data, ctype = _ASSETS[name]
     return web.Response(body=data, content_type=ctype, headers={"Cache-Control": "public, max-age=300"})
+
+
+@hardened
+async def page_stylesheet(request: web.Request) -> web.Response:
+    """The page's own stylesheet: its colours and custom CSS, a file of its own (the policy
+    allows no inline style, and CSS in a file cannot end a <style> element)."""
+    page = await visible_page(request, request.match_info["slug"])
+    if page is None:
+        raise _not_found()
+    return web.Response(
+        text=status_html.theme_css(page),
+        content_type="text/css",
+        headers={"Cache-Control": "private, max-age=300"},
+    )
+
+
+@hardened
+async def page_logo(request: web.Request) -> web.Response:
+    page = await visible_page(request, request.match_info["slug"])
+    found = await store.logo(request.app[keys.POOL], page["id"]) if page is not None else None
+    if page is None or found is None:
+        raise not_found("logo")
+    data, media_type = found
+    # An SVG opened on its own runs under the site's policy too (no script): `hardened`.
+    return web.Response(
+        body=data, content_type=media_type, headers={"Cache-Control": "private, max-age=3600"}
+    )
+
+
+@hardened
+async def page_history(request: web.Request) -> web.Response:
+    """The incident archive: every post of the page, newest first, HISTORY_PAGE a page."""
+    page = await visible_page(request, request.match_info["slug"])
+    if page is None:
+        return _locked(request)
+    number = parse_int(request.query.get("page", "1"), 1, 100_000)
+    if number is None:
+        text = status_html.render_message("Bad request", "The page number must be a whole number from 1.")
+        return _html(text, 400)
+    pool, per = request.app[keys.POOL], model.HISTORY_PAGE
+    pages = max(1, -(-await store.count_posts(pool, page["id"]) // per))
+    found = await store.posts(pool, page["id"], limit=per, offset=(number - 1) * per)
+    text = status_html.render_history(
+        page["name"],
+        [{**post_out(p), "id": p["id"]} for p in found],
+        slug=page["slug"],
+        number=number,
+        pages=pages,
+        appearance=status_html.look(page),
+    )
+    return _html(text, 200 if number <= pages else 404)
+
+
+FEED_ENTRIES = 50
+
+
+@hardened
+async def page_feed(request: web.Request) -> web.Response:
+    """An Atom feed of the page's posts (the newest FEED_ENTRIES, whatever their age)."""
+    page = await visible_page(request, request.match_info["slug"])
+    if page is None:
+        raise _not_found()
+    found = await store.posts(request.app[keys.POOL], page["id"], limit=FEED_ENTRIES)
+    base = request.app[keys.CONFIG].public_url or str(request.url.origin())
+    updated = max([p["updated_at"] for p in found], default=page["updated_at"])
+    text = status_html.render_feed(
+        page["name"],
+        page["description"],
+        [post_out(p) for p in found],
+        base=base,
+        slug=page["slug"],
+        updated=updated,
+    )
+    return web.Response(
+        text=text, content_type="application/atom+xml", charset="utf-8", headers={"Cache-Control": "no-cache"}
+    )
 
 
 # --- Server-Sent Events -----------------------------------------------------------------
@@ -461,12 +540,19 @@ async def subscribe_json(request: web.Request) -> web.Response:
     retry = _throttle(request)
     if retry:
         raise _too_many(retry)
-    kind, address = config.subscription(await read_json(request))
+    body = await read_json(request)
+    kind, address = config.subscription(body)
+    chosen = config.components(body, await _component_ids(request, page))
     if kind == "email" and _mail_off(request):
         raise _no_mail()
     if kind == "webhook":
         await _destination(request, address)
-    return ok(await subscribers.subscribe(request.app[keys.POOL], page["id"], kind, address), status=202)
+    pool = request.app[keys.POOL]
+    return ok(await subscribers.subscribe(pool, page["id"], kind, address, chosen), status=202)
+
+
+async def _component_ids(request: web.Request, page: dict[str, Any]) -> set[int]:
+    return {c["id"] for c in await store.components(request.app[keys.POOL], [page["id"]])}
 
 
 @hardened
@@ -488,10 +574,18 @@ async def subscribe_form(request: web.Request) -> web.Response:
         kind, address = config.subscription({"email": form.get("email")})
     except ValidationError:
         return await _render(request, page, notice="Please enter a valid email address.")
+    raw = form.getall("components", [])
+    try:
+        ids = [int(c) for c in raw if isinstance(c, str) and c.isascii() and c.isdigit() and len(c) < 19]
+        if len(ids) != len(raw):
+            raise ValidationError({"components": "must be component ids"})
+        chosen = config.components({"components": ids}, await _component_ids(request, page))
+    except ValidationError:
+        return await _render(request, page, notice="Please choose components of this page.", status=422)
     if _mail_off(request):
         notice = "Email subscriptions are not available on this server."
         return await _render(request, page, notice=notice, status=409)
-    await subscribers.subscribe(request.app[keys.POOL], page["id"], kind, address)
+    await subscribers.subscribe(request.app[keys.POOL], page["id"], kind, address, chosen)
     return await _render(request, page, notice="Check your inbox for a confirmation link.")
 
 
@@ -509,12 +603,8 @@ async def unsubscribe(request: web.Request) -> web.Response:
     """GET shows a button (link scanners must not unsubscribe anyone); POST removes."""
     token = request.query.get("token", "")
     if request.method == "GET":
-        form = (
-            f'<form method="post"><input type="hidden" name="token" value="{html.escape(token[:100])}">'
-            '<button type="submit">Unsubscribe</button></form></main>'
-        )
-        page = status_html.render_message("Unsubscribe", "Press the button to stop status updates.")
-        return _html(page.replace("</main>", form))
+        text = "Press the button to stop status updates."
+        return _html(status_html.render_message("Unsubscribe", text, form_token=token[:100]))
     posted = await _form(request)
     if posted is None:
         return _bad_form()

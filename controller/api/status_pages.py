@@ -73,9 +73,23 @@ def page_out(page: dict[str, Any], comps: list[dict[str, Any]]) -> dict[str, Any
         "incident_message": page["incident_message"],
         "incident_updated_at": page["incident_updated_at"],
         "sections": [{"name": k, "monitors": v} for k, v in sections.items()],
+        **appearance_out(page),
         "url": f"/status/{page['slug']}",
         "created_at": page["created_at"],
         "updated_at": page["updated_at"],
+    }
+
+
+def appearance_out(page: dict[str, Any]) -> dict[str, Any]:
+    """The page's look as the API shows it: the logo as the link that serves it."""
+    version = page["logo_version"]
+    return {
+        "logo_url": f"/status/{page['slug']}/logo?v={version}" if version else None,
+        "colors": page["colors"],
+        "custom_css": page["custom_css"],
+        "footer_text": page["footer_text"],
+        "theme": page["theme"],
+        "show_response_times": page["show_response_times"],
     }
 
 
@@ -105,8 +119,8 @@ async def _save(request: web.Request, page_id: int | None, data: dict[str, Any])
     visitor's stream on each incident update would make them all reconnect at the worst time."""
     pool = request.app[keys.POOL]
     settings_changed = page_id is not None and bool(set(data) - set(config.INCIDENT_FIELDS))
-    names = ("name", "slug", "custom_domain", "description", "is_public")
-    fields: dict[str, Any] = {k: data[k] for k in names if k in data}
+    names = ("name", "slug", "custom_domain", "description", "is_public", "logo", "logo_type")
+    fields: dict[str, Any] = {k: data[k] for k in (*names, *config.APPEARANCE_DEFAULTS) if k in data}
     if "password" in data:
         pw = data["password"]
         fields["password_hash"] = await asyncio.to_thread(access.hash_password, pw) if pw else None
@@ -166,14 +180,20 @@ async def get_status_page(request: web.Request) -> web.Response:
 
 async def put_status_page(request: web.Request) -> web.Response:
     """Replace the page; a body of only incident_status/incident_message posts an incident
-    update instead. An omitted password is kept (it cannot be read back)."""
+    update instead. An omitted password or logo is kept (neither can be read back as given)."""
     await require(request, "status_pages:write")
     page_id = path_id(request, what="status page")
     data = config.canonical(await read_json(request))
     incident_only = bool(data) and set(data) <= set(config.INCIDENT_FIELDS)
     data = config.validate(data, full=not incident_only)
     if not incident_only:
-        data = {"custom_domain": None, "description": "", "is_public": True, "sections": [], **data}
+        defaults: dict[str, Any] = {
+            "custom_domain": None,
+            "description": "",
+            "is_public": True,
+            "sections": [],
+        }
+        data = {**defaults, **config.APPEARANCE_DEFAULTS, **data}
     return ok(await _save(request, page_id, data))
 
 

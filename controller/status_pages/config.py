@@ -6,6 +6,8 @@ Pure functions raising ValidationError; the API renders it as a 422.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -15,6 +17,20 @@ SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 EMAIL = re.compile(r"^[^@\s<>,;]{1,64}@[^@\s<>,;]{1,253}\.[^@\s<>,;]+$")
 INCIDENT_STATES = ("investigating", "identified", "monitoring", "resolved")
+COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+# What `colors` may set: the accent (header, links, buttons) and each state's colour.
+COLOR_KEYS = ("accent", "operational", "degraded", "outage", "maintenance")
+THEMES = ("auto", "light", "dark")
+LOGO_MAX = 256 * 1024
+CSS_MAX = 20_000
+# Media types of a logo by the bytes it starts with (the data URL's claim must agree).
+_LOGO_MAGIC = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+    "image/svg+xml": (b"<svg", b"<?xml"),
+}
 # Paths under /status/ that a slug would shadow.
 RESERVED_SLUGS = frozenset({"static", "api", "admin", "assets"})
 
@@ -38,6 +54,26 @@ _ALIASES = {
     "incidentStatus": "incident_status",
     "incident_message": "incident_message",
     "incidentMessage": "incident_message",
+    "logo": "logo",
+    "colors": "colors",
+    "colours": "colors",
+    "custom_css": "custom_css",
+    "customCss": "custom_css",
+    "css": "custom_css",
+    "footer_text": "footer_text",
+    "footerText": "footer_text",
+    "footer": "footer_text",
+    "theme": "theme",
+    "show_response_times": "show_response_times",
+    "showResponseTimes": "show_response_times",
+}
+# What PUT sets when the body leaves it out (the logo, like the password, is kept).
+APPEARANCE_DEFAULTS: dict[str, Any] = {
+    "colors": {},
+    "custom_css": "",
+    "footer_text": "",
+    "theme": "auto",
+    "show_response_times": False,
 }
 INCIDENT_FIELDS = ("incident_status", "incident_message")
 
@@ -118,6 +154,7 @@ def validate(data: dict[str, Any], *, full: bool) -> dict[str, Any]:
         errors["password"] = "must be a string of 8 to 200 characters (null removes it)"
     if "sections" in data:
         data["sections"] = _sections(errors, data["sections"])
+    _appearance(errors, data)
     _incident(errors, data)
     if errors:
         raise ValidationError(errors)
@@ -177,6 +214,80 @@ def _component(errors: dict[str, object], where: str, item: Any, seen: set[int])
     return {"monitor_id": mid, "display_name": display.strip() if display else None}
 
 
+def _appearance(errors: dict[str, object], data: dict[str, Any]) -> None:
+    """Logo, colours, custom CSS, footer, theme and response times, each checked in place."""
+    if "logo" in data:
+        _logo(errors, data)
+    if "colors" in data:
+        colors = data["colors"] if data["colors"] is not None else {}
+        if not isinstance(colors, dict):
+            errors["colors"] = f"must be an object with any of {', '.join(COLOR_KEYS)}"
+        else:
+            for key, value in colors.items():
+                if key not in COLOR_KEYS:
+                    errors[f"colors.{key}"] = f"unknown colour; one of {', '.join(COLOR_KEYS)}"
+                elif not isinstance(value, str) or not COLOR.match(value):
+                    errors[f"colors.{key}"] = "must be a hex colour such as #1a7f37"
+            data["colors"] = {k: str(v).lower() for k, v in colors.items()}
+    if "custom_css" in data:
+        css = data["custom_css"] if data["custom_css"] is not None else ""
+        if not isinstance(css, str) or len(css) > CSS_MAX:
+            errors["custom_css"] = f"must be a string of at most {CSS_MAX} characters"
+        elif problem := css_problem(css):
+            errors["custom_css"] = problem
+        else:
+            data["custom_css"] = css
+    if "footer_text" in data:
+        if data["footer_text"] is None:
+            data["footer_text"] = ""
+        _text(errors, data, "footer_text", 0, 1000)
+    if "theme" in data and data["theme"] not in THEMES:
+        errors["theme"] = f"must be one of {', '.join(THEMES)}"
+    if "show_response_times" in data and not isinstance(data["show_response_times"], bool):
+        errors["show_response_times"] = "must be true or false"
+
+
+def css_problem(css: str) -> str | None:
+    """Why `css` is refused, or None. It is served as a stylesheet of its own under the
+    page's Content-Security-Policy (no other origin, no script), so it cannot break out of
+    a <style> element; '<' (never needed in CSS) and @import are refused all the same, and
+    control characters but tab and newlines."""
+    if "<" in css:
+        return "must not contain '<'"
+    if "@import" in css.lower():
+        return "must not contain @import"
+    if any(ord(ch) < 32 and ch not in "\t\r\n" for ch in css):
+        return "must not contain control characters"
+    return None
+
+
+def _logo(errors: dict[str, object], data: dict[str, Any]) -> None:
+    """A data URL (data:image/png;base64,...) into `logo` bytes and `logo_type`; null removes."""
+    raw = data["logo"]
+    if raw is None:
+        data["logo_type"] = None
+        return
+    kinds = ", ".join(_LOGO_MAGIC)
+    head, sep, body = raw.partition(",") if isinstance(raw, str) else ("", "", "")
+    mime = head.removeprefix("data:").removesuffix(";base64")
+    if not sep or not head.startswith("data:") or not head.endswith(";base64") or mime not in _LOGO_MAGIC:
+        errors["logo"] = f"must be a base64 data URL of one of {kinds} (null removes it)"
+        return
+    try:
+        image = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        errors["logo"] = "is not valid base64"
+        return
+    if not image or len(image) > LOGO_MAX:
+        errors["logo"] = f"must be 1 byte to {LOGO_MAX // 1024} KiB"
+    elif not image.lstrip().startswith(_LOGO_MAGIC[mime]) or (
+        mime == "image/webp" and image[8:12] != b"WEBP"
+    ):
+        errors["logo"] = f"the image is not {mime}"
+    else:
+        data["logo"], data["logo_type"] = image, mime
+
+
 def _incident(errors: dict[str, object], data: dict[str, Any]) -> None:
     status = data.get("incident_status")
     if status is not None and status not in INCIDENT_STATES:
@@ -213,12 +324,27 @@ def validate_post(body: Any, *, update: bool) -> dict[str, Any]:
     return out
 
 
+def components(body: dict[str, Any], known: set[int]) -> list[int] | None:
+    """The components a subscription asks for (`components`: ids of the page's components;
+    absent, null or empty: all of them, None)."""
+    raw = body.get("components")
+    if raw is None or raw == []:
+        return None
+    if not isinstance(raw, list) or len(raw) > 500:
+        raise ValidationError({"components": "must be a list of component ids of this page"})
+    bad = [i for i, c in enumerate(raw) if isinstance(c, bool) or not isinstance(c, int) or c not in known]
+    if bad:
+        raise ValidationError({f"components[{i}]": "not a component of this page" for i in bad})
+    return sorted(set(raw))
+
+
 def subscription(body: Any) -> tuple[str, str]:
     """(kind, address) of a visitor's subscription: {"email"} or {"webhook_url"} (aliases
-    "webhook", "url"). The address's syntax only; a webhook's destination is checked apart."""
+    "webhook", "url"), optionally with `components` (see `components`). The address's
+    syntax only; a webhook's destination is checked apart."""
     if not isinstance(body, dict):
         raise ValidationError({"body": "must be a JSON object"})
-    unknown = set(body) - {"email", "webhook_url", "webhook", "url"}
+    unknown = set(body) - {"email", "webhook_url", "webhook", "url", "components"}
     if unknown:
         raise ValidationError({k: "unknown field" for k in unknown})
     email = body.get("email")

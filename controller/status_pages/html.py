@@ -1,10 +1,18 @@
-"""Server-rendered HTML of a public status page: complete without JavaScript; status.js only
-patches component states, posts and the banner as Server-Sent Events arrive."""
+"""The public status page's HTML, its Atom feed and badges, rendered from plain dicts with
+the controller's one Jinja2 environment (console/templating.py: autoescape always on) and
+the templates in templates/. Complete without JavaScript; status.js patches component
+states, posts and the banner as Server-Sent Events arrive, and shows times in the
+visitor's zone; theme.js applies the visitor's light/dark choice before the first paint.
+"""
 
 from __future__ import annotations
 
-from html import escape
+import datetime as dt
+import hashlib
+import re
 from typing import Any
+
+from probefleet.controller.console import templating
 
 STATE_LABELS = {
     "operational": "Operational",
@@ -21,133 +29,8 @@ OVERALL_LABELS = {
     "maintenance": "Under maintenance",
     "unknown": "Status unknown",
 }
-_BAR_CLASS = {"operational": "o", "degraded": "d", "outage": "x", "none": "n"}
-
-
-def _head(title: str) -> str:
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f'<title>{escape(title)}</title><link rel="stylesheet" href="/status-assets/status.css">'
-    )
-
-
-def _bars(days: list[dict[str, Any]]) -> str:
-    out = []
-    for d in days:
-        tip = f"{d['date']}: {d['uptime']}%" if d["uptime"] is not None else f"{d['date']}: no data"
-        out.append(f'<i class="b{_BAR_CLASS[d["state"]]}" title="{tip}"></i>')
-    return "".join(out)
-
-
-def _component(c: dict[str, Any]) -> str:
-    state = c["status"]
-    uptime = f"{c['uptime_90d']:.2f}% uptime" if c["uptime_90d"] is not None else "no data yet"
-    return (
-        f'<li class="component" id="c-{c["id"]}" data-component="{c["id"]}" data-state="{state}">'
-        f'<div class="row"><span class="name">{escape(c["name"])}</span>'
-        f'<span class="state">{STATE_LABELS[state]}</span></div>'
-        f'<div class="bars" role="img" aria-label="90-day uptime: {uptime}">{_bars(c["days"])}</div>'
-        f'<div class="legend"><span>90 days ago</span><span>{uptime}</span><span>Today</span></div></li>'
-    )
-
-
-def post(p: dict[str, Any]) -> str:
-    """One incident post with its updates (newest first)."""
-    updates = "".join(
-        f"<li><b>{escape(u['status'].title())}</b> · <time>{escape(str(u['created_at'])[:16])}</time>"
-        f"<p>{escape(u['message'])}</p></li>"
-        for u in p["updates"]
-    )
-    return (
-        f'<article class="post" id="p-{int(p["id"])}" data-status="{escape(p["status"])}">'
-        f"<h3>{escape(p['title'])} <small>{escape(p['status'])}</small></h3>"
-        f'<ul class="updates">{updates}</ul></article>'
-    )
-
-
-def _posts(posts: list[dict[str, Any]]) -> str:
-    if not posts:
-        return '<p class="muted">No incidents reported recently.</p>'
-    return "".join(post(p) for p in posts)
-
-
-def banner(incident: dict[str, Any] | None) -> str:
-    """The page-level incident banner; empty once resolved."""
-    if not incident or incident["status"] == "resolved":
-        return ""
-    return (
-        f'<section id="banner" class="banner" data-status="{escape(incident["status"])}">'
-        f"<b>{escape(incident['status'].title())}</b><p>{escape(incident['message'])}</p></section>"
-    )
-
-
-def _maintenance(windows: list[dict[str, Any]]) -> str:
-    if not windows:
-        return ""
-    rows = "".join(
-        f"<li>{escape(w['name'])}: <time>{escape(w['starts_at'][:16])}</time> to "
-        f"<time>{escape(w['ends_at'][:16])}</time> UTC</li>"
-        for w in windows
-    )
-    return f'<section class="maintenance"><h2>Scheduled maintenance</h2><ul>{rows}</ul></section>'
-
-
-def render_page(model: dict[str, Any], *, slug: str, last_event_id: int, notice: str = "") -> str:
-    overall = model["status"]
-    sections = "".join(
-        (f"<h2>{escape(s['name'])}</h2>" if s["name"] else "")
-        + f'<ul class="components">{"".join(_component(c) for c in s["components"])}</ul>'
-        for s in model["sections"]
-    )
-    note = f'<p class="notice">{escape(notice)}</p>' if notice else ""
-    return (
-        _head(f"{model['name']} status")
-        + '<script src="/status-assets/status.js" defer></script></head>'
-        + f'<body data-events="/status/{slug}/events" data-last-event="{last_event_id}">'
-        + f"<header><h1>{escape(model['name'])}</h1>"
-        + (f"<p>{escape(model['description'])}</p>" if model["description"] else "")
-        + "</header><main>"
-        + f'<section id="overall" class="overall" data-state="{overall}">{OVERALL_LABELS[overall]}</section>'
-        + banner(model.get("incident"))
-        + _maintenance(model["maintenance"])
-        + f'<section class="groups">{sections}</section>'
-        + f'<section id="posts" class="posts"><h2>Incidents</h2>{_posts(model["posts"])}</section>'
-        + note
-        + f'<form class="subscribe" method="post" action="/status/{slug}/subscribe">'
-        + '<label for="email">Get updates by email</label><div class="row">'
-        + '<input id="email" name="email" type="email" required placeholder="you@example.com">'
-        + '<button type="submit">Subscribe</button></div></form></main>'
-        + f'<footer>Powered by probefleet · <a href="/api/v1/status-pages/{slug}/public">JSON</a>'
-        + f' · <a href="/status/{slug}/badge.svg">badge</a></footer></body></html>'
-    )
-
-
-def render_locked(action: str, *, wrong: bool, message: str = "") -> str:
-    """The same page for a private page and for a page that does not exist."""
-    shown = message or ("Wrong password." if wrong else "")
-    error = f'<p class="notice">{escape(shown)}</p>' if shown else ""
-    return (
-        _head("Private status page")
-        + '</head><body><main class="locked"><h1>Private status page</h1>'
-        + "<p>This status page is private or does not exist. Enter its password to view it.</p>"
-        + error
-        + f'<form method="post" action="{escape(action)}"><label for="password">Password</label>'
-        + '<div class="row"><input id="password" name="password" type="password" required'
-        + ' autocomplete="current-password"><button type="submit">View</button></div></form>'
-        + "</main></body></html>"
-    )
-
-
-def render_message(title: str, text: str) -> str:
-    return (
-        _head(title)
-        + f'</head><body><main class="locked"><h1>{escape(title)}</h1><p>{escape(text)}</p>'
-        + "</main></body></html>"
-    )
-
-
-_BADGE_COLORS = {
+BAR_CLASS = {"operational": "o", "degraded": "d", "outage": "x", "none": "n"}
+BADGE_COLORS = {
     "operational": "#2da44e",
     "degraded": "#d29922",
     "outage": "#cf222e",
@@ -156,18 +39,170 @@ _BADGE_COLORS = {
     "maintenance": "#0969da",
     "unknown": "#8c959f",
 }
+_STATUS_WORD = re.compile(r"\bstatus\b", re.IGNORECASE)
+
+
+def when(value: str | dt.datetime | None) -> dt.datetime | None:
+    """A time given as a datetime or as the API's RFC 3339 text, in UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _stamp(value: str | dt.datetime | None) -> str:
+    """RFC 3339 in UTC to the second: the machine-readable time (<time datetime>, Atom)."""
+    t = when(value)
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z") if t else ""
+
+
+def _shown(value: str | dt.datetime | None) -> str:
+    """The time as a reader without script sees it: UTC, with the zone named (status.js
+    replaces it with the visitor's own zone)."""
+    t = when(value)
+    return f"{t.day} {t:%b %Y, %H:%M} UTC" if t else ""
+
+
+ENV = templating.environment()
+ENV.filters["stamp"] = _stamp
+ENV.filters["shown"] = _shown
+ENV.globals.update(
+    STATE_LABELS=STATE_LABELS, OVERALL_LABELS=OVERALL_LABELS, BAR_CLASS=BAR_CLASS, BADGE_COLORS=BADGE_COLORS
+)
+
+
+def _render(template: str, /, **context: Any) -> str:
+    return ENV.get_template(f"status_pages/{template}").render(context)
+
+
+def _macro(name: str, *args: Any) -> str:
+    macro = getattr(ENV.get_template("status_pages/macros.html").module, name)
+    return str(macro(*args))
+
+
+def page_title(name: str) -> str:
+    """The browser title: the name and "status", or the name alone when it says status."""
+    return name if _STATUS_WORD.search(name) else f"{name} status"
+
+
+def look(page: dict[str, Any]) -> dict[str, Any]:
+    """What of the page's appearance the HTML needs (from a storage row): logo link, the
+    page's own stylesheet (colours and custom CSS) when it has one, footer and theme."""
+    slug = page["slug"]
+    styled = bool(page.get("colors") or page.get("custom_css"))
+    version = page.get("logo_version")
+    return {
+        "logo": f"/status/{slug}/logo?v={version}" if version else None,
+        "stylesheet": f"/status/{slug}/theme.css?v={theme_version(page)}" if styled else None,
+        "footer": page.get("footer_text") or "",
+        "theme": page.get("theme") or "auto",
+    }
+
+
+def theme_version(page: dict[str, Any]) -> str:
+    """Changes whenever the page's stylesheet does, so browsers may cache it by its link."""
+    return hashlib.sha256(theme_css(page).encode()).hexdigest()[:12]
+
+
+def theme_css(page: dict[str, Any]) -> str:
+    """The page's own stylesheet: its colours as the variables status.css reads, then its
+    custom CSS (config.css_problem checked it; served as a file, never inside <style>)."""
+    names = {"accent": "--accent", "operational": "--ok", "degraded": "--warn", "outage": "--bad"}
+    names["maintenance"] = "--maint"
+    colors = page.get("colors") or {}
+    lines = [f"  {names[k]}: {v};" for k, v in colors.items() if k in names]
+    # As specific as status.css's dark variables and later, so the page's colours win in both.
+    selector = ":root, :root:not([data-theme]), :root[data-theme]"
+    head = f"{selector} {{\n" + "\n".join(lines) + "\n}\n" if lines else ""
+    return head + (page.get("custom_css") or "")
+
+
+def post(p: dict[str, Any]) -> str:
+    """One incident post with its updates (newest first)."""
+    return _macro("post", p)
+
+
+def banner(incident: dict[str, Any] | None) -> str:
+    """The page-level incident banner; empty once resolved."""
+    return _macro("banner", incident)
+
+
+def render_page(
+    model: dict[str, Any],
+    *,
+    slug: str,
+    last_event_id: int,
+    notice: str = "",
+    appearance: dict[str, Any] | None = None,
+) -> str:
+    return _render(
+        "page.html",
+        m=model,
+        slug=slug,
+        last_event_id=last_event_id,
+        notice=notice,
+        look=appearance or look({"slug": slug}),
+        title=page_title(model["name"]),
+    )
+
+
+def render_history(
+    name: str,
+    posts: list[dict[str, Any]],
+    *,
+    slug: str,
+    number: int,
+    pages: int,
+    appearance: dict[str, Any] | None = None,
+) -> str:
+    """One page of the incident archive: every post, newest first, with links to the
+    newer and older pages."""
+    return _render(
+        "history.html",
+        name=name,
+        posts=posts,
+        slug=slug,
+        number=number,
+        pages=pages,
+        look=appearance or look({"slug": slug}),
+        title=f"Incident history · {page_title(name)}",
+    )
+
+
+def render_feed(
+    name: str, description: str, posts: list[dict[str, Any]], *, base: str, slug: str, updated: dt.datetime
+) -> str:
+    """An Atom feed (RFC 4287) of the page's posts, each entry the post with every update."""
+    host = re.sub(r"^[a-z]+://", "", base).split("/")[0].split(":")[0] or "localhost"
+    # A plain str: the template escapes it once more, as an Atom `type="html"` content wants.
+    entries = [{**p, "html": str(post(p))} for p in posts]
+    return _render(
+        "feed.atom",
+        name=name,
+        title=page_title(name),
+        description=description,
+        entries=entries,
+        base=base.rstrip("/"),
+        slug=slug,
+        host=host,
+        updated=updated,
+    )
+
+
+def render_locked(action: str, *, wrong: bool, message: str = "") -> str:
+    """The same page for a private page and for a page that does not exist."""
+    error = message or ("Wrong password." if wrong else "")
+    return _render("locked.html", title="Private status page", action=action, error=error)
+
+
+def render_message(title: str, text: str, *, form_token: str | None = None) -> str:
+    """A short message page; `form_token` adds the unsubscribe button's form."""
+    return _render("message.html", title=title, text=text, form_token=form_token)
 
 
 def badge(label: str, value: str, state: str) -> str:
     """A flat two-part SVG badge; widths from a rough 7 px per character."""
     lw, vw = 10 + 7 * len(label), 10 + 7 * len(value)
-    color = _BADGE_COLORS.get(state, "#8c959f")
-    label, value = escape(label), escape(value)
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{lw + vw}" height="20" role="img"'
-        f' aria-label="{label}: {value}"><title>{label}: {value}</title>'
-        f'<rect width="{lw}" height="20" fill="#555"/>'
-        f'<rect x="{lw}" width="{vw}" height="20" fill="{color}"/>'
-        '<g fill="#fff" text-anchor="middle" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">'
-        f'<text x="{lw / 2}" y="14">{label}</text><text x="{lw + vw / 2}" y="14">{value}</text></g></svg>'
-    )
+    color = BADGE_COLORS.get(state, "#8c959f")
+    return _render("badge.svg", label=label, value=value, lw=lw, vw=vw, color=color)

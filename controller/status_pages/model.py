@@ -1,7 +1,7 @@
 """What a visitor of a status page sees, and nothing else: public component states, the
-page's overall state, 90 daily uptime bars, the scheduled maintenance of its monitors, its
-recent posts. `public_model` builds it; monitor ids, names, targets and regions never
-enter it.
+page's overall state, 90 daily uptime bars, each component's mean response time when the
+page shows them, the scheduled maintenance of its monitors, its recent posts.
+`public_model` builds it; monitor ids, names, targets and regions never enter it.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from probefleet.controller.engine.incidents import iso
 from probefleet.controller.monitors import maintenance
 from probefleet.controller.status_pages.cache import PageCache
 from probefleet.controller.status_pages.posts import page_incident, post_out
-from probefleet.controller.storage import DB
+from probefleet.controller.storage import DB, stats
 from probefleet.controller.storage import status_pages as store
 
 BAR_DAYS = 90
-# The page lists posts of the last POST_DAYS (open posts whatever their age).
+# The page lists posts of the last POST_DAYS (open posts whatever their age); the archive
+# (/status/{slug}/history) all of them, HISTORY_PAGE to a page.
 POST_DAYS = 14
+HISTORY_PAGE = 20
+# A component's response time, when the page shows them: the mean over this window.
+RESPONSE_WINDOW = dt.timedelta(hours=24)
 
 # --- public states and uptime bars ------------------------------------------------------
 
@@ -135,24 +139,36 @@ async def _bars(pool: DB, cache: PageCache, page_id: int, monitor_ids: list[int]
     return await cache.get("bars", page_id, cache.bars_ttl, build)
 
 
+async def _response_times(
+    pool: DB, cache: PageCache, page_id: int, monitor_ids: list[int], now: dt.datetime
+) -> Any:
+    async def build() -> Any:
+        return await store.response_times(pool, monitor_ids, now - RESPONSE_WINDOW, now)
+
+    return await cache.get("response_times", page_id, cache.bars_ttl, build)
+
+
 async def public_model(pool: DB, cache: PageCache, page: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
     """Everything a visitor may see, and nothing else: no monitor ids, targets or settings."""
     comps = await store.components(pool, [page["id"]])
     mids = [c["monitor_id"] for c in comps]
     maint = await store.in_maintenance(pool, mids, now) if mids else set()
     counts = await _bars(pool, cache, page["id"], mids, now) if mids else {}
+    timed = page.get("show_response_times") and mids
+    times = await _response_times(pool, cache, page["id"], mids, now) if timed else {}
     sections: dict[str, list[dict[str, Any]]] = {}
     for c in comps:
         days = counts.get(c["monitor_id"], {})
-        sections.setdefault(c["section"], []).append(
-            {
-                "id": c["id"],
-                "name": c["display_name"],
-                "status": component_state(c["status"], c["monitor_id"] in maint),
-                "uptime_90d": uptime_of(days),
-                "days": day_bars(days, now.date()),
-            }
-        )
+        shown: dict[str, Any] = {
+            "id": c["id"],
+            "name": c["display_name"],
+            "status": component_state(c["status"], c["monitor_id"] in maint),
+            "uptime_90d": uptime_of(days),
+            "days": day_bars(days, now.date()),
+        }
+        if page.get("show_response_times"):
+            shown["response_time_ms"] = stats.ms(times.get(c["monitor_id"]))
+        sections.setdefault(c["section"], []).append(shown)
     states = [c["status"] for s in sections.values() for c in s]
     posts = await store.posts(pool, page["id"], since=now - dt.timedelta(days=POST_DAYS), limit=20)
     windows = scheduled(await store.maintenance_windows(pool, mids, now), now) if mids else []

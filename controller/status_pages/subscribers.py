@@ -1,6 +1,6 @@
 """Subscribers of a status page and what they receive: subscribing (a confirmation mail
 first for email, live at once for webhooks), and the notices of posts, post updates and
-state changes of the page's components.
+state changes of the page's components (all of them, or those the subscriber chose).
 
 A notice is a delivery of the notification dispatcher, to a subscriber instead of a
 channel: `Subscribers` is the dispatcher's destination for them. Its `notices` turns a
@@ -37,11 +37,16 @@ RESEND_AFTER = dt.timedelta(minutes=10)
 STATE_EVENTS = frozenset({"monitor.down", "monitor.up", "monitor.degraded"})
 
 
-async def subscribe(pool: asyncpg.Pool, page_id: int, kind: str, address: str) -> dict[str, Any]:
+async def subscribe(
+    pool: asyncpg.Pool, page_id: int, kind: str, address: str, component_ids: list[int] | None = None
+) -> dict[str, Any]:
     """Email subscribers get a confirmation link first (at most one queued, and none again
-    within RESEND_AFTER); webhooks are live at once."""
+    within RESEND_AFTER); webhooks are live at once. `component_ids` narrows the state
+    notices to those components (None: all); posts reach every subscriber of the page."""
     async with pool.acquire() as conn, conn.transaction():
-        sub = await store.add_subscriber(conn, page_id, kind, address, confirmed=kind == "webhook")
+        sub = await store.add_subscriber(
+            conn, page_id, kind, address, confirmed=kind == "webhook", component_ids=component_ids
+        )
         if sub["confirmed_at"] is None:
             await notices_store.insert_confirmation(conn, sub["id"], RESEND_AFTER)
     return {"kind": kind, "confirmed": sub["confirmed_at"] is not None}

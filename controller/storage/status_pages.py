@@ -10,11 +10,28 @@ from typing import Any
 from probefleet.controller.storage import DB, Tx, stats
 
 Row = dict[str, Any]
+# The logo's bytes are read by `logo` alone; pages carry its type and a version (for links
+# that change with the image, so browsers may cache it).
 PAGE_COLUMNS = (
     "id, name, slug, custom_domain, description, is_public, password_hash, incident_status,"
-    " incident_message, incident_updated_at, created_at, updated_at"
+    " incident_message, incident_updated_at, created_at, updated_at, logo_type,"
+    " left(md5(logo), 12) AS logo_version, colors, custom_css, footer_text, theme, show_response_times"
 )
-_SETTABLE = ("name", "slug", "custom_domain", "description", "is_public", "password_hash")
+_SETTABLE = (
+    "name",
+    "slug",
+    "custom_domain",
+    "description",
+    "is_public",
+    "password_hash",
+    "logo",
+    "logo_type",
+    "colors",
+    "custom_css",
+    "footer_text",
+    "theme",
+    "show_response_times",
+)
 
 
 async def missing_monitors(conn: DB, ids: list[int]) -> set[int]:
@@ -87,6 +104,12 @@ async def find_page(conn: DB, *, slug: str | None = None, domain: str | None = N
         domain,
     )
     return dict(row) if row else None
+
+
+async def logo(conn: DB, page_id: int) -> tuple[bytes, str] | None:
+    """The page's logo (bytes, media type), or None."""
+    row = await conn.fetchrow("SELECT logo, logo_type FROM status_pages WHERE id = $1", page_id)
+    return (bytes(row["logo"]), row["logo_type"]) if row and row["logo"] is not None else None
 
 
 async def list_pages(conn: DB, *, after_id: int, limit: int) -> list[Row]:
@@ -249,9 +272,16 @@ async def open_post(conn: DB, page_id: int) -> int | None:
 
 
 async def posts(
-    conn: DB, page_id: int, *, post_id: int | None = None, since: dt.datetime | None = None, limit: int = 50
+    conn: DB,
+    page_id: int,
+    *,
+    post_id: int | None = None,
+    since: dt.datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
 ) -> list[Row]:
-    """Posts newest first, each with its updates newest first; open posts whatever their age."""
+    """Posts newest first, each with its updates newest first; open posts whatever their age.
+    `offset` skips that many (the archive's pages)."""
     rows = await conn.fetch(
         "SELECT p.id, p.page_id, p.title, p.status, p.created_at, p.updated_at, p.resolved_at,"
         " coalesce((SELECT json_agg(json_build_object('id', u.id, 'status', u.status,"
@@ -262,13 +292,33 @@ async def posts(
         "  FROM status_page_post_updates u WHERE u.post_id = p.id), '[]')::jsonb AS updates"
         " FROM status_page_posts p WHERE p.page_id = $1 AND ($2::bigint IS NULL OR p.id = $2)"
         " AND ($3::timestamptz IS NULL OR p.status <> 'resolved' OR p.updated_at >= $3)"
-        " ORDER BY p.created_at DESC, p.id DESC LIMIT $4",
+        " ORDER BY p.created_at DESC, p.id DESC LIMIT $4 OFFSET $5",
         page_id,
         post_id,
         since,
         limit,
+        offset,
     )
     return [dict(r) for r in rows]
+
+
+async def count_posts(conn: DB, page_id: int) -> int:
+    n: int = await conn.fetchval("SELECT count(*) FROM status_page_posts WHERE page_id = $1", page_id)
+    return n
+
+
+async def response_times(
+    conn: DB, monitor_ids: list[int], since: dt.datetime, until: dt.datetime
+) -> dict[int, float]:
+    """Mean response time (ms) per monitor over [since, until), every region together, read
+    as the statistics are (rollups below their watermarks, raw results above)."""
+    sums: dict[int, tuple[int, float]] = {}
+    for r in await stats.check_rows(
+        conn, monitor_ids, stats.pieces(since, until, await stats.watermarks(conn))
+    ):
+        n, total = sums.get(r["monitor_id"], (0, 0.0))
+        sums[r["monitor_id"]] = (n + r["rt_count"], total + float(r["rt_sum"] or 0.0))
+    return {m: total / n for m, (n, total) in sums.items() if n}
 
 
 async def post_page(conn: DB, post_id: int) -> int | None:
@@ -279,18 +329,25 @@ async def post_page(conn: DB, post_id: int) -> int | None:
 # --- subscribers and notices -------------------------------------------------------------
 
 
-async def add_subscriber(conn: Tx, page_id: int, kind: str, address: str, confirmed: bool) -> Row:
-    """The subscriber row; subscribing twice returns the existing row (and its token)."""
+async def add_subscriber(
+    conn: Tx, page_id: int, kind: str, address: str, confirmed: bool, component_ids: list[int] | None = None
+) -> Row:
+    """The subscriber row; subscribing twice returns the existing row (and its token). An
+    unconfirmed row takes the components of the latest request (None: all of them); a
+    confirmed one keeps its own, so nobody else's request can narrow what it receives."""
     row = await conn.fetchrow(
-        "INSERT INTO status_page_subscribers (page_id, kind, address, token, confirmed_at)"
-        " VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)"
-        " ON CONFLICT (page_id, kind, address) DO UPDATE SET kind = EXCLUDED.kind"
-        " RETURNING id, page_id, kind, address, token, confirmed_at, created_at",
+        "INSERT INTO status_page_subscribers (page_id, kind, address, token, confirmed_at, component_ids)"
+        " VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6)"
+        " ON CONFLICT (page_id, kind, address) DO UPDATE SET component_ids = CASE"
+        " WHEN status_page_subscribers.confirmed_at IS NULL THEN EXCLUDED.component_ids"
+        " ELSE status_page_subscribers.component_ids END"
+        " RETURNING id, page_id, kind, address, token, confirmed_at, created_at, component_ids",
         page_id,
         kind,
         address,
         secrets.token_urlsafe(32),
         confirmed,
+        component_ids,
     )
     assert row is not None
     return dict(row)
@@ -319,7 +376,7 @@ async def remove_subscriber(
 
 async def subscribers(conn: DB, page_id: int) -> list[Row]:
     rows = await conn.fetch(
-        "SELECT id, kind, address, confirmed_at, created_at FROM status_page_subscribers"
+        "SELECT id, kind, address, confirmed_at, created_at, component_ids FROM status_page_subscribers"
         " WHERE page_id = $1 ORDER BY id",
         page_id,
     )
@@ -328,7 +385,7 @@ async def subscribers(conn: DB, page_id: int) -> list[Row]:
 
 async def state_audience(conn: DB, events: list[tuple[int, int]]) -> list[Row]:
     """For (event id, monitor id) pairs: every confirmed subscriber of a page showing that
-    monitor, with the component's display name there."""
+    monitor (of all its components, or of that one), with the component's display name there."""
     if not events:
         return []
     ids, monitors = zip(*events, strict=True)
@@ -337,6 +394,7 @@ async def state_audience(conn: DB, events: list[tuple[int, int]]) -> list[Row]:
         " FROM unnest($1::bigint[], $2::bigint[]) AS e(id, monitor_id)"
         " JOIN status_page_components c ON c.monitor_id = e.monitor_id"
         " JOIN status_page_subscribers s ON s.page_id = c.page_id AND s.confirmed_at IS NOT NULL"
+        " AND (s.component_ids IS NULL OR c.id = ANY(s.component_ids))"
         " ORDER BY e.id, s.id",
         list(ids),
         list(monitors),

@@ -455,6 +455,12 @@ class StatusPage(msgspec.Struct, kw_only=True):
     incident_message: str | None
     incident_updated_at: dt.datetime | None
     sections: list[StatusPageSectionOut]
+    logo_url: str | None = None
+    colors: dict[str, str] | None = None
+    custom_css: str = ""
+    footer_text: str = ""
+    theme: str = "auto"
+    show_response_times: bool = False
     url: str
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -483,6 +489,8 @@ class Subscriber(msgspec.Struct, kw_only=True):
     address: str
     confirmed_at: dt.datetime | None
     created_at: dt.datetime
+    # The components whose state changes it is told about; null: all of them.
+    component_ids: list[int] | None = None
     confirmed: bool
 
 

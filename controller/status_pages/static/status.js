@@ -1,8 +1,48 @@
 // Live updates for a probefleet status page: the page is complete without this file;
 // here Server-Sent Events patch component states, the overall state, incident posts and
 // the incident banner in place. Post and banner HTML comes rendered (and escaped) by the server.
+// Times are shown in the visitor's zone, named; the light/dark toggle is stored per browser.
 (function () {
   "use strict";
+  var TIME = { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    timeZoneName: "short" };
+
+  function localTimes(root) {
+    var format;
+    try { format = new Intl.DateTimeFormat(undefined, TIME); } catch (err) { return; }
+    Array.prototype.forEach.call(root.querySelectorAll("time[datetime]"), function (el) {
+      var at = new Date(el.getAttribute("datetime"));
+      if (!isNaN(at.getTime())) {
+        el.setAttribute("title", el.textContent);
+        el.textContent = format.format(at);
+      }
+    });
+  }
+
+  function dark() {
+    var set = document.documentElement.getAttribute("data-theme");
+    if (set) return set === "dark";
+    return !!(window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches);
+  }
+
+  function toggle() {
+    var button = document.getElementById("theme-toggle");
+    if (!button) return;
+    var label = function () { button.textContent = dark() ? "Light mode" : "Dark mode"; };
+    button.hidden = false;
+    label();
+    var system = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)");
+    if (system && system.addEventListener) system.addEventListener("change", label);
+    button.addEventListener("click", function () {
+      var next = dark() ? "light" : "dark";
+      document.documentElement.setAttribute("data-theme", next);
+      try { window.localStorage.setItem("pf-theme", next); } catch (err) { /* not kept: fine */ }
+      label();
+    });
+  }
+
+  localTimes(document);
+  toggle();
   var LABELS = { operational: "Operational", degraded: "Degraded performance", outage: "Outage",
     maintenance: "Under maintenance", unknown: "No data" };
   var OVERALL = { operational: "All systems operational", degraded: "Degraded performance",
@@ -41,6 +81,7 @@
 
   function applyPost(update) {
     var post = element(update.html);
+    if (post) localTimes(post);
     var old = document.getElementById("p-" + update.post);
     var list = document.getElementById("posts");
     if (post && old) {
