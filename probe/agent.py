@@ -99,6 +99,7 @@ class Agent:
         self._results: asyncio.Queue[CheckResult] = asyncio.Queue(config.publish_buffer)
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._draining = False
         # Set when NATS refused this probe for good (`refused_reason` says why).
         self.refused = asyncio.Event()
         self.refused_reason = ""
@@ -108,6 +109,16 @@ class Agent:
         self.capabilities = capabilities(checkers)
 
     # ------------------------------------------------------------ lifecycle
+
+    @property
+    def healthy(self) -> bool:
+        """Connected to NATS and subscribed to the region's jobs (the probe's /healthz)."""
+        return self._sub is not None and self.nc is not None and self.nc.is_connected
+
+    @property
+    def ready(self) -> bool:
+        """Healthy and not draining for a stop (the probe's /readyz)."""
+        return self.healthy and not self._draining
 
     async def start(self) -> None:
         self.nc = await self._connect()
@@ -231,6 +242,7 @@ class Agent:
         probe jobs (the region's other probes get them), and the jobs it had already
         sent, still in this client's buffer, are taken and run rather than lost.
         """
+        self._draining = True
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.config.drain_timeout):

@@ -17,7 +17,7 @@ import click
 import msgspec
 from click.core import ParameterSource
 
-from probefleet.shared import wire
+from probefleet.shared import logs, wire
 from probefleet.shared.redact import redact_url
 
 RECORD_TYPES = ["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "CAA", "PTR"]
@@ -103,9 +103,16 @@ def probe() -> None:
     help="CA of the controller's certificate (PEM), when not one the system trusts.",
 )
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-format",
+    envvar="PROBEFLEET_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text (default) or JSON lines with the events' fields.",
+)
 def run(
     config_path: Path | None,
     log_level: str,
+    log_format: str | None,
     enroll_token: str | None,
     controller_url: str | None,
     state_dir: Path | None,
@@ -119,15 +126,16 @@ def run(
     own credential (kept in --state-dir); later starts find it there and skip enrollment."""
     from probefleet.probe.config import load_probe_config, security_problem
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    logs.setup(log_level, "json" if log_format == "json" else "text", role="probe")
     enrolled = _enrolled(
         enroll_token, controller_url, state_dir, insecure_controller, controller_ca, overrides
     )
     overrides = {**enrolled, **{k: v for k, v in overrides.items() if v is not None}}
     try:
-        config = load_probe_config(config_path, **overrides)
+        config = load_probe_config(config_path, log_format=log_format, **overrides)
     except (ValueError, OSError) as exc:
         raise click.UsageError(f"invalid configuration: {exc}") from None
+    logs.setup(log_level, config.log_format, role="probe", probe_id=config.probe_id, region=config.region)
     if (problem := security_problem(config)) is not None:
         raise click.UsageError(problem)
     if not config.nats_credentials:
@@ -204,7 +212,12 @@ async def _serve(config: Any) -> bool:
         loop.add_signal_handler(sig, stop.set)
     runner = None
     if config.metrics_listen:
-        runner = await metrics.serve(agent.metrics, config.metrics_listen)
+        runner = await metrics.serve(
+            agent.metrics,
+            config.metrics_listen,
+            healthy=lambda: agent.healthy,
+            ready=lambda: agent.ready,
+        )
     start = asyncio.create_task(agent.start())
     ended = [asyncio.create_task(stop.wait()), asyncio.create_task(agent.refused.wait())]
     await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import NamedTuple
 
 from aiohttp import web
@@ -312,15 +312,34 @@ class ProbeMetrics:
         return generate_latest(self.registry) + self.series.exposition().encode()
 
 
-async def serve(metrics: ProbeMetrics, listen: str) -> web.AppRunner:
-    """Serve /metrics on host:port; the caller cleans the runner up."""
+async def serve(
+    metrics: ProbeMetrics,
+    listen: str,
+    *,
+    healthy: Callable[[], bool] = lambda: True,
+    ready: Callable[[], bool] = lambda: True,
+) -> web.AppRunner:
+    """Serve /metrics, /healthz and /readyz on host:port; the caller cleans the runner up.
+
+    /healthz (liveness) and /readyz (readiness) answer 200 while `healthy()` / `ready()`
+    hold and 503 otherwise, with one word of text either way."""
     host, _, port = listen.rpartition(":")
 
     async def handle(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def check(condition: Callable[[], bool]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(_request: web.Request) -> web.Response:
+            if condition():
+                return web.Response(text="ok\n")
+            return web.Response(status=503, text="unavailable\n")
+
+        return handle
+
     app = web.Application()
     app.router.add_get("/metrics", handle)
+    app.router.add_get("/healthz", check(healthy))
+    app.router.add_get("/readyz", check(ready))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()

@@ -204,6 +204,44 @@ async def test_it_serves_metrics(agent: Agent, http_target: str) -> None:
         assert f"probefleet_probe_{name}" in text
 
 
+async def test_healthz_and_readyz_follow_the_nats_subscription(
+    nats_url: str, nats_server: NatsServer, js: object
+) -> None:
+    agent = Agent(config(nats_url, source_address="127.0.0.12"))
+    runner = await serve(
+        agent.metrics, "127.0.0.1:0", healthy=lambda: agent.healthy, ready=lambda: agent.ready
+    )
+    port = runner.addresses[0][1]
+
+    async with aiohttp.ClientSession() as s:
+
+        async def codes() -> tuple[int, int]:
+            async with (
+                s.get(f"http://127.0.0.1:{port}/healthz") as h,
+                s.get(f"http://127.0.0.1:{port}/readyz") as r,
+            ):
+                return h.status, r.status
+
+        try:
+            # Not started: neither connected nor subscribed.
+            assert await codes() == (503, 503)
+            await agent.start()
+            assert await codes() == (200, 200)
+            # NATS away: not healthy until the client is back.
+            nats_port = nats_server.port
+            nats_server.stop()
+            await eventually(lambda: not agent.healthy, timeout=5, what="the probe noticing NATS gone")
+            assert await codes() == (503, 503)
+            nats_server.start(port=nats_port)
+            await eventually(lambda: agent.healthy, timeout=10, what="the probe reconnected")
+            assert await codes() == (200, 200)
+            # Stopped (drained, connection closed).
+            await agent.stop()
+            assert await codes() == (503, 503)
+        finally:
+            await runner.cleanup()
+
+
 async def test_it_survives_a_nats_restart(
     agent: Agent, nats_server: NatsServer, js: tuple[Client, JetStreamContext], http_target: str
 ) -> None:
