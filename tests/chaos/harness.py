@@ -26,9 +26,11 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -305,6 +307,7 @@ class Observer:
         self.published: Counter[tuple[int, int, str, int]] = Counter()
         # Results of a check that ran (not `skipped`: a job taken after its deadline).
         self.checked: set[tuple[int, int, str, int]] = set()
+        self.lock = threading.Lock()  # the two above change on the observer's thread
         self.samples: list[Sample] = []
         self.controllers: dict[str, Polled] = {}
         self.target_port = 0
@@ -408,9 +411,15 @@ class Observer:
         with contextlib.suppress(msgspec.DecodeError):
             r = msgspec.msgpack.decode(msg.data, type=wire.CheckResult)
             key = result_key(r.monitor_id, r.due, r.region, r.attempt)
-            self.published[key] += 1
-            if r.status != wire.Status.SKIPPED:
-                self.checked.add(key)
+            with self.lock:
+                self.published[key] += 1
+                if r.status != wire.Status.SKIPPED:
+                    self.checked.add(key)
+
+    def results_seen(self) -> tuple[Counter[tuple[int, int, str, int]], set[tuple[int, int, str, int]]]:
+        """Copies of (published, checked), taken consistently."""
+        with self.lock:
+            return Counter(self.published), set(self.checked)
 
     async def _poll(self) -> None:
         timeout = aiohttp.ClientTimeout(total=5)
@@ -455,6 +464,7 @@ class Stack:
     controllers: dict[str, Controller] = field(default_factory=dict)
     probes: dict[str, Proc] = field(default_factory=dict)
     database: str = ""
+    pg_root: Path = field(init=False)
     pool: asyncpg.Pool | None = None
     key: str = ""
     steady: list[int] = field(default_factory=list)
@@ -477,7 +487,11 @@ class Stack:
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.postgres = PostgresServer(self.root / "postgres", ephemeral=False, durable=False)
+        # PostgreSQL runs as nobody when we are root: its data goes in a folder of ours that
+        # nobody can reach, not in a stand-in under /var/tmp named after the path.
+        self.pg_root = Path(tempfile.mkdtemp(prefix="probefleet-chaos-"))
+        self.pg_root.chmod(0o755)
+        self.postgres = PostgresServer(self.pg_root / "postgres", ephemeral=False, durable=False)
         self.postgres.start()
         await create_database(self.postgres.dsn(), "chaos")
         self.database = self.postgres.dsn("chaos")
@@ -596,8 +610,9 @@ class Stack:
         if self.nats is not None:
             self.nats.stop()
         if hasattr(self, "postgres"):
-            self.postgres.ephemeral = True  # removes the data, and any stand-in under /var/tmp
+            self.postgres.ephemeral = True  # removes the data
             self.postgres.stop()
+            shutil.rmtree(self.pg_root, ignore_errors=True)
 
     # -- scenario helpers
 
@@ -724,7 +739,7 @@ class Stack:
                 r["due"],
             )
             key = result_key(r["monitor_id"], r["due"], "", 0)[:2]
-            seen = sorted(k[2] for k in self.observer.published if k[:2] == key)
+            seen = sorted(k[2] for k in self.observer.results_seen()[0] if k[:2] == key)
 
             def at(t: dt.datetime | None) -> float | None:
                 return None if t is None else round(t.timestamp() - since, 2)
@@ -746,7 +761,7 @@ class Stack:
     async def _check_results(self) -> dict[str, Any]:
         """Every result a probe published is stored, or still in the stream (a dead
         controller's unacknowledged results come back after ack_wait); none stored twice."""
-        published = dict(self.observer.published)
+        published = dict(self.observer.results_seen()[0])
         nc = await nats.connect(self.observer.nats_urls, connect_timeout=2)
         try:
             js = nc.jetstream()
@@ -812,7 +827,7 @@ class Stack:
         # jobs reached no probe (NATS down, clients moving to another node), reached them
         # after their deadline (`skipped`: jobs a client kept while NATS was down), or were
         # never published (the controller died between writing the round and its jobs).
-        answered = {k[:2] for k in self.observer.checked}
+        answered = {k[:2] for k in self.observer.results_seen()[1]}
         windows = unknown_windows or []
         false_unknown = [
             u
