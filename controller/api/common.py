@@ -202,9 +202,10 @@ async def _require_session(request: web.Request, scope: str) -> dict[str, Any]:
     if request.method not in accounts.SAFE_METHODS and not accounts.csrf_ok(request, session):
         raise ApiError(403, "csrf_failed", f"missing or wrong {accounts.CSRF_HEADER} header")
     # A user's bucket: negative ids never meet an API key's.
-    row = {"id": -int(session["user_id"]), "scopes": accounts.scopes_of(session["role"]), "rate_limit": None}
+    scopes = accounts.scopes_of(session["role"])
+    row: dict[str, Any] = {"id": -int(session["user_id"]), "scopes": scopes, "rate_limit": None}
     ratelimit.check(request, row)
-    if scope not in row["scopes"] and "admin" not in row["scopes"]:
+    if scope not in scopes and "admin" not in scopes:
         raise ApiError(
             403,
             "forbidden",
