@@ -215,6 +215,11 @@ async def test_the_archive_pages_through_every_post_beyond_14_days(
     await api.patch(f"/api/v1/status-pages/{page['id']}", json={"is_public": False, "password": "password1"})
     r = await anon.get("/status/hist/history")
     assert r.status == 401 and "post 1" not in await r.text()
+    # and the rest of a private page's site answers as for a page that does not exist
+    for path in ("feed.atom", "theme.css", "logo"):
+        private, missing = await anon.get(f"/status/hist/{path}"), await anon.get(f"/status/nosuch/{path}")
+        assert private.status == missing.status == 404, path
+        assert "post 1" not in await private.text()
 
 
 async def test_the_atom_feed_lists_posts_with_their_updates(
