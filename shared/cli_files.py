@@ -96,15 +96,25 @@ class Resource:
 @dataclass
 class ApplySet:
     resources: list[Resource] = field(default_factory=list)
+    _index: dict[tuple[str, str], Resource] = field(default_factory=dict, repr=False)
+
+    def add(self, r: Resource) -> None:
+        self.resources.append(r)
+        self._index[(r.kind, r.key)] = r
 
     def find(self, kind: str, key: str) -> Resource | None:
-        return next((r for r in self.resources if r.kind == kind and r.key == key), None)
+        return self._index.get((kind, key))
 
 
 # ---- YAML with positions ------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser when the wheel has it: 5,000 monitors parse in a fraction of a second
+# instead of about 4 s.
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):
     """YAML 1.1 without the surprises for this format: `12:30` stays a string (not
     sexagesimal 750) and times stay strings (the API reads them)."""
 
@@ -335,6 +345,10 @@ def load(paths: Iterable[str | Path]) -> ApplySet:
         for p, message in check(data, root, ()):
             line, col = where.get(p, None) or _nearest(where, p)
             problems.append(Problem(name, line, col, f"{_dotted(p)}: {message}"))
+        by_resource: dict[Path_, dict[Path_, tuple[int, int]]] = {}
+        for p, pos in where.items():
+            if len(p) >= 2:
+                by_resource.setdefault(p[:2], {})[p[2:]] = pos
         for section in SECTIONS:
             entries = data.get(section)
             if not isinstance(entries, list):
@@ -345,7 +359,7 @@ def load(paths: Iterable[str | Path]) -> ApplySet:
                 key = entry.get("ref") or entry.get("name")
                 if not isinstance(key, str) or not key:
                     continue
-                mine = {p[2:]: pos for p, pos in where.items() if p[:2] == (section, i)}
+                mine = by_resource.get((section, i), {})
                 fields = {k: v for k, v in entry.items() if k != "ref"}
                 if section == "heartbeats":
                     fields["type"] = "heartbeat"
@@ -359,7 +373,7 @@ def load(paths: Iterable[str | Path]) -> ApplySet:
                         )
                     )
                     continue
-                out.resources.append(resource)
+                out.add(resource)
     problems.extend(_dangling(out))
     if problems:
         raise FileError(problems)

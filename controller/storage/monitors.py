@@ -69,18 +69,28 @@ COLUMNS = (
 )
 
 
+INSERT = (
+    f"INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, consensus,"
+    f" quorum, retry_count, recovery_count, enabled, tags, status, parent_id, incident_on_degraded,"
+    f" project, paused_at, notifications, escalation_policy_id)"
+    f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
+    f" CASE WHEN $11 THEN 'pending' ELSE 'paused' END, $13, $14, $15,"
+    f" CASE WHEN $11 THEN NULL ELSE now() END, $16, $17) RETURNING {COLUMNS}"
+)
+
+
 async def insert(conn: DB, cfg: MonitorFields) -> Row:
-    row = await conn.fetchrow(
-        f"INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, consensus,"
-        f" quorum, retry_count, recovery_count, enabled, tags, status, parent_id, incident_on_degraded,"
-        f" project, paused_at, notifications, escalation_policy_id)"
-        f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
-        f" CASE WHEN $11 THEN 'pending' ELSE 'paused' END, $13, $14, $15,"
-        f" CASE WHEN $11 THEN NULL ELSE now() END, $16, $17) RETURNING {COLUMNS}",
-        *_values(cfg),
-    )
+    row = await conn.fetchrow(INSERT, *_values(cfg))
     assert row is not None
     return dict(row)
+
+
+async def insert_many(conn: Tx, cfgs: list[MonitorFields]) -> list[Row]:
+    """Many monitors in one round trip (config as code: 5,000 one by one cost a
+    millisecond each); the rows in the order given."""
+    if not cfgs:
+        return []
+    return [dict(r) for r in await conn.fetchmany(INSERT, [_values(c) for c in cfgs])]
 
 
 async def update(conn: DB, monitor_id: int, cfg: MonitorFields) -> Row | None:
