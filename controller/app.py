@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from probefleet.controller import keys, metrics, state_metrics
-from probefleet.controller.api import auth, health, public_pages, ratelimit, routes
+from probefleet.controller.api import auth, health, public_pages, ratelimit, request_ids, routes
 from probefleet.controller.api import fleet as fleet_api
 from probefleet.controller.api import regions as regions_api
 from probefleet.controller.api import status_pages as status_pages_api
@@ -451,6 +451,7 @@ def build_app(cfg: ControllerConfig) -> web.Application:
     accounts.setup(app)
     templating.setup(app)
     fleet_api.setup(app)
+    request_ids.setup(app)
     app.on_response_prepare.append(public_pages.harden_unmatched)
     app.cleanup_ctx.extend(
         [

@@ -13,6 +13,7 @@ import click
 
 from probefleet.controller import config as config_mod
 from probefleet.controller.api.scopes import ROLES, SCOPES
+from probefleet.shared import logs
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -47,6 +48,12 @@ def controller() -> None:
     default=None,
     help="Run on a NATS without authentication (or PROBEFLEET_NATS_INSECURE=true); warned at every start.",
 )
+@click.option(
+    "--log-format",
+    envvar="PROBEFLEET_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text (default) or JSON lines with the events' fields.",
+)
 def serve(
     config_path: Path | None,
     database_url: str | None,
@@ -54,6 +61,7 @@ def serve(
     host: str | None,
     port: int | None,
     nats_insecure: bool | None,
+    log_format: str | None,
 ) -> None:
     """Run the controller until SIGTERM or Ctrl-C."""
     from aiohttp import web
@@ -69,10 +77,11 @@ def serve(
         host=host,
         port=port,
         nats_insecure=nats_insecure,
+        log_format=log_format,
     )
     if (problem := config_mod.security_problem(cfg)) is not None:
         raise click.UsageError(problem)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(cfg.log_level, cfg.log_format, role="controller", controller_id=cfg.controller_id)
     if not cfg.nats_credentials_file():
         logging.getLogger("probefleet.controller").warning(
             "insecure NATS: the controller connects without a credential (--insecure-nats); anyone "
