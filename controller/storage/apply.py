@@ -74,3 +74,13 @@ async def keys_of(conn: DB, kind: str, owner: str | None) -> dict[int, tuple[str
         owner,
     )
     return {r["resource_id"]: (r["owner"], r["key"]) for r in rows}
+
+
+async def owns_any(conn: DB, kinds: Sequence[str], owner: str) -> bool:
+    """Whether the owner has applied any resource of these kinds."""
+    found = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM applied_resources WHERE kind = ANY($1::text[]) AND owner=$2)",
+        list(kinds),
+        owner,
+    )
+    return bool(found)

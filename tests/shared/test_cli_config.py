@@ -296,3 +296,31 @@ async def test_the_documented_example_applies(controller: Running, tmp_path: Pat
     assert result.exit_code == 0, result.output
     again = await cli(controller, "diff", "-f", str(path), "--owner", "docs", env=env)
     assert again.exit_code == 0, again.output
+
+
+async def test_it_needs_the_scopes_of_the_single_operations(controller: Running, tmp_path: Path) -> None:
+    headers = {"Authorization": f"Bearer {controller.admin_key}"}
+    made = {}
+    async with aiohttp.ClientSession() as s:
+        for name, scopes in (("reader", ["monitors:read"]), ("writer", ["monitors:write", "monitors:read"])):
+            body = {"name": name, "scopes": scopes}
+            async with s.post(controller.base + "/api/v1/api-keys", json=body, headers=headers) as r:
+                assert r.status == 201, await r.text()
+                made[name] = (await r.json())["data"]["key"]
+    monitors_only = write(tmp_path, "monitors:\n  - {name: a, type: icmp, host: 127.0.0.1}\n", "m.yaml")
+    reader = {"PROBEFLEET_API_KEY": made["reader"]}
+    looked = await cli(controller, "diff", "-f", str(monitors_only), env=reader)
+    assert looked.exit_code == 1 and "+ monitor a" in looked.output, looked.output
+    refused = await cli(controller, "apply", "-f", str(monitors_only), "--yes", env=reader)
+    assert refused.exit_code == 1 and "lacks the scope 'monitors:write'" in refused.output, refused.output
+    writer = {"PROBEFLEET_API_KEY": made["writer"]}
+    applied = await cli(controller, "apply", "-f", str(monitors_only), env=writer)
+    assert applied.exit_code == 0, applied.output
+    with_channel = write(tmp_path, SET, "set.yaml")
+    refused = await cli(controller, "apply", "-f", str(with_channel), env=writer)
+    assert refused.exit_code == 1 and "lacks the scope 'notifications:" in refused.output
+    assert await monitor_names(controller) == ["a"]
+    # The admin's set of the same owner holds channels: pruning it needs notifications too.
+    assert (await cli(controller, "apply", "-f", str(with_channel))).exit_code == 0
+    pruned = await cli(controller, "apply", "-f", str(monitors_only), "--prune", "--yes", env=writer)
+    assert pruned.exit_code == 1 and "lacks the scope 'notifications:read'" in pruned.output
