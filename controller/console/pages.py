@@ -16,6 +16,7 @@ import mimetypes
 import re
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -24,14 +25,20 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from probefleet.controller import keys
+from probefleet.controller.api import heartbeats as hb_api
+from probefleet.controller.api import maintenance as maintenance_api
 from probefleet.controller.api import monitors as monitors_api
+from probefleet.controller.api import notifications as notify_api
 from probefleet.controller.api import public_pages
 from probefleet.controller.api.common import now_utc, parse_int
 from probefleet.controller.api.errors import ApiError
 from probefleet.controller.console import accounts, charts, forms
+from probefleet.controller.storage import api_keys as key_store
 from probefleet.controller.storage import console as console_store
+from probefleet.controller.storage import heartbeats as hb_store
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import monitors as monitor_store
+from probefleet.controller.storage import notifications as notify_store
 from probefleet.controller.storage import results as result_store
 from probefleet.controller.storage import status_pages as page_store
 from probefleet.controller.storage import users as user_store
@@ -356,6 +363,183 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
     return _render(request, "audit.html", {"rows": rows, "next": rows[-1]["id"] if more else None})
 
 
+# ---- simple lists: keys, channels, maintenance, heartbeats, status pages -----------------
+
+
+@dataclass(frozen=True)
+class Action:
+    """A button on each row: `url` with {id} replaced, answered with a toast (or the
+    answer's `show` field displayed once, such as a new ping URL)."""
+
+    label: str
+    method: str
+    url: str
+    body: str = ""
+    show: str = ""
+    reload: bool = False
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+def _list_page(
+    request: web.Request,
+    title: str,
+    rows: list[dict[str, Any]],
+    columns: list[tuple[str, str]],
+    *,
+    actions: list[Action] | None = None,
+    create: dict[str, Any] | None = None,
+    note: str = "",
+) -> web.Response:
+    session = request[accounts.SESSION]
+    editable = session["role"] in EDITORS
+    table = [{"id": r.get("id"), "cells": [_cell(r.get(k)) for k, _ in columns]} for r in rows]
+    return _render(
+        request,
+        "resources.html",
+        {
+            "title": title,
+            "columns": [label for _, label in columns],
+            "rows": table,
+            "actions": actions if editable else [],
+            "create": create if editable else None,
+            "note": note,
+        },
+    )
+
+
+async def keys_page(request: web.Request) -> web.StreamResponse:
+    session = await _session(request)
+    if session["role"] != "admin":
+        return _render(request, "forbidden.html", {}, 403)
+    rows = await key_store.list_active(request.app[keys.POOL], now_utc())
+    create = {
+        "action": "/api/v1/api-keys",
+        "show": "key",
+        "fields": [
+            forms.Field("name", "Name", "text", True),
+            forms.Field("scopes", "Scopes (comma separated)", "list", True, default="monitors:read"),
+            forms.Field("expires_in_days", "Expires in days", "number"),
+        ],
+        "button": "Create key",
+    }
+    return _list_page(
+        request,
+        "API keys",
+        rows,
+        [
+            ("name", "Name"),
+            ("prefix", "Prefix"),
+            ("scopes", "Scopes"),
+            ("created_at", "Created"),
+            ("last_used_at", "Last used"),
+            ("expires_at", "Expires"),
+        ],
+        actions=[Action("Revoke", "DELETE", "/api/v1/api-keys/{id}", reload=True)],
+        create=create,
+        note="A new key is shown once, here; only its hash is kept.",
+    )
+
+
+async def channels_page(request: web.Request) -> web.StreamResponse:
+    await _session(request)
+    pool = request.app[keys.POOL]
+    channels = [notify_api.public_channel(r) for r in await notify_store.list_channels(pool, limit=500)]
+    rules = [notify_api.public_rule(r) for r in await notify_store.list_rules(pool)]
+    page = _list_page(
+        request,
+        "Notification channels",
+        channels,
+        [
+            ("name", "Name"),
+            ("type", "Kind"),
+            ("is_enabled", "Enabled"),
+            ("disabled_reason", "Why disabled"),
+            ("created_at", "Created"),
+        ],
+        actions=[Action("Send a test", "POST", "/api/v1/notification-channels/{id}/test")],
+        note=f"{len(rules)} notification rule{'' if len(rules) == 1 else 's'}; channels and rules are"
+        " created with the API (POST /api/v1/notification-channels, /api/v1/notification-rules).",
+    )
+    return page
+
+
+async def maintenance_page(request: web.Request) -> web.StreamResponse:
+    await _session(request)
+    rows = [maintenance_api.public(r) for r in await incident_store.list_windows(request.app[keys.POOL])]
+    return _list_page(
+        request,
+        "Maintenance windows",
+        rows,
+        [
+            ("name", "Name"),
+            ("active_now", "Active now"),
+            ("recurring", "Recurring"),
+            ("starts_at", "Starts"),
+            ("ends_at", "Ends"),
+            ("days", "Days"),
+            ("start_time", "At"),
+            ("duration", "Seconds"),
+            ("time_zone", "Zone"),
+            ("monitor_ids", "Monitors"),
+            ("tags", "Tags"),
+        ],
+        actions=[Action("Delete", "DELETE", "/api/v1/maintenance-windows/{id}", reload=True)],
+        note="Windows are created with the API (POST /api/v1/maintenance-windows).",
+    )
+
+
+async def heartbeats_page(request: web.Request) -> web.StreamResponse:
+    await _session(request)
+    rows = [
+        hb_api.public(r, request)
+        for r in await hb_store.list_page(request.app[keys.POOL], after_id=0, limit=500)
+    ]
+    return _list_page(
+        request,
+        "Heartbeats",
+        rows,
+        [
+            ("name", "Name"),
+            ("status", "Status"),
+            ("run_interval", "Every (s)"),
+            ("cron", "Cron"),
+            ("last_ping_at", "Last ping"),
+            ("last_ping_kind", "Kind"),
+            ("next_deadline", "Next deadline"),
+            ("open_runs", "Runs open"),
+            ("token_hint", "Token"),
+        ],
+        actions=[Action("New ping URL", "POST", "/api/v1/heartbeats/{id}/token", show="ping_url")],
+        note="A ping URL holds its token and is shown once: make a new one to copy it"
+        " (the old one stops working).",
+    )
+
+
+async def status_pages_page(request: web.Request) -> web.StreamResponse:
+    await _session(request)
+    rows = await page_store.list_pages(request.app[keys.POOL], after_id=0, limit=500)
+    for r in rows:
+        r["url"] = f"/status/{r['slug']}"
+    return _list_page(
+        request,
+        "Status pages",
+        rows,
+        [("name", "Name"), ("slug", "Slug"), ("url", "Public page"), ("custom_domain", "Domain")],
+        note="Sections, components and posts are edited with the API (/api/v1/status-pages).",
+    )
+
+
 # ---- static files -----------------------------------------------------------------------
 
 
@@ -396,6 +580,11 @@ def routes() -> list[web.RouteDef]:
         web.get("/console/fleet", fleet_page),
         web.get("/console/users", users_page),
         web.get("/console/audit", audit_page),
+        web.get("/console/keys", keys_page),
+        web.get("/console/channels", channels_page),
+        web.get("/console/maintenance", maintenance_page),
+        web.get("/console/heartbeats", heartbeats_page),
+        web.get("/console/status-pages", status_pages_page),
         web.get("/console-assets/{name:.+}", asset),
     ]
 

@@ -55,9 +55,21 @@
       b.disabled = false;
       if (!res.ok) { toast(errorText(res), true); return; }
       toast(b.getAttribute("data-done") || "Done");
+      if (b.hasAttribute("data-show")) showOnce(b.getAttribute("data-show"), res);
       if (b.hasAttribute("data-reload")) location.reload();
     });
   });
+
+  // A secret the API shows once (a new key, a new ping URL): shown, never stored.
+  function showOnce(field, res) {
+    var box = document.getElementById("shown");
+    var value = res.data && res.data.data && res.data.data[field];
+    if (!box || !value) return;
+    document.getElementById("shown-label").textContent = "Copy it now, it is shown once: " + field;
+    document.getElementById("shown-value").textContent = value;
+    box.hidden = false;
+    box.focus();
+  }
 
   // Forms posted as JSON to the API; 422 details are shown beside their fields.
   function collect(form) {
@@ -109,6 +121,7 @@
       api(form.getAttribute("data-method"), form.getAttribute("data-action"), collect(form)).then(function (res) {
         save.disabled = false;
         if (!res.ok) { showErrors(form, res); return; }
+        if (form.hasAttribute("data-show")) { showOnce(form.getAttribute("data-show"), res); form.reset(); return; }
         if (form.hasAttribute("data-reload")) { location.reload(); return; }
         var id = res.data && res.data.data && res.data.data.id;
         location.href = id ? "/console/monitors/" + id : "/";

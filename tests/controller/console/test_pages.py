@@ -119,3 +119,46 @@ async def test_static_files_are_served_from_the_package(controller: Running) -> 
             assert r.status == 200 and len(await r.read()) > 1000, name
         assert (await http.get("/console-assets/../pages.py")).status == 404
         assert (await http.get("/console-assets/vendor/README.md")).status == 404
+
+
+async def test_the_list_pages_show_what_the_api_holds_and_secrets_once(
+    api: aiohttp.ClientSession, users: Make
+) -> None:
+    r = await api.post("/api/v1/heartbeats", json={"name": "nightly <i>job</i>", "run_interval": 3600})
+    assert r.status == 201, await r.text()
+    hb = (await r.json())["data"]
+    r = await api.post(
+        "/api/v1/notification-channels",
+        json={"name": "hook", "type": "webhook", "config": {"url": "http://127.0.0.1:9/hook?token=s3cret"}},
+    )
+    assert r.status == 201, await r.text()
+    admin = await users("root", "admin")
+    viewer = await users("vi", "viewer")
+    pages = {
+        "/console/heartbeats": "nightly &lt;i&gt;job&lt;/i&gt;",
+        "/console/channels": "hook",
+        "/console/maintenance": "Maintenance windows",
+        "/console/status-pages": "Status pages",
+        "/console/keys": "test-admin",
+    }
+    for path, expected in pages.items():
+        r = await admin.http.get(path)
+        text = await r.text()
+        assert r.status == 200 and expected in text, (path, text[:1500])
+        assert "s3cret" not in text and hb.get("ping_url", "\x00") not in text
+    heartbeats = await (await admin.http.get("/console/heartbeats")).text()
+    assert f'data-api="POST /api/v1/heartbeats/{hb["id"]}/token"' in heartbeats
+    # A viewer reads the lists without their buttons, and no keys at all.
+    text = await (await viewer.http.get("/console/heartbeats")).text()
+    assert "nightly" in text and "data-api=" not in text
+    assert (await viewer.http.get("/console/keys")).status == 403
+    # The key the page's form creates comes back once in the answer, never in the list.
+    r = await admin.http.post(
+        "/api/v1/api-keys",
+        json={"name": "from console", "scopes": ["monitors:read"]},
+        headers={"X-CSRF-Token": admin.csrf},
+    )
+    created = (await r.json())["data"]
+    assert r.status == 201 and created["key"].startswith("pf_")
+    listed = await (await admin.http.get("/console/keys")).text()
+    assert "from console" in listed and created["key"] not in listed
