@@ -40,7 +40,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "probefleet.databaseSecret" -}}
-{{ .Values.database.existingSecret | default (include "probefleet.secretName" .) }}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else if .Values.postgresql.enabled }}
+{{- include "probefleet.postgresqlSecret" . }}
+{{- else }}
+{{- include "probefleet.secretName" . }}
+{{- end }}
 {{- end }}
 
 {{- define "probefleet.databaseSecretKey" -}}
@@ -55,18 +61,73 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ ternary .Values.nats.existingSecretKey "nats-url" (ne .Values.nats.existingSecret "") }}
 {{- end }}
 
+{{/* The NATS URL: the chart's own NATS server when natsServer.enabled. */}}
+{{- define "probefleet.natsUrl" -}}
+{{- if .Values.natsServer.enabled }}
+{{- printf "%s://%s-nats:4222" (ternary "tls" "nats" (ne .Values.nats.trustSecret "")) (include "probefleet.fullname" .) }}
+{{- else }}
+{{- required "set nats.url or nats.existingSecret" .Values.nats.url }}
+{{- end }}
+{{- end }}
+
+{{/* The chart's own PostgreSQL's Secret (password and database URL). */}}
+{{- define "probefleet.postgresqlSecret" -}}
+{{ include "probefleet.fullname" . }}-postgresql
+{{- end }}
+
 {{/* Secret data for whatever has no existingSecret; fails early on a missing URL. */}}
 {{- define "probefleet.secretData" -}}
-{{- if not .Values.database.existingSecret }}
-database-url: {{ required "set database.url or database.existingSecret" .Values.database.url | b64enc | quote }}
+{{- if not (or .Values.database.existingSecret .Values.postgresql.enabled) }}
+database-url: {{ required "set database.url or database.existingSecret (or postgresql.enabled)" .Values.database.url | b64enc | quote }}
 {{- end }}
 {{- if not .Values.nats.existingSecret }}
-nats-url: {{ required "set nats.url or nats.existingSecret" .Values.nats.url | b64enc | quote }}
+nats-url: {{ include "probefleet.natsUrl" . | b64enc | quote }}
+{{- end }}
+{{- if not .Values.controller.secrets.existingSecret }}
+{{- with .Values.controller.secrets.statusPageSecret }}
+status-page-secret: {{ . | b64enc | quote }}
+{{- end }}
+{{- with .Values.controller.secrets.smtpPassword }}
+smtp-password: {{ . | b64enc | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
 {{- define "probefleet.needsSecret" -}}
-{{- if or (not .Values.database.existingSecret) (not .Values.nats.existingSecret) }}true{{ end }}
+{{- if include "probefleet.secretData" . }}true{{ end }}
+{{- end }}
+
+{{- define "probefleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "probefleet.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end }}
+
+{{/* The controller's secret settings as environment (each key optional). */}}
+{{- define "probefleet.controllerSecretEnv" -}}
+{{- $secret := .Values.controller.secrets.existingSecret | default (include "probefleet.secretName" .) }}
+{{- range $key, $env := dict "status-page-secret" "PROBEFLEET_STATUS_PAGE_SECRET" "smtp-password" "PROBEFLEET_SMTP_PASSWORD" }}
+- name: {{ $env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $key }}
+      optional: true
+{{- end }}
+{{- end }}
+
+{{/* A TOML value: strings and lists as JSON (a TOML basic string and array), numbers and
+booleans as they are. */}}
+{{- define "probefleet.tomlValue" -}}
+{{- if kindIs "map" . }}
+{{- fail "controller.config: nested tables are not supported; give each setting as key: value" }}
+{{- else if kindIs "float64" . }}
+{{- if eq . (floor .) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- else }}
+{{- toJson . }}
+{{- end }}
 {{- end }}
 
 {{/* Pod and container security settings shared by the controller and the Job. */}}
