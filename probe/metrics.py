@@ -11,6 +11,7 @@ drops out.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -167,17 +168,25 @@ class MonitorSeries:
         self.dropped += len(stale)
         return len(stale)
 
-    def exposition(self) -> str:
-        """The per-monitor families in Prometheus text format. Written here rather than by
-        prometheus_client, whose per-sample label validation and escaping took 15 us a
-        series (0.3 s a scrape for 2,000 monitors; bench/probe_series.py)."""
+    def snapshot(self) -> list[tuple[int, _Last]]:
+        """The current entries, stale ones swept first; cheap enough for the event loop
+        (a list of references), and safe to render in another thread afterwards."""
         self.sweep(self.clock())
+        return list(self.last.items())
+
+    def exposition(self, entries: list[tuple[int, _Last]] | None = None) -> str:
+        """The per-monitor families in Prometheus text format (of `entries`, by default a
+        snapshot taken now). Written here rather than by prometheus_client, whose per-sample
+        label validation and escaping took 15 us a series (0.3 s a scrape for 2,000
+        monitors; bench/probe_series.py)."""
+        if entries is None:
+            entries = self.snapshot()
         lines: dict[str, list[str]] = {name: [] for name in FAMILIES}
         success, last_check, duration, status_code, expiry, answers = (
             lines[name].append for name in list(FAMILIES)[:6]
         )
         region, with_name = _escape(self.region), self.with_name
-        for mid, last in self.last.items():
+        for mid, last in entries:
             labels = f'monitor_id="{mid}",region="{region}",kind="{last.kind}"'
             if with_name:
                 labels += f',name="{_escape(last.name)}"'
@@ -192,7 +201,7 @@ class MonitorSeries:
                     expiry(f"{{{labels}}} {expires!r}")
                 if last.kind == "dns" and isinstance(found := last.details.get("answers"), list):
                     answers(f"{{{labels}}} {len(found)}")
-        lines["probefleet_probe_monitor_series"].append(f" {len(self.last)}")
+        lines["probefleet_probe_monitor_series"].append(f" {len(entries)}")
         lines["probefleet_probe_monitor_series_dropped"].append(f" {self.dropped}")
         out: list[str] = []
         for name, (kind, _, help_text) in FAMILIES.items():
@@ -308,8 +317,8 @@ class ProbeMetrics:
             registry=self.registry,
         )
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry) + self.series.exposition().encode()
+    def render(self, entries: list[tuple[int, _Last]] | None = None) -> bytes:
+        return generate_latest(self.registry) + self.series.exposition(entries).encode()
 
 
 async def serve(
@@ -326,7 +335,14 @@ async def serve(
     host, _, port = listen.rpartition(":")
 
     async def handle(_request: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # Rendered in a thread from a snapshot taken here: 100,000 monitors take about a
+        # second to write out (bench/probe_series.py), which would hold up every check.
+        entries = metrics.series.snapshot()
+        body = await asyncio.to_thread(metrics.render, entries)
+        response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # gzip when the scraper asks (Prometheus does): the text is mostly repeated names.
+        response.enable_compression()
+        return response
 
     def check(condition: Callable[[], bool]) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(_request: web.Request) -> web.Response:

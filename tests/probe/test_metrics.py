@@ -189,3 +189,21 @@ async def test_it_serves_process_and_build_metrics_without_created_series(http_t
         if s.name == "probefleet_build_info"
     ]
     assert len(build) == 1 and set(build[0].labels) == {"version", "commit"} and build[0].value == 1
+
+
+async def test_it_gzips_the_scrape_when_asked(http_target: str) -> None:
+    a = agent()
+    await a.handle_job(job(HttpSpec(url=f"{http_target}/"), 1))
+    runner = await serve(a.metrics, "127.0.0.1:0")
+    port = runner.addresses[0][1]
+    try:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{port}/metrics", headers={"Accept-Encoding": "gzip"}) as r,
+        ):
+            encoding = r.headers.get("Content-Encoding")
+            text = await r.text()
+    finally:
+        await runner.cleanup()
+    assert encoding == "gzip"
+    assert 'probefleet_probe_monitor_success{monitor_id="1",region="eu-west",kind="http"} 1' in text
