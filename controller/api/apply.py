@@ -83,6 +83,13 @@ class Plan(msgspec.Struct, kw_only=True):
     ping_urls: dict[str, str] = {}
 
 
+# Stored names of rule and window fields, and what the files call them.
+FILE_NAMES = {
+    "channel_ids": "channels",
+    "monitor_ids": "monitors",
+    "escalation_channel_ids": "escalation_channels",
+    "duration_s": "duration",
+}
 SECTIONS = {"monitor": "monitors", "channel": "channels", "rule": "rules", "window": "maintenance"}
 
 
@@ -258,7 +265,7 @@ class _Apply:
         for key, entry in wanted.items():
             row = await self._validated_rule(key, self._rule_body(key, entry, partial=False))
             stored = current[key]
-            fields = [f for f in row if _listish(row[f]) != _listish(stored[f])]
+            fields = [FILE_NAMES.get(f, f) for f in row if _listish(row[f]) != _listish(stored[f])]
             created = key not in self.owned["rule"] or self.owned["rule"][key] != stored["id"]
             if fields:
                 await notification_store.update_rule(self.conn, stored["id"], row)
@@ -348,7 +355,7 @@ class _Apply:
                 self.note("create", "window", key, rid)
             else:
                 assert rid is not None
-                fields = [f for f in row if _listish(row[f]) != _listish(current[f])]
+                fields = [FILE_NAMES.get(f, f) for f in row if _listish(row[f]) != _listish(current[f])]
                 if fields:
                     await window_store.update_window(self.conn, rid, row)
                 self.note("update" if fields else "unchanged", "window", key, rid, fields)

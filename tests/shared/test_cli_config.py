@@ -324,3 +324,29 @@ async def test_it_needs_the_scopes_of_the_single_operations(controller: Running,
     assert (await cli(controller, "apply", "-f", str(with_channel))).exit_code == 0
     pruned = await cli(controller, "apply", "-f", str(monitors_only), "--prune", "--yes", env=writer)
     assert pruned.exit_code == 1 and "lacks the scope 'notifications:read'" in pruned.output
+
+
+async def test_a_change_of_each_kind_is_planned_by_field(controller: Running, tmp_path: Path) -> None:
+    path = write(tmp_path, SET)
+    assert (await cli(controller, "apply", "-f", str(path))).exit_code == 0
+    changed = (
+        textwrap.dedent(SET)
+        .replace("    monitors: [api]\nmonitors:", "    monitors: [api, DB]\nmonitors:")
+        .replace("duration: 3600", "duration: 7200")
+        .replace("grace_period: 3600", "grace_period: 600")
+    )
+    path.write_text(changed)
+    env = {"HOOK_URL": "http://127.0.0.1:9/other-hook"}
+    diff = await cli(controller, "diff", "-f", str(path), env=env)
+    assert diff.exit_code == 1, diff.output
+    for line in (
+        "~ channel ops (config)",
+        "~ rule api rule (monitors)",
+        "~ window patch tuesday (duration)",
+        "~ monitor nightly backup (grace_period)",
+        "0 to create, 4 to update, 0 to delete, 6 unchanged",
+    ):
+        assert line in diff.output, diff.output
+    assert "other-hook" not in diff.output
+    assert (await cli(controller, "apply", "-f", str(path), env=env)).exit_code == 0
+    assert (await cli(controller, "diff", "-f", str(path), env=env)).exit_code == 0
