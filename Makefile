@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test chaos lint typecheck bench dist lock clean
+.PHONY: help install dev test chaos lint typecheck bench dist lock refresh-digests clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ lock: $(STAMP) ## refresh uv.lock and requirements/*.txt to the newest allowed v
 	$(VENV)/bin/uv lock --upgrade
 	$(foreach x,$(EXTRAS),$(VENV)/bin/uv export --frozen --no-emit-project --no-default-groups --quiet --extra $(x) -o requirements/$(x).txt &&) true
 	$(VENV)/bin/uv export --frozen --no-emit-project --only-group build --quiet -o requirements/build.txt
+
+refresh-digests: ## pin the Dockerfiles' base image to the digest its tag names today (needs the registry)
+	deploy/refresh-digests.sh deploy/Dockerfile.controller deploy/Dockerfile.probe
 
 clean: ## remove the venv and local data
 	rm -rf $(VENV) .probefleet .pytest_cache .mypy_cache .ruff_cache dist build

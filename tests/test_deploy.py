@@ -402,7 +402,9 @@ def test_dockerfile(role: str) -> None:
     text = (DEPLOY / f"Dockerfile.{role}").read_text()
     froms = re.findall(r"^FROM (\S+)", text, re.M)
     assert len(froms) >= 2, "multi-stage"
-    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text and set(froms) == {"${PYTHON_IMAGE}"}
+    # By tag and digest (`make refresh-digests`).
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$", text, re.M)
+    assert set(froms) == {"${PYTHON_IMAGE}"}
     locked = text.index(f"pip install --require-hashes -r requirements/{role}.txt")
     assert locked < text.index("COPY shared"), "dependencies are installed before the source is copied"
     assert re.findall(r"pip install --require-hashes -r requirements/(\w+)", text) == [role, "build"]
@@ -414,6 +416,7 @@ def test_dockerfile(role: str) -> None:
     if role == "controller":
         assert healthcheck and "/api/v1/health" in healthcheck.group(1)
     else:
+        assert healthcheck and "/healthz" in healthcheck.group(1)
         assert "CAP_NET_RAW" in text and "ping_group_range" in text
 
 
