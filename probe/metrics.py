@@ -139,8 +139,11 @@ class MonitorSeries:
         now = self.clock()
         interval = job.interval
         if interval <= 0:
+            # An on-demand check, or a job from an older controller: never shorter than what
+            # is known, so a "check now" right after a round does not make the series stale
+            # within seconds.
             previous = self.last.get(job.monitor_id)
-            interval = now - previous.seen if previous is not None else _DEFAULT_INTERVAL
+            interval = max(previous.interval, now - previous.seen) if previous else _DEFAULT_INTERVAL
         self.last[job.monitor_id] = _Last(
             kind,
             job.name,

@@ -144,13 +144,24 @@ def test_it_estimates_the_interval_of_jobs_that_do_not_carry_it() -> None:
     clock = Clock()
     series = MonitorSeries(REGION, stale_intervals=3, clock=clock)
     spec = HttpSpec(url="http://127.0.0.1:1/")
+    series.record(job(spec, 1), "http", ok())  # 60 s until a gap is seen
+    clock.now += 100
     series.record(job(spec, 1), "http", ok())
-    clock.now += 5
-    series.record(job(spec, 1), "http", ok())
-    clock.now += 14
+    clock.now += 299
     assert series.sweep(clock.now) == 0
     clock.now += 2
     assert series.sweep(clock.now) == 1
+
+
+def test_a_check_now_does_not_shorten_the_interval() -> None:
+    clock = Clock()
+    series = MonitorSeries(REGION, stale_intervals=3, clock=clock)
+    spec = HttpSpec(url="http://127.0.0.1:1/")
+    series.record(job(spec, 1, interval=60.0), "http", ok())
+    clock.now += 2
+    series.record(job(spec, 1), "http", ok())  # on demand: the job carries no interval
+    clock.now += 170
+    assert series.sweep(clock.now) == 0 and 1 in series.last
 
 
 def test_it_keeps_only_monitors_with_a_chosen_tag() -> None:
