@@ -50,8 +50,9 @@ async def target() -> AsyncIterator[RegionalTarget]:
 
 
 class HeartbeatClient:
-    """A job that pings every `every` seconds and, when refused, retries every second (the
-    API's Retry-After) until the ping is stored."""
+    """A job that pings every `every` seconds and, when refused, retries with backoff (1 s
+    doubling to 8 s, as curl --retry does) until the ping is stored: after the outage its
+    ping gets through up to 8 s late, later than the deadline checker's first tick."""
 
     def __init__(self, session: aiohttp.ClientSession, path: str, every: float) -> None:
         self.session, self.path, self.every = session, path, every
@@ -60,9 +61,11 @@ class HeartbeatClient:
 
     async def run(self) -> None:
         while True:
+            backoff = 1.0
             while not await self._ping():
                 self.refused += 1
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(backoff)
+                backoff = min(8.0, backoff * 2)
             await asyncio.sleep(self.every)
 
     async def _ping(self) -> bool:
