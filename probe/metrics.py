@@ -319,6 +319,8 @@ class ProbeMetrics:
             ["signal"],
             registry=self.registry,
         )
+        for signal in ("traces", "metrics"):  # 0 from the start, so increase() sees the first
+            self.otel_export_failures.labels(signal)
 
     def render(self, entries: list[tuple[int, _Last]] | None = None) -> bytes:
         return generate_latest(self.registry) + self.series.exposition(entries).encode()
