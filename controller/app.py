@@ -26,10 +26,10 @@ from probefleet.controller.api import regions as regions_api
 from probefleet.controller.api import status_pages as status_pages_api
 from probefleet.controller.api.errors import error_middleware
 from probefleet.controller.cluster.fleet import Fleet
-from probefleet.controller.console import accounts, audit, templating
 from probefleet.controller.cluster.sharding import Membership
 from probefleet.controller.cluster.trust import FleetTrust
 from probefleet.controller.config import ControllerConfig
+from probefleet.controller.console import accounts, audit, templating
 from probefleet.controller.engine import heartbeats, incidents, results
 from probefleet.controller.engine.scheduler import Scheduler
 from probefleet.controller.notifications import destinations
