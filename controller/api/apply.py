@@ -26,6 +26,7 @@ import inspect
 from collections.abc import Iterator
 from typing import Annotated, Any, cast
 
+import asyncpg
 import msgspec
 from aiohttp import web
 from msgspec import Meta
@@ -490,6 +491,7 @@ async def apply_set(request: web.Request) -> web.Response:
         tx = conn.transaction()
         await tx.start()
         try:
+            await store.lock_owner(conn, req.owner)
             run = _Apply(request, conn, req)
             await run.channels(wanted["channel"])
             current_rules = await run.new_rules(wanted["rule"])
@@ -499,6 +501,10 @@ async def apply_set(request: web.Request) -> web.Response:
             if req.prune:
                 await run.prune()
             await run.flush()
+        except asyncpg.IntegrityConstraintViolationError:
+            await tx.rollback()
+            # A resource the set names was changed or deleted by hand while this ran.
+            raise ApiError(409, "conflict", "a resource changed meanwhile; nothing was applied") from None
         except BaseException:
             await tx.rollback()
             raise

@@ -84,3 +84,9 @@ async def owns_any(conn: DB, kinds: Sequence[str], owner: str) -> bool:
         owner,
     )
     return bool(found)
+
+
+async def lock_owner(conn: Tx, owner: str) -> None:
+    """Serialize the applies of one owner until this transaction ends: two at once would
+    both make the same new keys' resources, and one would fail on the map's key."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('probefleet.apply:' || $1))", owner)

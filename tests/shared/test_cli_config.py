@@ -350,3 +350,24 @@ async def test_a_change_of_each_kind_is_planned_by_field(controller: Running, tm
     assert "other-hook" not in diff.output
     assert (await cli(controller, "apply", "-f", str(path), env=env)).exit_code == 0
     assert (await cli(controller, "diff", "-f", str(path), env=env)).exit_code == 0
+
+
+async def test_two_applies_of_one_owner_at_once_make_each_resource_once(
+    controller: Running, tmp_path: Path
+) -> None:
+    path = write(tmp_path, SET)
+    first, second = await asyncio.gather(
+        cli(controller, "apply", "-f", str(path), "--owner", "race", "--yes"),
+        cli(controller, "apply", "-f", str(path), "--owner", "race", "--yes"),
+    )
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert await monitor_names(controller) == [
+        "API",
+        "DB",
+        "cert",
+        "dns udp",
+        "nightly backup",
+        "ping",
+        "resolver",
+    ]
+    assert (await cli(controller, "diff", "-f", str(path), "--owner", "race")).exit_code == 0
