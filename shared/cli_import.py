@@ -421,7 +421,7 @@ def _gatus_endpoint(e: dict[str, Any], name: str, out: Imported) -> dict[str, An
         return None
     if (interval := _seconds(e.get("interval", "60s"))) is not None:
         entry["check_interval"] = min(max(int(interval), 1), 86400)
-    client = e.get("client") if isinstance(e.get("client"), dict) else {}
+    client: dict[str, Any] = e["client"] if isinstance(e.get("client"), dict) else {}
     if (timeout := _seconds(client.get("timeout"))) is not None:
         entry["timeout"] = min(timeout, 120.0)
     if client.get("insecure") and entry["type"] == "http":
