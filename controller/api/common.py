@@ -14,6 +14,7 @@ from probefleet.controller.api import auth, ratelimit
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.console import accounts
 from probefleet.controller.storage import DB
+from probefleet.controller.storage import events as event_store
 from probefleet.controller.validation import ValidationError, check_time
 
 R = TypeVar("R")
@@ -192,6 +193,7 @@ async def require(request: web.Request, scope: str) -> dict[str, Any]:
         raise ApiError(403, "forbidden", f"this key lacks the scope {scope!r}", {"required_scope": scope})
     request[keys.API_KEY] = row
     request[accounts.ACTOR] = f"key:{key[:12]}"
+    event_store.ACTOR.set(request[accounts.ACTOR])
     return row
 
 
@@ -213,4 +215,5 @@ async def _require_session(request: web.Request, scope: str) -> dict[str, Any]:
             {"required_scope": scope},
         )
     request[keys.API_KEY] = row
+    event_store.ACTOR.set(f"user:{session['username']}")
     return row

@@ -17,6 +17,7 @@ from probefleet.controller.api.common import now_utc
 from probefleet.controller.api.errors import Handler
 from probefleet.controller.console.accounts import ACTOR
 from probefleet.controller.status_pages.access import source_key
+from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import users as store
 
 log = logging.getLogger("probefleet.audit")
@@ -26,7 +27,14 @@ CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 @web.middleware
 async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
+    # Events this request writes name its caller (storage/events.ACTOR, set on
+    # authentication); reset around each request, since a kept-alive connection serves
+    # its requests in one task.
+    token = event_store.ACTOR.set(None)
+    try:
+        response = await handler(request)
+    finally:
+        event_store.ACTOR.reset(token)
     if request.method in CHANGES and response.status < 400 and (actor := request.get(ACTOR)):
         try:
             await store.audit(

@@ -313,7 +313,11 @@ async def incident_page(request: web.Request) -> web.StreamResponse:
     return _render(
         request,
         "incident.html",
-        {"i": incident, "timeline": await incident_store.timeline(pool, incident["id"])},
+        {
+            "i": incident,
+            "timeline": await incident_store.timeline(pool, incident["id"]),
+            "events": await console_store.incident_events(pool, incident["id"]),
+        },
     )
 
 

@@ -92,3 +92,12 @@ async def response_histograms(
         origin,
     )
     return [dict(r) for r in rows]
+
+
+async def incident_events(conn: DB, incident_id: int) -> list[dict[str, Any]]:
+    """The incident's events, oldest first, with who caused each (NULL: the engine)."""
+    rows = await conn.fetch(
+        "SELECT id, kind, occurred_at, actor FROM events WHERE incident_id = $1 ORDER BY id LIMIT 500",
+        incident_id,
+    )
+    return [dict(r) for r in rows]

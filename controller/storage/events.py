@@ -4,6 +4,7 @@ record and never modified afterwards, except the downtime-event view's `resolve`
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 from typing import Any
 
@@ -12,6 +13,9 @@ import asyncpg
 from probefleet.controller.storage import DB, Tx
 
 COLUMNS = "id, kind, monitor_id, incident_id, occurred_at, payload"
+# Who is being served ('key:<prefix>' or 'user:<name>'), set by the API once it knows; an
+# event inserted in that request's task records it in `actor` (NULL for the engine's own).
+ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_actor", default=None)
 
 
 async def insert(
@@ -24,13 +28,14 @@ async def insert(
     payload: dict[str, Any],
 ) -> int:
     event_id: int = await conn.fetchval(
-        "INSERT INTO events (kind, monitor_id, incident_id, occurred_at, payload)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO events (kind, monitor_id, incident_id, occurred_at, payload, actor)"
+        " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         kind,
         monitor_id,
         incident_id,
         occurred_at,
         payload,
+        ACTOR.get(),
     )
     return event_id
 

@@ -173,3 +173,28 @@ async def test_next_never_leaves_the_site(controller: Running) -> None:
         }
         r = await http.post("/login", data=data, allow_redirects=False)
         assert r.status == 303 and r.headers["Location"] == "/"
+
+
+async def test_events_written_for_a_request_name_its_caller(
+    controller: Running, api: aiohttp.ClientSession, users: Make
+) -> None:
+    pool = controller.app[keys.POOL]
+    r = await api.post("/api/v1/monitors", json={**MONITOR, "check_interval": 3600})
+    monitor_id = (await r.json())["data"]["id"]
+    r = await api.post("/api/v1/incidents", json={"monitor_id": monitor_id, "title": "by hand"})
+    assert r.status == 201, await r.text()
+    incident_id = (await r.json())["data"]["id"]
+    editor = await users("ed", "editor")
+    r = await editor.http.patch(
+        f"/api/v1/incidents/{incident_id}",
+        json={"status": "acknowledged"},
+        headers={"X-CSRF-Token": editor.csrf},
+    )
+    assert r.status == 200, await r.text()
+    rows = await pool.fetch("SELECT kind, actor FROM events WHERE incident_id = $1 ORDER BY id", incident_id)
+    assert [(x["kind"], x["actor"]) for x in rows] == [
+        ("incident.opened", f"key:{controller.admin_key[:12]}"),
+        ("incident.acknowledged", "user:ed"),
+    ]
+    page = await (await editor.http.get(f"/console/incidents/{incident_id}")).text()
+    assert 'incident.acknowledged</strong> by <span class="actor">user:ed' in page
