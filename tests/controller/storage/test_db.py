@@ -1,0 +1,85 @@
+"""storage/db: what counts as the database being unavailable, and the probe's memory of
+outages against a real PostgreSQL frozen with SIGSTOP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from probefleet.controller.storage import db
+from probefleet.shared.devstack import PostgresServer
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (TimeoutError(), True),
+        (ConnectionRefusedError(111, "refused"), True),
+        (ConnectionResetError(), True),
+        (asyncpg.InterfaceError("connection is closed"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"), True),
+        (asyncpg.CannotConnectNowError("the database system is starting up"), True),
+        (asyncpg.AdminShutdownError("terminating connection due to administrator command"), True),
+        (asyncpg.TooManyConnectionsError("too many clients"), True),
+        (asyncpg.UniqueViolationError("duplicate key"), False),
+        (asyncpg.UndefinedTableError("no such table"), False),
+        (ValueError("a bug"), False),
+    ],
+    ids=[
+        "timeout",
+        "refused",
+        "reset",
+        "interface",
+        "connection-lost",
+        "starting-up",
+        "shutting-down",
+        "too-many-connections",
+        "unique-violation",
+        "undefined-table",
+        "bug",
+    ],
+)
+def test_it_tells_an_outage_from_a_refused_statement(error: BaseException, outage: bool) -> None:
+    assert db.unavailable(error) is outage
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A server of this test's own, so freezing it stalls no other test."""
+    server = PostgresServer(tmp_path / "pg", ephemeral=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def own_pool(own_postgres: PostgresServer) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(own_postgres.dsn(), max_size=2)
+    yield pool
+    own_postgres.thaw()
+    await pool.close()
+
+
+async def test_the_probe_remembers_an_outage_from_its_last_answer_to_its_next(
+    own_pool: asyncpg.Pool, own_postgres: PostgresServer
+) -> None:
+    probe = db.DatabaseProbe(own_pool, timeout=0.5)
+    assert await probe.step() is True
+    answered = probe.last_ok_at
+    assert probe.outages() == []
+    own_postgres.freeze()
+    try:
+        assert await probe.step() is False
+        assert not probe.ok(time.monotonic())
+        [(start, end)] = probe.outages()
+        assert start == answered and end >= start  # still going on: it ends now
+    finally:
+        own_postgres.thaw()
+    assert await probe.step() is True
+    [(start, end)] = probe.outages()
+    assert start == answered and end == probe.last_ok_at
+    assert probe.ok(time.monotonic())
