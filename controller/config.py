@@ -132,7 +132,7 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # event's fields such as request_id, monitor_id, region).
     log_format: Literal["text", "json"] = "text"
     # Seconds between two reads of the fleet-state gauges of /metrics (monitors by status,
-    # open incidents, queued deliveries, outbox lag): a few indexed counts each time.
+    # open incidents, queued deliveries, outbox lag): a few counts each time.
     state_metrics_interval: float = 15.0
 
     def region_ids(self) -> list[str]:

@@ -1,6 +1,7 @@
 """SQL for the controller's state gauges (controller/state_metrics.py): counts over the
-whole fleet, each read from an index or a small table so a refresh stays cheap with
-100,000s of monitors."""
+whole fleet. The monitors count is one pass over the monitors table (a narrow
+GROUP BY, no sort); the others read partial indexes (open incidents, due deliveries,
+heartbeat deadlines) or the outbox's tail past the dispatcher's watermark."""
 
 from __future__ import annotations
 
