@@ -224,6 +224,16 @@ async def test_the_page_renders_and_updates_live_in_chromium(
         await running.stop()
 
 
+async def _until(browser: WebDriver, script: str, want: Any) -> None:
+    """Wait (bounded) until the script returns `want`."""
+    got = None
+    async with asyncio.timeout(10):
+        while got != want:
+            got = await browser.js(script)
+            if got != want:
+                await asyncio.sleep(0.05)
+
+
 SIZES = {"desktop": (1280, 900, False), "phone": (390, 844, True)}
 # --bg of status.css in each theme, as getComputedStyle reports it
 BACKGROUND = {"light": "rgb(246, 248, 250)", "dark": "rgb(13, 17, 23)"}
@@ -308,7 +318,8 @@ async def test_the_page_in_light_and_dark_at_desktop_and_phone_size(
         await browser.cdp(
             "Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "dark"}]
         )
-        assert await browser.js("return document.getElementById('theme-toggle').textContent") == "Light mode"
+        # the page hears of the system's change by an event, after the command returns
+        await _until(browser, "return document.getElementById('theme-toggle').textContent", "Light mode")
         await browser.js("document.getElementById('theme-toggle').click()")
         await browser.call("POST", "/refresh", {})
         assert await browser.js("return document.documentElement.dataset.theme") == "light"
