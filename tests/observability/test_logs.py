@@ -103,6 +103,12 @@ async def test_a_full_run_logs_no_secret(
     await target.start()
     await failing.start()
     failing.fail_all()
+    # The webhook's receiver answers 500, so its error (which can quote the URL) is logged.
+    hooks = RegionalTarget()
+    await hooks.start()
+    hooks.fail_all()
+    hooks.failing.add("127.0.0.1")
+    receiver = hooks.url.removesuffix("/health")
     secrets: dict[str, str] = {"admin key": ctl.admin_key}
     try:
         async with aiohttp.ClientSession(
@@ -118,7 +124,7 @@ async def test_a_full_run_logs_no_secret(
                     "name": "hook",
                     "kind": "webhook",
                     "config": {
-                        "url": f"http://127.0.0.1:1/{hook}?token=hook-query-secret-77",
+                        "url": f"{receiver}/{hook}?token=hook-query-secret-77",
                         "secret": "hook-signing-secret-91",
                     },
                 },
@@ -194,8 +200,10 @@ async def test_a_full_run_logs_no_secret(
         await stop_probes(probes)
         await target.stop()
         await failing.stop()
+        await hooks.stop()
         await ctl.stop()
 
+    assert sum(hooks.hits.values()) >= 1, "the webhook was called"
     lines = [json.loads(line) for line in json_out.getvalue().splitlines()]
     assert len(lines) > 20
     tokens = [d for d in lines if d["message"] == "enrollment token created"]
