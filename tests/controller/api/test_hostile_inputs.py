@@ -144,7 +144,10 @@ async def check(session: aiohttp.ClientSession, method: str, url: str, what: str
             return f"{method} {url} [{what}] -> {r.status}: {text[:300]}"
         if r.status < 400:
             return None
-        if r.content_type == "text/html" and (url.startswith("/status/") or url.split("?")[0] == "/"):
+        if r.content_type == "text/html" and not url.startswith("/api/v1/"):
+            # Pages (status pages, the console's forms) answer with a page, never a traceback.
+            if "Traceback" in text:
+                return f"{method} {url} [{what}] -> {r.status} with a traceback: {text[:200]}"
             return None
         if r.content_type != "application/json":
             return f"{method} {url} [{what}] -> {r.status} {r.content_type}: {text[:200]}"

@@ -161,7 +161,10 @@ async def test_it_serves_html_by_custom_domain_and_badges(
         r = await anon.get("/", headers={"Host": "status.example.test"})
         text = await r.text()
         assert r.status == 200 and "Domain Co" in text and 'data-state="major_outage"' in text
-        assert (await anon.get("/", headers={"Host": "other.example.test"})).status == 404
+        # Any other host's root is the console, which sends a visitor to its login page.
+        r = await anon.get("/", headers={"Host": "other.example.test"}, allow_redirects=False)
+        assert r.status in (302, 303) and r.headers["Location"].startswith("/login")
+        assert "Domain Co" not in await r.text()
         r = await anon.get("/status/dom/badge.svg")
         svg = await r.text()
         assert r.headers["Content-Type"].startswith("image/svg+xml") and "major outage" in svg
@@ -402,7 +405,8 @@ async def test_every_public_answer_carries_the_security_headers(
         ("get", "/status-assets/status.css", {}, 200),
         ("get", "/status-assets/nosuch.js", {}, 404),
         ("get", "/", {"headers": {"Host": "hdr.example.test"}}, 200),
-        ("get", "/", {"headers": {"Host": "nothing.example.test"}}, 404),
+        ("get", "/", {"headers": {"Host": "nothing.example.test"}, "allow_redirects": False}, 303),
+        ("get", "/login", {"headers": {"Host": "nothing.example.test"}}, 200),
         ("get", "/api/v1/status-pages/hdr/public", {}, 200),
         ("post", "/api/v1/status-pages/hdr/subscribe", {"json": {"webhook_url": "http://10.0.0.1/"}}, 422),
         ("get", "/status/hdr/confirm?token=x", {}, 404),
