@@ -29,6 +29,7 @@ from typing import Any
 import asyncpg
 import click
 
+from bench import profiling as prof
 from bench.common import (
     calibration,
     children_map,
@@ -106,31 +107,6 @@ async def _measure(dsn: str, start: float, end: float, interval: int) -> tuple[i
     return len(rows), [float(r["lag"]) for r in rows], due * len(REGIONS)
 
 
-def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """Sample a process with py-spy (if installed) into collapsed stacks."""
-    spy = Path(sys.executable).with_name("py-spy")
-    if not spy.exists():
-        print("py-spy not installed in this environment; --profile ignored", file=sys.stderr)
-        return None
-    return subprocess.Popen(
-        [
-            str(spy),
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            str(int(seconds)),
-            "--format",
-            "raw",
-            "--output",
-            str(out),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 COMPONENTS = ("controller", "probes", "nats", "postgres")
 
 
@@ -150,6 +126,8 @@ def run_one(
 ) -> dict[str, Any]:
     stack = devstack.EmbeddedStack(workdir / f"stack-{n}-{int(durable)}", ephemeral=True)
     stack.postgres.durable = durable
+    if profile is not None:
+        stack.postgres.settings = dict(prof.PG_SETTINGS)
     stack.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -186,11 +164,12 @@ def run_one(
             "nats": [stack.nats.proc.pid],
             "postgres": [stack.postgres.proc.pid],
         }
-        spies = []
+        session = None
         if profile is not None:
-            profile.mkdir(parents=True, exist_ok=True)
-            for name, proc in (("controller", controller), ("probe", probes[0])):
-                spies.append(_profile(proc.pid, window * windows, profile / f"{name}-{n}.txt"))
+            python = {"controller": [controller.pid], "probes": [p.pid for p in probes]}
+            session = prof.Session.begin(
+                profile / f"{n}-{int(durable)}", dsn, stack.nats, roots, python, window * windows
+            )
         per_window = []
         cpu0, t0 = _cpu(roots), time.time()
         for _ in range(windows):
@@ -204,13 +183,13 @@ def run_one(
             for name, pids in roots.items()
         }
         nprocs = sum(len(process_tree(pid, children)) for pids in roots.values() for pid in pids)
-        for spy in spies:
-            if spy is not None:
-                spy.wait(30)
+        snapshot = session.end() if session is not None else None
         time.sleep(8)  # let the last window's results land
         rows = []
+        per_window_checks = []
         for a, b, cpu in per_window:
             checks, lags, due = asyncio.run(_measure(dsn, a, b, interval))
+            per_window_checks.append((a, b, cpu, checks))
             rows.append(
                 {
                     "window": b - a,
@@ -223,6 +202,8 @@ def run_one(
                     "checks": checks,
                 }
             )
+        if snapshot is not None:
+            print(snapshot.report(sum(w[3] for w in per_window_checks), [w[2] for w in per_window]))
         return {
             "monitors": n,
             "interval": interval,
@@ -283,7 +264,10 @@ def _memory_rows(r: dict[str, Any]) -> str:
 @click.option(
     "--profile",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Sample the controller and one probe with py-spy into this folder.",
+    help="Profile mode (not a benchmark): print where the CPU goes per 1,000 checks -- py-spy"
+    " samples of the controller and the probes (py-spy from PROBEFLEET_PYSPY or PATH), PostgreSQL's"
+    " pg_stat_statements, WAL and table counters, NATS /varz and /connz -- and keep the raw"
+    " stacks in this folder.",
 )
 def main(
     counts: tuple[int, ...],

