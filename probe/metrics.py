@@ -102,8 +102,9 @@ def cert_expiry(kind: str, details: dict[str, object]) -> float | None:
 class MonitorSeries:
     """Per-monitor series of this probe's checks, from the last check of each monitor.
 
-    `record` is the hot path (one dict store); `collect` renders the families at scrape time
-    and drops monitors not seen within `stale_intervals` of their interval. Which monitors
+    `record` is the hot path (one tuple of references stored in one dict); `snapshot` and
+    `exposition` write the families at scrape time, after dropping monitors not seen within
+    `stale_intervals` of their interval. Which monitors
     get series: those with one of `tags` (all when empty) among the `sample` fraction of ids.
     """
 
@@ -157,9 +158,6 @@ class MonitorSeries:
         )
         if now - self._swept > _SWEEP_EVERY:
             self.sweep(now)
-
-    def forget(self, monitor_id: int) -> None:
-        self.last.pop(monitor_id, None)
 
     def sweep(self, now: float) -> int:
         """Drop monitors not seen for `stale_intervals` of their interval; how many."""
@@ -219,7 +217,7 @@ def _escape(value: str) -> str:
 
 
 MONITOR_LABELS = ("monitor_id", "region", "kind")
-# Name: (type, labels besides monitor_id/region/kind[/name], help); in the order `collect`
+# Name: (type, labels besides monitor_id/region/kind[/name], help); in the order `exposition`
 # fills them. tests/test_metric_names.py reads the label names from here.
 FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "probefleet_probe_monitor_success": (
