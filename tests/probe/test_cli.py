@@ -5,10 +5,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
 from click.testing import CliRunner
@@ -17,7 +19,9 @@ from probefleet.probe import cli as probe_cli
 from probefleet.probe.cli import KIND_OPTIONS, _spec_fields, probe
 from probefleet.probe.config import ProbeConfig
 from probefleet.shared import subjects, wire
+from probefleet.shared.devstack import NatsServer
 from probefleet.shared.wire import PROBE_KINDS
+from tests.helpers import eventually
 
 CLI = [sys.executable, "-m", "probefleet.shared.cli", "probe"]
 
@@ -206,6 +210,52 @@ async def test_run_serves_the_region_of_its_config_file(nats_url: str, tmp_path:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
         await nc.close()
+
+
+async def test_run_serves_healthz_and_stops_cleanly_while_nats_is_away(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """/healthz and /readyz through `probe run` (the image's HEALTHCHECK and the chart's
+    probes), and a SIGTERM while NATS is gone still ends in a clean exit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROBEFLEET_")}
+    env |= {"PROBEFLEET_NATS_INSECURE": "true", "PROBEFLEET_NATS_URL": nats_server.url}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stderr = tmp_path / "stderr"
+    with stderr.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *CLI, "run", "--region", "eu-west", "--metrics-listen", f"127.0.0.1:{port}", env=env, stderr=err
+        )
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def status(path: str) -> int:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}{path}") as resp:
+                        return resp.status
+                except aiohttp.ClientConnectionError:
+                    return 0
+
+            assert await eventually(_is(200, status, "/healthz"), timeout=20, what="/healthz 200")
+            assert await status("/readyz") == 200
+            nats_server.stop()
+            assert await eventually(
+                _is(503, status, "/healthz"), timeout=10, what="/healthz 503 without NATS"
+            )
+            assert await status("/readyz") == 503
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 60)
+    assert "Traceback" not in stderr.read_text()
+    assert code == 0
+
+
+def _is(want: int, status: Any, path: str) -> Any:
+    async def check() -> bool:
+        return bool(await status(path) == want)
+
+    return check
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs netns")
