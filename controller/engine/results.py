@@ -132,8 +132,7 @@ async def ingest(
     rechecks: list[incidents.Recheck] = []
     async with pool.acquire() as conn, conn.transaction():
         stored = await store.insert_results(conn, results)
-        complete = await store.mark_answered(conn, stored)
-        closed = await store.close_rounds(conn, complete)
+        closed = await store.answer_rounds(conn, stored)
         await finish_rounds(conn, closed, now, rechecks)
     if rechecks and on_recheck is not None:
         await on_recheck(rechecks)

@@ -71,40 +71,35 @@ async def insert_rounds(
     return {(r["monitor_id"], r["due"], r["attempt"]) for r in rows}
 
 
-async def mark_answered(conn: Tx, stored: list[tuple[int, dt.datetime, int, str]]) -> list[Key]:
-    """Record which regions answered; return the open rounds every expected region answered."""
+async def answer_rounds(conn: Tx, stored: list[tuple[int, dt.datetime, int, str]]) -> list[dict[str, Any]]:
+    """Record which regions answered and close, in the same statement, the open rounds every
+    expected region has now answered; return those this call closed.
+
+    One UPDATE per batch rather than one to record and one to close: a round is written once
+    for its answers, not twice. It stays a compare-and-set: only a round still open is
+    touched, and two controllers storing answers of one round queue on its row lock, so the
+    second sees the first one's answers (and its close) before deciding whether to close."""
     if not stored:
         return []
     rows = await conn.fetch(
         "WITH a AS (SELECT m, d, a, array_agg(DISTINCT r) AS regions FROM unnest($1::bigint[],"
         " $2::timestamptz[], $3::smallint[], $4::text[]) AS t(m, d, a, r) GROUP BY m, d, a)"
-        " UPDATE rounds SET answered = rounds.answered || a.regions FROM a"
+        " UPDATE rounds SET answered = rounds.answered || a.regions,"
+        " closed_at = CASE WHEN rounds.regions <@ (rounds.answered || a.regions) THEN now() END FROM a"
         " WHERE rounds.monitor_id = a.m AND rounds.due = a.d AND rounds.attempt = a.a"
         " AND rounds.closed_at IS NULL"
-        " RETURNING rounds.monitor_id, rounds.due, rounds.attempt,"
-        " rounds.regions <@ rounds.answered AS complete",
+        " RETURNING rounds.monitor_id, rounds.due, rounds.attempt, rounds.regions,"
+        " rounds.closed_at IS NOT NULL AS closed",
         [s[0] for s in stored],
         [s[1] for s in stored],
         [s[2] for s in stored],
         [s[3] for s in stored],
     )
-    return [(r["monitor_id"], r["due"], r["attempt"]) for r in rows if r["complete"]]
-
-
-async def close_rounds(conn: Tx, keys: list[Key]) -> list[dict[str, Any]]:
-    """Close the given rounds if still open (compare-and-set); return those we closed."""
-    if not keys:
-        return []
-    rows = await conn.fetch(
-        "UPDATE rounds SET closed_at = now() FROM unnest($1::bigint[], $2::timestamptz[],"
-        " $3::smallint[]) AS k(m, d, a) WHERE rounds.monitor_id = k.m AND rounds.due = k.d"
-        " AND rounds.attempt = k.a AND rounds.closed_at IS NULL"
-        " RETURNING rounds.monitor_id, rounds.due, rounds.attempt, rounds.regions",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-    )
-    return [dict(r) for r in rows]
+    return [
+        {"monitor_id": r["monitor_id"], "due": r["due"], "attempt": r["attempt"], "regions": r["regions"]}
+        for r in rows
+        if r["closed"]
+    ]
 
 
 async def close_expired(conn: Tx, now: dt.datetime, limit: int = 5000) -> list[dict[str, Any]]:

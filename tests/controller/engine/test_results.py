@@ -216,3 +216,38 @@ async def test_the_consumer_keeps_its_batch_through_a_frozen_database_and_stores
         stop.set()
         await consumer
         await nc.close()
+
+
+async def test_answers_stored_at_once_by_three_controllers_close_each_round_once(pool: asyncpg.Pool) -> None:
+    # Each region's answer in its own batch, all three at once (three controllers sharing
+    # the consumer): the one UPDATE that records answers and closes a complete round queues
+    # on the round's row, so exactly one batch closes it, with every answer counted.
+    mid = await monitor(pool)
+    start = time.time() - 600
+    for i in range(5):
+        batch = await round_results(pool, mid, start + 60 * i, (10, 20, 30))
+        stored = await asyncio.gather(*(results.ingest(pool, [r]) for r in batch))
+        assert stored == [1, 1, 1]
+    rounds = await pool.fetch(
+        "SELECT answered, closed_at, verdict FROM rounds WHERE monitor_id = $1 ORDER BY due", mid
+    )
+    assert [sorted(r["answered"]) for r in rounds] == [sorted(REGIONS)] * 5
+    assert all(r["closed_at"] is not None and r["verdict"] == "up" for r in rounds)
+    assert (await state(pool, mid))["pass_streak"] == 5
+    # A redelivered batch stores nothing and closes nothing again.
+    assert await results.ingest(pool, batch) == 0
+    assert (await state(pool, mid))["pass_streak"] == 5
+
+
+async def test_a_round_missing_a_region_stays_open_until_the_sweep(pool: asyncpg.Pool) -> None:
+    mid = await monitor(pool)
+    due = time.time() - 10
+    batch = await round_results(pool, mid, due, (10, 20, 30))
+    assert await results.ingest(pool, batch[:2]) == 2
+    row = await pool.fetchrow("SELECT answered, closed_at FROM rounds WHERE monitor_id = $1", mid)
+    assert row is not None and sorted(row["answered"]) == sorted(REGIONS[:2]) and row["closed_at"] is None
+    assert await results.sweep(pool, now=store.ts(due + 7200)) == 1  # past its deadline
+    assert await pool.fetchval("SELECT verdict FROM rounds WHERE monitor_id = $1", mid) == "up"
+    # The late answer is stored but the closed round is not decided again.
+    assert await results.ingest(pool, batch[2:]) == 1
+    assert (await state(pool, mid))["pass_streak"] == 1
