@@ -411,7 +411,7 @@ def test_dockerfile(role: str) -> None:
     assert len(froms) >= 2, "multi-stage"
     # By tag and digest (`make refresh-digests`).
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$", text, re.M)
-    assert set(froms) == {"${PYTHON_IMAGE}"}
+    assert set(froms) == {"${PYTHON_IMAGE}", "deps"}
     locked = text.index(f"pip install --require-hashes -r requirements/{role}.txt")
     assert locked < text.index("COPY shared"), "dependencies are installed before the source is copied"
     assert re.findall(r"pip install --require-hashes -r requirements/(\w+)", text) == [role, "build"]
