@@ -36,7 +36,7 @@ async def test_it_survives_controller_kills(stack: Stack) -> None:
     await stack.check(f"controller kill -9 and restart, {len(kills)} times", since, unknown_windows=windows)
 
 
-async def test_two_controllers_keep_one_incident_when_one_dies_mid_incident(stack: Stack) -> None:
+async def test_it_keeps_one_incident_when_one_of_two_controllers_dies_mid_incident(stack: Stack) -> None:
     since = time.time()
     await stack.start_controller("ctl-b")
 
@@ -86,7 +86,7 @@ async def test_it_survives_a_nats_kill(stack: Stack) -> None:
     )
 
 
-async def test_a_lost_probe_costs_its_region_only(stack: Stack) -> None:
+async def test_it_loses_only_the_region_of_a_killed_probe(stack: Stack) -> None:
     since = time.time()
     stack.probes["eu-west"].kill()
     await asyncio.sleep(2.0)  # the controller forgets the probe after 3 missed heartbeats (1.5 s)
@@ -97,7 +97,7 @@ async def test_a_lost_probe_costs_its_region_only(stack: Stack) -> None:
     await stack.check("probe killed", since, outages={"flip-1": outage}, region_events={"eu-west"})
 
 
-async def test_a_probe_stopped_past_its_deadlines_costs_its_region_only(stack: Stack) -> None:
+async def test_it_loses_only_the_region_of_a_probe_stopped_past_its_deadlines(stack: Stack) -> None:
     since = time.time()
     probe = stack.probes["us-east"]
     probe.signal(signal.SIGSTOP)
@@ -107,7 +107,7 @@ async def test_a_probe_stopped_past_its_deadlines_costs_its_region_only(stack: S
     await stack.check("probe slowed past its deadlines (SIGSTOP)", since, region_events={"us-east"})
 
 
-async def test_a_migration_under_load_stalls_nothing_beyond_bounds(stack: Stack) -> None:
+async def test_it_stalls_nothing_beyond_bounds_during_a_migration_under_load(stack: Stack) -> None:
     since = time.time()
     env = {"PROBEFLEET_DATABASE_URL": stack.database}
     done = subprocess.run(
@@ -129,7 +129,7 @@ async def test_a_migration_under_load_stalls_nothing_beyond_bounds(stack: Stack)
     await stack.check("migration under load", since)
 
 
-async def test_500_slow_clients_do_not_hold_up_the_api(stack: Stack) -> None:
+async def test_it_answers_the_api_with_500_slow_clients_connected(stack: Stack) -> None:
     since = time.time()
     port = stack.controllers["ctl-a"].port
     writers = []
