@@ -289,6 +289,9 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
         "expected_issuer",
         "min_version",
     ),
+    # The kinds whose settings are nested (steps, ...): a YAML or JSON file of the fields
+    # a monitor of the kind takes (docs/checks.md), as in the config file format.
+    **dict.fromkeys(wire.PROBE_KINDS[wire.PROBE_KINDS.index("api_flow") :], ("spec_file",)),
 }
 
 
@@ -298,6 +301,8 @@ def _ca(o: dict[str, Any]) -> dict[str, Any]:
 
 def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
     """The spec as a dict of the options of `kind` (None means unset)."""
+    if KIND_OPTIONS[kind] == ("spec_file",):
+        return {"spec_file": o["spec_file"]}  # read by build_spec
     match kind:
         case "http":
             return _ca(o) | {
@@ -366,10 +371,30 @@ def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
             }
 
 
+def _file_fields(kind: str, path: str | None) -> dict[str, Any]:
+    """The fields of a spec file (YAML or JSON, which YAML reads too)."""
+    import yaml
+
+    if path is None:
+        raise click.UsageError(f"--kind {kind} takes its settings from --spec-file (docs/checks.md)")
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.UsageError(f"--spec-file: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.UsageError("--spec-file must hold a mapping of the kind's fields")
+    data.pop("type", None)
+    return data
+
+
 def build_spec(kind: str, options: dict[str, Any]) -> wire.CheckSpec:
     """Options to a spec struct; a click.UsageError (exit 2) says what is wrong."""
     mine = {name: options[name] for name in KIND_OPTIONS[kind]}
-    fields = {k: v for k, v in _spec_fields(kind, mine).items() if v is not None}
+    raw = _spec_fields(kind, mine)
+    if "spec_file" in raw:
+        fields = _file_fields(kind, raw["spec_file"])
+    else:
+        fields = {k: v for k, v in raw.items() if v is not None}
     spec_type = {t.__struct_config__.tag: t for t in wire.CheckSpec.__args__}[kind]
     try:
         return msgspec.convert(fields, spec_type)
@@ -436,6 +461,11 @@ def _readable(exc: msgspec.ValidationError) -> str:
 @click.option("--expected-issuer", help="tls: text the issuer must contain.")
 @click.option("--min-version", help="tls: lowest acceptable version, e.g. TLSv1.2.")
 @click.option("--degraded-ms", type=float, help="Degraded when slower than this.")
+@click.option(
+    "--spec-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="api_flow and the other kinds with nested settings: a YAML or JSON file of the check's fields.",
+)
 @click.option("--timeout", "budget", type=click.FloatRange(min=0.01), default=10.0, show_default=True)
 @click.option("--source-address", help="Bind outgoing connections to this address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

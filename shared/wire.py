@@ -100,8 +100,73 @@ class TlsSpec(msgspec.Struct, tag="tls", kw_only=True, omit_defaults=True):
     ca_pem: str | None = None
 
 
-CheckSpec = HttpSpec | TcpSpec | UdpSpec | IcmpSpec | DnsSpec | TlsSpec
-PROBE_KINDS: tuple[str, ...] = ("http", "tcp", "udp", "icmp", "dns", "tls")
+class Extract(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A variable taken from a flow step's response: `source` json (a path such as
+    `$.data.id`), regex (the first group, else the whole match), header or cookie (by name)."""
+
+    name: str
+    source: Literal["json", "regex", "header", "cookie"] = "json"
+    path: str
+
+
+class FlowStep(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One request of an api_flow. `{{name}}` in url, header values and body is replaced by
+    a variable extracted earlier (or given in the flow's `variables`), `{{secrets.name}}`
+    by one of the flow's secrets."""
+
+    name: str = ""
+    method: str = "GET"
+    url: str
+    headers: dict[str, str] = {}
+    body: str | None = None
+    body_kind: Literal["raw", "json", "form"] = "raw"
+    follow_redirects: bool = True
+    expected_status: list[int | str] = msgspec.field(default_factory=lambda: ["2xx", "3xx"])
+    max_latency_ms: float | None = None
+    expected_content: str | None = None
+    body_regex: str | None = None
+    json_assertions: list[Assertion] = []
+    # Response header name -> text its value must contain.
+    expected_headers: dict[str, str] = {}
+    extract: list[Extract] = []
+
+
+class ApiFlowSpec(msgspec.Struct, tag="api_flow", kw_only=True, omit_defaults=True):
+    """Up to 20 HTTP steps run in order under one deadline; the teardown step always runs,
+    the diagnostic request only when a step failed."""
+
+    steps: list[FlowStep]
+    teardown: FlowStep | None = None
+    diagnostic: FlowStep | None = None
+    variables: dict[str, str] = {}
+    # Stored with the monitor, sent to probes, shown as `<redacted>` by the API.
+    secrets: dict[str, str] = {}
+    verify_tls: bool = True
+    ca_pem: str | None = None
+    degraded_ms: float | None = None
+    secret_headers: list[str] = []
+    secret_params: list[str] = []
+
+
+class WebsocketSpec(msgspec.Struct, tag="websocket", kw_only=True, omit_defaults=True):
+    """Open a WebSocket (ws:// or wss://), optionally send one text message, and expect a
+    message that contains (or matches) `expect`."""
+
+    url: str
+    headers: dict[str, str] = {}
+    subprotocols: list[str] = []
+    send: str | None = None
+    expect: str | None = None
+    expect_regex: bool = False
+    verify_tls: bool = True
+    ca_pem: str | None = None
+    degraded_ms: float | None = None
+    secret_headers: list[str] = []
+    secret_params: list[str] = []
+
+
+CheckSpec = HttpSpec | TcpSpec | UdpSpec | IcmpSpec | DnsSpec | TlsSpec | ApiFlowSpec | WebsocketSpec
+PROBE_KINDS: tuple[str, ...] = ("http", "tcp", "udp", "icmp", "dns", "tls", "api_flow", "websocket")
 
 # ---------------------------------------------------------------- jobs and results
 
@@ -175,7 +240,13 @@ class Reason(enum.StrEnum):
     DEADLINE_PASSED = "deadline_passed"
     INVALID_TARGET = "invalid_target"
     PROTOCOL_ERROR = "protocol_error"
+    HEADER_MISMATCH = "header_mismatch"
+    LATENCY_EXCEEDED = "latency_exceeded"
+    EXTRACTION_FAILED = "extraction_failed"
+    VARIABLE_MISSING = "variable_missing"
     INTERNAL_ERROR = "internal_error"
+    # Written by the controller, not a probe: the region's live probes cannot run the kind.
+    NO_CAPABLE_PROBE = "no_capable_probe"
 
 
 class CheckResult(msgspec.Struct, kw_only=True, omit_defaults=True):

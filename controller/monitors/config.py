@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,8 @@ SPEC_TYPES: dict[str, type[msgspec.Struct]] = {
     "icmp": wire.IcmpSpec,
     "dns": wire.DnsSpec,
     "tls": wire.TlsSpec,
+    "api_flow": wire.ApiFlowSpec,
+    "websocket": wire.WebsocketSpec,
 }
 KINDS: tuple[str, ...] = (*SPEC_TYPES, "heartbeat")
 
@@ -293,7 +296,7 @@ def _control(text: str, *, tab: bool = False) -> bool:
     return any((ord(c) < 0x20 and not (tab and c == "\t")) or ord(c) == 0x7F for c in text)
 
 
-def _check_url(url: str) -> str | None:
+def _check_url(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
     if len(url) > MAX_URL:
         return f"must be at most {MAX_URL} characters"
     if _control(url) or " " in url:
@@ -302,8 +305,10 @@ def _check_url(url: str) -> str | None:
         parts = urlsplit(url)
     except ValueError:  # an unclosed IPv6 bracket
         return "must be a valid URL"
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme not in schemes and schemes == ("http", "https"):
         return "must be an http:// or https:// URL"
+    if parts.scheme not in schemes:
+        return "must be a " + " or ".join(f"{s}://" for s in schemes) + " URL"
     if not parts.hostname:
         return "must include a host"
     try:
@@ -374,10 +379,79 @@ def _check_http(spec: wire.HttpSpec) -> dict[str, object]:
     return errors
 
 
+MAX_FLOW_STEPS = 20
+MAX_VARIABLES = 50
+_VAR_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_flow_url(url: str) -> str | None:
+    """A step's URL may start with a variable (`{{base}}/login`); otherwise it is checked
+    as an http monitor's URL."""
+    if url.startswith("{{"):
+        if len(url) > MAX_URL or _control(url):
+            return f"must be at most {MAX_URL} characters, without control characters"
+        return None
+    return _check_url(url.replace("{{", "x").replace("}}", "x"))
+
+
+def _check_step(step: wire.FlowStep) -> dict[str, object]:
+    errors: dict[str, object] = {}
+    if problem := _check_flow_url(step.url):
+        errors["url"] = problem
+    if not step.method.isalpha() or not step.method.isascii() or len(step.method) > 16:
+        errors["method"] = "must be an HTTP method"
+    errors.update(_check_headers(step.headers))
+    if step.body is not None and len(step.body.encode()) > MAX_BODY:
+        errors["body"] = f"must be at most {MAX_BODY} bytes"
+    for name in ("expected_status", "json_assertions", "extract", "expected_headers"):
+        if len(getattr(step, name)) > MAX_LIST:
+            errors[name] = f"must have at most {MAX_LIST} items"
+    patterns = [("body_regex", step.body_regex)]
+    for i, item in enumerate(step.extract):
+        if not _VAR_NAME.fullmatch(item.name) or item.name.startswith("secrets"):
+            errors[f"extract[{i}].name"] = "must be letters, digits, - and _ (and not start with 'secrets')"
+        if item.source == "regex":
+            patterns.append((f"extract[{i}].path", item.path))
+    for name, pattern in patterns:
+        try:
+            re.compile(pattern or "")
+        except re.error as exc:
+            errors[name] = f"is not a valid regular expression: {exc}"
+    return errors
+
+
+def _check_api_flow(spec: wire.ApiFlowSpec) -> dict[str, object]:
+    errors: dict[str, object] = {}
+    if not 1 <= len(spec.steps) <= MAX_FLOW_STEPS:
+        errors["steps"] = f"must have 1 to {MAX_FLOW_STEPS} steps"
+    named = [(f"steps[{i}]", s) for i, s in enumerate(spec.steps)]
+    named += [
+        (n, s) for n, s in (("teardown", spec.teardown), ("diagnostic", spec.diagnostic)) if s is not None
+    ]
+    for prefix, step in named:
+        errors.update({f"{prefix}.{k}": v for k, v in _check_step(step).items()})
+    for name in ("variables", "secrets"):
+        values: dict[str, str] = getattr(spec, name)
+        if len(values) > MAX_VARIABLES or any(len(v) > MAX_SECRET or _control(v) for v in values.values()):
+            errors[name] = (
+                f"must have at most {MAX_VARIABLES} entries of at most {MAX_SECRET} characters,"
+                " without control characters"
+            )
+    return errors
+
+
 def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
     errors: dict[str, object] = {}
     if isinstance(spec, wire.HttpSpec):
         errors.update(_check_http(spec))
+    if isinstance(spec, wire.ApiFlowSpec):
+        errors.update(_check_api_flow(spec))
+    if isinstance(spec, wire.WebsocketSpec):
+        if problem := _check_url(spec.url, ("ws", "wss")):
+            errors["url"] = problem
+        errors.update(_check_headers(spec.headers))
+        if len(spec.subprotocols) > MAX_LIST:
+            errors["subprotocols"] = f"must have at most {MAX_LIST} items"
     for name in ("ca_pem", "expected_content", "excluded_content", "graphql_query", "send", "expect"):
         value = getattr(spec, name, None)
         if isinstance(value, str) and len(value) > MAX_TEXT:
@@ -547,6 +621,8 @@ def redact(out: dict[str, Any]) -> dict[str, Any]:
         out["headers"] = redact_headers(out["headers"], out.get("secret_headers") or ())
     if isinstance(out.get("url"), str):
         out["url"] = redact_url(out["url"], out.get("secret_params") or ())
+    if isinstance(out.get("secrets"), dict):
+        out["secrets"] = dict.fromkeys(out["secrets"], REDACTED)
     return out
 
 
@@ -570,6 +646,11 @@ def restore_secrets(body: dict[str, Any], current: dict[str, Any]) -> dict[str, 
         }
     if isinstance(out.get("url"), str) and isinstance(current.get("url"), str):
         out["url"] = restore_url(out["url"], current["url"])
+    if isinstance(out.get("secrets"), dict):
+        stored_secrets = current.get("secrets") or {}
+        out["secrets"] = {
+            k: stored_secrets.get(k, v) if v == REDACTED else v for k, v in out["secrets"].items()
+        }
     return out
 
 

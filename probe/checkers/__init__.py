@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 
-from probefleet.probe.checkers import dns, http, icmp, tcp, tls, udp
+from probefleet.probe.checkers import api_flow, dns, http, icmp, tcp, tls, udp, websocket
 from probefleet.probe.checkers.base import Checker, Outcome
 
 CHECKERS: dict[str, Checker] = {
@@ -14,13 +15,32 @@ CHECKERS: dict[str, Checker] = {
     "icmp": icmp.check,
     "dns": dns.check,
     "tls": tls.check,
+    "api_flow": api_flow.check,
+    "websocket": websocket.check,
 }
+
+# The libraries a kind needs beyond the probe's own dependencies (the `checks` and
+# `browser` extras); each checker imports its library when it runs, so a probe without
+# the extra starts and leaves the kind out of its capabilities.
+REQUIRES: dict[str, tuple[str, ...]] = {}
+
+
+def importable(*modules: str) -> bool:
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
+    except (ImportError, ValueError):
+        return False
 
 
 def capabilities(checkers: Mapping[str, Checker] = CHECKERS) -> list[str]:
     """The kinds of `checkers` this process can run here, announced in every heartbeat:
-    all of them but ICMP when the host allows neither raw nor unprivileged ICMP sockets."""
-    return sorted(kind for kind in checkers if kind != "icmp" or icmp.available())
+    all of them but ICMP when the host allows neither raw nor unprivileged ICMP sockets,
+    and but those whose library (REQUIRES) is not installed."""
+    return sorted(
+        kind
+        for kind in checkers
+        if (kind != "icmp" or icmp.available()) and importable(*REQUIRES.get(kind, ()))
+    )
 
 
-__all__ = ["CHECKERS", "Checker", "Outcome", "capabilities"]
+__all__ = ["CHECKERS", "REQUIRES", "Checker", "Outcome", "capabilities"]

@@ -37,8 +37,24 @@ TARGETS: dict[str, dict[str, Any]] = {
     "icmp": {"host": "example.com"},
     "dns": {"domain": "example.com"},
     "tls": {"host": "example.com"},
+    "websocket": {"url": "wss://example.com/live"},
     "heartbeat": {"run_interval": 300},
 }
+# Kinds whose settings nest: the nested models by name, built once the client exists.
+NESTED: dict[str, dict[str, Any]] = {
+    "api_flow": {"steps": [("FlowStep", {"url": "https://example.com/health"})]},
+}
+
+
+def pascal(kind: str) -> str:
+    """The generated client's name for a kind: api_flow -> ApiFlow."""
+    return "".join(part.capitalize() for part in kind.split("_"))
+
+
+def target(kind: str) -> dict[str, Any]:
+    if kind in TARGETS:
+        return TARGETS[kind]
+    return {field: [model(name)(**values) for name, values in items] for field, items in NESTED[kind].items()}
 
 
 @pytest.fixture
@@ -105,9 +121,9 @@ async def test_a_generated_client_manages_every_kind_of_monitor(controller: Runn
     async with client as c:
         created = {}
         for kind in monitors.KINDS:
-            cls = model(f"{kind.capitalize()}MonitorInput")
-            kind_enum = model(f"{kind.capitalize()}MonitorInputType")
-            body = cls(type_=kind_enum(kind), name=f"gen-{kind}", **TARGETS[kind])
+            cls = model(f"{pascal(kind)}MonitorInput")
+            kind_enum = model(f"{pascal(kind)}MonitorInputType")
+            body = cls(type_=kind_enum(kind), name=f"gen-{kind}", **target(kind))
             r = await op("monitors", "monitors_create").asyncio_detailed(client=c, body=body)
             data = ok(r, 201).data
             assert data.type_ == kind and data.name == f"gen-{kind}"
