@@ -290,6 +290,47 @@ async def channel_deliveries(request: web.Request) -> web.Response:
     return ok([public_delivery(r) for r in rows], meta=meta)
 
 
+ATTEMPT_OUTCOMES = ("delivered", "failed", "dead", "cancelled")
+
+
+def public_attempt(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in store.ATTEMPT_COLUMNS.replace(" ", "").split(",")}
+
+
+async def list_delivery_attempts(request: web.Request) -> web.Response:
+    """The delivery log: every attempt to send a notification, newest first, filtered by
+    incident, channel and outcome."""
+    await require(request, "notifications:read")
+    query = request.query
+    errors: dict[str, object] = {}
+    limit = parse_int(query.get("limit", "50"), 1, 100)
+    if limit is None:
+        errors["limit"] = "must be an integer from 1 to 100"
+    ids: dict[str, int | None] = {}
+    for name in ("incident_id", "channel_id", "cursor"):
+        raw = query.get(name)
+        ids[name] = None if raw is None else parse_int(raw, 1)
+        if raw is not None and ids[name] is None:
+            errors[name] = "invalid cursor" if name == "cursor" else "must be a positive integer"
+    outcome = query.get("outcome")
+    if outcome is not None and outcome not in ATTEMPT_OUTCOMES:
+        errors["outcome"] = f"must be one of {', '.join(ATTEMPT_OUTCOMES)}"
+    if errors or limit is None:
+        raise ValidationError(errors)
+    rows = await store.list_attempts(
+        request.app[keys.POOL],
+        incident_id=ids["incident_id"],
+        channel_id=ids["channel_id"],
+        outcome=outcome,
+        before_id=ids["cursor"],
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    meta = {"has_more": more, "next_cursor": str(rows[-1]["id"]) if more else None}
+    return ok([public_attempt(r) for r in rows], meta=meta)
+
+
 # ------------------------------------------------------------ a monitor's references
 
 

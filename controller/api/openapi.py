@@ -33,6 +33,7 @@ from probefleet.client.models import (
     ChannelTest,
     CheckRun,
     Delivery,
+    DeliveryAttempt,
     Error,
     Event,
     Health,
@@ -260,6 +261,7 @@ TYPES: list[Any] = [
     Channel,
     ChannelTest,
     Delivery,
+    DeliveryAttempt,
     Rule,
     Subscription,
     StatusPageColors,
@@ -1410,6 +1412,26 @@ OPERATIONS: list[Op] = [
         ],
     ),
     json_op(
+        "get",
+        "/api/v1/delivery-attempts",
+        "delivery_attempts_list",
+        "The delivery log: every attempt to send a notification (channel, event, outcome,"
+        " HTTP status, error, duration), newest first, with a cursor",
+        "notifications:read",
+        _list("DeliveryAttempt"),
+        params=[
+            limit(),
+            q("cursor", "`meta.next_cursor` of the previous page", integer(1)),
+            q("incident_id", "Only attempts for this incident's notifications", integer(1)),
+            q("channel_id", "Only attempts to this channel", integer(1)),
+            q(
+                "outcome",
+                "Only attempts with this outcome",
+                {"type": "string", "enum": ["delivered", "failed", "dead", "cancelled"]},
+            ),
+        ],
+    ),
+    json_op(
         "post",
         "/api/v1/notification-rules",
         "rules_create",
@@ -1942,6 +1964,7 @@ TAG_OF = {
     "worker-regions": "regions",
     "ws": "events",
     "status-page-posts": "status-pages",
+    "delivery-attempts": "notification-channels",
 }
 
 

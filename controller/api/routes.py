@@ -6,6 +6,7 @@ import functools
 
 from aiohttp import web
 
+from probefleet.controller.api import apply as config
 from probefleet.controller.api import (
     events,
     fleet,
@@ -21,7 +22,6 @@ from probefleet.controller.api import (
     subscription,
     users,
 )
-from probefleet.controller.api import apply as config
 from probefleet.controller.api import heartbeats as hb
 from probefleet.controller.api import notifications as notify
 from probefleet.controller.api import public_pages as public
@@ -157,6 +157,7 @@ def _routes() -> list[web.RouteDef]:
         web.delete("/api/v1/notification-channels/{id}", notify.delete_channel),
         web.post("/api/v1/notification-channels/{id}/test", notify.test_channel),
         web.get("/api/v1/notification-channels/{id}/deliveries", notify.channel_deliveries),
+        web.get("/api/v1/delivery-attempts", notify.list_delivery_attempts),
         web.post("/api/v1/notification-rules", notify.create_rule),
         web.get("/api/v1/notification-rules", notify.list_rules),
         web.get("/api/v1/notification-rules/{id}", notify.get_rule),

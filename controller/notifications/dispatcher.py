@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args
@@ -41,6 +42,8 @@ from probefleet.controller.notifications.notifiers.base import (
     MonitorInfo,
     Notification,
     NotifierError,
+    last_status,
+    start_attempt,
 )
 from probefleet.controller.outage import Outage
 from probefleet.controller.storage import DB, db
@@ -291,9 +294,18 @@ class Subscribers(Protocol):
 
 
 def _outcome(
-    d: dict[str, Any], status: str, error: str | None = None, at: dt.datetime | None = None
+    d: dict[str, Any],
+    status: str,
+    error: str | None = None,
+    at: dt.datetime | None = None,
+    started: float | None = None,
 ) -> Outcome:
-    return Outcome(d["id"], d["attempts"], status, error, at)
+    """The outcome of one attempt; `started` (a perf_counter reading) when something was
+    sent, for the delivery log's duration and HTTP status."""
+    if started is None:
+        return Outcome(d["id"], d["attempts"], status, error, at)
+    elapsed = round((time.perf_counter() - started) * 1000, 3)
+    return Outcome(d["id"], d["attempts"], status, error, at, last_status(), elapsed)
 
 
 @dataclass
@@ -484,8 +496,10 @@ class Dispatcher:
         incidents: dict[int, str],
         now: dt.datetime,
     ) -> tuple[Outcome, NotifierError | None]:
+        started: float | None = None
+
         def done(status: str, error: str | None = None, at: dt.datetime | None = None) -> Outcome:
-            return _outcome(d, status, error, at)
+            return _outcome(d, status, error, at, started)
 
         if channel is None or not channel["is_enabled"]:
             reason = channel["disabled_reason"] if channel else None
@@ -494,6 +508,8 @@ class Dispatcher:
             return done("cancelled", "event no longer exists"), None
         if d["kind"] in ("reminder", "escalation") and incidents.get(d["incident_id"]) != "active":
             return done("cancelled", "incident acknowledged or resolved"), None
+        start_attempt()
+        started = time.perf_counter()
         try:
             await send(self.session, channel, notification(event, d))
         except NotifierError as e:
@@ -522,6 +538,8 @@ class Dispatcher:
         nothing is disabled: the next notice to this subscriber is tried as usual."""
         if target is None or self.subscribers is None:
             return _outcome(d, "cancelled", "subscriber no longer exists")
+        start_attempt()
+        started = time.perf_counter()
         try:
             await self.subscribers.send(target, d)
         except NotifierError as e:
@@ -537,12 +555,12 @@ class Dispatcher:
             if e.permanent or d["attempts"] >= self.settings.max_attempts:
                 metrics.STATUS_NOTICES.labels("failed").inc()
                 reason = e.message if e.permanent else f"gave up after {d['attempts']} attempts: {e.message}"
-                return _outcome(d, "dead", reason)
+                return _outcome(d, "dead", reason, started=started)
             metrics.STATUS_NOTICES.labels("retry").inc()
             wait = backoff(d["attempts"], self.settings, e.retry_after, self.rng)
-            return _outcome(d, "failed", e.message, now + dt.timedelta(seconds=wait))
+            return _outcome(d, "failed", e.message, now + dt.timedelta(seconds=wait), started)
         metrics.STATUS_NOTICES.labels("sent").inc()
-        return _outcome(d, "delivered")
+        return _outcome(d, "delivered", started=started)
 
     async def _disable(self, d: dict[str, Any], outcome: Outcome, reason: str, now: dt.datetime) -> None:
         """Dead delivery, disabled channel and a channel.disabled event, in one transaction."""
@@ -617,14 +635,17 @@ class Dispatcher:
         """Send a test notification now; record it as a 'test' delivery; the outcome."""
         delivery_id = await store.insert_test_delivery(self.pool, channel["id"], now)
         error: NotifierError | None = None
+        start_attempt()
+        started = time.perf_counter()
         try:
             await send(self.session, channel, test_notification(delivery_id, now))
         except NotifierError as e:
             error = e
         status = "delivered" if error is None else "dead"
-        await store.record(
-            self.pool, [Outcome(delivery_id, 1, status, error.message if error else None, None)], now
+        outcome = _outcome(
+            {"id": delivery_id, "attempts": 1}, status, error.message if error else None, None, started
         )
+        await store.record(self.pool, [outcome], now)
         return {
             "delivery_id": delivery_id,
             "delivered": error is None,

@@ -391,28 +391,77 @@ class Outcome(NamedTuple):
     status: str  # delivered | failed | dead | cancelled
     error: str | None
     next_attempt_at: dt.datetime | None
+    # For the delivery log: the service's HTTP status (None: no answer, or not HTTP) and
+    # how long the attempt took (None: nothing was sent).
+    status_code: int | None = None
+    duration_ms: float | None = None
 
 
 async def record(conn: DB, outcomes: Sequence[Outcome], now: dt.datetime) -> list[int]:
-    """Write outcomes of our own claims only (status 'sending' and the same attempt)."""
+    """Write outcomes of our own claims only (status 'sending' and the same attempt), and
+    log each written one as an attempt (delivery_attempts) in the same statement."""
     if not outcomes:
         return []
-    ids, attempts, statuses, errors, nexts = zip(*outcomes, strict=True)
+    ids, attempts, statuses, errors, nexts, codes, durations = zip(*outcomes, strict=True)
     rows = await conn.fetch(
-        "UPDATE deliveries d SET status=u.status, last_error=u.error, updated_at=$6, locked_until=NULL,"
-        " next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),"
-        " delivered_at = CASE WHEN u.status='delivered' THEN $6 ELSE d.delivered_at END"
-        " FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::timestamptz[])"
-        "   AS u(id, attempts, status, error, next_at)"
-        " WHERE d.id=u.id AND d.attempts=u.attempts AND d.status='sending' RETURNING d.id",
+        "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[],"
+        "   $5::timestamptz[], $7::int[], $8::float8[])"
+        "   AS u(id, attempts, status, error, next_at, code, ms)),"
+        " done AS (UPDATE deliveries d SET status=u.status, last_error=u.error, updated_at=$6,"
+        "   locked_until=NULL, next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),"
+        "   delivered_at = CASE WHEN u.status='delivered' THEN $6 ELSE d.delivered_at END"
+        "   FROM u WHERE d.id=u.id AND d.attempts=u.attempts AND d.status='sending'"
+        "   RETURNING d.id, d.attempts, d.kind, d.channel_id, d.subscriber_id, d.event_id, d.monitor_id,"
+        "   d.incident_id, d.status, d.last_error),"
+        " logged AS (INSERT INTO delivery_attempts (delivery_id, attempt, channel_id, subscriber_id,"
+        "   event_id, event_kind, monitor_id, incident_id, outcome, status_code, error, duration_ms,"
+        "   attempted_at)"
+        "   SELECT done.id, done.attempts, done.channel_id, done.subscriber_id, done.event_id,"
+        "   COALESCE(e.kind, done.kind), done.monitor_id,"
+        "   done.incident_id, done.status, u.code, done.last_error, u.ms, $6"
+        "   FROM done JOIN u ON u.id = done.id LEFT JOIN events e ON e.id = done.event_id"
+        "   ON CONFLICT (delivery_id, attempt) DO NOTHING)"
+        " SELECT id FROM done",
         list(ids),
         list(attempts),
         list(statuses),
         list(errors),
         list(nexts),
         now,
+        list(codes),
+        list(durations),
     )
     return [r["id"] for r in rows]
+
+
+ATTEMPT_COLUMNS = (
+    "id, delivery_id, attempt, channel_id, subscriber_id, event_id, event_kind, monitor_id, incident_id,"
+    " outcome, status_code, error, duration_ms, attempted_at"
+)
+
+
+async def list_attempts(
+    conn: DB,
+    *,
+    incident_id: int | None = None,
+    channel_id: int | None = None,
+    outcome: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[Row]:
+    """The delivery log, newest first, filtered by incident, channel and outcome."""
+    rows = await conn.fetch(
+        f"SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts"
+        " WHERE ($1::bigint IS NULL OR incident_id = $1) AND ($2::bigint IS NULL OR channel_id = $2)"
+        " AND ($3::text IS NULL OR outcome = $3) AND ($4::bigint IS NULL OR id < $4)"
+        " ORDER BY id DESC LIMIT $5",
+        incident_id,
+        channel_id,
+        outcome,
+        before_id,
+        limit,
+    )
+    return [dict(r) for r in rows]
 
 
 async def list_deliveries(

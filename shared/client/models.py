@@ -403,6 +403,25 @@ class Delivery(msgspec.Struct, kw_only=True):
     delivered_at: dt.datetime | None
 
 
+class DeliveryAttempt(msgspec.Struct, kw_only=True):
+    """One attempt to send one delivery (the delivery log)."""
+
+    id: int
+    delivery_id: int
+    attempt: int
+    channel_id: int | None
+    subscriber_id: int | None
+    event_id: int | None
+    event_kind: str | None
+    monitor_id: int | None
+    incident_id: int | None
+    outcome: Literal["delivered", "failed", "dead", "cancelled"]
+    status_code: int | None
+    error: str | None
+    duration_ms: float | None
+    attempted_at: dt.datetime
+
+
 class Rule(msgspec.Struct, kw_only=True):
     id: int
     name: str

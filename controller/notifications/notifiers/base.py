@@ -13,6 +13,7 @@ import functools
 import time
 import typing
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -260,6 +261,21 @@ def error_for_exception(service: str, exc: BaseException) -> NotifierError:
     return NotifierError(f"{service}: {type(exc).__name__}")
 
 
+# The HTTP status of the last answer `request` got in this task: the dispatcher's delivery
+# log records it for every notifier without each send() having to return it.
+_last_status: ContextVar[int | None] = ContextVar("probefleet_notifier_status", default=None)
+
+
+def start_attempt() -> None:
+    """Forget the status of an earlier attempt (call before send, in the sending task)."""
+    _last_status.set(None)
+
+
+def last_status() -> int | None:
+    """The HTTP status the service answered in this task's last request, if it answered."""
+    return _last_status.get()
+
+
 class Reply(msgspec.Struct):
     status: int
     headers: Mapping[str, str]
@@ -287,6 +303,7 @@ async def request(
         async with session.request(
             method, url, data=data, headers=all_headers, allow_redirects=False
         ) as resp:
+            _last_status.set(resp.status)
             body = await resp.text(errors="replace")
             reply = Reply(resp.status, resp.headers, body)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -99,6 +99,42 @@ async def test_it_sends_a_signed_test_and_lists_the_delivery(
     assert [(d["kind"], d["status"], d["attempts"]) for d in rows] == [("test", "delivered", 1)]
 
 
+async def test_the_delivery_log_lists_every_attempt_filtered_by_channel_and_outcome(
+    api: aiohttp.ClientSession, receiver: tuple[str, list[web.Request], list[bytes]]
+) -> None:
+    base, _, _ = receiver
+    good = await _create(api, name="good", kind="webhook", config={"url": f"{base}/ok"})
+    gone = await _create(api, name="gone", kind="webhook", config={"url": f"{base}/gone"})
+    for ch in (good, gone, good):
+        assert (await api.post(f"/api/v1/notification-channels/{ch['id']}/test")).status == 200
+    r = await api.get("/api/v1/delivery-attempts")
+    assert r.status == 200, await r.text()
+    rows = (await r.json())["data"]
+    assert [(a["channel_id"], a["outcome"], a["status_code"], a["event_kind"]) for a in rows] == [
+        (good["id"], "delivered", 200, "test"),
+        (gone["id"], "dead", 410, "test"),
+        (good["id"], "delivered", 200, "test"),
+    ]
+    assert "410" in rows[1]["error"] and rows[0]["error"] is None and rows[0]["duration_ms"] >= 0
+    r = await api.get("/api/v1/delivery-attempts", params={"channel_id": str(good["id"]), "limit": "1"})
+    page = await r.json()
+    assert [a["id"] for a in page["data"]] == [rows[0]["id"]] and page["meta"]["has_more"] is True
+    r = await api.get(
+        "/api/v1/delivery-attempts",
+        params={"channel_id": str(good["id"]), "cursor": page["meta"]["next_cursor"]},
+    )
+    assert [a["id"] for a in (await r.json())["data"]] == [rows[2]["id"]]
+    r = await api.get("/api/v1/delivery-attempts", params={"outcome": "dead"})
+    assert [a["channel_id"] for a in (await r.json())["data"]] == [gone["id"]]
+    r = await api.get("/api/v1/delivery-attempts", params={"incident_id": "1"})
+    assert (await r.json())["data"] == []
+    r = await api.get(
+        "/api/v1/delivery-attempts", params={"outcome": "maybe", "channel_id": "x", "limit": "0"}
+    )
+    assert r.status == 422
+    assert set((await r.json())["error"]["details"]) == {"outcome", "channel_id", "limit"}
+
+
 async def test_it_reports_a_failed_test_without_disabling(
     api: aiohttp.ClientSession, receiver: tuple[str, list[web.Request], list[bytes]]
 ) -> None:

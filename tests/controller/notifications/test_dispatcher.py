@@ -239,6 +239,24 @@ async def test_it_retries_until_the_receiver_is_back_and_delivers_once(
             and up.got[0][0]["X-Probefleet-Delivery"] == up.got[1][0]["X-Probefleet-Delivery"]
         )
         assert await statuses(pool) == [("event", "delivered", 3)]
+        # The delivery log keeps every attempt, not only the last one.
+        log = await store.list_attempts(pool, channel_id=cid)
+        assert [(a["attempt"], a["outcome"], a["status_code"]) for a in reversed(log)] == [
+            (1, "failed", None),
+            (2, "failed", 503),
+            (3, "delivered", 200),
+        ]
+        assert "cannot connect" in log[-1]["error"] and "HTTP 503" in log[1]["error"]
+        assert log[0]["error"] is None and all(a["duration_ms"] >= 0 for a in log)
+        assert {a["event_kind"] for a in log} == {"incident.opened"}
+        assert [a["attempted_at"] for a in reversed(log)] == [
+            T0,
+            T0 + dt.timedelta(seconds=11),
+            T0 + dt.timedelta(seconds=60),
+        ]
+        assert await store.list_attempts(pool, channel_id=cid, outcome="delivered") == log[:1]
+        assert await store.list_attempts(pool, incident_id=log[0]["incident_id"]) == log
+        assert await store.list_attempts(pool, incident_id=log[0]["incident_id"] + 1) == []
     finally:
         await up.stop()
 
