@@ -52,6 +52,21 @@ RESULT_LAG = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
+RESULTS_RECEIVED = Counter(
+    "probefleet_results_received_total",
+    "Probe results received and stored, by region (compare with probefleet_jobs_published_total).",
+    ["region"],
+    registry=REGISTRY,
+)
+RESULT_DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+RESULT_DELAY = Histogram(
+    "probefleet_result_delay_seconds",
+    "From a round's due time to the region's result stored: waiting for a free probe, the check"
+    " itself and the way back. Grows when a region's probes cannot keep up.",
+    ["region"],
+    buckets=RESULT_DELAY_BUCKETS,
+    registry=REGISTRY,
+)
 RESULTS_DUPLICATE = Counter(
     "probefleet_results_duplicate_total",
     "Redelivered results dropped as duplicates.",
@@ -84,6 +99,12 @@ PROBES_CAPACITY = Gauge(
 PROBES_IN_FLIGHT = Gauge(
     "probefleet_probes_in_flight",
     "Checks running on the region's live probes, as their last heartbeats said.",
+    ["region"],
+    registry=REGISTRY,
+)
+PROBES_OUTDATED = Gauge(
+    "probefleet_probes_outdated",
+    "Live probes older than the previous minor version of this controller.",
     ["region"],
     registry=REGISTRY,
 )

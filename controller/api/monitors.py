@@ -27,6 +27,7 @@ from probefleet.controller.api.common import (
 )
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.notifications import private_allowed, resolve_references
+from probefleet.controller.cluster.fleet import kind_of
 from probefleet.controller.engine import consensus, incidents, ondemand
 from probefleet.controller.monitors import config as monitors
 from probefleet.controller.monitors import heartbeat
@@ -97,6 +98,20 @@ async def _changed(request: web.Request, row: dict[str, Any] | None, monitor_id:
         await nc.publish(subjects.monitor_changes(), str(monitor_id).encode())
 
 
+def fleet_warnings(request: web.Request, cfg: monitors.MonitorConfig) -> dict[str, Any] | None:
+    """`{"warnings": [...]}` naming the monitor's regions whose live probes cannot run its
+    kind (their rounds there are skipped with no_capable_probe), or None."""
+    if cfg.spec is None:
+        return None
+    kind = kind_of(cfg.spec)
+    regions = request.app[keys.FLEET].incapable(cfg.locations, kind)
+    warnings = [
+        f"no live probe in region {r} can run {kind} checks: skipped there (no_capable_probe)"
+        for r in regions
+    ]
+    return {"warnings": warnings} if warnings else None
+
+
 async def _current(request: web.Request, *, with_uptimes: bool = False) -> tuple[int, dict[str, Any]]:
     monitor_id = path_id(request, what="monitor")
     row = await store.get(request.app[keys.POOL], monitor_id, with_uptimes=with_uptimes)
@@ -118,7 +133,7 @@ async def create_monitor(request: web.Request) -> web.Response:
     data = public(row)
     if token is not None:
         data.update(heartbeats_api.token_fields(request, token))
-    return ok(data, status=201)
+    return ok(data, status=201, meta=fleet_warnings(request, cfg))
 
 
 async def get_monitor(request: web.Request) -> web.Response:
@@ -153,7 +168,7 @@ async def _update(request: web.Request) -> web.Response:
     if row is None:
         raise not_found("monitor")
     await _changed(request, row, monitor_id)
-    return ok(await _one(request, row))
+    return ok(await _one(request, row), meta=fleet_warnings(request, cfg))
 
 
 async def patch_monitor(request: web.Request) -> web.Response:

@@ -3,7 +3,8 @@
 
 Reading regions needs `monitors:read` (a monitor's locations name them); changing them and
 seeing their probes, `fleet:admin`. The live figures come from what this controller
-already knows: probe heartbeats (cluster/fleet.py) and its own job counter.
+already knows: probe heartbeats (cluster/fleet.py), its own job counter and the results
+it stored (`fleet.FLOW`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -23,6 +25,7 @@ from nats.aio.msg import Msg
 from probefleet.controller import keys, metrics
 from probefleet.controller.api.common import ok, read_json, require
 from probefleet.controller.api.errors import ApiError, not_found
+from probefleet.controller.cluster.fleet import FLOW, Fleet, outdated
 from probefleet.controller.cluster.regions import Regions
 from probefleet.controller.storage import fleet as store
 from probefleet.controller.validation import ValidationError, convert
@@ -67,8 +70,11 @@ class RegionUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class Region(msgspec.Struct, kw_only=True):
     """A region with what this controller sees of it now: live probes (heartbeats within
     the fleet's window), their capacity (sum of concurrency) and use (checks in flight),
-    their versions (version -> probes), enrolled probes (unrevoked credentials), and the
-    jobs this controller published to the region since it started."""
+    their versions (version -> probes) and how many of those are `outdated` (older than the
+    previous minor version of this controller), enrolled probes (unrevoked credentials),
+    the jobs this controller published to the region and the region's results it stored
+    since it started, and the 99th percentile of those results' delay (from the round's
+    due time to stored) over the last 5 minutes (None without a result in them)."""
 
     name: str
     display_name: str
@@ -84,19 +90,24 @@ class Region(msgspec.Struct, kw_only=True):
     capacity: int
     in_flight: int
     versions: dict[str, int]
+    outdated_probes: int
     enrolled_probes: int
     jobs_published: int
+    results_received: int
+    result_delay_p99_seconds: float | None
 
 
 class RegionProbe(msgspec.Struct, kw_only=True):
     """A probe of the region: live ones (heartbeats) and enrolled ones that are not
     connected now. `credential`: active, revoked, or none (a probe that joined without
-    enrolling, over a NATS without the fleet's auth)."""
+    enrolling, over a NATS without the fleet's auth). `outdated`: its version is older than
+    the previous minor version of this controller (an upgrade is due)."""
 
     probe_id: str
     live: bool
     host: str | None
     version: str | None
+    outdated: bool
     capabilities: list[str] | None
     connected_since: dt.datetime | None
     last_heartbeat: dt.datetime | None
@@ -155,29 +166,38 @@ def _published() -> dict[str, int]:
     return out
 
 
-def _figures(row: dict[str, Any], live: list[ProbeHeartbeat], enrolled: int, published: int) -> Region:
+def _figures(
+    row: dict[str, Any], live: list[ProbeHeartbeat], enrolled: int, published: int, fleet: Fleet, now: float
+) -> Region:
     versions: dict[str, int] = {}
     for hb in live:
         versions[hb.version] = versions.get(hb.version, 0) + 1
+    name = row["name"]
     return Region(
         **{f: row[f] for f in ("name", *store.REGION_FIELDS, "created_at", "updated_at")},
         live_probes=len(live),
         capacity=sum(hb.concurrency for hb in live),
         in_flight=sum(hb.in_flight for hb in live),
         versions=dict(sorted(versions.items())),
+        outdated_probes=sum(fleet.outdated(hb) for hb in live),
         enrolled_probes=enrolled,
         jobs_published=published,
+        results_received=FLOW.received.get(name, 0),
+        result_delay_p99_seconds=FLOW.p99(name, now),
     )
 
 
 async def _regions(request: web.Request, rows: list[dict[str, Any]]) -> list[Region]:
+    fleet, now = request.app[keys.FLEET], time.time()
     live: dict[str, list[ProbeHeartbeat]] = {}
-    for hb in request.app[keys.FLEET].live():
+    for hb in fleet.live(now):
         live.setdefault(hb.region, []).append(hb)
     enrolled = await store.enrolled_counts(request.app[keys.POOL])
     published = _published()
     return [
-        _figures(r, live.get(r["name"], []), enrolled.get(r["name"], 0), published.get(r["name"], 0))
+        _figures(
+            r, live.get(r["name"], []), enrolled.get(r["name"], 0), published.get(r["name"], 0), fleet, now
+        )
         for r in rows
     ]
 
@@ -298,6 +318,7 @@ async def list_probes(request: web.Request) -> web.Response:
                 live=True,
                 host=(cred["host"] if cred else None) or getattr(hb, "host", "") or None,
                 version=hb.version,
+                outdated=fleet.outdated(hb),
                 capabilities=getattr(hb, "capabilities", None) or None,
                 connected_since=_time(hb.started_at),
                 last_heartbeat=_time(seen),
@@ -316,6 +337,7 @@ async def list_probes(request: web.Request) -> web.Response:
                     live=False,
                     host=cred["host"] or None,
                     version=cred["version"] or None,
+                    outdated=outdated(cred["version"] or "", fleet.version),
                     capabilities=None,
                     connected_since=None,
                     last_heartbeat=None,

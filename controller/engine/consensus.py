@@ -58,6 +58,12 @@ def decide(results: list[RegionResult], expected: list[str], rule: Rule) -> Verd
     answered = [by_region[r] for r in expected if r in by_region]
     missing = tuple(r for r in expected if r not in by_region)
     if not answered:
+        # Regions that skipped say why (no_capable_probe, deadline_passed): the most common.
+        skipped = [r for r in results if r.status == "skipped" and r.reason and r.region in expected]
+        if skipped:
+            why, _ = Counter(r.reason for r in skipped).most_common(1)[0]
+            first = next(r for r in skipped if r.reason == why)
+            return Verdict(state="unknown", missing=missing, reason=why, message=first.message)
         return Verdict(state="unknown", missing=missing, message="no region answered")
     failing = tuple(r.region for r in answered if r.status == "fail")
     passing = tuple(r.region for r in answered if r.status != "fail")

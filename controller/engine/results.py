@@ -37,6 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from probefleet.controller import metrics
+from probefleet.controller.cluster import fleet
 from probefleet.controller.engine import consensus, incidents
 from probefleet.controller.monitors import maintenance
 from probefleet.controller.outage import Outage
@@ -141,6 +142,7 @@ async def ingest(
     stamp = now.timestamp()
     for r in results:
         metrics.RESULT_LAG.observe(max(0.0, stamp - r.started_at - r.duration_ms / 1000))
+    fleet.FLOW.observe(results, stamp)
     return len(stored)
 
 
@@ -264,10 +266,24 @@ async def consume(
         good: list[wire.CheckResult] = []
         for m in msgs:
             try:
-                good.append(decoder.decode(m.data))
+                result = decoder.decode(m.data)
             except msgspec.DecodeError:
                 log.warning("undecodable result dropped subject=%s", m.subject)
                 await m.term()
+                continue
+            if m.subject != subjects.results(result.region):
+                # NATS lets a probe publish only on its own region's subject; a body naming
+                # another region would answer (or fake an outage in) a region it is not in.
+                metrics.REGION_MISMATCH.labels("result").inc()
+                log.warning(
+                    "result dropped: region=%s on subject=%s probe_id=%s",
+                    result.region,
+                    m.subject,
+                    result.probe_id,
+                )
+                await m.term()
+                continue
+            good.append(result)
         if good and not await _store(pool, good, msgs, outage, stop, on_recheck):
             continue
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)

@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 
 from probefleet.controller import metrics
-from probefleet.controller.cluster.fleet import Fleet
+from probefleet.controller.cluster.fleet import Fleet, no_capable_probe
 from probefleet.controller.engine.incidents import Recheck
 from probefleet.controller.monitors.config import decode_spec
 from probefleet.controller.outage import Outage
@@ -252,10 +252,16 @@ class Scheduler:
                     )
                 )
         ours = await self._write_now(rounds)
+        # What each region's live probes can run (none judged until heartbeats are known).
+        able = self.fleet.runnable(now) if now - self.started >= self.fleet.interval * 1.5 else {}
         for job in jobs:
             # A round another controller opened first is not ours to publish (shards
             # moving); unknown while the rows wait in the buffer: publish them all.
             if ours is not None and (job.monitor_id, result_store.ts(job.due), job.attempt) not in ours:
+                continue
+            if (skipped := no_capable_probe(job, able, now)) is not None:
+                # Answered for the region through the results stream, like a probe's result.
+                await self.publish(subjects.results(job.region), wire.encode(skipped))
                 continue
             await self.publish(subjects.jobs(job.region), wire.encode(job))
             metrics.JOBS_PUBLISHED.labels(job.region).inc()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import aiohttp
 
@@ -196,6 +197,80 @@ async def test_it_shows_live_figures_and_probes_per_region(
     scrape = await (await api.get("/metrics")).text()
     assert 'probefleet_probes_capacity{region="ap-south"} 15.0' in scrape
     assert 'probefleet_probes_in_flight{region="ap-south"} 4.0' in scrape
+
+
+async def test_it_flags_probes_older_than_the_previous_minor_version(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    # As if this controller were 1.4: it takes 1.4.x and 1.3.x, flags 1.2.x and older.
+    controller.app[keys.FLEET].version = "1.4.0"
+    nc = controller.app[keys.NC]
+    for probe_id, version in (("new", "1.4.1"), ("previous", "1.3.0"), ("old", "1.2.9"), ("older", "0.9.0")):
+        hb = wire.ProbeHeartbeat(
+            probe_id=probe_id,
+            region="eu-west",
+            version=version,
+            concurrency=1,
+            in_flight=0,
+            started_at=time.time(),
+            sent_at=time.time(),
+        )
+        await nc.publish(subjects.heartbeat("eu-west"), wire.encode(hb))
+    await nc.flush()
+    await wait_active(api, "eu-west", 4)
+    regions = {r["name"]: r for r in (await (await api.get("/api/v1/regions")).json())["data"]}
+    assert regions["eu-west"]["outdated_probes"] == 2 and regions["us-east"]["outdated_probes"] == 0
+    probes = (await (await api.get("/api/v1/regions/eu-west/probes")).json())["data"]
+    assert {p["probe_id"]: p["outdated"] for p in probes} == {
+        "new": False,
+        "previous": False,
+        "old": True,
+        "older": True,
+    }
+    scrape = await (await api.get("/metrics")).text()
+    assert 'probefleet_probes_outdated{region="eu-west"} 2.0' in scrape
+    assert 'probefleet_probes_outdated{region="us-east"} 0.0' in scrape
+
+
+async def test_it_counts_results_received_and_their_delay_per_region(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    REGION = "flow-counted"
+
+    async def region() -> dict[str, Any]:
+        return (await (await api.get(f"/api/v1/regions/{REGION}")).json())["data"]  # type: ignore[no-any-return]
+
+    # A region of its own: the flow is the process's, and other tests' results stay out.
+    assert (await api.post("/api/v1/regions", json={"name": REGION})).status == 201
+    assert (await region())["results_received"] == 0
+    r = await api.post(
+        "/api/v1/monitors",
+        json={"name": "m", "url": "http://127.0.0.1:9/", "locations": [REGION], "enabled": False},
+    )
+    monitor_id = (await r.json())["data"]["id"]
+    js = controller.app[keys.NC].jetstream()
+    now = time.time()
+    for seconds_late in (0.2, 0.3, 7.0):
+        result = wire.CheckResult(
+            monitor_id=monitor_id,
+            due=now - seconds_late,
+            region=REGION,
+            probe_id="p1",
+            status=wire.Status.OK,
+            started_at=now - seconds_late,
+        )
+        await js.publish(subjects.results(REGION), wire.encode(result))
+
+    async def counted() -> dict[str, Any] | None:
+        got = await region()
+        return got if got["results_received"] == 3 else None
+
+    got = await eventually(counted, timeout=10, what="three results counted")
+    # The p99 of the last minutes lies in the bucket of the 7 s result (5-10 s).
+    assert 5.0 < got["result_delay_p99_seconds"] <= 10.0
+    scrape = await (await api.get("/metrics")).text()
+    assert f'probefleet_results_received_total{{region="{REGION}"}} 3.0' in scrape
+    assert f'probefleet_result_delay_seconds_bucket{{le="10.0",region="{REGION}"}} 3.0' in scrape
 
 
 async def test_every_controller_learns_a_new_region_at_once(

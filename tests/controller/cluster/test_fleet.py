@@ -1,14 +1,32 @@
-"""Live probes per region: joined on a heartbeat, forgotten after missed heartbeats."""
+"""Live probes per region: joined on a heartbeat, forgotten after missed heartbeats; the
+kinds a region can run, outdated versions, and the results flow per region."""
 
 from __future__ import annotations
 
-from probefleet.controller.cluster.fleet import Fleet
-from probefleet.shared.wire import ProbeHeartbeat
+import pytest
+
+from probefleet.controller.cluster.fleet import (
+    CONTROLLER_PROBE_ID,
+    Fleet,
+    ResultFlow,
+    no_capable_probe,
+    outdated,
+)
+from probefleet.shared.wire import CheckJob, CheckResult, IcmpSpec, ProbeHeartbeat, Reason, Status, TcpSpec
 
 
-def hb(probe_id: str, region: str, at: float) -> ProbeHeartbeat:
+def hb(
+    probe_id: str, region: str, at: float, capabilities: list[str] | None = None, version: str = "t"
+) -> ProbeHeartbeat:
     return ProbeHeartbeat(
-        probe_id=probe_id, region=region, version="t", concurrency=10, in_flight=0, started_at=0.0, sent_at=at
+        probe_id=probe_id,
+        region=region,
+        version=version,
+        concurrency=10,
+        in_flight=0,
+        started_at=0.0,
+        sent_at=at,
+        capabilities=capabilities or [],
     )
 
 
@@ -30,3 +48,99 @@ def test_a_probe_that_comes_back_is_new_again() -> None:
     fleet = Fleet(interval=1.0, missed=2)
     fleet.observe(hb("a", "ap-south", 0), now=0)
     assert fleet.observe(hb("a", "ap-south", 10), now=10) is True
+
+
+def test_a_region_runs_the_kinds_any_of_its_live_probes_can() -> None:
+    fleet = Fleet(interval=1.0, missed=2)
+    fleet.observe(hb("a", "eu-west", 0, ["http", "tcp"]), now=0)
+    fleet.observe(hb("b", "eu-west", 0, ["dns", "http"]), now=0)
+    fleet.observe(hb("c", "us-east", 0, ["http"]), now=0)
+    # A probe from before capabilities were announced: every kind of then, ICMP too.
+    fleet.observe(hb("d", "ap-south", 0), now=0)
+    assert fleet.runnable(now=1) == {
+        "eu-west": {"http", "tcp", "dns"},
+        "us-east": {"http"},
+        "ap-south": {"http", "tcp", "udp", "icmp", "dns", "tls"},
+    }
+    assert fleet.can_run("eu-west", "dns", now=1) and not fleet.can_run("us-east", "tcp", now=1)
+    # No live probe: not judged here (the scheduler leaves such a region out of the round).
+    assert fleet.can_run("nowhere", "tcp", now=1)
+    regions = ["eu-west", "us-east", "ap-south", "nowhere"]
+    assert fleet.incapable(regions, "tcp", now=1) == ["us-east"]
+    assert fleet.incapable(regions, "icmp", now=1) == ["eu-west", "us-east"]
+    # Once the capable probe is gone, the region can no longer run the kind.
+    fleet.observe(hb("b", "eu-west", 5, ["http"]), now=5)
+    assert not fleet.can_run("eu-west", "tcp", now=5)
+
+
+def test_a_job_no_live_probe_can_run_becomes_a_skipped_result() -> None:
+    able = {"eu-west": frozenset({"http", "tcp"})}
+    job = CheckJob(
+        monitor_id=7, due=100.0, deadline=110.0, region="eu-west", timeout=5, spec=IcmpSpec(host="h")
+    )
+    result = no_capable_probe(job, able, now=100.5)
+    assert result == CheckResult(
+        monitor_id=7,
+        due=100.0,
+        region="eu-west",
+        probe_id=CONTROLLER_PROBE_ID,
+        status=Status.SKIPPED,
+        reason=Reason.NO_CAPABLE_PROBE,
+        message="no live probe in eu-west can run icmp checks",
+        started_at=100.5,
+    )
+    tcp = CheckJob(
+        monitor_id=7, due=100.0, deadline=110.0, region="eu-west", timeout=5, spec=TcpSpec(host="h", port=1)
+    )
+    assert no_capable_probe(tcp, able, now=100.5) is None
+    elsewhere = CheckJob(
+        monitor_id=7, due=100.0, deadline=110.0, region="us-east", timeout=5, spec=IcmpSpec(host="h")
+    )
+    assert no_capable_probe(elsewhere, able, now=100.5) is None
+
+
+OUTDATED = [
+    ("same-minor", "1.4.0", "1.4.2", False),
+    ("previous-minor", "1.3.9", "1.4.0", False),
+    ("two-minors-back", "1.2.7", "1.4.0", True),
+    ("newer", "1.5.0", "1.4.0", False),
+    ("older-major", "0.9.0", "1.4.0", True),
+    ("x.0-takes-its-own-minor-only", "1.9.0", "2.0.1", True),
+    ("v-prefix-and-suffix", "v1.3.0-rc1", "1.4.0", False),
+    ("unreadable-probe", "t", "1.4.0", False),
+    ("unreadable-controller", "1.0.0", "dev", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("probe", "controller", "old"), [o[1:] for o in OUTDATED], ids=[o[0] for o in OUTDATED]
+)
+def test_it_flags_probes_older_than_the_previous_minor(probe: str, controller: str, old: bool) -> None:
+    assert outdated(probe, controller) is old
+
+
+def result(region: str, due: float, probe_id: str = "p1") -> CheckResult:
+    return CheckResult(
+        monitor_id=1, due=due, region=region, probe_id=probe_id, status=Status.OK, started_at=due
+    )
+
+
+def test_the_results_flow_counts_per_region_and_gives_the_p99_of_the_last_minutes() -> None:
+    flow = ResultFlow(window=300, slot=60)
+    now = 6000.0
+    # 99 results 0.3 s after their due, one 20 s late: p99 is inside the 0.25-0.5 bucket.
+    flow.observe([result("eu-west", now - 0.3) for _ in range(99)], now)
+    flow.observe([result("eu-west", now - 20)], now)
+    flow.observe([result("us-east", now - 1, CONTROLLER_PROBE_ID)], now)
+    assert flow.received == {"eu-west": 100}
+    p99 = flow.p99("eu-west", now)
+    assert p99 is not None and 0.25 < p99 <= 0.5
+    assert flow.p99("us-east", now) is None
+    # Only late results in the newest minute: the p99 follows them.
+    later = now + 120
+    flow.observe([result("eu-west", later - 40) for _ in range(200)], later)
+    p99 = flow.p99("eu-west", later)
+    assert p99 is not None and 30 < p99 <= 60
+    # Five minutes on, nothing is left in the window; the count since start stays.
+    assert flow.p99("eu-west", later + 301) is None
+    assert flow.received["eu-west"] == 300

@@ -50,3 +50,50 @@ async def test_a_heartbeat_claiming_another_region_is_dropped_and_counted(
     finally:
         await nc.close()
         await running.stop()
+
+
+def _result(monitor_id: int, region: str, probe_id: str) -> bytes:
+    now = time.time()
+    return wire.encode(
+        wire.CheckResult(
+            monitor_id=monitor_id,
+            due=now - 1,
+            region=region,
+            probe_id=probe_id,
+            status=wire.Status.FAIL,
+            reason=wire.Reason.TIMEOUT,
+            started_at=now - 1,
+        )
+    )
+
+
+async def test_a_result_claiming_another_region_is_terminated_and_counted(
+    database: str, nats_url: str
+) -> None:
+    running = await start_controller(database, nats_url)
+    nc = await nats.connect(nats_url)
+    mismatches = metrics.REGION_MISMATCH.labels("result")
+    before = mismatches._value.get()
+    pool = running.app[keys.POOL]
+    try:
+        monitor_id = await pool.fetchval(
+            "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, enabled)"
+            " VALUES ('m', 'tcp', '{}', 60, 5, ARRAY['us-east'], false) RETURNING id"
+        )
+        js = nc.jetstream()
+        # eu-west's subject, a body that fakes a failure in us-east; then an honest one.
+        await js.publish(subjects.results("eu-west"), _result(monitor_id, "us-east", "liar"))
+        await js.publish(subjects.results("us-east"), _result(monitor_id, "us-east", "honest"))
+
+        async def stored() -> list[str] | None:
+            rows = await pool.fetch("SELECT probe_id FROM check_results WHERE monitor_id = $1", monitor_id)
+            return [r["probe_id"] for r in rows] or None
+
+        assert await eventually(stored, timeout=10, what="the honest result stored") == ["honest"]
+        assert mismatches._value.get() == before + 1
+        # Terminated, not left to be redelivered: nothing is pending on the consumer.
+        info = await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+        assert info.num_pending == 0 and info.num_ack_pending == 0
+    finally:
+        await nc.close()
+        await running.stop()

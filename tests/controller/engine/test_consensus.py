@@ -54,6 +54,23 @@ def test_it_names_the_most_common_reason_as_root_cause() -> None:
     assert verdict.reason == "timeout" and verdict.failing == tuple(R3)
 
 
+def test_a_round_no_region_could_run_is_unknown_with_the_skip_reason() -> None:
+    results = [
+        rr("us-east", "skipped", "no_capable_probe"),
+        rr("eu-west", "skipped", "no_capable_probe"),
+        rr("ap-south", "skipped", "deadline_passed"),
+    ]
+    verdict = decide(results, R3, Rule(mode="any"))
+    assert (verdict.state, verdict.reason, verdict.missing) == ("unknown", "no_capable_probe", tuple(R3))
+    # One region that could run it decides alone; the others are left out of the vote.
+    verdict = decide([*results[:2], rr("ap-south", FAIL, "timeout")], R3, Rule(mode="all"))
+    assert (verdict.state, verdict.failing, verdict.missing) == (
+        "down",
+        ("ap-south",),
+        ("us-east", "eu-west"),
+    )
+
+
 def v(state: str, failing: tuple[str, ...] = ()) -> Verdict:
     return Verdict(state=state, failing=failing)  # type: ignore[arg-type]
 
