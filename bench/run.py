@@ -21,6 +21,7 @@ BENCHES = {
     "notifications": "bench.notifications",
     "stats": "bench.stats",
     "status": "bench.status_pages",
+    "fleet": "bench.fleet",
 }
 
 
