@@ -3,13 +3,16 @@ services and the start order that make that true, and its two one-shot steps
 (deploy/compose-init.sh, the entrypoints of `init` and `enroll`) are run here for real:
 `trust` in a temporary folder, its NATS trust then running a real nats-server that the
 controller's credential connects to; `enroll` against a real controller and PostgreSQL,
-its tokens then enrolling a probe. No container runs (no Docker daemon or registry)."""
+then a probe service's own entrypoint line enrolling with its token and connecting. No
+container runs (no Docker daemon or registry)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import signal
+import socket
 import ssl
 import stat
 import subprocess
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
 import yaml
@@ -29,6 +33,7 @@ from probefleet.shared.devstack import NatsServer
 from tests.controller.conftest import start_controller
 from tests.deploy.conftest import DEPLOY
 from tests.fleet import SecureNats
+from tests.helpers import eventually
 
 COMPOSE = DEPLOY / "compose.yaml"
 INIT = DEPLOY / "compose-init.sh"
@@ -189,6 +194,54 @@ async def test_the_enroll_step_makes_one_token_per_region_that_enrolls_a_probe(
         assert again.returncode == 0, again.stderr
         assert "every region has its enrollment token" in again.stdout
         assert {r: (enroll_dir / r).read_text().strip() for r in REGIONS} == tokens
+
+        # The probe service's own entrypoint line, its token folder moved here: the probe
+        # enrolls, connects to the secure NATS with its credential and reports healthy.
+        probe = compose()["services"]["probe-us-east"]
+        # ($$ is compose's escape for a $ it must not interpolate.)
+        shell = probe["entrypoint"][-1].replace("$$", "$").replace("/run/probefleet-enroll", str(enroll_dir))
+        assert "${" not in shell, "a compose variable the test does not substitute"
+        assert probe["entrypoint"][:2] == ["sh", "-c"] and shell.count(str(enroll_dir)) == 1
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        probe_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PROBEFLEET_")},
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            **{k: str(v) for k, v in probe["environment"].items()},
+            # Where this test's controller and NATS are, and a state folder of its own.
+            "PROBEFLEET_CONTROLLER_URL": running.base,
+            "PROBEFLEET_NATS_URL": secure_nats.url,
+            "PROBEFLEET_PROBE_METRICS_LISTEN": f"127.0.0.1:{port}",
+            "PROBEFLEET_STATE_DIR": str(tmp_path / "probe-us-east"),
+        }
+        assert probe_env["PROBEFLEET_REGION"] == "us-east"
+        log = tmp_path / "probe.log"
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                "sh", "-c", shell, env=probe_env, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def healthy() -> bool:
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                            return resp.status == 200
+                    except aiohttp.ClientConnectionError:
+                        return False
+
+                try:
+                    await eventually(healthy, timeout=30, what="the compose probe enrolled and healthy")
+                except AssertionError as e:
+                    raise AssertionError(f"{e}\n{log.read_text()}") from None
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), 60)
+        assert code == 0, log.read_text()
+        assert (tmp_path / "probe-us-east").is_dir()
+        assert tokens["us-east"] not in log.read_text(), "a token in the log"
 
         state = await asyncio.to_thread(
             probe_enroll.enroll, running.base, tokens["eu-west"], tmp_path / "probe-state"
