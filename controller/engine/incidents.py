@@ -10,6 +10,9 @@ Suppression: inside a maintenance window a status change writes no monitor.* eve
 opens no incident. While the parent monitor is down, a child's outage opens an incident
 with `cause_monitor_id` = parent and `suppressed` = true and writes no monitor.down nor
 incident.opened event (and, on recovery, no monitor.up nor incident.resolved event).
+A child whose round closes before its parent's has its notices held by the dispatcher
+until the parent's verdict, which may suppress its incident after the fact
+(dispatcher.release_parent_held).
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from probefleet.controller.notifications.notifiers.base import (
 from probefleet.controller.outage import Outage
 from probefleet.controller.storage import DB, db
 from probefleet.controller.storage import events as event_store
+from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import notifications as store
 from probefleet.controller.storage.notifications import GATED_EVENTS, NewDelivery, NewNotice, Outcome
 
@@ -345,16 +346,21 @@ class Dispatcher:
             mid = event["monitor_id"]
             if mid in quiet_recovery and event["kind"] in RECOVERY_EVENTS:
                 continue
-            recovery = mid in settings and event["kind"] in RECOVERY_EVENTS
+            monitor = monitors.get(mid)
+            has_parent = monitor is not None and monitor.get("parent_id") is not None
+            recovery = (mid in settings or has_parent) and event["kind"] in RECOVERY_EVENTS
             if recovery and await self._unalerted(mid, event["id"], held, now):
                 rows = [r for r in rows if not (r.monitor_id == mid and r.status == "held")]
                 continue
-            monitor = monitors.get(mid)
             threshold = settings[mid]["alert_threshold"] if mid in settings else 1
             gate = held_back(event, monitor, threshold)
-            if event["kind"] in GATED_EVENTS and mid in settings:
-                held[mid] = gate
-            rows += self._deliveries(event, rules, monitor, channels, flapping, gate)
+            # The parent may still be confirming its own outage (its round can close after
+            # the child's): hold until release_parent_held sees its verdict.
+            for_parent = has_parent and event["kind"] in GATED_EVENTS
+            if event["kind"] in GATED_EVENTS and (mid in settings or has_parent):
+                held[mid] = gate or for_parent
+            hold = store.PARENT if for_parent else None
+            rows += self._deliveries(event, rules, monitor, channels, flapping, gate or for_parent, hold)
         created = await store.insert_deliveries(self.pool, rows)
         if self.subscribers is not None:
             created += await store.insert_notices(
@@ -386,21 +392,32 @@ class Dispatcher:
         channels: dict[int, dict[str, Any]],
         flapping: set[int],
         held: bool = False,
+        hold_reason: str | None = None,
     ) -> list[NewDelivery]:
         if event["kind"] not in NOTIFIABLE:
             return []
         status = "suppressed" if event["monitor_id"] in flapping else ("held" if held else "pending")
         at: dt.datetime = event["occurred_at"]
         mid, iid, eid = event["monitor_id"], event["incident_id"], event["id"]
+        reason = hold_reason if status == "held" else None
         out = [
-            NewDelivery(eid, cid, "event", 0, mid, iid, status, at, route.reminder_s)
+            NewDelivery(eid, cid, "event", 0, mid, iid, status, at, route.reminder_s, reason)
             for cid, route in routes_for(event, rules, monitor, channels).items()
         ]
         for cid, (delay, reminder_s) in escalations_for(event, rules, monitor, channels).items():
             due = at + dt.timedelta(seconds=delay)
             out.append(
                 NewDelivery(
-                    eid, cid, "escalation", 1, mid, iid, "held" if held else "pending", due, reminder_s
+                    eid,
+                    cid,
+                    "escalation",
+                    1,
+                    mid,
+                    iid,
+                    "held" if held else "pending",
+                    due,
+                    reminder_s,
+                    hold_reason if held else None,
                 )
             )
         return out
@@ -424,6 +441,26 @@ class Dispatcher:
                 return safe
             safe = event_id
         return safe
+
+    async def release_parent_held(self, now: dt.datetime) -> int:
+        """Decide the deliveries held for a parent's verdict (store.release_parent_held);
+        the incidents of children whose parent is down become suppressed, in the same
+        transaction, so their recovery notifies nobody either."""
+        async with self.pool.acquire() as conn, conn.transaction():  # type: ignore[union-attr]
+            released, suppressed = await store.release_parent_held(conn, now)
+            for incident_id, parent in {(r["incident_id"], r["parent_id"]) for r in suppressed}:
+                if incident_id is not None and await incident_store.suppress(conn, incident_id, parent, now):
+                    await incident_store.add_timeline(
+                        conn,
+                        incident_id,
+                        now,
+                        "suppressed",
+                        f"parent monitor {parent} is down",
+                        {"suppressed": True, "cause_monitor_id": parent},
+                    )
+        if suppressed:
+            log.info("held for parent, suppressed deliveries=%s", len(suppressed))
+        return released + len(suppressed)
 
     # ---------------------------------------------------------------- send
 
@@ -658,6 +695,7 @@ class Dispatcher:
         """Fan out one batch, release settled flaps, send one batch: the loop body."""
         created = await self.fan_out(now)
         await store.release_suppressed(self.pool, now, dt.timedelta(seconds=self.settings.flap_window_s))
+        await self.release_parent_held(now)
         await store.release_held(self.pool, now)
         sent = await self.process_batch(now)
         return created + sent

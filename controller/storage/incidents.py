@@ -131,6 +131,19 @@ async def update_fields(conn: Tx, incident_id: int, now: dt.datetime, fields: di
     return ok is not None
 
 
+async def suppress(conn: Tx, incident_id: int, cause_monitor_id: int, now: dt.datetime) -> bool:
+    """Mark an open incident as caused by a down parent after the fact (compare-and-set on
+    suppressed): its recovery then writes no monitor.up nor incident.resolved event."""
+    done = await conn.fetchval(
+        "UPDATE incidents SET suppressed = true, cause_monitor_id = $2, updated_at = $3"
+        " WHERE id = $1 AND NOT suppressed RETURNING id",
+        incident_id,
+        cause_monitor_id,
+        now,
+    )
+    return done is not None
+
+
 async def add_timeline(
     conn: Tx,
     incident_id: int,

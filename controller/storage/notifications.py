@@ -228,9 +228,9 @@ async def events_after(conn: DB, after_id: int, limit: int) -> list[Row]:
 
 
 async def monitor_routing(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
-    """Tags, own channel list, escalation policy and failure streak of each monitor."""
+    """Tags, own channel list, escalation policy, failure streak and parent of each monitor."""
     rows = await conn.fetch(
-        "SELECT id, tags, notifications, escalation_policy_id, status, fail_streak FROM monitors"
+        "SELECT id, tags, notifications, escalation_policy_id, status, fail_streak, parent_id FROM monitors"
         " WHERE id = ANY($1::bigint[])",
         list(ids),
     )
@@ -260,6 +260,7 @@ class NewDelivery(NamedTuple):
     status: str
     next_attempt_at: dt.datetime
     reminder_s: int | None
+    hold_reason: str | None = None  # 'parent' when held for the parent's verdict
 
 
 async def insert_deliveries(conn: DB, items: Sequence[NewDelivery]) -> int:
@@ -269,9 +270,9 @@ async def insert_deliveries(conn: DB, items: Sequence[NewDelivery]) -> int:
     cols = list(zip(*items, strict=True))
     rows = await conn.fetch(
         "INSERT INTO deliveries (event_id, channel_id, kind, seq, monitor_id, incident_id, status,"
-        " next_attempt_at, reminder_s)"
+        " next_attempt_at, reminder_s, hold_reason)"
         " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::bigint[],"
-        " $6::bigint[], $7::text[], $8::timestamptz[], $9::int[])"
+        " $6::bigint[], $7::text[], $8::timestamptz[], $9::int[], $10::text[])"
         " ON CONFLICT (event_id, channel_id, kind, seq) DO NOTHING RETURNING id",
         *cols,
     )
@@ -525,7 +526,7 @@ async def release_held(conn: DB, now: dt.datetime) -> int:
     released = await conn.fetch(
         "UPDATE deliveries d SET status='pending', next_attempt_at=GREATEST(d.next_attempt_at, $1),"
         " updated_at=$1 FROM monitors m JOIN monitor_alert_settings a ON a.monitor_id = m.id"
-        " WHERE d.status='held' AND m.id = d.monitor_id AND m.status = 'down'"
+        " WHERE d.status='held' AND d.hold_reason IS NULL AND m.id = d.monitor_id AND m.status = 'down'"
         " AND m.fail_streak >= a.alert_threshold RETURNING d.id",
         now,
     )
@@ -537,6 +538,49 @@ async def release_held(conn: DB, now: dt.datetime) -> int:
         BELOW_THRESHOLD,
     )
     return len(released) + len(cancelled)
+
+
+PARENT = "parent"
+
+
+async def release_parent_held(conn: DB, now: dt.datetime) -> tuple[int, list[Row]]:
+    """Decide deliveries held for the parent's verdict (hold_reason 'parent').
+
+    - parent down: cancelled ("parent monitor N is down"); the rows are returned so the
+      caller marks the child's incident suppressed (its recovery then notifies nobody).
+    - parent seen passing since the child began failing (a round due at or after the
+      child's fail_since, with no failing streak), parent paused or gone, or the hold older
+      than the parent's confirmation time (interval x (retries + 2) + timeout, so an
+      undecided parent cannot hold a child's page forever): the hold ends; the delivery is
+      pending, or held for the child's own alert_threshold when that is not reached yet.
+    Children that are no longer down are cancelled by release_held. Every update re-checks
+    status='held' AND hold_reason='parent' (compare-and-set): two controllers decide a
+    row once."""
+    suppressed = await conn.fetch(
+        "UPDATE deliveries d SET status='cancelled', hold_reason=NULL, updated_at=$1,"
+        " last_error='parent monitor ' || p.id || ' is down'"
+        " FROM monitors c JOIN monitors p ON p.id = c.parent_id"
+        " WHERE d.status='held' AND d.hold_reason=$2 AND c.id = d.monitor_id AND p.status = 'down'"
+        " RETURNING d.id, d.incident_id, c.id AS monitor_id, p.id AS parent_id",
+        now,
+        PARENT,
+    )
+    released = await conn.fetch(
+        "UPDATE deliveries d SET hold_reason=NULL, updated_at=$1,"
+        " status = CASE WHEN c.fail_streak >= COALESCE(a.alert_threshold, 1) THEN 'pending' ELSE 'held' END,"
+        " next_attempt_at = GREATEST(d.next_attempt_at, $1)"
+        " FROM monitors c LEFT JOIN monitors p ON p.id = c.parent_id"
+        " LEFT JOIN monitor_alert_settings a ON a.monitor_id = c.id"
+        " WHERE d.status='held' AND d.hold_reason=$2 AND c.id = d.monitor_id AND c.status = 'down'"
+        " AND (p.id IS NULL OR p.status = 'paused'"
+        "   OR (p.status <> 'down' AND p.fail_streak = 0 AND p.last_round >= c.fail_since)"
+        "   OR d.next_attempt_at"
+        "     + make_interval(secs => p.interval_s * (p.retry_count + 2) + p.timeout_s) <= $1)"
+        " RETURNING d.id",
+        now,
+        PARENT,
+    )
+    return len(released), [dict(r) for r in suppressed]
 
 
 async def outage_unalerted(conn: DB, monitor_id: int, before_event_id: int) -> bool:

@@ -438,6 +438,132 @@ async def test_a_flapping_monitor_is_collapsed_into_one_notice_once_stable(
     assert sorted(s for _, s, _ in await statuses(pool)) == ["collapsed"] * 5 + ["delivered"]
 
 
+async def family(pool: asyncpg.Pool, parent_retries: int = 1) -> tuple[int, int]:
+    """A parent that confirms an outage over parent_retries + 1 rounds, and a child that is
+    down after one, both every 2 s."""
+    parent, child = await monitor(pool, "gateway"), await monitor(pool, "shop")
+    await pool.execute(
+        "UPDATE monitors SET interval_s = 2, retry_count = $2 WHERE id = $1", parent["id"], parent_retries
+    )
+    await pool.execute(
+        "UPDATE monitors SET interval_s = 2, retry_count = 0, parent_id = $2 WHERE id = $1",
+        child["id"],
+        parent["id"],
+    )
+    return parent["id"], child["id"]
+
+
+def seconds(n: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=n)
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        # (monitor, state, at) rounds in the order their rounds close; the dispatcher steps after each
+        [
+            ("child", "down", 0),
+            ("parent", "down", 0),
+            ("parent", "down", 1),
+            ("parent", "up", 2),
+            ("child", "up", 2),
+        ],
+        [
+            ("parent", "down", 0),
+            ("child", "down", 0),
+            ("parent", "down", 1),
+            ("child", "up", 2),
+            ("parent", "up", 2),
+        ],
+        [
+            ("parent", "down", 0),
+            ("parent", "down", 1),
+            ("child", "down", 0.5),
+            ("child", "up", 2),
+            ("parent", "up", 2),
+        ],
+        [
+            ("child", "down", 0),
+            ("parent", "down", 0),
+            ("child", "down", 2),
+            ("parent", "down", 1),
+            ("child", "up", 4),
+        ],
+    ],
+    ids=["child-closes-first", "parent-first-round-first", "parent-down-first", "child-again-before-parent"],
+)
+async def test_a_child_failing_with_its_parent_is_suppressed_whichever_round_closes_first(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook, order: list[tuple[str, str, float]]
+) -> None:
+    """Simultaneous parent and child failures at a 2 s interval, the rounds closing in
+    several orders: only the parent's outage is notified, opened and resolved once."""
+    await rule(
+        pool,
+        [await channel(pool, hook.url)],
+        events=["incident.opened", "incident.resolved", "monitor.down", "monitor.up"],
+    )
+    parent, child = await family(pool)
+    ids = {"parent": parent, "child": child}
+    d = dispatcher(pool, session)
+    clock = 0.0
+    for who, state, at in order:
+        await round_(pool, ids[who], state, seconds(at))
+        clock = max(clock, at)
+        await d.step(seconds(clock))
+    if ("parent", "up", 2) not in order:
+        await round_(pool, parent, "up", seconds(5))
+        clock = 5
+        await d.step(seconds(clock))
+    while await d.step(seconds(clock)):
+        pass
+    got = [(b["event"], b["monitor"]["id"]) for b in hook.bodies()]
+    assert sorted(got) == sorted(
+        [
+            ("incident.opened", parent),
+            ("monitor.down", parent),
+            ("incident.resolved", parent),
+            ("monitor.up", parent),
+        ]
+    ), got
+    suppressed = await pool.fetchval(
+        "SELECT bool_and(suppressed AND cause_monitor_id = $2) FROM incidents WHERE monitor_id = $1",
+        child,
+        parent,
+    )
+    assert suppressed is True
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status IN ('held', 'pending')") == 0
+
+
+async def test_a_child_alert_held_for_its_parent_is_sent_once_the_parent_passes(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    await rule(pool, [await channel(pool, hook.url)])
+    parent, child = await family(pool)
+    d = dispatcher(pool, session)
+    await round_(pool, child, "down", seconds(0.5))
+    await round_(pool, parent, "up", seconds(0))  # a round from before the child failed decides nothing
+    await d.step(seconds(0.5))
+    assert hook.got == []
+    assert await pool.fetchval("SELECT hold_reason FROM deliveries WHERE status = 'held'") == "parent"
+    await round_(pool, parent, "up", seconds(2))
+    await d.step(seconds(2))
+    assert [(b["event"], b["monitor"]["id"]) for b in hook.bodies()] == [("incident.opened", child)]
+
+
+async def test_an_undecided_parent_holds_a_child_alert_for_its_confirmation_time_only(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    await rule(pool, [await channel(pool, hook.url)])
+    parent, child = await family(pool)  # parent: 2 s x (1 retry + 2) + 5 s timeout = 11 s
+    d = dispatcher(pool, session)
+    await round_(pool, child, "down", seconds(0))
+    await round_(pool, parent, "down", seconds(0))  # failing, not yet down; then no answer
+    await d.step(seconds(10))
+    assert hook.got == []
+    await d.step(seconds(11))
+    assert [(b["event"], b["monitor"]["id"]) for b in hook.bodies()] == [("incident.opened", child)]
+
+
 async def test_alert_threshold_holds_the_alert_until_that_many_rounds_failed(
     pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
 ) -> None:
