@@ -99,6 +99,28 @@ def test_one_up_runs_init_then_the_stack_then_enroll_then_probes() -> None:
     assert "${ENROLL_TOKEN" not in COMPOSE.read_text()
 
 
+def test_the_steps_write_where_the_services_read() -> None:
+    defaults = dict(re.findall(r"^(\w+)=\$\{\w+:-(.*)\}$", INIT.read_text(), re.M))
+    services = compose()["services"]
+
+    def mounted(service: str, volume: str) -> set[str]:
+        return {v.split(":")[1] for v in services[service]["volumes"] if v.split(":")[0] == volume}
+
+    assert defaults["SECRETS_DIR"] in mounted("init", "secrets") & mounted("controller", "secrets")
+    assert defaults["FLEET_DIR"] in mounted("init", "fleet") & mounted("nats", "fleet") & mounted(
+        "controller", "fleet"
+    )
+    assert defaults["ENROLL_DIR"] in mounted("enroll", "enroll") & mounted("probe-eu-west", "enroll")
+    # NATS keeps account JWTs under its data volume, where the trust's config says.
+    assert defaults["NATS_RESOLVER_DIR"].startswith(next(iter(mounted("nats", "nats-data"))) + "/")
+    assert defaults["NATS_HOSTNAME"] in services and defaults["POSTGRES_HOST"] in services
+    assert defaults["REGIONS"].split() == REGIONS
+    secrets = defaults["SECRETS_DIR"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == f"{secrets}/postgres_password"
+    assert services["controller"]["environment"]["PROBEFLEET_DATABASE_URL_FILE"] == f"{secrets}/database_url"
+    assert services["controller"]["environment"]["PROBEFLEET_FLEET_TRUST_DIR"] == defaults["FLEET_DIR"]
+
+
 def _step(step: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The step as the image runs it: the script, probefleet and python on PATH."""
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
