@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 import yaml
 
 from probefleet.controller import config as controller_config
+from probefleet.probe import config as probe_config
 from tests.deploy.conftest import CHART
 
 KUBE_VERSION = "1.30.0"
@@ -292,6 +294,20 @@ def test_controller_config_becomes_a_toml_file_the_controller_loads(tmp_path: Pa
     assert cfg.region_ids() == ["us-east", "eu-west", "ap-south"]
 
 
+def test_probe_toml_is_a_file_the_probe_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("PROBEFLEET_")]:
+        monkeypatch.delenv(name)
+    docs = manifests({"database": DB, "nats": TRUST, "probes": {"drainTimeoutSeconds": 40}})
+    (cm,) = by_kind(docs, "ConfigMap")
+    path = tmp_path / "probe.toml"
+    path.write_text(cm["data"]["probe.toml"])
+    assert probe_config.load_probe_config(path, region="eu-west").drain_timeout == 40
+    # The pods' grace period covers both halves of the drain.
+    docs = manifests({"database": DB, "nats": TRUST, "probes": {**ENROLL, "drainTimeoutSeconds": 40}})
+    probe = next(d for d in by_kind(docs, "Deployment") if "-probe-" in d["metadata"]["name"])
+    assert probe["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 2 * 40
+
+
 def test_secret_settings_go_to_a_secret_and_arrive_as_environment() -> None:
     docs = manifests(CASES["mutual-tls"])
     (cm,) = by_kind(docs, "ConfigMap")
@@ -425,4 +441,6 @@ def test_schema_lists_every_controller_setting_the_chart_does_not_set_itself() -
         "status_page_secret",
         "smtp_password",
     }
-    assert listed == fields - managed
+    # A new controller setting belongs in helm/probefleet/values.schema.json, under
+    # controller.config.properties, with its JSON type (else the chart refuses it).
+    assert listed == fields - managed, "values.schema.json's controller.config is not the settings' list"
