@@ -6,7 +6,8 @@ three probes on 127.0.0.11-13, a target), lets it warm up for one interval, then
 checks, schedule jitter and CPU seconds per 1,000 checks of every process of the system
 (controller, probes, nats-server, PostgreSQL with all its backends), split by component,
 and the memory (RSS and PSS) of them all. `--fsync both` runs with PostgreSQL durable and
-not, one after the other.
+not, one after the other; `--nats both` runs with NATS plain (no TLS, no authentication)
+and as the fleet runs it (operator mode, TLS, a credential per probe), side by side.
 
     python -m bench.e2e --monitors 1000 --interval 20 --fsync both
 """
@@ -29,6 +30,7 @@ from typing import Any
 import asyncpg
 import click
 
+from bench import fleet as fleet_bench
 from bench import profiling as prof
 from bench.common import (
     calibration,
@@ -122,15 +124,21 @@ def run_one(
     workdir: Path,
     *,
     durable: bool = False,
+    secure: bool = False,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    stack = devstack.EmbeddedStack(workdir / f"stack-{n}-{int(durable)}", ephemeral=True)
+    name = f"{n}-{int(durable)}-{int(secure)}"
+    stack = devstack.EmbeddedStack(workdir / f"stack-{name}", ephemeral=True)
+    # The fleet's secure NATS: operator mode and TLS, the controller's and each probe's own credential.
+    sec = fleet_bench.secure_nats(stack, workdir / f"trust-{name}") if secure else None
     stack.postgres.durable = durable
     if profile is not None:
         stack.postgres.settings = dict(prof.PG_SETTINGS)
     stack.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
+        if sec is not None:
+            sec.nats_url = stack.nats.url
         asyncio.run(devstack.create_database(stack.postgres.dsn(), "bench", drop=True))
         dsn = stack.postgres.dsn("bench")
         target_port = devstack.free_port()
@@ -144,12 +152,19 @@ def run_one(
             "PROBEFLEET_LOG_LEVEL": "WARNING",
             "PROBEFLEET_NATS_INSECURE": "1",
         }
+        if sec is not None:
+            env = {**fleet_bench.clean_env(), **env, **sec.controller_env()}
+            del env["PROBEFLEET_NATS_INSECURE"]
         api_port = devstack.free_port()
         controller = _spawn(
             ["-m", "probefleet.shared.cli", "controller", "serve", "--port", str(api_port)], env
         )
+        run = ["-m", "probefleet.shared.cli", "probe", "run"]
         probes = [
-            _spawn(["-m", "probefleet.shared.cli", "probe", "run", "--region", r, "--source-address", a], env)
+            _spawn(
+                [*run, "--region", r, "--source-address", a, "--probe-id", f"bench-{r}"],
+                env if sec is None else {**env, **sec.probe_env(r, f"bench-{r}")},
+            )
             for r, a in REGIONS.items()
         ]
         procs += [controller, *probes]
@@ -208,6 +223,7 @@ def run_one(
             "monitors": n,
             "interval": interval,
             "durable": durable,
+            "nats": "secure" if secure else "plain",
             "configured": n * len(REGIONS) / interval,
             "windows": rows,
             "memory_kib": mem,
@@ -235,7 +251,7 @@ def _summary(r: dict[str, Any]) -> str:
     pss = sum(v[1] for v in r["memory_kib"].values()) / 1024
     achieved = sum(w["achieved"] for w in ws) / len(ws)
     return (
-        f"| {r['monitors']:,} | {r['interval']} s | {'on' if r['durable'] else 'off'} "
+        f"| {r['monitors']:,} | {r['interval']} s | {'on' if r['durable'] else 'off'} | {r['nats']} "
         f"| {r['configured']:.1f} | {achieved:.1f} | {sum(w['missing'] for w in ws):,} of "
         f"{sum(w['due'] for w in ws):,} | {max(w['jitter_p99_ms'] for w in ws):.0f} ms "
         f"| **{med:.2f}** ({per[0]:.2f}-{per[-1]:.2f}) | {med * len(REGIONS):.2f} "
@@ -260,6 +276,15 @@ def _memory_rows(r: dict[str, Any]) -> str:
     show_default=True,
     help="PostgreSQL durability (fsync, synchronous_commit, full_page_writes); both = one run of each.",
 )
+@click.option(
+    "--nats",
+    "nats_mode",
+    type=click.Choice(["plain", "secure", "both"]),
+    default="plain",
+    show_default=True,
+    help="NATS without TLS and authentication, or as the fleet runs it (operator mode, TLS, a"
+    " credential per probe); both = one run of each, side by side.",
+)
 @click.option("--no-record", is_flag=True, help="Print only; leave bench/RESULTS.md alone.")
 @click.option(
     "--profile",
@@ -275,33 +300,46 @@ def main(
     window: float,
     windows: int,
     fsync: str,
+    nats_mode: str,
     no_record: bool,
     profile: Path | None,
 ) -> None:
     calib, load0 = calibration(), load_average()
     modes = {"off": [False], "on": [True], "both": [False, True]}[fsync]
+    securities = {"plain": [False], "secure": [True], "both": [False, True]}[nats_mode]
     results = []
     with tempfile.TemporaryDirectory(prefix="pf-bench-") as tmp:
         for n in counts:
             for durable in modes:
-                r = run_one(n, interval, window, windows, Path(tmp), durable=durable, profile=profile)
-                click.echo(r)
-                results.append(r)
+                for secure in securities:
+                    r = run_one(
+                        n,
+                        interval,
+                        window,
+                        windows,
+                        Path(tmp),
+                        durable=durable,
+                        secure=secure,
+                        profile=profile,
+                    )
+                    click.echo(r)
+                    results.append(r)
     table = [
-        "| monitors | interval | fsync | configured checks/s | achieved checks/s | missing "
+        "| monitors | interval | fsync | NATS | configured checks/s | achieved checks/s | missing "
         "| jitter p99 | CPU-s per 1,000 checks, all processes (median, range of windows) "
         "| per 1,000 monitor rounds (3 regions) | controller / probes / nats / postgres "
         "| memory RSS (PSS) over processes |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
         *(_summary(r) for r in results),
     ]
     memory = "\n".join(
-        f"- {r['monitors']:,} monitors, fsync {'on' if r['durable'] else 'off'}: {_memory_rows(r)}"
+        f"- {r['monitors']:,} monitors, fsync {'on' if r['durable'] else 'off'}, NATS {r['nats']}:"
+        f" {_memory_rows(r)}"
         for r in results
     )
     body = (
         f"Command: `python -m bench.e2e {' '.join(f'--monitors {n}' for n in counts)} --interval {interval}"
-        f" --window {window:g} --windows {windows} --fsync {fsync}` (`make bench`).\n"
+        f" --window {window:g} --windows {windows} --fsync {fsync} --nats {nats_mode}` (`make bench`).\n"
         f"Load average before: {load0}; after: {load_average()}. Calibration: a fixed pure-Python\n"
         f"loop takes {calib:.1f} ms on this machine (quote ratios between runs of different machines).\n\n"
         "Real processes: embedded NATS and PostgreSQL, one controller, three probes bound to\n"
