@@ -53,8 +53,9 @@ enroll() {
         echo "compose-init: every region has its enrollment token"
         return 0
     fi
+    # The key on stdout (kept in this shell only), its scopes on stderr.
     PROBEFLEET_API_KEY=$(probefleet controller create-key --name compose-enroll --scope fleet:admin \
-        --expires-days 1 2> /dev/null)
+        --expires-days 1)
     export PROBEFLEET_API_KEY
     for region in $missing; do
         # One probe per region enrolls with it; more (docker compose up --scale) need a

@@ -211,6 +211,9 @@ async def test_the_enroll_step_makes_one_token_per_region_that_enrolls_a_probe(
         assert all(tokens.values()) and len(set(tokens.values())) == 3
         for token in tokens.values():
             assert token not in done.stdout + done.stderr, "a token in the log"
+        # The step's API key stays in its shell: none in the log, which names its scope.
+        assert not re.search(r"\bpf_[\w-]{20,}", done.stdout + done.stderr), "an API key in the log"
+        assert "fleet:admin" in done.stderr
         # Again: every region has its token, none is made.
         again = await asyncio.to_thread(_step, "enroll", env)
         assert again.returncode == 0, again.stderr
