@@ -47,8 +47,16 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def test_compose_yaml_is_clean_for_yamllint() -> None:
-    problems = list(linter.run(COMPOSE.read_text(), YAMLLINT))
+@pytest.mark.parametrize(
+    "path",
+    [
+        COMPOSE,
+        DEPLOY / "remote-region" / "probe-region.compose.yaml",
+        DEPLOY.parent / "helm/probefleet/values.yaml",
+    ],
+)
+def test_yaml_is_clean_for_yamllint(path: Path) -> None:
+    problems = [str(p) for p in linter.run(path.read_text(), YAMLLINT)]
     assert problems == []
 
 
