@@ -88,7 +88,9 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 @click.pass_context
 @_calls_api
 def list_regions(ctx: click.Context, as_json: bool) -> None:
-    """Every region with its live probes, capacity, checks in flight and versions."""
+    """Every region with its live probes, capacity, checks in flight, versions (and how many
+    are outdated), jobs published and results received by this controller, and the result
+    delay p99 of the last 5 minutes."""
     data = _client(ctx).data("GET", "/api/v1/regions")
     if as_json:
         return _as_json(data)
@@ -101,10 +103,31 @@ def list_regions(ctx: click.Context, as_json: bool) -> None:
             str(r["capacity"]),
             str(r["in_flight"]),
             ", ".join(f"{v} ({n})" for v, n in r["versions"].items()) or "-",
+            str(r.get("outdated_probes", 0)),
+            f"{r.get('results_received', 0)}/{r['jobs_published']}",
+            _seconds(r.get("result_delay_p99_seconds")),
         ]
         for r in data
     ]
-    _table(rows, ["NAME", "DISPLAY NAME", "LIVE", "ENROLLED", "CAPACITY", "IN FLIGHT", "VERSIONS"])
+    _table(
+        rows,
+        [
+            "NAME",
+            "DISPLAY NAME",
+            "LIVE",
+            "ENROLLED",
+            "CAPACITY",
+            "IN FLIGHT",
+            "VERSIONS",
+            "OUTDATED",
+            "RESULTS/JOBS",
+            "DELAY P99",
+        ],
+    )
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
 
 
 @region.command("create")
@@ -191,7 +214,7 @@ def probes(ctx: click.Context, name: str, as_json: bool) -> None:
             p["probe_id"],
             "live" if p["live"] else "offline",
             p["host"] or "-",
-            p["version"] or "-",
+            (p["version"] or "-") + (" (outdated)" if p.get("outdated") else ""),
             f"{p['in_flight']}/{p['concurrency']}" if p["live"] else "-",
             p["last_heartbeat"] or "-",
             p["credential"],

@@ -79,9 +79,13 @@ async def test_it_creates_lists_and_enrolls_a_region(controller: Running) -> Non
         "IN",
         "FLIGHT",
         "VERSIONS",
+        "OUTDATED",
+        "RESULTS/JOBS",
+        "DELAY",
+        "P99",
     ]
     assert [line.split()[0] for line in lines[1:]] == ["us-east", "eu-west", "ap-south", "eu-central"]
-    assert lines[-1].split() == ["eu-central", "Frankfurt", "0", "0", "0", "0", "-"]
+    assert lines[-1].split() == ["eu-central", "Frankfurt", "0", "0", "0", "0", "-", "0", "0/0", "-"]
     as_json = json.loads((await cli(controller, "list", "--json")).output)
     assert as_json[-1]["name"] == "eu-central" and as_json[-1]["country_code"] == "DE"
 
