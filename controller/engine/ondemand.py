@@ -20,7 +20,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from probefleet.controller.cluster.fleet import Fleet
+from probefleet.controller.cluster.fleet import Fleet, no_capable_probe
 from probefleet.controller.engine import consensus
 from probefleet.shared import subjects, wire
 
@@ -40,8 +40,10 @@ async def run(
     grace: float,
 ) -> dict[str, Any]:
     """Publish one job per region with a live probe; return the per-region results and
-    the verdict they give (regions without a live probe are reported as unavailable)."""
+    the verdict they give (regions without a live probe are reported as unavailable, those
+    whose live probes cannot run the kind as skipped with no_capable_probe, no job sent)."""
     due = time.time()
+    able = fleet.runnable(due)
     live = fleet.live_regions()
     regions = [r for r in locations if live.get(r)]
     got: dict[str, wire.CheckResult] = {}
@@ -69,7 +71,12 @@ async def run(
                 spec=spec,
                 attempt=ON_DEMAND_ATTEMPT,
             )
+            if (skipped := no_capable_probe(job, able, due)) is not None:
+                got[region] = skipped
+                continue
             await nc.publish(subjects.jobs(region), wire.encode(job))
+        if set(got) >= set(regions):
+            done.set()
         if regions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), check_timeout + grace)

@@ -124,6 +124,14 @@ async def test_a_region_whose_probes_cannot_run_the_kind_is_skipped_not_sent_the
     monitor = (await (await api.get(f"/api/v1/monitors/{eu_only}")).json())["data"]
     assert monitor["status"] in ("pending", "unknown")
 
+    # Checked now: no job sent to eu-west, its answer says why at once.
+    r = await api.post(f"/api/v1/monitors/{eu_only}/check")
+    checked = (await r.json())["data"]
+    assert (checked["status"], checked["reason"]) == ("unknown", "no_capable_probe")
+    assert [(x["region"], x["status"], x["reason"]) for x in checked["regions"]] == [
+        ("eu-west", "skipped", "no_capable_probe")
+    ]
+
     # Changing the monitor says so again; moving it to us-east only does not.
     r = await api.patch(f"/api/v1/monitors/{eu_only}", json={"check_interval": 2})
     assert (await r.json())["meta"]["warnings"][0].startswith("no live probe in region eu-west")
