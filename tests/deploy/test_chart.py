@@ -101,7 +101,7 @@ CASES: dict[str, dict[str, Any]] = {
         "database": DB,
         "nats": TRUST,
         "natsServer": {"enabled": True},
-        "probes": {**ENROLL, "icmp": {"netRaw": True}},
+        "probes": {**ENROLL, "icmp": {"netRaw": True}, "clientCertSecret": "probefleet-probe-cert"},
         "controller": {
             "config": {"public_url": "https://pf.example.com", "smtp_host": "smtp.example.com"},
             "secrets": {"statusPageSecret": "s3cret-cookie-key", "smtpPassword": "hunter2"},
@@ -326,6 +326,20 @@ def test_secret_settings_go_to_a_secret_and_arrive_as_environment() -> None:
     assert controller(docs)["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
         {"secretRef": {"name": "more"}}
     ]
+
+
+def test_mutual_tls_gives_probes_the_client_certificate() -> None:
+    docs = manifests(CASES["mutual-tls"])
+    for d in [d for d in by_kind(docs, "Deployment") if "-probe-" in d["metadata"]["name"]]:
+        pod = d["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "client-cert")
+        assert env["PROBEFLEET_NATS_TLS_CERT"] == f"{mount['mountPath']}/tls.crt"
+        assert env["PROBEFLEET_NATS_TLS_KEY"] == f"{mount['mountPath']}/tls.key"
+        volume = next(v for v in pod["volumes"] if v["name"] == "client-cert")
+        assert volume["secret"] == {"secretName": "probefleet-probe-cert", "defaultMode": 0o440}
+        assert pod["securityContext"]["fsGroup"] == 10001
 
 
 def test_quick_start_components_are_wired_to_each_other() -> None:
