@@ -354,9 +354,13 @@ class Agent:
 
     async def _outcome(self, kind: str, job: CheckJob, budget: float) -> Outcome:
         checker = self.checkers.get(kind)
-        if checker is None:
+        if checker is None or kind not in self.capabilities:
+            # The region's queue group handed us a kind we cannot run here (a peer can, or the
+            # controller had not heard our heartbeat yet): say so, the target did not fail.
             return Outcome(
-                status=Status.FAIL, reason=Reason.INTERNAL_ERROR, message=f"no checker for {kind!r}"
+                status=Status.SKIPPED,
+                reason=Reason.NO_CAPABLE_PROBE,
+                message=f"probe cannot run {kind} checks here",
             )
         try:
             # The checker bounds itself; this guard catches one that does not.

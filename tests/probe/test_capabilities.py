@@ -15,11 +15,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from nats.aio.msg import Msg
 
 from probefleet.controller import keys
 from probefleet.probe.agent import Agent
 from probefleet.probe.checkers import CHECKERS
 from probefleet.probe.config import ProbeConfig
+from probefleet.shared import subjects, wire
 from tests.controller.conftest import Running, start_controller
 from tests.helpers import eventually
 
@@ -142,3 +144,38 @@ async def test_a_region_whose_probes_cannot_run_the_kind_is_skipped_not_sent_the
 async def _results_of(running: Running, monitor_id: int, regions: int) -> dict[str, dict[str, Any]] | None:
     results = await _results(running, monitor_id)
     return results if len(results) >= regions else None
+
+
+async def test_a_probe_handed_a_kind_it_cannot_run_skips_it(
+    fleet: tuple[Running, aiohttp.ClientSession], tcp_target: int
+) -> None:
+    """In a region whose probes differ, the queue group can hand a job to the one that
+    lacks the kind: its answer is skipped, not a failure of the target."""
+    running, _ = fleet
+    nc = running.app[keys.NC]
+    got: list[wire.CheckResult] = []
+
+    async def on_result(msg: Msg) -> None:
+        got.append(wire.decode_result(msg.data))
+
+    sub = await nc.subscribe(subjects.results("eu-west"), cb=on_result)
+    now = time.time()
+    job = wire.CheckJob(
+        monitor_id=999_999,
+        due=now,
+        deadline=now + 5,
+        region="eu-west",
+        timeout=2,
+        spec=wire.TcpSpec(host="127.0.0.1", port=tcp_target),
+    )
+    try:
+        await nc.publish(subjects.jobs("eu-west"), wire.encode(job))
+        await eventually(lambda: got, timeout=10, what="the probe's answer")
+    finally:
+        await sub.unsubscribe()
+    (result,) = got
+    assert (result.probe_id, result.status, result.reason) == (
+        "p-http-only",
+        wire.Status.SKIPPED,
+        wire.Reason.NO_CAPABLE_PROBE,
+    )
