@@ -3,9 +3,9 @@ the bound of every request's database work.
 
 /health answers from memory: storage/db.DatabaseProbe runs a `SELECT 1` every second with a short
 timeout in the background, so a stalled PostgreSQL makes /health say 503 at once instead of
-hanging with it. `database_middleware` bounds each statement and pool acquire of a request by
-`database_timeout` (storage/db.bounded) and answers 503 with Retry-After when the database
-did not answer in time or is unreachable.
+hanging with it. `database_middleware` gives a request's database work, all of it together
+(pool acquires, statements, releases), `database_timeout` (storage/db.budget) and answers 503
+with Retry-After when the database did not answer in time or is unreachable.
 """
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ UNAVAILABLE = (
 
 @web.middleware
 async def database_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bound the request's database work by `database_timeout`; 503 when it ran out."""
+    """Bound the request's database work, all of it together, by `database_timeout`; 503
+    when it ran out."""
+    seconds = request.app[keys.CONFIG].database_timeout
     try:
-        with db_store.bounded(request.app[keys.CONFIG].database_timeout):
+        with db_store.bounded(seconds), db_store.budget(seconds):
             return await handler(request)
     except UNAVAILABLE as e:
         if isinstance(e, aiohttp.ClientError):

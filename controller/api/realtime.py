@@ -31,6 +31,7 @@ from probefleet.controller.api.errors import ApiError
 from probefleet.controller.console import accounts
 from probefleet.controller.notifications.realtime import TOPICS, Client, Hub, parse_ids
 from probefleet.controller.storage import api_keys
+from probefleet.controller.storage import db as db_store
 
 AUTH_TIMEOUT = 10.0
 # The scope each topic needs (admin holds them all).
@@ -207,7 +208,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         while True:
             try:
                 if body is not None:
-                    await session.handle(body)
+                    # Each message's database work (a replay) has a budget of its own: the
+                    # request's would be spent by the replays of a socket open for days.
+                    with db_store.budget(request.app[keys.CONFIG].database_timeout):
+                        await session.handle(body)
                 body = await _receive(ws)
                 if body is None:
                     break

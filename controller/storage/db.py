@@ -2,10 +2,11 @@
 database's availability.
 
 Every statement and pool acquire of the controller's pool is bounded: by the caller's
-`bounded(seconds)` where one is set, else by `command_timeout` (60 s). The API sets its
-`database_timeout` around each request, so a stalled PostgreSQL makes a request fail in
-seconds instead of hanging (api/health.py maps the failure to 503); the background loops run
-under `database_background_timeout` (app.py sets it around them).
+`bounded(seconds)` where one is set, else by `command_timeout` (60 s); the background loops
+run under `database_background_timeout` (app.py sets it around them). A request's database
+work shares one `budget(seconds)`: its acquires, statements and releases together wait at
+most that long (the API sets `database_timeout`), so a stalled PostgreSQL makes a request
+fail within the setting instead of once per statement (api/health.py maps it to 503).
 
 `DatabaseProbe` keeps the database's last known state for /api/v1/health, which must answer
 without waiting for it, and the recent outages it saw (the heartbeat deadline checker excuses
@@ -73,8 +74,58 @@ def current_bound() -> float | None:
     return _BOUND.get()
 
 
+class _Budget:
+    """Seconds of database waiting left to a `budget` block (shared by its tasks)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: float) -> None:
+        self.left = left
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("probefleet_db_budget", default=None)
+# A release (which waits for a timed-out statement's cancellation, then resets the
+# connection) gets at least this long once the budget is spent: it must still run, or the
+# connection would leak; past it the pool terminates the connection.
+RELEASE_FLOOR = 0.05
+
+
+@contextlib.contextmanager
+def budget(seconds: float | None) -> Iterator[None]:
+    """Within the block, the time spent waiting on the database (pool acquires, statements,
+    releases) adds up to at most `seconds`: each wait gets what is left (and at most its
+    `bounded` bound), and once nothing is left the next statement or acquire raises
+    TimeoutError without waiting. Time the block spends on anything else (an outbound HTTP
+    call, a WebSocket waiting for its client) is not counted. None: no budget."""
+    token = _BUDGET.set(None if seconds is None else _Budget(seconds))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
 def _timeout(timeout: float | None) -> float | None:
-    return _BOUND.get() if timeout is None else timeout
+    bound = _BOUND.get() if timeout is None else timeout
+    spend = _BUDGET.get()
+    if spend is None:
+        return bound
+    if spend.left <= 0:
+        raise TimeoutError("the database work of this request ran out of time")
+    return spend.left if bound is None else min(bound, spend.left)
+
+
+@contextlib.contextmanager
+def _charged() -> Iterator[None]:
+    """Charge the time the block takes to the context's budget, if any."""
+    spend = _BUDGET.get()
+    if spend is None:
+        yield
+        return
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        spend.left -= time.monotonic() - start
 
 
 class BoundedConnection(asyncpg.Connection):
@@ -83,7 +134,8 @@ class BoundedConnection(asyncpg.Connection):
     (`timeout` parameters, ASYNC109: these keep asyncpg's signatures.)"""
 
     async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:  # noqa: ASYNC109
-        return await super().execute(query, *args, timeout=_timeout(timeout))
+        with _charged():
+            return await super().execute(query, *args, timeout=_timeout(timeout))
 
     async def executemany(
         self,
@@ -92,7 +144,8 @@ class BoundedConnection(asyncpg.Connection):
         *,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> None:
-        await super().executemany(command, args, timeout=_timeout(timeout))
+        with _charged():
+            await super().executemany(command, args, timeout=_timeout(timeout))
 
     async def fetch(
         self,
@@ -101,7 +154,8 @@ class BoundedConnection(asyncpg.Connection):
         timeout: float | None = None,  # noqa: ASYNC109
         record_class: Any = None,
     ) -> list[Any]:
-        return await super().fetch(query, *args, timeout=_timeout(timeout), record_class=record_class)
+        with _charged():
+            return await super().fetch(query, *args, timeout=_timeout(timeout), record_class=record_class)
 
     async def fetchrow(
         self,
@@ -110,7 +164,8 @@ class BoundedConnection(asyncpg.Connection):
         timeout: float | None = None,  # noqa: ASYNC109
         record_class: Any = None,
     ) -> Any:
-        return await super().fetchrow(query, *args, timeout=_timeout(timeout), record_class=record_class)
+        with _charged():
+            return await super().fetchrow(query, *args, timeout=_timeout(timeout), record_class=record_class)
 
     async def fetchval(
         self,
@@ -119,15 +174,52 @@ class BoundedConnection(asyncpg.Connection):
         column: int = 0,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> Any:
-        return await super().fetchval(query, *args, column=column, timeout=_timeout(timeout))
+        with _charged():
+            return await super().fetchval(query, *args, column=column, timeout=_timeout(timeout))
 
 
 class BoundedPool(asyncpg.Pool):
     """A pool whose acquire (also inside pool.fetch and friends) takes its timeout from
-    `bounded` when none is given."""
+    `bounded` when none is given, and whose acquires and releases count against `budget`."""
 
     def acquire(self, *, timeout: float | None = None) -> Any:
-        return super().acquire(timeout=_timeout(timeout))
+        return _Acquire(self, timeout)
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        spend = _BUDGET.get()
+        if spend is not None:
+            # None would mean the acquire's timeout, which the budget may have outlived.
+            left = max(spend.left, RELEASE_FLOOR)
+            timeout = left if timeout is None else min(timeout, left)
+        with _charged():
+            await super().release(connection, timeout=timeout)
+
+
+class _Acquire:
+    """What `BoundedPool.acquire` returns: awaited or used with `async with`, like asyncpg's
+    own, with the timeout computed (and the wait charged) when it is awaited."""
+
+    __slots__ = ("connection", "pool", "timeout")
+
+    def __init__(self, pool: BoundedPool, timeout: float | None) -> None:
+        self.pool, self.timeout = pool, timeout
+        self.connection: Any = None
+
+    async def _get(self) -> Any:
+        with _charged():
+            self.connection = await asyncpg.Pool.acquire(self.pool, timeout=_timeout(self.timeout))
+        return self.connection
+
+    def __await__(self) -> Any:
+        return self._get().__await__()
+
+    async def __aenter__(self) -> Any:
+        return await self._get()
+
+    async def __aexit__(self, *exc: object) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await self.pool.release(connection)
 
 
 async def create_pool(dsn: str, *, max_size: int = 20) -> asyncpg.Pool:

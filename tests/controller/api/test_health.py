@@ -9,14 +9,20 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from probefleet.controller import keys
+from probefleet.controller.api import health
+from probefleet.controller.api.errors import error_middleware
+from probefleet.controller.config import ControllerConfig
+from probefleet.controller.storage import db
 from probefleet.shared.devstack import PostgresServer, create_database
 from tests.controller.conftest import Running, start_controller
 from tests.helpers import eventually
 
 # Generous bounds for "answers in time": failures, never speed measures. Health answers from
 # memory; a ping waits heartbeat_ping_timeout (1 s here) for its commit; other requests wait
-# database_timeout (1 s here) per statement and pool acquire.
+# database_timeout (1 s here) for all their database work together.
 HEALTH_BOUND = 0.5
 PING_BOUND = 3.0
 REQUEST_BOUND = 5.0
@@ -122,3 +128,46 @@ async def test_a_database_that_is_gone_gets_503s_not_500s(
             status, headers_, took = await _timed(api, "GET", path)
             assert (status, headers_.get("Retry-After")) == (503, "1"), (path, status)
             assert took < REQUEST_BOUND, f"{path} took {took:.2f} s"
+
+
+async def test_the_database_timeout_bounds_a_requests_database_work_as_a_whole(
+    own_postgres: PostgresServer,
+) -> None:
+    """A handler with two statements, each on a connection of its own, against a frozen
+    server: 503 within database_timeout (plus slack for a loaded machine), not one
+    timeout per acquire and statement (2 s and more before)."""
+    seconds, slack = 1.0, 0.6
+    pool = await db.create_pool(own_postgres.dsn(), max_size=2)
+
+    async def two_statements(request: web.Request) -> web.Response:
+        first = await pool.fetchval("SELECT 1")
+        second = await pool.fetchval("SELECT 2")
+        return web.json_response({"sum": first + second})
+
+    app = web.Application(middlewares=[error_middleware, health.database_middleware])
+    app[keys.CONFIG] = ControllerConfig(database_timeout=seconds)
+    app.router.add_get("/two", two_statements)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession(base_url=base, timeout=aiohttp.ClientTimeout(total=30)) as client:
+            status, _, _ = await _timed(client, "GET", "/two")
+            assert status == 200
+            own_postgres.freeze()
+            try:
+                status, headers_, took = await _timed(client, "GET", "/two")
+                assert (status, headers_.get("Retry-After")) == (503, "1"), status
+                assert took < seconds + slack, f"two statements took {took:.2f} s"
+            finally:
+                own_postgres.thaw()
+
+            async def answers() -> bool:
+                return (await _timed(client, "GET", "/two"))[0] == 200
+
+            await eventually(answers, timeout=20, what="the handler answering after the thaw")
+    finally:
+        own_postgres.thaw()
+        await runner.cleanup()
+        await pool.close()

@@ -83,3 +83,34 @@ async def test_the_probe_remembers_an_outage_from_its_last_answer_to_its_next(
     [(start, end)] = probe.outages()
     assert start == answered and end == probe.last_ok_at
     assert probe.ok(time.monotonic())
+
+
+# The budget's bound checked below is what the feature promises, with room for a loaded
+# machine: without a shared budget, two statements and their releases take 4 s here.
+BUDGET = 1.0
+BUDGET_SLACK = 0.6
+
+
+async def test_a_budget_bounds_all_the_database_work_of_a_block_together(
+    own_pool: asyncpg.Pool, own_postgres: PostgresServer
+) -> None:
+    """Each acquire, statement and release gets what is left of one budget, so two
+    statements against a frozen server fail within the budget, not one bound each."""
+    with db.budget(BUDGET):
+        assert await own_pool.fetchval("SELECT 1") == 1  # spends a little of it
+    own_postgres.freeze()
+    try:
+        started = time.monotonic()
+        with db.bounded(BUDGET), db.budget(BUDGET), pytest.raises(TimeoutError):
+            for _ in range(2):
+                async with own_pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+        took = time.monotonic() - started
+        assert took < BUDGET + BUDGET_SLACK, f"two statements took {took:.2f} s"
+        with db.budget(0.0), pytest.raises(TimeoutError):  # spent: refused without waiting
+            await own_pool.fetchval("SELECT 1")
+    finally:
+        own_postgres.thaw()
+    with db.budget(5.0):  # the pool recovers (a connection cut mid-statement was replaced)
+        assert await own_pool.fetchval("SELECT 2") == 2
+    assert await own_pool.fetchval("SELECT 3") == 3  # no budget outside a block
