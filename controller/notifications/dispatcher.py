@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args
 
@@ -82,7 +82,13 @@ class Settings:
     retry_base_s: float = 5.0
     retry_max_s: float = 3600.0
     max_attempts: int = 10
-    # More than flap_changes state changes within flap_window_s: the monitor is flapping.
+    # Flapping (Nagios): over the last flap_results round verdicts, the weighted percentage
+    # of state changes goes above flap_high; it has settled once below flap_low.
+    flap_results: int = 21
+    flap_high: float = 30.0
+    flap_low: float = 25.0
+    # Monitors without rounds (heartbeats): more than flap_changes state changes within
+    # flap_window_s.
     flap_changes: int = 5
     flap_window_s: float = 600.0
     # How long an id gap in the events table may hold the watermark (see fan_out).
@@ -178,6 +184,25 @@ def held_back(event: dict[str, Any], monitor: dict[str, Any] | None, threshold: 
     if monitor is None:
         return False
     return not (monitor["status"] == "down" and monitor["fail_streak"] >= threshold)
+
+
+def flap_percent(states: Sequence[str]) -> float:
+    """Nagios' percent state change: of the transitions between consecutive results, the
+    ones that changed state, each weighted from 0.8 (oldest) to 1.2 (newest) so that a
+    monitor settling stops counting as flapping sooner than one starting to flap."""
+    n = len(states)
+    if n < 2:
+        return 0.0
+    changed = 0.0
+    for i in range(1, n):
+        if states[i] != states[i - 1]:
+            changed += 0.8 + 0.4 * (i - 1) / max(1, n - 2)
+    return 100.0 * changed / (n - 1)
+
+
+def is_flapping(was: bool, percent: float, settings: Settings) -> bool:
+    """Hysteresis: start above flap_high, stop only below flap_low."""
+    return percent >= settings.flap_low if was else percent > settings.flap_high
 
 
 def escalations_for(
@@ -335,9 +360,12 @@ class Dispatcher:
         wanted = {c for r in rules for c in (*r["channel_ids"], *r["escalation_channel_ids"])}
         wanted |= {c for m in monitors.values() for c in m["notifications"]}
         channels = await store.channels_by_id(self.pool, list(wanted))
+        judged = await self.judge_flapping(list(monitor_ids), now)
         window = dt.timedelta(seconds=self.settings.flap_window_s)
-        changes = await store.state_changes(self.pool, list(monitor_ids), now - window, events[-1]["id"])
+        unjudged = [m for m in monitor_ids if m not in judged]
+        changes = await store.state_changes(self.pool, unjudged, now - window, events[-1]["id"])
         flapping = {m for m, n in changes.items() if n > self.settings.flap_changes}
+        flapping |= {m for m, f in judged.items() if f}
         settings = await store.alert_settings(self.pool, list(monitor_ids))
         quiet_recovery = {m for m, a in settings.items() if not a["alert_on_recovery"]}
         rows: list[NewDelivery] = []
@@ -383,6 +411,42 @@ class Dispatcher:
         if unalerted:
             await store.cancel_held(self.pool, monitor_id, event_id, now)
         return unalerted
+
+    async def judge_flapping(self, ids: list[int], now: dt.datetime) -> dict[int, bool]:
+        """Whether each monitor with rounds is flapping now (flap_percent over its last
+        flap_results verdicts, with hysteresis); a change is stored with compare-and-set and
+        announced by one monitor.flapping event. Monitors without rounds are left out."""
+        if not ids:
+            return {}
+        verdicts = await store.recent_verdicts(self.pool, ids, self.settings.flap_results)
+        before = await store.flap_states(self.pool, list(verdicts))
+        out: dict[int, bool] = {}
+        for mid, states in verdicts.items():
+            percent = flap_percent(states)
+            out[mid] = is_flapping(before.get(mid, False), percent, self.settings)
+            if out[mid] == before.get(mid, False):
+                continue  # no change: nothing to write (a monitor that never flapped has no row)
+            async with self.pool.acquire() as conn, conn.transaction():  # type: ignore[union-attr]
+                if not await store.set_flapping(conn, mid, out[mid], percent, now):
+                    continue
+                await event_store.insert(
+                    conn,
+                    "monitor.flapping",
+                    monitor_id=mid,
+                    incident_id=None,
+                    occurred_at=now,
+                    payload={"monitor": {"id": mid}, "flapping": out[mid], "percent": round(percent, 1)},
+                )
+            log.info("monitor flapping monitor_id=%s flapping=%s percent=%.1f", mid, out[mid], percent)
+        return out
+
+    async def release_flaps(self, now: dt.datetime) -> int:
+        """Judge again the monitors that are flapping or have suppressed notices; release
+        the notices of those that settled (the newest per channel, the rest collapsed)."""
+        watched = await store.flap_states(self.pool)
+        judged = await self.judge_flapping(list(watched), now)
+        settled = [m for m, f in judged.items() if not f]
+        return await store.release_settled(self.pool, now, settled) if settled else 0
 
     def _deliveries(
         self,
@@ -695,6 +759,7 @@ class Dispatcher:
         """Fan out one batch, release settled flaps, send one batch: the loop body."""
         created = await self.fan_out(now)
         await store.release_suppressed(self.pool, now, dt.timedelta(seconds=self.settings.flap_window_s))
+        await self.release_flaps(now)
         await self.release_parent_held(now)
         await store.release_held(self.pool, now)
         sent = await self.process_batch(now)

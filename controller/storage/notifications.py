@@ -484,11 +484,13 @@ async def list_deliveries(
 
 
 async def release_suppressed(conn: DB, now: dt.datetime, window: dt.timedelta) -> int:
-    """For monitors with no state change in `window`: the newest suppressed delivery per
+    """For monitors judged by state-change events (heartbeats: no rounds, so no row in
+    monitor_flaps) with no state change in `window`: the newest suppressed delivery per
     (monitor, channel) becomes pending, the older ones 'collapsed'. The update re-checks
     status='suppressed' (compare-and-set), so two controllers release each row once."""
     rows = await conn.fetch(
         "WITH settled AS (SELECT DISTINCT d.monitor_id FROM deliveries d WHERE d.status='suppressed'"
+        "   AND NOT EXISTS (SELECT 1 FROM monitor_flaps f WHERE f.monitor_id=d.monitor_id)"
         "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.monitor_id=d.monitor_id"
         "     AND e.kind = ANY($3::text[]) AND e.occurred_at > $1::timestamptz - $2::interval)),"
         " ranked AS (SELECT d.id, row_number() OVER (PARTITION BY d.monitor_id, d.channel_id"
@@ -500,6 +502,76 @@ async def release_suppressed(conn: DB, now: dt.datetime, window: dt.timedelta) -
         now,
         window,
         STATE_EVENTS,
+    )
+    return len(rows)
+
+
+async def recent_verdicts(conn: DB, ids: Sequence[int], n: int) -> dict[int, list[str]]:
+    """Each monitor's last `n` round verdicts (rechecks included, unknown left out: a
+    round nobody answered says nothing about the target), oldest first. Monitors without
+    rounds (heartbeats) are absent."""
+    rows = await conn.fetch(
+        "SELECT m.id, v.states FROM unnest($1::bigint[]) AS m(id) CROSS JOIN LATERAL"
+        " (SELECT array_agg(r.verdict ORDER BY r.due, r.attempt) AS states FROM"
+        "   (SELECT verdict, due, attempt FROM rounds WHERE monitor_id = m.id AND verdict IS NOT NULL"
+        "    AND verdict <> 'unknown' ORDER BY due DESC, attempt DESC LIMIT $2) r) v"
+        " WHERE v.states IS NOT NULL",
+        list(ids),
+        n,
+    )
+    return {r["id"]: list(r["states"]) for r in rows}
+
+
+async def flap_states(conn: DB, ids: Sequence[int] | None = None) -> dict[int, bool]:
+    """Whether each judged monitor is flapping: the given ones, or (None) every monitor that
+    is flapping or has suppressed deliveries waiting."""
+    if ids is None:
+        rows = await conn.fetch(
+            "SELECT monitor_id, flapping FROM monitor_flaps WHERE flapping OR monitor_id IN"
+            " (SELECT monitor_id FROM deliveries WHERE status = 'suppressed')"
+        )
+    else:
+        rows = await conn.fetch(
+            "SELECT monitor_id, flapping FROM monitor_flaps WHERE monitor_id = ANY($1::bigint[])", list(ids)
+        )
+    return {r["monitor_id"]: r["flapping"] for r in rows}
+
+
+async def set_flapping(conn: DB, monitor_id: int, flapping: bool, percent: float, now: dt.datetime) -> bool:
+    """Store the monitor's flap state; True only when `flapping` changed (compare-and-set:
+    of two controllers judging the same change, one gets True and writes the event)."""
+    await conn.execute(
+        "INSERT INTO monitor_flaps (monitor_id, flapping, percent, changed_at) VALUES ($1, false, $2, $3)"
+        " ON CONFLICT (monitor_id) DO NOTHING",
+        monitor_id,
+        percent,
+        now,
+    )
+    changed = await conn.fetchval(
+        "UPDATE monitor_flaps SET flapping = $2, percent = $3, changed_at = $4"
+        " WHERE monitor_id = $1 AND flapping <> $2 RETURNING monitor_id",
+        monitor_id,
+        flapping,
+        percent,
+        now,
+    )
+    if changed is None:
+        await conn.execute("UPDATE monitor_flaps SET percent = $2 WHERE monitor_id = $1", monitor_id, percent)
+    return changed is not None
+
+
+async def release_settled(conn: DB, now: dt.datetime, monitor_ids: Sequence[int]) -> int:
+    """For monitors that stopped flapping: the newest suppressed delivery per channel becomes
+    pending, the older ones 'collapsed' (compare-and-set on status='suppressed')."""
+    rows = await conn.fetch(
+        "WITH ranked AS (SELECT d.id, row_number() OVER (PARTITION BY d.monitor_id, d.channel_id"
+        "   ORDER BY d.event_id DESC) AS rn FROM deliveries d"
+        "   WHERE d.status='suppressed' AND d.monitor_id = ANY($2::bigint[]))"
+        " UPDATE deliveries d SET status = CASE WHEN r.rn=1 THEN 'pending' ELSE 'collapsed' END,"
+        " next_attempt_at=$1, updated_at=$1 FROM ranked r WHERE d.id=r.id AND d.status='suppressed'"
+        " RETURNING d.id",
+        now,
+        list(monitor_ids),
     )
     return len(rows)
 

@@ -21,7 +21,13 @@ from probefleet.controller import metrics
 from probefleet.controller.engine import incidents
 from probefleet.controller.engine.consensus import Verdict
 from probefleet.controller.notifications import destinations
-from probefleet.controller.notifications.dispatcher import Dispatcher, Settings, backoff
+from probefleet.controller.notifications.dispatcher import (
+    Dispatcher,
+    Settings,
+    backoff,
+    flap_percent,
+    is_flapping,
+)
 from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import notifications as store
@@ -562,6 +568,74 @@ async def test_an_undecided_parent_holds_a_child_alert_for_its_confirmation_time
     assert hook.got == []
     await d.step(seconds(11))
     assert [(b["event"], b["monitor"]["id"]) for b in hook.bodies()] == [("incident.opened", child)]
+
+
+async def closed_round(pool: asyncpg.Pool, mid: int, state: str, at: dt.datetime) -> str:
+    """A round closed with `state` as the results path leaves it, then applied by the engine."""
+    await pool.execute(
+        "INSERT INTO rounds (monitor_id, due, regions, answered, deadline, closed_at, verdict)"
+        " VALUES ($1, $2, $3, $3, $2, $2, $4)",
+        mid,
+        at,
+        list(REGIONS),
+        state,
+    )
+    return await round_(pool, mid, state, at)
+
+
+async def test_a_flapping_monitor_is_held_by_percent_state_change_until_it_settles(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    """Nagios' rule over the last 21 round verdicts: 10 up rounds, then down/up every round:
+    the third change is notified (29 %), the fourth (35 %) starts the flapping and is held
+    with the rest; once the rounds stay up long enough to fall below 25 %, only the state
+    it settled in (up) is sent."""
+    await rule(pool, [await channel(pool, hook.url)], events=["monitor.down", "monitor.up"])
+    mid = (await monitor(pool))["id"]
+    d = dispatcher(pool, session)
+    states = ["up"] * 10 + ["down", "up", "down", "up", "down", "up", "down"] + ["up"] * 20
+    for t, state in enumerate(states, start=1):
+        await closed_round(pool, mid, state, seconds(t))
+        await d.step(seconds(t))
+        if t == 14:  # the fourth change has just been fanned out
+            assert [b["event"] for b in hook.bodies()] == ["monitor.down", "monitor.up", "monitor.down"]
+            assert await pool.fetchval("SELECT flapping FROM monitor_flaps WHERE monitor_id = $1", mid)
+    assert [b["event"] for b in hook.bodies()] == ["monitor.down", "monitor.up", "monitor.down", "monitor.up"]
+    flaps = await pool.fetch(
+        "SELECT payload, occurred_at FROM events WHERE kind = 'monitor.flapping' AND monitor_id = $1"
+        " ORDER BY id",
+        mid,
+    )
+    assert [f["payload"]["flapping"] for f in flaps] == [True, False]
+    assert flaps[0]["occurred_at"] == seconds(14) and flaps[0]["payload"]["percent"] > 30
+    assert flaps[1]["payload"]["percent"] < 25
+    # Changes 4 to 8 held while flapping: the newest (up) sent, four collapsed.
+    assert sorted(s for _, s, _ in await statuses(pool)) == ["collapsed"] * 4 + ["delivered"] * 4
+
+
+@pytest.mark.parametrize(
+    ("states", "percent"),
+    [
+        (["up"] * 21, 0.0),
+        (["up", "down"] * 10 + ["up"], 100.0),
+        (["up"] * 20 + ["down"], 6.0),
+        (["down"] + ["up"] * 20, 4.0),
+        (["up"], 0.0),
+        (["up", "down", "up"], 100.0),
+    ],
+    ids=["steady", "alternating", "newest-change", "oldest-change", "one-result", "short-history"],
+)
+def test_flap_percent_weighs_newer_changes_more(states: list[str], percent: float) -> None:
+    assert flap_percent(states) == pytest.approx(percent)
+
+
+@pytest.mark.parametrize(
+    ("was", "percent", "now"),
+    [(False, 30.0, False), (False, 30.1, True), (True, 25.0, True), (True, 24.9, False), (True, 29.0, True)],
+    ids=["at-high", "above-high", "at-low", "below-low", "between"],
+)
+def test_flapping_starts_above_30_and_stops_below_25_percent(was: bool, percent: float, now: bool) -> None:
+    assert is_flapping(was, percent, Settings()) is now
 
 
 async def test_alert_threshold_holds_the_alert_until_that_many_rounds_failed(
