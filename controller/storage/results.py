@@ -117,13 +117,20 @@ async def close_expired(conn: Tx, now: dt.datetime, limit: int = 5000) -> list[d
 
 
 async def results_for(conn: Tx, keys: list[Key]) -> list[dict[str, Any]]:
+    """The stored results of these rounds, each round looked up by the primary key.
+
+    A plain join with the unnest let the generic plan of the prepared statement (used
+    after a few runs) hash the keys and read the whole day's partition instead: the profile
+    of 1,000 monitors showed 1.1 million rows read per 1,000 checks, a cost that grows all
+    day as the partition fills. The LATERAL subquery with OFFSET 0 is not pulled up into a
+    join, so each key is one index probe whatever the statistics say."""
     if not keys:
         return []
     rows = await conn.fetch(
         "SELECT c.monitor_id, c.due, c.attempt, c.region, c.status, c.reason, c.message,"
-        " c.duration_ms, c.status_code FROM check_results c JOIN unnest($1::bigint[],"
-        " $2::timestamptz[], $3::smallint[]) AS k(m, d, a)"
-        " ON c.monitor_id = k.m AND c.due = k.d AND c.attempt = k.a",
+        " c.duration_ms, c.status_code FROM unnest($1::bigint[], $2::timestamptz[], $3::smallint[])"
+        " AS k(m, d, a) CROSS JOIN LATERAL (SELECT * FROM check_results c WHERE c.monitor_id = k.m"
+        " AND c.due = k.d AND c.attempt = k.a OFFSET 0) c",
         [k[0] for k in keys],
         [k[1] for k in keys],
         [k[2] for k in keys],

@@ -251,3 +251,25 @@ async def test_a_round_missing_a_region_stays_open_until_the_sweep(pool: asyncpg
     # The late answer is stored but the closed round is not decided again.
     assert await results.ingest(pool, batch[2:]) == 1
     assert (await state(pool, mid))["pass_streak"] == 1
+
+
+async def test_results_for_returns_exactly_the_answers_of_the_rounds_asked(pool: asyncpg.Pool) -> None:
+    # One index probe per round (a LATERAL lookup, so no plan reads the day's partition):
+    # the answers of other rounds, attempts and monitors stay out.
+    a, b = await monitor(pool), await monitor(pool)
+    t = time.time() - 600
+    for mid in (a, b):
+        for due in (t, t + 60):
+            async with pool.acquire() as conn:
+                await store.insert_results(conn, await round_results(pool, mid, due, (1, 2, 3)))
+    recheck = (await round_results(pool, a, t, (4, 5, 6)))[0]
+    recheck.attempt = 1
+    async with pool.acquire() as conn:
+        await store.insert_results(conn, [recheck])
+        keys = [(a, store.ts(t), 0), (b, store.ts(t + 60), 0), (a, store.ts(t), 1)]
+        found = await store.results_for(conn, keys)
+    assert sorted((r["monitor_id"], r["due"], r["attempt"], r["region"]) for r in found) == sorted(
+        [(a, store.ts(t), 0, r) for r in REGIONS]
+        + [(b, store.ts(t + 60), 0, r) for r in REGIONS]
+        + [(a, store.ts(t), 1, "us-east")]
+    )
