@@ -126,14 +126,15 @@ def run_one(
     durable: bool = False,
     secure: bool = False,
     profile: Path | None = None,
+    pg_settings: dict[str, str] | None = None,
+    controller_settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     name = f"{n}-{int(durable)}-{int(secure)}"
     stack = devstack.EmbeddedStack(workdir / f"stack-{name}", ephemeral=True)
     # The fleet's secure NATS: operator mode and TLS, the controller's and each probe's own credential.
     sec = fleet_bench.secure_nats(stack, workdir / f"trust-{name}") if secure else None
     stack.postgres.durable = durable
-    if profile is not None:
-        stack.postgres.settings = dict(prof.PG_SETTINGS)
+    stack.postgres.settings = {**(prof.PG_SETTINGS if profile is not None else {}), **(pg_settings or {})}
     stack.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -156,9 +157,13 @@ def run_one(
             env = {**fleet_bench.clean_env(), **env, **sec.controller_env()}
             del env["PROBEFLEET_NATS_INSECURE"]
         api_port = devstack.free_port()
-        controller = _spawn(
-            ["-m", "probefleet.shared.cli", "controller", "serve", "--port", str(api_port)], env
-        )
+        serve = ["-m", "probefleet.shared.cli", "controller", "serve", "--port", str(api_port)]
+        if controller_settings:
+            # TOML literals as given (db_pool_max=5, round_grace=1.0).
+            conf = workdir / f"controller-{n}-{int(durable)}.toml"
+            conf.write_text("".join(f"{k} = {v}\n" for k, v in controller_settings.items()))
+            serve += ["--config", str(conf)]
+        controller = _spawn(serve, env)
         run = ["-m", "probefleet.shared.cli", "probe", "run"]
         probes = [
             _spawn(
@@ -285,6 +290,18 @@ def _memory_rows(r: dict[str, Any]) -> str:
     help="NATS without TLS and authentication, or as the fleet runs it (operator mode, TLS, a"
     " credential per probe); both = one run of each, side by side.",
 )
+@click.option(
+    "--pg-setting",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A PostgreSQL server setting for an A/B of settings (shared_buffers=16MB); repeatable.",
+)
+@click.option(
+    "--controller-setting",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A controller setting as a TOML literal (db_pool_max=5), for an A/B; repeatable.",
+)
 @click.option("--no-record", is_flag=True, help="Print only; leave bench/RESULTS.md alone.")
 @click.option(
     "--profile",
@@ -296,6 +313,8 @@ def _memory_rows(r: dict[str, Any]) -> str:
 )
 def main(
     counts: tuple[int, ...],
+    pg_setting: tuple[str, ...],
+    controller_setting: tuple[str, ...],
     interval: int,
     window: float,
     windows: int,
@@ -307,6 +326,7 @@ def main(
     calib, load0 = calibration(), load_average()
     modes = {"off": [False], "on": [True], "both": [False, True]}[fsync]
     securities = {"plain": [False], "secure": [True], "both": [False, True]}[nats_mode]
+    settings = dict(s.split("=", 1) for s in pg_setting)
     results = []
     with tempfile.TemporaryDirectory(prefix="pf-bench-") as tmp:
         for n in counts:
@@ -321,6 +341,7 @@ def main(
                         durable=durable,
                         secure=secure,
                         profile=profile,
+                        pg_settings=settings,
                     )
                     click.echo(r)
                     results.append(r)
@@ -339,7 +360,9 @@ def main(
     )
     body = (
         f"Command: `python -m bench.e2e {' '.join(f'--monitors {n}' for n in counts)} --interval {interval}"
-        f" --window {window:g} --windows {windows} --fsync {fsync} --nats {nats_mode}` (`make bench`).\n"
+        f" --window {window:g} --windows {windows} --fsync {fsync} --nats {nats_mode}"
+        f"{''.join(f' --pg-setting {s}' for s in pg_setting)}"
+        f"{''.join(f' --controller-setting {s}' for s in controller_setting)}` (`make bench`).\n"
         f"Load average before: {load0}; after: {load_average()}. Calibration: a fixed pure-Python\n"
         f"loop takes {calib:.1f} ms on this machine (quote ratios between runs of different machines).\n\n"
         "Real processes: embedded NATS and PostgreSQL, one controller, three probes bound to\n"

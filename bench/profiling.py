@@ -33,7 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import process_tree
+from bench.common import memory_kib, process_tree
 from probefleet.shared.devstack import NatsServer
 
 # Settings the profile adds to PostgreSQL: statement statistics need the library loaded
@@ -147,6 +147,16 @@ def _switches(pids: list[int]) -> int:
     return total
 
 
+def _process_memory(pid: int) -> tuple[str, int, int]:
+    """(name, RSS KiB, PSS KiB): PostgreSQL names its processes in their command line."""
+    try:
+        name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        name = "?"
+    name = name.removeprefix("postgres: ").split("/")[-1][:40] or str(pid)
+    return (name, *memory_kib([pid]))
+
+
 def _collapse(path: Path) -> Counter[str]:
     stacks: Counter[str] = Counter()
     with contextlib.suppress(OSError):
@@ -189,11 +199,13 @@ class Snapshot:
     nats0: dict[str, Any] | None
     nats1: dict[str, Any] | None
     switches: dict[str, float]
+    memory: dict[str, list[tuple[str, int, int]]]
     spied: dict[str, list[Path]] = field(default_factory=dict)
 
     def report(self, checks: int, cpu: list[dict[str, float]]) -> str:
-        per = 1000 / max(checks, 1)
-        out = [f"\n=== profile: {checks:,} checks in {self.seconds:.0f} s; figures per 1,000 checks ==="]
+        # An idle system (no monitors) is reported per second instead.
+        per, unit = (1000 / checks, "per 1,000 checks") if checks else (1 / self.seconds, "per second (idle)")
+        out = [f"\n=== profile: {checks:,} checks in {self.seconds:.0f} s; figures {unit} ==="]
         total = {k: sum(c[k] for c in cpu) for k in cpu[0]} if cpu else {}
         out.append(
             "CPU s: "
@@ -204,6 +216,11 @@ class Snapshot:
             "wakeups (context switches) per second: "
             + ", ".join(f"{k} {v:.0f}" for k, v in self.switches.items())
         )
+        out.append("memory per process, RSS (PSS) MiB:")
+        for component, rows in self.memory.items():
+            out.append(
+                f"  {component}: " + ", ".join(f"{n} {r / 1024:.0f} ({p / 1024:.0f})" for n, r, p in rows)
+            )
         out += self._pg(per)
         out += self._nats(per)
         out += self._python(per)
@@ -358,4 +375,7 @@ class Session:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                 spied.setdefault(component, []).append(out)
-        return Snapshot(self.folder, seconds, self.pg0, pg1, self.nats0, nats1, switches, spied)
+        memory = {
+            k: [_process_memory(p) for root in v for p in process_tree(root)] for k, v in self.roots.items()
+        }
+        return Snapshot(self.folder, seconds, self.pg0, pg1, self.nats0, nats1, switches, memory, spied)
