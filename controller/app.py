@@ -111,9 +111,14 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def disconnected() -> None:
         log.warning("nats disconnected")
+        # No heartbeat reaches us now: the probes are unheard, not gone.
+        if keys.FLEET in app:
+            app[keys.FLEET].disconnected()
 
     async def reconnected() -> None:
         log.info("nats reconnected")
+        if keys.FLEET in app:
+            app[keys.FLEET].reconnected()
         # Status-page changes announced while we were cut off did not reach us: end every
         # page stream, and the browsers' reconnects are checked against the pages as they are.
         if keys.HUB in app:

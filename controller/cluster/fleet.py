@@ -2,7 +2,10 @@
 results look like on arrival.
 
 Every controller subscribes to all heartbeats, so each has the whole picture; a probe
-is forgotten after it misses `missed` heartbeats in a row. From the heartbeats: which
+is forgotten after it misses `missed` heartbeats in a row. While this controller's own NATS
+connection is down it hears no heartbeat: the fleet is blind, not empty, and keeps the view
+it had at the disconnect until `missed` intervals after the reconnect (`disconnected`,
+`reconnected`), the time a live probe needs to be heard again. From the heartbeats: which
 kinds a region can run now (`runnable`, `can_run`) and which probes run a version older
 than this controller accepts (`outdated`). `FLOW` counts the results this controller
 stores per region and keeps their delay (due time to stored) over the last minutes, for
@@ -86,6 +89,35 @@ class Fleet:
     probes: dict[str, tuple[ProbeHeartbeat, float]] = field(default_factory=dict)
     # The version probes are compared with (`outdated`): this controller's.
     version: str = VERSION
+    # Blindness (our own NATS connection down): since when, whether still down, and until
+    # when the view stays kept after the reconnect.
+    blind_since: float | None = None
+    connected: bool = True
+    blind_until: float = 0.0
+
+    @property
+    def window(self) -> float:
+        """Seconds after which a silent probe is forgotten; also how long the scheduler's
+        warm-up after start and the blindness after a reconnect last."""
+        return self.interval * self.missed
+
+    def disconnected(self, now: float | None = None) -> None:
+        """This controller lost NATS: from now, no probe ages out (see `reconnected`)."""
+        now = time.time() if now is None else now
+        if self.blind_since is None or not self.blind(now):
+            self.blind_since = now
+        self.connected = False
+
+    def reconnected(self, now: float | None = None) -> None:
+        """NATS is back: the view kept since the disconnect holds for one more `window`,
+        while the probes reconnect and heartbeat again; then normal aging resumes."""
+        now = time.time() if now is None else now
+        self.connected = True
+        self.blind_until = now + self.window
+
+    def blind(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return not self.connected or now < self.blind_until
 
     def observe(self, hb: ProbeHeartbeat, now: float | None = None) -> bool:
         """Record a heartbeat; True when the probe is new (or came back)."""
@@ -95,7 +127,10 @@ class Fleet:
         return new
 
     def _alive(self, seen: float, now: float) -> bool:
-        return now - seen <= self.interval * self.missed
+        if now - seen <= self.window:
+            return True
+        # Blind: live if it was live when we lost NATS.
+        return self.blind_since is not None and self.blind(now) and self.blind_since - seen <= self.window
 
     def prune(self, now: float | None = None) -> list[ProbeHeartbeat]:
         """Forget probes that missed their heartbeats; return them."""

@@ -196,8 +196,9 @@ class Scheduler:
 
     def expected_regions(self, entry: Entry, now: float) -> list[str]:
         """The monitor's regions that have a live probe (all of them until we have heard
-        heartbeats for a full window after start)."""
-        if now - self.started < self.fleet.interval * 1.5:
+        heartbeats for a full window after start: the time after which a silent probe is
+        forgotten, so a live one has been heard by then)."""
+        if now - self.started < self.fleet.window:
             return list(entry.locations)
         live = self.fleet.live_regions(now)
         return [r for r in entry.locations if live.get(r)]
@@ -253,7 +254,7 @@ class Scheduler:
                 )
         ours = await self._write_now(rounds)
         # What each region's live probes can run (none judged until heartbeats are known).
-        able = self.fleet.runnable(now) if now - self.started >= self.fleet.interval * 1.5 else {}
+        able = self.fleet.runnable(now) if now - self.started >= self.fleet.window else {}
         for job in jobs:
             # A round another controller opened first is not ours to publish (shards
             # moving); unknown while the rows wait in the buffer: publish them all.

@@ -44,6 +44,33 @@ def test_it_counts_live_probes_per_region_and_forgets_silent_ones() -> None:
     assert fleet.live_regions(now=109.5) == {}
 
 
+def test_while_our_own_nats_connection_is_down_the_fleet_keeps_its_view() -> None:
+    """Blind, not empty: no probe ages out from the disconnect until a window (3 x 2 s)
+    after the reconnect; then those not heard again are forgotten."""
+    fleet = Fleet(interval=2.0, missed=3)
+    fleet.observe(hb("a", "eu-west", 100), now=100)
+    fleet.observe(hb("b", "us-east", 100), now=100)
+    fleet.observe(hb("gone", "ap-south", 90), now=90)  # already silent past the window at 100
+    fleet.disconnected(now=100)
+    assert fleet.blind(now=130)
+    assert fleet.live_regions(now=130) == {"eu-west": 1, "us-east": 1}
+    assert fleet.prune(now=130) and fleet.live_regions(now=130) == {"eu-west": 1, "us-east": 1}
+    fleet.disconnected(now=131)  # told again (a failed reconnect): the view is still 100's
+    fleet.reconnected(now=140)
+    assert fleet.observe(hb("a", "eu-west", 141), now=141) is False  # not a comeback
+    assert fleet.live_regions(now=145.9) == {"eu-west": 1, "us-east": 1}
+    assert not fleet.blind(now=146.1)
+    # b was not heard within the window after the reconnect: now it is gone for real.
+    assert fleet.live_regions(now=146.1) == {"eu-west": 1}
+    assert [p.probe_id for p in fleet.prune(now=146.1)] == ["b"]
+    # A later outage starts from the view of its own disconnect.
+    fleet.observe(hb("a", "eu-west", 148), now=148)
+    fleet.disconnected(now=150)
+    fleet.reconnected(now=151)
+    assert fleet.live_regions(now=155) == {"eu-west": 1}
+    assert fleet.live_regions(now=157.1) == {}
+
+
 def test_a_probe_that_comes_back_is_new_again() -> None:
     fleet = Fleet(interval=1.0, missed=2)
     fleet.observe(hb("a", "ap-south", 0), now=0)
