@@ -8,6 +8,7 @@ processes can talk to each other while a fleet is upgraded.
 from __future__ import annotations
 
 import enum
+import shlex
 from typing import Literal
 
 import msgspec
@@ -165,8 +166,198 @@ class WebsocketSpec(msgspec.Struct, tag="websocket", kw_only=True, omit_defaults
     secret_params: list[str] = []
 
 
-CheckSpec = HttpSpec | TcpSpec | UdpSpec | IcmpSpec | DnsSpec | TlsSpec | ApiFlowSpec | WebsocketSpec
-PROBE_KINDS: tuple[str, ...] = ("http", "tcp", "udp", "icmp", "dns", "tls", "api_flow", "websocket")
+class GrpcSpec(msgspec.Struct, tag="grpc", kw_only=True, omit_defaults=True):
+    """The standard grpc.health.v1 Check of `service` ("" asks for the whole server)."""
+
+    host: str
+    port: int
+    service: str = ""
+    tls: bool = False
+    verify_tls: bool = True
+    ca_pem: str | None = None
+    server_name: str | None = None
+    metadata: dict[str, str] = {}
+    degraded_ms: float | None = None
+
+
+class SshSpec(msgspec.Struct, tag="ssh", kw_only=True, omit_defaults=True):
+    """The server's banner and host key; no login. A key not among `host_key_fingerprints`
+    (OpenSSH's `SHA256:...` form) fails with host_key_changed."""
+
+    host: str
+    port: int = 22
+    host_key_fingerprints: list[str] = []
+    expected_banner: str | None = None
+    degraded_ms: float | None = None
+
+
+class PostgresSpec(msgspec.Struct, tag="postgres", kw_only=True, omit_defaults=True):
+    """Connect, authenticate, run `query` in a read-only transaction, compare the first
+    column of the first row with `expected_value` (as text)."""
+
+    host: str
+    port: int = 5432
+    user: str = "postgres"
+    password: str | None = None
+    database: str | None = None
+    query: str = "SELECT 1"
+    expected_value: str | None = None
+    tls: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
+    ca_pem: str | None = None
+    degraded_ms: float | None = None
+
+
+class MysqlSpec(msgspec.Struct, tag="mysql", kw_only=True, omit_defaults=True):
+    """As postgres, for MySQL and MariaDB."""
+
+    host: str
+    port: int = 3306
+    user: str = "root"
+    password: str | None = None
+    database: str | None = None
+    query: str = "SELECT 1"
+    expected_value: str | None = None
+    tls: bool = False
+    verify_tls: bool = True
+    ca_pem: str | None = None
+    degraded_ms: float | None = None
+
+
+class RedisSpec(msgspec.Struct, tag="redis", kw_only=True, omit_defaults=True):
+    """Connect, AUTH when a password is set, run a read-only command (PING by default) and
+    compare its reply (as text) with `expected_value`."""
+
+    host: str
+    port: int = 6379
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    command: str = "PING"
+    expected_value: str | None = None
+    tls: bool = False
+    verify_tls: bool = True
+    ca_pem: str | None = None
+    degraded_ms: float | None = None
+
+
+# Redis commands that only read; a redis check's command must start with one of them.
+REDIS_READ_ONLY = frozenset(
+    {
+        "PING", "ECHO", "GET", "MGET", "EXISTS", "TYPE", "TTL", "PTTL", "STRLEN", "HGET", "HLEN",
+        "HEXISTS", "LLEN", "LINDEX", "SCARD", "SISMEMBER", "ZCARD", "ZSCORE", "DBSIZE", "INFO",
+        "TIME", "LASTSAVE", "ROLE", "XLEN",
+    }
+)  # fmt: skip
+
+
+def parse_redis_command(text: str) -> list[str]:
+    """A redis check's command as words (shell quoting); ValueError when it is empty,
+    badly quoted or not read-only."""
+    words = shlex.split(text)
+    if not words:
+        raise ValueError("the command is empty")
+    if words[0].upper() not in REDIS_READ_ONLY:
+        raise ValueError(
+            f"{words[0]} is not one of the read-only commands: {', '.join(sorted(REDIS_READ_ONLY))}"
+        )
+    return words
+
+
+class SmtpSpec(msgspec.Struct, tag="smtp", kw_only=True, omit_defaults=True):
+    """Banner, EHLO, and STARTTLS (or TLS from the start) with the certificate checked."""
+
+    host: str
+    port: int = 25
+    tls: Literal["none", "starttls", "implicit"] = "none"
+    verify_tls: bool = True
+    ca_pem: str | None = None
+    expected_banner: str | None = None
+    warn_days: int = 14
+    degraded_ms: float | None = None
+
+
+class ImapSpec(msgspec.Struct, tag="imap", kw_only=True, omit_defaults=True):
+    """Greeting, CAPABILITY, and STARTTLS (or TLS from the start) with the certificate checked."""
+
+    host: str
+    port: int = 143
+    tls: Literal["none", "starttls", "implicit"] = "none"
+    verify_tls: bool = True
+    ca_pem: str | None = None
+    expected_banner: str | None = None
+    warn_days: int = 14
+    degraded_ms: float | None = None
+
+
+class Pop3Spec(msgspec.Struct, tag="pop3", kw_only=True, omit_defaults=True):
+    """Greeting, CAPA, and STLS (or TLS from the start) with the certificate checked."""
+
+    host: str
+    port: int = 110
+    tls: Literal["none", "starttls", "implicit"] = "none"
+    verify_tls: bool = True
+    ca_pem: str | None = None
+    expected_banner: str | None = None
+    warn_days: int = 14
+    degraded_ms: float | None = None
+
+
+class MqttSpec(msgspec.Struct, tag="mqtt", kw_only=True, omit_defaults=True):
+    """Connect (and authenticate); with `topic`, subscribe, publish `payload` and wait for
+    it to come back."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    topic: str | None = None
+    payload: str = "probefleet"
+    qos: int = 0
+    tls: bool = False
+    verify_tls: bool = True
+    ca_pem: str | None = None
+    degraded_ms: float | None = None
+
+
+CheckSpec = (
+    HttpSpec
+    | TcpSpec
+    | UdpSpec
+    | IcmpSpec
+    | DnsSpec
+    | TlsSpec
+    | ApiFlowSpec
+    | WebsocketSpec
+    | GrpcSpec
+    | SshSpec
+    | PostgresSpec
+    | MysqlSpec
+    | RedisSpec
+    | SmtpSpec
+    | ImapSpec
+    | Pop3Spec
+    | MqttSpec
+)
+# Kinds from api_flow on take their settings from a file in `probefleet probe check`.
+PROBE_KINDS: tuple[str, ...] = (
+    "http",
+    "tcp",
+    "udp",
+    "icmp",
+    "dns",
+    "tls",
+    "api_flow",
+    "websocket",
+    "grpc",
+    "ssh",
+    "postgres",
+    "mysql",
+    "redis",
+    "smtp",
+    "imap",
+    "pop3",
+    "mqtt",
+)
 
 # ---------------------------------------------------------------- jobs and results
 
@@ -244,6 +435,12 @@ class Reason(enum.StrEnum):
     LATENCY_EXCEEDED = "latency_exceeded"
     EXTRACTION_FAILED = "extraction_failed"
     VARIABLE_MISSING = "variable_missing"
+    AUTH_FAILED = "auth_failed"
+    HOST_KEY_CHANGED = "host_key_changed"
+    QUERY_FAILED = "query_failed"
+    VALUE_MISMATCH = "value_mismatch"
+    NOT_SERVING = "not_serving"
+    STARTTLS_UNAVAILABLE = "starttls_unavailable"
     INTERNAL_ERROR = "internal_error"
     # Written by the controller, not a probe: the region's live probes cannot run the kind.
     NO_CAPABLE_PROBE = "no_capable_probe"

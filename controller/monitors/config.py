@@ -31,7 +31,18 @@ SPEC_TYPES: dict[str, type[msgspec.Struct]] = {
     "tls": wire.TlsSpec,
     "api_flow": wire.ApiFlowSpec,
     "websocket": wire.WebsocketSpec,
+    "grpc": wire.GrpcSpec,
+    "ssh": wire.SshSpec,
+    "postgres": wire.PostgresSpec,
+    "mysql": wire.MysqlSpec,
+    "redis": wire.RedisSpec,
+    "smtp": wire.SmtpSpec,
+    "imap": wire.ImapSpec,
+    "pop3": wire.Pop3Spec,
+    "mqtt": wire.MqttSpec,
 }
+# Kinds that connect to a host and port: a `url` (or `target`) gives both.
+HOST_PORT_KINDS = ("grpc", "ssh", "postgres", "mysql", "redis", "smtp", "imap", "pop3", "mqtt")
 KINDS: tuple[str, ...] = (*SPEC_TYPES, "heartbeat")
 
 # Type names used by the reference services, mapped onto our kinds.
@@ -108,6 +119,7 @@ UNSUPPORTED_TYPES = {
 SPEC_API_NAMES: dict[str, dict[str, str]] = {"dns": {"name": "domain"}, "icmp": {"interval": "ping_interval"}}
 # Where a non-HTTP kind receives `url` (or its alias `target`), it means this field.
 TARGET_FIELD = {"tcp": "host", "udp": "host", "icmp": "host", "tls": "host", "dns": "domain"}
+TARGET_FIELD.update(dict.fromkeys(HOST_PORT_KINDS, "host"))
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Tag = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -192,7 +204,7 @@ def normalize(data: dict[str, Any]) -> dict[str, Any]:
         # Some clients require a target for every type; a heartbeat has none (its job pings it).
         out.pop("url", None)
     if isinstance(kind, str) and kind in TARGET_FIELD and "url" in out:
-        host, port = _host_port(out.pop("url"), with_port=kind in ("tcp", "udp", "tls"))
+        host, port = _host_port(out.pop("url"), with_port=kind in ("tcp", "udp", "tls", *HOST_PORT_KINDS))
         out.setdefault(TARGET_FIELD[kind], host)
         if port is not None:
             out.setdefault("port", port)
@@ -440,12 +452,39 @@ def _check_api_flow(spec: wire.ApiFlowSpec) -> dict[str, object]:
     return errors
 
 
+def _check_redis(spec: wire.RedisSpec) -> dict[str, object]:
+    errors: dict[str, object] = {}
+    try:
+        wire.parse_redis_command(spec.command)
+    except ValueError as exc:
+        errors["command"] = str(exc)
+    if not 0 <= spec.db <= 1000:
+        errors["db"] = "must be between 0 and 1000"
+    return errors
+
+
 def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
     errors: dict[str, object] = {}
     if isinstance(spec, wire.HttpSpec):
         errors.update(_check_http(spec))
     if isinstance(spec, wire.ApiFlowSpec):
         errors.update(_check_api_flow(spec))
+    if isinstance(spec, wire.RedisSpec):
+        errors.update(_check_redis(spec))
+    if isinstance(spec, wire.PostgresSpec | wire.MysqlSpec) and (
+        len(spec.query) > MAX_TEXT or not spec.query.strip()
+    ):
+        errors["query"] = f"must be 1 to {MAX_TEXT} characters"
+    if isinstance(spec, wire.SshSpec):
+        for i, fp in enumerate(spec.host_key_fingerprints):
+            if not fp.startswith("SHA256:") or len(fp) > 100:
+                errors[f"host_key_fingerprints[{i}]"] = (
+                    "must be a fingerprint as OpenSSH prints it: SHA256:..."
+                )
+    if isinstance(spec, wire.GrpcSpec) and spec.tls and not spec.verify_tls:
+        errors["verify_tls"] = "grpc over TLS always verifies the certificate: give ca_pem instead"
+    if isinstance(spec, wire.MqttSpec) and spec.qos not in (0, 1, 2):
+        errors["qos"] = "must be 0, 1 or 2"
     if isinstance(spec, wire.WebsocketSpec):
         if problem := _check_url(spec.url, ("ws", "wss")):
             errors["url"] = problem
@@ -623,6 +662,10 @@ def redact(out: dict[str, Any]) -> dict[str, Any]:
         out["url"] = redact_url(out["url"], out.get("secret_params") or ())
     if isinstance(out.get("secrets"), dict):
         out["secrets"] = dict.fromkeys(out["secrets"], REDACTED)
+    if out.get("password"):
+        out["password"] = REDACTED
+    if isinstance(out.get("metadata"), dict):
+        out["metadata"] = redact_headers(out["metadata"])
     return out
 
 
@@ -646,6 +689,13 @@ def restore_secrets(body: dict[str, Any], current: dict[str, Any]) -> dict[str, 
         }
     if isinstance(out.get("url"), str) and isinstance(current.get("url"), str):
         out["url"] = restore_url(out["url"], current["url"])
+    if out.get("password") == REDACTED:
+        out["password"] = current.get("password")
+    if isinstance(out.get("metadata"), dict):
+        stored_meta = current.get("metadata") or {}
+        out["metadata"] = {
+            k: stored_meta.get(k, v) if v == REDACTED else v for k, v in out["metadata"].items()
+        }
     if isinstance(out.get("secrets"), dict):
         stored_secrets = current.get("secrets") or {}
         out["secrets"] = {

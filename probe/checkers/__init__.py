@@ -5,7 +5,25 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 
-from probefleet.probe.checkers import api_flow, dns, http, icmp, tcp, tls, udp, websocket
+from probefleet.probe.checkers import (
+    api_flow,
+    dns,
+    grpc,
+    http,
+    icmp,
+    imap,
+    mqtt,
+    mysql,
+    pop3,
+    postgres,
+    redis,
+    smtp,
+    ssh,
+    tcp,
+    tls,
+    udp,
+    websocket,
+)
 from probefleet.probe.checkers.base import Checker, Outcome
 
 CHECKERS: dict[str, Checker] = {
@@ -17,12 +35,28 @@ CHECKERS: dict[str, Checker] = {
     "tls": tls.check,
     "api_flow": api_flow.check,
     "websocket": websocket.check,
+    "grpc": grpc.check,
+    "ssh": ssh.check,
+    "postgres": postgres.check,
+    "mysql": mysql.check,
+    "redis": redis.check,
+    "smtp": smtp.check,
+    "imap": imap.check,
+    "pop3": pop3.check,
+    "mqtt": mqtt.check,
 }
 
 # The libraries a kind needs beyond the probe's own dependencies (the `checks` and
 # `browser` extras); each checker imports its library when it runs, so a probe without
 # the extra starts and leaves the kind out of its capabilities.
-REQUIRES: dict[str, tuple[str, ...]] = {}
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "grpc": grpc.REQUIRES,
+    "ssh": ssh.REQUIRES,
+    "postgres": postgres.REQUIRES,
+    "mysql": mysql.REQUIRES,
+    "redis": redis.REQUIRES,
+    "mqtt": mqtt.REQUIRES,
+}
 
 
 def importable(*modules: str) -> bool:

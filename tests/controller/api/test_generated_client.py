@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,15 @@ TARGETS: dict[str, dict[str, Any]] = {
     "dns": {"domain": "example.com"},
     "tls": {"host": "example.com"},
     "websocket": {"url": "wss://example.com/live"},
+    "grpc": {"host": "example.com", "port": 50051},
+    "ssh": {"host": "example.com"},
+    "postgres": {"host": "db.example.com"},
+    "mysql": {"host": "db.example.com"},
+    "redis": {"host": "cache.example.com"},
+    "smtp": {"host": "mx.example.com"},
+    "imap": {"host": "imap.example.com"},
+    "pop3": {"host": "pop.example.com"},
+    "mqtt": {"host": "broker.example.com"},
     "heartbeat": {"run_interval": 300},
 }
 # Kinds whose settings nest: the nested models by name, built once the client exists.
@@ -100,6 +110,8 @@ async def generate(controller: Running, folder: Path) -> ModuleType:
 
 def model(name: str) -> Any:
     module = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    # The generator also sets digits apart: Pop3MonitorInput is pop_3_monitor_input.
+    module = re.sub(r"(?<=[a-z])(\d+)", r"_\1", module)
     return getattr(importlib.import_module(f"{PACKAGE}.models.{module}"), name)
 
 

@@ -1,0 +1,61 @@
+"""postgres against the suite's real PostgreSQL (shared.devstack, trust authentication)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import msgspec
+import pytest
+
+from probefleet.probe.checkers import CHECKERS
+from probefleet.shared.devstack import PostgresServer
+from probefleet.shared.wire import PostgresSpec, Reason, Status
+
+
+def _spec(postgres: PostgresServer, **fields: object) -> PostgresSpec:
+    port = urlsplit(postgres.dsn()).port
+    assert port is not None
+    settings: dict[str, object] = {"host": "127.0.0.1", "port": port, "user": postgres.user, "tls": "disable"}
+    return msgspec.convert({**settings, **fields}, PostgresSpec)
+
+
+async def run(spec: PostgresSpec, budget: float = 5.0):  # type: ignore[no-untyped-def]
+    return await CHECKERS["postgres"](spec, timeout=budget, source_address=None)
+
+
+async def test_select_1_passes_with_the_value_and_timings(postgres: PostgresServer) -> None:
+    out = await run(_spec(postgres, expected_value="1"))
+    assert out.status == Status.OK, out
+    assert out.details["value"] == "1" and out.details["server_version"]
+    assert {"connect", "query", "total"} <= out.timings.keys()
+
+
+async def test_a_different_value_is_a_value_mismatch(postgres: PostgresServer) -> None:
+    out = await run(_spec(postgres, query="SELECT 'replica'", expected_value="primary"))
+    assert out.reason == Reason.VALUE_MISMATCH and "'replica'" in out.message
+
+
+async def test_the_query_runs_read_only(postgres: PostgresServer) -> None:
+    out = await run(_spec(postgres, query="CREATE TABLE probefleet_written (x int)"))
+    assert out.reason == Reason.QUERY_FAILED and "read-only" in out.message
+
+
+async def test_an_unknown_role_is_auth_failed(postgres: PostgresServer) -> None:
+    out = await run(_spec(postgres, user="nobody_here", database="postgres", password="wrong"))
+    assert out.reason == Reason.AUTH_FAILED, out
+
+
+async def test_a_broken_query_is_query_failed(postgres: PostgresServer) -> None:
+    out = await run(_spec(postgres, query="SELECT FROM WHERE"))
+    assert out.reason == Reason.QUERY_FAILED
+
+
+async def test_nothing_listening_is_connection_refused() -> None:
+    out = await run(PostgresSpec(host="127.0.0.1", port=9, tls="disable"))
+    assert out.reason == Reason.CONNECTION_REFUSED
+
+
+@pytest.mark.parametrize("tls", ["require", "verify-full"])
+async def test_tls_required_of_a_server_without_it_fails(postgres: PostgresServer, tls: str) -> None:
+    out = await run(_spec(postgres, tls=tls))
+    assert out.status == Status.FAIL and out.reason is not None
