@@ -70,3 +70,11 @@ async def test_a_banner_without_the_expected_text_is_a_response_mismatch(
 async def test_nothing_listening_is_connection_refused() -> None:
     out = await run(SshSpec(host="127.0.0.1", port=9))
     assert out.reason == Reason.CONNECTION_REFUSED
+
+
+def test_a_kind_whose_library_is_missing_is_not_announced(monkeypatch: pytest.MonkeyPatch) -> None:
+    from probefleet.probe import checkers
+
+    assert "ssh" in checkers.capabilities()
+    monkeypatch.setitem(checkers.REQUIRES, "ssh", ("probefleet_no_such_library",))
+    assert "ssh" not in checkers.capabilities() and "http" in checkers.capabilities()
