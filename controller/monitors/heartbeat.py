@@ -28,6 +28,12 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _CRON_SEARCH = 2000  # cron candidates tried before giving up (DST gaps, Feb 30th)
 
 
+# A heartbeat given no schedule at all (a monitor created with only name, type and target)
+# is expected every DEFAULT_RUN_INTERVAL seconds: the check_interval every other monitor
+# gets by default (config.MonitorCommon; a test keeps the two equal).
+DEFAULT_RUN_INTERVAL = 60
+
+
 class HeartbeatSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):
     """A heartbeat's schedule: every `run_interval` seconds, or at `cron` in `tz`."""
 
@@ -63,15 +69,15 @@ def parse_spec(
     unknown = sorted(set(fields) - set(HeartbeatSpec.__struct_fields__))
     if unknown:
         return None, {k: "unknown field" for k in unknown}
-    if fields.get("run_interval") is None and fields.get("cron") is None and fallback_interval:
-        fields["run_interval"] = fallback_interval
+    if fields.get("run_interval") is None and fields.get("cron") is None:
+        fields["run_interval"] = fallback_interval or DEFAULT_RUN_INTERVAL
     try:
         spec = msgspec.convert(fields, HeartbeatSpec)
     except msgspec.ValidationError as e:
         return None, dict(from_msgspec(e).details)
     errors: dict[str, object] = {}
     if (spec.run_interval is None) == (spec.cron is None):
-        errors["run_interval"] = "give either run_interval (seconds) or cron, not both"
+        errors["run_interval"] = "give run_interval (seconds) or cron, not both"
     if zone(spec.tz) is None:
         errors["tz"] = "unknown time zone; use an IANA name such as Europe/Berlin"
     if spec.cron is not None and (problem := cron_problem(spec.cron)):

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
-from probefleet.controller.monitors import config
+from probefleet.controller.monitors import config, heartbeat
 from probefleet.controller.validation import ValidationError
 from probefleet.shared import wire
 
@@ -79,6 +80,22 @@ def test_monitor_create_with_a_target_for_every_type(
     got, s = spec(body)
     assert got == ours
     assert {k: getattr(s, k) for k in want} == want
+
+
+def test_a_heartbeat_with_only_name_type_and_target_gets_the_default_interval() -> None:
+    # MonitorCreate's checkInterval is optional while every Monitor has one: the server's
+    # default, the same for a heartbeat as for any other kind.
+    kind, s = spec({"name": "m", "type": "HEARTBEAT", "target": "nightly-backup"})
+    default = next(
+        f.default for f in msgspec.structs.fields(config.MonitorCommon) if f.name == "check_interval"
+    )
+    assert kind == "heartbeat" and s.run_interval == heartbeat.DEFAULT_RUN_INTERVAL == default
+    assert s.cron is None
+    _, s = spec({"name": "m", "type": "HEARTBEAT", "target": "x", "cron": "0 3 * * *"})
+    assert s.run_interval is None and s.cron == "0 3 * * *"
+    with pytest.raises(ValidationError) as e:
+        spec({"name": "m", "type": "HEARTBEAT", "run_interval": 60, "cron": "0 3 * * *"})
+    assert "not both" in e.value.details["run_interval"]
 
 
 @pytest.mark.parametrize("kind", ["WHOIS", "BLACKLIST"])
