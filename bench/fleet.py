@@ -47,8 +47,8 @@ from probefleet.shared import devstack, natscreds, subjects, wire
 
 REGION = "bench-fleet"
 # Seconds past a controller's start before it sends jobs only to regions with a live probe
-# (1.5 heartbeat intervals of 2 s), with a margin.
-START_WINDOW = 4.0
+# (its fleet window: 3 missed heartbeats of 2 s), with a margin.
+START_WINDOW = 7.0
 SOURCE = "127.0.0.14"
 # Variables of the caller's environment that would point the processes elsewhere.
 NATS_VARIABLES = ("PROBEFLEET_NATS_INSECURE", "PROBEFLEET_NATS_CREDENTIALS", "PROBEFLEET_NATS_TLS_CA")

@@ -56,7 +56,7 @@ async def fleet(database: str, nats_url: str) -> AsyncIterator[tuple[Running, ai
         # The scheduler judges capabilities once it has heard a full heartbeat window.
         started = running.app[keys.SCHEDULER].started
         await eventually(
-            lambda: time.time() - started >= fleet.interval * 1.5, timeout=10, what="the start window over"
+            lambda: time.time() - started >= fleet.window, timeout=10, what="the start window over"
         )
         try:
             yield running, api
@@ -71,11 +71,12 @@ def _config(nats_url: str, region: str, probe_id: str) -> ProbeConfig:
 
 
 async def _verdict(running: Running, monitor_id: int) -> str:
-    async def decided() -> str | None:
-        return await running.app[keys.POOL].fetchval(  # type: ignore[no-any-return]
+    async def decided() -> str:
+        verdict = await running.app[keys.POOL].fetchval(
             "SELECT verdict FROM rounds WHERE monitor_id = $1 AND verdict IS NOT NULL ORDER BY due LIMIT 1",
             monitor_id,
         )
+        return str(verdict or "")
 
     return await eventually(decided, timeout=15, what=f"a verdict for monitor {monitor_id}")
 
