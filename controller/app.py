@@ -224,7 +224,11 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         lambda: results.consume(js, pool, batch=cfg.results_batch, stop=stop, on_recheck=on_recheck),
         "results",
     )
-    _spawn(app, lambda: results.sweep_loop(pool, stop, on_recheck=on_recheck, js=js), "sweeper")
+    _spawn(
+        app,
+        lambda: results.sweep_loop(pool, stop, on_recheck=on_recheck, js=js, settled=fleet.settled_until),
+        "sweeper",
+    )
     interval = cfg.controller_heartbeat_interval
     _spawn(app, lambda: _membership(membership, scheduler, nc, interval, stop), "membership")
     _spawn(app, lambda: _upkeep(app, stop), "upkeep")

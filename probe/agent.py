@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,6 +98,9 @@ class Agent:
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: asyncio.Queue[CheckResult] = asyncio.Queue(config.publish_buffer)
+        # Due times of the jobs taken whose results JetStream has not acknowledged yet
+        # (a count per due time), for the heartbeat's `unacked_since`.
+        self._unacked: Counter[float] = Counter()
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
         self._draining = False
@@ -299,17 +303,31 @@ class Agent:
         if len(self._tasks) >= self.config.concurrency + self.config.max_pending:
             self.metrics.dropped.labels("overload").inc()
             return False
+        self._unacked[job.due] += 1
         task = asyncio.create_task(self._run_and_queue(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
     async def _run_and_queue(self, job: CheckJob) -> None:
-        result = await self.handle_job(job)
+        try:
+            result = await self.handle_job(job)
+        except BaseException:
+            self._settled(job.due)
+            raise
         try:
             self._results.put_nowait(result)
         except asyncio.QueueFull:
+            self._settled(job.due)
             self.metrics.dropped.labels("buffer_full").inc()
+
+    def _settled(self, due: float) -> None:
+        """A taken job's result is acknowledged (or dropped): it is no longer held here."""
+        left = self._unacked.get(due, 0) - 1
+        if left > 0:
+            self._unacked[due] = left
+        else:
+            self._unacked.pop(due, None)
 
     async def handle_job(self, job: CheckJob) -> CheckResult:
         """One job in, one result out, always before the job's deadline."""
@@ -417,6 +435,7 @@ class Agent:
                     subjects.results(result.region), data, timeout=_PUBLISH_TIMEOUT, headers=headers
                 )
                 self.metrics.published.inc()
+                self._settled(result.due)
                 return
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 log.debug("publish failed job_id=%s error=%r", result.job_id, exc)
@@ -438,6 +457,7 @@ class Agent:
             checks_total=self.checks_total,
             host=self.host,
             capabilities=self.capabilities,
+            unacked_since=min(self._unacked) if self._unacked else None,
         )
 
     async def _heartbeats(self) -> None:

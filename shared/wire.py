@@ -482,6 +482,10 @@ class ProbeHeartbeat(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Both empty from probes that predate them.
     host: str = ""
     capabilities: list[str] = []
+    # The due time of the oldest job this probe took whose result JetStream has not
+    # acknowledged yet (running, queued or being retried); None: it holds none. The sweeper
+    # closes no round for missing answers while a live probe may still hold its answer.
+    unacked_since: float | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()

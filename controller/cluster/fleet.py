@@ -144,6 +144,21 @@ class Fleet:
         now = time.time() if now is None else now
         return [hb for hb, seen in self.probes.values() if self._alive(seen, now)]
 
+    def settled_until(self, now: float | None = None) -> float | None:
+        """Up to when every live probe is known to hold no unacknowledged result: the
+        earliest, over them, of its last heartbeat's arrival and the due time of the oldest
+        job it still held then (`unacked_since`). A result a probe is still retrying (a
+        stream changing leader) is not in JetStream yet, so the sweeper closes no round
+        whose deadline is after this. None: no live probe (nothing can be held). A probe
+        that stops heartbeating holds it back until it is forgotten (`missed` intervals)."""
+        now = time.time() if now is None else now
+        points = [
+            seen if hb.unacked_since is None else min(seen, hb.unacked_since)
+            for hb, seen in self.probes.values()
+            if self._alive(seen, now)
+        ]
+        return min(points) if points else None
+
     def live_regions(self, now: float | None = None) -> dict[str, int]:
         counts: dict[str, int] = {}
         for hb in self.live(now):

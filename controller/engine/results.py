@@ -200,11 +200,14 @@ async def sweep_loop(
     *,
     js: JetStreamContext,
     margin: float = 0.5,
+    settled: Callable[[], float | None] | None = None,
 ) -> None:
     """Sweep every `interval`, closing only rounds whose deadline is `margin` seconds (a
-    result's way from probe to stream) before the consumer's `Backlog.caught_up_at`;
-    while the consumer's state is unknown (NATS down) nothing is closed for missing
-    answers. While the database fails, sweeps back off (`Outage`)."""
+    result's way from probe to stream) before the consumer's `Backlog.caught_up_at` and
+    before `settled()` (`Fleet.settled_until`: up to when no live probe holds a result
+    JetStream has not acknowledged); while the consumer's state is unknown (NATS down)
+    nothing is closed for missing answers. While the database fails, sweeps back off
+    (`Outage`)."""
     backlog = Backlog()
     outage = Outage("sweeper")
     delay = interval
@@ -217,7 +220,10 @@ async def sweep_loop(
         delay = interval
         if backlog.caught_up_at is not None:
             try:
-                before = backlog.caught_up_at - dt.timedelta(seconds=margin)
+                before = backlog.caught_up_at
+                if settled is not None and (held := settled()) is not None:
+                    before = min(before, dt.datetime.fromtimestamp(held, dt.UTC))
+                before -= dt.timedelta(seconds=margin)
                 with outage.bounded():
                     await sweep(pool, now, on_recheck=on_recheck, before=before)
             except Exception as e:

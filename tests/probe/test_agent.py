@@ -160,6 +160,39 @@ async def test_it_sends_heartbeats(agent: Agent, js: tuple[Client, JetStreamCont
     assert {"http", "tcp", "udp", "dns", "tls"} <= set(beat.capabilities)
 
 
+async def test_its_heartbeat_names_the_oldest_job_whose_result_is_not_acknowledged(
+    nats_url: str, http_target: str
+) -> None:
+    """No results stream yet (a stream without a leader answers no better): the results are
+    retried, and the heartbeats say the oldest due time held; once JetStream acknowledges
+    them, that nothing is held."""
+    agent = Agent(config(nats_url))
+    await agent.start()
+    nc = await nats.connect(nats_url)
+    try:
+        sub = await nc.subscribe(subjects.heartbeat(REGION))
+
+        async def reports(expected: float | None) -> bool:
+            beat = wire.decode_heartbeat((await sub.next_msg(timeout=2)).data)
+            return beat.unacked_since == expected
+
+        assert await reports(None)
+        older = job(f"{http_target}/", monitor_id=1)
+        newer = job(f"{http_target}/", monitor_id=2)
+        assert older.due < newer.due
+        assert agent.submit(older) and agent.submit(newer)
+        await eventually(lambda: agent.checks_total == 2, timeout=5, what="both checks run")
+        await eventually(lambda: reports(older.due), timeout=5, what="the older job reported held")
+        jsc = nc.jetstream()
+        await ensure_streams(jsc, max_bytes=64 << 20)
+        await eventually(lambda: reports(None), timeout=10, what="nothing held once acknowledged")
+        got = await results(jsc, 2)
+        assert sorted(r.monitor_id for r, _ in got) == [1, 2]
+    finally:
+        await agent.stop()
+        await nc.close()
+
+
 def test_a_probe_not_allowed_icmp_sockets_does_not_announce_icmp() -> None:
     """Root may open raw ICMP sockets; `nobody`, with this kernel's ping_group_range, may
     open neither kind: the same code run as each announces icmp or leaves it out."""

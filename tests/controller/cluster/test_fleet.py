@@ -71,6 +71,27 @@ def test_while_our_own_nats_connection_is_down_the_fleet_keeps_its_view() -> Non
     assert fleet.live_regions(now=157.1) == {}
 
 
+def test_rounds_are_settled_up_to_what_every_live_probe_may_still_hold() -> None:
+    """The earliest, over the live probes, of the last heartbeat's arrival and the oldest
+    due time it still held; a forgotten probe holds nothing back."""
+    fleet = Fleet(interval=2.0, missed=3)
+    assert fleet.settled_until(now=100) is None  # no probe: nothing can be held
+    fleet.observe(hb("a", "eu-west", 100), now=100)
+    fleet.observe(hb("b", "us-east", 101), now=101)
+    assert fleet.settled_until(now=101) == 100
+    retrying = hb("b", "us-east", 103)
+    retrying.unacked_since = 95.5  # a result due at 95.5 not acknowledged yet
+    fleet.observe(retrying, now=103)
+    fleet.observe(hb("a", "eu-west", 103), now=103)
+    assert fleet.settled_until(now=103) == 95.5
+    fleet.observe(hb("b", "us-east", 104), now=104)  # acknowledged since
+    assert fleet.settled_until(now=104) == 103
+    # a falls silent: it holds the point back until it is forgotten (3 x 2 s after 103).
+    assert fleet.settled_until(now=108.9) == 103
+    fleet.observe(hb("b", "us-east", 109), now=109)
+    assert fleet.settled_until(now=109.1) == 109
+
+
 def test_a_probe_that_comes_back_is_new_again() -> None:
     fleet = Fleet(interval=1.0, missed=2)
     fleet.observe(hb("a", "ap-south", 0), now=0)
