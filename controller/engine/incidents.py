@@ -321,14 +321,30 @@ async def _status_changed(
     quiet = in_maintenance or parent is not None
     wants_incident = new == "down" or (new == "degraded" and monitor.get("incident_on_degraded"))
     if new in ("down", "degraded"):
-        if not quiet:
-            await emit(
-                conn, f"monitor.{new}", now, monitor=monitor, status=new, verdict=verdict, previous=old
-            )
+        # The incident opens first so that monitor.down carries it: channels that key one
+        # alert per incident (PagerDuty dedup_key, Opsgenie alias) then see one key for
+        # both events of the outage, not a monitor key and then an incident key.
+        opened = None
         if wants_incident and not in_maintenance and open_incident is None:
-            await _open(conn, monitor, new, verdict, now, parent)
+            opened = await _open(conn, monitor, new, verdict, now, parent)
         elif not wants_incident and open_incident is not None and not open_incident["manual"]:
             await _resolve(conn, monitor, open_incident, verdict, now)
+        current = opened or (open_incident if wants_incident else None)
+        if not quiet:
+            await emit(
+                conn,
+                f"monitor.{new}",
+                now,
+                monitor=monitor,
+                status=new,
+                verdict=verdict,
+                previous=old,
+                incident=current,
+            )
+        if opened is not None and parent is None:
+            await emit(
+                conn, "incident.opened", now, monitor=monitor, status=new, incident=opened, verdict=verdict
+            )
         return
     if new != "up":
         return
@@ -339,12 +355,22 @@ async def _status_changed(
         return
     notify = not resolved["suppressed"] if resolved else not in_maintenance
     if notify:
-        await emit(conn, "monitor.up", now, monitor=monitor, status="up", verdict=verdict, previous=old)
+        await emit(
+            conn,
+            "monitor.up",
+            now,
+            monitor=monitor,
+            status="up",
+            verdict=verdict,
+            previous=old,
+            incident=resolved,
+        )
 
 
 async def _open(
     conn: Tx, monitor: dict[str, Any], status: str, verdict: Verdict, now: dt.datetime, parent: int | None
-) -> None:
+) -> dict[str, Any] | None:
+    """Open the incident (and its timeline); the new row, or None if one was open already."""
     failing = list(verdict.failing)
     answered = len(verdict.failing) + len(verdict.passing)
     cause = f"{verdict.reason}: {verdict.message}" if verdict.reason else verdict.message or None
@@ -366,7 +392,7 @@ async def _open(
         cause_monitor_id=parent,
     )
     if incident_id is None:
-        return
+        return None
     await store.add_timeline(
         conn,
         incident_id,
@@ -375,11 +401,7 @@ async def _open(
         cause or "",
         {"suppressed": parent is not None, "cause_monitor_id": parent},
     )
-    if parent is None:
-        incident = await store.get(conn, incident_id)
-        await emit(
-            conn, "incident.opened", now, monitor=monitor, status=status, incident=incident, verdict=verdict
-        )
+    return await store.get(conn, incident_id)
 
 
 async def _resolve(

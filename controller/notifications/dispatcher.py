@@ -64,6 +64,11 @@ DEFAULT_EVENTS: frozenset[str] = frozenset(
     {"incident.opened", "incident.acknowledged", "incident.resolved", "monitor.degraded", "ssl.expiring"}
 )
 RECOVERY_EVENTS = frozenset({"incident.resolved", "monitor.up"})
+# Channels that key one alert per incident (dedup_key, alias): a trigger that reaches them
+# after the resolve (a retry, a replay, or the two sent in one batch and racing) would open
+# a second alert for an outage that is over, so it is cancelled at send time instead.
+KEYED_CHANNELS = frozenset({"pagerduty", "opsgenie"})
+TRIGGER_EVENTS = frozenset({"incident.opened", "monitor.down", "monitor.degraded"})
 SEVERITIES = ("low", "medium", "high", "critical")
 # Severity of events that carry no incident; recoveries pass every minimum.
 EVENT_SEVERITY = {
@@ -186,10 +191,16 @@ def held_back(event: dict[str, Any], monitor: dict[str, Any] | None, threshold: 
     return not (monitor["status"] == "down" and monitor["fail_streak"] >= threshold)
 
 
-def flap_percent(states: Sequence[str]) -> float:
-    """Nagios' percent state change: of the transitions between consecutive results, the
-    ones that changed state, each weighted from 0.8 (oldest) to 1.2 (newest) so that a
-    monitor settling stops counting as flapping sooner than one starting to flap."""
+def flap_percent(states: Sequence[str], window: int = 21) -> float:
+    """Nagios' percent state change over the last `window` results: of the transitions
+    between consecutive results, the ones that changed state, each weighted from 0.8
+    (oldest) to 1.2 (newest) so that a monitor settling stops counting as flapping sooner
+    than one starting to flap. A shorter history counts as steady before its first result
+    (as Nagios fills its history with the first state): two changes in a monitor's first
+    five rounds are not 50 %."""
+    if not states:
+        return 0.0
+    states = [states[0]] * (window - len(states)) + list(states[-window:])
     n = len(states)
     if n < 2:
         return 0.0
@@ -422,7 +433,7 @@ class Dispatcher:
         before = await store.flap_states(self.pool, list(verdicts))
         out: dict[int, bool] = {}
         for mid, states in verdicts.items():
-            percent = flap_percent(states)
+            percent = flap_percent(states, self.settings.flap_results)
             out[mid] = is_flapping(before.get(mid, False), percent, self.settings)
             if out[mid] == before.get(mid, False):
                 continue  # no change: nothing to write (a monitor that never flapped has no row)
@@ -542,7 +553,15 @@ class Dispatcher:
         to_channels = [d for d in claimed if d["channel_id"] is not None]
         events = await store.events_by_id(self.pool, [d["event_id"] for d in to_channels if d["event_id"]])
         channels = await store.channels_by_id(self.pool, list({d["channel_id"] for d in to_channels}))
-        conditional = [d["incident_id"] for d in claimed if d["kind"] in ("reminder", "escalation")]
+        conditional = [
+            d["incident_id"]
+            for d in claimed
+            if d["incident_id"] is not None
+            and (
+                d["kind"] in ("reminder", "escalation")
+                or channels.get(d["channel_id"], {}).get("kind") in KEYED_CHANNELS
+            )
+        ]
         incidents = await store.incident_status(self.pool, conditional) if conditional else {}
         recipients = await self._recipients(to_channels, channels)
         subscriber_ids = list({d["subscriber_id"] for d in claimed if d["subscriber_id"] is not None})
@@ -609,6 +628,12 @@ class Dispatcher:
             return done("cancelled", "event no longer exists"), None
         if d["kind"] in ("reminder", "escalation") and incidents.get(d["incident_id"]) != "active":
             return done("cancelled", "incident acknowledged or resolved"), None
+        if (
+            channel["kind"] in KEYED_CHANNELS
+            and event["kind"] in TRIGGER_EVENTS
+            and incidents.get(d["incident_id"]) == "resolved"
+        ):
+            return done("cancelled", "incident already resolved: a trigger now would open a new alert"), None
         start_attempt()
         started = time.perf_counter()
         try:

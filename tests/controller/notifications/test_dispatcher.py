@@ -267,6 +267,87 @@ async def test_it_retries_until_the_receiver_is_back_and_delivers_once(
         await up.stop()
 
 
+class PagerDutyDedup:
+    """Events API v2 as PagerDuty dedupes: a trigger whose dedup_key names an open alert
+    joins it; otherwise (a new key, or one resolved already) it opens a new incident."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+        self.incidents: list[str] = []
+        self.actions: list[tuple[str, str]] = []
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        doc = await request.json()
+        key, action = doc["dedup_key"], doc["event_action"]
+        self.actions.append((action, key))
+        if action == "trigger" and key not in self.open:
+            self.incidents.append(key)
+            self.open[key] = len(self.incidents)
+        elif action == "resolve":
+            self.open.pop(key, None)
+        return web.json_response({"status": "success", "dedup_key": key}, status=202)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v2/enqueue", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}/v2/enqueue"
+
+
+async def test_replaying_every_delivery_of_an_incident_opens_no_second_pagerduty_incident(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
+    pd = PagerDutyDedup()
+    url = await pd.start()
+    try:
+        row = await store.insert_channel(
+            pool,
+            {
+                "kind": "pagerduty",
+                "name": "pd",
+                "is_enabled": True,
+                "config": {
+                    "kind": "pagerduty",
+                    "routing_key": "R0UT1NGKEY0123456789abcdefABCDEF",
+                    "events_url": url,
+                },
+                "reminder_minutes": None,
+            },
+        )
+        every = ["monitor.down", "incident.opened", "incident.resolved", "monitor.up"]
+        await rule(pool, [row["id"]], events=every)
+        m = await monitor(pool)
+        d = dispatcher(pool, session)
+
+        async def replay(at: dt.datetime) -> None:
+            """Every delivery again, as after a crash between sending and recording, and
+            the fan-out from the start."""
+            await pool.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = $1", at)
+            await store.advance_watermark(pool, await store.watermark(pool), 0)
+            while await d.step(at):
+                pass
+
+        assert await round_(pool, m["id"], "down", minutes(1)) == "down"
+        await d.step(minutes(1))
+        await replay(minutes(1.5))
+        assert len(pd.incidents) == 1 and len(pd.open) == 1  # monitor.down and incident.opened: one key
+        assert await round_(pool, m["id"], "up", minutes(2)) == "up"
+        await d.step(minutes(2))
+        assert pd.open == {}
+        await replay(minutes(3))
+        await replay(minutes(4))
+        assert pd.incidents == [f"probefleet-incident-{await pool.fetchval('SELECT max(id) FROM incidents')}"]
+        assert pd.open == {}  # the replayed triggers were not sent after the resolve
+        cancelled = await pool.fetch("SELECT last_error FROM deliveries WHERE status = 'cancelled'")
+        assert len(cancelled) == 2 and all("already resolved" in r["last_error"] for r in cancelled)
+    finally:
+        assert pd.runner is not None
+        await pd.runner.cleanup()
+
+
 async def test_it_disables_the_channel_on_a_permanent_error_and_writes_an_event(
     pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -587,30 +668,31 @@ async def test_a_flapping_monitor_is_held_by_percent_state_change_until_it_settl
     pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
 ) -> None:
     """Nagios' rule over the last 21 round verdicts: 10 up rounds, then down/up every round:
-    the third change is notified (29 %), the fourth (35 %) starts the flapping and is held
-    with the rest; once the rounds stay up long enough to fall below 25 %, only the state
-    it settled in (up) is sent."""
+    the fifth change is notified (29 %), the sixth (34 %) starts the flapping and is held
+    with the next ones; once the rounds have stayed up long enough to fall below 25 %, only
+    the state it settled in (up) is sent."""
     await rule(pool, [await channel(pool, hook.url)], events=["monitor.down", "monitor.up"])
     mid = (await monitor(pool))["id"]
     d = dispatcher(pool, session)
     states = ["up"] * 10 + ["down", "up", "down", "up", "down", "up", "down"] + ["up"] * 20
+    notified = ["monitor.down", "monitor.up", "monitor.down", "monitor.up", "monitor.down"]
     for t, state in enumerate(states, start=1):
         await closed_round(pool, mid, state, seconds(t))
         await d.step(seconds(t))
-        if t == 14:  # the fourth change has just been fanned out
-            assert [b["event"] for b in hook.bodies()] == ["monitor.down", "monitor.up", "monitor.down"]
+        if t == 16:  # the sixth change has just been fanned out
+            assert [b["event"] for b in hook.bodies()] == notified
             assert await pool.fetchval("SELECT flapping FROM monitor_flaps WHERE monitor_id = $1", mid)
-    assert [b["event"] for b in hook.bodies()] == ["monitor.down", "monitor.up", "monitor.down", "monitor.up"]
+    assert [b["event"] for b in hook.bodies()] == [*notified, "monitor.up"]
     flaps = await pool.fetch(
         "SELECT payload, occurred_at FROM events WHERE kind = 'monitor.flapping' AND monitor_id = $1"
         " ORDER BY id",
         mid,
     )
     assert [f["payload"]["flapping"] for f in flaps] == [True, False]
-    assert flaps[0]["occurred_at"] == seconds(14) and flaps[0]["payload"]["percent"] > 30
-    assert flaps[1]["payload"]["percent"] < 25
-    # Changes 4 to 8 held while flapping: the newest (up) sent, four collapsed.
-    assert sorted(s for _, s, _ in await statuses(pool)) == ["collapsed"] * 4 + ["delivered"] * 4
+    assert flaps[0]["occurred_at"] == seconds(16) and flaps[0]["payload"]["percent"] > 30
+    assert flaps[1]["occurred_at"] == seconds(33) and flaps[1]["payload"]["percent"] < 25
+    # Changes 6 to 8 held while flapping: the newest (up) sent, two collapsed.
+    assert sorted(s for _, s, _ in await statuses(pool)) == ["collapsed"] * 2 + ["delivered"] * 6
 
 
 @pytest.mark.parametrize(
@@ -621,9 +703,10 @@ async def test_a_flapping_monitor_is_held_by_percent_state_change_until_it_settl
         (["up"] * 20 + ["down"], 6.0),
         (["down"] + ["up"] * 20, 4.0),
         (["up"], 0.0),
-        (["up", "down", "up"], 100.0),
+        (["up", "down", "up"], 100 * (0.8 + 0.4 * 18 / 19 + 1.2) / 20),
+        (["down"] * 30 + ["up"] * 21, 0.0),
     ],
-    ids=["steady", "alternating", "newest-change", "oldest-change", "one-result", "short-history"],
+    ids=["steady", "alternating", "newest-change", "oldest-change", "one-result", "short-history", "last-21"],
 )
 def test_flap_percent_weighs_newer_changes_more(states: list[str], percent: float) -> None:
     assert flap_percent(states) == pytest.approx(percent)
