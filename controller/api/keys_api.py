@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from probefleet.client.models import ApiKey
 from probefleet.controller import keys
 from probefleet.controller.api import auth
 from probefleet.controller.api.common import check_time, now_utc, ok, path_id, read_json, require
@@ -31,23 +32,6 @@ class ApiKeyCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     expires_at: dt.datetime | None = None
     expires_in_days: Annotated[int, Meta(ge=1, le=3650)] | None = None
     rate_limit: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
-
-
-class ApiKey(msgspec.Struct, kw_only=True):
-    """A key as listed: never the secret or its hash."""
-
-    id: int
-    name: str
-    prefix: str
-    scopes: list[str]
-    created_at: dt.datetime
-    last_used_at: dt.datetime | None
-    expires_at: dt.datetime | None
-    rate_limit: int | None = None
-
-
-class ApiKeyCreated(ApiKey, kw_only=True):
-    key: str  # the full key, shown only in the create response
 
 
 ALIASES = {

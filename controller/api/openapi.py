@@ -28,6 +28,8 @@ import msgspec
 from aiohttp import web
 
 from probefleet.client.models import (
+    ApiKey,
+    ApiKeyCreated,
     BulkResult,
     Channel,
     ChannelTest,
@@ -53,6 +55,8 @@ from probefleet.client.models import (
     PingReceived,
     Post,
     PublicPage,
+    Region,
+    RegionProbe,
     Rule,
     SlaReport,
     StatsReport,
@@ -60,6 +64,7 @@ from probefleet.client.models import (
     Subscribed,
     Subscriber,
     Subscription,
+    WorkerRegion,
 )
 from probefleet.controller.api import apply as config_api
 from probefleet.controller.api import fleet, incidents, keys_api, maintenance, regions, users
@@ -216,17 +221,17 @@ TYPES: list[Any] = [
     config_api.ApplyRequest,
     config_api.Plan,
     keys_api.ApiKeyCreate,
-    keys_api.ApiKey,
-    keys_api.ApiKeyCreated,
+    ApiKey,
+    ApiKeyCreated,
     users.UserCreate,
     users.UserUpdate,
     users.User,
     users.AuditEntry,
-    regions.WorkerRegion,
+    WorkerRegion,
     regions.RegionCreate,
     regions.RegionUpdate,
-    regions.Region,
-    regions.RegionProbe,
+    Region,
+    RegionProbe,
     fleet.TokenCreate,
     fleet.EnrollmentToken,
     fleet.EnrollmentTokenCreated,

@@ -22,6 +22,7 @@ from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 from nats.aio.msg import Msg
 
+from probefleet.client.models import Region, RegionProbe, WorkerRegion
 from probefleet.controller import keys, metrics
 from probefleet.controller.api.common import ok, read_json, require
 from probefleet.controller.api.errors import ApiError, not_found
@@ -65,68 +66,6 @@ class RegionUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     latitude: Latitude | UnsetType | None = UNSET
     longitude: Longitude | UnsetType | None = UNSET
     provider: Label | UnsetType = UNSET
-
-
-class Region(msgspec.Struct, kw_only=True):
-    """A region with what this controller sees of it now: live probes (heartbeats within
-    the fleet's window), their capacity (sum of concurrency) and use (checks in flight),
-    their versions (version -> probes) and how many of those are `outdated` (older than the
-    previous minor version of this controller), enrolled probes (unrevoked credentials),
-    the jobs this controller published to the region and the region's results it stored
-    since it started, and the 99th percentile of those results' delay (from the round's
-    due time to stored) over the last 5 minutes (None without a result in them)."""
-
-    name: str
-    display_name: str
-    city: str
-    country: str
-    country_code: str
-    latitude: float | None
-    longitude: float | None
-    provider: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    live_probes: int
-    capacity: int
-    in_flight: int
-    versions: dict[str, int]
-    outdated_probes: int
-    enrolled_probes: int
-    jobs_published: int
-    results_received: int
-    result_delay_p99_seconds: float | None
-
-
-class RegionProbe(msgspec.Struct, kw_only=True):
-    """A probe of the region: live ones (heartbeats) and enrolled ones that are not
-    connected now. `credential`: active, revoked, or none (a probe that joined without
-    enrolling, over a NATS without the fleet's auth). `outdated`: its version is older than
-    the previous minor version of this controller (an upgrade is due)."""
-
-    probe_id: str
-    live: bool
-    host: str | None
-    version: str | None
-    outdated: bool
-    capabilities: list[str] | None
-    connected_since: dt.datetime | None
-    last_heartbeat: dt.datetime | None
-    in_flight: int | None
-    concurrency: int | None
-    source_address: str | None
-    credential: Literal["active", "revoked", "none"]
-    enrolled_at: dt.datetime | None
-
-
-class WorkerRegion(msgspec.Struct, kw_only=True):
-    id: str
-    city: str
-    country: str
-    country_code: str
-    latitude: float | None
-    longitude: float | None
-    is_active: bool  # at least one live probe (heartbeats within the fleet's window)
-    probe_count: int
 
 
 def worker_regions(app: web.Application) -> list[WorkerRegion]:

@@ -171,3 +171,46 @@ def delete_rule(rule_id: int) -> Call:
 
 def list_pings(heartbeat_id: int, limit: int) -> Pages:
     return Pages(f"/api/v1/heartbeats/{heartbeat_id}/pings", list[models.Ping], {"limit": limit})
+
+
+# ---- API keys and regions
+
+
+def list_keys() -> Call:
+    return Call("GET", "/api/v1/api-keys", list[models.ApiKey])
+
+
+def create_key(fields: dict[str, Any] | None, extra: dict[str, Any]) -> Call:
+    return Call("POST", "/api/v1/api-keys", models.ApiKeyCreated, json=_body(fields, extra))
+
+
+def revoke_key(key_id: int) -> Call:
+    return Call("DELETE", f"/api/v1/api-keys/{key_id}", type(None))
+
+
+def _region(name: str) -> str:
+    return f"/api/v1/regions/{quote(name, safe='')}"
+
+
+def list_regions() -> Call:
+    return Call("GET", "/api/v1/regions", list[models.Region])
+
+
+def get_region(name: str) -> Call:
+    return Call("GET", _region(name), models.Region)
+
+
+def create_region(fields: dict[str, Any] | None, extra: dict[str, Any]) -> Call:
+    return Call("POST", "/api/v1/regions", models.Region, json=_body(fields, extra))
+
+
+def update_region(name: str, fields: dict[str, Any] | None, extra: dict[str, Any]) -> Call:
+    return Call("PATCH", _region(name), models.Region, json=_body(fields, extra))
+
+
+def delete_region(name: str) -> Call:
+    return Call("DELETE", _region(name), type(None))
+
+
+def region_probes(name: str) -> Call:
+    return Call("GET", f"{_region(name)}/probes", list[models.RegionProbe])

@@ -218,3 +218,46 @@ class AsyncClient:
     async def public_page(self, slug: str) -> models.PublicPage:
         """What a visitor of the page sees."""
         return await self._call(_r.public_page(slug))
+
+    # ---- API keys (scope keys:admin)
+
+    async def api_keys(self) -> list[models.ApiKey]:
+        """Every key: name, prefix, scopes, dates; never the secret."""
+        return await self._call(_r.list_keys())
+
+    async def create_api_key(
+        self, fields: dict[str, Any] | None = None, /, **extra: Any
+    ) -> models.ApiKeyCreated:
+        """A new key (`name`, `scopes`, `expires_in_days`, `rate_limit`); its full `key` is
+        in this answer only."""
+        return await self._call(_r.create_key(fields, extra))
+
+    async def revoke_api_key(self, key_id: int) -> None:
+        return await self._call(_r.revoke_key(key_id))
+
+    # ---- regions (reading: monitors:read; changing and probes: fleet:admin)
+
+    async def regions(self) -> list[models.Region]:
+        """Every region with its live probes, capacity, use and versions."""
+        return await self._call(_r.list_regions())
+
+    async def get_region(self, name: str) -> models.Region:
+        return await self._call(_r.get_region(name))
+
+    async def create_region(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.Region:
+        """A new region: `name` (lower-case letters, digits, dashes) and its labels."""
+        return await self._call(_r.create_region(fields, extra))
+
+    async def update_region(
+        self, name: str, fields: dict[str, Any] | None = None, /, **extra: Any
+    ) -> models.Region:
+        """Change a region's labels (not its name)."""
+        return await self._call(_r.update_region(name, fields, extra))
+
+    async def delete_region(self, name: str) -> None:
+        """Refused (409) while monitors use it or probes hold credentials for it."""
+        return await self._call(_r.delete_region(name))
+
+    async def region_probes(self, name: str) -> list[models.RegionProbe]:
+        """The region's live probes and its enrolled ones."""
+        return await self._call(_r.region_probes(name))

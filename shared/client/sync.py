@@ -213,3 +213,44 @@ class Client:
     def public_page(self, slug: str) -> models.PublicPage:
         """What a visitor of the page sees."""
         return self._call(_r.public_page(slug))
+
+    # ---- API keys (scope keys:admin)
+
+    def api_keys(self) -> list[models.ApiKey]:
+        """Every key: name, prefix, scopes, dates; never the secret."""
+        return self._call(_r.list_keys())
+
+    def create_api_key(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.ApiKeyCreated:
+        """A new key (`name`, `scopes`, `expires_in_days`, `rate_limit`); its full `key` is
+        in this answer only."""
+        return self._call(_r.create_key(fields, extra))
+
+    def revoke_api_key(self, key_id: int) -> None:
+        return self._call(_r.revoke_key(key_id))
+
+    # ---- regions (reading: monitors:read; changing and probes: fleet:admin)
+
+    def regions(self) -> list[models.Region]:
+        """Every region with its live probes, capacity, use and versions."""
+        return self._call(_r.list_regions())
+
+    def get_region(self, name: str) -> models.Region:
+        return self._call(_r.get_region(name))
+
+    def create_region(self, fields: dict[str, Any] | None = None, /, **extra: Any) -> models.Region:
+        """A new region: `name` (lower-case letters, digits, dashes) and its labels."""
+        return self._call(_r.create_region(fields, extra))
+
+    def update_region(
+        self, name: str, fields: dict[str, Any] | None = None, /, **extra: Any
+    ) -> models.Region:
+        """Change a region's labels (not its name)."""
+        return self._call(_r.update_region(name, fields, extra))
+
+    def delete_region(self, name: str) -> None:
+        """Refused (409) while monitors use it or probes hold credentials for it."""
+        return self._call(_r.delete_region(name))
+
+    def region_probes(self, name: str) -> list[models.RegionProbe]:
+        """The region's live probes and its enrolled ones."""
+        return self._call(_r.region_probes(name))

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from probefleet.client import (
+    ApiError,
     AsyncClient,
     AuthenticationError,
     Client,
@@ -134,6 +135,49 @@ async def test_the_async_client_manages_windows_channels_rules_and_reads_pings(c
         await api.delete_rule(rule.id)
         await api.delete_channel(channel.id)
         assert await api.channels() == [] and await api.rules() == []
+
+
+async def test_the_async_client_manages_keys_and_regions(controller: Running) -> None:
+    async with AsyncClient(controller.base, controller.admin_key) as api:
+        made = await api.create_api_key(name="ci", scopes=["monitors:read"], expires_in_days=30)
+        assert isinstance(made, models.ApiKeyCreated) and made.key.startswith(made.prefix)
+        listed = {k.id: k for k in await api.api_keys()}
+        assert listed[made.id].scopes == ["monitors:read"] and not hasattr(listed[made.id], "key")
+        async with AsyncClient(controller.base, made.key) as reader:
+            assert {r.name for r in await reader.regions()} >= {"us-east", "eu-west"}
+            with pytest.raises(ApiError) as e:
+                await reader.create_region(name="eu-north")
+            assert e.value.status == 403
+        await api.revoke_api_key(made.id)
+        assert made.id not in {k.id for k in await api.api_keys()}
+
+        region = await api.create_region(name="eu-north", city="Stockholm", country_code="SE")
+        assert isinstance(region, models.Region) and region.live_probes == 0
+        changed = await api.update_region("eu-north", display_name="Nordics", latitude=59.3)
+        assert (changed.display_name, changed.city, changed.latitude) == ("Nordics", "Stockholm", 59.3)
+        assert (await api.get_region("eu-north")).display_name == "Nordics"
+        assert await api.region_probes("eu-north") == []
+        with pytest.raises(ValidationError) as v:
+            await api.create_region(name="Not A Name")
+        assert "name" in v.value.details
+        await api.delete_region("eu-north")
+        with pytest.raises(NotFoundError):
+            await api.get_region("eu-north")
+
+
+async def test_the_sync_client_manages_keys_and_regions(controller: Running) -> None:
+    def script() -> None:
+        with Client(controller.base, controller.admin_key) as api:
+            made = api.create_api_key(name="sync", scopes=["monitors:read"])
+            assert made.id in {k.id for k in api.api_keys()}
+            api.revoke_api_key(made.id)
+            assert api.create_region(name="sa-east").name == "sa-east"
+            assert api.update_region("sa-east", city="Sao Paulo").city == "Sao Paulo"
+            assert api.get_region("sa-east").city == "Sao Paulo" and api.region_probes("sa-east") == []
+            assert "sa-east" in {r.name for r in api.regions()}
+            api.delete_region("sa-east")
+
+    await asyncio.to_thread(script)
 
 
 def test_the_key_stays_out_of_the_settings_repr() -> None:
