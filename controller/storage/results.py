@@ -78,7 +78,11 @@ async def answer_rounds(conn: Tx, stored: list[tuple[int, dt.datetime, int, str]
     One UPDATE per batch rather than one to record and one to close: a round is written once
     for its answers, not twice. It stays a compare-and-set: only a round still open is
     touched, and two controllers storing answers of one round queue on its row lock, so the
-    second sees the first one's answers (and its close) before deciding whether to close."""
+    second sees the first one's answers (and its close) before deciding whether to close.
+
+    The closed rounds' answers are read by a statement of their own (`results_for`), not
+    joined in here: this statement's snapshot is taken before it waits for that row lock,
+    so it would miss the answers the other controller had just committed."""
     if not stored:
         return []
     rows = await conn.fetch(
