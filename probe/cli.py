@@ -288,6 +288,8 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
         "ca_file",
         "expected_issuer",
         "min_version",
+        "starttls",
+        "check_ocsp",
     ),
     # The kinds whose settings are nested (steps, ...): a YAML or JSON file of the fields
     # a monitor of the kind takes (docs/checks.md), as in the config file format.
@@ -368,6 +370,8 @@ def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
                 "verify_chain": not o["insecure"],
                 "expected_issuer": o["expected_issuer"],
                 "min_version": o["min_version"],
+                "starttls": o["starttls"],
+                "check_ocsp": o["check_ocsp"],
             }
 
 
@@ -460,6 +464,12 @@ def _readable(exc: msgspec.ValidationError) -> str:
 @click.option("--warn-days", type=int, help="tls: degraded below this many days left.")
 @click.option("--expected-issuer", help="tls: text the issuer must contain.")
 @click.option("--min-version", help="tls: lowest acceptable version, e.g. TLSv1.2.")
+@click.option(
+    "--starttls",
+    type=click.Choice(["none", "smtp", "imap", "pop3"]),
+    help="tls: upgrade a plain-text session first.",
+)
+@click.option("--check-ocsp/--no-check-ocsp", default=None, help="tls: ask the certificate's OCSP responder.")
 @click.option("--degraded-ms", type=float, help="Degraded when slower than this.")
 @click.option(
     "--spec-file",

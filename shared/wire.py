@@ -48,6 +48,10 @@ class HttpSpec(msgspec.Struct, tag="http", kw_only=True, omit_defaults=True):
     # the names shared/redact.py treats as secret anyway; probes ignore them.
     secret_headers: list[str] = []
     secret_params: list[str] = []
+    # Evidence on a failed result: keep the first 64 KiB of the response body (status line
+    # and headers are always kept). `sensitive` monitors never keep a body.
+    evidence_body: bool = True
+    sensitive: bool = False
 
 
 class TcpSpec(msgspec.Struct, tag="tcp", kw_only=True, omit_defaults=True):
@@ -99,6 +103,10 @@ class TlsSpec(msgspec.Struct, tag="tls", kw_only=True, omit_defaults=True):
     expected_issuer: str | None = None
     min_version: str | None = None
     ca_pem: str | None = None
+    # Speak the protocol's plain-text opening first, then upgrade (ports 25/587, 143, 110).
+    starttls: Literal["none", "smtp", "imap", "pop3"] = "none"
+    # Ask the OCSP responder the certificate names (if any) whether it is revoked.
+    check_ocsp: bool = True
 
 
 class Extract(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -441,6 +449,7 @@ class Reason(enum.StrEnum):
     VALUE_MISMATCH = "value_mismatch"
     NOT_SERVING = "not_serving"
     STARTTLS_UNAVAILABLE = "starttls_unavailable"
+    CERT_REVOKED = "cert_revoked"
     INTERNAL_ERROR = "internal_error"
     # Written by the controller, not a probe: the region's live probes cannot run the kind.
     NO_CAPABLE_PROBE = "no_capable_probe"

@@ -1,4 +1,6 @@
-"""TLS certificate check: chain, hostname, issuer, protocol version, days left."""
+"""TLS certificate check: chain, hostname, issuer, protocol version, days left; STARTTLS
+for SMTP, IMAP and POP3; revocation by OCSP when the certificate names a responder
+(probe/checkers/ocsp.py, soft-fail: an unreachable responder is reported, not failed)."""
 
 # The registry's signature takes the job's time budget as `timeout`.
 # ruff: noqa: ASYNC109
@@ -10,7 +12,7 @@ import ssl
 import time
 
 from probefleet.probe import x509
-from probefleet.probe.checkers import base
+from probefleet.probe.checkers import base, http, mail, ocsp
 from probefleet.probe.checkers.base import Outcome
 from probefleet.shared.wire import Reason, TlsSpec
 
@@ -24,20 +26,77 @@ def _context(spec: TlsSpec) -> ssl.SSLContext:
     return ctx
 
 
+async def _starttls(session: mail.Session, protocol: str) -> None:
+    """The plain-text opening of `protocol` up to the point where TLS starts."""
+    if protocol == "smtp":
+        code, _ = await session.smtp_reply()
+        if code != 220:
+            raise mail.ProtocolFailure(Reason.PROTOCOL_ERROR, f"SMTP greeting {code}")
+        await session.send(b"EHLO probefleet\r\n")
+        await session.smtp_reply()
+        await session.send(b"STARTTLS\r\n")
+        code, lines = await session.smtp_reply()
+        if code != 220:
+            raise mail.ProtocolFailure(
+                Reason.STARTTLS_UNAVAILABLE, f"STARTTLS answered {code} {' '.join(lines)[:100]}"
+            )
+    elif protocol == "imap":
+        await session.line()
+        await session.send(b"a1 STARTTLS\r\n")
+        try:
+            await session.until("a1 OK", fail=("a1 NO", "a1 BAD"))
+        except mail.ProtocolFailure as exc:
+            raise mail.ProtocolFailure(Reason.STARTTLS_UNAVAILABLE, str(exc)) from None
+    else:
+        await session.line()
+        await session.send(b"STLS\r\n")
+        reply = await session.line()
+        if not reply.startswith("+OK"):
+            raise mail.ProtocolFailure(Reason.STARTTLS_UNAVAILABLE, f"STLS answered {reply[:100]!r}")
+
+
 async def _handshake(spec: TlsSpec, timeout: float, source_address: str | None) -> tuple[bytes, str | None]:
+    name = spec.server_name or spec.host
     async with asyncio.timeout(timeout):
-        _, writer = await asyncio.open_connection(
-            spec.host,
-            spec.port,
-            ssl=_context(spec),
-            server_hostname=spec.server_name or spec.host,
-            local_addr=base.local_addr(source_address),
-        )
+        if spec.starttls == "none":
+            _, writer = await asyncio.open_connection(
+                spec.host,
+                spec.port,
+                ssl=_context(spec),
+                server_hostname=name,
+                local_addr=base.local_addr(source_address),
+            )
+        else:
+            reader, writer = await asyncio.open_connection(
+                spec.host, spec.port, local_addr=base.local_addr(source_address)
+            )
+            session = mail.Session(reader, writer)
+            try:
+                await _starttls(session, spec.starttls)
+                await session.start_tls(_context(spec), name)
+            except BaseException:
+                writer.close()
+                raise
     try:
         ssl_object = writer.get_extra_info("ssl_object")
         return ssl_object.getpeercert(binary_form=True) or b"", ssl_object.version()
     finally:
         writer.close()
+
+
+async def _revocation(
+    spec: TlsSpec, der: bytes, budget: float, source_address: str | None
+) -> dict[str, object] | None:
+    """The OCSP answer's details, {"ocsp_error": ...} when it could not be had, or None
+    when the check is off or the certificate names no responder."""
+    if not spec.check_ocsp:
+        return None
+    try:
+        async with asyncio.timeout(max(budget, 0.001)):
+            answer = await ocsp.status(http.session_for(source_address, True, None), der, spec.ca_pem)
+    except (ocsp.OcspError, TimeoutError, ValueError) as exc:
+        return {"ocsp_error": (str(exc) or "timed out")[:300]}
+    return None if answer is None else answer[1]
 
 
 def _version_below(actual: str | None, minimum: str) -> bool:
@@ -51,13 +110,21 @@ async def check(spec: TlsSpec, *, timeout: float, source_address: str | None) ->
     try:
         der, version = await _handshake(spec, timeout, source_address)
         cert = x509.parse(der)
+    except mail.ProtocolFailure as exc:
+        return base.failed(exc.reason, str(exc)[:300], timings={"total": base.elapsed_ms(start)})
     except Exception as exc:
         return base.from_exception(exc, timings={"total": base.elapsed_ms(start)})
+    handshake_ms = base.elapsed_ms(start)
+    revocation = await _revocation(spec, der, start + timeout - time.perf_counter(), source_address)
     total = base.elapsed_ms(start)
     days_left = cert.days_left()
+    timings = {"handshake": handshake_ms, "total": total} if revocation else {"total": total}
+    if revocation:
+        timings["ocsp"] = round(total - handshake_ms, 3)
     fields: dict[str, object] = {
-        "timings": {"total": total},
+        "timings": timings,
         "details": {
+            **(revocation or {}),
             "days_left": round(days_left, 2),
             "not_after": cert.not_after.isoformat(),
             "issuer": cert.issuer_text(),
@@ -67,6 +134,9 @@ async def check(spec: TlsSpec, *, timeout: float, source_address: str | None) ->
     }
     if days_left <= 0:
         return base.failed(Reason.CERT_EXPIRED, f"expired on {cert.not_after:%Y-%m-%d}", **fields)
+    if revocation and revocation.get("ocsp_status") == "revoked":
+        when = str(revocation.get("revoked_at", ""))[:10]
+        return base.failed(Reason.CERT_REVOKED, f"revoked{' on ' + when if when else ''} (OCSP)", **fields)
     if spec.expected_issuer and spec.expected_issuer not in cert.issuer_text():
         message = f"issuer {cert.issuer_text()!r} does not contain {spec.expected_issuer!r}"
         return base.failed(Reason.ISSUER_MISMATCH, message, **fields)
