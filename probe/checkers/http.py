@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 import msgspec
+import yarl
 from multidict import CIMultiDict
 
 from probefleet.probe import x509
@@ -36,6 +37,12 @@ from probefleet.shared.redact import redact_text, redact_url
 from probefleet.shared.wire import Assertion, HttpSpec, Reason
 
 _MAX_BODY = 4 << 20
+# Evidence of a failed result keeps this much of the body (issue: the first 64 KiB).
+EVIDENCE_BODY = 64 << 10
+# Response headers whose values are credentials a server hands out: kept by name only.
+_SECRET_RESPONSE_HEADERS = frozenset(
+    {"set-cookie", "authorization", "proxy-authorization", "www-authenticate"}
+)
 _sessions: dict[tuple[int, str | None, bool, str | None], aiohttp.ClientSession] = {}
 # Certificate details by (session, host, port): a reused keep-alive connection
 # has no handshake of its own to read them from.
@@ -246,6 +253,7 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
             asyncio.timeout(timeout),
             session.request(method, spec.url, trace_request_ctx=trace, **_request_kwargs(spec)) as resp,
         ):
+            peer = _peer(resp)
             body = await resp.content.read(_MAX_BODY)
     except Exception as exc:
         timings = _timings(trace.hops, start, base.elapsed_ms(start))
@@ -253,6 +261,8 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
         # Results are shown to read-only keys and sent in notifications; aiohttp quotes the
         # request URL in some errors (too many redirects: url='...?token=...').
         out.message = redact_text(out.message, spec.secret_params)
+        remaining = timeout - (time.perf_counter() - start)
+        out.details = {"evidence": await _failure_evidence(spec, out, remaining)}
         return out
     finally:
         _current.reset(token)
@@ -268,8 +278,71 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
     }
     failure = _assert(spec, resp.status, body)
     if failure is not None:
+        details["evidence"] = response_evidence(spec, resp, body, peer, failure)
         return base.failed(*failure, **fields)
     return base.passed(total_ms, spec.degraded_ms, **fields)
+
+
+def _peer(resp: aiohttp.ClientResponse) -> str | None:
+    """The address the response came from (the resolved IP that answered).
+
+    aiohttp detaches `resp.connection` as soon as the whole response is buffered (a small
+    body), so the protocol's transport is the one place that still knows the peer; if a
+    later aiohttp moves it, evidence only loses the address."""
+    protocol = getattr(resp, "_protocol", None)
+    transport = getattr(protocol, "transport", None)
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    return str(peername[0]) if peername else None
+
+
+def response_evidence(
+    spec: HttpSpec,
+    resp: aiohttp.ClientResponse,
+    body: bytes,
+    peer: str | None,
+    failure: tuple[Reason, str],
+) -> dict[str, object]:
+    """What the server answered, for a failed result: status line, headers (credential
+    values left out), the address that answered and, unless the monitor is sensitive or
+    turned it off, the first EVIDENCE_BODY bytes of the body as text."""
+    version = f"HTTP/{resp.version.major}.{resp.version.minor}" if resp.version else "HTTP"
+    out: dict[str, object] = {
+        "reason": str(failure[0]),
+        "message": failure[1],
+        "ips": [peer] if peer else [],
+        "status_line": f"{version} {resp.status} {resp.reason or ''}".strip(),
+        "headers": [
+            [name, "<redacted>" if name.lower() in _SECRET_RESPONSE_HEADERS else value]
+            for name, value in resp.headers.items()
+        ],
+    }
+    if resp.history:
+        out["final_url"] = redact_url(str(resp.url), spec.secret_params)
+    if spec.evidence_body and not spec.sensitive:
+        out["body"] = body[:EVIDENCE_BODY].decode("utf-8", "replace")
+        out["body_truncated"] = len(body) > EVIDENCE_BODY
+    return out
+
+
+async def _failure_evidence(spec: HttpSpec, out: Outcome, remaining: float) -> dict[str, object]:
+    """For a request that got no answer: the reason and the addresses the name resolves to
+    now (looked up again within what is left of the budget, at most 1 s; none for an
+    address literal that is not one)."""
+    evidence: dict[str, object] = {"reason": str(out.reason), "message": out.message}
+    try:
+        url = yarl.URL(spec.url)
+    except (ValueError, TypeError):
+        return evidence
+    if url.host is None or remaining <= 0:
+        return evidence
+    try:
+        async with asyncio.timeout(min(1.0, remaining)):
+            infos = await asyncio.get_running_loop().getaddrinfo(url.host, url.port)
+    except (OSError, TimeoutError, ValueError, UnicodeError) as exc:
+        evidence["dns_error"] = f"{type(exc).__name__}: {exc}"[:200]
+        return evidence
+    evidence["ips"] = sorted({str(info[4][0]) for info in infos})
+    return evidence
 
 
 def _assert(spec: HttpSpec, status: int, body: bytes) -> tuple[Reason, str] | None:

@@ -324,3 +324,70 @@ async def test_it_fails_tls_to_a_plain_server(http_target: str) -> None:
     port = http_target.rsplit(":", 1)[1]
     out = await run(HttpSpec(url=f"https://127.0.0.1:{port}/"))
     assert out.reason == Reason.TLS_ERROR, out.message
+
+
+async def _serve_503() -> tuple[object, int]:
+    """A target answering 503 with headers (one a cookie) and a 100 KiB body."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        body = "maintenance: database failover in progress\n" + "x" * (100 << 10)
+        headers = {"Retry-After": "120", "Set-Cookie": "session=s3cr3t-cookie", "X-Backend": "db-2"}
+        return web.Response(status=503, text=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    return await start_app(app)
+
+
+async def test_a_failed_response_keeps_its_evidence() -> None:
+    runner, port = await _serve_503()
+    try:
+        out = await run(HttpSpec(url=f"http://127.0.0.1:{port}/"))
+        assert out.status == Status.FAIL and out.reason == Reason.STATUS_MISMATCH
+        evidence = out.details["evidence"]
+        assert isinstance(evidence, dict)
+        assert evidence["status_line"] == "HTTP/1.1 503 Service Unavailable"
+        assert evidence["ips"] == ["127.0.0.1"] and evidence["reason"] == "status_mismatch"
+        headers = dict(evidence["headers"])
+        assert headers["Retry-After"] == "120" and headers["X-Backend"] == "db-2"
+        assert headers["Set-Cookie"] == "<redacted>" and "s3cr3t" not in json.dumps(evidence)
+        body = evidence["body"]
+        assert isinstance(body, str) and body.startswith("maintenance: database failover")
+        assert len(body.encode()) == http.EVIDENCE_BODY and evidence["body_truncated"] is True
+        for spec in (
+            HttpSpec(url=f"http://127.0.0.1:{port}/", sensitive=True),
+            HttpSpec(url=f"http://127.0.0.1:{port}/", evidence_body=False),
+        ):
+            quiet = (await run(spec)).details["evidence"]
+            assert (
+                isinstance(quiet, dict)
+                and "body" not in quiet
+                and quiet["status_line"].endswith("503 Service Unavailable")
+            )
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+
+
+async def test_a_passing_result_keeps_no_evidence(http_target: str) -> None:
+    out = await run(HttpSpec(url=f"{http_target}/"))
+    assert out.status == Status.OK and "evidence" not in out.details
+
+
+async def test_a_refused_connection_keeps_the_reason_and_resolved_addresses() -> None:
+    out = await run(HttpSpec(url=f"http://localhost:{_closed_port()}/"))
+    assert out.reason == Reason.CONNECTION_REFUSED
+    evidence = out.details["evidence"]
+    assert isinstance(evidence, dict) and evidence["reason"] == "connection_refused"
+    assert "127.0.0.1" in evidence["ips"]  # type: ignore[operator]
+
+
+async def test_a_bad_certificate_keeps_the_verification_error(
+    ca: object, ca_pem: str, serve_tls: ServeTls
+) -> None:
+    port = await serve_tls(leaf(ca, days=-1))  # type: ignore[arg-type]
+    out = await run(HttpSpec(url=f"https://127.0.0.1:{port}/", ca_pem=ca_pem))
+    assert out.reason == Reason.CERT_EXPIRED
+    evidence = out.details["evidence"]
+    assert isinstance(evidence, dict) and evidence["reason"] == "cert_expired"
+    assert "expired" in str(evidence["message"]) and evidence["ips"] == ["127.0.0.1"]
