@@ -27,6 +27,13 @@ _RCODES = {
     aiodns.error.ARES_ENOTIMP: "NOTIMP",
 }
 _resolvers: dict[tuple[int, str | None, str | None], aiodns.DNSResolver] = {}
+_TYPE_NAMES = {
+    int(getattr(pycares, n)): n.removeprefix("QUERY_TYPE_")
+    for n in dir(pycares)
+    if n.startswith("QUERY_TYPE_")
+}
+# Evidence keeps at most this many records per section: a failed result stays small.
+_EVIDENCE_RECORDS = 50
 
 
 def _resolver(server: str | None, source_address: str | None) -> aiodns.DNSResolver:
@@ -92,10 +99,44 @@ def _answers_match(spec: DnsSpec, answers: list[str]) -> bool:
     return all(hits) if spec.match == "all" else any(hits)
 
 
+def _records(section: list[Any]) -> list[dict[str, object]]:
+    return [
+        {
+            "name": r.name,
+            "type": _TYPE_NAMES.get(r.type, str(r.type)),
+            "ttl": r.ttl,
+            "data": record_text(r.data),
+        }
+        for r in section[:_EVIDENCE_RECORDS]
+    ]
+
+
+def evidence(
+    spec: DnsSpec, out: Outcome, rcode: str | None, result: pycares.DNSResult | None
+) -> dict[str, object]:
+    """The full answer of a failed query: which resolver was asked, the rcode, and every
+    record of the answer, authority and additional sections (not only the asked type)."""
+    ev: dict[str, object] = {
+        "reason": str(out.reason),
+        "message": out.message,
+        "resolver": spec.resolver or "system",
+        "query": {"name": _query_name(spec), "type": spec.record_type},
+    }
+    if rcode is not None:
+        ev["rcode"] = rcode
+        ev["answer"] = []  # c-ares reports NXDOMAIN and NODATA as errors, with no records
+    if result is not None:
+        ev["answer"] = _records(result.answer)
+        ev["authority"] = _records(result.authority)
+        ev["additional"] = _records(result.additional)
+    return ev
+
+
 async def check(spec: DnsSpec, *, timeout: float, source_address: str | None) -> Outcome:
     start = time.perf_counter()
     rcode = "NOERROR"
     answers: list[str] = []
+    result: pycares.DNSResult | None = None
     try:
         resolver = _resolver(spec.resolver, source_address)
         async with asyncio.timeout(timeout):
@@ -104,22 +145,32 @@ async def check(spec: DnsSpec, *, timeout: float, source_address: str | None) ->
     except aiodns.error.DNSError as exc:
         code = exc.args[0] if exc.args else None
         if code not in _RCODES:
-            return base.from_exception(exc, timings={"total": base.elapsed_ms(start)})
+            out = base.from_exception(exc, timings={"total": base.elapsed_ms(start)})
+            out.details = {"evidence": evidence(spec, out, None, None)}
+            return out
         rcode = _RCODES[code]
     except Exception as exc:
-        return base.from_exception(exc, timings={"total": base.elapsed_ms(start)})
+        out = base.from_exception(exc, timings={"total": base.elapsed_ms(start)})
+        out.details = {"evidence": evidence(spec, out, None, None)}
+        return out
     total = base.elapsed_ms(start)
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "timings": {"total": total},
         "details": {"rcode": rcode, "answers": answers},
     }
+    failure: tuple[Reason, str] | None = None
     if rcode != spec.expected_rcode.upper():
-        message = f"rcode {rcode}, expected {spec.expected_rcode.upper()}"
-        return base.failed(Reason.RCODE_MISMATCH, message, **fields)
-    if spec.expected_values and not _answers_match(spec, answers):
-        message = f"answers {answers} do not match {spec.match} of {spec.expected_values}"
-        return base.failed(Reason.ANSWER_MISMATCH, message, **fields)
-    return base.passed(total, spec.degraded_ms, **fields)
+        failure = Reason.RCODE_MISMATCH, f"rcode {rcode}, expected {spec.expected_rcode.upper()}"
+    elif spec.expected_values and not _answers_match(spec, answers):
+        failure = (
+            Reason.ANSWER_MISMATCH,
+            f"answers {answers} do not match {spec.match} of {spec.expected_values}",
+        )
+    if failure is None:
+        return base.passed(total, spec.degraded_ms, **fields)
+    out = base.failed(*failure, **fields)
+    out.details["evidence"] = evidence(spec, out, rcode, result)
+    return out
 
 
 def _qtype(spec: DnsSpec) -> int:

@@ -159,3 +159,32 @@ async def garbage_resolver() -> AsyncIterator[str]:
 async def test_it_fails_a_malformed_answer_as_dns_error(garbage_resolver: str) -> None:
     out = await run(DnsSpec(name="www.example.test", resolver=garbage_resolver), budget=0.5)
     assert out.reason == Reason.DNS_ERROR, out
+
+
+async def test_a_wrong_answer_keeps_the_full_answer_as_evidence(zone: tuple[str, _Zone]) -> None:
+    spec = DnsSpec(name="www.example.test", resolver=zone[0], expected_values=["192.0.2.99"])
+    ok = await run(DnsSpec(name="www.example.test", resolver=zone[0]))
+    assert ok.status == Status.OK and "evidence" not in ok.details
+    out = await run(spec)
+    assert out.reason == Reason.ANSWER_MISMATCH
+    evidence = out.details["evidence"]
+    assert isinstance(evidence, dict)
+    assert evidence["resolver"] == zone[0] and evidence["rcode"] == "NOERROR"
+    assert evidence["query"] == {"name": "www.example.test", "type": "A"}
+    answer = evidence["answer"]
+    assert isinstance(answer, list)
+    assert sorted((r["name"], r["type"], r["data"]) for r in answer) == [
+        ("www.example.test", "A", "192.0.2.10"),
+        ("www.example.test", "A", "192.0.2.11"),
+    ]
+    assert all(isinstance(r["ttl"], int) for r in answer)
+    assert evidence["authority"] == [] and evidence["additional"] == []
+
+
+async def test_an_nxdomain_keeps_the_rcode_and_resolver_as_evidence(zone: tuple[str, _Zone]) -> None:
+    out = await run(DnsSpec(name="missing.example.test", resolver=zone[0]))
+    assert out.reason == Reason.RCODE_MISMATCH
+    evidence = out.details["evidence"]
+    assert isinstance(evidence, dict)
+    assert evidence["rcode"] == "NXDOMAIN" and evidence["resolver"] == zone[0] and evidence["answer"] == []
+    assert evidence["reason"] == "rcode_mismatch" and "NXDOMAIN" in str(evidence["message"])
