@@ -11,6 +11,9 @@ import asyncio
 import ssl
 import time
 
+import msgspec
+from cryptography import x509 as cx509
+
 from probefleet.probe import x509
 from probefleet.probe.checkers import base, http, mail, ocsp
 from probefleet.probe.checkers.base import Outcome
@@ -99,6 +102,45 @@ async def _revocation(
     return None if answer is None else answer[1]
 
 
+def describe(der: bytes) -> dict[str, object]:
+    """One presented certificate for evidence: subject, issuer, validity, SANs, serial."""
+    try:
+        cert = cx509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        return {"error": f"unreadable certificate: {exc}"[:200]}
+    try:
+        san = cert.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
+        names = [*san.get_values_for_type(cx509.DNSName), *map(str, san.get_values_for_type(cx509.IPAddress))]
+    except cx509.ExtensionNotFound:
+        names = []
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "sans": names,
+        "serial": format(cert.serial_number, "x"),
+    }
+
+
+async def _presented(spec: TlsSpec, budget: float, source_address: str | None) -> dict[str, object]:
+    """What the server presents, read by a second handshake that verifies nothing (the
+    first one failed verification). Python 3.11 gives the leaf only: the rest of the
+    presented chain needs SSLObject.get_unverified_chain (3.13)."""
+    if budget <= 0:
+        return {"chain_error": "no time left to read the certificate"}
+    lenient = msgspec.structs.replace(spec, verify_chain=False, verify_hostname=False, check_ocsp=False)
+    try:
+        der, version = await _handshake(lenient, min(budget, 2.0), source_address)
+    except Exception as exc:
+        return {"chain_error": f"{type(exc).__name__}: {exc}"[:200]}
+    return {"chain": [describe(der)], "tls_version": version}
+
+
+def _evidence(out: Outcome, **more: object) -> dict[str, object]:
+    return {"reason": str(out.reason), "message": out.message, **more}
+
+
 def _version_below(actual: str | None, minimum: str) -> bool:
     if actual not in _VERSIONS or minimum not in _VERSIONS:
         return actual != minimum
@@ -111,9 +153,17 @@ async def check(spec: TlsSpec, *, timeout: float, source_address: str | None) ->
         der, version = await _handshake(spec, timeout, source_address)
         cert = x509.parse(der)
     except mail.ProtocolFailure as exc:
-        return base.failed(exc.reason, str(exc)[:300], timings={"total": base.elapsed_ms(start)})
+        out = base.failed(exc.reason, str(exc)[:300], timings={"total": base.elapsed_ms(start)})
+        out.details = {"evidence": _evidence(out)}
+        return out
     except Exception as exc:
-        return base.from_exception(exc, timings={"total": base.elapsed_ms(start)})
+        out = base.from_exception(exc, timings={"total": base.elapsed_ms(start)})
+        more: dict[str, object] = {}
+        if isinstance(exc, ssl.SSLError):  # the verification error, and what was presented
+            more = {"verify_error": out.message}
+            more |= await _presented(spec, start + timeout - time.perf_counter(), source_address)
+        out.details = {"evidence": _evidence(out, **more)}
+        return out
     handshake_ms = base.elapsed_ms(start)
     revocation = await _revocation(spec, der, start + timeout - time.perf_counter(), source_address)
     total = base.elapsed_ms(start)
@@ -132,17 +182,23 @@ async def check(spec: TlsSpec, *, timeout: float, source_address: str | None) ->
             "tls_version": version,
         },
     }
+    failure: tuple[Reason, str] | None = None
     if days_left <= 0:
-        return base.failed(Reason.CERT_EXPIRED, f"expired on {cert.not_after:%Y-%m-%d}", **fields)
-    if revocation and revocation.get("ocsp_status") == "revoked":
+        failure = Reason.CERT_EXPIRED, f"expired on {cert.not_after:%Y-%m-%d}"
+    elif revocation and revocation.get("ocsp_status") == "revoked":
         when = str(revocation.get("revoked_at", ""))[:10]
-        return base.failed(Reason.CERT_REVOKED, f"revoked{' on ' + when if when else ''} (OCSP)", **fields)
-    if spec.expected_issuer and spec.expected_issuer not in cert.issuer_text():
-        message = f"issuer {cert.issuer_text()!r} does not contain {spec.expected_issuer!r}"
-        return base.failed(Reason.ISSUER_MISMATCH, message, **fields)
-    if spec.min_version and _version_below(version, spec.min_version):
-        message = f"negotiated {version}, expected at least {spec.min_version}"
-        return base.failed(Reason.PROTOCOL_MISMATCH, message, **fields)
+        failure = Reason.CERT_REVOKED, f"revoked{' on ' + when if when else ''} (OCSP)"
+    elif spec.expected_issuer and spec.expected_issuer not in cert.issuer_text():
+        failure = (
+            Reason.ISSUER_MISMATCH,
+            f"issuer {cert.issuer_text()!r} does not contain {spec.expected_issuer!r}",
+        )
+    elif spec.min_version and _version_below(version, spec.min_version):
+        failure = Reason.PROTOCOL_MISMATCH, f"negotiated {version}, expected at least {spec.min_version}"
+    if failure is not None:
+        out = base.failed(*failure, **fields)  # type: ignore[arg-type]
+        out.details["evidence"] = _evidence(out, chain=[describe(der)], tls_version=version)
+        return out
     if days_left < spec.warn_days:
         return base.Outcome(
             status=base.Status.DEGRADED,

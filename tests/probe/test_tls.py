@@ -84,3 +84,34 @@ async def test_it_fails_a_server_that_does_not_speak_tls() -> None:
     out = await run(TlsSpec(host="127.0.0.1", port=int(server.sockets[0].getsockname()[1])))
     server.close()
     assert out.reason == Reason.TLS_ERROR, out.message
+
+
+@pytest.mark.parametrize(
+    ("days", "host", "reason", "error"),
+    [
+        (-1, "127.0.0.1", Reason.CERT_EXPIRED, "expired"),
+        (30, "other.test", Reason.HOSTNAME_MISMATCH, "mismatch"),
+    ],
+    ids=["expired", "wrong-host"],
+)
+async def test_a_failed_verification_keeps_the_error_and_the_presented_certificate(
+    ca: trustme.CA, ca_pem: str, serve_tls: ServeTls, days: int, host: str, reason: Reason, error: str
+) -> None:
+    port = await serve_tls(leaf(ca, days=days, host=host))
+    out = await run(TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem))
+    assert out.reason == reason, out.message
+    evidence = out.details["evidence"]
+    assert isinstance(evidence, dict) and error in str(evidence["verify_error"]).lower()
+    (cert,) = evidence["chain"]  # type: ignore[misc]
+    assert "Probefleet Test CA" in cert["issuer"] and cert["sans"] == [host]
+    assert cert["not_before"] < cert["not_after"] and cert["serial"]
+    assert evidence["tls_version"] in ("TLSv1.2", "TLSv1.3")
+
+
+async def test_a_passing_check_keeps_no_evidence(ca: trustme.CA, ca_pem: str, serve_tls: ServeTls) -> None:
+    port = await serve_tls(leaf(ca))
+    out = await run(TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem))
+    assert out.status == Status.OK and "evidence" not in out.details
+    wrong = await run(TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem, expected_issuer="Someone Else"))
+    assert wrong.reason == Reason.ISSUER_MISMATCH
+    assert wrong.details["evidence"]["chain"][0]["sans"] == ["127.0.0.1"]  # type: ignore[index]
