@@ -1,6 +1,7 @@
 """Config-as-code files: read YAML files and folders into one apply set, offline.
 
-A file holds sections of resources (monitors, heartbeats, channels, rules, maintenance)
+A file holds sections of resources (regions, monitors, heartbeats, channels, rules,
+maintenance, status pages with sections naming monitors by key)
 and optional `defaults:` for its monitors. Each resource has a stable key, its `ref` or
 else its `name`; references between resources use keys (`parent: api`, `notifications:
 [ops-slack]`). Strings may hold `${env:NAME}` and `${file:/path}` secret references,
@@ -28,7 +29,7 @@ from typing import Any
 
 import yaml
 
-SECTIONS = ("monitors", "heartbeats", "channels", "rules", "maintenance")
+SECTIONS = ("regions", "monitors", "heartbeats", "channels", "rules", "maintenance", "status_pages")
 # Which namespace of keys each section's resources live in (heartbeats are monitors).
 KIND_OF = {
     "monitors": "monitor",
@@ -36,6 +37,8 @@ KIND_OF = {
     "channels": "channel",
     "rules": "rule",
     "maintenance": "window",
+    "status_pages": "status_page",
+    "regions": "region",
 }
 # Reference fields: (section, field) -> the kind of resource the keys name.
 REFERENCES = {
@@ -389,6 +392,8 @@ def _nearest(where: dict[Path_, tuple[int, int]], path: Path_) -> tuple[int, int
 def _dangling(s: ApplySet) -> list[Problem]:
     problems = []
     for r in s.resources:
+        if r.section == "status_pages":
+            problems.extend(_dangling_components(s, r))
         for (section, name), kind in REFERENCES.items():
             if r.section != section or r.fields.get(name) is None:
                 continue
@@ -406,6 +411,22 @@ def _dangling(s: ApplySet) -> list[Problem]:
                             f"{r.section}[{r.key}].{_dotted(path)}: no {kind} {key!r} in these files",
                         )
                     )
+    return problems
+
+
+def _dangling_components(s: ApplySet, r: Resource) -> list[Problem]:
+    """A status page's sections name monitors by key: `- api` or `- monitor: api`."""
+    problems = []
+    sections = r.fields.get("sections")
+    for i, section in enumerate(sections if isinstance(sections, list) else []):
+        items = section.get("monitors") if isinstance(section, dict) else None
+        for j, item in enumerate(items if isinstance(items, list) else []):
+            key = item.get("monitor") if isinstance(item, dict) else item
+            path: Path_ = ("sections", i, "monitors", j, *(("monitor",) if isinstance(item, dict) else ()))
+            if isinstance(key, str) and s.find("monitor", key) is None:
+                line, col = r.place(path)
+                message = f"{r.section}[{r.key}].{_dotted(path)}: no monitor {key!r} in these files"
+                problems.append(Problem(r.file, line, col, message))
     return problems
 
 
@@ -468,6 +489,8 @@ def request_body(
         "channels": "channels",
         "rules": "rules",
         "maintenance": "maintenance",
+        "status_pages": "status_pages",
+        "regions": "regions",
     }
     for item in resolve_secrets(s, env):
         body.setdefault(api_section[item["section"]], []).append({"key": item["key"], **item["fields"]})
@@ -480,9 +503,14 @@ def place_of_error(s: ApplySet, field_path: str) -> tuple[str, int, int] | None:
     if not m:
         return None
     section, key, rest = m.group(1), m.group(2), m.group(3) or ""
-    kind = {"monitors": "monitor", "channels": "channel", "rules": "rule", "maintenance": "window"}.get(
-        section
-    )
+    kind = {
+        "monitors": "monitor",
+        "channels": "channel",
+        "rules": "rule",
+        "maintenance": "window",
+        "status_pages": "status_page",
+        "regions": "region",
+    }.get(section)
     r = s.find(kind, key) if kind else None
     if r is None:
         return None

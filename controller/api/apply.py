@@ -1,18 +1,21 @@
 """/api/v1/apply and /api/v1/export: config as code (`probefleet apply`, `diff`, `export`).
 
-An apply set is the resources of some files under an owner: monitors of every kind
-(heartbeats included), notification channels and rules, maintenance windows. Each has a
-stable key of the user's choosing, and references between them use keys, never ids. The
-server maps (kind, owner, key) to a resource (storage/apply.py) and, in one transaction,
+An apply set is the resources of some files under an owner: regions, monitors of every
+kind (heartbeats included), notification channels and rules, maintenance windows, status
+pages with their sections and components. Each has a stable key of the user's choosing,
+and references between them use keys, never ids. The server maps (kind, owner, key) to a
+resource (storage/apply.py; a region's name is its key) and, in one transaction,
 validates every resource with the same functions as the single operations, compares it
-with what is stored, and writes only what changed: channels, new rules, monitors (parents
-first), then rules and windows, which may name monitors of the same set, then the prune.
+with what is stored, and writes only what changed: regions (monitors' locations may name
+them), channels, new rules, monitors (parents first), then rules, windows and status pages,
+which may name monitors of the same set, then the prune. Regions are never pruned: probes
+enroll in them and monitors elsewhere may use them (`probefleet region delete` does it).
 The plan is the answer; a dry run rolls the transaction back, so it checks everything an
 apply would (references, database constraints) and changes nothing. A resource refused
 anywhere rolls back the whole set and its error names the resource by key.
 
 A secret the API shows as "<redacted>" (an export) means "keep the stored value", as in a
-PATCH, so export followed by apply changes nothing.
+PATCH, so export followed by apply changes nothing (a status page's password included).
 
 `file_schema()` is the JSON Schema of the files, generated from the same types (docs/
 config-schema.json, served at /api/v1/config-schema.json).
@@ -20,8 +23,11 @@ config-schema.json, served at /api/v1/config-schema.json).
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import functools
+import hashlib
 import inspect
 from collections.abc import Iterator
 from typing import Annotated, Any, cast
@@ -36,16 +42,22 @@ from probefleet.controller.api import heartbeats as heartbeats_api
 from probefleet.controller.api import maintenance as maintenance_api
 from probefleet.controller.api import monitors as monitors_api
 from probefleet.controller.api import notifications as notifications_api
+from probefleet.controller.api import regions as regions_api
+from probefleet.controller.api import status_pages as status_pages_api
 from probefleet.controller.api.common import json_problems, ok, require
 from probefleet.controller.api.errors import ApiError
 from probefleet.controller.monitors import config as monitors
 from probefleet.controller.monitors import heartbeat
 from probefleet.controller.monitors.config import MonitorConfig
 from probefleet.controller.notifications.notifiers import NOTIFIERS, parse_config, redact
+from probefleet.controller.status_pages import access as page_access
+from probefleet.controller.status_pages import config as page_config
 from probefleet.controller.storage import apply as store
+from probefleet.controller.storage import fleet as region_store
 from probefleet.controller.storage import incidents as window_store
 from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.storage import notifications as notification_store
+from probefleet.controller.storage import status_pages as page_store
 from probefleet.controller.validation import ValidationError, from_msgspec
 from probefleet.shared.redact import REDACTED
 
@@ -65,11 +77,13 @@ class ApplyRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     channels: list[dict[str, Any]] = []
     rules: list[dict[str, Any]] = []
     maintenance: list[dict[str, Any]] = []
+    status_pages: list[dict[str, Any]] = []
+    regions: list[dict[str, Any]] = []
 
 
 class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
     action: str  # create, update, delete
-    kind: str  # monitor, channel, rule, window
+    kind: str  # monitor, channel, rule, window, status_page, region
     key: str
     id: int | None = None
     fields: list[str] = []
@@ -91,7 +105,14 @@ FILE_NAMES = {
     "escalation_channel_ids": "escalation_channels",
     "duration_s": "duration",
 }
-SECTIONS = {"monitor": "monitors", "channel": "channels", "rule": "rules", "window": "maintenance"}
+SECTIONS = {
+    "region": "regions",
+    "monitor": "monitors",
+    "channel": "channels",
+    "rule": "rules",
+    "window": "maintenance",
+    "status_page": "status_pages",
+}
 
 
 class _InTransaction:
@@ -163,6 +184,9 @@ class _Apply:
         self.tokens: dict[str, str] = {}
         self.new_keys: dict[str, dict[str, int]] = {}
         self.unwritten: set[str] = set()  # keys of new monitors not yet inserted
+        self.changed_pages: list[int] = []
+        self.new_regions: list[str] = []
+        self.regions_changed = False
 
     def note(
         self, action: str, kind: str, key: str, rid: int | None, fields: list[str] | None = None
@@ -280,7 +304,7 @@ class _Apply:
     async def monitors(self, wanted: dict[str, dict[str, Any]]) -> None:
         existing = await self.existing("monitor", wanted)
         rows = {r["id"]: r for r in await monitor_store.get_many(self.conn, list(existing.values()))}
-        regions = self.request.app[keys.REGIONS].ids()
+        regions = [*self.request.app[keys.REGIONS].ids(), *self.new_regions]
         new: list[tuple[str, MonitorConfig]] = []  # written together, a round trip
         for key in _parents_first(wanted):
             entry = dict(wanted[key])
@@ -362,10 +386,126 @@ class _Apply:
                 self.note("update" if fields else "unchanged", "window", key, rid, fields)
             await self.record("window", key, rid)
 
+    # ---- regions: created or relabelled by name, never deleted
+
+    async def regions(self, wanted: dict[str, dict[str, Any]]) -> None:
+        for key, entry in wanted.items():
+            data = {"name": key, **entry}
+            try:
+                if data["name"] != key:
+                    raise ValidationError({"name": "a region's key is its name; give no ref"})
+                req = regions_api._body(data, regions_api.RegionCreate)
+            except ValidationError as e:
+                raise _refused("region", key, e) from None
+            fields = {f: getattr(req, f) for f in region_store.REGION_FIELDS}
+            current = await region_store.get_region(self.conn, key)
+            if current is None:
+                await region_store.create_region(self.conn, key, fields)
+                self.new_regions.append(key)
+                self.note("create", "region", key, None)
+                self.regions_changed = True
+                continue
+            # Only the fields the file gives: a region seeded from the settings keeps its labels.
+            given = {f: v for f, v in fields.items() if f in entry}
+            changed = [f for f, v in given.items() if current[f] != v]
+            if changed:
+                await region_store.update_region(self.conn, key, {f: given[f] for f in changed})
+                self.regions_changed = True
+            self.note("update" if changed else "unchanged", "region", key, None, changed)
+
+    # ---- status pages, their sections naming monitors by key
+
+    def _page_body(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
+        data = dict(entry)
+        for field in page_config.INCIDENT_FIELDS:
+            if field in data:
+                raise _refused(
+                    "status_page",
+                    key,
+                    ValidationError(
+                        {field: "the incident banner is news, not configuration: set it with the API"}
+                    ),
+                )
+        sections = data.get("sections")
+        if isinstance(sections, list):
+            out = []
+            for i, section in enumerate(sections):
+                if not isinstance(section, dict) or not isinstance(section.get("monitors", []), list):
+                    out.append(section)
+                    continue
+                items = []
+                for j, item in enumerate(section.get("monitors", [])):
+                    where = f"sections[{i}].monitors[{j}]"
+                    if isinstance(item, str):
+                        item = {"monitor": item}
+                    if not isinstance(item, dict) or not isinstance(item.get("monitor"), str):
+                        raise _refused(
+                            "status_page",
+                            key,
+                            ValidationError(
+                                {where: "a monitor's key, or an object with monitor and display_name"}
+                            ),
+                        )
+                    item = dict(item)
+                    mid = _ref(
+                        "status_page", key, f"{where}.monitor", item.pop("monitor"), self.ids["monitor"]
+                    )
+                    items.append({"monitor_id": mid, **item})
+                out.append({**section, "monitors": items})
+            data["sections"] = out
+        return data
+
+    async def status_pages(self, wanted: dict[str, dict[str, Any]]) -> None:
+        existing = await self.existing("status_page", wanted)
+        stored: dict[int, list[dict[str, Any]]] = {}
+        for c in await page_store.components(self.conn, list(existing.values())):
+            stored.setdefault(c["page_id"], []).append(c)
+        names = {r["id"]: r["name"] for r in await monitor_store.list_names(self.conn)} if wanted else {}
+        for key, entry in wanted.items():
+            rid = existing.get(key)
+            current = await page_store.get_page(self.conn, rid) if rid is not None else None
+            data = self._page_body(key, entry)  # refuses by itself, naming the page
+            try:
+                keep_password = data.get("password") == REDACTED
+                if keep_password:
+                    data.pop("password")
+                    if current is None:
+                        raise ValidationError({"password": "a new page has no stored password to keep"})
+                data = page_config.validate(page_config.canonical(data), full=True)
+            except ValidationError as e:
+                raise _refused("status_page", key, e) from None
+            fields = _page_fields(data)
+            sections = data.get("sections", [])
+            if current is None:
+                fields["password_hash"] = await _hashed(data.get("password"))
+                rid = await page_store.insert_page(self.conn, fields)
+                await page_store.set_components(self.conn, rid, sections)
+                self.note("create", "status_page", key, rid)
+                self.changed_pages.append(rid)
+                await self.record("status_page", key, rid)
+                continue
+            assert rid is not None
+            changed = _page_changes(current, fields)
+            write = {f: v for f, v in fields.items() if f in changed}
+            if "logo" in changed:
+                write["logo_type"] = fields.get("logo_type")
+            if not keep_password and not await _same_password(data.get("password"), current["password_hash"]):
+                changed.append("password")
+                write["password_hash"] = await _hashed(data.get("password"))
+            if _stored_sections(stored.get(rid, []), names) != _wanted_sections(sections):
+                changed.append("sections")
+            if changed:
+                await page_store.update_page(self.conn, rid, write)
+                if "sections" in changed:
+                    await page_store.set_components(self.conn, rid, sections)
+                self.changed_pages.append(rid)
+            self.note("update" if changed else "unchanged", "status_page", key, rid, changed)
+            await self.record("status_page", key, rid)
+
     # ---- prune: the owner's resources the set no longer names
 
     async def prune(self) -> None:
-        for kind in ("window", "rule", "monitor", "channel"):
+        for kind in ("status_page", "window", "rule", "monitor", "channel"):
             gone = {k: rid for k, rid in self.owned.get(kind, {}).items() if k not in self.ids[kind]}
             if not gone:
                 continue
@@ -376,7 +516,10 @@ class _Apply:
                 await monitor_store.delete_many(self.conn, ids)
                 self.deleted_monitors.extend(ids)
             else:
+                if kind == "status_page":
+                    self.changed_pages.extend(ids)
                 delete = {
+                    "status_page": page_store.delete_page,
                     "window": window_store.delete_window,
                     "rule": notification_store.delete_rule,
                     "channel": notification_store.delete_channel,
@@ -388,6 +531,64 @@ class _Apply:
 
 def _listish(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
+
+
+# A status page's settings as the file gives them (validated), and the columns they are in.
+PAGE_FIELDS = ("name", "slug", "custom_domain", "description", "is_public", *page_config.APPEARANCE_DEFAULTS)
+
+
+def _page_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The page's columns from a validated file entry: what is left out takes its default,
+    as a PUT does, so a field removed from the file is reset."""
+    out: dict[str, Any] = {
+        "name": data["name"],
+        "slug": data["slug"],
+        "custom_domain": data.get("custom_domain"),
+        "description": data.get("description") or "",
+        "is_public": data.get("is_public", True),
+    }
+    for f, default in page_config.APPEARANCE_DEFAULTS.items():
+        out[f] = data.get(f, default)
+    out["logo"] = data.get("logo")
+    out["logo_type"] = data.get("logo_type")
+    return out
+
+
+def _page_changes(current: dict[str, Any], fields: dict[str, Any]) -> list[str]:
+    changed = [f for f in PAGE_FIELDS if f in fields and current.get(f) != fields[f]]
+    logo = fields.get("logo")
+    # The version storage/status_pages.py computes with md5() in SQL: a fingerprint, no secret.
+    version = hashlib.md5(logo).hexdigest()[:12] if logo else None
+    if version != current.get("logo_version"):
+        changed.append("logo")
+    return changed
+
+
+async def _hashed(password: str | None) -> str | None:
+    return await asyncio.to_thread(page_access.hash_password, password) if password else None
+
+
+async def _same_password(password: str | None, stored: str | None) -> bool:
+    if password is None or stored is None:
+        return password is None and stored is None
+    return await page_access.verify_password(password, stored)
+
+
+def _stored_sections(comps: list[dict[str, Any]], names: dict[int, str]) -> list[Any]:
+    """The stored components by section, a display name equal to its monitor's name as none."""
+    out: dict[str, list[tuple[int, str | None]]] = {}
+    for c in comps:
+        display = c["display_name"] if c["display_name"] != names.get(c["monitor_id"]) else None
+        out.setdefault(c["section"], []).append((c["monitor_id"], display))
+    return list(out.items())
+
+
+def _wanted_sections(sections: list[dict[str, Any]]) -> list[Any]:
+    out: dict[str, list[tuple[int, str | None]]] = {}
+    for s in sections:
+        for c in s["monitors"]:
+            out.setdefault(s["name"], []).append((c["monitor_id"], c["display_name"]))
+    return list(out.items())
 
 
 def _parents_first(wanted: dict[str, dict[str, Any]]) -> Iterator[str]:
@@ -457,15 +658,23 @@ def _shows_redacted(data: dict[str, Any]) -> bool:
     return any(REDACTED in str(data.get(f, "")) for f in ("bearer_token", "basic_auth", "headers", "url"))
 
 
-def _check_scopes(caller: dict[str, Any], req: ApplyRequest, *, prunes_notifications: bool) -> None:
+def _check_scopes(
+    caller: dict[str, Any], req: ApplyRequest, *, prunes_notifications: bool, prunes_pages: bool = False
+) -> None:
     """The scopes of the single operations the set stands for: `monitors:write` (read for a
-    dry run), and `notifications:*` too with channels or rules, or a prune that may delete
-    the owner's. The caller was authenticated (and counted by the rate limit) once already."""
+    dry run), `notifications:*` too with channels or rules, `status_pages:*` with status
+    pages, either also for a prune that may delete the owner's, and `fleet:admin` with
+    regions (`monitors:read` for a dry run). The caller was authenticated (and counted by
+    the rate limit) once already."""
     mode = "read" if req.dry_run else "write"
     held = set(caller["scopes"])
     wanted = [f"monitors:{mode}"]
     if req.channels or req.rules or prunes_notifications:
         wanted.append(f"notifications:{mode}")
+    if req.status_pages or prunes_pages:
+        wanted.append(f"status_pages:{mode}")
+    if req.regions and not req.dry_run:
+        wanted.append("fleet:admin")
     for scope in wanted:
         if scope not in held and "admin" not in held:
             raise ApiError(403, "forbidden", f"this key lacks the scope {scope!r}", {"required_scope": scope})
@@ -483,7 +692,8 @@ async def apply_set(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", "Request body must be valid JSON", {"body": str(e)}) from None
     pool = request.app[keys.POOL]
     prunes = req.prune and await store.owns_any(pool, ("channel", "rule"), req.owner)
-    _check_scopes(caller, req, prunes_notifications=prunes)
+    prunes_pages = req.prune and await store.owns_any(pool, ("status_page",), req.owner)
+    _check_scopes(caller, req, prunes_notifications=prunes, prunes_pages=prunes_pages)
     if problems := json_problems(msgspec.to_builtins(req)):
         raise ValidationError(problems)
     wanted = {kind: _keyed(kind, getattr(req, section)) for kind, section in SECTIONS.items()}
@@ -493,11 +703,13 @@ async def apply_set(request: web.Request) -> web.Response:
         try:
             await store.lock_owner(conn, req.owner)
             run = _Apply(request, conn, req)
+            await run.regions(wanted["region"])
             await run.channels(wanted["channel"])
             current_rules = await run.new_rules(wanted["rule"])
             await run.monitors(wanted["monitor"])
             await run.rules(wanted["rule"], current_rules)
             await run.windows(wanted["window"])
+            await run.status_pages(wanted["status_page"])
             if req.prune:
                 await run.prune()
             await run.flush()
@@ -517,6 +729,10 @@ async def apply_set(request: web.Request) -> web.Response:
             await monitors_api._changed(request, row, row["id"])
         for rid in run.deleted_monitors:
             await monitors_api._changed(request, None, rid)
+        if run.regions_changed:
+            await regions_api.changed(request.app)
+        for page_id in run.changed_pages:
+            await status_pages_api.announce_changed(request.app, page_id)
         run.plan.ping_urls = {
             k: heartbeats_api.token_fields(request, t)["ping_url"] for k, t in run.tokens.items()
         }
@@ -552,6 +768,7 @@ async def export_set(request: web.Request) -> web.Response:
     ckeys = await store.keys_of(pool, "channel", owner)
     rkeys = await store.keys_of(pool, "rule", owner)
     wkeys = await store.keys_of(pool, "window", owner)
+    pkeys = await store.keys_of(pool, "status_page", owner)
     f = monitor_store.Filters(kind=kind, tags=[tag] if tag else None)
     rows = await monitor_store.list_filtered(pool, f, limit=1_000_000)
     if owner is not None:
@@ -567,6 +784,7 @@ async def export_set(request: web.Request) -> web.Response:
         return _key_for(ckeys, rid, channels[rid]["name"] if rid in channels else str(rid))
 
     out: dict[str, list[dict[str, Any]]] = {
+        "regions": [],
         "monitors": [],
         "heartbeats": [],
         "channels": [],
@@ -622,7 +840,51 @@ async def export_set(request: web.Request) -> web.Response:
                 if isinstance(entry.get(k), dt.datetime):
                     entry[k] = entry[k].isoformat()
             out["maintenance"].append(_named(_drop_empty(entry), _key_for(wkeys, row["id"], row["name"])))
+    if not (tag or kind) and bool({"admin", "status_pages:read"} & set(caller["scopes"])):
+        for page in await page_store.list_pages(pool, after_id=0, limit=1_000_000):
+            if owner is not None and page["id"] not in pkeys:
+                continue
+            comps = await page_store.components(pool, [page["id"]])
+            entry = await _page_entry(pool, page, comps, mkey, all_monitors)
+            out["status_pages"] = [
+                *out.get("status_pages", []),
+                _named(entry, _key_for(pkeys, page["id"], page["name"])),
+            ]
+    if owner is None and not (tag or kind):
+        for region in await region_store.list_regions(pool):
+            fields = {f: region[f] for f in region_store.REGION_FIELDS if region[f] not in ("", None)}
+            out["regions"].append({"name": region["name"], **fields})
     return ok({k: v for k, v in out.items() if v})
+
+
+async def _page_entry(
+    pool: Any, page: dict[str, Any], comps: list[dict[str, Any]], mkey: Any, names: dict[int, str]
+) -> dict[str, Any]:
+    """A status page in file form: its sections name monitors by key, a display name only
+    where it is not the monitor's name, the password as "<redacted>", the logo as a data URL."""
+    sections: dict[str, list[Any]] = {}
+    for c in comps:
+        key = mkey(c["monitor_id"])
+        display = c["display_name"]
+        item: Any = (
+            key if display == names.get(c["monitor_id"]) else {"monitor": key, "display_name": display}
+        )
+        sections.setdefault(c["section"], []).append(item)
+    entry: dict[str, Any] = {
+        "name": page["name"],
+        "slug": page["slug"],
+        "description": page["description"] or None,
+        "custom_domain": page["custom_domain"],
+        "is_public": page["is_public"],
+        "password": REDACTED if page["password_hash"] else None,
+        "sections": [{"name": k, "monitors": v} for k, v in sections.items()],
+    }
+    for f, default in page_config.APPEARANCE_DEFAULTS.items():
+        if page[f] != default:
+            entry[f] = page[f]
+    if page["logo_version"] and (logo := await page_store.logo(pool, page["id"])):
+        entry["logo"] = f"data:{logo[1]};base64,{base64.b64encode(logo[0]).decode()}"
+    return _drop_empty(entry)
 
 
 # ---- the JSON Schema of the files --------------------------------------------------------
@@ -714,6 +976,37 @@ def _window_struct() -> type[msgspec.Struct]:
     return msgspec.defstruct("MaintenanceWindow", fields, kw_only=True, forbid_unknown_fields=True)
 
 
+class PageComponent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A monitor on a status page, by key, under another name than its own."""
+
+    monitor: Ref
+    display_name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+
+
+class PageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A section of a status page: its monitors by key (or with a display name), in order."""
+
+    name: Annotated[str, Meta(max_length=200)] = ""
+    monitors: Annotated[list[Ref | PageComponent], Meta(max_length=500)] = []
+
+
+def _page_struct() -> type[msgspec.Struct]:
+    skip = ("sections", *page_config.INCIDENT_FIELDS)
+    fields: list[Any] = [f for f in _fields_of(page_config.StatusPageInput) if f[0] not in skip]
+    fields.append(
+        ("sections", Annotated[list[PageSection], Meta(max_length=50)], msgspec.field(default_factory=list))
+    )
+    fields.append(("ref", Ref | None, None))
+    fields.sort(key=lambda f: len(f) == 3)
+    return msgspec.defstruct("StatusPage", fields, kw_only=True, forbid_unknown_fields=True)
+
+
+def _region_struct() -> type[msgspec.Struct]:
+    return msgspec.defstruct(
+        "Region", _fields_of(regions_api.RegionCreate), kw_only=True, forbid_unknown_fields=True
+    )
+
+
 def _defaults_struct() -> type[msgspec.Struct]:
     skip = ("name", "type", "parent_id", *REFERENCE_FIELDS)
     fields: list[Any] = [
@@ -735,6 +1028,8 @@ def file_schema() -> dict[str, Any]:
         ("channels", _list_of(_union(channel_types)), empty),
         ("rules", _list_of(_rule_struct()), empty),
         ("maintenance", _list_of(_window_struct()), empty),
+        ("status_pages", _list_of(_page_struct()), empty),
+        ("regions", _list_of(_region_struct()), empty),
     ]
     config_file = msgspec.defstruct("ConfigFile", fields, kw_only=True, forbid_unknown_fields=True)
     schema = _tidy(msgspec.json.schema(config_file))

@@ -9,9 +9,79 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from probefleet.controller.validation import ValidationError
+
+# The page bodies as types: what the OpenAPI document and the config-as-code file schema
+# describe (validate() below checks them, with the aliases and field-level errors).
+
+
+class StatusPageMonitor(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    monitor_id: int
+    display_name: str | None = None
+
+
+class StatusPageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str = ""
+    monitors: list[StatusPageMonitor] = []
+
+
+class StatusPageColors(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Hex colours (#rgb or #rrggbb) of the page's accent and of each state."""
+
+    accent: str | None = None
+    operational: str | None = None
+    degraded: str | None = None
+    outage: str | None = None
+    maintenance: str | None = None
+
+
+class StatusPageInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A status page. `password` makes it private (null removes it); `incident_status`
+    with `incident_message` shows a banner. `logo` is a base64 data URL of a PNG, JPEG,
+    GIF, WebP or SVG image of at most 256 KiB (null removes it; omitted on PUT, kept);
+    `custom_css` may not contain '<' or @import; `theme` is the default for visitors who
+    have not chosen (auto: their system's)."""
+
+    name: str
+    slug: str
+    description: str | None = None
+    custom_domain: str | None = None
+    is_public: bool | None = None
+    password: str | None = None
+    sections: list[StatusPageSection] | None = None
+    incident_status: Literal["investigating", "identified", "monitoring", "resolved"] | None = None
+    incident_message: str | None = None
+    logo: str | None = None
+    colors: StatusPageColors | None = None
+    custom_css: str | None = None
+    footer_text: str | None = None
+    theme: Literal["auto", "light", "dark"] | None = None
+    show_response_times: bool | None = None
+
+
+class StatusPageUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The fields to change."""
+
+    name: str | None = None
+    slug: str | None = None
+    description: str | None = None
+    custom_domain: str | None = None
+    is_public: bool | None = None
+    password: str | None = None
+    sections: list[StatusPageSection] | None = None
+    incident_status: Literal["investigating", "identified", "monitoring", "resolved"] | None = None
+    incident_message: str | None = None
+    logo: str | None = None
+    colors: StatusPageColors | None = None
+    custom_css: str | None = None
+    footer_text: str | None = None
+    theme: Literal["auto", "light", "dark"] | None = None
+    show_response_times: bool | None = None
+
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")

@@ -12,6 +12,7 @@ TABLES = {
     "channel": "notification_channels",
     "rule": "notification_rules",
     "window": "maintenance_windows",
+    "status_page": "status_pages",
 }
 
 

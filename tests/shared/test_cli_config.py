@@ -4,6 +4,7 @@ and GET /api/v1/export over HTTP on loopback, real PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import textwrap
 from collections.abc import AsyncIterator
@@ -371,3 +372,123 @@ async def test_two_applies_of_one_owner_at_once_make_each_resource_once(
         "resolver",
     ]
     assert (await cli(controller, "diff", "-f", str(path), "--owner", "race")).exit_code == 0
+
+
+# A 1x1 PNG's first bytes are enough for the logo check (its magic number).
+PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()
+PAGES = f"""
+regions:
+  - {{name: eu-north, city: Stockholm, country_code: SE}}
+monitors:
+  - {{name: API, ref: api, type: icmp, host: 127.0.0.1, locations: [eu-north]}}
+  - {{name: DB, ref: db, type: tcp, host: 127.0.0.1, port: 5432}}
+status_pages:
+  - name: Public status
+    ref: public
+    slug: public-status
+    description: Our services
+    password: ${{env:PAGE_PASSWORD}}
+    colors: {{accent: "#1a7f37"}}
+    logo: "{PNG}"
+    sections:
+      - name: Web
+        monitors: [api, {{monitor: db, display_name: Database}}]
+      - name: Internal
+        monitors: []
+"""
+
+
+async def test_status_pages_and_regions_apply_diff_export_and_prune(
+    controller: Running, tmp_path: Path
+) -> None:
+    env = {"PAGE_PASSWORD": "correct horse"}
+    path = write(tmp_path, PAGES)
+    first = await cli(controller, "apply", "-f", str(path), "--owner", "web", env=env)
+    assert first.exit_code == 0, first.output
+    assert "Plan: 4 to create" in first.output and "correct horse" not in first.output
+    region = await get(controller, "/api/v1/regions/eu-north")
+    assert isinstance(region, dict) and (region["city"], region["country_code"]) == ("Stockholm", "SE")
+    (page,) = await get(controller, "/api/v1/status-pages")  # type: ignore[misc]
+    assert page["slug"] == "public-status" and page["has_password"] and page["logo_url"]
+    assert page["colors"] == {"accent": "#1a7f37"}
+    assert [(s["name"], [c["display_name"] for c in s["monitors"]]) for s in page["sections"]] == [
+        ("Web", ["API", "Database"])
+    ]
+    same = await cli(controller, "diff", "-f", str(path), "--owner", "web", env=env)
+    assert same.exit_code == 0 and "4 unchanged" in same.output, same.output
+
+    changed_text = textwrap.dedent(PAGES).replace("display_name: Database", "display_name: Primary DB")
+    path.write_text(changed_text.replace("city: Stockholm", "city: Lulea"))
+    changed = await cli(controller, "diff", "-f", str(path), "--owner", "web", env=env)
+    assert changed.exit_code == 1, changed.output
+    assert (
+        "~ status_page public (sections)" in changed.output and "~ region eu-north (city)" in changed.output
+    )
+    rotated = await cli(
+        controller, "diff", "-f", str(path), "--owner", "web", env={"PAGE_PASSWORD": "new secret!"}
+    )
+    assert "~ status_page public (password, sections)" in rotated.output, rotated.output
+    assert (await cli(controller, "apply", "-f", str(path), "--owner", "web", env=env)).exit_code == 0
+
+    # Export (everything: regions have no owner) then apply: nothing changes.
+    out = tmp_path / "export.yaml"
+    exported = await cli(controller, "export", "-o", str(out))
+    assert exported.exit_code == 0, exported.output
+    text = out.read_text()
+    assert "status_pages:" in text and "regions:" in text and "correct horse" not in text
+    assert "password: <redacted>" in text and "display_name: Primary DB" in text and "data:image/png" in text
+    valid = await cli(controller, "validate", "-f", str(out))
+    assert valid.exit_code == 0, valid.output
+    diff = await cli(controller, "diff", "-f", str(out), "--owner", "web")
+    assert diff.exit_code == 0 and "0 to create, 0 to update, 0 to delete" in diff.output, diff.output
+
+    # Prune: the page goes, the region stays (regions are never pruned).
+    path.write_text("monitors:\n  - {name: API, ref: api, type: icmp, host: 127.0.0.1}\n")
+    pruned = await cli(controller, "apply", "-f", str(path), "--owner", "web", "--prune", "--yes")
+    assert pruned.exit_code == 0 and "- status_page public" in pruned.output, pruned.output
+    assert await get(controller, "/api/v1/status-pages") == []
+    assert isinstance(await get(controller, "/api/v1/regions/eu-north"), dict)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "status_pages:\n  - name: p\n    slug: p\n    sections:\n      - monitors: [nope]\n",
+            ":5:20: status_pages[p].sections[0].monitors[0]: no monitor 'nope' in these files",
+        ),
+        (
+            "status_pages:\n  - name: p\n    slug: p\n    incident_status: identified\n",
+            ":4:5: status_pages[0].incident_status: unknown field",
+        ),
+        ("regions:\n  - {name: Not Valid}\n", ":2:6: regions[0].name: must match"),
+    ],
+    ids=["dangling-component", "incident-banner", "bad-region-name"],
+)
+def test_bad_pages_and_regions_are_refused_offline(tmp_path: Path, text: str, words: str) -> None:
+    path = write(tmp_path, text)
+    result = CliRunner().invoke(cli_config.validate, ["-f", str(path)])
+    assert result.exit_code == 2 and f"{path}{words}" in result.output, result.output
+
+
+async def test_the_server_refuses_a_page_naming_no_monitor_of_the_set(controller: Running) -> None:
+    headers = {"Authorization": f"Bearer {controller.admin_key}"}
+    body = {
+        "owner": "web",
+        "status_pages": [{"key": "p", "name": "p", "slug": "p", "sections": [{"monitors": ["nope"]}]}],
+        "regions": [{"key": "eu-south", "name": "eu-south"}],
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(controller.base + "/api/v1/apply", json=body, headers=headers) as r,
+    ):
+        assert r.status == 422
+        error = (await r.json())["error"]
+    assert error["details"] == {
+        "status_pages[p].sections[0].monitors[0].monitor": "no such resource in this apply set"
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(controller.base + "/api/v1/regions/eu-south", headers=headers) as r,
+    ):
+        assert r.status == 404  # nothing applied: the region of the same set was rolled back
