@@ -292,6 +292,7 @@ async def test_the_documented_example_applies(controller: Running, tmp_path: Pat
     env = {
         "SLACK_WEBHOOK": "https://hooks.slack.com/services/T0/B0/x",
         "PAGERDUTY_KEY": "0123456789abcdef0123456789abcdef",
+        "STATUS_PASSWORD": "a long enough password",
     }
     result = await cli(controller, "apply", "-f", str(path), "--owner", "docs", env=env)
     assert result.exit_code == 0, result.output
