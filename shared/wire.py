@@ -327,6 +327,39 @@ class MqttSpec(msgspec.Struct, tag="mqtt", kw_only=True, omit_defaults=True):
     degraded_ms: float | None = None
 
 
+class BrowserStep(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One declarative step of a browser journey (no code): goto `url`; click or fill
+    `selector` (fill types `value`, where `{{secrets.name}}` is one of the check's
+    secrets); wait_for_selector; wait_for_text or assert_text `value` (in `selector`, or
+    the page); assert_no_console_errors."""
+
+    action: Literal[
+        "goto",
+        "click",
+        "fill",
+        "wait_for_selector",
+        "wait_for_text",
+        "assert_text",
+        "assert_no_console_errors",
+    ]
+    url: str | None = None
+    selector: str | None = None
+    value: str | None = None
+
+
+class BrowserSpec(msgspec.Struct, tag="browser", kw_only=True, omit_defaults=True):
+    """A journey in headless Chromium under time, memory and CPU caps, with web vitals
+    and a screenshot on failure. Only probes that announce `browser` run it."""
+
+    steps: list[BrowserStep]
+    secrets: dict[str, str] = {}
+    viewport_width: int = 1280
+    viewport_height: int = 800
+    max_memory_mb: int = 768
+    screenshot_on_failure: bool = True
+    degraded_ms: float | None = None
+
+
 CheckSpec = (
     HttpSpec
     | TcpSpec
@@ -345,6 +378,7 @@ CheckSpec = (
     | ImapSpec
     | Pop3Spec
     | MqttSpec
+    | BrowserSpec
 )
 # Kinds from api_flow on take their settings from a file in `probefleet probe check`.
 PROBE_KINDS: tuple[str, ...] = (
@@ -365,6 +399,7 @@ PROBE_KINDS: tuple[str, ...] = (
     "imap",
     "pop3",
     "mqtt",
+    "browser",
 )
 
 # ---------------------------------------------------------------- jobs and results
@@ -450,6 +485,10 @@ class Reason(enum.StrEnum):
     NOT_SERVING = "not_serving"
     STARTTLS_UNAVAILABLE = "starttls_unavailable"
     CERT_REVOKED = "cert_revoked"
+    ELEMENT_MISSING = "element_missing"
+    CONSOLE_ERRORS = "console_errors"
+    RESOURCE_LIMIT = "resource_limit"
+    BROWSER_UNAVAILABLE = "browser_unavailable"
     INTERNAL_ERROR = "internal_error"
     # Written by the controller, not a probe: the region's live probes cannot run the kind.
     NO_CAPABLE_PROBE = "no_capable_probe"

@@ -40,6 +40,7 @@ SPEC_TYPES: dict[str, type[msgspec.Struct]] = {
     "imap": wire.ImapSpec,
     "pop3": wire.Pop3Spec,
     "mqtt": wire.MqttSpec,
+    "browser": wire.BrowserSpec,
 }
 # Kinds that connect to a host and port: a `url` (or `target`) gives both.
 HOST_PORT_KINDS = ("grpc", "ssh", "postgres", "mysql", "redis", "smtp", "imap", "pop3", "mqtt")
@@ -463,6 +464,42 @@ def _check_redis(spec: wire.RedisSpec) -> dict[str, object]:
     return errors
 
 
+MAX_BROWSER_STEPS = 50
+# What each browser action needs.
+_BROWSER_NEEDS = {
+    "goto": ("url",),
+    "click": ("selector",),
+    "fill": ("selector", "value"),
+    "wait_for_selector": ("selector",),
+    "wait_for_text": ("value",),
+    "assert_text": ("value",),
+    "assert_no_console_errors": (),
+}
+
+
+def _check_browser(spec: wire.BrowserSpec) -> dict[str, object]:
+    errors: dict[str, object] = {}
+    if not 1 <= len(spec.steps) <= MAX_BROWSER_STEPS:
+        errors["steps"] = f"must have 1 to {MAX_BROWSER_STEPS} steps"
+    for i, step in enumerate(spec.steps):
+        for name in _BROWSER_NEEDS[step.action]:
+            if not getattr(step, name):
+                errors[f"steps[{i}].{name}"] = f"required by {step.action}"
+        if step.url is not None and (problem := _check_url(step.url)):
+            errors[f"steps[{i}].url"] = problem
+        for name in ("selector", "value"):
+            value = getattr(step, name)
+            if value is not None and len(value) > MAX_TEXT:
+                errors[f"steps[{i}].{name}"] = f"must be at most {MAX_TEXT} characters"
+    if not 64 <= spec.max_memory_mb <= 4096:
+        errors["max_memory_mb"] = "must be between 64 and 4096"
+    if not (100 <= spec.viewport_width <= 4096 and 100 <= spec.viewport_height <= 4096):
+        errors["viewport_width"] = "the viewport must be 100 to 4096 pixels each way"
+    if len(spec.secrets) > MAX_VARIABLES:
+        errors["secrets"] = f"must have at most {MAX_VARIABLES} entries"
+    return errors
+
+
 def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
     errors: dict[str, object] = {}
     if isinstance(spec, wire.HttpSpec):
@@ -471,6 +508,8 @@ def _check_spec(kind: str, spec: msgspec.Struct) -> dict[str, object]:
         errors.update(_check_api_flow(spec))
     if isinstance(spec, wire.RedisSpec):
         errors.update(_check_redis(spec))
+    if isinstance(spec, wire.BrowserSpec):
+        errors.update(_check_browser(spec))
     if isinstance(spec, wire.PostgresSpec | wire.MysqlSpec) and (
         len(spec.query) > MAX_TEXT or not spec.query.strip()
     ):

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from probefleet.probe.checkers import (
     api_flow,
+    browser,
     dns,
     grpc,
     http,
@@ -44,6 +45,7 @@ CHECKERS: dict[str, Checker] = {
     "imap": imap.check,
     "pop3": pop3.check,
     "mqtt": mqtt.check,
+    "browser": browser.check,
 }
 
 # The libraries a kind needs beyond the probe's own dependencies (the `checks` and
@@ -56,6 +58,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "mysql": mysql.REQUIRES,
     "redis": redis.REQUIRES,
     "mqtt": mqtt.REQUIRES,
+    "browser": browser.REQUIRES,
 }
 
 
@@ -69,11 +72,12 @@ def importable(*modules: str) -> bool:
 def capabilities(checkers: Mapping[str, Checker] = CHECKERS) -> list[str]:
     """The kinds of `checkers` this process can run here, announced in every heartbeat:
     all of them but ICMP when the host allows neither raw nor unprivileged ICMP sockets,
-    and but those whose library (REQUIRES) is not installed."""
+    browser when no Chromium is installed, and those whose library (REQUIRES) is not."""
+    host_checks = {"icmp": icmp.available, "browser": browser.available}
     return sorted(
         kind
         for kind in checkers
-        if (kind != "icmp" or icmp.available()) and importable(*REQUIRES.get(kind, ()))
+        if host_checks.get(kind, lambda: True)() and importable(*REQUIRES.get(kind, ()))
     )
 
 

@@ -312,7 +312,8 @@ def response_evidence(
         "ips": [peer] if peer else [],
         "status_line": f"{version} {resp.status} {resp.reason or ''}".strip(),
         "headers": [
-            [name, "<redacted>" if name.lower() in _SECRET_RESPONSE_HEADERS else value]
+            # str(): aiohttp's header names are multidict istr, which msgspec cannot encode.
+            [str(name), "<redacted>" if name.lower() in _SECRET_RESPONSE_HEADERS else value]
             for name, value in resp.headers.items()
         ],
     }

@@ -53,6 +53,9 @@ TARGETS: dict[str, dict[str, Any]] = {
 # Kinds whose settings nest: the nested models by name, built once the client exists.
 NESTED: dict[str, dict[str, Any]] = {
     "api_flow": {"steps": [("FlowStep", {"url": "https://example.com/health"})]},
+    "browser": {
+        "steps": [("BrowserStep", {"action": ("BrowserStepAction", "goto"), "url": "https://example.com/"})]
+    },
 }
 
 
@@ -64,7 +67,14 @@ def pascal(kind: str) -> str:
 def target(kind: str) -> dict[str, Any]:
     if kind in TARGETS:
         return TARGETS[kind]
-    return {field: [model(name)(**values) for name, values in items] for field, items in NESTED[kind].items()}
+
+    def value(v: Any) -> Any:  # (enum model, raw value) for the generated enums
+        return model(v[0])(v[1]) if isinstance(v, tuple) else v
+
+    return {
+        field: [model(name)(**{k: value(v) for k, v in values.items()}) for name, values in items]
+        for field, items in NESTED[kind].items()
+    }
 
 
 @pytest.fixture
