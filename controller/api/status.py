@@ -33,6 +33,7 @@ async def window_metrics(conn: DB, monitor_id: int, since: dt.datetime, until: d
         "p95_latency_ms": times["p95"],
         "p99_latency_ms": times["p99"],
         "uptime_24h": verdicts.uptime,
+        "uptime_pct": verdicts.uptime,  # the same, by the name monitoring dashboards read
         "rounds_24h": verdicts.up + verdicts.degraded + verdicts.down,
         "successful_checks_24h": total.checks - total.failures,
     }
@@ -58,6 +59,7 @@ async def monitor_status(request: web.Request) -> web.Response:
             "monitor_id": monitor_id,
             "name": row["name"],
             "status": row["status"],
+            "state": row["status"],  # the same, by the name monitoring dashboards read
             "is_ok": row["status"] in ("up", "degraded"),
             "status_changed_at": row["status_changed_at"],
             "last_check": row["last_check"],

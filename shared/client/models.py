@@ -271,20 +271,26 @@ class Event(msgspec.Struct, kw_only=True):
 
 
 class WindowMetrics(msgspec.Struct, kw_only=True):
-    """The last 24 hours: percentiles of response times (ms), uptime in percent."""
+    """The last 24 hours: percentiles of response times (ms), uptime in percent
+    (`uptime_pct` is `uptime_24h` again, under the name dashboards read)."""
 
     p50_latency_ms: float | None
     p95_latency_ms: float | None
     p99_latency_ms: float | None
     uptime_24h: float | None
+    uptime_pct: float | None
     rounds_24h: int
     successful_checks_24h: int
 
 
 class MonitorStatus(msgspec.Struct, kw_only=True):
+    """A monitor's state now (`state` is `status` again, under the name dashboards read)
+    and its metrics of the last 24 hours."""
+
     monitor_id: int
     name: str
     status: str
+    state: str
     is_ok: bool
     status_changed_at: dt.datetime | None
     last_check: dt.datetime | None

@@ -550,6 +550,15 @@ async def c_004_l103(w: World, a: Answer) -> None:
     assert inc["notes"].startswith("Investigating Redis")
 
 
+async def c_004_status(w: World, a: Answer) -> None:
+    # The names the document's sample reads: data['state'], metrics p95_latency_ms, uptime_pct.
+    ok(a)
+    data = a.data
+    assert data["state"] == data["status"] and data["monitor_id"] == await w.get("monitor")
+    metrics = data["metrics"]
+    assert "p95_latency_ms" in metrics and metrics["uptime_pct"] == metrics["uptime_24h"]
+
+
 async def c_json(w: World, a: Answer) -> None:
     ok(a)
     assert a.json is not None, a.text
@@ -613,6 +622,8 @@ CHECKS: dict[str, Step] = {
     "004-L41": c_004_l41,
     "004-L55": c_004_l55,
     "004-L103": c_004_l103,
+    "004-L29": c_004_status,
+    "004-L79": c_004_status,
 }
 
 
