@@ -701,6 +701,15 @@ def redact(out: dict[str, Any]) -> dict[str, Any]:
         out["url"] = redact_url(out["url"], out.get("secret_params") or ())
     if isinstance(out.get("secrets"), dict):
         out["secrets"] = dict.fromkeys(out["secrets"], REDACTED)
+    marked = out.get("secret_headers") or ()
+    params = out.get("secret_params") or ()
+    for path, step in _flow_steps(out):
+        shown = dict(step)
+        if isinstance(shown.get("headers"), dict):
+            shown["headers"] = redact_headers(shown["headers"], marked)
+        if isinstance(shown.get("url"), str):
+            shown["url"] = redact_url(shown["url"], params)
+        _put_step(out, path, shown)
     if out.get("password"):
         out["password"] = REDACTED
     if isinstance(out.get("metadata"), dict):
@@ -708,9 +717,48 @@ def redact(out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _flow_steps(out: dict[str, Any]) -> list[tuple[tuple[str, int | None], dict[str, Any]]]:
+    """An api_flow's steps, teardown and diagnostic, each with where it sits."""
+    found: list[tuple[tuple[str, int | None], dict[str, Any]]] = []
+    if isinstance(out.get("steps"), list):
+        found += [(("steps", i), s) for i, s in enumerate(out["steps"]) if isinstance(s, dict)]
+    for name in ("teardown", "diagnostic"):
+        if isinstance(out.get(name), dict):
+            found.append(((name, None), out[name]))
+    return found
+
+
+def _put_step(out: dict[str, Any], path: tuple[str, int | None], step: dict[str, Any]) -> None:
+    name, index = path
+    if index is None:
+        out[name] = step
+    else:
+        out[name] = [*out[name][:index], step, *out[name][index + 1 :]]
+
+
+def _restore_step(step: dict[str, Any], stored: object) -> dict[str, Any]:
+    if not isinstance(stored, dict):
+        return step
+    out = dict(step)
+    if isinstance(out.get("headers"), dict):
+        kept = {k.lower(): v for k, v in (stored.get("headers") or {}).items()}
+        out["headers"] = {
+            k: kept.get(k.lower(), v) if v == REDACTED else v for k, v in out["headers"].items()
+        }
+    if isinstance(out.get("url"), str) and isinstance(stored.get("url"), str):
+        out["url"] = restore_url(out["url"], stored["url"])
+    return out
+
+
 def restore_secrets(body: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """Where a client sends back a "<redacted>" value it was shown, keep the stored secret."""
     out = dict(body)
+    # An api_flow's steps: by position (steps) or name (teardown, diagnostic).
+    for (name, index), step in _flow_steps(out):
+        stored = current.get(name)
+        if index is not None:
+            stored = stored[index] if isinstance(stored, list) and index < len(stored) else None
+        _put_step(out, (name, index), _restore_step(step, stored))
     if out.get("bearer_token") == REDACTED:
         out["bearer_token"] = current.get("bearer_token")
     auth = out.get("basic_auth")

@@ -323,3 +323,22 @@ async def test_probefleet_probe_check_runs_a_flow_from_a_spec_file(
     bad = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
     _, stderr = await bad.communicate()
     assert bad.returncode == 2 and b"--spec-file" in stderr
+
+
+def test_the_api_hides_step_credentials_and_keeps_them_on_update() -> None:
+    stored = {
+        "steps": [
+            {
+                "url": "https://a.example/x?token=t0k3n",
+                "headers": {"Authorization": "Bearer abc", "Accept": "a"},
+            },
+        ],
+        "teardown": {"url": "https://a.example/", "headers": {"X-Api-Key": "k"}},
+    }
+    shown = monitor_config.redact(json.loads(json.dumps(stored)))
+    assert shown["steps"][0]["headers"] == {"Authorization": "<redacted>", "Accept": "a"}
+    assert "t0k3n" not in shown["steps"][0]["url"]
+    assert shown["teardown"]["headers"] == {"X-Api-Key": "<redacted>"}
+    assert stored["steps"][0]["headers"]["Authorization"] == "Bearer abc"  # a copy was shown
+    back = monitor_config.restore_secrets(shown, stored)
+    assert back["steps"] == stored["steps"] and back["teardown"] == stored["teardown"]
