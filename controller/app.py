@@ -151,7 +151,10 @@ async def notifications_ctx(app: web.Application) -> AsyncIterator[None]:
                 destinations.session(allow_private=cfg.subscriber_webhooks_allow_private, timeout=timeout)
             )
         app[keys.DISPATCHER] = Dispatcher(
-            pool=app[keys.POOL], session=session, subscribers=subscribers.from_config(cfg, hooks)
+            pool=app[keys.POOL],
+            session=session,
+            subscribers=subscribers.from_config(cfg, hooks),
+            base_url=cfg.public_url or f"http://{cfg.host}:{cfg.port}",
         )
         yield
 

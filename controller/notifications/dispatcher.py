@@ -254,8 +254,11 @@ def _ts(value: Any) -> float | None:
     return None
 
 
-def notification(event: dict[str, Any], delivery: dict[str, Any]) -> Notification:
-    """The notifier's view of one event row, for one delivery."""
+def notification(
+    event: dict[str, Any], delivery: dict[str, Any], base_url: str | None = None
+) -> Notification:
+    """The notifier's view of one event row, for one delivery; `base_url` (the controller's
+    public address) makes the link to the incident's, or the monitor's, console page."""
     p = event["payload"]
     m = p.get("monitor") or {}
     monitor = MonitorInfo(
@@ -295,7 +298,17 @@ def notification(event: dict[str, Any], delivery: dict[str, Any]) -> Notificatio
         reminder=kind == "reminder",
         escalation_level=1 if kind == "escalation" else 0,
         delivery_key=key,
+        link=_link(base_url, incident, monitor),
     )
+
+
+def _link(base_url: str | None, incident: IncidentInfo | None, monitor: MonitorInfo) -> str | None:
+    if not base_url:
+        return None
+    base = base_url.rstrip("/")
+    if incident is not None and incident.id:
+        return f"{base}/console/incidents/{incident.id}"
+    return f"{base}/console/monitors/{monitor.id}" if monitor.id else None
 
 
 def test_notification(delivery_id: int, now: dt.datetime) -> Notification:
@@ -354,6 +367,8 @@ class Dispatcher:
     subscribers: Subscribers | None = None
     settings: Settings = field(default_factory=Settings)
     rng: Callable[[], float] = random.random
+    # The controller's public address (public_url): notifications link to the console.
+    base_url: str | None = None
     _gap: tuple[int, dt.datetime] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -637,7 +652,7 @@ class Dispatcher:
         start_attempt()
         started = time.perf_counter()
         try:
-            await send(self.session, channel, notification(event, d))
+            await send(self.session, channel, notification(event, d, self.base_url))
         except NotifierError as e:
             metrics.NOTIFICATIONS.labels(channel["kind"], "permanent" if e.permanent else "failed").inc()
             log.warning(

@@ -85,6 +85,9 @@ class Notification(msgspec.Struct, kw_only=True):
     # Unique per delivery (the event id for the first notice of an event); reminders
     # and escalations of one event get their own, so receivers that dedupe keep them.
     delivery_key: str | None = None
+    # The incident's page in the console (else the monitor's), when the controller knows
+    # its public address; every notifier shows it.
+    link: str | None = None
 
 
 class NotifierError(Exception):

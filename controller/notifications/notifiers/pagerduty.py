@@ -107,8 +107,11 @@ def payload(config: PagerDutyConfig, note: Notification) -> dict[str, Any]:
     }
     if note.incident is not None and note.incident.started_at is not None:
         doc["payload"]["custom_details"]["incident_started_at"] = iso8601(note.incident.started_at)
+    links = [{"href": note.link, "text": "probefleet"}] if note.link else []
     if note.monitor.target.startswith(("http://", "https://")):
-        doc["links"] = [{"href": note.monitor.target, "text": note.monitor.name}]
+        links.append({"href": note.monitor.target, "text": note.monitor.name})
+    if links:
+        doc["links"] = links
     doc["payload"] = {k: v for k, v in doc["payload"].items() if v is not None}
     return doc
 

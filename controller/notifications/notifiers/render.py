@@ -109,6 +109,22 @@ def _summary(note: Notification) -> str:
     return f"Test notification from probefleet for {name}."
 
 
+def _where(note: Notification) -> str:
+    """ " Failing from us-east, eu-west: timeout." for an outage, else empty: the one line
+    that says where and why before anyone opens the link."""
+    if note.event not in ("monitor.down", "monitor.degraded", "incident.opened"):
+        return ""
+    inc, chk = note.incident, note.check
+    regions = (inc.affected_regions if inc else []) or ([chk.region] if chk and chk.region else [])
+    why = (inc.root_cause if inc else None) or (
+        " - ".join(x for x in (chk.reason, chk.message) if x) if chk else ""
+    )
+    if not regions and not why:
+        return ""
+    where = f" Failing from {', '.join(regions)}" if regions else " Failing"
+    return f"{where}: {why}." if why else f"{where}."
+
+
 def _facts(note: Notification) -> list[tuple[str, str]]:
     m, inc, chk = note.monitor, note.incident, note.check
     facts: list[tuple[str, str | None]] = [
@@ -144,6 +160,7 @@ def _facts(note: Notification) -> list[tuple[str, str]]:
         ]
     if note.escalation_level:
         facts.append(("Escalation level", str(note.escalation_level)))
+    facts.append(("Details", note.link))
     return [(k, v) for k, v in facts if v]
 
 
@@ -154,7 +171,7 @@ def render(note: Notification) -> Message:
         label=label,
         state=state,
         title=f"[{label}] {one_line(note.monitor.name)}{suffix}",
-        summary=_summary(note),
+        summary=_summary(note) + _where(note),
         facts=_facts(note),
         timestamp=iso8601(note.timestamp),
     )

@@ -65,6 +65,8 @@ def payload(note: Notification) -> dict[str, Any]:
             "locations": m.locations,
         },
     }
+    if note.link:
+        doc["link"] = note.link
     if inc is not None:
         doc["incident"] = _drop_none(
             {

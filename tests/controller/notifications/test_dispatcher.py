@@ -217,6 +217,21 @@ async def test_it_delivers_one_signed_webhook_per_incident_whoever_runs_the_step
     assert await statuses(pool) == [("event", "delivered", 1)]
 
 
+async def test_every_notice_links_to_its_incident_and_says_where_it_fails(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    await rule(pool, [await channel(pool, hook.url)], events=["incident.opened", "monitor.down"])
+    m = await monitor(pool)
+    d = Dispatcher(pool=pool, session=session, base_url="https://pf.example/")
+    assert await round_(pool, m["id"], "down", minutes(1)) == "down"
+    await d.step(minutes(1))
+    iid = await pool.fetchval("SELECT id FROM incidents WHERE monitor_id = $1", m["id"])
+    docs = hook.bodies()
+    assert sorted(b["event"] for b in docs) == ["incident.opened", "monitor.down"]
+    assert {b["link"] for b in docs} == {f"https://pf.example/console/incidents/{iid}"}
+    assert {b["incident"]["id"] for b in docs} == {iid}  # monitor.down carries its incident too
+
+
 async def test_it_retries_until_the_receiver_is_back_and_delivers_once(
     pool: asyncpg.Pool, session: aiohttp.ClientSession
 ) -> None:

@@ -44,12 +44,16 @@ def test_it_masks_urls_down_to_host_and_last_characters() -> None:
 def test_it_renders_one_wording_for_every_channel() -> None:
     msg = render(sample("monitor.down", reminder=True, escalation_level=2))
     assert msg.title == "[DOWN] Main Website (reminder)"
-    assert msg.summary == "Main Website is down."
+    assert msg.summary == "Main Website is down. Failing from us-east, eu-west: Connection timeout."
     facts = dict(msg.facts)
     assert facts["Reason"] == "timeout - Connection timeout"
     assert facts["Failed checks"] == "3/3"
     assert facts["Escalation level"] == "2"
+    assert "Details" not in facts  # no link without the controller's public address
     assert msg.timestamp == "2024-01-15T10:30:00Z"
+    linked = render(sample("incident.resolved", link="https://status.example/console/incidents/456"))
+    assert dict(linked.facts)["Details"] == "https://status.example/console/incidents/456"
+    assert linked.summary == "Incident for Main Website resolved after 15s."  # no "failing from" once over
 
 
 @pytest.mark.parametrize(
