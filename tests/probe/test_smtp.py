@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import trustme
@@ -99,3 +102,18 @@ async def test_a_banner_without_the_expected_text_is_a_mismatch(serve_smtp: Serv
 async def test_nothing_listening_is_connection_refused() -> None:
     out = await run(SmtpSpec(host="127.0.0.1", port=9))
     assert out.reason == Reason.CONNECTION_REFUSED
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(serve_smtp: ServeSmtp, tmp_path: Path) -> None:
+    port = await serve_smtp(days=None)
+    spec_file = tmp_path / "smtp.json"
+    spec_file.write_text(
+        json.dumps({"type": "smtp", "host": "127.0.0.1", "port": port, "expected_banner": "mx.test"})
+    )
+    cmd = [sys.executable, "-m", "probefleet.shared.cli", "probe", "check", "--kind", "smtp"]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, "--spec-file", str(spec_file), "--json", stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await proc.communicate()
+    assert proc.returncode == 0, stdout
+    assert json.loads(stdout)["details"]["banner"].startswith("mx.test")
