@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -342,3 +343,24 @@ def test_the_api_hides_step_credentials_and_keeps_them_on_update() -> None:
     assert stored["steps"][0]["headers"]["Authorization"] == "Bearer abc"  # a copy was shown
     back = monitor_config.restore_secrets(shown, stored)
     assert back["steps"] == stored["steps"] and back["teardown"] == stored["teardown"]
+
+
+async def test_the_agent_runs_a_flow_job_and_its_result_crosses_the_wire(
+    shop: tuple[Shop, str], nats_url: str
+) -> None:
+    from probefleet.probe.agent import Agent
+    from probefleet.shared import wire
+
+    from .test_agent import config
+
+    _, base = shop
+    spec = _flow(base, diagnostic=FlowStep(name="health", url=f"{base}/health"))
+    spec.steps[2].expected_headers = {"X-Shop": "v3"}
+    now = time.time()
+    job = wire.CheckJob(monitor_id=7, due=now, deadline=now + 10, region="eu-west", timeout=5.0, spec=spec)
+    job = wire.decode_job(wire.encode(job))  # as a probe receives it
+    result = await Agent(config(nats_url)).handle_job(job)
+    again = wire.decode_result(wire.encode(result))
+    assert again.reason == Reason.HEADER_MISMATCH
+    assert [s["result"] for s in again.details["steps"]] == ["ok", "ok", "fail", "skipped", "skipped"]  # type: ignore[union-attr]
+    assert SECRET not in repr(again)
