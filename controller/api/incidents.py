@@ -209,12 +209,64 @@ def _csv(items: list[dict[str, Any]]) -> web.Response:
     )
 
 
+EVIDENCE_LIMIT = 100
+
+
+def _window(row: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
+    return row["started_at"], row["resolved_at"] or now_utc()
+
+
+def public_failure(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "due": r["due"],
+        "attempt": r["attempt"],
+        "region": r["region"],
+        "probe_id": r["probe_id"],
+        "reason": r["reason"],
+        "phase": incidents.PHASE_OF.get(r["reason"] or "", "other"),
+        "message": r["message"],
+        "status_code": r["status_code"],
+        "duration_ms": r["duration_ms"],
+        "timings": r["timings"] or {},
+        "evidence": r["evidence"],
+    }
+
+
 async def get_incident(request: web.Request) -> web.Response:
+    """The incident, and why: the region x phase matrix of its failed results, the first
+    failed result with its evidence, and the timeline."""
     await require(request, "incidents:read")
-    row = await store.get(request.app[keys.POOL], path_id(request, what="incident"))
+    pool = request.app[keys.POOL]
+    row = await store.get(pool, path_id(request, what="incident"))
     if row is None:
         raise not_found("incident")
-    return ok(public(row))
+    out = public(row)
+    out["matrix"], out["first_failure"] = {"phases": [], "regions": {}}, None
+    if row["monitor_id"] is not None:
+        start, end = _window(row)
+        out["matrix"] = incidents.phase_matrix(
+            await store.failures_by_region(pool, row["monitor_id"], start, end)
+        )
+        first = await store.failed_results(pool, row["monitor_id"], start, end, 1)
+        out["first_failure"] = public_failure(first[0]) if first else None
+    out["timeline"] = await store.timeline(pool, row["id"])
+    return ok(out)
+
+
+async def incident_evidence(request: web.Request) -> web.Response:
+    """Every failed result of the incident (first EVIDENCE_LIMIT), oldest first, with its
+    phase and evidence."""
+    await require(request, "incidents:read")
+    pool = request.app[keys.POOL]
+    row = await store.get(pool, path_id(request, what="incident"))
+    if row is None:
+        raise not_found("incident")
+    if row["monitor_id"] is None:
+        return ok([], meta={"truncated": False})
+    start, end = _window(row)
+    rows = await store.failed_results(pool, row["monitor_id"], start, end, EVIDENCE_LIMIT + 1)
+    meta = {"truncated": len(rows) > EVIDENCE_LIMIT}
+    return ok([public_failure(r) for r in rows[:EVIDENCE_LIMIT]], meta=meta)
 
 
 async def _monitor(conn: Tx, monitor_id: int | None) -> dict[str, Any] | None:

@@ -126,6 +126,7 @@ def _routes() -> list[web.RouteDef]:
         web.get("/api/v1/incidents/{id}", incidents.get_incident),
         web.patch("/api/v1/incidents/{id}", incidents.patch_incident),
         web.get("/api/v1/incidents/{id}/timeline", incidents.incident_timeline),
+        web.get("/api/v1/incidents/{id}/evidence", incidents.incident_evidence),
         web.get("/api/v1/events", events.list_events),
         web.get("/api/v1/events/{id}", events.get_event),
         web.patch("/api/v1/events/{id}", events.patch_event),

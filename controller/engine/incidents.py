@@ -87,6 +87,61 @@ def needs_recheck(
     return bool(verdict.failing) and attempt == 0
 
 
+# Which step of a check a failure reason belongs to, for the incident's region x phase
+# matrix: the first phase a request passes through that can fail that way.
+PHASES = ("dns", "connect", "tls", "response", "content", "timeout", "other")
+PHASE_OF: dict[str, str] = {
+    "dns_error": "dns",
+    "rcode_mismatch": "dns",
+    "answer_mismatch": "dns",
+    "connection_refused": "connect",
+    "connection_reset": "connect",
+    "network_unreachable": "connect",
+    "packet_loss": "connect",
+    "no_response": "connect",
+    "permission_denied": "connect",
+    "tls_error": "tls",
+    "cert_expired": "tls",
+    "cert_expiring": "tls",
+    "cert_invalid": "tls",
+    "cert_revoked": "tls",
+    "hostname_mismatch": "tls",
+    "issuer_mismatch": "tls",
+    "protocol_mismatch": "tls",
+    "starttls_unavailable": "tls",
+    "status_mismatch": "response",
+    "too_many_redirects": "response",
+    "header_mismatch": "response",
+    "protocol_error": "response",
+    "auth_failed": "response",
+    "not_serving": "response",
+    "keyword_missing": "content",
+    "keyword_present": "content",
+    "json_mismatch": "content",
+    "graphql_error": "content",
+    "response_mismatch": "content",
+    "value_mismatch": "content",
+    "query_failed": "content",
+    "element_missing": "content",
+    "timeout": "timeout",
+    "deadline_passed": "timeout",
+    "slow_response": "timeout",
+    "latency_exceeded": "timeout",
+}
+
+
+def phase_matrix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Region x phase: how many failed results each region had at each step, from
+    (region, reason, failures) rows; the phases in the order a request meets them."""
+    regions: dict[str, dict[str, int]] = {}
+    for row in rows:
+        phase = PHASE_OF.get(row["reason"] or "", "other")
+        cell = regions.setdefault(row["region"], {})
+        cell[phase] = cell.get(phase, 0) + int(row["failures"])
+    used = {p for cells in regions.values() for p in cells}
+    return {"phases": [p for p in PHASES if p in used], "regions": dict(sorted(regions.items()))}
+
+
 def target_of(kind: str, spec: dict[str, Any] | None) -> str:
     spec = spec or {}
     if "url" in spec:

@@ -131,6 +131,39 @@ async def update_fields(conn: Tx, incident_id: int, now: dt.datetime, fields: di
     return ok is not None
 
 
+FAILED_COLUMNS = (
+    "due, attempt, region, probe_id, reason, message, status_code, duration_ms, timings,"
+    " details->'evidence' AS evidence"
+)
+
+
+async def failed_results(
+    conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime, limit: int
+) -> list[Row]:
+    """The monitor's failed results between start and end (due times), oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {FAILED_COLUMNS} FROM check_results WHERE monitor_id = $1 AND due >= $2 AND due <= $3"
+        " AND status = 'fail' ORDER BY due, attempt, region LIMIT $4",
+        monitor_id,
+        start,
+        end,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def failures_by_region(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime) -> list[Row]:
+    """(region, reason, failures) over the monitor's failed results between start and end."""
+    rows = await conn.fetch(
+        "SELECT region, reason, count(*) AS failures FROM check_results WHERE monitor_id = $1"
+        " AND due >= $2 AND due <= $3 AND status = 'fail' GROUP BY region, reason ORDER BY region, reason",
+        monitor_id,
+        start,
+        end,
+    )
+    return [dict(r) for r in rows]
+
+
 async def suppress(conn: Tx, incident_id: int, cause_monitor_id: int, now: dt.datetime) -> bool:
     """Mark an open incident as caused by a down parent after the fact (compare-and-set on
     suppressed): its recovery then writes no monitor.up nor incident.resolved event."""

@@ -239,6 +239,38 @@ class Incident(msgspec.Struct, kw_only=True):
     updated_at: dt.datetime
 
 
+class FailedResult(msgspec.Struct, kw_only=True):
+    """One failed check result of an incident: where, at which step, and its evidence."""
+
+    due: dt.datetime
+    attempt: int
+    region: str
+    probe_id: str
+    reason: str | None
+    phase: Literal["dns", "connect", "tls", "response", "content", "timeout", "other"]
+    message: str
+    status_code: int | None
+    duration_ms: float
+    timings: dict[str, float]
+    evidence: dict[str, Any] | None
+
+
+class PhaseMatrix(msgspec.Struct, kw_only=True):
+    """Failed results per region and phase; `phases` in the order a request meets them."""
+
+    phases: list[str]
+    regions: dict[str, dict[str, int]]
+
+
+class IncidentDetail(Incident, kw_only=True):
+    """One incident and why: the region x phase matrix of its failed results, the first
+    failed result with its evidence, and the timeline."""
+
+    matrix: PhaseMatrix
+    first_failure: FailedResult | None
+    timeline: list[TimelineEntry]
+
+
 class TimelineEntry(msgspec.Struct, kw_only=True):
     id: int
     at: dt.datetime

@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from probefleet.controller import keys
+from probefleet.controller.engine import results as engine_results
 from probefleet.controller.stats import rollups
 from probefleet.controller.storage import results as result_store
 from probefleet.shared import wire
@@ -320,3 +321,73 @@ async def test_it_accepts_a_parent_on_monitors(api: aiohttp.ClientSession) -> No
     assert r.status == 422 and "parent_id" in (await r.json())["error"]["details"]
     r = await api.patch(f"/api/v1/monitors/{parent}", json={"parent_id": parent})
     assert r.status == 422
+
+
+async def test_an_incident_explains_itself_with_a_region_phase_matrix_and_evidence(
+    api: aiohttp.ClientSession, controller: Running
+) -> None:
+    mid = await _monitor(api, locations=["us-east", "eu-west"])
+    pool = controller.app[keys.POOL]
+    now = dt.datetime.now(dt.UTC).timestamp()
+    refused = {"reason": "connection_refused", "message": "refused", "ips": ["127.0.0.1"]}
+    answered = {
+        "reason": "status_mismatch",
+        "status_line": "HTTP/1.1 503 Service Unavailable",
+        "body": "down",
+    }
+    for i in range(2):
+        due = now - 300 + i * 60
+        await result_store.insert_rounds(
+            pool, [(mid, result_store.ts(due), 0, ["us-east", "eu-west"], result_store.ts(due + 5))]
+        )
+        await engine_results.ingest(
+            pool,
+            [
+                wire.CheckResult(
+                    monitor_id=mid,
+                    due=due,
+                    region="us-east",
+                    probe_id="p-us",
+                    started_at=due,
+                    status=wire.Status.FAIL,
+                    reason=wire.Reason.CONNECTION_REFUSED,
+                    message="refused",
+                    timings={"connect": 1.5},
+                    details={"evidence": refused},
+                ),
+                wire.CheckResult(
+                    monitor_id=mid,
+                    due=due,
+                    region="eu-west",
+                    probe_id="p-eu",
+                    started_at=due,
+                    status=wire.Status.FAIL,
+                    reason=wire.Reason.STATUS_MISMATCH,
+                    message="status 503",
+                    status_code=503,
+                    details={"evidence": answered},
+                ),
+            ],
+        )
+    r = await api.get("/api/v1/incidents", params={"monitor_id": str(mid)})
+    (listed,) = (await r.json())["data"]
+    r = await api.get(f"/api/v1/incidents/{listed['id']}")
+    assert r.status == 200, await r.text()
+    body = (await r.json())["data"]
+    assert body["matrix"]["phases"] == ["connect", "response"]
+    assert body["matrix"]["regions"] == {"eu-west": {"response": 2}, "us-east": {"connect": 2}}
+    first = body["first_failure"]
+    assert first["region"] == "eu-west" and first["phase"] == "response"  # regions in name order
+    assert (
+        first["evidence"]["status_line"] == "HTTP/1.1 503 Service Unavailable" and first["status_code"] == 503
+    )
+    assert [e["kind"] for e in body["timeline"]][:1] == ["opened"]
+    r = await api.get(f"/api/v1/incidents/{listed['id']}/evidence")
+    page = await r.json()
+    assert page["meta"]["truncated"] is False
+    assert [(x["region"], x["phase"]) for x in page["data"]] == [
+        ("eu-west", "response"),
+        ("us-east", "connect"),
+    ] * 2
+    assert page["data"][1]["evidence"] == refused and page["data"][1]["timings"] == {"connect": 1.5}
+    assert (await api.get("/api/v1/incidents/999999/evidence")).status == 404
