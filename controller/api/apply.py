@@ -655,7 +655,8 @@ def _stored_spec(row: dict[str, Any]) -> msgspec.Struct | None:
 
 def _shows_redacted(data: dict[str, Any]) -> bool:
     """Whether a monitor's fields hold a "<redacted>" the API showed (an export)."""
-    return any(REDACTED in str(data.get(f, "")) for f in ("bearer_token", "basic_auth", "headers", "url"))
+    fields = ("bearer_token", "basic_auth", "headers", "url", "password", "secrets", "metadata", "steps")
+    return any(REDACTED in str(data.get(f, "")) for f in (*fields, "teardown", "diagnostic"))
 
 
 def _check_scopes(
