@@ -69,6 +69,12 @@ def transition(
     return MonitorState(status=verdict.state, fail_streak=0, pass_streak=passes)
 
 
+def unchecked(last_check: dt.datetime | None, due: dt.datetime, interval_s: float) -> bool:
+    """Whether a monitor whose round had no answer has gone unchecked for more than two
+    intervals (never answered counts as unchecked)."""
+    return last_check is None or (due - last_check).total_seconds() > 2 * interval_s
+
+
 def needs_recheck(
     verdict: Verdict, new: MonitorState, attempt: int, *, retry_count: int, recovery_count: int
 ) -> bool:
@@ -251,6 +257,13 @@ async def apply(
     new = transition(
         current, verdict, retry_count=monitor["retry_count"], recovery_count=monitor["recovery_count"]
     )
+    if verdict.state == "unknown" and new.status in ("up", "degraded"):
+        # Nobody has checked it for two intervals (no live capable probe anywhere, or no
+        # answer): it is not "up". No incident and no down notice: the fleet, not the
+        # target, is the problem, and region.unavailable already tells the operator.
+        last = await store.last_check(conn, monitor["id"])
+        if unchecked(last, due, monitor["interval_s"]):
+            new = MonitorState(status="unknown", fail_streak=new.fail_streak, pass_streak=new.pass_streak)
     answered = verdict.state != "unknown"
     fail_since = monitor.get("fail_since")
     if verdict.state == "down":

@@ -164,6 +164,14 @@ async def failures_by_region(conn: DB, monitor_id: int, start: dt.datetime, end:
     return [dict(r) for r in rows]
 
 
+async def last_check(conn: DB, monitor_id: int) -> dt.datetime | None:
+    """When a round of the monitor last had an answer (monitors.last_check)."""
+    value: dt.datetime | None = await conn.fetchval(
+        "SELECT last_check FROM monitors WHERE id = $1", monitor_id
+    )
+    return value
+
+
 async def suppress(conn: Tx, incident_id: int, cause_monitor_id: int, now: dt.datetime) -> bool:
     """Mark an open incident as caused by a down parent after the fact (compare-and-set on
     suppressed): its recovery then writes no monitor.up nor incident.resolved event."""

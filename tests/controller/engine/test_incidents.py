@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 
 from probefleet.controller import keys
+from probefleet.controller.engine import incidents
+from probefleet.controller.engine.consensus import Verdict
 from probefleet.probe.agent import Agent
 from tests.controller.conftest import Running, start_controller
 from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
@@ -244,3 +247,33 @@ async def test_it_blames_the_parent_and_suppresses_the_child(stack: Stack) -> No
 
 async def _contains(items: Awaitable[list[str]], item: str) -> bool:
     return item in await items
+
+
+async def test_a_monitor_nobody_checks_for_two_intervals_is_unknown_not_up(pool: asyncpg.Pool) -> None:
+    """Rounds nobody answers (no live capable probe) leave an up monitor up for two
+    intervals, then make it unknown: no incident and no down or up notice, either way."""
+    t0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    row = await pool.fetchrow(
+        "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations)"
+        " VALUES ('api', 'http', $1, 60, 5, $2) RETURNING *",
+        {"url": "https://api.example/health"},
+        ["us-east"],
+    )
+    mid = row["id"]
+
+    async def round_at(minutes: int, verdict: Verdict) -> str:
+        at = t0 + dt.timedelta(minutes=minutes)
+        async with pool.acquire() as conn, conn.transaction():
+            monitor = dict(await conn.fetchrow("SELECT * FROM monitors WHERE id = $1 FOR UPDATE", mid))
+            await incidents.apply(conn, monitor, at, verdict, at)
+            return str(await conn.fetchval("SELECT status FROM monitors WHERE id = $1", mid))
+
+    up, nobody = Verdict(state="up", passing=("us-east",)), Verdict(state="unknown")
+    assert await round_at(0, up) == "up"
+    assert await round_at(1, nobody) == "up"  # one round without an answer: a hiccup
+    assert await round_at(2, nobody) == "up"
+    assert await round_at(3, nobody) == "unknown"  # more than two intervals unchecked
+    assert await round_at(4, up) == "up"
+    kinds = [r["kind"] for r in await pool.fetch("SELECT kind FROM events WHERE monitor_id = $1", mid)]
+    assert not {"monitor.down", "monitor.up", "incident.opened"} & set(kinds)
+    assert await pool.fetchval("SELECT count(*) FROM incidents WHERE monitor_id = $1", mid) == 0
