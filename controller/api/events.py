@@ -11,6 +11,7 @@ from probefleet.controller import keys
 from probefleet.controller.api.common import now_utc, ok, parse_int, path_id, read_json, require
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.incidents import change_incident, int_param, parse_time
+from probefleet.controller.storage import DB
 from probefleet.controller.storage import events as store
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import monitors as monitor_store
@@ -20,6 +21,25 @@ from probefleet.controller.validation import ValidationError
 def _hidden(key: dict[str, Any]) -> str | None:
     """Status-page post events (they may be of private pages) need status_pages:read too."""
     return None if {"admin", "status_pages:read"} & set(key["scopes"]) else "status_page."
+
+
+async def with_downtime(conn: DB, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each event with the downtime (its incident) it belongs to: `started_at`, `ended_at`,
+    `duration_seconds` (once ended) and `resolved`; all None for an event of no incident."""
+    spans = await store.downtimes(conn, sorted({r["incident_id"] for r in rows if r["incident_id"]}))
+    out = []
+    for r in rows:
+        started, ended = spans.get(r["incident_id"], (None, None)) if r["incident_id"] else (None, None)
+        out.append(
+            {
+                **r,
+                "started_at": started,
+                "ended_at": ended,
+                "duration_seconds": round((ended - started).total_seconds()) if started and ended else None,
+                "resolved": ended is not None if started else None,
+            }
+        )
+    return out
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -41,7 +61,7 @@ async def list_events(request: web.Request) -> web.Response:
         hide=_hidden(key),
     )
     more = len(rows) > limit
-    rows = rows[:limit]
+    rows = await with_downtime(request.app[keys.POOL], rows[:limit])
     return ok(rows, meta={"has_more": more, "next_cursor": str(rows[-1]["id"]) if more else None})
 
 
@@ -50,6 +70,7 @@ async def get_event(request: web.Request) -> web.Response:
     row = await store.get(request.app[keys.POOL], path_id(request, what="event"))
     if row is None or (hide is not None and row["kind"].startswith(hide)):
         raise not_found("event")
+    (row,) = await with_downtime(request.app[keys.POOL], [row])
     return ok(row)
 
 
@@ -71,4 +92,5 @@ async def patch_event(request: web.Request) -> web.Response:
             raise ApiError(409, "conflict", "the event's incident was deleted")
         monitor = await monitor_store.get(conn, incident["monitor_id"]) if incident["monitor_id"] else None
         await change_incident(conn, incident, monitor, "resolved", {}, now_utc())
-    return ok({**event, "resolved": True})
+        (event,) = await with_downtime(conn, [event])
+    return ok(event)

@@ -77,6 +77,14 @@ async def list_page(
     return [dict(r) for r in rows]
 
 
+async def downtimes(conn: DB, incident_ids: list[int]) -> dict[int, tuple[dt.datetime, dt.datetime | None]]:
+    """Incident id -> (started, resolved or None): the downtime each event belongs to."""
+    rows = await conn.fetch(
+        "SELECT id, started_at, resolved_at FROM incidents WHERE id = ANY($1::bigint[])", incident_ids
+    )
+    return {r["id"]: (r["started_at"], r["resolved_at"]) for r in rows}
+
+
 # ---- the real-time hub's tail of the outbox --------------------------------------------
 
 

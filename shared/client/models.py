@@ -291,7 +291,9 @@ class IncidentTimeline(msgspec.Struct, kw_only=True):
 
 
 class Event(msgspec.Struct, kw_only=True):
-    """A state change (monitor.down, incident.resolved, ...); `payload` depends on `kind`."""
+    """A state change (monitor.down, incident.resolved, ...); `payload` depends on `kind`.
+    The downtime (incident) it belongs to: `started_at`, `ended_at` and `duration_seconds`
+    once it ended, `resolved`; None for an event of no incident."""
 
     id: int
     kind: str
@@ -300,6 +302,9 @@ class Event(msgspec.Struct, kw_only=True):
     occurred_at: dt.datetime
     payload: dict[str, Any]
     resolved: bool | None = None
+    started_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    duration_seconds: int | None = None
 
 
 class WindowMetrics(msgspec.Struct, kw_only=True):
