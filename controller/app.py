@@ -131,6 +131,8 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.NC] = nc
     app[keys.JS] = js
     yield
+    if keys.FLEET in app:
+        app[keys.FLEET].clear_metrics()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(nc.close(), 5)
 

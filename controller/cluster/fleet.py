@@ -15,6 +15,7 @@ the regions API.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import re
 import time
@@ -87,6 +88,8 @@ class Fleet:
     interval: float = 2.0
     missed: int = 3
     probes: dict[str, tuple[ProbeHeartbeat, float]] = field(default_factory=dict)
+    # The regions whose series update_metrics last set, so those of a deleted one can go.
+    _exported: set[str] = field(default_factory=set)
     # The version probes are compared with (`outdated`): this controller's.
     version: str = VERSION
     # Blindness (our own NATS connection down): since when, whether still down, and until
@@ -198,11 +201,32 @@ class Fleet:
             capacity[hb.region] = capacity.get(hb.region, 0) + hb.concurrency
             in_flight[hb.region] = in_flight.get(hb.region, 0) + hb.in_flight
             old[hb.region] = old.get(hb.region, 0) + self.outdated(hb)
-        for region in set(regions) | set(counts):
+        current = set(regions) | set(counts)
+        for region in current:
             metrics.PROBES_LIVE.labels(region).set(counts.get(region, 0))
             metrics.PROBES_CAPACITY.labels(region).set(capacity.get(region, 0))
             metrics.PROBES_IN_FLIGHT.labels(region).set(in_flight.get(region, 0))
             metrics.PROBES_OUTDATED.labels(region).set(old.get(region, 0))
+        # A deleted region's series go, or its probes_live 0 would page "region down" forever.
+        self._drop_series(self._exported - current)
+        self._exported = current
+
+    def clear_metrics(self) -> None:
+        """Remove every series this fleet exported (the controller is stopping)."""
+        self._drop_series(self._exported)
+        self._exported = set()
+
+    @staticmethod
+    def _drop_series(regions: Iterable[str]) -> None:
+        for region in regions:
+            for gauge in (
+                metrics.PROBES_LIVE,
+                metrics.PROBES_CAPACITY,
+                metrics.PROBES_IN_FLIGHT,
+                metrics.PROBES_OUTDATED,
+            ):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(region)
 
 
 # Upper bounds (seconds) of the delay histogram, and of the regions API's p99 estimate.

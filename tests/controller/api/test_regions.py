@@ -115,6 +115,8 @@ async def test_it_creates_changes_and_deletes_a_region(
     assert {k: made[k] for k in body} == body
     assert made["live_probes"] == 0 and made["capacity"] == 0 and made["versions"] == {}
     assert (await api.post("/api/v1/regions", json={"name": "eu-central"})).status == 409
+    live = 'probefleet_probes_live{region="eu-central"} 0.0'
+    assert live in await (await api.get("/metrics")).text()
     # Known at once: to monitors' locations, the region lists, /worker-regions.
     r = await api.post(
         "/api/v1/monitors", json={"name": "m", "url": "http://127.0.0.1:9/", "locations": ["eu-central"]}
@@ -134,6 +136,8 @@ async def test_it_creates_changes_and_deletes_a_region(
     assert (await api.delete(f"/api/v1/monitors/{monitor}")).status == 204
     assert (await api.delete("/api/v1/regions/eu-central")).status == 204
     assert (await api.get("/api/v1/regions/eu-central")).status == 404
+    # Its series go with it: a deleted region is not a region down.
+    assert 'region="eu-central"' not in await (await api.get("/metrics")).text()
     assert (await api.delete("/api/v1/regions/eu-central")).status == 404
     r = await api.post(
         "/api/v1/monitors", json={"name": "m", "url": "http://127.0.0.1:9/", "locations": ["eu-central"]}
