@@ -809,7 +809,19 @@ class Stack:
             steady,
             since,
         )
-        assert not bad, f"false down/degraded rounds of monitors whose target was up: {bad[:5]}"
+        if bad:
+            # The evidence: what each region answered for the first of them.
+            first = bad[0]
+            answers = await self.db.fetch(
+                "SELECT region, probe_id, status, reason, message FROM check_results"
+                " WHERE monitor_id = $1 AND due = $2",
+                first["monitor_id"],
+                first["due"],
+            )
+            raise AssertionError(
+                f"false down/degraded rounds of monitors whose target was up: {bad[:5]};"
+                f" answers of the first: {[dict(a) for a in answers]}"
+            )
         incidents = await self.db.fetch(
             "SELECT monitor_id, started_at FROM incidents WHERE monitor_id = ANY($1)", steady
         )
