@@ -73,6 +73,7 @@ def page_out(page: dict[str, Any], comps: list[dict[str, Any]]) -> dict[str, Any
         "incident_message": page["incident_message"],
         "incident_updated_at": page["incident_updated_at"],
         "sections": [{"name": k, "monitors": v} for k, v in sections.items()],
+        "monitor_count": len(comps),
         **appearance_out(page),
         "url": f"/status/{page['slug']}",
         "created_at": page["created_at"],

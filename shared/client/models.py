@@ -517,6 +517,7 @@ class StatusPage(msgspec.Struct, kw_only=True):
     incident_message: str | None
     incident_updated_at: dt.datetime | None
     sections: list[StatusPageSectionOut]
+    monitor_count: int = 0  # components on the page, in every section
     logo_url: str | None = None
     colors: dict[str, str] | None = None
     custom_css: str = ""
