@@ -726,12 +726,12 @@ async def apply_set(request: web.Request) -> web.Response:
         else:
             await tx.commit()
     if not req.dry_run:
+        if run.regions_changed:  # first: the set's monitors may run in its new regions
+            await regions_api.changed(request.app)
         for row in run.changed_monitors:
             await monitors_api._changed(request, row, row["id"])
         for rid in run.deleted_monitors:
             await monitors_api._changed(request, None, rid)
-        if run.regions_changed:
-            await regions_api.changed(request.app)
         for page_id in run.changed_pages:
             await status_pages_api.announce_changed(request.app, page_id)
         run.plan.ping_urls = {
