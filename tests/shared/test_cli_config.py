@@ -326,6 +326,14 @@ async def test_it_needs_the_scopes_of_the_single_operations(controller: Running,
     assert (await cli(controller, "apply", "-f", str(with_channel))).exit_code == 0
     pruned = await cli(controller, "apply", "-f", str(monitors_only), "--prune", "--yes", env=writer)
     assert pruned.exit_code == 1 and "lacks the scope 'notifications:read'" in pruned.output
+    # Status pages need status_pages:write, regions fleet:admin.
+    page = "status_pages:\n  - {name: p, slug: p, sections: [{monitors: [a]}]}\n"
+    with_page = write(tmp_path, "monitors:\n  - {name: a, type: icmp, host: 127.0.0.1}\n" + page, "p.yaml")
+    refused = await cli(controller, "apply", "-f", str(with_page), "--owner", "w", env=writer)
+    assert refused.exit_code == 1 and "lacks the scope 'status_pages:" in refused.output, refused.output
+    with_region = write(tmp_path, "regions:\n  - {name: eu-north}\n", "r.yaml")
+    refused = await cli(controller, "apply", "-f", str(with_region), "--owner", "w", env=writer)
+    assert refused.exit_code == 1 and "lacks the scope 'fleet:admin'" in refused.output, refused.output
 
 
 async def test_a_change_of_each_kind_is_planned_by_field(controller: Running, tmp_path: Path) -> None:
