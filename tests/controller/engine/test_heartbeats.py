@@ -140,7 +140,6 @@ def test_nothing_is_late_while_paused_or_already_down() -> None:
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({}, "run_interval"),
         ({"run_interval": 60, "cron": "* * * * *"}, "run_interval"),
         ({"cron": "61 * * * *"}, "cron"),
         ({"cron": "* * * * * *"}, "cron"),
@@ -149,11 +148,19 @@ def test_nothing_is_late_while_paused_or_already_down() -> None:
         ({"run_interval": 0}, "run_interval"),
         ({"run_interval": 60, "colour": 1}, "colour"),
     ],
-    ids=["neither", "both", "bad-cron", "six-fields", "never", "bad-tz", "zero", "unknown"],
+    ids=["both", "bad-cron", "six-fields", "never", "bad-tz", "zero", "unknown"],
 )
 def test_it_rejects_bad_schedules(fields: dict[str, object], field: str) -> None:
     parsed, problems = heartbeat.parse_spec(fields)
     assert parsed is None and field in problems
+
+
+def test_no_schedule_is_the_default_interval() -> None:
+    parsed, problems = heartbeat.parse_spec({})
+    assert problems == {} and parsed is not None
+    assert (parsed.run_interval, parsed.cron) == (heartbeat.DEFAULT_RUN_INTERVAL, None)
+    parsed, _ = heartbeat.parse_spec({}, fallback_interval=300)
+    assert parsed is not None and parsed.run_interval == 300
 
 
 # ------------------------------------------------------------ record and tick on PostgreSQL
