@@ -7,7 +7,7 @@ was shown; they mean "keep the stored secret".
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -74,6 +74,10 @@ class RuleBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     is_enabled: bool = True
     # An escalation policy: routes only monitors whose escalation_policy names it.
     is_policy: bool = False
+    # Grouping: outages starting within group_window_s that share one of these keys make
+    # one notification per channel (0: off).
+    group_by: Annotated[list[Literal["parent", "tag", "host", "region"]], Meta(max_length=4)] = []
+    group_window_s: Annotated[int, Meta(ge=0, le=3600)] = 0
 
 
 def _normalize(raw: object, aliases: dict[str, str]) -> dict[str, Any]:
@@ -416,8 +420,9 @@ def public_rule(row: dict[str, Any]) -> dict[str, Any]:
             "updated_at",
         )
     }
-    for k in ("events", "monitor_ids", "tags", "channel_ids", "escalation_channel_ids"):
+    for k in ("events", "monitor_ids", "tags", "channel_ids", "escalation_channel_ids", "group_by"):
         out[k] = list(row[k])
+    out["group_window_s"] = row["group_window_s"]
     return out
 
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -103,9 +104,11 @@ class Settings:
 
 @dataclass
 class Route:
-    """Why one channel gets one event: the reminder period, if any."""
+    """Why one channel gets one event: the reminder period, if any, and the grouping of
+    the first matching rule that groups (group_by keys, window in seconds)."""
 
     reminder_s: int | None = None
+    group: tuple[list[str], int] | None = None
 
     def merge(self, reminder_s: int | None) -> None:
         if reminder_s is not None:
@@ -158,7 +161,10 @@ def routes_for(
     for rule in rules:
         if rule_matches(rule, event, tags, policy):
             for cid in rule["channel_ids"]:
-                out.setdefault(cid, Route()).merge(_minutes(rule["reminder_minutes"]))
+                route = out.setdefault(cid, Route())
+                route.merge(_minutes(rule["reminder_minutes"]))
+                if rule.get("group_window_s") and route.group is None:
+                    route.group = (list(rule.get("group_by") or []), int(rule["group_window_s"]))
     if monitor and event["kind"] in DEFAULT_EVENTS:
         for cid in monitor["notifications"]:
             out.setdefault(cid, Route())
@@ -175,6 +181,40 @@ def _routing(monitor: dict[str, Any] | None) -> tuple[list[str], int | None]:
     if monitor is None:
         return [], None
     return list(monitor["tags"]), monitor.get("escalation_policy_id")
+
+
+# The events of an outage starting; grouping gathers these (recoveries go one by one, so
+# a keyed channel resolves each alert it opened).
+GROUPED_EVENTS = frozenset({"monitor.down", "monitor.degraded", "incident.opened"})
+GROUP_KEYS = ("parent", "tag", "host", "region")
+
+
+def group_key(event: dict[str, Any], monitor: dict[str, Any] | None, group_by: Iterable[str]) -> str | None:
+    """The first of the rule's `group_by` keys that this outage has, with the event kind
+    (so monitor.down and incident.opened group apart): the parent monitor, the first tag,
+    the target host, or the failing regions when not every location fails."""
+    if event["kind"] not in GROUPED_EVENTS:
+        return None
+    payload = event["payload"]
+    shown = payload.get("monitor") or {}
+    for by in group_by:
+        key = None
+        if by == "parent" and monitor and monitor.get("parent_id"):
+            key = f"parent:{monitor['parent_id']}"
+        elif by == "tag" and monitor and monitor.get("tags"):
+            key = f"tag:{sorted(monitor['tags'])[0]}"
+        elif by == "host" and (target := str(shown.get("target") or "")):
+            host = urlsplit(target).hostname if "://" in target else target.rsplit(":", 1)[0]
+            key = f"host:{host}" if host else None
+        elif by == "region":
+            failing = set((payload.get("incident") or {}).get("affected_regions") or [])
+            if not failing and (check := payload.get("check")) and check.get("status") == "fail":
+                failing = {check["region"]}
+            if failing and failing < set(shown.get("locations") or []):
+                key = f"region:{','.join(sorted(failing))}"
+        if key:
+            return f"{event['kind']}|{key}"
+    return None
 
 
 def held_back(event: dict[str, Any], monitor: dict[str, Any] | None, threshold: int) -> bool:
@@ -370,6 +410,8 @@ class Dispatcher:
     # The controller's public address (public_url): notifications link to the console.
     base_url: str | None = None
     _gap: tuple[int, dt.datetime] | None = None
+    # (event id, channel id) -> grouping window (s) of the rows of the current fan-out
+    _windows: dict[tuple[int, int], int] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ---------------------------------------------------------------- fan-out
@@ -415,6 +457,7 @@ class Dispatcher:
                 held[mid] = gate or for_parent
             hold = store.PARENT if for_parent else None
             rows += self._deliveries(event, rules, monitor, channels, flapping, gate or for_parent, hold)
+        rows = await self._group(rows)
         created = await store.insert_deliveries(self.pool, rows)
         if self.subscribers is not None:
             created += await store.insert_notices(
@@ -490,10 +533,14 @@ class Dispatcher:
         at: dt.datetime = event["occurred_at"]
         mid, iid, eid = event["monitor_id"], event["incident_id"], event["id"]
         reason = hold_reason if status == "held" else None
-        out = [
-            NewDelivery(eid, cid, "event", 0, mid, iid, status, at, route.reminder_s, reason)
-            for cid, route in routes_for(event, rules, monitor, channels).items()
-        ]
+        out = []
+        for cid, route in routes_for(event, rules, monitor, channels).items():
+            key = None
+            if route.group is not None and status in ("pending", "held"):
+                key = group_key(event, monitor, route.group[0])
+                if key is not None:
+                    self._windows[(eid, cid)] = route.group[1]
+            out.append(NewDelivery(eid, cid, "event", 0, mid, iid, status, at, route.reminder_s, reason, key))
         for cid, (delay, reminder_s) in escalations_for(event, rules, monitor, channels).items():
             due = at + dt.timedelta(seconds=delay)
             out.append(
@@ -510,6 +557,31 @@ class Dispatcher:
                     hold_reason if held else None,
                 )
             )
+        return out
+
+    async def _group(self, rows: list[NewDelivery]) -> list[NewDelivery]:
+        """Leaders and members: the first delivery of a (channel, group key) with no leader
+        still collecting waits its window (next_attempt_at + window) and leads; the rest
+        are 'grouped' under it and listed when it is sent."""
+        keyed = [r for r in rows if r.group_key is not None]
+        if not keyed:
+            return rows
+        windows, self._windows = self._windows, {}
+        leaders = await store.open_leaders(
+            self.pool,
+            list({(r.channel_id, r.group_key) for r in keyed if r.group_key}),
+            min(r.next_attempt_at for r in keyed),
+        )
+        out = []
+        for row in rows:
+            if row.group_key is None:
+                out.append(row)
+            elif (row.channel_id, row.group_key) in leaders:
+                out.append(row._replace(status="grouped", hold_reason=None))
+            else:
+                leaders.add((row.channel_id, row.group_key))
+                window = dt.timedelta(seconds=windows.get((row.event_id or 0, row.channel_id), 0))
+                out.append(row._replace(next_attempt_at=row.next_attempt_at + window))
         return out
 
     def _safe_watermark(self, last: int, ids: list[int], now: dt.datetime) -> int:
@@ -594,6 +666,12 @@ class Dispatcher:
                     channel = {**channel, "config": {**channel["config"], "to": recipients[d["monitor_id"]]}}
                 return await self._attempt(d, events.get(d["event_id"] or 0), channel, incidents, now)
 
+        for d in to_channels:  # a leader of a group lists its members
+            if d["group_key"] and d["kind"] == "event":
+                ids = await store.take_members(self.pool, d["id"], d["channel_id"], d["group_key"])
+                found = await store.events_by_id(self.pool, ids)
+                d["members"] = [found[i] for i in ids if i in found]
+
         results = await asyncio.gather(*(one(d) for d in claimed))
         permanent = [(o, e) for o, e in results if e is not None and e.permanent]
         await store.record(self.pool, [o for o, e in results if e is None or not e.permanent], now)
@@ -651,8 +729,11 @@ class Dispatcher:
             return done("cancelled", "incident already resolved: a trigger now would open a new alert"), None
         start_attempt()
         started = time.perf_counter()
+        note = notification(event, d, self.base_url)
+        if d.get("members"):
+            note.group = [notification(m, d).monitor for m in d["members"]]
         try:
-            await send(self.session, channel, notification(event, d, self.base_url))
+            await send(self.session, channel, note)
         except NotifierError as e:
             metrics.NOTIFICATIONS.labels(channel["kind"], "permanent" if e.permanent else "failed").inc()
             log.warning(

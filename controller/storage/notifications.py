@@ -22,11 +22,13 @@ CHANNEL_COLUMNS = (
 )
 RULE_COLUMNS = (
     "id, name, events, monitor_ids, tags, min_severity, channel_ids, reminder_minutes,"
-    " escalate_after_minutes, escalation_channel_ids, is_enabled, is_policy, created_at, updated_at"
+    " escalate_after_minutes, escalation_channel_ids, is_enabled, is_policy, group_by, group_window_s,"
+    " created_at, updated_at"
 )
 DELIVERY_COLUMNS = (
     "id, event_id, channel_id, subscriber_id, kind, seq, monitor_id, incident_id, status, attempts,"
-    " next_attempt_at, locked_until, last_error, reminder_s, payload, created_at, updated_at, delivered_at"
+    " next_attempt_at, locked_until, last_error, reminder_s, payload, created_at, updated_at, delivered_at,"
+    " group_key"
 )
 # What the dispatcher reads of an event (dispatcher.notification), after the watermark or by id.
 EVENT_COLUMNS = "id, kind, monitor_id, incident_id, occurred_at, payload"
@@ -148,14 +150,17 @@ def _rule_values(r: Row) -> list[Any]:
         r["escalation_channel_ids"],
         r["is_enabled"],
         r.get("is_policy", False),
+        r.get("group_by") or [],
+        r.get("group_window_s") or 0,
     ]
 
 
 async def insert_rule(conn: DB, r: Row) -> Row:
     row = await conn.fetchrow(
         f"INSERT INTO notification_rules (name, events, monitor_ids, tags, min_severity, channel_ids,"
-        f" reminder_minutes, escalate_after_minutes, escalation_channel_ids, is_enabled, is_policy)"
-        f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING {RULE_COLUMNS}",
+        f" reminder_minutes, escalate_after_minutes, escalation_channel_ids, is_enabled, is_policy,"
+        f" group_by, group_window_s)"
+        f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING {RULE_COLUMNS}",
         *_rule_values(r),
     )
     assert row is not None
@@ -166,7 +171,8 @@ async def update_rule(conn: DB, rule_id: int, r: Row) -> Row | None:
     row = await conn.fetchrow(
         f"UPDATE notification_rules SET name=$2, events=$3, monitor_ids=$4, tags=$5, min_severity=$6,"
         f" channel_ids=$7, reminder_minutes=$8, escalate_after_minutes=$9, escalation_channel_ids=$10,"
-        f" is_enabled=$11, is_policy=$12, updated_at=now() WHERE id=$1 RETURNING {RULE_COLUMNS}",
+        f" is_enabled=$11, is_policy=$12, group_by=$13, group_window_s=$14, updated_at=now()"
+        f" WHERE id=$1 RETURNING {RULE_COLUMNS}",
         rule_id,
         *_rule_values(r),
     )
@@ -261,6 +267,7 @@ class NewDelivery(NamedTuple):
     next_attempt_at: dt.datetime
     reminder_s: int | None
     hold_reason: str | None = None  # 'parent' when held for the parent's verdict
+    group_key: str | None = None  # grouped notifications (rules' group_by), see open_leaders
 
 
 async def insert_deliveries(conn: DB, items: Sequence[NewDelivery]) -> int:
@@ -270,9 +277,9 @@ async def insert_deliveries(conn: DB, items: Sequence[NewDelivery]) -> int:
     cols = list(zip(*items, strict=True))
     rows = await conn.fetch(
         "INSERT INTO deliveries (event_id, channel_id, kind, seq, monitor_id, incident_id, status,"
-        " next_attempt_at, reminder_s, hold_reason)"
+        " next_attempt_at, reminder_s, hold_reason, group_key)"
         " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::bigint[],"
-        " $6::bigint[], $7::text[], $8::timestamptz[], $9::int[], $10::text[])"
+        " $6::bigint[], $7::text[], $8::timestamptz[], $9::int[], $10::text[], $11::text[])"
         " ON CONFLICT (event_id, channel_id, kind, seq) DO NOTHING RETURNING id",
         *cols,
     )
@@ -504,6 +511,46 @@ async def release_suppressed(conn: DB, now: dt.datetime, window: dt.timedelta) -
         STATE_EVENTS,
     )
     return len(rows)
+
+
+async def open_leaders(conn: DB, keys: Sequence[tuple[int, str]], at: dt.datetime) -> set[tuple[int, str]]:
+    """The (channel, group key) pairs that have a leading delivery still collecting: not
+    yet sent (pending or held) and due after `at` (its window is still open)."""
+    if not keys:
+        return set()
+    rows = await conn.fetch(
+        "SELECT DISTINCT d.channel_id, d.group_key FROM deliveries d"
+        " JOIN unnest($1::bigint[], $2::text[]) AS k(channel_id, group_key)"
+        "   ON d.channel_id = k.channel_id AND d.group_key = k.group_key"
+        " WHERE d.status IN ('pending', 'held') AND d.kind = 'event' AND d.next_attempt_at > $3",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        at,
+    )
+    return {(r["channel_id"], r["group_key"]) for r in rows}
+
+
+async def take_members(conn: DB, leader_id: int, channel_id: int, group_key: str) -> list[int]:
+    """Collapse the deliveries grouped under a leader (compare-and-set on 'grouped') and
+    return the event ids of all its members so far, oldest first (a retried leader lists
+    the same ones again, and any that joined since)."""
+    mark = f"grouped into delivery {leader_id}"
+    await conn.execute(
+        "UPDATE deliveries SET status = 'collapsed', last_error = $4, updated_at = now()"
+        " WHERE channel_id = $1 AND group_key = $2 AND status = 'grouped' AND id <> $3",
+        channel_id,
+        group_key,
+        leader_id,
+        mark,
+    )
+    rows = await conn.fetch(
+        "SELECT event_id FROM deliveries WHERE channel_id = $1 AND group_key = $2 AND last_error = $3"
+        " ORDER BY event_id",
+        channel_id,
+        group_key,
+        mark,
+    )
+    return [r["event_id"] for r in rows]
 
 
 async def recent_verdicts(conn: DB, ids: Sequence[int], n: int) -> dict[int, list[str]]:

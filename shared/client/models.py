@@ -478,6 +478,8 @@ class Rule(msgspec.Struct, kw_only=True):
     tags: list[str]
     channel_ids: list[int]
     escalation_channel_ids: list[int]
+    group_by: list[Literal["parent", "tag", "host", "region"]]
+    group_window_s: int
     created_at: dt.datetime
     updated_at: dt.datetime
 

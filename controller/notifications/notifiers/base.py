@@ -88,6 +88,8 @@ class Notification(msgspec.Struct, kw_only=True):
     # The incident's page in the console (else the monitor's), when the controller knows
     # its public address; every notifier shows it.
     link: str | None = None
+    # Other monitors whose outage this one notification also reports (rules' group_by).
+    group: list[MonitorInfo] = []
 
 
 class NotifierError(Exception):

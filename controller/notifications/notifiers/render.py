@@ -125,6 +125,11 @@ def _where(note: Notification) -> str:
     return f"{where}: {why}." if why else f"{where}."
 
 
+def _grouped(note: Notification) -> str:
+    n = len(note.group)
+    return f" {n} more monitor{'s' if n > 1 else ''} affected at the same time." if n else ""
+
+
 def _facts(note: Notification) -> list[tuple[str, str]]:
     m, inc, chk = note.monitor, note.incident, note.check
     facts: list[tuple[str, str | None]] = [
@@ -160,8 +165,15 @@ def _facts(note: Notification) -> list[tuple[str, str]]:
         ]
     if note.escalation_level:
         facts.append(("Escalation level", str(note.escalation_level)))
+    if note.group:
+        names = [one_line(g.name) for g in note.group[:GROUP_SHOWN]]
+        more = len(note.group) - len(names)
+        facts.append(("Also affected", ", ".join(names) + (f" and {more} more" if more > 0 else "")))
     facts.append(("Details", note.link))
     return [(k, v) for k, v in facts if v]
+
+
+GROUP_SHOWN = 20
 
 
 def render(note: Notification) -> Message:
@@ -171,7 +183,7 @@ def render(note: Notification) -> Message:
         label=label,
         state=state,
         title=f"[{label}] {one_line(note.monitor.name)}{suffix}",
-        summary=_summary(note) + _where(note),
+        summary=_summary(note) + _where(note) + _grouped(note),
         facts=_facts(note),
         timestamp=iso8601(note.timestamp),
     )

@@ -67,6 +67,13 @@ def payload(note: Notification) -> dict[str, Any]:
     }
     if note.link:
         doc["link"] = note.link
+    if note.group:
+        doc["group"] = {
+            "count": len(note.group) + 1,
+            "monitors": [
+                {"id": g.id, "name": g.name, "target": g.target, "status": g.status} for g in note.group
+            ],
+        }
     if inc is not None:
         doc["incident"] = _drop_none(
             {

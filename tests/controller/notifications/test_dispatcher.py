@@ -26,6 +26,7 @@ from probefleet.controller.notifications.dispatcher import (
     Settings,
     backoff,
     flap_percent,
+    group_key,
     is_flapping,
 )
 from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
@@ -734,6 +735,78 @@ def test_flap_percent_weighs_newer_changes_more(states: list[str], percent: floa
 )
 def test_flapping_starts_above_30_and_stops_below_25_percent(was: bool, percent: float, now: bool) -> None:
     assert is_flapping(was, percent, Settings()) is now
+
+
+async def test_a_mass_outage_sharing_a_parent_makes_one_grouped_notification_per_channel(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    """200 children of one parent (itself up: the parent is not the cause) go down within
+    a minute; a rule grouping by parent for 60 s sends each channel one notification
+    listing all of them; an outage after the window is the next notice (an update)."""
+    other = Hook()
+    await other.start()
+    try:
+        channels = [await channel(pool, hook.url), await channel(pool, other.url, name="second")]
+        await rule(pool, channels, events=["incident.opened"], group_by=["parent"], group_window_s=60)
+        parent, first = await family(pool, parent_retries=0)
+        children = [first]
+        for i in range(199):
+            row = await pool.fetchrow(
+                "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, parent_id)"
+                " VALUES ($1, 'http', $2, 60, 5, $3, $4) RETURNING id",
+                f"shop-{i}",
+                {"url": f"https://shop{i}.example/health"},
+                ["us-east", "eu-west"],
+                parent,
+            )
+            children.append(row["id"])
+        d = dispatcher(pool, session)
+        await round_(pool, parent, "up", seconds(0))
+        for i, child in enumerate(children):
+            assert await round_(pool, child, "down", seconds(1 + i * 0.2)) == "down"
+        await round_(pool, parent, "up", seconds(45))  # the parent passes: the holds end
+        while await d.step(seconds(50)):
+            pass
+        assert hook.got == [] and other.got == []  # the window (60 s from the first) is open
+        while await d.step(seconds(62)):
+            pass
+        for receiver in (hook, other):
+            (doc,) = receiver.bodies()
+            assert doc["event"] == "incident.opened" and doc["group"]["count"] == 200
+            assert sorted(m["id"] for m in doc["group"]["monitors"]) == sorted(children[1:])
+        late = await monitor(pool, "late")
+        await pool.execute("UPDATE monitors SET parent_id = $2 WHERE id = $1", late["id"], parent)
+        await round_(pool, late["id"], "down", seconds(100))
+        await round_(pool, parent, "up", seconds(101))
+        while await d.step(seconds(200)):
+            pass
+        assert [len(h.got) for h in (hook, other)] == [2, 2]
+        assert hook.bodies()[1]["monitor"]["id"] == late["id"] and "group" not in hook.bodies()[1]
+        sent = await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+        assert sent == 4  # two notices per channel for 201 outages
+    finally:
+        await other.stop()
+
+
+def test_group_keys_follow_the_rule_order_and_the_outage() -> None:
+    event = {
+        "kind": "incident.opened",
+        "payload": {
+            "monitor": {"target": "https://api.example.com:8443/x", "locations": ["us-east", "eu-west"]},
+            "incident": {"affected_regions": ["eu-west"]},
+        },
+    }
+    monitor_row = {"parent_id": 7, "tags": ["prod", "edge"]}
+    assert group_key(event, monitor_row, ["parent", "tag"]) == "incident.opened|parent:7"
+    assert group_key(event, monitor_row, ["tag", "parent"]) == "incident.opened|tag:edge"
+    assert group_key(event, monitor_row, ["host"]) == "incident.opened|host:api.example.com"
+    assert group_key(event, monitor_row, ["region"]) == "incident.opened|region:eu-west"
+    everywhere = {
+        **event,
+        "payload": {**event["payload"], "incident": {"affected_regions": ["eu-west", "us-east"]}},
+    }
+    assert group_key(everywhere, {"parent_id": None, "tags": []}, ["region", "parent"]) is None
+    assert group_key({**event, "kind": "incident.resolved"}, monitor_row, ["parent"]) is None
 
 
 async def test_alert_threshold_holds_the_alert_until_that_many_rounds_failed(
