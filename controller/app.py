@@ -187,6 +187,12 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("probe joined probe_id=%s region=%s", hb.probe_id, hb.region)
 
     async def publish(subject: str, data: bytes) -> None:
+        # While NATS is away the client would buffer the jobs and flush them all at the
+        # reconnect, at or near their deadlines: a probe would run some with a sliver of
+        # their timeout and report the target failing. Such a job reaches no probe in time
+        # anyway, so it is not sent; its round has no answer from that region (unknown).
+        if not nc.is_connected:
+            return
         await nc.publish(subject, data)
 
     membership = Membership(
