@@ -134,3 +134,66 @@ async def test_heartbeat_and_worker_region_fields(api: tuple[Running, aiohttp.Cl
     assert regions
     for theirs, ours in REGION_FIELDS.items():
         assert ours in regions[0], theirs
+
+
+# Reference 001's stats answer: the paths its response lists, all answered under the same names.
+STATS_PATHS = [
+    ("uptime", "24h"),
+    ("uptime", "7d"),
+    ("uptime", "30d"),
+    ("response_times", "avg"),
+    ("response_times", "min"),
+    ("response_times", "max"),
+    ("response_times", "p95"),
+    ("incidents", "count"),
+    ("incidents", "total_downtime"),
+    ("checks", "total"),
+    ("checks", "successful"),
+    ("checks", "failed"),
+]
+# Reference 001's alert settings body.
+ALERTS = {
+    "email_enabled": True,
+    "email_recipients": ["ops@example.com"],
+    "slack_enabled": False,
+    "alert_on_recovery": True,
+    "alert_threshold": 2,
+}
+
+
+async def test_stats_alerts_history_and_bulk_fields(api: tuple[Running, aiohttp.ClientSession]) -> None:
+    _, s = api
+    made = [
+        (await call(s, "POST", "/api/v1/monitors", {"name": f"w{i}", "url": "https://example.com"}))[1]
+        for i in range(3)
+    ]
+    first = made[0]["id"]
+    status, stats = await call(s, "GET", f"/api/v1/monitors/{first}/stats?period=7d&granularity=1h")
+    assert status == 200 and stats["period"] == "7d" and stats["granularity"] == "1h"
+    for outer, inner in STATS_PATHS:
+        assert inner in stats[outer], (outer, inner)
+    status, alerts = await call(s, "PUT", f"/api/v1/monitors/{first}/alerts", ALERTS)
+    assert status == 200 and {k: alerts[k] for k in ALERTS} == ALERTS
+    status, history = await call(
+        s,
+        "GET",
+        f"/api/v1/monitors/{first}/history?from=2024-01-01T00:00:00Z&to=2099-01-01T00:00:00Z&limit=50",
+    )
+    assert status == 200 and history == []
+    # Bulk: action, monitor_ids, reason; pause, resume, update, delete.
+    ids = [m["id"] for m in made]
+    status, _ = await call(
+        s, "POST", "/api/v1/monitors/bulk", {"action": "pause", "monitor_ids": ids, "reason": "window"}
+    )
+    assert status == 200
+    _, paused = await call(s, "GET", f"/api/v1/monitors/{first}")
+    assert not paused["is_enabled"] and paused["paused_reason"] == "window"
+    update = {"action": "update", "monitor_ids": ids, "updates": {"check_interval": 120}}
+    status, _ = await call(s, "POST", "/api/v1/monitors/bulk", update)
+    assert status == 200
+    assert (await call(s, "GET", f"/api/v1/monitors/{ids[2]}"))[1]["check_interval"] == 120
+    for action in ("resume", "delete"):
+        status, _ = await call(s, "POST", "/api/v1/monitors/bulk", {"action": action, "monitor_ids": ids[:1]})
+        assert status == 200, action
+    status, _ = await call(s, "GET", f"/api/v1/monitors/{first}")
+    assert status == 404
