@@ -573,16 +573,19 @@ class Dispatcher:
             min(r.next_attempt_at for r in keyed),
         )
         out = []
+        members: set[int] = set()
         for row in rows:
             if row.group_key is None:
                 out.append(row)
             elif (row.channel_id, row.group_key) in leaders:
                 out.append(row._replace(status="grouped", hold_reason=None))
+                members.add(row.event_id or 0)
             else:
                 leaders.add((row.channel_id, row.group_key))
                 window = dt.timedelta(seconds=windows.get((row.event_id or 0, row.channel_id), 0))
                 out.append(row._replace(next_attempt_at=row.next_attempt_at + window))
-        return out
+        # One escalation per group: the leader's; a member's would page once per monitor.
+        return [r for r in out if not (r.kind == "escalation" and r.event_id in members)]
 
     def _safe_watermark(self, last: int, ids: list[int], now: dt.datetime) -> int:
         """The highest id with no unexplained gap below it.

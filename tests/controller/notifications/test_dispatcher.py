@@ -747,7 +747,15 @@ async def test_a_mass_outage_sharing_a_parent_makes_one_grouped_notification_per
     await other.start()
     try:
         channels = [await channel(pool, hook.url), await channel(pool, other.url, name="second")]
-        await rule(pool, channels, events=["incident.opened"], group_by=["parent"], group_window_s=60)
+        await rule(
+            pool,
+            channels,
+            events=["incident.opened"],
+            group_by=["parent"],
+            group_window_s=60,
+            escalate_after_minutes=15,
+            escalation_channel_ids=[channels[1]],
+        )
         parent, first = await family(pool, parent_retries=0)
         children = [first]
         for i in range(199):
@@ -770,6 +778,8 @@ async def test_a_mass_outage_sharing_a_parent_makes_one_grouped_notification_per
         assert hook.got == [] and other.got == []  # the window (60 s from the first) is open
         while await d.step(seconds(62)):
             pass
+        escalations = await pool.fetchval("SELECT count(*) FROM deliveries WHERE kind = 'escalation'")
+        assert escalations == 1  # the group's, not one per monitor
         for receiver in (hook, other):
             (doc,) = receiver.bodies()
             assert doc["event"] == "incident.opened" and doc["group"]["count"] == 200
