@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import functools
 import hashlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, cast
 
 import asyncpg
@@ -478,7 +479,8 @@ class _Apply:
             sections = data.get("sections", [])
             if current is None:
                 fields["password_hash"] = await _hashed(data.get("password"))
-                rid = await page_store.insert_page(self.conn, fields)
+                async with _in_use(key):
+                    rid = await page_store.insert_page(self.conn, fields)
                 await page_store.set_components(self.conn, rid, sections)
                 self.note("create", "status_page", key, rid)
                 self.changed_pages.append(rid)
@@ -495,7 +497,8 @@ class _Apply:
             if _stored_sections(stored.get(rid, []), names) != _wanted_sections(sections):
                 changed.append("sections")
             if changed:
-                await page_store.update_page(self.conn, rid, write)
+                async with _in_use(key):
+                    await page_store.update_page(self.conn, rid, write)
                 if "sections" in changed:
                     await page_store.set_components(self.conn, rid, sections)
                 self.changed_pages.append(rid)
@@ -552,6 +555,22 @@ def _page_fields(data: dict[str, Any]) -> dict[str, Any]:
     out["logo"] = data.get("logo")
     out["logo_type"] = data.get("logo_type")
     return out
+
+
+@contextlib.asynccontextmanager
+async def _in_use(key: str) -> AsyncIterator[None]:
+    """A slug or custom domain another page holds: a 409 naming the page and the field (the
+    transaction is aborted by then; the caller's rollback undoes the rest)."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as e:
+        field = "custom_domain" if "custom_domain" in str(e) else "slug"
+        raise ApiError(
+            409,
+            "conflict",
+            f"status page {key!r}: its {field} is already in use; nothing was applied",
+            {f"status_pages[{key}].{field}": "already in use"},
+        ) from None
 
 
 def _page_changes(current: dict[str, Any], fields: dict[str, Any]) -> list[str]:

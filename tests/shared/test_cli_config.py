@@ -501,3 +501,18 @@ async def test_the_server_refuses_a_page_naming_no_monitor_of_the_set(controller
         s.get(controller.base + "/api/v1/regions/eu-south", headers=headers) as r,
     ):
         assert r.status == 404  # nothing applied: the region of the same set was rolled back
+
+
+async def test_a_slug_another_page_holds_is_a_conflict_naming_the_page(controller: Running) -> None:
+    headers = {"Authorization": f"Bearer {controller.admin_key}"}
+    async with aiohttp.ClientSession(base_url=controller.base, headers=headers) as s:
+        async with s.post("/api/v1/status-pages", json={"name": "by hand", "slug": "taken"}) as r:
+            assert r.status == 201
+        body = {"owner": "web", "status_pages": [{"key": "mine", "name": "mine", "slug": "taken"}]}
+        async with s.post("/api/v1/apply", json=body) as r:
+            assert r.status == 409
+            error = (await r.json())["error"]
+        assert error["details"] == {"status_pages[mine].slug": "already in use"}
+        assert "status page 'mine'" in error["message"]
+        async with s.get("/api/v1/status-pages") as r:
+            assert [p["name"] for p in (await r.json())["data"]] == ["by hand"]
