@@ -53,6 +53,8 @@ async def run(
     async def on_result(msg: Msg) -> None:
         with contextlib.suppress(msgspec.DecodeError):
             r = decoder.decode(msg.data)
+            if msg.subject != subjects.results(r.region):
+                return  # another region's answer in a probe's body: the results consumer counts it
             if r.monitor_id == monitor_id and r.due == due and r.attempt == ON_DEMAND_ATTEMPT:
                 got[r.region] = r
                 if set(got) >= set(regions):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 
 import nats
+from nats.aio.msg import Msg
 
 from probefleet.controller import keys, metrics
 from probefleet.shared import subjects, wire
-from tests.controller.conftest import start_controller
+from tests.controller.conftest import Running, start_controller
 from tests.helpers import eventually
 
 
@@ -97,3 +98,60 @@ async def test_a_result_claiming_another_region_is_terminated_and_counted(
     finally:
         await nc.close()
         await running.stop()
+
+
+async def test_check_now_takes_no_answer_for_a_region_from_another_regions_subject(
+    controller: Running, nats_url: str
+) -> None:
+    """A 'check now' hears results on the core subjects: a body for us-east arriving on
+    eu-west's subject (all an eu-west credential may publish on) is not us-east's answer."""
+    from probefleet.controller.cluster.fleet import Fleet
+    from probefleet.controller.engine import consensus, ondemand
+
+    fleet = Fleet(interval=60)
+    now = time.time()
+    for region in ("us-east", "eu-west"):
+        fleet.observe(
+            wire.ProbeHeartbeat(
+                probe_id=f"idle-{region}",
+                region=region,
+                version="x",
+                concurrency=1,
+                in_flight=0,
+                started_at=now,
+                sent_at=now,
+            )
+        )
+    liar = await nats.connect(nats_url)
+
+    async def forge(msg: Msg) -> None:
+        job = wire.decode_job(msg.data)
+        forged = wire.CheckResult(
+            monitor_id=job.monitor_id,
+            due=job.due,
+            region="us-east",
+            attempt=job.attempt,
+            probe_id="liar",
+            status=wire.Status.FAIL,
+            reason=wire.Reason.TIMEOUT,
+            started_at=time.time(),
+        )
+        await liar.publish(subjects.results("eu-west"), wire.encode(forged))
+
+    await liar.subscribe(subjects.jobs("us-east"), cb=forge)
+    await liar.flush()
+    try:
+        out = await ondemand.run(
+            controller.app[keys.NC],
+            fleet,
+            monitor_id=1,
+            spec=wire.HttpSpec(url="http://127.0.0.1:9/"),
+            check_timeout=0.5,
+            locations=["us-east", "eu-west"],
+            rule=consensus.Rule(mode="any"),
+            grace=0.5,
+        )
+        status = {r["region"]: r["status"] for r in out["regions"]}
+        assert status == {"us-east": "no_answer", "eu-west": "no_answer"}
+    finally:
+        await liar.close()
