@@ -48,6 +48,9 @@ from probefleet.shared import devstack
 REGIONS = {"us-east": "127.0.0.11", "eu-west": "127.0.0.12", "ap-south": "127.0.0.13"}
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, *args],
@@ -55,6 +58,44 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+    )
+
+
+def _rev(ref: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", ref], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise click.BadParameter(f"{ref!r} is not a git revision of {ROOT}", param_hint="--compare")
+    return out.stdout.strip()
+
+
+@contextlib.contextmanager
+def checkout(ref: str, workdir: Path) -> Any:
+    """The package `probefleet` as it was at `ref`: a detached worktree and a folder to put
+    first on PYTHONPATH whose `probefleet/` maps controller/, probe/ and shared/ like the
+    wheel does (the namespace package is found there before the editable install)."""
+    tree = workdir / f"code-{ref}"
+    git = ["git", "-C", str(ROOT), "worktree"]
+    subprocess.run([*git, "add", "--detach", "--quiet", str(tree), ref], check=True)
+    shim = workdir / f"path-{ref}"
+    (shim / "probefleet").mkdir(parents=True)
+    for part in ("controller", "probe", "shared"):
+        (shim / "probefleet" / part).symlink_to(tree / part)
+    try:
+        yield shim
+    finally:
+        subprocess.run([*git, "remove", "--force", str(tree)], check=False)
+
+
+def _seed_with(pythonpath: Path | None, dsn: str, n: int, interval: int, url: str) -> None:
+    """Migrate and seed with the code under test (its own migrations)."""
+    if pythonpath is None:
+        asyncio.run(_seed(dsn, n, interval, url))
+        return
+    code = f"import asyncio, bench.e2e as e; asyncio.run(e._seed({dsn!r}, {n}, {interval}, {url!r}))"
+    subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(pythonpath)}, cwd=ROOT, check=True
     )
 
 
@@ -128,8 +169,12 @@ def run_one(
     profile: Path | None = None,
     pg_settings: dict[str, str] | None = None,
     controller_settings: dict[str, str] | None = None,
+    code: tuple[str, Path | None] = ("HEAD", None),
 ) -> dict[str, Any]:
-    name = f"{n}-{int(durable)}-{int(secure)}"
+    """One configuration; `code` is (its label, the PYTHONPATH folder of `checkout`, or
+    None for the working tree)."""
+    label, pythonpath = code
+    name = f"{n}-{int(durable)}-{int(secure)}-{label}"
     stack = devstack.EmbeddedStack(workdir / f"stack-{name}", ephemeral=True)
     # The fleet's secure NATS: operator mode and TLS, the controller's and each probe's own credential.
     sec = fleet_bench.secure_nats(stack, workdir / f"trust-{name}") if secure else None
@@ -145,9 +190,10 @@ def run_one(
         target_port = devstack.free_port()
         procs.append(_spawn(["-m", "bench.target", str(target_port)], dict(os.environ)))
         target = f"http://127.0.0.1:{target_port}/"
-        asyncio.run(_seed(dsn, n, interval, target))
+        _seed_with(pythonpath, dsn, n, interval, target)
         env = {
             **os.environ,
+            **({"PYTHONPATH": str(pythonpath)} if pythonpath is not None else {}),
             "PROBEFLEET_DATABASE_URL": dsn,
             "PROBEFLEET_NATS_URL": stack.nats.url,
             "PROBEFLEET_LOG_LEVEL": "WARNING",
@@ -160,7 +206,7 @@ def run_one(
         serve = ["-m", "probefleet.shared.cli", "controller", "serve", "--port", str(api_port)]
         if controller_settings:
             # TOML literals as given (db_pool_max=5, round_grace=1.0).
-            conf = workdir / f"controller-{n}-{int(durable)}.toml"
+            conf = workdir / f"controller-{name}.toml"
             conf.write_text("".join(f"{k} = {v}\n" for k, v in controller_settings.items()))
             serve += ["--config", str(conf)]
         controller = _spawn(serve, env)
@@ -187,9 +233,7 @@ def run_one(
         session = None
         if profile is not None:
             python = {"controller": [controller.pid], "probes": [p.pid for p in probes]}
-            session = prof.Session.begin(
-                profile / f"{n}-{int(durable)}", dsn, stack.nats, roots, python, window * windows
-            )
+            session = prof.Session.begin(profile / name, dsn, stack.nats, roots, python, window * windows)
         per_window = []
         cpu0, t0 = _cpu(roots), time.time()
         for _ in range(windows):
@@ -225,6 +269,7 @@ def run_one(
         if snapshot is not None:
             print(snapshot.report(sum(w[3] for w in per_window_checks), [w[2] for w in per_window]))
         return {
+            "code": label,
             "monitors": n,
             "interval": interval,
             "durable": durable,
@@ -256,13 +301,24 @@ def _summary(r: dict[str, Any]) -> str:
     pss = sum(v[1] for v in r["memory_kib"].values()) / 1024
     achieved = sum(w["achieved"] for w in ws) / len(ws)
     return (
-        f"| {r['monitors']:,} | {r['interval']} s | {'on' if r['durable'] else 'off'} | {r['nats']} "
+        f"| {r['code']} | {r['monitors']:,} | {r['interval']} s | {'on' if r['durable'] else 'off'} "
+        f"| {r['nats']} "
         f"| {r['configured']:.1f} | {achieved:.1f} | {sum(w['missing'] for w in ws):,} of "
         f"{sum(w['due'] for w in ws):,} | {max(w['jitter_p99_ms'] for w in ws):.0f} ms "
         f"| **{med:.2f}** ({per[0]:.2f}-{per[-1]:.2f}) | {med * len(REGIONS):.2f} "
         f"| {' / '.join(f'{split[k]:.2f}' for k in COMPONENTS)} "
         f"| {rss:.0f} MiB ({pss:.0f}) over {r['processes']} |"
     )
+
+
+def _dirty() -> bool:
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "controller", "probe", "shared"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return bool(out.stdout.strip())
 
 
 def _memory_rows(r: dict[str, Any]) -> str:
@@ -302,6 +358,12 @@ def _memory_rows(r: dict[str, Any]) -> str:
     metavar="NAME=VALUE",
     help="A controller setting as a TOML literal (db_pool_max=5), for an A/B; repeatable.",
 )
+@click.option(
+    "--compare",
+    metavar="REF",
+    help="Before/after A/B in one run: each configuration with the code of git revision REF, then"
+    " with the working tree's.",
+)
 @click.option("--no-record", is_flag=True, help="Print only; leave bench/RESULTS.md alone.")
 @click.option(
     "--profile",
@@ -322,47 +384,59 @@ def main(
     nats_mode: str,
     no_record: bool,
     profile: Path | None,
+    compare: str | None,
 ) -> None:
     calib, load0 = calibration(), load_average()
     modes = {"off": [False], "on": [True], "both": [False, True]}[fsync]
     securities = {"plain": [False], "secure": [True], "both": [False, True]}[nats_mode]
     settings = dict(s.split("=", 1) for s in pg_setting)
+    ctl_settings = dict(s.split("=", 1) for s in controller_setting)
+    head = _rev("HEAD") + ("+" if _dirty() else "")
+    base = _rev(compare) if compare else None
     results = []
-    with tempfile.TemporaryDirectory(prefix="pf-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pf-bench-") as tmp, contextlib.ExitStack() as stack:
+        codes: list[tuple[str, Path | None]] = [(head, None)]
+        if base is not None:
+            codes.insert(0, (base, stack.enter_context(checkout(base, Path(tmp)))))
         for n in counts:
             for durable in modes:
                 for secure in securities:
-                    r = run_one(
-                        n,
-                        interval,
-                        window,
-                        windows,
-                        Path(tmp),
-                        durable=durable,
-                        secure=secure,
-                        profile=profile,
-                        pg_settings=settings,
-                    )
-                    click.echo(r)
-                    results.append(r)
+                    for code in codes:
+                        r = run_one(
+                            n,
+                            interval,
+                            window,
+                            windows,
+                            Path(tmp),
+                            durable=durable,
+                            secure=secure,
+                            profile=profile,
+                            pg_settings=settings,
+                            controller_settings=ctl_settings,
+                            code=code,
+                        )
+                        click.echo(r)
+                        results.append(r)
     table = [
-        "| monitors | interval | fsync | NATS | configured checks/s | achieved checks/s | missing "
+        "| code | monitors | interval | fsync | NATS | configured checks/s | achieved checks/s | missing "
         "| jitter p99 | CPU-s per 1,000 checks, all processes (median, range of windows) "
         "| per 1,000 monitor rounds (3 regions) | controller / probes / nats / postgres "
         "| memory RSS (PSS) over processes |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
         *(_summary(r) for r in results),
     ]
     memory = "\n".join(
-        f"- {r['monitors']:,} monitors, fsync {'on' if r['durable'] else 'off'}, NATS {r['nats']}:"
-        f" {_memory_rows(r)}"
+        f"- {r['code']}, {r['monitors']:,} monitors, fsync {'on' if r['durable'] else 'off'},"
+        f" NATS {r['nats']}: {_memory_rows(r)}"
         for r in results
     )
     body = (
         f"Command: `python -m bench.e2e {' '.join(f'--monitors {n}' for n in counts)} --interval {interval}"
         f" --window {window:g} --windows {windows} --fsync {fsync} --nats {nats_mode}"
         f"{''.join(f' --pg-setting {s}' for s in pg_setting)}"
-        f"{''.join(f' --controller-setting {s}' for s in controller_setting)}` (`make bench`).\n"
+        f"{''.join(f' --controller-setting {s}' for s in controller_setting)}"
+        f"{f' --compare {compare}' if compare else ''}` (`make bench`).\n"
+        f"Code: {head} (the working tree){f', against {base} ({compare}) run first' if base else ''}.\n"
         f"Load average before: {load0}; after: {load_average()}. Calibration: a fixed pure-Python\n"
         f"loop takes {calib:.1f} ms on this machine (quote ratios between runs of different machines).\n\n"
         "Real processes: embedded NATS and PostgreSQL, one controller, three probes bound to\n"
