@@ -1,6 +1,7 @@
 """PostgreSQL check: connect, authenticate, run the query in a read-only transaction and
 compare the first column of the first row (as text) with the expected value. asyncpg is
-imported when a check runs."""
+imported when a check runs. asyncpg has no option for a local address; with a source
+address it is handed a loop that binds every connection it opens (_BoundLoop)."""
 
 # The registry's signature takes the job's time budget as `timeout`.
 # ruff: noqa: ASYNC109
@@ -18,6 +19,25 @@ from probefleet.shared.wire import PostgresSpec, Reason
 REQUIRES = ("asyncpg",)
 
 
+class _BoundLoop:
+    """The running loop, but each TCP connection opened through it starts from
+    `source_address`. asyncpg takes a `loop` and opens every connection through its
+    `create_connection` (the session, the STARTTLS probe, a cancel request), so this is
+    the one seam where the probe's region address can be applied."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, source_address: str) -> None:
+        self._loop = loop
+        self._local = (source_address, 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_connection(self, factory: Any, host: Any = None, port: Any = None, **kwargs: Any) -> Any:
+        if kwargs.get("sock") is None:
+            kwargs["local_addr"] = self._local
+        return await self._loop.create_connection(factory, host, port, **kwargs)
+
+
 def _ssl(spec: PostgresSpec) -> Any:
     if spec.tls == "verify-full":
         return base.tls_context(verify=True, ca_pem=spec.ca_pem)
@@ -31,6 +51,7 @@ async def check(spec: PostgresSpec, *, timeout: float, source_address: str | Non
 
     start = time.perf_counter()
     timings: dict[str, float] = {}
+    loop: Any = _BoundLoop(asyncio.get_running_loop(), source_address) if source_address else None
     try:
         async with asyncio.timeout(timeout):
             conn = await asyncpg.connect(
@@ -43,6 +64,7 @@ async def check(spec: PostgresSpec, *, timeout: float, source_address: str | Non
                 timeout=timeout,
                 statement_cache_size=0,
                 server_settings={"application_name": "probefleet"},
+                loop=loop,
             )
             timings["connect"] = base.elapsed_ms(start)
             try:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import msgspec
 import pytest
 
 from probefleet.probe.checkers import CHECKERS
-from probefleet.shared.devstack import PostgresServer
+from probefleet.shared.devstack import PostgresServer, reachable_dir
 from probefleet.shared.wire import PostgresSpec, Reason, Status
 
 
@@ -59,3 +61,37 @@ async def test_nothing_listening_is_connection_refused() -> None:
 async def test_tls_required_of_a_server_without_it_fails(postgres: PostgresServer, tls: str) -> None:
     out = await run(_spec(postgres, tls=tls))
     assert out.status == Status.FAIL and out.reason is not None
+
+
+@pytest.fixture(scope="module")
+def loopback_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A PostgreSQL that trusts all of 127.0.0.0/8 (the shared one trusts 127.0.0.1 only),
+    so a check from a region's source address gets in and can ask who it is."""
+    folder = reachable_dir(tmp_path_factory.mktemp("pg_hba"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (folder.parent, folder):
+        path.chmod(0o755)
+    hba = folder / "pg_hba.conf"
+    hba.write_text("host all all 127.0.0.0/8 trust\n")
+    hba.chmod(0o644)
+    server = PostgresServer(
+        tmp_path_factory.mktemp("pg_loopback"), ephemeral=True, settings={"hba_file": str(hba)}
+    )
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_it_connects_from_the_probe_source_address(loopback_postgres: PostgresServer) -> None:
+    spec = _spec(loopback_postgres, query="SELECT host(inet_client_addr())", expected_value="127.0.0.12")
+    out = await CHECKERS["postgres"](spec, timeout=5.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out
+    assert out.details["value"] == "127.0.0.12"
+
+
+async def test_a_source_address_the_host_does_not_have_is_network_unreachable(
+    postgres: PostgresServer,
+) -> None:
+    out = await CHECKERS["postgres"](_spec(postgres), timeout=5.0, source_address="192.0.2.1")
+    assert out.reason == Reason.NETWORK_UNREACHABLE, out
