@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from probefleet.probe.checkers import base, db
 from probefleet.probe.checkers.base import Outcome
@@ -18,9 +20,29 @@ from probefleet.shared.wire import Reason, RedisSpec, parse_redis_command
 REQUIRES = ("redis",)
 
 
+def _bound(connection_class: Any) -> Any:
+    """`connection_class` (redis-py's TCP or TLS connection) opening its socket from a
+    `source_address` keyword: the client has no option for a local address, but each
+    connection takes its asyncio.open_connection arguments from `_connection_arguments`."""
+
+    class Bound(connection_class):
+        def __init__(self, *, source_address: str | None = None, **kwargs: Any) -> None:
+            self.source_address = source_address
+            super().__init__(**kwargs)
+
+        def _connection_arguments(self) -> Mapping[str, Any]:
+            arguments = dict(super()._connection_arguments())
+            if self.source_address:
+                arguments["local_addr"] = (self.source_address, 0)
+            return arguments
+
+    return Bound
+
+
 async def check(spec: RedisSpec, *, timeout: float, source_address: str | None) -> Outcome:
     import redis.asyncio as aioredis
     import redis.exceptions as errors
+    from redis.asyncio.connection import Connection, SSLConnection
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
@@ -30,14 +52,12 @@ async def check(spec: RedisSpec, *, timeout: float, source_address: str | None) 
         words = parse_redis_command(spec.command)
     except ValueError as exc:
         return base.failed(Reason.INVALID_TARGET, str(exc))
-    tls: dict[str, object] = {}
+    tls: dict[str, Any] = {}
     if spec.tls:
-        tls = {
-            "ssl": True,
-            "ssl_cert_reqs": "required" if spec.verify_tls else "none",
-            "ssl_ca_data": spec.ca_pem,
-        }
-    client = aioredis.Redis(
+        tls = {"ssl_cert_reqs": "required" if spec.verify_tls else "none", "ssl_ca_data": spec.ca_pem}
+    pool = aioredis.ConnectionPool(
+        connection_class=_bound(SSLConnection if spec.tls else Connection),
+        source_address=source_address,
         host=spec.host,
         port=spec.port,
         username=spec.username,
@@ -46,9 +66,9 @@ async def check(spec: RedisSpec, *, timeout: float, source_address: str | None) 
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),  # one attempt: a check reports what it saw
-        single_connection_client=True,
-        **tls,  # type: ignore[arg-type]
+        **tls,
     )
+    client = aioredis.Redis(connection_pool=pool, single_connection_client=True)
     try:
         async with asyncio.timeout(timeout):
             await client.initialize()
@@ -77,6 +97,7 @@ async def check(spec: RedisSpec, *, timeout: float, source_address: str | None) 
         return base.from_exception(exc, timings=db.total(timings, start))
     finally:
         await client.aclose()
+        await pool.aclose()
     if reply is True:
         reply = "PONG" if words[0].upper() == "PING" else "OK"
     return db.verdict(reply, spec.expected_value, spec.degraded_ms, timings, start)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -9,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio
+import redis.asyncio.client
 
 from probefleet.controller.monitors import config as monitor_config
 from probefleet.controller.validation import ValidationError
@@ -126,3 +129,31 @@ def test_the_api_takes_a_target_and_hides_the_password() -> None:
     assert isinstance(cfg.spec, RedisSpec) and (cfg.spec.host, cfg.spec.port) == ("cache", 6380)
     assert monitor_config.redact({"password": "p"})["password"] == "<redacted>"
     assert monitor_config.restore_secrets({"password": "<redacted>"}, {"password": "p"})["password"] == "p"
+
+
+async def test_it_connects_from_the_probe_source_address(redis_port: int) -> None:
+    """The server's MONITOR feed names each command's client: the check's PING comes from
+    the region address it was given."""
+    watcher = redis.asyncio.Redis(host="127.0.0.1", port=redis_port, password=PASSWORD)
+    try:
+        async with watcher.monitor() as feed:
+            spec = RedisSpec(host="127.0.0.1", port=redis_port, password=PASSWORD, command="ECHO region")
+            out = await CHECKERS["redis"](spec, timeout=3.0, source_address="127.0.0.12")
+            assert out.status == Status.OK, out
+            seen = await asyncio.wait_for(_echo_client(feed), timeout=5)
+    finally:
+        await watcher.aclose()
+    assert seen == "127.0.0.12"
+
+
+async def _echo_client(feed: redis.asyncio.client.Monitor) -> str:
+    while True:
+        command = await feed.next_command()
+        if command["command"] == "ECHO region":
+            return str(command["client_address"])
+
+
+async def test_a_source_address_the_host_does_not_have_is_network_unreachable(redis_port: int) -> None:
+    spec = RedisSpec(host="127.0.0.1", port=redis_port, password=PASSWORD)
+    out = await CHECKERS["redis"](spec, timeout=3.0, source_address="192.0.2.1")
+    assert out.reason == Reason.NETWORK_UNREACHABLE, out
