@@ -1,6 +1,12 @@
 """MySQL and MariaDB check: connect, authenticate, run the query in a read-only
 transaction and compare the first column of the first row (as text) with the expected
-value. aiomysql is imported when a check runs."""
+value.
+
+The session runs in a worker thread with PyMySQL (installed with the `checks` extra's
+aiomysql, which is built on it): aiomysql opens its socket with no local address and no
+seam to give one, and a check must leave from the probe's source address, which PyMySQL
+takes as `bind_address`. Every socket operation is bounded by the check's timeout, so a
+thread outliving a timed-out check ends within that time and closes its connection."""
 
 # The registry's signature takes the job's time budget as `timeout`.
 # ruff: noqa: ASYNC109
@@ -8,18 +14,59 @@ value. aiomysql is imported when a check runs."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 
 from probefleet.probe.checkers import base, db
 from probefleet.probe.checkers.base import Outcome
 from probefleet.shared.wire import MysqlSpec, Reason
 
-REQUIRES = ("aiomysql",)
+REQUIRES = ("pymysql",)
 _ACCESS_DENIED = {1044, 1045, 1698}
 
 
+def _session(
+    spec: MysqlSpec,
+    timeout: float,
+    source_address: str | None,
+    ssl_ctx: ssl.SSLContext | None,
+    timings: dict[str, float],
+    start: float,
+) -> tuple[object, str]:
+    """Connects, runs the query read-only; the first value and the server's version."""
+    import pymysql
+
+    conn = pymysql.connect(
+        host=spec.host,
+        port=spec.port,
+        user=spec.user,
+        password=spec.password or "",
+        database=spec.database,
+        ssl=ssl_ctx,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        write_timeout=timeout,
+        autocommit=False,
+        local_infile=False,
+        bind_address=source_address,
+    )
+    timings["connect"] = base.elapsed_ms(start)
+    try:
+        with conn.cursor() as cur:
+            # Guards statements that change rows; DDL commits implicitly in MySQL, so the
+            # check's user should have SELECT rights only (docs/checks.md).
+            cur.execute("SET SESSION TRANSACTION READ ONLY")
+            cur.execute("START TRANSACTION READ ONLY")
+            cur.execute(spec.query)
+            row = cur.fetchone()
+        conn.rollback()
+        timings["query"] = round(base.elapsed_ms(start) - timings["connect"], 3)
+        return (None if not row else row[0]), conn.get_server_info()
+    finally:
+        conn.close()
+
+
 async def check(spec: MysqlSpec, *, timeout: float, source_address: str | None) -> Outcome:
-    import aiomysql
     import pymysql
 
     start = time.perf_counter()
@@ -27,31 +74,9 @@ async def check(spec: MysqlSpec, *, timeout: float, source_address: str | None) 
     ssl_ctx = base.tls_context(verify=spec.verify_tls, ca_pem=spec.ca_pem) if spec.tls else None
     try:
         async with asyncio.timeout(timeout):
-            conn = await aiomysql.connect(
-                host=spec.host,
-                port=spec.port,
-                user=spec.user,
-                password=spec.password or "",
-                db=spec.database,
-                ssl=ssl_ctx,
-                connect_timeout=timeout,
-                autocommit=False,
-                local_infile=False,
+            value, version = await asyncio.to_thread(
+                _session, spec, timeout, source_address, ssl_ctx, timings, start
             )
-            timings["connect"] = base.elapsed_ms(start)
-            try:
-                async with conn.cursor() as cur:
-                    # Guards statements that change rows; DDL commits implicitly in MySQL, so
-                    # the check's user should have SELECT rights only (docs/checks.md).
-                    await cur.execute("SET SESSION TRANSACTION READ ONLY")
-                    await cur.execute("START TRANSACTION READ ONLY")
-                    await cur.execute(spec.query)
-                    row = await cur.fetchone()
-                await conn.rollback()
-                timings["query"] = round(base.elapsed_ms(start) - timings["connect"], 3)
-                details: dict[str, object] = {"server_version": conn.get_server_info()}
-            finally:
-                conn.close()
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else 0
         if code in _ACCESS_DENIED and "connect" not in timings:
@@ -68,5 +93,5 @@ async def check(spec: MysqlSpec, *, timeout: float, source_address: str | None) 
         )
     except Exception as exc:
         return base.from_exception(exc, timings=db.total(timings, start))
-    value = None if not row else row[0]
+    details: dict[str, object] = {"server_version": version}
     return db.verdict(value, spec.expected_value, spec.degraded_ms, timings, start, details)

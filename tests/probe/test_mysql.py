@@ -45,6 +45,9 @@ async def mysql_port(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         async with conn.cursor() as cur:
             await cur.execute(f"CREATE USER 'probe'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'")
             await cur.execute("GRANT SELECT ON *.* TO 'probe'@'127.0.0.1'")
+            # A region's source address is another host to the server: its own account.
+            await cur.execute(f"CREATE USER 'probe'@'127.0.0.12' IDENTIFIED BY '{PASSWORD}'")
+            await cur.execute("GRANT SELECT ON *.* TO 'probe'@'127.0.0.12'")
         conn.close()
         yield port
     finally:
@@ -87,3 +90,15 @@ async def test_the_query_runs_in_a_read_only_transaction(mysql_port: int) -> Non
 async def test_nothing_listening_is_connection_refused() -> None:
     out = await run(_spec(9))
     assert out.reason == Reason.CONNECTION_REFUSED, out
+
+
+async def test_it_connects_from_the_probe_source_address(mysql_port: int) -> None:
+    """USER() is the account as the server matched it: user@the address it saw."""
+    spec = _spec(mysql_port, query="SELECT USER()", expected_value="probe@127.0.0.12")
+    out = await CHECKERS["mysql"](spec, timeout=5.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out
+
+
+async def test_a_source_address_the_host_does_not_have_is_network_unreachable(mysql_port: int) -> None:
+    out = await CHECKERS["mysql"](_spec(mysql_port), timeout=5.0, source_address="192.0.2.1")
+    assert out.reason == Reason.NETWORK_UNREACHABLE, out
