@@ -69,6 +69,12 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
     out["last_success"] = row["last_success"]
     out["last_failure"] = row["last_failure"]
     out["status_changed_at"] = row["status_changed_at"]
+    # Flapping (Nagios' percent state change, controller/notifications/dispatcher.py): the
+    # percent shown is the one that started it, as the monitor.flapping event carries.
+    flapping = bool(row.get("flapping"))
+    out["flapping"] = flapping
+    percent = row.get("flap_percent")
+    out["flap_percent"] = round(percent, 1) if flapping and percent is not None else None
     out["paused_reason"] = row.get("paused_reason")
     out["paused_at"] = row.get("paused_at")
     out["created_at"] = row["created_at"]
@@ -77,9 +83,12 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
 
 
 async def _public_many(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows returned by a write, which lack the cached uptimes: one query for them."""
-    ups = await uptime_cache.read(request.app[keys.POOL], [r["id"] for r in rows])
-    return [public(r, ups.get(r["id"], {})) for r in rows]
+    """Rows returned by a write, which lack the cached uptimes and the flap state: a query
+    for each."""
+    pool, ids = request.app[keys.POOL], [r["id"] for r in rows]
+    ups = await uptime_cache.read(pool, ids)
+    flaps = await store.flaps(pool, ids)
+    return [public({**r, **flaps.get(r["id"], {})}, ups.get(r["id"], {})) for r in rows]
 
 
 async def _one(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:

@@ -139,14 +139,29 @@ def _policy(cfg: MonitorFields) -> int | None:
     return cfg.escalation_policy if isinstance(cfg.escalation_policy, int) else None
 
 
-# The API's read: the row with its cached uptime counts (storage/uptime_cache.py).
-WITH_UPTIMES = f"SELECT {COLUMNS}, {uptime_cache.COLUMNS} FROM monitors {uptime_cache.JOIN}"
+# The API's read: the row with its cached uptime counts (storage/uptime_cache.py) and its
+# flap state (monitor_flaps, written by the dispatcher; no row: never flapped).
+FLAP_COLUMNS = "coalesce(f.flapping, false) AS flapping, f.percent AS flap_percent"
+FLAP_JOIN = "LEFT JOIN monitor_flaps f ON f.monitor_id = monitors.id"
+WITH_UPTIMES = (
+    f"SELECT {COLUMNS}, {uptime_cache.COLUMNS}, {FLAP_COLUMNS} FROM monitors {uptime_cache.JOIN} {FLAP_JOIN}"
+)
 
 
 async def get(conn: DB, monitor_id: int, *, with_uptimes: bool = False) -> Row | None:
     select = WITH_UPTIMES if with_uptimes else f"SELECT {COLUMNS} FROM monitors"
     row = await conn.fetchrow(f"{select} WHERE id=$1", monitor_id)
     return dict(row) if row else None
+
+
+async def flaps(conn: DB, ids: list[int]) -> dict[int, Row]:
+    """{flapping, flap_percent} of the monitors that have a flap state (for the rows a
+    write returns, which lack FLAP_COLUMNS)."""
+    rows = await conn.fetch(
+        "SELECT monitor_id, flapping, percent AS flap_percent FROM monitor_flaps WHERE monitor_id = ANY($1)",
+        ids,
+    )
+    return {r["monitor_id"]: {"flapping": r["flapping"], "flap_percent": r["flap_percent"]} for r in rows}
 
 
 async def get_many(conn: DB, ids: list[int]) -> list[Row]:

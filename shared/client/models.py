@@ -66,6 +66,11 @@ class Monitor(msgspec.Struct, kw_only=True):
     last_success: dt.datetime | None
     last_failure: dt.datetime | None
     status_changed_at: dt.datetime | None
+    # Nagios-style flap detection: flapping until the percent state change over the last
+    # 21 rounds falls below 25 %; flap_percent is the percent that started it (null when
+    # not flapping).
+    flapping: bool = False
+    flap_percent: float | None = None
     paused_reason: str | None
     paused_at: dt.datetime | None
     created_at: dt.datetime

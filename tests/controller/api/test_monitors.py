@@ -4,6 +4,7 @@ a check now on real probes."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from probefleet.controller import keys
 from probefleet.controller.engine import results
+from probefleet.controller.storage import notifications as notification_store
 from probefleet.probe.agent import Agent
 from probefleet.probe.config import ProbeConfig
 from probefleet.shared import wire
@@ -66,6 +68,27 @@ async def test_it_creates_reads_lists_and_deletes_a_monitor(api: aiohttp.ClientS
     assert r.status == 204
     r = await api.get(f"/api/v1/monitors/{created['id']}")
     assert r.status == 404
+
+
+async def test_a_flapping_monitor_shows_it_with_the_percent_that_started_it(
+    api: aiohttp.ClientSession, controller: Running
+) -> None:
+    steady, flappy = (await create(api, name="steady"))["id"], (await create(api, name="flappy"))["id"]
+    assert (await data(await api.get(f"/api/v1/monitors/{steady}")))["flapping"] is False
+    pool = controller.app[keys.POOL]
+    # The dispatcher's own write (judge_flapping), as when a flap starts at 34.2 %.
+    assert await notification_store.set_flapping(pool, flappy, True, 34.24, dt.datetime.now(dt.UTC))
+    shown = await data(await api.get(f"/api/v1/monitors/{flappy}"))
+    assert shown["flapping"] is True and shown["flap_percent"] == 34.2
+    listed = {m["id"]: m for m in await data(await api.get("/api/v1/monitors"))}
+    assert (listed[flappy]["flapping"], listed[flappy]["flap_percent"]) == (True, 34.2)
+    assert (listed[steady]["flapping"], listed[steady]["flap_percent"]) == (False, None)
+    patched = await data(await api.patch(f"/api/v1/monitors/{flappy}", json={"name": "still flappy"}))
+    assert patched["flapping"] is True and patched["flap_percent"] == 34.2
+    # Settled: the row stays, with the percent that stopped it, and the monitor is not flapping.
+    assert await notification_store.set_flapping(pool, flappy, False, 20.0, dt.datetime.now(dt.UTC))
+    shown = await data(await api.get(f"/api/v1/monitors/{flappy}"))
+    assert (shown["flapping"], shown["flap_percent"]) == (False, None)
 
 
 async def test_it_patches_and_puts(api: aiohttp.ClientSession) -> None:
