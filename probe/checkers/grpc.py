@@ -1,13 +1,25 @@
 """gRPC health check: the standard grpc.health.v1.Health/Check for one service (or the
 whole server with ""), over TLS or plaintext. grpcio is imported here, when a check runs:
-a probe without the `checks` extra starts and does not announce the kind."""
+a probe without the `checks` extra starts and does not announce the kind.
+
+grpcio has no option for the local address of a channel's connections (gRPC core's socket
+mutator and socket factory are C pointers Python cannot give), so with a source address
+the channel dials a private Unix socket and each connection on it is relayed to the
+target over TCP from that address (_relay); TLS, the authority and the certificate's name
+go through the relay unchanged."""
 
 # The registry's signature takes the job's time budget as `timeout`.
 # ruff: noqa: ASYNC109
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import shutil
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from probefleet.probe.checkers import base
@@ -15,6 +27,52 @@ from probefleet.probe.checkers.base import Outcome
 from probefleet.shared.wire import GrpcSpec, Reason
 
 REQUIRES = ("grpc", "grpc_health")
+_CHUNK = 64 << 10
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(_CHUNK):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def _relay(host: str, port: int, source_address: str) -> AsyncIterator[tuple[str, list[OSError]]]:
+    """A Unix socket whose connections are relayed to host:port from `source_address`:
+    the channel target, and the errors met connecting to the real target (the channel
+    itself only sees the relayed connection closed)."""
+    errors: list[OSError] = []
+    relays: set[asyncio.Task[Any]] = set()
+
+    async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        relays.add(task)
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                host, port, local_addr=(source_address, 0)
+            )
+        except OSError as exc:
+            errors.append(exc)
+            client_writer.close()
+            return
+        await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
+
+    folder = Path(tempfile.mkdtemp(prefix="probefleet-grpc-"))
+    server = await asyncio.start_unix_server(relay, path=str(folder / "relay"))
+    try:
+        yield f"unix:{folder / 'relay'}", errors
+    finally:
+        server.close()
+        for task in relays:
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _credentials(grpc: Any, spec: GrpcSpec) -> Any:
@@ -39,19 +97,36 @@ def _reason(grpc: Any, code: Any) -> Reason:
 
 
 async def check(spec: GrpcSpec, *, timeout: float, source_address: str | None) -> Outcome:
+    start = time.perf_counter()
+    if not source_address:
+        return await _check(spec, timeout, None, [], start)
+    try:
+        async with _relay(spec.host, spec.port, source_address) as (target, errors):
+            return await _check(spec, timeout, target, errors, start)
+    except OSError as exc:  # the relay's own socket
+        return base.from_exception(exc, timings={"total": base.elapsed_ms(start)})
+
+
+async def _check(
+    spec: GrpcSpec, timeout: float, relay_target: str | None, relay_errors: list[OSError], start: float
+) -> Outcome:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    start = time.perf_counter()
     target = f"[{spec.host}]:{spec.port}" if ":" in spec.host else f"{spec.host}:{spec.port}"
     options: list[tuple[str, Any]] = [("grpc.enable_retries", 0)]
+    if relay_target is not None:
+        options.append(("grpc.default_authority", target))
+        if spec.tls and not spec.server_name:
+            options.append(("grpc.ssl_target_name_override", spec.host))
     if spec.server_name:
         options.append(("grpc.ssl_target_name_override", spec.server_name))
+    dial = relay_target or target
     try:
         if spec.tls:
-            channel = grpc.aio.secure_channel(target, _credentials(grpc, spec), options=options)
+            channel = grpc.aio.secure_channel(dial, _credentials(grpc, spec), options=options)
         else:
-            channel = grpc.aio.insecure_channel(target, options=options)
+            channel = grpc.aio.insecure_channel(dial, options=options)
     except ValueError as exc:
         return base.failed(Reason.INVALID_TARGET, str(exc))
     try:
@@ -63,6 +138,10 @@ async def check(spec: GrpcSpec, *, timeout: float, source_address: str | None) -
             wait_for_ready=False,
         )
     except grpc.aio.AioRpcError as exc:
+        if relay_errors and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            # The relay could not reach the target: its error says why (refused, the
+            # source address not on this host, ...), where the channel saw only a close.
+            return base.from_exception(relay_errors[0], timings={"total": base.elapsed_ms(start)})
         detail = exc.details() or exc.code().name
         message = f"{exc.code().name}: {detail}"[:300]
         return base.failed(_reason(grpc, exc.code()), message, timings={"total": base.elapsed_ms(start)})

@@ -18,17 +18,29 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class RecordingHealth(health.aio.HealthServicer):
+    """The standard health service, noting each caller's address as the server saw it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[str] = []
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        self.peers.append(context.peer())
+        return await super().Check(request, context)
+
+
 class Server:
-    def __init__(
-        self, server: grpc.aio.Server, servicer: health.HealthServicer, port: int, tls_port: int
-    ) -> None:
+    def __init__(self, server: grpc.aio.Server, servicer: RecordingHealth, port: int, tls_port: int) -> None:
         self.server, self.servicer, self.port, self.tls_port = server, servicer, port, tls_port
 
 
 @pytest.fixture(scope="module")
 async def grpc_server(ca: trustme.CA) -> AsyncIterator[Server]:
     server = grpc.aio.server()
-    servicer = health.aio.HealthServicer()
+    servicer = RecordingHealth()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     leaf = ca.issue_cert("localhost", "127.0.0.1")
@@ -75,6 +87,43 @@ async def test_tls_verifies_the_certificate_with_the_given_ca(grpc_server: Serve
 async def test_nothing_listening_is_connection_refused() -> None:
     out = await run(GrpcSpec(host="127.0.0.1", port=9))
     assert out.reason == Reason.CONNECTION_REFUSED
+    relayed = await CHECKERS["grpc"](
+        GrpcSpec(host="127.0.0.1", port=9), timeout=2.0, source_address="127.0.0.12"
+    )
+    assert relayed.reason == Reason.CONNECTION_REFUSED, relayed
+
+
+async def test_it_calls_from_the_probe_source_address(grpc_server: Server, ca_pem: str) -> None:
+    plain = GrpcSpec(host="127.0.0.1", port=grpc_server.port, service="shop.Orders")
+    out = await CHECKERS["grpc"](plain, timeout=2.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out
+    assert grpc_server.servicer.peers[-1].startswith("ipv4:127.0.0.12:")
+    tls = GrpcSpec(
+        host="127.0.0.1", port=grpc_server.tls_port, tls=True, ca_pem=ca_pem, service="shop.Orders"
+    )
+    out = await CHECKERS["grpc"](tls, timeout=2.0, source_address="127.0.0.13")
+    assert out.status == Status.OK, out
+    assert grpc_server.servicer.peers[-1].startswith("ipv4:127.0.0.13:")
+    named = await CHECKERS["grpc"](
+        GrpcSpec(
+            host="127.0.0.1", port=grpc_server.tls_port, tls=True, ca_pem=ca_pem, server_name="localhost"
+        ),
+        timeout=2.0,
+        source_address="127.0.0.14",
+    )
+    assert named.status == Status.OK, named
+    untrusted = await CHECKERS["grpc"](
+        GrpcSpec(host="127.0.0.1", port=grpc_server.tls_port, tls=True),
+        timeout=2.0,
+        source_address="127.0.0.12",
+    )
+    assert untrusted.status == Status.FAIL
+
+
+async def test_a_source_address_the_host_does_not_have_is_network_unreachable(grpc_server: Server) -> None:
+    spec = GrpcSpec(host="127.0.0.1", port=grpc_server.port)
+    out = await CHECKERS["grpc"](spec, timeout=2.0, source_address="192.0.2.1")
+    assert out.reason == Reason.NETWORK_UNREACHABLE, out
 
 
 def test_the_api_reads_a_target_and_refuses_unverified_tls() -> None:
