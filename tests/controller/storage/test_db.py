@@ -114,3 +114,90 @@ async def test_a_budget_bounds_all_the_database_work_of_a_block_together(
     with db.budget(5.0):  # the pool recovers (a connection cut mid-statement was replaced)
         assert await own_pool.fetchval("SELECT 2") == 2
     assert await own_pool.fetchval("SELECT 3") == 3  # no budget outside a block
+
+
+# ------------------------------------------------------------ the pool's reset
+
+
+async def last_statement(dsn: str, pid: int) -> str:
+    """What the server last ran on backend `pid` (pg_stat_activity, read live), asked on a
+    connection of its own."""
+    watcher = await asyncpg.connect(dsn)
+    try:
+        query: str = await watcher.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+    finally:
+        await watcher.close()
+    return query
+
+
+async def test_a_release_runs_no_statement_unless_one_left_session_state(
+    pool: asyncpg.Pool, database: str
+) -> None:
+    async with pool.acquire() as conn:
+        pid = conn.get_server_pid()
+        async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '2s'")  # ends with the transaction
+            await conn.execute("SELECT pg_advisory_xact_lock(4242)")
+        assert await conn.fetchval("SELECT 41 + 1") == 42
+    assert await last_statement(database, pid) == "SELECT 41 + 1"  # no reset query after it
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SET statement_timeout = '7s'",
+        "SELECT set_config('statement_timeout', '7s', false)",
+        "SELECT pg_advisory_lock(4242)",
+        "SELECT pg_try_advisory_lock(4242)",
+        "LISTEN h3_channel",
+        "listener",
+    ],
+    ids=["set", "set-config", "session-lock", "try-session-lock", "listen", "add-listener"],
+)
+@pytest.mark.filterwarnings("ignore:.*active notification listener")
+async def test_a_connection_left_with_session_state_is_reset_on_release(
+    pool: asyncpg.Pool, database: str, statement: str
+) -> None:
+    # The pool hands out the connection released last (LIFO): the next acquire gets it back.
+    async with pool.acquire() as conn:
+        pid = conn.get_server_pid()
+        if statement == "listener":
+            await conn.add_listener("h3_channel", lambda *_: None)
+        else:
+            await conn.execute(statement)
+    async with pool.acquire() as conn:
+        assert conn.get_server_pid() == pid
+        assert await conn.fetchval("SHOW statement_timeout") != "7s"
+        assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+        await conn.fetchval("SELECT 1")
+    assert await last_statement(database, pid) == "SELECT 1"  # reset once, not from then on
+
+
+@pytest.mark.parametrize(
+    ("query", "leaves"),
+    [
+        ("SET TimeZone = 'UTC'", True),
+        ("  set enable_seqscan = off", True),
+        ("SET LOCAL lock_timeout = '2s'", False),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", False),
+        ("SELECT pg_try_advisory_xact_lock($1)", False),
+        ("SELECT pg_advisory_xact_lock($1)", False),
+        ("SELECT pg_advisory_unlock($1)", False),
+        ("UPDATE monitors SET status = $2 WHERE id = $1", False),
+        ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", True),
+    ],
+    ids=[
+        "set",
+        "set-lowercase",
+        "set-local",
+        "set-transaction",
+        "try-xact-lock",
+        "xact-lock",
+        "unlock",
+        "update-set",
+        "declare",
+    ],
+)
+def test_it_tells_the_statements_that_leave_session_state(query: str, leaves: bool) -> None:
+    assert db.leaves_session_state(query) is leaves
