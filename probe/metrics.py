@@ -15,9 +15,8 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from aiohttp import web
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -35,6 +34,9 @@ from probefleet.probe.checkers.base import Outcome
 from probefleet.probe.config import ProbeConfig
 from probefleet.shared.version import VERSION, commit
 from probefleet.shared.wire import CheckJob, Status
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # A monitor whose job carries no interval (an older controller) is judged by the gap between
@@ -335,6 +337,10 @@ async def serve(
 
     /healthz (liveness) and /readyz (readiness) answer 200 while `healthy()` / `ready()`
     hold and 503 otherwise, with one word of text either way."""
+    # Imported only when a listener is asked for: aiohttp's server side is about 2 MiB of a
+    # probe's memory that the checks (aiohttp's client) do not need.
+    from aiohttp import web
+
     host, _, port = listen.rpartition(":")
 
     async def handle(_request: web.Request) -> web.Response:

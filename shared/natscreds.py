@@ -17,14 +17,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import nkeys
-
 _SEED_BYTES = 32
 _UNSAFE_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def new_user_keypair() -> tuple[bytes, str]:
     """A fresh user nkey: (seed b"SU...", public key "U...")."""
+    # Imported here, not at the top: a probe started with credentials gets nkeys through
+    # nats-py, and one without never needs its libsodium (about 1 MiB of every probe).
+    import nkeys
+
     seed = nkeys.encode_seed(os.urandom(_SEED_BYTES), nkeys.PREFIX_BYTE_USER)
     kp = nkeys.from_seed(bytearray(seed))
     public = kp.public_key.decode()
@@ -33,6 +35,8 @@ def new_user_keypair() -> tuple[bytes, str]:
 
 
 def public_key_of(seed: bytes) -> str:
+    import nkeys
+
     kp = nkeys.from_seed(bytearray(seed))
     try:
         return str(kp.public_key.decode())
