@@ -396,7 +396,7 @@ async def _status_changed(
         if wants_incident and not in_maintenance and open_incident is None:
             opened = await _open(conn, monitor, new, verdict, now, parent)
         elif not wants_incident and open_incident is not None and not open_incident["manual"]:
-            await _resolve(conn, monitor, open_incident, verdict, now)
+            await _resolve(conn, monitor, open_incident, verdict, now, status=new)
         current = opened or (open_incident if wants_incident else None)
         if not quiet:
             await emit(
@@ -418,7 +418,7 @@ async def _status_changed(
         return
     resolved = None
     if open_incident is not None and not open_incident["manual"]:
-        resolved = await _resolve(conn, monitor, open_incident, verdict, now)
+        resolved = await _resolve(conn, monitor, open_incident, verdict, now, status="up")
     if old not in ("down", "degraded"):
         return
     notify = not resolved["suppressed"] if resolved else not in_maintenance
@@ -479,11 +479,17 @@ async def _resolve(
     verdict: Verdict | None,
     now: dt.datetime,
     note: str = "recovered",
+    *,
+    status: str,
 ) -> dict[str, Any] | None:
+    """Resolve; the incident.resolved event shows the monitor in its new `status` (the
+    row still holds the old one)."""
     resolved = await store.resolve(conn, incident["id"], now)
     if resolved is None:
         return None
     await store.add_timeline(conn, incident["id"], now, "resolved", note)
     if not resolved["suppressed"]:
-        await emit(conn, "incident.resolved", now, monitor=monitor, incident=resolved, verdict=verdict)
+        await emit(
+            conn, "incident.resolved", now, monitor=monitor, status=status, incident=resolved, verdict=verdict
+        )
     return resolved

@@ -217,6 +217,13 @@ def group_key(event: dict[str, Any], monitor: dict[str, Any] | None, group_by: I
     return None
 
 
+def regroup_recovery(event: dict[str, Any], channel: dict[str, Any]) -> bool:
+    """Whether a recovery may go out grouped (if its outage did, see
+    Dispatcher._recovery_groups): not on channels that key one alert per incident, where
+    each monitor's resolve must close the alert its own trigger opened."""
+    return event["kind"] in RECOVERY_EVENTS and channel["kind"] not in KEYED_CHANNELS
+
+
 def held_back(event: dict[str, Any], monitor: dict[str, Any] | None, threshold: int) -> bool:
     """Whether the event's notices wait for the monitor's alert_threshold: a monitor.down
     or a down incident.opened of a monitor that has not yet failed `threshold`
@@ -412,6 +419,9 @@ class Dispatcher:
     _gap: tuple[int, dt.datetime] | None = None
     # (event id, channel id) -> grouping window (s) of the rows of the current fan-out
     _windows: dict[tuple[int, int], int] = field(default_factory=dict)
+    # (event id, channel id) -> (monitor id, event kind) of the current fan-out's recoveries
+    # on grouping routes: grouped too if the outage they end went out in a group.
+    _recoveries: dict[tuple[int, int], tuple[int, str]] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ---------------------------------------------------------------- fan-out
@@ -540,6 +550,9 @@ class Dispatcher:
                 key = group_key(event, monitor, route.group[0])
                 if key is not None:
                     self._windows[(eid, cid)] = route.group[1]
+                elif regroup_recovery(event, channels[cid]):
+                    self._windows[(eid, cid)] = route.group[1]
+                    self._recoveries[(eid, cid)] = (mid, event["kind"])
             out.append(NewDelivery(eid, cid, "event", 0, mid, iid, status, at, route.reminder_s, reason, key))
         for cid, (delay, reminder_s) in escalations_for(event, rules, monitor, channels).items():
             due = at + dt.timedelta(seconds=delay)
@@ -563,10 +576,11 @@ class Dispatcher:
         """Leaders and members: the first delivery of a (channel, group key) with no leader
         still collecting waits its window (next_attempt_at + window) and leads; the rest
         are 'grouped' under it and listed when it is sent."""
+        rows = await self._recovery_groups(rows)
         keyed = [r for r in rows if r.group_key is not None]
+        windows, self._windows = self._windows, {}
         if not keyed:
             return rows
-        windows, self._windows = self._windows, {}
         leaders = await store.open_leaders(
             self.pool,
             list({(r.channel_id, r.group_key) for r in keyed if r.group_key}),
@@ -586,6 +600,24 @@ class Dispatcher:
                 out.append(row._replace(next_attempt_at=row.next_attempt_at + window))
         # One escalation per group: the leader's; a member's would page once per monitor.
         return [r for r in out if not (r.kind == "escalation" and r.event_id in members)]
+
+    async def _recovery_groups(self, rows: list[NewDelivery]) -> list[NewDelivery]:
+        """Give a recovery the key of its outage's group, as `recovery kind|outage key`,
+        when that outage went out grouped on the same channel; `_group` then makes the
+        recoveries within the window one notice, as it does for the outages."""
+        recoveries, self._recoveries = self._recoveries, {}
+        if not recoveries:
+            return rows
+        wanted = [(eid, cid, mid, kind) for (eid, cid), (mid, kind) in recoveries.items()]
+        outage = await store.outage_groups(self.pool, wanted)
+        out = []
+        for row in rows:
+            key = outage.get((row.event_id or 0, row.channel_id)) if row.kind == "event" else None
+            if key is not None:
+                kind = recoveries[(row.event_id or 0, row.channel_id)][1]
+                row = row._replace(group_key=f"{kind}|{key.split('|', 1)[1]}")
+            out.append(row)
+        return out
 
     def _safe_watermark(self, last: int, ids: list[int], now: dt.datetime) -> int:
         """The highest id with no unexplained gap below it.

@@ -530,11 +530,46 @@ async def open_leaders(conn: DB, keys: Sequence[tuple[int, str]], at: dt.datetim
     return {(r["channel_id"], r["group_key"]) for r in rows}
 
 
+# The outage kinds a recovery ends (a recovery's group key names the outage's).
+RECOVERY_OF = {"incident.resolved": ["incident.opened"], "monitor.up": ["monitor.down", "monitor.degraded"]}
+GROUPED_MARK = "grouped into delivery "
+
+
+async def outage_groups(conn: DB, wanted: Sequence[tuple[int, int, int, str]]) -> dict[tuple[int, int], str]:
+    """For recoveries (event id, channel id, monitor id, event kind): the group key of the
+    outage each one ends on that channel (the monitor's latest outage delivery there),
+    when that outage went out in a group of more than one monitor: a member (grouped, or
+    listed by its leader) or a leader that listed members. (event id, channel id) -> key."""
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT k.event_id, k.channel_id, o.group_key FROM unnest($1::bigint[], $2::bigint[],"
+        "   $3::bigint[], $4::text[]) AS k(event_id, channel_id, monitor_id, kind)"
+        " CROSS JOIN LATERAL (SELECT d.id, d.group_key, d.status, d.last_error FROM deliveries d"
+        "   JOIN events e ON e.id = d.event_id WHERE d.channel_id = k.channel_id"
+        "   AND d.monitor_id = k.monitor_id AND d.kind = 'event' AND d.event_id < k.event_id"
+        "   AND e.kind = ANY(CASE k.kind WHEN 'incident.resolved' THEN $5::text[] ELSE $6::text[] END)"
+        "   ORDER BY d.event_id DESC LIMIT 1) o"
+        " WHERE o.group_key IS NOT NULL AND (o.status = 'grouped' OR o.last_error LIKE $7 || '%'"
+        "   OR EXISTS (SELECT 1 FROM deliveries g WHERE g.channel_id = k.channel_id"
+        "     AND g.group_key = o.group_key AND g.id <> o.id AND (g.last_error = $7 || o.id::text"
+        "       OR (g.status = 'grouped' AND o.status IN ('pending', 'held', 'sending', 'failed')))))",
+        [w[0] for w in wanted],
+        [w[1] for w in wanted],
+        [w[2] for w in wanted],
+        [w[3] for w in wanted],
+        RECOVERY_OF["incident.resolved"],
+        RECOVERY_OF["monitor.up"],
+        GROUPED_MARK,
+    )
+    return {(r["event_id"], r["channel_id"]): r["group_key"] for r in rows}
+
+
 async def take_members(conn: DB, leader_id: int, channel_id: int, group_key: str) -> list[int]:
     """Collapse the deliveries grouped under a leader (compare-and-set on 'grouped') and
     return the event ids of all its members so far, oldest first (a retried leader lists
     the same ones again, and any that joined since)."""
-    mark = f"grouped into delivery {leader_id}"
+    mark = f"{GROUPED_MARK}{leader_id}"
     await conn.execute(
         "UPDATE deliveries SET status = 'collapsed', last_error = $4, updated_at = now()"
         " WHERE channel_id = $1 AND group_key = $2 AND status = 'grouped' AND id <> $3",

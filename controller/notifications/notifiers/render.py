@@ -127,7 +127,13 @@ def _where(note: Notification) -> str:
 
 def _grouped(note: Notification) -> str:
     n = len(note.group)
-    return f" {n} more monitor{'s' if n > 1 else ''} affected at the same time." if n else ""
+    return f" {n} more monitor{'s' if n > 1 else ''} {_also(note)} at the same time." if n else ""
+
+
+def _also(note: Notification) -> str:
+    """What the monitors of a group have in common: an outage, or (a grouped recovery)
+    the end of one."""
+    return "recovered" if _LABELS[note.event][1] == "up" else "affected"
 
 
 def _facts(note: Notification) -> list[tuple[str, str]]:
@@ -168,7 +174,7 @@ def _facts(note: Notification) -> list[tuple[str, str]]:
     if note.group:
         names = [one_line(g.name) for g in note.group[:GROUP_SHOWN]]
         more = len(note.group) - len(names)
-        facts.append(("Also affected", ", ".join(names) + (f" and {more} more" if more > 0 else "")))
+        facts.append((f"Also {_also(note)}", ", ".join(names) + (f" and {more} more" if more > 0 else "")))
     facts.append(("Details", note.link))
     return [(k, v) for k, v in facts if v]
 

@@ -798,6 +798,106 @@ async def test_a_mass_outage_sharing_a_parent_makes_one_grouped_notification_per
         await other.stop()
 
 
+async def test_the_recoveries_of_a_grouped_outage_make_one_grouped_recovery_whoever_runs_the_steps(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    """30 children of one parent go down together and go out as one grouped notice; 25 of
+    them recover within a minute: one grouped recovery per channel listing them, the last
+    5 an hour later: the next. Two dispatchers take turns at every step and a replay of
+    the whole fan-out adds nothing: each notice is sent once."""
+    other = Hook()
+    await other.start()
+    try:
+        channels = [await channel(pool, hook.url), await channel(pool, other.url, name="second")]
+        await rule(
+            pool,
+            channels,
+            events=["incident.opened", "incident.resolved"],
+            group_by=["parent"],
+            group_window_s=60,
+        )
+        parent, first = await family(pool, parent_retries=0)
+        children = [first]
+        for i in range(29):
+            row = await pool.fetchrow(
+                "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, parent_id)"
+                " VALUES ($1, 'http', $2, 60, 5, $3, $4) RETURNING id",
+                f"shop-{i}",
+                {"url": f"https://shop{i}.example/health"},
+                ["us-east", "eu-west"],
+                parent,
+            )
+            children.append(row["id"])
+        a, b = dispatcher(pool, session), dispatcher(pool, session)
+
+        async def steps(at: dt.datetime) -> None:
+            while await a.step(at) + await b.step(at):
+                pass
+
+        await round_(pool, parent, "up", seconds(0))
+        for i, child in enumerate(children):
+            assert await round_(pool, child, "down", seconds(1 + i * 0.2)) == "down"
+            await steps(seconds(1 + i * 0.2))
+        await round_(pool, parent, "up", seconds(45))
+        await steps(seconds(62))
+        for i, child in enumerate(children[:25]):
+            assert await round_(pool, child, "up", seconds(100 + i * 0.5)) == "up"
+            await steps(seconds(100 + i * 0.5))
+        await steps(seconds(150))
+        assert [len(h.got) for h in (hook, other)] == [1, 1]  # the recovery window is open
+        await steps(seconds(161))
+        for i, child in enumerate(children[25:]):
+            assert await round_(pool, child, "up", seconds(3600 + i)) == "up"
+            await steps(seconds(3600 + i))
+        await steps(seconds(3700))
+        await store.advance_watermark(pool, await store.watermark(pool), 0)  # replay from the start
+        assert await a.fan_out(seconds(3700)) == 0 and await b.fan_out(seconds(3700)) == 0
+        await steps(seconds(3800))
+        for receiver in (hook, other):
+            opened, recovered, later = receiver.bodies()
+            assert opened["event"] == "incident.opened" and opened["group"]["count"] == 30
+            assert recovered["event"] == "incident.resolved" and recovered["group"]["count"] == 25
+            assert recovered["monitor"]["id"] == children[0] and recovered["monitor"]["status"] == "up"
+            assert sorted(m["id"] for m in recovered["group"]["monitors"]) == sorted(children[1:25])
+            assert {m["status"] for m in recovered["group"]["monitors"]} == {"up"}
+            assert later["event"] == "incident.resolved" and later["group"]["count"] == 5
+            assert sorted([later["monitor"]["id"]] + [m["id"] for m in later["group"]["monitors"]]) == sorted(
+                children[25:]
+            )
+        sent = await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+        assert sent == 6  # three notices per channel for 30 outages and their 30 recoveries
+    finally:
+        await other.stop()
+
+
+async def test_a_recovery_goes_alone_when_its_outage_went_out_alone(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    """A grouping rule, but only one child went down in the window: its notice listed no
+    other monitor, so its recovery is not held for a window either."""
+    await rule(
+        pool,
+        [await channel(pool, hook.url)],
+        events=["incident.opened", "incident.resolved"],
+        group_by=["parent"],
+        group_window_s=60,
+    )
+    parent, child = await family(pool, parent_retries=0)
+    d = dispatcher(pool, session)
+    await round_(pool, parent, "up", seconds(0))
+    await round_(pool, child, "down", seconds(1))
+    await round_(pool, parent, "up", seconds(2))
+    while await d.step(seconds(62)):
+        pass
+    await round_(pool, child, "up", seconds(100))
+    while await d.step(seconds(100)):
+        pass
+    assert [(b["event"], "group" in b) for b in hook.bodies()] == [
+        ("incident.opened", False),
+        ("incident.resolved", False),
+    ]
+
+
 def test_group_keys_follow_the_rule_order_and_the_outage() -> None:
     event = {
         "kind": "incident.opened",
