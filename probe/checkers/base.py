@@ -58,6 +58,32 @@ def local_addr(source_address: str | None) -> tuple[str, int] | None:
     return (source_address, 0) if source_address else None
 
 
+def bind_error(source_address: str) -> OSError | None:
+    """Why a socket cannot be bound to `source_address` on this host, or None: for clients
+    that would otherwise report a missing address as something else (c-ares: a timeout)."""
+    family = socket.AF_INET6 if ":" in source_address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((source_address, 0))
+    except OSError as exc:
+        return exc
+    return None
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copies `reader` to `writer` until EOF or an error, then closes `writer`: one
+    direction of the relays that give a source address to clients that cannot bind one
+    (grpc, browser)."""
+    try:
+        while data := await reader.read(64 << 10):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
 def tls_context(*, verify: bool, ca_pem: str | None, check_hostname: bool = True) -> ssl.SSLContext:
     """Client context: system trust store plus `ca_pem`, or no verification at all."""
     if not verify:
@@ -135,6 +161,8 @@ def reason_for(exc: BaseException) -> Reason:
             return Reason.CONNECTION_RESET
         case icmplib.SocketPermissionError():
             return Reason.PERMISSION_DENIED
+        case icmplib.SocketAddressError():  # the probe's source address is not on this host
+            return Reason.NETWORK_UNREACHABLE
         case aiohttp.InvalidURL() | aiohttp.NonHttpUrlClientError() | UnicodeError():
             return Reason.INVALID_TARGET
         case aiohttp.ClientResponseError() | aiohttp.ClientPayloadError():

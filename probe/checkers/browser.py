@@ -9,6 +9,12 @@ command line) and kills them above `max_memory_mb`, with V8's heap capped below 
 by running the browser at the lowest priority (nice 19) and one renderer process. Web
 vitals: LCP and CLS from PerformanceObserver, TTFB from the navigation timing, of the last
 page. A failing run keeps a JPEG screenshot (at most 256 KiB, base64) in its details.
+
+Source address: Chromium has no switch to bind its connections to a local address, so
+with one the browser is pointed at a SOCKS5 relay of this run (_socks_relay, loopback,
+CONNECT only) that opens each of the page's connections from that address. Loopback
+targets go through it too (Playwright removes Chromium's implicit loopback bypass), and
+host names are resolved by the relay, as a probe's other kinds resolve them.
 """
 
 # The registry's signature takes the job's time budget as `timeout`.
@@ -23,8 +29,11 @@ import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +207,87 @@ def _console(message: Any, errors: list[str]) -> None:
     errors.append(message.text[:200])
 
 
+# SOCKS5 (RFC 1928) reply codes for the relay's connect errors.
+_SOCKS_REPLY = {
+    Reason.CONNECTION_REFUSED: 5,
+    Reason.NETWORK_UNREACHABLE: 3,
+    Reason.DNS_ERROR: 4,
+    Reason.TIMEOUT: 6,
+}
+
+
+async def _socks_connect(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    source_address: str,
+    errors: list[BaseException],
+) -> None:
+    """Serves one SOCKS5 CONNECT without authentication: the target is dialled from
+    `source_address` and the two connections are piped together."""
+    version, methods = await reader.readexactly(2)
+    await reader.readexactly(methods)
+    if version != 5:
+        writer.close()
+        return
+    writer.write(b"\x05\x00")
+    _, command, _, kind = await reader.readexactly(4)
+    if kind == 1:
+        host = socket.inet_ntop(socket.AF_INET, await reader.readexactly(4))
+    elif kind == 4:
+        host = socket.inet_ntop(socket.AF_INET6, await reader.readexactly(16))
+    else:
+        host = (await reader.readexactly((await reader.readexactly(1))[0])).decode("idna")
+    (port,) = struct.unpack("!H", await reader.readexactly(2))
+    if command != 1:
+        writer.write(b"\x05\x07\x00\x01" + bytes(6))  # command not supported
+        writer.close()
+        return
+    try:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            host, port, local_addr=(source_address, 0)
+        )
+    except OSError as exc:
+        errors.append(exc)
+        code = _SOCKS_REPLY.get(base.reason_for(exc), 1)
+        writer.write(bytes([5, code, 0, 1]) + bytes(6))
+        writer.close()
+        return
+    bound_host, bound_port = upstream_writer.get_extra_info("sockname")[:2]
+    family = socket.AF_INET6 if ":" in bound_host else socket.AF_INET
+    atyp = 4 if family == socket.AF_INET6 else 1
+    writer.write(
+        bytes([5, 0, 0, atyp]) + socket.inet_pton(family, bound_host) + struct.pack("!H", bound_port)
+    )
+    await asyncio.gather(base.pipe(reader, upstream_writer), base.pipe(upstream_reader, writer))
+
+
+@contextlib.asynccontextmanager
+async def _socks_relay(source_address: str) -> AsyncIterator[tuple[str, list[BaseException]]]:
+    """A SOCKS5 relay on a free loopback port for one run: its proxy URL, and the errors
+    met connecting to targets (the browser only reports a failed tunnel)."""
+    errors: list[BaseException] = []
+    relays: set[asyncio.Task[Any]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        relays.add(task)
+        try:
+            await _socks_connect(reader, writer, source_address, errors)
+        except (OSError, asyncio.IncompleteReadError, UnicodeError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"socks5://127.0.0.1:{port}", errors
+    finally:
+        server.close()
+        for task in relays:
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+
+
 def _net_reason(message: str) -> Reason:
     for code, reason in _NET_REASONS.items():
         if code in message:
@@ -206,12 +296,29 @@ def _net_reason(message: str) -> Reason:
 
 
 async def check(spec: BrowserSpec, *, timeout: float, source_address: str | None) -> Outcome:
-    start = time.perf_counter()
     executable = chromium_path()
     if executable is None:
         return base.failed(
             Reason.BROWSER_UNAVAILABLE, "no Chromium on this probe (PROBEFLEET_CHROMIUM, chromium)"
         )
+    if not source_address:
+        return await _journey(spec, timeout, executable, None, [])
+    async with _socks_relay(source_address) as (proxy, relay_errors):
+        return await _journey(spec, timeout, executable, proxy, relay_errors)
+
+
+def _relayed_reason(message: str, relay_errors: list[BaseException]) -> Reason:
+    """The reason of a failed navigation; when the relay could not reach the target, its
+    own error's (Chromium reports only that the SOCKS tunnel failed)."""
+    if relay_errors and ("ERR_SOCKS" in message or "ERR_PROXY" in message or "ERR_TUNNEL" in message):
+        return base.reason_for(relay_errors[-1])
+    return _net_reason(message)
+
+
+async def _journey(
+    spec: BrowserSpec, timeout: float, executable: str, proxy: str | None, relay_errors: list[BaseException]
+) -> Outcome:
+    start = time.perf_counter()
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
@@ -232,7 +339,12 @@ async def check(spec: BrowserSpec, *, timeout: float, source_address: str | None
     watchdog: asyncio.Task[None] | None = None
     try:
         async with asyncio.timeout(timeout), async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=executable, args=args, headless=True)
+            browser = await pw.chromium.launch(
+                executable_path=executable,
+                args=args,
+                headless=True,
+                proxy={"server": proxy, "bypass": "<-loopback>"} if proxy else None,
+            )
             watchdog = asyncio.create_task(_watchdog(marker, spec.max_memory_mb, state))
             try:
                 page = await browser.new_page(
@@ -268,7 +380,9 @@ async def check(spec: BrowserSpec, *, timeout: float, source_address: str | None
                         if "killed" in state:
                             raise
                         text = str(exc).splitlines()[0][:200]
-                        failure = _Failure(_net_reason(text), f"step {i} ({step.action}): {text}")
+                        failure = _Failure(
+                            _relayed_reason(text, relay_errors), f"step {i} ({step.action}): {text}"
+                        )
                         steps.append(
                             {"step": i, "action": step.action, "result": "fail", "ms": base.elapsed_ms(t0)}
                         )
@@ -289,7 +403,9 @@ async def check(spec: BrowserSpec, *, timeout: float, source_address: str | None
                 f"the browser used {state['killed']:.0f} MiB, over {spec.max_memory_mb} MiB",
             )
         else:
-            failure = failure or _Failure(_net_reason(str(exc)), str(exc).splitlines()[0][:300])
+            failure = failure or _Failure(
+                _relayed_reason(str(exc), relay_errors), str(exc).splitlines()[0][:300]
+            )
     finally:
         if watchdog is not None:
             watchdog.cancel()

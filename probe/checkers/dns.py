@@ -137,6 +137,9 @@ async def check(spec: DnsSpec, *, timeout: float, source_address: str | None) ->
     rcode = "NOERROR"
     answers: list[str] = []
     result: pycares.DNSResult | None = None
+    if source_address and (unbound := base.bind_error(source_address)) is not None:
+        # c-ares would wait out its timeout and say only that.
+        return base.from_exception(unbound, timings={"total": base.elapsed_ms(start)})
     try:
         resolver = _resolver(spec.resolver, source_address)
         async with asyncio.timeout(timeout):

@@ -27,18 +27,6 @@ from probefleet.probe.checkers.base import Outcome
 from probefleet.shared.wire import GrpcSpec, Reason
 
 REQUIRES = ("grpc", "grpc_health")
-_CHUNK = 64 << 10
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(_CHUNK):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +49,9 @@ async def _relay(host: str, port: int, source_address: str) -> AsyncIterator[tup
             errors.append(exc)
             client_writer.close()
             return
-        await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
+        await asyncio.gather(
+            base.pipe(client_reader, upstream_writer), base.pipe(upstream_reader, client_writer)
+        )
 
     folder = Path(tempfile.mkdtemp(prefix="probefleet-grpc-"))
     server = await asyncio.start_unix_server(relay, path=str(folder / "relay"))

@@ -15,7 +15,7 @@ from aiohttp import web
 from probefleet.controller.monitors import config as monitor_config
 from probefleet.controller.validation import ValidationError
 from probefleet.probe import checkers
-from probefleet.probe.checkers import CHECKERS
+from probefleet.probe.checkers import CHECKERS, browser
 from probefleet.shared.wire import BrowserSpec, BrowserStep, Reason, Status
 
 from .conftest import start_app
@@ -45,7 +45,7 @@ HOG = (
 
 
 def _ensure_chromium() -> None:
-    if checkers.browser.chromium_path() is None:
+    if browser.chromium_path() is None:
         if not shutil.which("apt-get"):
             pytest.skip("chromium missing and apt-get is not available to install it")
         try:
@@ -67,6 +67,10 @@ def _page(status: int, text: str = "", content_type: str = "text/html") -> Any:
     return handler
 
 
+async def _peer(request: web.Request) -> web.Response:
+    return web.Response(text=f"<p id='peer'>{request.remote}</p>", content_type="text/html")
+
+
 @pytest.fixture(scope="module")
 async def site() -> AsyncIterator[str]:
     _ensure_chromium()
@@ -76,6 +80,7 @@ async def site() -> AsyncIterator[str]:
     app.router.add_get("/hog", _page(200, HOG))
     app.router.add_get("/missing", _page(404, "no", "text/plain"))
     app.router.add_get("/favicon.ico", _page(204))
+    app.router.add_get("/peer", _peer)
     runner, port = await start_app(app)
     yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
@@ -114,7 +119,7 @@ async def test_a_wrong_password_fails_at_the_wait_with_a_screenshot(site: str) -
     assert out.message.startswith("step 5 (wait_for_text)")
     assert [s["result"] for s in out.details["steps"]][4:] == ["fail", "skipped", "skipped"]  # type: ignore[union-attr]
     shot = base64.b64decode(str(out.details["screenshot_jpeg_base64"]))
-    assert shot[:2] == b"\xff\xd8" and len(shot) <= checkers.browser.MAX_SCREENSHOT
+    assert shot[:2] == b"\xff\xd8" and len(shot) <= browser.MAX_SCREENSHOT
     assert SECRET not in repr(out)
 
 
@@ -130,6 +135,26 @@ async def test_a_page_answering_404_and_a_refused_connection(site: str) -> None:
     assert missing.reason == Reason.STATUS_MISMATCH
     closed = free_port()  # not 9: Chromium refuses such ports itself (ERR_UNSAFE_PORT)
     refused = await run(BrowserSpec(steps=[BrowserStep(action="goto", url=f"http://127.0.0.1:{closed}/")]))
+    assert refused.reason == Reason.CONNECTION_REFUSED, refused
+
+
+async def test_it_browses_from_the_probe_source_address(site: str) -> None:
+    """Chromium cannot bind an address; its connections go through the run's SOCKS5 relay,
+    and the server sees the region's address."""
+    steps = [
+        BrowserStep(action="goto", url=f"{site}/peer"),
+        BrowserStep(action="assert_text", selector="#peer", value="127.0.0.12"),
+    ]
+    out = await CHECKERS["browser"](BrowserSpec(steps=steps), timeout=20.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out
+    closed = free_port()
+    refused = await CHECKERS["browser"](
+        BrowserSpec(
+            steps=[BrowserStep(action="goto", url=f"http://127.0.0.1:{closed}/")], screenshot_on_failure=False
+        ),
+        timeout=20.0,
+        source_address="127.0.0.12",
+    )
     assert refused.reason == Reason.CONNECTION_REFUSED, refused
 
 

@@ -133,6 +133,13 @@ async def test_it_binds_the_source_address(zone: tuple[str, _Zone]) -> None:
     assert zone[1].peers[-1] == "127.0.0.12"
 
 
+async def test_a_source_address_the_host_does_not_have_is_network_unreachable(
+    zone: tuple[str, _Zone],
+) -> None:
+    out = await run(DnsSpec(name="www.example.test", resolver=zone[0]), source="192.0.2.1")
+    assert out.reason == Reason.NETWORK_UNREACHABLE, out
+
+
 async def test_it_times_out_on_a_slow_resolver(zone: tuple[str, _Zone]) -> None:
     out = await run(DnsSpec(name="slow.example.test", resolver=zone[0]), budget=0.2)
     assert out.reason == Reason.TIMEOUT

@@ -27,6 +27,12 @@ async def test_it_pings_loopback_and_reports_rtt_and_jitter() -> None:
 
 
 @needs_root
+async def test_a_source_address_the_host_does_not_have_is_network_unreachable() -> None:
+    out = await icmp.check(IcmpSpec(host="127.0.0.1", count=1), timeout=1.0, source_address="192.0.2.1")
+    assert out.reason == Reason.NETWORK_UNREACHABLE, out
+
+
+@needs_root
 async def test_it_reports_degraded_over_the_threshold() -> None:
     spec = IcmpSpec(host="127.0.0.1", count=1, degraded_ms=0.0)
     out = await icmp.check(spec, timeout=1.0, source_address=None)
