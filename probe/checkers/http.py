@@ -262,7 +262,11 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
         # request URL in some errors (too many redirects: url='...?token=...').
         out.message = redact_text(out.message, spec.secret_params)
         remaining = timeout - (time.perf_counter() - start)
-        out.details = {"evidence": await _failure_evidence(spec, out, remaining)}
+        evidence = await _failure_evidence(spec, out, remaining)
+        if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+            remaining = timeout - (time.perf_counter() - start)
+            evidence |= {"verify_error": out.message, **await _presented(spec, remaining, source_address)}
+        out.details = {"evidence": evidence}
         return out
     finally:
         _current.reset(token)
@@ -344,6 +348,34 @@ async def _failure_evidence(spec: HttpSpec, out: Outcome, remaining: float) -> d
         return evidence
     evidence["ips"] = sorted({str(info[4][0]) for info in infos})
     return evidence
+
+
+async def _presented(spec: HttpSpec, budget: float, source_address: str | None) -> dict[str, object]:
+    """For a TLS failure: the chain the URL's server presents, read by a handshake that
+    verifies nothing (within the budget, at most 2 s), each certificate as x509.summary."""
+    url = yarl.URL(spec.url)
+    if url.host is None or budget <= 0:
+        return {"chain_error": "no time left to read the certificate"}
+    ctx = base.tls_context(verify=False, ca_pem=None)
+    presented = x509.record_chain(ctx)
+    try:
+        async with asyncio.timeout(min(budget, 2.0)):
+            _, writer = await asyncio.open_connection(
+                url.host,
+                url.port or 443,
+                ssl=ctx,
+                server_hostname=url.host,
+                local_addr=base.local_addr(source_address),
+            )
+    except Exception as exc:
+        return {"chain_error": f"{type(exc).__name__}: {exc}"[:200]}
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        leaf, version = ssl_object.getpeercert(binary_form=True), ssl_object.version()
+    finally:
+        writer.close()
+    certs = presented.certs or ([leaf] if leaf else [])
+    return {"chain": [x509.summary(der) for der in certs[: x509.MAX_CHAIN]], "tls_version": version}
 
 
 def _assert(spec: HttpSpec, status: int, body: bytes) -> tuple[Reason, str] | None:

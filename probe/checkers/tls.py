@@ -58,14 +58,20 @@ async def _starttls(session: mail.Session, protocol: str) -> None:
             raise mail.ProtocolFailure(Reason.STARTTLS_UNAVAILABLE, f"STLS answered {reply[:100]!r}")
 
 
-async def _handshake(spec: TlsSpec, timeout: float, source_address: str | None) -> tuple[bytes, str | None]:
+async def _handshake(
+    spec: TlsSpec, timeout: float, source_address: str | None, presented: x509.Presented | None = None
+) -> tuple[bytes, str | None]:
+    """The leaf and the negotiated version; `presented` gets every certificate the server
+    sent, even when verification fails (x509.record_chain)."""
     name = spec.server_name or spec.host
+    ctx = _context(spec)
+    x509.record_chain(ctx, presented)
     async with asyncio.timeout(timeout):
         if spec.starttls == "none":
             _, writer = await asyncio.open_connection(
                 spec.host,
                 spec.port,
-                ssl=_context(spec),
+                ssl=ctx,
                 server_hostname=name,
                 local_addr=base.local_addr(source_address),
             )
@@ -76,7 +82,7 @@ async def _handshake(spec: TlsSpec, timeout: float, source_address: str | None) 
             session = mail.Session(reader, writer)
             try:
                 await _starttls(session, spec.starttls)
-                await session.start_tls(_context(spec), name)
+                await session.start_tls(ctx, name)
             except BaseException:
                 writer.close()
                 raise
@@ -103,7 +109,8 @@ async def _revocation(
 
 
 def describe(der: bytes) -> dict[str, object]:
-    """One presented certificate for evidence: subject, issuer, validity, SANs, serial."""
+    """One presented certificate for evidence: subject, issuer, validity, SANs, serial
+    (bounded as x509.summary)."""
     try:
         cert = cx509.load_der_x509_certificate(der)
     except ValueError as exc:
@@ -114,27 +121,33 @@ def describe(der: bytes) -> dict[str, object]:
     except cx509.ExtensionNotFound:
         names = []
     return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
+        "subject": cert.subject.rfc4514_string()[: x509.MAX_NAME],
+        "issuer": cert.issuer.rfc4514_string()[: x509.MAX_NAME],
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": cert.not_valid_after_utc.isoformat(),
-        "sans": names,
-        "serial": format(cert.serial_number, "x"),
+        "sans": names[: x509.MAX_SANS],
+        **({"sans_truncated": True} if len(names) > x509.MAX_SANS else {}),
+        "serial": format(cert.serial_number, "x")[:64],
     }
 
 
+def _chain(presented: x509.Presented, leaf: bytes) -> list[dict[str, object]]:
+    """The presented chain for evidence: what the handshake recorded, else the leaf."""
+    return [describe(der) for der in (presented.certs or [leaf])[: x509.MAX_CHAIN]]
+
+
 async def _presented(spec: TlsSpec, budget: float, source_address: str | None) -> dict[str, object]:
-    """What the server presents, read by a second handshake that verifies nothing (the
-    first one failed verification). Python 3.11 gives the leaf only: the rest of the
-    presented chain needs SSLObject.get_unverified_chain (3.13)."""
+    """What the server presents, read by a second handshake that verifies nothing: for a
+    failed verification whose handshake did not record the chain (x509.record_chain)."""
     if budget <= 0:
         return {"chain_error": "no time left to read the certificate"}
     lenient = msgspec.structs.replace(spec, verify_chain=False, verify_hostname=False, check_ocsp=False)
+    presented = x509.Presented()
     try:
-        der, version = await _handshake(lenient, min(budget, 2.0), source_address)
+        der, version = await _handshake(lenient, min(budget, 2.0), source_address, presented)
     except Exception as exc:
         return {"chain_error": f"{type(exc).__name__}: {exc}"[:200]}
-    return {"chain": [describe(der)], "tls_version": version}
+    return {"chain": _chain(presented, der), "tls_version": version}
 
 
 def _evidence(out: Outcome, **more: object) -> dict[str, object]:
@@ -149,8 +162,9 @@ def _version_below(actual: str | None, minimum: str) -> bool:
 
 async def check(spec: TlsSpec, *, timeout: float, source_address: str | None) -> Outcome:
     start = time.perf_counter()
+    presented = x509.Presented()
     try:
-        der, version = await _handshake(spec, timeout, source_address)
+        der, version = await _handshake(spec, timeout, source_address, presented)
         cert = x509.parse(der)
     except mail.ProtocolFailure as exc:
         out = base.failed(exc.reason, str(exc)[:300], timings={"total": base.elapsed_ms(start)})
@@ -161,7 +175,10 @@ async def check(spec: TlsSpec, *, timeout: float, source_address: str | None) ->
         more: dict[str, object] = {}
         if isinstance(exc, ssl.SSLError):  # the verification error, and what was presented
             more = {"verify_error": out.message}
-            more |= await _presented(spec, start + timeout - time.perf_counter(), source_address)
+            if presented.certs:
+                more |= {"chain": _chain(presented, b""), "tls_version": presented.version}
+            else:
+                more |= await _presented(spec, start + timeout - time.perf_counter(), source_address)
         out.details = {"evidence": _evidence(out, **more)}
         return out
     handshake_ms = base.elapsed_ms(start)
@@ -197,7 +214,7 @@ async def check(spec: TlsSpec, *, timeout: float, source_address: str | None) ->
         failure = Reason.PROTOCOL_MISMATCH, f"negotiated {version}, expected at least {spec.min_version}"
     if failure is not None:
         out = base.failed(*failure, **fields)  # type: ignore[arg-type]
-        out.details["evidence"] = _evidence(out, chain=[describe(der)], tls_version=version)
+        out.details["evidence"] = _evidence(out, chain=_chain(presented, der), tls_version=version)
         return out
     if days_left < spec.warn_days:
         return base.Outcome(

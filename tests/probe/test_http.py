@@ -391,3 +391,17 @@ async def test_a_bad_certificate_keeps_the_verification_error(
     evidence = out.details["evidence"]
     assert isinstance(evidence, dict) and evidence["reason"] == "cert_expired"
     assert "expired" in str(evidence["message"]) and evidence["ips"] == ["127.0.0.1"]
+
+
+async def test_a_tls_failure_keeps_the_presented_chain(ca: object, ca_pem: str, serve_tls: ServeTls) -> None:
+    """A server presenting an expired leaf and its intermediate: the evidence names both."""
+    intermediate = ca.create_child_ca()  # type: ignore[attr-defined]
+    port = await serve_tls(leaf(intermediate, days=-1))
+    out = await run(HttpSpec(url=f"https://127.0.0.1:{port}/", ca_pem=ca_pem))
+    assert out.reason == Reason.CERT_EXPIRED
+    evidence = out.details["evidence"]
+    assert isinstance(evidence, dict) and "expired" in str(evidence["verify_error"])
+    first, second = evidence["chain"]  # type: ignore[misc]
+    assert first["sans"] == ["127.0.0.1"] and first["issuer"] == second["subject"]
+    assert "Probefleet Test CA" in second["issuer"] and first["not_after"] < second["not_after"]
+    assert evidence["tls_version"] in ("TLSv1.2", "TLSv1.3")

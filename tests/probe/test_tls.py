@@ -6,6 +6,7 @@ import ssl
 import pytest
 import trustme
 
+from probefleet.probe import x509
 from probefleet.probe.checkers import tls
 from probefleet.shared.wire import Reason, Status, TlsSpec
 
@@ -115,3 +116,60 @@ async def test_a_passing_check_keeps_no_evidence(ca: trustme.CA, ca_pem: str, se
     wrong = await run(TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem, expected_issuer="Someone Else"))
     assert wrong.reason == Reason.ISSUER_MISMATCH
     assert wrong.details["evidence"]["chain"][0]["sans"] == ["127.0.0.1"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls1.3", "tls1.2"]
+)
+@pytest.mark.parametrize(
+    ("days", "fields", "reason"),
+    [(-1, {}, Reason.CERT_EXPIRED), (30, {"expected_issuer": "Other CA"}, Reason.ISSUER_MISMATCH)],
+    ids=["failed-verification", "judged-after-handshake"],
+)
+async def test_the_evidence_holds_the_whole_presented_chain(
+    ca: trustme.CA,
+    ca_pem: str,
+    serve_tls: ServeTls,
+    version: ssl.TLSVersion,
+    days: int,
+    fields: dict[str, object],
+    reason: Reason,
+) -> None:
+    """A server sending its leaf and the intermediate that issued it: both are in the
+    evidence, leaf first, under either version's Certificate message."""
+    intermediate = ca.create_child_ca()
+    port = await serve_tls(leaf(intermediate, days=days), max_version=version)
+    out = await run(TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem, **fields))  # type: ignore[arg-type]
+    assert out.reason == reason, out.message
+    evidence = out.details["evidence"]
+    assert isinstance(evidence, dict)
+    first, second = evidence["chain"]  # type: ignore[misc]
+    assert first["sans"] == ["127.0.0.1"] and second["sans"] == []
+    assert first["issuer"] == second["subject"] and "Probefleet Test CA" in second["issuer"]
+    assert first["serial"] != second["serial"] and first["not_after"] < second["not_after"]
+    assert evidence["tls_version"] == version.name.replace("_", ".")
+
+
+def _message(certs: list[bytes], *, tls13: bool) -> bytes:
+    """A Certificate handshake message as a server sends it."""
+    entries = b"".join(len(c).to_bytes(3, "big") + c + (b"\x00\x00" if tls13 else b"") for c in certs)
+    body = (b"\x00" if tls13 else b"") + len(entries).to_bytes(3, "big") + entries
+    return b"\x0b" + len(body).to_bytes(3, "big") + body
+
+
+@pytest.mark.parametrize("tls13", [True, False], ids=["tls1.3", "tls1.2"])
+@pytest.mark.parametrize(
+    ("certs", "cut", "expected"),
+    [
+        ([b"leaf", b"intermediate"], 0, [b"leaf", b"intermediate"]),
+        ([b"c%d" % i for i in range(30)], 0, [b"c%d" % i for i in range(x509.MAX_CHAIN)]),
+        ([b"leaf", b"intermediate"], 5, [b"leaf"]),
+        ([], 0, []),
+    ],
+    ids=["two", "bounded", "truncated", "empty"],
+)
+def test_a_certificate_message_is_read_within_its_bounds(
+    tls13: bool, certs: list[bytes], cut: int, expected: list[bytes]
+) -> None:
+    message = _message(certs, tls13=tls13)
+    assert x509.certificate_list(message[: len(message) - cut], tls13=tls13) == expected
