@@ -5,11 +5,21 @@ results in batches of 500 (the consumer's batch size) and reports results stored
 second, including the rounds bookkeeping, verdicts and monitor updates.
 
     python -m bench.ingest --monitors 2000 --rounds 10
+
+The cost of failure evidence: `--evidence-compare` runs the same results twice, each on a
+fresh database of one PostgreSQL, with `--failing` (10 %) of them failing: first without
+evidence, then with what the HTTP checker stores for a failed response (status line,
+headers, the first `--evidence-body` bytes of an HTML-like body), and records both side by
+side. The failing results are the same in both passes (a seeded draw), so the rounds,
+verdicts and incidents are too: only the evidence differs.
+
+    python -m bench.ingest --monitors 2000 --rounds 10 --evidence-compare
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +33,85 @@ from probefleet.controller.storage import results as store
 from probefleet.shared import devstack, wire
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
+# Words for an evidence body that compresses about as well as an error page's HTML (a
+# body of one repeated byte would cost PostgreSQL's TOAST compression nothing).
+_PAGE = (
+    "<div class=error> <p> Service Unavailable </p> upstream connect error or disconnect"
+    " reset before headers retried and the latest reset reason connection failure request"
+    " id trace cdn-cache miss backend server pool drained please try again later </div>"
+)
+_WORDS = _PAGE.split()
 
 
-async def run(dsn: str, monitors: int, rounds: int, batch: int) -> dict[str, float]:
+def evidence(body_bytes: int, rng: random.Random) -> dict[str, object]:
+    """Evidence as probe/checkers/http.py stores it for a 503 with a body."""
+    words: list[str] = []
+    size = 0
+    while size < body_bytes:
+        words.append(rng.choice(_WORDS))
+        size += len(words[-1]) + 1
+    return {
+        "reason": "status_mismatch",
+        "message": "status 503 not in 2xx, 3xx",
+        "ips": ["203.0.113.10"],
+        "status_line": "HTTP/1.1 503 Service Unavailable",
+        "headers": [
+            ["Server", "nginx/1.25.3"],
+            ["Date", "Sun, 06 Dec 2026 14:00:00 GMT"],
+            ["Content-Type", "text/html; charset=utf-8"],
+            ["Content-Length", str(body_bytes)],
+            ["Connection", "keep-alive"],
+            ["Retry-After", "30"],
+            ["Cache-Control", "no-store"],
+            ["X-Request-Id", f"{rng.getrandbits(64):016x}"],
+            ["Set-Cookie", "<redacted>"],
+            ["Via", "1.1 edge-cache"],
+        ],
+        "body": " ".join(words)[:body_bytes],
+        "body_truncated": body_bytes >= 64 << 10,
+    }
+
+
+def result(
+    m: int, due: float, region: str, failing: bool, body_bytes: int | None, rng: random.Random
+) -> wire.CheckResult:
+    """One result; a failing one carries evidence when `body_bytes` is not None."""
+    if not failing:
+        return wire.CheckResult(
+            monitor_id=m,
+            due=due,
+            region=region,
+            probe_id=f"p-{region}",
+            status=wire.Status.OK,
+            started_at=due + 0.01,
+            duration_ms=12.5,
+            status_code=200,
+            timings={"total": 12.5},
+        )
+    return wire.CheckResult(
+        monitor_id=m,
+        due=due,
+        region=region,
+        probe_id=f"p-{region}",
+        status=wire.Status.FAIL,
+        reason=wire.Reason.STATUS_MISMATCH,
+        message="status 503 not in 2xx, 3xx",
+        started_at=due + 0.01,
+        duration_ms=14.0,
+        status_code=503,
+        timings={"dns": 0.4, "connect": 1.1, "tls": 3.2, "first_byte": 13.0, "total": 14.0},
+        details={"evidence": evidence(body_bytes, rng)} if body_bytes is not None else {},
+    )
+
+
+async def run(
+    dsn: str,
+    monitors: int,
+    rounds: int,
+    batch: int,
+    failing: float = 0.0,
+    body_bytes: int | None = None,
+) -> dict[str, float]:
     await db.migrate(dsn)
     pool = await db.create_pool(dsn, max_size=4)
     try:
@@ -39,6 +125,7 @@ async def run(dsn: str, monitors: int, rounds: int, batch: int) -> dict[str, flo
         ids = [r["id"] for r in await pool.fetch("SELECT id FROM monitors ORDER BY id")]
         base = time.time() - rounds * 60 - 120
         all_results: list[wire.CheckResult] = []
+        draw, bodies = random.Random(20), random.Random(26)  # the same failures in every pass
         for k in range(rounds):
             due = base + k * 60
             await store.insert_rounds(
@@ -46,41 +133,100 @@ async def run(dsn: str, monitors: int, rounds: int, batch: int) -> dict[str, flo
             )
             for m in ids:
                 for region in REGIONS:
-                    all_results.append(
-                        wire.CheckResult(
-                            monitor_id=m,
-                            due=due,
-                            region=region,
-                            probe_id=f"p-{region}",
-                            status=wire.Status.OK,
-                            started_at=due + 0.01,
-                            duration_ms=12.5,
-                            status_code=200,
-                            timings={"total": 12.5},
-                        )
-                    )
+                    fails = failing > 0 and draw.random() < failing
+                    all_results.append(result(m, due, region, fails, body_bytes, bodies))
         start = time.perf_counter()
         stored = 0
         for i in range(0, len(all_results), batch):
             stored += await results.ingest(pool, all_results[i : i + batch])
         elapsed = time.perf_counter() - start
         closed = await pool.fetchval("SELECT count(*) FROM rounds WHERE verdict IS NOT NULL")
+        size = await pool.fetchval(  # with TOAST, over the partitions
+            "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('check_results')"
+        )
+        failed = sum(1 for r in all_results if r.status == wire.Status.FAIL)
         return {
             "results": stored,
+            "failed": failed,
             "seconds": elapsed,
             "per_second": stored / elapsed,
             "rounds_closed": closed,
+            "table_mib": size / (1 << 20),
         }
     finally:
         await pool.close()
+
+
+def compare(
+    pg: devstack.PostgresServer, monitors: int, rounds: int, batch: int, failing: float, body: int
+) -> str:
+    """Evidence off, then on, each on a fresh database: the table for RESULTS.md."""
+    rows = []
+    for name, body_bytes in (("off", None), ("on", body)):
+        asyncio.run(devstack.create_database(pg.dsn(), f"bench_{name}", drop=True))
+        rows.append(
+            (name, asyncio.run(run(pg.dsn(f"bench_{name}"), monitors, rounds, batch, failing, body_bytes)))
+        )
+    off = rows[0][1]["per_second"]
+    table = (
+        "| evidence | results | failed | seconds | results/s | vs off | check_results MiB |\n"
+        "|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    for name, r in rows:
+        table += (
+            f"| {name} | {r['results']:,.0f} | {r['failed']:,.0f} | {r['seconds']:.1f} |"
+            f" {r['per_second']:,.0f} | {100 * (r['per_second'] / off - 1):+.1f} % | {r['table_mib']:.1f} |\n"
+        )
+    return (
+        f"Command: `python -m bench.ingest --monitors {monitors} --rounds {rounds} --batch {batch}"
+        f" --evidence-compare --failing {failing} --evidence-body {body}`.\n\n"
+        f"`results.ingest` as above, {failing:.0%} of the results failing (a seeded draw: the same\n"
+        "results, rounds and verdicts in both passes), each pass on a fresh database of one\n"
+        "PostgreSQL, off first. `on`: each failing result carries the HTTP checker's evidence\n"
+        f"(status line, 10 headers, {body:,} bytes of an HTML-like body); `off`: the same\n"
+        "results without it. The goal (issue 20): under 10 % fewer results/s with evidence on.\n\n" + table
+    )
 
 
 @click.command()
 @click.option("--monitors", type=int, default=2000, show_default=True)
 @click.option("--rounds", type=int, default=10, show_default=True)
 @click.option("--batch", type=int, default=500, show_default=True)
+@click.option(
+    "--evidence-compare",
+    is_flag=True,
+    help="Evidence off and on, side by side, with --failing results failing.",
+)
+@click.option("--failing", type=click.FloatRange(0, 1), default=0.1, show_default=True)
+@click.option(
+    "--evidence-body",
+    type=click.IntRange(0, 64 << 10),
+    default=64 << 10,
+    show_default=True,
+    help="Body bytes in each evidence (the checker keeps at most 64 KiB).",
+)
 @click.option("--no-record", is_flag=True)
-def main(monitors: int, rounds: int, batch: int, no_record: bool) -> None:
+def main(
+    monitors: int,
+    rounds: int,
+    batch: int,
+    evidence_compare: bool,
+    failing: float,
+    evidence_body: int,
+    no_record: bool,
+) -> None:
+    if evidence_compare:
+        with tempfile.TemporaryDirectory(prefix="pf-ingest-") as tmp:
+            pg = devstack.PostgresServer(Path(tmp) / "pg", ephemeral=True)
+            pg.start()
+            try:
+                text = compare(pg, monitors, rounds, batch, failing, evidence_body)
+            finally:
+                pg.stop()
+        click.echo(text)
+        if not no_record:
+            record("Evidence on the results ingest path (issue 20)", text)
+        return
     with tempfile.TemporaryDirectory(prefix="pf-ingest-") as tmp:
         pg = devstack.PostgresServer(Path(tmp) / "pg", ephemeral=True)
         pg.start()
