@@ -74,6 +74,7 @@ from probefleet.controller.api import monitors as monitors_api
 from probefleet.controller.api import notifications as notifications_api
 from probefleet.controller.api import paths as api_paths
 from probefleet.controller.api.errors import ApiError
+from probefleet.controller.console import editors as console_forms
 from probefleet.controller.console import pages as console_paths
 from probefleet.controller.monitors import config as monitors
 from probefleet.controller.monitors import heartbeat
@@ -1805,7 +1806,13 @@ OPERATIONS: list[Op] = [
 
 
 # The console's pages (HTML for people; `/` is listed as the custom-domain page it also is).
-SKIP = {"/api/v1/openapi.json", "/api/docs", "/api/docs/{name}", *console_paths.PATHS}
+SKIP = {
+    "/api/v1/openapi.json",
+    "/api/docs",
+    "/api/docs/{name}",
+    *console_paths.PATHS,
+    *console_forms.PATHS,
+}
 ERRORS = {
     "400": "The body or a parameter cannot be read",
     "401": "No key, or a key that is not valid",

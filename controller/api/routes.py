@@ -28,6 +28,7 @@ from probefleet.controller.api import public_pages as public
 from probefleet.controller.api import realtime as rt
 from probefleet.controller.api import status_pages as sp
 from probefleet.controller.api.paths import ALIAS_PREFIXES, CANONICAL
+from probefleet.controller.console import editors as console_forms
 from probefleet.controller.console import pages as console
 
 
@@ -200,5 +201,6 @@ def _routes() -> list[web.RouteDef]:
         web.get("/status/{slug}/confirm", public.confirm_subscription),
         web.get("/status/{slug}/unsubscribe", public.unsubscribe),
         web.post("/status/{slug}/unsubscribe", public.unsubscribe),
+        *console_forms.routes(),
         *console.routes(),
     ]

@@ -5,6 +5,7 @@ fields, and the page shows each message beside its field."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,13 +54,13 @@ def _input(t: inspect.Type) -> tuple[str, tuple[str, ...], str]:
         return "number", (), "1"
     if isinstance(t, inspect.FloatType):
         return "number", (), "any"
-    if isinstance(t, inspect.StrType):
+    if isinstance(t, inspect.StrType | inspect.DateTimeType):
         return "text", (), "1"
     if isinstance(t, inspect.LiteralType):
         return "select", tuple(str(v) for v in t.values), "1"
     if isinstance(t, inspect.ListType):
         item = t.item_type.type if isinstance(t.item_type, inspect.Metadata) else t.item_type
-        if isinstance(item, inspect.StrType | inspect.IntType | inspect.UnionType):
+        if isinstance(item, inspect.StrType | inspect.IntType | inspect.UnionType | inspect.LiteralType):
             return "list", (), "1"
     return "json", (), "1"
 
@@ -88,6 +89,27 @@ def _fields_of(
     return out
 
 
+def struct_fields(
+    struct: type[msgspec.Struct],
+    only: tuple[str, ...] | None = None,
+    *,
+    skip: frozenset[str] = frozenset(),
+    long_text: frozenset[str] = frozenset(),
+    labels: dict[str, str] | None = None,
+) -> list[Field]:
+    """The form of any API body type (a channel, a rule, a window, a status page): its
+    fields in `only`'s order (or the type's), without `skip`; `long_text` fields get a
+    textarea, `labels` overrides the generated labels."""
+    out = []
+    for f in _fields_of(struct, {}, only):
+        if f.name in skip:
+            continue
+        kind = "textarea" if f.name in long_text and f.input == "text" else f.input
+        label = (labels or {}).get(f.name, f.label)
+        out.append(Field(f.name, label, kind, f.required, f.choices, f.step, f.default))
+    return out
+
+
 def fields_for(kind: str) -> list[Field]:
     """The name, the kind's own fields (its target first), then the other common ones."""
     spec = monitors.SPEC_TYPES[kind]
@@ -103,6 +125,8 @@ def form_value(field: Field, value: Any) -> str:
         return ", ".join(str(v) for v in value)
     if field.input == "json":
         return msgspec.json.encode(value).decode()
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return str(value)
 
 

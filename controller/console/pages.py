@@ -404,10 +404,23 @@ def _list_page(
     actions: list[Action] | None = None,
     create: dict[str, Any] | None = None,
     note: str = "",
+    new: str = "",
+    edit: str = "",
+    link: str = "",
 ) -> web.Response:
+    """`new` is the link to the new-item form and `edit` the edit form's ({id}), both for
+    editors only; `link` ({id}) makes each row's first cell a link to the item's page."""
     session = request[accounts.SESSION]
     editable = session["role"] in EDITORS
-    table = [{"id": r.get("id"), "cells": [_cell(r.get(k)) for k, _ in columns]} for r in rows]
+    table = [
+        {
+            "id": r.get("id"),
+            "cells": [_cell(r.get(k)) for k, _ in columns],
+            "link": link.replace("{id}", str(r.get("id"))) if link else "",
+            "edit": edit.replace("{id}", str(r.get("id"))) if edit and editable else "",
+        }
+        for r in rows
+    ]
     return _render(
         request,
         "resources.html",
@@ -415,8 +428,10 @@ def _list_page(
             "title": title,
             "columns": [label for _, label in columns],
             "rows": table,
-            "actions": actions if editable else [],
+            "actions": (actions or []) if editable else [],
+            "has_edit": bool(edit and editable),
             "create": create if editable else None,
+            "new": new if editable else "",
             "note": note,
         },
     )
@@ -472,10 +487,35 @@ async def channels_page(request: web.Request) -> web.StreamResponse:
             ("created_at", "Created"),
         ],
         actions=[Action("Send a test", "POST", "/api/v1/notification-channels/{id}/test")],
-        note=f"{len(rules)} notification rule{'' if len(rules) == 1 else 's'}; channels and rules are"
-        " created with the API (POST /api/v1/notification-channels, /api/v1/notification-rules).",
+        note=f"{len(rules)} notification rule{'' if len(rules) == 1 else 's'} route events to these"
+        " channels (Rules).",
+        new="/console/channels/new",
+        edit="/console/channels/{id}/edit",
     )
     return page
+
+
+async def rules_page(request: web.Request) -> web.StreamResponse:
+    await _session(request)
+    rules = [notify_api.public_rule(r) for r in await notify_store.list_rules(request.app[keys.POOL])]
+    return _list_page(
+        request,
+        "Notification rules",
+        rules,
+        [
+            ("name", "Name"),
+            ("channel_ids", "Channels"),
+            ("events", "Events"),
+            ("monitor_ids", "Monitors"),
+            ("tags", "Tags"),
+            ("min_severity", "Minimum severity"),
+            ("is_policy", "Policy"),
+            ("is_enabled", "Enabled"),
+        ],
+        actions=[Action("Delete", "DELETE", "/api/v1/notification-rules/{id}", reload=True)],
+        new="/console/rules/new",
+        edit="/console/rules/{id}/edit",
+    )
 
 
 async def maintenance_page(request: web.Request) -> web.StreamResponse:
@@ -499,7 +539,8 @@ async def maintenance_page(request: web.Request) -> web.StreamResponse:
             ("tags", "Tags"),
         ],
         actions=[Action("Delete", "DELETE", "/api/v1/maintenance-windows/{id}", reload=True)],
-        note="Windows are created with the API (POST /api/v1/maintenance-windows).",
+        new="/console/maintenance/new",
+        edit="/console/maintenance/{id}/edit",
     )
 
 
@@ -527,6 +568,9 @@ async def heartbeats_page(request: web.Request) -> web.StreamResponse:
         actions=[Action("New ping URL", "POST", "/api/v1/heartbeats/{id}/token", show="ping_url")],
         note="A ping URL holds its token and is shown once: make a new one to copy it"
         " (the old one stops working).",
+        new="/console/heartbeats/new",
+        edit="/console/heartbeats/{id}/edit",
+        link="/console/heartbeats/{id}",
     )
 
 
@@ -540,7 +584,8 @@ async def status_pages_page(request: web.Request) -> web.StreamResponse:
         "Status pages",
         rows,
         [("name", "Name"), ("slug", "Slug"), ("url", "Public page"), ("custom_domain", "Domain")],
-        note="Sections, components and posts are edited with the API (/api/v1/status-pages).",
+        new="/console/status-pages/new",
+        edit="/console/status-pages/{id}/edit",
     )
 
 
@@ -570,7 +615,8 @@ async def asset(request: web.Request) -> web.StreamResponse:
 
 
 def routes() -> list[web.RouteDef]:
-    """The console's routes (listed in api/routes.py with every other route)."""
+    """The console's routes (listed in api/routes.py with every other route, after those of
+    console/editors.py, so /new is not read as an id)."""
     return [
         web.get("/login", login_form),
         web.post("/login", login),
@@ -586,6 +632,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/console/audit", audit_page),
         web.get("/console/keys", keys_page),
         web.get("/console/channels", channels_page),
+        web.get("/console/rules", rules_page),
         web.get("/console/maintenance", maintenance_page),
         web.get("/console/heartbeats", heartbeats_page),
         web.get("/console/status-pages", status_pages_page),

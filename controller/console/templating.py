@@ -26,15 +26,27 @@ LOADER = jinja2.PrefixLoader(
 )
 
 
-def iso(value: dt.datetime | None) -> str:
+def _time(value: dt.datetime | str | None) -> dt.datetime | None:
+    """A time, or one read back from JSON (a post's updates are aggregated as JSON)."""
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return value
+
+
+def iso(value: dt.datetime | str | None) -> str:
     """A time as ISO 8601 UTC with Z (what <time datetime> and the page's script read)."""
+    value = _time(value)
     if value is None:
         return ""
     return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def utc(value: dt.datetime | None) -> str:
+def utc(value: dt.datetime | str | None) -> str:
     """A time for readers without script: UTC, named."""
+    value = _time(value)
     if value is None:
         return ""
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -54,10 +54,20 @@
     api(parts[0], parts[1], body).then(function (res) {
       b.disabled = false;
       if (!res.ok) { toast(errorText(res), true); return; }
+      var d = res.data && res.data.data;
+      if (d && d.delivered === false) { toast("Not delivered: " + (d.error || d.status), true); return; }
       toast(b.getAttribute("data-done") || "Done");
       if (b.hasAttribute("data-show")) showOnce(b.getAttribute("data-show"), res);
       if (b.hasAttribute("data-reload")) location.reload();
     });
+  });
+
+  // Copy buttons: data-copy names the element whose text is copied.
+  document.addEventListener("click", function (ev) {
+    var b = ev.target.closest("[data-copy]");
+    if (!b) return;
+    var el = document.getElementById(b.getAttribute("data-copy"));
+    if (el && navigator.clipboard) navigator.clipboard.writeText(el.textContent).then(function () { toast("Copied"); });
   });
 
   // A secret the API shows once (a new key, a new ping URL): shown, never stored.
@@ -95,7 +105,7 @@
   function showErrors(form, res) {
     form.querySelectorAll(".field-error").forEach(function (p) { p.textContent = ""; });
     form.querySelectorAll("[aria-invalid]").forEach(function (i) { i.removeAttribute("aria-invalid"); });
-    var top = form.querySelector("#form-error");
+    var top = form.querySelector(".form-error") || form.querySelector("#form-error");
     var details = (res.data && res.data.error && res.data.error.details) || {};
     var unplaced = [];
     Object.keys(details).forEach(function (path) {
@@ -121,11 +131,62 @@
       api(form.getAttribute("data-method"), form.getAttribute("data-action"), collect(form)).then(function (res) {
         save.disabled = false;
         if (!res.ok) { showErrors(form, res); return; }
-        if (form.hasAttribute("data-show")) { showOnce(form.getAttribute("data-show"), res); form.reset(); return; }
-        if (form.hasAttribute("data-reload")) { location.reload(); return; }
         var id = res.data && res.data.data && res.data.data.id;
+        var next = form.getAttribute("data-next");
+        if (next && id) next = next.replace("{id}", String(id));
+        if (form.hasAttribute("data-show")) {
+          showOnce(form.getAttribute("data-show"), res);
+          form.reset();
+          if (next) {
+            var a = document.createElement("a");
+            a.href = next; a.textContent = "Continue"; a.id = "continue";
+            document.getElementById("shown").appendChild(a);
+          }
+          return;
+        }
+        if (form.hasAttribute("data-reload")) { location.reload(); return; }
+        if (next) { location.href = next; return; }
         location.href = id ? "/console/monitors/" + id : "/";
       });
+    });
+  });
+
+  // "Test now" on the monitor form: the unsaved fields run once from their regions.
+  function cell(tr, text) { var td = document.createElement("td"); td.textContent = text == null ? "-" : String(text); tr.appendChild(td); }
+  document.addEventListener("click", function (ev) {
+    var b = ev.target.closest("[data-test]");
+    if (!b) return;
+    var form = document.getElementById(b.getAttribute("data-form"));
+    var out = document.getElementById("test-results");
+    var body = collect(form);
+    body.type = form.getAttribute("data-kind");
+    b.disabled = true;
+    out.hidden = false;
+    out.setAttribute("aria-busy", "true");
+    document.getElementById("test-summary").textContent = "Running from the chosen regions…";
+    document.querySelector("#test-results tbody").textContent = "";
+    api("POST", b.getAttribute("data-test"), body).then(function (res) {
+      b.disabled = false;
+      out.removeAttribute("aria-busy");
+      if (!res.ok) { showErrors(form, res); document.getElementById("test-summary").textContent = errorText(res); return; }
+      var d = res.data.data;
+      document.getElementById("test-summary").textContent = "Verdict: " + d.status + (d.error ? " — " + d.error : "");
+      var tbody = document.querySelector("#test-results tbody");
+      d.regions.forEach(function (r) {
+        var tr = document.createElement("tr");
+        tr.setAttribute("data-region", r.region);
+        cell(tr, r.region);
+        var st = document.createElement("td");
+        var span = document.createElement("span");
+        span.className = "status status-" + (r.is_ok ? "up" : r.is_ok === false ? "down" : "unknown");
+        span.textContent = r.status;
+        st.appendChild(span); tr.appendChild(st);
+        cell(tr, r.response_time == null ? null : r.response_time.toFixed(1) + " ms");
+        cell(tr, r.status_code);
+        cell(tr, [r.reason, r.error].filter(Boolean).join(": ") || null);
+        tbody.appendChild(tr);
+      });
+      out.setAttribute("data-done", "1");
     });
   });
 

@@ -1,0 +1,464 @@
+"""The console's create and edit forms for what is not a probe-checked monitor: notification
+channels and rules, maintenance windows, heartbeats (with their ping URL, pings and runs),
+status pages (sections, components, posts), and "test now" for the monitor form.
+
+The forms are built from the API's own body types (forms.struct_fields) and posted by the
+page's script to the REST API with the session and its CSRF token, so the API validates
+(its 422 details shown beside the fields), checks the role and writes the audit row; no
+second validator lives here. "Test now" runs the unsaved monitor from its regions with
+the API's on-demand run (engine/ondemand.run) and stores nothing of the monitor.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from aiohttp import web
+
+from probefleet.controller import keys
+from probefleet.controller.api import heartbeats as hb_api
+from probefleet.controller.api import maintenance as maintenance_api
+from probefleet.controller.api import monitors as monitors_api
+from probefleet.controller.api import notifications as notify_api
+from probefleet.controller.api.common import ok, read_json, require
+from probefleet.controller.api.errors import ApiError, not_found
+from probefleet.controller.api.status_pages import page_out
+from probefleet.controller.console import forms
+from probefleet.controller.console.pages import EDITORS, _monitor_id, _render, _secure, _session
+from probefleet.controller.engine import consensus, ondemand
+from probefleet.controller.monitors import config as monitors
+from probefleet.controller.monitors import heartbeat
+from probefleet.controller.notifications.notifiers import NOTIFIERS
+from probefleet.controller.status_pages import config as page_config
+from probefleet.controller.status_pages import posts as page_posts
+from probefleet.controller.storage import heartbeats as hb_store
+from probefleet.controller.storage import incidents as incident_store
+from probefleet.controller.storage import monitors as monitor_store
+from probefleet.controller.storage import notifications as notify_store
+from probefleet.controller.storage import status_pages as page_store
+from probefleet.controller.validation import ValidationError
+
+# ---- the forms' fields, from the API's body types ----------------------------------------
+
+
+def channel_fields() -> list[forms.Field]:
+    out = forms.struct_fields(
+        notify_api.ChannelBody,
+        labels={"config": "Settings (JSON; secrets show redacted and are kept unless changed)"},
+    )
+    kinds = tuple(sorted(NOTIFIERS))
+    return [forms.Field(f.name, f.label, "select", True, kinds) if f.name == "kind" else f for f in out]
+
+
+def rule_fields() -> list[forms.Field]:
+    return forms.struct_fields(
+        notify_api.RuleBody,
+        (
+            "name",
+            "channel_ids",
+            "events",
+            "monitor_ids",
+            "tags",
+            "min_severity",
+            "reminder_minutes",
+            "escalate_after_minutes",
+            "escalation_channel_ids",
+            "group_by",
+            "group_window_s",
+            "is_policy",
+            "is_enabled",
+        ),
+        labels={"channel_ids": "Channel ids", "monitor_ids": "Monitor ids (none: all)"},
+    )
+
+
+def window_fields() -> list[forms.Field]:
+    return forms.struct_fields(
+        maintenance_api.WindowBody,
+        labels={
+            "starts_at": "Starts at (one-off, e.g. 2026-12-24T22:00:00Z)",
+            "ends_at": "Ends at (one-off)",
+            "days": "Days (recurring: mon, tue, ...)",
+            "start_time": "Start time (recurring, local, e.g. 02:30)",
+            "duration": "Duration in seconds (recurring)",
+            "time_zone": "Time zone (IANA)",
+        },
+    )
+
+
+def heartbeat_fields() -> list[forms.Field]:
+    return [
+        *forms.struct_fields(monitors.MonitorCommon, ("name",)),
+        *forms.struct_fields(
+            heartbeat.HeartbeatSpec,
+            labels={
+                "run_interval": "Expected every (seconds)",
+                "grace_period": "Grace period (seconds)",
+                "cron": "Or a cron schedule",
+                "tz": "Cron time zone",
+            },
+        ),
+        *forms.struct_fields(monitors.MonitorCommon, ("tags", "project")),
+    ]
+
+
+PAGE_FIELDS = (
+    "name",
+    "slug",
+    "description",
+    "custom_domain",
+    "is_public",
+    "password",
+    "sections",
+    "theme",
+    "colors",
+    "footer_text",
+    "custom_css",
+    "show_response_times",
+)
+
+
+def page_fields() -> list[forms.Field]:
+    out = forms.struct_fields(
+        page_config.StatusPageInput,
+        PAGE_FIELDS,
+        long_text=frozenset({"description", "custom_css", "footer_text"}),
+        labels={
+            "sections": 'Sections and components (JSON: [{"name": "API", "monitors": [{"monitor_id": 1,'
+            ' "display_name": "Public API"}]}])',
+            "colors": 'Colours (JSON, e.g. {"accent": "#2f6fde"})',
+            "password": "Password (makes the page private; empty keeps the current one)",
+        },
+    )
+    return [forms.Field(f.name, f.label, "password") if f.name == "password" else f for f in out]
+
+
+POST_FIELDS = [
+    forms.Field("title", "Title", "text", True),
+    forms.Field("status", "Status", "select", True, page_config.INCIDENT_STATES),
+    forms.Field("message", "Message", "textarea", True),
+]
+UPDATE_FIELDS = POST_FIELDS[1:]
+
+
+def _values(fields: list[forms.Field], item: dict[str, Any]) -> list[tuple[forms.Field, str]]:
+    return [(f, forms.form_value(f, item.get(f.name, f.default))) for f in fields]
+
+
+def _form_page(
+    request: web.Request,
+    *,
+    title: str,
+    fields: list[forms.Field],
+    item: dict[str, Any],
+    action: str,
+    method: str,
+    done: str,
+    back: str,
+    extra: dict[str, Any] | None = None,
+    template: str = "edit.html",
+    show: str = "",
+) -> web.Response:
+    return _render(
+        request,
+        template,
+        {
+            "title": title,
+            "form": {
+                "fields": _values(fields, item),
+                "action": action,
+                "method": method,
+                "next": done,
+                "show": show,
+                "reload": False,
+                "button": "Save" if method == "PATCH" else "Create",
+            },
+            "back": back,
+            "item": item,
+            **(extra or {}),
+        },
+    )
+
+
+async def _editor(request: web.Request) -> web.Response | None:
+    """None for an editor or admin; the 403 page for anyone else."""
+    session = await _session(request)
+    if session["role"] not in EDITORS:
+        return _render(request, "forbidden.html", {}, 403)
+    return None
+
+
+def _missing(request: web.Request, what: str) -> web.Response:
+    return _render(request, "not_found.html", {"what": what}, 404)
+
+
+# ---- notification channels and rules ---------------------------------------------------------
+
+
+async def channel_form(request: web.Request) -> web.StreamResponse:
+    if (refused := await _editor(request)) is not None:
+        return refused
+    if "id" not in request.match_info:
+        return _form_page(
+            request,
+            title="New notification channel",
+            fields=channel_fields(),
+            item={"config": {}},
+            action="/api/v1/notification-channels",
+            method="POST",
+            done="/console/channels",
+            back="/console/channels",
+        )
+    row = await notify_store.get_channel(request.app[keys.POOL], _monitor_id(request))
+    if row is None:
+        return _missing(request, "notification channel")
+    channel = notify_api.public_channel(row)
+    return _form_page(
+        request,
+        title=f"Edit channel {channel['name']}",
+        fields=channel_fields(),
+        item=channel,
+        action=f"/api/v1/notification-channels/{channel['id']}",
+        method="PATCH",
+        done="/console/channels",
+        back="/console/channels",
+        extra={"test_url": f"/api/v1/notification-channels/{channel['id']}/test"},
+    )
+
+
+async def rule_form(request: web.Request) -> web.StreamResponse:
+    if (refused := await _editor(request)) is not None:
+        return refused
+    pool = request.app[keys.POOL]
+    channels = [notify_api.public_channel(r) for r in await notify_store.list_channels(pool, limit=500)]
+    extra = {"channels": [(c["id"], c["name"], c["kind"]) for c in channels]}
+    if "id" not in request.match_info:
+        return _form_page(
+            request,
+            title="New notification rule",
+            fields=rule_fields(),
+            item={},
+            action="/api/v1/notification-rules",
+            method="POST",
+            done="/console/rules",
+            back="/console/rules",
+            extra=extra,
+        )
+    row = await notify_store.get_rule(pool, _monitor_id(request))
+    if row is None:
+        return _missing(request, "notification rule")
+    rule = notify_api.public_rule(row)
+    return _form_page(
+        request,
+        title=f"Edit rule {rule['name'] or rule['id']}",
+        fields=rule_fields(),
+        item=rule,
+        action=f"/api/v1/notification-rules/{rule['id']}",
+        method="PATCH",
+        done="/console/rules",
+        back="/console/rules",
+        extra=extra,
+    )
+
+
+# ---- maintenance windows ---------------------------------------------------------------------
+
+
+async def window_form(request: web.Request) -> web.StreamResponse:
+    if (refused := await _editor(request)) is not None:
+        return refused
+    if "id" not in request.match_info:
+        return _form_page(
+            request,
+            title="New maintenance window",
+            fields=window_fields(),
+            item={},
+            action="/api/v1/maintenance-windows",
+            method="POST",
+            done="/console/maintenance",
+            back="/console/maintenance",
+        )
+    window_id = _monitor_id(request)
+    rows = [r for r in await incident_store.list_windows(request.app[keys.POOL]) if r["id"] == window_id]
+    if not rows:
+        return _missing(request, "maintenance window")
+    window = maintenance_api.public(rows[0])
+    return _form_page(
+        request,
+        title=f"Edit window {window['name']}",
+        fields=window_fields(),
+        item=window,
+        action=f"/api/v1/maintenance-windows/{window_id}",
+        method="PATCH",
+        done="/console/maintenance",
+        back="/console/maintenance",
+    )
+
+
+# ---- heartbeats ------------------------------------------------------------------------------
+
+
+async def heartbeat_form(request: web.Request) -> web.StreamResponse:
+    if (refused := await _editor(request)) is not None:
+        return refused
+    if "id" not in request.match_info:
+        return _form_page(
+            request,
+            title="New heartbeat",
+            fields=heartbeat_fields(),
+            item={},
+            action="/api/v1/heartbeats",
+            method="POST",
+            done="/console/heartbeats/{id}",
+            back="/console/heartbeats",
+            show="ping_url",
+        )
+    row = await hb_store.get(request.app[keys.POOL], _monitor_id(request))
+    if row is None:
+        return _missing(request, "heartbeat")
+    hb = hb_api.public(row, request)
+    return _form_page(
+        request,
+        title=f"Edit heartbeat {hb['name']}",
+        fields=heartbeat_fields(),
+        item={**hb, "project": row.get("project")},
+        action=f"/api/v1/heartbeats/{hb['id']}",
+        method="PATCH",
+        done=f"/console/heartbeats/{hb['id']}",
+        back=f"/console/heartbeats/{hb['id']}",
+    )
+
+
+async def heartbeat_page(request: web.Request) -> web.StreamResponse:
+    session = await _session(request)
+    pool = request.app[keys.POOL]
+    row = await hb_store.get(pool, _monitor_id(request))
+    if row is None:
+        return _missing(request, "heartbeat")
+    pings = await hb_store.pings(pool, row["id"], before=None, limit=50)
+    runs = sorted((row.get("runs") or {}).items())
+    return _render(
+        request,
+        "heartbeat.html",
+        {
+            "hb": hb_api.public(row, request),
+            "ping_base": f"{request.url.origin()}/api/v1/heartbeat/",
+            "pings": [{k: v for k, v in p.items() if k != "body"} for p in pings],
+            "runs": runs,
+            "editable": session["role"] in EDITORS,
+        },
+    )
+
+
+# ---- status pages ----------------------------------------------------------------------------
+
+
+def _page_item(page: dict[str, Any], comps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The page as its form shows it: sections as the API takes them back (no component ids)."""
+    out = page_out(page, comps)
+    out["sections"] = [
+        {
+            "name": s["name"],
+            "monitors": [{k: v for k, v in c.items() if k != "component_id"} for c in s["monitors"]],
+        }
+        for s in out["sections"]
+    ]
+    out.pop("password", None)
+    return out
+
+
+async def status_page_form(request: web.Request) -> web.StreamResponse:
+    if (refused := await _editor(request)) is not None:
+        return refused
+    if "id" not in request.match_info:
+        return _form_page(
+            request,
+            title="New status page",
+            fields=page_fields(),
+            item={"is_public": True},
+            action="/api/v1/status-pages",
+            method="POST",
+            done="/console/status-pages/{id}/edit",
+            back="/console/status-pages",
+        )
+    pool = request.app[keys.POOL]
+    page = await page_store.get_page(pool, _monitor_id(request))
+    if page is None:
+        return _missing(request, "status page")
+    item = _page_item(page, await page_store.components(pool, [page["id"]]))
+    posts = [page_posts.post_out(p) for p in await page_store.posts(pool, page["id"], limit=20)]
+    return _form_page(
+        request,
+        title=f"Edit status page {page['name']}",
+        fields=page_fields(),
+        item=item,
+        action=f"/api/v1/status-pages/{page['id']}",
+        method="PATCH",
+        done=f"/console/status-pages/{page['id']}/edit",
+        back="/console/status-pages",
+        template="status_page_form.html",
+        extra={
+            "posts": posts,
+            "post_fields": _values(POST_FIELDS, {"status": "investigating"}),
+            "update_fields": _values(UPDATE_FIELDS, {"status": "monitoring"}),
+            "public_url": item["url"],
+        },
+    )
+
+
+# ---- "test now" on the monitor form --------------------------------------------------------
+
+
+async def test_monitor(request: web.Request) -> web.StreamResponse:
+    """POST /console/monitors/test[?id=N]: the form's fields (for an edit, merged into the
+    stored monitor as PATCH would) run once from their regions; nothing is saved. The API's
+    field errors come back as a 422 like a save would."""
+    await require(request, "monitors:write")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationError({"body": "must be a JSON object"})
+    regions = request.app[keys.REGIONS].ids()
+    raw_id = request.query.get("id")
+    if raw_id:
+        row = await monitor_store.get(request.app[keys.POOL], int(raw_id)) if raw_id.isdigit() else None
+        if row is None:
+            raise not_found("monitor")
+        body = {k: v for k, v in body.items() if k != "type"}
+        cfg = monitors_api.merged_config(row, body, regions=regions)
+    else:
+        cfg = monitors.parse(body, regions)
+    if cfg.spec is None:
+        raise ApiError(409, "conflict", "a heartbeat monitor is checked by its pings, not by probes")
+    result = await ondemand.run(
+        request.app[keys.NC],
+        request.app[keys.FLEET],
+        monitor_id=0,
+        spec=cfg.spec,
+        check_timeout=float(cfg.timeout_s),
+        locations=list(cfg.locations),
+        rule=consensus.Rule(mode=cast(consensus.Mode, cfg.consensus), quorum=cfg.quorum),
+        grace=request.app[keys.CONFIG].round_grace,
+    )
+    return _secure(ok(result))
+
+
+def routes() -> list[web.RouteDef]:
+    """The forms' routes (listed in api/routes.py before pages.routes())."""
+    return [
+        web.post("/console/monitors/test", test_monitor),
+        web.get("/console/channels/new", channel_form),
+        web.get("/console/channels/{id}/edit", channel_form),
+        web.get("/console/rules/new", rule_form),
+        web.get("/console/rules/{id}/edit", rule_form),
+        web.get("/console/maintenance/new", window_form),
+        web.get("/console/maintenance/{id}/edit", window_form),
+        web.get("/console/heartbeats/new", heartbeat_form),
+        web.get("/console/heartbeats/{id}", heartbeat_page),
+        web.get("/console/heartbeats/{id}/edit", heartbeat_form),
+        web.get("/console/status-pages/new", status_page_form),
+        web.get("/console/status-pages/{id}/edit", status_page_form),
+    ]
+
+
+PATHS = frozenset(re.sub(r"\{(\w+):[^}]*\}", r"{\1}", d.path) for d in routes())

@@ -1,0 +1,377 @@
+"""The console's create and edit forms against the real controller: each form is built from
+the API's body type, posted by the page as JSON with the session and its CSRF token, the
+API's 422 details name fields the form shows, the edit form holds the stored values, a
+viewer gets no form and a 403 from the API, a missing CSRF token is a 403, every change is
+in the audit log, and markup in names is shown as text. "Test now" runs an unsaved
+monitor from real probes."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import markupsafe
+import pytest
+from aiohttp import web
+
+from probefleet.controller import keys
+from probefleet.controller.storage import users as user_store
+from probefleet.probe.agent import Agent
+from tests.controller.conftest import Running
+from tests.controller.console.conftest import Browser
+from tests.fleet import start_probes, stop_probes
+from tests.helpers import eventually
+
+Make = Callable[[str, str], Awaitable[Browser]]
+XSS = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+
+
+@dataclass(frozen=True)
+class Kind:
+    list_path: str
+    new_path: str
+    api: str  # the collection the form posts to
+    edit_path: str  # with {id}
+    valid: dict[str, Any]
+    invalid: dict[str, Any]
+    bad_field: str  # the form field the invalid body's error is shown beside
+    rename: dict[str, Any]
+
+
+KINDS = {
+    "channel": Kind(
+        "/console/channels",
+        "/console/channels/new",
+        "/api/v1/notification-channels",
+        "/console/channels/{id}/edit",
+        {"name": XSS, "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook?token=s3cret"}},
+        {"name": "hook", "kind": "webhook", "config": {"url": "not a url"}},
+        "config",
+        {"name": "renamed <b>"},
+    ),
+    "rule": Kind(
+        "/console/rules",
+        "/console/rules/new",
+        "/api/v1/notification-rules",
+        "/console/rules/{id}/edit",
+        {"name": XSS, "channel_ids": ["CHANNEL"], "tags": ["web"]},
+        {"name": "no channels", "channel_ids": []},
+        "channel_ids",
+        {"name": "renamed <b>"},
+    ),
+    "maintenance": Kind(
+        "/console/maintenance",
+        "/console/maintenance/new",
+        "/api/v1/maintenance-windows",
+        "/console/maintenance/{id}/edit",
+        {"name": XSS, "tags": ["web"], "days": ["mon"], "start_time": "02:30", "duration": 3600},
+        {"name": "w", "tags": ["web"], "days": ["mon"], "start_time": "25:99", "duration": 3600},
+        "start_time",
+        {"name": "renamed <b>"},
+    ),
+    "heartbeat": Kind(
+        "/console/heartbeats",
+        "/console/heartbeats/new",
+        "/api/v1/heartbeats",
+        "/console/heartbeats/{id}/edit",
+        {"name": XSS, "run_interval": 3600, "grace_period": 300, "tags": ["batch"]},
+        {"name": "h", "run_interval": 0},
+        "run_interval",
+        {"name": "renamed <b>"},
+    ),
+    "status page": Kind(
+        "/console/status-pages",
+        "/console/status-pages/new",
+        "/api/v1/status-pages",
+        "/console/status-pages/{id}/edit",
+        {"name": XSS, "slug": "xss-page", "is_public": True, "sections": [{"name": "API", "monitors": []}]},
+        {"name": "p", "slug": "Bad Slug!"},
+        "slug",
+        {"name": "renamed <b>"},
+    ),
+}
+
+
+def _fields(page: str) -> set[str]:
+    return set(re.findall(r'class="field" data-field="([^"]+)"', page))
+
+
+def _field_of(path: str) -> str:
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+def _no_markup(text: str) -> None:
+    assert "<script>alert" not in text and "<img src=x" not in text
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+async def test_a_form_creates_validates_edits_and_refuses_viewers(
+    controller: Running, api: aiohttp.ClientSession, users: Make, name: str
+) -> None:
+    kind = KINDS[name]
+    valid = dict(kind.valid)
+    if valid.get("channel_ids") == ["CHANNEL"]:
+        r = await api.post(
+            "/api/v1/notification-channels",
+            json={"name": "c", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/"}},
+        )
+        valid["channel_ids"] = [(await r.json())["data"]["id"]]
+    editor = await users("ed", "editor")
+    viewer = await users("vi", "viewer")
+    csrf = {"X-CSRF-Token": editor.csrf}
+
+    # The new form posts to the API; every field of the bodies below is on it.
+    r = await editor.http.get(kind.new_path)
+    form = await r.text()
+    assert r.status == 200, form[:2000]
+    assert f'data-method="POST" data-action="{kind.api}"' in form
+    fields = _fields(form)
+    assert set(valid) <= fields and set(kind.invalid) <= fields, (fields, valid)
+    listed = await (await editor.http.get(kind.list_path)).text()
+    assert f'href="{kind.new_path}"' in listed
+
+    # The API's field error names a field of the form (shown beside it by the page).
+    r = await editor.http.post(kind.api, json=kind.invalid, headers=csrf)
+    body = await r.json()
+    assert r.status == 422, body
+    assert {_field_of(p) for p in body["error"]["details"]} == {kind.bad_field}, body
+    assert kind.bad_field in fields
+
+    # Created, then its edit form holds the stored values, escaped.
+    r = await editor.http.post(kind.api, json=valid, headers=csrf)
+    created = (await r.json())["data"]
+    assert r.status == 201, created
+    edit_path = kind.edit_path.replace("{id}", str(created["id"]))
+    r = await editor.http.get(edit_path)
+    edit = await r.text()
+    assert r.status == 200, edit[:2000]
+    assert f'data-method="PATCH" data-action="{kind.api}/{created["id"]}"' in edit
+    _no_markup(edit)
+    assert f'value="{markupsafe.escape(XSS)}"' in edit
+    assert "s3cret" not in edit
+    listed = await (await editor.http.get(kind.list_path)).text()
+    _no_markup(listed)
+    assert html.escape(XSS, quote=False) in listed.replace("&#34;", '"') and f'href="{edit_path}"' in listed
+
+    # The change the edit form sends.
+    r = await editor.http.patch(f"{kind.api}/{created['id']}", json=kind.rename, headers=csrf)
+    assert r.status == 200, await r.text()
+    edit = await (await editor.http.get(edit_path)).text()
+    assert 'value="renamed &lt;b&gt;"' in edit
+
+    # Without the CSRF token, and for a viewer: 403, and no form or edit link for a viewer.
+    r = await editor.http.patch(f"{kind.api}/{created['id']}", json={"name": "x"})
+    assert r.status == 403 and (await r.json())["error"]["code"] == "csrf_failed"
+    r = await viewer.http.post(kind.api, json=valid, headers={"X-CSRF-Token": viewer.csrf})
+    assert r.status == 403
+    r = await viewer.http.patch(
+        f"{kind.api}/{created['id']}", json={"name": "x"}, headers={"X-CSRF-Token": viewer.csrf}
+    )
+    assert r.status == 403
+    for path in (kind.new_path, edit_path):
+        r = await viewer.http.get(path)
+        assert r.status == 403 and "data-action" not in await r.text(), path
+    listed = await (await viewer.http.get(kind.list_path)).text()
+    assert "renamed" in listed and kind.new_path not in listed and edit_path not in listed
+
+    # Both changes are in the audit log under the editor's name; the refused ones are not.
+    rows = await user_store.audit_page(controller.app[keys.POOL], actor="user:ed")
+    assert [(x["method"], x["path"], x["status"]) for x in reversed(rows)] == [
+        ("POST", kind.api, 201),
+        ("PATCH", f"{kind.api}/{created['id']}", 200),
+    ]
+
+
+async def test_a_missing_item_is_a_404_page(users: Make) -> None:
+    editor = await users("ed", "editor")
+    for path in (
+        "/console/channels/99/edit",
+        "/console/rules/99/edit",
+        "/console/maintenance/99/edit",
+        "/console/heartbeats/99",
+        "/console/heartbeats/99/edit",
+        "/console/status-pages/99/edit",
+    ):
+        assert (await editor.http.get(path)).status == 404, path
+
+
+async def test_a_channel_page_sends_a_test(api: aiohttp.ClientSession, users: Make) -> None:
+    got: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.text())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        r = await api.post(
+            "/api/v1/notification-channels", json={"name": "h", "kind": "webhook", "config": {"url": url}}
+        )
+        cid = (await r.json())["data"]["id"]
+        editor = await users("ed", "editor")
+        page = await (await editor.http.get(f"/console/channels/{cid}/edit")).text()
+        button = f'data-api="POST /api/v1/notification-channels/{cid}/test"'
+        assert button in page
+        r = await editor.http.post(
+            f"/api/v1/notification-channels/{cid}/test", headers={"X-CSRF-Token": editor.csrf}
+        )
+        assert r.status == 200 and (await r.json())["data"]["delivered"] is True
+        assert len(got) == 1
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_heartbeat_page_shows_its_ping_url_pings_and_runs(controller: Running, users: Make) -> None:
+    editor = await users("ed", "editor")
+    viewer = await users("vi", "viewer")
+    r = await editor.http.post(
+        "/api/v1/heartbeats",
+        json={"name": "nightly", "run_interval": 3600},
+        headers={"X-CSRF-Token": editor.csrf},
+    )
+    hb = (await r.json())["data"]
+    assert r.status == 201 and hb["ping_url"].startswith(controller.base)
+    async with aiohttp.ClientSession() as anon:
+        assert (await anon.get(hb["ping_url"] + "/start?rid=run-1")).status == 200
+        assert (await anon.get(hb["ping_url"] + "/start?rid=run-2")).status == 200
+        assert (await anon.get(hb["ping_url"] + "?rid=run-1")).status == 200
+    page = await (await editor.http.get(f"/console/heartbeats/{hb['id']}")).text()
+    _no_markup(page)
+    assert f"{controller.base}/api/v1/heartbeat/" in page and hb["token"] not in page
+    assert f'data-api="POST /api/v1/heartbeats/{hb["id"]}/token" data-show="ping_url"' in page
+    assert page.count("<td>start</td>") == 2 and page.count("<td>success</td>") == 1
+    # run-2 is still open (in the runs and the pings), run-1 ended (twice in the pings).
+    assert page.count("<td>run-2</td>") == 2 and page.count("<td>run-1</td>") == 2
+    assert f'href="/console/heartbeats/{hb["id"]}/edit"' in page
+    seen = await (await viewer.http.get(f"/console/heartbeats/{hb['id']}")).text()
+    assert "nightly" in seen and "data-api=" not in seen and "/edit" not in seen
+    listed = await (await editor.http.get("/console/heartbeats")).text()
+    assert f'<a href="/console/heartbeats/{hb["id"]}">nightly</a>' in listed
+
+
+async def test_a_status_page_form_edits_sections_and_posts(api: aiohttp.ClientSession, users: Make) -> None:
+    r = await api.post(
+        "/api/v1/monitors",
+        json={"name": "web", "type": "http", "url": "http://127.0.0.1:9/", "check_interval": 3600},
+    )
+    mid = (await r.json())["data"]["id"]
+    editor = await users("ed", "editor")
+    csrf = {"X-CSRF-Token": editor.csrf}
+    sections = [{"name": "Site", "monitors": [{"monitor_id": mid, "display_name": "Web <i>site</i>"}]}]
+    r = await editor.http.post(
+        "/api/v1/status-pages", json={"name": "Acme", "slug": "acme", "sections": sections}, headers=csrf
+    )
+    page_id = (await r.json())["data"]["id"]
+    r = await editor.http.post(
+        f"/api/v1/status-pages/{page_id}/posts",
+        json={"title": XSS, "status": "investigating", "message": "looking <u>into</u> it"},
+        headers=csrf,
+    )
+    post = (await r.json())["data"]
+    assert r.status == 201, post
+    form = await (await editor.http.get(f"/console/status-pages/{page_id}/edit")).text()
+    _no_markup(form)
+    # The sections as the API takes them back (no component ids), escaped in the textarea.
+    assert markupsafe.escape('"display_name":"Web <i>site</i>"') in form and "component_id" not in form
+    assert f'data-action="/api/v1/status-pages/{page_id}/posts"' in form
+    assert f'data-action="/api/v1/status-pages/{page_id}/posts/{post["id"]}/updates"' in form
+    assert "looking &lt;u&gt;into&lt;/u&gt; it" in form
+    # The sections textarea's value sent back unchanged is accepted; a bad one is a field error.
+    r = await editor.http.patch(f"/api/v1/status-pages/{page_id}", json={"sections": sections}, headers=csrf)
+    assert r.status == 200, await r.text()
+    bad = [{"name": "Site", "monitors": [{"monitor_id": 999999}]}]
+    r = await editor.http.patch(f"/api/v1/status-pages/{page_id}", json={"sections": bad}, headers=csrf)
+    assert r.status == 422 and {_field_of(p) for p in (await r.json())["error"]["details"]} == {"sections"}
+    r = await editor.http.post(
+        f"/api/v1/status-pages/{page_id}/posts/{post['id']}/updates",
+        json={"status": "resolved", "message": "fixed"},
+        headers=csrf,
+    )
+    assert r.status == 201
+    form = await (await editor.http.get(f"/console/status-pages/{page_id}/edit")).text()
+    assert f"/posts/{post['id']}/updates" not in form and "fixed" in form  # resolved: no update form
+
+
+# ---- "test now" ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[str]:
+    """200 for us-east's probe (127.0.0.11), 503 for everyone else."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(status=200 if request.remote == "127.0.0.11" else 503)
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def probes(controller: Running, nats_url: str) -> AsyncIterator[list[Agent]]:
+    agents = await start_probes(nats_url, ["us-east", "eu-west"])
+    await eventually(
+        lambda: all(controller.app[keys.FLEET].live_regions().get(r, 0) >= 1 for r in ("us-east", "eu-west")),
+        timeout=10,
+        what="heartbeats of both probes",
+    )
+    yield agents
+    await stop_probes(agents)
+
+
+async def test_test_now_runs_the_unsaved_form_from_its_regions(
+    controller: Running, api: aiohttp.ClientSession, users: Make, target: str, probes: list[Agent]
+) -> None:
+    editor = await users("ed", "editor")
+    csrf = {"X-CSRF-Token": editor.csrf}
+    form = await (await editor.http.get("/console/monitors/new?type=http")).text()
+    assert 'data-test="/console/monitors/test"' in form and 'id="test-results"' in form
+    body = {
+        "name": "t",
+        "type": "http",
+        "url": target,
+        "locations": ["us-east", "eu-west", "ap-south"],
+        "timeout": 2,
+    }
+    r = await editor.http.post("/console/monitors/test", json=body, headers=csrf)
+    run = (await r.json())["data"]
+    assert r.status == 200, run
+    by = {x["region"]: x for x in run["regions"]}
+    assert by["us-east"]["status"] == "ok" and by["us-east"]["status_code"] == 200
+    assert by["eu-west"]["status"] == "fail" and by["eu-west"]["status_code"] == 503
+    assert by["ap-south"]["status"] == "unavailable"
+    # Nothing was saved.
+    assert (await (await api.get("/api/v1/monitors")).json())["data"] == []
+    # The API's field errors, as a save would give them.
+    r = await editor.http.post("/console/monitors/test", json={**body, "url": "ftp://x"}, headers=csrf)
+    assert r.status == 422 and "url" in (await r.json())["error"]["details"]
+    # An edit runs the stored monitor with the form's changes merged in.
+    r = await api.post(
+        "/api/v1/monitors", json={**body, "url": "http://127.0.0.1:9/", "check_interval": 3600}
+    )
+    mid = (await r.json())["data"]["id"]
+    edit = await (await editor.http.get(f"/console/monitors/{mid}/edit")).text()
+    assert f'data-test="/console/monitors/test?id={mid}"' in edit
+    r = await editor.http.post(
+        f"/console/monitors/test?id={mid}", json={"url": target, "locations": ["us-east"]}, headers=csrf
+    )
+    run = (await r.json())["data"]
+    assert r.status == 200 and [x["status"] for x in run["regions"]] == ["ok"], run
+    # A viewer, and a request without the token, get 403.
+    viewer = await users("vi", "viewer")
+    r = await viewer.http.post("/console/monitors/test", json=body, headers={"X-CSRF-Token": viewer.csrf})
+    assert r.status == 403
+    assert (await editor.http.post("/console/monitors/test", json=body)).status == 403
