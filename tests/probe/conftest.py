@@ -11,9 +11,10 @@ import pytest
 import trustme
 from aiohttp import web
 
-from probefleet.probe.checkers import dns, http
+from probefleet.probe.checkers import base, dns, http
 
 ServeTls = Callable[..., Awaitable[int]]
+RecordPeers = Callable[[int], Awaitable[tuple[int, list[str]]]]
 
 
 async def _index(request: web.Request) -> web.Response:
@@ -140,3 +141,34 @@ async def serve_tls() -> AsyncIterator[ServeTls]:
     yield serve
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def record_peers() -> AsyncIterator[RecordPeers]:
+    """`await record_peers(port)`: a TCP relay on loopback in front of the server on `port`
+    that notes each client's address as a server sees it, for the kinds whose test server
+    cannot tell (TLS, SSH, SMTP, MQTT); returns the relay's port and the addresses."""
+    servers: list[asyncio.Server] = []
+    relays: set[asyncio.Task[None]] = set()
+
+    async def start(port: int) -> tuple[int, list[str]]:
+        peers: list[str] = []
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            relays.add(task)  # type: ignore[arg-type]
+            peers.append(writer.get_extra_info("peername")[0])
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.gather(base.pipe(reader, upstream_writer), base.pipe(upstream_reader, writer))
+
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1]), peers
+
+    yield start
+    for server in servers:
+        server.close()
+    for task in relays:
+        task.cancel()
+    await asyncio.gather(*relays, return_exceptions=True)

@@ -364,3 +364,10 @@ async def test_the_agent_runs_a_flow_job_and_its_result_crosses_the_wire(
     assert again.reason == Reason.HEADER_MISMATCH
     assert [s["result"] for s in again.details["steps"]] == ["ok", "ok", "fail", "skipped", "skipped"]  # type: ignore[union-attr]
     assert SECRET not in repr(again)
+
+
+async def test_it_calls_from_the_probe_source_address(http_target: str) -> None:
+    """The loopback target's /echo answers the client address it saw as `peer`."""
+    step = FlowStep(url=f"{http_target}/echo", json_assertions=[Assertion(path="$.peer", value="127.0.0.12")])
+    out = await api_flow.check(ApiFlowSpec(steps=[step]), timeout=5.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out

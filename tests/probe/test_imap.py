@@ -23,7 +23,8 @@ async def imap_session(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: ssl.SSLContext | None
 ) -> None:
     caps = "IMAP4rev1 LOGINDISABLED" + (" STARTTLS" if ctx else "")
-    writer.write(b"* OK [CAPABILITY IMAP4rev1] Probe IMAP ready\r\n")
+    peer = writer.get_extra_info("peername")[0]
+    writer.write(f"* OK [CAPABILITY IMAP4rev1] Probe IMAP ready for {peer}\r\n".encode())
     while line := await reader.readline():
         tag, _, command = line.decode().strip().partition(" ")
         if command.upper() == "CAPABILITY":
@@ -132,3 +133,11 @@ async def test_silence_is_a_timeout() -> None:
     out = await run(ImapSpec(host="127.0.0.1", port=port), budget=0.3)
     server.close()
     assert out.reason == Reason.TIMEOUT
+
+
+async def test_it_connects_from_the_probe_source_address(serve_imap: Serve) -> None:
+    """The test server's greeting names the client's address as it saw it."""
+    port = await serve_imap(days=None)
+    spec = ImapSpec(host="127.0.0.1", port=port, expected_banner="ready for 127.0.0.12")
+    out = await CHECKERS["imap"](spec, timeout=3.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out

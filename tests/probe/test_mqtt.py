@@ -11,6 +11,7 @@ from amqtt.broker import Broker
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import MqttSpec, Reason, Status
 
+from .conftest import RecordPeers
 from .test_redis import free_port
 
 PASSWORD = "mqtt-test-pass"
@@ -63,3 +64,11 @@ async def test_a_wrong_password_is_auth_failed(broker_port: int) -> None:
 async def test_nothing_listening_is_connection_refused() -> None:
     out = await run(MqttSpec(host="127.0.0.1", port=9))
     assert out.reason == Reason.CONNECTION_REFUSED, out
+
+
+async def test_it_connects_from_the_probe_source_address(broker_port: int, record_peers: RecordPeers) -> None:
+    port, peers = await record_peers(broker_port)
+    spec = MqttSpec(host="127.0.0.1", port=port, username="probe", password=PASSWORD)
+    out = await CHECKERS["mqtt"](spec, timeout=3.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out
+    assert peers == ["127.0.0.12"]

@@ -17,7 +17,8 @@ async def pop3_session(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: ssl.SSLContext | None
 ) -> None:
     caps = ["USER", "UIDL"] + (["STLS"] if ctx else [])
-    writer.write(b"+OK Probe POP3 ready\r\n")
+    peer = writer.get_extra_info("peername")[0]
+    writer.write(f"+OK Probe POP3 ready for {peer}\r\n".encode())
     while line := await reader.readline():
         command = line.decode().strip().upper()
         if command == "CAPA":
@@ -67,3 +68,11 @@ async def test_no_stls_offered(serve_pop3: Serve, ca_pem: str) -> None:
 async def test_nothing_listening_is_connection_refused() -> None:
     out = await run(Pop3Spec(host="127.0.0.1", port=9))
     assert out.reason == Reason.CONNECTION_REFUSED
+
+
+async def test_it_connects_from_the_probe_source_address(serve_pop3: Serve) -> None:
+    """The test server's greeting names the client's address as it saw it."""
+    port = await serve_pop3(days=None)
+    spec = Pop3Spec(host="127.0.0.1", port=port, expected_banner="ready for 127.0.0.12")
+    out = await CHECKERS["pop3"](spec, timeout=3.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out

@@ -16,7 +16,7 @@ from aiosmtpd.smtp import SMTP
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import Reason, SmtpSpec, Status
 
-from .conftest import leaf
+from .conftest import RecordPeers, leaf
 
 ServeSmtp = Callable[..., Awaitable[int]]
 
@@ -117,3 +117,14 @@ async def test_probefleet_probe_check_runs_it_from_a_spec_file(serve_smtp: Serve
     stdout, _ = await proc.communicate()
     assert proc.returncode == 0, stdout
     assert json.loads(stdout)["details"]["banner"].startswith("mx.test")
+
+
+async def test_it_connects_from_the_probe_source_address(
+    serve_smtp: ServeSmtp, record_peers: RecordPeers
+) -> None:
+    port, peers = await record_peers(await serve_smtp(days=None))
+    out = await CHECKERS["smtp"](
+        SmtpSpec(host="127.0.0.1", port=port), timeout=3.0, source_address="127.0.0.12"
+    )
+    assert out.status == Status.OK, out
+    assert peers == ["127.0.0.12"]

@@ -12,6 +12,8 @@ from probefleet.probe.checkers import CHECKERS
 from probefleet.probe.checkers.ssh import _asyncssh
 from probefleet.shared.wire import Reason, SshSpec, Status
 
+from .conftest import RecordPeers
+
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="DSA is deprecated")
     asyncssh = _asyncssh()
@@ -78,3 +80,15 @@ def test_a_kind_whose_library_is_missing_is_not_announced(monkeypatch: pytest.Mo
     assert "ssh" in checkers.capabilities()
     monkeypatch.setitem(checkers.REQUIRES, "ssh", ("probefleet_no_such_library",))
     assert "ssh" not in checkers.capabilities() and "http" in checkers.capabilities()
+
+
+async def test_it_connects_from_the_probe_source_address(
+    ssh_server: tuple[int, str, Any], record_peers: RecordPeers
+) -> None:
+    """Both connections (the banner, then the key exchange) leave from the address."""
+    port, peers = await record_peers(ssh_server[0])
+    out = await CHECKERS["ssh"](
+        SshSpec(host="127.0.0.1", port=port), timeout=3.0, source_address="127.0.0.12"
+    )
+    assert out.status == Status.OK, out
+    assert len(peers) == 2 and set(peers) == {"127.0.0.12"}

@@ -10,7 +10,7 @@ from probefleet.probe import x509
 from probefleet.probe.checkers import tls
 from probefleet.shared.wire import Reason, Status, TlsSpec
 
-from .conftest import ServeTls, leaf
+from .conftest import RecordPeers, ServeTls, leaf
 
 
 async def run(spec: TlsSpec) -> tls.Outcome:
@@ -173,3 +173,13 @@ def test_a_certificate_message_is_read_within_its_bounds(
 ) -> None:
     message = _message(certs, tls13=tls13)
     assert x509.certificate_list(message[: len(message) - cut], tls13=tls13) == expected
+
+
+async def test_it_connects_from_the_probe_source_address(
+    ca: trustme.CA, ca_pem: str, serve_tls: ServeTls, record_peers: RecordPeers
+) -> None:
+    port, peers = await record_peers(await serve_tls(leaf(ca)))
+    spec = TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem)
+    out = await tls.check(spec, timeout=2.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out
+    assert peers and set(peers) == {"127.0.0.12"}

@@ -25,6 +25,14 @@ async def _echo(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _whoami(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.send_str(f"you are {request.remote}")
+    await ws.close()
+    return ws
+
+
 async def _silent(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
@@ -51,6 +59,7 @@ async def ws_base() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/echo", _echo)
     app.router.add_get("/silent", _silent)
+    app.router.add_get("/whoami", _whoami)
     app.router.add_get("/closing", _closing)
     app.router.add_get("/guarded", _guarded)
     runner, port = await start_app(app)
@@ -133,3 +142,9 @@ def test_the_api_checks_the_url_and_redacts_secret_headers() -> None:
 async def test_a_slow_first_message_is_degraded(ws_base: str) -> None:
     out = await run(WebsocketSpec(url=f"{ws_base}/echo", expect="welcome", degraded_ms=0.001))
     assert out.status == Status.DEGRADED and out.reason == Reason.SLOW_RESPONSE
+
+
+async def test_it_connects_from_the_probe_source_address(ws_base: str) -> None:
+    spec = WebsocketSpec(url=f"{ws_base}/whoami", expect="you are 127.0.0.12")
+    out = await CHECKERS["websocket"](spec, timeout=2.0, source_address="127.0.0.12")
+    assert out.status == Status.OK, out
