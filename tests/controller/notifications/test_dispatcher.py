@@ -870,6 +870,66 @@ async def test_the_recoveries_of_a_grouped_outage_make_one_grouped_recovery_whoe
         await other.stop()
 
 
+async def test_a_keyed_channel_gets_one_alert_for_a_group_and_each_resolve_by_itself(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    """PagerDuty beside a webhook, one grouping rule: the group's outage is one PagerDuty
+    incident (the leader's key); the recoveries are one grouped notice at the webhook, but
+    PagerDuty gets each resolve, so the leader's closes the alert it opened."""
+    pd = PagerDutyDedup()
+    url = await pd.start()
+    try:
+        row = await store.insert_channel(
+            pool,
+            {
+                "kind": "pagerduty",
+                "name": "pd",
+                "is_enabled": True,
+                "config": {
+                    "kind": "pagerduty",
+                    "routing_key": "R0UT1NGKEY0123456789abcdefABCDEF",
+                    "events_url": url,
+                },
+                "reminder_minutes": None,
+            },
+        )
+        await rule(
+            pool,
+            [row["id"], await channel(pool, hook.url)],
+            events=["incident.opened", "incident.resolved"],
+            group_by=["parent"],
+            group_window_s=60,
+        )
+        parent, first = await family(pool, parent_retries=0)
+        children = [first]
+        for i in range(4):
+            child = await monitor(pool, f"shop-{i}")
+            await pool.execute("UPDATE monitors SET parent_id = $2 WHERE id = $1", child["id"], parent)
+            children.append(child["id"])
+        d = dispatcher(pool, session)
+        await round_(pool, parent, "up", seconds(0))
+        for i, child in enumerate(children):
+            await round_(pool, child, "down", seconds(1 + i))
+        await round_(pool, parent, "up", seconds(10))
+        while await d.step(seconds(62)):
+            pass
+        assert len(pd.incidents) == 1 and len(pd.open) == 1
+        for i, child in enumerate(children):
+            await round_(pool, child, "up", seconds(100 + i))
+            while await d.step(seconds(100 + i)):
+                pass
+        assert pd.open == {} and len(pd.incidents) == 1
+        assert [a for a, _ in pd.actions] == ["trigger"] + ["resolve"] * 5
+        while await d.step(seconds(170)):
+            pass
+        opened, recovered = hook.bodies()
+        assert opened["group"]["count"] == 5 and recovered["group"]["count"] == 5
+        assert recovered["event"] == "incident.resolved"
+    finally:
+        assert pd.runner is not None
+        await pd.runner.cleanup()
+
+
 async def test_a_recovery_goes_alone_when_its_outage_went_out_alone(
     pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
 ) -> None:
