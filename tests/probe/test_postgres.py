@@ -83,8 +83,11 @@ def loopback_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Post
     shutil.rmtree(folder, ignore_errors=True)
 
 
-async def test_it_connects_from_the_probe_source_address(loopback_postgres: PostgresServer) -> None:
-    spec = _spec(loopback_postgres, query="SELECT host(inet_client_addr())", expected_value="127.0.0.12")
+@pytest.mark.parametrize("tls", ["disable", "prefer"])
+async def test_it_connects_from_the_probe_source_address(loopback_postgres: PostgresServer, tls: str) -> None:
+    """prefer: the STARTTLS request goes first on its own connection, bound too."""
+    query = "SELECT host(inet_client_addr())"
+    spec = _spec(loopback_postgres, query=query, expected_value="127.0.0.12", tls=tls)
     out = await CHECKERS["postgres"](spec, timeout=5.0, source_address="127.0.0.12")
     assert out.status == Status.OK, out
     assert out.details["value"] == "127.0.0.12"
