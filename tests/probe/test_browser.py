@@ -156,6 +156,10 @@ async def test_it_browses_from_the_probe_source_address(site: str) -> None:
         source_address="127.0.0.12",
     )
     assert refused.reason == Reason.CONNECTION_REFUSED, refused
+    unbound = await CHECKERS["browser"](
+        BrowserSpec(steps=steps, screenshot_on_failure=False), timeout=20.0, source_address="192.0.2.1"
+    )
+    assert unbound.reason == Reason.NETWORK_UNREACHABLE, unbound
 
 
 async def test_a_page_over_the_memory_cap_is_stopped(site: str) -> None:
