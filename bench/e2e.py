@@ -9,7 +9,16 @@ and the memory (RSS and PSS) of them all. `--fsync both` runs with PostgreSQL du
 not, one after the other; `--nats both` runs with NATS plain (no TLS, no authentication)
 and as the fleet runs it (operator mode, TLS, a credential per probe), side by side.
 
+`--peer kuma` adds, for each monitor count, a run of Uptime Kuma with the same workload
+(the same monitors at the same interval against the same keep-alive target, one location,
+SQLite in its process) counted the same way: CPU of the node process and every descendant
+over the same windows, RSS and PSS of its tree, its heartbeats as checks (bench/kuma.py).
+Kuma is never part of this repository: the run takes a release checked out and installed
+outside it from $PROBEFLEET_KUMA_DIR, and says how to provide one when that is unset
+(bench/kuma.py's PROVIDE; docs/architecture/scale.md).
+
     python -m bench.e2e --monitors 1000 --interval 20 --fsync both
+    PROBEFLEET_KUMA_DIR=/var/tmp/kuma python -m bench.e2e --monitors 1000 --interval 20 --peer kuma
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import asyncpg
 import click
 
 from bench import fleet as fleet_bench
+from bench import kuma as kuma_peer
 from bench import profiling as prof
 from bench.common import (
     calibration,
@@ -291,22 +301,35 @@ def run_one(
         stack.stop()
 
 
+def _fsync(r: dict[str, Any]) -> str:
+    if r["durable"] is None:  # a peer on its own storage
+        return "SQLite WAL, synchronous NORMAL"
+    return "on" if r["durable"] else "off"
+
+
 def _summary(r: dict[str, Any]) -> str:
     ws = r["windows"]
     per = sorted(w["cpu_per_1000"] for w in ws)
     med = per[len(per) // 2]
     checks = sum(w["checks"] for w in ws)
-    split = {k: sum(w["cpu"][k] for w in ws) / max(checks, 1) * 1000 for k in COMPONENTS}
+    split = {k: sum(w["cpu"][k] for w in ws) / max(checks, 1) * 1000 for k in ws[0]["cpu"]}
+    # nan when a window holds no two beats of one monitor (a peer's jitter needs a gap)
+    lags = [w["jitter_p99_ms"] for w in ws if not math.isnan(w["jitter_p99_ms"])]
+    jitter = f"{max(lags):.0f} ms" if lags else "-"
+    if set(split) == set(COMPONENTS):
+        parts = " / ".join(f"{split[k]:.2f}" for k in COMPONENTS)
+    else:  # a peer: its own parts, named
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in split.items())
     rss = sum(v[0] for v in r["memory_kib"].values()) / 1024
     pss = sum(v[1] for v in r["memory_kib"].values()) / 1024
     achieved = sum(w["achieved"] for w in ws) / len(ws)
     return (
-        f"| {r['code']} | {r['monitors']:,} | {r['interval']} s | {'on' if r['durable'] else 'off'} "
+        f"| {r['code']} | {r['monitors']:,} | {r['interval']} s | {_fsync(r)} "
         f"| {r['nats']} "
         f"| {r['configured']:.1f} | {achieved:.1f} | {sum(w['missing'] for w in ws):,} of "
-        f"{sum(w['due'] for w in ws):,} | {max(w['jitter_p99_ms'] for w in ws):.0f} ms "
-        f"| **{med:.2f}** ({per[0]:.2f}-{per[-1]:.2f}) | {med * len(REGIONS):.2f} "
-        f"| {' / '.join(f'{split[k]:.2f}' for k in COMPONENTS)} "
+        f"{sum(w['due'] for w in ws):,} | {jitter} "
+        f"| **{med:.2f}** ({per[0]:.2f}-{per[-1]:.2f}) | {med * r.get('regions', len(REGIONS)):.2f} "
+        f"| {parts} "
         f"| {rss:.0f} MiB ({pss:.0f}) over {r['processes']} |"
     )
 
@@ -364,6 +387,12 @@ def _memory_rows(r: dict[str, Any]) -> str:
     help="Before/after A/B in one run: each configuration with the code of git revision REF, then"
     " with the working tree's.",
 )
+@click.option(
+    "--peer",
+    type=click.Choice(["kuma"]),
+    help="Also run Uptime Kuma with the same workload for each monitor count, counted the same"
+    f" way (one location); Kuma from ${kuma_peer.ENV}, a release installed outside the repository.",
+)
 @click.option("--no-record", is_flag=True, help="Print only; leave bench/RESULTS.md alone.")
 @click.option(
     "--profile",
@@ -385,7 +414,9 @@ def main(
     no_record: bool,
     profile: Path | None,
     compare: str | None,
+    peer: str | None,
 ) -> None:
+    kuma_root = kuma_peer.kuma_dir() if peer == "kuma" else None  # before any run: fail fast
     calib, load0 = calibration(), load_average()
     modes = {"off": [False], "on": [True], "both": [False, True]}[fsync]
     securities = {"plain": [False], "secure": [True], "both": [False, True]}[nats_mode]
@@ -417,17 +448,22 @@ def main(
                         )
                         click.echo(r)
                         results.append(r)
+            if kuma_root is not None:
+                r = kuma_peer.run(n, interval, window, windows, Path(tmp), kuma_root)
+                click.echo(r)
+                results.append(r)
     table = [
         "| code | monitors | interval | fsync | NATS | configured checks/s | achieved checks/s | missing "
         "| jitter p99 | CPU-s per 1,000 checks, all processes (median, range of windows) "
-        "| per 1,000 monitor rounds (3 regions) | controller / probes / nats / postgres "
+        "| per 1,000 monitor rounds (all its regions) | controller / probes / nats / postgres "
         "| memory RSS (PSS) over processes |",
         "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
         *(_summary(r) for r in results),
     ]
     memory = "\n".join(
-        f"- {r['code']}, {r['monitors']:,} monitors, fsync {'on' if r['durable'] else 'off'},"
-        f" NATS {r['nats']}: {_memory_rows(r)}"
+        f"- {r['code']}, {r['monitors']:,} monitors"
+        + (f", fsync {_fsync(r)}, NATS {r['nats']}" if r["durable"] is not None else "")
+        + f": {_memory_rows(r)}"
         for r in results
     )
     body = (
@@ -435,7 +471,7 @@ def main(
         f" --window {window:g} --windows {windows} --fsync {fsync} --nats {nats_mode}"
         f"{''.join(f' --pg-setting {s}' for s in pg_setting)}"
         f"{''.join(f' --controller-setting {s}' for s in controller_setting)}"
-        f"{f' --compare {compare}' if compare else ''}` (`make bench`).\n"
+        f"{f' --compare {compare}' if compare else ''}{f' --peer {peer}' if peer else ''}` (`make bench`).\n"
         f"Code: {head} (the working tree){f', against {base} ({compare}) run first' if base else ''}.\n"
         f"Load average before: {load0}; after: {load_average()}. Calibration: a fixed pure-Python\n"
         f"loop takes {calib:.1f} ms on this machine (quote ratios between runs of different machines).\n\n"
@@ -446,6 +482,7 @@ def main(
         "backends that exited during a window (reaped children's time, counted once). Jitter is\n"
         "the probe's start time minus the round's due time. Checks due are counted from every\n"
         "monitor's phase offset; missing = due minus stored first-attempt results.\n\n"
+        + (kuma_peer.reading(results) if kuma_root is not None else "")
         + "\n".join(table)
         + "\n\nMemory per component at the end of the last window, RSS (PSS):\n"
         + memory
