@@ -57,6 +57,9 @@ SORTS = {
     "id": "Created",
 }
 STATUS_ORDER = ("up", "degraded", "down", "unknown", "pending", "paused")
+GROUPS = {"tag": "Tag", "project": "Project"}  # keys of monitor_store.GROUPS
+# A region's state in the overview's matrix: the newest result there in the last hour.
+REGION_STATES = ("ok", "degraded", "fail", "skipped", "none")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -173,7 +176,8 @@ async def root(request: web.Request) -> web.StreamResponse:
 
 
 def _query(request: web.Request, **changes: Any) -> str:
-    q = {k: v for k, v in request.query.items() if k in ("search", "status", "type", "tag", "sort", "page")}
+    kept = ("search", "status", "type", "tag", "sort", "page", "group", "region", "region_state")
+    q = {k: v for k, v in request.query.items() if k in kept}
     q.update({k: str(v) for k, v in changes.items() if v is not None})
     return urlencode({k: v for k, v in q.items() if v})
 
@@ -189,15 +193,33 @@ async def overview(request: web.Request) -> web.StreamResponse:
         error = "; ".join(f"{k}: {v}" for k, v in e.details.items())
     else:
         error = ""
+    now = now_utc()
+    since = now - dt.timedelta(hours=1)
+    regions = sorted(r["name"] for r in request.app[keys.REGIONS].all())
+    group = request.query.get("group") or None
+    if group not in (None, *GROUPS):
+        group, error = None, "; ".join(filter(None, (error, f"group: one of {', '.join(GROUPS)}")))
+    region, state = request.query.get("region") or "", request.query.get("region_state") or ""
+    if region or state:
+        if region not in regions or state not in REGION_STATES:
+            problem = f"region: one of {', '.join(regions)} with a state, one of {', '.join(REGION_STATES)}"
+            error = "; ".join(filter(None, (error, problem)))
+        else:
+            filters.region_state = (region, state, since)
     page = parse_int(request.query.get("page", "1"), 1, 1_000_000) or 1
     rows = await monitor_store.list_filtered(
-        pool, filters, sort=sort, desc=desc, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+        pool, filters, sort=sort, desc=desc, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, group=group
     )
     total = await monitor_store.count_filtered(pool, filters)
-    now = now_utc()
-    matrix = await console_store.region_matrix(pool, [r["id"] for r in rows], now - dt.timedelta(hours=1))
-    regions = sorted(r["name"] for r in request.app[keys.REGIONS].all())
-    monitors = [{**monitors_api.public(r), "regions": matrix.get(r["id"], {})} for r in rows]
+    matrix = await console_store.region_matrix(pool, [r["id"] for r in rows], since)
+    monitors = [
+        {
+            **monitors_api.public(r),
+            "regions": matrix.get(r["id"], {}),
+            "group": (monitor_store.group_key(group, r) or f"(no {group})") if group else "",
+        }
+        for r in rows
+    ]
     counts = await console_store.status_counts(pool)
     context = {
         "monitors": monitors,
@@ -215,6 +237,9 @@ async def overview(request: web.Request) -> web.StreamResponse:
         "kinds": (*forms.KINDS, "heartbeat"),
         "statuses": STATUS_ORDER[:-1],
         "tags": await console_store.tags(pool),
+        "groups": GROUPS,
+        "group": group or "",
+        "region_states": REGION_STATES,
         "error": error,
     }
     name = "monitor_rows.html" if request.headers.get("HX-Request") == "true" else "overview.html"

@@ -244,6 +244,21 @@ SORTS: dict[str, str] = {
 }
 
 
+# What the console's overview groups by: the project, or the monitor's first tag in
+# alphabetical order (the one it is listed under).
+GROUPS: dict[str, str] = {
+    "project": "project",
+    "tag": "(SELECT min(t) FROM unnest(tags) t)",
+}
+
+
+def group_key(group: str, row: Row) -> str | None:
+    if group == "project":
+        return row.get("project")
+    tags = row.get("tags") or []
+    return min(tags) if tags else None
+
+
 def sort_value(sort: str, row: Row) -> Any:
     """The row's value of a sort key, as the keyset compares it (for a cursor)."""
     if window := UPTIME_SORTS.get(sort):
@@ -261,6 +276,9 @@ class Filters:
     project: str | None = None
     created_after: dt.datetime | None = None
     enabled: bool | None = None
+    # (region, result status, since): the newest result in that region since then has
+    # that status (ok, degraded, fail, skipped; "none": no result there since then).
+    region_state: tuple[str, str, dt.datetime] | None = None
 
 
 def _where(f: Filters, args: list[Any]) -> str:
@@ -287,6 +305,16 @@ def _where(f: Filters, args: list[Any]) -> str:
         clauses.append(f"created_at > {p(f.created_after)}")
     if f.enabled is not None:
         clauses.append(f"enabled = {p(f.enabled)}")
+    if f.region_state is not None:
+        region, state, since = f.region_state
+        newest = (
+            "SELECT c.status FROM check_results c WHERE c.monitor_id = monitors.id"
+            f" AND c.region = {p(region)} AND c.due >= {p(since)} ORDER BY c.due DESC, c.attempt DESC LIMIT 1"
+        )
+        if state == "none":
+            clauses.append(f"NOT EXISTS ({newest})")
+        else:
+            clauses.append(f"({newest}) = {p(state)}")
     return " AND ".join(clauses)
 
 
@@ -299,9 +327,11 @@ async def list_filtered(
     after: tuple[Any, int] | None = None,
     offset: int = 0,
     limit: int = 50,
+    group: str | None = None,
 ) -> list[Row]:
     """A page ordered by (sort column, id), with cached uptimes; `after` is the last
-    (value, id) seen (keyset)."""
+    (value, id) seen (keyset). `group` (a key of GROUPS, offset paging only) orders by the
+    group first, so a group's monitors are together across pages."""
     col = SORTS[sort]
     args: list[Any] = []
     where = _where(f, args)
@@ -311,6 +341,8 @@ async def list_filtered(
         where += f" AND ({col}, id) {op} (${len(args) - 1}, ${len(args)})"
     args += [limit, offset]
     order = f"id {direction}" if col == "id" else f"{col} {direction}, id {direction}"
+    if group is not None:
+        order = f"{GROUPS[group]} ASC NULLS LAST, {order}"
     sql = f"{WITH_UPTIMES} WHERE {where} ORDER BY {order} LIMIT ${len(args) - 1} OFFSET ${len(args)}"
     rows = await (_planned_per_search(conn, sql, args) if f.search else conn.fetch(sql, *args))
     return [dict(r) for r in rows]

@@ -375,3 +375,64 @@ async def test_test_now_runs_the_unsaved_form_from_its_regions(
     r = await viewer.http.post("/console/monitors/test", json=body, headers={"X-CSRF-Token": viewer.csrf})
     assert r.status == 403
     assert (await editor.http.post("/console/monitors/test", json=body)).status == 403
+
+
+# ---- the overview: group by, region state ---------------------------------------------------
+
+
+async def test_the_overview_groups_by_project_or_tag_and_filters_by_region_state(
+    controller: Running, users: Make
+) -> None:
+    pool = controller.app[keys.POOL]
+    # 60 monitors: projects a (20), b (20) and none (20); tags cycling web, db, none.
+    await pool.execute(
+        "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, project, tags)"
+        " SELECT 'm ' || lpad(g::text, 2, '0'), 'tcp', '{\"host\": \"127.0.0.1\", \"port\": 9}', 3600, 5,"
+        " ARRAY['us-east', 'eu-west'], (ARRAY['a', 'b', NULL])[1 + (g - 1) / 20],"
+        " CASE g % 3 WHEN 0 THEN ARRAY['web'] WHEN 1 THEN ARRAY['zz', 'db'] ELSE '{}'::text[] END"
+        " FROM generate_series(1, 60) g"
+    )
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM monitors ORDER BY name")]
+    # In eu-west: the first five failed most recently (an older ok before), the next five are ok
+    # now (an older fail), one failed two hours ago (not in the last hour), the rest no result.
+    await pool.execute(
+        "INSERT INTO check_results (monitor_id, due, region, probe_id, status, started_at, duration_ms)"
+        " SELECT id, now() - make_interval(mins => m), 'eu-west', 'p', s, now(), 1"
+        " FROM unnest($1::bigint[], $2::int[], $3::text[]) AS t(id, m, s)",
+        [*ids[:5], *ids[:5], *ids[5:10], *ids[5:10], ids[10]],
+        [*[1] * 5, *[5] * 5, *[1] * 5, *[5] * 5, 120],
+        [*["fail"] * 5, *["ok"] * 5, *["ok"] * 5, *["fail"] * 5, "fail"],
+    )
+    admin = await users("root", "admin")
+
+    page = await (await admin.http.get("/?region=eu-west&region_state=fail&sort=name:asc")).text()
+    assert page.count('data-monitor-id="') == 5 and "5 monitors match" in page
+    assert all(f'data-monitor-id="{i}"' in page for i in ids[:5])
+    page = await (await admin.http.get("/?region=eu-west&region_state=ok")).text()
+    assert {int(x) for x in re.findall(r'data-monitor-id="(\d+)"', page)} == set(ids[5:10])
+    page = await (await admin.http.get("/?region=eu-west&region_state=none&sort=name:asc")).text()
+    assert "50 monitors match" in page and "page 1 of 1" in page  # ids[10]'s result is too old
+    # With another filter; the form shows what is chosen.
+    page = await (await admin.http.get("/?region=eu-west&region_state=none&tag=web")).text()
+    assert "17 monitors match" in page  # web: 20, less m 03, 06 and 09
+    assert '<option value="eu-west" selected>' in page
+    bad = await (await admin.http.get("/?region=mars&region_state=fail")).text()
+    assert 'class="error"' in bad and "region: one of" in bad and "60 monitors match" in bad
+
+    # Grouped by project: a, b, then those without, in pages of 50 (never all at once).
+    page = await (await admin.http.get("/?group=project&sort=name:asc")).text()
+    groups = re.findall(r'data-group="([^"]*)"', page)
+    assert groups == ["a", "b", "(no project)"] and page.count('data-monitor-id="') == 50
+    assert 'rel="next"' in page and "group=project" in page  # kept in the pager's links
+    second = await (await admin.http.get("/?group=project&sort=name:asc&page=2")).text()
+    assert re.findall(r'data-group="([^"]*)"', second) == ["(no project)"]
+    assert second.count('data-monitor-id="') == 10
+    # Grouped by tag: by each monitor's first tag alphabetically, then the untagged.
+    page = await (await admin.http.get("/?group=tag&sort=name:asc")).text()
+    assert re.findall(r'data-group="([^"]*)"', page) == ["db", "web", "(no tag)"]
+    page2 = await (await admin.http.get("/?group=tag&sort=name:asc&page=2")).text()
+    assert re.findall(r'data-group="([^"]*)"', page2) == ["(no tag)"]
+    # The partial htmx swaps in keeps the groups.
+    partial = await (await admin.http.get("/?group=project", headers={"HX-Request": "true"})).text()
+    assert partial.lstrip().startswith('<section id="rows"') and 'data-group="a"' in partial
+    assert "group: one of" in await (await admin.http.get("/?group=colour")).text()
