@@ -192,7 +192,7 @@ def run(n: int, interval: int, window: float, windows: int, workdir: Path, root:
             cpu0, t0 = cpu1, t1
         tree = process_tree(kuma.pid, children_map())
         mem = {"kuma": memory_kib(tree)}
-        time.sleep(2)  # a beat in flight at a window's end is stored when it finishes
+        time.sleep(TIMEOUT_S + 3)  # a beat started in a window is stored when it finishes
         rows = []
         for a, b, cpu in per_window:
             beats = _beats(db, a, b)
@@ -239,7 +239,8 @@ def reading(results: list[dict[str, Any]]) -> str:
     not_up = sum(w["not_up"] for r in ours for w in r["windows"])
     return (
         "Uptime Kuma, side by side in the same run: a release from $PROBEFLEET_KUMA_DIR (never\n"
-        "in this repository; see bench/kuma.py for how to provide it), one location, SQLite in its\n"
+        'in this repository; how to provide it: docs/architecture/scale.md, "Side by side with\n'
+        'Uptime Kuma"), one location, SQLite in its\n'
         "process (WAL, synchronous NORMAL: not durable per commit), a fresh data dir, the same\n"
         "monitors at the same interval against its own keep-alive target of the same kind (not\n"
         "counted), added through its socket.io API and then left with no UI connected. CPU and\n"
