@@ -238,15 +238,16 @@ def reading(results: list[dict[str, Any]]) -> str:
     ours = [r for r in results if r.get("regions") == 1]
     not_up = sum(w["not_up"] for r in ours for w in r["windows"])
     return (
-        "Uptime Kuma, side by side in the same run: a release from $PROBEFLEET_KUMA_DIR (never\n"
-        'in this repository; how to provide it: docs/architecture/scale.md, "Side by side with\n'
-        'Uptime Kuma"), one location, SQLite in its\n'
-        "process (WAL, synchronous NORMAL: not durable per commit), a fresh data dir, the same\n"
-        "monitors at the same interval against its own keep-alive target of the same kind (not\n"
-        "counted), added through its socket.io API and then left with no UI connected. CPU and\n"
-        "memory are those of the node process and every descendant, as above. Its checks are its\n"
-        "heartbeat rows timed in the window; due is monitors x window / interval; its jitter is the\n"
-        "gap between two beats of a monitor minus the interval (it has no due time). One location\n"
-        "means a monitor round is one check: its per-1,000-rounds figure equals its per-check one.\n"
+        "Uptime Kuma, side by side in the same run: a release from $PROBEFLEET_KUMA_DIR (never in\n"
+        'this repository; how to provide it: docs/architecture/scale.md, "Side by side with Uptime\n'
+        'Kuma"), one location, SQLite in its process (WAL, synchronous NORMAL: not durable per\n'
+        "commit), a fresh data dir, the same monitors at the same interval and timeout against its\n"
+        "own keep-alive target of the same kind (not counted), added through its socket.io API and\n"
+        "then left with no UI connected. Kuma makes a new HTTP agent for every check, so it opens a\n"
+        "connection per check where probefleet's probes reuse theirs. CPU and memory are those of\n"
+        "the node process and every descendant, as above. Its checks are its heartbeat rows timed\n"
+        "in the window; due is monitors x window / interval; its jitter is the gap between two\n"
+        "beats of a monitor minus the interval (it has no due time). One location means a monitor\n"
+        "round is one check: its per-1,000-rounds figure equals its per-check one.\n"
         f"Kuma's heartbeats that were not up in the windows: {not_up}.\n\n"
     )
