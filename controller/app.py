@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import asyncpg
@@ -27,7 +27,6 @@ from probefleet.controller.api import status_pages as status_pages_api
 from probefleet.controller.api.errors import error_middleware
 from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.cluster.sharding import Membership
-from probefleet.controller.cluster.trust import FleetTrust
 from probefleet.controller.config import ControllerConfig
 from probefleet.controller.console import accounts, audit, templating
 from probefleet.controller.engine import heartbeats, incidents, results
@@ -45,6 +44,9 @@ from probefleet.controller.storage import probes as probe_store
 from probefleet.shared import natscreds, subjects, wire
 from probefleet.shared.redact import redact_url
 from probefleet.shared.streams import ensure_streams
+
+if TYPE_CHECKING:
+    from probefleet.controller.cluster.trust import FleetTrust
 
 log = logging.getLogger("probefleet.controller")
 
@@ -443,6 +445,10 @@ def load_trust(cfg: ControllerConfig) -> FleetTrust | None:
     """The fleet's trust when `fleet_trust_dir` is set (TrustError when it cannot be used)."""
     if not cfg.fleet_trust_dir:
         return None
+    # Imported only here: cryptography and nkeys are about 9 MiB of a controller that most
+    # installations (no fleet trust) would carry for nothing.
+    from probefleet.controller.cluster.trust import FleetTrust
+
     return FleetTrust.load(
         Path(cfg.fleet_trust_dir),
         nats_urls=cfg.fleet_nats_urls or [cfg.nats_url],

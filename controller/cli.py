@@ -67,7 +67,6 @@ def serve(
     from aiohttp import web
 
     from probefleet.controller.app import build_app
-    from probefleet.controller.cluster.trust import TrustError
     from probefleet.shared.redact import redact_url
 
     cfg = _load(
@@ -90,8 +89,14 @@ def serve(
         )
     try:
         app = build_app(cfg)
-    except TrustError as e:
-        raise click.ClickException(f"fleet trust: {e}") from None
+    except RuntimeError as e:
+        # The trust module (cryptography, nkeys: about 9 MiB) is loaded only by a controller
+        # given fleet_trust_dir, which is the only one that can raise its error.
+        from probefleet.controller.cluster.trust import TrustError
+
+        if isinstance(e, TrustError):
+            raise click.ClickException(f"fleet trust: {e}") from None
+        raise
     try:
         import uvloop
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
@@ -12,7 +13,6 @@ from nats.js import JetStreamContext
 from probefleet.controller.api.keycache import KeyCache
 from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.cluster.regions import Regions
-from probefleet.controller.cluster.trust import FleetTrust
 from probefleet.controller.config import ControllerConfig
 from probefleet.controller.engine.heartbeats import PingWriter
 from probefleet.controller.engine.scheduler import Scheduler
@@ -20,6 +20,10 @@ from probefleet.controller.notifications.dispatcher import Dispatcher
 from probefleet.controller.notifications.realtime import Hub
 from probefleet.controller.status_pages.cache import PageCache
 from probefleet.controller.storage.db import DatabaseProbe
+
+if TYPE_CHECKING:
+    # cryptography and nkeys (about 9 MiB): loaded only by a controller given fleet_trust_dir.
+    from probefleet.controller.cluster.trust import FleetTrust
 
 CONFIG = web.AppKey("config", ControllerConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)

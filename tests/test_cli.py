@@ -109,6 +109,19 @@ def test_it_fails_readably_when_the_database_is_unreachable() -> None:
     assert result.exit_code != 0 and "cannot reach the database" in result.output
 
 
+def test_serve_refuses_an_unusable_fleet_trust_readably(tmp_path: Path) -> None:
+    """The trust module is imported only for a controller given fleet_trust_dir; its error
+    is still one readable line, not a traceback."""
+    env = {
+        "PROBEFLEET_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+        "PROBEFLEET_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+        "PROBEFLEET_FLEET_TRUST_DIR": str(tmp_path / "no-trust"),
+    }
+    result = CliRunner().invoke(main, ["controller", "serve", "--insecure-nats", "--port", "0"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "fleet trust: no fleet trust directory at" in result.output
+
+
 def _get(url: str, key: str | None = None, data: dict[str, object] | None = None) -> dict[str, object]:
     req = urllib.request.Request(
         url,

@@ -10,8 +10,6 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from croniter import croniter
-from croniter.croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError
 from msgspec import Meta
 
 from probefleet.controller.validation import from_msgspec
@@ -123,6 +121,11 @@ def zone(name: str) -> ZoneInfo | None:
 def cron_problem(expr: str) -> str | None:
     if len(expr.split()) != 5:
         return "must have five fields: minute hour day-of-month month day-of-week"
+    # croniter (with dateutil, about 1 MiB) is imported by the first cron schedule, not by
+    # every controller.
+    from croniter import croniter
+    from croniter.croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError
+
     try:
         croniter(expr, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
     except (CroniterBadCronError, CroniterNotAlphaError, ValueError, KeyError):
@@ -139,6 +142,8 @@ def next_cron(expr: str, tz: ZoneInfo, after: dt.datetime) -> dt.datetime:
     so DST is handled by zoneinfo alone: a time in the spring-forward gap maps to the
     instant just after the jump (02:30 -> 03:30 EDT), and in the repeated autumn hour the
     first occurrence counts once."""
+    from croniter import croniter
+
     local = after.astimezone(tz).replace(tzinfo=None)
     it = croniter(expr, local)
     for _ in range(_CRON_SEARCH):
