@@ -550,6 +550,10 @@ class PostgresServer:
             # processes (128MB, three I/O workers) to about 300 over 14 (PSS 97 to 89 MiB),
             # its CPU unchanged; the OS page cache holds the rest. Production: docs/deploy.md.
             "shared_buffers=32MB",
+            # No logical replication launcher (a process of about 6 MiB RSS idling for
+            # subscriptions the embedded server never has).
+            "-c",
+            "max_logical_replication_workers=0",
         ]
         if int((pgdata / "PG_VERSION").read_text().split(".")[0]) >= 18:
             # Reads done by the backend itself, as before 18: no I/O worker processes.

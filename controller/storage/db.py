@@ -276,7 +276,11 @@ async def create_pool(dsn: str, *, max_size: int = 20) -> asyncpg.Pool:
         min_size=1,
         max_size=max_size,
         max_queries=50_000,
-        max_inactive_connection_lifetime=300.0,
+        # A connection unused this long is closed: the pool hands out the most recently
+        # released one first, so only connections past the loops' usual concurrency idle, and
+        # each is a PostgreSQL backend of 10-40 MiB RSS. At 1,000 monitors 300 s kept 8 open
+        # (three idle since the start); reopening one costs a few ms of both processes' CPU.
+        max_inactive_connection_lifetime=30.0,
         init=_init_connection,
         loop=None,
         connection_class=BoundedConnection,
