@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import uuid
 from pathlib import Path
@@ -123,6 +124,11 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     smtp_from: str = "status@localhost"
     smtp_verify: bool = True
     log_level: str = "INFO"
+    # Addresses (CIDRs, e.g. 10.0.0.0/8 or 127.0.0.1/32) of reverse proxies that terminate
+    # TLS: a request from one of them with X-Forwarded-Proto: https counts as served over
+    # HTTPS, so the console's and private status pages' cookies are marked Secure. Empty:
+    # only the controller's own TLS counts (the header is never believed from elsewhere).
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.controller_id:
@@ -134,6 +140,16 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Seconds between two reads of the fleet-state gauges of /metrics (monitors by status,
     # open incidents, queued deliveries, outbox lag): a few counts each time.
     state_metrics_interval: float = 15.0
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """trusted_proxies parsed (load() refuses a bad one; here one is skipped)."""
+        out = []
+        for cidr in self.trusted_proxies:
+            try:
+                out.append(ipaddress.ip_network(cidr.strip(), strict=False))
+            except ValueError:
+                continue
+        return out
 
     def region_ids(self) -> list[str]:
         return [r.id for r in self.regions]
@@ -237,6 +253,9 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
     urls = env_setting("FLEET_NATS_URLS")
     if urls is not None:
         data["fleet_nats_urls"] = [u.strip() for u in urls.split(",") if u.strip()]
+    proxies = env_setting("TRUSTED_PROXIES")
+    if proxies is not None:
+        data["trusted_proxies"] = [p.strip() for p in proxies.split(",") if p.strip()]
     regions = env_setting("REGIONS")
     if regions is not None:
         # Known region ids keep their city, country and coordinates.
@@ -253,6 +272,11 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         cfg = msgspec.convert(data, ControllerConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(str(e)) from e
+    for cidr in cfg.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies: {cidr!r} is not an address or CIDR (10.0.0.0/8)") from None
     if not 1 <= cfg.nats_stream_replicas <= 5:
         raise ConfigError(f"nats_stream_replicas {cfg.nats_stream_replicas}: use 1 to 5 (JetStream's limit)")
     from probefleet.shared.subjects import valid_region

@@ -24,6 +24,7 @@ from multidict import MultiDictProxy
 from probefleet.controller import keys
 from probefleet.controller.api.common import bearer, now_utc, ok, parse_int, path_id, read_json
 from probefleet.controller.api.errors import ApiError, not_found
+from probefleet.controller.console import accounts
 from probefleet.controller.notifications import destinations
 from probefleet.controller.notifications.realtime import Client, Event
 from probefleet.controller.status_pages import access, config, model, subscribers
@@ -249,7 +250,7 @@ async def unlock_page(request: web.Request) -> web.Response:
         httponly=True,
         samesite="Lax",
         path="/",
-        secure=request.secure,
+        secure=accounts.is_https(request),
     )
     raise response
 

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -179,12 +180,28 @@ async def login(
     }
 
 
+def is_https(request: web.Request) -> bool:
+    """Served over HTTPS: the controller's own TLS, or a trusted proxy (trusted_proxies)
+    that says so with X-Forwarded-Proto (its first value: the scheme the client used).
+    The header from any other address is ignored."""
+    if request.secure:
+        return True
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if proto != "https" or not request.remote:
+        return False
+    try:
+        peer = ipaddress.ip_address(request.remote)
+    except ValueError:
+        return False  # a Unix socket's peer
+    return any(peer in net for net in request.app[keys.CONFIG].trusted_networks())
+
+
 def set_cookie(request: web.Request, response: web.StreamResponse, session_id: str) -> None:
     response.set_cookie(
         COOKIE,
         session_id,
         httponly=True,
-        secure=request.secure,
+        secure=is_https(request),
         samesite="Lax",
         path="/",
         max_age=int(SESSION_MAX.total_seconds()),

@@ -126,9 +126,8 @@ def _login_page(request: web.Request, error: str, username: str, status: int = 2
         },
         status,
     )
-    response.set_cookie(
-        LOGIN_COOKIE, token, httponly=True, secure=request.secure, samesite="Strict", path="/login"
-    )
+    secure = accounts.is_https(request)
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, secure=secure, samesite="Strict", path="/login")
     return response
 
 

@@ -19,10 +19,12 @@ import pytest
 from aiohttp import web
 
 from probefleet.controller import keys
+from probefleet.controller.config import ConfigError, load
+from probefleet.controller.console import accounts
 from probefleet.controller.storage import users as user_store
 from probefleet.probe.agent import Agent
-from tests.controller.conftest import Running
-from tests.controller.console.conftest import Browser
+from tests.controller.conftest import Running, start_controller
+from tests.controller.console.conftest import PASSWORD, Browser
 from tests.fleet import start_probes, stop_probes
 from tests.helpers import eventually
 
@@ -436,3 +438,55 @@ async def test_the_overview_groups_by_project_or_tag_and_filters_by_region_state
     partial = await (await admin.http.get("/?group=project", headers={"HX-Request": "true"})).text()
     assert partial.lstrip().startswith('<section id="rows"') and 'data-group="a"' in partial
     assert "group: one of" in await (await admin.http.get("/?group=colour")).text()
+
+
+# ---- Secure cookies behind a TLS-terminating proxy ------------------------------------------
+
+
+async def _login_cookies(base: str, headers: dict[str, str]) -> list[str]:
+    """The Set-Cookie headers of the login form and of a successful login (as root). The
+    login token's cookie is sent by hand: a client sends no Secure cookie over plain HTTP."""
+    async with aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.DummyCookieJar()) as http:
+        r = await http.get("/login", headers=headers)
+        form_cookies = r.headers.getall("Set-Cookie", [])
+        token = re.search(r'name="login_token" value="([^"]+)"', await r.text())
+        cookie = r.cookies.get("pf_login")
+        assert token and cookie
+        r = await http.post(
+            "/login",
+            data={"username": "root", "password": PASSWORD, "login_token": token.group(1), "next": "/"},
+            headers={**headers, "Cookie": f"pf_login={cookie.value}"},
+            allow_redirects=False,
+        )
+        assert r.status == 303, await r.text()
+        return [*form_cookies, *r.headers.getall("Set-Cookie", [])]
+
+
+async def test_cookies_are_secure_behind_a_trusted_proxy_only(database: str, nats_url: str) -> None:
+    https = {"X-Forwarded-Proto": "https"}
+    # Trusted: the test client's 127.0.0.1 is in the list.
+    running = await start_controller(database, nats_url, trusted_proxies=["10.0.0.0/8", "127.0.0.0/24"])
+    try:
+        await accounts.create_user(running.app[keys.POOL], "root", PASSWORD, "admin")
+        cookies = await _login_cookies(running.base, https)
+        assert len(cookies) >= 2 and all("; Secure" in c for c in cookies if "Max-Age=0" not in c), cookies
+        assert any(c.startswith("pf_session=") and "HttpOnly" in c and "SameSite=Lax" in c for c in cookies)
+        plain = await _login_cookies(running.base, {"X-Forwarded-Proto": "http"})
+        assert not any("Secure" in c for c in plain if c.startswith("pf_session=")), plain
+    finally:
+        await running.stop()
+    # Not trusted (the default, and a list without the client's address): the header is
+    # ignored. The same database: root is still there.
+    for proxies in ([], ["10.0.0.0/8"]):
+        running = await start_controller(database, nats_url, trusted_proxies=proxies)
+        try:
+            cookies = await _login_cookies(running.base, https)
+            assert not any("Secure" in c for c in cookies), (proxies, cookies)
+        finally:
+            await running.stop()
+
+
+def test_a_bad_trusted_proxy_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match=r"trusted_proxies: 'ten\.0\.0\.0/8'"):
+        load(trusted_proxies=["ten.0.0.0/8"])
+    assert load(trusted_proxies=["10.0.0.0/8", "::1"]).trusted_networks()[1].num_addresses == 1
