@@ -291,6 +291,8 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
         "starttls",
         "check_ocsp",
     ),
+    # What the controller runs where a monitor went down: traceroute, DNS, TLS chain.
+    "diagnose": ("host", "port", "tls", "server_name", "resolver"),
     # The kinds whose settings are nested (steps, ...): a YAML or JSON file of the fields
     # a monitor of the kind takes (docs/checks.md), as in the config file format.
     **dict.fromkeys(wire.PROBE_KINDS[wire.PROBE_KINDS.index("api_flow") :], ("spec_file",)),
@@ -360,6 +362,14 @@ def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
                 "match": o["match"],
                 "expected_rcode": o["expected_rcode"],
                 "degraded_ms": o["degraded_ms"],
+            }
+        case "diagnose":
+            return {
+                "host": o["host"],
+                "port": o["port"],
+                "tls": o["tls"],
+                "server_name": o["server_name"],
+                "resolver": o["resolver"],
             }
         case _:
             return _ca(o) | {
@@ -447,20 +457,22 @@ def _readable(exc: msgspec.ValidationError) -> str:
 @click.option("--expect", help="http: expected body content; tcp/udp: expected reply.")
 @click.option("--exclude", help="http: content that must not appear.")
 @click.option("--regex", is_flag=True, default=None, help="--expect/--exclude are regexes.")
-@click.option("--host", help="tcp, udp, icmp, tls: target host.")
+@click.option("--host", help="tcp, udp, icmp, tls, diagnose: target host.")
 @click.option("--port", type=click.IntRange(1, 65535))
-@click.option("--tls", is_flag=True, default=None, help="tcp: wrap the connection in TLS.")
+@click.option(
+    "--tls", is_flag=True, default=None, help="tcp: wrap the connection in TLS; diagnose: read the TLS chain."
+)
 @click.option("--send", help="tcp, udp: payload to send.")
 @click.option("--count", type=click.IntRange(min=1), help="icmp: echo requests.")
 @click.option("--interval", type=click.FloatRange(min=0), help="icmp: seconds between requests.")
 @click.option("--max-packet-loss", type=click.FloatRange(0, 1), help="icmp: tolerated loss 0..1.")
 @click.option("--name", help="dns: name to query.")
 @click.option("--record-type", type=click.Choice(RECORD_TYPES, case_sensitive=False))
-@click.option("--resolver", help="dns: resolver host:port.")
+@click.option("--resolver", help="dns, diagnose: resolver host:port.")
 @click.option("--expected-value", multiple=True, help="dns: expected answer (repeatable).")
 @click.option("--match", type=click.Choice(["any", "all"]))
 @click.option("--expected-rcode", help="dns: NOERROR, NXDOMAIN, SERVFAIL ...")
-@click.option("--server-name", help="tls: SNI name.")
+@click.option("--server-name", help="tls, diagnose: SNI name.")
 @click.option("--warn-days", type=int, help="tls: degraded below this many days left.")
 @click.option("--expected-issuer", help="tls: text the issuer must contain.")
 @click.option("--min-version", help="tls: lowest acceptable version, e.g. TLSv1.2.")

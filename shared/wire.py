@@ -360,6 +360,26 @@ class BrowserSpec(msgspec.Struct, tag="browser", kw_only=True, omit_defaults=Tru
     degraded_ms: float | None = None
 
 
+class DiagnoseSpec(msgspec.Struct, tag="diagnose", kw_only=True, omit_defaults=True):
+    """Not a monitor kind: what the controller asks a region that saw a monitor fail to find
+    out when the monitor goes down (controller/engine/diagnostics.py). A traceroute to the
+    target, its DNS answer and the resolver used, and for TLS targets the presented chain,
+    in parallel within `budget` seconds. The result is ok whenever the diagnosis ran."""
+
+    host: str
+    port: int | None = None
+    tls: bool = False
+    server_name: str | None = None
+    # The monitor's URL, for the record (host and port are already taken from it).
+    url: str | None = None
+    # A DNS server host[:port]; the host's own resolvers when unset.
+    resolver: str | None = None
+    # The monitor's extra CA, so that its own chain verifies as the check's does.
+    ca_pem: str | None = None
+    budget: float = 10.0
+    max_hops: int = 20
+
+
 CheckSpec = (
     HttpSpec
     | TcpSpec
@@ -379,6 +399,7 @@ CheckSpec = (
     | Pop3Spec
     | MqttSpec
     | BrowserSpec
+    | DiagnoseSpec
 )
 # Kinds from api_flow on take their settings from a file in `probefleet probe check`.
 PROBE_KINDS: tuple[str, ...] = (
@@ -388,6 +409,7 @@ PROBE_KINDS: tuple[str, ...] = (
     "icmp",
     "dns",
     "tls",
+    "diagnose",
     "api_flow",
     "websocket",
     "grpc",

@@ -34,6 +34,7 @@ KINDS = (
     "pop3",
     "mqtt",
     "browser",
+    "diagnose",
 )
 
 # The libraries a kind needs beyond the probe's own dependencies (the `checks`, `browser` and
