@@ -1,7 +1,8 @@
 """The console in a real headless Chromium (Debian's chromium and chromium-driver over plain
 WebDriver HTTP), against a real controller, probes in three regions and a target:
 log in, create an HTTP monitor with the form, see it go up, make the target fail and see
-it turn down without a reload, acknowledge the incident, log out; a viewer sees no edit
+it turn down without a reload, test it now from the edit form, create a maintenance window
+with its form (a field error first), acknowledge the incident, log out; a viewer sees no edit
 controls and gets 403 on a crafted request; markup in names and tags shows as text.
 
 Screenshots of every page, light and dark, desktop and phone, are saved under
@@ -245,6 +246,39 @@ async def test_an_operator_runs_the_console_in_chromium(
             "the chart",
         )
         await b.screenshots("monitor")
+
+        # Test now on the edit form: each region's result beside the form, nothing saved.
+        await b.go(f"{base}/console/monitors/{monitor_id}/edit")
+        await b.js("document.getElementById('test-now').click()")
+        regions = await b.wait(
+            "return document.getElementById('test-results').dataset.done"
+            " && [...document.querySelectorAll('#test-results tr[data-region]')].map(r => r.dataset.region)",
+            "the test run's regions",
+        )
+        assert sorted(regions) == ["ap-south", "eu-west", "us-east"]
+
+        # A maintenance window with its form: the API's error beside the field, then saved.
+        await b.go(f"{base}/console/maintenance/new")
+        await b.js(
+            "const set = (n, v) => { document.getElementById('f-' + n).value = v; };"
+            "set('name', 'nightly <b>db</b>'); set('tags', 'web'); set('days', 'mon, tue');"
+            "set('start_time', '25:99'); set('duration', '3600');"
+            "document.querySelector('form[data-action] button[type=submit]').click();"
+        )
+        error = await b.wait(
+            "return document.getElementById('e-start_time').textContent", "the start time's error"
+        )
+        assert "02:30" in error
+        await b.screenshots("maintenance-form")
+        await b.js(
+            "document.getElementById('f-start_time').value = '02:30';"
+            "document.querySelector('form[data-action] button[type=submit]').click();"
+        )
+        await b.wait(
+            "return location.pathname === '/console/maintenance'"
+            " && document.querySelector('td')?.textContent === 'nightly <b>db</b>'",
+            "the new window in the list",
+        )
 
         # Acknowledge the incident.
         await b.go(f"{base}/console/incidents")
