@@ -280,10 +280,10 @@ async def window_form(request: web.Request) -> web.StreamResponse:
             back="/console/maintenance",
         )
     window_id = _monitor_id(request)
-    rows = [r for r in await incident_store.list_windows(request.app[keys.POOL]) if r["id"] == window_id]
-    if not rows:
+    row = await incident_store.get_window(request.app[keys.POOL], window_id)
+    if row is None:
         return _missing(request, "maintenance window")
-    window = maintenance_api.public(rows[0])
+    window = maintenance_api.public(row)
     return _form_page(
         request,
         title=f"Edit window {window['name']}",
