@@ -326,7 +326,7 @@ def is_quiet(
 ) -> bool:
     """A round whose only effect is fresh timestamps and streaks: the status stays, the
     verdict passes, the same regions answer and no maintenance window is open. Nearly
-    every round is one; `apply_quiet` writes a batch of them in one statement."""
+    every round is one; `results.write_verdicts` writes a batch of them in one statement."""
     if monitor["status"] in ("paused", "down") or new.status != monitor["status"]:
         return False
     if verdict.state not in ("up", "degraded"):
@@ -334,17 +334,6 @@ def is_quiet(
     if unavailable_regions(monitor, expected) != list(monitor.get("unavailable_regions") or []):
         return False
     return not maintenance.active(windows, now, monitor["id"], list(monitor.get("tags") or []))
-
-
-async def apply_quiet(
-    conn: Tx, quiet: list[tuple[dict[str, Any], dt.datetime, Verdict, MonitorState]], now: dt.datetime
-) -> set[int]:
-    """The UPDATE `apply` would run for each quiet round, as one statement with the same
-    compare-and-set; return the ids written (a later round applied first is skipped)."""
-    rounds = [
-        (m["id"], due, n.status, n.fail_streak, n.pass_streak, v.response_time_ms) for m, due, v, n in quiet
-    ]
-    return await monitor_store.apply_quiet(conn, rounds, now)
 
 
 def unavailable_regions(monitor: dict[str, Any], expected: Sequence[str] | None) -> list[str]:

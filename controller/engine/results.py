@@ -42,8 +42,6 @@ from probefleet.controller.engine import consensus, incidents
 from probefleet.controller.monitors import maintenance
 from probefleet.controller.outage import Outage
 from probefleet.controller.storage import Tx, db
-from probefleet.controller.storage import incidents as incident_store
-from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.storage import results as store
 from probefleet.shared import subjects, wire
 
@@ -57,23 +55,15 @@ async def finish_rounds(
     conn: Tx, closed: list[dict[str, Any]], now: dt.datetime, rechecks: list[incidents.Recheck] | None = None
 ) -> int:
     """Decide closed rounds and apply their verdicts; return how many changed a monitor.
+    `closed` comes from `store.store_batch` or `store.close_expired`: each round with its
+    answers, its monitor's row (locked) and the maintenance windows that apply to it.
     Confirmation rounds to open are appended to `rechecks`."""
     if not closed:
         return 0
-    keys = [(r["monitor_id"], r["due"], r["attempt"]) for r in closed]
-    by_round: dict[store.Key, list[consensus.RegionResult]] = defaultdict(list)
-    for r in await store.results_for(conn, keys):
-        by_round[(r["monitor_id"], r["due"], r["attempt"])].append(
-            consensus.RegionResult(
-                region=r["region"],
-                status=r["status"],
-                reason=r["reason"],
-                message=r["message"],
-                duration_ms=r["duration_ms"],
-            )
-        )
-    monitors = await monitor_store.lock_for_verdicts(conn, list({k[0] for k in keys}))
-    windows = [maintenance.from_row(w) for w in await incident_store.enabled_windows(conn)]
+    late: dict[store.Key, list[dict[str, Any]]] = defaultdict(list)
+    if missing := store.missing_answers(closed):
+        for r in await store.results_for(conn, missing):
+            late[(r["monitor_id"], r["due"], r["attempt"])].append(r)
     verdicts: list[tuple[store.Key, str]] = []
     applied: list[tuple[dict[str, Any], int, incidents.MonitorState, consensus.Verdict]] = []
     quiet: list[tuple[dict[str, Any], dt.datetime, consensus.Verdict, incidents.MonitorState]] = []
@@ -81,11 +71,23 @@ async def finish_rounds(
     once = {mid for mid, n in Counter(r["monitor_id"] for r in closed).items() if n == 1}
     for rnd in sorted(closed, key=lambda r: r["due"]):
         key = (rnd["monitor_id"], rnd["due"], rnd["attempt"])
-        monitor = monitors.get(rnd["monitor_id"])
+        monitor = rnd["monitor"]
         if monitor is None:
             continue
+        answers = late.get(key) or rnd["answers"]
+        found = [
+            consensus.RegionResult(
+                region=r["region"],
+                status=r["status"],
+                reason=r["reason"],
+                message=r["message"],
+                duration_ms=r["duration_ms"],
+            )
+            for r in answers
+        ]
+        windows = [maintenance.from_row(w) for w in monitor["windows"]]
         rule = consensus.Rule(mode=monitor["consensus"], quorum=monitor["quorum"])
-        verdict = consensus.decide(by_round.get(key, []), list(rnd["regions"]), rule)
+        verdict = consensus.decide(found, list(rnd["regions"]), rule)
         verdicts.append((key, verdict.state))
         metrics.VERDICTS.labels(verdict.state).inc()
         current = incidents.MonitorState(
@@ -105,7 +107,7 @@ async def finish_rounds(
             # Later rounds of the same monitor in this batch start from this state.
             monitor.update(status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak)
             applied.append((monitor, rnd["attempt"], new, verdict))
-    written = await incidents.apply_quiet(conn, quiet, now)
+    written = await write_verdicts(conn, quiet, verdicts, now)
     applied += [(m, quiet_attempts[m["id"]], n, v) for m, _, v, n in quiet if m["id"] in written]
     for monitor, attempt, new, verdict in applied:
         monitor.update(status=new.status, fail_streak=new.fail_streak, pass_streak=new.pass_streak)
@@ -117,9 +119,22 @@ async def finish_rounds(
             recovery_count=monitor["recovery_count"],
         ):
             rechecks.append(incidents.Recheck(monitor=monitor, attempt=attempt + 1))
-    changed = len(applied)
-    await store.set_verdicts(conn, verdicts)
-    return changed
+    return len(applied)
+
+
+async def write_verdicts(
+    conn: Tx,
+    quiet: list[tuple[dict[str, Any], dt.datetime, consensus.Verdict, incidents.MonitorState]],
+    verdicts: list[tuple[store.Key, str]],
+    now: dt.datetime,
+) -> set[int]:
+    """The quiet rounds' monitor updates (with `incidents.apply`'s compare-and-set on
+    `last_round`) and every round's verdict, in one statement; the ids of the monitors
+    written."""
+    rounds = [
+        (m["id"], due, n.status, n.fail_streak, n.pass_streak, v.response_time_ms) for m, due, v, n in quiet
+    ]
+    return await store.write_verdicts(conn, rounds, verdicts, now)
 
 
 async def ingest(
@@ -132,18 +147,17 @@ async def ingest(
     now = now or dt.datetime.now(dt.UTC)
     rechecks: list[incidents.Recheck] = []
     async with pool.acquire() as conn, conn.transaction():
-        stored = await store.insert_results(conn, results)
-        closed = await store.answer_rounds(conn, stored)
-        await finish_rounds(conn, closed, now, rechecks)
+        stored = await store.store_batch(conn, results)
+        await finish_rounds(conn, stored.closed, now, rechecks)
     if rechecks and on_recheck is not None:
         await on_recheck(rechecks)
-    metrics.RESULTS_STORED.inc(len(stored))
-    metrics.RESULTS_DUPLICATE.inc(len(results) - len(stored))
+    metrics.RESULTS_STORED.inc(stored.count)
+    metrics.RESULTS_DUPLICATE.inc(len(results) - stored.count)
     stamp = now.timestamp()
     for r in results:
         metrics.RESULT_LAG.observe(max(0.0, stamp - r.started_at - r.duration_ms / 1000))
     fleet.FLOW.observe(results, stamp)
-    return len(stored)
+    return stored.count
 
 
 async def sweep(
@@ -154,15 +168,48 @@ async def sweep(
     before: dt.datetime | None = None,
 ) -> int:
     """Close rounds whose deadline is earlier than `before` (default `now`) with the
-    results they have."""
+    results they have; return how many."""
+    return len((await _sweep(pool, now, on_recheck, before=before)).closed)
+
+
+async def _sweep(
+    pool: asyncpg.Pool,
+    now: dt.datetime | None = None,
+    on_recheck: OnRecheck | None = None,
+    *,
+    before: dt.datetime | None = None,
+) -> store.Expired:
     now = now or dt.datetime.now(dt.UTC)
     rechecks: list[incidents.Recheck] = []
     async with pool.acquire() as conn, conn.transaction():
-        closed = await store.close_expired(conn, min(now, before or now))
-        await finish_rounds(conn, closed, now, rechecks)
+        expired = await store.close_expired(conn, min(now, before or now))
+        await finish_rounds(conn, expired.closed, now, rechecks)
     if rechecks and on_recheck is not None:
         await on_recheck(rechecks)
-    return len(closed)
+    return expired
+
+
+def sweep_delay(
+    expired: store.Expired,
+    now: dt.datetime,
+    *,
+    interval: float,
+    idle: float,
+    margin: float,
+    limit: int = 5000,
+) -> float:
+    """Seconds until the next sweep may close something: `interval` while rounds wait to be
+    closed (a full sweep, a deadline passed), else until the earliest open deadline plus
+    `margin`, at most `idle`. Rounds opened after this sweep are not in `next_deadline`,
+    but their deadlines are at least `round_grace` (2 s) after it (due + timeout +
+    round_grace), so an `idle` up to that delays none of them."""
+    if len(expired.closed) >= limit:
+        return interval
+    if expired.next_deadline is None:
+        return idle
+    # Just past deadline + margin: a round closes once its deadline is before (not at) that.
+    wait = (expired.next_deadline - now).total_seconds() + margin + 0.05
+    return min(idle, max(interval, wait))
 
 
 @dataclass
@@ -201,13 +248,15 @@ async def sweep_loop(
     js: JetStreamContext,
     margin: float = 0.5,
     settled: Callable[[], float | None] | None = None,
+    idle: float = 2.0,
 ) -> None:
-    """Sweep every `interval`, closing only rounds whose deadline is `margin` seconds (a
-    result's way from probe to stream) before the consumer's `Backlog.caught_up_at` and
-    before `settled()` (`Fleet.settled_until`: up to when no live probe holds a result
-    JetStream has not acknowledged); while the consumer's state is unknown (NATS down)
-    nothing is closed for missing answers. While the database fails, sweeps back off
-    (`Outage`)."""
+    """Sweep every `interval` while rounds wait to be closed, and otherwise sleep until the
+    earliest open deadline (at most `idle`; `sweep_delay`), closing only rounds whose
+    deadline is `margin` seconds (a result's way from probe to stream) before the consumer's
+    `Backlog.caught_up_at` and before `settled()` (`Fleet.settled_until`: up to when no live
+    probe holds a result JetStream has not acknowledged); while the consumer's state is
+    unknown (NATS down) nothing is closed for missing answers. While the database fails,
+    sweeps back off (`Outage`)."""
     backlog = Backlog()
     outage = Outage("sweeper")
     delay = interval
@@ -225,13 +274,14 @@ async def sweep_loop(
                     before = min(before, dt.datetime.fromtimestamp(held, dt.UTC))
                 before -= dt.timedelta(seconds=margin)
                 with outage.bounded():
-                    await sweep(pool, now, on_recheck=on_recheck, before=before)
+                    expired = await _sweep(pool, now, on_recheck=on_recheck, before=before)
             except Exception as e:
                 if not db.unavailable(e):
                     log.exception("round sweep failed")
                 delay = max(interval, outage.failed(e))
             else:
                 outage.succeeded()
+                delay = sweep_delay(expired, now, interval=interval, idle=idle, margin=margin)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
 

@@ -270,12 +270,6 @@ async def windows_for(conn: DB, monitor_id: int, tags: list[str]) -> list[Row]:
     return [dict(r) for r in rows]
 
 
-async def enabled_windows(conn: DB) -> list[Row]:
-    """Every enabled maintenance window (a small table, read once per results batch)."""
-    rows = await conn.fetch(f"SELECT {WINDOW_COLUMNS} FROM maintenance_windows WHERE enabled")
-    return [dict(r) for r in rows]
-
-
 async def record_period(
     conn: Tx, monitor_id: int, window_id: int, starts_at: dt.datetime, ends_at: dt.datetime
 ) -> None:
