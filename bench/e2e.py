@@ -489,7 +489,15 @@ def main(
         + "\n"
     )
     if not no_record:
-        record("End-to-end checks, every process counted (issue 24)", body)
+        # One section per kind of comparison, so that recording one does not replace another.
+        compared = [
+            *([f"against {compare}"] if compare else []),
+            *(["fsync on and off"] if fsync == "both" else [f"fsync {fsync}"] if fsync == "on" else []),
+            *(["NATS plain and secure"] if nats_mode == "both" else []),
+            *([f"beside {peer}"] if peer else []),
+        ]
+        title = "End-to-end checks, every process counted (issue 24)"
+        record(title + (f": {', '.join(compared)}" if compared else ""), body)
     click.echo(body)
 
 
