@@ -29,7 +29,7 @@ from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.cluster.sharding import Membership
 from probefleet.controller.config import ControllerConfig
 from probefleet.controller.console import accounts, audit, templating
-from probefleet.controller.engine import heartbeats, incidents, results
+from probefleet.controller.engine import diagnostics, heartbeats, incidents, results
 from probefleet.controller.engine.scheduler import Scheduler
 from probefleet.controller.notifications import destinations
 from probefleet.controller.notifications.dispatcher import Dispatcher
@@ -346,8 +346,8 @@ async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The events hub (WebSocket and SSE push), and status-page changes from any controller
-    (ours included)."""
+    """The events hub (WebSocket and SSE push), status-page changes from any controller
+    (ours included), and the diagnostics that follow the hub's incident.opened events."""
     cfg = app[keys.CONFIG]
     hub = app[keys.HUB] = Hub(app[keys.POOL])
     await hub.start()
@@ -362,13 +362,31 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
     sub = await app[keys.NC].subscribe(subjects.status_page_changed(), cb=on_page_changed)
     stop = asyncio.Event()
+    tasks = []
     with db.bounded(cfg.database_background_timeout):
-        task = asyncio.create_task(hub.run(stop), name="realtime")
+        tasks.append(asyncio.create_task(hub.run(stop), name="realtime"))
+        if cfg.diagnostics_per_region_minute > 0 and keys.SCHEDULER in app:
+            nc = app[keys.NC]
+
+            async def publish(subject: str, data: bytes) -> None:
+                if nc.is_connected:  # as the scheduler: a job buffered through an outage is late
+                    await nc.publish(subject, data)
+
+            diagnoser = diagnostics.Diagnostics(
+                pool=app[keys.POOL],
+                hub=hub,
+                fleet=app[keys.FLEET],
+                publish=publish,
+                owns=app[keys.SCHEDULER].owns,
+                per_minute=cfg.diagnostics_per_region_minute,
+                grace=cfg.round_grace,
+            )
+            tasks.append(asyncio.create_task(diagnoser.run(stop), name="diagnostics"))
     yield
     stop.set()
     with contextlib.suppress(Exception):
         await sub.unsubscribe()
-    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _close_realtime(app: web.Application) -> None:

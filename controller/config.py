@@ -72,6 +72,9 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Extra time a round waits for results beyond the monitor's timeout.
     round_grace: float = 2.0
     results_batch: int = 500
+    # Diagnose jobs (traceroute, DNS, TLS chain) sent to a region per minute when monitors
+    # go down there (controller/engine/diagnostics.py); 0 turns them off.
+    diagnostics_per_region_minute: int = 10
     # JetStream replicas of the results and pings streams: 1 on a single NATS server, 3 on a
     # three-node cluster (the production topology), so losing one node loses no result.
     nats_stream_replicas: int = 1
@@ -277,6 +280,8 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
             ipaddress.ip_network(cidr.strip(), strict=False)
         except ValueError:
             raise ConfigError(f"trusted_proxies: {cidr!r} is not an address or CIDR (10.0.0.0/8)") from None
+    if cfg.diagnostics_per_region_minute < 0:
+        raise ConfigError("diagnostics_per_region_minute must be 0 (off) or more")
     if not 1 <= cfg.nats_stream_replicas <= 5:
         raise ConfigError(f"nats_stream_replicas {cfg.nats_stream_replicas}: use 1 to 5 (JetStream's limit)")
     from probefleet.shared.subjects import valid_region

@@ -175,6 +175,13 @@ PARTITIONS_DROPPED = Counter(
     ["table"],
     registry=REGISTRY,
 )
+DIAGNOSTICS = Counter(
+    "probefleet_diagnostics_total",
+    "Diagnose jobs for monitors that went down, by outcome: sent, no_probe (the region has no"
+    " live probe that can run them), rate_limited (diagnostics_per_region_minute).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 DISPATCHER_WAKEUPS = Counter(
     "probefleet_dispatcher_wakeups_total",
     "Dispatcher steps started by an events NOTIFY.",

@@ -17,7 +17,9 @@ from probefleet.controller.api import common
 from probefleet.controller.api.common import now_utc, ok, path_id, read_json, require
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.engine import incidents
-from probefleet.controller.storage import Tx
+from probefleet.controller.engine.diagnostics import DIAGNOSTIC_ATTEMPT
+from probefleet.controller.storage import DB, Tx
+from probefleet.controller.storage import diagnostics as diagnostic_store
 from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import incidents as store
 from probefleet.controller.storage import monitors as monitor_store
@@ -232,9 +234,37 @@ def public_failure(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def public_diagnostic(r: dict[str, Any]) -> dict[str, Any]:
+    """One region's diagnosis: when it ran, its summary, the traceroute hops, the DNS
+    answer and resolver, the TLS chain (probe/checkers/diagnose.py)."""
+    details = r["details"] or {}
+    return {
+        "region": r["region"],
+        "probe_id": r["probe_id"],
+        "status": r["status"],
+        "due": r["due"],
+        "ran_at": r["started_at"],
+        "duration_ms": r["duration_ms"],
+        "summary": r["message"],
+        "target": details.get("target"),
+        "port": details.get("port"),
+        "traceroute": details.get("traceroute"),
+        "dns": details.get("dns"),
+        "tls": details.get("tls"),
+    }
+
+
+async def _diagnostics(conn: DB, row: dict[str, Any]) -> list[dict[str, Any]]:
+    if row["monitor_id"] is None:
+        return []
+    start, end = _window(row)
+    rows = await diagnostic_store.for_monitor(conn, row["monitor_id"], DIAGNOSTIC_ATTEMPT, start, end)
+    return [public_diagnostic(r) for r in rows]
+
+
 async def get_incident(request: web.Request) -> web.Response:
     """The incident, and why: the region x phase matrix of its failed results, the first
-    failed result with its evidence, and the timeline."""
+    failed result with its evidence, the failing regions' diagnostics, and the timeline."""
     await require(request, "incidents:read")
     pool = request.app[keys.POOL]
     row = await store.get(pool, path_id(request, what="incident"))
@@ -249,23 +279,24 @@ async def get_incident(request: web.Request) -> web.Response:
         )
         first = await store.failed_results(pool, row["monitor_id"], start, end, 1)
         out["first_failure"] = public_failure(first[0]) if first else None
+    out["diagnostics"] = await _diagnostics(pool, row)
     out["timeline"] = await store.timeline(pool, row["id"])
     return ok(out)
 
 
 async def incident_evidence(request: web.Request) -> web.Response:
     """Every failed result of the incident (first EVIDENCE_LIMIT), oldest first, with its
-    phase and evidence."""
+    phase and evidence; the regions' diagnostics in `meta.diagnostics`."""
     await require(request, "incidents:read")
     pool = request.app[keys.POOL]
     row = await store.get(pool, path_id(request, what="incident"))
     if row is None:
         raise not_found("incident")
     if row["monitor_id"] is None:
-        return ok([], meta={"truncated": False})
+        return ok([], meta={"truncated": False, "diagnostics": []})
     start, end = _window(row)
     rows = await store.failed_results(pool, row["monitor_id"], start, end, EVIDENCE_LIMIT + 1)
-    meta = {"truncated": len(rows) > EVIDENCE_LIMIT}
+    meta = {"truncated": len(rows) > EVIDENCE_LIMIT, "diagnostics": await _diagnostics(pool, row)}
     return ok([public_failure(r) for r in rows[:EVIDENCE_LIMIT]], meta=meta)
 
 

@@ -36,6 +36,7 @@ from probefleet.client.models import (
     CheckRun,
     Delivery,
     DeliveryAttempt,
+    Diagnostic,
     Error,
     Event,
     FailedResult,
@@ -199,6 +200,7 @@ TYPES: list[Any] = [
     Incident,
     IncidentDetail,
     FailedResult,
+    Diagnostic,
     IncidentTimeline,
     Event,
     EventPatch,
@@ -1065,7 +1067,8 @@ OPERATIONS: list[Op] = [
         "get",
         "/api/v1/incidents/{id}",
         "incidents_get",
-        "One incident and why: region x phase matrix, first failed result with its evidence, timeline",
+        "One incident and why: region x phase matrix, first failed result with its evidence,"
+        " the failing regions' diagnostics, timeline",
         "incidents:read",
         ref("IncidentDetail"),
         params=[ID],
@@ -1085,7 +1088,8 @@ OPERATIONS: list[Op] = [
         "/api/v1/incidents/{id}/evidence",
         "incidents_evidence",
         "The incident's failed results (first 100, oldest first) with their phase and evidence;"
-        " `meta.truncated` when there were more",
+        " `meta.truncated` when there were more; `meta.diagnostics` the failing regions' diagnostics"
+        " (Diagnostic: traceroute, DNS answer and resolver, TLS chain)",
         "incidents:read",
         _list("FailedResult"),
         params=[ID],

@@ -148,7 +148,9 @@ _VERDICT_UPSERT = (
 
 
 async def rollup_raw(conn: Tx, start: dt.datetime, end: dt.datetime) -> int:
-    """Raw results and attempt-0 round verdicts of [start, end) into minute rows (replace)."""
+    """Raw results and attempt-0 round verdicts of [start, end) into minute rows (replace).
+    Diagnose results (attempt 2000, engine/diagnostics.DIAGNOSTIC_ATTEMPT) are left out:
+    they describe the path to a target that is down, they are not checks of it."""
     status = await conn.execute(
         "WITH g AS (SELECT monitor_id, date_bin('1 minute', due, $3) AS bucket, region,"
         f" CASE WHEN {TIMED} THEN {BUCKET_SQL} END AS i,"
@@ -156,7 +158,7 @@ async def rollup_raw(conn: Tx, start: dt.datetime, end: dt.datetime) -> int:
         " count(*) FILTER (WHERE status = 'fail') AS failures,"
         " count(*) FILTER (WHERE status = 'degraded') AS degraded,"
         " count(*) AS n, sum(duration_ms::float8) AS s, min(duration_ms) AS mn, max(duration_ms) AS mx"
-        " FROM check_results WHERE due >= $1 AND due < $2 GROUP BY 1, 2, 3, 4)"
+        " FROM check_results WHERE due >= $1 AND due < $2 AND attempt <> 2000 GROUP BY 1, 2, 3, 4)"
         " INSERT INTO stats_minute SELECT monitor_id, bucket, region, sum(checks), sum(failures),"
         " sum(degraded), COALESCE(sum(n) FILTER (WHERE i IS NOT NULL), 0),"
         " COALESCE(sum(s) FILTER (WHERE i IS NOT NULL), 0),"
@@ -351,7 +353,8 @@ _RAW_STATS = (
     " count(*) FILTER (WHERE status = 'fail') AS failures,"
     " count(*) FILTER (WHERE status = 'degraded') AS degraded,"
     " count(*) AS n, sum(duration_ms::float8) AS s, min(duration_ms) AS mn, max(duration_ms) AS mx"
-    " FROM check_results WHERE monitor_id = ANY($1) AND due >= $2 AND due < $3 GROUP BY 1, 2, 3)"
+    " FROM check_results WHERE monitor_id = ANY($1) AND due >= $2 AND due < $3 AND attempt <> 2000"
+    " GROUP BY 1, 2, 3)"
     " SELECT monitor_id, region, sum(checks)::int AS checks, sum(failures)::int AS failures,"
     " sum(degraded)::int AS degraded, COALESCE(sum(n) FILTER (WHERE i IS NOT NULL), 0)::int AS rt_count,"
     " COALESCE(sum(s) FILTER (WHERE i IS NOT NULL), 0) AS rt_sum,"
@@ -456,7 +459,8 @@ async def series(
         # The raw tail is read per minute so each row lands in one point.
         check_src = (
             "(SELECT monitor_id, date_bin('1 minute', due, $5) AS bucket, region, status,"
-            " duration_ms FROM check_results WHERE monitor_id = $1 AND due >= $2 AND due < $3) s"
+            " duration_ms FROM check_results WHERE monitor_id = $1 AND due >= $2 AND due < $3"
+            " AND attempt <> 2000) s"
             if level == "raw"
             else f"stats_{table} s"
         )

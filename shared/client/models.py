@@ -267,12 +267,31 @@ class PhaseMatrix(msgspec.Struct, kw_only=True):
     regions: dict[str, dict[str, int]]
 
 
+class Diagnostic(msgspec.Struct, kw_only=True):
+    """What a region that saw the monitor fail found when it went down: the traceroute's
+    hops, the DNS answer and the resolver that gave it, the TLS chain (for TLS targets)."""
+
+    region: str
+    probe_id: str
+    status: str
+    due: dt.datetime
+    ran_at: dt.datetime
+    duration_ms: float
+    summary: str
+    target: str | None = None
+    port: int | None = None
+    traceroute: dict[str, Any] | None = None
+    dns: dict[str, Any] | None = None
+    tls: dict[str, Any] | None = None
+
+
 class IncidentDetail(Incident, kw_only=True):
     """One incident and why: the region x phase matrix of its failed results, the first
-    failed result with its evidence, and the timeline."""
+    failed result with its evidence, the failing regions' diagnostics, and the timeline."""
 
     matrix: PhaseMatrix
     first_failure: FailedResult | None
+    diagnostics: list[Diagnostic] = []
     timeline: list[TimelineEntry]
 
 

@@ -269,3 +269,28 @@ async def test_it_recomputes_after_a_backfill_and_rewind(pool: asyncpg.Pool) -> 
     raw = await pool.fetchval("SELECT count(*) FROM check_results WHERE status <> 'skipped'")
     for level in ("minute", "hour", "day"):
         assert await pool.fetchval(f"SELECT sum(checks) FROM stats_{level}") == raw
+
+
+async def test_diagnose_results_are_not_checks_of_the_monitor(pool: asyncpg.Pool) -> None:
+    """A diagnosis (engine/diagnostics.py, attempt 2000) runs where a monitor went down and
+    is ok whenever it ran: counted, it would be an ok check of a down target."""
+    from probefleet.controller.engine.diagnostics import DIAGNOSTIC_ATTEMPT
+
+    await seed(pool)
+    await pool.execute(
+        "INSERT INTO check_results (monitor_id, due, region, attempt, probe_id, status, started_at,"
+        " duration_ms) SELECT 1, d, 'us-east', $3, 'p-us-east', 'ok', d, 9000"
+        " FROM generate_series($1::timestamptz, $2, interval '7 min') d",
+        START,
+        END - dt.timedelta(seconds=1),
+        DIAGNOSTIC_ATTEMPT,
+    )
+    await roll_all(pool, NOW + dt.timedelta(days=2))
+    checks_only = RAW_BY.replace(
+        "FROM check_results", f"FROM check_results WHERE attempt <> {DIAGNOSTIC_ATTEMPT}"
+    )
+    for level in ("minute", "hour", "day"):
+        step = store.LEVELS[level]
+        raw = [tuple(r) for r in await pool.fetch(checks_only, step)]
+        assert [tuple(r) for r in await pool.fetch(ROLLED.format(level=level))] == raw
+    assert await pool.fetchval("SELECT max(rt_max) FROM stats_minute WHERE monitor_id = 1") < 9000

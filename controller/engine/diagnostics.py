@@ -1,0 +1,212 @@
+"""Automatic diagnostics when a monitor goes down: each region that saw it fail runs a
+diagnose job (probe/checkers/diagnose.py: traceroute, DNS answer and resolver, TLS chain).
+
+The trigger is the incident.opened event, read from the realtime hub (the events outbox
+tailed every 0.25 s by every controller), so nothing is added to the results ingest
+transaction. The controller that owns the monitor's shard sends the jobs; the others pass.
+A suppressed incident (its parent is down) writes no incident.opened event and so gets no
+diagnostics.
+
+The jobs are ordinary check jobs with attempt DIAGNOSTIC_ATTEMPT and no round row (as
+ondemand.py's): probes run the real checker and the results consumer stores the results
+in check_results like any other (same retention), where no round takes them and no status
+changes. GET /incidents/{id} and /evidence read them back by monitor, attempt and time.
+
+Bounded: at most `per_minute` jobs per region in any 60 s (per controller, which sends
+only for the monitors of its shards), so a mass outage cannot flood the probes; regions
+with no live probe that can run `diagnose` are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from probefleet.controller import metrics
+from probefleet.controller.cluster.fleet import Fleet
+from probefleet.controller.notifications.realtime import Client, Event, Hub
+from probefleet.controller.storage import DB
+from probefleet.controller.storage import monitors as monitor_store
+from probefleet.shared import subjects, wire
+
+log = logging.getLogger("probefleet.diagnostics")
+
+# Above the on-demand runs' attempt (ondemand.ON_DEMAND_ATTEMPT = 1000).
+DIAGNOSTIC_ATTEMPT = 2000
+# A diagnosis runs within this many seconds at the probe.
+BUDGET = 10.0
+_TLS_SCHEMES = {"https": 443, "wss": 443}
+_PLAIN_SCHEMES = {"http": 80, "ws": 80}
+
+
+def spec_for(kind: str, spec: dict[str, Any] | None) -> wire.DiagnoseSpec | None:
+    """What to diagnose for a monitor of `kind` with stored `spec`: its target's host, port,
+    whether it speaks TLS; None when the kind has no network target."""
+    spec = spec or {}
+    url: str | None = None
+    if kind == "api_flow":
+        steps = spec.get("steps") or []
+        url = steps[0].get("url") if steps and isinstance(steps[0], dict) else None
+    elif kind == "browser":
+        url = next((s.get("url") for s in spec.get("steps") or [] if s.get("action") == "goto"), None)
+    elif isinstance(spec.get("url"), str):
+        url = spec["url"]
+    if url:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return None
+        if not parts.hostname:
+            return None
+        scheme = parts.scheme.lower()
+        tls = scheme in _TLS_SCHEMES
+        return wire.DiagnoseSpec(
+            host=parts.hostname,
+            port=port or _TLS_SCHEMES.get(scheme) or _PLAIN_SCHEMES.get(scheme),
+            tls=tls,
+            url=f"{scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}",  # no credentials, no query
+            ca_pem=spec.get("ca_pem") if tls else None,
+            budget=BUDGET,
+        )
+    if kind == "dns":
+        name = spec.get("name")
+        if not name:
+            return None
+        return wire.DiagnoseSpec(host=str(name), resolver=spec.get("resolver"), budget=BUDGET)
+    host = spec.get("host")
+    if not host:
+        return None
+    tls_setting = spec.get("tls")
+    tls = kind == "tls" or tls_setting is True or tls_setting in ("implicit", "require", "verify-full")
+    return wire.DiagnoseSpec(
+        host=str(host),
+        port=spec.get("port"),
+        tls=tls and spec.get("starttls", "none") == "none",
+        server_name=spec.get("server_name") if tls else None,
+        ca_pem=spec.get("ca_pem") if tls else None,
+        budget=BUDGET,
+    )
+
+
+class RateLimit:
+    """At most `per_minute` takes per region in any 60 seconds."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self.taken: dict[str, deque[float]] = {}
+
+    def take(self, region: str) -> bool:
+        now = self.clock()
+        taken = self.taken.setdefault(region, deque())
+        while taken and taken[0] <= now - 60:
+            taken.popleft()
+        if len(taken) >= self.per_minute:
+            return False
+        taken.append(now)
+        return True
+
+
+class Diagnostics:
+    """Sends diagnose jobs for the incidents opened on this controller's monitors."""
+
+    def __init__(
+        self,
+        *,
+        pool: DB,
+        hub: Hub,
+        fleet: Fleet,
+        publish: Callable[[str, bytes], Awaitable[None]],
+        owns: Callable[[int], bool],
+        per_minute: int,
+        grace: float,
+    ) -> None:
+        self.pool = pool
+        self.hub = hub
+        self.fleet = fleet
+        self.publish = publish
+        self.owns = owns
+        self.limit = RateLimit(per_minute)
+        self.grace = grace
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow incident.opened events until `stop`; a client the hub dropped (too far
+        behind) is attached again and replays what it missed from the outbox."""
+        last_id: int | None = None
+        while not stop.is_set():
+            client = Client(kind="diagnostics", topics=frozenset({"incident.updates"}), size=1024)
+            self.hub.attach(client)
+            try:
+                if last_id is not None:
+                    try:
+                        missed = await self.hub.replay(client, last_id)
+                    except Exception as e:  # the database away: those incidents go without
+                        log.warning("diagnostics replay failed error=%s", str(e)[:200])
+                        missed = []
+                    for old in missed:
+                        last_id = await self._handle(old)
+                while not stop.is_set():
+                    try:
+                        ev = await client.next(wait=0.5)
+                    except TimeoutError:
+                        continue
+                    if ev is None:  # dropped or closed: attach again
+                        break
+                    last_id = await self._handle(ev)
+            finally:
+                self.hub.detach(client)
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                last_id = last_id if last_id is not None else self.hub.last_id
+
+    async def _handle(self, ev: Event) -> int:
+        if ev.kind == "incident.opened" and ev.monitor_id is not None and self.owns(ev.monitor_id):
+            incident = ev.row["payload"].get("incident") or {}
+            try:
+                await self.diagnose(ev.monitor_id, list(incident.get("affected_regions") or []))
+            except Exception as e:  # the database away: these diagnostics are lost, not retried
+                log.warning("diagnostics not sent monitor_id=%s error=%s", ev.monitor_id, str(e)[:200])
+        return ev.id
+
+    async def diagnose(self, monitor_id: int, regions: list[str]) -> list[str]:
+        """Send a diagnose job for `monitor_id` to each of `regions` that has a live probe
+        able to run it, within the rate limit; the regions it was sent to."""
+        if not regions:
+            return []
+        monitor = await monitor_store.get(self.pool, monitor_id)
+        spec = spec_for(monitor["kind"], monitor["spec"]) if monitor else None
+        if monitor is None or spec is None:
+            return []
+        due = time.time()
+        able = self.fleet.runnable(due)
+        sent = []
+        for region in regions:
+            if "diagnose" not in able.get(region, frozenset()):
+                metrics.DIAGNOSTICS.labels("no_probe").inc()
+                continue
+            if not self.limit.take(region):
+                metrics.DIAGNOSTICS.labels("rate_limited").inc()
+                log.info("diagnostics rate-limited monitor_id=%s region=%s", monitor_id, region)
+                continue
+            job = wire.CheckJob(
+                monitor_id=monitor_id,
+                due=due,
+                region=region,
+                timeout=BUDGET,
+                deadline=due + BUDGET + self.grace,
+                spec=spec,
+                attempt=DIAGNOSTIC_ATTEMPT,
+                name=str(monitor.get("name") or ""),
+            )
+            await self.publish(subjects.jobs(region), wire.encode(job))
+            metrics.DIAGNOSTICS.labels("sent").inc()
+            sent.append(region)
+        return sent
