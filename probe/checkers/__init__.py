@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -62,18 +63,16 @@ def module_name(kind: str) -> str:
     return f"{__name__}.{kind}"
 
 
-async def _load_then_check(
-    kind: str,
-    spec: Any,
-    timeout: float,
-    source_address: str | None,  # noqa: ASYNC109
-) -> Outcome:
+async def _load_then_check(kind: str, spec: Any, budget: float, source_address: str | None) -> Outcome:
     # Off the event loop: the first import of a kind (grpc, Playwright: a few hundred ms) would
     # otherwise stall every check in flight and inflate their timings. Concurrent first checks
-    # wait on the import lock; the module's check starts its own clock after the import.
+    # wait on the import lock. The import is spent from the check's own budget, so the result
+    # still comes back before the job's deadline.
+    started = time.monotonic()
     module = await asyncio.to_thread(importlib.import_module, module_name(kind))
     check = _loaded[kind] = module.check
-    return await check(spec, timeout=timeout, source_address=source_address)
+    left = max(budget - (time.monotonic() - started), 0.0)
+    return await check(spec, timeout=left, source_address=source_address)
 
 
 def _deferred(kind: str) -> Checker:
