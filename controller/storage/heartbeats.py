@@ -63,6 +63,11 @@ async def lock(conn: Tx, monitor_ids: list[int]) -> list[Row]:
     return [dict(r) for r in rows]
 
 
+async def any_due(conn: DB, now: dt.datetime) -> bool:
+    """Whether some heartbeat's cached deadline passed: one index probe, no transaction."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM heartbeats WHERE deadline <= $1)", now))
+
+
 async def lock_due(conn: Tx, now: dt.datetime, limit: int) -> list[Row]:
     """Heartbeats whose cached deadline passed (index heartbeats_deadline); rows another
     controller holds are skipped, it is handling them."""

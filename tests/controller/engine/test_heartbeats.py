@@ -259,6 +259,23 @@ async def test_a_missed_deadline_goes_down_once_and_the_next_success_brings_it_u
     assert row is not None and row["deadline"] == at(690)
 
 
+async def test_a_tick_with_nothing_due_is_one_statement_and_no_transaction(
+    pool: asyncpg.Pool, database: str
+) -> None:
+    mid = await make(pool, run_interval=60, grace_period=30)
+    await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(1), kind="success")])
+    async with pool.acquire() as conn:  # the connection the tick gets (the pool is LIFO)
+        pid = conn.get_server_pid()
+    assert await hb.tick(pool, at(90)) == 0
+    watcher = await asyncpg.connect(database)
+    try:
+        last = await watcher.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+    finally:
+        await watcher.close()
+    assert last.startswith("SELECT EXISTS"), last  # not COMMIT: no transaction was opened
+    assert await hb.tick(pool, at(91)) == 1  # and a deadline passed is still seen
+
+
 async def test_a_late_ping_before_the_tick_keeps_it_up(pool: asyncpg.Pool) -> None:
     mid = await make(pool, run_interval=60, grace_period=30)
     await hb.record(pool, [heartbeat.Ping(monitor_id=mid, at=at(1), kind="success")])
