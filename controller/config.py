@@ -289,6 +289,6 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
     for r in cfg.regions:
         if not valid_region(r.id):
             raise ConfigError(f"region id {r.id!r}: use lower-case letters, digits and dashes")
-    return cfg
     if cfg.state_metrics_interval <= 0:
         raise ConfigError("state_metrics_interval must be positive")
+    return cfg
