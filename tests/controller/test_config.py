@@ -114,9 +114,7 @@ def test_it_reads_the_stream_replicas_from_the_environment_and_checks_them(
         load()
 
 
-def test_it_refuses_a_state_metrics_interval_that_is_not_positive(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROBEFLEET_STATE_METRICS_INTERVAL", "0")
+def test_it_refuses_a_state_metrics_interval_that_is_not_positive() -> None:
     with pytest.raises(ConfigError, match=r"state_metrics_interval must be positive"):
-        load()
-    monkeypatch.setenv("PROBEFLEET_STATE_METRICS_INTERVAL", "2.5")
-    assert load().state_metrics_interval == 2.5
+        load(state_metrics_interval=0)
+    assert load(state_metrics_interval=2.5).state_metrics_interval == 2.5
