@@ -28,7 +28,7 @@ from probefleet.controller.api.common import (
 from probefleet.controller.api.errors import ApiError, not_found
 from probefleet.controller.api.notifications import private_allowed, resolve_references
 from probefleet.controller.cluster.fleet import kind_of
-from probefleet.controller.engine import consensus, incidents, ondemand
+from probefleet.controller.engine import consensus, diagnostics, incidents, ondemand
 from probefleet.controller.monitors import config as monitors
 from probefleet.controller.monitors import heartbeat
 from probefleet.controller.storage import monitors as store
@@ -587,6 +587,8 @@ def log_entry(r: dict[str, Any]) -> dict[str, Any]:
         "region": r["region"],
         "attempt": r["attempt"],
         "on_demand": r["attempt"] == ondemand.ON_DEMAND_ATTEMPT,
+        # A diagnosis run where the monitor went down: ok whenever it ran, not a check of it.
+        "diagnostic": r["attempt"] == diagnostics.DIAGNOSTIC_ATTEMPT,
         "probe_id": r.get("probe_id"),
         "status": r["status"],
         "is_ok": r["status"] in ("ok", "degraded"),

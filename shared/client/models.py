@@ -161,6 +161,7 @@ class LogEntry(msgspec.Struct, kw_only=True):
     region: str
     attempt: int
     on_demand: bool
+    diagnostic: bool = False
     probe_id: str | None
     status: str
     is_ok: bool

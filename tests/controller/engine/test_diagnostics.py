@@ -91,6 +91,10 @@ async def test_the_regions_that_saw_the_monitor_fail_diagnose_it_within_10_s(
             detail = (await r.json())["data"]
             assert sorted(d["region"] for d in detail["diagnostics"]) == ["eu-west", "us-east"]
             assert detail["affected_regions"] == ["eu-west", "us-east"]
+            r = await api.get(f"/api/v1/monitors/{mid}/logs")
+            logs = (await r.json())["data"]
+            assert sorted(e["region"] for e in logs if e["diagnostic"]) == ["eu-west", "us-east"]
+            assert all(e["attempt"] == DIAGNOSTIC_ATTEMPT for e in logs if e["diagnostic"])
             # Stored like any result, in no round, and the monitor is still down.
             pool = ctl.app[keys.POOL]
             stored = await pool.fetch(
