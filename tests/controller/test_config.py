@@ -118,3 +118,10 @@ def test_it_refuses_a_state_metrics_interval_that_is_not_positive() -> None:
     with pytest.raises(ConfigError, match=r"state_metrics_interval must be positive"):
         load(state_metrics_interval=0)
     assert load(state_metrics_interval=2.5).state_metrics_interval == 2.5
+
+
+def test_diagnostics_per_region_minute_is_0_or_more() -> None:
+    assert load().diagnostics_per_region_minute == 10
+    assert load(diagnostics_per_region_minute=0).diagnostics_per_region_minute == 0
+    with pytest.raises(ConfigError, match=r"diagnostics_per_region_minute must be 0 \(off\) or more"):
+        load(diagnostics_per_region_minute=-1)
