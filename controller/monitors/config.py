@@ -112,6 +112,8 @@ UNSUPPORTED_TYPES = {
     " domain registrations; a tls monitor warns before a certificate expires",
     "blacklist": "BLACKLIST monitors are not supported: probefleet checks that services answer,"
     " not whether an address is on a block list",
+    "diagnose": "diagnose is not a monitor type: the regions that see a monitor fail run it"
+    " by themselves when it goes down, and its incident shows what they found",
 }
 
 # Spec fields whose wire name collides with a common field get another API name:
