@@ -100,6 +100,10 @@ class Settings:
     # How long an id gap in the events table may hold the watermark (see fan_out).
     gap_wait_s: float = 10.0
     poll_s: float = 0.5
+    # While the LISTEN connection stands, new events wake the loop at once and the poll is
+    # only for what comes due by time: when nothing is (`store.waiting`), empty steps double
+    # the wait up to this (an idle step is about eight statements).
+    poll_idle_s: float = 2.0
 
 
 @dataclass
@@ -923,9 +927,11 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step until `stop`; when a step finds nothing, sleep until an events NOTIFY or
-        `poll_s` (the fallback for a lost LISTEN connection, retries and reminders)."""
+        the poll (`idle_wait`: the fallback for a lost LISTEN connection, retries, reminders
+        and holds)."""
         listener = await self._listen()
         outage = Outage("dispatcher")
+        empty = 0
         try:
             while not stop.is_set():
                 if listener is not None and _closed(listener):  # the database restarted
@@ -942,16 +948,24 @@ class Dispatcher:
                         log.warning("dispatcher step failed error=%s", type(e).__name__ + ": " + str(e)[:200])
                 else:
                     outage.succeeded()
+                empty = 0 if busy else empty + 1
                 if not busy:
-                    await self._sleep(stop)
+                    quiet = listener is not None and not await self._waiting()
+                    await self._sleep(stop, idle_wait(self.settings, empty, listening=quiet))
         finally:
             await self._unlisten(listener)
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
+    async def _waiting(self) -> bool:
+        """Whether something comes due by time within the idle poll (True if unknown)."""
+        soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.settings.poll_idle_s)
+        try:
+            return await store.waiting(self.pool, soon)
+        except Exception:  # the database is away: the step's own failure is logged
+            return True
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-        done, pending = await asyncio.wait(
-            waits, timeout=self.settings.poll_s, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         for w in pending:
             w.cancel()
         if waits[1] in done and not stop.is_set():
@@ -982,6 +996,16 @@ class Dispatcher:
             await conn.remove_listener(EVENTS_CHANNEL, self._notified)
         with contextlib.suppress(Exception):
             await self.pool.release(conn)
+
+
+def idle_wait(settings: Settings, empty: int, *, listening: bool) -> float:
+    """Seconds to sleep after `empty` steps in a row found nothing: `poll_s`, doubling up to
+    `poll_idle_s` while a LISTEN connection wakes the loop for new events and nothing comes
+    due by time (`listening`; without a LISTEN the poll is how new events are found: always
+    `poll_s`)."""
+    if not listening or empty <= 1:
+        return settings.poll_s
+    return max(settings.poll_s, min(settings.poll_s * 2 ** (empty - 1), settings.poll_idle_s))
 
 
 def _closed(conn: Any) -> bool:

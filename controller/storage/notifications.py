@@ -673,6 +673,21 @@ async def alert_settings(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
 # ------------------------------------------------------------ alert threshold
 
 
+async def waiting(conn: DB, soon: dt.datetime) -> bool:
+    """Whether a step may find work by time alone: a delivery to send or retry before
+    `soon`, one held (alert threshold, parent) or suppressed (flapping), or a monitor
+    flapping. Partial indexes answer each part."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE status IN ('pending', 'failed', 'sending')"
+            " AND next_attempt_at <= $1) OR EXISTS (SELECT 1 FROM deliveries WHERE status = 'held')"
+            " OR EXISTS (SELECT 1 FROM deliveries WHERE status = 'suppressed')"
+            " OR EXISTS (SELECT 1 FROM monitor_flaps WHERE flapping)",
+            soon,
+        )
+    )
+
+
 async def release_held(conn: DB, now: dt.datetime) -> int:
     """Held deliveries of monitors that are down with fail_streak >= alert_threshold become
     pending (escalations keep their later due time); held deliveries of monitors that are

@@ -27,6 +27,7 @@ from probefleet.controller.notifications.dispatcher import (
     backoff,
     flap_percent,
     group_key,
+    idle_wait,
     is_flapping,
 )
 from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
@@ -1104,6 +1105,50 @@ async def test_the_running_dispatcher_wakes_on_a_committed_event(
         await task
     assert hook.bodies()[0]["event"] == "incident.opened"
     assert (metrics.REGISTRY.get_sample_value("probefleet_dispatcher_wakeups_total") or 0.0) > before
+
+
+# (empty steps in a row, listening, poll_s) -> seconds to the next step
+@pytest.mark.parametrize(
+    ("empty", "listening", "poll", "wait"),
+    [
+        (1, True, 0.5, 0.5),
+        (2, True, 0.5, 1.0),
+        (3, True, 0.5, 2.0),
+        (10, True, 0.5, 2.0),
+        (10, False, 0.5, 0.5),
+        (5, True, 60.0, 60.0),
+    ],
+    ids=[
+        "first-empty-step",
+        "doubles",
+        "reaches-the-idle-poll",
+        "stays-there",
+        "no-listen-polls-fast",
+        "a-longer-poll-is-kept",
+    ],
+)
+def test_empty_steps_stretch_the_poll_only_while_listening(
+    empty: int, listening: bool, poll: float, wait: float
+) -> None:
+    assert idle_wait(Settings(poll_s=poll), empty, listening=listening) == wait
+
+
+async def test_it_tells_when_something_comes_due_by_time(pool: asyncpg.Pool) -> None:
+    # What keeps the idle poll short: a delivery due within it, held or suppressed ones.
+    now = dt.datetime.now(dt.UTC)
+    soon = now + dt.timedelta(seconds=2)
+    assert not await store.waiting(pool, soon)
+    cid = await channel(pool, "http://127.0.0.1:9/")
+    delivery = await store.insert_test_delivery(pool, cid, now + dt.timedelta(hours=1))
+    await pool.execute("UPDATE deliveries SET status = 'pending' WHERE id = $1", delivery)
+    assert not await store.waiting(pool, soon)  # a reminder an hour away
+    await pool.execute("UPDATE deliveries SET next_attempt_at = $2 WHERE id = $1", delivery, now)
+    assert await store.waiting(pool, soon)
+    await pool.execute("UPDATE deliveries SET status = 'delivered' WHERE id = $1", delivery)
+    assert not await store.waiting(pool, soon)
+    for status in ("held", "suppressed"):
+        await pool.execute("UPDATE deliveries SET status = $2 WHERE id = $1", delivery, status)
+        assert await store.waiting(pool, soon), status
 
 
 def test_the_watermark_waits_for_a_gap_then_skips_it() -> None:
