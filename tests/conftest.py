@@ -3,6 +3,11 @@
 PostgreSQL runs once per session and each test gets its own database; NATS is cheap
 to start (tens of ms), so each test that needs it gets its own server and nothing
 leaks between tests through streams or subjects.
+
+A test whose fixtures migrate its database anyway (`pool`, `controller`) gets it as a copy
+of one migrated at the start of the session (CREATE DATABASE ... TEMPLATE, tens of ms
+instead of half a second of migrations); the fixture's own migrate then has only the day
+partitions to check. Every other test gets an empty database, as before.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from probefleet.shared.devstack import NatsServer, PostgresServer, create_database
@@ -33,11 +39,38 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
     server.stop()
 
 
-@pytest.fixture
-async def database(postgres: PostgresServer) -> AsyncIterator[str]:
-    """DSN of a fresh, empty database for one test."""
-    name = f"t{next(_db_counter)}"
+# Fixtures that migrate the test's database before the test runs.
+_MIGRATING = frozenset({"pool", "controller"})
+
+
+@pytest.fixture(scope="session")
+async def _migrated_template(postgres: PostgresServer) -> str:
+    """A database with every migration applied, copied by `database` (nobody connects to it
+    afterwards: PostgreSQL copies a template only while no session is on it)."""
+    from probefleet.controller.storage import db
+
+    name = "t_migrated"
     await create_database(postgres.dsn(), name, drop=True)
+    await db.migrate(postgres.dsn(name))
+    return name
+
+
+@pytest.fixture
+async def database(
+    postgres: PostgresServer, _migrated_template: str, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """DSN of a fresh database for one test: empty, or already migrated when the test's
+    fixtures would migrate it anyway (see the module's docstring)."""
+    name = f"t{next(_db_counter)}"
+    if _MIGRATING.intersection(request.fixturenames):
+        conn = await asyncpg.connect(postgres.dsn())
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_migrated_template}" STRATEGY FILE_COPY')
+        finally:
+            await conn.close()
+    else:
+        await create_database(postgres.dsn(), name, drop=True)
     yield postgres.dsn(name)
 
 
