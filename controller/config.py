@@ -70,6 +70,9 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     probe_missed_heartbeats: int = 3
     # Extra time a round waits for results beyond the monitor's timeout.
     round_grace: float = 2.0
+    # Seconds before their due time rounds are opened and their jobs sent, several to a
+    # message, to regions whose probes all take batches; 0: each job at its due time alone.
+    dispatch_lookahead: float = 1.0
     results_batch: int = 500
     # JetStream replicas of the results and pings streams: 1 on a single NATS server, 3 on a
     # three-node cluster (the production topology), so losing one node loses no result.
@@ -253,6 +256,8 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
         cfg = msgspec.convert(data, ControllerConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(str(e)) from e
+    if not 0 <= cfg.dispatch_lookahead <= 10:
+        raise ConfigError(f"dispatch_lookahead {cfg.dispatch_lookahead}: use 0 to 10 seconds")
     if not 1 <= cfg.nats_stream_replicas <= 5:
         raise ConfigError(f"nats_stream_replicas {cfg.nats_stream_replicas}: use 1 to 5 (JetStream's limit)")
     from probefleet.shared.subjects import valid_region

@@ -112,3 +112,10 @@ def test_it_reads_the_stream_replicas_from_the_environment_and_checks_them(
     monkeypatch.setenv("PROBEFLEET_NATS_STREAM_REPLICAS", "7")
     with pytest.raises(ConfigError, match=r"nats_stream_replicas 7: use 1 to 5"):
         load()
+
+
+def test_it_checks_the_dispatch_lookahead() -> None:
+    assert load().dispatch_lookahead == 1.0
+    assert load(dispatch_lookahead=0).dispatch_lookahead == 0
+    with pytest.raises(ConfigError, match=r"dispatch_lookahead -1.0: use 0 to 10 seconds"):
+        load(dispatch_lookahead=-1.0)

@@ -12,7 +12,7 @@ import pytest
 
 from probefleet.controller import metrics
 from probefleet.controller.cluster.fleet import Fleet
-from probefleet.controller.engine.scheduler import Scheduler, next_due, phase
+from probefleet.controller.engine.scheduler import BATCH_BYTES, BATCH_JOBS, Scheduler, next_due, phase, split
 from probefleet.controller.storage.results import ts as wire_ts
 from probefleet.shared import wire
 from probefleet.shared.devstack import PostgresServer
@@ -44,23 +44,33 @@ def make(pool: asyncpg.Pool) -> tuple[Scheduler, Published]:
     return Scheduler(pool=pool, publish=published, fleet=Fleet(), started=T0 - 3600), published
 
 
+def beat(sched: Scheduler, now: float, region: str, probe_id: str = "", *, job_batches: bool = False) -> None:
+    """A heartbeat from a probe of `region` (one per region unless named) heard at `now`."""
+    sched.fleet.observe(
+        wire.ProbeHeartbeat(
+            probe_id=probe_id or f"p-{region}",
+            region=region,
+            version="t",
+            concurrency=1,
+            in_flight=0,
+            started_at=T0,
+            sent_at=now,
+            job_batches=job_batches,
+        ),
+        now=now,
+    )
+
+
 async def tick_live(
-    sched: Scheduler, now: float, regions: tuple[str, ...] = ("us-east", "eu-west", "ap-south")
+    sched: Scheduler,
+    now: float,
+    regions: tuple[str, ...] = ("us-east", "eu-west", "ap-south"),
+    *,
+    job_batches: bool = False,
 ) -> int:
     """Tick with a heartbeat from one probe in each of `regions` at `now`."""
     for region in regions:
-        sched.fleet.observe(
-            wire.ProbeHeartbeat(
-                probe_id=f"p-{region}",
-                region=region,
-                version="t",
-                concurrency=1,
-                in_flight=0,
-                started_at=T0,
-                sent_at=now,
-            ),
-            now=now,
-        )
+        beat(sched, now, region, job_batches=job_batches)
     return await sched.tick(now)
 
 
@@ -177,6 +187,125 @@ async def test_it_publishes_nothing_for_a_round_another_controller_opened(pool: 
         await tick_live(first, T0 + t)
         await tick_live(second, T0 + t)
     assert len(published_first) == 2 and published_second == []
+
+
+# ------------------------------------------------------------ jobs sent ahead, in batches
+
+
+def sent(published: Published, since: int = 0) -> list[tuple[str, list[wire.CheckJob]]]:
+    """The job messages published from index `since` on: (subject, the jobs in it)."""
+    return [(s, wire.decode_jobs(d)) for s, d in published[since:] if s.startswith("probefleet.jobs.")]
+
+
+async def test_it_sends_a_ticks_jobs_ahead_in_one_message_per_region(pool: asyncpg.Pool) -> None:
+    sched, published = make(pool)
+    sched.lookahead = 1.0
+    for mid in range(1, 201):
+        sched.upsert(row(mid, interval=10), now=T0)
+    opened, messages = 0, 0
+    for step in range(0, 19):  # a tick every half lookahead, over one interval
+        now = T0 + step / 2
+        before = len(published)
+        opened += await tick_live(sched, now, job_batches=True)
+        for subject, jobs in sent(published, before):
+            messages += 1
+            # Sent ahead: due after the tick, within the lookahead; one message per region.
+            assert all(now < j.due <= now + 1.0 for j in jobs)
+            assert {j.region for j in jobs} == {subject.removeprefix("probefleet.jobs.")}
+        per_region = [s for s, _ in sent(published, before)]
+        assert len(per_region) == len(set(per_region))
+    jobs = [j for _, batch in sent(published) for j in batch]
+    assert opened == 200
+    assert sorted((j.monitor_id, j.region) for j in jobs) == sorted(
+        (m, r) for m in range(1, 201) for r in ("us-east", "eu-west")
+    )
+    assert messages <= 2 * 19 and messages < len(jobs) / 5
+    assert await pool.fetchval("SELECT count(*) FROM rounds") == 200
+
+
+async def test_it_splits_a_regions_jobs_over_its_live_probes(pool: asyncpg.Pool) -> None:
+    sched, published = make(pool)
+    sched.lookahead = 1.0
+    for mid in range(1, 101):
+        sched.upsert(row(mid, interval=10, locations=["eu-west"]), now=T0)
+    for step in range(0, 19):
+        now = T0 + step / 2
+        before = len(published)
+        for probe_id in ("a", "b"):
+            beat(sched, now, "eu-west", probe_id, job_batches=True)
+        await sched.tick(now)
+        sizes = [len(jobs) for _, jobs in sent(published, before)]
+        # Two live probes: at least two messages whenever there are two jobs, evenly filled.
+        assert len(sizes) == min(2, sum(sizes))
+        assert max(sizes, default=0) - min(sizes, default=0) <= 1
+    assert sum(len(jobs) for _, jobs in sent(published)) == 100
+
+
+async def test_a_region_with_an_older_probe_gets_single_jobs_at_their_due_time(pool: asyncpg.Pool) -> None:
+    """us-east has a probe that does not say it takes batches: the rounds of monitors there
+    open at their due time, with one job per message to us-east; a monitor of eu-west alone
+    still goes ahead."""
+    sched, published = make(pool)
+    sched.lookahead = 1.0
+    for mid in range(1, 41):
+        sched.upsert(row(mid, interval=10, locations=["us-east", "eu-west"]), now=T0)
+    for mid in range(41, 61):
+        sched.upsert(row(mid, interval=10, locations=["eu-west"]), now=T0)
+    for step in range(0, 1001):  # a tick every 10 ms, as the loop's would be for due times
+        now = T0 + step / 100
+        before = len(published)
+        beat(sched, now, "us-east", "new", job_batches=True)
+        beat(sched, now, "us-east", "old")
+        beat(sched, now, "eu-west", job_batches=True)
+        await sched.tick(now, ahead=step % 50 == 0)
+        for subject, jobs in sent(published, before):
+            if subject == "probefleet.jobs.us-east":
+                assert len(jobs) == 1
+            for j in jobs:
+                if j.monitor_id <= 40:  # a round with us-east: opened at its due time
+                    assert now - 0.01 < j.due <= now
+                else:
+                    assert now < j.due <= now + 1.0
+    jobs = [j for _, batch in sent(published) for j in batch]
+    assert sorted((j.monitor_id, j.region) for j in jobs) == sorted(
+        [(m, r) for m in range(1, 41) for r in ("us-east", "eu-west")]
+        + [(m, "eu-west") for m in range(41, 61)]
+    )
+    assert not sched.waiting or all(due > T0 + 10 for due, _, _ in sched.waiting)
+
+
+async def test_two_controllers_looking_ahead_publish_each_round_once(pool: asyncpg.Pool) -> None:
+    first, published_first = make(pool)
+    second, published_second = make(pool)
+    for s in (first, second):
+        s.lookahead = 1.0
+        for mid in range(1, 21):
+            s.upsert(row(mid, interval=10), now=T0)
+    for step in range(0, 21):
+        now = T0 + step / 2
+        await tick_live(first, now, job_batches=True)
+        await tick_live(second, now + 0.25, job_batches=True)
+        await tick_live(second, now, job_batches=True)  # and the other way round
+        await tick_live(first, now + 0.25, job_batches=True)
+    jobs = [j for _, batch in sent(published_first) + sent(published_second) for j in batch]
+    rounds = await pool.fetch("SELECT monitor_id, due FROM rounds")
+    assert {r["monitor_id"] for r in rounds} == set(range(1, 21))
+    # Each round's job for each region published once, by one of the two.
+    assert sorted((j.monitor_id, j.due, j.region) for j in jobs) == sorted(
+        (r["monitor_id"], r["due"].timestamp(), region) for r in rounds for region in ("us-east", "eu-west")
+    )
+    assert sent(published_first) and sent(published_second)
+
+
+def test_a_batch_holds_at_most_its_caps_and_a_large_job_goes_alone() -> None:
+    small = [b"x" * 100] * (BATCH_JOBS * 2 + 1)
+    assert [len(m) for m in split(small, 1)] == [BATCH_JOBS * 2 // 3 + 1] * 2 + [BATCH_JOBS * 2 // 3]
+    assert [len(m) for m in split(small[:5], 3)] == [2, 2, 1]
+    assert [len(m) for m in split(small[:2], 3)] == [1, 1]
+    big = [b"y" * (BATCH_BYTES // 3)] * 7
+    assert all(sum(map(len, m)) <= BATCH_BYTES for m in split(big, 1))
+    huge = [b"z" * (BATCH_BYTES + 1), b"x" * 100]
+    assert sorted(len(m) for m in split(huge, 1)) == [1, 1]
 
 
 # ------------------------------------------------------------ the database unavailable
