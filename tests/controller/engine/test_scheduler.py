@@ -5,17 +5,26 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import statistics
+import time
+from collections import Counter
 from typing import Any
 
+import aiohttp
 import asyncpg
+import nats
 import pytest
+from nats.aio.msg import Msg
 
-from probefleet.controller import metrics
+from probefleet.controller import keys, metrics
 from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.engine.scheduler import BATCH_BYTES, BATCH_JOBS, Scheduler, next_due, phase, split
 from probefleet.controller.storage.results import ts as wire_ts
-from probefleet.shared import wire
+from probefleet.probe.agent import Agent
+from probefleet.probe.config import ProbeConfig
+from probefleet.shared import subjects, wire
 from probefleet.shared.devstack import PostgresServer
+from tests.controller.conftest import REGIONS, start_controller
+from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
 from tests.helpers import eventually
 
 T0 = 1_800_000_000.0
@@ -295,6 +304,83 @@ async def test_two_controllers_looking_ahead_publish_each_round_once(pool: async
         (r["monitor_id"], r["due"].timestamp(), region) for r in rounds for region in ("us-east", "eu-west")
     )
     assert sent(published_first) and sent(published_second)
+
+
+async def test_probes_answer_every_round_of_jobs_sent_ahead_and_share_a_regions_work(
+    database: str, nats_url: str
+) -> None:
+    """A controller with its default lookahead, a probe in each region and a second one in
+    eu-west: jobs reach the probes several to a message, every round is answered by every
+    region, no check starts before its due time, and both eu-west probes take work."""
+    target = RegionalTarget()
+    await target.start()
+    ctl = await start_controller(database, nats_url)
+    probes = await start_probes(nats_url)
+    second = Agent(
+        ProbeConfig(
+            nats_url=nats_url,
+            region="eu-west",
+            source_address=REGION_ADDRESSES["eu-west"],
+            probe_id="test-eu-west-2",
+            heartbeat_interval=0.5,
+        )
+    )
+    await second.start()
+    probes.append(second)
+    messages: Counter[str] = Counter()
+    jobs: Counter[str] = Counter()
+
+    async def on_job(msg: Msg) -> None:
+        messages[msg.subject] += 1
+        jobs[msg.subject] += len(wire.decode_jobs(msg.data))
+
+    watcher = await nats.connect(nats_url)
+    await watcher.subscribe(subjects.jobs("*"), cb=on_job)
+    pool = ctl.app[keys.POOL]
+    try:
+        headers = {"Authorization": f"Bearer {ctl.admin_key}"}
+        async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
+            for i in range(30):
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 1},
+                )
+                assert r.status == 201, await r.text()
+        sched = ctl.app[keys.SCHEDULER]
+        await eventually(
+            lambda: sched.batching(time.time()).get("eu-west") == 2, what="two eu-west probes heard"
+        )
+        since = time.time() + 2.0  # rounds opened once every probe is known to take batches
+        messages.clear()
+        jobs.clear()
+
+        async def rounds_closed() -> int:
+            n = await pool.fetchval(
+                "SELECT count(*) FROM rounds WHERE due > to_timestamp($1) AND closed_at IS NOT NULL", since
+            )
+            return int(n) >= 30 * 4
+
+        await eventually(rounds_closed, what="four rounds of every monitor closed")
+        rounds = await pool.fetch(
+            "SELECT regions, answered, verdict FROM rounds"
+            " WHERE due > to_timestamp($1) AND closed_at IS NOT NULL",
+            since,
+        )
+        assert all(sorted(r["answered"]) == sorted(r["regions"]) == sorted(REGIONS) for r in rounds)
+        assert {r["verdict"] for r in rounds} == {"up"}
+        early = await pool.fetchval(
+            "SELECT count(*) FROM check_results WHERE due > to_timestamp($1) AND started_at < due", since
+        )
+        assert early == 0
+        for region in REGIONS:
+            subject = subjects.jobs(region)
+            assert jobs[subject] >= 3 * messages[subject], (region, jobs[subject], messages[subject])
+        assert probes[-1].checks_total > 0 and probes[1].checks_total > 0
+    finally:
+        await watcher.close()
+        await stop_probes(probes)
+        await ctl.stop()
+        await target.stop()
 
 
 def test_a_batch_holds_at_most_its_caps_and_a_large_job_goes_alone() -> None:
