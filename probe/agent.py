@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("probefleet.probe")
 
 _PUBLISH_TIMEOUT = 2.0
+# Added to the wait of a job held for its due time. uvloop (libuv) counts timers in whole
+# milliseconds from the time it read at the start of the loop's iteration, so a timer runs
+# up to about 1 ms early, and a job not due yet is held again. Measured with uvloop, 300
+# timers due over a second: without the pad 7,007 early runs in all (a spin to each due
+# time), with it none, and the timers ran a median 1.6 ms after their due time (a busy
+# 2-core machine).
+_HOLD_PAD = 0.001
 _RETRY_MAX = 2.0
 # "Authorization Violation" this many times in a row (each reconnect attempt is one) ends the
 # probe: once could be a server that restarted before it loaded the account, but a credential
@@ -327,15 +334,14 @@ class Agent:
         loop = asyncio.get_running_loop()
         self._held_keys += 1
         key = self._held_keys
-        handle = loop.call_at(loop.time() + (job.due - time.time()), self._release, key)
+        handle = loop.call_at(loop.time() + (job.due - time.time()) + _HOLD_PAD, self._release, key)
         self._held[key] = (handle, job)
         self._none_held.clear()
         self._unacked[job.due] += 1
 
     def _release(self, key: int) -> None:
         """A held job's timer fired: start the job, or hold it on when the timer was early
-        (a loop may run a timer up to a clock tick before its time; a check must not start
-        before its due time)."""
+        (see _HOLD_PAD; a check must not start before its due time)."""
         _, job = self._held.pop(key)
         self._settled(job.due)
         if job.due > time.time():
