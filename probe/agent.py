@@ -257,8 +257,9 @@ class Agent:
         The queue subscription is drained, not dropped: the server stops sending this
         probe jobs (the region's other probes get them), and the jobs it had already
         sent, still in this client's buffer, are taken and run rather than lost. Jobs
-        held for their due time run when it comes if it is within `drain_timeout`; the
-        others are answered skipped (`probe_stopped`), so their rounds do not wait for them.
+        held for their due time run when it comes if it is within `drain_timeout`, under
+        the same bound as the checks in flight; the others are answered skipped
+        (`probe_stopped`), so that their rounds do not wait for this probe's answer.
         """
         self._draining = True
         if self._sub is not None:
@@ -270,9 +271,9 @@ class Agent:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.drain_timeout):
                 await self._none_held.wait()
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks))
         self._skip_held(after=0.0)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self.config.drain_timeout)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.drain_timeout):
                 await self._results.join()
