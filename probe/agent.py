@@ -39,13 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("probefleet.probe")
 
 _PUBLISH_TIMEOUT = 2.0
-# Added to the wait of a job held for its due time. uvloop (libuv) counts timers in whole
-# milliseconds from the time it read at the start of the loop's iteration, so a timer runs
-# up to about 1 ms early, and a job not due yet is held again. Measured with uvloop, 300
-# timers due over a second: without the pad 7,007 early runs in all (a spin to each due
-# time), with it none, and the timers ran a median 1.6 ms after their due time (a busy
-# 2-core machine).
-_HOLD_PAD = 0.001
 _RETRY_MAX = 2.0
 # "Authorization Violation" this many times in a row (each reconnect attempt is one) ends the
 # probe: once could be a server that restarted before it loaded the account, but a credential
@@ -57,6 +50,14 @@ _AUTH_FAILURES_FATAL = 3
 # supervisor should not restart it (systemd RestartPreventExitStatus=78), since a revoked
 # or foreign credential stays refused.
 EXIT_REFUSED = 78
+
+# Added to the wait of a job held for its due time. uvloop (libuv) counts timers in whole
+# milliseconds from the time it read at the start of the loop's iteration, so a timer runs
+# up to about 1 ms early, and a job not due yet is held again. Measured with uvloop, 300
+# timers due over a second: without the pad 7,007 early runs in all (a spin to each due
+# time), with it none, and the timers ran a median 1.6 ms after their due time (a busy
+# 2-core machine).
+_HOLD_PAD = 0.001
 
 
 def refusal(exc: BaseException) -> tuple[str, bool] | None:
