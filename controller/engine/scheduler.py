@@ -10,7 +10,8 @@ heartbeat, `Fleet.batching`) is opened `lookahead` seconds before its due time, 
 jobs a tick opens for one region go out together, several to a message (`split`); the
 probe holds each job until its due time. The loop opens rounds ahead at most every half
 lookahead, so a tick's jobs span that much of the schedule. Any other round waits in
-`waiting` and is opened at its due time, its jobs one per message, as without lookahead.
+`waiting` and is opened at its due time, as without lookahead: its jobs for a region that
+takes no batches (a probe there of an earlier version) go one per message.
 
 The schedule is in memory, so it goes on while the database is unavailable. A tick
 writes its rounds before publishing their jobs, waiting at most `write_wait` for that;
