@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import msgspec
 import nats
 import pytest
 from nats.aio.msg import Msg
@@ -380,6 +381,74 @@ async def test_probes_answer_every_round_of_jobs_sent_ahead_and_share_a_regions_
         assert probes[-1].checks_total > 0 and probes[1].checks_total > 0
     finally:
         await watcher.close()
+        await stop_probes(probes)
+        await ctl.stop()
+        await target.stop()
+
+
+class OldProbe(Agent):
+    """A probe of the previous version: its heartbeat says nothing of batches, and it reads one
+    job per message (an array fails to decode) and starts it on arrival."""
+
+    arrivals: list[tuple[float, float]]
+
+    def heartbeat(self) -> wire.ProbeHeartbeat:
+        return msgspec.structs.replace(super().heartbeat(), job_batches=False)
+
+    async def _on_message(self, msg: Msg) -> None:
+        job = wire.decode_job(msg.data)
+        self.arrivals.append((time.time(), job.due))
+        self.submit(job)
+
+
+async def test_a_region_with_a_probe_of_the_previous_version_gets_single_jobs_at_their_due_time(
+    database: str, nats_url: str
+) -> None:
+    target = RegionalTarget()
+    await target.start()
+    ctl = await start_controller(database, nats_url)
+    probes = await start_probes(nats_url, ["us-east", "eu-west"])
+    old = OldProbe(
+        ProbeConfig(
+            nats_url=nats_url,
+            region="ap-south",
+            source_address=REGION_ADDRESSES["ap-south"],
+            probe_id="test-ap-south-old",
+            heartbeat_interval=0.5,
+        )
+    )
+    old.arrivals = []
+    await old.start()
+    probes.append(old)
+    pool = ctl.app[keys.POOL]
+    try:
+        headers = {"Authorization": f"Bearer {ctl.admin_key}"}
+        async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
+            for i in range(10):
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 1},
+                )
+                assert r.status == 201, await r.text()
+        sched = ctl.app[keys.SCHEDULER]
+        await eventually(lambda: len(sched.fleet.live()) == 3, what="the three probes heard")
+        since = time.time() + 1.0
+
+        async def rounds_closed() -> bool:
+            n = await pool.fetchval(
+                "SELECT count(*) FROM rounds WHERE due > to_timestamp($1) AND closed_at IS NOT NULL", since
+            )
+            return int(n) >= 10 * 3
+
+        await eventually(rounds_closed, what="three rounds of every monitor closed")
+        rounds = await pool.fetch(
+            "SELECT answered FROM rounds WHERE due > to_timestamp($1) AND closed_at IS NOT NULL", since
+        )
+        assert all(sorted(r["answered"]) == sorted(REGIONS) for r in rounds)
+        assert sched.batching(time.time()) == {"us-east": 1, "eu-west": 1}
+        # Every job reached the old probe alone and no earlier than its due time.
+        assert old.arrivals and all(arrived >= due for arrived, due in old.arrivals)
+    finally:
         await stop_probes(probes)
         await ctl.stop()
         await target.stop()
