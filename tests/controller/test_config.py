@@ -118,3 +118,10 @@ def test_it_refuses_a_state_metrics_interval_that_is_not_positive() -> None:
     with pytest.raises(ConfigError, match=r"state_metrics_interval must be positive"):
         load(state_metrics_interval=0)
     assert load(state_metrics_interval=2.5).state_metrics_interval == 2.5
+
+
+def test_it_checks_the_dispatch_lookahead() -> None:
+    assert load().dispatch_lookahead == 1.0
+    assert load(dispatch_lookahead=0).dispatch_lookahead == 0
+    with pytest.raises(ConfigError, match=r"dispatch_lookahead -1.0: use 0 to 10 seconds"):
+        load(dispatch_lookahead=-1.0)
