@@ -210,6 +210,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         owns=membership.owns,
         active=membership.scheduling,
         buffer_max=cfg.schedule_buffer_rounds,
+        lookahead=cfg.dispatch_lookahead,
     )
 
     async def on_recheck(rechecks: list[incidents.Recheck]) -> None:

@@ -71,6 +71,9 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     probe_missed_heartbeats: int = 3
     # Extra time a round waits for results beyond the monitor's timeout.
     round_grace: float = 2.0
+    # Seconds before their due time rounds are opened and their jobs sent, several to a
+    # message, to regions whose probes all take batches; 0: each job at its due time alone.
+    dispatch_lookahead: float = 1.0
     results_batch: int = 500
     # Diagnose jobs (traceroute, DNS, TLS chain) sent to a region per minute when monitors
     # go down there (controller/engine/diagnostics.py); 0 turns them off.
@@ -282,6 +285,8 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
             raise ConfigError(f"trusted_proxies: {cidr!r} is not an address or CIDR (10.0.0.0/8)") from None
     if cfg.diagnostics_per_region_minute < 0:
         raise ConfigError("diagnostics_per_region_minute must be 0 (off) or more")
+    if not 0 <= cfg.dispatch_lookahead <= 10:
+        raise ConfigError(f"dispatch_lookahead {cfg.dispatch_lookahead}: use 0 to 10 seconds")
     if not 1 <= cfg.nats_stream_replicas <= 5:
         raise ConfigError(f"nats_stream_replicas {cfg.nats_stream_replicas}: use 1 to 5 (JetStream's limit)")
     from probefleet.shared.subjects import valid_region

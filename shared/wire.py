@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import shlex
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -514,6 +515,8 @@ class Reason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
     # Written by the controller, not a probe: the region's live probes cannot run the kind.
     NO_CAPABLE_PROBE = "no_capable_probe"
+    # A job sent ahead of its due time to a probe that stopped before it fell due.
+    PROBE_STOPPED = "probe_stopped"
 
 
 class CheckResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -556,10 +559,15 @@ class ProbeHeartbeat(msgspec.Struct, kw_only=True, omit_defaults=True):
     # acknowledged yet (running, queued or being retried); None: it holds none. The sweeper
     # closes no round for missing answers while a live probe may still hold its answer.
     unacked_since: float | None = None
+    # The probe takes jobs sent ahead of their due time, several to a message (a msgpack
+    # array of CheckJob); absent (false) from probes that predate it, which get one job per
+    # message at its due time.
+    job_batches: bool = False
 
 
 _encoder = msgspec.msgpack.Encoder()
 _job_decoder = msgspec.msgpack.Decoder(CheckJob)
+_jobs_decoder = msgspec.msgpack.Decoder(CheckJob | list[CheckJob])
 _result_decoder = msgspec.msgpack.Decoder(CheckResult)
 _heartbeat_decoder = msgspec.msgpack.Decoder(ProbeHeartbeat)
 
@@ -570,6 +578,27 @@ def encode(msg: CheckJob | CheckResult | ProbeHeartbeat) -> bytes:
 
 def decode_job(data: bytes) -> CheckJob:
     return _job_decoder.decode(data)
+
+
+def encode_job_batch(jobs: Sequence[bytes]) -> bytes:
+    """Jobs encoded one by one (`encode`) as one message: a msgpack array of them, or the
+    job itself when there is one (what a probe without `job_batches` reads too)."""
+    n = len(jobs)
+    if n == 1:
+        return jobs[0]
+    if n < 16:
+        head = bytes((0x90 | n,))
+    elif n < 1 << 16:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    return head + b"".join(jobs)
+
+
+def decode_jobs(data: bytes) -> list[CheckJob]:
+    """One job message: a single job, or an array of them (`encode_job_batch`)."""
+    decoded = _jobs_decoder.decode(data)
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def decode_result(data: bytes) -> CheckResult:

@@ -168,6 +168,19 @@ class Fleet:
             counts[hb.region] = counts.get(hb.region, 0) + 1
         return counts
 
+    def batching(self, now: float | None = None) -> dict[str, int]:
+        """The regions whose every live probe takes jobs ahead and in batches (heartbeat
+        `job_batches`), each with its number of live probes. A region with one probe that
+        does not is left out: the queue group may hand it any message, and it could neither
+        read an array nor wait for a job's due time."""
+        counts: dict[str, int] = {}
+        single: set[str] = set()
+        for hb in self.live(now):
+            counts[hb.region] = counts.get(hb.region, 0) + 1
+            if not hb.job_batches:
+                single.add(hb.region)
+        return {r: n for r, n in counts.items() if r not in single}
+
     def runnable(self, now: float | None = None) -> dict[str, frozenset[str]]:
         """The kinds each region's live probes can run between them (regions with a live
         probe only)."""

@@ -1,9 +1,17 @@
 """In-memory schedule of every enabled monitor this controller owns.
 
 Each monitor fires at a stable phase offset inside its interval (a hash of its id), so
-monitors with the same interval spread evenly instead of firing together. At each due
+monitors with the same interval spread evenly instead of firing together. For each due
 time the scheduler opens a round (one row) and publishes one check job per expected
 region. `tick(now)` is the whole step; `run` is the loop around it.
+
+A round whose regions all take batches (every live probe of each says so in its
+heartbeat, `Fleet.batching`) is opened `lookahead` seconds before its due time, and the
+jobs a tick opens for one region go out together, several to a message (`split`); the
+probe holds each job until its due time. The loop opens rounds ahead at most every half
+lookahead, so a tick's jobs span that much of the schedule. Any other round waits in
+`waiting` and is opened at its due time, as without lookahead: its jobs for a region that
+takes no batches (a probe there of an earlier version) go one per message.
 
 The schedule is in memory, so it goes on while the database is unavailable. A tick
 writes its rounds before publishing their jobs, waiting at most `write_wait` for that;
@@ -47,6 +55,10 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 RoundRow = tuple[int, dt.datetime, int, list[str], dt.datetime]
 # Rows per INSERT when a backlog is written.
 WRITE_CHUNK = 5000
+# Jobs and bytes per job message at most: far below NATS' max_payload (1 MiB by default),
+# and a batch that a probe decodes in about a millisecond.
+BATCH_JOBS = 500
+BATCH_BYTES = 256 * 1024
 
 
 def phase(monitor_id: int, interval: float) -> float:
@@ -94,8 +106,14 @@ class Scheduler:
     write_wait: float = 0.5
     # Rows kept for `write_pending` at most; beyond, the oldest are dropped.
     buffer_max: int = 100_000
+    # Seconds before its due time a round whose regions all take batches is opened and its
+    # jobs sent (0: every round at its due time, one job per message).
+    lookahead: float = 0.0
     entries: dict[int, Entry] = field(default_factory=dict)
     heap: list[tuple[float, int, int]] = field(default_factory=list)
+    # Rounds taken from `heap` ahead of time that are opened at their due time (a region of
+    # theirs takes no batches): (due, monitor id, version), like `heap`.
+    waiting: list[tuple[float, int, int]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     # updated_at of the newest row applied per monitor (the max for a deleted one), so a
     # row read before a newer change was applied cannot undo it (see _newest).
@@ -213,18 +231,44 @@ class Scheduler:
             return due
         return None
 
-    async def tick(self, now: float) -> int:
-        """Open every round due by `now` and publish its jobs; return rounds opened."""
+    def batching(self, now: float) -> dict[str, int]:
+        """The regions that get jobs ahead and in batches, with their live probes (none
+        without a lookahead, or until heartbeats are known)."""
+        if self.lookahead <= 0 or now - self.started < self.fleet.window:
+            return {}
+        return self.fleet.batching(now)
+
+    async def tick(self, now: float, *, ahead: bool = True) -> int:
+        """Open every round due by `now`, and by `now + lookahead` those whose regions all
+        take batches (`ahead`: look ahead at all), and publish their jobs; return rounds
+        opened."""
         due_now: list[tuple[float, Entry]] = []
         active = self.active()
-        while (wake := self.next_wakeup()) is not None and wake <= now:
+        batching = self.batching(now)
+        live = self.fleet.live_regions(now) if batching else {}
+
+        def all_batching(entry: Entry) -> bool:
+            regions = [r for r in entry.locations if live.get(r)]
+            return bool(regions) and all(r in batching for r in regions)
+
+        while self.waiting and self.waiting[0][0] <= now:
+            due, mid, version = heapq.heappop(self.waiting)
+            entry = self.entries.get(mid)
+            if entry is not None and entry.version == version and now - due <= entry.interval and active:
+                due_now.append((due, entry))
+        horizon = now + self.lookahead if ahead else now
+        while (wake := self.next_wakeup()) is not None and wake <= horizon:
             due, mid, _ = heapq.heappop(self.heap)
             entry = self.entries[mid]
             # After a stall, skip missed rounds rather than firing them in a burst.
             nxt = next_due(max(due, now - entry.interval), entry.interval, entry.offset)
             heapq.heappush(self.heap, (nxt, mid, entry.version))
-            if now - due <= entry.interval and active:
-                due_now.append((due, entry))
+            if now - due > entry.interval or not active:
+                continue
+            if due > now and not all_batching(entry):
+                heapq.heappush(self.waiting, (due, mid, entry.version))
+                continue
+            due_now.append((due, entry))
         if not due_now:
             return 0
         await self.open_rounds(due_now, now)
@@ -255,6 +299,8 @@ class Scheduler:
         ours = await self._write_now(rounds)
         # What each region's live probes can run (none judged until heartbeats are known).
         able = self.fleet.runnable(now) if now - self.started >= self.fleet.window else {}
+        batching = self.batching(now)
+        batches: dict[str, list[bytes]] = {}
         for job in jobs:
             # A round another controller opened first is not ours to publish (shards
             # moving); unknown while the rows wait in the buffer: publish them all.
@@ -264,8 +310,15 @@ class Scheduler:
                 # Answered for the region through the results stream, like a probe's result.
                 await self.publish(subjects.results(job.region), wire.encode(skipped))
                 continue
+            if job.region in batching:
+                batches.setdefault(job.region, []).append(wire.encode(job))
+                continue
             await self.publish(subjects.jobs(job.region), wire.encode(job))
             metrics.JOBS_PUBLISHED.labels(job.region).inc()
+        for region, parts in batches.items():
+            for message in split(parts, batching[region]):
+                await self.publish(subjects.jobs(region), wire.encode_job_batch(message))
+            metrics.JOBS_PUBLISHED.labels(region).inc(len(parts))
         for due, _ in due_now:
             metrics.SCHEDULE_LAG.observe(max(0.0, now - due))
 
@@ -374,17 +427,45 @@ class Scheduler:
         await asyncio.gather(self._tick_loop(stop), self.write_loop(stop))
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
+        # Rounds are opened ahead at most every half lookahead (from `ahead_at` on): a
+        # tick's jobs for a region then span that much of the schedule and share messages,
+        # each sent between half the lookahead and the whole of it before its due time.
+        ahead_at = 0.0
         while not stop.is_set():
             self._wake.clear()
+            now = time.time()
+            ahead = now >= ahead_at
             try:
-                await self.tick(time.time())
+                await self.tick(now, ahead=ahead)
             except Exception:  # a bug, not the database (its failures are buffered)
                 log.exception("scheduler tick failed")
-            wake = self.next_wakeup()
+            if ahead:
+                ahead_at = now + self.lookahead / 2
+            times = [self.waiting[0][0]] if self.waiting else []
+            if (wake := self.next_wakeup()) is not None:
+                times.append(max(wake - self.lookahead, ahead_at))
             # At least `min_tick` between ticks: rounds due within it share one INSERT.
-            delay = 1.0 if wake is None else min(1.0, max(self.min_tick, wake - time.time()))
+            delay = 1.0 if not times else min(1.0, max(self.min_tick, min(times) - time.time()))
             if delay > 0:
                 await _wait_any(stop, self._wake, delay)
+            if self._wake.is_set():
+                # A monitor added or changed: its first round may be due before `ahead_at`.
+                ahead_at = 0.0
+
+
+def split(parts: list[bytes], at_least: int) -> list[list[bytes]]:
+    """One region's encoded jobs in as few messages as `BATCH_JOBS` and `BATCH_BYTES` allow,
+    but in at least `at_least` (the region's live probes, so that its queue group spreads
+    them) when there are as many jobs. Jobs are dealt out in turn, so each message spans
+    the tick's due times rather than a slice of them. A job above `BATCH_BYTES` goes alone."""
+    n = len(parts)
+    size = sum(len(p) for p in parts)
+    count = min(n, max(at_least, -(-n // BATCH_JOBS), -(-size // BATCH_BYTES)))
+    while True:
+        messages = [parts[i::count] for i in range(count)]
+        if count == n or all(sum(len(p) for p in m) <= BATCH_BYTES for m in messages):
+            return messages
+        count = min(n, count * 2)
 
 
 async def _wait_any(stop: asyncio.Event, event: asyncio.Event | None, seconds: float | None) -> None:

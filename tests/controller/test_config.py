@@ -125,3 +125,10 @@ def test_diagnostics_per_region_minute_is_0_or_more() -> None:
     assert load(diagnostics_per_region_minute=0).diagnostics_per_region_minute == 0
     with pytest.raises(ConfigError, match=r"diagnostics_per_region_minute must be 0 \(off\) or more"):
         load(diagnostics_per_region_minute=-1)
+
+
+def test_it_checks_the_dispatch_lookahead() -> None:
+    assert load().dispatch_lookahead == 1.0
+    assert load(dispatch_lookahead=0).dispatch_lookahead == 0
+    with pytest.raises(ConfigError, match=r"dispatch_lookahead -1.0: use 0 to 10 seconds"):
+        load(dispatch_lookahead=-1.0)

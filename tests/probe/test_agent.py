@@ -98,6 +98,64 @@ async def test_it_turns_a_job_into_a_result_on_the_stream(
     assert result.started_at < sent.deadline
 
 
+async def test_it_holds_jobs_sent_ahead_in_one_message_until_their_due_time(
+    agent: Agent, js: tuple[Client, JetStreamContext], http_target: str
+) -> None:
+    nc, jsc = js
+    now = time.time()
+    ahead = [
+        CheckJob(
+            monitor_id=i,
+            due=now + 0.4 + i / 10,
+            deadline=now + 5 + i / 10,
+            region=REGION,
+            timeout=2.0,
+            spec=HttpSpec(url=f"{http_target}/"),
+        )
+        for i in range(1, 4)
+    ]
+    await nc.publish(subjects.jobs(REGION), wire.encode_job_batch([wire.encode(j) for j in ahead]))
+    await eventually(lambda: len(agent._held) == 3, timeout=5, what="the three jobs held")
+    # Held jobs count as taken: the sweeper must not close their rounds for want of answers.
+    assert agent.heartbeat().unacked_since == ahead[0].due
+    assert agent.checks_total == 0
+    got = await results(jsc, 3)
+    by_monitor = {r.monitor_id: r for r, _ in got}
+    assert sorted(by_monitor) == [1, 2, 3]
+    for sent in ahead:
+        result = by_monitor[sent.monitor_id]
+        assert result.status == Status.OK
+        assert result.started_at >= sent.due  # at its due time, not before
+    assert agent.heartbeat().unacked_since is None
+
+
+async def test_a_stopping_probe_runs_the_jobs_due_within_the_drain_and_skips_the_others(
+    nats_url: str, js: tuple[Client, JetStreamContext], http_target: str
+) -> None:
+    nc, jsc = js
+    agent = Agent(config(nats_url, drain_timeout=2.0))
+    await agent.start()
+    now = time.time()
+    soon, late = (
+        CheckJob(
+            monitor_id=i,
+            due=now + due_in,
+            deadline=now + due_in + 5,
+            region=REGION,
+            timeout=2.0,
+            spec=HttpSpec(url=f"{http_target}/"),
+        )
+        for i, due_in in ((1, 0.8), (2, 60.0))
+    )
+    await nc.publish(subjects.jobs(REGION), wire.encode_job_batch([wire.encode(soon), wire.encode(late)]))
+    await eventually(lambda: len(agent._held) == 2, timeout=5, what="both jobs held")
+    await agent.stop()
+    got = {r.monitor_id: r for r, _ in await results(jsc, 2)}
+    assert (got[1].status, got[1].started_at >= soon.due) == (Status.OK, True)
+    assert (got[2].status, got[2].reason, got[2].attempt) == (Status.SKIPPED, Reason.PROBE_STOPPED, 0)
+    assert got[2].due == late.due and got[2].probe_id == "p1"
+
+
 async def test_it_skips_a_job_past_its_deadline(nats_url: str) -> None:
     a = Agent(config(nats_url))
     result = await a.handle_job(job("http://127.0.0.1:1/", deadline_in=-1))
@@ -157,6 +215,7 @@ async def test_it_sends_heartbeats(agent: Agent, js: tuple[Client, JetStreamCont
     assert beat.concurrency == agent.config.concurrency
     assert beat.host == socket.gethostname()
     assert beat.capabilities == capabilities(agent.checkers)
+    assert beat.job_batches
     assert {"http", "tcp", "udp", "dns", "tls"} <= set(beat.capabilities)
 
 

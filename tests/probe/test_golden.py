@@ -115,3 +115,19 @@ def test_it_encodes_like_the_golden_file(name: str) -> None:
         name.split("_")[0], wire.decode_heartbeat
     )
     assert decode(path.read_bytes()) == MESSAGES[name]
+
+
+def test_a_job_batch_encodes_like_the_golden_file() -> None:
+    """Jobs sent ahead to probes that take batches: a msgpack array of jobs in one message."""
+    jobs = [MESSAGES["job_http"], MESSAGES["job_tcp"]]
+    assert all(isinstance(j, CheckJob) for j in jobs)
+    path = TESTDATA / "probe_job_batch.msgpack"
+    encoded = wire.encode_job_batch([wire.encode(j) for j in jobs])
+    if os.environ.get("PROBEFLEET_REGEN_GOLDEN") == "1":
+        path.write_bytes(encoded)
+    assert path.exists(), f"{path} missing: run with PROBEFLEET_REGEN_GOLDEN=1"
+    assert encoded == path.read_bytes()
+    assert wire.decode_jobs(path.read_bytes()) == jobs
+    # A single job is its own message, as for a probe that takes no batches.
+    assert wire.encode_job_batch([wire.encode(jobs[0])]) == (TESTDATA / "probe_job_http.msgpack").read_bytes()
+    assert wire.decode_jobs((TESTDATA / "probe_job_http.msgpack").read_bytes()) == jobs[:1]

@@ -16,7 +16,12 @@ from probefleet.shared.wire import CheckJob, CheckResult, IcmpSpec, ProbeHeartbe
 
 
 def hb(
-    probe_id: str, region: str, at: float, capabilities: list[str] | None = None, version: str = "t"
+    probe_id: str,
+    region: str,
+    at: float,
+    capabilities: list[str] | None = None,
+    version: str = "t",
+    job_batches: bool = False,
 ) -> ProbeHeartbeat:
     return ProbeHeartbeat(
         probe_id=probe_id,
@@ -27,6 +32,7 @@ def hb(
         started_at=0.0,
         sent_at=at,
         capabilities=capabilities or [],
+        job_batches=job_batches,
     )
 
 
@@ -90,6 +96,19 @@ def test_rounds_are_settled_up_to_what_every_live_probe_may_still_hold() -> None
     assert fleet.settled_until(now=108.9) == 103
     fleet.observe(hb("b", "us-east", 109), now=109)
     assert fleet.settled_until(now=109.1) == 109
+
+
+def test_a_region_takes_job_batches_only_when_every_live_probe_says_so() -> None:
+    fleet = Fleet(interval=2.0, missed=3)
+    fleet.observe(hb("a", "eu-west", 100, job_batches=True), now=100)
+    fleet.observe(hb("b", "eu-west", 100, job_batches=True), now=100)
+    fleet.observe(hb("c", "us-east", 100, job_batches=True), now=100)
+    fleet.observe(hb("old", "us-east", 100), now=100)  # a probe of the previous version
+    fleet.observe(hb("d", "ap-south", 100), now=100)
+    assert fleet.batching(now=101) == {"eu-west": 2}
+    # The old probe silent past the window: us-east's remaining probe takes batches.
+    fleet.observe(hb("c", "us-east", 105, job_batches=True), now=105)
+    assert fleet.batching(now=107) == {"us-east": 1}
 
 
 def test_a_probe_that_comes_back_is_new_again() -> None:

@@ -75,9 +75,9 @@ async def test_a_nats_restart_raises_no_region_event_and_sends_no_stale_job(
             late: list[wire.CheckJob] = []
 
             async def on_job(msg: Msg) -> None:
-                job = wire.decode_job(msg.data)
-                if job.deadline <= time.time():
-                    late.append(job)
+                for job in wire.decode_jobs(msg.data):
+                    if job.deadline <= time.time():
+                        late.append(job)
 
             watcher = await nats.connect(nats_server.url)
             await watcher.subscribe(subjects.jobs("*"), cb=on_job)

@@ -209,8 +209,8 @@ async def test_a_controller_cut_off_from_the_database_stops_once_another_takes_i
     jobs: Counter[tuple[int, float]] = Counter()
 
     async def on_job(msg: Msg) -> None:
-        job = wire.decode_job(msg.data)
-        jobs[(job.monitor_id, round(job.due, 3))] += 1
+        for job in wire.decode_jobs(msg.data):
+            jobs[(job.monitor_id, round(job.due, 3))] += 1
 
     watcher = await nats.connect(nats_url)
     await watcher.subscribe(subjects.jobs("us-east"), cb=on_job)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import Counter
 
 import aiohttp
-import msgspec
 import nats
 from nats.aio.msg import Msg
 
@@ -27,10 +26,10 @@ async def test_two_controllers_split_the_schedule_and_open_each_incident_once(
     running = [a, b]
     probes = await start_probes(nats_url)
     jobs: Counter[str] = Counter()
-    decoder = msgspec.msgpack.Decoder(wire.CheckJob)
 
     async def on_job(msg: Msg) -> None:
-        jobs[decoder.decode(msg.data).job_id] += 1
+        for job in wire.decode_jobs(msg.data):
+            jobs[job.job_id] += 1
 
     watcher = await nats.connect(nats_url)
     for region in REGION_ADDRESSES:

@@ -111,8 +111,8 @@ class Scene:
         return self.controller.app[keys.POOL]
 
     async def on_job(self, msg: Msg) -> None:
-        job = wire.decode_job(msg.data)
-        self.jobs.setdefault(job.monitor_id, set()).add(round(job.due, 3))
+        for job in wire.decode_jobs(msg.data):
+            self.jobs.setdefault(job.monitor_id, set()).add(round(job.due, 3))
 
     async def on_result(self, msg: Msg) -> None:
         r = wire.decode_result(msg.data)

@@ -5,17 +5,27 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import statistics
+import time
+from collections import Counter
 from typing import Any
 
+import aiohttp
 import asyncpg
+import msgspec
+import nats
 import pytest
+from nats.aio.msg import Msg
 
-from probefleet.controller import metrics
+from probefleet.controller import keys, metrics
 from probefleet.controller.cluster.fleet import Fleet
-from probefleet.controller.engine.scheduler import Scheduler, next_due, phase
+from probefleet.controller.engine.scheduler import BATCH_BYTES, BATCH_JOBS, Scheduler, next_due, phase, split
 from probefleet.controller.storage.results import ts as wire_ts
-from probefleet.shared import wire
+from probefleet.probe.agent import Agent
+from probefleet.probe.config import ProbeConfig
+from probefleet.shared import subjects, wire
 from probefleet.shared.devstack import PostgresServer
+from tests.controller.conftest import REGIONS, start_controller
+from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
 from tests.helpers import eventually
 
 T0 = 1_800_000_000.0
@@ -44,23 +54,33 @@ def make(pool: asyncpg.Pool) -> tuple[Scheduler, Published]:
     return Scheduler(pool=pool, publish=published, fleet=Fleet(), started=T0 - 3600), published
 
 
+def beat(sched: Scheduler, now: float, region: str, probe_id: str = "", *, job_batches: bool = False) -> None:
+    """A heartbeat from a probe of `region` (one per region unless named) heard at `now`."""
+    sched.fleet.observe(
+        wire.ProbeHeartbeat(
+            probe_id=probe_id or f"p-{region}",
+            region=region,
+            version="t",
+            concurrency=1,
+            in_flight=0,
+            started_at=T0,
+            sent_at=now,
+            job_batches=job_batches,
+        ),
+        now=now,
+    )
+
+
 async def tick_live(
-    sched: Scheduler, now: float, regions: tuple[str, ...] = ("us-east", "eu-west", "ap-south")
+    sched: Scheduler,
+    now: float,
+    regions: tuple[str, ...] = ("us-east", "eu-west", "ap-south"),
+    *,
+    job_batches: bool = False,
 ) -> int:
     """Tick with a heartbeat from one probe in each of `regions` at `now`."""
     for region in regions:
-        sched.fleet.observe(
-            wire.ProbeHeartbeat(
-                probe_id=f"p-{region}",
-                region=region,
-                version="t",
-                concurrency=1,
-                in_flight=0,
-                started_at=T0,
-                sent_at=now,
-            ),
-            now=now,
-        )
+        beat(sched, now, region, job_batches=job_batches)
     return await sched.tick(now)
 
 
@@ -177,6 +197,272 @@ async def test_it_publishes_nothing_for_a_round_another_controller_opened(pool: 
         await tick_live(first, T0 + t)
         await tick_live(second, T0 + t)
     assert len(published_first) == 2 and published_second == []
+
+
+# ------------------------------------------------------------ jobs sent ahead, in batches
+
+
+def sent(published: Published, since: int = 0) -> list[tuple[str, list[wire.CheckJob]]]:
+    """The job messages published from index `since` on: (subject, the jobs in it)."""
+    return [(s, wire.decode_jobs(d)) for s, d in published[since:] if s.startswith("probefleet.jobs.")]
+
+
+async def test_it_sends_a_ticks_jobs_ahead_in_one_message_per_region(pool: asyncpg.Pool) -> None:
+    sched, published = make(pool)
+    sched.lookahead = 1.0
+    for mid in range(1, 201):
+        sched.upsert(row(mid, interval=10), now=T0)
+    opened, messages = 0, 0
+    for step in range(0, 19):  # a tick every half lookahead, over one interval
+        now = T0 + step / 2
+        before = len(published)
+        opened += await tick_live(sched, now, job_batches=True)
+        for subject, jobs in sent(published, before):
+            messages += 1
+            # Sent ahead: due after the tick, within the lookahead; one message per region.
+            assert all(now < j.due <= now + 1.0 for j in jobs)
+            assert {j.region for j in jobs} == {subject.removeprefix("probefleet.jobs.")}
+        per_region = [s for s, _ in sent(published, before)]
+        assert len(per_region) == len(set(per_region))
+    jobs = [j for _, batch in sent(published) for j in batch]
+    assert opened == 200
+    assert sorted((j.monitor_id, j.region) for j in jobs) == sorted(
+        (m, r) for m in range(1, 201) for r in ("us-east", "eu-west")
+    )
+    assert messages <= 2 * 19 and messages < len(jobs) / 5
+    assert await pool.fetchval("SELECT count(*) FROM rounds") == 200
+
+
+async def test_it_splits_a_regions_jobs_over_its_live_probes(pool: asyncpg.Pool) -> None:
+    sched, published = make(pool)
+    sched.lookahead = 1.0
+    for mid in range(1, 101):
+        sched.upsert(row(mid, interval=10, locations=["eu-west"]), now=T0)
+    for step in range(0, 19):
+        now = T0 + step / 2
+        before = len(published)
+        for probe_id in ("a", "b"):
+            beat(sched, now, "eu-west", probe_id, job_batches=True)
+        await sched.tick(now)
+        sizes = [len(jobs) for _, jobs in sent(published, before)]
+        # Two live probes: at least two messages whenever there are two jobs, evenly filled.
+        assert len(sizes) == min(2, sum(sizes))
+        assert max(sizes, default=0) - min(sizes, default=0) <= 1
+    assert sum(len(jobs) for _, jobs in sent(published)) == 100
+
+
+async def test_a_region_with_an_older_probe_gets_single_jobs_at_their_due_time(pool: asyncpg.Pool) -> None:
+    """us-east has a probe that does not say it takes batches: the rounds of monitors there
+    open at their due time, with one job per message to us-east; a monitor of eu-west alone
+    still goes ahead."""
+    sched, published = make(pool)
+    sched.lookahead = 1.0
+    for mid in range(1, 41):
+        sched.upsert(row(mid, interval=10, locations=["us-east", "eu-west"]), now=T0)
+    for mid in range(41, 61):
+        sched.upsert(row(mid, interval=10, locations=["eu-west"]), now=T0)
+    for step in range(0, 1001):  # a tick every 10 ms, as the loop's would be for due times
+        now = T0 + step / 100
+        before = len(published)
+        beat(sched, now, "us-east", "new", job_batches=True)
+        beat(sched, now, "us-east", "old")
+        beat(sched, now, "eu-west", job_batches=True)
+        await sched.tick(now, ahead=step % 50 == 0)
+        for subject, jobs in sent(published, before):
+            if subject == "probefleet.jobs.us-east":
+                assert len(jobs) == 1
+            for j in jobs:
+                if j.monitor_id <= 40:  # a round with us-east: opened at its due time
+                    assert now - 0.01 < j.due <= now
+                else:
+                    assert now < j.due <= now + 1.0
+    jobs = [j for _, batch in sent(published) for j in batch]
+    assert sorted((j.monitor_id, j.region) for j in jobs) == sorted(
+        [(m, r) for m in range(1, 41) for r in ("us-east", "eu-west")]
+        + [(m, "eu-west") for m in range(41, 61)]
+    )
+    assert not sched.waiting or all(due > T0 + 10 for due, _, _ in sched.waiting)
+
+
+async def test_two_controllers_looking_ahead_publish_each_round_once(pool: asyncpg.Pool) -> None:
+    first, published_first = make(pool)
+    second, published_second = make(pool)
+    for s in (first, second):
+        s.lookahead = 1.0
+        for mid in range(1, 21):
+            s.upsert(row(mid, interval=10), now=T0)
+    for step in range(0, 21):
+        now = T0 + step / 2
+        await tick_live(first, now, job_batches=True)
+        await tick_live(second, now + 0.25, job_batches=True)
+        await tick_live(second, now, job_batches=True)  # and the other way round
+        await tick_live(first, now + 0.25, job_batches=True)
+    jobs = [j for _, batch in sent(published_first) + sent(published_second) for j in batch]
+    rounds = await pool.fetch("SELECT monitor_id, due FROM rounds")
+    assert {r["monitor_id"] for r in rounds} == set(range(1, 21))
+    # Each round's job for each region published once, by one of the two.
+    assert sorted((j.monitor_id, j.due, j.region) for j in jobs) == sorted(
+        (r["monitor_id"], r["due"].timestamp(), region) for r in rounds for region in ("us-east", "eu-west")
+    )
+    assert sent(published_first) and sent(published_second)
+
+
+async def test_probes_answer_every_round_of_jobs_sent_ahead_and_share_a_regions_work(
+    database: str, nats_url: str
+) -> None:
+    """A controller with its default lookahead, a probe in each region and a second one in
+    eu-west: jobs reach the probes several to a message, every round is answered by every
+    region, no check starts before its due time, and both eu-west probes take work."""
+    target = RegionalTarget()
+    await target.start()
+    ctl = await start_controller(database, nats_url)
+    probes = await start_probes(nats_url)
+    second = Agent(
+        ProbeConfig(
+            nats_url=nats_url,
+            region="eu-west",
+            source_address=REGION_ADDRESSES["eu-west"],
+            probe_id="test-eu-west-2",
+            heartbeat_interval=0.5,
+        )
+    )
+    await second.start()
+    probes.append(second)
+    messages: Counter[str] = Counter()
+    jobs: Counter[str] = Counter()
+
+    async def on_job(msg: Msg) -> None:
+        messages[msg.subject] += 1
+        jobs[msg.subject] += len(wire.decode_jobs(msg.data))
+
+    watcher = await nats.connect(nats_url)
+    await watcher.subscribe(subjects.jobs("*"), cb=on_job)
+    pool = ctl.app[keys.POOL]
+    try:
+        headers = {"Authorization": f"Bearer {ctl.admin_key}"}
+        async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
+            for i in range(30):
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 1},
+                )
+                assert r.status == 201, await r.text()
+        sched = ctl.app[keys.SCHEDULER]
+        await eventually(
+            lambda: sched.batching(time.time()).get("eu-west") == 2, what="two eu-west probes heard"
+        )
+        # Rounds taken ahead of time before that wait for their due time; then all go ahead.
+        await eventually(lambda: not sched.waiting, what="no round waiting for its due time")
+        since = time.time() + 1.0
+        messages.clear()
+        jobs.clear()
+
+        async def rounds_closed() -> int:
+            n = await pool.fetchval(
+                "SELECT count(*) FROM rounds WHERE due > to_timestamp($1) AND closed_at IS NOT NULL", since
+            )
+            return int(n) >= 30 * 4
+
+        await eventually(rounds_closed, what="four rounds of every monitor closed")
+        rounds = await pool.fetch(
+            "SELECT regions, answered, verdict FROM rounds"
+            " WHERE due > to_timestamp($1) AND closed_at IS NOT NULL",
+            since,
+        )
+        assert all(sorted(r["answered"]) == sorted(r["regions"]) == sorted(REGIONS) for r in rounds)
+        assert {r["verdict"] for r in rounds} == {"up"}
+        early = await pool.fetchval(
+            "SELECT count(*) FROM check_results WHERE due > to_timestamp($1) AND started_at < due", since
+        )
+        assert early == 0
+        for region in REGIONS:
+            subject = subjects.jobs(region)
+            assert jobs[subject] >= 4 * messages[subject], (region, jobs[subject], messages[subject])
+        assert probes[-1].checks_total > 0 and probes[1].checks_total > 0
+    finally:
+        await watcher.close()
+        await stop_probes(probes)
+        await ctl.stop()
+        await target.stop()
+
+
+class OldProbe(Agent):
+    """A probe of the previous version: its heartbeat says nothing of batches, and it reads one
+    job per message (an array fails to decode) and starts it on arrival."""
+
+    arrivals: list[tuple[float, float]]
+
+    def heartbeat(self) -> wire.ProbeHeartbeat:
+        return msgspec.structs.replace(super().heartbeat(), job_batches=False)
+
+    async def _on_message(self, msg: Msg) -> None:
+        job = wire.decode_job(msg.data)
+        self.arrivals.append((time.time(), job.due))
+        self.submit(job)
+
+
+async def test_a_region_with_a_probe_of_the_previous_version_gets_single_jobs_at_their_due_time(
+    database: str, nats_url: str
+) -> None:
+    target = RegionalTarget()
+    await target.start()
+    ctl = await start_controller(database, nats_url)
+    probes = await start_probes(nats_url, ["us-east", "eu-west"])
+    old = OldProbe(
+        ProbeConfig(
+            nats_url=nats_url,
+            region="ap-south",
+            source_address=REGION_ADDRESSES["ap-south"],
+            probe_id="test-ap-south-old",
+            heartbeat_interval=0.5,
+        )
+    )
+    old.arrivals = []
+    await old.start()
+    probes.append(old)
+    pool = ctl.app[keys.POOL]
+    try:
+        headers = {"Authorization": f"Bearer {ctl.admin_key}"}
+        async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
+            for i in range(10):
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={"name": f"m{i}", "url": target.url, "check_interval": 1, "timeout": 1},
+                )
+                assert r.status == 201, await r.text()
+        sched = ctl.app[keys.SCHEDULER]
+        await eventually(lambda: len(sched.fleet.live()) == 3, what="the three probes heard")
+        since = time.time() + 1.0
+
+        async def rounds_closed() -> bool:
+            n = await pool.fetchval(
+                "SELECT count(*) FROM rounds WHERE due > to_timestamp($1) AND closed_at IS NOT NULL", since
+            )
+            return int(n) >= 10 * 3
+
+        await eventually(rounds_closed, what="three rounds of every monitor closed")
+        rounds = await pool.fetch(
+            "SELECT answered FROM rounds WHERE due > to_timestamp($1) AND closed_at IS NOT NULL", since
+        )
+        assert all(sorted(r["answered"]) == sorted(REGIONS) for r in rounds)
+        assert sched.batching(time.time()) == {"us-east": 1, "eu-west": 1}
+        # Every job reached the old probe alone and no earlier than its due time.
+        assert old.arrivals and all(arrived >= due for arrived, due in old.arrivals)
+    finally:
+        await stop_probes(probes)
+        await ctl.stop()
+        await target.stop()
+
+
+def test_a_batch_holds_at_most_its_caps_and_a_large_job_goes_alone() -> None:
+    small = [b"x" * 100] * (BATCH_JOBS * 2 + 1)
+    assert [len(m) for m in split(small, 1)] == [BATCH_JOBS * 2 // 3 + 1] * 2 + [BATCH_JOBS * 2 // 3]
+    assert [len(m) for m in split(small[:5], 3)] == [2, 2, 1]
+    assert [len(m) for m in split(small[:2], 3)] == [1, 1]
+    big = [b"y" * (BATCH_BYTES // 3)] * 7
+    assert all(sum(map(len, m)) <= BATCH_BYTES for m in split(big, 1))
+    huge = [b"z" * (BATCH_BYTES + 1), b"x" * 100]
+    assert sorted(len(m) for m in split(huge, 1)) == [1, 1]
 
 
 # ------------------------------------------------------------ the database unavailable
