@@ -404,19 +404,6 @@ async def get_many_for_update(conn: Tx, ids: list[int]) -> dict[int, Row]:
 # ---- verdicts applied by the results consumer (engine/results.py, engine/incidents.py) --
 
 
-async def lock_for_verdicts(conn: Tx, ids: list[int]) -> dict[int, Row]:
-    """The rows (state, rule and what events name) of the monitors whose rounds closed,
-    locked in id order so concurrent batches cannot deadlock."""
-    rows = await conn.fetch(
-        "SELECT id, status, fail_streak, pass_streak, retry_count, recovery_count,"
-        " consensus, quorum, name, kind, spec, interval_s, timeout_s, locations, tags,"
-        " parent_id, incident_on_degraded, fail_since, unavailable_regions"
-        " FROM monitors WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        ids,
-    )
-    return {m["id"]: dict(m) for m in rows}
-
-
 async def apply_verdict(
     conn: Tx,
     monitor_id: int,
@@ -459,34 +446,6 @@ async def apply_verdict(
         unavailable_regions,
     )
     return row is not None
-
-
-# (monitor_id, due, status, fail_streak, pass_streak, response_time_ms)
-QuietRound = tuple[int, dt.datetime, str, int, int, float | None]
-
-
-async def apply_quiet(conn: Tx, rounds: list[QuietRound], now: dt.datetime) -> set[int]:
-    """What `apply_verdict` writes for a passing round that changes no status, for many
-    monitors in one statement with the same compare-and-set; the ids written."""
-    if not rounds:
-        return set()
-    rows = await conn.fetch(
-        "UPDATE monitors SET status = v.status, fail_streak = v.fs, pass_streak = v.ps,"
-        " last_round = v.due, last_check = $7, last_success = $7,"
-        " response_time_ms = COALESCE(v.rt, monitors.response_time_ms), fail_since = NULL"
-        " FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[], $5::int[],"
-        " $6::float8[]) AS v(id, due, status, fs, ps, rt)"
-        " WHERE monitors.id = v.id AND monitors.status <> 'paused'"
-        " AND (monitors.last_round IS NULL OR monitors.last_round < v.due) RETURNING monitors.id",
-        [r[0] for r in rounds],
-        [r[1] for r in rounds],
-        [r[2] for r in rounds],
-        [r[3] for r in rounds],
-        [r[4] for r in rounds],
-        [r[5] for r in rounds],
-        now,
-    )
-    return {r["id"] for r in rows}
 
 
 # ---- history: rounds with their per-region results -------------------------------------
