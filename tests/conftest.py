@@ -72,6 +72,26 @@ async def database(
     else:
         await create_database(postgres.dsn(), name, drop=True)
     yield postgres.dsn(name)
+    await _drop_if_unused(postgres, name)
+
+
+async def _drop_if_unused(postgres: PostgresServer, name: str) -> None:
+    """Drop the test's database at once, so the session does not leave hundreds of them
+    (about 11 MB and 600 files each) for the kernel to write back and for the postgres
+    fixture's teardown to remove: a minute at the end of a full run. One still in use (a
+    leaked connection, a process not yet gone) or a server that does not answer (a test
+    left it stopped) stays until that teardown; DROP would wait 5 s for other sessions."""
+    try:
+        conn = await asyncpg.connect(postgres.dsn(), timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return
+    try:
+        if not await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name):
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    except asyncpg.PostgresError:
+        pass
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
