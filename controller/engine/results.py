@@ -258,7 +258,6 @@ async def consume(
 ) -> None:
     """Fetch, store, acknowledge; forever until `stop` is set."""
     psub = await js.pull_subscribe_bind(subjects.RESULTS_CONSUMER, stream=subjects.RESULTS_STREAM)
-    decoder = msgspec.msgpack.Decoder(wire.CheckResult)
     outage = Outage("results")
     while not stop.is_set():
         try:
@@ -271,28 +270,40 @@ async def consume(
             continue
         good: list[wire.CheckResult] = []
         for m in msgs:
-            try:
-                result = decoder.decode(m.data)
-            except msgspec.DecodeError:
-                log.warning("undecodable result dropped subject=%s", m.subject)
+            taken = _results_of(m)
+            if taken is None:
                 await m.term()
                 continue
-            if m.subject != subjects.results(result.region):
-                # NATS lets a probe publish only on its own region's subject; a body naming
-                # another region would answer (or fake an outage in) a region it is not in.
-                metrics.REGION_MISMATCH.labels("result").inc()
-                log.warning(
-                    "result dropped: region=%s on subject=%s probe_id=%s",
-                    result.region,
-                    m.subject,
-                    result.probe_id,
-                )
-                await m.term()
-                continue
-            good.append(result)
+            good += taken
         if good and not await _store(pool, good, msgs, outage, stop, on_recheck):
             continue
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
+
+
+def _results_of(m: Msg) -> list[wire.CheckResult] | None:
+    """The results one message carries (one result, or a probe's batch of them); None when
+    the whole message is to be terminated: undecodable, or any result naming another region
+    than the subject it came on."""
+    try:
+        taken = wire.decode_results(m.data)
+    except msgspec.DecodeError:
+        log.warning("undecodable result dropped subject=%s", m.subject)
+        return None
+    for result in taken:
+        if m.subject != subjects.results(result.region):
+            # NATS lets a probe publish only on its own region's subject; a body naming
+            # another region would answer (or fake an outage in) a region it is not in. One
+            # such result spoils its batch: the probe that sent it is not to be trusted.
+            metrics.REGION_MISMATCH.labels("result").inc()
+            log.warning(
+                "result dropped: region=%s on subject=%s probe_id=%s results=%d",
+                result.region,
+                m.subject,
+                result.probe_id,
+                len(taken),
+            )
+            return None
+    return taken
 
 
 async def _store(
