@@ -256,12 +256,16 @@ async def consume(
     stop: asyncio.Event,
     on_recheck: OnRecheck | None = None,
 ) -> None:
-    """Fetch, store, acknowledge; forever until `stop` is set."""
+    """Fetch, store, acknowledge; forever until `stop` is set. A fetch asks for as many
+    messages as hold about `batch` results at the last fetch's results per message, so that
+    probes' batches (up to 200 results each) do not make a transaction hundreds of times
+    larger, as after an outage when the stream holds a backlog of full batches."""
     psub = await js.pull_subscribe_bind(subjects.RESULTS_CONSUMER, stream=subjects.RESULTS_STREAM)
     outage = Outage("results")
+    want = batch
     while not stop.is_set():
         try:
-            msgs: list[Msg] = await psub.fetch(batch, timeout=0.5)
+            msgs: list[Msg] = await psub.fetch(want, timeout=0.5)
         except TimeoutError:
             continue
         except Exception as e:  # NATS reconnecting: wait and fetch again
@@ -275,6 +279,8 @@ async def consume(
                 await m.term()
                 continue
             good += taken
+        if msgs:
+            want = max(1, min(batch, batch * len(msgs) // max(len(good), 1)))
         if good and not await _store(pool, good, msgs, outage, stop, on_recheck):
             continue
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
