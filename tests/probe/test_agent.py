@@ -188,6 +188,27 @@ async def test_a_result_waits_for_others_no_longer_than_its_jobs_deadline_allows
         await agent.stop()
 
 
+async def test_a_result_nobody_allowed_to_batch_ends_the_wait_for_others(
+    nats_url: str, js: tuple[Client, JetStreamContext]
+) -> None:
+    _, jsc = js
+    # A linger of a minute: only the unflagged result (a "check now", someone waits) ends it.
+    agent = Agent(config(nats_url, result_linger=60.0), checkers={"http": _instant})
+    await agent.start()
+    try:
+        flagged = job("http://x/", monitor_id=1, deadline_in=120, batch=True)
+        assert agent.submit(flagged)
+        await eventually(
+            lambda: agent._collecting.locked() and agent._results.empty(), what="a batch waiting"
+        )
+        waiting = job("http://x/", monitor_id=2, deadline_in=120)
+        assert agent.submit(waiting)
+        got = await messages(jsc, 2, wait=5)
+        assert sorted(msg_id for _, msg_id, _ in got) == sorted([flagged.job_id, waiting.job_id])
+    finally:
+        await agent.stop()
+
+
 async def test_a_retried_batch_is_one_message_on_the_stream(
     nats_url: str, js: tuple[Client, JetStreamContext]
 ) -> None:
