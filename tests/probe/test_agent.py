@@ -166,6 +166,7 @@ async def test_it_sends_the_results_of_jobs_that_do_not_allow_a_batch_one_by_one
         got = await messages(jsc, 3)
         assert sorted((len(rs), msg_id) for rs, msg_id, _ in got) == sorted((1, j.job_id) for j in sent)
         assert await messages(jsc, 1, wait=0.5) == []
+        await eventually(lambda: agent.heartbeat().unacked_since is None, what="every result settled")
         assert agent.metrics.result_messages._value.get() == 3
     finally:
         await agent.stop()
