@@ -77,7 +77,7 @@ class Membership:
     # Another controller read the members without us: it schedules our shards now.
     fenced: bool = False
     # The lowest wire among the live controllers at the last renewal (1 until one succeeded).
-    wire: int = 1
+    lowest_wire: int = 1
     _shards: frozenset[int] = field(default_factory=frozenset)
     _overdue: bool = False
     _missed: bool = False
@@ -90,7 +90,7 @@ class Membership:
 
     def result_batches(self) -> bool:
         """Whether every live controller decodes result batches, so jobs may allow them."""
-        return self.wire >= 2
+        return self.lowest_wire >= 2
 
     def scheduling(self) -> bool:
         """Whether this controller may schedule its shards now: unless another controller
@@ -126,9 +126,9 @@ class Membership:
         if sent < self._settle_until:
             members = tuple(sorted(set(members) | set(self.members)))
             # Members kept from before were not read now: their wire is the one known then.
-            self.wire = min(lease.wire, self.wire)
+            self.lowest_wire = min(lease.wire, self.lowest_wire)
         else:
-            self.wire = lease.wire
+            self.lowest_wire = lease.wire
         self.valid_until = sent + self.lease
         if self.fenced:
             log.info("schedule lease renewed, scheduling again")
