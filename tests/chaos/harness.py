@@ -409,12 +409,12 @@ class Observer:
 
     async def _tap(self, msg: Any) -> None:
         with contextlib.suppress(msgspec.DecodeError):
-            r = msgspec.msgpack.decode(msg.data, type=wire.CheckResult)
-            key = result_key(r.monitor_id, r.due, r.region, r.attempt)
-            with self.lock:
-                self.published[key] += 1
-                if r.status != wire.Status.SKIPPED:
-                    self.checked.add(key)
+            for r in wire.decode_results(msg.data):  # one result or a probe's batch
+                key = result_key(r.monitor_id, r.due, r.region, r.attempt)
+                with self.lock:
+                    self.published[key] += 1
+                    if r.status != wire.Status.SKIPPED:
+                        self.checked.add(key)
 
     def results_seen(self) -> tuple[Counter[tuple[int, int, str, int]], set[tuple[int, int, str, int]]]:
         """Copies of (published, checked), taken consistently."""
@@ -717,8 +717,8 @@ class Stack:
             with contextlib.suppress(NotFoundError):
                 m = await js.get_msg(subjects.RESULTS_STREAM, seq)
                 if m.data is not None:
-                    r = msgspec.msgpack.decode(m.data, type=wire.CheckResult)
-                    held.add(result_key(r.monitor_id, r.due, r.region, r.attempt))
+                    for r in wire.decode_results(m.data):
+                        held.add(result_key(r.monitor_id, r.due, r.region, r.attempt))
             seq += 1
         return held, int(info.state.last_seq)
 
