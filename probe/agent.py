@@ -395,7 +395,7 @@ class Agent:
                 duration_ms=0.0,
             )
             try:
-                self._results.put_nowait(result)
+                self._results.put_nowait(self._ready(job, result))
             except asyncio.QueueFull:
                 self._settled(job.due)
                 self.metrics.dropped.labels("buffer_full").inc()
