@@ -131,11 +131,11 @@ class FirstResults:
 
     def __init__(self) -> None:
         self.first: dict[str, float] = {}
-        self.decoder = msgspec.msgpack.Decoder(wire.CheckResult)
 
     async def on_result(self, msg: Any) -> None:
         with contextlib.suppress(msgspec.DecodeError):
-            self.first.setdefault(self.decoder.decode(msg.data).probe_id, time.time())
+            for result in wire.decode_results(msg.data):  # one result or a probe's batch
+                self.first.setdefault(result.probe_id, time.time())
 
 
 async def _one(

@@ -181,7 +181,7 @@ async def _probe_memory(url: str, n: int, hold: float) -> dict[str, Any]:
     await asyncio.sleep(hold * 0.8)
     in_flight = agent._in_flight
     await asyncio.wait(set(agent._tasks))
-    ok = sum(1 for _ in range(agent._results.qsize()) if agent._results.get_nowait().status == "ok")
+    ok = sum(1 for _ in range(agent._results.qsize()) if agent._results.get_nowait().result.status == "ok")
     await http.close_sessions()
     return {"baseline_rss": baseline, "peak_rss": _vm("VmHWM"), "in_flight": in_flight, "ok": ok}
 

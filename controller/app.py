@@ -209,6 +209,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         round_grace=cfg.round_grace,
         owns=membership.owns,
         active=membership.scheduling,
+        result_batches=membership.result_batches,
         buffer_max=cfg.schedule_buffer_rounds,
         lookahead=cfg.dispatch_lookahead,
     )

@@ -1,7 +1,12 @@
 """The probe agent: takes its region's jobs from NATS, runs checks, publishes results.
 
 The loop bodies are steps tests call directly: `handle_job(job)` turns one job into
-one result, `publish_one(result)` gets one result acknowledged by JetStream.
+one result, `publish_one(result)` gets one result acknowledged by JetStream and
+`publish_batch(results)` several in one message.
+
+Results of jobs that allow it (`CheckJob.batch_results`) go to JetStream in batches: a
+publisher takes the first ready result and those that become ready within `result_linger`
+(`_collect`), so one stream write, one acknowledgement and one delivery carry many results.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 import nats
@@ -40,6 +45,10 @@ log = logging.getLogger("probefleet.probe")
 
 _PUBLISH_TIMEOUT = 2.0
 _RETRY_MAX = 2.0
+# A batch message stays under this many bytes (and under half the server's max_payload,
+# 1 MiB by default): a few hundred ordinary results (about 150 bytes each) fit many times
+# over, and one result with large details still leaves room for the others.
+_BATCH_BYTES = 256 * 1024
 # "Authorization Violation" this many times in a row (each reconnect attempt is one) ends the
 # probe: once could be a server that restarted before it loaded the account, but a credential
 # the server keeps refusing will not be taken by retrying.
@@ -85,6 +94,18 @@ def refusal(exc: BaseException) -> tuple[str, bool] | None:
     return None
 
 
+class _Ready(NamedTuple):
+    """A result waiting for a publisher, encoded once, with what its job allows."""
+
+    result: CheckResult
+    data: bytes
+    # The job allowed its result to go in a batch (CheckJob.batch_results).
+    batch: bool
+    # Unix time past which the result must not wait for others: its job's deadline less the
+    # margin, the time a check itself must be done by.
+    hold_until: float
+
+
 class Agent:
     def __init__(
         self,
@@ -105,7 +126,10 @@ class Agent:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._results: asyncio.Queue[CheckResult] = asyncio.Queue(config.publish_buffer)
+        self._results: asyncio.Queue[_Ready] = asyncio.Queue(config.publish_buffer)
+        # One publisher at a time gathers the next message's results (`_collect`); the
+        # others meanwhile wait for their acknowledgements, so a slow one stalls no other.
+        self._collecting = asyncio.Lock()
         # Due times of the jobs taken whose results JetStream has not acknowledged yet
         # (a count per due time), for the heartbeat's `unacked_since`.
         self._unacked: Counter[float] = Counter()
@@ -371,7 +395,7 @@ class Agent:
                 duration_ms=0.0,
             )
             try:
-                self._results.put_nowait(result)
+                self._results.put_nowait(self._ready(job, result))
             except asyncio.QueueFull:
                 self._settled(job.due)
                 self.metrics.dropped.labels("buffer_full").inc()
@@ -396,7 +420,7 @@ class Agent:
             self._settled(job.due)
             raise
         try:
-            self._results.put_nowait(result)
+            self._results.put_nowait(self._ready(job, result))
         except asyncio.QueueFull:
             self._settled(job.due)
             self.metrics.dropped.labels("buffer_full").inc()
@@ -495,32 +519,117 @@ class Agent:
 
     # ------------------------------------------------------------ results
 
+    def _ready(self, job: CheckJob, result: CheckResult) -> _Ready:
+        return _Ready(
+            result, wire.encode(result), job.batch_results, job.deadline - self.config.deadline_margin
+        )
+
     async def _publisher(self) -> None:
         while True:
-            result = await self._results.get()
+            async with self._collecting:
+                ready = await self._collect()
             try:
-                await self.publish_one(result)
+                await self.publish(ready)
             finally:
-                self._results.task_done()
+                for _ in ready:
+                    self._results.task_done()
+
+    async def _collect(self) -> list[_Ready]:
+        """The results of the next message(s): the first ready one and, when its job allows a
+        batch, every result that becomes ready within `result_linger` of it, up to
+        `result_batch_max` or `_BATCH_BYTES`. The wait ends early at the `hold_until` of any
+        result taken, and at once when a result whose job does not allow a batch comes (a
+        caller may be waiting for it: "check now")."""
+        first = await self._results.get()
+        ready = [first]
+        cfg = self.config
+        if not first.batch or cfg.result_batch_max <= 1:
+            return ready
+        limit = self._batch_bytes()
+        size = len(first.data)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + min(cfg.result_linger, first.hold_until - time.time())
+        while len(ready) < cfg.result_batch_max and size < limit:
+            try:
+                item = self._results.get_nowait()
+            except asyncio.QueueEmpty:
+                if end <= loop.time():
+                    break
+                try:
+                    async with asyncio.timeout_at(end):
+                        item = await self._results.get()
+                except TimeoutError:
+                    break
+            ready.append(item)
+            if not item.batch:
+                break
+            size += len(item.data)
+            end = min(end, loop.time() + item.hold_until - time.time())
+        return ready
+
+    def _batch_bytes(self) -> int:
+        server = self.nc.max_payload if self.nc is not None and self.nc.is_connected else 0
+        return min(_BATCH_BYTES, server // 2) if server > 0 else _BATCH_BYTES
+
+    async def publish(self, ready: list[_Ready]) -> None:
+        """Publish collected results, each message until JetStream acknowledges it: those
+        whose jobs allow a batch together (split to stay under the byte bound; a batch of one
+        goes as a single result), the others one by one, all at once."""
+        limit = self._batch_bytes()
+        batches: list[list[_Ready]] = []
+        size = 0
+        singles: list[_Ready] = []
+        for item in ready:
+            if not item.batch or item.result.region != ready[0].result.region:
+                singles.append(item)
+                continue
+            if not batches or size + len(item.data) > limit:
+                batches.append([])
+                size = 0
+            batches[-1].append(item)
+            size += len(item.data)
+        sends = [self._publish_ready([item]) for item in singles]
+        sends += [self._publish_ready(batch) for batch in batches]
+        await asyncio.gather(*sends)
+
+    async def _publish_ready(self, ready: list[_Ready]) -> None:
+        if len(ready) == 1:
+            item = ready[0]
+            await self._publish([item.result], item.data, item.result.job_id)
+        else:
+            results = [item.result for item in ready]
+            data = wire.encode_batch([item.data for item in ready])
+            await self._publish(results, data, wire.batch_id([r.job_id for r in results]))
 
     async def publish_one(self, result: CheckResult) -> None:
-        """Publish until JetStream acknowledges; the msg id makes retries harmless."""
+        """Publish until JetStream acknowledges; the msg id (the job id) makes retries harmless."""
+        await self._publish([result], wire.encode(result), result.job_id)
+
+    async def publish_batch(self, results: list[CheckResult]) -> None:
+        """Publish `results` (all of one region) as one message until JetStream acknowledges
+        it; the batch's msg id (`wire.batch_id`) makes retries harmless."""
+        data = wire.encode_batch([wire.encode(r) for r in results])
+        await self._publish(results, data, wire.batch_id([r.job_id for r in results]))
+
+    async def _publish(self, results: list[CheckResult], data: bytes, msg_id: str) -> None:
         assert self.js is not None
-        data = wire.encode(result)
-        headers = {"Nats-Msg-Id": result.job_id}
+        headers = {"Nats-Msg-Id": msg_id}
+        subject = subjects.results(results[0].region)
         delay = 0.1
         while True:
             try:
-                await self.js.publish(
-                    subjects.results(result.region), data, timeout=_PUBLISH_TIMEOUT, headers=headers
-                )
-                self.metrics.published.inc()
-                self._settled(result.due)
-                return
+                await self.js.publish(subject, data, timeout=_PUBLISH_TIMEOUT, headers=headers)
             except (nats.errors.Error, TimeoutError, OSError) as exc:
-                log.debug("publish failed job_id=%s error=%r", result.job_id, exc)
+                log.debug("publish failed msg_id=%s results=%d error=%r", msg_id, len(results), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
+                continue
+            self.metrics.published.inc(len(results))
+            self.metrics.result_messages.inc()
+            self.metrics.results_per_message.observe(len(results))
+            for r in results:
+                self._settled(r.due)
+            return
 
     # ------------------------------------------------------------ heartbeats
 

@@ -27,6 +27,11 @@ class ProbeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Results kept while NATS is unreachable; older ones are dropped past this.
     publish_buffer: int = 50_000
     publishers: int = 16
+    # Results of jobs that allow it go to JetStream in batches: a publisher waits this long
+    # after the first ready result for others (never past a job's deadline less the margin),
+    # up to this many in one message. 1 sends every result alone.
+    result_linger: float = 0.05
+    result_batch_max: int = 200
     # A check ends this long before its job's deadline so its result still counts.
     deadline_margin: float = 0.25
     # On SIGTERM, in-flight checks get this long to finish.
@@ -79,6 +84,8 @@ _ENV = {
     "otel_endpoint": "OTEL_ENDPOINT",
     "otel_export_interval": "OTEL_EXPORT_INTERVAL",
     "log_format": "LOG_FORMAT",
+    "result_linger": "RESULT_LINGER",
+    "result_batch_max": "RESULT_BATCH_MAX",
 }
 
 INSECURE_HINT = (
@@ -138,6 +145,10 @@ def load_probe_config(path: Path | None = None, **overrides: object) -> ProbeCon
             )
         if not cfg.otel_endpoint.startswith(("http://", "https://")):
             raise ValueError(f"otel_endpoint {cfg.otel_endpoint!r}: use the collector's http(s):// base URL")
+    if not 0 <= cfg.result_linger <= 1:
+        raise ValueError("result_linger must be between 0 and 1 second")
+    if cfg.result_batch_max < 1:
+        raise ValueError("result_batch_max must be at least 1")
     if cfg.otel_export_interval <= 0:
         raise ValueError("otel_export_interval must be positive")
     return cfg

@@ -313,6 +313,17 @@ class ProbeMetrics:
             "Results acknowledged by JetStream.",
             registry=self.registry,
         )
+        self.result_messages = Counter(
+            "probefleet_probe_result_messages_total",
+            "Messages of results acknowledged by JetStream (a batch of results is one).",
+            registry=self.registry,
+        )
+        self.results_per_message = Histogram(
+            "probefleet_probe_results_per_message",
+            "Results in each message acknowledged by JetStream (1: a result sent alone).",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=self.registry,
+        )
         self.otel_export_failures = Counter(
             "probefleet_probe_otel_export_failures_total",
             "OpenTelemetry exports (metrics or spans) the collector did not accept, by signal.",

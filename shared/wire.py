@@ -8,6 +8,7 @@ processes can talk to each other while a fleet is upgraded.
 from __future__ import annotations
 
 import enum
+import hashlib
 import shlex
 from collections.abc import Sequence
 from typing import Literal
@@ -448,6 +449,9 @@ class CheckJob(msgspec.Struct, kw_only=True, omit_defaults=True):
     interval: float = 0.0
     name: str = ""
     tags: list[str] = []
+    # The probe may send this job's result in a batch (`encode_batch`) with others: set only
+    # when every live controller decodes batches. Absent (false) from older controllers.
+    batch_results: bool = False
 
     @property
     def job_id(self) -> str:
@@ -565,10 +569,16 @@ class ProbeHeartbeat(msgspec.Struct, kw_only=True, omit_defaults=True):
     job_batches: bool = False
 
 
+# What a controller writes in its lease row (`controllers.wire`): 2 decodes result batches.
+# A controller sets `CheckJob.batch_results` only while every live controller is at 2.
+WIRE = 2
+
 _encoder = msgspec.msgpack.Encoder()
 _job_decoder = msgspec.msgpack.Decoder(CheckJob)
 _jobs_decoder = msgspec.msgpack.Decoder(CheckJob | list[CheckJob])
 _result_decoder = msgspec.msgpack.Decoder(CheckResult)
+# msgspec tells the two apart by the msgpack type: a map is one result, an array a batch.
+_results_decoder = msgspec.msgpack.Decoder(CheckResult | list[CheckResult])
 _heartbeat_decoder = msgspec.msgpack.Decoder(ProbeHeartbeat)
 
 
@@ -603,6 +613,26 @@ def decode_jobs(data: bytes) -> list[CheckJob]:
 
 def decode_result(data: bytes) -> CheckResult:
     return _result_decoder.decode(data)
+
+
+def encode_batch(encoded: list[bytes]) -> bytes:
+    """A batch of results as one message: the msgpack array of results already encoded
+    with `encode` (not encoded again)."""
+    return _encoder.encode([msgspec.Raw(e) for e in encoded])
+
+
+def batch_id(job_ids: list[str]) -> str:
+    """The Nats-Msg-Id of a batch of results: the same for the same results in the same
+    order (a retried publish is dropped by JetStream's duplicate window), different for any
+    other batch. Hashed: a batch of 200 job ids would not fit a header comfortably."""
+    digest = hashlib.blake2b("\n".join(job_ids).encode(), digest_size=16).hexdigest()
+    return f"batch:{len(job_ids)}:{digest}"
+
+
+def decode_results(data: bytes) -> list[CheckResult]:
+    """The results of one message on a results subject: one result or a batch of them."""
+    decoded = _results_decoder.decode(data)
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def decode_heartbeat(data: bytes) -> ProbeHeartbeat:

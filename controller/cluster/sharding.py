@@ -16,6 +16,11 @@ members it read (`announcement`, on `subjects.controller_members()`), and a cont
 that is not among the members another one read stops scheduling at once (`hear`) until
 its own lease is renewed. Two controllers therefore schedule a shard together only for
 the time that message takes, or, should it be lost, until the next one (one beat later).
+
+The lease row also says what each controller decodes (`wire.WIRE`); `result_batches()` is
+true while every live controller takes result batches, and only then does the scheduler let
+probes batch the results of its jobs (a controller of the previous version sharing the
+results consumer would drop a batch as undecodable).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import msgspec
 from probefleet.controller import metrics
 from probefleet.controller.storage import DB
 from probefleet.controller.storage import cluster as store
+from probefleet.shared import wire
 
 log = logging.getLogger("probefleet.cluster")
 
@@ -70,6 +76,8 @@ class Membership:
     valid_until: float = -math.inf
     # Another controller read the members without us: it schedules our shards now.
     fenced: bool = False
+    # The lowest wire among the live controllers at the last renewal (1 until one succeeded).
+    lowest_wire: int = 1
     _shards: frozenset[int] = field(default_factory=frozenset)
     _overdue: bool = False
     _missed: bool = False
@@ -79,6 +87,10 @@ class Membership:
         if not self.members:
             return True
         return shard_of(monitor_id) in self._shards
+
+    def result_batches(self) -> bool:
+        """Whether every live controller decodes result batches, so jobs may allow them."""
+        return self.lowest_wire >= 2
 
     def scheduling(self) -> bool:
         """Whether this controller may schedule its shards now: unless another controller
@@ -103,15 +115,20 @@ class Membership:
         would only move them there and back."""
         sent = self.clock()
         try:
-            members = await store.renew_lease(self.pool, self.controller_id, self.lease)
+            lease = await store.renew_lease(self.pool, self.controller_id, self.lease, wire.WIRE)
         except BaseException:
             self._missed = True
             raise
         if self._missed:
             self._missed = False
             self._settle_until = sent + self.lease
+        members = lease.members
         if sent < self._settle_until:
             members = tuple(sorted(set(members) | set(self.members)))
+            # Members kept from before were not read now: their wire is the one known then.
+            self.lowest_wire = min(lease.wire, self.lowest_wire)
+        else:
+            self.lowest_wire = lease.wire
         self.valid_until = sent + self.lease
         if self.fenced:
             log.info("schedule lease renewed, scheduling again")

@@ -72,6 +72,8 @@ async def run(
                 deadline=due + check_timeout + grace / 2,
                 spec=spec,
                 attempt=ON_DEMAND_ATTEMPT,
+                # No batch_results: someone waits for this answer (no linger), and on_result
+                # reads a single result.
             )
             if (skipped := no_capable_probe(job, able, due)) is not None:
                 got[region] = skipped

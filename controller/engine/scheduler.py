@@ -101,6 +101,9 @@ class Scheduler:
     # Whether this controller may schedule at all now (Membership.scheduling: false once
     # another controller took its shards over while it could not renew its lease).
     active: Callable[[], bool] = lambda: True
+    # Whether probes may batch the results of the jobs published now (CheckJob.batch_results;
+    # Membership.result_batches: every live controller decodes batches).
+    result_batches: Callable[[], bool] = lambda: False
     # Seconds a tick waits for its rounds' INSERT (each pool acquire and statement) before
     # it publishes the jobs anyway and leaves the rows to `write_pending`.
     write_wait: float = 0.5
@@ -294,6 +297,7 @@ class Scheduler:
                         interval=entry.interval,
                         name=entry.name,
                         tags=entry.tags,
+                        batch_results=self.result_batches(),
                     )
                 )
         ours = await self._write_now(rounds)

@@ -54,7 +54,9 @@ async def agent(nats_url: str, js: object) -> AsyncIterator[Agent]:
     await a.stop()
 
 
-def job(url: str, monitor_id: int = 1, timeout: float = 2.0, deadline_in: float = 5.0) -> CheckJob:
+def job(
+    url: str, monitor_id: int = 1, timeout: float = 2.0, deadline_in: float = 5.0, *, batch: bool = False
+) -> CheckJob:
     now = time.time()
     return CheckJob(
         monitor_id=monitor_id,
@@ -63,6 +65,7 @@ def job(url: str, monitor_id: int = 1, timeout: float = 2.0, deadline_in: float 
         region=REGION,
         timeout=timeout,
         spec=HttpSpec(url=url),
+        batch_results=batch,
     )
 
 
@@ -84,6 +87,33 @@ async def results(js: JetStreamContext, n: int, wait: float = 5.0) -> list[tuple
     await sub.unsubscribe()
     await js.delete_consumer(subjects.RESULTS_STREAM, info.name)
     return got
+
+
+async def messages(
+    js: JetStreamContext, n: int, wait: float = 5.0
+) -> list[tuple[list[CheckResult], str, float]]:
+    """The next n messages on the results stream: the results each carries, its Nats-Msg-Id,
+    and when it was read (Unix time)."""
+    sub = await js.pull_subscribe(subjects.results_all(), durable=None)
+    got: list[tuple[list[CheckResult], str, float]] = []
+    deadline = time.monotonic() + wait
+    while len(got) < n and time.monotonic() < deadline:
+        try:
+            msgs = await sub.fetch(n - len(got), timeout=0.2)
+        except nats.errors.TimeoutError:
+            continue
+        for msg in msgs:
+            await msg.ack()
+            msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+            got.append((wire.decode_results(msg.data), msg_id, time.time()))
+    info = await sub.consumer_info()
+    await sub.unsubscribe()
+    await js.delete_consumer(subjects.RESULTS_STREAM, info.name)
+    return got
+
+
+async def _instant(spec: object, *, timeout: float, source_address: str | None) -> Outcome:  # noqa: ASYNC109
+    return Outcome(status=Status.OK)
 
 
 async def test_it_turns_a_job_into_a_result_on_the_stream(
@@ -156,6 +186,109 @@ async def test_a_stopping_probe_runs_the_jobs_due_within_the_drain_and_skips_the
     assert got[2].due == late.due and got[2].probe_id == "p1"
 
 
+async def test_it_sends_the_results_of_jobs_that_allow_it_in_one_message(
+    nats_url: str, js: tuple[Client, JetStreamContext]
+) -> None:
+    _, jsc = js
+    # A long linger: every result is ready well within it, so all go in one message.
+    agent = Agent(config(nats_url, result_linger=1.0), checkers={"http": _instant})
+    await agent.start()
+    try:
+        sent = [job("http://x/", monitor_id=i, deadline_in=30, batch=True) for i in range(1, 6)]
+        assert all(agent.submit(j) for j in sent)
+        [(batch, msg_id, _)] = await messages(jsc, 1)
+        assert [r.monitor_id for r in sorted(batch, key=lambda r: r.monitor_id)] == [1, 2, 3, 4, 5]
+        assert msg_id == wire.batch_id([r.job_id for r in batch])
+        assert await messages(jsc, 1, wait=0.5) == []
+        await eventually(lambda: agent.heartbeat().unacked_since is None, what="every result settled")
+        metrics = agent.metrics
+        assert metrics.published._value.get() == 5 and metrics.result_messages._value.get() == 1
+        assert metrics.registry.get_sample_value("probefleet_probe_results_per_message_sum") == 5
+        assert (
+            metrics.registry.get_sample_value("probefleet_probe_results_per_message_bucket", {"le": "2.0"})
+            == 0
+        )
+    finally:
+        await agent.stop()
+
+
+async def test_it_sends_the_results_of_jobs_that_do_not_allow_a_batch_one_by_one(
+    nats_url: str, js: tuple[Client, JetStreamContext]
+) -> None:
+    _, jsc = js
+    agent = Agent(config(nats_url, result_linger=1.0), checkers={"http": _instant})
+    await agent.start()
+    try:
+        sent = [job("http://x/", monitor_id=i, deadline_in=30) for i in range(1, 4)]
+        assert all(agent.submit(j) for j in sent)
+        got = await messages(jsc, 3)
+        assert sorted((len(rs), msg_id) for rs, msg_id, _ in got) == sorted((1, j.job_id) for j in sent)
+        assert await messages(jsc, 1, wait=0.5) == []
+        await eventually(lambda: agent.heartbeat().unacked_since is None, what="every result settled")
+        assert agent.metrics.result_messages._value.get() == 3
+    finally:
+        await agent.stop()
+
+
+async def test_a_result_waits_for_others_no_longer_than_its_jobs_deadline_allows(
+    nats_url: str, js: tuple[Client, JetStreamContext]
+) -> None:
+    _, jsc = js
+    # A linger far past the job's deadline: the result still goes before the deadline.
+    agent = Agent(config(nats_url, result_linger=60.0, deadline_margin=0.25), checkers={"http": _instant})
+    await agent.start()
+    try:
+        sent = job("http://x/", monitor_id=1, deadline_in=1.5, batch=True)
+        assert agent.submit(sent)
+        [(rs, msg_id, read_at)] = await messages(jsc, 1, wait=10)
+        assert [r.job_id for r in rs] == [msg_id] == [sent.job_id]  # a batch of one goes alone
+        assert read_at < sent.deadline
+    finally:
+        await agent.stop()
+
+
+async def test_a_result_nobody_allowed_to_batch_ends_the_wait_for_others(
+    nats_url: str, js: tuple[Client, JetStreamContext]
+) -> None:
+    _, jsc = js
+    # A linger of a minute: only the unflagged result (a "check now", someone waits) ends it.
+    agent = Agent(config(nats_url, result_linger=60.0), checkers={"http": _instant})
+    await agent.start()
+    try:
+        flagged = job("http://x/", monitor_id=1, deadline_in=120, batch=True)
+        assert agent.submit(flagged)
+        await eventually(
+            lambda: agent._collecting.locked() and agent._results.empty(), what="a batch waiting"
+        )
+        waiting = job("http://x/", monitor_id=2, deadline_in=120)
+        assert agent.submit(waiting)
+        got = await messages(jsc, 2, wait=5)
+        assert sorted(msg_id for _, msg_id, _ in got) == sorted([flagged.job_id, waiting.job_id])
+    finally:
+        await agent.stop()
+
+
+async def test_a_retried_batch_is_one_message_on_the_stream(
+    nats_url: str, js: tuple[Client, JetStreamContext]
+) -> None:
+    _, jsc = js
+    agent = Agent(config(nats_url))
+    await agent.start()
+    try:
+        batch = [
+            await agent.handle_job(job("http://127.0.0.1:1/", monitor_id=i, timeout=0.5)) for i in (1, 2)
+        ]
+        other = [batch[0], await agent.handle_job(job("http://127.0.0.1:1/", monitor_id=3, timeout=0.5))]
+        await agent.publish_batch(batch)
+        await agent.publish_batch(batch)  # the same batch again, as after a lost acknowledgement
+        await agent.publish_batch(other)  # another batch, sharing a result: not dropped
+        got = await messages(jsc, 3, wait=2)
+        assert [[r.monitor_id for r in rs] for rs, _, _ in got] == [[1, 2], [1, 3]]
+        assert len({msg_id for _, msg_id, _ in got}) == 2
+    finally:
+        await agent.stop()
+
+
 async def test_it_skips_a_job_past_its_deadline(nats_url: str) -> None:
     a = Agent(config(nats_url))
     result = await a.handle_job(job("http://127.0.0.1:1/", deadline_in=-1))
@@ -219,12 +352,13 @@ async def test_it_sends_heartbeats(agent: Agent, js: tuple[Client, JetStreamCont
     assert {"http", "tcp", "udp", "dns", "tls"} <= set(beat.capabilities)
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["alone", "batched"])
 async def test_its_heartbeat_names_the_oldest_job_whose_result_is_not_acknowledged(
-    nats_url: str, http_target: str
+    nats_url: str, http_target: str, batch: bool
 ) -> None:
     """No results stream yet (a stream without a leader answers no better): the results are
-    retried, and the heartbeats say the oldest due time held; once JetStream acknowledges
-    them, that nothing is held."""
+    retried (alone, or as one batch), and the heartbeats say the oldest due time held; once
+    JetStream acknowledges them, that nothing is held."""
     agent = Agent(config(nats_url))
     await agent.start()
     nc = await nats.connect(nats_url)
@@ -236,8 +370,8 @@ async def test_its_heartbeat_names_the_oldest_job_whose_result_is_not_acknowledg
             return beat.unacked_since == expected
 
         assert await reports(None)
-        older = job(f"{http_target}/", monitor_id=1)
-        newer = job(f"{http_target}/", monitor_id=2)
+        older = job(f"{http_target}/", monitor_id=1, batch=batch)
+        newer = job(f"{http_target}/", monitor_id=2, batch=batch)
         assert older.due < newer.due
         assert agent.submit(older) and agent.submit(newer)
         await eventually(lambda: agent.checks_total == 2, timeout=5, what="both checks run")
@@ -245,8 +379,8 @@ async def test_its_heartbeat_names_the_oldest_job_whose_result_is_not_acknowledg
         jsc = nc.jetstream()
         await ensure_streams(jsc, max_bytes=64 << 20)
         await eventually(lambda: reports(None), timeout=10, what="nothing held once acknowledged")
-        got = await results(jsc, 2)
-        assert sorted(r.monitor_id for r, _ in got) == [1, 2]
+        got = [r for rs, _, _ in await messages(jsc, 2, wait=2) for r in rs]
+        assert sorted(r.monitor_id for r in got) == [1, 2]
     finally:
         await agent.stop()
         await nc.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from probefleet.probe.config import load_probe_config
+from probefleet.probe.config import ProbeConfig, load_probe_config
 
 
 @pytest.fixture(autouse=True)
@@ -75,3 +75,28 @@ def test_it_rejects_a_concurrency_that_is_not_a_number(monkeypatch: pytest.Monke
         load_probe_config(region="eu-west")
     monkeypatch.setenv("PROBEFLEET_CONCURRENCY", "500")
     assert load_probe_config(region="eu-west").concurrency == 500
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("PROBEFLEET_RESULT_LINGER", "-0.1", "result_linger must be between 0 and 1 second"),
+        ("PROBEFLEET_RESULT_LINGER", "5", "result_linger must be between 0 and 1 second"),
+        ("PROBEFLEET_RESULT_BATCH_MAX", "0", "result_batch_max must be at least 1"),
+    ],
+    ids=["negative-linger", "linger-past-a-second", "no-result-per-batch"],
+)
+def test_it_rejects_result_batching_out_of_bounds(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=problem):
+        load_probe_config(region="eu-west")
+
+
+def test_it_takes_result_batching_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (load_probe_config(region="eu-west").result_linger, ProbeConfig().result_batch_max) == (0.05, 200)
+    monkeypatch.setenv("PROBEFLEET_RESULT_LINGER", "0.2")
+    monkeypatch.setenv("PROBEFLEET_RESULT_BATCH_MAX", "1")
+    cfg = load_probe_config(region="eu-west")
+    assert (cfg.result_linger, cfg.result_batch_max) == (0.2, 1)

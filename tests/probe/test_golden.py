@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from probefleet.shared import wire
@@ -131,3 +132,23 @@ def test_a_job_batch_encodes_like_the_golden_file() -> None:
     # A single job is its own message, as for a probe that takes no batches.
     assert wire.encode_job_batch([wire.encode(jobs[0])]) == (TESTDATA / "probe_job_http.msgpack").read_bytes()
     assert wire.decode_jobs((TESTDATA / "probe_job_http.msgpack").read_bytes()) == jobs[:1]
+
+
+def test_a_batch_of_results_encodes_like_the_golden_file_and_only_a_new_decoder_reads_it() -> None:
+    results = [MESSAGES["result_ok"], MESSAGES["result_fail"]]
+    assert isinstance(results[0], CheckResult) and isinstance(results[1], CheckResult)
+    path = TESTDATA / "probe_result_batch.msgpack"
+    encoded = wire.encode_batch([wire.encode(r) for r in results])
+    if os.environ.get("PROBEFLEET_REGEN_GOLDEN") == "1":
+        path.write_bytes(encoded)
+    assert encoded == path.read_bytes()
+    assert wire.decode_results(encoded) == results
+    assert wire.decode_results(wire.encode(results[0])) == [results[0]]
+    # A controller of the previous version decodes one result only: a batch would be lost,
+    # which is why probes batch only for jobs that ask (and a job that does not ask is as before).
+    with pytest.raises(msgspec.DecodeError):
+        wire.decode_result(encoded)
+    job = MESSAGES["job_tcp"]
+    assert isinstance(job, CheckJob)
+    assert wire.encode(msgspec.structs.replace(job, batch_results=False)) == wire.encode(job)
+    assert wire.decode_job(wire.encode(msgspec.structs.replace(job, batch_results=True))).batch_results

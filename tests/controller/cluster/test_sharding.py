@@ -19,8 +19,9 @@ import pytest
 from nats.aio.msg import Msg
 
 from probefleet.controller import keys, metrics
+from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.cluster.sharding import SHARDS, Membership, owner, shard_of
-from probefleet.controller.engine.scheduler import phase
+from probefleet.controller.engine.scheduler import Scheduler, phase
 from probefleet.controller.storage import db
 from probefleet.shared import subjects, wire
 from probefleet.shared.devstack import PostgresServer, create_database
@@ -54,6 +55,9 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+T0 = 1_800_000_000.0
 
 
 def lease_expired() -> float | None:
@@ -134,6 +138,57 @@ async def test_after_a_missed_renewal_members_are_kept_for_a_lease_before_their_
     assert await a.beat() is False
     clock.now = 1026.0  # a lease after the renewal came back: b is gone for good
     assert await a.beat() is True and a.members == ("a",)
+
+
+# How a controller of the previous version renews its lease: it knows nothing of the wire.
+PREVIOUS_RENEWAL = (
+    "INSERT INTO controllers (id, heartbeat_at, lease_until) VALUES ($1, now(), now() + interval '6 s')"
+    " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), lease_until = EXCLUDED.lease_until"
+)
+
+
+async def test_jobs_allow_result_batches_only_while_every_live_controller_decodes_them(
+    pool: asyncpg.Pool,
+) -> None:
+    a = Membership(pool=pool, controller_id="a", lease=6.0)
+    published: list[bytes] = []
+
+    async def publish(subject: str, data: bytes) -> None:
+        published.append(data)
+
+    sched = Scheduler(pool=pool, publish=publish, fleet=Fleet(), result_batches=a.result_batches)
+    monitor = {"id": 1, "kind": "http", "spec": {"type": "http", "url": "http://127.0.0.1/"}}
+    sched.upsert(monitor | {"interval_s": 1, "timeout_s": 0.5, "locations": ["us-east"]}, now=T0)
+
+    async def allowed() -> bool:
+        """Whether the job of the monitor's next round allows result batches."""
+        await a.beat()
+        published.clear()
+        due = max(due for due, _, _ in sched.heap)
+        beat = wire.ProbeHeartbeat(
+            probe_id="p",
+            region="us-east",
+            version="t",
+            concurrency=1,
+            in_flight=0,
+            started_at=T0,
+            sent_at=due,
+        )
+        sched.fleet.observe(beat, now=due)
+        await sched.tick(due)
+        [job] = [wire.decode_job(d) for d in published]
+        return job.batch_results
+
+    assert await allowed() is True  # alone, and new
+    await pool.execute(PREVIOUS_RENEWAL, "b")  # a controller of the previous version joins
+    assert await allowed() is False and a.members == ("a", "b")
+    b = Membership(pool=pool, controller_id="b", lease=6.0)
+    await b.beat()  # b upgraded
+    assert await allowed() is True
+    await pool.execute(PREVIOUS_RENEWAL, "b")  # b rolled back under the same id: wire 2 stays written
+    assert await allowed() is False
+    await pool.execute("UPDATE controllers SET lease_until = now() - interval '1 s' WHERE id = 'b'")
+    assert await allowed() is True and a.members == ("a",)
 
 
 class PausableProxy:

@@ -115,8 +115,8 @@ class Scene:
             self.jobs.setdefault(job.monitor_id, set()).add(round(job.due, 3))
 
     async def on_result(self, msg: Msg) -> None:
-        r = wire.decode_result(msg.data)
-        self.results.add((r.monitor_id, round(r.due, 3), r.region))
+        for r in wire.decode_results(msg.data):  # one result or a probe's batch
+            self.results.add((r.monitor_id, round(r.due, 3), r.region))
 
     async def through(self, begin: Callable[[], None], end: Callable[[], None], seconds: float) -> None:
         """Set up, bring everything up, run `begin`, wait `seconds`, run `end`, and check

@@ -5,13 +5,16 @@ sweeper's `Backlog` from consumer states."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import nats
 import pytest
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
 
 from probefleet.controller import metrics
@@ -216,6 +219,103 @@ async def test_the_consumer_keeps_its_batch_through_a_frozen_database_and_stores
         stop.set()
         await consumer
         await nc.close()
+
+
+# ------------------------------------------------------------ messages: single results and batches
+
+
+@contextlib.asynccontextmanager
+async def consuming(nats_url: str, pool: asyncpg.Pool) -> AsyncIterator[JetStreamContext]:
+    """The results stream and consumer, with `consume` running on them until the block ends."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await results.ensure_consumer(js)
+    stop = asyncio.Event()
+    consumer = asyncio.create_task(results.consume(js, pool, batch=50, stop=stop))
+    try:
+        yield js
+    finally:
+        stop.set()
+        await consumer
+        await nc.close()
+
+
+async def drained(js: JetStreamContext) -> bool:
+    info = await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+    return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq > 0
+
+
+def batch(rs: list[wire.CheckResult]) -> bytes:
+    return wire.encode_batch([wire.encode(r) for r in rs])
+
+
+async def test_the_consumer_stores_single_results_and_batches_alike(
+    pool: asyncpg.Pool, nats_url: str
+) -> None:
+    a, b = await monitor(pool), await monitor(pool)
+    due = time.time() - 5
+    first, second = await round_results(pool, a, due, (1, 2, 3)), await round_results(pool, b, due, (4, 5, 6))
+    async with consuming(nats_url, pool) as js:
+        # us-east and ap-south batch both monitors' answers, eu-west sends them one by one.
+        await js.publish(subjects.results("us-east"), batch([first[0], second[0]]))
+        for r in (first[1], second[1]):
+            await js.publish(subjects.results("eu-west"), wire.encode(r))
+        await js.publish(subjects.results("ap-south"), batch([first[2], second[2]]))
+        await eventually(lambda: drained(js), timeout=10, what="every message stored and acknowledged")
+    for mid in (a, b):
+        rnd = await pool.fetchrow("SELECT answered, verdict FROM rounds WHERE monitor_id = $1", mid)
+        assert rnd is not None and sorted(rnd["answered"]) == sorted(REGIONS) and rnd["verdict"] == "up"
+    assert await pool.fetchval("SELECT count(*) FROM check_results") == 6
+
+
+async def test_a_batch_with_a_result_of_another_region_is_terminated_whole(
+    pool: asyncpg.Pool, nats_url: str
+) -> None:
+    mid = await monitor(pool)
+    us, eu, _ = await round_results(pool, mid, time.time() - 5, (1, 2, 3))
+    mismatches = metrics.REGION_MISMATCH.labels("result")
+    before = mismatches._value.get()
+    async with consuming(nats_url, pool) as js:
+        # us-east's subject: its own answer and one that claims to be eu-west's.
+        await js.publish(subjects.results("us-east"), batch([us, eu]))
+        await eventually(lambda: drained(js), timeout=10, what="the batch terminated, not redelivered")
+        assert mismatches._value.get() == before + 1
+        assert await pool.fetchval("SELECT count(*) FROM check_results") == 0
+        # The consumer goes on: an honest batch after it is stored.
+        await js.publish(subjects.results("us-east"), batch([us]))
+        await eventually(
+            lambda: pool.fetchval("SELECT count(*) FROM check_results WHERE region = 'us-east'"),
+            timeout=10,
+            what="the honest result stored",
+        )
+    assert await pool.fetchval("SELECT count(*) FROM check_results") == 1
+
+
+async def test_a_batch_sent_again_is_stored_once(pool: asyncpg.Pool, nats_url: str) -> None:
+    mid = await monitor(pool)
+    answers = await round_results(pool, mid, time.time() - 5, (1, 2, 3))
+    us_east = [answers[0], answers[0].__copy__()]
+    us_east[1].attempt = 1  # a confirmation round's answer in the same batch
+    await store.insert_rounds(
+        pool, [(mid, store.ts(answers[0].due), 1, ["us-east"], store.ts(time.time() + 3600))]
+    )
+    data, msg_id = batch(us_east), wire.batch_id([r.job_id for r in us_east])
+    async with consuming(nats_url, pool) as js:
+        # A probe's retry after a lost acknowledgement: JetStream drops the copy.
+        for _ in range(2):
+            await js.publish(subjects.results("us-east"), data, headers={"Nats-Msg-Id": msg_id})
+        info = await js.stream_info(subjects.RESULTS_STREAM)
+        assert info.state.messages <= 1 and info.state.last_seq == 1
+        await eventually(lambda: drained(js), timeout=10, what="the batch stored")
+        # Sent again past the duplicate window (another msg id): the database keeps one of each.
+        duplicates = metrics.RESULTS_DUPLICATE._value.get()
+        await js.publish(subjects.results("us-east"), data, headers={"Nats-Msg-Id": "later"})
+        await eventually(
+            lambda: metrics.RESULTS_DUPLICATE._value.get() == duplicates + 2, timeout=10, what="the copy seen"
+        )
+    rows = await pool.fetch("SELECT attempt FROM check_results WHERE monitor_id = $1 ORDER BY attempt", mid)
+    assert [r["attempt"] for r in rows] == [0, 1]
 
 
 async def test_answers_stored_at_once_by_three_controllers_close_each_round_once(pool: asyncpg.Pool) -> None:
