@@ -37,9 +37,13 @@ BROKEN = (
     "<!doctype html><html><body><p>Broken page</p>"
     "<script>console.error('boom'); undefinedCall();</script></body></html>"
 )
+# 64 MiB a step outside V8's heap (typed arrays, every page written), so the page grows
+# until the watchdog stops it whatever the cap: arrays on the heap stop at V8's heap limit
+# (half the cap), and the renderer crashes (Target crashed) unless the browser's own
+# memory happens to make up the other half.
 HOG = (
     "<!doctype html><html><body><script>const a = [];"
-    " setInterval(() => { for (let i = 0; i < 50; i++) a.push(new Array(1e6).fill(i)); }, 10);"
+    " setInterval(() => { a.push(new Uint8Array(64 << 20).fill(1)); }, 10);"
     "</script>hog</body></html>"
 )
 
