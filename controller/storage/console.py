@@ -29,12 +29,13 @@ async def tags(conn: DB, limit: int = 200) -> list[str]:
 
 
 async def region_matrix(conn: DB, monitor_ids: list[int], since: dt.datetime) -> dict[int, dict[str, str]]:
-    """monitor id -> region -> the newest result's status since `since`."""
+    """monitor id -> region -> the newest result's status since `since` (diagnoses, attempt
+    2000, left out: they are `ok` whenever they ran)."""
     if not monitor_ids:
         return {}
     rows = await conn.fetch(
         "SELECT DISTINCT ON (monitor_id, region) monitor_id, region, status FROM check_results"
-        " WHERE monitor_id = ANY($1::bigint[]) AND due >= $2"
+        " WHERE monitor_id = ANY($1::bigint[]) AND due >= $2 AND attempt <> 2000"
         " ORDER BY monitor_id, region, due DESC, attempt DESC",
         monitor_ids,
         since,

@@ -309,7 +309,8 @@ def _where(f: Filters, args: list[Any]) -> str:
         region, state, since = f.region_state
         newest = (
             "SELECT c.status FROM check_results c WHERE c.monitor_id = monitors.id"
-            f" AND c.region = {p(region)} AND c.due >= {p(since)} ORDER BY c.due DESC, c.attempt DESC LIMIT 1"
+            f" AND c.region = {p(region)} AND c.due >= {p(since)} AND c.attempt <> 2000"
+            " ORDER BY c.due DESC, c.attempt DESC LIMIT 1"
         )
         if state == "none":
             clauses.append(f"NOT EXISTS ({newest})")

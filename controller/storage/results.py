@@ -319,11 +319,13 @@ async def recent(
 
 
 async def last_per_region(conn: DB, monitor_id: int, since: dt.datetime) -> list[dict[str, Any]]:
-    """The newest result of each region since `since`, as the status endpoint names its fields."""
+    """The newest result of each region since `since`, as the status endpoint names its fields.
+    Diagnoses (attempt 2000, engine/diagnostics.DIAGNOSTIC_ATTEMPT) are left out: one is `ok`
+    whenever it ran, and would show a region that sees the target fail as passing."""
     rows = await conn.fetch(
         "SELECT DISTINCT ON (region) region, due AS checked_at, attempt, probe_id, status, reason,"
         " message, duration_ms AS response_time_ms, status_code FROM check_results"
-        " WHERE monitor_id = $1 AND due >= $2 ORDER BY region, due DESC, attempt DESC",
+        " WHERE monitor_id = $1 AND due >= $2 AND attempt <> 2000 ORDER BY region, due DESC, attempt DESC",
         monitor_id,
         since,
     )
