@@ -47,6 +47,10 @@ from probefleet.shared import subjects, wire
 
 log = logging.getLogger("probefleet.results")
 
+# The monitor id of an on-demand run of a monitor that is not saved yet (the console's
+# "test now"): its results are not stored.
+UNSAVED_MONITOR = 0
+
 # Opens confirmation rounds after the batch commits.
 OnRecheck = Callable[[list[incidents.Recheck]], Awaitable[object]]
 
@@ -331,6 +335,9 @@ async def consume(
             good += taken
         if msgs:
             want = max(1, min(batch, batch * len(msgs) // max(len(good), 1)))
+        # A run of a monitor not saved yet (id 0: the console's "test now") is for its caller,
+        # who hears it on the core subject (ondemand.py); it belongs to no monitor's history.
+        good = [r for r in good if r.monitor_id != UNSAVED_MONITOR]
         if good and not await _store(pool, good, msgs, outage, stop, on_recheck):
             continue
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)

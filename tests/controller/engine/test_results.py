@@ -19,6 +19,7 @@ from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
 
 from probefleet.controller import metrics
 from probefleet.controller.engine import results
+from probefleet.controller.engine.ondemand import ON_DEMAND_ATTEMPT
 from probefleet.controller.storage import db
 from probefleet.controller.storage import results as store
 from probefleet.shared import subjects, wire
@@ -483,3 +484,27 @@ async def test_a_sweep_tells_the_earliest_deadline_still_open(pool: asyncpg.Pool
     async with pool.acquire() as conn, conn.transaction():
         swept = await store.close_expired(conn, store.ts(now + 60))
     assert len(swept.closed) == 2 and swept.next_deadline is None
+
+
+async def test_a_run_of_a_monitor_not_saved_yet_is_not_stored(pool: asyncpg.Pool, nats_url: str) -> None:
+    mid = await monitor(pool)
+    due = time.time()
+    run = {
+        m: wire.CheckResult(
+            monitor_id=m,
+            due=due,
+            region="us-east",
+            attempt=ON_DEMAND_ATTEMPT,
+            probe_id="p1",
+            status=wire.Status.OK,
+            started_at=due,
+        )
+        for m in (results.UNSAVED_MONITOR, mid)
+    }
+    async with consuming(nats_url, pool) as js:
+        # The console's "test now" of an unsaved form, then a run of a stored monitor.
+        await js.publish(subjects.results("us-east"), wire.encode(run[results.UNSAVED_MONITOR]))
+        await js.publish(subjects.results("us-east"), wire.encode(run[mid]))
+        await eventually(lambda: drained(js), timeout=10, what="both acknowledged")
+    rows = await pool.fetch("SELECT monitor_id, attempt FROM check_results")
+    assert [(r["monitor_id"], r["attempt"]) for r in rows] == [(mid, ON_DEMAND_ATTEMPT)]
