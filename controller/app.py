@@ -129,7 +129,7 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
     nc = await _connect(cfg, disconnected, reconnected)
     js = nc.jetstream()
     await ensure_streams(js, replicas=cfg.nats_stream_replicas)
-    await results.ensure_consumer(js)
+    await results.ensure_consumer(js, cfg.results_ack_wait)
     app[keys.NC] = nc
     app[keys.JS] = js
     yield
@@ -236,7 +236,9 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     _spawn(app, lambda: scheduler.run(stop), "scheduler")
     _spawn(
         app,
-        lambda: results.consume(js, pool, batch=cfg.results_batch, stop=stop, on_recheck=on_recheck),
+        lambda: results.consume(
+            js, pool, batch=cfg.results_batch, stop=stop, on_recheck=on_recheck, ack_wait=cfg.results_ack_wait
+        ),
         "results",
     )
     _spawn(

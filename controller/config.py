@@ -75,6 +75,10 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # message, to regions whose probes all take batches; 0: each job at its due time alone.
     dispatch_lookahead: float = 1.0
     results_batch: int = 500
+    # Seconds JetStream waits for a controller to acknowledge a result message before another
+    # controller gets it: how long the results a killed controller had fetched wait. A batch
+    # being stored is marked in progress three times per ack_wait, so it is not handed over.
+    results_ack_wait: float = 30.0
     # Diagnose jobs (traceroute, DNS, TLS chain) sent to a region per minute when monitors
     # go down there (controller/engine/diagnostics.py); 0 turns them off.
     diagnostics_per_region_minute: int = 10
@@ -294,6 +298,8 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
     for r in cfg.regions:
         if not valid_region(r.id):
             raise ConfigError(f"region id {r.id!r}: use lower-case letters, digits and dashes")
+    if not 1 <= cfg.results_ack_wait <= 3600:
+        raise ConfigError(f"results_ack_wait {cfg.results_ack_wait}: use 1 to 3600 seconds")
     if cfg.state_metrics_interval <= 0:
         raise ConfigError("state_metrics_interval must be positive")
     return cfg

@@ -290,12 +290,19 @@ async def sweep_loop(
             await asyncio.wait_for(stop.wait(), delay)
 
 
-async def ensure_consumer(js: JetStreamContext) -> None:
+# Seconds JetStream waits for a result message's acknowledgement before it hands the message
+# to another consumer (the controller's `results_ack_wait`).
+ACK_WAIT = 30.0
+
+
+async def ensure_consumer(js: JetStreamContext, ack_wait: float = ACK_WAIT) -> None:
+    """The shared durable results consumer; `ack_wait` is how long the results a controller
+    fetched and did not acknowledge (it was killed) wait before another controller gets them."""
     config = ConsumerConfig(
         durable_name=subjects.RESULTS_CONSUMER,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
-        ack_wait=30,
+        ack_wait=ack_wait,
         max_ack_pending=20000,
         filter_subject=subjects.results_all(),
     )
@@ -309,6 +316,7 @@ async def consume(
     batch: int = 500,
     stop: asyncio.Event,
     on_recheck: OnRecheck | None = None,
+    ack_wait: float = ACK_WAIT,
 ) -> None:
     """Fetch, store, acknowledge; forever until `stop` is set. A fetch asks for as many
     messages as hold about `batch` results at the last fetch's results per message, so that
@@ -338,7 +346,7 @@ async def consume(
         # A run of a monitor not saved yet (id 0: the console's "test now") is for its caller,
         # who hears it on the core subject (ondemand.py); it belongs to no monitor's history.
         good = [r for r in good if r.monitor_id != UNSAVED_MONITOR]
-        if good and not await _store(pool, good, msgs, outage, stop, on_recheck):
+        if good and not await _store(pool, good, msgs, outage, stop, on_recheck, ack_wait):
             continue
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
 
@@ -376,13 +384,14 @@ async def _store(
     outage: Outage,
     stop: asyncio.Event,
     on_recheck: OnRecheck | None,
+    ack_wait: float = ACK_WAIT,
 ) -> bool:
     """Ingest one fetched batch; True once stored. While the database is unavailable the
     batch is kept and tried again with backoff (and a longer bound each time), its
-    messages marked in progress every `PROGRESS_EVERY` seconds meanwhile so that JetStream
-    (ack_wait 30 s) redelivers them to nobody else. False when the database refused the
+    messages marked in progress three times per `ack_wait` meanwhile so that JetStream
+    redelivers them to nobody else. False when the database refused the
     batch (redelivered after ack_wait) or on `stop` (redelivered to whoever consumes next)."""
-    keeper = asyncio.create_task(_keep_in_progress(msgs))
+    keeper = asyncio.create_task(_keep_in_progress(msgs, ack_wait / 3))
     try:
         while not stop.is_set():
             try:
@@ -406,12 +415,9 @@ async def _store(
             await keeper
 
 
-# Seconds between in-progress marks of a batch being stored: well within ack_wait (30 s).
-PROGRESS_EVERY = 10.0
-
-
-async def _keep_in_progress(msgs: list[Msg]) -> None:
+async def _keep_in_progress(msgs: list[Msg], every: float) -> None:
+    """Mark a batch being stored in progress every `every` seconds (a third of ack_wait)."""
     while True:
-        await asyncio.sleep(PROGRESS_EVERY)
+        await asyncio.sleep(every)
         marks = [m.in_progress() for m in msgs if m.metadata is not None]
         await asyncio.gather(*marks, return_exceptions=True)

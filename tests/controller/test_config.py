@@ -132,3 +132,10 @@ def test_it_checks_the_dispatch_lookahead() -> None:
     assert load(dispatch_lookahead=0).dispatch_lookahead == 0
     with pytest.raises(ConfigError, match=r"dispatch_lookahead -1.0: use 0 to 10 seconds"):
         load(dispatch_lookahead=-1.0)
+
+
+def test_it_checks_the_results_ack_wait() -> None:
+    assert load().results_ack_wait == 30.0
+    assert load(results_ack_wait=5).results_ack_wait == 5.0
+    with pytest.raises(ConfigError, match=r"results_ack_wait 0.5: use 1 to 3600 seconds"):
+        load(results_ack_wait=0.5)
