@@ -131,8 +131,11 @@ def _memory_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-async def _watchdog(marker: str, limit_mb: int, state: dict[str, float]) -> None:
-    """Lowers the browser's priority once, then kills it when its memory passes the cap."""
+async def _watchdog(
+    marker: str, limit_mb: int, state: dict[str, float], journey: asyncio.Task[Any] | None = None
+) -> None:
+    """Lowers the browser's priority once, then kills it when its memory passes the cap, and
+    cancels `journey`: a Playwright call in flight when its browser dies may never return."""
     reniced: set[int] = set()
     while True:
         await asyncio.sleep(0.2)
@@ -148,6 +151,9 @@ async def _watchdog(marker: str, limit_mb: int, state: dict[str, float]) -> None
             for pid in pids:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
+            if journey is not None:
+                state["cancelled"] = 1.0
+                journey.cancel()
             return
 
 
@@ -345,7 +351,9 @@ async def _journey(
                 headless=True,
                 proxy={"server": proxy, "bypass": "<-loopback>"} if proxy else None,
             )
-            watchdog = asyncio.create_task(_watchdog(marker, spec.max_memory_mb, state))
+            watchdog = asyncio.create_task(
+                _watchdog(marker, spec.max_memory_mb, state, asyncio.current_task())
+            )
             try:
                 page = await browser.new_page(
                     viewport={"width": spec.viewport_width, "height": spec.viewport_height}
@@ -392,8 +400,19 @@ async def _journey(
                     vitals = await page.evaluate(_READ_VITALS)
                     details["web_vitals"] = {k: round(v, 3) for k, v in vitals.items() if v is not None}
             finally:
-                with contextlib.suppress(PlaywrightError):
-                    await browser.close()
+                # Bounded: closing a browser the watchdog killed must not hang the check.
+                with contextlib.suppress(PlaywrightError, TimeoutError):
+                    async with asyncio.timeout(5):
+                        await browser.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        # Only the watchdog's own cancel is absorbed; one from outside (a stopping probe) goes on.
+        if not state.get("cancelled") or task is None or task.uncancel() > 0:
+            raise
+        failure = _Failure(
+            Reason.RESOURCE_LIMIT,
+            f"the browser used {state['killed']:.0f} MiB, over {spec.max_memory_mb} MiB",
+        )
     except TimeoutError:
         failure = failure or _Failure(Reason.TIMEOUT, "the journey did not finish in time")
     except PlaywrightError as exc:
