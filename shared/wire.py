@@ -380,6 +380,9 @@ class DiagnoseSpec(msgspec.Struct, tag="diagnose", kw_only=True, omit_defaults=T
     ca_pem: str | None = None
     budget: float = 10.0
     max_hops: int = 20
+    # Trace with TCP SYNs to `port` (the target speaks TCP: routers that drop UDP or ICMP
+    # usually let these through), else with UDP datagrams.
+    tcp: bool = False
 
 
 CheckSpec = (

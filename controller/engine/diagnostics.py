@@ -43,11 +43,13 @@ DIAGNOSTIC_ATTEMPT = 2000
 BUDGET = 10.0
 _TLS_SCHEMES = {"https": 443, "wss": 443}
 _PLAIN_SCHEMES = {"http": 80, "ws": 80}
+# Kinds whose target is not a TCP port: their diagnosis traces with UDP.
+_UDP_KINDS = {"udp", "icmp", "dns"}
 
 
 def spec_for(kind: str, spec: dict[str, Any] | None) -> wire.DiagnoseSpec | None:
     """What to diagnose for a monitor of `kind` with stored `spec`: its target's host, port,
-    whether it speaks TLS; None when the kind has no network target."""
+    whether it speaks TLS and TCP (the traceroute's method); None when the kind has no network target."""
     spec = spec or {}
     url: str | None = None
     if kind == "api_flow":
@@ -74,6 +76,7 @@ def spec_for(kind: str, spec: dict[str, Any] | None) -> wire.DiagnoseSpec | None
             url=f"{scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}",  # no credentials, no query
             ca_pem=spec.get("ca_pem") if tls else None,
             budget=BUDGET,
+            tcp=True,
         )
     if kind == "dns":
         name = spec.get("name")
@@ -92,6 +95,8 @@ def spec_for(kind: str, spec: dict[str, Any] | None) -> wire.DiagnoseSpec | None
         server_name=spec.get("server_name") if tls else None,
         ca_pem=spec.get("ca_pem") if tls else None,
         budget=BUDGET,
+        # Every kind with a host and port but udp speaks TCP: traced with SYNs to its port.
+        tcp=kind not in _UDP_KINDS and spec.get("port") is not None,
     )
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
+import os
 import select
 import socket
 import ssl
@@ -194,6 +196,104 @@ def trace(
     }
 
 
+def trace_tcp(
+    address: str, port: int, *, max_hops: int, wait: float, source_address: str | None = None
+) -> dict[str, object]:
+    """A TCP traceroute to `address`:`port` within `wait` seconds (blocking: run it in a
+    thread): a non-blocking connect per TTL, all at once. A router's time-exceeded answer to
+    the SYN ends that connect and is read from the socket's error queue (IP_RECVERR, as for
+    UDP); the target ends it with a SYN-ACK (`port: open`) or a RST (`port: closed`). The
+    kernel resends an unanswered SYN by itself (after 1 s, then 3 s)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    level, ttl_option, recverr = (
+        (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, _IPV6_RECVERR)
+        if family == socket.AF_INET6
+        else (socket.IPPROTO_IP, socket.IP_TTL, _IP_RECVERR)
+    )
+    max_hops = max(1, min(max_hops, MAX_HOPS))
+    start = time.perf_counter()
+    end = start + wait
+    socks: dict[int, socket.socket] = {}  # ttl -> socket
+    sent: dict[int, float] = {}
+    answers: dict[int, dict[str, object]] = {}
+    poller = select.poll()
+
+    def record(ttl: int, hop: dict[str, object]) -> None:
+        answers[ttl] = {"ttl": ttl, **hop, "rtt_ms": round((time.perf_counter() - sent[ttl]) * 1000, 3)}
+        with contextlib.suppress(KeyError, ValueError):
+            poller.unregister(socks[ttl].fileno())
+
+    def settle(ttl: int) -> None:
+        """What ended the connect of `ttl`: an ICMP answer, the target's RST or SYN-ACK."""
+        sock = socks[ttl]
+        if (got := _read_error(sock)) is not None:
+            kind, offender, code = got
+            # The target's TCP answers with a RST, not ICMP: an ICMP port unreachable
+            # is a firewall's reject, on the target or before it.
+            hop: dict[str, object] = {"address": offender, "kind": kind}
+            if kind != "time_exceeded":
+                hop.update(kind="unreachable", code=code)
+            record(ttl, hop)
+            return
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err == 0:
+            record(ttl, {"address": address, "kind": "reached", "port": "open"})
+        elif err == errno.ECONNREFUSED:
+            record(ttl, {"address": address, "kind": "reached", "port": "closed"})
+        elif err not in (errno.EINPROGRESS, errno.EALREADY):
+            record(ttl, {"address": None, "kind": "error", "error": os.strerror(err)[:100]})
+
+    def last() -> int | None:
+        ends = [t for t, h in answers.items() if h["kind"] in ("reached", "unreachable")]
+        return min(ends) if ends else None
+
+    def done() -> bool:
+        stop = last() or max_hops
+        return all(t in answers for t in range(1, stop + 1))
+
+    try:
+        for ttl in range(1, max_hops + 1):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks[ttl] = sock
+            sock.setblocking(False)
+            sock.setsockopt(level, recverr, 1)
+            sock.setsockopt(level, ttl_option, ttl)
+            # Closing a connected socket resets it: the target keeps no connection of ours.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if source_address:
+                sock.bind((source_address, 0))
+            sent[ttl] = time.perf_counter()
+            err = sock.connect_ex((address, port))
+            if err in (0, errno.EINPROGRESS):
+                poller.register(sock.fileno(), select.POLLOUT | select.POLLERR)
+                if err == 0:
+                    settle(ttl)
+            elif err == errno.ECONNREFUSED and _read_error(sock) is None:  # refused at once (loopback)
+                record(ttl, {"address": address, "kind": "reached", "port": "closed"})
+            else:  # a local route error
+                record(ttl, {"address": None, "kind": "error", "error": os.strerror(err)[:100]})
+            if last() is not None:  # the target answered already: no higher TTL needed
+                break
+        by_fd = {s.fileno(): ttl for ttl, s in socks.items()}
+        while not done():
+            now = time.perf_counter()
+            if now >= end:
+                break
+            for fd, _ in poller.poll(max(1, int(min(end - now, 0.25) * 1000))):
+                settle(by_fd[fd])
+    finally:
+        for sock in socks.values():
+            sock.close()
+    stop = last()
+    upto = stop if stop is not None else max((t for t in answers if answers[t]["kind"] != "error"), default=0)
+    hops = [answers.get(t) or {"ttl": t, "address": None, "kind": "no_answer"} for t in range(1, upto + 1)]
+    reached = stop is not None and answers[stop]["kind"] == "reached"
+    out: dict[str, object] = {"method": "tcp", "address": address, "port": port, "reached": reached}
+    if reached:
+        out["port_state"] = answers[stop]["port"]  # type: ignore[index]
+    return out | {"hops": hops, "duration_ms": base.elapsed_ms(start)}
+
+
 def _is_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -293,6 +393,10 @@ async def _route(
                 return {"error": "the name has no address to trace"}
             address = str(infos[0][4][0])
     wait = end - time.perf_counter()
+    if spec.tcp and spec.port:
+        return await asyncio.to_thread(
+            trace_tcp, address, spec.port, max_hops=spec.max_hops, wait=wait, source_address=source
+        )
     return await asyncio.to_thread(trace, address, max_hops=spec.max_hops, wait=wait, source_address=source)
 
 
@@ -302,7 +406,11 @@ def _summary(details: dict[str, Any]) -> str:
     if "hops" in route:
         hops = len(route["hops"])
         state = "reached" if route.get("reached") else "did not reach"
-        parts.append(f"traceroute {state} {route['address']} ({hops} hop{'s' if hops != 1 else ''})")
+        closed = " (port closed)" if route.get("port_state") == "closed" else ""
+        parts.append(
+            f"{route.get('method', 'udp')} traceroute {state} {route['address']}"
+            f" in {hops} hop{'s' if hops != 1 else ''}{closed}"
+        )
     elif "error" in route:
         parts.append(f"traceroute: {route['error']}")
     answer = details.get("dns") or {}

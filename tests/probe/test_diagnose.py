@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import pwd
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import trustme
@@ -56,7 +60,7 @@ async def test_the_traceroute_reaches_a_loopback_address_in_one_hop() -> None:
         "duration_ms": out.details["dns"]["duration_ms"],  # type: ignore[index]
     }
     assert "tls" not in out.details
-    assert "reached 127.0.0.21 (1 hop)" in out.message
+    assert "udp traceroute reached 127.0.0.21 in 1 hop" in out.message
 
 
 async def test_it_resolves_the_name_with_the_resolver_it_names_and_traces_the_answer(resolver: str) -> None:
@@ -120,3 +124,90 @@ async def test_the_budget_holds_against_a_server_that_never_answers_tls() -> Non
     assert out.details["tls"]["error"] == "timed out"  # type: ignore[index]
     assert out.details["traceroute"]["reached"] is True  # type: ignore[index]
     assert elapsed < 1.5
+
+
+def _closed_port(host: str) -> int:
+    """A port nothing listens on at `host` (bound for a moment, then let go)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _as_nobody(call: Callable[[], dict[str, object]]) -> dict[str, object]:
+    """`call()`'s answer from a child process that became nobody (the test process is root)."""
+    nobody = pwd.getpwnam("nobody")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become nobody (modules are loaded already), answer, exit
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            os.write(write, json.dumps({"uid": os.geteuid(), "out": call()}).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        answer = json.loads(f.read() or "{}")
+    os.waitpid(pid, 0)
+    assert answer["uid"] == nobody.pw_uid
+    return dict(answer["out"])
+
+
+@pytest.fixture
+def listening() -> Iterator[tuple[str, int]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.25", 0))
+        s.listen(64)
+        yield "127.0.0.25", int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_the_tcp_traceroute_reaches_a_listening_port_in_one_hop(
+    listening: tuple[str, int], user: str
+) -> None:
+    host, port = listening
+
+    def call() -> dict[str, object]:
+        return diagnose.trace_tcp(host, port, max_hops=20, wait=3.0)
+
+    if user == "nobody" and os.geteuid() != 0:
+        pytest.skip("needs root to become nobody in a child")
+    route = _as_nobody(call) if user == "nobody" else call()
+    assert (route["method"], route["address"], route["port"]) == ("tcp", host, port)
+    assert (route["reached"], route["port_state"]) == (True, "open")
+    hops = route["hops"]
+    assert isinstance(hops, list)
+    assert [(h["ttl"], h["address"], h["kind"], h["port"]) for h in hops] == [(1, host, "reached", "open")]
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_the_tcp_traceroute_reaches_a_closed_port_and_says_it_is_closed(user: str) -> None:
+    host = "127.0.0.26"
+    port = _closed_port(host)
+
+    def call() -> dict[str, object]:
+        return diagnose.trace_tcp(host, port, max_hops=20, wait=3.0)
+
+    if user == "nobody" and os.geteuid() != 0:
+        pytest.skip("needs root to become nobody in a child")
+    route = _as_nobody(call) if user == "nobody" else call()
+    assert (route["method"], route["reached"], route["port_state"]) == ("tcp", True, "closed")
+    hops = route["hops"]
+    assert isinstance(hops, list)
+    assert [(h["ttl"], h["address"], h["kind"], h["port"]) for h in hops] == [(1, host, "reached", "closed")]
+
+
+async def test_a_tcp_target_is_traced_with_tcp_and_the_summary_says_so(listening: tuple[str, int]) -> None:
+    host, port = listening
+    out = await run(DiagnoseSpec(host=host, port=port, tcp=True))
+    route = out.details["traceroute"]
+    assert isinstance(route, dict)
+    assert (route["method"], route["reached"], route["port_state"]) == ("tcp", True, "open")
+    assert f"tcp traceroute reached {host} in 1 hop" in out.message
+    closed = await run(DiagnoseSpec(host="127.0.0.26", port=_closed_port("127.0.0.26"), tcp=True))
+    assert "(port closed)" in closed.message
+    # Without a port there is nothing to connect to: UDP as for any other target.
+    out = await run(DiagnoseSpec(host=host, tcp=True))
+    assert out.details["traceroute"]["method"] == "udp"  # type: ignore[index]

@@ -83,6 +83,7 @@ async def test_the_regions_that_saw_the_monitor_fail_diagnose_it_within_10_s(
                 assert d["port"] == port_of(target.url)
                 hops = d["traceroute"]["hops"]
                 assert d["traceroute"]["reached"] is True
+                assert (d["traceroute"]["method"], d["traceroute"]["port_state"]) == ("tcp", "open")
                 assert hops[0]["address"] == "127.0.0.1" and hops[0]["kind"] == "reached"
                 assert d["dns"]["skipped"] == "the target is an address"
                 assert d["tls"] is None  # http://
@@ -188,7 +189,7 @@ async def test_a_region_without_a_live_probe_able_to_diagnose_is_skipped(
             DIAGNOSTIC_ATTEMPT,
             diagnostics.BUDGET,
             wire.DiagnoseSpec(
-                host="127.0.0.1", port=int(target.url.split(":")[2].split("/")[0]), url=target.url
+                host="127.0.0.1", port=int(target.url.split(":")[2].split("/")[0]), url=target.url, tcp=True
             ),
         )
     finally:
@@ -223,24 +224,30 @@ async def test_the_api_refuses_diagnose_as_a_monitor_type(
             "http",
             {"url": "https://user:pw@example.test/health?token=x", "ca_pem": "PEM"},
             wire.DiagnoseSpec(
-                host="example.test", port=443, tls=True, url="https://example.test/health", ca_pem="PEM"
+                host="example.test",
+                port=443,
+                tls=True,
+                url="https://example.test/health",
+                ca_pem="PEM",
+                tcp=True,
             ),
         ),
         (
             "http",
             {"url": "http://127.0.0.1:8080/"},
-            wire.DiagnoseSpec(host="127.0.0.1", port=8080, url="http://127.0.0.1:8080/"),
+            wire.DiagnoseSpec(host="127.0.0.1", port=8080, url="http://127.0.0.1:8080/", tcp=True),
         ),
-        ("tcp", {"host": "db.test", "port": 5432}, wire.DiagnoseSpec(host="db.test", port=5432)),
+        ("tcp", {"host": "db.test", "port": 5432}, wire.DiagnoseSpec(host="db.test", port=5432, tcp=True)),
+        ("udp", {"host": "ntp.test", "port": 123}, wire.DiagnoseSpec(host="ntp.test", port=123)),
         (
             "tls",
             {"host": "a.test", "port": 8443, "server_name": "b.test"},
-            wire.DiagnoseSpec(host="a.test", port=8443, tls=True, server_name="b.test"),
+            wire.DiagnoseSpec(host="a.test", port=8443, tls=True, server_name="b.test", tcp=True),
         ),
         (
             "tls",
             {"host": "mx.test", "port": 25, "starttls": "smtp"},
-            wire.DiagnoseSpec(host="mx.test", port=25),
+            wire.DiagnoseSpec(host="mx.test", port=25, tcp=True),
         ),
         ("icmp", {"host": "10.0.0.1"}, wire.DiagnoseSpec(host="10.0.0.1")),
         (
@@ -251,12 +258,12 @@ async def test_the_api_refuses_diagnose_as_a_monitor_type(
         (
             "api_flow",
             {"steps": [{"url": "https://api.test/login"}]},
-            wire.DiagnoseSpec(host="api.test", port=443, tls=True, url="https://api.test/login"),
+            wire.DiagnoseSpec(host="api.test", port=443, tls=True, url="https://api.test/login", tcp=True),
         ),
         (
             "browser",
             {"steps": [{"action": "goto", "url": "http://web.test/"}]},
-            wire.DiagnoseSpec(host="web.test", port=80, url="http://web.test/"),
+            wire.DiagnoseSpec(host="web.test", port=80, url="http://web.test/", tcp=True),
         ),
         ("http", {"url": "not a url"}, None),
     ],
