@@ -33,16 +33,11 @@ from multidict import CIMultiDict
 from probefleet.probe import x509
 from probefleet.probe.checkers import base
 from probefleet.probe.checkers.base import Outcome
+from probefleet.probe.evidence import http_response
 from probefleet.shared.redact import redact_text, redact_url
 from probefleet.shared.wire import Assertion, HttpSpec, Reason
 
 _MAX_BODY = 4 << 20
-# Evidence of a failed result keeps this much of the body (issue: the first 64 KiB).
-EVIDENCE_BODY = 64 << 10
-# Response headers whose values are credentials a server hands out: kept by name only.
-_SECRET_RESPONSE_HEADERS = frozenset(
-    {"set-cookie", "authorization", "proxy-authorization", "www-authenticate"}
-)
 _sessions: dict[tuple[int, str | None, bool, str | None], aiohttp.ClientSession] = {}
 # Certificate details by (session, host, port): a reused keep-alive connection
 # has no handshake of its own to read them from.
@@ -306,27 +301,18 @@ def response_evidence(
     peer: str | None,
     failure: tuple[Reason, str],
 ) -> dict[str, object]:
-    """What the server answered, for a failed result: status line, headers (credential
-    values left out), the address that answered and, unless the monitor is sensitive or
-    turned it off, the first EVIDENCE_BODY bytes of the body as text."""
+    """The response's evidence (probe/evidence.py): the address that answered, status
+    line, headers, the final URL after redirects, the body."""
     version = f"HTTP/{resp.version.major}.{resp.version.minor}" if resp.version else "HTTP"
-    out: dict[str, object] = {
-        "reason": str(failure[0]),
-        "message": failure[1],
-        "ips": [peer] if peer else [],
-        "status_line": f"{version} {resp.status} {resp.reason or ''}".strip(),
-        "headers": [
-            # str(): aiohttp's header names are multidict istr, which msgspec cannot encode.
-            [str(name), "<redacted>" if name.lower() in _SECRET_RESPONSE_HEADERS else value]
-            for name, value in resp.headers.items()
-        ],
-    }
-    if resp.history:
-        out["final_url"] = redact_url(str(resp.url), spec.secret_params)
-    if spec.evidence_body and not spec.sensitive:
-        out["body"] = body[:EVIDENCE_BODY].decode("utf-8", "replace")
-        out["body_truncated"] = len(body) > EVIDENCE_BODY
-    return out
+    return http_response(
+        spec,
+        failure,
+        ips=[peer] if peer else [],
+        status_line=f"{version} {resp.status} {resp.reason or ''}".strip(),
+        headers=resp.headers.items(),
+        body=body,
+        final_url=str(resp.url) if resp.history else None,
+    )
 
 
 async def _failure_evidence(spec: HttpSpec, out: Outcome, remaining: float) -> dict[str, object]:

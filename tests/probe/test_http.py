@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
 import json
 import socket
 from urllib.parse import urlencode
@@ -9,6 +11,7 @@ import pytest
 
 from probefleet.probe.checkers import http
 from probefleet.probe.checkers.base import Outcome
+from probefleet.shared.evidence import EVIDENCE_BODY, TEXT_UP_TO, unpack_body
 from probefleet.shared.wire import Assertion, HttpSpec, Reason, Status
 
 from .conftest import ServeTls, leaf, start_app, target_app
@@ -326,14 +329,16 @@ async def test_it_fails_tls_to_a_plain_server(http_target: str) -> None:
     assert out.reason == Reason.TLS_ERROR, out.message
 
 
-async def _serve_503() -> tuple[object, int]:
-    """A target answering 503 with headers (one a cookie) and a 100 KiB body."""
+MAINTENANCE = b"maintenance: database failover in progress\n" + b"x" * (100 << 10)
+
+
+async def _serve_503(body: bytes = MAINTENANCE) -> tuple[object, int]:
+    """A target answering 503 with headers (one a cookie) and `body` (100 KiB by default)."""
     from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:
-        body = "maintenance: database failover in progress\n" + "x" * (100 << 10)
         headers = {"Retry-After": "120", "Set-Cookie": "session=s3cr3t-cookie", "X-Backend": "db-2"}
-        return web.Response(status=503, text=body, headers=headers)
+        return web.Response(status=503, body=body, headers=headers, content_type="text/plain")
 
     app = web.Application()
     app.router.add_get("/", handle)
@@ -352,19 +357,41 @@ async def test_a_failed_response_keeps_its_evidence() -> None:
         headers = dict(evidence["headers"])
         assert headers["Retry-After"] == "120" and headers["X-Backend"] == "db-2"
         assert headers["Set-Cookie"] == "<redacted>" and "s3cr3t" not in json.dumps(evidence)
-        body = evidence["body"]
-        assert isinstance(body, str) and body.startswith("maintenance: database failover")
-        assert len(body.encode()) == http.EVIDENCE_BODY and evidence["body_truncated"] is True
+        # Over TEXT_UP_TO bytes the body travels compressed: the gzip of its first 64 KiB.
+        packed = evidence["body_gzip_b64"]
+        assert "body" not in evidence and isinstance(packed, str) and len(packed) < EVIDENCE_BODY // 8
+        assert evidence["body_bytes"] == EVIDENCE_BODY and evidence["body_truncated"] is True
+        assert gzip.decompress(base64.b64decode(packed)) == MAINTENANCE[:EVIDENCE_BODY]
+        shown = unpack_body(evidence)
+        assert shown["body"] == MAINTENANCE[:EVIDENCE_BODY].decode() and shown["body_truncated"] is True
+        assert not {"body_gzip_b64", "body_bytes"} & shown.keys()
         for spec in (
             HttpSpec(url=f"http://127.0.0.1:{port}/", sensitive=True),
             HttpSpec(url=f"http://127.0.0.1:{port}/", evidence_body=False),
         ):
             quiet = (await run(spec)).details["evidence"]
-            assert (
-                isinstance(quiet, dict)
-                and "body" not in quiet
-                and quiet["status_line"].endswith("503 Service Unavailable")
-            )
+            assert isinstance(quiet, dict) and quiet["status_line"].endswith("503 Service Unavailable")
+            assert not {"body", "body_gzip_b64", "body_bytes", "body_truncated"} & quiet.keys()
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("size", "packed"),
+    [(0, False), (TEXT_UP_TO, False), (TEXT_UP_TO + 1, True), (EVIDENCE_BODY, True)],
+    ids=["empty", "text-up-to-1KiB", "packed-over-1KiB", "packed-64KiB"],
+)
+async def test_a_body_reads_the_same_whether_it_travels_as_text_or_packed(size: int, packed: bool) -> None:
+    """Short bodies stay text; longer ones are packed. Either way a reader sees the same
+    text: UTF-8 with invalid bytes (a stray 0xff) replaced."""
+    sent = ("é <p>down</p>".encode() + b"\xff") * (size // 15 + 1)
+    sent = sent[:size]
+    runner, port = await _serve_503(sent)
+    try:
+        evidence = (await run(HttpSpec(url=f"http://127.0.0.1:{port}/"))).details["evidence"]
+        assert isinstance(evidence, dict) and evidence["body_truncated"] is False
+        assert ("body_gzip_b64" in evidence) is packed and ("body" in evidence) is not packed
+        assert unpack_body(evidence)["body"] == sent.decode("utf-8", "replace")
     finally:
         await runner.cleanup()  # type: ignore[attr-defined]
 
