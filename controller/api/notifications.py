@@ -20,7 +20,7 @@ from probefleet.controller.monitors.config import MonitorConfig
 from probefleet.controller.notifications import channel_urls, destinations
 from probefleet.controller.notifications.dispatcher import NOTIFIABLE, SEVERITIES
 from probefleet.controller.notifications.notifiers import NOTIFIERS, ChannelConfig, parse_config, redact
-from probefleet.controller.notifications.notifiers.base import secret_fields, urls
+from probefleet.controller.notifications.notifiers.base import REDACTED, secret_fields, urls
 from probefleet.controller.storage import notifications as store
 from probefleet.controller.validation import ValidationError, convert, from_msgspec
 
@@ -113,14 +113,21 @@ def public_channel(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _keep_secrets(kind: str, new: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
-    """Where the client sent back the redacted value it was shown, keep the stored secret."""
+    """Where the client sent back the redacted value it was shown, keep the stored secret.
+    In a map of secret values (a webhook's headers) that holds per name: the console's
+    header rows send the map with a changed header and "<redacted>" for the kept ones."""
     if stored is None:
         return new
     shown = redact(kind, parse_config(kind, stored))
     out = dict(new)
-    for name in secret_fields(NOTIFIERS[kind].config_type):
-        if name in out and name in stored and out[name] == shown.get(name):
+    for name, mask in secret_fields(NOTIFIERS[kind].config_type).items():
+        if name not in out or name not in stored:
+            continue
+        if out[name] == shown.get(name):
             out[name] = stored[name]
+        elif mask == "values" and isinstance(out[name], dict) and isinstance(stored[name], dict):
+            kept = stored[name]
+            out[name] = {k: kept[k] if v == REDACTED and k in kept else v for k, v in out[name].items()}
     return out
 
 

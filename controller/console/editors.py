@@ -30,6 +30,7 @@ from probefleet.controller.engine import consensus, ondemand
 from probefleet.controller.monitors import config as monitors
 from probefleet.controller.monitors import heartbeat
 from probefleet.controller.notifications.notifiers import NOTIFIERS
+from probefleet.controller.notifications.notifiers.base import secret_fields
 from probefleet.controller.status_pages import config as page_config
 from probefleet.controller.status_pages import posts as page_posts
 from probefleet.controller.storage import heartbeats as hb_store
@@ -42,13 +43,74 @@ from probefleet.controller.validation import ValidationError
 # ---- the forms' fields, from the API's body types ----------------------------------------
 
 
-def channel_fields() -> list[forms.Field]:
-    out = forms.struct_fields(
-        notify_api.ChannelBody,
-        labels={"config": "Settings (JSON; secrets show redacted and are kept unless changed)"},
-    )
-    kinds = tuple(sorted(NOTIFIERS))
+def channel_fields(kind: str | None = None) -> list[forms.Field]:
+    """The channel's own fields; its settings are config_fields(kind), one fieldset per kind.
+    A stored channel keeps its kind (the API refuses a change): its select has that one."""
+    out = forms.struct_fields(notify_api.ChannelBody, skip=frozenset({"config"}))
+    kinds = (kind,) if kind else tuple(sorted(NOTIFIERS))
     return [forms.Field(f.name, f.label, "select", True, kinds) if f.name == "kind" else f for f in out]
+
+
+_WORDS = {"url": "URL", "api": "API", "ca": "CA", "s": "(seconds)"}
+
+
+def _config_label(name: str) -> str:
+    text = " ".join(_WORDS.get(w, w) for w in name.split("_"))
+    return text[:1].upper() + text[1:]
+
+
+def config_fields(kind: str) -> list[forms.Field]:
+    """A channel kind's settings, read from its config type (the type the API validates
+    with), named config.<field> as the API's 422 details name them. A secret gets a
+    "set" state and a replace control instead of its value; a header map (secret values)
+    gets name/value rows; a union such as Telegram's chat id (number or @name) is text."""
+    config_type = NOTIFIERS[kind].config_type
+    secrets = secret_fields(config_type)
+    out = []
+    for f in forms.struct_fields(config_type):
+        mask = secrets.get(f.name, "")
+        match (mask, f.input):
+            case ("values", _):
+                kind_of = "pairs"
+            case ("url" | "full", _):
+                kind_of = "secret"
+            case (_, "json"):
+                kind_of = "text"
+            case _:
+                kind_of = f.input
+        label = _config_label(f.name) + (" (comma separated)" if kind_of == "list" else "")
+        out.append(
+            forms.Field(f"config.{f.name}", label, kind_of, f.required, f.choices, f.step, f.default, mask)
+        )
+    return out
+
+
+def config_values(fields: list[forms.Field], config: dict[str, Any]) -> list[tuple[forms.Field, Any]]:
+    """What each settings field shows: a secret only whether it is set (never its value,
+    not even the masked one), a header map its names."""
+    out: list[tuple[forms.Field, Any]] = []
+    for f in fields:
+        name = f.name.removeprefix("config.")
+        value = config.get(name, f.default)
+        if f.input == "secret":
+            out.append((f, "set" if value is not None else ""))
+        elif f.input == "pairs":
+            out.append((f, sorted(value or {})))
+        else:
+            out.append((f, forms.form_value(f, value)))
+    return out
+
+
+def channel_kinds(chosen: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """One fieldset per kind; only the chosen kind's holds the stored settings."""
+    return [
+        {
+            "kind": kind,
+            "shown": kind == chosen,
+            "fields": config_values(config_fields(kind), config if kind == chosen else {}),
+        }
+        for kind in sorted(NOTIFIERS)
+    ]
 
 
 def rule_fields() -> list[forms.Field]:
@@ -125,13 +187,13 @@ def page_fields() -> list[forms.Field]:
         PAGE_FIELDS,
         long_text=frozenset({"description", "custom_css", "footer_text"}),
         labels={
-            "sections": 'Sections and components (JSON: [{"name": "API", "monitors": [{"monitor_id": 1,'
-            ' "display_name": "Public API"}]}])',
+            "sections": "Sections and components",
             "colors": 'Colours (JSON, e.g. {"accent": "#2f6fde"})',
             "password": "Password (makes the page private; empty keeps the current one)",
         },
     )
-    return [forms.Field(f.name, f.label, "password") if f.name == "password" else f for f in out]
+    kinds = {"password": "password", "sections": "sections"}
+    return [forms.Field(f.name, f.label, kinds[f.name]) if f.name in kinds else f for f in out]
 
 
 POST_FIELDS = [
@@ -142,8 +204,16 @@ POST_FIELDS = [
 UPDATE_FIELDS = POST_FIELDS[1:]
 
 
-def _values(fields: list[forms.Field], item: dict[str, Any]) -> list[tuple[forms.Field, str]]:
-    return [(f, forms.form_value(f, item.get(f.name, f.default))) for f in fields]
+def _values(fields: list[forms.Field], item: dict[str, Any]) -> list[tuple[forms.Field, Any]]:
+    return [
+        (
+            f,
+            item.get(f.name) or []
+            if f.input == "sections"
+            else forms.form_value(f, item.get(f.name, f.default)),
+        )
+        for f in fields
+    ]
 
 
 def _form_page(
@@ -209,6 +279,7 @@ async def channel_form(request: web.Request) -> web.StreamResponse:
             method="POST",
             done="/console/channels",
             back="/console/channels",
+            extra={"kinds": channel_kinds("webhook", {})},
         )
     row = await notify_store.get_channel(request.app[keys.POOL], _monitor_id(request))
     if row is None:
@@ -217,13 +288,16 @@ async def channel_form(request: web.Request) -> web.StreamResponse:
     return _form_page(
         request,
         title=f"Edit channel {channel['name']}",
-        fields=channel_fields(),
+        fields=channel_fields(channel["kind"]),
         item=channel,
         action=f"/api/v1/notification-channels/{channel['id']}",
         method="PATCH",
         done="/console/channels",
         back="/console/channels",
-        extra={"test_url": f"/api/v1/notification-channels/{channel['id']}/test"},
+        extra={
+            "test_url": f"/api/v1/notification-channels/{channel['id']}/test",
+            "kinds": channel_kinds(channel["kind"], channel["config"]),
+        },
     )
 
 
@@ -354,13 +428,21 @@ async def heartbeat_page(request: web.Request) -> web.StreamResponse:
 # ---- status pages ----------------------------------------------------------------------------
 
 
-def _page_item(page: dict[str, Any], comps: list[dict[str, Any]]) -> dict[str, Any]:
-    """The page as its form shows it: sections as the API takes them back (no component ids)."""
+def _page_item(page: dict[str, Any], comps: list[dict[str, Any]], names: dict[int, str]) -> dict[str, Any]:
+    """The page as its form shows it: sections as the API takes them back (no component
+    ids), each component with its monitor's name for the picker."""
     out = page_out(page, comps)
     out["sections"] = [
         {
             "name": s["name"],
-            "monitors": [{k: v for k, v in c.items() if k != "component_id"} for c in s["monitors"]],
+            "monitors": [
+                {
+                    "monitor_id": c["monitor_id"],
+                    "display_name": c["display_name"],
+                    "monitor_name": names.get(c["monitor_id"], ""),
+                }
+                for c in s["monitors"]
+            ],
         }
         for s in out["sections"]
     ]
@@ -386,7 +468,9 @@ async def status_page_form(request: web.Request) -> web.StreamResponse:
     page = await page_store.get_page(pool, _monitor_id(request))
     if page is None:
         return _missing(request, "status page")
-    item = _page_item(page, await page_store.components(pool, [page["id"]]))
+    comps = await page_store.components(pool, [page["id"]])
+    rows = await monitor_store.get_many(pool, sorted({c["monitor_id"] for c in comps}))
+    item = _page_item(page, comps, {r["id"]: r["name"] for r in rows})
     posts = [page_posts.post_out(p) for p in await page_store.posts(pool, page["id"], limit=20)]
     return _form_page(
         request,

@@ -33,11 +33,12 @@ HIDDEN = frozenset({"secret_headers", "secret_params"})
 class Field:
     name: str  # the API's name of the field
     label: str
-    input: str  # text, textarea, number, checkbox, select, list, json
+    input: str  # text, textarea, number, checkbox, select, list, json, secret, pairs, sections
     required: bool = False
     choices: tuple[str, ...] = ()
     step: str = "1"
     default: Any = None
+    mask: str = ""  # a secret's mask (notifiers.base.Mask): "url" gets a URL input
 
 
 def _input(t: inspect.Type) -> tuple[str, tuple[str, ...], str]:

@@ -81,25 +81,89 @@
     box.focus();
   }
 
-  // Forms posted as JSON to the API; 422 details are shown beside their fields.
+  // Forms posted as JSON to the API; 422 details are shown beside their fields. A field
+  // named a.b goes into the object a (a channel's settings: config.url); the fields of a
+  // disabled fieldset (another channel kind's settings) are not sent.
+  function put(out, name, value) {
+    var parts = name.split("."), o = out;
+    for (var i = 0; i < parts.length - 1; i++) { o[parts[i]] = o[parts[i]] || {}; o = o[parts[i]]; }
+    o[parts[parts.length - 1]] = value;
+  }
+  function pairs(f) {
+    // Header rows: unchanged names with empty values are not sent (the API keeps them);
+    // otherwise the whole map, an empty value on a stored name meaning "keep its value".
+    var rows = f.querySelectorAll("[data-pair]"), out = {}, changed = false;
+    var stored = f.querySelectorAll("[data-stored]").length;
+    rows.forEach(function (r) {
+      var n = r.querySelector("[data-pair-name]"), v = r.querySelector("[data-pair-value]");
+      var name = n.value.trim(), keep = n.getAttribute("data-stored");
+      if (!name) { if (v.value) changed = true; return; }
+      if (keep !== name || v.value) changed = true;
+      out[name] = v.value || (keep === name ? "<redacted>" : "");
+    });
+    if (rows.length !== stored) changed = true;
+    return changed ? out : undefined;
+  }
+  function sections(f) {
+    var out = [];
+    f.querySelectorAll("[data-section]").forEach(function (s, i) {
+      s.setAttribute("data-path", "sections[" + i + "]");
+      var monitors = [];
+      s.querySelectorAll("[data-component]").forEach(function (c, j) {
+        c.setAttribute("data-path", "sections[" + i + "].monitors[" + j + "]");
+        var id = c.querySelector("[data-monitor-pick]").value, name = c.querySelector("[data-display-name]").value.trim();
+        var item = { monitor_id: id === "" ? null : Number(id) };
+        if (name) item.display_name = name;
+        monitors.push(item);
+      });
+      out.push({ name: s.querySelector("[data-section-name]").value.trim(), monitors: monitors });
+    });
+    return out;
+  }
   function collect(form) {
     var out = {};
+    form.querySelectorAll("fieldset[data-object]:not([disabled])").forEach(function (fs) {
+      put(out, fs.getAttribute("data-object"), {});
+    });
     form.querySelectorAll(".field").forEach(function (f) {
+      if (f.closest("fieldset[disabled]")) return;
       var name = f.getAttribute("data-field"), kind = f.getAttribute("data-input");
+      var leaf = name.split(".").pop();
+      if (kind === "sections") { put(out, name, sections(f)); return; }
+      if (kind === "pairs") { var p = pairs(f); if (p !== undefined) put(out, name, p); return; }
       var input = f.querySelector("input, select, textarea");
       if (!input) return;
-      if (kind === "checkbox") { out[name] = input.checked; return; }
+      if (kind === "secret") {
+        if (input.hasAttribute("data-cleared")) put(out, name, null);
+        else if (!input.disabled && input.value !== "") put(out, name, input.value);
+        return;
+      }
+      if (kind === "checkbox") { put(out, name, input.checked); return; }
       var v = input.value.trim();
       if (v === "") return;
-      if (kind === "number") out[name] = Number(v);
-      else if (kind === "list") out[name] = v.split(",").map(function (s) { return s.trim(); }).filter(Boolean)
-        .map(function (s) { return /^\d+$/.test(s) && name !== "tags" && name !== "locations" ? Number(s) : s; });
-      else if (kind === "json") { try { out[name] = JSON.parse(v); } catch (e) { out[name] = v; } }
-      else out[name] = v;
+      if (kind === "number") put(out, name, Number(v));
+      else if (kind === "list") put(out, name, v.split(",").map(function (s) { return s.trim(); }).filter(Boolean)
+        .map(function (s) { return /^\d+$/.test(s) && ["tags", "locations", "to"].indexOf(leaf) < 0 ? Number(s) : s; }));
+      else if (kind === "json") { try { put(out, name, JSON.parse(v)); } catch (e) { put(out, name, v); } }
+      else put(out, name, v);
     });
     var kindName = form.getAttribute("data-kind");
     if (kindName && form.getAttribute("data-method") === "POST") out.type = kindName;
     return out;
+  }
+
+  // The slot for an error path: the deepest element named by it (sections[0].monitors[1],
+  // config.url), else its top-level field.
+  function slotFor(form, path) {
+    var parts = path.split(/(?=[.[])/);
+    for (var n = parts.length; n > 0; n--) {
+      var p = parts.slice(0, n).join("");
+      var els = form.querySelectorAll('[data-path="' + CSS.escape(p) + '"], .field[data-field="' + CSS.escape(p) + '"]');
+      for (var i = 0; i < els.length; i++) {
+        if (!els[i].closest("fieldset[disabled]")) return { el: els[i], exact: n === parts.length };
+      }
+    }
+    return null;
   }
 
   function showErrors(form, res) {
@@ -109,11 +173,12 @@
     var details = (res.data && res.data.error && res.data.error.details) || {};
     var unplaced = [];
     Object.keys(details).forEach(function (path) {
-      var name = path.split(/[.[]/)[0];
-      var slot = form.querySelector('.field[data-field="' + CSS.escape(name) + '"]');
+      var slot = slotFor(form, path);
       if (slot) {
-        slot.querySelector(".field-error").textContent = String(details[path]);
-        var input = slot.querySelector("input, select, textarea");
+        var err = slot.el.querySelector(":scope > .field-error") || slot.el.querySelector(".field-error");
+        var text = (slot.exact ? "" : path + ": ") + String(details[path]);
+        err.textContent = err.textContent ? err.textContent + "; " + text : text;
+        var input = slot.el.querySelector("input:not([type=hidden]):not([disabled]), select, textarea");
         if (input) input.setAttribute("aria-invalid", "true");
       } else unplaced.push(path + ": " + details[path]);
     });
@@ -122,6 +187,126 @@
     var first = form.querySelector('[aria-invalid="true"]');
     if (first) first.focus();
   }
+
+  // A channel's kind chooses which settings fieldset is shown and sent.
+  document.addEventListener("change", function (ev) {
+    var sel = ev.target;
+    if (!sel.matches || !sel.matches('select[name="kind"]')) return;
+    var form = sel.closest("form");
+    form.querySelectorAll("[data-kind-settings]").forEach(function (fs) {
+      var on = fs.getAttribute("data-kind-settings") === sel.value;
+      fs.hidden = !on; fs.disabled = !on;
+    });
+  });
+
+  // Secrets: "set" with Replace (shows an empty input) and Remove (sends null).
+  document.addEventListener("click", function (ev) {
+    var b = ev.target.closest("[data-secret-replace], [data-secret-clear]");
+    if (!b) return;
+    var field = b.closest(".field"), input = field.querySelector("input[data-secret-set]");
+    var state = field.querySelector("[data-secret-state]");
+    if (b.hasAttribute("data-secret-replace")) {
+      input.hidden = false; input.disabled = false; input.removeAttribute("data-cleared");
+      state.textContent = "set (replacing)";
+      input.focus();
+    } else {
+      input.hidden = true; input.disabled = true; input.value = ""; input.setAttribute("data-cleared", "1");
+      state.textContent = "removed on save";
+      b.focus();
+    }
+  });
+
+  // Lists edited with buttons: header rows, status page sections and their components.
+  function fromTemplate(root, selector) {
+    return root.querySelector(selector).content.firstElementChild.cloneNode(true);
+  }
+  function relabel(root) {
+    root.querySelectorAll("[data-section]").forEach(function (s, i) {
+      var name = s.querySelector("[data-section-name]").value.trim() || "section " + (i + 1);
+      s.querySelector(':scope > .section-head [data-move="-1"]').setAttribute("aria-label", "Move " + name + " up");
+      s.querySelector(':scope > .section-head [data-move="1"]').setAttribute("aria-label", "Move " + name + " down");
+      s.querySelector(":scope > .section-head [data-remove-row]").textContent = "Remove " + name;
+      s.querySelectorAll("[data-component]").forEach(function (c, j) {
+        var what = "component " + (j + 1) + " of " + name;
+        c.querySelector('[data-move="-1"]').setAttribute("aria-label", "Move " + what + " up");
+        c.querySelector('[data-move="1"]').setAttribute("aria-label", "Move " + what + " down");
+        c.querySelector("[data-remove-row]").textContent = "Remove " + what;
+      });
+    });
+  }
+  document.addEventListener("click", function (ev) {
+    var b = ev.target.closest("[data-add-section], [data-add-component], [data-add-pair], [data-remove-row], [data-move]");
+    if (!b) return;
+    var box = b.closest("fieldset"), row, focus;
+    if (b.hasAttribute("data-add-section")) {
+      row = fromTemplate(box, "template[data-section-template]");
+      box.querySelector("[data-sections]").appendChild(row);
+      focus = row.querySelector("[data-section-name]");
+    } else if (b.hasAttribute("data-add-component")) {
+      row = fromTemplate(b.closest(".sections"), "template[data-component-template]");
+      b.closest("[data-section]").querySelector("[data-components]").appendChild(row);
+      focus = row.querySelector("[data-monitor-search]");
+    } else if (b.hasAttribute("data-add-pair")) {
+      row = fromTemplate(box, "template[data-row-template]");
+      box.querySelector("[data-pairs]").appendChild(row);
+      focus = row.querySelector("input");
+    } else {
+      row = b.closest("[data-component], [data-section], [data-pair]");
+      var list = row.parentNode;
+      if (b.hasAttribute("data-remove-row")) {
+        var next = row.nextElementSibling || row.previousElementSibling;
+        row.remove();
+        focus = next ? next.querySelector("input") : box.querySelector(":scope > button") || box;
+      } else {
+        var up = b.getAttribute("data-move") === "-1";
+        var other = up ? row.previousElementSibling : row.nextElementSibling;
+        if (other) list.insertBefore(row, up ? other : other.nextElementSibling);
+        focus = b;
+      }
+    }
+    var sec = b.closest(".sections");
+    if (sec) relabel(sec);
+    if (focus && focus.focus) focus.focus();
+  });
+  document.addEventListener("input", function (ev) {
+    if (ev.target.matches && ev.target.matches("[data-section-name]")) relabel(ev.target.closest(".sections"));
+  });
+
+  // The monitor picker: a search over the API's paged list (20 at a time) fills the select.
+  function searchMonitors(input) {
+    var c = input.closest("[data-component]"), pick = c.querySelector("[data-monitor-pick]");
+    var status = c.querySelector("[data-search-status]"), q = input.value.trim();
+    var chosen = pick.options[pick.selectedIndex];
+    var url = "/api/v1/monitors?limit=20&sort=name:asc" + (q ? "&search=" + encodeURIComponent(q) : "");
+    fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (d) {
+      if (input.value.trim() !== q) return;  // a newer search is on its way
+      var keep = chosen && chosen.value ? chosen.cloneNode(true) : null;
+      pick.textContent = "";
+      if (keep) pick.appendChild(keep);
+      (d.data || []).forEach(function (m) {
+        if (keep && String(m.id) === keep.value) return;
+        var o = document.createElement("option");
+        o.value = String(m.id); o.textContent = m.name + " (#" + m.id + ")";
+        pick.appendChild(o);
+      });
+      if (!keep && pick.options.length) pick.selectedIndex = 0;
+      var n = (d.data || []).length, more = d.meta && (d.meta.next_cursor || d.meta.next_offset);
+      status.textContent = n + " monitor" + (n === 1 ? "" : "s") + " found" + (more ? ", refine the search for more" : "");
+      pick.setAttribute("data-searched", q);
+    });
+  }
+  document.addEventListener("input", function (ev) {
+    var input = ev.target;
+    if (!input.matches || !input.matches("[data-monitor-search]")) return;
+    clearTimeout(input._t);
+    input._t = setTimeout(function () { searchMonitors(input); }, 250);
+  });
+  document.addEventListener("keydown", function (ev) {
+    if (ev.key !== "Enter" || !ev.target.matches || !ev.target.matches("[data-monitor-search]")) return;
+    ev.preventDefault();  // Enter searches now instead of submitting the form
+    clearTimeout(ev.target._t);
+    searchMonitors(ev.target);
+  });
 
   document.querySelectorAll("form[data-action]").forEach(function (form) {
     form.addEventListener("submit", function (ev) {

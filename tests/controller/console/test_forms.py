@@ -21,6 +21,8 @@ from aiohttp import web
 from probefleet.controller import keys
 from probefleet.controller.config import ConfigError, load
 from probefleet.controller.console import accounts
+from probefleet.controller.notifications.notifiers import NOTIFIERS
+from probefleet.controller.storage import notifications as notify_store
 from probefleet.controller.storage import users as user_store
 from probefleet.probe.agent import Agent
 from tests.controller.conftest import Running, start_controller
@@ -232,6 +234,79 @@ async def test_a_channel_page_sends_a_test(api: aiohttp.ClientSession, users: Ma
         await runner.cleanup()
 
 
+async def test_a_channel_form_has_each_kinds_settings_and_never_echoes_a_secret(
+    controller: Running, users: Make
+) -> None:
+    editor = await users("ed", "editor")
+    csrf = {"X-CSRF-Token": editor.csrf}
+    form = await (await editor.http.get("/console/channels/new")).text()
+    # One fieldset per kind, from its config type; the first kind's is shown and sent.
+    for kind in NOTIFIERS:
+        assert f'data-kind-settings="{kind}"' in form, kind
+    assert re.search(r'data-kind-settings="discord" data-object="config" hidden disabled', form)
+    assert re.search(r'data-kind-settings="webhook" data-object="config" >', form)
+    fields = _fields(form)
+    assert {
+        "config.url",
+        "config.headers",
+        "config.routing_key",
+        "config.to",
+        "config.from",
+        "config.bot_token",
+    } <= fields
+    assert 'id="k-webhook-f-config.url" name="config.url" type="url"' in form  # a new secret: an input
+    assert 'id="k-pagerduty-f-config.routing_key" name="config.routing_key" type="password"' in form
+
+    # A bad setting's error names a field of the kind's fieldset.
+    bad = {"name": "pd", "kind": "pagerduty", "config": {"routing_key": "short"}}
+    r = await editor.http.post("/api/v1/notification-channels", json=bad, headers=csrf)
+    details = (await r.json())["error"]["details"]
+    assert r.status == 422 and set(details) == {"config.routing_key"} and "config.routing_key" in fields, (
+        details
+    )
+
+    secrets = {"url": "http://127.0.0.1:9/hook?token=s3cret-url", "secret": "hmac-s3cret"}
+    headers = {"X-Api-Key": "k3y-value", "X-Other": "other-value"}
+    body = {"name": "hook", "kind": "webhook", "config": {**secrets, "headers": headers}}
+    r = await editor.http.post("/api/v1/notification-channels", json=body, headers=csrf)
+    cid = (await r.json())["data"]["id"]
+    assert r.status == 201
+    edit = await (await editor.http.get(f"/console/channels/{cid}/edit")).text()
+    # Secrets show as "set" with Replace: no value, not even the masked one the API shows.
+    for value in (*secrets.values(), *headers.values(), "****", "&lt;redacted&gt;", "<redacted>"):
+        assert value not in edit, value
+    assert edit.count("data-secret-replace") == 2 and edit.count("data-secret-clear") == 1  # url is required
+    assert 'data-stored="X-Api-Key"' in edit and 'data-stored="X-Other"' in edit
+    assert '<option value="webhook" selected>webhook</option>' in edit and 'value="slack"' not in edit
+
+    async def stored() -> dict[str, Any]:
+        row = await notify_store.get_channel(controller.app[keys.POOL], cid)
+        assert row is not None
+        return dict(row["config"])
+
+    # What the form sends untouched (no secret, no header map): everything is kept.
+    untouched = {"name": "hook 2", "kind": "webhook", "is_enabled": True, "config": {"method": "PUT"}}
+    r = await editor.http.patch(f"/api/v1/notification-channels/{cid}", json=untouched, headers=csrf)
+    assert r.status == 200, await r.text()
+    assert await stored() == {**secrets, "headers": headers, "method": "PUT", "kind": "webhook"}
+    # A header changed: the rows send the map, "<redacted>" for a kept value; one removed.
+    changed = {"config": {"headers": {"X-Api-Key": "<redacted>", "X-New": "new-value"}}}
+    r = await editor.http.patch(f"/api/v1/notification-channels/{cid}", json=changed, headers=csrf)
+    assert r.status == 200, await r.text()
+    assert (await stored())["headers"] == {"X-Api-Key": "k3y-value", "X-New": "new-value"}
+    # Replace the URL, remove the optional secret.
+    r = await editor.http.patch(
+        f"/api/v1/notification-channels/{cid}",
+        json={"config": {"url": "http://127.0.0.1:9/other", "secret": None}},
+        headers=csrf,
+    )
+    assert r.status == 200, await r.text()
+    config = await stored()
+    assert config["url"] == "http://127.0.0.1:9/other" and config["secret"] is None
+    edit = await (await editor.http.get(f"/console/channels/{cid}/edit")).text()
+    assert edit.count("data-secret-replace") == 1 and 'data-stored="X-New"' in edit
+
+
 async def test_a_heartbeat_page_shows_its_ping_url_pings_and_runs(controller: Running, users: Make) -> None:
     editor = await users("ed", "editor")
     viewer = await users("vi", "viewer")
@@ -280,19 +355,52 @@ async def test_a_status_page_form_edits_sections_and_posts(api: aiohttp.ClientSe
     )
     post = (await r.json())["data"]
     assert r.status == 201, post
+    r = await api.post(
+        "/api/v1/monitors",
+        json={"name": "elsewhere-db", "type": "http", "url": "http://127.0.0.1:9/db", "check_interval": 3600},
+    )
+    assert r.status == 201
     form = await (await editor.http.get(f"/console/status-pages/{page_id}/edit")).text()
     _no_markup(form)
-    # The sections as the API takes them back (no component ids), escaped in the textarea.
-    assert markupsafe.escape('"display_name":"Web <i>site</i>"') in form and "component_id" not in form
+    # Sections and components as controls: the section's name, the component's monitor
+    # (its name in the picker's select), its display name, escaped; no component ids, no
+    # JSON text, and no other monitor (the picker searches the API's paged list).
+    assert 'data-section-name value="Site"' in form and "component_id" not in form
+    assert f'<option value="{mid}" selected>web (#{mid})</option>' in form
+    assert 'data-display-name value="Web &lt;i&gt;site&lt;/i&gt;"' in form
+    assert (
+        "elsewhere-db" not in form and 'data-input="sections"' in form and "&#34;monitor_id&#34;" not in form
+    )
+    for control in (
+        "data-add-section",
+        "data-add-component",
+        'data-move="-1"',
+        "data-remove-row",
+        "data-monitor-search",
+    ):
+        assert control in form, control
+    # The picker's search: the API's list with the page's session, 20 at most, by name.
+    r = await editor.http.get(
+        "/api/v1/monitors", params={"limit": "20", "sort": "name:asc", "search": "elsew"}
+    )
+    assert r.status == 200 and [m["name"] for m in (await r.json())["data"]] == ["elsewhere-db"]
     assert f'data-action="/api/v1/status-pages/{page_id}/posts"' in form
     assert f'data-action="/api/v1/status-pages/{page_id}/posts/{post["id"]}/updates"' in form
     assert "looking &lt;u&gt;into&lt;/u&gt; it" in form
-    # The sections textarea's value sent back unchanged is accepted; a bad one is a field error.
-    r = await editor.http.patch(f"/api/v1/status-pages/{page_id}", json={"sections": sections}, headers=csrf)
+    # What the editor sends (reordered, a section added, one display name cleared) is
+    # accepted; a bad component's error names its path, which the page shows on that row.
+    sent = [{"name": "New", "monitors": []}, {"name": "Site", "monitors": [{"monitor_id": mid}]}]
+    r = await editor.http.patch(f"/api/v1/status-pages/{page_id}", json={"sections": sent}, headers=csrf)
     assert r.status == 200, await r.text()
+    assert [s["name"] for s in (await r.json())["data"]["sections"]] == [
+        "Site"
+    ]  # an empty section shows nothing
     bad = [{"name": "Site", "monitors": [{"monitor_id": 999999}]}]
     r = await editor.http.patch(f"/api/v1/status-pages/{page_id}", json={"sections": bad}, headers=csrf)
-    assert r.status == 422 and {_field_of(p) for p in (await r.json())["error"]["details"]} == {"sections"}
+    details = (await r.json())["error"]["details"]
+    assert r.status == 422 and {p.split(".monitor_id")[0] for p in details} == {"sections[0].monitors[0]"}, (
+        details
+    )
     r = await editor.http.post(
         f"/api/v1/status-pages/{page_id}/posts/{post['id']}/updates",
         json={"status": "resolved", "message": "fixed"},
