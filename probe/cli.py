@@ -18,6 +18,7 @@ import msgspec
 from click.core import ParameterSource
 
 from probefleet.shared import logs, wire
+from probefleet.shared.evidence import unpack_body
 from probefleet.shared.redact import redact_url
 
 RECORD_TYPES = ["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "CAA", "PTR"]
@@ -503,6 +504,9 @@ def check(
     spec = build_spec(kind, options)
     outcome, elapsed_ms = _run(_check_once(kind, spec, budget, source_address))
     data = {"kind": kind, **msgspec.to_builtins(outcome), "duration_ms": round(elapsed_ms, 3)}
+    details = data.get("details")
+    if isinstance(details, dict) and isinstance(details.get("evidence"), dict):
+        details["evidence"] = unpack_body(details["evidence"])  # as the API shows it
     if as_json:
         click.echo(msgspec.json.encode(data).decode())
     else:

@@ -24,6 +24,7 @@ from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import incidents as store
 from probefleet.controller.storage import monitors as monitor_store
 from probefleet.controller.validation import ValidationError, convert
+from probefleet.shared.evidence import unpack_body
 
 SEVERITIES = ("low", "medium", "high", "critical")
 SEVERITY_ALIASES = {"info": "low", "minor": "low", "warning": "medium", "major": "high", "sev1": "critical"}
@@ -219,6 +220,9 @@ def _window(row: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
 
 
 def public_failure(r: dict[str, Any]) -> dict[str, Any]:
+    """One failed result; its evidence with the body as text, whether the probe sent it
+    compressed or, before it did, as text (shared/evidence.py)."""
+    evidence = r["evidence"]
     return {
         "due": r["due"],
         "attempt": r["attempt"],
@@ -230,7 +234,7 @@ def public_failure(r: dict[str, Any]) -> dict[str, Any]:
         "status_code": r["status_code"],
         "duration_ms": r["duration_ms"],
         "timings": r["timings"] or {},
-        "evidence": r["evidence"],
+        "evidence": unpack_body(evidence) if isinstance(evidence, dict) else evidence,
     }
 
 

@@ -50,6 +50,17 @@ async def test_it_prints_a_readable_failure_and_exits_1(http_target: str) -> Non
     assert out.startswith("fail     http  keyword_missing  HTTP 200")
 
 
+async def test_it_prints_a_failure_s_body_as_text(http_target: str) -> None:
+    """The evidence's body, which travels compressed when over 1 KiB, prints as text."""
+    sent = "upstream reset " * 200
+    url = f"{http_target}/echo"
+    args = ["--method", "POST", "--body", sent, "--expect", "maintenance", "--json"]
+    code, out, _ = await cli("check", "--kind", "http", "--url", url, *args)
+    assert code == 1
+    evidence = json.loads(out)["details"]["evidence"]
+    assert json.loads(evidence["body"])["body"] == sent and "body_gzip_b64" not in evidence
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -11,6 +11,7 @@ from probefleet.controller import keys
 from probefleet.controller.engine import results as engine_results
 from probefleet.controller.stats import rollups
 from probefleet.controller.storage import results as result_store
+from probefleet.probe import evidence as probe_evidence
 from probefleet.shared import wire
 from tests.controller.conftest import Running
 
@@ -391,3 +392,63 @@ async def test_an_incident_explains_itself_with_a_region_phase_matrix_and_eviden
     ] * 2
     assert page["data"][1]["evidence"] == refused and page["data"][1]["timings"] == {"connect": 1.5}
     assert (await api.get("/api/v1/incidents/999999/evidence")).status == 404
+
+
+async def test_the_evidence_shows_a_body_the_probe_compressed_as_text(
+    api: aiohttp.ClientSession, controller: Running
+) -> None:
+    """A body over 1 KiB is stored as the probe sent it (gzip, base64); the API decodes it.
+    A body stored as text (before probes compressed) reads as it was; one that does not
+    decode says so instead of failing the request."""
+    mid = await _monitor(api, locations=["us-east", "eu-west"])
+    pool = controller.app[keys.POOL]
+    page = b"<html><h1>503 Service Unavailable</h1>" + b"<p>upstream reset</p>" * 500 + b"\xff"
+    packed = probe_evidence.http_response(
+        wire.HttpSpec(url="http://127.0.0.1:9/x"),
+        (wire.Reason.STATUS_MISMATCH, "status 503"),
+        ips=["127.0.0.1"],
+        status_line="HTTP/1.1 503 Service Unavailable",
+        headers=[("Content-Type", "text/html")],
+        body=page,
+    )
+    assert "body_gzip_b64" in packed and "body" not in packed
+    old_text = {"reason": "status_mismatch", "body": "<p>down</p>", "body_truncated": False}
+    broken = {**packed, "body_gzip_b64": str(packed["body_gzip_b64"])[:-40] + "!"}
+    now = dt.datetime.now(dt.UTC).timestamp()
+    for i, (eu, us) in enumerate(((packed, old_text), (broken, old_text))):
+        due = now - 300 + i * 60
+        await result_store.insert_rounds(
+            pool, [(mid, result_store.ts(due), 0, ["us-east", "eu-west"], result_store.ts(due + 5))]
+        )
+        await engine_results.ingest(
+            pool,
+            [
+                wire.CheckResult(
+                    monitor_id=mid,
+                    due=due,
+                    region=region,
+                    probe_id=f"p-{region}",
+                    started_at=due,
+                    status=wire.Status.FAIL,
+                    reason=wire.Reason.STATUS_MISMATCH,
+                    message="status 503",
+                    status_code=503,
+                    details={"evidence": evidence},
+                )
+                for region, evidence in (("eu-west", eu), ("us-east", us))
+            ],
+        )
+    r = await api.get("/api/v1/incidents", params={"monitor_id": str(mid)})
+    (listed,) = (await r.json())["data"]
+    text = page.decode("utf-8", "replace")
+    r = await api.get(f"/api/v1/incidents/{listed['id']}")
+    first = (await r.json())["data"]["first_failure"]["evidence"]
+    assert first["body"] == text and first["body_truncated"] is False
+    assert not {"body_gzip_b64", "body_bytes"} & first.keys()
+    r = await api.get(f"/api/v1/incidents/{listed['id']}/evidence")
+    assert r.status == 200, await r.text()
+    shown = [x["evidence"] for x in (await r.json())["data"]]
+    assert shown[0] == first and shown[0]["headers"] == [["Content-Type", "text/html"]]
+    assert shown[1] == old_text and shown[3] == old_text
+    assert shown[2]["body_error"] == "the stored body does not decode" and "body" not in shown[2]
+    assert not {"body_gzip_b64", "body_bytes"} & shown[2].keys()
