@@ -8,9 +8,10 @@ second, including the rounds bookkeeping, verdicts and monitor updates.
 
 The cost of failure evidence: `--evidence-compare` runs the same results twice, each on a
 fresh database of one PostgreSQL, with `--failing` (10 %) of them failing: first without
-evidence, then with what the HTTP checker stores for a failed response (status line,
-headers, the first `--evidence-body` bytes of an HTML-like body), and records both side by
-side. The failing results are the same in both passes (a seeded draw), so the rounds,
+evidence, then with the evidence a probe sends for a failed response, built by the probe's
+own probe/evidence.py (status line, headers, the first `--evidence-body` bytes of an
+HTML-like body, which the probe gzips into base64 when over 1 KiB), and records both side
+by side. The failing results are the same in both passes (a seeded draw), so the rounds,
 verdicts and incidents are too: only the evidence differs.
 
     python -m bench.ingest --monitors 2000 --rounds 10 --evidence-compare
@@ -25,12 +26,15 @@ import time
 from pathlib import Path
 
 import click
+import msgspec
 
 from bench.common import record
 from probefleet.controller.engine import results
 from probefleet.controller.storage import db
 from probefleet.controller.storage import results as store
+from probefleet.probe.evidence import http_response
 from probefleet.shared import devstack, wire
+from probefleet.shared.evidence import EVIDENCE_BODY, LEVEL
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 # Words for an evidence body that compresses about as well as an error page's HTML (a
@@ -41,35 +45,38 @@ _PAGE = (
     " id trace cdn-cache miss backend server pool drained please try again later </div>"
 )
 _WORDS = _PAGE.split()
+_SPEC = wire.HttpSpec(url="http://203.0.113.10/")
 
 
 def evidence(body_bytes: int, rng: random.Random) -> dict[str, object]:
-    """Evidence as probe/checkers/http.py stores it for a 503 with a body."""
+    """Evidence as a probe sends it for a 503 with a body, built by the probe's own
+    function (probe/evidence.py): a body over 1 KiB travels gzip-compressed in base64. A
+    64 KiB body is the start of a longer page, as the checker keeps it."""
     words: list[str] = []
     size = 0
-    while size < body_bytes:
+    page = body_bytes * 2 if body_bytes >= EVIDENCE_BODY else body_bytes
+    while size < page:
         words.append(rng.choice(_WORDS))
         size += len(words[-1]) + 1
-    return {
-        "reason": "status_mismatch",
-        "message": "status 503 not in 2xx, 3xx",
-        "ips": ["203.0.113.10"],
-        "status_line": "HTTP/1.1 503 Service Unavailable",
-        "headers": [
-            ["Server", "nginx/1.25.3"],
-            ["Date", "Sun, 06 Dec 2026 14:00:00 GMT"],
-            ["Content-Type", "text/html; charset=utf-8"],
-            ["Content-Length", str(body_bytes)],
-            ["Connection", "keep-alive"],
-            ["Retry-After", "30"],
-            ["Cache-Control", "no-store"],
-            ["X-Request-Id", f"{rng.getrandbits(64):016x}"],
-            ["Set-Cookie", "<redacted>"],
-            ["Via", "1.1 edge-cache"],
+    return http_response(
+        _SPEC,
+        (wire.Reason.STATUS_MISMATCH, "status 503 not in 2xx, 3xx"),
+        ips=["203.0.113.10"],
+        status_line="HTTP/1.1 503 Service Unavailable",
+        headers=[
+            ("Server", "nginx/1.25.3"),
+            ("Date", "Sun, 06 Dec 2026 14:00:00 GMT"),
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(page)),
+            ("Connection", "keep-alive"),
+            ("Retry-After", "30"),
+            ("Cache-Control", "no-store"),
+            ("X-Request-Id", f"{rng.getrandbits(64):016x}"),
+            ("Set-Cookie", "session=bench"),
+            ("Via", "1.1 edge-cache"),
         ],
-        "body": " ".join(words)[:body_bytes],
-        "body_truncated": body_bytes >= 64 << 10,
-    }
+        body=" ".join(words)[:page].encode(),
+    )
 
 
 def result(
@@ -168,6 +175,9 @@ def compare(
             (name, asyncio.run(run(pg.dsn(f"bench_{name}"), monitors, rounds, batch, failing, body_bytes)))
         )
     off = rows[0][1]["per_second"]
+    sample = evidence(body, random.Random(26))
+    sent = len(msgspec.json.encode(sample))
+    packed = len(str(sample.get("body_gzip_b64", sample.get("body", ""))))
     table = (
         "| evidence | results | failed | seconds | results/s | vs off | check_results MiB |\n"
         "|---|---:|---:|---:|---:|---:|---:|\n"
@@ -182,8 +192,10 @@ def compare(
         f" --evidence-compare --failing {failing} --evidence-body {body}`.\n\n"
         f"`results.ingest` as above, {failing:.0%} of the results failing (a seeded draw: the same\n"
         "results, rounds and verdicts in both passes), each pass on a fresh database of one\n"
-        "PostgreSQL, off first. `on`: each failing result carries the HTTP checker's evidence\n"
-        f"(status line, 10 headers, {body:,} bytes of an HTML-like body); `off`: the same\n"
+        "PostgreSQL, off first. `on`: each failing result carries the evidence a probe sends,\n"
+        f"built by probe/evidence.py (status line, 10 headers, {body:,} bytes of an HTML-like body,\n"
+        f"{f'gzip level {LEVEL} in base64' if 'body_gzip_b64' in sample else 'as text'}: {packed:,} bytes;"
+        f" {sent:,} bytes of JSON in all); `off`: the same\n"
         "results without it. The goal (issue 20): under 10 % fewer results/s with evidence on.\n\n" + table
     )
 
