@@ -2,7 +2,9 @@
 WebDriver HTTP), against a real controller, probes in three regions and a target:
 log in, create an HTTP monitor with the form, see it go up, make the target fail and see
 it turn down without a reload, test it now from the edit form, create a maintenance window
-with its form (a field error first), acknowledge the incident, log out; a viewer sees no edit
+with its form (a field error first), edit a status page's sections with their buttons and
+monitor picker, create a channel with its kind's settings (a field error beside its control,
+the untouched edit form keeping the secret URL it never shows), acknowledge the incident, log out; a viewer sees no edit
 controls and gets 403 on a crafted request; markup in names and tags shows as text.
 
 Screenshots of every page, light and dark, desktop and phone, are saved under
@@ -27,6 +29,7 @@ import pytest
 
 from probefleet.controller import keys
 from probefleet.controller.console import accounts
+from probefleet.controller.storage import notifications as notify_store
 from tests.controller.conftest import start_controller
 from tests.fleet import RegionalTarget, start_probes, stop_probes
 from tests.helpers import eventually
@@ -279,6 +282,77 @@ async def test_an_operator_runs_the_console_in_chromium(
             " && document.querySelector('td')?.textContent === 'nightly <b>db</b>'",
             "the new window in the list",
         )
+
+        # A status page's sections with buttons: add two, a component picked by searching the
+        # monitors, move the second up, remove the first, save; the edit form shows what was saved.
+        await b.go(f"{base}/console/status-pages/new")
+        await b.js(
+            "document.getElementById('f-name').value = 'Shop';"
+            "document.getElementById('f-slug').value = 'shop';"
+            "const add = document.querySelector('[data-add-section]'); add.click(); add.click();"
+            "const names = document.querySelectorAll('[data-section-name]');"
+            "names[0].value = 'First'; names[1].value = 'Shop <b>';"
+            "document.querySelectorAll('[data-add-component]')[1].click();"
+            "const q = document.querySelector('[data-monitor-search]'); q.value = 'shop';"
+            "q.dispatchEvent(new Event('input', {bubbles: true}));"
+        )
+        await b.wait(
+            "return [...document.querySelectorAll('[data-monitor-pick] option')]"
+            f".some(o => o.value === '{monitor_id}')",
+            "the monitor found by the picker's search",
+        )
+        order = await b.js(
+            "document.querySelector('[data-monitor-pick]').value = String(arguments[0]);"
+            "document.querySelector('[data-display-name]').value = 'Web <i>';"
+            "const second = document.querySelectorAll('[data-section]')[1];"
+            "const up = second.querySelector('.section-head [data-move=\"-1\"]'); up.click();"
+            "const moved = document.activeElement === up;"
+            "const first = document.querySelectorAll('[data-section]')[1];"
+            "first.querySelector('.section-head [data-remove-row]').click();"
+            "return [moved, up.getAttribute('aria-label'),"
+            " [...document.querySelectorAll('[data-section-name]')].map(i => i.value)];",
+            monitor_id,
+        )
+        assert order == [True, "Move Shop <b> up", ["Shop <b>"]], order
+        await b.screenshots("status-page-form")
+        await b.js("document.querySelector('form[data-action] button[type=submit]').click()")
+        saved = await b.wait(
+            "return /\\/edit$/.test(location.pathname) && document.querySelector('[data-section-name]')"
+            " && [[...document.querySelectorAll('[data-section-name]')].map(i => i.value),"
+            " document.querySelector('[data-monitor-pick]').value,"
+            " document.querySelector('[data-display-name]').value]",
+            "the saved status page's editor",
+        )
+        assert saved == [["Shop <b>"], str(monitor_id), "Web <i>"], saved
+
+        # A channel's settings: the kind's fieldset, a field error beside its control, and
+        # the untouched edit form keeps the secret URL it never shows.
+        await b.go(f"{base}/console/channels/new")
+        await b.js(
+            "const kind = document.getElementById('f-kind'); kind.value = 'slack';"
+            "kind.dispatchEvent(new Event('change', {bubbles: true}));"
+            "document.getElementById('f-name').value = 'team';"
+            "document.getElementById('k-slack-f-config.url').value = 'nope';"
+            "document.querySelector('form[data-action] button[type=submit]').click();"
+        )
+        error = await b.wait(
+            "return document.getElementById('k-slack-e-config.url').textContent", "the slack URL's error"
+        )
+        assert await b.js("return document.querySelector('[data-kind-settings=webhook]').disabled") is True
+        secret_url = "http://127.0.0.1:9/services/T0/B0/s3cretpart"
+        await b.js(
+            "document.getElementById('k-slack-f-config.url').value = arguments[0];"
+            "document.querySelector('form[data-action] button[type=submit]').click();",
+            secret_url,
+        )
+        await b.wait("return location.pathname === '/console/channels'", "the channel list")
+        channel = (await notify_store.list_channels(pool, limit=10))[0]
+        await b.go(f"{base}/console/channels/{channel['id']}/edit")
+        assert "s3cretpart" not in await b.js("return document.documentElement.outerHTML")
+        await b.js("document.querySelector('form[data-action] button[type=submit]').click()")
+        await b.wait("return location.pathname === '/console/channels'", "the channel list after saving")
+        kept = await notify_store.get_channel(pool, channel["id"])
+        assert kept is not None and kept["config"]["url"] == secret_url, error
 
         # Acknowledge the incident.
         await b.go(f"{base}/console/incidents")
