@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import aiohttp
 import asyncpg
@@ -144,3 +145,60 @@ async def test_it_loses_and_duplicates_no_result_across_a_controller_restart(
         assert total == distinct == hits_published
     finally:
         await ctl.stop()
+
+
+@dataclass
+class ErrorPage(RegionalTarget):
+    """A RegionalTarget whose 503 carries an error page of several KiB."""
+
+    page: str = "<html><h1>503</h1>" + "<p>upstream connect error, retried</p>" * 150 + "</html>"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        response = await super()._handle(request)
+        if response.status != 503:
+            return response
+        return web.Response(status=503, text=self.page, content_type="text/html")
+
+
+async def test_a_failed_check_s_body_reaches_the_incident_as_text(database: str, nats_url: str) -> None:
+    """Probe -> NATS -> PostgreSQL -> API for the evidence: the body is stored as the probe
+    compressed it and the incident shows it as the text the target sent."""
+    target = ErrorPage()
+    await target.start()
+    target.fail_all()
+    ctl = await start_controller(database, nats_url)
+    probes = await start_probes(nats_url)
+    headers = {"Authorization": f"Bearer {ctl.admin_key}"}
+    try:
+        async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
+            r = await api.post(
+                "/api/v1/monitors", json={"name": "t", "url": target.url, "check_interval": 1, "timeout": 2}
+            )
+            assert r.status == 201
+            mid = (await r.json())["data"]["id"]
+
+            async def first_failure() -> dict[str, Any] | None:
+                r = await api.get("/api/v1/incidents", params={"monitor_id": str(mid)})
+                listed = (await r.json())["data"]
+                if not listed:
+                    return None
+                r = await api.get(f"/api/v1/incidents/{listed[0]['id']}")
+                return cast(dict[str, Any] | None, (await r.json())["data"]["first_failure"])
+
+            first = await eventually(first_failure, what="an incident with its first failure")
+            evidence = first["evidence"]
+            assert (
+                isinstance(evidence, dict) and evidence["status_line"] == "HTTP/1.1 503 Service Unavailable"
+            )
+            assert evidence["body"] == target.page and evidence["body_truncated"] is False
+            assert "body_gzip_b64" not in evidence
+            stored = await ctl.app[keys.POOL].fetchval(
+                "SELECT details->'evidence' ? 'body_gzip_b64' FROM check_results"
+                " WHERE monitor_id = $1 AND status = 'fail' LIMIT 1",
+                mid,
+            )
+            assert stored is True
+    finally:
+        await stop_probes(probes)
+        await ctl.stop()
+        await target.stop()
