@@ -339,6 +339,7 @@ async def test_an_operator_runs_the_console_in_chromium(
             "return document.getElementById('k-slack-e-config.url').textContent", "the slack URL's error"
         )
         assert await b.js("return document.querySelector('[data-kind-settings=webhook]').disabled") is True
+        await b.screenshots("channel-form")
         secret_url = "http://127.0.0.1:9/services/T0/B0/s3cretpart"
         await b.js(
             "document.getElementById('k-slack-f-config.url').value = arguments[0];"
