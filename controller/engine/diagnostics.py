@@ -15,12 +15,18 @@ changes. GET /incidents/{id} and /evidence read them back by monitor, attempt an
 Bounded: at most `per_minute` jobs per region in any 60 s (per controller, which sends
 only for the monitors of its shards), so a mass outage cannot flood the probes; regions
 with no live probe that can run `diagnose` are skipped.
+
+Once the results are stored, the sending controller writes the incident's one
+`incident.diagnosed` event (storage/diagnostics.emit_diagnosed: at most one per incident,
+whichever controller asks), which the dispatcher sends as the update of the opening's
+notice, with a summary line per region.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections import deque
@@ -32,6 +38,7 @@ from probefleet.controller import metrics
 from probefleet.controller.cluster.fleet import Fleet
 from probefleet.controller.notifications.realtime import Client, Event, Hub
 from probefleet.controller.storage import DB
+from probefleet.controller.storage import diagnostics as diagnostics_store
 from probefleet.controller.storage import monitors as monitor_store
 from probefleet.shared import subjects, wire
 
@@ -41,6 +48,11 @@ log = logging.getLogger("probefleet.diagnostics")
 DIAGNOSTIC_ATTEMPT = 2000
 # A diagnosis runs within this many seconds at the probe.
 BUDGET = 10.0
+# After the budget and the grace, how long the report waits for the results to be stored,
+# and how often it looks.
+REPORT_SLACK = 3.0
+REPORT_POLL = 0.5
+_SECOND = dt.timedelta(seconds=1)
 _TLS_SCHEMES = {"https": 443, "wss": 443}
 _PLAIN_SCHEMES = {"http": 80, "ws": 80}
 # Kinds whose target is not a TCP port: their diagnosis traces with UDP.
@@ -140,6 +152,7 @@ class Diagnostics:
         self.owns = owns
         self.limit = RateLimit(per_minute)
         self.grace = grace
+        self.reports: set[asyncio.Task[int | None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow incident.opened events until `stop`; a client the hub dropped (too far
@@ -171,17 +184,76 @@ class Diagnostics:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
                 last_id = last_id if last_id is not None else self.hub.last_id
+        for task in list(self.reports):
+            task.cancel()
 
     async def _handle(self, ev: Event) -> int:
         if ev.kind == "incident.opened" and ev.monitor_id is not None and self.owns(ev.monitor_id):
             incident = ev.row["payload"].get("incident") or {}
+            due = time.time()
             try:
-                await self.diagnose(ev.monitor_id, list(incident.get("affected_regions") or []))
+                sent = await self.diagnose(ev.monitor_id, list(incident.get("affected_regions") or []), due)
             except Exception as e:  # the database away: these diagnostics are lost, not retried
                 log.warning("diagnostics not sent monitor_id=%s error=%s", ev.monitor_id, str(e)[:200])
+                sent = []
+            if sent and ev.incident_id is not None:
+                task = asyncio.create_task(self.report(ev, sent, due), name="diagnostics-report")
+                self.reports.add(task)
+                task.add_done_callback(self.reports.discard)
         return ev.id
 
-    async def diagnose(self, monitor_id: int, regions: list[str]) -> list[str]:
+    async def report(self, opened: Event, regions: list[str], due: float) -> int | None:
+        """Wait for the diagnoses sent at `due` to `regions` (at most their budget and the
+        grace, plus the time to store them), then write the incident's one
+        incident.diagnosed event: its notifications are the incident's update with the
+        diagnosis (dispatcher.py). Nothing when no diagnosis came back."""
+        assert opened.monitor_id is not None and opened.incident_id is not None
+        at = dt.datetime.fromtimestamp(due, dt.UTC)
+        wanted = set(regions)
+        deadline = time.monotonic() + BUDGET + self.grace + REPORT_SLACK
+        found: dict[str, dict[str, Any]] = {}
+        while True:
+            try:
+                rows = await diagnostics_store.for_monitor(
+                    self.pool,
+                    opened.monitor_id,
+                    DIAGNOSTIC_ATTEMPT,
+                    at - _SECOND,
+                    at + _SECOND - diagnostics_store.LATE,
+                )
+            except Exception as e:  # the database away for a moment: ask again
+                log.warning("diagnostics not read incident_id=%s error=%s", opened.incident_id, str(e)[:200])
+                rows = []
+            for row in rows:
+                if row["region"] in wanted and abs((row["due"] - at).total_seconds()) < 0.001:
+                    found.setdefault(row["region"], row)
+            if set(found) >= wanted or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(REPORT_POLL)
+        if not found:
+            return None
+        payload = opened.row["payload"]
+        lines = [{"region": r, "summary": str(found[r]["message"] or "")} for r in sorted(found)]
+        try:
+            return await diagnostics_store.emit_diagnosed(
+                self.pool,
+                opened.incident_id,
+                opened.monitor_id,
+                dt.datetime.now(dt.UTC),
+                {
+                    "monitor": payload.get("monitor"),
+                    "incident": payload.get("incident"),
+                    "opened_event_id": opened.id,
+                    "diagnostics": lines,
+                },
+            )
+        except Exception as e:  # the database away: the incident page still shows them
+            log.warning(
+                "incident.diagnosed not written incident_id=%s error=%s", opened.incident_id, str(e)[:200]
+            )
+            return None
+
+    async def diagnose(self, monitor_id: int, regions: list[str], due: float | None = None) -> list[str]:
         """Send a diagnose job for `monitor_id` to each of `regions` that has a live probe
         able to run it, within the rate limit; the regions it was sent to."""
         if not regions:
@@ -190,7 +262,7 @@ class Diagnostics:
         spec = spec_for(monitor["kind"], monitor["spec"]) if monitor else None
         if monitor is None or spec is None:
             return []
-        due = time.time()
+        due = due if due is not None else time.time()
         able = self.fleet.runnable(due)
         sent = []
         for region in regions:

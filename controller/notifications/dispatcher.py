@@ -62,14 +62,27 @@ NOTIFIABLE: frozenset[str] = frozenset(get_args(Event)) - {"test"}
 # What a rule with no `events`, and a monitor's own `notifications` list, send: one
 # message per outage (incident.opened, not also monitor.down) and per recovery.
 DEFAULT_EVENTS: frozenset[str] = frozenset(
-    {"incident.opened", "incident.acknowledged", "incident.resolved", "monitor.degraded", "ssl.expiring"}
+    {
+        "incident.opened",
+        "incident.diagnosed",
+        "incident.acknowledged",
+        "incident.resolved",
+        "monitor.degraded",
+        "ssl.expiring",
+    }
 )
+# The update of an incident.opened notice with the failing regions' diagnoses
+# (engine/diagnostics.py writes one per incident): it goes where the opening went.
+DIAGNOSED = "incident.diagnosed"
+# Delivery states of an opening that went, or will go, out (a 'grouped' one is listed by
+# its leader); a held, suppressed or cancelled opening gets no update.
+OPENING_SENT = ("pending", "sending", "delivered", "failed", "grouped")
 RECOVERY_EVENTS = frozenset({"incident.resolved", "monitor.up"})
 # Channels that key one alert per incident (dedup_key, alias): a trigger that reaches them
 # after the resolve (a retry, a replay, or the two sent in one batch and racing) would open
 # a second alert for an outage that is over, so it is cancelled at send time instead.
 KEYED_CHANNELS = frozenset({"pagerduty", "opsgenie"})
-TRIGGER_EVENTS = frozenset({"incident.opened", "monitor.down", "monitor.degraded"})
+TRIGGER_EVENTS = frozenset({"incident.opened", "monitor.down", "monitor.degraded", DIAGNOSED})
 SEVERITIES = ("low", "medium", "high", "critical")
 # Severity of events that carry no incident; recoveries pass every minimum.
 EVENT_SEVERITY = {
@@ -137,7 +150,9 @@ def rule_matches(
     passes its monitor and tag filters; a policy rule (is_policy) routes only such
     monitors and the ones its own filters name."""
     events = set(rule["events"]) or DEFAULT_EVENTS
-    if event["kind"] not in events:
+    if event["kind"] == DIAGNOSED and "incident.opened" in events:
+        pass  # an update of the opening this rule routed
+    elif event["kind"] not in events:
         return False
     if policy_id is not None and rule["id"] == policy_id:
         pass
@@ -189,7 +204,7 @@ def _routing(monitor: dict[str, Any] | None) -> tuple[list[str], int | None]:
 
 # The events of an outage starting; grouping gathers these (recoveries go one by one, so
 # a keyed channel resolves each alert it opened).
-GROUPED_EVENTS = frozenset({"monitor.down", "monitor.degraded", "incident.opened"})
+GROUPED_EVENTS = frozenset({"monitor.down", "monitor.degraded", "incident.opened", DIAGNOSED})
 GROUP_KEYS = ("parent", "tag", "host", "region")
 
 
@@ -339,9 +354,15 @@ def notification(
         check = msgspec.convert({k: v for k, v in c.items() if k in CheckInfo.__struct_fields__}, CheckInfo)
     kind = delivery["kind"]
     key = str(event["id"]) if kind == "event" else f"{event['id']}-{kind}-{delivery['seq']}"
+    found = [
+        f"{d.get('region')}: {d.get('summary') or 'no answer'}"
+        for d in p.get("diagnostics") or []
+        if isinstance(d, dict)
+    ]
     return Notification(
         event=event["kind"],
         event_id=event["id"],
+        diagnostics=found,
         timestamp=event["occurred_at"].timestamp(),
         monitor=monitor,
         incident=incident,
@@ -470,7 +491,11 @@ class Dispatcher:
             if event["kind"] in GATED_EVENTS and (mid in settings or has_parent):
                 held[mid] = gate or for_parent
             hold = store.PARENT if for_parent else None
-            rows += self._deliveries(event, rules, monitor, channels, flapping, gate or for_parent, hold)
+            new = self._deliveries(event, rules, monitor, channels, flapping, gate or for_parent, hold)
+            if event["kind"] == DIAGNOSED:
+                opened = await self._opened_on(event, rows)
+                new = [r for r in new if r.channel_id in opened]
+            rows += new
         rows = await self._group(rows)
         created = await store.insert_deliveries(self.pool, rows)
         if self.subscribers is not None:
@@ -481,6 +506,19 @@ class Dispatcher:
         if safe > last and await store.advance_watermark(self.pool, last, safe):
             log.debug("fan-out watermark=%s deliveries=%s", safe, created)
         return created
+
+    async def _opened_on(self, event: dict[str, Any], rows: list[NewDelivery]) -> set[int]:
+        """The channels where the opening this incident.diagnosed updates went (or is
+        going) out: stored deliveries, or rows of this same fan-out."""
+        opened_id = event["payload"].get("opened_event_id")
+        if not isinstance(opened_id, int):
+            return set()
+        here = {
+            r.channel_id
+            for r in rows
+            if r.event_id == opened_id and r.kind == "event" and r.status in OPENING_SENT
+        }
+        return here | await store.channels_of_event(self.pool, opened_id, OPENING_SENT)
 
     async def _unalerted(
         self, monitor_id: int, event_id: int, held: dict[int, bool], now: dt.datetime
@@ -770,7 +808,12 @@ class Dispatcher:
         started = time.perf_counter()
         note = notification(event, d, self.base_url)
         if d.get("members"):
-            note.group = [notification(m, d).monitor for m in d["members"]]
+            members = [notification(m, d) for m in d["members"]]
+            note.group = [m.monitor for m in members]
+            # A grouped diagnosis: each monitor's lines, named.
+            if note.diagnostics:
+                note.diagnostics = [f"{note.monitor.name} {line}" for line in note.diagnostics]
+            note.diagnostics += [f"{m.monitor.name} {line}" for m in members for line in m.diagnostics]
         try:
             await send(self.session, channel, note)
         except NotifierError as e:

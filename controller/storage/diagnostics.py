@@ -1,12 +1,13 @@
 """SQL for the diagnose results of an incident (controller/engine/diagnostics.py): stored in
-check_results with attempt DIAGNOSTIC_ATTEMPT, read back by monitor, attempt and time."""
+check_results with attempt DIAGNOSTIC_ATTEMPT, read back by monitor, attempt and time; and
+the incident's one `incident.diagnosed` event that notifies them."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from probefleet.controller.storage import DB
+from probefleet.controller.storage import DB, events
 
 # A diagnosis is sent within seconds of the incident opening and runs within 10 s: one sent
 # just before a short incident was resolved still belongs to it.
@@ -28,3 +29,27 @@ async def for_monitor(
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def emit_diagnosed(
+    pool: DB, incident_id: int, monitor_id: int, now: dt.datetime, payload: dict[str, Any]
+) -> int | None:
+    """Write the incident's one `incident.diagnosed` event; None when it has one already
+    (two controllers, or a replayed incident.opened): the outbox then delivers it once
+    per channel. Serialized per incident by a transaction-scoped advisory lock."""
+    async with pool.acquire() as conn, conn.transaction():  # type: ignore[union-attr]
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('probefleet.diagnosed:' || $1::bigint))", incident_id
+        )
+        if await conn.fetchval(
+            "SELECT 1 FROM events WHERE incident_id = $1 AND kind = 'incident.diagnosed' LIMIT 1", incident_id
+        ):
+            return None
+        return await events.insert(
+            conn,
+            "incident.diagnosed",
+            monitor_id=monitor_id,
+            incident_id=incident_id,
+            occurred_at=now,
+            payload=payload,
+        )

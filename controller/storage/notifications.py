@@ -777,3 +777,17 @@ async def cancel_held(conn: DB, monitor_id: int, before_event_id: int, now: dt.d
         BELOW_THRESHOLD,
     )
     return len(rows)
+
+
+async def channels_of_event(conn: DB, event_id: int, statuses: Sequence[str]) -> set[int]:
+    """The channels with a first notice of `event_id` in one of `statuses`, or collapsed
+    into a group's leader (listed by it)."""
+    rows = await conn.fetch(
+        "SELECT channel_id FROM deliveries WHERE event_id = $1 AND kind = 'event'"
+        " AND channel_id IS NOT NULL AND (status = ANY($2::text[])"
+        " OR (status = 'collapsed' AND starts_with(last_error, $3)))",
+        event_id,
+        list(statuses),
+        GROUPED_MARK,
+    )
+    return {int(r["channel_id"]) for r in rows}

@@ -415,21 +415,18 @@ def _summary(details: dict[str, Any]) -> str:
         parts.append(f"traceroute: {route['error']}")
     answer = details.get("dns") or {}
     if "addresses" in answer and "skipped" not in answer:
-        parts.append(
-            f"dns: {', '.join(answer['addresses'][:3]) or 'no address'} from {answer.get('resolver')}"
-        )
+        parts.append(f"DNS {', '.join(answer['addresses'][:3]) or 'no address'} via {answer.get('resolver')}")
     elif "error" in answer:
-        parts.append(f"dns: {answer['error']}")
+        parts.append(f"DNS: {answer['error']}")
     chain = details.get("tls")
     if chain:
-        if "chain" in chain:
-            certs = len(chain["chain"])
-            parts.append(
-                f"tls: {certs} certificate{'s' if certs != 1 else ''}, verified={chain.get('verified')}"
-            )
+        if chain.get("verified"):
+            parts.append("TLS chain ok")
+        elif "verify_error" in chain:
+            parts.append(f"TLS chain not verified: {chain['verify_error']}")
         elif "error" in chain:
-            parts.append(f"tls: {chain['error']}")
-    return "; ".join(parts)[:300]
+            parts.append(f"TLS: {chain['error']}")
+    return ", ".join(parts)[:300]
 
 
 async def check(spec: DiagnoseSpec, *, timeout: float, source_address: str | None) -> Outcome:

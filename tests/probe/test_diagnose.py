@@ -101,10 +101,12 @@ async def test_it_reads_the_presented_chain_verified_or_not(
     assert "expired" in chain["verify_error"]
     assert chain["chain"][0]["sans"] == ["127.0.0.1"]
     assert "Probefleet Test CA" in chain["chain"][0]["issuer"]
+    assert "TLS chain not verified: " in out.message and "expired" in out.message
     good = await serve_tls(leaf(ca, days=30))
     out = await run(DiagnoseSpec(host="127.0.0.1", port=good, tls=True, ca_pem=ca_pem))
     assert out.details["tls"]["verified"] is True  # type: ignore[index]
     assert out.details["tls"]["tls_version"] == "TLSv1.3"  # type: ignore[index]
+    assert out.message.endswith(", TLS chain ok")
 
 
 async def test_the_budget_holds_against_a_server_that_never_answers_tls() -> None:

@@ -31,6 +31,8 @@ Event = Literal[
     "incident.opened",
     "incident.acknowledged",
     "incident.resolved",
+    # The incident's update with what the failing regions' diagnoses found.
+    "incident.diagnosed",
     "ssl.expiring",
     "region.unavailable",
     "test",
@@ -90,6 +92,9 @@ class Notification(msgspec.Struct, kw_only=True):
     link: str | None = None
     # Other monitors whose outage this one notification also reports (rules' group_by).
     group: list[MonitorInfo] = []
+    # incident.diagnosed: one line per failing region ("us-east: tcp traceroute reached
+    # 10.0.0.1 in 7 hops, DNS 10.0.0.1 via 127.0.0.53, TLS chain ok").
+    diagnostics: list[str] = []
 
 
 class NotifierError(Exception):

@@ -28,6 +28,7 @@ _BODY_MAX = 4096
 PRIORITIES: dict[str, int] = {
     "monitor.down": 5,
     "incident.opened": 5,
+    "incident.diagnosed": 3,
     "monitor.degraded": 4,
     "ssl.expiring": 4,
     "region.unavailable": 4,

@@ -31,6 +31,7 @@ Priority = Literal["P1", "P2", "P3", "P4", "P5"]
 _PRIORITIES: dict[str, Priority] = {
     "monitor.down": "P1",
     "incident.opened": "P1",
+    "incident.diagnosed": "P1",
     "region.unavailable": "P2",
     "monitor.degraded": "P3",
     "ssl.expiring": "P3",

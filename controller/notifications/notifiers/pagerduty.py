@@ -28,6 +28,8 @@ Action = Literal["trigger", "acknowledge", "resolve"]
 ACTIONS: dict[str, Action] = {
     "monitor.down": "trigger",
     "incident.opened": "trigger",
+    # Joins the open alert (same dedup_key), cancelled once the incident is resolved.
+    "incident.diagnosed": "trigger",
     "monitor.degraded": "trigger",
     "ssl.expiring": "trigger",
     "region.unavailable": "trigger",

@@ -21,6 +21,7 @@ _LABELS: dict[str, tuple[str, State]] = {
     "incident.opened": ("INCIDENT", "down"),
     "incident.acknowledged": ("ACKNOWLEDGED", "acknowledged"),
     "incident.resolved": ("RESOLVED", "up"),
+    "incident.diagnosed": ("DIAGNOSIS", "info"),
     "ssl.expiring": ("SSL EXPIRING", "warning"),
     "region.unavailable": ("REGION UNAVAILABLE", "warning"),
     "test": ("TEST", "info"),
@@ -102,6 +103,9 @@ def _summary(note: Notification) -> str:
             return f"Incident for {name} was acknowledged."
         case "incident.resolved":
             return f"Incident for {name} resolved{took}."
+        case "incident.diagnosed":
+            found = "; ".join(one_line(line) for line in note.diagnostics)
+            return f"Diagnosis of the incident for {name}: {found}." if found else f"Diagnosis of {name}."
         case "ssl.expiring":
             return f"The TLS certificate of {name} expires soon."
         case "region.unavailable":

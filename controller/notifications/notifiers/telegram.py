@@ -25,7 +25,7 @@ from probefleet.controller.notifications.notifiers.render import render
 
 DEFAULT_API_URL = "https://api.telegram.org"
 _TEXT_MAX = 4096
-_QUIET_EVENTS = {"monitor.up", "incident.resolved", "incident.acknowledged", "test"}
+_QUIET_EVENTS = {"monitor.up", "incident.resolved", "incident.acknowledged", "incident.diagnosed", "test"}
 
 BotToken = Annotated[
     str, msgspec.Meta(pattern=r"^[0-9]+:[A-Za-z0-9_-]+$", max_length=256, extra={"secret": "full"})

@@ -67,6 +67,8 @@ def payload(note: Notification) -> dict[str, Any]:
     }
     if note.link:
         doc["link"] = note.link
+    if note.diagnostics:
+        doc["diagnostics"] = note.diagnostics
     if note.group:
         doc["group"] = {
             "count": len(note.group) + 1,

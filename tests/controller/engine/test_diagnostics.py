@@ -5,15 +5,19 @@ limit per region. Real controller, NATS, PostgreSQL, probes and HTTP target on l
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from probefleet.controller import keys, metrics
 from probefleet.controller.engine import diagnostics
 from probefleet.controller.engine.diagnostics import DIAGNOSTIC_ATTEMPT, RateLimit, spec_for
+from probefleet.controller.storage import diagnostics as diagnostics_store
 from probefleet.shared import subjects, wire
 from tests.controller.conftest import Running, start_controller
 from tests.fleet import RegionalTarget, start_probes, stop_probes
@@ -288,3 +292,89 @@ def test_the_attempt_is_apart_from_the_on_demand_one() -> None:
     from probefleet.controller.engine import ondemand
 
     assert diagnostics.DIAGNOSTIC_ATTEMPT > ondemand.ON_DEMAND_ATTEMPT
+
+
+async def test_the_diagnosis_reaches_every_channel_once_as_the_incident_update(
+    database: str, nats_url: str, target: RegionalTarget
+) -> None:
+    """Two controllers, two webhook channels on loopback: each channel gets the opening,
+    then one incident.diagnosed with a line per failing region and the incident's link."""
+    got: list[tuple[str, dict[str, Any]]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        got.append((request.path, json.loads(await request.read())))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/{name}", handle)
+    receiver = web.AppRunner(app, access_log=None)
+    await receiver.setup()
+    await web.TCPSite(receiver, "127.0.0.1", 0).start()
+    hook = f"http://127.0.0.1:{receiver.addresses[0][1]}"
+    a = await start_controller(database, nats_url, controller_heartbeat_interval=0.3)
+    b = await start_controller(database, nats_url, controller_heartbeat_interval=0.3)
+    probes = await start_probes(nats_url)
+    pool = a.app[keys.POOL]
+
+    def of(kind: str, name: str) -> list[dict[str, Any]]:
+        return [body for path, body in got if path == f"/{name}" and body["event"] == kind]
+
+    try:
+        async with await _session(a) as api:
+            ids = []
+            for name in ("ops", "oncall"):
+                r = await api.post(
+                    "/api/v1/notification-channels",
+                    json={"name": name, "kind": "webhook", "config": {"url": f"{hook}/{name}"}},
+                )
+                assert r.status == 201, await r.text()
+                ids.append((await r.json())["data"]["id"])
+            r = await api.post("/api/v1/notification-rules", json={"channel_ids": ids})
+            assert r.status == 201, await r.text()
+            await eventually(lambda: len(a.app[keys.FLEET].live_regions()) == 3, what="three probes live")
+            target.fail_regions("us-east", "eu-west")
+            mid = await new_monitor(api, target.url, consensus="any")
+            incident_id = await open_incident(a, mid)
+            await eventually(
+                lambda: all(of("incident.diagnosed", n) for n in ("ops", "oncall")),
+                timeout=20,
+                what="incident.diagnosed at both channels",
+            )
+
+            async def outbox_settled() -> bool:
+                return bool(
+                    await pool.fetchval(
+                        "SELECT (SELECT last_event_id FROM dispatcher_cursor WHERE name = 'fanout')"
+                        " >= (SELECT max(id) FROM events) AND NOT EXISTS (SELECT FROM deliveries"
+                        " WHERE status IN ('pending', 'sending', 'failed', 'held'))"
+                    )
+                )
+
+            await eventually(outbox_settled, what="nothing left for either dispatcher")
+            for name in ("ops", "oncall"):
+                assert len(of("incident.opened", name)) == 1
+                (update,) = of("incident.diagnosed", name)
+                assert update["incident"]["id"] == incident_id
+                assert update["link"].endswith(f"/console/incidents/{incident_id}")
+                lines = update["diagnostics"]
+                assert [line.split(":")[0] for line in lines] == ["eu-west", "us-east"]
+                for line in lines:
+                    assert "tcp traceroute reached 127.0.0.1 in 1 hop" in line, line
+                    assert "DNS" not in line  # the target is an address: nothing resolved
+            # The event is written once however often it is asked for.
+            again = await diagnostics_store.emit_diagnosed(
+                pool, incident_id, mid, dt.datetime.now(dt.UTC), {"diagnostics": []}
+            )
+            assert again is None
+            assert (
+                await pool.fetchval(
+                    "SELECT count(*) FROM events WHERE incident_id = $1 AND kind = 'incident.diagnosed'",
+                    incident_id,
+                )
+                == 1
+            )
+    finally:
+        await stop_probes(probes)
+        await a.stop()
+        await b.stop()
+        await receiver.cleanup()

@@ -79,6 +79,12 @@ async def test_two_controllers_deliver_each_incident_notice_once_per_channel(
                 timeout=20,
                 what="incident.resolved at both channels",
             )
+            # The failing regions' diagnoses come back as the incident's update (written once).
+            await eventually(
+                lambda: all(got[(f"/{n}", "incident.diagnosed")] for n in ("ops", "oncall")),
+                timeout=20,
+                what="incident.diagnosed at both channels",
+            )
 
             async def outbox_settled() -> bool:
                 # Every event fanned out and no delivery left to send. A delivery settles when its
@@ -96,10 +102,11 @@ async def test_two_controllers_deliver_each_incident_notice_once_per_channel(
             for name in ("ops", "oncall"):
                 assert got[(f"/{name}", "incident.opened")] == 1
                 assert got[(f"/{name}", "incident.resolved")] == 1
+                assert got[(f"/{name}", "incident.diagnosed")] == 1
             assert bad_signatures == []
             r = await api.get(f"/api/v1/notification-channels/{ids[0]}/deliveries")
             rows = (await r.json())["data"]
-            assert sorted(d["status"] for d in rows) == ["delivered", "delivered"]
+            assert sorted(d["status"] for d in rows) == ["delivered", "delivered", "delivered"]
     finally:
         await stop_probes(probes)
         await a.stop()

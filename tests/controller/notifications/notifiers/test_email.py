@@ -239,3 +239,25 @@ def test_it_never_shows_the_password() -> None:
     assert redact("email", cfg)["from"] == "alerts@probefleet.test"
     for text in (str(redact("email", cfg)), repr(cfg), str(cfg)):
         assert PASSWORD not in text
+
+
+async def test_the_incident_update_mails_each_regions_diagnosis_and_the_link(
+    start_smtp: StartSmtp, session: aiohttp.ClientSession
+) -> None:
+    mailbox = Mailbox()
+    port = await start_smtp(mailbox)
+    lines = [
+        "eu-west: tcp traceroute reached 93.184.216.34 in 7 hops, DNS 93.184.216.34 via 127.0.0.53,"
+        " TLS chain ok",
+        "us-east: tcp traceroute did not reach 93.184.216.34 in 4 hops, DNS 93.184.216.34 via 127.0.0.53",
+    ]
+    link = "https://probefleet.example.com/console/incidents/456"
+    await send(session, config(port), sample("incident.diagnosed", diagnostics=lines, link=link))
+
+    ((_, message),) = mailbox.mail
+    assert message["Subject"] == "[DIAGNOSIS] Main Website"
+    text = message.get_body(("plain",))
+    assert text is not None
+    body = text.get_content()
+    assert f"Diagnosis of the incident for Main Website: {lines[0]}; {lines[1]}." in body
+    assert link in body
