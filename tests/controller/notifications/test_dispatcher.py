@@ -31,6 +31,7 @@ from probefleet.controller.notifications.dispatcher import (
     is_flapping,
 )
 from probefleet.controller.notifications.notifiers.webhook import SIGNATURE_HEADER, verify_signature
+from probefleet.controller.storage import diagnostics as diagnostics_store
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import notifications as store
 from tests.controller.notifications.notifiers.test_email import Mailbox, StartSmtp, start_smtp  # noqa: F401 (fixture)
@@ -1176,3 +1177,75 @@ def test_backoff_is_exponential_with_jitter_and_honours_retry_after(
     attempts: int, retry_after: float | None, rng: float, expected: float
 ) -> None:
     assert backoff(attempts, Settings(), retry_after, lambda: rng) == expected
+
+
+async def test_the_diagnoses_of_a_grouped_outage_make_one_grouped_update_per_channel(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    """Four children of one parent go down together and go out as one grouped opening; the
+    diagnoses of three come back (one incident.diagnosed each, written once however often
+    asked): each channel gets one grouped update listing every monitor's lines."""
+    other = Hook()
+    await other.start()
+    try:
+        channels = [await channel(pool, hook.url), await channel(pool, other.url, name="second")]
+        await rule(pool, channels, group_by=["parent"], group_window_s=60)
+        parent, first = await family(pool, parent_retries=0)
+        children = [first]
+        for i in range(3):
+            row = await pool.fetchrow(
+                "INSERT INTO monitors (name, kind, spec, interval_s, timeout_s, locations, parent_id)"
+                " VALUES ($1, 'http', $2, 60, 5, $3, $4) RETURNING id",
+                f"shop-{i}",
+                {"url": f"https://shop{i}.example/health"},
+                ["us-east", "eu-west"],
+                parent,
+            )
+            children.append(row["id"])
+        d = dispatcher(pool, session)
+        await round_(pool, parent, "up", seconds(0))
+        for i, child in enumerate(children):
+            assert await round_(pool, child, "down", seconds(1 + i)) == "down"
+        await round_(pool, parent, "up", seconds(45))
+        while await d.step(seconds(62)):
+            pass
+        for receiver in (hook, other):
+            (opened,) = receiver.bodies()
+            assert opened["event"] == "incident.opened" and opened["group"]["count"] == 4
+        openings = await pool.fetch(
+            "SELECT id, monitor_id, incident_id FROM events WHERE kind = 'incident.opened'"
+            " AND monitor_id = ANY($1::bigint[]) ORDER BY id",
+            children,
+        )
+        names = {}
+        for n, ev in enumerate(openings[:3]):
+            names[ev["monitor_id"]] = await pool.fetchval(
+                "SELECT name FROM monitors WHERE id = $1", ev["monitor_id"]
+            )
+            payload = {
+                "monitor": {"id": ev["monitor_id"], "name": names[ev["monitor_id"]], "status": "down"},
+                "incident": {"id": ev["incident_id"], "affected_regions": ["eu-west", "us-east"]},
+                "opened_event_id": ev["id"],
+                "diagnostics": [
+                    {"region": "us-east", "summary": f"tcp traceroute reached 10.0.0.{n} in 5 hops"}
+                ],
+            }
+            for _ in range(2):  # asked twice (two controllers): written once
+                await diagnostics_store.emit_diagnosed(
+                    pool, ev["incident_id"], ev["monitor_id"], seconds(70 + n), payload
+                )
+        assert await pool.fetchval("SELECT count(*) FROM events WHERE kind = 'incident.diagnosed'") == 3
+        while await d.step(seconds(100)):
+            pass
+        assert [len(h.got) for h in (hook, other)] == [1, 1]  # the update's window is open
+        while await d.step(seconds(135)):
+            pass
+        for receiver in (hook, other):
+            opened, update = receiver.bodies()
+            assert update["event"] == "incident.diagnosed" and update["group"]["count"] == 3
+            assert sorted(update["diagnostics"]) == sorted(
+                f"{names[ev['monitor_id']]} us-east: tcp traceroute reached 10.0.0.{n} in 5 hops"
+                for n, ev in enumerate(openings[:3])
+            )
+    finally:
+        await other.stop()
