@@ -148,6 +148,8 @@ class Agent:
         self._connecting: asyncio.Task[Client] | None = None
         self.host = socket.gethostname()
         self.capabilities = capabilities(checkers)
+        # Read at scrape time: an inc() and a dec() per check took a lock each.
+        self.metrics.in_flight.set_function(lambda: self._in_flight)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -453,25 +455,25 @@ class Agent:
         )
 
     async def _run(self, job: CheckJob, budget: float) -> CheckResult:
-        kind = type(job.spec).__struct_config__.tag
+        kind = str(type(job.spec).__struct_config__.tag)
         started_at = time.time()
         start = time.perf_counter()
+        telemetry, span = self.telemetry, None
         self._in_flight += 1
-        self.metrics.in_flight.inc()
-        traced = self.telemetry.check(job, str(kind)) if self.telemetry else contextlib.nullcontext()
         try:
-            with traced as span:
-                outcome = await self._outcome(str(kind), job, budget)
+            if telemetry is None:
+                outcome = await self._outcome(kind, job, budget)
+            else:
+                with telemetry.check(job, kind) as span:
+                    outcome = await self._outcome(kind, job, budget)
         finally:
             self._in_flight -= 1
-            self.metrics.in_flight.dec()
-        if self.telemetry and span is not None:
-            self.telemetry.finish(span, job, str(kind), outcome)
+        if telemetry is not None and span is not None:
+            telemetry.finish(span, job, kind, outcome)
         elapsed = time.perf_counter() - start
         self.checks_total += 1
-        self.metrics.checks.labels(kind, outcome.status.value).inc()
-        self.metrics.duration.labels(kind).observe(elapsed)
-        self.metrics.series.record(job, str(kind), outcome)
+        self.metrics.checked(kind, outcome.status.value, elapsed)
+        self.metrics.series.record(job, kind, outcome)
         return self._result(job, outcome, started_at=started_at, duration_ms=elapsed * 1000)
 
     async def _outcome(self, kind: str, job: CheckJob, budget: float) -> Outcome:

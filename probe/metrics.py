@@ -332,6 +332,22 @@ class ProbeMetrics:
         )
         for signal in ("traces", "metrics"):  # 0 from the start, so increase() sees the first
             self.otel_export_failures.labels(signal)
+        # The children of `checks` and `duration` by (kind, status), resolved on first use:
+        # labels() costs about 1 us a call (it validates and looks the labels up under a lock),
+        # twice per check, for the handful of pairs a probe ever sees.
+        self._per_check: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def checked(self, kind: str, status: str, seconds: float) -> None:
+        """One check of `kind` ended with `status` after `seconds` (checks_total and
+        check_duration_seconds)."""
+        children = self._per_check.get((kind, status))
+        if children is None:
+            children = self._per_check[kind, status] = (
+                self.checks.labels(kind, status),
+                self.duration.labels(kind),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self, entries: list[tuple[int, _Last]] | None = None) -> bytes:
         return generate_latest(self.registry) + self.series.exposition(entries).encode()

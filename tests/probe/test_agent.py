@@ -430,6 +430,29 @@ async def test_it_serves_metrics(agent: Agent, http_target: str) -> None:
         assert f"probefleet_probe_{name}" in text
 
 
+async def test_check_metrics_count_each_check_by_kind_and_status_and_those_in_flight() -> None:
+    release = asyncio.Event()
+
+    async def held(spec: HttpSpec, *, timeout: float, source_address: str | None) -> Outcome:  # noqa: ASYNC109
+        await release.wait()
+        return Outcome(status=Status.FAIL if spec.url.endswith("/down") else Status.OK)
+
+    agent = Agent(config("nats://127.0.0.1:1"), checkers={"http": held})
+
+    def sample(name: str, **labels: str) -> float | None:
+        return agent.metrics.registry.get_sample_value(name, labels)
+
+    urls = ["http://127.0.0.1:1/up", "http://127.0.0.1:1/up", "http://127.0.0.1:1/down"]
+    running = [asyncio.create_task(agent.handle_job(job(u, monitor_id=i))) for i, u in enumerate(urls)]
+    await eventually(lambda: sample("probefleet_probe_checks_in_flight") == 3, what="3 checks in flight")
+    release.set()
+    await asyncio.gather(*running)
+    assert sample("probefleet_probe_checks_in_flight") == 0
+    assert sample("probefleet_probe_checks_total", kind="http", status="ok") == 2
+    assert sample("probefleet_probe_checks_total", kind="http", status="fail") == 1
+    assert sample("probefleet_probe_check_duration_seconds_count", kind="http") == 3
+
+
 async def test_healthz_and_readyz_follow_the_nats_subscription(
     nats_url: str, nats_server: NatsServer, js: object
 ) -> None:
