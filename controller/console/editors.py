@@ -188,11 +188,11 @@ def page_fields() -> list[forms.Field]:
         long_text=frozenset({"description", "custom_css", "footer_text"}),
         labels={
             "sections": "Sections and components",
-            "colors": 'Colours (JSON, e.g. {"accent": "#2f6fde"})',
+            "colors": "Colours (hex, such as #2f6fde; empty: the theme's)",
             "password": "Password (makes the page private; empty keeps the current one)",
         },
     )
-    kinds = {"password": "password", "sections": "sections"}
+    kinds = {"password": "password", "sections": "sections", "colors": "object"}
     return [forms.Field(f.name, f.label, kinds[f.name]) if f.name in kinds else f for f in out]
 
 
@@ -204,16 +204,20 @@ POST_FIELDS = [
 UPDATE_FIELDS = POST_FIELDS[1:]
 
 
+COLOR_FIELDS = [forms.Field(f"colors.{k}", k.capitalize(), "text") for k in page_config.COLOR_KEYS]
+
+
 def _values(fields: list[forms.Field], item: dict[str, Any]) -> list[tuple[forms.Field, Any]]:
-    return [
-        (
-            f,
-            item.get(f.name) or []
-            if f.input == "sections"
-            else forms.form_value(f, item.get(f.name, f.default)),
-        )
-        for f in fields
-    ]
+    out: list[tuple[forms.Field, Any]] = []
+    for f in fields:
+        if f.input == "sections":
+            out.append((f, item.get(f.name) or []))
+        elif f.name == "colors":  # a field per colour, sent as one object (empty ones left out)
+            colors = item.get("colors") or {}
+            out.append((f, [(c, colors.get(c.name.removeprefix("colors."), "")) for c in COLOR_FIELDS]))
+        else:
+            out.append((f, forms.form_value(f, item.get(f.name, f.default))))
+    return out
 
 
 def _form_page(

@@ -129,6 +129,7 @@
       if (f.closest("fieldset[disabled]")) return;
       var name = f.getAttribute("data-field"), kind = f.getAttribute("data-input");
       var leaf = name.split(".").pop();
+      if (kind === "object" || kind === "group") return;  // its fields are sent one by one
       if (kind === "sections") { put(out, name, sections(f)); return; }
       if (kind === "pairs") { var p = pairs(f); if (p !== undefined) put(out, name, p); return; }
       var input = f.querySelector("input, select, textarea");

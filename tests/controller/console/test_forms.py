@@ -345,7 +345,9 @@ async def test_a_status_page_form_edits_sections_and_posts(api: aiohttp.ClientSe
     csrf = {"X-CSRF-Token": editor.csrf}
     sections = [{"name": "Site", "monitors": [{"monitor_id": mid, "display_name": "Web <i>site</i>"}]}]
     r = await editor.http.post(
-        "/api/v1/status-pages", json={"name": "Acme", "slug": "acme", "sections": sections}, headers=csrf
+        "/api/v1/status-pages",
+        json={"name": "Acme", "slug": "acme", "sections": sections, "colors": {"accent": "#2f6fde"}},
+        headers=csrf,
     )
     page_id = (await r.json())["data"]["id"]
     r = await editor.http.post(
@@ -371,6 +373,17 @@ async def test_a_status_page_form_edits_sections_and_posts(api: aiohttp.ClientSe
     assert (
         "elsewhere-db" not in form and 'data-input="sections"' in form and "&#34;monitor_id&#34;" not in form
     )
+    # Colours: a field each, sent as one object (an empty one left out, so it is removed).
+    assert 'data-object="colors"' in form and re.search(
+        r'name="colors.accent" type="text"\s+value="#2f6fde"', form
+    )
+    assert re.search(r'name="colors.outage" type="text"\s+value=""', form) and "colors.outage" in _fields(
+        form
+    )
+    r = await editor.http.patch(
+        f"/api/v1/status-pages/{page_id}", json={"colors": {"outage": "nope"}}, headers=csrf
+    )
+    assert r.status == 422 and set((await r.json())["error"]["details"]) == {"colors.outage"}
     for control in (
         "data-add-section",
         "data-add-component",
