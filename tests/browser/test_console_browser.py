@@ -4,8 +4,9 @@ log in, create an HTTP monitor with the form, see it go up, make the target fail
 it turn down without a reload, test it now from the edit form, create a maintenance window
 with its form (a field error first), edit a status page's sections with their buttons and
 monitor picker, create a channel with its kind's settings (a field error beside its control,
-the untouched edit form keeping the secret URL it never shows), acknowledge the incident, log out; a viewer sees no edit
-controls and gets 403 on a crafted request; markup in names and tags shows as text.
+the untouched edit form keeping the secret URL it never shows), acknowledge the incident,
+log out; a viewer sees no edit controls and gets 403 on a crafted request; markup in names
+and tags shows as text.
 
 Screenshots of every page, light and dark, desktop and phone, are saved under
 $PROBEFLEET_SCREENSHOTS (default: the test's tmp dir).
