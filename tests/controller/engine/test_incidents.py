@@ -163,7 +163,10 @@ async def test_it_opens_exactly_one_incident_and_one_recovery_resolves_it(stack:
     (incident,) = await stack.incidents(mid)
     assert incident["status"] == "resolved" and incident["resolved_at"] > incident["started_at"]
     kinds = await stack.kinds(mid)
-    assert [k for k in kinds if not k.startswith("region.")] == [
+    # The diagnoses of the failing regions come back as one incident.diagnosed, when they
+    # are stored (before or after the recovery): engine/diagnostics.py.
+    assert kinds.count("incident.diagnosed") <= 1
+    assert [k for k in kinds if not k.startswith("region.") and k != "incident.diagnosed"] == [
         "monitor.down",
         "incident.opened",
         "incident.resolved",
