@@ -293,7 +293,7 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
         "check_ocsp",
     ),
     # What the controller runs where a monitor went down: traceroute, DNS, TLS chain.
-    "diagnose": ("host", "port", "tls", "server_name", "resolver"),
+    "diagnose": ("host", "port", "tls", "server_name", "resolver", "tcp_trace"),
     # The kinds whose settings are nested (steps, ...): a YAML or JSON file of the fields
     # a monitor of the kind takes (docs/checks.md), as in the config file format.
     **dict.fromkeys(wire.PROBE_KINDS[wire.PROBE_KINDS.index("api_flow") :], ("spec_file",)),
@@ -371,6 +371,7 @@ def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
                 "tls": o["tls"],
                 "server_name": o["server_name"],
                 "resolver": o["resolver"],
+                "tcp": o["tcp_trace"],
             }
         case _:
             return _ca(o) | {
@@ -462,6 +463,9 @@ def _readable(exc: msgspec.ValidationError) -> str:
 @click.option("--port", type=click.IntRange(1, 65535))
 @click.option(
     "--tls", is_flag=True, default=None, help="tcp: wrap the connection in TLS; diagnose: read the TLS chain."
+)
+@click.option(
+    "--tcp-trace", is_flag=True, default=None, help="diagnose: traceroute with TCP SYNs to --port (else UDP)."
 )
 @click.option("--send", help="tcp, udp: payload to send.")
 @click.option("--count", type=click.IntRange(min=1), help="icmp: echo requests.")

@@ -277,3 +277,20 @@ async def test_it_reports_an_unresolvable_host_as_dns_error() -> None:
     )
     assert code == 1
     assert json.loads(out)["reason"] == "dns_error"
+
+
+async def test_it_runs_a_diagnosis_with_a_tcp_traceroute_by_hand() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.27", 0))
+        server.listen(8)
+        port = str(server.getsockname()[1])
+        code, out, _ = await cli(
+            "check", "--kind", "diagnose", "--host", "127.0.0.27", "--port", port, "--tcp-trace", "--json"
+        )
+        assert code == 0, out
+        route = json.loads(out)["details"]["traceroute"]
+        assert (route["method"], route["reached"], route["port_state"]) == ("tcp", True, "open")
+        code, out, _ = await cli(
+            "check", "--kind", "diagnose", "--host", "127.0.0.27", "--port", port, "--json"
+        )
+        assert json.loads(out)["details"]["traceroute"]["method"] == "udp"
