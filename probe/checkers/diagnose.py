@@ -279,8 +279,13 @@ def trace_tcp(
             now = time.perf_counter()
             if now >= end:
                 break
-            for fd, _ in poller.poll(max(1, int(min(end - now, 0.25) * 1000))):
-                settle(by_fd[fd])
+            for fd, mask in poller.poll(max(1, int(min(end - now, 0.25) * 1000))):
+                ttl = by_fd[fd]
+                settle(ttl)
+                if ttl not in answers and mask & (select.POLLERR | select.POLLHUP):
+                    # Ended with nothing to read (no ICMP, no error): not polled again.
+                    with contextlib.suppress(KeyError, ValueError):
+                        poller.unregister(fd)
     finally:
         for sock in socks.values():
             sock.close()
