@@ -6,7 +6,10 @@ import asyncio
 import json
 import os
 import pwd
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -213,3 +216,71 @@ async def test_a_tcp_target_is_traced_with_tcp_and_the_summary_says_so(listening
     # Without a port there is nothing to connect to: UDP as for any other target.
     out = await run(DiagnoseSpec(host=host, tcp=True))
     assert out.details["traceroute"]["method"] == "udp"  # type: ignore[index]
+
+
+_TRACE_IN_NS = """
+import json, sys
+from probefleet.probe.checkers import diagnose
+print(json.dumps(diagnose.trace_tcp(sys.argv[1], 80, max_hops=5, wait=3.0)))
+"""
+
+
+@pytest.fixture(scope="module")
+def routed() -> Iterator[str]:
+    """Three network namespaces: the probe, a router, the target (10.77.2.1, nothing
+    listening): the path the probe sees is two hops. The name of the probe's namespace."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to build network namespaces")
+    ns = f"pf{os.getpid()}"
+    c, r, s = f"{ns}c", f"{ns}r", f"{ns}s"
+    steps = [
+        *(["netns", "add", n] for n in (c, r, s)),
+        ["link", "add", f"{ns}a", "type", "veth", "peer", "name", f"{ns}b"],
+        ["link", "add", f"{ns}d", "type", "veth", "peer", "name", f"{ns}e"],
+        ["link", "set", f"{ns}a", "netns", c],
+        ["link", "set", f"{ns}b", "netns", r],
+        ["link", "set", f"{ns}d", "netns", r],
+        ["link", "set", f"{ns}e", "netns", s],
+        ["-n", c, "addr", "add", "10.77.1.1/24", "dev", f"{ns}a"],
+        ["-n", r, "addr", "add", "10.77.1.2/24", "dev", f"{ns}b"],
+        ["-n", r, "addr", "add", "10.77.2.2/24", "dev", f"{ns}d"],
+        ["-n", s, "addr", "add", "10.77.2.1/24", "dev", f"{ns}e"],
+        *(
+            ["-n", n, "link", "set", dev, "up"]
+            for n, dev in ((c, f"{ns}a"), (r, f"{ns}b"), (r, f"{ns}d"), (s, f"{ns}e"))
+        ),
+        ["-n", c, "route", "add", "default", "via", "10.77.1.2"],
+        ["-n", s, "route", "add", "default", "via", "10.77.2.2"],
+        ["netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+    ]
+    try:
+        for step in steps:
+            done = subprocess.run(["ip", *step], capture_output=True, text=True, timeout=10)
+            if done.returncode != 0:
+                pytest.skip(f"cannot build the namespaces here: ip {' '.join(step)}: {done.stderr.strip()}")
+        yield c
+    finally:
+        for n in (c, r, s):
+            subprocess.run(["ip", "netns", "del", n], capture_output=True, timeout=10)
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_the_tcp_traceroute_reads_a_router_s_time_exceeded(routed: str, user: str) -> None:
+    """The router's time exceeded for the SYN with TTL 1 comes from the socket's error queue;
+    the target's RST ends the path at hop 2. Unprivileged: the same as nobody."""
+    become = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if user == "nobody" else []
+    if become and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to run as nobody")
+    done = subprocess.run(
+        ["ip", "netns", "exec", routed, *become, sys.executable, "-c", _TRACE_IN_NS, "10.77.2.1"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 0, done.stderr
+    route = json.loads(done.stdout)
+    assert (route["method"], route["reached"], route["port_state"]) == ("tcp", True, "closed")
+    assert [(h["ttl"], h["address"], h["kind"]) for h in route["hops"]] == [
+        (1, "10.77.1.2", "time_exceeded"),
+        (2, "10.77.2.1", "reached"),
+    ]
