@@ -294,6 +294,15 @@ async def test_an_operator_runs_the_console_in_chromium(
             "const names = document.querySelectorAll('[data-section-name]');"
             "names[0].value = 'First'; names[1].value = 'Shop <b>';"
             "document.querySelectorAll('[data-add-component]')[1].click();"
+        )
+        # Saved before a monitor is chosen: the API's error shows on that component's row.
+        await b.js("document.querySelector('form[data-action] button[type=submit]').click()")
+        row_error = await b.wait(
+            "return document.querySelector('[data-component] .row-error').textContent",
+            "the component's error",
+        )
+        assert row_error == "monitor_id: required: a monitor id", row_error
+        await b.js(
             "const q = document.querySelector('[data-monitor-search]'); q.value = 'shop';"
             "q.dispatchEvent(new Event('input', {bubbles: true}));"
         )

@@ -161,7 +161,7 @@
       var p = parts.slice(0, n).join("");
       var els = form.querySelectorAll('[data-path="' + CSS.escape(p) + '"], .field[data-field="' + CSS.escape(p) + '"]');
       for (var i = 0; i < els.length; i++) {
-        if (!els[i].closest("fieldset[disabled]")) return { el: els[i], exact: n === parts.length };
+        if (!els[i].closest("fieldset[disabled]")) return { el: els[i], rest: parts.slice(n).join("").replace(/^\./, "") };
       }
     }
     return null;
@@ -177,7 +177,7 @@
       var slot = slotFor(form, path);
       if (slot) {
         var err = slot.el.querySelector(":scope > .field-error") || slot.el.querySelector(".field-error");
-        var text = (slot.exact ? "" : path + ": ") + String(details[path]);
+        var text = (slot.rest ? slot.rest + ": " : "") + String(details[path]);
         err.textContent = err.textContent ? err.textContent + "; " + text : text;
         var input = slot.el.querySelector("input:not([type=hidden]):not([disabled]), select, textarea");
         if (input) input.setAttribute("aria-invalid", "true");
@@ -471,6 +471,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
+    document.querySelectorAll(".sections").forEach(relabel);
     var tz = document.getElementById("tz");
     if (tz) tz.textContent = "Times in " + zone;
     connect();
