@@ -307,6 +307,54 @@ async def test_it_answers_before_the_deadline_even_if_the_target_hangs(
     assert time.time() < sent.deadline
 
 
+async def test_the_guard_answers_each_checker_that_overruns_its_budget_before_its_deadline(
+    nats_url: str,
+) -> None:
+    """Checkers that ignore their budget, started longest first so that a later, shorter
+    guard comes due first, beside one that takes a while and answers within its budget."""
+
+    async def checker(spec: HttpSpec, *, timeout: float, source_address: str | None) -> Outcome:  # noqa: ASYNC109
+        if spec.url.endswith("/hang"):
+            await asyncio.sleep(60)
+        await asyncio.sleep(0.8)
+        return Outcome(status=Status.OK)
+
+    a = Agent(config(nats_url, deadline_margin=0.2), checkers={"http": checker})
+    sent = [
+        job("http://127.0.0.1:1/hang", monitor_id=1, timeout=30, deadline_in=1.2),
+        job("http://127.0.0.1:1/hang", monitor_id=2, timeout=30, deadline_in=0.6),
+        job("http://127.0.0.1:1/slow", monitor_id=3, timeout=30, deadline_in=5),
+    ]
+    results = await asyncio.gather(*(a.handle_job(j) for j in sent))
+    for j, r in zip(sent[:2], results[:2], strict=True):
+        assert (r.status, r.reason) == (Status.FAIL, Reason.TIMEOUT)
+        assert r.message.startswith("no answer within")
+        assert r.started_at + r.duration_ms / 1000 < j.deadline
+    assert results[2].status == Status.OK
+    # In this task: the guard's cancel is taken back, and the task's next check runs.
+    late = await a.handle_job(job("http://127.0.0.1:1/hang", monitor_id=4, timeout=30, deadline_in=0.5))
+    assert late.reason == Reason.TIMEOUT and asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    assert (await a.handle_job(sent[2])).status == Status.OK
+    assert not a._guards._running
+
+
+async def test_a_cancel_from_outside_a_guarded_check_propagates(nats_url: str) -> None:
+    started = asyncio.Event()
+
+    async def hang(spec: object, *, timeout: float, source_address: str | None) -> Outcome:  # noqa: ASYNC109
+        started.set()
+        await asyncio.sleep(60)
+        return Outcome(status=Status.OK)
+
+    a = Agent(config(nats_url), checkers={"http": hang})
+    running = asyncio.create_task(a.handle_job(job("http://x/", timeout=30, deadline_in=60)))
+    await started.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert not a._guards._running
+
+
 def _tracking(delay: float) -> tuple[Checker, dict[str, int]]:
     seen = {"now": 0, "max": 0}
 
