@@ -360,6 +360,7 @@ async def test_an_operator_runs_the_console_in_chromium(
         channel = (await notify_store.list_channels(pool, limit=10))[0]
         await b.go(f"{base}/console/channels/{channel['id']}/edit")
         assert "s3cretpart" not in await b.js("return document.documentElement.outerHTML")
+        await b.screenshots("channel-edit")
         await b.js("document.querySelector('form[data-action] button[type=submit]').click()")
         await b.wait("return location.pathname === '/console/channels'", "the channel list after saving")
         kept = await notify_store.get_channel(pool, channel["id"])
