@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 import nats
@@ -30,7 +30,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from probefleet.probe.checkers import CHECKERS, Checker, capabilities, dns, http
-from probefleet.probe.checkers.base import Outcome
+from probefleet.probe.checkers.base import Outcome, timeout
 from probefleet.probe.config import ProbeConfig
 from probefleet.probe.metrics import ProbeMetrics, series_for
 from probefleet.shared import natscreds, subjects, wire
@@ -106,73 +106,6 @@ class _Ready(NamedTuple):
     hold_until: float
 
 
-class _Guards:
-    """The deadline guards of the running checks, on one timer.
-
-    A guard cancels its check's task at its time, and `end` says whether it did, as
-    asyncio.timeout would. asyncio.timeout arms a timer per check (under uvloop a libuv
-    handle, closed again on the next loop turn) for a guard that almost never fires, since
-    every checker bounds itself: this took 3-4 us off a check's 132 us of CPU (medians of
-    six alternating runs of 10,000 `handle_job` calls on HTTP jobs against a keep-alive
-    target, on a shared 2-core machine). Here a check's guard
-    is one dict entry, and one timer waits for the earliest guard time among the running
-    checks: it is re-armed when a check with an earlier one starts (a shorter budget), and
-    when it fires for the next one still running."""
-
-    # Timers may run up to about a millisecond early (see _HOLD_PAD): a guard that close to
-    # its time fires, rather than the timer being armed again and again for it.
-    _EARLY = 0.002
-
-    def __init__(self) -> None:
-        # key: (loop time to fire at, the check's task, its cancel requests at the start)
-        self._running: dict[int, tuple[float, asyncio.Task[Any], int]] = {}
-        self._fired: set[int] = set()
-        self._keys = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
-
-    def start(self, when: float) -> int:
-        """Guard the current task until loop time `when`; the key to `end` it with."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._keys += 1
-        self._running[self._keys] = (when, task, task.cancelling())
-        if when < self._timer_at:
-            self._arm(when)
-        return self._keys
-
-    def end(self, key: int) -> bool:
-        """Drop `key`'s guard. True when it fired and nobody else cancelled its task since
-        it started: the check overran (the guard's cancel is taken back, as asyncio.timeout
-        takes back its own)."""
-        _, task, cancelling = self._running.pop(key)
-        if key not in self._fired:
-            return False
-        self._fired.discard(key)
-        return task.uncancel() <= cancelling
-
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(when, self._fire)
-        self._timer_at = when
-
-    def _fire(self) -> None:
-        self._timer, self._timer_at = None, float("inf")
-        now = asyncio.get_running_loop().time()
-        following = float("inf")
-        for key, (when, task, _) in self._running.items():
-            if key in self._fired:
-                continue
-            if when <= now + self._EARLY:
-                self._fired.add(key)
-                task.cancel()
-            else:
-                following = min(following, when)
-        if following < float("inf"):
-            self._arm(following)
-
-
 class Agent:
     def __init__(
         self,
@@ -215,7 +148,6 @@ class Agent:
         self._connecting: asyncio.Task[Client] | None = None
         self.host = socket.gethostname()
         self.capabilities = capabilities(checkers)
-        self._guards = _Guards()
         # Read at scrape time: an inc() and a dec() per check took a lock each.
         self.metrics.in_flight.set_function(lambda: self._in_flight)
 
@@ -554,20 +486,14 @@ class Agent:
                 reason=Reason.NO_CAPABLE_PROBE,
                 message=f"probe cannot run {kind} checks here",
             )
-        # The checker bounds itself; this guard catches one that does not.
-        until = asyncio.get_running_loop().time() + budget + self.config.deadline_margin / 2
-        guard = self._guards.start(until)
         try:
-            try:
+            # The checker bounds itself; this guard catches one that does not.
+            async with timeout(budget + self.config.deadline_margin / 2):
                 return await checker(job.spec, timeout=budget, source_address=self.config.source_address)
-            finally:
-                overran = self._guards.end(guard)
-        except asyncio.CancelledError:
-            if not overran:  # a stopping probe's cancel propagates
-                raise
-            return _overran(budget)
         except TimeoutError:
-            return _overran(budget)
+            return Outcome(
+                status=Status.FAIL, reason=Reason.TIMEOUT, message=f"no answer within {budget:.2f} s"
+            )
         except Exception as exc:
             log.exception("checker crashed kind=%s monitor_id=%s", kind, job.monitor_id)
             return Outcome(
@@ -733,10 +659,6 @@ class Agent:
                 with contextlib.suppress(nats.errors.Error, OSError):
                     await self.nc.publish(subject, wire.encode(self.heartbeat()))
             await asyncio.sleep(self.config.heartbeat_interval)
-
-
-def _overran(budget: float) -> Outcome:
-    return Outcome(status=Status.FAIL, reason=Reason.TIMEOUT, message=f"no answer within {budget:.2f} s")
 
 
 def _telemetry(config: ProbeConfig, metrics: ProbeMetrics) -> CheckTelemetry | None:

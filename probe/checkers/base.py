@@ -34,6 +34,101 @@ class Outcome(msgspec.Struct, kw_only=True):
     details: dict[str, object] = {}
 
 
+class _Timers:
+    """The deadlines of the running `timeout` blocks of one event loop, on one timer.
+
+    asyncio.timeout arms a timer per block (under uvloop a libuv handle, closed again on the
+    next loop turn), and the probe runs two per check (the agent's guard and the checker's
+    own) that rarely fire. Here a block is one dict entry, and one timer waits for the
+    earliest deadline among the running blocks: re-armed when a block with an earlier one
+    starts, and when it fires, for the next one still running. Measured with 10,000
+    `handle_job` calls on HTTP jobs against a keep-alive target, alternating runs on a
+    shared 2-core machine: the agent's guard took 3-4 us off a check's 132 us of CPU, the
+    HTTP checker's own a further 8 (median of five runs, 131.8 -> 123.0 us)."""
+
+    # Timers may run up to about a millisecond early (agent._HOLD_PAD): a deadline that
+    # close fires, rather than the timer being armed again and again for it.
+    _EARLY = 0.002
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # key: (loop time to fire at, the block's task, its cancel requests at the start)
+        self._running: dict[int, tuple[float, asyncio.Task[Any], int]] = {}
+        self._fired: set[int] = set()
+        self._keys = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+
+    def start(self, when: float) -> int:
+        """Cancel the current task at loop time `when` unless `end`ed first; the key."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("timeout() should be used inside a task")
+        self._keys += 1
+        self._running[self._keys] = (when, task, task.cancelling())
+        if when < self._timer_at:
+            self._arm(when)
+        return self._keys
+
+    def end(self, key: int) -> bool:
+        """Drop `key`. True when it fired and nobody else cancelled its task since it
+        started (its cancel is taken back, as asyncio.timeout takes back its own)."""
+        _, task, cancelling = self._running.pop(key)
+        if key not in self._fired:
+            return False
+        self._fired.discard(key)
+        return task.uncancel() <= cancelling
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._fire)
+        self._timer_at = when
+
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
+        now = self.loop.time()
+        following = float("inf")
+        for key, (when, task, _) in self._running.items():
+            if key in self._fired:
+                continue
+            if when <= now + self._EARLY:
+                self._fired.add(key)
+                task.cancel()
+            else:
+                following = min(following, when)
+        if following < float("inf"):
+            self._arm(following)
+
+
+_timers: dict[int, _Timers] = {}
+
+
+class timeout:
+    """`async with timeout(seconds):` as asyncio.timeout: the block's task is cancelled after
+    `seconds` and the block raises TimeoutError; a cancel from elsewhere propagates. The
+    deadlines of all blocks share one timer per event loop (_Timers)."""
+
+    __slots__ = ("_delay", "_key", "_timers")
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+
+    async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        timers = _timers.get(id(loop))
+        if timers is None or timers.loop is not loop:
+            timers = _timers[id(loop)] = _Timers(loop)
+        self._timers = timers
+        self._key = timers.start(loop.time() + self._delay)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if self._timers.end(self._key) and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+
+
 class Checker(Protocol):
     def __call__(self, spec: Any, *, timeout: float, source_address: str | None) -> Awaitable[Outcome]: ...
 

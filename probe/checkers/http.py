@@ -271,7 +271,7 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
         session = session_for(source_address, spec.verify_tls, spec.ca_pem)
         method = "POST" if spec.graphql_query is not None else spec.method.upper()
         async with (
-            asyncio.timeout(timeout),
+            base.timeout(timeout),
             session.request(method, _url(spec.url), trace_request_ctx=trace, **_request_kwargs(spec)) as resp,
         ):
             peer = _peer(resp)
