@@ -15,6 +15,7 @@ from probefleet.controller.storage import stats
 from probefleet.controller.storage import status_pages as store
 from tests.controller.conftest import Running
 from tests.controller.status_pages.helpers import backfill_rollups, create_monitor, create_page
+from tests.helpers import eventually
 
 UTC = dt.UTC
 
@@ -140,6 +141,12 @@ async def test_bars_from_rollups_equal_the_raw_rounds_with_maintenance_and_pause
         )
     assert len(want) == 4 and sum(sum(c) for c in want.values()) < len(rounds) - 8
 
+    # The controller's rollup loop sets the watermarks at its first step: wait for it (on a
+    # busy machine the test can get here first, and nothing would be backfilled).
+    async def day_mark() -> dt.datetime | None:
+        return (await stats.watermarks(pool)).get("day")
+
+    await eventually(day_mark, timeout=20, what="the day watermark set by the controller")
     await backfill_rollups(pool, today - dt.timedelta(days=6))
     since, until = today - dt.timedelta(days=89), today + dt.timedelta(days=1)
     parts = stats.pieces(since, until, await stats.watermarks(pool))
