@@ -271,6 +271,16 @@ def test_the_tcp_traceroute_reads_a_router_s_time_exceeded(routed: str, user: st
     become = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if user == "nobody" else []
     if become and shutil.which("setpriv") is None:
         pytest.skip("needs setpriv to run as nobody")
+    if become:
+        can = subprocess.run(
+            [*become, sys.executable, "-c", "import probefleet.probe.checkers.diagnose"],
+            capture_output=True,
+            timeout=20,
+        )
+        if can.returncode != 0:
+            # CI builds the venv in a 0700 folder; the unprivileged path itself is covered on
+            # loopback by the forked-child nobody tests above.
+            pytest.skip("nobody cannot import probefleet from this venv")
     done = subprocess.run(
         ["ip", "netns", "exec", routed, *become, sys.executable, "-c", _TRACE_IN_NS, "10.77.2.1"],
         capture_output=True,
