@@ -136,8 +136,10 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     log_level: str = "INFO"
     # Addresses (CIDRs, e.g. 10.0.0.0/8 or 127.0.0.1/32) of reverse proxies that terminate
     # TLS: a request from one of them with X-Forwarded-Proto: https counts as served over
-    # HTTPS, so the console's and private status pages' cookies are marked Secure. Empty:
-    # only the controller's own TLS counts (the header is never believed from elsewhere).
+    # HTTPS, so the console's and private status pages' cookies are marked Secure, and the
+    # client's address (rate limits, audit log) is the right-most untrusted address of its
+    # X-Forwarded-For. Empty: only the controller's own TLS counts and the peer is the
+    # client (the headers are never believed from elsewhere).
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -229,7 +229,7 @@ async def unlock_page(request: web.Request) -> web.Response:
     host = request.host.rsplit(":", 1)[0].lower()
     cache = request.app[keys.STATUS_PAGES]
     retry = cache.unlock_limiter.take(
-        f"slug:{slug}" if slug else f"domain:{host}", access.source_key(request.remote)
+        f"slug:{slug}" if slug else f"domain:{host}", access.source_key(accounts.client_of(request))
     )
     if retry:
         text = status_html.render_locked(
@@ -509,7 +509,8 @@ async def _destination(request: web.Request, url: str) -> None:
 
 def _throttle(request: web.Request) -> int:
     """Spend one anonymous subscribe request of the caller's address: 0, or seconds to wait."""
-    return request.app[keys.STATUS_PAGES].subscribe_limiter.take(access.source_key(request.remote))
+    source = access.source_key(accounts.client_of(request))
+    return request.app[keys.STATUS_PAGES].subscribe_limiter.take(source)
 
 
 def _mail_off(request: web.Request) -> bool:

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from probefleet.controller import keys
 from probefleet.controller.api.scopes import ROLE_SCOPES, ROLES
-from probefleet.controller.status_pages.access import AddressLimiter, source_key
+from probefleet.controller.status_pages.access import AddressLimiter, client_address, source_key
 from probefleet.controller.storage import DB
 from probefleet.controller.storage import users as store
 from probefleet.controller.validation import ValidationError
@@ -157,7 +157,7 @@ async def login(
 ) -> tuple[str, dict[str, Any]]:
     """A new session for the user (cookie value, session row); LoginRefusedError otherwise."""
     limiter = request.app[LIMITER]
-    source = source_key(request.remote)
+    source = source_key(client_of(request))
     wait = limiter.blocked(username, source)
     if wait:
         raise LoginRefusedError(f"Too many failed logins. Try again in {wait} seconds.", wait)
@@ -178,6 +178,15 @@ async def login(
         "csrf": csrf,
         "created_at": now,
     }
+
+
+def client_of(request: web.Request) -> str | None:
+    """The client's address: the peer's, or behind a trusted proxy (trusted_proxies) the
+    right-most untrusted address of X-Forwarded-For (access.client_address). The header
+    from any other peer is ignored, so a client cannot pick the address its logins count
+    against."""
+    networks = request.app[keys.CONFIG].trusted_networks()
+    return client_address(request.remote, request.headers.getall("X-Forwarded-For", []), networks)
 
 
 def is_https(request: web.Request) -> bool:

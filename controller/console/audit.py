@@ -15,7 +15,7 @@ from aiohttp import web
 from probefleet.controller import keys
 from probefleet.controller.api.common import now_utc
 from probefleet.controller.api.errors import Handler
-from probefleet.controller.console.accounts import ACTOR
+from probefleet.controller.console.accounts import ACTOR, client_of
 from probefleet.controller.status_pages.access import source_key
 from probefleet.controller.storage import events as event_store
 from probefleet.controller.storage import users as store
@@ -43,7 +43,7 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
                 request.method,
                 request.path[:500],
                 response.status,
-                source_key(request.remote),
+                source_key(client_of(request)),
                 now_utc(),
             )
         except Exception as e:  # the change was made; the client gets its answer

@@ -156,6 +156,37 @@ class UnlockLimiter:
         return wait or self.pages.take(page, now)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def client_address(remote: str | None, forwarded_for: list[str], trusted: list[Network]) -> str | None:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the
+    right-most address of X-Forwarded-For (`forwarded_for`: each header's value) that is not
+    a trusted proxy's, since each proxy appends the address it was called from and only the
+    entries the trusted proxies added can be believed. Entries left of an untrusted or
+    unreadable one are whatever the client wrote, so they are never used."""
+    peer = _address(remote or "")
+    if peer is None or not any(peer in net for net in trusted):
+        return remote
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address = peer
+    hops = [hop for value in forwarded_for for hop in value.split(",")]
+    for hop in reversed(hops):
+        found = _address(hop)
+        if found is None:
+            break
+        address = found
+        if not any(found in net for net in trusted):
+            break
+    return str(address)
+
+
 def source_key(remote: str | None) -> str:
     """The rate-limit key of a client address: the address, or its /64 for IPv6 (one host
     usually holds a whole /64)."""

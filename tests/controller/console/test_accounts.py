@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 
@@ -9,6 +10,7 @@ import aiohttp
 
 from probefleet.controller import keys
 from probefleet.controller.console import accounts
+from probefleet.controller.status_pages import access
 from tests.controller.conftest import Running
 from tests.controller.console.conftest import PASSWORD, Browser, log_in
 
@@ -131,7 +133,9 @@ async def test_login_is_limited_per_account_and_per_address(controller: Running)
             token = re.search(r'name="login_token" value="([^"]+)"', form)
             assert token
             data = {"username": username, "password": password, "login_token": token.group(1)}
-            return await http.post("/login", data=data, allow_redirects=False)
+            # No trusted proxies here: a spoofed X-Forwarded-For changes nothing.
+            spoofed = {"X-Forwarded-For": "203.0.113.9"}
+            return await http.post("/login", data=data, headers=spoofed, allow_redirects=False)
 
         for _ in range(limiter.per_account):
             r = await attempt("target", "wrong password")
@@ -141,12 +145,28 @@ async def test_login_is_limited_per_account_and_per_address(controller: Running)
         # Other names from the same address still have the address's budget left.
         r = await attempt("someone-else", "wrong password")
         assert r.status == 401
+    assert set(limiter.addresses.buckets) == {"127.0.0.1"}
     limiter.addresses.buckets.clear()
     limiter.accounts.buckets.clear()
     for _ in range(limiter.per_address):
         limiter.failed("x", "127.0.0.1")
     assert limiter.blocked("fresh-name", "127.0.0.1") > 0
     assert limiter.blocked("fresh-name", "127.0.0.2") == 0
+
+
+def test_the_client_address_is_read_from_trusted_proxies_only() -> None:
+    trusted = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")]
+    # An untrusted peer: its header, whatever it says, is ignored.
+    assert access.client_address("198.51.100.1", ["10.0.0.1, 1.2.3.4"], trusted) == "198.51.100.1"
+    assert access.client_address("10.0.0.5", [], trusted) == "10.0.0.5"
+    # Through two trusted proxies: the right-most untrusted entry; what the client put in
+    # front of it (a spoofed 1.2.3.4) is not believed.
+    assert access.client_address("10.0.0.5", ["1.2.3.4, 203.0.113.9", "10.0.0.9"], trusted) == "203.0.113.9"
+    assert access.client_address("::1", ["2001:db8::7"], trusted) == "2001:db8::7"
+    # An unreadable entry ends the walk at the last address a trusted proxy gave.
+    assert access.client_address("10.0.0.5", ["203.0.113.9, junk, 10.0.0.7"], trusted) == "10.0.0.7"
+    assert access.client_address("10.0.0.5", ["10.0.0.8"], trusted) == "10.0.0.8"  # all trusted
+    assert access.client_address("10.0.0.5", ["1.2.3.4"], []) == "10.0.0.5"  # none trusted
 
 
 async def test_a_login_form_without_its_token_is_refused(controller: Running) -> None:

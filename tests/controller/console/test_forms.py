@@ -583,6 +583,15 @@ async def _login_cookies(base: str, headers: dict[str, str]) -> list[str]:
         return [*form_cookies, *r.headers.getall("Set-Cookie", [])]
 
 
+async def _failed_login(base: str, headers: dict[str, str]) -> None:
+    async with aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        token = re.search(r'name="login_token" value="([^"]+)"', await (await http.get("/login")).text())
+        assert token
+        data = {"username": "root", "password": "wrong password", "login_token": token.group(1)}
+        r = await http.post("/login", data=data, headers=headers, allow_redirects=False)
+        assert r.status == 401, await r.text()
+
+
 async def test_cookies_are_secure_behind_a_trusted_proxy_only(database: str, nats_url: str) -> None:
     https = {"X-Forwarded-Proto": "https"}
     # Trusted: the test client's 127.0.0.1 is in the list.
@@ -594,6 +603,10 @@ async def test_cookies_are_secure_behind_a_trusted_proxy_only(database: str, nat
         assert any(c.startswith("pf_session=") and "HttpOnly" in c and "SameSite=Lax" in c for c in cookies)
         plain = await _login_cookies(running.base, {"X-Forwarded-Proto": "http"})
         assert not any("Secure" in c for c in plain if c.startswith("pf_session=")), plain
+        # From a trusted proxy, a failed login counts against the right-most untrusted
+        # address of X-Forwarded-For (10.1.2.3 is another trusted proxy).
+        await _failed_login(running.base, {"X-Forwarded-For": "1.2.3.4, 198.51.100.7, 10.1.2.3"})
+        assert set(running.app[accounts.LIMITER].addresses.buckets) == {"198.51.100.7"}
     finally:
         await running.stop()
     # Not trusted (the default, and a list without the client's address): the header is
@@ -603,6 +616,9 @@ async def test_cookies_are_secure_behind_a_trusted_proxy_only(database: str, nat
         try:
             cookies = await _login_cookies(running.base, https)
             assert not any("Secure" in c for c in cookies), (proxies, cookies)
+            # The peer is not a proxy: its X-Forwarded-For is ignored.
+            await _failed_login(running.base, {"X-Forwarded-For": "198.51.100.7"})
+            assert set(running.app[accounts.LIMITER].addresses.buckets) == {"127.0.0.1"}
         finally:
             await running.stop()
 
