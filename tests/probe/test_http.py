@@ -94,6 +94,30 @@ def test_redirect_timings_sum_each_phase_over_the_requests() -> None:
     )
 
 
+async def test_phases_are_timed_where_they_happen(http_target: str) -> None:
+    """A name lookup and a connect on a new connection; a check that reuses it from the
+    keep-alive pool has neither, and a redirect chain on it only its answers' times."""
+    url = http_target.replace("127.0.0.1", "localhost")  # a name no earlier check looked up
+    first = await run(HttpSpec(url=f"{url}/"))
+    again = await run(HttpSpec(url=f"{url}/"))
+    chain = await run(HttpSpec(url=f"{url}/redirect/2"))
+    assert {"dns", "connect", "first_byte", "total"} <= first.timings.keys(), first.timings
+    assert again.status == Status.OK and again.timings.keys() == {"first_byte", "total"}, again.timings
+    assert chain.details["redirects"] == 2
+    assert chain.timings.keys() == {"redirect", "first_byte", "total"}, chain.timings
+    assert 0 < chain.timings["redirect"] <= chain.timings["first_byte"] <= chain.timings["total"]
+
+
+async def test_a_reused_tls_connection_keeps_its_certificate_details(
+    ca: object, ca_pem: str, serve_tls: ServeTls
+) -> None:
+    port = await serve_tls(leaf(ca, days=30))  # type: ignore[arg-type]
+    first, again = [await run(HttpSpec(url=f"https://127.0.0.1:{port}/", ca_pem=ca_pem)) for _ in "ab"]
+    assert {"connect", "tls"} <= first.timings.keys() and "tls" not in again.timings
+    assert again.details["cert_days_left"] == first.details["cert_days_left"]
+    assert again.details["tls_version"] == first.details["tls_version"]
+
+
 async def test_it_times_out_on_a_slow_response(http_target: str) -> None:
     out = await run(HttpSpec(url=f"{http_target}/slow?s=2"), budget=0.3)
     assert out.reason == Reason.TIMEOUT
