@@ -1,13 +1,20 @@
 """HTTP checks per second of one probe process on one core, beside blackbox_exporter.
 
     .venv/bin/python -m bench.probe_throughput [--seconds 10] [--concurrency 64]
+    .venv/bin/python -m bench.probe_throughput --probe-only --runs 5 --seconds 5
 
 Core 0 runs the system under test (the probe, then blackbox_exporter with
 GOMAXPROCS=1); core 1 runs the keep-alive target and, for blackbox_exporter, the
 client that drives its /probe endpoint with the same concurrency. The probe drives
 itself: `Agent.handle_job` plus msgpack encoding of each result, i.e. everything but
 the NATS round trip. Then: peak RSS of a probe holding 5,000 checks in flight.
-Results go to bench/RESULTS.md, section "Probe throughput (issue 3)".
+Results go to bench/RESULTS.md, section "Probe throughput (issue 3)", with a CPU
+calibration figure (bench.common.calibration): absolute rates differ about 2x between
+machines of one kind, the ratio to blackbox_exporter in one run does not.
+
+--probe-only runs the probe alone `--runs` times (no blackbox_exporter, no memory run,
+nothing recorded) and prints each run's CPU microseconds per check and their median: the
+A/B of a change to the probe's check path, run before and after on the same machine.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds, machine, percentile, record
+from bench.common import calibration, cpu_seconds, load_average, machine, percentile, record
 
 SUT_CORE, AUX_CORE = "0", "1"
 BLACKBOX = "prometheus-blackbox-exporter"
@@ -288,8 +295,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--in-flight", type=int, default=5000)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--probe-only", action="store_true", help="the probe alone, --runs times; no record")
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    if args.probe_only:
+        _probe_only(args)
+        return
     binary = _blackbox_binary()
+    calib, load0 = calibration(), load_average()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         target_proc = _spawn(AUX_CORE, "target", str(tmp / "port"))
@@ -303,9 +316,41 @@ def main() -> None:
             target_proc.terminate()
             target_proc.wait(10)
     body = _report(args, probe, blackbox, memory, _blackbox_version(binary))
+    body += (
+        f"\n\nLoad average before: {load0}; after: {load_average()}. Calibration: a fixed pure-Python "
+        f"loop takes {calib:.1f} ms on this machine (quote ratios between runs of different machines)."
+    )
     print(body)
     if not args.no_record:
         record("Probe throughput (issue 3)", body)
+
+
+def _probe_only(args: argparse.Namespace) -> None:
+    """The probe's CPU per check, `args.runs` times against one target, and the median."""
+    calib = calibration()
+    per_check: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        target_proc = _spawn(AUX_CORE, "target", str(Path(tmp_name) / "port"))
+        try:
+            url = f"http://127.0.0.1:{_wait_port(Path(tmp_name) / 'port')}/"
+            for i in range(args.runs):
+                r = _run_worker(SUT_CORE, "probe", url, str(args.concurrency), str(args.seconds))
+                per_check.append(1e6 / r["per_cpu_second"])
+                print(
+                    f"run {i + 1}: {per_check[-1]:.1f} us CPU per check, "
+                    f"{r['per_cpu_second']:,.0f} checks per CPU-second, {r['cpu_util']:.0%} of core 0, "
+                    f"{r['failures']} failures",
+                    flush=True,
+                )
+        finally:
+            target_proc.terminate()
+            target_proc.wait(10)
+    median = percentile(per_check, 0.5)
+    print(
+        f"median: {median:.1f} us CPU per check ({1e6 / median:,.0f} checks per CPU-second) over "
+        f"{args.runs} runs of {args.seconds:g} s; calibration loop {calib:.1f} ms; "
+        f"load average {load_average()}"
+    )
 
 
 def _report(
@@ -360,7 +405,9 @@ def _report(
             row("blackbox_exporter /probe", bb),
             "",
             f"**Ratio: {ratio:.2f}x** blackbox_exporter's checks per second on one core "
-            f"({cpu_ratio:.2f}x per CPU-second of the system under test; goal: 2x). {saturation}",
+            f"({cpu_ratio:.2f}x per CPU-second of the system under test; goal: 5x per CPU-second). "
+            f"The probe spends {1e6 / probe['per_cpu_second']:.1f} us of CPU per check, "
+            f"blackbox_exporter {1e6 / bb['per_cpu_second']:.1f}. {saturation}",
             "",
             f"Memory: a probe holding {memory['in_flight']:,} HTTP checks in flight (target answers "
             f"after 4 s): peak RSS {_mib(memory['peak_rss'])} (baseline {_mib(memory['baseline_rss'])}, "
