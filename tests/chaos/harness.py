@@ -78,6 +78,26 @@ def pick(full: T, short: T) -> T:
     return full if FULL else short
 
 
+# Leases: a controller renews its lease every HEARTBEAT s and it lasts three of them.
+HEARTBEAT = 0.5
+LEASE = 3 * HEARTBEAT
+# How long the results a killed controller fetched wait for another one (`results_ack_wait`):
+# the default (30 s) in the full run, 5 s in the short form, so their rounds are decided
+# sooner after a kill (a batch being stored is marked in progress meanwhile either way).
+ACK_WAIT = pick(30.0, 5.0)
+
+
+@dataclass
+class Not:
+    """A falsy answer that says why: what `eventually` names when the bound runs out (a
+    dict or a list that says why would be truthy, and end the wait at once)."""
+
+    why: Any
+
+    def __bool__(self) -> bool:
+        return False
+
+
 # ---------------------------------------------------------------- processes
 
 
@@ -166,7 +186,8 @@ def controller(root: Path, name: str, database: str, nats_url: str, *, replicas:
         f'controller_id = "{name}"\n'
         "round_grace = 1.0\n"
         "probe_heartbeat_interval = 0.5\n"
-        "controller_heartbeat_interval = 0.5\n"
+        f"controller_heartbeat_interval = {HEARTBEAT}\n"
+        f"results_ack_wait = {ACK_WAIT}\n"
         f"database_timeout = {DATABASE_TIMEOUT}\n"
         "notification_channels_allow_private = true\n"
         # Plain NATS on loopback: the fleet's credentials and TLS are tested elsewhere.
@@ -307,7 +328,10 @@ class Observer:
         self.published: Counter[tuple[int, int, str, int]] = Counter()
         # Results of a check that ran (not `skipped`: a job taken after its deadline).
         self.checked: set[tuple[int, int, str, int]] = set()
-        self.lock = threading.Lock()  # the two above change on the observer's thread
+        # Check jobs as published by the controllers (a round's jobs go out once, by the
+        # controller whose insert created the round; the tap may miss some, never add any).
+        self.jobs: Counter[tuple[int, int, str, int]] = Counter()
+        self.lock = threading.Lock()  # the three above change on the observer's thread
         self.samples: list[Sample] = []
         self.controllers: dict[str, Polled] = {}
         self.target_port = 0
@@ -375,6 +399,7 @@ class Observer:
             error_cb=quiet,
         )
         await self._nc.subscribe(subjects.results_all(), cb=self._tap)
+        await self._nc.subscribe(subjects.jobs("*"), cb=self._tap_jobs)
         self._tasks.append(asyncio.create_task(self._poll()))
 
     async def _close(self) -> None:
@@ -415,6 +440,16 @@ class Observer:
                     self.published[key] += 1
                     if r.status != wire.Status.SKIPPED:
                         self.checked.add(key)
+
+    async def _tap_jobs(self, msg: Any) -> None:
+        with contextlib.suppress(msgspec.DecodeError):
+            for j in wire.decode_jobs(msg.data):  # one job or a batch of a region's jobs
+                with self.lock:
+                    self.jobs[result_key(j.monitor_id, j.due, j.region, j.attempt)] += 1
+
+    def jobs_seen(self) -> Counter[tuple[int, int, str, int]]:
+        with self.lock:
+            return Counter(self.jobs)
 
     def results_seen(self) -> tuple[Counter[tuple[int, int, str, int]], set[tuple[int, int, str, int]]]:
         """Copies of (published, checked), taken consistently."""
@@ -575,18 +610,58 @@ class Stack:
                 else:
                     self.steady.append(mid)
 
-        async def all_up() -> bool | dict[str, int]:
+        await self.all_up()
+
+    async def add_monitors(self, prefix: str, n: int, interval: int) -> list[int]:
+        """`n` more monitors of targets that stay up (checked like the steady ones), at
+        `interval` s; their ids, once every monitor is up in every region."""
+        base = next(c for c in self.controllers.values() if c.running).base
+        headers = {"Authorization": f"Bearer {self.key}"}
+        ids = []
+        async with aiohttp.ClientSession(base_url=base, headers=headers) as api:
+            for i in range(n):
+                r = await api.post(
+                    "/api/v1/monitors",
+                    json={
+                        "name": f"{prefix}-{i}",
+                        "url": self.observer.target_url(f"{prefix}-{i}"),
+                        "check_interval": interval,
+                        "timeout": 1,
+                    },
+                )
+                assert r.status == 201, await r.text()
+                ids.append((await r.json())["data"]["id"])
+        self.steady.extend(ids)
+        await self.all_up()
+        return ids
+
+    async def all_up(self) -> None:
+        """Until every monitor is up in every region."""
+        total = len(self.steady) + len(self.flips)
+
+        async def up() -> bool | Not:
             rows = await self.db.fetch(
                 "SELECT status, unavailable_regions <> '{}' AS partial, count(*) AS n"
                 " FROM monitors GROUP BY 1, 2"
             )
             counts = {(r["status"], r["partial"]): r["n"] for r in rows}
-            return counts.get(("up", False)) == STEADY + FLIPS or counts
+            return counts.get(("up", False)) == total or Not(counts)
 
         try:
-            await eventually(all_up, timeout=60, interval=0.2, what="every monitor up in every region")
+            await eventually(up, timeout=60, interval=0.2, what="every monitor up in every region")
         except AssertionError as e:
             raise AssertionError(f"{e}\n{self.log_tails()}") from None
+
+    async def scheduled(self, names: list[str]) -> dict[str, int]:
+        """Monitors in each named controller's schedule (`probefleet_monitors_scheduled`)."""
+        out = {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            for name in names:
+                async with s.get(f"{self.controllers[name].base}/metrics") as r:
+                    text = await r.text()
+                line = next(x for x in text.splitlines() if x.startswith("probefleet_monitors_scheduled "))
+                out[name] = int(float(line.split()[1]))
+        return out
 
     def log_tails(self, lines: int = 15) -> str:
         """The last lines of every process's log, for a failure's message."""
