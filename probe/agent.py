@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from probefleet.probe.checkers import CHECKERS, Checker, capabilities, dns, http
+from probefleet.probe.checkers import CHECKERS, HOST_CHECKS, REQUIRES, Checker, capabilities, dns, http
 from probefleet.probe.checkers.base import Outcome, timeout
 from probefleet.probe.config import ProbeConfig
 from probefleet.probe.metrics import ProbeMetrics, series_for
@@ -67,6 +67,11 @@ EXIT_REFUSED = 78
 # time), with it none, and the timers ran a median 1.6 ms after their due time (a busy
 # 2-core machine).
 _HOLD_PAD = 0.001
+
+# The kinds a probe also takes on their own subjects (subjects.jobs_kind) when it can run
+# them: those whose library or host support may be missing, so a region's probes can differ
+# in them. The others every probe runs: they stay on the region subject alone.
+KIND_SUBJECT_KINDS = frozenset(REQUIRES) | frozenset(HOST_CHECKS)
 
 
 def refusal(exc: BaseException) -> tuple[str, bool] | None:
@@ -123,6 +128,12 @@ class Agent:
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self._sub: Subscription | None = None
+        # Kind -> its subscription on the kind subject, those NATS accepted (`_take_kinds`).
+        self._kind_subs: dict[str, Subscription] = {}
+        # Subjects NATS refused this probe a subscription to (a permissions violation), and
+        # whether `_take_kinds` is done (a refusal after it is dropped as it comes).
+        self._refused_subjects: set[str] = set()
+        self._kinds_taken = False
         self._slots = asyncio.Semaphore(config.concurrency)
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -173,12 +184,51 @@ class Agent:
             pending_msgs_limit=-1,
             pending_bytes_limit=-1,
         )
-        # A round trip, so the server holds the subscription once start() returns: a job
-        # published right after (from another connection) is not missed.
-        await self.nc.flush()
-        self._background = [asyncio.create_task(self._publisher()) for _ in range(self.config.publishers)]
+        await self._take_kinds()
+        self._background += [asyncio.create_task(self._publisher()) for _ in range(self.config.publishers)]
         self._background.append(asyncio.create_task(self._heartbeats()))
         log.info("probe started probe_id=%s region=%s", self.config.probe_id, self.config.region)
+
+    async def _take_kinds(self) -> None:
+        """Subscribe to the kind subject of each kind of KIND_SUBJECT_KINDS this probe can
+        run, in the region's queue group, and keep those NATS accepts: a credential issued
+        before kind subjects allows the region subject only. The heartbeat lists the kinds
+        kept (`kind_subjects`); the controller sends a mixed region's kind to its kind
+        subject only while every able probe there lists it, else to the region subject."""
+        assert self.nc is not None
+        region = self.config.region
+        for kind in sorted(KIND_SUBJECT_KINDS.intersection(self.capabilities)):
+            self._kind_subs[kind] = await self.nc.subscribe(
+                subjects.jobs_kind(region, kind),
+                queue=subjects.jobs_queue(region),
+                cb=self._on_message,
+                pending_msgs_limit=-1,
+                pending_bytes_limit=-1,
+            )
+        # A round trip, so the server holds the subscriptions once start() returns (a job
+        # published right after, from another connection, is not missed) and has refused
+        # those it refuses: its -ERR comes before the PONG, and error_cb runs as it is read.
+        # Twice: nats-py writes a flush's PING at once, ahead of the SUBs its flusher task
+        # has not written yet; the second PING follows them.
+        await self.nc.flush()
+        await self.nc.flush()
+        self._kinds_taken = True
+        refused = [k for k, sub in self._kind_subs.items() if sub.subject in self._refused_subjects]
+        for kind in refused:
+            self._drop_kind(kind)
+        if refused:
+            log.warning(
+                "nats refused the kind subjects (a credential issued before them): %s jobs come on "
+                "the region subject only, shared with probes that cannot run them; a new credential "
+                "(enroll again) allows them",
+                ",".join(refused),
+            )
+
+    def _drop_kind(self, kind: str) -> None:
+        """Stop listing `kind` in heartbeats and unsubscribe from its refused kind subject."""
+        sub = self._kind_subs.pop(kind, None)
+        if sub is not None:
+            self._background.append(asyncio.create_task(_unsubscribe(sub)))
 
     async def _connect(self) -> Client:
         """Connect, retrying until NATS answers (nats-py reconnects forever after that).
@@ -233,7 +283,22 @@ class Agent:
     async def _on_error(self, exc: Exception) -> None:
         found = refusal(exc)
         if found is None:
-            if "permissions violation" in str(exc).lower():
+            text = str(exc).lower()
+            if (
+                "permissions violation" in text
+                and f'subscription to "{subjects.jobs(self.config.region)}.' in text
+            ):
+                # One of our kind subjects: dropped by `_take_kinds`, or here when it comes
+                # later (after a reconnect).
+                subject = text.split('subscription to "', 1)[1].split('"', 1)[0]
+                self._refused_subjects.add(subject)
+                for kind, sub in list(self._kind_subs.items()) if self._kinds_taken else ():
+                    if sub.subject == subject:
+                        log.warning(
+                            "nats refused the kind subject %s: its jobs come on the region subject", subject
+                        )
+                        self._drop_kind(kind)
+            elif "permissions violation" in text:
                 log.warning("nats refused an operation error=%s", exc)
             else:
                 log.debug("nats error=%r", exc)
@@ -289,10 +354,11 @@ class Agent:
         (`probe_stopped`), so that their rounds do not wait for this probe's answer.
         """
         self._draining = True
-        if self._sub is not None:
+        subs = [s for s in (self._sub, *self._kind_subs.values()) if s is not None]
+        if subs:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.config.drain_timeout):
-                    await self._sub.drain()
+                    await asyncio.gather(*(s.drain() for s in subs))
         self._stopping = True
         self._skip_held(after=time.time() + self.config.drain_timeout)
         with contextlib.suppress(TimeoutError):
@@ -650,6 +716,7 @@ class Agent:
             capabilities=self.capabilities,
             unacked_since=min(self._unacked) if self._unacked else None,
             job_batches=True,
+            kind_subjects=sorted(self._kind_subs),
         )
 
     async def _heartbeats(self) -> None:
@@ -659,6 +726,11 @@ class Agent:
                 with contextlib.suppress(nats.errors.Error, OSError):
                     await self.nc.publish(subject, wire.encode(self.heartbeat()))
             await asyncio.sleep(self.config.heartbeat_interval)
+
+
+async def _unsubscribe(sub: Subscription) -> None:
+    with contextlib.suppress(nats.errors.Error):
+        await sub.unsubscribe()
 
 
 def _telemetry(config: ProbeConfig, metrics: ProbeMetrics) -> CheckTelemetry | None:

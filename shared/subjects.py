@@ -23,6 +23,18 @@ def jobs(region: str) -> str:
     return f"{PREFIX}.jobs.{region}"
 
 
+def jobs_kind(region: str, kind: str) -> str:
+    """Core subject for a region's jobs of one kind that not all its probes can run (a
+    mixed region): only the probes able to run `kind` subscribe to it, in the same queue
+    group name as the region subject (`jobs_queue`)."""
+    return f"{PREFIX}.jobs.{region}.{kind}"
+
+
+def jobs_kinds(region: str) -> str:
+    """Every kind subject of a region (a probe credential's permission)."""
+    return f"{PREFIX}.jobs.{region}.*"
+
+
 def jobs_queue(region: str) -> str:
     """Queue group: each job runs on exactly one probe of its region."""
     return f"probes-{region}"

@@ -570,6 +570,12 @@ class ProbeHeartbeat(msgspec.Struct, kw_only=True, omit_defaults=True):
     # array of CheckJob); absent (false) from probes that predate it, which get one job per
     # message at its due time.
     job_batches: bool = False
+    # The kinds this probe also takes on their kind subjects (subjects.jobs_kind), in the
+    # region's queue group (sorted): those of its capabilities not every probe has, whose
+    # subscription NATS accepted. Empty from probes that predate them and from those whose
+    # credential does not allow the subjects (issued before them); the controller sends a
+    # kind there only while every live probe of the region able to run it lists it.
+    kind_subjects: list[str] = []
 
 
 # What a controller writes in its lease row (`controllers.wire`): 2 decodes result batches.

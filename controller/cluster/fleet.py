@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from probefleet.controller import metrics
+from probefleet.shared import subjects
 from probefleet.shared.version import VERSION
 from probefleet.shared.wire import CheckJob, CheckResult, CheckSpec, ProbeHeartbeat, Reason, Status
 
@@ -72,6 +73,18 @@ def no_capable_probe(job: CheckJob, able: dict[str, frozenset[str]], now: float)
         message=f"no live probe in {job.region} can run {kind} checks",
         started_at=now,
     )
+
+
+def job_route(job: CheckJob, routes: dict[str, dict[str, int]]) -> tuple[str, int | None]:
+    """The subject `job` is published on and how many live probes take that kind there: its
+    kind subject when its region routes the kind there (`Fleet.kind_routes`), else the
+    region subject (and None: all the region's probes hear it)."""
+    if job.region in routes:
+        kind = kind_of(job.spec)
+        takers = routes[job.region].get(kind)
+        if takers is not None:
+            return subjects.jobs_kind(job.region, kind), takers
+    return subjects.jobs(job.region), None
 
 
 def kind_of(spec: CheckSpec) -> str:
@@ -187,6 +200,29 @@ class Fleet:
         out: dict[str, frozenset[str]] = {}
         for hb in self.live(now):
             out[hb.region] = out.get(hb.region, frozenset()) | kinds(hb)
+        return out
+
+    def kind_routes(self, now: float | None = None) -> dict[str, dict[str, int]]:
+        """Per region, the kinds whose jobs go on their kind subject (`subjects.jobs_kind`),
+        each with the number of live probes that take it there: the kinds some live probe
+        of the region cannot run while every live probe that can lists the kind in its
+        heartbeat's `kind_subjects`. Any other kind goes on the region subject: the whole
+        region can run it, or a probe able to run it would not hear its kind subject (an
+        older version, or a credential issued before kind subjects)."""
+        live = self.live(now)
+        by_region: dict[str, list[ProbeHeartbeat]] = {}
+        for hb in live:
+            by_region.setdefault(hb.region, []).append(hb)
+        out: dict[str, dict[str, int]] = {}
+        for region, probes in by_region.items():
+            offered = {k for hb in probes for k in hb.kind_subjects}
+            routes: dict[str, int] = {}
+            for kind in offered:
+                able = [hb for hb in probes if kind in kinds(hb)]
+                if len(able) < len(probes) and all(kind in hb.kind_subjects for hb in able):
+                    routes[kind] = len(able)
+            if routes:
+                out[region] = routes
         return out
 
     def can_run(self, region: str, kind: str, now: float | None = None) -> bool:

@@ -174,14 +174,17 @@ def _user_claims(
 
 
 def probe_permissions(region: str, probe_id: str) -> dict[str, Any]:
-    """What a probe of `region` may do: take its region's jobs in the region's queue group
-    (a plain subscription, which would copy every job, is refused), hear the replies to its
-    own requests (JetStream acknowledgements), publish its region's results and heartbeats."""
+    """What a probe of `region` may do: take its region's jobs, on the region subject and
+    on its kind subjects, in the region's queue group (a plain subscription, which would
+    copy every job, is refused), hear the replies to its own requests (JetStream
+    acknowledgements), publish its region's results and heartbeats. A credential issued
+    before the kind subjects lacks them: its probe takes every job on the region subject."""
     return {
         "pub": {"allow": [subjects.results(region), subjects.heartbeat(region)]},
         "sub": {
             "allow": [
                 f"{subjects.jobs(region)} {subjects.jobs_queue(region)}",
+                f"{subjects.jobs_kinds(region)} {subjects.jobs_queue(region)}",
                 f"{natscreds.probe_inbox_prefix(probe_id)}.>",
             ]
         },

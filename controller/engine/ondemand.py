@@ -20,7 +20,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from probefleet.controller.cluster.fleet import Fleet, no_capable_probe
+from probefleet.controller.cluster.fleet import Fleet, job_route, no_capable_probe
 from probefleet.controller.engine import consensus
 from probefleet.shared import subjects, wire
 
@@ -44,6 +44,8 @@ async def run(
     whose live probes cannot run the kind as skipped with no_capable_probe, no job sent)."""
     due = time.time()
     able = fleet.runnable(due)
+    # A mixed region's kind goes to its able probes only (`Fleet.kind_routes`).
+    routes = fleet.kind_routes(due)
     live = fleet.live_regions()
     regions = [r for r in locations if live.get(r)]
     got: dict[str, wire.CheckResult] = {}
@@ -78,7 +80,7 @@ async def run(
             if (skipped := no_capable_probe(job, able, due)) is not None:
                 got[region] = skipped
                 continue
-            await nc.publish(subjects.jobs(region), wire.encode(job))
+            await nc.publish(job_route(job, routes)[0], wire.encode(job))
         if set(got) >= set(regions):
             done.set()
         if regions:

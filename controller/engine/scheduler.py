@@ -13,6 +13,10 @@ lookahead, so a tick's jobs span that much of the schedule. Any other round wait
 `waiting` and is opened at its due time, as without lookahead: its jobs for a region that
 takes no batches (a probe there of an earlier version) go one per message.
 
+A job goes on its region's subject, or on its kind's subject in a region whose probes
+differ (`Fleet.kind_routes`: only the probes able to run the kind hear it there); a batch
+holds one subject's jobs.
+
 The schedule is in memory, so it goes on while the database is unavailable. A tick
 writes its rounds before publishing their jobs, waiting at most `write_wait` for that;
 should the write fail or take longer, the jobs are published at once and the rows wait
@@ -39,7 +43,7 @@ from typing import Any
 import asyncpg
 
 from probefleet.controller import metrics
-from probefleet.controller.cluster.fleet import Fleet, no_capable_probe
+from probefleet.controller.cluster.fleet import Fleet, job_route, no_capable_probe
 from probefleet.controller.engine.incidents import Recheck
 from probefleet.controller.monitors.config import decode_spec
 from probefleet.controller.outage import Outage
@@ -302,9 +306,15 @@ class Scheduler:
                 )
         ours = await self._write_now(rounds)
         # What each region's live probes can run (none judged until heartbeats are known).
-        able = self.fleet.runnable(now) if now - self.started >= self.fleet.window else {}
+        judged = now - self.started >= self.fleet.window
+        able = self.fleet.runnable(now) if judged else {}
+        # The kinds a mixed region's able probes take on a subject of their own (none until
+        # heartbeats are known: every job then goes to the region subject).
+        routes = self.fleet.kind_routes(now) if judged else {}
         batching = self.batching(now)
-        batches: dict[str, list[bytes]] = {}
+        # Per subject: its region, the live probes that hear it and its encoded jobs. A
+        # batch holds one subject's jobs only.
+        batches: dict[str, tuple[str, int, list[bytes]]] = {}
         for job in jobs:
             # A round another controller opened first is not ours to publish (shards
             # moving); unknown while the rows wait in the buffer: publish them all.
@@ -314,14 +324,20 @@ class Scheduler:
                 # Answered for the region through the results stream, like a probe's result.
                 await self.publish(subjects.results(job.region), wire.encode(skipped))
                 continue
+            subject, takers = job_route(job, routes)
             if job.region in batching:
-                batches.setdefault(job.region, []).append(wire.encode(job))
+                batch = batches.get(subject)
+                if batch is None:
+                    # Spread over the probes that hear the subject: the region's live
+                    # probes, or those taking the kind on its own subject.
+                    batch = batches[subject] = (job.region, takers or batching[job.region], [])
+                batch[2].append(wire.encode(job))
                 continue
-            await self.publish(subjects.jobs(job.region), wire.encode(job))
+            await self.publish(subject, wire.encode(job))
             metrics.JOBS_PUBLISHED.labels(job.region).inc()
-        for region, parts in batches.items():
-            for message in split(parts, batching[region]):
-                await self.publish(subjects.jobs(region), wire.encode_job_batch(message))
+        for subject, (region, takers, parts) in batches.items():
+            for message in split(parts, takers):
+                await self.publish(subject, wire.encode_job_batch(message))
             metrics.JOBS_PUBLISHED.labels(region).inc(len(parts))
         for due, _ in due_now:
             metrics.SCHEDULE_LAG.observe(max(0.0, now - due))

@@ -9,10 +9,21 @@ from probefleet.controller.cluster.fleet import (
     CONTROLLER_PROBE_ID,
     Fleet,
     ResultFlow,
+    job_route,
     no_capable_probe,
     outdated,
 )
-from probefleet.shared.wire import CheckJob, CheckResult, IcmpSpec, ProbeHeartbeat, Reason, Status, TcpSpec
+from probefleet.shared.wire import (
+    CheckJob,
+    CheckResult,
+    IcmpSpec,
+    ProbeHeartbeat,
+    Reason,
+    RedisSpec,
+    SshSpec,
+    Status,
+    TcpSpec,
+)
 
 
 def hb(
@@ -22,6 +33,7 @@ def hb(
     capabilities: list[str] | None = None,
     version: str = "t",
     job_batches: bool = False,
+    kind_subjects: list[str] | None = None,
 ) -> ProbeHeartbeat:
     return ProbeHeartbeat(
         probe_id=probe_id,
@@ -33,6 +45,7 @@ def hb(
         sent_at=at,
         capabilities=capabilities or [],
         job_batches=job_batches,
+        kind_subjects=kind_subjects or [],
     )
 
 
@@ -109,6 +122,35 @@ def test_a_region_takes_job_batches_only_when_every_live_probe_says_so() -> None
     # The old probe silent past the window: us-east's remaining probe takes batches.
     fleet.observe(hb("c", "us-east", 105, job_batches=True), now=105)
     assert fleet.batching(now=107) == {"us-east": 1}
+
+
+def test_a_mixed_regions_kind_goes_on_its_kind_subject_while_every_able_probe_takes_it_there() -> None:
+    fleet = Fleet(interval=1.0, missed=2)
+    fleet.observe(hb("a", "eu-west", 0, ["http", "ssh", "redis"], kind_subjects=["redis", "ssh"]), now=0)
+    fleet.observe(hb("b", "eu-west", 0, ["http", "ssh", "redis"], kind_subjects=["redis", "ssh"]), now=0)
+    fleet.observe(hb("c", "eu-west", 0, ["http", "ssh"], kind_subjects=["ssh"]), now=0)
+    # Every us-east probe runs ssh: the region subject serves.
+    fleet.observe(hb("d", "us-east", 0, ["http", "ssh"], kind_subjects=["ssh"]), now=0)
+    assert fleet.kind_routes(now=1) == {"eu-west": {"redis": 2}}
+
+    def job(region: str, spec: object) -> CheckJob:
+        return CheckJob(monitor_id=1, due=1, deadline=5, region=region, timeout=2, spec=spec)  # type: ignore[arg-type]
+
+    routes = fleet.kind_routes(now=1)
+    redis = RedisSpec(host="127.0.0.1")
+    assert job_route(job("eu-west", redis), routes) == ("probefleet.jobs.eu-west.redis", 2)
+    assert job_route(job("eu-west", SshSpec(host="h")), routes) == ("probefleet.jobs.eu-west", None)
+    assert job_route(job("us-east", redis), routes) == ("probefleet.jobs.us-east", None)
+    # An able probe that does not take redis on its kind subject (an older version, or a
+    # credential from before kind subjects): redis back to the region subject; e cannot run
+    # ssh, so ssh goes to the three that can.
+    fleet.observe(hb("e", "eu-west", 0, ["http", "redis"]), now=0)
+    assert fleet.kind_routes(now=1) == {"eu-west": {"ssh": 3}}
+    # It stops; an incapable older probe (no capabilities: the legacy kinds) keeps the
+    # region mixed for redis.
+    fleet.observe(hb("a", "eu-west", 5, ["http", "ssh", "redis"], kind_subjects=["redis", "ssh"]), now=5)
+    fleet.observe(hb("old", "eu-west", 5), now=5)
+    assert fleet.kind_routes(now=5) == {"eu-west": {"redis": 1, "ssh": 1}}
 
 
 def test_a_probe_that_comes_back_is_new_again() -> None:

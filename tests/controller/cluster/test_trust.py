@@ -113,6 +113,39 @@ async def test_nats_refuses_a_probe_other_regions_subjects(secure_nats: SecureNa
         await probe.close()
 
 
+async def test_a_probe_takes_its_own_regions_kind_subjects_only(
+    secure_nats: SecureNats, tmp_path: Path
+) -> None:
+    """The kind subjects of a mixed region: a probe of eu-west may take eu-west's browser
+    jobs in the region's queue group; another region's, or its own outside the group, never."""
+    controller = await connect(secure_nats, secure_nats.controller_creds)
+    errors = Errors()
+    probe, _ = await probe_connection(
+        secure_nats, tmp_path, region="eu-west", probe_id="p-eu", error_cb=errors.cb
+    )
+    try:
+        own = await probe.subscribe(
+            subjects.jobs_kind("eu-west", "browser"), queue=subjects.jobs_queue("eu-west")
+        )
+        await probe.subscribe(subjects.jobs_kind("us-east", "browser"), queue=subjects.jobs_queue("us-east"))
+        await probe.subscribe(subjects.jobs_kind("eu-west", "browser"))
+        await probe.flush()
+        await controller.publish(subjects.jobs_kind("eu-west", "browser"), b"journey")
+        assert (await own.next_msg(timeout=5)).data == b"journey"
+        await eventually(
+            lambda: (
+                errors.has('permissions violation for subscription to "probefleet.jobs.us-east.browser"')
+                and errors.has('permissions violation for subscription to "probefleet.jobs.eu-west.browser"')
+            ),
+            timeout=10,
+            what="NATS refusing another region's kind subject and the plain subscription",
+        )
+        assert not errors.has('"probefleet.jobs.eu-west.browser" using queue')
+    finally:
+        await probe.close()
+        await controller.close()
+
+
 async def test_the_other_region_never_sees_a_refused_publish(secure_nats: SecureNats, tmp_path: Path) -> None:
     controller = await connect(secure_nats, secure_nats.controller_creds)
     await ensure_streams(controller.jetstream())
