@@ -48,16 +48,21 @@ def from_config(cfg: ControllerConfig) -> Retention:
     )
 
 
-# parent table -> (retention level, partition span, watermark that must have passed it)
-TABLES: dict[str, tuple[str, str, str | None]] = {
-    "check_results": ("raw", "day", "minute"),
-    "rounds": ("raw", "day", "minute"),
+# Levels that read each level (their watermarks must have passed a partition before it
+# goes): the hour step reads minute rows where the 5-minute level does not reach yet.
+READERS = {"raw": ("minute",), "minute": ("5min", "hour"), "5min": ("hour",), "hour": ("day",)}
+# The 5-minute level is kept as long as the minute level.
+KEPT_AS = {"5min": "minute"}
+# parent table -> (retention level, partition span, watermarks that must have passed it)
+TABLES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "check_results": ("raw", "day", READERS["raw"]),
+    "rounds": ("raw", "day", READERS["raw"]),
     **{
-        f"{kind}_{level}": (level, SPAN[level], {"minute": "hour", "hour": "day"}.get(level))
-        for level in ("minute", "hour", "day")
+        f"{kind}_{level}": (KEPT_AS.get(level, level), SPAN[level], READERS.get(level, ()))
+        for level in ("minute", "5min", "hour", "day")
         for kind in ("stats", "verdicts")
     },
-    "heartbeat_pings": ("pings", "day", None),
+    "heartbeat_pings": ("pings", "day", ()),
 }
 
 
@@ -65,12 +70,12 @@ def expired(
     parent: str, names: list[str], now: dt.datetime, keep: Retention, marks: dict[str, dt.datetime]
 ) -> list[str]:
     """The partitions of `parent` (named parent_YYYYMMDD by range start) to drop."""
-    level, span, guard = TABLES[parent]
+    level, span, guards = TABLES[parent]
     days = getattr(keep, level)
     if days is None:
         return []
     cutoff = now - dt.timedelta(days=days)
-    if guard is not None:
+    for guard in guards:
         if guard not in marks:
             return []
         cutoff = min(cutoff, marks[guard])

@@ -1,4 +1,4 @@
-"""Rollups: raw results and round verdicts -> minute -> hour -> day, incrementally.
+"""Rollups: raw results and round verdicts -> minute -> 5 minutes -> hour -> day, incrementally.
 
 Each level has a watermark: everything before it is rolled up. A step recomputes whole
 buckets from the level below and upserts them (replace, not add), so re-running a step
@@ -9,6 +9,11 @@ The minute watermark trails `now` by `lag` and never passes the due time of a ro
 is still open (its results and verdict are still coming), unless that round is older
 than `max_lag` (a stuck round must not stop statistics). Results that arrive after their
 minute was rolled up stay in the raw table but are not in the rollups.
+
+The 5-minute level came later (migration 0026): on an installation that had the others,
+its watermark starts at the oldest minute partition and the level fills from the minute
+rows; meanwhile the hour step reads minute rows for spans the 5-minute level does not
+cover yet, and reads use minute rows above its watermark (storage/stats.py pieces()).
 """
 
 from __future__ import annotations
@@ -25,16 +30,21 @@ import asyncpg
 from probefleet.controller.outage import Outage
 from probefleet.controller.storage import DB, Tx, db, uptime_cache
 from probefleet.controller.storage import stats as store
-from probefleet.controller.storage.stats import DAY, HOUR, MINUTE, floor_to
+from probefleet.controller.storage.stats import MINUTE, floor_to
 
 log = logging.getLogger("probefleet.rollups")
 
 LOCK = 0x73746174  # "stat"
 UPTIME_LOCK = 0x75707469  # "upti"
 # How much one step may cover at each level, to keep each transaction short.
-MAX_SPAN = {"minute": dt.timedelta(minutes=15), "hour": dt.timedelta(days=2), "day": dt.timedelta(days=60)}
+MAX_SPAN = {
+    "minute": dt.timedelta(minutes=15),
+    "5min": dt.timedelta(hours=2),
+    "hour": dt.timedelta(days=2),
+    "day": dt.timedelta(days=60),
+}
 # Partition span of each rollup level's tables.
-SPAN = {"minute": "day", "hour": "month", "day": "year"}
+SPAN = {"minute": "day", "5min": "day", "hour": "month", "day": "year"}
 
 
 def partition_start(t: dt.datetime, span: str) -> dt.date:
@@ -76,8 +86,10 @@ async def tick(pool: asyncpg.Pool, now: dt.datetime, *, lag: float = 30.0, max_l
             return False
         marks = await store.watermarks(conn)
         more = await _minute(conn, now, marks, lag, max_lag)
-        more = await _coarser(conn, "minute", "hour", marks) or more
-        more = await _coarser(conn, "hour", "day", marks) or more
+        await _start_5min(conn, marks)
+        more = await _coarser(conn, ("minute",), "5min", marks) or more
+        more = await _coarser(conn, ("5min", "minute"), "hour", marks) or more
+        more = await _coarser(conn, ("hour",), "day", marks) or more
     return more
 
 
@@ -109,7 +121,7 @@ async def _minute(
     if old is None:
         oldest = await store.oldest_raw(conn)
         start = floor_to(min(oldest, target) if oldest else target, MINUTE)
-        for level, step in (("minute", MINUTE), ("hour", HOUR), ("day", DAY)):
+        for level, step in store.LEVELS.items():
             marks[level] = floor_to(start, step)
             await _move(conn, level, None, marks[level])
     start = marks["minute"]
@@ -123,13 +135,30 @@ async def _minute(
     return end < target
 
 
-async def _coarser(conn: Tx, source: str, dest: str, marks: dict[str, dt.datetime]) -> bool:
+async def _start_5min(conn: Tx, marks: dict[str, dt.datetime]) -> None:
+    """An installation from before the 5-minute level: start its watermark at the oldest
+    minute partition (or at the minute watermark when there is none), to be filled from there."""
+    if "5min" in marks or "minute" not in marks:
+        return
+    names = await store.partitions(conn, "stats_minute")
+    starts = [
+        dt.datetime.strptime(n[-8:], "%Y%m%d").replace(tzinfo=dt.UTC) for n in names if n[-8:].isdigit()
+    ]
+    start = floor_to(min([*starts, marks["minute"]]), store.FIVE)
+    await _move(conn, "5min", None, start)
+    marks["5min"] = start
+
+
+async def _coarser(conn: Tx, sources: tuple[str, ...], dest: str, marks: dict[str, dt.datetime]) -> bool:
+    """Roll the next span of `dest` up from the first of `sources` whose watermark covers it
+    (the 5-minute level may trail the minute level while it fills after an upgrade)."""
     step = store.LEVELS[dest]
-    target = floor_to(marks[source], step)
+    target = floor_to(max(marks[s] for s in sources), step)
     start = marks[dest]
     end = min(target, start + MAX_SPAN[dest])
     if end <= start:
         return False
+    source = next(s for s in sources if marks[s] >= end)
     await ensure_partitions(conn, dest, start, end)
     await store.rollup_level(conn, source, dest, start, end)
     await _move(conn, dest, start, end)

@@ -5,7 +5,7 @@ Response times go into a sparse log histogram: bucket i holds [MIN_MS*GAMMA^i,
 MIN_MS*GAMMA^(i+1)) and a percentile is read as the bucket's geometric midpoint, so it is
 within RELATIVE_ERROR (2 %) of the exact nearest-rank percentile of the same results.
 
-Reads split a range into whole days, whole hours and whole minutes below each level's
+Reads split a range into whole days, hours, 5-minute spans and minutes below each level's
 watermark, and read the raw tables for the rest (edges and the not yet rolled-up tail).
 """
 
@@ -31,8 +31,14 @@ RELATIVE_ERROR = math.sqrt(GAMMA) - 1
 ORIGIN = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 BUCKET_SQL = f"GREATEST(0, floor(ln(GREATEST(duration_ms, {MIN_MS}) / {MIN_MS}) / ln({GAMMA})))::smallint"
 
-MINUTE, HOUR, DAY = dt.timedelta(minutes=1), dt.timedelta(hours=1), dt.timedelta(days=1)
-LEVELS: dict[str, dt.timedelta] = {"minute": MINUTE, "hour": HOUR, "day": DAY}
+MINUTE, FIVE, HOUR, DAY = (
+    dt.timedelta(minutes=1),
+    dt.timedelta(minutes=5),
+    dt.timedelta(hours=1),
+    dt.timedelta(days=1),
+)
+# Rollup levels, finest first: each is rolled up from the one before it.
+LEVELS: dict[str, dt.timedelta] = {"minute": MINUTE, "5min": FIVE, "hour": HOUR, "day": DAY}
 # Rows that count toward response times: a failing check's duration is its timeout.
 TIMED = "status IN ('ok', 'degraded')"
 
@@ -77,7 +83,7 @@ def pieces(
     start: dt.datetime, end: dt.datetime, marks: dict[str, dt.datetime], coarsest: str = "day"
 ) -> list[Piece]:
     """Cover [start, end) with the fewest rollup buckets below each level's watermark."""
-    order = ["day", "hour", "minute"]
+    order = ["day", "hour", "5min", "minute"]
     return _split(start, end, marks, order[order.index(coarsest) :])
 
 
@@ -451,7 +457,7 @@ async def series(
 ) -> list[dict[str, Any]]:
     """One point per `step` bucket of [start, end): checks, failures, avg/min/max, uptime."""
     marks = await watermarks(conn) if marks is None else marks
-    coarsest = "day" if step >= DAY else "hour" if step >= HOUR else "minute"
+    coarsest = "day" if step >= DAY else "hour" if step >= HOUR else "5min" if step >= FIVE else "minute"
     parts = pieces(start, end, marks, coarsest)
     points: dict[dt.datetime, tuple[Checks, Verdicts]] = {}
     for level, a, b in parts:

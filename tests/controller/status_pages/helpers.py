@@ -53,7 +53,7 @@ async def backfill_rollups(pool: Any, since: dt.datetime) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", rollups.LOCK)
         marks = await stats.watermarks(conn)
-        for level, source in (("minute", None), ("hour", "minute"), ("day", "hour")):
+        for level, source in (("minute", None), ("5min", "minute"), ("hour", "5min"), ("day", "hour")):
             start = stats.floor_to(since, stats.LEVELS[level])
             if level not in marks or start >= marks[level]:
                 continue
