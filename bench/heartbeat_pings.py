@@ -172,13 +172,13 @@ def system_memory(roots: dict[str, list[int]]) -> tuple[dict[str, tuple[int, int
     return {name: memory_kib(pids) for name, pids in trees.items()}, sum(len(t) for t in trees.values())
 
 
-def settled(stored: Callable[[], int], timeout: float = 60) -> int:
+def settled(stored: Callable[[], int], timeout: float = 60, interval: float = 0.5) -> int:
     """The stored pings once the count stops moving: the requests a server still held when
     wrk stopped (up to one per connection) are finished, so a window counts each ping it
     started, and the CPU it took, once."""
     last, deadline = stored(), time.monotonic() + timeout
     while time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(interval)
         now = stored()
         if now == last:
             return now
@@ -203,9 +203,10 @@ def measure(
     before = settled(stored)  # the warm-up's requests still in the server are done
     cpu0, t0 = system_cpu(roots), time.monotonic()
     out = subprocess.run([*cmd, f"-d{seconds}s", base], check=True, capture_output=True, text=True).stdout
+    elapsed = time.monotonic() - t0  # the window, for the per-second figures
     memory, processes = system_memory(roots)
     pings = settled(stored) - before  # and the window's, with the CPU they took
-    cpu1, elapsed = system_cpu(roots), time.monotonic() - t0
+    cpu1 = system_cpu(roots)
     res: dict[str, Any] = dict(parse_wrk(out))
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu1}
     res.update(

@@ -6,6 +6,7 @@ an install is named by $PROBEFLEET_HEALTHCHECKS_DIR, one ping of each kind throu
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import select
 import signal
@@ -101,6 +102,13 @@ def test_lua_script_per_system() -> None:
     # Healthchecks takes only a UUID as the run id: the format makes one for any draw.
     assert uuid.UUID(f"00000000-0000-4000-8000-{1000:012d}").version == 4
     assert "%012d" in theirs and theirs.count("wrk.format") == ours.count("wrk.format") == 4
+
+
+def test_stored_pings_are_read_once_they_stop_moving() -> None:
+    counts = iter([10, 40, 64, 64, 99])
+    assert hb.settled(lambda: next(counts), interval=0.01) == 64
+    with pytest.raises(RuntimeError, match="still moving"):
+        hb.settled(itertools.count().__next__, timeout=0.2, interval=0.01)
 
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\n"
