@@ -13,6 +13,14 @@ Gzip, not a bare zlib stream, so a person holding the raw field can read it with
 
 `pack_body` is the probe's side; `unpack_body` every reader's: the API shows `body` as
 text whichever form a result was stored in.
+
+The controller stores evidence apart from the rest of `details`: `to_stored` makes it
+msgpack bytes for check_results.evidence (a bytea column kept out of line without
+compression, migration 0023), with the body as the gzip bytes themselves (`body_gzip`)
+rather than their base64; `from_stored` reads it back. In PostgreSQL that is a quarter
+fewer bytes than the base64, and nothing to parse as JSON or try to compress on the
+ingest path (bench/ingest.py --evidence-compare). Evidence stored before that sits in
+details->'evidence' as the probe sent it; `unpack_body` reads every form.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 # The most of a response body evidence keeps, and the most a reader decodes.
 EVIDENCE_BODY = 64 << 10
 # Up to this many bytes a body stays text: under it the gzip header and base64 cost
@@ -32,7 +42,9 @@ TEXT_UP_TO = 1 << 10
 # zlib level 1: 0.35 ms for 64 KiB of HTML-like text here (level 6: 1.9 ms, about a whole
 # check's CPU on a probe) for 24 % of its size where level 6 gives 18 %.
 LEVEL = 1
-_PACKED = ("body_gzip_b64", "body_bytes")
+_PACKED = ("body_gzip_b64", "body_gzip", "body_bytes")
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
 
 
 def pack_body(body: bytes) -> dict[str, object]:
@@ -48,17 +60,41 @@ def pack_body(body: bytes) -> dict[str, object]:
     return out
 
 
+def to_stored(evidence: Mapping[str, Any]) -> bytes:
+    """The evidence as check_results.evidence holds it: msgpack, a compressed body as its
+    gzip bytes (`body_gzip`). A `body_gzip_b64` that is not base64 stays as it came, for
+    `unpack_body` to report."""
+    packed = evidence.get("body_gzip_b64")
+    if isinstance(packed, str):
+        try:
+            raw = binascii.a2b_base64(packed, strict_mode=True)
+        except (binascii.Error, ValueError):
+            pass
+        else:
+            evidence = {k: v for k, v in evidence.items() if k != "body_gzip_b64"} | {"body_gzip": raw}
+    return _encode(evidence)
+
+
+def from_stored(data: bytes) -> dict[str, Any]:
+    """The evidence `to_stored` wrote, its body still compressed (`unpack_body` shows it)."""
+    return _decode(data)
+
+
 def unpack_body(evidence: Mapping[str, Any]) -> dict[str, Any]:
     """The evidence as readers show it: a compressed body decoded into `body` (UTF-8,
-    invalid bytes replaced, as the probe keeps a short one). Decoding stops at
-    EVIDENCE_BODY bytes whatever the stored data claims (`body_truncated` then); data
-    that does not decode leaves `body` out and says so in `body_error`."""
-    if "body_gzip_b64" not in evidence:
+    invalid bytes replaced, as the probe keeps a short one), whether it came as base64
+    (`body_gzip_b64`, as probes send it) or as bytes (`body_gzip`, as it is stored; base64
+    when it went through JSON). Decoding stops at EVIDENCE_BODY bytes whatever the stored
+    data claims (`body_truncated` then); data that does not decode leaves `body` out and
+    says so in `body_error`."""
+    if "body_gzip_b64" not in evidence and "body_gzip" not in evidence:
         return dict(evidence)
     out = {k: v for k, v in evidence.items() if k not in _PACKED}
+    packed = evidence.get("body_gzip", evidence.get("body_gzip_b64"))
     try:
+        data = packed if isinstance(packed, bytes) else base64.b64decode(packed, validate=True)
         stream = zlib.decompressobj(wbits=31)  # 31: gzip framing
-        kept = stream.decompress(base64.b64decode(evidence["body_gzip_b64"], validate=True), EVIDENCE_BODY)
+        kept = stream.decompress(data, EVIDENCE_BODY)
     except (binascii.Error, zlib.error, TypeError, ValueError):
         out["body_error"] = "the stored body does not decode"
         return out

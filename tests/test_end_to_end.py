@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from probefleet.controller import keys
+from probefleet.shared.evidence import from_stored
 from tests.controller.conftest import Running, start_controller
 from tests.fleet import REGION_ADDRESSES, RegionalTarget, start_probes, stop_probes
 from tests.helpers import eventually
@@ -161,8 +162,8 @@ class ErrorPage(RegionalTarget):
 
 
 async def test_a_failed_check_s_body_reaches_the_incident_as_text(database: str, nats_url: str) -> None:
-    """Probe -> NATS -> PostgreSQL -> API for the evidence: the body is stored as the probe
-    compressed it and the incident shows it as the text the target sent."""
+    """Probe -> NATS -> PostgreSQL -> API for the evidence: the body is stored compressed, as
+    the probe compressed it, and the incident shows it as the text the target sent."""
     target = ErrorPage()
     await target.start()
     target.fail_all()
@@ -192,12 +193,14 @@ async def test_a_failed_check_s_body_reaches_the_incident_as_text(database: str,
             )
             assert evidence["body"] == target.page and evidence["body_truncated"] is False
             assert "body_gzip_b64" not in evidence
-            stored = await ctl.app[keys.POOL].fetchval(
-                "SELECT details->'evidence' ? 'body_gzip_b64' FROM check_results"
-                " WHERE monitor_id = $1 AND status = 'fail' LIMIT 1",
+            stored = await ctl.app[keys.POOL].fetchrow(
+                "SELECT details, evidence FROM check_results WHERE monitor_id = $1 AND status = 'fail'"
+                " LIMIT 1",
                 mid,
             )
-            assert stored is True
+            # In its own column (migration 0023), the body as the gzip bytes the probe sent in base64.
+            assert "evidence" not in (stored["details"] or {})
+            assert isinstance(from_stored(stored["evidence"])["body_gzip"], bytes)
     finally:
         await stop_probes(probes)
         await ctl.stop()

@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from probefleet.controller.storage import DB, Tx
+from probefleet.shared.evidence import from_stored
 
 Row = dict[str, Any]
 
@@ -133,8 +134,18 @@ async def update_fields(conn: Tx, incident_id: int, now: dt.datetime, fields: di
 
 FAILED_COLUMNS = (
     "due, attempt, region, probe_id, reason, message, status_code, duration_ms, timings,"
-    " details->'evidence' AS evidence"
+    " evidence AS stored_evidence, CASE WHEN evidence IS NULL THEN details->'evidence' END AS evidence"
 )
+
+
+def _failure(r: Any) -> Row:
+    """A failed result with its evidence as a dict: from check_results.evidence (msgpack,
+    migration 0023), else from details->'evidence' where results stored before it kept it."""
+    row = dict(r)
+    stored = row.pop("stored_evidence")
+    if stored is not None:
+        row["evidence"] = from_stored(stored)
+    return row
 
 
 async def failed_results(
@@ -149,7 +160,7 @@ async def failed_results(
         end,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_failure(r) for r in rows]
 
 
 async def failures_by_region(conn: DB, monitor_id: int, start: dt.datetime, end: dt.datetime) -> list[Row]:

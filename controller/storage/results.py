@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from probefleet.controller.storage import DB, Tx
+from probefleet.shared.evidence import to_stored
 from probefleet.shared.wire import CheckResult
 
 Key = tuple[int, dt.datetime, int]  # monitor_id, due, attempt
@@ -149,13 +150,17 @@ async def store_batch(conn: Tx, results: list[CheckResult]) -> Stored:
     snapshot was taken (another controller storing another region's answer at the same
     moment: the row lock made us wait for it), its answers are in `answered` but not in the
     snapshot; `missing_answers` finds such rounds, and `results_for` (a new snapshot) reads
-    them."""
+    them.
+
+    A result's evidence (details["evidence"], on failed results) goes to its own column as
+    msgpack bytes (`_split`), in the same row: stored, deduplicated and dropped with it."""
+    split = [_split(r.details) for r in results]
     rows = await conn.fetch(
         "WITH new AS (INSERT INTO check_results (monitor_id, due, region, attempt, probe_id, status,"
-        " reason, message, started_at, duration_ms, status_code, timings, details)"
+        " reason, message, started_at, duration_ms, status_code, timings, details, evidence)"
         " SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::smallint[],"
         " $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::real[],"
-        " $11::smallint[], $12::text[]::jsonb[], $13::text[]::jsonb[])"
+        " $11::smallint[], $12::text[]::jsonb[], $13::text[]::jsonb[], $14::bytea[])"
         " ON CONFLICT DO NOTHING RETURNING " + ANSWER_COLUMNS + "),"
         " a AS (SELECT monitor_id AS m, due AS d, attempt AS a, array_agg(DISTINCT region) AS regions"
         " FROM new GROUP BY 1, 2, 3),"
@@ -186,9 +191,23 @@ async def store_batch(conn: Tx, results: list[CheckResult]) -> Stored:
         [r.duration_ms for r in results],
         [r.status_code for r in results],
         [_json.encode(r.timings).decode() if r.timings else None for r in results],
-        [_json.encode(r.details).decode() if r.details else None for r in results],
+        [_json.encode(rest).decode() if rest else None for rest, _ in split],
+        [evidence for _, evidence in split],
     )
     return Stored(count=rows[0]["stored"] if rows else 0, closed=_closed_rounds(rows))
+
+
+def _split(details: dict[str, object]) -> tuple[dict[str, object], bytes | None]:
+    """A result's details without its evidence, and the evidence as check_results.evidence
+    holds it (shared/evidence.py `to_stored`): msgpack bytes, the body's gzip unwrapped from
+    base64. The bytea column is stored out of line as it is (STORAGE EXTERNAL): the body is
+    compressed already, and the rest is small. As JSON inside details, PostgreSQL parsed
+    every failed result's evidence, built its jsonb and tried pglz on it in the ingest
+    transaction, for base64 that does not compress."""
+    evidence = details.get("evidence")
+    if not isinstance(evidence, dict):
+        return details, None
+    return {k: v for k, v in details.items() if k != "evidence"}, to_stored(evidence)
 
 
 def missing_answers(closed: list[dict[str, Any]]) -> list[Key]:

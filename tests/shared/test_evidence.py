@@ -1,15 +1,24 @@
-"""The evidence body's travelling form (shared/evidence.py): what a reader makes of every
-kind of stored evidence, including data no probe of ours would send."""
+"""The evidence body's travelling and stored forms (shared/evidence.py): what a reader makes
+of every kind of stored evidence, including data no probe of ours would send."""
 
 from __future__ import annotations
 
 import base64
 import gzip
+import random
 from typing import Any
 
+import msgspec
 import pytest
 
-from probefleet.shared.evidence import EVIDENCE_BODY, TEXT_UP_TO, pack_body, unpack_body
+from probefleet.shared.evidence import (
+    EVIDENCE_BODY,
+    TEXT_UP_TO,
+    from_stored,
+    pack_body,
+    to_stored,
+    unpack_body,
+)
 
 
 def _b64(data: bytes) -> str:
@@ -17,6 +26,7 @@ def _b64(data: bytes) -> str:
 
 
 PAGE = b"<h1>502 Bad Gateway</h1>" * 400  # 9.6 KiB
+NOISE = random.Random(20).randbytes(8000).hex().encode()  # gzip keeps about half
 
 
 @pytest.mark.parametrize(
@@ -42,8 +52,24 @@ PAGE = b"<h1>502 Bad Gateway</h1>" * 400  # 9.6 KiB
         ),
         ({"body_gzip_b64": _b64(PAGE)}, {"body_error": "the stored body does not decode"}),
         ({"body_gzip_b64": 42}, {"body_error": "the stored body does not decode"}),
+        # As check_results.evidence holds it: the gzip bytes themselves; base64 once the
+        # bytes went through JSON (msgspec writes bytes so).
+        ({"body_gzip": gzip.compress(PAGE), "body_bytes": len(PAGE)}, {"body": PAGE.decode()}),
+        ({"body_gzip": _b64(gzip.compress(PAGE))}, {"body": PAGE.decode()}),
+        ({"body_gzip": b"not gzip"}, {"body_error": "the stored body does not decode"}),
     ],
-    ids=["text", "no-body", "packed", "bomb", "bad-base64", "not-gzip", "not-a-string"],
+    ids=[
+        "text",
+        "no-body",
+        "packed",
+        "bomb",
+        "bad-base64",
+        "not-gzip",
+        "not-a-string",
+        "stored-bytes",
+        "stored-via-json",
+        "stored-not-gzip",
+    ],
 )
 def test_a_reader_shows_every_stored_form_as_text_or_says_why_not(
     stored: dict[str, Any], shown: dict[str, Any]
@@ -68,3 +94,23 @@ def test_what_the_probe_packs_reads_back_as_the_text_it_kept(body: bytes) -> Non
     assert ("body" in packed) is (len(body) <= TEXT_UP_TO)
     assert packed["body_truncated"] is (len(body) > EVIDENCE_BODY)
     assert unpack_body(packed)["body"] == body[:EVIDENCE_BODY].decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize(
+    "evidence",
+    [
+        {"reason": "status_mismatch", "ips": ["127.0.0.1"], **pack_body(PAGE)},
+        {"reason": "status_mismatch", **pack_body(NOISE)},
+        {"reason": "status_mismatch", **pack_body(b"short")},
+        {"reason": "connection_refused", "ips": []},
+        {"body_gzip_b64": "not base64!", "body_truncated": False},
+    ],
+    ids=["packed", "packed-noise", "text", "no-body", "bad-base64"],
+)
+def test_stored_evidence_reads_as_what_the_probe_sent(evidence: dict[str, Any]) -> None:
+    stored = to_stored(evidence)
+    assert unpack_body(from_stored(stored)) == unpack_body(evidence)
+    if "body_bytes" in evidence:  # the gzip bytes, not their base64
+        packed = base64.b64decode(evidence["body_gzip_b64"])
+        assert from_stored(stored)["body_gzip"] == packed
+        assert len(stored) < len(packed) + 100 < len(msgspec.msgpack.encode(evidence))
