@@ -33,7 +33,7 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict
 
 from probefleet.probe import x509
-from probefleet.probe.checkers import base
+from probefleet.probe.checkers import base, http1
 from probefleet.probe.checkers.base import Outcome
 from probefleet.probe.evidence import http_response
 from probefleet.shared.redact import redact_text, redact_url
@@ -193,6 +193,7 @@ async def close_sessions() -> None:
     loop_id = id(asyncio.get_running_loop())
     for key in [k for k in _sessions if k[0] == loop_id]:
         await _sessions.pop(key).close()
+    http1.close(loop_id)
     _certs.clear()
 
 
@@ -308,15 +309,31 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
     trace = _Trace()
     token = _current.set(trace)
     start = time.perf_counter()
+    method = "POST" if spec.graphql_query is not None else spec.method.upper()
+    url = _url(spec.url)
+    plain = http1.takes(spec, url, method)
     try:
-        session = session_for(source_address, spec.verify_tls, spec.ca_pem)
-        method = "POST" if spec.graphql_query is not None else spec.method.upper()
-        async with (
-            base.timeout(timeout),
-            session.request(method, _url(spec.url), **_request_kwargs(spec)) as resp,
-        ):
-            peer = _peer(resp)
-            body = await resp.content.read(_MAX_BODY)
+        if plain:
+            assert isinstance(url, yarl.URL)
+            async with base.timeout(timeout):
+                answer = await http1.get(
+                    url,
+                    traceparent=base.TRACEPARENT.get(),
+                    source_address=source_address,
+                    verify_tls=spec.verify_tls,
+                    ca_pem=spec.ca_pem,
+                    ssl_context=_plain_context,
+                    mark=_mark,
+                    read_max=_MAX_BODY,
+                )
+        else:
+            session = session_for(source_address, spec.verify_tls, spec.ca_pem)
+            async with (
+                base.timeout(timeout),
+                session.request(method, url, **_request_kwargs(spec)) as resp,
+            ):
+                peer = _peer(resp)
+                body = await resp.content.read(_MAX_BODY)
     except Exception as exc:
         timings = _timings(trace.hops, start, base.elapsed_ms(start))
         out = base.from_exception(exc, timings=timings)
@@ -332,6 +349,19 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
         return out
     finally:
         _current.reset(token)
+    if plain:
+        if spec.follow_redirects and spec.max_redirects > 0 and _is_redirect(answer.status, answer.headers):
+            # The session follows redirects (methods, credentials across origins, history):
+            # this URL goes to it from now on, this check within what is left of the budget.
+            if len(http1.redirected) >= _URLS_MAX:
+                http1.redirected.clear()
+            http1.redirected.add(spec.url)
+            return await check(
+                spec, timeout=timeout - (time.perf_counter() - start), source_address=source_address
+            )
+        return _plain_outcome(
+            spec, answer, trace, start, (hash((source_address, spec.verify_tls, spec.ca_pem)), url)
+        )
     total_ms = base.elapsed_ms(start)
     details: dict[str, object] = {"size": len(body), **_remember_cert(session, resp, trace)}
     if resp.history:
@@ -347,6 +377,57 @@ async def check(spec: HttpSpec, *, timeout: float, source_address: str | None) -
         details["evidence"] = response_evidence(spec, resp, body, peer, failure)
         return base.failed(*failure, **fields)
     return base.passed(total_ms, spec.degraded_ms, **fields)
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _is_redirect(status: int, headers: Any) -> bool:
+    return status in _REDIRECTS and "Location" in headers
+
+
+def _plain_outcome(
+    spec: HttpSpec, answer: http1.Answer, trace: _Trace, start: float, where: tuple[int, Any]
+) -> Outcome:
+    """The outcome of a check that went the plain path (http1)."""
+    total_ms = base.elapsed_ms(start)
+    details: dict[str, object] = {"size": len(answer.body)}
+    url = where[1]
+    if url.scheme == "https":
+        key = (where[0], url.raw_host, url.port)
+        if trace.ssl_object is not None and trace.ssl_hop == len(trace.hops) - 1:
+            _certs[key] = _cert_details(trace.ssl_object)
+        details |= _certs.get(key, {})
+    fields: dict[str, Any] = {
+        "timings": _timings(trace.hops, start, total_ms),
+        "status_code": answer.status,
+        "details": details,
+    }
+    failure = _assert(spec, answer.status, answer.body)
+    if failure is not None:
+        version = f"HTTP/{answer.version.major}.{answer.version.minor}"
+        details["evidence"] = http_response(
+            spec,
+            failure,
+            ips=[answer.peer] if answer.peer else [],
+            status_line=f"{version} {answer.status} {answer.reason or ''}".strip(),
+            headers=answer.headers.items(),
+            body=answer.body,
+        )
+        return base.failed(*failure, **fields)
+    return base.passed(total_ms, spec.degraded_ms, **fields)
+
+
+_plain_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+
+
+def _plain_context(verify: bool, ca_pem: str | None) -> ssl.SSLContext:
+    ctx = _plain_contexts.get((verify, ca_pem))
+    if ctx is None:
+        if len(_plain_contexts) >= 64:
+            _plain_contexts.clear()
+        ctx = _plain_contexts[(verify, ca_pem)] = _ssl_context(verify, ca_pem)
+    return ctx
 
 
 def _peer(resp: aiohttp.ClientResponse) -> str | None:

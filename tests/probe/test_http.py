@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import json
 import socket
@@ -9,7 +10,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from probefleet.probe.checkers import http
+from probefleet.probe.checkers import http, http1
 from probefleet.probe.checkers.base import Outcome
 from probefleet.shared.evidence import EVIDENCE_BODY, TEXT_UP_TO, unpack_body
 from probefleet.shared.wire import Assertion, HttpSpec, Reason, Status
@@ -100,7 +101,9 @@ async def test_phases_are_timed_where_they_happen(http_target: str) -> None:
     url = http_target.replace("127.0.0.1", "localhost")  # a name no earlier check looked up
     first = await run(HttpSpec(url=f"{url}/"))
     again = await run(HttpSpec(url=f"{url}/"))
-    chain = await run(HttpSpec(url=f"{url}/redirect/2"))
+    # A redirect moves its URL from the plain path (http1) to the session, so the second
+    # check of the chain is the one on a reused connection.
+    chain = [await run(HttpSpec(url=f"{url}/redirect/2")) for _ in "ab"][1]
     assert {"dns", "connect", "first_byte", "total"} <= first.timings.keys(), first.timings
     assert again.status == Status.OK and again.timings.keys() == {"first_byte", "total"}, again.timings
     assert chain.details["redirects"] == 2
@@ -122,6 +125,107 @@ async def test_it_times_out_on_a_slow_response(http_target: str) -> None:
     out = await run(HttpSpec(url=f"{http_target}/slow?s=2"), budget=0.3)
     assert out.reason == Reason.TIMEOUT
     assert 250 < out.timings["total"] < 1500
+    # The connection left waiting is not reused: the next check gets its own answer.
+    after = await run(HttpSpec(url=f"{http_target}/slow?s=0", expected_content="slow"))
+    assert after.status == Status.OK, after
+
+
+async def _serve_each(replies: list[bytes], close_after: bool) -> tuple[asyncio.Server, list[int]]:
+    """A raw server sending `replies[i]` to the i-th request (the last one after that);
+    closing each connection after its answer when `close_after`. Counts connections."""
+    connections = [0]
+    served = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(replies[min(served[0], len(replies) - 1)])
+                served[0] += 1
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), connections
+
+
+@pytest.mark.parametrize(
+    ("reply", "close_after", "body"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst", True, "first"),
+        (b"HTTP/1.0 200 OK\r\n\r\nto the end", True, "to the end"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nquiet", True, "quiet"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n"
+            + f"{len(gzip.compress(b'zipped chunks')):x}".encode()
+            + b"\r\n"
+            + gzip.compress(b"zipped chunks")
+            + b"\r\n0\r\n\r\n",
+            False,
+            "zipped chunks",
+        ),
+    ],
+    ids=["connection-close", "http10-to-eof", "closed-silently", "chunked-gzip"],
+)
+async def test_plain_checks_read_every_framing_and_survive_closed_connections(
+    reply: bytes, close_after: bool, body: str
+) -> None:
+    """The plain path (http1) on connections the server closes, says it closes, or keeps:
+    every check gets the whole body, a closed connection is never reused for a request."""
+    server, connections = await _serve_each([reply], close_after)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        outs = [await run(HttpSpec(url=f"http://127.0.0.1:{port}/", expected_content=body)) for _ in "abc"]
+    finally:
+        server.close()
+    assert [o.status for o in outs] == [Status.OK] * 3, outs
+    assert {o.details["size"] for o in outs} == {len(body)}
+    assert connections[0] == (3 if close_after else 1)
+
+
+async def test_a_pooled_connection_closed_as_the_request_goes_out_is_retried_once() -> None:
+    """The server answers one request per connection and closes the next one unanswered
+    (a keep-alive timeout racing the request): the check is sent again on a new connection."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        outs = [await run(HttpSpec(url=f"http://127.0.0.1:{port}/")) for _ in "ab"]
+    finally:
+        server.close()
+    assert [o.status for o in outs] == [Status.OK, Status.OK], outs
+    assert len(connections) == 2 and "connect" in outs[1].timings
+
+
+async def test_a_plain_check_goes_its_own_path_and_a_redirect_moves_it_to_the_session(
+    http_target: str,
+) -> None:
+    """A GET with nothing of its own goes the plain path; with a header of its own, through
+    the session; a URL answering a redirect is followed by the session, then and after."""
+    port = int(http_target.rsplit(":", 1)[1])
+    before = sum(len(q) for k, q in http1._pools.items() if k[3] == port)
+    assert (await run(HttpSpec(url=f"{http_target}/status/200"))).status == Status.OK
+    assert sum(len(q) for k, q in http1._pools.items() if k[3] == port) >= max(1, before)
+    spec = HttpSpec(url=f"{http_target}/status/200", headers={"X-Probe": "yes"})
+    assert not http1.takes(spec, http._url(spec.url), "GET")
+    url = f"{http_target}/redirect/1?plain"
+    assert http1.takes(HttpSpec(url=url), http._url(url), "GET")
+    out = await run(HttpSpec(url=url, expected_content="landed"))
+    assert out.status == Status.OK and out.details["redirects"] == 1, out
+    assert not http1.takes(HttpSpec(url=url), http._url(url), "GET")
 
 
 async def test_it_reports_degraded_over_the_threshold(http_target: str) -> None:
