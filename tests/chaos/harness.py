@@ -399,7 +399,7 @@ class Observer:
             error_cb=quiet,
         )
         await self._nc.subscribe(subjects.results_all(), cb=self._tap)
-        await self._nc.subscribe(subjects.jobs("*"), cb=self._tap_jobs)
+        await self._nc.subscribe(subjects.jobs(">"), cb=self._tap_jobs)  # region and kind subjects
         self._tasks.append(asyncio.create_task(self._poll()))
 
     async def _close(self) -> None:
@@ -592,45 +592,40 @@ class Stack:
                 "/api/v1/notification-rules", json={"channel_ids": [channel], "events": events}
             )
             assert r.status == 201, await r.text()
-            names = [f"steady-{i}" for i in range(STEADY)] + [f"flip-{i}" for i in range(FLIPS)]
-            for name in names:
-                r = await api.post(
-                    "/api/v1/monitors",
-                    json={
-                        "name": name,
-                        "url": self.observer.target_url(name),
-                        "check_interval": INTERVAL,
-                        "timeout": 1,
-                    },
-                )
-                assert r.status == 201, await r.text()
-                mid = (await r.json())["data"]["id"]
-                if name.startswith("flip-"):
-                    self.flips[name] = mid
-                else:
-                    self.steady.append(mid)
-
+        names = [f"steady-{i}" for i in range(STEADY)] + [f"flip-{i}" for i in range(FLIPS)]
+        for name, mid in (await self._create_monitors(names, INTERVAL)).items():
+            if name.startswith("flip-"):
+                self.flips[name] = mid
+            else:
+                self.steady.append(mid)
         await self.all_up()
+
+    async def _create_monitors(self, names: list[str], interval: int) -> dict[str, int]:
+        """HTTP monitors of the observer's targets `names`, created eight at a time; their ids."""
+        base = next(c for c in self.controllers.values() if c.running).base
+        headers = {"Authorization": f"Bearer {self.key}"}
+        ids: dict[str, int] = {}
+        async with aiohttp.ClientSession(base_url=base, headers=headers) as api:
+
+            async def create(name: str) -> None:
+                body = {
+                    "name": name,
+                    "url": self.observer.target_url(name),
+                    "check_interval": interval,
+                    "timeout": 1,
+                }
+                async with api.post("/api/v1/monitors", json=body) as r:
+                    assert r.status == 201, await r.text()
+                    ids[name] = (await r.json())["data"]["id"]
+
+            for at in range(0, len(names), 8):
+                await asyncio.gather(*(create(n) for n in names[at : at + 8]))
+        return ids
 
     async def add_monitors(self, prefix: str, n: int, interval: int) -> list[int]:
         """`n` more monitors of targets that stay up (checked like the steady ones), at
         `interval` s; their ids, once every monitor is up in every region."""
-        base = next(c for c in self.controllers.values() if c.running).base
-        headers = {"Authorization": f"Bearer {self.key}"}
-        ids = []
-        async with aiohttp.ClientSession(base_url=base, headers=headers) as api:
-            for i in range(n):
-                r = await api.post(
-                    "/api/v1/monitors",
-                    json={
-                        "name": f"{prefix}-{i}",
-                        "url": self.observer.target_url(f"{prefix}-{i}"),
-                        "check_interval": interval,
-                        "timeout": 1,
-                    },
-                )
-                assert r.status == 201, await r.text()
-                ids.append((await r.json())["data"]["id"])
+        ids = list((await self._create_monitors([f"{prefix}-{i}" for i in range(n)], interval)).values())
         self.steady.extend(ids)
         await self.all_up()
         return ids
@@ -768,17 +763,31 @@ class Stack:
         is open (a round missing results held by a killed controller waits for their
         redelivery after JetStream's ack_wait, 30 s)."""
 
-        async def settled() -> bool:
+        async def settled() -> bool | Not:
             flips = await self.db.fetchval(
                 "SELECT count(*) FROM monitors WHERE id = ANY($1) AND status <> 'up'",
                 list(self.flips.values()),
             )
-            open_ = await self.db.fetchval(
-                "SELECT count(*) FROM rounds"
-                " WHERE closed_at IS NULL AND due < now() - make_interval(secs => $1)",
+            open_ = await self.db.fetch(
+                "SELECT monitor_id, due, regions, answered, deadline FROM rounds"
+                " WHERE closed_at IS NULL AND due < now() - make_interval(secs => $1) ORDER BY due",
                 open_age,
             )
-            return flips == 0 and open_ == 0
+            if flips == 0 and not open_:
+                return True
+            now = time.time()
+            oldest = [
+                (
+                    r["monitor_id"],
+                    round(r["due"].timestamp() - now, 1),
+                    list(r["regions"]),
+                    list(r["answered"]),
+                )
+                for r in open_[:3]
+            ]
+            return Not(
+                {"flips_not_up": flips, "old_rounds_open": len(open_), "oldest (due s from now)": oldest}
+            )
 
         await eventually(settled, timeout=within, interval=0.25, what="flip monitors up, old rounds closed")
 
