@@ -14,7 +14,11 @@ Source address: Chromium has no switch to bind its connections to a local addres
 with one the browser is pointed at a SOCKS5 relay of this run (_socks_relay, loopback,
 CONNECT only) that opens each of the page's connections from that address. Loopback
 targets go through it too (Playwright removes Chromium's implicit loopback bypass), and
-host names are resolved by the relay, as a probe's other kinds resolve them.
+host names are resolved by the relay, as a probe's other kinds resolve them. Chromium
+cannot authenticate to a SOCKS5 proxy (no RFC 1929 username/password), so the relay
+serves only connections from sockets of the probe's own user (the owner of the peer's
+socket in /proc/net/tcp): another local user cannot borrow the probe's address through it
+while a journey runs.
 """
 
 # The registry's signature takes the job's time budget as `timeout`.
@@ -267,10 +271,54 @@ async def _socks_connect(
     await asyncio.gather(base.pipe(reader, upstream_writer), base.pipe(upstream_reader, writer))
 
 
+def _proc_net_address(host: str, port: int, *, v6: bool) -> str:
+    """`host`:`port` as /proc/net/tcp (or tcp6, IPv4-mapped) writes it: the address as the
+    kernel's 32-bit words in host byte order, in hex, then the port."""
+    packed = socket.inet_pton(socket.AF_INET6, host) if ":" in host else socket.inet_aton(host)
+    if v6 and len(packed) == 4:
+        packed = bytes(10) + b"\xff\xff" + packed
+    if not v6 and len(packed) != 4:
+        return ""
+    words = (packed[i : i + 4] for i in range(0, len(packed), 4))
+    return "".join(f"{int.from_bytes(w, 'little'):08X}" for w in words) + f":{port:04X}"
+
+
+def _socket_owner(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The uid owning the TCP socket bound at `local` and connected to `remote` on this
+    host (Linux' /proc/net/tcp and tcp6), or None when there is none to be seen. The kernel
+    writes the tables a chunk at a time, walking them again for each: a socket can be
+    missed while others open and close, so a miss is read again, up to three times."""
+    for _ in range(3):
+        for name, v6 in (("tcp", False), ("tcp6", True)):
+            want = (_proc_net_address(*local, v6=v6), _proc_net_address(*remote, v6=v6))
+            try:
+                with open(f"/proc/net/{name}", buffering=1 << 20) as table:
+                    lines = table.read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 7 and (fields[1], fields[2]) == want:
+                    return int(fields[7])
+    return None
+
+
+async def _own_user(writer: asyncio.StreamWriter) -> bool:
+    """Whether the relay's client (a loopback connection) is a socket of this process's
+    user. Read in a thread: /proc/net/tcp lists every socket of the host."""
+    peer = writer.get_extra_info("peername")
+    local = writer.get_extra_info("sockname")
+    if not peer or not local:
+        return False
+    owner = await asyncio.to_thread(_socket_owner, peer[:2], local[:2])
+    return owner is not None and owner == os.geteuid()
+
+
 @contextlib.asynccontextmanager
 async def _socks_relay(source_address: str) -> AsyncIterator[tuple[str, list[BaseException]]]:
-    """A SOCKS5 relay on a free loopback port for one run: its proxy URL, and the errors
-    met connecting to targets (the browser only reports a failed tunnel)."""
+    """A SOCKS5 relay on a free loopback port for one run, serving this user's sockets only:
+    its proxy URL, and the errors met connecting to targets (the browser only reports a
+    failed tunnel)."""
     errors: list[BaseException] = []
     relays: set[asyncio.Task[Any]] = set()
 
@@ -279,6 +327,10 @@ async def _socks_relay(source_address: str) -> AsyncIterator[tuple[str, list[Bas
         assert task is not None
         relays.add(task)
         try:
+            if not await _own_user(writer):
+                # Another local user's connection: closed before the SOCKS greeting.
+                writer.close()
+                return
             await _socks_connect(reader, writer, source_address, errors)
         except (OSError, asyncio.IncompleteReadError, UnicodeError):
             writer.close()
