@@ -3,8 +3,13 @@ PostgreSQL in due order (one hour of data per batch, rolled up right after it, a
 rollup loop would), then time the statistics reads and measure the disk used.
 
 Goals (issue 8): stats queries p99 < 50 ms; ingest plus rollups >= 10,000 results/s.
+Issue 24: stats p99 < 20 ms over 10 M results on the calibration-normalised machine (the
+report prints the calibration figure of bench/common.py to normalise by).
 
-    .venv/bin/python -m bench.stats [--monitors 1000] [--hours 56] [--no-record]
+    .venv/bin/python -m bench.stats [--monitors 1000] [--hours 56] [--no-record] [--explain]
+
+--explain prints EXPLAIN (ANALYZE, BUFFERS) of every statement of one 24 h read (summary
++ 5-minute series) and of one rollup step at each level, after the timings.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import asyncpg
 import click
 
-from bench.common import percentile, record
+from bench.common import calibration, load_average, machine, percentile, record
 from probefleet.controller.stats import rollups
 from probefleet.controller.storage import db
 from probefleet.controller.storage import stats as store
@@ -42,6 +47,7 @@ RESULT_COLUMNS = [
     "duration_ms",
     "status_code",
 ]
+ENDPOINT_WINDOWS = {"24h": store.DAY, "7d": 7 * store.DAY, "30d": 30 * store.DAY, "90d": 90 * store.DAY}
 ROUND_COLUMNS = ["monitor_id", "due", "attempt", "regions", "answered", "deadline", "closed_at", "verdict"]
 
 
@@ -102,7 +108,55 @@ async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
     return out
 
 
-async def run(monitors: int, hours: int, samples: int) -> dict[str, Any]:
+class Explaining:
+    """A connection that runs EXPLAIN (ANALYZE, BUFFERS) of each statement before it, and
+    keeps the plans (for --explain)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn, self.plans = conn, list[str]()
+
+    async def _explain(self, sql: str, args: tuple[Any, ...]) -> None:
+        rows = await self.conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+        self.plans.append(sql + "\n" + "\n".join(r[0] for r in rows))
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        await self._explain(sql, args)
+        return list(await self.conn.fetch(sql, *args))
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        await self._explain(sql, args)
+        return str(await self.conn.execute(sql, *args))
+
+
+async def explain(pool: asyncpg.Pool, now: dt.datetime, monitor: int) -> list[str]:
+    """The plans of one 24 h read, then of one step of each rollup level (rolled back)."""
+    async with pool.acquire() as conn:
+        ex = Explaining(conn)
+        marks = await store.watermarks(conn)
+        ex.plans.append("-- the 24 h read, hour-aligned:")
+        await store.summary(ex, monitor, now - store.DAY, now, marks)
+        await store.series(ex, monitor, now - store.DAY, now, dt.timedelta(minutes=5), marks)
+        ex.plans.append("-- the 24 h read, unaligned (as the API reads it):")
+        end = now - dt.timedelta(minutes=17, seconds=13)
+        await store.summary(ex, monitor, end - store.DAY, end, marks)
+        await store.series(ex, monitor, end - store.DAY, end, dt.timedelta(minutes=5), marks)
+        ex.plans.append("-- the same 5-minute series from minute rows (before migration 0026):")
+        before = {k: v for k, v in marks.items() if k != "5min"}
+        await store.series(ex, monitor, now - store.DAY, now, dt.timedelta(minutes=5), before)
+        ex.plans.append("-- one rollup step at each level above the minute (rolled back):")
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            for source, dest in (("minute", "5min"), ("5min", "hour"), ("hour", "day")):
+                step = store.LEVELS[dest]
+                end = store.floor_to(marks[dest], step)
+                await store.rollup_level(ex, source, dest, end - step, end)
+        finally:
+            await tr.rollback()
+    return ex.plans
+
+
+async def run(monitors: int, hours: int, samples: int, plans: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-stats-") as tmp:
         pg = PostgresServer(Path(tmp) / "pg", ephemeral=True)
         pg.start()
@@ -112,14 +166,14 @@ async def run(monitors: int, hours: int, samples: int) -> dict[str, Any]:
             await db.migrate(dsn)
             pool = await db.create_pool(dsn, max_size=4)
             try:
-                return await _bench(pool, monitors, hours, samples)
+                return await _bench(pool, monitors, hours, samples, plans)
             finally:
                 await pool.close()
         finally:
             pg.stop()
 
 
-async def _bench(pool: asyncpg.Pool, monitors: int, hours: int, samples: int) -> dict[str, Any]:
+async def _bench(pool: asyncpg.Pool, monitors: int, hours: int, samples: int, plans: bool) -> dict[str, Any]:
     now = store.floor_to(dt.datetime.now(dt.UTC), store.HOUR)
     start = now - dt.timedelta(hours=hours)
     for d in range(hours // 24 + 3):
@@ -151,11 +205,30 @@ async def _bench(pool: asyncpg.Pool, monitors: int, hours: int, samples: int) ->
     ids = list(range(1, monitors + 1))
     pick = random.Random(1)
 
-    async def stats_24h() -> None:
+    async def stats_24h(end: dt.datetime = now, minute_rows: bool = False) -> None:
         m = pick.choice(ids)
-        s = await store.summary(pool, m, now - store.DAY, now)
+        marks = await store.watermarks(pool)
+        if minute_rows:  # as before the 5-minute level (migration 0026): an A/B in one run
+            marks.pop("5min")
+        s = await store.summary(pool, m, end - store.DAY, end, marks)
         s["total"].public()
-        await store.series(pool, m, now - store.DAY, now, dt.timedelta(minutes=5))
+        await store.series(pool, m, end - store.DAY, end, dt.timedelta(minutes=5), marks)
+
+    # What GET /monitors/{id}/stats (24 h) reads, without HTTP: the report, its incidents
+    # and the uptime of the 24 h, 7 d, 30 d and 90 d windows (controller/api/stats.py).
+    async def stats_endpoint_24h() -> None:
+        end = now - dt.timedelta(minutes=17, seconds=13)
+        await stats_24h(end)
+        m = pick.choice(ids)
+        await store.incidents_in(pool, [m], end - store.DAY, end)
+        await store.uptimes(pool, [m], end, windows=ENDPOINT_WINDOWS)
+
+    async def stats_24h_minute_rows() -> None:
+        await stats_24h(minute_rows=True)
+
+    # As the API asks it (to = now): edges inside minutes, 5 minutes and hours.
+    async def stats_24h_unaligned() -> None:
+        await stats_24h(now - dt.timedelta(minutes=17, seconds=13))
 
     async def stats_7d() -> None:
         m = pick.choice(ids)
@@ -179,15 +252,22 @@ async def _bench(pool: asyncpg.Pool, monitors: int, hours: int, samples: int) ->
 
     queries = {
         "stats 24h (summary + 5m series)": stats_24h,
+        "stats 24h, unaligned (as the API reads it)": stats_24h_unaligned,
+        "stats endpoint 24h: the above + incidents + 4 uptime windows": stats_endpoint_24h,
+        "stats 24h from minute rows (the read before 0026, A/B)": stats_24h_minute_rows,
         "stats 7d (summary + 1h series)": stats_7d,
         "stats 90d (summary + 1d series)": stats_90d,
         "uptimes, page of 100 monitors": uptime_page,
         "analytics, unaligned 30 h range": analytics_unaligned,
     }
-    latencies = {}
-    for name, fn in queries.items():
+    for fn in queries.values():
         await timed(fn, 5)
-        latencies[name] = await timed(fn, samples)
+    # Round robin, one sample of each query in turn: a busy spell on the machine falls on
+    # all of them alike, so they compare (the A/B rows above all).
+    latencies: dict[str, list[float]] = {name: [] for name in queries}
+    for _ in range(samples):
+        for name, fn in queries.items():
+            latencies[name] += await timed(fn, 1)
     t = time.perf_counter()
     ids_all = await pool.fetch("SELECT DISTINCT monitor_id FROM stats_day")
     marks = await store.watermarks(pool)
@@ -198,12 +278,13 @@ async def _bench(pool: asyncpg.Pool, monitors: int, hours: int, samples: int) ->
         for r in await pool.fetch(
             "SELECT p.relname AS t, sum(pg_total_relation_size(c.oid))::bigint AS bytes FROM pg_inherits i"
             " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent"
-            " WHERE p.relname IN ('check_results', 'rounds', 'stats_minute', 'stats_hour', 'stats_day',"
-            " 'verdicts_minute', 'verdicts_hour', 'verdicts_day') GROUP BY 1"
+            " WHERE p.relname IN ('check_results', 'rounds', 'stats_minute', 'stats_5min', 'stats_hour',"
+            " 'stats_day', 'verdicts_minute', 'verdicts_5min', 'verdicts_hour', 'verdicts_day') GROUP BY 1"
         )
     }
     rows = {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in sizes}
     return {
+        "plans": await explain(pool, now, monitors // 2) if plans else [],
         "monitors": monitors,
         "hours": hours,
         "results": n_results,
@@ -223,7 +304,12 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         f"{r['monitors']:,} monitors x {len(REGIONS)} regions every {INTERVAL} s for {r['hours']} h:"
         f" {n:,} raw results and {r['rows'].get('rounds', 0):,} rounds, COPY'd one hour of data at a"
-        f" time in due order, each hour rolled up (raw -> minute -> hour -> day) right after its COPY.",
+        f" time in due order, each hour rolled up (raw -> minute -> 5 min -> hour -> day) right after"
+        f" its COPY.",
+        "",
+        f"Machine: {r['machine']}. Load average before: {r['load'][0]}; after: {r['load'][1]}.",
+        f"Calibration: a fixed pure-Python loop takes {r['calibration']:.1f} ms on this machine"
+        f" (bench/common.py calibration(); compare figures across machines as ratios to it).",
         "",
         "| ingest | seconds | results/s |",
         "|---|---:|---:|",
@@ -259,9 +345,16 @@ def report(r: dict[str, Any]) -> str:
 @click.option("--hours", default=56, show_default=True, help="hours of data (56 h x 1,000 x 3 = 10.1 M)")
 @click.option("--samples", default=200, show_default=True)
 @click.option("--record/--no-record", "do_record", default=True)
-def main(monitors: int, hours: int, samples: int, do_record: bool) -> None:
-    result = asyncio.run(run(monitors, hours, samples))
+@click.option(
+    "--explain", "plans", is_flag=True, help="print the query plans of a 24 h read and a rollup step"
+)
+def main(monitors: int, hours: int, samples: int, do_record: bool, plans: bool) -> None:
+    calib, load0 = calibration(), load_average()
+    result = asyncio.run(run(monitors, hours, samples, plans))
+    result |= {"calibration": calib, "load": (load0, load_average()), "machine": machine()}
     body = report(result)
+    for plan in result["plans"]:
+        print(plan, end="\n\n")
     print(body)
     if do_record:
         record("Statistics (issue 8)", body + "\n\nRun: `.venv/bin/python -m bench.stats`")
