@@ -59,7 +59,12 @@ def page_out(page: dict[str, Any], comps: list[dict[str, Any]]) -> dict[str, Any
     sections: dict[str, list[dict[str, Any]]] = {}
     for c in comps:
         sections.setdefault(c["section"], []).append(
-            {"monitor_id": c["monitor_id"], "display_name": c["display_name"], "component_id": c["id"]}
+            {
+                "monitor_id": c["monitor_id"],
+                "display_name": c["display_name"],
+                "description": c["description"],
+                "component_id": c["id"],
+            }
         )
     return {
         "id": page["id"],

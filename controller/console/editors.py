@@ -11,6 +11,7 @@ the API's on-demand run (engine/ondemand.run) and stores nothing of the monitor.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, cast
 
@@ -113,39 +114,59 @@ def channel_kinds(chosen: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# Id lists shown as controls: channels as a checkbox each, by name (a few hundred at most);
+# monitors as a list of the chosen ones with a search over the API's paged monitor list
+# (never a control holding every monitor: there may be 100,000).
+PICKERS = {"channel_ids": "channels", "escalation_channel_ids": "channels", "monitor_ids": "monitors"}
+
+
+def _pickers(fields: list[forms.Field]) -> list[forms.Field]:
+    return [dataclasses.replace(f, input=PICKERS[f.name]) if f.name in PICKERS else f for f in fields]
+
+
 def rule_fields() -> list[forms.Field]:
-    return forms.struct_fields(
-        notify_api.RuleBody,
-        (
-            "name",
-            "channel_ids",
-            "events",
-            "monitor_ids",
-            "tags",
-            "min_severity",
-            "reminder_minutes",
-            "escalate_after_minutes",
-            "escalation_channel_ids",
-            "group_by",
-            "group_window_s",
-            "is_policy",
-            "is_enabled",
-        ),
-        labels={"channel_ids": "Channel ids", "monitor_ids": "Monitor ids (none: all)"},
+    return _pickers(
+        forms.struct_fields(
+            notify_api.RuleBody,
+            (
+                "name",
+                "channel_ids",
+                "events",
+                "monitor_ids",
+                "tags",
+                "min_severity",
+                "reminder_minutes",
+                "escalate_after_minutes",
+                "escalation_channel_ids",
+                "group_by",
+                "group_window_s",
+                "is_policy",
+                "is_enabled",
+            ),
+            labels={
+                "channel_ids": "Channels",
+                "escalation_channel_ids": "Escalation channels",
+                "monitor_ids": "Monitors (none chosen: every monitor)",
+                "tags": "Tags (comma separated: monitors with any of them)",
+            },
+        )
     )
 
 
 def window_fields() -> list[forms.Field]:
-    return forms.struct_fields(
-        maintenance_api.WindowBody,
-        labels={
-            "starts_at": "Starts at (one-off, e.g. 2026-12-24T22:00:00Z)",
-            "ends_at": "Ends at (one-off)",
-            "days": "Days (recurring: mon, tue, ...)",
-            "start_time": "Start time (recurring, local, e.g. 02:30)",
-            "duration": "Duration in seconds (recurring)",
-            "time_zone": "Time zone (IANA)",
-        },
+    return _pickers(
+        forms.struct_fields(
+            maintenance_api.WindowBody,
+            labels={
+                "starts_at": "Starts at (one-off, e.g. 2026-12-24T22:00:00Z)",
+                "ends_at": "Ends at (one-off)",
+                "days": "Days (recurring: mon, tue, ...)",
+                "start_time": "Start time (recurring, local, e.g. 02:30)",
+                "duration": "Duration in seconds (recurring)",
+                "time_zone": "Time zone (IANA)",
+                "monitor_ids": "Monitors",
+            },
+        )
     )
 
 
@@ -210,7 +231,7 @@ COLOR_FIELDS = [forms.Field(f"colors.{k}", k.capitalize(), "text") for k in page
 def _values(fields: list[forms.Field], item: dict[str, Any]) -> list[tuple[forms.Field, Any]]:
     out: list[tuple[forms.Field, Any]] = []
     for f in fields:
-        if f.input == "sections":
+        if f.input in ("sections", "channels", "monitors"):  # (see _choices)
             out.append((f, item.get(f.name) or []))
         elif f.name == "colors":  # a field per colour, sent as one object (empty ones left out)
             colors = item.get("colors") or {}
@@ -267,6 +288,30 @@ def _missing(request: web.Request, what: str) -> web.Response:
     return _render(request, "not_found.html", {"what": what}, 404)
 
 
+async def _choices(request: web.Request, fields: list[forms.Field], item: dict[str, Any]) -> dict[str, Any]:
+    """The item with each picker's ids as what its control shows: every channel as
+    (id, "name (kind)", chosen), the chosen monitors as (id, name). A chosen id that is
+    gone is shown by its number, so saving does not drop it unseen (the API names it)."""
+    pool = request.app[keys.POOL]
+    out = dict(item)
+    channels: list[dict[str, Any]] | None = None
+    for f in fields:
+        if f.input not in ("channels", "monitors"):
+            continue
+        ids = [int(i) for i in item.get(f.name) or []]
+        if f.input == "channels":
+            if channels is None:
+                channels = await notify_store.list_channels(pool, limit=500)
+            known = {c["id"] for c in channels}
+            out[f.name] = [(c["id"], f"{c['name']} ({c['kind']})", c["id"] in ids) for c in channels] + [
+                (i, f"channel #{i}", True) for i in ids if i not in known
+            ]
+        elif f.input == "monitors":
+            names = {r["id"]: r["name"] for r in await monitor_store.get_many(pool, ids)} if ids else {}
+            out[f.name] = [(i, names.get(i, f"monitor #{i} (deleted)")) for i in ids]
+    return out
+
+
 # ---- notification channels and rules ---------------------------------------------------------
 
 
@@ -308,35 +353,31 @@ async def channel_form(request: web.Request) -> web.StreamResponse:
 async def rule_form(request: web.Request) -> web.StreamResponse:
     if (refused := await _editor(request)) is not None:
         return refused
-    pool = request.app[keys.POOL]
-    channels = [notify_api.public_channel(r) for r in await notify_store.list_channels(pool, limit=500)]
-    extra = {"channels": [(c["id"], c["name"], c["kind"]) for c in channels]}
+    fields = rule_fields()
     if "id" not in request.match_info:
         return _form_page(
             request,
             title="New notification rule",
-            fields=rule_fields(),
-            item={},
+            fields=fields,
+            item=await _choices(request, fields, {}),
             action="/api/v1/notification-rules",
             method="POST",
             done="/console/rules",
             back="/console/rules",
-            extra=extra,
         )
-    row = await notify_store.get_rule(pool, _monitor_id(request))
+    row = await notify_store.get_rule(request.app[keys.POOL], _monitor_id(request))
     if row is None:
         return _missing(request, "notification rule")
     rule = notify_api.public_rule(row)
     return _form_page(
         request,
         title=f"Edit rule {rule['name'] or rule['id']}",
-        fields=rule_fields(),
-        item=rule,
+        fields=fields,
+        item=await _choices(request, fields, rule),
         action=f"/api/v1/notification-rules/{rule['id']}",
         method="PATCH",
         done="/console/rules",
         back="/console/rules",
-        extra=extra,
     )
 
 
@@ -346,11 +387,12 @@ async def rule_form(request: web.Request) -> web.StreamResponse:
 async def window_form(request: web.Request) -> web.StreamResponse:
     if (refused := await _editor(request)) is not None:
         return refused
+    fields = window_fields()
     if "id" not in request.match_info:
         return _form_page(
             request,
             title="New maintenance window",
-            fields=window_fields(),
+            fields=fields,
             item={},
             action="/api/v1/maintenance-windows",
             method="POST",
@@ -365,8 +407,8 @@ async def window_form(request: web.Request) -> web.StreamResponse:
     return _form_page(
         request,
         title=f"Edit window {window['name']}",
-        fields=window_fields(),
-        item=window,
+        fields=fields,
+        item=await _choices(request, fields, window),
         action=f"/api/v1/maintenance-windows/{window_id}",
         method="PATCH",
         done="/console/maintenance",
@@ -443,6 +485,7 @@ def _page_item(page: dict[str, Any], comps: list[dict[str, Any]], names: dict[in
                 {
                     "monitor_id": c["monitor_id"],
                     "display_name": c["display_name"],
+                    "description": c["description"],
                     "monitor_name": names.get(c["monitor_id"], ""),
                 }
                 for c in s["monitors"]

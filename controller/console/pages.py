@@ -32,7 +32,7 @@ from probefleet.controller.api import notifications as notify_api
 from probefleet.controller.api import public_pages
 from probefleet.controller.api.common import now_utc, parse_int
 from probefleet.controller.api.errors import ApiError
-from probefleet.controller.console import accounts, charts, forms
+from probefleet.controller.console import accounts, charts, forms, templating
 from probefleet.controller.storage import api_keys as key_store
 from probefleet.controller.storage import console as console_store
 from probefleet.controller.storage import heartbeats as hb_store
@@ -407,16 +407,24 @@ class Action:
     reload: bool = False
 
 
-def _cell(value: Any) -> str:
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
+
+
+def _cell(value: Any) -> tuple[str, str]:
+    """(text, time): a time (also one the API gave as ISO text) is shown in UTC, named, and
+    its ISO form is put in a <time> element that the page's script shows in the viewer's
+    zone."""
     if value is None:
-        return "-"
+        return "-", ""
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return ("yes" if value else "no"), ""
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
+        return ", ".join(str(v) for v in value), ""
+    if isinstance(value, str) and _ISO_TIME.match(value):
+        value = templating.as_time(value) or value
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return str(value)
+        return templating.utc(value), templating.iso(value)
+    return str(value), ""
 
 
 def _list_page(
@@ -521,7 +529,13 @@ async def channels_page(request: web.Request) -> web.StreamResponse:
 
 async def rules_page(request: web.Request) -> web.StreamResponse:
     await _session(request)
-    rules = [notify_api.public_rule(r) for r in await notify_store.list_rules(request.app[keys.POOL])]
+    pool = request.app[keys.POOL]
+    rules = [notify_api.public_rule(r) for r in await notify_store.list_rules(pool)]
+    # Channels by name (the ids of channels since deleted as numbers).
+    ids = {i for r in rules for i in (*r["channel_ids"], *(r.get("escalation_channel_ids") or []))}
+    names = {i: c["name"] for i, c in (await notify_store.channels_by_id(pool, sorted(ids))).items()}
+    for r in rules:
+        r["channel_ids"] = [names.get(i, f"#{i}") for i in r["channel_ids"]]
     return _list_page(
         request,
         "Notification rules",

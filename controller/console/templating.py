@@ -26,7 +26,7 @@ LOADER = jinja2.PrefixLoader(
 )
 
 
-def _time(value: dt.datetime | str | None) -> dt.datetime | None:
+def as_time(value: dt.datetime | str | None) -> dt.datetime | None:
     """A time, or one read back from JSON (a post's updates are aggregated as JSON)."""
     if isinstance(value, str):
         try:
@@ -38,7 +38,7 @@ def _time(value: dt.datetime | str | None) -> dt.datetime | None:
 
 def iso(value: dt.datetime | str | None) -> str:
     """A time as ISO 8601 UTC with Z (what <time datetime> and the page's script read)."""
-    value = _time(value)
+    value = as_time(value)
     if value is None:
         return ""
     return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -46,7 +46,7 @@ def iso(value: dt.datetime | str | None) -> str:
 
 def utc(value: dt.datetime | str | None) -> str:
     """A time for readers without script: UTC, named."""
-    value = _time(value)
+    value = as_time(value)
     if value is None:
         return ""
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -20,8 +20,12 @@ from probefleet.controller.validation import ValidationError
 
 
 class StatusPageMonitor(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A component: the monitor shown, its name on the page (default: the monitor's) and
+    a description shown under the name (at most 500 characters; omitted or null: none)."""
+
     monitor_id: int
     display_name: str | None = None
+    description: str | None = None
 
 
 class StatusPageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -259,13 +263,18 @@ def _sections(errors: dict[str, object], raw: Any) -> list[dict[str, Any]]:
     return out
 
 
+_COMPONENT_KEYS = frozenset(
+    {"monitor_id", "monitorId", "id", "display_name", "displayName", "name", "description"}
+)
+
+
 def _component(errors: dict[str, object], where: str, item: Any, seen: set[int]) -> dict[str, Any] | None:
     if isinstance(item, int) and not isinstance(item, bool):
         item = {"monitor_id": item}
     if not isinstance(item, dict):
         errors[where] = "must be a monitor id or an object with monitor_id and display_name"
         return None
-    unknown = set(item) - {"monitor_id", "monitorId", "id", "display_name", "displayName", "name"}
+    unknown = set(item) - _COMPONENT_KEYS
     if unknown:
         errors[f"{where}.{sorted(unknown)[0]}"] = "unknown field"
         return None
@@ -281,7 +290,15 @@ def _component(errors: dict[str, object], where: str, item: Any, seen: set[int])
     if display is not None and (not isinstance(display, str) or not 1 <= len(display.strip()) <= 200):
         errors[f"{where}.display_name"] = "must be a string of 1 to 200 characters"
         return None
-    return {"monitor_id": mid, "display_name": display.strip() if display else None}
+    description = item.get("description")
+    if description is not None and (not isinstance(description, str) or len(description) > 500):
+        errors[f"{where}.description"] = "must be a string of at most 500 characters"
+        return None
+    return {
+        "monitor_id": mid,
+        "display_name": display.strip() if display else None,
+        "description": description.strip() if description else "",
+    }
 
 
 def _appearance(errors: dict[str, object], data: dict[str, Any]) -> None:

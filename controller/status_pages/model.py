@@ -162,6 +162,7 @@ async def public_model(pool: DB, cache: PageCache, page: dict[str, Any], now: dt
         shown: dict[str, Any] = {
             "id": c["id"],
             "name": c["display_name"],
+            "description": c["description"],
             "status": component_state(c["status"], c["monitor_id"] in maint),
             "uptime_90d": uptime_of(days),
             "days": day_bars(days, now.date()),

@@ -82,7 +82,7 @@ async def response_histograms(
             origin,
         )
         return [dict(r) for r in rows]
-    assert level in ("minute", "hour", "day")
+    assert level in ("minute", "5min", "hour", "day")  # stats.LEVELS
     rows = await conn.fetch(
         f"SELECT date_bin($4, bucket, $5) AS t, region, hist_idx, hist_cnt FROM stats_{level}"
         " WHERE monitor_id = $1 AND bucket >= $2 AND bucket < $3",

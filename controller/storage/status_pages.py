@@ -73,7 +73,7 @@ async def set_incident(conn: Tx, page_id: int, status: str, message: str) -> Non
 async def set_components(conn: Tx, page_id: int, sections: list[dict[str, Any]]) -> None:
     """Replace the page's components, keeping the public id of each monitor already shown."""
     rows = [
-        (page_id, c["monitor_id"], s["name"], si, ci, c["display_name"])
+        (page_id, c["monitor_id"], s["name"], si, ci, c["display_name"], c.get("description") or "")
         for si, s in enumerate(sections)
         for ci, c in enumerate(s["monitors"])
     ]
@@ -84,10 +84,11 @@ async def set_components(conn: Tx, page_id: int, sections: list[dict[str, Any]])
     )
     await conn.executemany(
         "INSERT INTO status_page_components (page_id, monitor_id, section, section_pos, position,"
-        " display_name) SELECT $1, $2, $3, $4, $5, coalesce($6, m.name) FROM monitors m WHERE m.id = $2"
+        " display_name, description) SELECT $1, $2, $3, $4, $5, coalesce($6, m.name), $7"
+        " FROM monitors m WHERE m.id = $2"
         " ON CONFLICT (page_id, monitor_id) DO UPDATE SET section = EXCLUDED.section,"
         " section_pos = EXCLUDED.section_pos, position = EXCLUDED.position,"
-        " display_name = EXCLUDED.display_name",
+        " display_name = EXCLUDED.display_name, description = EXCLUDED.description",
         rows,
     )
 
@@ -126,7 +127,7 @@ async def delete_page(conn: DB, page_id: int) -> bool:
 async def components(conn: DB, page_ids: list[int]) -> list[Row]:
     """Components of the pages in display order, with their monitor's current state."""
     rows = await conn.fetch(
-        "SELECT c.id, c.page_id, c.monitor_id, c.section, c.display_name, m.status,"
+        "SELECT c.id, c.page_id, c.monitor_id, c.section, c.display_name, c.description, m.status,"
         " m.status_changed_at FROM status_page_components c JOIN monitors m ON m.id = c.monitor_id"
         " WHERE c.page_id = ANY($1) ORDER BY c.page_id, c.section_pos, c.position",
         page_ids,

@@ -9,13 +9,15 @@ log out; a viewer sees no edit controls and gets 403 on a crafted request; marku
 and tags shows as text.
 
 Screenshots of every page, light and dark, desktop and phone, are saved under
-$PROBEFLEET_SCREENSHOTS (default: the test's tmp dir).
+$PROBEFLEET_SCREENSHOTS (default: tests/artifacts/console/, kept after the run), and the
+test checks that each page's four are there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 import socket
@@ -47,6 +49,33 @@ def status_js(monitor_id: int) -> str:
 XSS_NAME = '<img src=x onerror="window.__xss=1">shop <b>api</b>'
 XSS_TAG = "<script>window.__xss=2</script>"
 SIZES = {"desktop": (1280, 900), "phone": (390, 844)}
+SCHEMES = ("light", "dark")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
+# Every page of the console the test shows (each in SIZES x SCHEMES).
+PAGES = (
+    "login",
+    "overview",
+    "monitor",
+    "monitor-form",
+    "incidents",
+    "incident",
+    "fleet",
+    "heartbeats",
+    "heartbeat",
+    "heartbeat-form",
+    "channels",
+    "channel-form",
+    "channel-edit",
+    "rules",
+    "rule-form",
+    "maintenance",
+    "maintenance-form",
+    "status-pages",
+    "status-page-form",
+    "keys",
+    "users",
+    "audit",
+)
 
 
 def _ensure_chromium() -> tuple[str, str]:
@@ -103,7 +132,7 @@ class Chromium:
             await self.cdp(
                 "Emulation.setDeviceMetricsOverride", width=w, height=h, deviceScaleFactor=1, mobile=False
             )
-            for scheme in ("light", "dark"):
+            for scheme in SCHEMES:
                 await self.cdp(
                     "Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": scheme}]
                 )
@@ -117,8 +146,10 @@ class Chromium:
 @pytest.fixture
 async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
     binary, driver = _ensure_chromium()
-    shots = Path(os.environ.get("PROBEFLEET_SCREENSHOTS") or tmp_path / "screenshots")
+    shots = Path(os.environ.get("PROBEFLEET_SCREENSHOTS") or ARTIFACTS)
     shots.mkdir(parents=True, exist_ok=True)
+    for old in shots.glob("console-*.png"):  # a page no longer shown leaves no stale picture
+        old.unlink()
     port = _free_port()
     proc = subprocess.Popen(
         [driver, f"--port={port}", "--allowed-ips=127.0.0.1"],
@@ -283,6 +314,7 @@ async def test_an_operator_runs_the_console_in_chromium(
             " && document.querySelector('td')?.textContent === 'nightly <b>db</b>'",
             "the new window in the list",
         )
+        await b.screenshots("maintenance")
 
         # A status page's sections with buttons: add two, a component picked by searching the
         # monitors, move the second up, remove the first, save; the edit form shows what was saved.
@@ -314,6 +346,7 @@ async def test_an_operator_runs_the_console_in_chromium(
         order = await b.js(
             "document.querySelector('[data-monitor-pick]').value = String(arguments[0]);"
             "document.querySelector('[data-display-name]').value = 'Web <i>';"
+            "document.querySelector('[data-description]').value = 'The <u>shop</u>';"
             "const second = document.querySelectorAll('[data-section]')[1];"
             "const up = second.querySelector('.section-head [data-move=\"-1\"]'); up.click();"
             "const moved = document.activeElement === up;"
@@ -330,10 +363,11 @@ async def test_an_operator_runs_the_console_in_chromium(
             "return /\\/edit$/.test(location.pathname) && document.querySelector('[data-section-name]')"
             " && [[...document.querySelectorAll('[data-section-name]')].map(i => i.value),"
             " document.querySelector('[data-monitor-pick]').value,"
-            " document.querySelector('[data-display-name]').value]",
+            " document.querySelector('[data-display-name]').value,"
+            " document.querySelector('[data-description]').value]",
             "the saved status page's editor",
         )
-        assert saved == [["Shop <b>"], str(monitor_id), "Web <i>"], saved
+        assert saved == [["Shop <b>"], str(monitor_id), "Web <i>", "The <u>shop</u>"], saved
 
         # A channel's settings: the kind's fieldset, a field error beside its control, and
         # the untouched edit form keeps the secret URL it never shows.
@@ -357,6 +391,7 @@ async def test_an_operator_runs_the_console_in_chromium(
             secret_url,
         )
         await b.wait("return location.pathname === '/console/channels'", "the channel list")
+        await b.screenshots("channels")
         channel = (await notify_store.list_channels(pool, limit=10))[0]
         await b.go(f"{base}/console/channels/{channel['id']}/edit")
         assert "s3cretpart" not in await b.js("return document.documentElement.outerHTML")
@@ -365,6 +400,58 @@ async def test_an_operator_runs_the_console_in_chromium(
         await b.wait("return location.pathname === '/console/channels'", "the channel list after saving")
         kept = await notify_store.get_channel(pool, channel["id"])
         assert kept is not None and kept["config"]["url"] == secret_url, error
+
+        # A rule: its channel ticked by name, its monitor found by the picker's search and
+        # added with a button (the focus back in the search box), saved.
+        await b.go(f"{base}/console/rules/new")
+        await b.js(
+            "document.getElementById('f-name').value = 'page <b>ops</b>';"
+            "document.querySelector('[data-field=channel_ids] [data-choice]').checked = true;"
+            "const q = document.querySelector('[data-field=monitor_ids] [data-monitor-find]');"
+            "q.value = 'shop';"
+            "q.dispatchEvent(new Event('input', {bubbles: true}));"
+        )
+        add = f"[data-field=monitor_ids] [data-choose='{monitor_id}']"
+        await b.wait(f'return document.querySelector("{add}")', "the monitor offered by the rule's search")
+        chosen = await b.js(
+            f'document.querySelector("{add}").click();'
+            "return [document.activeElement.matches('[data-monitor-find]'),"
+            " [...document.querySelectorAll('[data-field=monitor_ids] [data-chosen-id]')]"
+            "  .map(li => [li.dataset.chosenId, li.querySelector('[data-chosen-name]').textContent])];"
+        )
+        assert chosen == [True, [[str(monitor_id), f"{XSS_NAME} (#{monitor_id})"]]], chosen
+        await b.screenshots("rule-form")
+        await b.js("document.querySelector('form[data-action] button[type=submit]').click()")
+        await b.wait(
+            "return location.pathname === '/console/rules'"
+            " && document.querySelector('td')?.textContent === 'page <b>ops</b>'",
+            "the new rule in the list",
+        )
+        rule = (await notify_store.list_rules(pool))[0]
+        assert (rule["channel_ids"], rule["monitor_ids"]) == ([channel["id"]], [monitor_id]), rule
+        await b.screenshots("rules")
+
+        # A heartbeat: its ping URL shown once after saving, then its page and the list.
+        await b.go(f"{base}/console/heartbeats/new")
+        await b.js(
+            "document.getElementById('f-name').value = 'backup <i>job</i>';"
+            "document.getElementById('f-run_interval').value = '3600';"
+            "document.querySelector('form[data-action] button[type=submit]').click();"
+        )
+        ping = await b.wait(
+            "return !document.getElementById('shown').hidden"
+            " && document.getElementById('shown-value').textContent",
+            "the new heartbeat's ping URL",
+        )
+        assert "/api/v1/heartbeat/" in ping, ping
+        await b.screenshots("heartbeat-form")
+        await b.js("document.getElementById('continue').click()")
+        await b.wait(
+            "return /^\\/console\\/heartbeats\\/\\d+$/.test(location.pathname)", "the heartbeat's page"
+        )
+        await b.screenshots("heartbeat")
+        await b.go(f"{base}/console/heartbeats")
+        await b.screenshots("heartbeats")
 
         # Acknowledge the incident.
         await b.go(f"{base}/console/incidents")
@@ -376,8 +463,19 @@ async def test_an_operator_runs_the_console_in_chromium(
             "the acknowledged incident",
         )
         await b.screenshots("incidents")
-        await b.go(f"{base}/console/fleet")
-        await b.screenshots("fleet")
+        await b.js("document.querySelector('[data-live=incidents] a[href^=\"/console/incidents/\"]').click()")
+        await b.wait(
+            "return /^\\/console\\/incidents\\/\\d+$/.test(location.pathname)", "the incident's page"
+        )
+        await b.screenshots("incident")
+        for page in ("fleet", "status-pages", "keys", "users", "audit"):
+            await b.go(f"{base}/console/{page}")
+            await b.screenshots(page)
+        # The audit log names who made each change (the last page shown).
+        logged = await b.js(
+            "return [...document.querySelectorAll('tbody tr')].map(r => r.textContent).join('|')"
+        )
+        assert "user:ops" in logged and "/api/v1/notification-rules" in logged, logged
 
         # Log out.
         await b.js("document.getElementById('logout').click()")
@@ -400,7 +498,14 @@ async def test_an_operator_runs_the_console_in_chromium(
             },
         )
         assert status == 403
+        shots = {p.name for p in b.shots.glob("console-*.png")}
+        expected = {f"console-{p}-{s}-{c}.png" for p in PAGES for s in SIZES for c in SCHEMES}
+        assert shots == expected, (sorted(expected - shots), sorted(shots - expected))
     finally:
+        # Leave the console first: its open WebSocket held the controller's shutdown for
+        # its 30 s grace.
+        with contextlib.suppress(AssertionError, aiohttp.ClientError):
+            await b.go("about:blank")
         await target.stop()
         await stop_probes(agents)
         await running.stop()

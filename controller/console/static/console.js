@@ -114,6 +114,8 @@
         var id = c.querySelector("[data-monitor-pick]").value, name = c.querySelector("[data-display-name]").value.trim();
         var item = { monitor_id: id === "" ? null : Number(id) };
         if (name) item.display_name = name;
+        var desc = c.querySelector("[data-description]").value.trim();
+        if (desc) item.description = desc;
         monitors.push(item);
       });
       out.push({ name: s.querySelector("[data-section-name]").value.trim(), monitors: monitors });
@@ -132,6 +134,16 @@
       if (kind === "object" || kind === "group") return;  // its fields are sent one by one
       if (kind === "sections") { put(out, name, sections(f)); return; }
       if (kind === "pairs") { var p = pairs(f); if (p !== undefined) put(out, name, p); return; }
+      if (kind === "channels") {
+        put(out, name, [].map.call(f.querySelectorAll("[data-choice]:checked"), function (i) { return Number(i.value); }));
+        return;
+      }
+      if (kind === "monitors") {
+        put(out, name, [].map.call(f.querySelectorAll("[data-chosen-id]"), function (li) {
+          return Number(li.getAttribute("data-chosen-id"));
+        }));
+        return;
+      }
       var input = f.querySelector("input, select, textarea");
       if (!input) return;
       if (kind === "secret") {
@@ -307,6 +319,62 @@
     ev.preventDefault();  // Enter searches now instead of submitting the form
     clearTimeout(ev.target._t);
     searchMonitors(ev.target);
+  });
+
+  // The monitors of a rule or a window: chosen ones listed, a search (20 at a time, by
+  // name) offers others as buttons that add them.
+  function findMonitors(input) {
+    var box = input.closest("[data-monitor-picker]"), found = box.querySelector("[data-found]");
+    var status = box.querySelector("[data-search-status]"), q = input.value.trim();
+    var url = "/api/v1/monitors?limit=20&sort=name:asc" + (q ? "&search=" + encodeURIComponent(q) : "");
+    fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (d) {
+      if (input.value.trim() !== q) return;  // a newer search is on its way
+      var chosen = {};
+      box.querySelectorAll("[data-chosen-id]").forEach(function (li) { chosen[li.getAttribute("data-chosen-id")] = 1; });
+      found.textContent = "";
+      (d.data || []).forEach(function (m) {
+        if (chosen[String(m.id)]) return;
+        var li = document.createElement("li"), b = document.createElement("button");
+        b.type = "button"; b.setAttribute("data-choose", String(m.id)); b.setAttribute("data-name", m.name);
+        b.textContent = "Add " + m.name + " (#" + m.id + ")";
+        li.appendChild(b); found.appendChild(li);
+      });
+      var n = (d.data || []).length, more = d.meta && (d.meta.next_cursor || d.meta.next_offset);
+      status.textContent = n + " monitor" + (n === 1 ? "" : "s") + " found" + (more ? ", refine the search for more" : "");
+      found.setAttribute("data-searched", q);
+    });
+  }
+  document.addEventListener("input", function (ev) {
+    var input = ev.target;
+    if (!input.matches || !input.matches("[data-monitor-find]")) return;
+    clearTimeout(input._t);
+    input._t = setTimeout(function () { findMonitors(input); }, 250);
+  });
+  document.addEventListener("keydown", function (ev) {
+    if (ev.key !== "Enter" || !ev.target.matches || !ev.target.matches("[data-monitor-find]")) return;
+    ev.preventDefault();
+    clearTimeout(ev.target._t);
+    findMonitors(ev.target);
+  });
+  document.addEventListener("click", function (ev) {
+    var b = ev.target.closest("[data-choose], [data-unchoose]");
+    if (!b) return;
+    var box = b.closest("[data-monitor-picker]"), find = box.querySelector("[data-monitor-find]");
+    if (b.hasAttribute("data-choose")) {
+      var li = fromTemplate(box, "template[data-chosen-template]"), name = b.getAttribute("data-name");
+      var id = b.getAttribute("data-choose");
+      li.setAttribute("data-chosen-id", id);
+      li.querySelector("[data-chosen-name]").textContent = name + " (#" + id + ")";
+      li.querySelector("[data-unchoose]").setAttribute("aria-label", "Remove " + name);
+      box.querySelector("[data-chosen]").appendChild(li);
+      var next = b.parentNode.nextElementSibling || b.parentNode.previousElementSibling;
+      b.parentNode.remove();
+      box.querySelector("[data-search-status]").textContent = name + " added";
+      (next ? next.querySelector("button") : find).focus();
+    } else {
+      b.closest("[data-chosen-id]").remove();
+      find.focus();
+    }
   });
 
   document.querySelectorAll("form[data-action]").forEach(function (form) {

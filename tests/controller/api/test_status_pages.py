@@ -35,13 +35,20 @@ async def test_it_creates_reads_lists_updates_and_deletes_a_page(api: aiohttp.Cl
         name="Acme",
         slug="acme",
         password="correct horse",
-        sections=[{"name": "Core", "monitors": [{"monitor_id": a, "display_name": "API"}, b]}],
+        sections=[
+            {
+                "name": "Core",
+                "monitors": [{"monitor_id": a, "display_name": "API", "description": " REST "}, b],
+            }
+        ],
     )
     assert page["slug"] == "acme" and page["has_password"] is True and page["url"] == "/status/acme"
     assert "password" not in page and "password_hash" not in page
-    assert [(m["monitor_id"], m["display_name"]) for m in page["sections"][0]["monitors"]] == [
-        (a, "API"),
-        (b, "web"),
+    assert [
+        (m["monitor_id"], m["display_name"], m["description"]) for m in page["sections"][0]["monitors"]
+    ] == [
+        (a, "API", "REST"),
+        (b, "web", ""),
     ]
     r = await api.get(f"/api/v1/status-pages/{page['id']}")
     assert (await r.json())["data"]["name"] == "Acme"
@@ -53,6 +60,7 @@ async def test_it_creates_reads_lists_updates_and_deletes_a_page(api: aiohttp.Cl
     body = (await r.json())["data"]
     assert r.status == 200 and body["is_public"] is False and body["custom_domain"] == "status.acme.test"
     assert body["sections"][0]["monitors"][0]["display_name"] == "API"
+    assert body["sections"][0]["monitors"][0]["description"] == "REST"
     r = await api.put(
         f"/api/v1/status-pages/{page['id']}",
         json={"name": "Acme 2", "slug": "acme2", "monitors": [{"id": b, "section": "Web"}]},
@@ -66,6 +74,7 @@ async def test_it_creates_reads_lists_updates_and_deletes_a_page(api: aiohttp.Cl
                 {
                     "monitor_id": b,
                     "display_name": "web",
+                    "description": "",
                     "component_id": body["sections"][0]["monitors"][0]["component_id"],
                 }
             ],
@@ -98,6 +107,14 @@ async def test_it_creates_reads_lists_updates_and_deletes_a_page(api: aiohttp.Cl
             "sections[0].monitors[0].monitor_id",
         ),
         (
+            {
+                "name": "x",
+                "slug": "x",
+                "sections": [{"monitors": [{"monitor_id": 1, "description": "d" * 501}]}],
+            },
+            "sections[0].monitors[0].description",
+        ),
+        (
             {"name": "x", "slug": "x", "incident_status": "panicking", "incident_message": "m"},
             "incident_status",
         ),
@@ -113,6 +130,7 @@ async def test_it_creates_reads_lists_updates_and_deletes_a_page(api: aiohttp.Cl
         "is-public",
         "no-monitor",
         "monitor-id-type",
+        "description",
         "incident-status",
     ],
 )

@@ -116,9 +116,17 @@ async def test_logout_needs_the_token_and_ends_the_session(users: Make) -> None:
 
 
 async def test_an_expired_session_is_refused(controller: Running, users: Make) -> None:
-    browser = await users("late", "viewer")
-    await controller.app[keys.POOL].execute("UPDATE sessions SET expires_at = now() - interval '1 second'")
-    assert (await browser.http.get("/api/v1/monitors")).status == 401
+    idle, old = await users("late", "viewer"), await users("old", "viewer")
+    pool = controller.app[keys.POOL]
+    by_user = "FROM users u WHERE u.id = sessions.user_id AND u.username = $1"
+    # Unused for longer than SESSION_IDLE.
+    await pool.execute(f"UPDATE sessions SET expires_at = now() - interval '1 second' {by_user}", "late")
+    # In use, but logged in longer than SESSION_MAX ago.
+    await pool.execute(f"UPDATE sessions SET created_at = now() - interval '8 days' {by_user}", "old")
+    for browser in (idle, old):
+        assert (await browser.http.get("/api/v1/monitors")).status == 401
+        r = await browser.http.get("/", allow_redirects=False)
+        assert r.status == 303 and r.headers["Location"].startswith("/login"), r.headers
 
 
 async def test_login_is_limited_per_account_and_per_address(controller: Running) -> None:

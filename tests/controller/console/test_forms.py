@@ -234,6 +234,54 @@ async def test_a_channel_page_sends_a_test(api: aiohttp.ClientSession, users: Ma
         await runner.cleanup()
 
 
+async def test_a_rule_form_picks_channels_by_name_and_monitors_by_search(
+    api: aiohttp.ClientSession, users: Make
+) -> None:
+    channels = []
+    for name in ("ops <b>", "dev"):
+        r = await api.post(
+            "/api/v1/notification-channels",
+            json={"name": name, "kind": "webhook", "config": {"url": "http://127.0.0.1:9/"}},
+        )
+        channels.append((await r.json())["data"]["id"])
+    monitors = []
+    for name in ("db <i>", "web", "cache"):
+        r = await api.post(
+            "/api/v1/monitors",
+            json={"name": name, "type": "http", "url": "http://127.0.0.1:9/", "check_interval": 3600},
+        )
+        monitors.append((await r.json())["data"]["id"])
+    editor = await users("ed", "editor")
+    # The new form: a checkbox per channel, by name; the monitors a search (no monitor listed).
+    form = await (await editor.http.get("/console/rules/new")).text()
+    _no_markup(form)
+    for cid in channels:
+        assert f'<input type="checkbox" data-choice value="{cid}" >' in form
+    assert "ops &lt;b&gt; (webhook)" in form and "data-monitor-find" in form
+    assert "cache" not in form and 'data-field="monitor_ids" data-input="monitors"' in form
+    # A rule naming the second channel and two monitors: its edit form has them chosen, by name.
+    r = await editor.http.post(
+        "/api/v1/notification-rules",
+        json={"name": "r", "channel_ids": [channels[1]], "monitor_ids": monitors[:2]},
+        headers={"X-CSRF-Token": editor.csrf},
+    )
+    rule = (await r.json())["data"]
+    assert r.status == 201, rule
+    form = await (await editor.http.get(f"/console/rules/{rule['id']}/edit")).text()
+    _no_markup(form)
+    assert f'data-choice value="{channels[1]}" checked>' in form
+    assert f'data-choice value="{channels[0]}" >' in form
+    chosen = re.findall(r'data-chosen-id="(\d+)"><span data-chosen-name>([^<]*)</span>', form)
+    assert chosen == [
+        (str(monitors[0]), f"db &lt;i&gt; (#{monitors[0]})"),
+        (str(monitors[1]), f"web (#{monitors[1]})"),
+    ]
+    assert "cache" not in form
+    # The list names the rule's channel.
+    listed = await (await editor.http.get("/console/rules")).text()
+    assert "<td>dev</td>" in listed, listed[-3000:]
+
+
 async def test_a_channel_form_has_each_kinds_settings_and_never_echoes_a_secret(
     controller: Running, users: Make
 ) -> None:
@@ -343,7 +391,12 @@ async def test_a_status_page_form_edits_sections_and_posts(api: aiohttp.ClientSe
     mid = (await r.json())["data"]["id"]
     editor = await users("ed", "editor")
     csrf = {"X-CSRF-Token": editor.csrf}
-    sections = [{"name": "Site", "monitors": [{"monitor_id": mid, "display_name": "Web <i>site</i>"}]}]
+    sections = [
+        {
+            "name": "Site",
+            "monitors": [{"monitor_id": mid, "display_name": "Web <i>site</i>", "description": "<b>x"}],
+        }
+    ]
     r = await editor.http.post(
         "/api/v1/status-pages",
         json={"name": "Acme", "slug": "acme", "sections": sections, "colors": {"accent": "#2f6fde"}},
@@ -370,6 +423,7 @@ async def test_a_status_page_form_edits_sections_and_posts(api: aiohttp.ClientSe
     assert 'data-section-name value="Site"' in form and "component_id" not in form
     assert f'<option value="{mid}" selected>web (#{mid})</option>' in form
     assert 'data-display-name value="Web &lt;i&gt;site&lt;/i&gt;"' in form
+    assert re.search(r'data-description maxlength="500" value="&lt;b&gt;x"', form)
     assert (
         "elsewhere-db" not in form and 'data-input="sections"' in form and "&#34;monitor_id&#34;" not in form
     )

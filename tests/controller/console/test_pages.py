@@ -4,6 +4,7 @@ names shown as text, paging, security headers."""
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -60,6 +61,13 @@ async def test_every_page_renders_for_an_admin(api: aiohttp.ClientSession, users
         assert r.status == 200, (path, text[:2000])
         assert r.headers["Content-Security-Policy"] == SECURITY_HEADERS["Content-Security-Policy"]
         assert "<script>" not in text.replace('<script src="/console-assets/', ""), path
+    # An admin changes roles and disables users from the users page (through the API).
+    listed = await (await admin.http.get("/console/users")).text()
+    uid = re.search(r'<tr data-user-id="(\d+)"><td>root</td>', listed)
+    assert uid, listed[-3000:]
+    assert f'data-api="PATCH /api/v1/users/{uid.group(1)}" data-body=\'{{"role": "editor"}}\'' in listed
+    disable = 'data-body=\'{"disabled": true}\' data-done="Done" data-reload="1" aria-label="Disable root"'
+    assert disable in listed
     overview = await (await admin.http.get("/?search=home")).text()
     assert "home page" in overview and 'data-monitor-id="' in overview and "1 monitor match" in overview
     r = await admin.http.get(f"/console/monitors/{mid}/chart?range=7d")
@@ -148,6 +156,11 @@ async def test_the_list_pages_show_what_the_api_holds_and_secrets_once(
         assert "s3cret" not in text and hb.get("ping_url", "\x00") not in text
     heartbeats = await (await admin.http.get("/console/heartbeats")).text()
     assert f'data-api="POST /api/v1/heartbeats/{hb["id"]}/token"' in heartbeats
+    # Times in a list (also those the API gives as ISO text) are <time> elements, which the
+    # page's script shows in the viewer's zone; UTC, named, without script.
+    listed = await (await admin.http.get("/console/keys")).text()
+    assert re.search(r'<td><time datetime="\d{4}-\d\d-\d\dT[\d:]+Z">[\d-]+ [\d:]+ UTC</time></td>', listed)
+    assert re.search(r'<td><time datetime="[^"]+Z">[^<]+ UTC</time></td>', heartbeats), heartbeats
     # A viewer reads the lists without their buttons, and no keys at all.
     text = await (await viewer.http.get("/console/heartbeats")).text()
     assert "nightly" in text and "data-api=" not in text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -145,7 +146,9 @@ async def test_stored_markup_is_shown_as_text_on_every_public_answer(
         slug="xss",
         description=EVIL,
         footer_text=EVIL,
-        sections=[{"name": EVIL, "monitors": [{"monitor_id": mid, "display_name": EVIL}]}],
+        sections=[
+            {"name": EVIL, "monitors": [{"monitor_id": mid, "display_name": EVIL, "description": EVIL}]}
+        ],
     )
     r = await api.post(
         f"/api/v1/status-pages/{page['id']}/posts",
@@ -161,6 +164,10 @@ async def test_stored_markup_is_shown_as_text_on_every_public_answer(
         assert r.status == 200 and r.headers["Content-Security-Policy"].startswith("default-src 'none'")
         assert_no_injected_markup(doc)
         assert EVIL in doc.text, path
+    # The component's description, under its name, as text.
+    text = await (await anon.get("/status/xss")).text()
+    shown = re.search(r'<span class="name">([^<]*)</span>.*?<p class="desc">([^<]*)</p>', text, re.S)
+    assert shown and html.unescape(shown.group(1)) == html.unescape(shown.group(2)) == EVIL
     feed = ET.fromstring(await (await anon.get("/status/xss/feed.atom")).text())
     content = feed.findtext(f"{ATOM}entry/{ATOM}content") or ""
     assert feed.findtext(f"{ATOM}title") == f"{EVIL} status"
