@@ -10,7 +10,7 @@ The cost of failure evidence: `--evidence-compare` runs the same results twice, 
 fresh database of one PostgreSQL, with `--failing` (10 %) of them failing: first without
 evidence, then with the evidence a probe sends for a failed response, built by the probe's
 own probe/evidence.py (status line, headers, the first `--evidence-body` bytes of an
-HTML-like body, which the probe gzips into base64 when over 1 KiB), and records both side
+HTML-like body, which the probe gzips when over 1 KiB), and records both side
 by side. `--repeat N` alternates N pairs of passes and records the median of each (a
 shared or busy machine slows some passes, not one mode). The failing results are the
 same in every pass (a seeded draw), so the rounds, verdicts and incidents are too: only
@@ -22,10 +22,13 @@ the evidence differs.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import click
 import msgspec
@@ -48,11 +51,12 @@ _PAGE = (
 )
 _WORDS = _PAGE.split()
 _SPEC = wire.HttpSpec(url="http://203.0.113.10/")
+_encode = msgspec.msgpack.Encoder().encode
 
 
 def evidence(body_bytes: int, rng: random.Random) -> dict[str, object]:
     """Evidence as a probe sends it for a 503 with a body, built by the probe's own
-    function (probe/evidence.py): a body over 1 KiB travels gzip-compressed in base64. A
+    function (probe/evidence.py): a body over 1 KiB travels gzip-compressed. A
     64 KiB body is the start of a longer page, as the checker keeps it."""
     words: list[str] = []
     size = 0
@@ -120,7 +124,13 @@ async def run(
     batch: int,
     failing: float = 0.0,
     body_bytes: int | None = None,
+    decode: bool = False,
+    server: Path | None = None,
 ) -> dict[str, float]:
+    """One pass; with `decode`, the results reach `results.ingest` as the consumer gets them,
+    each decoded from its msgpack message in the timed loop. With `server` (the PostgreSQL
+    data directory), also the CPU seconds of this process and of the server's processes
+    over the loop: on a shared machine they vary less than the wall time."""
     await db.migrate(dsn)
     pool = await db.create_pool(dsn, max_size=4)
     try:
@@ -144,11 +154,20 @@ async def run(
                 for region in REGIONS:
                     fails = failing > 0 and draw.random() < failing
                     all_results.append(result(m, due, region, fails, body_bytes, bodies))
+        # With `decode`, as they arrive from NATS: one msgpack message per result, decoded as
+        # the results consumer decodes them (a compressed body as its gzip bytes).
+        messages = [_encode(r) for r in all_results] if decode else []
+        cpu = time.process_time(), server_cpu(server) if server else 0.0
         start = time.perf_counter()
         stored = 0
         for i in range(0, len(all_results), batch):
-            stored += await results.ingest(pool, all_results[i : i + batch])
+            taken = all_results[i : i + batch]
+            if decode:
+                taken = [r for data in messages[i : i + batch] for r in wire.decode_results(data)]
+            stored += await results.ingest(pool, taken)
         elapsed = time.perf_counter() - start
+        client_cpu = time.process_time() - cpu[0]
+        pg_cpu = server_cpu(server) - cpu[1] if server else 0.0
         closed = await pool.fetchval("SELECT count(*) FROM rounds WHERE verdict IS NOT NULL")
         size = await pool.fetchval(  # with TOAST, over the partitions
             "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('check_results')"
@@ -161,9 +180,29 @@ async def run(
             "per_second": stored / elapsed,
             "rounds_closed": closed,
             "table_mib": size / (1 << 20),
+            "client_cpu": client_cpu,
+            "server_cpu": pg_cpu,
         }
     finally:
         await pool.close()
+
+
+def server_cpu(data_dir: Path) -> float:
+    """CPU seconds (user and system) of the PostgreSQL server's processes so far: the
+    postmaster named in `postmaster.pid` and its children (backends, WAL writer,
+    checkpointer), from /proc. A process that ended meanwhile takes its count with it:
+    the pool's backends live through the pass."""
+    postmaster = (data_dir / "postmaster.pid").read_text().split()[0]
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while listed
+            continue
+        # after the name: state, ppid, ...; utime and stime are the 12th and 13th
+        if stat.parent.name == postmaster or fields[1] == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def compare(
@@ -182,12 +221,25 @@ def compare(
         for name, body_bytes in (("off", None), ("on", body)):
             asyncio.run(devstack.create_database(pg.dsn(), f"bench_{name}", drop=True))
             dsn = pg.dsn(f"bench_{name}")
-            passes[name].append(asyncio.run(run(dsn, monitors, rounds, batch, failing, body_bytes)))
+            passes[name].append(
+                asyncio.run(
+                    run(
+                        dsn,
+                        monitors,
+                        rounds,
+                        batch,
+                        failing,
+                        body_bytes,
+                        decode=True,
+                        server=pg.data_dir / "pgdata",
+                    )
+                )
+            )
     rows = [(name, median_pass(runs)) for name, runs in passes.items()]
     off = rows[0][1]["per_second"]
     sample = evidence(body, random.Random(26))
-    sent = len(msgspec.json.encode(sample))
-    packed = len(str(sample.get("body_gzip_b64", sample.get("body", ""))))
+    sent = len(msgspec.msgpack.encode(sample))
+    packed = len(cast(bytes | str, sample.get("body_gzip", sample.get("body", ""))))
     stored = len(to_stored(sample))
     table = (
         "| evidence | results | failed | seconds | results/s | vs off | passes (results/s)"
@@ -209,12 +261,42 @@ def compare(
         f"PostgreSQL, off and on alternating {repeat} times, the median pass of each shown (every\n"
         "pass in `passes`). `on`: each failing result carries the evidence a probe sends,\n"
         f"built by probe/evidence.py (status line, 10 headers, {body:,} bytes of an HTML-like body,\n"
-        f"{f'gzip level {LEVEL} in base64' if 'body_gzip_b64' in sample else 'as text'}: {packed:,} bytes;"
-        f" {sent:,} bytes of JSON in all), stored in\n"
-        f"check_results.evidence as {stored:,} bytes of msgpack (the body's gzip bytes, not their\n"
-        "base64); `off`: the same results without it.\n"
-        "The goal (issue 20): under 10 % fewer results/s with evidence on.\n\n" + table
+        f"{f'gzip level {LEVEL}' if 'body_gzip' in sample else 'as text'}: {packed:,} bytes;"
+        f" {sent:,} bytes of msgpack in all), stored in\n"
+        f"check_results.evidence as {stored:,} bytes; `off`: the same results without it. The\n"
+        "results reach `results.ingest` as the consumer gets them: decoded from one msgpack\n"
+        "message each, in the timed loop.\n"
+        "The goal (issue 20): under 10 % fewer results/s with evidence on.\n\n"
+        + table
+        + "\nCPU over the same loops, per 1,000 results stored (median of the passes): this\n"
+        "process (decoding, `results.ingest`) and the PostgreSQL server's processes (backends,\n"
+        "WAL writer, checkpointer), which a busy machine changes less than the wall time.\n\n"
+        + cpu_table(passes)
     )
+
+
+def cpu_table(passes: dict[str, list[dict[str, float]]]) -> str:
+    """CPU ms per 1,000 results stored, median over each mode's passes, and vs off."""
+
+    def per_k(r: dict[str, float], key: str) -> float:
+        return 1000 * 1000 * r[key] / max(r["results"], 1)
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(per_k(r, key) for r in passes[name])
+
+    off = median("off", "client_cpu") + median("off", "server_cpu")
+    out = (
+        "| evidence | controller CPU ms | PostgreSQL CPU ms | total | vs off | passes (total) |\n"
+        "|---|---:|---:|---:|---:|---|\n"
+    )
+    for name in passes:
+        client, server = median(name, "client_cpu"), median(name, "server_cpu")
+        each = ", ".join(f"{per_k(r, 'client_cpu') + per_k(r, 'server_cpu'):.0f}" for r in passes[name])
+        out += (
+            f"| {name} | {client:.0f} | {server:.0f} | {client + server:.0f} |"
+            f" {100 * ((client + server) / off - 1):+.1f} % | {each} |\n"
+        )
+    return out
 
 
 def median_pass(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -58,7 +58,7 @@ async def test_it_prints_a_failure_s_body_as_text(http_target: str) -> None:
     code, out, _ = await cli("check", "--kind", "http", "--url", url, *args)
     assert code == 1
     evidence = json.loads(out)["details"]["evidence"]
-    assert json.loads(evidence["body"])["body"] == sent and "body_gzip_b64" not in evidence
+    assert json.loads(evidence["body"])["body"] == sent and "body_gzip" not in evidence
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """A failed result's evidence is stored in its row's own column (check_results.evidence,
 migration 0023) as msgpack, the body as its gzip bytes: once per result however often it
 is delivered, out of line without a second compression, and read back as the probe sent
-it; evidence stored before the column, inside details, still reads the same."""
+it; an older probe's base64 body and evidence stored before the column, inside details,
+read the same."""
 
 from __future__ import annotations
 
@@ -56,16 +57,21 @@ async def test_evidence_is_stored_once_in_its_column_and_read_back_as_sent(pool:
         ["us-east", "eu-west"],
     )
     sent = _evidence()
-    assert isinstance(sent["body_gzip_b64"], str)
+    assert isinstance(sent["body_gzip"], bytes)
+    # An older probe sent the gzip in base64: stored the same way.
+    older = {k: v for k, v in sent.items() if k != "body_gzip"} | {
+        "body_gzip_b64": base64.b64encode(sent["body_gzip"]).decode()
+    }
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     due = now.timestamp() - 60
     batch = [
         _result(mid, due, "us-east", {"evidence": sent, "extra": 1}),
         _result(mid, due, "eu-west", {}),
+        _result(mid, due, "ap-south", {"evidence": older}),
     ]
     async with pool.acquire() as conn:
         async with conn.transaction():
-            assert (await result_store.store_batch(conn, batch)).count == 2
+            assert (await result_store.store_batch(conn, batch)).count == 3
         async with conn.transaction():  # redelivered: nothing stored twice
             assert (await result_store.store_batch(conn, batch)).count == 0
         rows = await conn.fetch(
@@ -73,17 +79,14 @@ async def test_evidence_is_stored_once_in_its_column_and_read_back_as_sent(pool:
             " tableoid::regclass::text AS part FROM check_results WHERE monitor_id = $1 ORDER BY region",
             mid,
         )
-    failed, passed = rows[1], rows[0]
+    old_probe, passed, failed = rows
     assert (passed["details"], passed["evidence"]) == (None, None)
-    # The rest of details stays JSON; the evidence is msgpack with the gzip bytes (not their
-    # base64), and PostgreSQL did not compress it again.
-    assert failed["details"] == {"extra": 1}
-    packed = base64.b64decode(str(sent["body_gzip_b64"]))
-    assert len(packed) > 16 << 10 and failed["c"] is None
-    assert from_stored(failed["evidence"]) == {k: v for k, v in sent.items() if k != "body_gzip_b64"} | {
-        "body_gzip": packed
-    }
-    assert len(failed["evidence"]) < len(packed) + 300
+    # The rest of details stays JSON; the evidence is msgpack with the gzip bytes (an older
+    # probe's base64 decoded), and PostgreSQL did not compress it again.
+    assert failed["details"] == {"extra": 1} and old_probe["details"] is None
+    assert from_stored(failed["evidence"]) == from_stored(old_probe["evidence"]) == sent
+    assert len(sent["body_gzip"]) > 16 << 10 and failed["c"] is None
+    assert len(failed["evidence"]) < len(sent["body_gzip"]) + 300
     # EXTERNAL in the day's partition and in one created later (they take it from the parent).
     later = now + dt.timedelta(days=400)
     await db.ensure_partitions(pool, later, days_ahead=0, tables=("check_results",))
@@ -95,18 +98,18 @@ async def test_evidence_is_stored_once_in_its_column_and_read_back_as_sent(pool:
         )
         assert storage == "e", part
 
-    # Evidence stored before the column, inside details, is read the same way.
+    # Evidence stored before the column, inside details (an older probe's base64), reads the same.
     await pool.execute(
         "INSERT INTO check_results (monitor_id, due, region, attempt, probe_id, status, reason,"
-        " started_at, duration_ms, details) VALUES ($1, $2, 'ap-south', 0, 'p-old', 'fail',"
+        " started_at, duration_ms, details) VALUES ($1, $2, 'sa-east', 0, 'p-old', 'fail',"
         " 'status_mismatch', $2, 3.0, $3::jsonb)",
         mid,
         now - dt.timedelta(seconds=60),
-        {"evidence": sent},
+        {"evidence": older},
     )
     got = await incident_store.failed_results(pool, mid, now - dt.timedelta(hours=1), now, 10)
-    assert [r["region"] for r in got] == ["ap-south", "us-east"]
+    assert [r["region"] for r in got] == ["ap-south", "sa-east", "us-east"]
     shown = [unpack_body(r["evidence"]) for r in got]
-    assert shown[0] == shown[1] == unpack_body(sent)
+    assert shown[0] == shown[1] == shown[2] == unpack_body(sent)
     assert shown[0]["body"] == PAGE[:EVIDENCE_BODY].decode() and shown[0]["body_truncated"] is True
     assert shown[0]["headers"] == [["Content-Type", "text/html"], ["Set-Cookie", "<redacted>"]]
