@@ -139,10 +139,18 @@ class Proc:
             self.proc.wait()
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None:
-            return
+        self.terminate()
+        self.reap(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM: a clean shutdown begins (reap() waits for it)."""
         self.signal(signal.SIGCONT)
         self.signal(signal.SIGTERM)
+
+    def reap(self, timeout: float = 20.0) -> None:
+        """Wait for the process to exit after terminate(); SIGKILL after `timeout` s."""
+        if self.proc is None:
+            return
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -285,7 +293,9 @@ class NatsCluster:
 
     def stop(self) -> None:
         for node in self.nodes:
-            node.stop()
+            node.terminate()
+        for node in self.nodes:
+            node.reap()
 
 
 # ---------------------------------------------------------------- the observer
@@ -668,8 +678,12 @@ class Stack:
         return "\n".join(out)
 
     async def stop(self) -> None:
-        for p in [*self.probes.values(), *self.controllers.values()]:
-            p.stop()
+        # All at once: each takes a second or two to shut down cleanly.
+        procs = [*self.probes.values(), *self.controllers.values()]
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.reap()
         if self.pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pool.close(), 5)
