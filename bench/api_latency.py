@@ -3,13 +3,18 @@ filtered list of 100, at a fixed request rate from a second process (open loop: 
 are sent on schedule whether or not earlier ones have answered).
 
     .venv/bin/python -m bench.api_latency [--rates 100,250,500] [--seconds 15] [--monitors 100000]
-        [--controllers 1,2]
+        [--controllers 1,2] [--client raw|aiohttp] [--no-uvloop] [--no-sequential] [--no-record]
 
 The first controller runs in this process on the embedded PostgreSQL and NATS, a second
 one (with --controllers 2) in a child process (`--serve`) on the same database and NATS;
 the load comes from `python -m bench.api_latency --load ...` in another child process,
 spread round-robin over the controllers. Results go to bench/RESULTS.md under
 "API latency (issue 5)".
+
+Every process runs on uvloop, as `probefleet controller` does (controller/cli.py); the load
+comes from a minimal HTTP/1.1 client (`load_raw`, about a third of the CPU per request of
+aiohttp's client, which shares the two cores with what is measured). `--no-uvloop --client
+aiohttp` measures as the figures recorded before 2026-12-06 were.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ COLUMNS = (
     "controllers CPU",
     "PostgreSQL CPU",
     "load generator CPU",
+    "CPU ms per request (controllers / PostgreSQL / load)",
     "request",
     "p50 ms",
     "p95 ms",
@@ -98,6 +104,88 @@ async def load(
         out["elapsed"] = [time.perf_counter() - start]
         out["cpu"] = [_cpu_self() - cpu0]
     return out
+
+
+class _Conn:
+    """One kept-alive HTTP/1.1 connection of the raw load generator."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def get(self, request: bytes) -> int:
+        """Send one GET, read the whole answer; its status."""
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        start = head.lower().find(b"\ncontent-length:")
+        if start < 0:
+            raise ConnectionError("answer without Content-Length")
+        end = head.index(b"\r", start + 1)
+        await self.reader.readexactly(int(head[start + 16 : end]))
+        return status
+
+
+async def load_raw(
+    bases: list[str], key: str, rate: float, seconds: float, max_id: int
+) -> dict[str, list[float]]:
+    """The same open-loop load as `load`, from a minimal HTTP/1.1 client on asyncio streams
+    (uvloop): kept-alive connections, one request at a time on each, a new connection only
+    when none is idle. aiohttp's client costs several times the CPU per request, taken from
+    the same two cores as the controller and PostgreSQL."""
+    out: dict[str, list[float]] = {"get": [], "list": [], "errors": []}
+    rnd = random.Random(1)
+    idle: dict[str, list[_Conn]] = {b: [] for b in bases}
+    sent = 0
+
+    async def one(kind: str, path: str) -> None:
+        nonlocal sent
+        base = bases[(sent // 2) % len(bases)]
+        sent += 1
+        host = base.split("//", 1)[1]
+        request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\r\n").encode()
+        t = time.perf_counter()
+        ok = False
+        conn = idle[base].pop() if idle[base] else None
+        try:
+            if conn is None:
+                h, port = host.rsplit(":", 1)
+                conn = _Conn(*await asyncio.open_connection(h, int(port)))
+            ok = await conn.get(request) == 200
+            idle[base].append(conn)
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            if conn is not None:
+                conn.writer.close()
+        out[kind if ok else "errors"].append((time.perf_counter() - t) * 1000)
+
+    for _ in range(50):  # warm up connections and caches
+        await one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")
+    out["get"].clear()
+    cpu0 = _cpu_self()
+    start = time.perf_counter()
+    tasks = []
+    n = int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if i % 2:
+            tasks.append(asyncio.create_task(one("list", LIST_PATH)))
+        else:
+            tasks.append(asyncio.create_task(one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")))
+    await asyncio.gather(*tasks)
+    out["elapsed"] = [time.perf_counter() - start]
+    out["cpu"] = [_cpu_self() - cpu0]
+    for conns in idle.values():
+        for c in conns:
+            c.writer.close()
+    return out
+
+
+def _uvloop() -> None:
+    """Run on uvloop, as `probefleet controller` does (controller/cli.py)."""
+    import uvloop
+
+    uvloop.install()
 
 
 # One request at a time, for the cost of each request style alone (no queueing).
@@ -169,12 +257,15 @@ def _rows(rate: float, n: int, res: dict[str, list[float]], cpu: dict[str, float
     elapsed = res["elapsed"][0]
     sent = len(res["get"]) + len(res["list"]) + len(res["errors"])
     pct = {k: f"{v / elapsed * 100:.0f} %" for k, v in {**cpu, "load": res["cpu"][0]}.items()}
+    per = " / ".join(
+        f"{v / max(sent, 1) * 1000:.2f}" for v in (cpu["controllers"], cpu["postgres"], res["cpu"][0])
+    )
     out = []
     for kind, label in (("get", "GET /monitors/{id}"), ("list", "filtered list of 100")):
         v = res[kind]
         out.append(
             f"| {n} | {rate:.0f} | {sent / elapsed:.0f} | {len(res['errors'])} |"
-            f" {pct['controllers']} | {pct['postgres']} | {pct['load']} |"
+            f" {pct['controllers']} | {pct['postgres']} | {pct['load']} | {per} |"
             f" {label} | {percentile(v, 0.5):.1f} | {percentile(v, 0.95):.1f} |"
             f" {percentile(v, 0.99):.1f} | {max(v):.1f} |"
         )
@@ -228,23 +319,27 @@ async def main(args: argparse.Namespace) -> None:
         bases = [f"http://127.0.0.1:{runner.addresses[0][1]}"]
         key, _ = await api_keys.create(app[keys.POOL], "bench", ["monitors:read"], rate_limit=10_000_000)
         pg_pid = stack.postgres.proc.pid if stack.postgres.proc else 0
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.api_latency",
-            "--sequential",
-            bases[0],
-            "--key",
-            key,
-            "--monitors",
-            str(args.monitors),
-            stdout=subprocess.PIPE,
-        )
-        seq = json.loads((await proc.communicate())[0])
-        seq_rows = [
-            f"| {label} | {percentile(v, 0.5):.1f} | {percentile(v, 0.99):.1f} |" for label, v in seq.items()
-        ]
+        seq_rows = []
+        if not args.no_sequential:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.api_latency",
+                "--sequential",
+                bases[0],
+                "--key",
+                key,
+                "--monitors",
+                str(args.monitors),
+                stdout=subprocess.PIPE,
+            )
+            seq = json.loads((await proc.communicate())[0])
+            seq_rows = [
+                f"| {label} | {percentile(v, 0.5):.1f} | {percentile(v, 0.99):.1f} |"
+                for label, v in seq.items()
+            ]
         rows = []
+        loop_flag = ["--no-uvloop"] if args.no_uvloop else []
         for n in args.controllers:
             extra = []
             for _ in range(n - 1):
@@ -256,6 +351,7 @@ async def main(args: argparse.Namespace) -> None:
                     dsn,
                     "--nats",
                     stack.nats.url,
+                    *loop_flag,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                 )
@@ -283,6 +379,9 @@ async def main(args: argparse.Namespace) -> None:
                     str(args.seconds),
                     "--monitors",
                     str(args.monitors),
+                    "--client",
+                    args.client,
+                    *loop_flag,
                     stdout=subprocess.PIPE,
                 )
                 out, _ = await proc.communicate()
@@ -304,7 +403,9 @@ with a cached uptime row each, as the rollup loop keeps them).
 Load from a separate process, open loop for {args.seconds:.0f} s per offered rate: half
 `GET /api/v1/monitors/{{id}}` (random id), half `GET {LIST_PATH}` (a filtered list of 100,
 cursor style), round-robin over the controller processes (one API key, cached by each
-controller). Controllers, the load generator, embedded PostgreSQL 16 (fsync off) and NATS
+controller). Event loop: {"asyncio" if args.no_uvloop else "uvloop"}; load generator:
+{"aiohttp's client" if args.client == "aiohttp" else "a minimal HTTP/1.1 client on asyncio streams"}.
+Controllers, the load generator, embedded PostgreSQL 16 (fsync off) and NATS
 share the same 2 cores. CPU columns are percent of one core over the run. Load average
 before the run: {load0:.2f}.
 
@@ -312,8 +413,11 @@ before the run: {load0:.2f}.
 {"|---" * len(COLUMNS)}|
 {chr(10).join(rows)}
 
-Goal: p99 under 20 ms at 500 requests/s. Run: `.venv/bin/python -m bench.api_latency`.
-
+Goals: p99 under 20 ms at 500 requests/s (issue 5); p99 under 10 ms at 1,000 requests/s
+(issue 24). Run: `.venv/bin/python -m bench.api_latency`.
+"""
+    if seq_rows:
+        body += f"""
 Each request style alone (one controller, 200 requests one at a time from the load
 process, after the same seeding; page style adds a `count(*)` with the filters):
 
@@ -338,9 +442,22 @@ if __name__ == "__main__":
     p.add_argument("--nats")
     p.add_argument("--key")
     p.add_argument("--no-record", action="store_true")
+    p.add_argument("--no-sequential", action="store_true", help="skip the one-at-a-time table")
+    p.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="load generator: a minimal HTTP/1.1 client (default) or aiohttp's (as recorded before)",
+    )
+    p.add_argument(
+        "--no-uvloop", action="store_true", help="controllers on asyncio's own loop (as recorded before)"
+    )
     a = p.parse_args()
+    if not a.no_uvloop:
+        _uvloop()
     if a.load:
-        result = asyncio.run(load(a.load.split(","), a.key, a.rates[0], a.seconds, a.monitors))
+        gen = load_raw if a.client == "raw" else load
+        result = asyncio.run(gen(a.load.split(","), a.key, a.rates[0], a.seconds, a.monitors))
         print(json.dumps(result))
     elif a.sequential:
         print(json.dumps(asyncio.run(sequential(a.sequential, a.key, 200, a.monitors))))
