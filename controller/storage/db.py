@@ -480,7 +480,10 @@ async def _adopt_default_rows(conn: Tx, table: str, name: str, lo: str, hi: str)
     partition has there, in one transaction; the number of rows moved."""
     key = PARTITION_KEYS[table]
     async with conn.transaction():
-        await conn.execute(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        # STORAGE: check_results.evidence stays EXTERNAL (migration 0023) in the adopted day too.
+        await conn.execute(
+            f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)"
+        )
         status = await conn.execute(
             f"WITH moved AS (DELETE FROM {table}_default WHERE {key} >= {lo} AND {key} < {hi} RETURNING *)"
             f" INSERT INTO {name} SELECT * FROM moved"

@@ -15,6 +15,7 @@ import asyncpg
 from probefleet.controller.storage import db
 from probefleet.controller.storage import incidents as incident_store
 from probefleet.controller.storage import results as result_store
+from probefleet.controller.storage import stats as stats_store
 from probefleet.probe.evidence import http_response
 from probefleet.shared import wire
 from probefleet.shared.evidence import EVIDENCE_BODY, from_stored, unpack_body
@@ -87,10 +88,28 @@ async def test_evidence_is_stored_once_in_its_column_and_read_back_as_sent(pool:
     assert from_stored(failed["evidence"]) == from_stored(old_probe["evidence"]) == sent
     assert len(sent["body_gzip"]) > 16 << 10 and failed["c"] is None
     assert len(failed["evidence"]) < len(sent["body_gzip"]) + 300
-    # EXTERNAL in the day's partition and in one created later (they take it from the parent).
-    later = now + dt.timedelta(days=400)
+    # EXTERNAL in the day's partition, in one created later (they take it from the parent)
+    # and in one made of rows that sat in the default partition (db._adopt_default_rows).
+    later, adopted = now + dt.timedelta(days=400), now + dt.timedelta(days=500)
+    async with pool.acquire() as conn, conn.transaction():
+        await result_store.store_batch(
+            conn, [_result(mid, adopted.timestamp(), "us-east", {"evidence": sent})]
+        )
     await db.ensure_partitions(pool, later, days_ahead=0, tables=("check_results",))
-    for part in (failed["part"], f"check_results_{later.date():%Y%m%d}"):
+    await db.ensure_partitions(pool, adopted, days_ahead=0, tables=("check_results",))
+    assert (
+        await pool.fetchval(
+            "SELECT tableoid::regclass::text FROM check_results WHERE monitor_id = $1 AND due = $2",
+            mid,
+            adopted.replace(microsecond=0),
+        )
+        == f"check_results_{adopted.date():%Y%m%d}"
+    )
+    for part in (
+        failed["part"],
+        f"check_results_{later.date():%Y%m%d}",
+        f"check_results_{adopted.date():%Y%m%d}",
+    ):
         storage = await pool.fetchval(
             "SELECT attstorage::text FROM pg_attribute WHERE attrelid = $1::regclass"
             " AND attname = 'evidence'",
@@ -113,3 +132,8 @@ async def test_evidence_is_stored_once_in_its_column_and_read_back_as_sent(pool:
     assert shown[0] == shown[1] == shown[2] == unpack_body(sent)
     assert shown[0]["body"] == PAGE[:EVIDENCE_BODY].decode() and shown[0]["body_truncated"] is True
     assert shown[0]["headers"] == [["Content-Type", "text/html"], ["Set-Cookie", "<redacted>"]]
+
+    # Retention drops a day's partition: its results' evidence goes with them.
+    assert await stats_store.drop_partition(pool, failed["part"])
+    got = await incident_store.failed_results(pool, mid, now - dt.timedelta(hours=1), now, 10)
+    assert got == [] and await pool.fetchval("SELECT count(*) FROM check_results WHERE due <= $1", now) == 0
