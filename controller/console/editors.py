@@ -30,6 +30,7 @@ from probefleet.controller.console.pages import EDITORS, _monitor_id, _render, _
 from probefleet.controller.engine import consensus, ondemand
 from probefleet.controller.monitors import config as monitors
 from probefleet.controller.monitors import heartbeat
+from probefleet.controller.notifications.dispatcher import NOTIFIABLE
 from probefleet.controller.notifications.notifiers import NOTIFIERS
 from probefleet.controller.notifications.notifiers.base import secret_fields
 from probefleet.controller.status_pages import config as page_config
@@ -120,8 +121,19 @@ def channel_kinds(chosen: str, config: dict[str, Any]) -> list[dict[str, Any]]:
 PICKERS = {"channel_ids": "channels", "escalation_channel_ids": "channels", "monitor_ids": "monitors"}
 
 
+# Lists of known words shown as a checkbox each: a rule's events and group keys.
+CHECKS = {"events": tuple(sorted(NOTIFIABLE)), "group_by": ("parent", "tag", "host", "region")}
+
+
 def _pickers(fields: list[forms.Field]) -> list[forms.Field]:
-    return [dataclasses.replace(f, input=PICKERS[f.name]) if f.name in PICKERS else f for f in fields]
+    out = []
+    for f in fields:
+        if f.name in PICKERS:
+            f = dataclasses.replace(f, input=PICKERS[f.name])
+        elif f.name in CHECKS and f.input == "list":
+            f = dataclasses.replace(f, input="checks", choices=CHECKS[f.name])
+        out.append(f)
+    return out
 
 
 def rule_fields() -> list[forms.Field]:
@@ -147,6 +159,9 @@ def rule_fields() -> list[forms.Field]:
                 "channel_ids": "Channels",
                 "escalation_channel_ids": "Escalation channels",
                 "monitor_ids": "Monitors (none chosen: every monitor)",
+                "events": "Events (none ticked: openings, diagnoses, acknowledgements, resolutions,"
+                " degradations and expiring certificates)",
+                "group_by": "Group outages by",
                 "tags": "Tags (comma separated: monitors with any of them)",
             },
         )
@@ -231,7 +246,7 @@ COLOR_FIELDS = [forms.Field(f"colors.{k}", k.capitalize(), "text") for k in page
 def _values(fields: list[forms.Field], item: dict[str, Any]) -> list[tuple[forms.Field, Any]]:
     out: list[tuple[forms.Field, Any]] = []
     for f in fields:
-        if f.input in ("sections", "channels", "monitors"):  # (see _choices)
+        if f.input in ("sections", "channels", "monitors", "checks"):  # (see _choices)
             out.append((f, item.get(f.name) or []))
         elif f.name == "colors":  # a field per colour, sent as one object (empty ones left out)
             colors = item.get("colors") or {}

@@ -407,6 +407,7 @@ async def test_an_operator_runs_the_console_in_chromium(
         await b.js(
             "document.getElementById('f-name').value = 'page <b>ops</b>';"
             "document.querySelector('[data-field=channel_ids] [data-choice]').checked = true;"
+            "document.querySelector('[data-field=events] [value=\"monitor.down\"]').checked = true;"
             "const q = document.querySelector('[data-field=monitor_ids] [data-monitor-find]');"
             "q.value = 'shop';"
             "q.dispatchEvent(new Event('input', {bubbles: true}));"
@@ -428,7 +429,11 @@ async def test_an_operator_runs_the_console_in_chromium(
             "the new rule in the list",
         )
         rule = (await notify_store.list_rules(pool))[0]
-        assert (rule["channel_ids"], rule["monitor_ids"]) == ([channel["id"]], [monitor_id]), rule
+        assert (rule["channel_ids"], rule["monitor_ids"], rule["events"]) == (
+            [channel["id"]],
+            [monitor_id],
+            ["monitor.down"],
+        ), rule
         await b.screenshots("rules")
 
         # A heartbeat: its ping URL shown once after saving, then its page and the list.

@@ -134,8 +134,10 @@
       if (kind === "object" || kind === "group") return;  // its fields are sent one by one
       if (kind === "sections") { put(out, name, sections(f)); return; }
       if (kind === "pairs") { var p = pairs(f); if (p !== undefined) put(out, name, p); return; }
-      if (kind === "channels") {
-        put(out, name, [].map.call(f.querySelectorAll("[data-choice]:checked"), function (i) { return Number(i.value); }));
+      if (kind === "channels" || kind === "checks") {
+        put(out, name, [].map.call(f.querySelectorAll("[data-choice]:checked"), function (i) {
+          return kind === "channels" ? Number(i.value) : i.value;
+        }));
         return;
       }
       if (kind === "monitors") {

@@ -262,7 +262,13 @@ async def test_a_rule_form_picks_channels_by_name_and_monitors_by_search(
     # A rule naming the second channel and two monitors: its edit form has them chosen, by name.
     r = await editor.http.post(
         "/api/v1/notification-rules",
-        json={"name": "r", "channel_ids": [channels[1]], "monitor_ids": monitors[:2]},
+        json={
+            "name": "r",
+            "channel_ids": [channels[1]],
+            "monitor_ids": monitors[:2],
+            "events": ["monitor.down"],
+            "group_by": ["tag"],
+        },
         headers={"X-CSRF-Token": editor.csrf},
     )
     rule = (await r.json())["data"]
@@ -271,6 +277,9 @@ async def test_a_rule_form_picks_channels_by_name_and_monitors_by_search(
     _no_markup(form)
     assert f'data-choice value="{channels[1]}" checked>' in form
     assert f'data-choice value="{channels[0]}" >' in form
+    # Events and group keys: a checkbox each, the stored ones ticked.
+    ticked = re.findall(r'data-choice value="([a-z.]+)" checked>', form)
+    assert ticked == ["monitor.down", "tag"] and 'data-choice value="incident.opened" >' in form
     chosen = re.findall(r'data-chosen-id="(\d+)"><span data-chosen-name>([^<]*)</span>', form)
     assert chosen == [
         (str(monitors[0]), f"db &lt;i&gt; (#{monitors[0]})"),
