@@ -28,7 +28,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 _encoder = msgspec.json.Encoder()
 
 
-def _default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, dt.datetime):
         return obj.isoformat().replace("+00:00", "Z")
     raise TypeError(f"cannot encode {type(obj).__name__}")
@@ -39,7 +39,7 @@ def now_utc() -> dt.datetime:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    data = msgspec.json.encode(body, enc_hook=_default)
+    data = msgspec.json.encode(body, enc_hook=json_default)
     return web.Response(body=data, status=status, content_type="application/json", headers=headers)
 
 

@@ -16,6 +16,7 @@ from probefleet.controller import keys
 from probefleet.controller.api import heartbeats as heartbeats_api
 from probefleet.controller.api.common import (
     check_time,
+    json_default,
     json_problems,
     json_response,
     now_utc,
@@ -52,34 +53,121 @@ STATUS_ALIASES = {
 STATUSES = ("up", "down", "degraded", "unknown", "pending", "paused")
 
 
+# The stored columns that monitors.config_fields reads: the shown config is a function of
+# these alone (and of shared/redact.py's fixed rule).
+_CONFIG_COLUMNS = (
+    "name",
+    "kind",
+    "timeout_s",
+    "interval_s",
+    "locations",
+    "consensus",
+    "quorum",
+    "retry_count",
+    "recovery_count",
+    "enabled",
+    "tags",
+    "parent_id",
+    "incident_on_degraded",
+    "notifications",
+    "project",
+    "escalation_policy_id",
+    "spec",
+)
+_ABSENT = object()
+SHOWN_CONFIGS_MAX = 4096
+
+
+def _absent(obj: Any) -> Any:
+    if obj is _ABSENT:
+        return "\x00absent"  # no stored text holds NUL (PostgreSQL refuses it)
+    raise TypeError(type(obj).__name__)
+
+
+_inputs = msgspec.json.Encoder(enc_hook=_absent).encode
+
+
+class ShownConfigs:
+    """The redacted flat config of recently shown monitors, and its JSON, so a list page
+    read again (a console or a client polling it) neither rebuilds and redacts each
+    monitor's config nor encodes it again (together about half of a list's CPU in the
+    controller). An entry is used only while the monitor's stored config columns encode to
+    the same bytes as those it was built from, so an edit shows at once on every
+    controller; at most `max_entries` monitors are held (the oldest entry is dropped)."""
+
+    def __init__(self, max_entries: int = SHOWN_CONFIGS_MAX) -> None:
+        self.max_entries = max_entries
+        self.entries: dict[int, tuple[bytes, dict[str, Any], bytes]] = {}
+
+    def get(self, row: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        """The config as the API shows it (shared between responses: callers copy it into
+        their own dict and change neither it nor the values in it), and its JSON members
+        without the braces (None for a row that is not held)."""
+        try:
+            inputs = _inputs([row.get(c, _ABSENT) for c in _CONFIG_COLUMNS])
+        except TypeError:  # a value JSON cannot hold: not from the database, not held
+            return monitors.redact(monitors.config_fields(row)), None
+        monitor_id = row["id"]
+        held = self.entries.get(monitor_id)
+        if held is not None and held[0] == inputs:
+            return held[1], held[2]
+        shown = monitors.redact(monitors.config_fields(row))
+        encoded = _encode(shown)[1:-1]
+        if held is None and len(self.entries) >= self.max_entries:
+            del self.entries[next(iter(self.entries))]
+        self.entries[monitor_id] = (inputs, shown, encoded)
+        return shown, encoded
+
+
+SHOWN = ShownConfigs()
+_encode = msgspec.json.Encoder(enc_hook=json_default).encode
+
+
+def _state(row: dict[str, Any], uptime: dict[str, float | None] | None) -> dict[str, Any]:
+    """The part of `public` after the config: status, uptimes, times, flapping."""
+    status = row["status"]
+    ups = uptime if uptime is not None else uptime_cache.fields(row)
+    # Flapping (Nagios' percent state change, controller/notifications/dispatcher.py): the
+    # percent shown is the one that started it, as the monitor.flapping event carries.
+    flapping = bool(row.get("flapping"))
+    percent = row.get("flap_percent")
+    return {
+        "status": status,
+        "is_ok": status == "up" or status == "degraded",
+        "uptime_24h": ups.get("uptime_24h"),
+        "uptime_7d": ups.get("uptime_7d"),
+        "uptime_30d": ups.get("uptime_30d"),
+        "response_time": stats_store.ms(row["response_time_ms"]),
+        "last_check": row["last_check"],
+        "last_success": row["last_success"],
+        "last_failure": row["last_failure"],
+        "status_changed_at": row["status_changed_at"],
+        "flapping": flapping,
+        "flap_percent": round(percent, 1) if flapping and percent is not None else None,
+        "paused_reason": row.get("paused_reason"),
+        "paused_at": row.get("paused_at"),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
 def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -> dict[str, Any]:
     """A monitor as the API shows it: id, the flat config, then its state. Uptimes come
     from `uptime` or else from the row's cached counts (storage/uptime_cache.py)."""
     out: dict[str, Any] = {"id": row["id"]}
-    out.update(monitors.redact(monitors.config_fields(row)))
-    status = row["status"]
-    out["status"] = status
-    out["is_ok"] = status == "up" or status == "degraded"
-    ups = uptime if uptime is not None else uptime_cache.fields(row)
-    out["uptime_24h"] = ups.get("uptime_24h")
-    out["uptime_7d"] = ups.get("uptime_7d")
-    out["uptime_30d"] = ups.get("uptime_30d")
-    out["response_time"] = stats_store.ms(row["response_time_ms"])
-    out["last_check"] = row["last_check"]
-    out["last_success"] = row["last_success"]
-    out["last_failure"] = row["last_failure"]
-    out["status_changed_at"] = row["status_changed_at"]
-    # Flapping (Nagios' percent state change, controller/notifications/dispatcher.py): the
-    # percent shown is the one that started it, as the monitor.flapping event carries.
-    flapping = bool(row.get("flapping"))
-    out["flapping"] = flapping
-    percent = row.get("flap_percent")
-    out["flap_percent"] = round(percent, 1) if flapping and percent is not None else None
-    out["paused_reason"] = row.get("paused_reason")
-    out["paused_at"] = row.get("paused_at")
-    out["created_at"] = row["created_at"]
-    out["updated_at"] = row["updated_at"]
+    out.update(SHOWN.get(row)[0])
+    out.update(_state(row, uptime))
     return out
+
+
+def public_json(row: dict[str, Any]) -> msgspec.Raw:
+    """`public(row)` already encoded, as JSON responses embed it: the config's JSON comes
+    from SHOWN, so a monitor shown again costs only the encoding of its state."""
+    shown, config = SHOWN.get(row)
+    if config is None:
+        config = _encode(shown)[1:-1]
+    state = _encode(_state(row, None))
+    return msgspec.Raw(b'{"id":%d,%b,%b' % (row["id"], config, state[1:]))
 
 
 async def _public_many(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -148,7 +236,7 @@ async def create_monitor(request: web.Request) -> web.Response:
 async def get_monitor(request: web.Request) -> web.Response:
     await require(request, "monitors:read")
     _, row = await _current(request, with_uptimes=True)
-    return ok(public(row))
+    return ok(public_json(row))
 
 
 def merged_config(current: dict[str, Any], body: object, *, regions: list[str]) -> monitors.MonitorConfig:
@@ -431,7 +519,7 @@ async def list_monitors(request: web.Request) -> web.Response:
             "has_previous": page > 1,
         }
         body = {
-            "data": [public(r) for r in rows],
+            "data": [public_json(r) for r in rows],
             "pagination": pagination,
             "meta": {"timestamp": now_utc(), "count": len(rows), "total": total},
         }
@@ -448,7 +536,7 @@ async def list_monitors(request: web.Request) -> web.Response:
             "offset": offset,
             "next_offset": offset + limit if more else None,
         }
-        return ok([public(r) for r in rows], meta=meta)
+        return ok([public_json(r) for r in rows], meta=meta)
     cursor = request.query.get("cursor")
     after = decode_cursor(cursor, sort, desc) if cursor and cursor != "0" else None
     rows = await store.list_filtered(pool, f, sort=sort, desc=desc, after=after, limit=limit + 1)
@@ -456,7 +544,7 @@ async def list_monitors(request: web.Request) -> web.Response:
     rows = rows[:limit]
     nxt = encode_cursor(sort, desc, rows[-1]) if more else None
     meta = {"count": len(rows), "has_more": more, "next_cursor": nxt, "hasMore": more, "nextCursor": nxt}
-    return ok([public(r) for r in rows], meta=meta)
+    return ok([public_json(r) for r in rows], meta=meta)
 
 
 # ---- bulk ------------------------------------------------------------------------------

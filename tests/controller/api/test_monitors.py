@@ -811,3 +811,44 @@ async def test_check_runs_now_in_every_region(
 
     logs = await eventually(four_logged, timeout=5, what="the four results in the monitor's log")
     assert all(x["on_demand"] for x in logs)
+
+
+async def test_lists_and_gets_match_the_dict_form_and_show_every_edit_at_once(
+    controller: Running, api: aiohttp.ClientSession
+) -> None:
+    """Lists and gets embed each monitor's config from monitors.SHOWN (built once, JSON
+    and all): they equal public()'s dict form, and an edit (through this controller or
+    straight in the database, as another controller's would be) shows at the next read."""
+    import json
+
+    import msgspec
+
+    from probefleet.controller.api.common import json_default
+    from probefleet.controller.api.monitors import public
+    from probefleet.controller.storage import monitors as monitor_store
+
+    secret = {"url": "https://u:pw-s3cret@127.0.0.1/x?token=t-s3cret", "headers": {"X-Api-Key": "h-s3cret"}}
+    ids = [(await create(api, name=f"m{i}", **secret))["id"] for i in range(2)]
+    r = await api.post(
+        "/api/v1/monitors", json={"name": "t", "type": "tcp", "host": "127.0.0.1", "port": 5432}
+    )
+    ids.append((await r.json())["data"]["id"])
+    pool = controller.app[keys.POOL]
+    for _ in range(2):  # the second read is served from the entries the first one made
+        rows = await monitor_store.list_filtered(pool, monitor_store.Filters(), limit=100)
+        want = json.loads(msgspec.json.encode([public(r) for r in rows], enc_hook=json_default))
+        for query in ("limit=100", "limit=100&page=1", "limit=100&offset=0"):
+            r = await api.get(f"/api/v1/monitors?{query}")
+            assert "s3cret" not in await r.text()
+            assert await data(r) == want
+        assert [await data(await api.get(f"/api/v1/monitors/{i}")) for i in ids] == want
+    r = await api.patch(
+        f"/api/v1/monitors/{ids[0]}", json={"headers": {"X-Api-Key": "<redacted>", "X-Trace": "changed"}}
+    )
+    assert r.status == 200, await r.text()
+    host = "jsonb_set(spec, '{host}', '\"127.0.0.2\"')"
+    await pool.execute(f"UPDATE monitors SET name = 'direct', spec = {host} WHERE id = $1", ids[2])
+    listed = {m["id"]: m for m in await data(await api.get("/api/v1/monitors?limit=100"))}
+    assert listed[ids[0]]["headers"] == {"X-Api-Key": "<redacted>", "X-Trace": "changed"}
+    assert listed[ids[2]]["name"] == "direct" and listed[ids[2]]["host"] == "127.0.0.2"
+    assert await data(await api.get(f"/api/v1/monitors/{ids[2]}")) == listed[ids[2]]

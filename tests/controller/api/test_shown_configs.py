@@ -1,0 +1,84 @@
+"""monitors.ShownConfigs: a monitor's shown config is reused only while its stored config
+columns are unchanged, at most max_entries are held, and it equals what config_fields and
+redact build."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import msgspec
+
+from probefleet.controller.api.monitors import ShownConfigs
+from probefleet.controller.monitors import config
+
+
+def _row(monitor_id: int = 1, **changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": monitor_id,
+        "name": f"monitor {monitor_id}",
+        "kind": "http",
+        "spec": {"type": "http", "url": "https://u:pw@127.0.0.1/?token=t", "headers": {"X-Api-Key": "k"}},
+        "interval_s": 60,
+        "timeout_s": 5,
+        "locations": ["us-east"],
+        "consensus": "majority",
+        "quorum": None,
+        "retry_count": 0,
+        "recovery_count": 1,
+        "enabled": True,
+        "tags": ["prod"],
+        "parent_id": None,
+        "incident_on_degraded": False,
+        "notifications": [],
+        "project": None,
+        "escalation_policy_id": None,
+        "status": "up",
+    }
+    row.update(changes)
+    return row
+
+
+class Odd:
+    """A value JSON cannot hold."""
+
+
+def _fresh(row: dict[str, Any]) -> dict[str, Any]:
+    return config.redact(config.config_fields(copy.deepcopy(row)))
+
+
+def test_an_unchanged_monitor_is_shown_from_its_entry_and_any_change_rebuilds_it() -> None:
+    shown = ShownConfigs()
+    row = _row()
+    first, encoded = shown.get(row)
+    assert first == _fresh(row) and first["url"] == "https://u:<redacted>@127.0.0.1/?token=<redacted>"
+    assert encoded is not None and msgspec.json.decode(b"{" + encoded + b"}") == first
+    assert shown.get(_row())[0] is first  # equal columns, another row object: the same entry
+    assert shown.get(_row(status="down"))[0] is first  # state is not config
+    nested = _row()
+    nested["spec"]["headers"]["X-Trace"] = "t"
+    changed = [
+        nested,
+        _row(name="renamed"),
+        _row(tags=["prod", "shop"]),
+        _row(enabled=False),
+        _row(interval_s=30),
+        _row(parent_id=7),
+    ]
+    for row in changed:
+        got = shown.get(row)[0]
+        assert got is not first and got == _fresh(row)
+        first = got
+    without = _row()
+    del without["incident_on_degraded"]  # a column a row may lack: not the same as False
+    assert shown.get(without)[0] == _fresh(without)
+
+
+def test_it_holds_at_most_max_entries_and_skips_values_json_cannot_hold() -> None:
+    shown = ShownConfigs(max_entries=3)
+    for i in range(1, 6):
+        shown.get(_row(i))
+    assert sorted(shown.entries) == [3, 4, 5]
+    odd = _row(9, project=Odd())  # not a stored value's type: built, not held
+    got, encoded = shown.get(odd)
+    assert got["project"] is odd["project"] and encoded is None and 9 not in shown.entries
