@@ -33,6 +33,7 @@ from probefleet.controller.api import public_pages
 from probefleet.controller.api.common import now_utc, parse_int
 from probefleet.controller.api.errors import ApiError
 from probefleet.controller.console import accounts, charts, forms, templating
+from probefleet.controller.status_pages import model as page_model
 from probefleet.controller.storage import api_keys as key_store
 from probefleet.controller.storage import console as console_store
 from probefleet.controller.storage import heartbeats as hb_store
@@ -60,6 +61,7 @@ STATUS_ORDER = ("up", "degraded", "down", "unknown", "pending", "paused")
 GROUPS = {"tag": "Tag", "project": "Project"}  # keys of monitor_store.GROUPS
 # A region's state in the overview's matrix: the newest result there in the last hour.
 REGION_STATES = ("ok", "degraded", "fail", "skipped", "none")
+BAR_DAYS = 90  # the monitor page's uptime bars
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -266,6 +268,11 @@ async def monitor_page(request: web.Request) -> web.StreamResponse:
     per_region = await result_store.last_per_region(pool, monitor_id, now - dt.timedelta(days=1))
     results = await result_store.recent(pool, monitor_id, limit=30)
     incidents = await incident_store.list_page(pool, monitor_id=monitor_id, limit=20)
+    # The uptime bars: a day each, as the status pages count them (rollups and the raw tail).
+    since = dt.datetime.combine(now.date() - dt.timedelta(days=BAR_DAYS - 1), dt.time(), dt.UTC)
+    days = (await page_store.day_counts(pool, [monitor_id], since, since + dt.timedelta(days=BAR_DAYS))).get(
+        monitor_id, {}
+    )
     return _render(
         request,
         "monitor.html",
@@ -275,6 +282,9 @@ async def monitor_page(request: web.Request) -> web.StreamResponse:
             "results": results,
             "incidents": incidents,
             "ranges": charts.RANGES,
+            "bars": page_model.day_bars(days, now.date(), BAR_DAYS),
+            "bar_days": BAR_DAYS,
+            "uptime_bars": page_model.uptime_of(days),
         },
     )
 

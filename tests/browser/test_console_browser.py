@@ -280,6 +280,9 @@ async def test_an_operator_runs_the_console_in_chromium(
             "const c = document.getElementById('chart'); return c.dataset.drawn || c.textContent",
             "the chart",
         )
+        # Today's uptime bar shows the outage (the older days ran nothing).
+        bars = await b.js("return [...document.querySelectorAll('.bars .bar')].map(e => e.className)")
+        assert len(bars) == 90 and bars[-1] == "bar b-outage" and set(bars[:-1]) == {"bar b-none"}, bars[-3:]
         await b.screenshots("monitor")
 
         # Test now on the edit form: each region's result beside the form, nothing saved.

@@ -68,6 +68,9 @@ async def test_every_page_renders_for_an_admin(api: aiohttp.ClientSession, users
     assert f'data-api="PATCH /api/v1/users/{uid.group(1)}" data-body=\'{{"role": "editor"}}\'' in listed
     disable = 'data-body=\'{"disabled": true}\' data-done="Done" data-reload="1" aria-label="Disable root"'
     assert disable in listed
+    # The monitor page's uptime bars: a day each for 90 days (nothing ran yet).
+    page = await (await admin.http.get(f"/console/monitors/{mid}")).text()
+    assert page.count('<i class="bar b-none"') == 90 and "Uptime, last 90 days" in page
     overview = await (await admin.http.get("/?search=home")).text()
     assert "home page" in overview and 'data-monitor-id="' in overview and "1 monitor match" in overview
     r = await admin.http.get(f"/console/monitors/{mid}/chart?range=7d")
