@@ -234,7 +234,7 @@ async def test_a_channel_page_sends_a_test(api: aiohttp.ClientSession, users: Ma
         await runner.cleanup()
 
 
-async def test_a_rule_form_picks_channels_by_name_and_monitors_by_search(
+async def test_rule_and_window_forms_pick_channels_by_name_and_monitors_by_search(
     api: aiohttp.ClientSession, users: Make
 ) -> None:
     channels = []
@@ -289,6 +289,22 @@ async def test_a_rule_form_picks_channels_by_name_and_monitors_by_search(
     # The list names the rule's channel.
     listed = await (await editor.http.get("/console/rules")).text()
     assert "<td>dev</td>" in listed, listed[-3000:]
+    # A maintenance window's monitors are picked the same way.
+    r = await api.post(
+        "/api/v1/maintenance-windows",
+        json={
+            "name": "w",
+            "monitor_ids": [monitors[2]],
+            "days": ["mon"],
+            "start_time": "02:30",
+            "duration": 60,
+        },
+    )
+    window = (await r.json())["data"]
+    assert r.status == 201, window
+    form = await (await editor.http.get(f"/console/maintenance/{window['id']}/edit")).text()
+    chosen = re.findall(r'data-chosen-id="(\d+)"><span data-chosen-name>([^<]*)</span>', form)
+    assert chosen == [(str(monitors[2]), f"cache (#{monitors[2]})")] and "data-monitor-find" in form
 
 
 async def test_a_channel_form_has_each_kinds_settings_and_never_echoes_a_secret(
