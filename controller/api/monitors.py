@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+import operator
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -74,8 +75,11 @@ _CONFIG_COLUMNS = (
     "escalation_policy_id",
     "spec",
 )
+_config_values = operator.itemgetter(*_CONFIG_COLUMNS)
 _ABSENT = object()
 SHOWN_CONFIGS_MAX = 4096
+# A monitor row: a dict, or the asyncpg.Record a list reads (both read with [] and .get).
+RowLike = Any
 
 
 def _absent(obj: Any) -> Any:
@@ -99,12 +103,16 @@ class ShownConfigs:
         self.max_entries = max_entries
         self.entries: dict[int, tuple[bytes, dict[str, Any], bytes]] = {}
 
-    def get(self, row: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    def get(self, row: RowLike) -> tuple[dict[str, Any], bytes | None]:
         """The config as the API shows it (shared between responses: callers copy it into
         their own dict and change neither it nor the values in it), and its JSON members
         without the braces (None for a row that is not held)."""
         try:
-            inputs = _inputs([row.get(c, _ABSENT) for c in _CONFIG_COLUMNS])
+            values = _config_values(row)
+        except KeyError:  # a row without some column: not the same as one holding null
+            values = [row.get(c, _ABSENT) for c in _CONFIG_COLUMNS]
+        try:
+            inputs = _inputs(values)
         except TypeError:  # a value JSON cannot hold: not from the database, not held
             return monitors.redact(monitors.config_fields(row)), None
         monitor_id = row["id"]
@@ -123,7 +131,7 @@ SHOWN = ShownConfigs()
 _encode = msgspec.json.Encoder(enc_hook=json_default).encode
 
 
-def _state(row: dict[str, Any], uptime: dict[str, float | None] | None) -> dict[str, Any]:
+def _state(row: RowLike, uptime: dict[str, float | None] | None) -> dict[str, Any]:
     """The part of `public` after the config: status, uptimes, times, flapping."""
     status = row["status"]
     ups = uptime if uptime is not None else uptime_cache.fields(row)
@@ -160,7 +168,7 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
     return out
 
 
-def public_json(row: dict[str, Any]) -> msgspec.Raw:
+def public_json(row: RowLike) -> msgspec.Raw:
     """`public(row)` already encoded, as JSON responses embed it: the config's JSON comes
     from SHOWN, so a monitor shown again costs only the encoding of its state."""
     shown, config = SHOWN.get(row)
@@ -453,7 +461,7 @@ def _sort(request: web.Request) -> tuple[str, bool]:
     return field, direction == "desc"
 
 
-def encode_cursor(sort: str, desc: bool, row: dict[str, Any]) -> str:
+def encode_cursor(sort: str, desc: bool, row: RowLike) -> str:
     value = store.sort_value(sort, row)
     if isinstance(value, dt.datetime):
         value = value.isoformat()
@@ -505,9 +513,7 @@ async def list_monitors(request: web.Request) -> web.Response:
     sort, desc = _sort(request)
     if "page" in request.query:
         page = _int_param(request, "page", 1, 1, 10_000_000)
-        rows = await store.list_filtered(
-            pool, f, sort=sort, desc=desc, offset=(page - 1) * limit, limit=limit
-        )
+        rows = await store.list_records(pool, f, sort=sort, desc=desc, offset=(page - 1) * limit, limit=limit)
         total = await store.count_filtered(pool, f)
         pages = math.ceil(total / limit)
         pagination = {
@@ -526,7 +532,7 @@ async def list_monitors(request: web.Request) -> web.Response:
         return json_response(body)
     if "offset" in request.query:
         offset = _int_param(request, "offset", 0, 0, 10_000_000)
-        rows = await store.list_filtered(pool, f, sort=sort, desc=desc, offset=offset, limit=limit + 1)
+        rows = await store.list_records(pool, f, sort=sort, desc=desc, offset=offset, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         meta: dict[str, Any] = {
@@ -539,7 +545,7 @@ async def list_monitors(request: web.Request) -> web.Response:
         return ok([public_json(r) for r in rows], meta=meta)
     cursor = request.query.get("cursor")
     after = decode_cursor(cursor, sort, desc) if cursor and cursor != "0" else None
-    rows = await store.list_filtered(pool, f, sort=sort, desc=desc, after=after, limit=limit + 1)
+    rows = await store.list_records(pool, f, sort=sort, desc=desc, after=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     nxt = encode_cursor(sort, desc, rows[-1]) if more else None

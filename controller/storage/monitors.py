@@ -333,6 +333,25 @@ async def list_filtered(
     """A page ordered by (sort column, id), with cached uptimes; `after` is the last
     (value, id) seen (keyset). `group` (a key of GROUPS, offset paging only) orders by the
     group first, so a group's monitors are together across pages."""
+    rows = await list_records(
+        conn, f, sort=sort, desc=desc, after=after, offset=offset, limit=limit, group=group
+    )
+    return [dict(r) for r in rows]
+
+
+async def list_records(
+    conn: DB,
+    f: Filters,
+    *,
+    sort: str = "id",
+    desc: bool = False,
+    after: tuple[Any, int] | None = None,
+    offset: int = 0,
+    limit: int = 50,
+    group: str | None = None,
+) -> list[asyncpg.Record]:
+    """`list_filtered`'s rows as asyncpg returns them, for a caller that only reads them
+    (`[]`, `.get`): no dict per row (about a tenth of a list request's CPU in the API)."""
     col = SORTS[sort]
     args: list[Any] = []
     where = _where(f, args)
@@ -345,8 +364,7 @@ async def list_filtered(
     if group is not None:
         order = f"{GROUPS[group]} ASC NULLS LAST, {order}"
     sql = f"{WITH_UPTIMES} WHERE {where} ORDER BY {order} LIMIT ${len(args) - 1} OFFSET ${len(args)}"
-    rows = await (_planned_per_search(conn, sql, args) if f.search else conn.fetch(sql, *args))
-    return [dict(r) for r in rows]
+    return await (_planned_per_search(conn, sql, args) if f.search else conn.fetch(sql, *args))
 
 
 async def count_filtered(conn: DB, f: Filters) -> int:
