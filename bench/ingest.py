@@ -10,9 +10,9 @@ The cost of failure evidence: `--evidence-compare` runs the same results twice, 
 fresh database of one PostgreSQL, with `--failing` (10 %) of them failing: first without
 evidence, then with the evidence a probe sends for a failed response, built by the probe's
 own probe/evidence.py (status line, headers, the first `--evidence-body` bytes of an
-HTML-like body, which the probe gzips when over 1 KiB), and records both side
-by side. `--repeat N` alternates N pairs of passes and records the median of each (a
-shared or busy machine slows some passes, not one mode). The failing results are the
+HTML-like body, which the probe gzips when over 1 KiB), and records both side by side.
+`--repeat N` runs N pairs of passes in alternating order and records the median of each
+(a shared or busy machine slows some passes, not one mode). The failing results are the
 same in every pass (a seeded draw), so the rounds, verdicts and incidents are too: only
 the evidence differs.
 
@@ -214,11 +214,16 @@ def compare(
     body: int,
     repeat: int = 1,
 ) -> str:
-    """Evidence off, then on, each on a fresh database, `repeat` times (off, on, off, on, ...:
-    a slow spell of the machine falls on both): the median pass of each, for RESULTS.md."""
+    """Evidence off and on, each pass on a fresh database, `repeat` times in alternating
+    order (off, on, on, off, off, ...: a slow spell of the machine falls on both, and
+    neither always goes first), after a short pass that is not counted (the server's and
+    this process's first run): the median pass of each, for RESULTS.md."""
+    asyncio.run(devstack.create_database(pg.dsn(), "bench_warmup", drop=True))
+    asyncio.run(run(pg.dsn("bench_warmup"), min(monitors, 200), 2, batch, failing, body, decode=True))
     passes: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
-    for _ in range(repeat):
-        for name, body_bytes in (("off", None), ("on", body)):
+    modes: list[tuple[str, int | None]] = [("off", None), ("on", body)]
+    for i in range(repeat):
+        for name, body_bytes in modes if i % 2 == 0 else modes[::-1]:
             asyncio.run(devstack.create_database(pg.dsn(), f"bench_{name}", drop=True))
             dsn = pg.dsn(f"bench_{name}")
             passes[name].append(
@@ -258,8 +263,9 @@ def compare(
         f" --evidence-compare --failing {failing} --evidence-body {body} --repeat {repeat}`.\n\n"
         f"`results.ingest` as above, {failing:.0%} of the results failing (a seeded draw: the same\n"
         "results, rounds and verdicts in every pass), each pass on a fresh database of one\n"
-        f"PostgreSQL, off and on alternating {repeat} times, the median pass of each shown (every\n"
-        "pass in `passes`). `on`: each failing result carries the evidence a probe sends,\n"
+        f"PostgreSQL, off and on {repeat} times each in alternating order (off, on, on, off, ...)\n"
+        "after a short uncounted pass, the median pass of each shown (every pass in `passes`).\n"
+        "`on`: each failing result carries the evidence a probe sends,\n"
         f"built by probe/evidence.py (status line, 10 headers, {body:,} bytes of an HTML-like body,\n"
         f"{f'gzip level {LEVEL}' if 'body_gzip' in sample else 'as text'}: {packed:,} bytes;"
         f" {sent:,} bytes of msgpack in all), stored in\n"
