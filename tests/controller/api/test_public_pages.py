@@ -90,7 +90,7 @@ async def test_public_json_shows_only_what_the_page_exposes(
     (section,) = data["sections"]
     (comp,) = section["components"]
     assert section["name"] == "Edge" and comp["name"] == "Website" and comp["status"] == "operational"
-    assert set(comp) == {"id", "name", "status", "uptime_90d", "days"}
+    assert set(comp) == {"id", "name", "description", "status", "uptime_90d", "days"}
     assert len(comp["days"]) == 90 and comp["days"][-1] == {
         "date": today.date().isoformat(),
         "uptime": 100.0,
