@@ -199,11 +199,11 @@ async def store_batch(conn: Tx, results: list[CheckResult]) -> Stored:
 
 def _split(details: dict[str, object]) -> tuple[dict[str, object], bytes | None]:
     """A result's details without its evidence, and the evidence as check_results.evidence
-    holds it (shared/evidence.py `to_stored`): msgpack bytes, the body's gzip unwrapped from
-    base64. The bytea column is stored out of line as it is (STORAGE EXTERNAL): the body is
-    compressed already, and the rest is small. As JSON inside details, PostgreSQL parsed
-    every failed result's evidence, built its jsonb and tried pglz on it in the ingest
-    transaction, for base64 that does not compress."""
+    holds it (shared/evidence.py `to_stored`): msgpack bytes, the body as its gzip bytes (an
+    older probe's base64 decoded). The bytea column is stored out of line as it is (STORAGE
+    EXTERNAL): the body is compressed already, and the rest is small. As JSON inside
+    details, PostgreSQL parsed every failed result's evidence, built its jsonb and tried
+    pglz on it in the ingest transaction, for base64 that does not compress."""
     evidence = details.get("evidence")
     if not isinstance(evidence, dict):
         return details, None
