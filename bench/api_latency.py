@@ -135,6 +135,7 @@ async def load_raw(
     out: dict[str, list[float]] = {"get": [], "list": [], "errors": []}
     rnd = random.Random(1)
     idle: dict[str, list[_Conn]] = {b: [] for b in bases}
+    slots = asyncio.Semaphore(256)  # at most as many connections as `load` lets aiohttp open
     sent = 0
 
     async def one(kind: str, path: str) -> None:
@@ -145,16 +146,23 @@ async def load_raw(
         request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\r\n").encode()
         t = time.perf_counter()
         ok = False
-        conn = idle[base].pop() if idle[base] else None
-        try:
-            if conn is None:
-                h, port = host.rsplit(":", 1)
-                conn = _Conn(*await asyncio.open_connection(h, int(port)))
-            ok = await conn.get(request) == 200
-            idle[base].append(conn)
-        except (OSError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            if conn is not None:
-                conn.writer.close()
+        async with slots:
+            conn = idle[base].pop() if idle[base] else None
+            try:
+                if conn is None:
+                    h, port = host.rsplit(":", 1)
+                    conn = _Conn(*await asyncio.open_connection(h, int(port)))
+                ok = await conn.get(request) == 200
+                idle[base].append(conn)
+            except (
+                OSError,
+                ConnectionError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                ValueError,
+            ):
+                if conn is not None:
+                    conn.writer.close()
         out[kind if ok else "errors"].append((time.perf_counter() - t) * 1000)
 
     for _ in range(50):  # warm up connections and caches
