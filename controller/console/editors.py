@@ -158,11 +158,11 @@ def rule_fields() -> list[forms.Field]:
             labels={
                 "channel_ids": "Channels",
                 "escalation_channel_ids": "Escalation channels",
-                "monitor_ids": "Monitors (none chosen: every monitor)",
+                "monitor_ids": "Monitors (none chosen and no tags: every monitor)",
                 "events": "Events (none ticked: openings, diagnoses, acknowledgements, resolutions,"
                 " degradations and expiring certificates)",
                 "group_by": "Group outages by",
-                "tags": "Tags (comma separated: monitors with any of them)",
+                "tags": "Tags (comma separated: also the monitors with any of them)",
             },
         )
     )
