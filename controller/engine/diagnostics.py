@@ -19,7 +19,12 @@ with no live probe that can run `diagnose` are skipped.
 Once the results are stored, the sending controller writes the incident's one
 `incident.diagnosed` event (storage/diagnostics.emit_diagnosed: at most one per incident,
 whichever controller asks), which the dispatcher sends as the update of the opening's
-notice, with a summary line per region.
+notice, with a summary line per region. That wait is in memory and only a shortcut: every
+SWEEP_S the owner of a monitor's shard also looks in the database for incidents opened in
+the last LOOKBACK, older than the diagnoses' budget and the wait, that have stored
+diagnoses and no incident.diagnosed event (storage/diagnostics.undiagnosed), and writes
+it. So a controller that stops while waiting, or one whose monitors another controller
+took over, loses no update; two controllers asking at once write it once.
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ BUDGET = 10.0
 REPORT_SLACK = 3.0
 REPORT_POLL = 0.5
 _SECOND = dt.timedelta(seconds=1)
+# The durable report: how often the database is swept for incidents whose diagnoses are
+# stored but not reported, and how old an incident it still reports.
+SWEEP_S = 2.0
+LOOKBACK = dt.timedelta(minutes=15)
 _TLS_SCHEMES = {"https": 443, "wss": 443}
 _PLAIN_SCHEMES = {"http": 80, "ws": 80}
 # Kinds whose target is not a TCP port: their diagnosis traces with UDP.
@@ -153,10 +162,24 @@ class Diagnostics:
         self.limit = RateLimit(per_minute)
         self.grace = grace
         self.reports: set[asyncio.Task[int | None]] = set()
+        # incident.opened events up to this id are older than LOOKBACK: not swept again.
+        self.swept = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow incident.opened events until `stop`; a client the hub dropped (too far
-        behind) is attached again and replays what it missed from the outbox."""
+        behind) is attached again and replays what it missed from the outbox. Beside it,
+        the sweep writes the reports that no wait in memory wrote."""
+        sweeper = asyncio.create_task(self._sweep_loop(stop), name="diagnostics-sweep")
+        try:
+            await self._follow(stop)
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        for task in list(self.reports):
+            task.cancel()
+
+    async def _follow(self, stop: asyncio.Event) -> None:
         last_id: int | None = None
         while not stop.is_set():
             client = Client(kind="diagnostics", topics=frozenset({"incident.updates"}), size=1024)
@@ -184,8 +207,74 @@ class Diagnostics:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
                 last_id = last_id if last_id is not None else self.hub.last_id
-        for task in list(self.reports):
-            task.cancel()
+
+    async def _sweep_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SWEEP_S)
+            if stop.is_set():
+                return
+            try:
+                await self.sweep(dt.datetime.now(dt.UTC))
+            except Exception as e:  # the database away: the next sweep tries again
+                log.warning("diagnostics sweep failed error=%s", str(e)[:200])
+
+    @property
+    def wait(self) -> dt.timedelta:
+        """How long after an incident opens its diagnoses are all in (or never will be)."""
+        return dt.timedelta(seconds=BUDGET + self.grace + REPORT_SLACK + SWEEP_S)
+
+    async def sweep(self, now: dt.datetime) -> list[int]:
+        """Write incident.diagnosed for this controller's incidents opened before now -
+        wait (and within LOOKBACK) whose diagnoses are stored and not reported yet; the
+        events written. The report of a controller that stopped while waiting."""
+        written = []
+        since = now - LOOKBACK
+        rows = await diagnostics_store.undiagnosed(
+            self.pool, DIAGNOSTIC_ATTEMPT, self.swept, since, now - self.wait, diagnostics_store.LATE
+        )
+        self.swept = await diagnostics_store.opened_before(self.pool, self.swept, since)
+        for row in rows:
+            if not self.owns(row["monitor_id"]):
+                continue
+            found = await diagnostics_store.for_monitor(
+                self.pool,
+                row["monitor_id"],
+                DIAGNOSTIC_ATTEMPT,
+                row["occurred_at"] - _SECOND,
+                row["occurred_at"],
+            )
+            first: dict[str, dict[str, Any]] = {}
+            for r in found:
+                first.setdefault(r["region"], r)
+            payload = row["payload"] or {}
+            event_id = await self._emit(row["incident_id"], row["monitor_id"], row["id"], payload, first)
+            if event_id is not None:
+                log.info("incident.diagnosed written by the sweep incident_id=%s", row["incident_id"])
+                written.append(event_id)
+        return written
+
+    async def _emit(
+        self,
+        incident_id: int,
+        monitor_id: int,
+        opened_id: int,
+        payload: dict[str, Any],
+        found: dict[str, dict[str, Any]],
+    ) -> int | None:
+        lines = [{"region": r, "summary": str(found[r]["message"] or "")} for r in sorted(found)]
+        return await diagnostics_store.emit_diagnosed(
+            self.pool,
+            incident_id,
+            monitor_id,
+            dt.datetime.now(dt.UTC),
+            {
+                "monitor": payload.get("monitor"),
+                "incident": payload.get("incident"),
+                "opened_event_id": opened_id,
+                "diagnostics": lines,
+            },
+        )
 
     async def _handle(self, ev: Event) -> int:
         if ev.kind == "incident.opened" and ev.monitor_id is not None and self.owns(ev.monitor_id):
@@ -232,22 +321,11 @@ class Diagnostics:
             await asyncio.sleep(REPORT_POLL)
         if not found:
             return None
-        payload = opened.row["payload"]
-        lines = [{"region": r, "summary": str(found[r]["message"] or "")} for r in sorted(found)]
         try:
-            return await diagnostics_store.emit_diagnosed(
-                self.pool,
-                opened.incident_id,
-                opened.monitor_id,
-                dt.datetime.now(dt.UTC),
-                {
-                    "monitor": payload.get("monitor"),
-                    "incident": payload.get("incident"),
-                    "opened_event_id": opened.id,
-                    "diagnostics": lines,
-                },
+            return await self._emit(
+                opened.incident_id, opened.monitor_id, opened.id, opened.row["payload"], found
             )
-        except Exception as e:  # the database away: the incident page still shows them
+        except Exception as e:  # the database away: the sweep writes it later
             log.warning(
                 "incident.diagnosed not written incident_id=%s error=%s", opened.incident_id, str(e)[:200]
             )

@@ -53,3 +53,46 @@ async def emit_diagnosed(
             occurred_at=now,
             payload=payload,
         )
+
+
+async def undiagnosed(
+    conn: DB,
+    attempt: int,
+    after_id: int,
+    since: dt.datetime,
+    until: dt.datetime,
+    late: dt.timedelta,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """incident.opened events after `after_id` that occurred in [since, until] with
+    diagnose results (`attempt`) of their monitor due within `late` after them, and no
+    incident.diagnosed event: the reports a controller that stopped while waiting did not
+    write. Read through the (kind, id) index."""
+    rows = await conn.fetch(
+        "SELECT e.id, e.incident_id, e.monitor_id, e.occurred_at, e.payload FROM events e"
+        " WHERE e.kind = 'incident.opened' AND e.id > $1"
+        " AND e.occurred_at BETWEEN $2 AND $3 AND e.incident_id IS NOT NULL AND e.monitor_id IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM events d WHERE d.incident_id = e.incident_id"
+        "   AND d.kind = 'incident.diagnosed')"
+        " AND EXISTS (SELECT 1 FROM check_results r WHERE r.monitor_id = e.monitor_id AND r.attempt = $4"
+        "   AND r.due >= e.occurred_at - interval '1 second' AND r.due <= e.occurred_at + $5::interval)"
+        " ORDER BY e.id LIMIT $6",
+        after_id,
+        since,
+        until,
+        attempt,
+        late,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def opened_before(conn: DB, after_id: int, since: dt.datetime) -> int:
+    """The highest id of an incident.opened event after `after_id` that occurred before
+    `since` (`after_id` when none): the sweep need not read below it again."""
+    value = await conn.fetchval(
+        "SELECT max(id) FROM events WHERE kind = 'incident.opened' AND id > $1 AND occurred_at < $2",
+        after_id,
+        since,
+    )
+    return int(value) if value is not None else after_id

@@ -378,3 +378,68 @@ async def test_the_diagnosis_reaches_every_channel_once_as_the_incident_update(
         await a.stop()
         await b.stop()
         await receiver.cleanup()
+
+
+async def test_diagnoses_stored_without_a_report_are_reported_once_by_the_sweep(
+    database: str, nats_url: str, target: RegionalTarget
+) -> None:
+    """The controller that sent the diagnoses stopped while waiting for them (here: they
+    are sent with no wait): the sweep of the monitor's owner, on this or another
+    controller, writes the incident's one incident.diagnosed from the stored results."""
+    ctl = await start_controller(database, nats_url, diagnostics_per_region_minute=0)
+    probes = await start_probes(nats_url)
+    pool = ctl.app[keys.POOL]
+
+    def diagnoser() -> diagnostics.Diagnostics:
+        return diagnostics.Diagnostics(
+            pool=pool,
+            hub=ctl.app[keys.HUB],
+            fleet=ctl.app[keys.FLEET],
+            publish=ctl.app[keys.NC].publish,
+            owns=lambda _: True,
+            per_minute=10,
+            grace=ctl.app[keys.CONFIG].round_grace,
+        )
+
+    try:
+        async with await _session(ctl) as api:
+            await eventually(lambda: len(ctl.app[keys.FLEET].live_regions()) == 3, what="three probes live")
+            target.fail_regions("us-east", "eu-west")
+            mid = await new_monitor(api, target.url, consensus="any")
+            incident_id = await open_incident(ctl, mid)
+            opened = await pool.fetchrow(
+                "SELECT id, occurred_at FROM events WHERE incident_id = $1 AND kind = 'incident.opened'",
+                incident_id,
+            )
+            first, second = diagnoser(), diagnoser()
+            sent = await first.diagnose(mid, ["us-east", "eu-west"], opened["occurred_at"].timestamp() + 0.2)
+            assert sorted(sent) == ["eu-west", "us-east"]
+
+            async def stored() -> bool:
+                n = await pool.fetchval(
+                    "SELECT count(*) FROM check_results WHERE monitor_id = $1 AND attempt = $2",
+                    mid,
+                    DIAGNOSTIC_ATTEMPT,
+                )
+                return bool(n == 2)
+
+            await eventually(stored, timeout=20, what="both diagnoses stored")
+            # Within the wait the in-memory report may still come: the sweep leaves it.
+            assert await first.sweep(opened["occurred_at"] + dt.timedelta(seconds=1)) == []
+            later = opened["occurred_at"] + first.wait + dt.timedelta(seconds=1)
+            (event_id,) = await first.sweep(later)
+            assert await second.sweep(later) == []  # written once
+            event = await pool.fetchrow(
+                "SELECT kind, incident_id, payload FROM events WHERE id = $1", event_id
+            )
+            assert (event["kind"], event["incident_id"]) == ("incident.diagnosed", incident_id)
+            payload = event["payload"]
+            assert payload["opened_event_id"] == opened["id"]
+            assert payload["incident"]["id"] == incident_id
+            assert [d["region"] for d in payload["diagnostics"]] == ["eu-west", "us-east"]
+            assert all("reached 127.0.0.1" in d["summary"] for d in payload["diagnostics"])
+            # Older than the lookback: the sweep no longer reads it.
+            assert await second.sweep(opened["occurred_at"] + diagnostics.LOOKBACK + first.wait) == []
+    finally:
+        await stop_probes(probes)
+        await ctl.stop()
