@@ -92,39 +92,34 @@ _inputs = msgspec.json.Encoder(enc_hook=_absent).encode
 
 
 class ShownConfigs:
-    """The redacted flat config of recently shown monitors, and its JSON, so a list page
-    read again (a console or a client polling it) neither rebuilds and redacts each
-    monitor's config nor encodes it again (together about half of a list's CPU in the
-    controller). An entry is used only while the monitor's stored config columns encode to
-    the same bytes as those it was built from, so an edit shows at once on every
-    controller; at most `max_entries` monitors are held (the oldest entry is dropped)."""
+    """The JSON of the redacted flat config of recently shown monitors, so a list page read
+    again (a console or a client polling it) neither rebuilds and redacts each monitor's
+    config nor encodes it again (together about half of a list's CPU in the controller).
+    An entry is used only while the monitor's stored config columns encode to the same
+    bytes as those it was built from, so an edit shows at once on every controller; at
+    most `max_entries` monitors are held (the oldest entry is dropped)."""
 
     def __init__(self, max_entries: int = SHOWN_CONFIGS_MAX) -> None:
         self.max_entries = max_entries
-        self.entries: dict[int, tuple[bytes, dict[str, Any], bytes]] = {}
+        self.entries: dict[int, tuple[bytes, bytes]] = {}
 
-    def get(self, row: RowLike) -> tuple[dict[str, Any], bytes | None]:
-        """The config as the API shows it (shared between responses: callers copy it into
-        their own dict and change neither it nor the values in it), and its JSON members
-        without the braces (None for a row that is not held)."""
+    def get(self, row: RowLike) -> bytes:
+        """The JSON members (no braces) of the config as the API shows it. TypeError for a
+        value JSON cannot hold, as encoding any response holding it would."""
         try:
             values = _config_values(row)
         except KeyError:  # a row without some column: not the same as one holding null
             values = [row.get(c, _ABSENT) for c in _CONFIG_COLUMNS]
-        try:
-            inputs = _inputs(values)
-        except TypeError:  # a value JSON cannot hold: not from the database, not held
-            return monitors.redact(monitors.config_fields(row)), None
+        inputs = _inputs(values)
         monitor_id = row["id"]
         held = self.entries.get(monitor_id)
         if held is not None and held[0] == inputs:
-            return held[1], held[2]
-        shown = monitors.redact(monitors.config_fields(row))
-        encoded = _encode(shown)[1:-1]
+            return held[1]
+        encoded = _encode(monitors.redact(monitors.config_fields(row)))[1:-1]
         if held is None and len(self.entries) >= self.max_entries:
             del self.entries[next(iter(self.entries))]
-        self.entries[monitor_id] = (inputs, shown, encoded)
-        return shown, encoded
+        self.entries[monitor_id] = (inputs, encoded)
+        return encoded
 
 
 SHOWN = ShownConfigs()
@@ -163,7 +158,7 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
     """A monitor as the API shows it: id, the flat config, then its state. Uptimes come
     from `uptime` or else from the row's cached counts (storage/uptime_cache.py)."""
     out: dict[str, Any] = {"id": row["id"]}
-    out.update(SHOWN.get(row)[0])
+    out.update(monitors.redact(monitors.config_fields(row)))
     out.update(_state(row, uptime))
     return out
 
@@ -171,11 +166,8 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
 def public_json(row: RowLike) -> msgspec.Raw:
     """`public(row)` already encoded, as JSON responses embed it: the config's JSON comes
     from SHOWN, so a monitor shown again costs only the encoding of its state."""
-    shown, config = SHOWN.get(row)
-    if config is None:
-        config = _encode(shown)[1:-1]
     state = _encode(_state(row, None))
-    return msgspec.Raw(b'{"id":%d,%b,%b' % (row["id"], config, state[1:]))
+    return msgspec.Raw(b'{"id":%d,%b,%b' % (row["id"], SHOWN.get(row), state[1:]))
 
 
 async def _public_many(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

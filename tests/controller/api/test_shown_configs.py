@@ -8,6 +8,7 @@ import copy
 from typing import Any
 
 import msgspec
+import pytest
 
 from probefleet.controller.api.monitors import ShownConfigs
 from probefleet.controller.monitors import config
@@ -47,14 +48,18 @@ def _fresh(row: dict[str, Any]) -> dict[str, Any]:
     return config.redact(config.config_fields(copy.deepcopy(row)))
 
 
+def _decoded(encoded: bytes) -> dict[str, Any]:
+    return msgspec.json.decode(b"{" + encoded + b"}")  # type: ignore[no-any-return]
+
+
 def test_an_unchanged_monitor_is_shown_from_its_entry_and_any_change_rebuilds_it() -> None:
     shown = ShownConfigs()
     row = _row()
-    first, encoded = shown.get(row)
-    assert first == _fresh(row) and first["url"] == "https://u:<redacted>@127.0.0.1/?token=<redacted>"
-    assert encoded is not None and msgspec.json.decode(b"{" + encoded + b"}") == first
-    assert shown.get(_row())[0] is first  # equal columns, another row object: the same entry
-    assert shown.get(_row(status="down"))[0] is first  # state is not config
+    first = shown.get(row)
+    assert _decoded(first) == _fresh(row)
+    assert _decoded(first)["url"] == "https://u:<redacted>@127.0.0.1/?token=<redacted>"
+    assert shown.get(_row()) is first  # equal columns, another row object: the same entry
+    assert shown.get(_row(status="down")) is first  # state is not config
     nested = _row()
     nested["spec"]["headers"]["X-Trace"] = "t"
     changed = [
@@ -66,19 +71,19 @@ def test_an_unchanged_monitor_is_shown_from_its_entry_and_any_change_rebuilds_it
         _row(parent_id=7),
     ]
     for row in changed:
-        got = shown.get(row)[0]
-        assert got is not first and got == _fresh(row)
+        got = shown.get(row)
+        assert got is not first and _decoded(got) == _fresh(row)
         first = got
     without = _row()
     del without["incident_on_degraded"]  # a column a row may lack: not the same as False
-    assert shown.get(without)[0] == _fresh(without)
+    assert _decoded(shown.get(without)) == _fresh(without)
 
 
-def test_it_holds_at_most_max_entries_and_skips_values_json_cannot_hold() -> None:
+def test_it_holds_at_most_max_entries_and_refuses_values_json_cannot_hold() -> None:
     shown = ShownConfigs(max_entries=3)
     for i in range(1, 6):
         shown.get(_row(i))
     assert sorted(shown.entries) == [3, 4, 5]
-    odd = _row(9, project=Odd())  # not a stored value's type: built, not held
-    got, encoded = shown.get(odd)
-    assert got["project"] is odd["project"] and encoded is None and 9 not in shown.entries
+    with pytest.raises(TypeError):  # as encoding any response holding it would
+        shown.get(_row(9, project=Odd()))
+    assert 9 not in shown.entries
