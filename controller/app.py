@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 import msgspec
 import nats
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -394,9 +394,18 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_realtime(app: web.Application) -> None:
-    """Long-lived WebSocket/SSE handlers end here, before the server waits for handlers."""
+    """Long-lived WebSocket/SSE handlers end here, before the server waits for handlers:
+    SSE streams end with their hub clients, and each open WebSocket is closed with 1001
+    (going away), since its handler waits for the client's next message, which a browser
+    left open on a page never sends (the shutdown then waited out its whole timeout)."""
     if keys.HUB in app:
-        app[keys.HUB].close_all()
+        hub = app[keys.HUB]
+        hub.close_all()
+        sockets = list(hub.sockets)
+        await asyncio.gather(
+            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"controller stopping") for ws in sockets),
+            return_exceptions=True,
+        )
 
 
 async def _connect(

@@ -200,6 +200,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 16)
     await ws.prepare(request)
     session: Session | None = None
+    sockets = request.app[keys.HUB].sockets
+    sockets.add(ws)
     try:
         scopes, first = await _authenticate(request, ws)
         session = Session(ws, request.app[keys.HUB], scopes)
@@ -226,6 +228,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     except ConnectionError:
         pass
     finally:
+        sockets.discard(ws)
         if session is not None:
             await session.stop()
     return ws

@@ -150,6 +150,9 @@ class Hub:
         self.batch = batch
         self.last_id = 0
         self.clients: set[Client] = set()
+        # Open WebSockets (subscribed or not), closed at shutdown: a handler waits on its
+        # client's next message, which may never come.
+        self.sockets: set[Any] = set()
         self.gaps: dict[int, float] = {}
         # Counts close_page() calls; per page (None: every page) the count at its last one.
         self.page_changes = 0

@@ -253,3 +253,26 @@ async def test_status_page_posts_need_the_status_pages_read_scope(
         assert (await other.get(f"/api/v1/events/{event_id}")).status == 404
     r = await api.get(f"/api/v1/events/{event_id}")
     assert r.status == 200 and (await r.json())["data"]["payload"]["post"]["id"] == post["id"]
+
+
+async def test_stopping_the_controller_closes_an_idle_socket_at_once(controller: Running) -> None:
+    """A browser left on a console page keeps its socket open and sends nothing: the
+    controller's shutdown closes it (1001, going away) instead of waiting for it, whether
+    it subscribed or only authenticated."""
+    async with aiohttp.ClientSession() as s:
+        subscribed = await s.ws_connect(f"{controller.base}/api/v1/ws")
+        await subscribed.send_json({"auth": controller.admin_key, "subscribe": ["monitor.status"]})
+        await _next(subscribed, "welcome")
+        await _next(subscribed, "subscribed")
+        idle = await s.ws_connect(f"{controller.base}/api/v1/ws")
+        await idle.send_json({"auth": controller.admin_key})
+        await _next(idle, "welcome")
+        stopping = asyncio.create_task(controller.stop())
+        for ws in (subscribed, idle):
+            async with asyncio.timeout(BOUND):
+                msg = await ws.receive()
+                while msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+                    msg = await ws.receive()
+            assert ws.close_code == 1001, (msg, ws.close_code)
+        async with asyncio.timeout(BOUND):
+            await stopping
