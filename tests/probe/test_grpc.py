@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +14,8 @@ from probefleet.controller.monitors import config as monitor_config
 from probefleet.controller.validation import ValidationError
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import GrpcSpec, Reason, Status
+
+from .by_hand import probe_check
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -134,3 +137,11 @@ def test_the_api_reads_a_target_and_refuses_unverified_tls() -> None:
             {"name": "g", "type": "grpc", "host": "o", "port": 1, "tls": True, "verify_tls": False}, ["eu"]
         )
     assert "verify_tls" in caught.value.details
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(grpc_server: Server, tmp_path: Path) -> None:
+    fields = {"host": "127.0.0.1", "port": grpc_server.port, "service": "shop.Orders"}
+    code, result = await probe_check("grpc", fields, tmp_path)
+    assert code == 0 and result["details"] == {"serving_status": "SERVING"}, result
+    code, result = await probe_check("grpc", fields | {"service": "shop.Billing"}, tmp_path)
+    assert code == 1 and result["reason"] == "not_serving", result

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import trustme
@@ -13,6 +14,7 @@ import trustme
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import ImapSpec, Reason, Status
 
+from .by_hand import probe_check
 from .conftest import leaf
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "ssl.SSLContext | None"], Awaitable[None]]
@@ -141,3 +143,18 @@ async def test_it_connects_from_the_probe_source_address(serve_imap: Serve) -> N
     spec = ImapSpec(host="127.0.0.1", port=port, expected_banner="ready for 127.0.0.12")
     out = await CHECKERS["imap"](spec, timeout=3.0, source_address="127.0.0.12")
     assert out.status == Status.OK, out
+
+
+async def test_nothing_listening_is_connection_refused() -> None:
+    out = await run(ImapSpec(host="127.0.0.1", port=9))
+    assert out.status == Status.FAIL and out.reason == Reason.CONNECTION_REFUSED, out
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(
+    serve_imap: Serve, ca_pem: str, tmp_path: Path
+) -> None:
+    fields = {"host": "127.0.0.1", "port": await serve_imap(), "tls": "starttls", "ca_pem": ca_pem}
+    code, result = await probe_check("imap", fields, tmp_path)
+    assert code == 0 and result["details"]["capabilities"] == ["IMAP4rev1", "AUTH=PLAIN"], result
+    code, result = await probe_check("imap", fields | {"expected_banner": "Dovecot"}, tmp_path)
+    assert code == 1 and result["reason"] == "response_mismatch", result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import argon2
 import pytest
@@ -11,6 +12,7 @@ from amqtt.broker import Broker
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import MqttSpec, Reason, Status
 
+from .by_hand import probe_check
 from .conftest import RecordPeers
 from .test_redis import free_port
 
@@ -72,3 +74,11 @@ async def test_it_connects_from_the_probe_source_address(broker_port: int, recor
     out = await CHECKERS["mqtt"](spec, timeout=3.0, source_address="127.0.0.12")
     assert out.status == Status.OK, out
     assert peers == ["127.0.0.12"]
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(broker_port: int, tmp_path: Path) -> None:
+    fields = {"host": "127.0.0.1", "port": broker_port, "username": "probe", "password": PASSWORD}
+    code, result = await probe_check("mqtt", fields | {"topic": "probefleet/by-hand"}, tmp_path)
+    assert code == 0 and "round_trip" in result["timings"], result
+    code, result = await probe_check("mqtt", fields | {"password": "wrong"}, tmp_path)
+    assert code == 1 and result["reason"] == "auth_failed", result

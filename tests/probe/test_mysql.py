@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiomysql
+import msgspec
 import pytest
 
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import MysqlSpec, Reason, Status
 from tests.helpers import eventually
 
+from .by_hand import probe_check
 from .test_redis import ensure_package, free_port, listening
 
 PASSWORD = "maria-test-pass"
@@ -102,3 +105,11 @@ async def test_it_connects_from_the_probe_source_address(mysql_port: int) -> Non
 async def test_a_source_address_the_host_does_not_have_is_network_unreachable(mysql_port: int) -> None:
     out = await CHECKERS["mysql"](_spec(mysql_port), timeout=5.0, source_address="192.0.2.1")
     assert out.reason == Reason.NETWORK_UNREACHABLE, out
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(mysql_port: int, tmp_path: Path) -> None:
+    fields = msgspec.to_builtins(_spec(mysql_port, expected_value="1"))
+    code, result = await probe_check("mysql", fields, tmp_path)
+    assert code == 0 and result["details"]["value"] == "1", result
+    code, result = await probe_check("mysql", fields | {"password": "wrong"}, tmp_path)
+    assert code == 1 and result["reason"] == "auth_failed", result

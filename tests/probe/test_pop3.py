@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from pathlib import Path
 
 import pytest
 
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import Pop3Spec, Reason, Status
 
+from .by_hand import probe_check
 from .test_imap import Serve, serving
 
 
@@ -76,3 +78,14 @@ async def test_it_connects_from_the_probe_source_address(serve_pop3: Serve) -> N
     spec = Pop3Spec(host="127.0.0.1", port=port, expected_banner="ready for 127.0.0.12")
     out = await CHECKERS["pop3"](spec, timeout=3.0, source_address="127.0.0.12")
     assert out.status == Status.OK, out
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(
+    serve_pop3: Serve, ca_pem: str, tmp_path: Path
+) -> None:
+    fields = {"host": "127.0.0.1", "port": await serve_pop3(), "tls": "starttls", "ca_pem": ca_pem}
+    code, result = await probe_check("pop3", fields, tmp_path)
+    assert code == 0 and result["details"]["tls_version"], result
+    plain = {"host": "127.0.0.1", "port": await serve_pop3(days=None), "tls": "starttls"}
+    code, result = await probe_check("pop3", plain, tmp_path)
+    assert code == 1 and result["reason"] == "starttls_unavailable", result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import msgspec
@@ -12,6 +13,8 @@ import pytest
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.devstack import PostgresServer, reachable_dir
 from probefleet.shared.wire import PostgresSpec, Reason, Status
+
+from .by_hand import probe_check
 
 
 def _spec(postgres: PostgresServer, **fields: object) -> PostgresSpec:
@@ -98,3 +101,13 @@ async def test_a_source_address_the_host_does_not_have_is_network_unreachable(
 ) -> None:
     out = await CHECKERS["postgres"](_spec(postgres), timeout=5.0, source_address="192.0.2.1")
     assert out.reason == Reason.NETWORK_UNREACHABLE, out
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    fields = msgspec.to_builtins(_spec(postgres, query="SELECT 41 + 1", expected_value="42"))
+    code, result = await probe_check("postgres", fields, tmp_path)
+    assert code == 0 and result["details"]["value"] == "42", result
+    code, result = await probe_check("postgres", fields | {"expected_value": "7"}, tmp_path)
+    assert code == 1 and result["reason"] == "value_mismatch", result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from probefleet.controller.validation import ValidationError
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import Reason, RedisSpec, Status
 from tests.helpers import eventually
+
+from .by_hand import probe_check
 
 PASSWORD = "redis-test-pass"
 
@@ -157,3 +160,11 @@ async def test_a_source_address_the_host_does_not_have_is_network_unreachable(re
     spec = RedisSpec(host="127.0.0.1", port=redis_port, password=PASSWORD)
     out = await CHECKERS["redis"](spec, timeout=3.0, source_address="192.0.2.1")
     assert out.reason == Reason.NETWORK_UNREACHABLE, out
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(redis_port: int, tmp_path: Path) -> None:
+    fields = {"host": "127.0.0.1", "port": redis_port, "password": PASSWORD, "expected_value": "PONG"}
+    code, result = await probe_check("redis", fields, tmp_path)
+    assert code == 0 and result["details"]["value"] == "PONG", result
+    code, result = await probe_check("redis", fields | {"password": "nope"}, tmp_path)
+    assert code == 1 and result["reason"] == "auth_failed" and "nope" not in json.dumps(result), result

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from aiosmtpd.smtp import SMTP
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import Reason, SmtpSpec, Status
 
+from .by_hand import probe_check
 from .conftest import RecordPeers, leaf
 
 ServeSmtp = Callable[..., Awaitable[int]]
@@ -105,18 +104,11 @@ async def test_nothing_listening_is_connection_refused() -> None:
 
 
 async def test_probefleet_probe_check_runs_it_from_a_spec_file(serve_smtp: ServeSmtp, tmp_path: Path) -> None:
-    port = await serve_smtp(days=None)
-    spec_file = tmp_path / "smtp.json"
-    spec_file.write_text(
-        json.dumps({"type": "smtp", "host": "127.0.0.1", "port": port, "expected_banner": "mx.test"})
-    )
-    cmd = [sys.executable, "-m", "probefleet.shared.cli", "probe", "check", "--kind", "smtp"]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, "--spec-file", str(spec_file), "--json", stdout=asyncio.subprocess.PIPE
-    )
-    stdout, _ = await proc.communicate()
-    assert proc.returncode == 0, stdout
-    assert json.loads(stdout)["details"]["banner"].startswith("mx.test")
+    fields = {"host": "127.0.0.1", "port": await serve_smtp(days=None), "expected_banner": "mx.test"}
+    code, result = await probe_check("smtp", fields, tmp_path)
+    assert code == 0 and result["details"]["banner"].startswith("mx.test"), result
+    code, result = await probe_check("smtp", fields | {"tls": "starttls"}, tmp_path)
+    assert code == 1 and result["reason"] == "starttls_unavailable", result
 
 
 async def test_it_connects_from_the_probe_source_address(

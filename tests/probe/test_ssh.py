@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from probefleet.probe.checkers import CHECKERS
 from probefleet.probe.checkers.ssh import _asyncssh
 from probefleet.shared.wire import Reason, SshSpec, Status
 
+from .by_hand import probe_check
 from .conftest import RecordPeers
 
 with warnings.catch_warnings():
@@ -92,3 +94,15 @@ async def test_it_connects_from_the_probe_source_address(
     )
     assert out.status == Status.OK, out
     assert len(peers) == 2 and set(peers) == {"127.0.0.12"}
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(
+    ssh_server: tuple[int, str, Any], tmp_path: Path
+) -> None:
+    port, fingerprint, _ = ssh_server
+    fields = {"host": "127.0.0.1", "port": port, "host_key_fingerprints": [fingerprint]}
+    code, result = await probe_check("ssh", fields, tmp_path)
+    assert code == 0 and result["details"]["host_key_fingerprint"] == fingerprint, result
+    other = asyncssh.generate_private_key("ssh-ed25519").get_fingerprint("sha256")
+    code, result = await probe_check("ssh", fields | {"host_key_fingerprints": [other]}, tmp_path)
+    assert code == 1 and result["reason"] == "host_key_changed", result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -12,6 +13,7 @@ from probefleet.controller.validation import ValidationError
 from probefleet.probe.checkers import CHECKERS, websocket
 from probefleet.shared.wire import Reason, Status, WebsocketSpec
 
+from .by_hand import probe_check
 from .conftest import start_app
 
 
@@ -148,3 +150,12 @@ async def test_it_connects_from_the_probe_source_address(ws_base: str) -> None:
     spec = WebsocketSpec(url=f"{ws_base}/whoami", expect="you are 127.0.0.12")
     out = await CHECKERS["websocket"](spec, timeout=2.0, source_address="127.0.0.12")
     assert out.status == Status.OK, out
+
+
+async def test_probefleet_probe_check_runs_it_from_a_spec_file(ws_base: str, tmp_path: Path) -> None:
+    fields = {"url": f"{ws_base}/echo", "send": "ping 7", "expect": "echo: ping 7"}
+    code, result = await probe_check("websocket", fields, tmp_path)
+    assert code == 0 and result["status"] == "ok", result
+    assert result["details"]["reply"] == "echo: ping 7"
+    code, result = await probe_check("websocket", fields | {"expect": "pong"}, tmp_path, "--timeout", "0.5")
+    assert code == 1 and result["reason"] == "response_mismatch", result
