@@ -594,19 +594,21 @@ async def _same_password(password: str | None, stored: str | None) -> bool:
 
 
 def _stored_sections(comps: list[dict[str, Any]], names: dict[int, str]) -> list[Any]:
-    """The stored components by section, a display name equal to its monitor's name as none."""
-    out: dict[str, list[tuple[int, str | None]]] = {}
+    """The stored components by section, a display name equal to its monitor's name as none,
+    an empty description as none."""
+    out: dict[str, list[tuple[int, str | None, str | None]]] = {}
     for c in comps:
         display = c["display_name"] if c["display_name"] != names.get(c["monitor_id"]) else None
-        out.setdefault(c["section"], []).append((c["monitor_id"], display))
+        out.setdefault(c["section"], []).append((c["monitor_id"], display, c.get("description") or None))
     return list(out.items())
 
 
 def _wanted_sections(sections: list[dict[str, Any]]) -> list[Any]:
-    out: dict[str, list[tuple[int, str | None]]] = {}
+    out: dict[str, list[tuple[int, str | None, str | None]]] = {}
     for s in sections:
         for c in s["monitors"]:
-            out.setdefault(s["name"], []).append((c["monitor_id"], c["display_name"]))
+            item = (c["monitor_id"], c["display_name"], c.get("description") or None)
+            out.setdefault(s["name"], []).append(item)
     return list(out.items())
 
 
@@ -881,15 +883,17 @@ async def _page_entry(
     pool: Any, page: dict[str, Any], comps: list[dict[str, Any]], mkey: Any, names: dict[int, str]
 ) -> dict[str, Any]:
     """A status page in file form: its sections name monitors by key, a display name only
-    where it is not the monitor's name, the password as "<redacted>", the logo as a data URL."""
+    where it is not the monitor's name, a description where there is one, the password as
+    "<redacted>", the logo as a data URL."""
     sections: dict[str, list[Any]] = {}
     for c in comps:
         key = mkey(c["monitor_id"])
-        display = c["display_name"]
-        item: Any = (
-            key if display == names.get(c["monitor_id"]) else {"monitor": key, "display_name": display}
-        )
-        sections.setdefault(c["section"], []).append(item)
+        item: dict[str, Any] = {"monitor": key}
+        if c["display_name"] != names.get(c["monitor_id"]):
+            item["display_name"] = c["display_name"]
+        if c.get("description"):
+            item["description"] = c["description"]
+        sections.setdefault(c["section"], []).append(item if len(item) > 1 else key)
     entry: dict[str, Any] = {
         "name": page["name"],
         "slug": page["slug"],
@@ -997,10 +1001,12 @@ def _window_struct() -> type[msgspec.Struct]:
 
 
 class PageComponent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A monitor on a status page, by key, under another name than its own."""
+    """A monitor on a status page, by key, under another name than its own and with a
+    description shown under the name."""
 
     monitor: Ref
     display_name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    description: Annotated[str, Meta(max_length=500)] | None = None
 
 
 class PageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -401,7 +401,7 @@ status_pages:
     logo: "{PNG}"
     sections:
       - name: Web
-        monitors: [api, {{monitor: db, display_name: Database}}]
+        monitors: [api, {{monitor: db, display_name: Database, description: Orders and carts}}]
       - name: Internal
         monitors: []
 """
@@ -423,6 +423,7 @@ async def test_status_pages_and_regions_apply_diff_export_and_prune(
     assert [(s["name"], [c["display_name"] for c in s["monitors"]]) for s in page["sections"]] == [
         ("Web", ["API", "Database"])
     ]
+    assert [c["description"] for c in page["sections"][0]["monitors"]] == ["", "Orders and carts"]
     same = await cli(controller, "diff", "-f", str(path), "--owner", "web", env=env)
     assert same.exit_code == 0 and "4 unchanged" in same.output, same.output
 
@@ -438,6 +439,12 @@ async def test_status_pages_and_regions_apply_diff_export_and_prune(
     )
     assert "~ status_page public (password, sections)" in rotated.output, rotated.output
     assert (await cli(controller, "apply", "-f", str(path), "--owner", "web", env=env)).exit_code == 0
+    # A component's description alone is a change of the page's sections.
+    described = tmp_path / "described.yaml"
+    described.write_text(path.read_text().replace("description: Orders and carts", "description: Orders"))
+    redescribed = await cli(controller, "diff", "-f", str(described), "--owner", "web", env=env)
+    assert redescribed.exit_code == 1 and "1 to update" in redescribed.output, redescribed.output
+    assert "~ status_page public (sections)" in redescribed.output, redescribed.output
 
     # Export (everything: regions have no owner) then apply: nothing changes.
     out = tmp_path / "export.yaml"
@@ -446,6 +453,7 @@ async def test_status_pages_and_regions_apply_diff_export_and_prune(
     text = out.read_text()
     assert "status_pages:" in text and "regions:" in text and "correct horse" not in text
     assert "password: <redacted>" in text and "display_name: Primary DB" in text and "data:image/png" in text
+    assert "description: Orders and carts" in text
     valid = await cli(controller, "validate", "-f", str(out))
     assert valid.exit_code == 0, valid.output
     diff = await cli(controller, "diff", "-f", str(out), "--owner", "web")
