@@ -75,8 +75,10 @@ DEFAULT_EVENTS: frozenset[str] = frozenset(
 # (engine/diagnostics.py writes one per incident): it goes where the opening went.
 DIAGNOSED = "incident.diagnosed"
 # Delivery states of an opening that went, or will go, out (a 'grouped' one is listed by
-# its leader); a held, suppressed or cancelled opening gets no update.
+# its leader): its update goes as any notice. A held opening's update is held with it (same
+# hold), a suppressed (flapping) one's suppressed with it; a cancelled opening gets none.
 OPENING_SENT = ("pending", "sending", "delivered", "failed", "grouped")
+OPENING_WAITING = ("held", "suppressed")
 RECOVERY_EVENTS = frozenset({"incident.resolved", "monitor.up"})
 # Channels that key one alert per incident (dedup_key, alias): a trigger that reaches them
 # after the resolve (a retry, a replay, or the two sent in one batch and racing) would open
@@ -200,6 +202,26 @@ def _routing(monitor: dict[str, Any] | None) -> tuple[list[str], int | None]:
     if monitor is None:
         return [], None
     return list(monitor["tags"]), monitor.get("escalation_policy_id")
+
+
+def follow_opening(rows: list[NewDelivery], opening: dict[int, tuple[str, str | None]]) -> list[NewDelivery]:
+    """An incident.diagnosed's deliveries, given its opening's per channel: none where the
+    opening has none (or was cancelled); held with the same hold where the opening is held
+    (released, or cancelled, with it); suppressed where it is suppressed (flapping: sent
+    after the opening if that is released when the monitor settles, else collapsed with
+    it, storage release_settled); as they are where the opening went out."""
+    out = []
+    for row in rows:
+        state = opening.get(row.channel_id or 0)
+        if state is None:
+            continue
+        status, reason = state
+        if status == "held" and row.status != "suppressed":
+            row = row._replace(status="held", hold_reason=reason)
+        elif status == "suppressed":
+            row = row._replace(status="suppressed", hold_reason=None, group_key=None)
+        out.append(row)
+    return out
 
 
 # The events of an outage starting; grouping gathers these (recoveries go one by one, so
@@ -493,8 +515,7 @@ class Dispatcher:
             hold = store.PARENT if for_parent else None
             new = self._deliveries(event, rules, monitor, channels, flapping, gate or for_parent, hold)
             if event["kind"] == DIAGNOSED:
-                opened = await self._opened_on(event, rows)
-                new = [r for r in new if r.channel_id in opened]
+                new = follow_opening(new, await self._opened_on(event, rows))
             rows += new
         rows = await self._group(rows)
         created = await store.insert_deliveries(self.pool, rows)
@@ -507,18 +528,21 @@ class Dispatcher:
             log.debug("fan-out watermark=%s deliveries=%s", safe, created)
         return created
 
-    async def _opened_on(self, event: dict[str, Any], rows: list[NewDelivery]) -> set[int]:
-        """The channels where the opening this incident.diagnosed updates went (or is
-        going) out: stored deliveries, or rows of this same fan-out."""
+    async def _opened_on(
+        self, event: dict[str, Any], rows: list[NewDelivery]
+    ) -> dict[int, tuple[str, str | None]]:
+        """Channel -> (delivery status, hold reason) of the opening this
+        incident.diagnosed updates, where it went, is going or waits to go out: stored
+        deliveries, or rows of this same fan-out."""
         opened_id = event["payload"].get("opened_event_id")
         if not isinstance(opened_id, int):
-            return set()
-        here = {
-            r.channel_id
-            for r in rows
-            if r.event_id == opened_id and r.kind == "event" and r.status in OPENING_SENT
-        }
-        return here | await store.channels_of_event(self.pool, opened_id, OPENING_SENT)
+            return {}
+        states = await store.opening_states(self.pool, opened_id, OPENING_SENT + OPENING_WAITING)
+        for r in rows:
+            wanted = OPENING_SENT + OPENING_WAITING
+            if r.event_id == opened_id and r.kind == "event" and r.status in wanted and r.channel_id:
+                states[r.channel_id] = (r.status, r.hold_reason)
+        return states
 
     async def _unalerted(
         self, monitor_id: int, event_id: int, held: dict[int, bool], now: dt.datetime

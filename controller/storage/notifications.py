@@ -35,6 +35,8 @@ EVENT_COLUMNS = "id, kind, monitor_id, incident_id, occurred_at, payload"
 STATE_EVENTS = ["monitor.down", "monitor.up", "monitor.degraded"]
 # Events held back until the monitor reaches its alert_threshold.
 GATED_EVENTS = ["monitor.down", "incident.opened"]
+# The update of an opening with its diagnoses (controller/engine/diagnostics.py).
+DIAGNOSED = "incident.diagnosed"
 BELOW_THRESHOLD = "recovered before alert_threshold"
 
 
@@ -644,18 +646,37 @@ async def set_flapping(conn: DB, monitor_id: int, flapping: bool, percent: float
 
 async def release_settled(conn: DB, now: dt.datetime, monitor_ids: Sequence[int]) -> int:
     """For monitors that stopped flapping: the newest suppressed delivery per channel becomes
-    pending, the older ones 'collapsed' (compare-and-set on status='suppressed')."""
+    pending, the older ones 'collapsed' (compare-and-set on status='suppressed'). An
+    incident.diagnosed (the update of an opening) is not ranked: it is sent when its
+    opening on that channel went or goes out, else collapsed; after the ranking, so two
+    controllers that release at once see the opening decided."""
     rows = await conn.fetch(
         "WITH ranked AS (SELECT d.id, row_number() OVER (PARTITION BY d.monitor_id, d.channel_id"
         "   ORDER BY d.event_id DESC) AS rn FROM deliveries d"
-        "   WHERE d.status='suppressed' AND d.monitor_id = ANY($2::bigint[]))"
+        "   WHERE d.status='suppressed' AND d.monitor_id = ANY($2::bigint[])"
+        "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id AND e.kind = $3))"
         " UPDATE deliveries d SET status = CASE WHEN r.rn=1 THEN 'pending' ELSE 'collapsed' END,"
         " next_attempt_at=$1, updated_at=$1 FROM ranked r WHERE d.id=r.id AND d.status='suppressed'"
         " RETURNING d.id",
         now,
         list(monitor_ids),
+        DIAGNOSED,
     )
-    return len(rows)
+    updates = await conn.fetch(
+        "UPDATE deliveries d SET status = CASE WHEN EXISTS (SELECT 1 FROM deliveries o"
+        "   WHERE o.event_id = (e.payload->>'opened_event_id')::bigint AND o.channel_id = d.channel_id"
+        "   AND o.kind = 'event' AND (o.status = ANY($4::text[])"
+        "   OR (o.status = 'collapsed' AND starts_with(o.last_error, $5))))"
+        " THEN 'pending' ELSE 'collapsed' END, next_attempt_at=$1, updated_at=$1"
+        " FROM events e WHERE e.id = d.event_id AND e.kind = $3 AND d.status='suppressed'"
+        " AND d.monitor_id = ANY($2::bigint[]) RETURNING d.id",
+        now,
+        list(monitor_ids),
+        DIAGNOSED,
+        ["pending", "sending", "delivered", "failed", "grouped"],
+        GROUPED_MARK,
+    )
+    return len(rows) + len(updates)
 
 
 async def alert_settings(conn: DB, ids: Sequence[int]) -> dict[int, Row]:
@@ -779,15 +800,20 @@ async def cancel_held(conn: DB, monitor_id: int, before_event_id: int, now: dt.d
     return len(rows)
 
 
-async def channels_of_event(conn: DB, event_id: int, statuses: Sequence[str]) -> set[int]:
-    """The channels with a first notice of `event_id` in one of `statuses`, or collapsed
-    into a group's leader (listed by it)."""
+async def opening_states(
+    conn: DB, event_id: int, statuses: Sequence[str]
+) -> dict[int, tuple[str, str | None]]:
+    """Channel -> (status, hold_reason) of the first notices of `event_id` in one of
+    `statuses`, or collapsed into a group's leader (then 'grouped')."""
     rows = await conn.fetch(
-        "SELECT channel_id FROM deliveries WHERE event_id = $1 AND kind = 'event'"
+        "SELECT channel_id, status, hold_reason FROM deliveries WHERE event_id = $1 AND kind = 'event'"
         " AND channel_id IS NOT NULL AND (status = ANY($2::text[])"
         " OR (status = 'collapsed' AND starts_with(last_error, $3)))",
         event_id,
         list(statuses),
         GROUPED_MARK,
     )
-    return {int(r["channel_id"]) for r in rows}
+    return {
+        int(r["channel_id"]): ("grouped" if r["status"] == "collapsed" else r["status"], r["hold_reason"])
+        for r in rows
+    }

@@ -1249,3 +1249,114 @@ async def test_the_diagnoses_of_a_grouped_outage_make_one_grouped_update_per_cha
             )
     finally:
         await other.stop()
+
+
+async def diagnose(pool: asyncpg.Pool, monitor_id: int, at: dt.datetime) -> None:
+    """The incident.diagnosed of the monitor's latest opening, as engine/diagnostics.py writes it."""
+    ev = await pool.fetchrow(
+        "SELECT id, incident_id, payload FROM events WHERE kind = 'incident.opened' AND monitor_id = $1"
+        " ORDER BY id DESC LIMIT 1",
+        monitor_id,
+    )
+    payload = {
+        "monitor": ev["payload"]["monitor"],
+        "incident": ev["payload"]["incident"],
+        "opened_event_id": ev["id"],
+        "diagnostics": [{"region": "us-east", "summary": "tcp traceroute reached 10.0.0.1 in 5 hops"}],
+    }
+    assert await diagnostics_store.emit_diagnosed(pool, ev["incident_id"], monitor_id, at, payload)
+
+
+async def test_the_diagnosis_of_an_opening_held_for_alert_threshold_waits_and_goes_with_it(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook
+) -> None:
+    """The opening is held until 3 rounds failed; its diagnosis comes back meanwhile: it is
+    held too, both go out at the threshold; a short outage's opening and diagnosis are both
+    cancelled."""
+    await rule(pool, [await channel(pool, hook.url)])
+    m = await monitor(pool)
+    await pool.execute(
+        "INSERT INTO monitor_alert_settings (monitor_id, alert_threshold) VALUES ($1, 3)", m["id"]
+    )
+    d = dispatcher(pool, session)
+    await round_(pool, m["id"], "down", minutes(1))
+    await d.step(minutes(1))
+    await diagnose(pool, m["id"], minutes(1.2))
+    await d.step(minutes(1.3))
+    assert hook.got == []
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'held'") == 2
+    for n in (2, 3):
+        await round_(pool, m["id"], "down", minutes(n))
+        await d.step(minutes(n))
+    while await d.step(minutes(3)):
+        pass
+    got = {b["event"]: b for b in hook.bodies()}
+    assert sorted(got) == ["incident.diagnosed", "incident.opened"]
+    assert got["incident.diagnosed"]["diagnostics"] == ["us-east: tcp traceroute reached 10.0.0.1 in 5 hops"]
+    await round_(pool, m["id"], "up", minutes(4))
+    await d.step(minutes(4))
+    sent = len(hook.got)
+    await round_(pool, m["id"], "down", minutes(10))
+    await d.step(minutes(10))
+    await diagnose(pool, m["id"], minutes(10.2))
+    await d.step(minutes(10.3))
+    await round_(pool, m["id"], "up", minutes(11))
+    await d.step(minutes(11))
+    assert len(hook.got) == sent
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'held'") == 0
+
+
+@pytest.mark.parametrize("parent_state", ["up", "down"])
+async def test_the_diagnosis_of_a_child_held_for_its_parent_follows_the_parents_verdict(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook, parent_state: str
+) -> None:
+    """Parent passes: the child's opening and its diagnosis go out. Parent down: both are
+    cancelled, only the parent's outage is notified."""
+    await rule(pool, [await channel(pool, hook.url)])
+    parent, child = await family(pool, parent_retries=0)
+    d = dispatcher(pool, session)
+    await round_(pool, child, "down", seconds(0.5))
+    await d.step(seconds(0.5))
+    await diagnose(pool, child, seconds(1))
+    await d.step(seconds(1))
+    assert hook.got == []
+    held = await pool.fetch("SELECT hold_reason FROM deliveries WHERE status = 'held'")
+    assert [h["hold_reason"] for h in held] == ["parent", "parent"]
+    await round_(pool, parent, parent_state, seconds(2))
+    while await d.step(seconds(2)):
+        pass
+    got = sorted((b["event"], b["monitor"]["id"]) for b in hook.bodies())
+    if parent_state == "up":
+        assert got == [("incident.diagnosed", child), ("incident.opened", child)]
+    else:
+        assert got == [("incident.opened", parent)]
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'held'") == 0
+
+
+@pytest.mark.parametrize("settled", ["down", "up"])
+async def test_the_diagnosis_of_a_flapping_monitors_opening_goes_only_if_the_opening_does(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: Hook, settled: str
+) -> None:
+    """An opening suppressed while flapping, diagnosed meanwhile: settled down, the opening
+    is the newest notice and goes out, its diagnosis with it; settled up, the recovery goes
+    and the opening and its diagnosis are collapsed."""
+    await rule(pool, [await channel(pool, hook.url)])
+    mid = (await monitor(pool))["id"]
+    d = dispatcher(pool, session)
+    states = ["up"] * 10 + ["down", "up", "down", "up", "down", "up", "down"] + [settled] * 20
+    for t, state in enumerate(states, start=1):
+        await closed_round(pool, mid, state, seconds(t))
+        await d.step(seconds(t))
+        if t == 17:  # the opening of the 7th change is suppressed: the monitor is flapping
+            assert await pool.fetchval("SELECT flapping FROM monitor_flaps WHERE monitor_id = $1", mid)
+            await diagnose(pool, mid, seconds(t + 0.5))
+            await d.step(seconds(t + 0.5))
+            assert not [b for b in hook.bodies() if b["event"] == "incident.diagnosed"]
+    while await d.step(seconds(len(states))):
+        pass
+    events = [b["event"] for b in hook.bodies()]
+    if settled == "down":
+        assert sorted(events[-2:]) == ["incident.diagnosed", "incident.opened"]
+    else:
+        assert events[-1] == "incident.resolved" and "incident.diagnosed" not in events
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'suppressed'") == 0
