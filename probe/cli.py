@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import msgspec
@@ -387,9 +388,12 @@ def _spec_fields(kind: str, o: dict[str, Any]) -> dict[str, Any]:
             }
 
 
-def _file_fields(kind: str, path: str | None) -> dict[str, Any]:
-    """The fields of a spec file (YAML or JSON, which YAML reads too)."""
+def _file_entry(kind: str, path: str | None) -> dict[str, Any]:
+    """The mapping of a spec file (YAML or JSON, which YAML reads too), its `${env:NAME}` and
+    `${file:/path}` references replaced as the config file format replaces them."""
     import yaml
+
+    from probefleet.shared.cli_files import SECRET
 
     if path is None:
         raise click.UsageError(f"--kind {kind} takes its settings from --spec-file (docs/checks.md)")
@@ -399,8 +403,78 @@ def _file_fields(kind: str, path: str | None) -> dict[str, Any]:
         raise click.UsageError(f"--spec-file: {exc}") from None
     if not isinstance(data, dict):
         raise click.UsageError("--spec-file must hold a mapping of the kind's fields")
+    if data.get("type", kind) != kind:
+        raise click.UsageError(f"--spec-file holds a {data['type']} check, not {kind}")
+
+    def one(m: re.Match[str]) -> str:
+        source, name = m.group(1), m.group(2)
+        if source == "env":
+            if name not in os.environ:
+                raise click.UsageError(f"--spec-file: environment variable {name} is not set")
+            return os.environ[name]
+        try:
+            return Path(name).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            raise click.UsageError(f"--spec-file: cannot read secret file {name}: {exc.strerror}") from None
+
+    def sub(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: sub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v) for v in value]
+        return SECRET.sub(one, value) if isinstance(value, str) else value
+
+    return dict(sub(data))
+
+
+def _file_fields(kind: str, path: str | None) -> dict[str, Any]:
+    """The check's fields of a spec file. The file may be a monitor entry as the config file
+    writes it (docs/checks.md's examples): its monitor settings (name, timeout,
+    check_interval, ...: the config schema's fields of the kind that the check does not have)
+    are left out, and `url` (or `target`) of a kind with a host and port is read as them, as
+    the API reads it. Any other field is refused: a misspelt one would run another check."""
+    from probefleet.shared.cli_files import schema
+
+    data = _file_entry(kind, path)
     data.pop("type", None)
-    return data
+    spec_type = _spec_type(kind)
+    fields = set(spec_type.__struct_fields__)
+    if "host" in fields and "url" not in fields:
+        target = data.pop("url", data.pop("target", None))
+        if isinstance(target, str) and "host" not in data:
+            parts = urlsplit(target if "://" in target else f"//{target}")
+            try:
+                port = parts.port
+            except ValueError:
+                raise click.UsageError(f"--spec-file: url {target!r} has no valid port") from None
+            data["host"] = parts.hostname or target
+            if port is not None:
+                data.setdefault("port", port)
+    monitor = schema()["$defs"].get(f"{kind.capitalize()}Monitor", {}).get("properties", {})
+    unknown = sorted(k for k in data if k not in fields and k not in monitor)
+    if unknown:
+        raise click.UsageError(
+            f"--spec-file: not a field of a {kind} check: {', '.join(unknown)} (docs/checks.md)"
+        )
+    return {k: v for k, v in data.items() if k in fields}
+
+
+def _spec_type(kind: str) -> Any:
+    return {t.__struct_config__.tag: t for t in wire.CheckSpec.__args__}[kind]
+
+
+def spec_file_timeout(path: str) -> float | None:
+    """A monitor entry's `timeout`, the budget of a check run from it without --timeout."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    value = data.get("timeout") if isinstance(data, dict) else None
+    return (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+    )
 
 
 def build_spec(kind: str, options: dict[str, Any]) -> wire.CheckSpec:
@@ -411,9 +485,8 @@ def build_spec(kind: str, options: dict[str, Any]) -> wire.CheckSpec:
         fields = _file_fields(kind, raw["spec_file"])
     else:
         fields = {k: v for k, v in raw.items() if v is not None}
-    spec_type = {t.__struct_config__.tag: t for t in wire.CheckSpec.__args__}[kind]
     try:
-        return msgspec.convert(fields, spec_type)
+        return msgspec.convert(fields, _spec_type(kind))
     except msgspec.ValidationError as exc:
         raise click.UsageError(f"--kind {kind}: {_readable(exc)}") from None
 
@@ -506,6 +579,8 @@ def check(
     if options["record_type"]:
         options["record_type"] = options["record_type"].upper()
     spec = build_spec(kind, options)
+    if options.get("spec_file") and ctx.get_parameter_source("budget") is ParameterSource.DEFAULT:
+        budget = spec_file_timeout(options["spec_file"]) or budget
     outcome, elapsed_ms = _run(_check_once(kind, spec, budget, source_address))
     data = {"kind": kind, **msgspec.to_builtins(outcome), "duration_ms": round(elapsed_ms, 3)}
     details = data.get("details")
