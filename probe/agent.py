@@ -17,7 +17,7 @@ import logging
 import socket
 import ssl
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -111,6 +111,42 @@ class _Ready(NamedTuple):
     hold_until: float
 
 
+class _Slots:
+    """The checks that may run at once: asyncio.Semaphore's behaviour (first come, first
+    served) with the common case, a free slot, taken inline by the caller (`free -= 1`)
+    without a coroutine or a scan of the waiters (Semaphore.acquire's `locked()`)."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self) -> None:
+        """Take a slot, waiting for one when none is free (or others wait before us)."""
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot as the cancel came: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # `release` may have dropped it already
+                    self.waiting.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the first waiter, else to the free ones."""
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 class Agent:
     def __init__(
         self,
@@ -134,7 +170,7 @@ class Agent:
         # whether `_take_kinds` is done (a refusal after it is dropped as it comes).
         self._refused_subjects: set[str] = set()
         self._kinds_taken = False
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._slots = _Slots(config.concurrency)
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: asyncio.Queue[_Ready] = asyncio.Queue(config.publish_buffer)
@@ -505,11 +541,18 @@ class Agent:
         """One job in, one result out, always before the job's deadline."""
         if time.time() >= job.deadline:
             return self._skipped(job)
-        async with self._slots:
+        slots = self._slots
+        if slots.free > 0 and not slots.waiting:
+            slots.free -= 1
+        else:
+            await slots.wait()
+        try:
             budget = min(job.timeout, job.deadline - time.time() - self.config.deadline_margin)
             if budget <= 0:
                 return self._skipped(job)
             return await self._run(job, budget)
+        finally:
+            slots.release()
 
     def _skipped(self, job: CheckJob) -> CheckResult:
         self.metrics.late.inc()
@@ -538,8 +581,9 @@ class Agent:
             telemetry.finish(span, job, kind, outcome)
         elapsed = time.perf_counter() - start
         self.checks_total += 1
-        self.metrics.checked(kind, outcome.status.value, elapsed)
-        self.metrics.series.record(job, kind, outcome)
+        metrics = self.metrics
+        metrics.checked(kind, outcome.status.value, elapsed)
+        metrics.series.record(job, kind, outcome, started_at + elapsed)
         return self._result(job, outcome, started_at=started_at, duration_ms=elapsed * 1000)
 
     async def _outcome(self, kind: str, job: CheckJob, budget: float) -> Outcome:

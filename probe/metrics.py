@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -28,7 +29,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 from probefleet.probe.checkers.base import Outcome
 from probefleet.probe.config import ProbeConfig
@@ -82,6 +85,9 @@ class _Last(NamedTuple):
     interval: float
 
 
+_new_last = tuple.__new__
+
+
 def sampled(monitor_id: int, fraction: float) -> bool:
     """Whether `monitor_id` is in the stable `fraction` of monitor ids (the same ids on
     every probe and after restarts; Knuth's multiplicative hash spreads consecutive ids)."""
@@ -129,15 +135,19 @@ class MonitorSeries:
         self.last: dict[int, _Last] = {}
         self.dropped = 0
         self._swept = clock()
+        # Every monitor gets series (the default): `record` skips asking `wants`.
+        self._everyone = not self.tags and sample >= 1
 
     def wants(self, job: CheckJob) -> bool:
         if self.tags and self.tags.isdisjoint(job.tags):
             return False
         return sampled(job.monitor_id, self.sample)
 
-    def record(self, job: CheckJob, kind: str, outcome: Outcome) -> None:
-        """Note one finished check (skipped ones are not checks of the target)."""
-        if outcome.status is Status.SKIPPED or not self.wants(job):
+    def record(self, job: CheckJob, kind: str, outcome: Outcome, finished: float | None = None) -> None:
+        """Note one finished check (skipped ones are not checks of the target) that ended at
+        Unix time `finished` (now by default)."""
+        status = outcome.status
+        if status is Status.SKIPPED or not (self._everyone or self.wants(job)):
             return
         now = self.clock()
         interval = job.interval
@@ -147,16 +157,20 @@ class MonitorSeries:
             # within seconds.
             previous = self.last.get(job.monitor_id)
             interval = max(previous.interval, now - previous.seen) if previous else _DEFAULT_INTERVAL
-        self.last[job.monitor_id] = _Last(
-            kind,
-            job.name,
-            outcome.status is not Status.FAIL,
-            outcome.timings,
-            outcome.status_code,
-            outcome.details,
-            time.time(),
-            now,
-            interval,
+        # tuple.__new__ straight: _Last(...) is a Python-level __new__ (a frame per check).
+        self.last[job.monitor_id] = _new_last(
+            _Last,
+            (
+                kind,
+                job.name,
+                status is not Status.FAIL,
+                outcome.timings,
+                outcome.status_code,
+                outcome.details,
+                time.time() if finished is None else finished,
+                now,
+                interval,
+            ),
         )
         if now - self._swept > _SWEEP_EVERY:
             self.sweep(now)
@@ -272,6 +286,57 @@ def series_for(config: ProbeConfig) -> MonitorSeries:
     )
 
 
+class _CheckCounts:
+    """probefleet_probe_checks_total{kind,status} from plain counts, and the observations
+    `_CheckDurations` renders: the hot path (ProbeMetrics.checked) adds to a dict entry and a
+    list slot, without prometheus_client's lock and child lookup per call. Collected in the
+    scrape's thread from copies (a list() of a dict or list is taken whole under the GIL)."""
+
+    _labelnames = ("kind", "status")  # read by tests/test_metric_names.py, as a Counter's
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        # Kind -> a count per bucket of _BUCKETS, the +Inf count, then the sum of seconds.
+        self.durations: dict[str, list[float]] = {}
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily("probefleet_probe_checks", "Checks run, by kind and outcome status.")]
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "probefleet_probe_checks", "Checks run, by kind and outcome status.", labels=self._labelnames
+        )
+        for (kind, status), n in list(self.counts.items()):
+            family.add_metric([kind, status], n)
+        return [family]
+
+
+class _CheckDurations:
+    """probefleet_probe_check_duration_seconds{kind}, a histogram over _BUCKETS, from the
+    observations `_CheckCounts` keeps."""
+
+    _labelnames = ("kind",)
+
+    def __init__(self, counts: _CheckCounts) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily("probefleet_probe_check_duration_seconds", "Wall time of one check.")]
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "probefleet_probe_check_duration_seconds", "Wall time of one check.", labels=self._labelnames
+        )
+        for kind, observed in list(self._counts.durations.items()):
+            slots = observed[:]
+            buckets, total = [], 0.0
+            for bound, n in zip((*_BUCKETS, float("inf")), slots[:-1], strict=True):
+                total += n
+                buckets.append((floatToGoString(bound), total))
+            family.add_metric([kind], buckets, slots[-1])
+        return [family]
+
+
 class ProbeMetrics:
     def __init__(self, series: MonitorSeries | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -279,19 +344,12 @@ class ProbeMetrics:
         build_info(self.registry, "The probe's version and build commit (always 1).")
         # Rendered beside the registry, not through it (see MonitorSeries.exposition).
         self.series = series or MonitorSeries("")
-        self.checks = Counter(
-            "probefleet_probe_checks_total",
-            "Checks run, by kind and outcome status.",
-            ["kind", "status"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "probefleet_probe_check_duration_seconds",
-            "Wall time of one check.",
-            ["kind"],
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
+        # Counted in plain numbers per check and turned into families at scrape time
+        # (_CheckCounts): a prometheus_client child's inc() and observe() took a lock each.
+        self.checks = _CheckCounts()
+        self.duration = _CheckDurations(self.checks)
+        self.registry.register(self.checks)
+        self.registry.register(self.duration)
         self.in_flight = Gauge(
             "probefleet_probe_checks_in_flight",
             "Checks running now.",
@@ -332,22 +390,20 @@ class ProbeMetrics:
         )
         for signal in ("traces", "metrics"):  # 0 from the start, so increase() sees the first
             self.otel_export_failures.labels(signal)
-        # The children of `checks` and `duration` by (kind, status), resolved on first use:
-        # labels() costs about 1 us a call (it validates and looks the labels up under a lock),
-        # twice per check, for the handful of pairs a probe ever sees.
-        self._per_check: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def checked(self, kind: str, status: str, seconds: float) -> None:
         """One check of `kind` ended with `status` after `seconds` (checks_total and
         check_duration_seconds)."""
-        children = self._per_check.get((kind, status))
-        if children is None:
-            children = self._per_check[kind, status] = (
-                self.checks.labels(kind, status),
-                self.duration.labels(kind),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        counts = self.checks.counts
+        key = (kind, status)
+        counts[key] = counts.get(key, 0) + 1
+        observed = self.checks.durations.get(kind)
+        if observed is None:
+            observed = self.checks.durations[kind] = [0.0] * (len(_BUCKETS) + 2)
+        # One slot per bucket (the first bound not below `seconds`, as `le` counts), +Inf
+        # last but one, the sum last.
+        observed[bisect_left(_BUCKETS, seconds)] += 1
+        observed[-1] += seconds
 
     def render(self, entries: list[tuple[int, _Last]] | None = None) -> bytes:
         return generate_latest(self.registry) + self.series.exposition(entries).encode()

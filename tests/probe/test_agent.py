@@ -17,7 +17,7 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from probefleet.probe.agent import Agent
+from probefleet.probe.agent import Agent, _Slots
 from probefleet.probe.checkers import CHECKERS, Checker, base, capabilities
 from probefleet.probe.checkers.base import Outcome
 from probefleet.probe.config import ProbeConfig
@@ -377,6 +377,44 @@ async def test_it_holds_the_concurrency_bound_and_drops_overload(nats_url: str) 
     await asyncio.wait(set(a._tasks))
     assert seen["max"] == 3
     assert a._results.qsize() == 8
+
+
+async def test_checks_waiting_for_a_slot_start_in_arrival_order_and_a_cancelled_one_holds_none(
+    nats_url: str,
+) -> None:
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def held(spec: HttpSpec, *, timeout: float, source_address: str | None) -> Outcome:  # noqa: ASYNC109
+        started.append(int(spec.url.rsplit("/", 1)[1]))
+        await release.wait()
+        return Outcome(status=Status.OK)
+
+    a = Agent(config(nats_url, concurrency=1), checkers={"http": held})
+    running = [asyncio.create_task(a.handle_job(job(f"http://x/{i}", monitor_id=i))) for i in range(4)]
+    await eventually(lambda: started == [0] and len(a._slots.waiting) == 3, what="one running, three waiting")
+    running[1].cancel()
+    release.set()
+    done = await asyncio.gather(*running, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    assert started == [0, 2, 3]
+    assert (a._slots.free, len(a._slots.waiting)) == (1, 0)
+
+
+async def test_a_slot_handed_to_a_check_cancelled_before_it_ran_goes_to_the_next() -> None:
+    slots = _Slots(1)
+    await slots.wait()
+    first = asyncio.create_task(slots.wait())
+    second = asyncio.create_task(slots.wait())
+    await eventually(lambda: len(slots.waiting) == 2, what="two waiting")
+    slots.release()  # handed to `first`, which is cancelled before it resumes
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(second, 5)
+    assert (slots.free, len(slots.waiting)) == (0, 0)
+    slots.release()
+    assert slots.free == 1
 
 
 async def test_it_reports_a_crashing_checker_as_internal_error(nats_url: str) -> None:

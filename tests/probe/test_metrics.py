@@ -218,3 +218,20 @@ async def test_it_gzips_the_scrape_when_asked(http_target: str) -> None:
         await runner.cleanup()
     assert encoding == "gzip"
     assert 'probefleet_probe_monitor_success{monitor_id="1",region="eu-west",kind="http"} 1' in text
+
+
+def test_check_durations_fall_in_the_buckets_prometheus_counts_them_in() -> None:
+    metrics = ProbeMetrics()
+    for seconds in (0.005, 0.0051, 0.7, 31.0):  # on a bound, just over one, mid, past the last
+        metrics.checked("http", "ok", seconds)
+    metrics.checked("tcp", "fail", 0.001)
+    name = "probefleet_probe_check_duration_seconds"
+    found = samples(metrics)[f"{name}_bucket"]
+    buckets = {labels["le"]: v for labels, v in found if labels["kind"] == "http"}
+    assert (buckets["0.005"], buckets["0.01"], buckets["0.5"], buckets["1.0"]) == (1, 2, 2, 3)
+    assert (buckets["30.0"], buckets["+Inf"]) == (3, 4)
+    assert value(metrics, f"{name}_count", kind="http") == 4
+    assert value(metrics, f"{name}_sum", kind="http") == 0.005 + 0.0051 + 0.7 + 31.0
+    assert value(metrics, f"{name}_count", kind="tcp") == 1
+    assert value(metrics, "probefleet_probe_checks_total", kind="http", status="ok") == 4
+    assert value(metrics, "probefleet_probe_checks_total", kind="tcp", status="fail") == 1
