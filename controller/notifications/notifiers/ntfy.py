@@ -73,7 +73,11 @@ def headers(config: NtfyConfig, note: Notification) -> dict[str, str]:
         "Priority": str(PRIORITIES[note.event]),
         "Content-Type": "text/plain; charset=utf-8",
     }
-    if note.monitor.target.startswith(("http://", "https://")):
+    # A tap opens the incident (its region x phase matrix, evidence, diagnoses) when the
+    # controller has a public address; else the monitored page.
+    if note.link:
+        out["Click"] = note.link
+    elif note.monitor.target.startswith(("http://", "https://")):
         out["Click"] = note.monitor.target
     if config.token:
         out["Authorization"] = f"Bearer {config.token}"

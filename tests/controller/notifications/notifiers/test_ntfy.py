@@ -83,6 +83,18 @@ async def test_it_encodes_non_ascii_titles(
     assert "Click" not in seen.headers
 
 
+async def test_a_tap_opens_the_incident_and_the_body_says_where_it_fails(
+    start_receiver: StartReceiver, session: aiohttp.ClientSession
+) -> None:
+    receiver = await start_receiver(ntfy)
+    link = "https://status.example/console/incidents/456"
+    await send(session, config(receiver.url()), sample("incident.opened", link=link))
+
+    (seen,) = receiver.seen
+    assert seen.headers["Click"] == link
+    assert link in seen.body.decode()
+
+
 async def test_it_authenticates_with_a_token(
     start_receiver: StartReceiver, session: aiohttp.ClientSession
 ) -> None:
