@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from probefleet.controller.monitors import config as monitor_config
 from probefleet.probe.cli import KIND_OPTIONS, build_spec, probe, spec_file_timeout
-from probefleet.shared import wire
+from probefleet.shared import cli_files, wire
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "checks.md"
 
@@ -90,3 +90,18 @@ def test_an_entry_s_timeout_is_the_budget_unless_given(tmp_path: Path) -> None:
     assert spec_file_timeout(str(path)) == 7.0
     path.write_text("{host: 127.0.0.1, timeout: true}")
     assert spec_file_timeout(str(path)) is None
+
+
+def test_the_examples_make_a_config_file_apply_reads(tmp_path: Path) -> None:
+    """All of them in one file of the config file format: its schema takes each entry."""
+    path = tmp_path / "monitors.yaml"
+    path.write_text(yaml.safe_dump({"monitors": EXAMPLES}))
+    loaded = cli_files.load([path])
+    assert sorted(r.key for r in loaded.resources) == sorted(m["name"] for m in EXAMPLES)
+
+
+def test_a_spec_file_s_url_is_read_as_host_and_port(tmp_path: Path) -> None:
+    path = tmp_path / "check.yaml"
+    path.write_text("{name: cache, type: redis, url: 'redis://cache.internal:6380', check_interval: 30}")
+    options = {name: None for names in KIND_OPTIONS.values() for name in names} | {"spec_file": str(path)}
+    assert build_spec("redis", options) == wire.RedisSpec(host="cache.internal", port=6380)
