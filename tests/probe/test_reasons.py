@@ -27,5 +27,5 @@ def test_the_reasons_are_a_closed_set_that_only_grows() -> None:
         "header_mismatch", "latency_exceeded", "extraction_failed", "variable_missing",
         "auth_failed", "host_key_changed", "query_failed", "value_mismatch", "not_serving",
         "starttls_unavailable", "cert_revoked", "element_missing", "console_errors",
-        "resource_limit", "browser_unavailable", "internal_error", "probe_stopped",
+        "resource_limit", "browser_unavailable", "internal_error", "probe_stopped", "no_capable_probe",
     }  # fmt: skip
