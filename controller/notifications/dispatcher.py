@@ -224,6 +224,15 @@ def follow_opening(rows: list[NewDelivery], opening: dict[int, tuple[str, str | 
     return out
 
 
+def _update_of(d: dict[str, Any], events: dict[int, dict[str, Any]]) -> tuple[int, int] | None:
+    """For a claimed incident.diagnosed notice: (its channel, the opening it updates)."""
+    event = events.get(d["event_id"] or 0)
+    if event is None or event["kind"] != DIAGNOSED or d["kind"] != "event" or d["channel_id"] is None:
+        return None
+    opened = event["payload"].get("opened_event_id")
+    return (d["channel_id"], opened) if isinstance(opened, int) else None
+
+
 # The events of an outage starting; grouping gathers these (recoveries go one by one, so
 # a keyed channel resolves each alert it opened).
 GROUPED_EVENTS = frozenset({"monitor.down", "monitor.degraded", "incident.opened", DIAGNOSED})
@@ -773,7 +782,13 @@ class Dispatcher:
                 found = await store.events_by_id(self.pool, ids)
                 d["members"] = [found[i] for i in ids if i in found]
 
-        results = await asyncio.gather(*(one(d) for d in claimed))
+        # An update claimed with its opening on the same channel (both released from a
+        # hold at once) is sent after the opening's attempt, so it never arrives first.
+        here = {(d["channel_id"], d["event_id"]) for d in to_channels}
+        first = [d for d in claimed if _update_of(d, events) not in here]
+        claimed = first + [d for d in claimed if _update_of(d, events) in here]
+        results = list(await asyncio.gather(*(one(d) for d in first)))
+        results += await asyncio.gather(*(one(d) for d in claimed[len(first) :]))
         permanent = [(o, e) for o, e in results if e is not None and e.permanent]
         await store.record(self.pool, [o for o, e in results if e is None or not e.permanent], now)
         for outcome, error in permanent:
