@@ -237,7 +237,13 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     _spawn(
         app,
         lambda: results.consume(
-            js, pool, batch=cfg.results_batch, stop=stop, on_recheck=on_recheck, ack_wait=cfg.results_ack_wait
+            js,
+            pool,
+            batch=cfg.results_batch,
+            stop=stop,
+            on_recheck=on_recheck,
+            ack_wait=cfg.results_ack_wait,
+            gather=cfg.results_gather,
         ),
         "results",
     )

@@ -79,6 +79,10 @@ class ControllerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # controller gets it: how long the results a killed controller had fetched wait. A batch
     # being stored is marked in progress three times per ack_wait, so it is not handed over.
     results_ack_wait: float = 30.0
+    # After a fetch that found fewer results than it asked for, the results consumer waits
+    # this long before the next one, so the next transaction stores what arrived meanwhile
+    # (fewer, larger batches at low rates); 0: fetch again at once.
+    results_gather: float = 0.05
     # Diagnose jobs (traceroute, DNS, TLS chain) sent to a region per minute when monitors
     # go down there (controller/engine/diagnostics.py); 0 turns them off.
     diagnostics_per_region_minute: int = 10
@@ -302,6 +306,8 @@ def load(path: Path | None = None, **overrides: object) -> ControllerConfig:
             raise ConfigError(f"region id {r.id!r}: use lower-case letters, digits and dashes")
     if not 1 <= cfg.results_ack_wait <= 3600:
         raise ConfigError(f"results_ack_wait {cfg.results_ack_wait}: use 1 to 3600 seconds")
+    if not 0 <= cfg.results_gather <= 1:
+        raise ConfigError(f"results_gather {cfg.results_gather}: use 0 to 1 second")
     if cfg.state_metrics_interval <= 0:
         raise ConfigError("state_metrics_interval must be positive")
     return cfg

@@ -317,11 +317,15 @@ async def consume(
     stop: asyncio.Event,
     on_recheck: OnRecheck | None = None,
     ack_wait: float = ACK_WAIT,
+    gather: float = 0.0,
 ) -> None:
     """Fetch, store, acknowledge; forever until `stop` is set. A fetch asks for as many
     messages as hold about `batch` results at the last fetch's results per message, so that
     probes' batches (up to 200 results each) do not make a transaction hundreds of times
-    larger, as after an outage when the stream holds a backlog of full batches."""
+    larger, as after an outage when the stream holds a backlog of full batches. After a
+    fetch that found fewer messages than it asked for, the next waits `gather` seconds: what
+    arrives meanwhile is stored in one transaction instead of one per fetch (a fetch
+    returns as soon as one message is there). A result waits at most `gather` longer."""
     psub = await js.pull_subscribe_bind(subjects.RESULTS_CONSUMER, stream=subjects.RESULTS_STREAM)
     outage = Outage("results")
     want = batch
@@ -349,6 +353,9 @@ async def consume(
         if good and not await _store(pool, good, msgs, outage, stop, on_recheck, ack_wait):
             continue
         await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
+        if gather > 0 and len(msgs) < want:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), gather)
 
 
 def _results_of(m: Msg) -> list[wire.CheckResult] | None:

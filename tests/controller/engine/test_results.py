@@ -226,14 +226,16 @@ async def test_the_consumer_keeps_its_batch_through_a_frozen_database_and_stores
 
 
 @contextlib.asynccontextmanager
-async def consuming(nats_url: str, pool: asyncpg.Pool) -> AsyncIterator[JetStreamContext]:
+async def consuming(
+    nats_url: str, pool: asyncpg.Pool, gather: float = 0.0
+) -> AsyncIterator[JetStreamContext]:
     """The results stream and consumer, with `consume` running on them until the block ends."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_streams(js)
     await results.ensure_consumer(js)
     stop = asyncio.Event()
-    consumer = asyncio.create_task(results.consume(js, pool, batch=50, stop=stop))
+    consumer = asyncio.create_task(results.consume(js, pool, batch=50, stop=stop, gather=gather))
     try:
         yield js
     finally:
@@ -268,6 +270,32 @@ async def test_the_consumer_stores_single_results_and_batches_alike(
         rnd = await pool.fetchrow("SELECT answered, verdict FROM rounds WHERE monitor_id = $1", mid)
         assert rnd is not None and sorted(rnd["answered"]) == sorted(REGIONS) and rnd["verdict"] == "up"
     assert await pool.fetchval("SELECT count(*) FROM check_results") == 6
+
+
+async def test_results_arriving_while_the_consumer_gathers_are_stored_in_one_transaction(
+    pool: asyncpg.Pool, nats_url: str
+) -> None:
+    """After a fetch that found less than it asked for, the consumer waits `gather` before
+    the next: what arrives meanwhile is one transaction (received_at is the transaction's
+    now()). Without the wait each answer published alone would be a fetch of its own."""
+    mid = await monitor(pool)
+    us, eu, ap = await round_results(pool, mid, time.time() - 5, (1, 2, 3))
+    async with consuming(nats_url, pool, gather=1.0) as js:
+        await js.publish(subjects.results("us-east"), wire.encode(us))
+        await eventually(
+            lambda: pool.fetchval("SELECT count(*) FROM check_results"), timeout=10, what="us-east stored"
+        )
+        # The consumer now waits a second before its next fetch: both arrive meanwhile.
+        await js.publish(subjects.results("eu-west"), wire.encode(eu))
+        await js.publish(subjects.results("ap-south"), wire.encode(ap))
+        await eventually(lambda: drained(js), timeout=10, what="every message stored and acknowledged")
+    stored = {
+        r["region"]: r["received_at"]
+        for r in await pool.fetch("SELECT region, received_at FROM check_results")
+    }
+    assert stored["eu-west"] == stored["ap-south"] != stored["us-east"], stored
+    rnd = await pool.fetchrow("SELECT answered, verdict FROM rounds WHERE monitor_id = $1", mid)
+    assert rnd is not None and sorted(rnd["answered"]) == sorted(REGIONS) and rnd["verdict"] == "up"
 
 
 async def test_a_batch_with_a_result_of_another_region_is_terminated_whole(
