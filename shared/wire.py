@@ -177,11 +177,13 @@ class WebsocketSpec(msgspec.Struct, tag="websocket", kw_only=True, omit_defaults
 
 
 class GrpcSpec(msgspec.Struct, tag="grpc", kw_only=True, omit_defaults=True):
-    """The standard grpc.health.v1 Check of `service` ("" asks for the whole server)."""
+    """The standard grpc.health.v1 Check of `service` ("" asks for the whole server); the
+    answer must be `expected_serving_status` (SERVING, or NOT_SERVING for a standby)."""
 
     host: str
     port: int
     service: str = ""
+    expected_serving_status: Literal["SERVING", "NOT_SERVING"] = "SERVING"
     tls: bool = False
     verify_tls: bool = True
     ca_pem: str | None = None

@@ -142,7 +142,10 @@ async def _check(
     total = base.elapsed_ms(start)
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     fields: dict[str, Any] = {"timings": {"total": total}, "details": {"serving_status": status}}
-    if response.status != health_pb2.HealthCheckResponse.SERVING:
+    if status != spec.expected_serving_status:
         what = f"service {spec.service!r}" if spec.service else "the server"
-        return base.failed(Reason.NOT_SERVING, f"{what} is {status}", **fields)
+        # Expected SERVING: not_serving, whatever else came (NOT_SERVING, SERVICE_UNKNOWN,
+        # UNKNOWN). A standby expected NOT_SERVING that answers otherwise: status_mismatch.
+        reason = Reason.NOT_SERVING if spec.expected_serving_status == "SERVING" else Reason.STATUS_MISMATCH
+        return base.failed(reason, f"{what} is {status}, expected {spec.expected_serving_status}", **fields)
     return base.passed(total, spec.degraded_ms, **fields)

@@ -78,6 +78,15 @@ async def test_a_service_not_serving_or_unknown_fails_with_not_serving(grpc_serv
     assert unknown.reason == Reason.NOT_SERVING and "NOT_FOUND" in unknown.message
 
 
+async def test_a_standby_expected_not_serving_passes_and_fails_when_serving(grpc_server: Server) -> None:
+    target = {"host": "127.0.0.1", "port": grpc_server.port, "expected_serving_status": "NOT_SERVING"}
+    standby = await run(GrpcSpec(**target, service="shop.Billing"))  # type: ignore[arg-type]
+    assert standby.status == Status.OK and standby.details == {"serving_status": "NOT_SERVING"}, standby
+    serving = await run(GrpcSpec(**target, service="shop.Orders"))  # type: ignore[arg-type]
+    assert serving.reason == Reason.STATUS_MISMATCH, serving
+    assert serving.message == "service 'shop.Orders' is SERVING, expected NOT_SERVING"
+
+
 async def test_tls_verifies_the_certificate_with_the_given_ca(grpc_server: Server, ca_pem: str) -> None:
     ok = await run(
         GrpcSpec(host="127.0.0.1", port=grpc_server.tls_port, tls=True, ca_pem=ca_pem, service="shop.Orders")
@@ -137,6 +146,13 @@ def test_the_api_reads_a_target_and_refuses_unverified_tls() -> None:
             {"name": "g", "type": "grpc", "host": "o", "port": 1, "tls": True, "verify_tls": False}, ["eu"]
         )
     assert "verify_tls" in caught.value.details
+    standby = {"name": "g", "type": "grpc", "host": "o", "port": 1, "expected_serving_status": "NOT_SERVING"}
+    assert monitor_config.parse(standby, ["eu"]).spec == GrpcSpec(
+        host="o", port=1, expected_serving_status="NOT_SERVING"
+    )
+    with pytest.raises(ValidationError) as caught:
+        monitor_config.parse(standby | {"expected_serving_status": "UNKNOWN"}, ["eu"])
+    assert "expected_serving_status" in caught.value.details, caught.value.details
 
 
 async def test_probefleet_probe_check_runs_it_from_a_spec_file(grpc_server: Server, tmp_path: Path) -> None:
