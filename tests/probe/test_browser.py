@@ -7,6 +7,7 @@ import base64
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from probefleet.probe import checkers
 from probefleet.probe.checkers import CHECKERS, browser
 from probefleet.shared.wire import BrowserSpec, BrowserStep, Reason, Status
 
+from .by_hand import probe_check
 from .conftest import start_app
 from .test_redis import free_port
 
@@ -127,11 +129,12 @@ async def test_a_wrong_password_fails_at_the_wait_with_a_screenshot(site: str) -
     assert SECRET not in repr(out)
 
 
-async def test_console_errors_fail_their_assertion(site: str) -> None:
-    steps = [BrowserStep(action="goto", url=f"{site}/broken"), BrowserStep(action="assert_no_console_errors")]
-    out = await run(BrowserSpec(steps=steps, screenshot_on_failure=False))
-    assert out.reason == Reason.CONSOLE_ERRORS and "boom" in out.message
-    assert "screenshot_jpeg_base64" not in out.details
+async def test_console_errors_fail_their_assertion_run_by_hand(site: str, tmp_path: Path) -> None:
+    """Through `probefleet probe check --kind browser --spec-file` (the kind's one run by hand)."""
+    steps = [{"action": "goto", "url": f"{site}/broken"}, {"action": "assert_no_console_errors"}]
+    code, out = await probe_check("browser", {"steps": steps, "screenshot_on_failure": False}, tmp_path)
+    assert code == 1 and out["reason"] == "console_errors" and "boom" in out["message"], out
+    assert "screenshot_jpeg_base64" not in out["details"]
 
 
 async def test_a_page_answering_404_and_a_refused_connection(site: str) -> None:
