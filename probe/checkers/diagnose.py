@@ -398,11 +398,21 @@ async def _route(
                 return {"error": "the name has no address to trace"}
             address = str(infos[0][4][0])
     wait = end - time.perf_counter()
-    if spec.tcp and spec.port:
-        return await asyncio.to_thread(
-            trace_tcp, address, spec.port, max_hops=spec.max_hops, wait=wait, source_address=source
-        )
-    return await asyncio.to_thread(trace, address, max_hops=spec.max_hops, wait=wait, source_address=source)
+    udp = asyncio.to_thread(trace, address, max_hops=spec.max_hops, wait=wait, source_address=source)
+    if not (spec.tcp and spec.port):
+        return await udp
+    # A TCP target is traced both ways at once, within the same budget: the TCP trace
+    # (the monitor's own traffic) is the traceroute, the UDP one rides in it as `udp`, so
+    # a path that lets one through and not the other shows (a firewall, or the service).
+    tcp = asyncio.to_thread(
+        trace_tcp, address, spec.port, max_hops=spec.max_hops, wait=wait, source_address=source
+    )
+    by_tcp, by_udp = await asyncio.gather(tcp, udp, return_exceptions=True)
+    if isinstance(by_tcp, BaseException):
+        raise by_tcp
+    if isinstance(by_udp, BaseException):
+        by_udp = {"method": "udp", "error": base.message_for(by_udp)}
+    return {**by_tcp, "udp": by_udp}
 
 
 def _summary(details: dict[str, Any]) -> str:
@@ -416,6 +426,11 @@ def _summary(details: dict[str, Any]) -> str:
             f"{route.get('method', 'udp')} traceroute {state} {route['address']}"
             f" in {hops} hop{'s' if hops != 1 else ''}{closed}"
         )
+        udp = route.get("udp") or {}
+        if "hops" in udp and bool(udp.get("reached")) != bool(route.get("reached")):
+            n = len(udp["hops"])
+            state = "reached it" if udp.get("reached") else "did not reach it"
+            parts.append(f"udp traceroute {state} in {n} hop{'s' if n != 1 else ''}")
     elif "error" in route:
         parts.append(f"traceroute: {route['error']}")
     answer = details.get("dns") or {}

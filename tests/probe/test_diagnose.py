@@ -211,11 +211,25 @@ async def test_a_tcp_target_is_traced_with_tcp_and_the_summary_says_so(listening
     assert isinstance(route, dict)
     assert (route["method"], route["reached"], route["port_state"]) == ("tcp", True, "open")
     assert f"tcp traceroute reached {host} in 1 hop" in out.message
+    # The UDP trace ran beside it, within the same budget; both reached: the summary says one.
+    udp = route["udp"]
+    assert (udp["method"], udp["address"], udp["reached"]) == ("udp", host, True)
+    assert [(h["ttl"], h["kind"]) for h in udp["hops"]] == [(1, "reached")]
+    assert "udp traceroute" not in out.message
     closed = await run(DiagnoseSpec(host="127.0.0.26", port=_closed_port("127.0.0.26"), tcp=True))
     assert "(port closed)" in closed.message
     # Without a port there is nothing to connect to: UDP as for any other target.
     out = await run(DiagnoseSpec(host=host, tcp=True))
     assert out.details["traceroute"]["method"] == "udp"  # type: ignore[index]
+
+
+def test_the_summary_names_the_udp_trace_when_it_gets_further_than_the_tcp_one() -> None:
+    hop = {"ttl": 1, "address": "10.0.0.1", "kind": "time_exceeded"}
+    route = {"method": "tcp", "address": "10.0.0.9", "reached": False, "hops": [hop] * 3}
+    udp = {"method": "udp", "address": "10.0.0.9", "reached": True, "hops": [hop] * 7}
+    summary = diagnose._summary({"traceroute": {**route, "udp": udp}})
+    assert summary == "tcp traceroute did not reach 10.0.0.9 in 3 hops, udp traceroute reached it in 7 hops"
+    assert diagnose._summary({"traceroute": route}) == "tcp traceroute did not reach 10.0.0.9 in 3 hops"
 
 
 _TRACE_IN_NS = """
