@@ -119,11 +119,12 @@ async def test_it_decides_rounds_in_flight_at_a_kill_from_their_redelivered_resu
     await target.start()
     probes = await start_probes(nats_url)
     config = tmp_path / "a.toml"
-    # The killed controller's fetched results come back after results_ack_wait: 5 s here, not
-    # the default 30, to keep the test short (the same redelivery either way).
+    # The killed controller's fetched results come back after results_ack_wait: 2 s here, not
+    # the default 30, to keep the test short (the same redelivery either way; a batch being
+    # stored is marked in progress three times per ack_wait, so it is not handed over).
     config.write_text(
         'controller_id = "ctl-a"\nround_grace = 1.0\nprobe_heartbeat_interval = 0.5\n'
-        "results_ack_wait = 5.0\n"
+        "results_ack_wait = 2.0\n"
         'regions = [{id = "us-east"}, {id = "eu-west"}, {id = "ap-south"}]\n'
     )
     port = free_port()
@@ -181,7 +182,7 @@ async def test_it_decides_rounds_in_flight_at_a_kill_from_their_redelivered_resu
             )
             return info.num_pending == 0 and info.num_ack_pending == 0 and open_ == 0
 
-        # The held results come back after the consumer's ack_wait (results_ack_wait, 5 s).
+        # The held results come back after the consumer's ack_wait (results_ack_wait, 2 s).
         await eventually(in_flight_closed, timeout=60, what="rounds in flight at the kill closed")
         late = await pool.fetch(
             "SELECT r.monitor_id, r.due, c.region, r.verdict FROM rounds r JOIN check_results c"
