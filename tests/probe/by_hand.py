@@ -21,7 +21,11 @@ async def probe_check(
     """Exit code and the printed JSON result of checking `fields` (the file's content)."""
     spec_file = tmp_path / f"{kind}.yaml"
     spec_file.write_text(json.dumps({"type": kind, **fields}))  # JSON is YAML too
-    command = ["check", "--kind", kind, "--spec-file", str(spec_file), "--json", *args]
-    result = await asyncio.to_thread(CliRunner().invoke, probe, command)
+    return await check_by_hand("--kind", kind, "--spec-file", str(spec_file), *args)
+
+
+async def check_by_hand(*args: str) -> tuple[int, dict[str, Any]]:
+    """Exit code and the printed JSON result of `probefleet probe check ARGS --json`."""
+    result = await asyncio.to_thread(CliRunner().invoke, probe, ["check", *args, "--json"])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, json.loads(result.stdout)

@@ -21,6 +21,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from probefleet.probe.checkers import CHECKERS
 from probefleet.shared.wire import Reason, Status, TlsSpec
 
+from .by_hand import check_by_hand
 from .conftest import start_app, target_app
 from .test_imap import Serve, serve_imap
 from .test_pop3 import serve_pop3
@@ -199,3 +200,20 @@ async def test_starttls_refused_has_its_reason(serve_imap: Serve, ca_pem: str) -
     port = await serve_imap(days=None)  # no certificate: the server answers STARTTLS with BAD
     out = await run(TlsSpec(host="127.0.0.1", port=port, ca_pem=ca_pem, starttls="imap"))
     assert out.reason == Reason.STARTTLS_UNAVAILABLE, out
+
+
+async def test_probefleet_probe_check_takes_starttls_and_check_ocsp(
+    pki: Pki, serve_leaf: tuple[int, int], serve_pop3: Serve, ca_pem: str, tmp_path: Path
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(ca_pem)
+    target = ("--kind", "tls", "--host", "127.0.0.1", "--ca-file", str(ca_file))
+    code, out = await check_by_hand(*target, "--port", str(await serve_pop3()), "--starttls", "pop3")
+    assert code == 0 and out["details"]["tls_version"], out
+    port, serial = serve_leaf
+    pki.revoked.add(serial)
+    ca_file.write_text(pki.ca_pem)
+    code, out = await check_by_hand(*target, "--port", str(port), "--check-ocsp")
+    assert code == 1 and out["reason"] == "cert_revoked", out
+    code, out = await check_by_hand(*target, "--port", str(port), "--no-check-ocsp")
+    assert code == 0 and "ocsp_status" not in out["details"], out
