@@ -564,7 +564,7 @@ def _readable(exc: msgspec.ValidationError) -> str:
 @click.option(
     "--spec-file",
     type=click.Path(exists=True, dir_okay=False),
-    help="api_flow and the other kinds with nested settings: a YAML or JSON file of the check's fields.",
+    help="api_flow and the kinds after it: a YAML or JSON file of the check's fields or a monitor entry.",
 )
 @click.option("--timeout", "budget", type=click.FloatRange(min=0.01), default=10.0, show_default=True)
 @click.option("--source-address", help="Bind outgoing connections to this address.")
