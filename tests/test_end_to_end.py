@@ -4,6 +4,7 @@ results consumer -> PostgreSQL -> consensus -> monitor status, all real."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -205,3 +206,80 @@ async def test_a_failed_check_s_body_reaches_the_incident_as_text(database: str,
         await stop_probes(probes)
         await ctl.stop()
         await target.stop()
+
+
+async def test_a_refused_connection_and_an_nxdomain_reach_the_incident_with_their_evidence(
+    database: str, nats_url: str
+) -> None:
+    """Probe -> NATS -> PostgreSQL -> API for two more failing phases: a refused connect (the
+    reason and the addresses resolved) and a name a local DNS server answers NXDOMAIN for
+    (the rcode and the resolver asked)."""
+    from dnslib import RCODE, DNSRecord
+    from dnslib.server import BaseResolver, DNSHandler, DNSServer
+
+    class Nothing(BaseResolver):
+        def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
+            reply = request.reply()
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+
+    dns_server = DNSServer(Nothing(), port=0, address="127.0.0.1")
+    dns_server.start_thread()
+    resolver = f"127.0.0.1:{dns_server.server.server_address[1]}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # bound, never listening: refused
+        ctl = await start_controller(database, nats_url)
+        probes = await start_probes(nats_url)
+        headers = {"Authorization": f"Bearer {ctl.admin_key}"}
+        try:
+            async with aiohttp.ClientSession(base_url=ctl.base, headers=headers) as api:
+                bodies = [
+                    {
+                        "name": "refused",
+                        "url": f"http://localhost:{closed}/",
+                        "check_interval": 1,
+                        "timeout": 2,
+                    },
+                    {
+                        "name": "nxdomain",
+                        "type": "dns",
+                        "domain": "nothing.test",
+                        "resolver": resolver,
+                        "check_interval": 1,
+                        "timeout": 2,
+                    },
+                ]
+                ids = []
+                for body in bodies:
+                    r = await api.post("/api/v1/monitors", json=body)
+                    assert r.status == 201, await r.text()
+                    ids.append((await r.json())["data"]["id"])
+
+                async def first_failure(mid: int) -> dict[str, Any] | None:
+                    r = await api.get("/api/v1/incidents", params={"monitor_id": str(mid)})
+                    listed = (await r.json())["data"]
+                    if not listed:
+                        return None
+                    r = await api.get(f"/api/v1/incidents/{listed[0]['id']}")
+                    return cast(dict[str, Any] | None, (await r.json())["data"]["first_failure"])
+
+                refused = await eventually(
+                    lambda: first_failure(ids[0]), what="the refused monitor's incident"
+                )
+                evidence = refused["evidence"]
+                assert evidence["reason"] == "connection_refused" and "127.0.0.1" in evidence["ips"]
+                nxdomain = await eventually(
+                    lambda: first_failure(ids[1]), what="the nxdomain monitor's incident"
+                )
+                evidence = nxdomain["evidence"]
+                assert (evidence["rcode"], evidence["resolver"], evidence["answer"]) == (
+                    "NXDOMAIN",
+                    resolver,
+                    [],
+                )
+                assert evidence["reason"] == "rcode_mismatch"
+        finally:
+            await stop_probes(probes)
+            await ctl.stop()
+            dns_server.stop()
