@@ -211,9 +211,13 @@ async def test_a_failed_check_s_body_reaches_the_incident_as_text(database: str,
 async def test_a_refused_connection_and_an_nxdomain_reach_the_incident_with_their_evidence(
     database: str, nats_url: str
 ) -> None:
-    """Probe -> NATS -> PostgreSQL -> API for two more failing phases: a refused connect (the
-    reason and the addresses resolved) and a name a local DNS server answers NXDOMAIN for
-    (the rcode and the resolver asked)."""
+    """Probe -> NATS -> PostgreSQL -> API for more failing phases: a refused connect (the
+    reason and the addresses resolved), a name a local DNS server answers NXDOMAIN for
+    (the rcode and the resolver asked), and a TLS server presenting a certificate for
+    another host (the verification error and the presented chain)."""
+    import ssl
+
+    import trustme
     from dnslib import RCODE, DNSRecord
     from dnslib.server import BaseResolver, DNSHandler, DNSServer
 
@@ -226,6 +230,14 @@ async def test_a_refused_connection_and_an_nxdomain_reach_the_incident_with_thei
     dns_server = DNSServer(Nothing(), port=0, address="127.0.0.1")
     dns_server.start_thread()
     resolver = f"127.0.0.1:{dns_server.server.server_address[1]}"
+    ca = trustme.CA(organization_name="Probefleet Test CA")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("other.test").configure_cert(context)
+    tls_runner = web.AppRunner(web.Application(), access_log=None)
+    await tls_runner.setup()
+    tls_site = web.TCPSite(tls_runner, "127.0.0.1", 0, ssl_context=context)
+    await tls_site.start()
+    tls_port = tls_runner.addresses[0][1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # bound, never listening: refused
@@ -250,6 +262,15 @@ async def test_a_refused_connection_and_an_nxdomain_reach_the_incident_with_thei
                         "timeout": 2,
                     },
                 ]
+                bodies.append(
+                    {
+                        "name": "wrong-host",
+                        "url": f"https://127.0.0.1:{tls_port}/",
+                        "ca_pem": ca.cert_pem.bytes().decode(),
+                        "check_interval": 1,
+                        "timeout": 2,
+                    }
+                )
                 ids = []
                 for body in bodies:
                     r = await api.post("/api/v1/monitors", json=body)
@@ -279,7 +300,15 @@ async def test_a_refused_connection_and_an_nxdomain_reach_the_incident_with_thei
                     [],
                 )
                 assert evidence["reason"] == "rcode_mismatch"
+                wrong = await eventually(
+                    lambda: first_failure(ids[2]), what="the wrong-host monitor's incident"
+                )
+                evidence = wrong["evidence"]
+                assert "127.0.0.1" in str(evidence["verify_error"]) and evidence["ips"] == ["127.0.0.1"]
+                (presented, *_) = evidence["chain"]
+                assert "other.test" in presented["sans"]
         finally:
             await stop_probes(probes)
             await ctl.stop()
             dns_server.stop()
+            await tls_runner.cleanup()
