@@ -3,6 +3,7 @@ regions on distinct 127.0.0.x source addresses, and a target that answers by cal
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -81,7 +82,9 @@ async def _stack(database: str, nats_url: str, target: RegionalTarget) -> AsyncI
         try:
             yield Stack(ctl=ctl, api=api, probes=probes, target=target)
         finally:
-            await stop_probes(probes)
+            # Each probe's stop runs the jobs it holds for up to a lookahead (a second) ahead:
+            # the three stop side by side, not one after another.
+            await asyncio.gather(*(p.stop() for p in probes))
             await ctl.stop()
             await target.stop()
 
