@@ -1,26 +1,16 @@
-"""The `probefleet` command: migrate, create-key, check-config and dev, run for real."""
+"""The `probefleet` command: migrate, create-key and check-config, run for real (dev: test_devcmd.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import asyncpg
 from click.testing import CliRunner
 
 from probefleet.shared.cli import main
-from probefleet.shared.devstack import free_port, reachable_dir
-from tests.helpers import eventually
-
-REPO = Path(__file__).resolve().parent.parent
+from probefleet.shared.devstack import free_port
 
 
 def test_it_migrates_once_and_then_reports_up_to_date(database: str) -> None:
@@ -120,76 +110,6 @@ def test_serve_refuses_an_unusable_fleet_trust_readably(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["controller", "serve", "--insecure-nats", "--port", "0"], env=env)
     assert result.exit_code == 1, result.output
     assert "fleet trust: no fleet trust directory at" in result.output
-
-
-def _get(url: str, key: str | None = None, data: dict[str, object] | None = None) -> dict[str, object]:
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(data).encode() if data else None,
-        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})},
-    )
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return dict(json.loads(r.read()))
-
-
-async def test_dev_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("PROBEFLEET_DATABASE_URL", None)
-    env.pop("PROBEFLEET_NATS_URL", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "probefleet.shared.cli",
-            "dev",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--port",
-            str(port),
-            "--webhook-port",
-            "0",  # not port + 1, which another test's server may hold
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    try:
-        key, said = "", []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not key:
-            line = proc.stdout.readline()
-            said.append(line)
-            assert line, "dev exited early:\n" + "".join(said)
-            if "admin API key" in line:
-                key = line.split(": ", 1)[1].split()[0]
-        assert key.startswith("pf_")
-        base = f"http://127.0.0.1:{port}"
-        created = _get(
-            f"{base}/api/v1/monitors",
-            key,
-            {"name": "self", "url": f"{base}/api/v1/health", "check_interval": 1},
-        )
-        mid = created["data"]["id"]  # type: ignore[index]
-        await eventually(
-            lambda: _get(f"{base}/api/v1/monitors/{mid}", key)["data"]["status"] == "up",  # type: ignore[index]
-            timeout=deadline - time.monotonic(),
-            interval=0.3,
-            what="monitor 'self' up",
-        )
-        regions = _get(f"{base}/api/v1/monitors/{mid}/results?limit=50", key)["data"]
-        assert {r["region"] for r in regions} == {"us-east", "eu-west", "ap-south"}  # type: ignore[union-attr]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
-    assert code == 0
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
-    assert leftovers.strip() == ""
-    # dev keeps its data between runs; this test's copy goes.
-    shutil.rmtree(reachable_dir(tmp_path / "d" / "postgres").parent, ignore_errors=True)
 
 
 def test_it_reads_settings_from_the_environment_and_files(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ import pytest
 
 from probefleet.controller.dev.command import wait_up
 from probefleet.shared.devstack import free_port, reachable_dir
+from tests.helpers import eventually
 
 REPO = Path(__file__).resolve().parent.parent
 TRYOUT = "## Trying notifications and status pages locally"
@@ -278,7 +279,16 @@ def _tryout(dev: Dev) -> list[str]:
 
 
 def test_it_runs_the_readme_tryout_with_its_catchers_beside_a_second_dev(tmp_path: Path) -> None:
-    with running_dev(tmp_path / "a", "--port", "0") as a:
+    # a on a port given (b on --port 0): dev runs the whole system, a monitor of its own
+    # health goes up, checked from its three regions, while the tryout runs.
+    with running_dev(tmp_path / "a", "--port", str(free_port())) as a:
+        status, body = _get(
+            f"{a.base}/api/v1/monitors",
+            a.key,
+            {"name": "self", "url": f"{a.base}/api/v1/health", "check_interval": 1},
+        )
+        assert status == 201, body
+        own = json.loads(body)["data"]["id"]
         # One data directory, one dev: the second stops at once, saying so (not that the
         # port is taken, as it also is: `make dev` twice in one clone).
         for port in (str(a.port), "0"):
@@ -311,6 +321,14 @@ def test_it_runs_the_readme_tryout_with_its_catchers_beside_a_second_dev(tmp_pat
         subscribers = json.loads(shell.run(then)[-1])["data"]
         assert [(s["address"], s["confirmed"]) for s in subscribers] == [("me@example.com", True)]
         shell.close()
+
+        async def own_up() -> bool:
+            status, body = await asyncio.to_thread(_get, f"{a.base}/api/v1/monitors/{own}", a.key)
+            return status == 200 and json.loads(body)["data"]["status"] == "up"
+
+        asyncio.run(eventually(own_up, timeout=60, what="monitor 'self' up"))
+        status, body = _get(f"{a.base}/api/v1/monitors/{own}/results?limit=50", a.key)
+        assert {r["region"] for r in json.loads(body)["data"]} == {"us-east", "eu-west", "ap-south"}
 
         # Another clone with --port 0 runs beside it: its own ports, database and key. Its
         # --config file names an SMTP server (a's mail catcher: b starts none) and a database
