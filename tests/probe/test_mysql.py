@@ -3,12 +3,13 @@ missing; skipped with the reason when it cannot be installed or started)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiomysql
 import msgspec
+import pymysql
 import pytest
 
 from probefleet.probe.checkers import CHECKERS
@@ -44,18 +45,26 @@ async def mysql_port(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     )  # fmt: skip
     try:
         await eventually(lambda: listening(port), timeout=60, what="mariadbd listening")
-        conn = await aiomysql.connect(unix_socket=str(sock), user="root")
-        async with conn.cursor() as cur:
-            await cur.execute(f"CREATE USER 'probe'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'")
-            await cur.execute("GRANT SELECT ON *.* TO 'probe'@'127.0.0.1'")
-            # A region's source address is another host to the server: its own account.
-            await cur.execute(f"CREATE USER 'probe'@'127.0.0.12' IDENTIFIED BY '{PASSWORD}'")
-            await cur.execute("GRANT SELECT ON *.* TO 'probe'@'127.0.0.12'")
-        conn.close()
+        await asyncio.to_thread(_create_users, sock)
         yield port
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _create_users(sock: Path) -> None:
+    """The probe's accounts, made as root over the socket (PyMySQL: the library the mysql
+    checker runs in a worker thread)."""
+    conn = pymysql.connect(unix_socket=str(sock), user="root")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE USER 'probe'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'")
+            cur.execute("GRANT SELECT ON *.* TO 'probe'@'127.0.0.1'")
+            # A region's source address is another host to the server: its own account.
+            cur.execute(f"CREATE USER 'probe'@'127.0.0.12' IDENTIFIED BY '{PASSWORD}'")
+            cur.execute("GRANT SELECT ON *.* TO 'probe'@'127.0.0.12'")
+    finally:
+        conn.close()
 
 
 def _spec(port: int, **fields: object) -> MysqlSpec:

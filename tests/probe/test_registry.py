@@ -31,7 +31,6 @@ HEAVY = (
     "grpc_health",
     "asyncssh",
     "asyncpg",
-    "aiomysql",
     "pymysql",
     "redis",
     "aiomqtt",
