@@ -46,7 +46,9 @@ import nats
 from aiohttp import web
 from nats.js.errors import NotFoundError
 
+from probefleet.controller.engine.diagnostics import DIAGNOSTIC_ATTEMPT
 from probefleet.controller.storage import api_keys, db
+from probefleet.controller.storage import results as results_store
 from probefleet.shared import subjects, wire
 from probefleet.shared.devstack import (
     NatsServer,
@@ -319,12 +321,25 @@ class Polled:
     epoch: int = 0  # bumped at each kill and restart: a request spanning one does not count
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def result_key(
     monitor_id: int, due: float | dt.datetime, region: str, attempt: int
 ) -> tuple[int, int, str, int]:
-    """A result's identity, with the due time in whole microseconds (the database's precision)."""
-    seconds = due.timestamp() if isinstance(due, dt.datetime) else due
-    return (monitor_id, round(seconds * 1_000_000), region, attempt)
+    """A result's identity, with the due time in whole microseconds as the database holds it.
+
+    A due in seconds (a result as the probe published it) is turned into a timestamp the
+    way the controller stores it (storage/results.ts: the float's exact value to the
+    nearest microsecond), not as round(seconds * 1e6): near 1.8e9 s that product is a
+    quarter of a microsecond coarse, and for about one due in eight whose microseconds end
+    near a half it lands on the other neighbour. Scheduled rounds' dues are on a millisecond
+    grid and never do; a diagnosis's (attempt 2000) or an on-demand run's due is the raw
+    time.time() of its sending, so such a result, stored under its true microsecond, was
+    counted as published and neither stored nor held."""
+    at = due if isinstance(due, dt.datetime) else results_store.ts(due)
+    return (monitor_id, (at - _EPOCH) // _MICROSECOND, region, attempt)
 
 
 class Observer:
@@ -410,6 +425,8 @@ class Observer:
         )
         await self._nc.subscribe(subjects.results_all(), cb=self._tap)
         await self._nc.subscribe(subjects.jobs(">"), cb=self._tap_jobs)  # region and kind subjects
+        # The server has both subscriptions before anything the tap must see is published.
+        await self._nc.flush()
         self._tasks.append(asyncio.create_task(self._poll()))
 
     async def _close(self) -> None:
@@ -892,6 +909,8 @@ class Stack:
             "results_published": len(published),
             "results_republished": sum(published.values()) - len(published),
             "results_stored": len(stored),
+            # Incidents' diagnoses among them (due at the raw time they were sent, no round).
+            "diagnoses_stored": sum(k[3] == DIAGNOSTIC_ATTEMPT for k in stored),
             "results_held_for_redelivery": len(held - stored),
             "stream_messages_delivered": delivered,
         }
