@@ -154,6 +154,46 @@ async def test_the_hub_waits_for_late_commits_into_id_holes(controller: Running)
         hub.detach(client)
 
 
+async def _until(client: Client, event_id: int) -> bool:
+    """Whether `client` is handed `event_id` (events of others before it are passed over)."""
+    while (ev := await client.next()) is not None:
+        if ev.id == event_id:
+            return True
+    return False
+
+
+async def test_the_hub_polls_slowly_for_its_own_followers_and_at_once_for_a_client(
+    controller: Running,
+) -> None:
+    """With only the controller's own followers attached (diagnostics) the hub reads the
+    outbox every idle_interval, and still hands them every event; a WebSocket or SSE client
+    attaching wakes it, and it reads every interval while one is attached. The idle period
+    here is far longer than the bound: the second event can only arrive through the wake."""
+    pool = controller.app[keys.POOL]
+    hub = Hub(pool, interval=0.05, idle_interval=600.0)
+    await hub.start()
+    follower = Client(kind="diagnostics", topics=frozenset({"*"}))
+    hub.attach(follower)
+    assert not hub.watched()
+    first = await _event(controller, "monitor.down", 3)
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run(stop))
+    try:
+        async with asyncio.timeout(BOUND):
+            assert (await follower.next()) is not None and hub.last_id >= first
+        browser = Client(kind="ws", topics=frozenset({"*"}))
+        hub.attach(browser)
+        assert hub.watched()
+        second = await _event(controller, "monitor.up", 3)
+        async with asyncio.timeout(BOUND):
+            assert await _until(browser, second) and await _until(follower, second)
+        hub.detach(browser)
+        assert not hub.watched()
+    finally:
+        stop.set()
+        await task
+
+
 # --- status-page posts ------------------------------------------------------------------
 
 
