@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import socket
 import ssl
@@ -183,6 +184,11 @@ class Agent:
         # Jobs received ahead of their due time, each waiting for its timer (`_hold`), by key.
         self._held: dict[int, tuple[asyncio.TimerHandle, CheckJob]] = {}
         self._held_keys = 0
+        # (due, key) of the held jobs, a heap: the next one due first (entries of jobs no
+        # longer held are dropped as they come to the top: `_next_held_due`).
+        self._held_dues: list[tuple[float, int]] = []
+        # Jobs started (`_start`) whose check has not ended yet, running or waiting for a slot.
+        self._running = 0
         self._none_held = asyncio.Event()
         self._none_held.set()
         self._background: list[asyncio.Task[None]] = []
@@ -466,6 +472,7 @@ class Agent:
         key = self._held_keys
         handle = loop.call_at(loop.time() + (job.due - time.time()) + _HOLD_PAD, self._release, key)
         self._held[key] = (handle, job)
+        heapq.heappush(self._held_dues, (job.due, key))
         self._none_held.clear()
         self._unacked[job.due] += 1
 
@@ -512,6 +519,7 @@ class Agent:
             self.metrics.dropped.labels("overload").inc()
             return False
         self._unacked[job.due] += 1
+        self._running += 1
         task = asyncio.create_task(self._run_and_queue(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -521,8 +529,10 @@ class Agent:
         try:
             result = await self.handle_job(job)
         except BaseException:
+            self._running -= 1
             self._settled(job.due)
             raise
+        self._running -= 1
         try:
             self._results.put_nowait(self._ready(job, result))
         except asyncio.QueueFull:
@@ -651,7 +661,8 @@ class Agent:
         batch, every result that becomes ready within `result_linger` of it, up to
         `result_batch_max` or `_BATCH_BYTES`. The wait ends early at the `hold_until` of any
         result taken, and at once when a result whose job does not allow a batch comes (a
-        caller may be waiting for it: "check now")."""
+        caller may be waiting for it: "check now"), or when no other result can come before
+        the wait would end (`_none_before`): the message goes without a timer's wake-up."""
         first = await self._results.get()
         ready = [first]
         cfg = self.config
@@ -665,7 +676,8 @@ class Agent:
             try:
                 item = self._results.get_nowait()
             except asyncio.QueueEmpty:
-                if end <= loop.time():
+                now = loop.time()
+                if end <= now or self._none_before(end - now):
                     break
                 try:
                     async with asyncio.timeout_at(end):
@@ -678,6 +690,27 @@ class Agent:
             size += len(item.data)
             end = min(end, loop.time() + item.hold_until - time.time())
         return ready
+
+    def _none_before(self, seconds: float) -> bool:
+        """No result can become ready within `seconds`: no check started is still running
+        (or waiting for a slot), and the next job held is due after them. Only with jobs
+        held, i.e. sent ahead (the controller's dispatch lookahead): a probe that holds none
+        cannot know what comes next and lingers. A job sent for now meanwhile (a check now)
+        has its result sent in the next message.
+
+        At 50 checks a second sent ahead, a result message waited for its linger's timer
+        after the last check before the next due one had ended: a wake-up of the event loop
+        for nothing, and an idle process's wake-up was the probe's main cost per check (50
+        to 170 us of CPU each on a 2-core VM)."""
+        if self._running or not self._held:
+            return False
+        return self._next_held_due() > time.time() + seconds
+
+    def _next_held_due(self) -> float:
+        dues = self._held_dues
+        while dues and dues[0][1] not in self._held:
+            heapq.heappop(dues)
+        return dues[0][0] if dues else float("inf")
 
     def _batch_bytes(self) -> int:
         server = self.nc.max_payload if self.nc is not None and self.nc.is_connected else 0

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import nats
 import pytest
 from aiohttp import web
@@ -266,6 +267,27 @@ async def test_a_result_nobody_allowed_to_batch_ends_the_wait_for_others(
         assert sorted(msg_id for _, msg_id, _ in got) == sorted([flagged.job_id, waiting.job_id])
     finally:
         await agent.stop()
+
+
+async def test_a_batch_waits_for_no_timer_when_no_other_result_can_come_before_it_ends(nats_url: str) -> None:
+    release = asyncio.Event()
+
+    async def held(spec: object, *, timeout: float, source_address: str | None) -> Outcome:  # noqa: ASYNC109
+        await release.wait()
+        return Outcome(status=Status.OK)
+
+    a = Agent(config(nats_url), checkers={"http": held})
+    assert not a._none_before(0.05)  # nothing held (no jobs sent ahead): what comes is unknown
+    ahead = msgspec.structs.replace(job("http://x/", monitor_id=1, deadline_in=60), due=time.time() + 30)
+    a.submit(ahead)
+    assert a._none_before(0.05) and not a._none_before(40)  # the held job is due within 40 s
+    a.submit(job("http://x/", monitor_id=2, batch=True))
+    assert not a._none_before(0.05)  # a check is running
+    release.set()
+    await eventually(lambda: a._results.qsize() == 1, what="the running check's result")
+    assert a._none_before(0.05)
+    a._skip_held(after=0)
+    assert not a._held and not a._none_before(0.05)
 
 
 async def test_a_retried_batch_is_one_message_on_the_stream(
