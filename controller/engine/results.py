@@ -34,7 +34,7 @@ import asyncpg
 import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamState
 
 from probefleet.controller import metrics
 from probefleet.controller.cluster import fleet
@@ -223,21 +223,33 @@ class Backlog:
     Each `observe` notes the stream's head at `now`; once the consumer's ack floor
     reaches a noted head, every result published before that time is stored (acked
     only after commit), so `caught_up_at` moves there. The stream holds only result
-    subjects, so its head is the last delivered sequence plus the pending count. A
-    message held by a killed controller stays unacked until `ack_wait` and holds the
-    floor back: its round waits for the redelivery instead of closing without it."""
+    subjects, so its head is the last delivered sequence plus the pending count, or the
+    stream's own last sequence when its state (`StreamState`, read from the stream's leader
+    before the consumer's info) says more: a result whose publish the stream acknowledged
+    is in it, while the consumer's replica may not count it yet (just after the stream's
+    leader changed), so the consumer looked idle and a round closed without the answer its
+    probe no longer held. What the (work-queue) stream no longer holds below its first
+    sequence was acknowledged. A message held by a killed controller stays unacked until
+    `ack_wait` and holds the floor back: its round waits for the redelivery instead of
+    closing without it."""
 
     caught_up_at: dt.datetime | None = None
     marks: list[tuple[dt.datetime, int]] = field(default_factory=list)
 
-    def observe(self, info: ConsumerInfo, now: dt.datetime) -> None:
+    def observe(self, info: ConsumerInfo, now: dt.datetime, stream: StreamState | None = None) -> None:
         pending, unacked = info.num_pending or 0, info.num_ack_pending or 0
         delivered = info.delivered.stream_seq if info.delivered else 0
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        if pending == 0 and unacked == 0:
+        head = delivered + pending
+        idle = pending == 0 and unacked == 0
+        if stream is not None:
+            head = max(head, stream.last_seq)
+            floor = max(floor, stream.first_seq - 1)
+            idle = floor >= head
+        if idle:
             self.caught_up_at, self.marks = now, []
             return
-        self.marks.append((now, delivered + pending))
+        self.marks.append((now, head))
         while self.marks and self.marks[0][1] <= floor:
             self.caught_up_at = self.marks.pop(0)[0]
         del self.marks[:-1000]  # a consumer stuck for long: keep the newest marks only
@@ -267,9 +279,12 @@ async def sweep_loop(
     while not stop.is_set():
         now = dt.datetime.now(dt.UTC)
         try:
-            backlog.observe(await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER), now)
+            # The stream first: what it acknowledged before this is at or below its head.
+            stream = (await js.stream_info(subjects.RESULTS_STREAM)).state
+            consumer = await js.consumer_info(subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+            backlog.observe(consumer, now, stream)
         except Exception as e:  # NATS reconnecting: sweep up to what is known
-            log.warning("results consumer info failed error=%s", e)
+            log.warning("results stream or consumer info failed error=%s", e)
         delay = interval
         if backlog.caught_up_at is not None:
             try:

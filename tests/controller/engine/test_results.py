@@ -15,7 +15,7 @@ import asyncpg
 import nats
 import pytest
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
+from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo, StreamState
 
 from probefleet.controller import metrics
 from probefleet.controller.engine import results
@@ -152,6 +152,31 @@ def test_it_tracks_when_the_consumer_caught_up(
     for second, state in enumerate(states):
         backlog.observe(info(*state), T0 + dt.timedelta(seconds=second))
     assert backlog.caught_up_at == (None if caught_up is None else T0 + dt.timedelta(seconds=caught_up))
+
+
+def stream(first: int, last: int) -> StreamState:
+    return StreamState(
+        messages=max(0, last - first + 1), bytes=0, first_seq=first, last_seq=last, consumer_count=1
+    )
+
+
+def test_a_consumer_that_has_not_seen_what_the_stream_acknowledged_is_not_caught_up() -> None:
+    """Just after the results stream's leader changed, the probes' publishes are acknowledged
+    (the stream holds sequences 11 and 12, so the probes report nothing held) while the
+    consumer's replica counts neither: idle in its own info. It is caught up only once its
+    ack floor, or the stream's first sequence, is past what the stream held when it was
+    asked. (The consumer's info alone said caught up at T0: the chaos cluster scenario's rounds
+    closed unknown 0.7 s before their ok answers were stored.)"""
+    backlog = results.Backlog()
+    backlog.observe(info(10, 10, 0, 0), T0, stream(11, 12))
+    assert backlog.caught_up_at is None
+    backlog.observe(info(12, 10, 0, 2), T0 + dt.timedelta(seconds=1), stream(11, 14))
+    assert backlog.caught_up_at is None
+    # 11 and 12 stored and acknowledged (gone from the work-queue stream), 13 and 14 not yet.
+    backlog.observe(info(14, 10, 0, 2), T0 + dt.timedelta(seconds=2), stream(13, 14))
+    assert backlog.caught_up_at == T0
+    backlog.observe(info(14, 14, 0, 0), T0 + dt.timedelta(seconds=3), stream(15, 14))
+    assert backlog.caught_up_at == T0 + dt.timedelta(seconds=3)
 
 
 # ------------------------------------------------------------ the database unavailable
