@@ -15,6 +15,17 @@ machines of one kind, the ratio to blackbox_exporter in one run does not.
 --probe-only runs the probe alone `--runs` times (no blackbox_exporter, no memory run,
 nothing recorded) and prints each run's CPU microseconds per check and their median: the
 A/B of a change to the probe's check path, run before and after on the same machine.
+
+--probe-only --nats-rate 50 runs the whole agent instead (`Agent.start`): a nats-server
+with the streams, and a dispatcher on core 1 that sends jobs as the controller does with
+its 1 s lookahead (every 0.5 s, one message of the jobs due 0.5-1 s on, each due at its own
+evenly spread time; 50 checks a second is what each probe of bench/e2e.py's 1,000 monitors
+x 20 s x 3 regions gets). It prints the probe process's CPU microseconds per check (all its
+threads, from /proc, after a 3 s warm-up) and the results per message. At such rates the
+event loop's wake-ups, not the check path, are most of a probe's CPU per check
+(docs/architecture/probe.md).
+
+    .venv/bin/python -m bench.probe_throughput --probe-only --nats-rate 50 --runs 3 --seconds 20
 """
 
 from __future__ import annotations
@@ -79,6 +90,9 @@ async def _serve_target(port_file: str) -> None:
 
 
 # ---------------------------------------------------------------- workers
+
+_AGENT_WARMUP = 3.0
+_LOOKAHEAD = 1.0
 
 
 def _job(url: str, timeout: float) -> Any:
@@ -193,6 +207,58 @@ async def _probe_memory(url: str, n: int, hold: float) -> dict[str, Any]:
     return {"baseline_rss": baseline, "peak_rss": _vm("VmHWM"), "in_flight": in_flight, "ok": ok}
 
 
+async def _dispatch(nats_url: str, url: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Jobs for region "bench" at `rate` a second for `seconds`, sent ahead as the controller
+    sends them: every half lookahead, one message of those due within the lookahead."""
+    import nats
+
+    from probefleet.shared import subjects, wire
+    from probefleet.shared.wire import CheckJob, HttpSpec
+
+    nc = await nats.connect(nats_url)
+    start = time.time()
+    due, monitor, sent = start + _LOOKAHEAD, 0, 0
+    while time.time() - start < seconds:
+        now = time.time()
+        jobs = []
+        while due < now + _LOOKAHEAD:
+            monitor = monitor % 1000 + 1
+            job = CheckJob(
+                monitor_id=monitor,
+                due=due,
+                deadline=due + 20,
+                region="bench",
+                timeout=5.0,
+                spec=HttpSpec(url=url),
+                interval=20.0,
+                batch_results=True,
+            )
+            jobs.append(wire.encode(job))
+            due += 1 / rate
+        await nc.publish(subjects.jobs("bench"), wire.encode_job_batch(jobs))
+        sent += len(jobs)
+        await asyncio.sleep(max(0.0, _LOOKAHEAD / 2 - (time.time() - now)))
+    await nc.close()
+    return {"sent": sent}
+
+
+async def _agent_rate(nats_url: str, seconds: float) -> dict[str, Any]:
+    """The whole agent on NATS for a warm-up and `seconds`: its CPU per check, results per message."""
+    from probefleet.probe.agent import Agent
+    from probefleet.probe.config import ProbeConfig
+
+    agent = Agent(ProbeConfig(region="bench", nats_url=nats_url, probe_id="bench-1"))
+    await agent.start()
+    await asyncio.sleep(_AGENT_WARMUP)
+    messages = agent.metrics.result_messages
+    cpu0, checks0, msgs0 = cpu_seconds(os.getpid()), agent.checks_total, messages._value.get()
+    await asyncio.sleep(seconds)
+    cpu = cpu_seconds(os.getpid()) - cpu0
+    checks, msgs = agent.checks_total - checks0, messages._value.get() - msgs0
+    await agent.stop()
+    return {"cpu": cpu, "checks": checks, "messages": msgs}
+
+
 def _worker(argv: list[str]) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -204,6 +270,10 @@ def _worker(argv: list[str]) -> None:
         return
     if kind == "probe":
         out = uvloop.run(_probe_throughput(args[0], int(args[1]), float(args[2])))
+    elif kind == "dispatch":
+        out = uvloop.run(_dispatch(args[0], args[1], float(args[2]), float(args[3])))
+    elif kind == "agent":
+        out = uvloop.run(_agent_rate(args[0], float(args[1])))
     elif kind == "blackbox":
         out = uvloop.run(_blackbox_driver(args[0], int(args[1]), float(args[2]), int(args[3])))
     else:
@@ -297,6 +367,12 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--probe-only", action="store_true", help="the probe alone, --runs times; no record")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--nats-rate",
+        type=float,
+        default=0.0,
+        help="with --probe-only: the whole agent on NATS at this many checks/s",
+    )
     args = parser.parse_args()
     if args.probe_only:
         _probe_only(args)
@@ -327,6 +403,9 @@ def main() -> None:
 
 def _probe_only(args: argparse.Namespace) -> None:
     """The probe's CPU per check, `args.runs` times against one target, and the median."""
+    if args.nats_rate > 0:
+        _agent_only(args)
+        return
     calib = calibration()
     per_check: list[float] = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -348,6 +427,51 @@ def _probe_only(args: argparse.Namespace) -> None:
     median = percentile(per_check, 0.5)
     print(
         f"median: {median:.1f} us CPU per check ({1e6 / median:,.0f} checks per CPU-second) over "
+        f"{args.runs} runs of {args.seconds:g} s; calibration loop {calib:.1f} ms; "
+        f"load average {load_average()}"
+    )
+
+
+def _agent_only(args: argparse.Namespace) -> None:
+    """--probe-only --nats-rate: the whole agent on NATS, `args.runs` times, and the median."""
+    import nats
+
+    from probefleet.shared.devstack import NatsServer
+    from probefleet.shared.streams import ensure_streams
+
+    async def streams(url: str) -> None:
+        nc = await nats.connect(url)
+        await ensure_streams(nc.jetstream())
+        await nc.close()
+
+    calib = calibration()
+    per_check: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = NatsServer(tmp / "nats")
+        nats_url = server.start()
+        target_proc = _spawn(AUX_CORE, "target", str(tmp / "port"))
+        try:
+            asyncio.run(streams(nats_url))
+            url = f"http://127.0.0.1:{_wait_port(tmp / 'port')}/"
+            for i in range(args.runs):
+                span = str(_AGENT_WARMUP + args.seconds + 1)
+                dispatcher = _spawn(AUX_CORE, "dispatch", nats_url, url, str(args.nats_rate), span)
+                r = _run_worker(SUT_CORE, "agent", nats_url, str(args.seconds))
+                dispatcher.communicate(timeout=60)
+                per_check.append(1e6 * r["cpu"] / max(r["checks"], 1))
+                print(
+                    f"run {i + 1}: {per_check[-1]:.0f} us CPU per check, {r['checks']} checks, "
+                    f"{r['checks'] / max(r['messages'], 1):.2f} results per message",
+                    flush=True,
+                )
+        finally:
+            target_proc.terminate()
+            target_proc.wait(10)
+            server.stop()
+    median = percentile(per_check, 0.5)
+    print(
+        f"median: {median:.0f} us CPU per check at {args.nats_rate:g} checks/s through NATS over "
         f"{args.runs} runs of {args.seconds:g} s; calibration loop {calib:.1f} ms; "
         f"load average {load_average()}"
     )
