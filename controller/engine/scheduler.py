@@ -263,6 +263,11 @@ class Scheduler:
             entry = self.entries.get(mid)
             if entry is not None and entry.version == version and now - due <= entry.interval and active:
                 due_now.append((due, entry))
+        # While rounds cannot be written (the database unavailable, or a backlog of them
+        # still buffered) nothing is opened ahead: this controller cannot tell whether its
+        # shards are still its own, and a job sent ahead for a due time past its lease would
+        # run a second time when another controller takes the shard over.
+        ahead = ahead and not self.pending and not self._outage.down
         horizon = now + self.lookahead if ahead else now
         while (wake := self.next_wakeup()) is not None and wake <= horizon:
             due, mid, _ = heapq.heappop(self.heap)

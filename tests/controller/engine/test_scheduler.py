@@ -502,6 +502,40 @@ async def test_it_publishes_from_memory_while_the_database_is_frozen_and_writes_
     assert not sched.pending
 
 
+async def test_it_sends_nothing_ahead_while_the_database_is_frozen(
+    own_pool: asyncpg.Pool, own_postgres: PostgresServer
+) -> None:
+    """A controller that cannot write its rounds cannot tell whether its shards are still
+    its own: a job sent ahead past its lease would run twice once another controller takes
+    the shard over. So while rounds wait in the buffer, each is opened at its due time."""
+    sched, published = make(own_pool)
+    sched.lookahead = 1.0
+    for mid in range(1, 21):
+        sched.upsert(row(mid, interval=2), now=T0)
+    assert await tick_live(sched, T0, job_batches=True) > 0
+    assert any(j.due > T0 for _, jobs in sent(published) for j in jobs), "sent ahead before the freeze"
+    own_postgres.freeze()
+    try:
+        for step in range(1, 9):
+            now = T0 + step / 2
+            before = len(published)
+            async with asyncio.timeout(10):
+                await tick_live(sched, now, job_batches=True)
+            assert sched.pending, "rounds buffered"
+            if step == 1:
+                continue  # the tick whose write finds the database gone had sent them already
+            late = [j.due for _, jobs in sent(published, before) for j in jobs if j.due > now]
+            assert late == [], f"sent ahead while the database was frozen: {late}"
+    finally:
+        own_postgres.thaw()
+    assert await sched.write_pending() > 0
+    # The first tick's write finds the database back; from the next one on, ahead again.
+    await tick_live(sched, T0 + 5, job_batches=True)
+    before = len(published)
+    await tick_live(sched, T0 + 5.5, job_batches=True)
+    assert any(j.due > T0 + 5.5 for _, jobs in sent(published, before) for j in jobs), "ahead again after"
+
+
 async def test_a_full_buffer_drops_its_oldest_rounds(pool: asyncpg.Pool) -> None:
     sched = Scheduler(pool=pool, publish=Published(), fleet=Fleet(), buffer_max=3)
     before = metrics.REGISTRY.get_sample_value("probefleet_rounds_dropped_total") or 0.0
