@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import math
 import operator
+import weakref
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -102,24 +103,52 @@ class ShownConfigs:
     def __init__(self, max_entries: int = SHOWN_CONFIGS_MAX) -> None:
         self.max_entries = max_entries
         self.entries: dict[int, tuple[bytes, bytes]] = {}
+        # monitor id -> (the application whose database it was read from, weakly; the
+        # config_version, migration 0027, its entry is known to match there)
+        self.versions: dict[int, tuple[weakref.ref[Any], int]] = {}
 
-    def get(self, row: RowLike) -> bytes:
+    def get(self, row: RowLike, scope: Any = None) -> bytes:
         """The JSON members (no braces) of the config as the API shows it. TypeError for a
-        value JSON cannot hold, as encoding any response holding it would."""
+        value JSON cannot hold, as encoding any response holding it would. A row with
+        `config_version` read by `scope` (the application: versions are numbers of its
+        database) makes the entry known to match that version (`by_version`)."""
         try:
             values = _config_values(row)
         except KeyError:  # a row without some column: not the same as one holding null
             values = [row.get(c, _ABSENT) for c in _CONFIG_COLUMNS]
         inputs = _inputs(values)
         monitor_id = row["id"]
+        version = row.get("config_version") if scope is not None else None
         held = self.entries.get(monitor_id)
         if held is not None and held[0] == inputs:
+            if version is not None:
+                self._known(monitor_id, scope, version)
             return held[1]
         encoded = _encode(monitors.redact(monitors.config_fields(row)))[1:-1]
         if held is None and len(self.entries) >= self.max_entries:
-            del self.entries[next(iter(self.entries))]
+            oldest = next(iter(self.entries))
+            del self.entries[oldest]
+            self.versions.pop(oldest, None)
         self.entries[monitor_id] = (inputs, encoded)
+        if version is None:
+            self.versions.pop(monitor_id, None)
+        else:
+            self._known(monitor_id, scope, version)
         return encoded
+
+    def _known(self, monitor_id: int, scope: Any, version: int) -> None:
+        known = self.versions.get(monitor_id)
+        if known is None or known[1] != version or known[0]() is not scope:
+            self.versions[monitor_id] = (weakref.ref(scope), version)
+
+    def by_version(self, scope: Any, monitor_id: int, version: int) -> bytes | None:
+        """The entry of a monitor whose stored config is at `version` in `scope`'s
+        database (the row of a list read without its configured columns), or None when
+        not known to match it."""
+        known = self.versions.get(monitor_id)
+        if known is None or known[1] != version or known[0]() is not scope:
+            return None
+        return self.entries[monitor_id][1]
 
 
 SHOWN = ShownConfigs()
@@ -163,11 +192,35 @@ def public(row: dict[str, Any], uptime: dict[str, float | None] | None = None) -
     return out
 
 
-def public_json(row: RowLike) -> msgspec.Raw:
+def public_json(row: RowLike, config: bytes | None = None) -> msgspec.Raw:
     """`public(row)` already encoded, as JSON responses embed it: the config's JSON comes
-    from SHOWN, so a monitor shown again costs only the encoding of its state."""
+    from SHOWN (or `config`, already found there), so a monitor shown again costs only the
+    encoding of its state."""
     state = _encode(_state(row, None))
-    return msgspec.Raw(b'{"id":%d,%b,%b' % (row["id"], SHOWN.get(row), state[1:]))
+    if config is None:
+        config = SHOWN.get(row)
+    return msgspec.Raw(b'{"id":%d,%b,%b' % (row["id"], config, state[1:]))
+
+
+async def _listed(app: web.Application, rows: list[asyncpg.Record]) -> list[msgspec.Raw]:
+    """A list's rows, read without their configured columns (store.list_records
+    config=False), as `public_json` gives them: the config of a monitor whose version
+    SHOWN holds comes from there, the others' columns are read in one more query.
+    Versions count per database, so SHOWN keeps them per application (tests run many,
+    each on a database cloned from one template, whose sequences start alike)."""
+    configs = [SHOWN.by_version(app, r["id"], r["config_version"]) for r in rows]
+    missing = [r["id"] for r, c in zip(rows, configs, strict=True) if c is None]
+    if missing:
+        # Read after the page: an edit in between shows its newer config (and version).
+        fresh = {r["id"]: SHOWN.get(r, app) for r in await store.configs(app[keys.POOL], missing)}
+        # A monitor deleted in between has no row left: it is left out, as a list read
+        # a moment later would.
+        return [
+            public_json(r, c if c is not None else fresh[r["id"]])
+            for r, c in zip(rows, configs, strict=True)
+            if c is not None or r["id"] in fresh
+        ]
+    return [public_json(r, c) for r, c in zip(rows, configs, strict=True)]
 
 
 async def _public_many(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -505,7 +558,9 @@ async def list_monitors(request: web.Request) -> web.Response:
     sort, desc = _sort(request)
     if "page" in request.query:
         page = _int_param(request, "page", 1, 1, 10_000_000)
-        rows = await store.list_records(pool, f, sort=sort, desc=desc, offset=(page - 1) * limit, limit=limit)
+        rows = await store.list_records(
+            pool, f, sort=sort, desc=desc, offset=(page - 1) * limit, limit=limit, config=False
+        )
         total = await store.count_filtered(pool, f)
         pages = math.ceil(total / limit)
         pagination = {
@@ -516,33 +571,37 @@ async def list_monitors(request: web.Request) -> web.Response:
             "has_next": page < pages,
             "has_previous": page > 1,
         }
+        listed = await _listed(request.app, rows)
         body = {
-            "data": [public_json(r) for r in rows],
+            "data": listed,
             "pagination": pagination,
-            "meta": {"timestamp": now_utc(), "count": len(rows), "total": total},
+            "meta": {"timestamp": now_utc(), "count": len(listed), "total": total},
         }
         return json_response(body)
     if "offset" in request.query:
         offset = _int_param(request, "offset", 0, 0, 10_000_000)
-        rows = await store.list_records(pool, f, sort=sort, desc=desc, offset=offset, limit=limit + 1)
+        rows = await store.list_records(
+            pool, f, sort=sort, desc=desc, offset=offset, limit=limit + 1, config=False
+        )
         more = len(rows) > limit
-        rows = rows[:limit]
+        listed = await _listed(request.app, rows[:limit])
         meta: dict[str, Any] = {
-            "count": len(rows),
+            "count": len(listed),
             "has_more": more,
             "hasMore": more,
             "offset": offset,
             "next_offset": offset + limit if more else None,
         }
-        return ok([public_json(r) for r in rows], meta=meta)
+        return ok(listed, meta=meta)
     cursor = request.query.get("cursor")
     after = decode_cursor(cursor, sort, desc) if cursor and cursor != "0" else None
-    rows = await store.list_records(pool, f, sort=sort, desc=desc, after=after, limit=limit + 1)
+    rows = await store.list_records(pool, f, sort=sort, desc=desc, after=after, limit=limit + 1, config=False)
     more = len(rows) > limit
     rows = rows[:limit]
     nxt = encode_cursor(sort, desc, rows[-1]) if more else None
-    meta = {"count": len(rows), "has_more": more, "next_cursor": nxt, "hasMore": more, "nextCursor": nxt}
-    return ok([public_json(r) for r in rows], meta=meta)
+    listed = await _listed(request.app, rows)
+    meta = {"count": len(listed), "has_more": more, "next_cursor": nxt, "hasMore": more, "nextCursor": nxt}
+    return ok(listed, meta=meta)
 
 
 # ---- bulk ------------------------------------------------------------------------------

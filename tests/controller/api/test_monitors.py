@@ -852,3 +852,15 @@ async def test_lists_and_gets_match_the_dict_form_and_show_every_edit_at_once(
     assert listed[ids[0]]["headers"] == {"X-Api-Key": "<redacted>", "X-Trace": "changed"}
     assert listed[ids[2]]["name"] == "direct" and listed[ids[2]]["host"] == "127.0.0.2"
     assert await data(await api.get(f"/api/v1/monitors/{ids[2]}")) == listed[ids[2]]
+    # Lists leave the configured columns out for monitors whose config_version the
+    # controller saw (migration 0027): a state update keeps the version, an edit of any
+    # configured column (here straight in the database) takes a new one.
+    version = "SELECT config_version FROM monitors WHERE id = $1"
+    before = await pool.fetchval(version, ids[1])
+    await pool.execute("UPDATE monitors SET last_check = now(), fail_streak = 1 WHERE id = $1", ids[1])
+    assert await pool.fetchval(version, ids[1]) == before
+    await pool.execute("UPDATE monitors SET tags = '{edited}' WHERE id = $1", ids[1])
+    assert await pool.fetchval(version, ids[1]) != before
+    for query in ("limit=100", "limit=100&page=1", "limit=100&offset=0", "limit=100&sort=name"):
+        listed = {m["id"]: m for m in await data(await api.get(f"/api/v1/monitors?{query}"))}
+        assert listed[ids[1]]["tags"] == ["edited"], query

@@ -87,3 +87,27 @@ def test_it_holds_at_most_max_entries_and_refuses_values_json_cannot_hold() -> N
     with pytest.raises(TypeError):  # as encoding any response holding it would
         shown.get(_row(9, project=Odd()))
     assert 9 not in shown.entries
+
+
+def test_an_entry_is_found_by_version_only_for_the_version_and_database_it_was_read_with() -> None:
+    """Lists read config_version (migration 0027) instead of the configured columns: an
+    entry answers a version only after a row of that version, read by the same
+    application (versions are numbers of its database), was checked against it."""
+
+    class App:
+        """Stands for an aiohttp application (held weakly)."""
+
+    shown, app, other = ShownConfigs(max_entries=2), App(), App()
+    assert shown.by_version(app, 1, 10) is None
+    first = shown.get(_row(1, config_version=10), app)
+    assert shown.by_version(app, 1, 10) is first
+    assert shown.by_version(other, 1, 10) is None  # another database's monitor 1
+    assert shown.by_version(app, 1, 11) is None  # edited since: the columns must be read
+    assert shown.get(_row(1, config_version=11), app) is first  # a bump that changed nothing
+    assert shown.by_version(app, 1, 11) is first and shown.by_version(app, 1, 10) is None
+    renamed = shown.get(_row(1, name="renamed"))  # a row without a version (a get by id)
+    assert shown.by_version(app, 1, 11) is None  # the entry no longer matches version 11
+    assert _decoded(renamed)["name"] == "renamed"
+    shown.get(_row(2, config_version=20), app)
+    shown.get(_row(3, config_version=30), app)  # drops monitor 1's entry, and its version
+    assert sorted(shown.versions) == [2, 3] and shown.by_version(app, 3, 30) is not None
