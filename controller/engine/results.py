@@ -367,10 +367,23 @@ async def consume(
         good = [r for r in good if r.monitor_id != UNSAVED_MONITOR]
         if good and not await _store(pool, good, msgs, outage, stop, on_recheck, ack_wait):
             continue
-        await asyncio.gather(*(m.ack() for m in msgs if m.metadata is not None), return_exceptions=True)
+        await _ack_all(msgs)
         if gather > 0 and len(msgs) < want:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), gather)
+
+
+async def _ack_all(msgs: list[Msg]) -> None:
+    """Acknowledge each message in turn: an ack is a publish into the client's buffer, so a
+    task per message (as with gather) cost more than the acks. One that fails (NATS
+    reconnecting) leaves its message to be redelivered after ack_wait and stored once."""
+    for m in msgs:
+        if m.metadata is None:
+            continue
+        try:
+            await m.ack()
+        except Exception as e:  # the connection closing: the rest fail alike
+            log.debug("results ack failed error=%s", e)
 
 
 def _results_of(m: Msg) -> list[wire.CheckResult] | None:
