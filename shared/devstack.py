@@ -554,6 +554,11 @@ class PostgresServer:
             # subscriptions the embedded server never has).
             "-c",
             "max_logical_replication_workers=0",
+            # Pages are on SSD or in the page cache, not on a spinning disk: at the default 4
+            # the planner walks the primary key for a filtered monitor list instead of its
+            # (kind, status, id) index (docs/deploy.md).
+            "-c",
+            "random_page_cost=1.1",
         ]
         if int((pgdata / "PG_VERSION").read_text().split(".")[0]) >= 18:
             # Reads done by the backend itself, as before 18: no I/O worker processes.
