@@ -2,10 +2,10 @@
 transaction and compare the first column of the first row (as text) with the expected
 value.
 
-The session runs in a worker thread with PyMySQL (installed with the `checks` extra's
-aiomysql, which is built on it): aiomysql opens its socket with no local address and no
-seam to give one, and a check must leave from the probe's source address, which PyMySQL
-takes as `bind_address`. Every socket operation is bounded by the check's timeout, so a
+The session runs in a worker thread with PyMySQL (the `checks` extra): aiomysql, the
+asyncio client built on it, opens its socket with no local address and no seam to give
+one, and a check must leave from the probe's source address, which PyMySQL takes as
+`bind_address`. Every socket operation is bounded by the check's timeout, so a
 thread outliving a timed-out check ends within that time and closes its connection."""
 
 # The registry's signature takes the job's time budget as `timeout`.
