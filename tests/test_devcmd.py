@@ -281,7 +281,8 @@ def _tryout(dev: Dev) -> list[str]:
 def test_it_runs_the_readme_tryout_with_its_catchers_beside_a_second_dev(tmp_path: Path) -> None:
     # a on a port given (b on --port 0): dev runs the whole system, a monitor of its own
     # health goes up, checked from its three regions, while the tryout runs.
-    with running_dev(tmp_path / "a", "--port", str(free_port())) as a:
+    # (its webhook catcher on any free port: --port's default neighbour may be taken)
+    with running_dev(tmp_path / "a", "--port", str(free_port()), "--webhook-port", "0") as a:
         status, body = _get(
             f"{a.base}/api/v1/monitors",
             a.key,

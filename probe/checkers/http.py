@@ -190,9 +190,13 @@ def session_for(source_address: str | None, verify_tls: bool, ca_pem: str | None
 
 
 async def close_sessions() -> None:
+    """Close this event loop's sessions; agents of one loop stopping at once may call it
+    together (each pops a session before awaiting its close, so none is closed twice)."""
     loop_id = id(asyncio.get_running_loop())
     for key in [k for k in _sessions if k[0] == loop_id]:
-        await _sessions.pop(key).close()
+        session = _sessions.pop(key, None)
+        if session is not None:
+            await session.close()
     http1.close(loop_id)
     _certs.clear()
 
