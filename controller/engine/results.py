@@ -350,6 +350,11 @@ async def consume(
         except TimeoutError:
             continue
         except Exception as e:  # NATS reconnecting: wait and fetch again
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # nats-py answers a cancel of a fetch on a closed connection with
+                # ConnectionClosedError: the task was cancelled, so it ends.
+                raise asyncio.CancelledError from e
             log.warning("results fetch failed error=%s", e)
             await asyncio.sleep(0.5)
             continue
