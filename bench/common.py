@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
 import re
+import signal
+import subprocess
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -133,3 +136,16 @@ def record(title: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     RESULTS.write_text(text.rstrip() + "\n")
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], wait: float = 20) -> None:
+    """SIGTERM each of a benchmark's processes, the last started first, then wait for each
+    (killing one that outlives `wait` seconds)."""
+    for p in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(wait)
+        except subprocess.TimeoutExpired:
+            p.kill()

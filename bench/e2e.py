@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from bench.common import (
     percentile,
     process_tree,
     record,
+    stop_processes,
     tree_cpu,
 )
 from probefleet.controller.engine.scheduler import phase
@@ -290,14 +290,7 @@ def run_one(
             "processes": nprocs,
         }
     finally:
-        for p in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         stack.stop()
 
 

@@ -40,7 +40,7 @@ import click
 import msgspec
 import nats
 
-from bench.common import calibration, load_average, machine, percentile, record
+from bench.common import calibration, load_average, machine, percentile, record, stop_processes
 from probefleet.controller.cluster import trust as trust_mod
 from probefleet.controller.storage import api_keys, db
 from probefleet.shared import devstack, natscreds, subjects, wire
@@ -276,14 +276,7 @@ def main(enrollments: int, monitors: int, no_record: bool) -> None:
                 _run(base, key, secure, work, enrollments, monitors, f"http://127.0.0.1:{target_port}/")
             )
         finally:
-            for p in reversed(procs):
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_processes(procs)
             stack.stop()
     body = (
         f"Command: `python -m bench.fleet --enrollments {enrollments} --monitors {monitors}`.\n"

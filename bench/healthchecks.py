@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from typing import Any
 import asyncpg
 import click
 
+from bench.common import stop_processes
 from probefleet.shared import devstack
 
 ENV = "PROBEFLEET_HEALTHCHECKS_DIR"
@@ -333,14 +333,7 @@ def run(
         res["code"] = f"Healthchecks {version(root)}"
         return res
     finally:
-        for p in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs, wait=30)
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -18,12 +18,10 @@ of one monitor minus the interval.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -33,7 +31,7 @@ from typing import Any
 
 import click
 
-from bench.common import children_map, memory_kib, percentile, process_tree, tree_cpu
+from bench.common import children_map, memory_kib, percentile, process_tree, stop_processes, tree_cpu
 from probefleet.shared import devstack
 
 ENV = "PROBEFLEET_KUMA_DIR"
@@ -223,14 +221,7 @@ def run(n: int, interval: int, window: float, windows: int, workdir: Path, root:
             "processes": len(tree),
         }
     finally:
-        for p in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def reading(results: list[dict[str, Any]]) -> str:
