@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -59,6 +60,37 @@ def _cpu_self() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+async def _drive(
+    one: Callable[[str, str], Awaitable[None]],
+    out: dict[str, list[float]],
+    rnd: random.Random,
+    rate: float,
+    seconds: float,
+    max_id: int,
+) -> None:
+    """The open loop both clients run: a warm-up, then `rate` requests a second for
+    `seconds`, alternating single gets and filtered lists; elapsed time and this process's
+    CPU into `out`."""
+    for _ in range(50):  # warm up connections and caches
+        await one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")
+    out["get"].clear()
+    cpu0 = _cpu_self()
+    start = time.perf_counter()
+    tasks = []
+    n = int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if i % 2:
+            tasks.append(asyncio.create_task(one("list", LIST_PATH)))
+        else:
+            tasks.append(asyncio.create_task(one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")))
+    await asyncio.gather(*tasks)
+    out["elapsed"] = [time.perf_counter() - start]
+    out["cpu"] = [_cpu_self() - cpu0]
+
+
 async def load(
     bases: list[str], key: str, rate: float, seconds: float, max_id: int
 ) -> dict[str, list[float]]:
@@ -85,24 +117,7 @@ async def load(
                 ok = False
             out[kind if ok else "errors"].append((time.perf_counter() - t) * 1000)
 
-        for _ in range(50):  # warm up connections and caches
-            await one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")
-        out["get"].clear()
-        cpu0 = _cpu_self()
-        start = time.perf_counter()
-        tasks = []
-        n = int(rate * seconds)
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if i % 2:
-                tasks.append(asyncio.create_task(one("list", LIST_PATH)))
-            else:
-                tasks.append(asyncio.create_task(one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")))
-        await asyncio.gather(*tasks)
-        out["elapsed"] = [time.perf_counter() - start]
-        out["cpu"] = [_cpu_self() - cpu0]
+        await _drive(one, out, rnd, rate, seconds, max_id)
     return out
 
 
@@ -165,24 +180,7 @@ async def load_raw(
                     conn.writer.close()
         out[kind if ok else "errors"].append((time.perf_counter() - t) * 1000)
 
-    for _ in range(50):  # warm up connections and caches
-        await one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")
-    out["get"].clear()
-    cpu0 = _cpu_self()
-    start = time.perf_counter()
-    tasks = []
-    n = int(rate * seconds)
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if i % 2:
-            tasks.append(asyncio.create_task(one("list", LIST_PATH)))
-        else:
-            tasks.append(asyncio.create_task(one("get", f"/api/v1/monitors/{rnd.randint(1, max_id)}")))
-    await asyncio.gather(*tasks)
-    out["elapsed"] = [time.perf_counter() - start]
-    out["cpu"] = [_cpu_self() - cpu0]
+    await _drive(one, out, rnd, rate, seconds, max_id)
     for conns in idle.values():
         for c in conns:
             c.writer.close()
